@@ -7,6 +7,7 @@ Subcommands are loaded lazily (click's "Lazily Loading Subcommands" pattern) so 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from typing import Any
 
