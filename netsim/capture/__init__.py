@@ -1,0 +1,42 @@
+"""netsim.capture: CaptureConfig → the rules Istio's sidecar capture generator writes, exactly.
+
+Owns: the iptables plan in Istio's emission order (``iptables``), Istio's dry-run text (``dryrun``),
+the nftables transaction (``nft``), TPROXY/IPv6 route commands and cleanup commands as data.
+Never does: IO. Options are turned into a CaptureConfig by ``netsim.spec.options``.
+"""
+
+from __future__ import annotations
+
+from netsim.capture.compiled import Compiled, compile_config
+from netsim.capture.config import WILDCARD, CaptureConfig, CidrList, InterceptionMode
+from netsim.capture.dryrun import dry_run, render_dry_run, render_restore
+from netsim.capture.iptables import (
+    PlannedRule,
+    RouteCommand,
+    build,
+    cleanup_commands,
+    dns_capture_effective,
+    plan,
+    route_commands,
+)
+from netsim.capture.nft import render_nft
+
+__all__ = [
+    "WILDCARD",
+    "CaptureConfig",
+    "CidrList",
+    "Compiled",
+    "InterceptionMode",
+    "PlannedRule",
+    "RouteCommand",
+    "build",
+    "cleanup_commands",
+    "compile_config",
+    "dns_capture_effective",
+    "dry_run",
+    "plan",
+    "render_dry_run",
+    "render_nft",
+    "render_restore",
+    "route_commands",
+]

@@ -1,0 +1,499 @@
+"""CaptureConfig → the rules istio-iptables writes, in Istio's exact emission order (spec/istio-iptables.md §4).
+
+Owns: which rule goes into which table, chain and family, in which order, spelled exactly as Istio
+spells it (``args``, what its dry-run golden shows); the policy-routing and ``::6`` commands TPROXY and
+IPv6 need (§1 step 6, §6) as data; the cleanup commands Istio derives from the planned rules (§11).
+Never does: IO, running iptables or ip, rendering text (``dryrun.py`` renders Istio's format,
+``netsim.netfilter.render`` what ``iptables-save`` prints), or anything for nftables (``nft.py``).
+
+Every emitted rule carries ``why``: the traffic path it handles, the reason, and the spec section.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from netsim.capture.config import WILDCARD, CaptureConfig, CidrList, InterceptionMode
+from netsim.netfilter.matches import DEFAULT_NAMES, Names
+from netsim.netfilter.model import BUILTIN_CHAINS, Family, RestorePayload, RuleOp
+from netsim.netfilter.parse import parse_rule_args
+
+# Fixed names and numbers (spec §3).
+ISTIO_INBOUND = "ISTIO_INBOUND"
+ISTIO_REDIRECT = "ISTIO_REDIRECT"
+ISTIO_IN_REDIRECT = "ISTIO_IN_REDIRECT"
+ISTIO_OUTPUT = "ISTIO_OUTPUT"
+ISTIO_OUTPUT_DNS = "ISTIO_OUTPUT_DNS"
+ISTIO_DIVERT = "ISTIO_DIVERT"
+ISTIO_TPROXY = "ISTIO_TPROXY"
+ISTIO_DROP = "ISTIO_DROP"
+AGENT_DNS_PORT = "15053"  # the agent's DNS listener; not configurable in the generator
+DNS_PORT = "53"
+OUTBOUND_MARK = "1338"  # "Envoy to the local app by pod IP" in TPROXY mode; hard-coded, unlike -t
+PASSTHROUGH_SOURCE = {Family.IPV4: "127.0.0.6/32", Family.IPV6: "::6/128"}  # Envoy's inbound passthrough bind
+IPV6_LOOPBACK = "::1/128"
+
+BUILTIN = frozenset(chain for chains in BUILTIN_CHAINS.values() for chain in chains)
+
+
+class Scope(enum.Enum):
+    """Which family's rule list a rule goes to (Istio's AppendRule / AppendRuleV4 / AppendRuleV6)."""
+
+    BOTH = "both"
+    V4 = "v4"
+    V6 = "v6"
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned:
+    """A token that differs by family (Istio's ``AppendVersionedRule``), e.g. the loopback CIDR."""
+
+    v4: str
+    v6: str
+
+    def __call__(self, family: Family) -> str:
+        return self.v4 if family is Family.IPV4 else self.v6
+
+
+Token = str | Versioned
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlannedRule:
+    """One rule of one family as Istio emits it, with the reason it exists."""
+
+    family: Family
+    table: str
+    chain: str
+    args: tuple[str, ...]
+    position: int | None = None  # None: -A; n: -I chain n
+    why: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RouteCommand:
+    """A command Istio runs over netlink after the rules (spec §1 step 6, §6), written as ``ip`` argv.
+
+    ``ignore_exists``: Istio ignores "file exists" for this one (the address and the routes).
+    """
+
+    argv: tuple[str, ...]
+    ignore_exists: bool = False
+    why: str = ""
+
+
+class _Plan:
+    """Collects rules per family in emission order (only inside :func:`plan`)."""
+
+    def __init__(self, ipv6: bool) -> None:
+        self.families = (Family.IPV4, Family.IPV6) if ipv6 else (Family.IPV4,)
+        self.rules: list[PlannedRule] = []
+
+    def add(
+        self,
+        table: str,
+        chain: str,
+        *args: Token,
+        why: str,
+        scope: Scope = Scope.BOTH,
+        position: int | None = None,
+    ) -> None:
+        for family in self.families:
+            if (scope is Scope.V4 and family is not Family.IPV4) or (
+                scope is Scope.V6 and family is not Family.IPV6
+            ):
+                continue
+            tokens = tuple(t(family) if isinstance(t, Versioned) else t for t in args)
+            self.rules.append(
+                PlannedRule(family=family, table=table, chain=chain, args=tokens, position=position, why=why)
+            )
+
+
+def dns_capture_effective(config: CaptureConfig) -> bool:
+    """Spec §7's table: redirect-dns with neither capture-all nor any resolver is *off* (a warning in Istio)."""
+    return config.redirect_dns and (
+        config.capture_all_dns or bool(config.dns_servers_v4) or bool(config.dns_servers_v6)
+    )
+
+
+def owner_group_filter(config: CaptureConfig) -> tuple[bool, tuple[str, ...]]:
+    """Istio's ``ParseInterceptFilter`` (spec §9): (except_mode, groups).
+
+    Include ``*`` → "all except" the exclude list; anything else, even an empty string → "only these".
+    """
+    if config.owner_groups_include == WILDCARD:
+        return True, _split(config.owner_groups_exclude)
+    return False, _split(config.owner_groups_include)
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(item for item in value.split(",") if item)
+
+
+def plan(config: CaptureConfig) -> tuple[PlannedRule, ...]:
+    """Every rule istio-iptables would emit for ``config``, both families, in emission order (spec §4).
+
+    IPv6 rules exist only when ``config.enable_ipv6``. Raises nothing: ``config`` was validated when it
+    was built (``netsim.spec.options``), including Istio's step-0 refusal of ``-x '*'``.
+    """
+    p = _Plan(config.enable_ipv6)
+    tproxy = config.mode is InterceptionMode.TPROXY
+    dns = dns_capture_effective(config)
+    lo = Versioned(config.ipv4_loopback_cidr, IPV6_LOOPBACK)
+    pt = Versioned(PASSTHROUGH_SOURCE[Family.IPV4], PASSTHROUGH_SOURCE[Family.IPV6])
+    tun = config.inbound_tunnel_port
+    mark = config.tproxy_mark
+
+    # Step 1 (§4, §8): traffic entering or leaving an excluded interface is never captured, in or out.
+    for nic in config.exclude_interfaces:
+        p.add("nat", "PREROUTING", "-i", nic, "-j", "RETURN", why=f"inbound via excluded {nic}: never captured (§8)")
+        p.add("nat", "OUTPUT", "-o", nic, "-j", "RETURN", why=f"outbound via excluded {nic}: never captured (§8)")
+    if tproxy:
+        for nic in config.exclude_interfaces:
+            p.add("mangle", "PREROUTING", "-i", nic, "-j", "RETURN",
+                  why=f"TPROXY inbound lives in mangle: excluded {nic} skips it too (§6, §8)")
+            p.add("mangle", "OUTPUT", "-o", nic, "-j", "RETURN",
+                  why=f"TPROXY marks live in mangle OUTPUT: excluded {nic} skips them (§6, §8)")
+
+    # Step 2 (§4, §8): traffic *arriving* from a VM in the pod is outbound, not inbound; each insert at 1
+    # reverses the list, and step 16's redirect inserts later land above these (§4.1).
+    for nic in config.kube_virt_interfaces:
+        p.add("nat", "PREROUTING", "-i", nic, "-j", "RETURN", position=1,
+              why=f"VM traffic from {nic} skips inbound capture (§8)")
+
+    # Step 3 (§4): out-of-window packets are dropped rather than answered with a RST.
+    if config.drop_invalid:
+        p.add("mangle", "PREROUTING", "-m", "conntrack", "--ctstate", "INVALID", "-j", ISTIO_DROP,
+              why="conntrack-INVALID packets (any protocol) go to ISTIO_DROP (§4 step 3)")
+        p.add("mangle", ISTIO_DROP, "-j", "DROP", why="drop instead of resetting the connection (§4 step 3)")
+
+    # Step 4 (§4): the skeleton every configuration has.
+    p.add("nat", ISTIO_INBOUND, "-p", "tcp", "--dport", tun, "-j", "RETURN",
+          why=f"HBONE tunnel port {tun} is never redirected inbound (§4 step 4, §10)")
+    p.add("nat", ISTIO_REDIRECT, "-p", "tcp", "-j", "REDIRECT", "--to-ports", config.proxy_port,
+          why=f"app → anything captured outbound → Envoy's outbound listener :{config.proxy_port} (§4 step 4)")
+    p.add("nat", ISTIO_IN_REDIRECT, "-p", "tcp", "-j", "REDIRECT", "--to-ports", config.inbound_capture_port,
+          why=f"client → app captured inbound → Envoy's inbound listener :{config.inbound_capture_port} (§4 step 4)")
+
+    _inbound(p, config, lo)
+
+    # Step 6 (§4): all locally generated traffic (every protocol) goes through ISTIO_OUTPUT.
+    p.add("nat", "OUTPUT", "-j", ISTIO_OUTPUT, why="every outbound packet is judged in ISTIO_OUTPUT (§4 step 6)")
+
+    # Step 7 (§4): excluded outbound ports, before the loopback/self rules.
+    for port in config.outbound_ports_exclude:
+        p.add("nat", ISTIO_OUTPUT, "-p", "tcp", "--dport", port, "-j", "RETURN",
+              why=f"outbound TCP to port {port} is never captured (-o, §4 step 7)")
+        p.add("nat", ISTIO_OUTPUT, "-p", "udp", "--dport", port, "-j", "RETURN",
+              why=f"outbound UDP to port {port} is never captured (-o, §4 step 7)")
+
+    # Step 8 (§4, §4.3): Envoy forwarding inbound traffic to the app binds 127.0.0.6 / ::6.
+    p.add("nat", ISTIO_OUTPUT, "-o", "lo", "-s", pt, "-j", "RETURN",
+          why="Envoy (inbound passthrough, source 127.0.0.6/::6) → app over lo: not captured (§4 step 8)")
+
+    # Steps 9-10 (§4, §4.3): per proxy UID, then per proxy GID, the same triplet.
+    loopback_included = config.outbound_cidrs.has_loopback
+    for kind, ids in (("--uid-owner", config.proxy_uid), ("--gid-owner", config.proxy_gid)):
+        for owner in ids:
+            if dns and kind == "--uid-owner":
+                # The agent (same UID) querying a resolver on a local address must reach it, not 15006.
+                p.add("nat", ISTIO_OUTPUT, "-o", "lo", "!", "-d", lo, "-p", "tcp", "-m", "multiport",
+                      "!", "--dports", f"{DNS_PORT},{tun}", "-m", "owner", kind, owner, "-j", ISTIO_IN_REDIRECT,
+                      why="app → VIP → Envoy out → Envoy in (pod IP over lo) → app: back through inbound; "
+                      "DNS on: port 53 skipped so agent → local resolver works (§4 step 9, §7)")
+            else:
+                p.add("nat", ISTIO_OUTPUT, "-o", "lo", "!", "-d", lo, "-p", "tcp", "!", "--dport", tun,
+                      "-m", "owner", kind, owner, "-j", ISTIO_IN_REDIRECT,
+                      why="app → VIP → Envoy out → Envoy in (pod IP over lo) → app: back through inbound "
+                      "(§4 steps 9-10; the GID form never skips 53)")
+            if not loopback_included:
+                if dns:
+                    p.add("nat", ISTIO_OUTPUT, "-o", "lo", "-p", "tcp", "!", "--dport", DNS_PORT, "-m", "owner",
+                          "!", kind, owner, "-j", "RETURN",
+                          why="app → app over lo is not captured; TCP 53 and all UDP still reach the DNS "
+                          "rules so a resolver on loopback is captured (§4 steps 9-10, §7)")
+                else:
+                    p.add("nat", ISTIO_OUTPUT, "-o", "lo", "-m", "owner", "!", kind, owner, "-j", "RETURN",
+                          why="app → app over lo is not captured (§4 steps 9-10)")
+            p.add("nat", ISTIO_OUTPUT, "-m", "owner", kind, owner, "-j", "RETURN",
+                  why="the proxy's own traffic (any protocol) is never captured: avoids loops (§4 steps 9-10)")
+
+    # Step 11 (§9): whose outbound traffic is captured at all.
+    except_mode, groups = owner_group_filter(config)
+    if except_mode:
+        for group in groups:
+            p.add("nat", ISTIO_OUTPUT, "-m", "owner", "--gid-owner", group, "-j", "RETURN",
+                  why=f"processes of group {group} are excluded from capture, DNS included (§9)")
+    else:
+        matches = [t for group in groups for t in ("-m", "owner", "!", "--gid-owner", group)]
+        p.add("nat", ISTIO_OUTPUT, *matches, "-j", "RETURN",
+              why="only the listed groups' traffic is captured; an empty list returns everything (§9)")
+
+    # Step 12 (§7).
+    if dns:
+        _dns(p, config)
+
+    # Step 13 (§4): Envoy-aware apps and container-to-container calls use localhost.
+    p.add("nat", ISTIO_OUTPUT, "-d", lo, "-j", "RETURN", why="app → loopback destination: not captured (§4 step 13)")
+
+    # Step 14 (§4): excluded destinations, each family its own prefixes.
+    for cidr in config.outbound_cidrs_exclude.v4:
+        p.add("nat", ISTIO_OUTPUT, "-d", str(cidr), "-j", "RETURN", scope=Scope.V4,
+              why=f"outbound to {cidr} is never captured (-x, §4 step 14)")
+    for cidr6 in config.outbound_cidrs_exclude.v6:
+        p.add("nat", ISTIO_OUTPUT, "-d", str(cidr6), "-j", "RETURN", scope=Scope.V6,
+              why=f"outbound to {cidr6} is never captured (-x, §4 step 14)")
+
+    # Step 15 (§4): ports captured whatever the destination.
+    for port in config.outbound_ports:
+        p.add("nat", ISTIO_OUTPUT, "-p", "tcp", "--dport", port, "-j", ISTIO_REDIRECT,
+              why=f"outbound TCP to port {port} → Envoy, any destination (-q, §4 step 15)")
+
+    # Step 16 (§4, §8): captured destinations, IPv4 then IPv6.
+    _outbound_include(p, config, config.outbound_cidrs, Scope.V4)
+    _outbound_include(p, config, config.outbound_cidrs, Scope.V6)
+
+    if tproxy:
+        _tproxy_tail(p, config, lo, mark)
+    return tuple(p.rules)
+
+
+def _inbound(p: _Plan, config: CaptureConfig, lo: Versioned) -> None:
+    """Step 5 (§4, §6): inbound capture, in nat (REDIRECT) or mangle (TPROXY); nothing when -b is empty."""
+    if not config.inbound_ports:
+        return
+    tproxy = config.mode is InterceptionMode.TPROXY
+    table = "mangle" if tproxy else "nat"
+    mark = config.tproxy_mark
+    if tproxy:
+        p.add("mangle", ISTIO_DIVERT, "-j", "MARK", "--set-mark", mark,
+              why=f"established inbound packets get mark {mark} so policy routing delivers them locally (§6)")
+        p.add("mangle", ISTIO_DIVERT, "-j", "ACCEPT", why="…and skip the rest of mangle (§6)")
+        p.add("mangle", ISTIO_TPROXY, "!", "-d", lo, "-p", "tcp", "-j", "TPROXY", "--tproxy-mark",
+              f"{mark}/0xffffffff", "--on-port", config.inbound_capture_port,
+              why=f"new inbound TCP → Envoy's transparent listener :{config.inbound_capture_port}, "
+              "destination unchanged (§6)")
+    p.add(table, "PREROUTING", "-p", "tcp", "-j", ISTIO_INBOUND,
+          why="inbound TCP is judged in ISTIO_INBOUND (§4 step 5)")
+    if config.inbound_ports == (WILDCARD,):
+        for port in config.inbound_ports_exclude:
+            p.add(table, ISTIO_INBOUND, "-p", "tcp", "--dport", port, "-j", "RETURN",
+                  why=f"inbound port {port} excluded (-d, only with -b '*', §4 step 5)")
+        if tproxy:
+            p.add("mangle", ISTIO_INBOUND, "-p", "tcp", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
+                  "-j", ISTIO_DIVERT, why="packets of an accepted inbound connection → ISTIO_DIVERT (§6)")
+            p.add("mangle", ISTIO_INBOUND, "-p", "tcp", "-j", ISTIO_TPROXY,
+                  why="a new inbound connection on any port → TPROXY (§6)")
+        else:
+            p.add("nat", ISTIO_INBOUND, "-p", "tcp", "-j", ISTIO_IN_REDIRECT,
+                  why="client → app on any other port → Envoy inbound (§4 step 5)")
+        return
+    for port in config.inbound_ports:
+        if tproxy:
+            p.add("mangle", ISTIO_INBOUND, "-p", "tcp", "--dport", port, "-m", "conntrack", "--ctstate",
+                  "RELATED,ESTABLISHED", "-j", ISTIO_DIVERT,
+                  why=f"packets of an accepted connection to port {port} → ISTIO_DIVERT (§6)")
+            p.add("mangle", ISTIO_INBOUND, "-p", "tcp", "--dport", port, "-j", ISTIO_TPROXY,
+                  why=f"a new connection to port {port} → TPROXY (§6)")
+        else:
+            p.add("nat", ISTIO_INBOUND, "-p", "tcp", "--dport", port, "-j", ISTIO_IN_REDIRECT,
+                  why=f"client → app port {port} → Envoy inbound (-b list, §4 step 5)")
+
+
+def _dns(p: _Plan, config: CaptureConfig) -> None:
+    """Step 12 (§7): DNS to the agent on 15053, and conntrack zones that keep the two UDP flows apart."""
+    all_dns = config.capture_all_dns
+    v4, v6 = config.dns_servers_v4, config.dns_servers_v6
+    p.add("raw", "OUTPUT", "-j", ISTIO_OUTPUT_DNS, why="DNS conntrack zones are set in raw, before conntrack (§7)")
+    if all_dns or v4:
+        p.add("nat", ISTIO_OUTPUT, "-j", ISTIO_OUTPUT_DNS, scope=Scope.V4,
+              why="IPv4 DNS capture applies (capture-all or an IPv4 resolver) (§7)")
+    if all_dns or v6:
+        p.add("nat", ISTIO_OUTPUT, "-j", ISTIO_OUTPUT_DNS, scope=Scope.V6,
+              why="IPv6 DNS capture applies (capture-all or an IPv6 resolver) (§7)")
+    for proto, to in (("tcp", "--to-ports"), ("udp", "--to-port")):
+        if all_dns:
+            p.add("nat", ISTIO_OUTPUT_DNS, "-p", proto, "--dport", DNS_PORT, "-j", "REDIRECT", to, AGENT_DNS_PORT,
+                  why=f"app → any {proto.upper()} DNS server → the agent on {AGENT_DNS_PORT} (capture-all, §7)")
+            continue
+        for server in v4:
+            p.add("nat", ISTIO_OUTPUT_DNS, "-p", proto, "--dport", DNS_PORT, "-d", f"{server}/32", "-j", "REDIRECT",
+                  to, AGENT_DNS_PORT, scope=Scope.V4,
+                  why=f"app → resolver {server} over {proto.upper()} → the agent on {AGENT_DNS_PORT} (§7)")
+        for server in v6:
+            p.add("nat", ISTIO_OUTPUT_DNS, "-p", proto, "--dport", DNS_PORT, "-d", f"{server}/128", "-j", "REDIRECT",
+                  to, AGENT_DNS_PORT, scope=Scope.V6,
+                  why=f"app → resolver {server} over {proto.upper()} → the agent on {AGENT_DNS_PORT} (§7)")
+    # Zones: the first CT target a packet meets wins, so the owner-based ones come first (§7, §15).
+    for kind, ids in (("--uid-owner", config.proxy_uid), ("--gid-owner", config.proxy_gid)):
+        for owner in ids:
+            p.add("raw", ISTIO_OUTPUT_DNS, "-p", "udp", "--dport", DNS_PORT, "-m", "owner", kind, owner,
+                  "-j", "CT", "--zone", "1", why="agent → upstream resolver: conntrack zone 1 (§7)")
+            p.add("raw", ISTIO_OUTPUT_DNS, "-p", "udp", "--sport", AGENT_DNS_PORT, "-m", "owner", kind, owner,
+                  "-j", "CT", "--zone", "2", why="agent's answers → app: conntrack zone 2 (§7)")
+    if all_dns:
+        p.add("raw", "PREROUTING", "-j", ISTIO_INBOUND, why="resolver replies get their zone in raw ISTIO_INBOUND (§7)")
+        p.add("raw", ISTIO_OUTPUT_DNS, "-p", "udp", "--dport", DNS_PORT, "-j", "CT", "--zone", "2",
+              why="app → any resolver: conntrack zone 2 (capture-all, §7)")
+        p.add("raw", ISTIO_INBOUND, "-p", "udp", "--sport", DNS_PORT, "-j", "CT", "--zone", "1",
+              why="any resolver → agent: conntrack zone 1 (capture-all, §7)")
+        return
+    for scope, servers, bits in ((Scope.V4, v4, "/32"), (Scope.V6, v6, "/128")):
+        if servers:
+            p.add("raw", "PREROUTING", "-j", ISTIO_INBOUND, scope=scope,
+                  why="resolver replies get their zone in raw ISTIO_INBOUND (§7)")
+        for server in servers:
+            p.add("raw", ISTIO_OUTPUT_DNS, "-p", "udp", "--dport", DNS_PORT, "-d", server + bits, "-j", "CT",
+                  "--zone", "2", scope=scope, why=f"app → resolver {server}: conntrack zone 2 (§7)")
+            p.add("raw", ISTIO_INBOUND, "-p", "udp", "--sport", DNS_PORT, "-s", server + bits, "-j", "CT",
+                  "--zone", "1", scope=scope, why=f"resolver {server} → agent: conntrack zone 1 (§7)")
+
+
+def _outbound_include(p: _Plan, config: CaptureConfig, cidrs: CidrList, scope: Scope) -> None:
+    """Step 16 (§4, §8) for one family: ``*`` captures everything left, a list only its prefixes."""
+    if cidrs.wildcard:
+        p.add("nat", ISTIO_OUTPUT, "-j", ISTIO_REDIRECT, scope=scope,
+              why="app → any other destination → Envoy outbound (-i '*', §4 step 16)")
+        for nic in config.kube_virt_interfaces:
+            p.add("nat", "PREROUTING", "-i", nic, "-j", ISTIO_REDIRECT, scope=scope, position=1,
+                  why=f"VM behind {nic} → anywhere → Envoy outbound; lands above the RETURNs (§4.1, §8)")
+        return
+    prefixes = [str(c) for c in (cidrs.v4 if scope is Scope.V4 else cidrs.v6)]
+    for cidr in prefixes:
+        for nic in config.kube_virt_interfaces:
+            p.add("nat", "PREROUTING", "-i", nic, "-d", cidr, "-j", ISTIO_REDIRECT, scope=scope, position=1,
+                  why=f"VM behind {nic} → {cidr} → Envoy outbound (§4 step 16, §8)")
+        p.add("nat", ISTIO_OUTPUT, "-d", cidr, "-j", ISTIO_REDIRECT, scope=scope,
+              why=f"app → {cidr} → Envoy outbound (-i, §4 step 16)")
+
+
+def _tproxy_tail(p: _Plan, config: CaptureConfig, lo: Versioned, mark: str) -> None:
+    """Step 17 (§4, §6): TPROXY's return path and loop avoidance; emitted whatever -b is."""
+    p.add("mangle", "PREROUTING", "-p", "tcp", "-m", "mark", "--mark", mark, "-j", "CONNMARK", "--save-mark",
+          why=f"Envoy → app packets (original_src sets mark {mark}) save it on the connection (§6)")
+    p.add("mangle", "OUTPUT", "-p", "tcp", "-o", "lo", "-m", "mark", "--mark", mark, "-j", "RETURN",
+          why=f"already marked {mark}: Envoy → app, do not mark again (§6)")
+    for kind, ids in (("--uid-owner", config.proxy_uid), ("--gid-owner", config.proxy_gid)):
+        for owner in ids:
+            p.add("mangle", "OUTPUT", "!", "-d", lo, "-p", "tcp", "-o", "lo", "-m", "owner", kind, owner,
+                  "-j", "MARK", "--set-mark", OUTBOUND_MARK,
+                  why=f"app → VIP → Envoy out → pod IP over lo: mark {OUTBOUND_MARK} so inbound captures it (§6)")
+    p.add("mangle", "OUTPUT", "-p", "tcp", "-m", "connmark", "--mark", mark, "-j", "CONNMARK", "--restore-mark",
+          why=f"app's replies on Envoy's spoofed connections get mark {mark} back: routed to lo, to Envoy (§6)")
+    p.add("mangle", ISTIO_INBOUND, "-p", "tcp", "-m", "mark", "--mark", mark, "-j", "RETURN", position=1,
+          why=f"marked {mark} (Envoy → app looping through lo): never re-captured (§6)")
+    p.add("mangle", ISTIO_INBOUND, "-p", "tcp", "-s", PASSTHROUGH_SOURCE[Family.IPV4], "-i", "lo", "-j", "RETURN",
+          position=2, scope=Scope.V4, why="Envoy/agent → app from 127.0.0.6: not captured (§6)")
+    p.add("mangle", ISTIO_INBOUND, "-p", "tcp", "-s", PASSTHROUGH_SOURCE[Family.IPV6], "-i", "lo", "-j", "RETURN",
+          position=2, scope=Scope.V6, why="Envoy/agent → app from ::6: not captured (§6)")
+    p.add("mangle", ISTIO_INBOUND, "-p", "tcp", "-i", "lo", "-m", "mark", "!", "--mark", OUTBOUND_MARK,
+          "-j", "RETURN", position=3, why=f"app → app over lo (not marked {OUTBOUND_MARK}): not captured (§6)")
+
+
+def payloads(
+    rules: Sequence[PlannedRule], *, ipv6: bool, names: Names = DEFAULT_NAMES
+) -> tuple[RestorePayload, RestorePayload | None]:
+    """Group planned rules into Istio's per-family ``iptables-restore --noflush`` payloads.
+
+    Each op's ``rule`` is its tokens normalised as the kernel stores them; ``names`` resolves user and
+    group names the way iptables does when loading (an unknown name raises RulesetError, as loading
+    fails in iptables-restore).
+    """
+
+    def payload(family: Family) -> RestorePayload:
+        ops = tuple(
+            RuleOp(
+                table=r.table,
+                chain=r.chain,
+                args=r.args,
+                rule=parse_rule_args(r.args, family, names),
+                position=r.position,
+            )
+            for r in rules
+            if r.family is family
+        )
+        return RestorePayload(family=family, ops=ops)
+
+    return payload(Family.IPV4), payload(Family.IPV6) if ipv6 else None
+
+
+def build(
+    config: CaptureConfig, *, names: Names = DEFAULT_NAMES
+) -> tuple[RestorePayload, RestorePayload | None]:
+    """The IPv4 restore payload and, when IPv6 is on, the IPv6 one, exactly as Istio emits them.
+
+    ``names`` resolves owner-group (and user) names to ids for the ops' normalised ``rule``; without
+    it a config naming groups (``ISTIO_OUTBOUND_OWNER_GROUPS=java``) raises RulesetError, exactly as
+    iptables-restore fails on a group that does not exist. The dry-run text needs no names
+    (``dryrun.render_dry_run`` over :func:`plan`).
+    """
+    return payloads(plan(config), ipv6=config.enable_ipv6, names=names)
+
+
+def route_commands(config: CaptureConfig) -> tuple[RouteCommand, ...]:
+    """What Istio configures over netlink after the rules (real runs only; spec §1 step 6, §6).
+
+    IPv6 on: ``::6/128`` on lo, so Envoy can bind the inbound passthrough source. TPROXY with a
+    non-empty ``-b``: a policy rule sending mark M to table T, and a local default route in T, per family.
+    """
+    cmds: list[RouteCommand] = []
+    if config.enable_ipv6:
+        cmds.append(RouteCommand(("ip", "-6", "addr", "add", "::6/128", "dev", "lo"), True,
+                                 "Envoy binds ::6 for inbound passthrough; IPv6 lo only has ::1/128 (§1 step 6)"))
+    if config.mode is InterceptionMode.TPROXY and config.inbound_ports:
+        mark, table = config.tproxy_mark, config.tproxy_route_table
+        families = ("-4", "-6") if config.enable_ipv6 else ("-4",)
+        for fam in families:
+            cmds.append(RouteCommand(("ip", fam, "rule", "add", "fwmark", mark, "lookup", table), False,
+                                     f"packets marked {mark} (TPROXY, ISTIO_DIVERT) use table {table} (§6)"))
+        for fam in families:
+            default = "0.0.0.0/0" if fam == "-4" else "::/0"
+            cmds.append(RouteCommand(("ip", fam, "route", "add", "local", default, "dev", "lo", "table", table), True,
+                                     f"table {table} delivers everything locally, to Envoy's transparent socket (§6)"))
+    return tuple(cmds)
+
+
+def cleanup_commands(payload: RestorePayload) -> tuple[tuple[str, ...], ...]:
+    """The iptables commands Istio runs to undo ``payload`` (its ``BuildCleanupV4/V6``, spec §11).
+
+    Walk the planned rules in reverse; each becomes ``-t T -D chain args`` (an insert loses its
+    position), except rules inside an ``ISTIO_*`` chain that do not jump to an ``ISTIO_*`` chain (that
+    chain is flushed anyway); then ``-F`` and ``-X`` each non-built-in chain in order of first
+    appearance in that reversed walk. Derived from the plan, not from the live state.
+    """
+    reverse = payload.ops[::-1]
+    out: list[tuple[str, ...]] = []
+    for op in reverse:
+        jumps_to_istio = any(
+            tok in ("-j", "--jump") and i + 1 < len(op.args) and op.args[i + 1].startswith("ISTIO_")
+            for i, tok in enumerate(op.args)
+        )
+        if op.chain.startswith("ISTIO_") and not jumps_to_istio:
+            continue
+        out.append(("-t", op.table, "-D", op.chain, *op.args))
+    seen: set[tuple[str, str]] = set()
+    for op in reverse:
+        key = (op.table, op.chain)
+        if key in seen or op.chain in BUILTIN:
+            continue
+        seen.add(key)
+        out.append(("-t", op.table, "-F", op.chain))
+        out.append(("-t", op.table, "-X", op.chain))
+    return tuple(out)
+
+
+__all__ = [
+    "PlannedRule",
+    "RouteCommand",
+    "Scope",
+    "Versioned",
+    "build",
+    "cleanup_commands",
+    "dns_capture_effective",
+    "owner_group_filter",
+    "payloads",
+    "plan",
+    "route_commands",
+]
