@@ -47,3 +47,27 @@ def assert_same_text(expected_text: str, actual_text: str, label: str) -> None:
             difflib.unified_diff(want.splitlines(), got.splitlines(), "expected", "netsim", lineterm="")
         )
         raise AssertionError(f"{label} differs:\n{diff}")
+
+
+def split_tables(text: str) -> dict[str, str]:
+    """``*table`` … ``COMMIT`` blocks of an iptables-save text, keyed by table; ``#`` lines dropped."""
+    tables: dict[str, str] = {}
+    current: list[str] = []
+    name = ""
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        if line.startswith("*"):
+            name, current = line[1:].strip(), [line]
+            continue
+        current.append(line)
+        if line == "COMMIT":
+            tables[name] = "\n".join(current) + "\n"
+    return tables
+
+
+def assert_same_tables(expected_text: str, actual_text: str, label: str) -> None:
+    want, got = split_tables(expected_text), split_tables(actual_text)
+    assert sorted(got) == sorted(want), f"{label}: tables {sorted(got)} != {sorted(want)}"
+    for table in want:
+        assert_same_text(want[table], got[table], f"{label} table {table}")

@@ -8,7 +8,7 @@ iptables backend.
 from __future__ import annotations
 
 import pytest
-from capture_cases import FIXTURE_GROUPS, KERNEL_DIR, assert_same_text, case_config, case_names
+from capture_cases import FIXTURE_GROUPS, KERNEL_DIR, assert_same_tables, case_config, case_names
 from conftest import conformance_dir
 
 from netsim.capture.compiled import compile_config
@@ -22,30 +22,6 @@ KERNEL_FILES = [
     for suffix in ("v4.iptables-save", "v6.ip6tables-save")
     if (KERNEL_DIR / f"{name}.{suffix}").is_file()
 ]
-
-
-def split_tables(text: str) -> dict[str, str]:
-    """``*table`` … ``COMMIT`` blocks of an iptables-save text, keyed by table; ``#`` lines dropped."""
-    tables: dict[str, str] = {}
-    current: list[str] = []
-    name = ""
-    for line in text.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        if line.startswith("*"):
-            name, current = line[1:].strip(), [line]
-            continue
-        current.append(line)
-        if line == "COMMIT":
-            tables[name] = "\n".join(current) + "\n"
-    return tables
-
-
-def assert_same_tables(expected_text: str, actual_text: str, label: str) -> None:
-    want, got = split_tables(expected_text), split_tables(actual_text)
-    assert sorted(got) == sorted(want), f"{label}: tables {sorted(got)} != {sorted(want)}"
-    for table in want:
-        assert_same_text(want[table], got[table], f"{label} table {table}")
 
 
 def test_kernel_corpus_present() -> None:
