@@ -466,8 +466,9 @@ def known_module(name: str) -> ModuleSpec | None:
     return MODULES.get(MODULE_ALIASES.get(name, name))
 
 
-def normalize_match(module: str, options: Sequence[Option], names: Names, family: Family) -> Match:
-    """Build a Match in canonical form: known options normalised and put in save order.
+def normalize_match(module: str, options: Sequence[Option], names: Names, family: Family) -> Match | None:
+    """Build a Match in canonical form: known options normalised and put in save order; None when
+    iptables would store nothing for it (see ``_nft_port_ranges``).
 
     Raises RulesetError for an option the module does not take or a bad value."""
     spec = known_module(module)
@@ -490,7 +491,31 @@ def normalize_match(module: str, options: Sequence[Option], names: Names, family
     if spec.name == "statistic":
         out = [(i, o) for i, o in out if not (o.name == "--packet" and o.args == ("0",))]
     out.sort(key=lambda pair: pair[0])
-    return Match(spec.saved_as or spec.name, tuple(o for _, o in out))
+    options_out = tuple(o for _, o in out)
+    if spec.name in ("tcp", "udp"):
+        options_out, keep = _nft_port_ranges(options_out)
+        if not keep:
+            return None
+    return Match(spec.saved_as or spec.name, options_out)
+
+
+def _nft_port_ranges(options: tuple[Option, ...]) -> tuple[tuple[Option, ...], bool]:
+    """iptables-nft stores tcp/udp ports as native nft comparisons, and what it saves back differs from
+    what was written (iptables 1.8.9, verified here): ``! --sport 0:100`` comes back as
+    ``--sport 101:65535``; a full range ``0:65535`` is dropped, and when it was negated and nothing
+    else is left, the whole ``-m tcp`` goes too. Returns the options and whether the match stays."""
+    out: list[Option] = []
+    dropped_negated = False
+    for opt in options:
+        if opt.name in ("--sport", "--dport"):
+            low, high = port_range(opt.args[0])
+            if (low, high) == (0, 65535):
+                dropped_negated = dropped_negated or opt.negated
+                continue
+            if opt.negated and low == 0:
+                opt = Option(opt.name, (_fmt_range(high + 1, 65535),))
+        out.append(opt)
+    return tuple(out), bool(out) or not dropped_negated
 
 
 def option_arity(module: str, option: str) -> int | None:

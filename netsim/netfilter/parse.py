@@ -223,7 +223,7 @@ def parse_rule_args(args: Sequence[str], family: Family = Family.IPV4, names: Na
         raise RulesetError("`!' at the end of the rule")
     if "proto" in fields and fields["proto"] is None:
         del fields["proto"], fields["proto_neg"]
-    built = tuple(_finish_match(m, family, names) for m in matches)
+    built = tuple(m for m in (_finish_match(b, family, names) for b in matches) if m is not None)
     target = normalize_target(target_name, target_opts, family, target_goto) if target_name else None
     return Rule(matches=built, target=target, counters=counters, **fields)  # type: ignore[arg-type]
 
@@ -244,7 +244,7 @@ def _owner_of(option: str, matches: list[_MatchBuilder], proto: object) -> _Matc
     return None
 
 
-def _finish_match(m: _MatchBuilder, family: Family, names: Names) -> Match:
+def _finish_match(m: _MatchBuilder, family: Family, names: Names) -> Match | None:
     try:
         return normalize_match(m.module, m.options, names, family)
     except RulesetError as e:
