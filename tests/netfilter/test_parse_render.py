@@ -6,11 +6,11 @@ import difflib
 from pathlib import Path
 
 import pytest
+from conftest import CONFORMANCE, conformance_dir
 
 from netsim.errors import RulesetError
 from netsim.netfilter import Family, Names, parse_rule_args, parse_ruleset, render_save, rule_tokens, tokenize
 from netsim.netfilter.render import inet_ntop, save_string
-from conftest import CONFORMANCE, conformance_dir
 
 # The owner-group cases of the corpus were loaded with java=5001, ftp=5002 (see its README).
 CORPUS_NAMES = Names(groups=(("root", 0), ("java", 5001), ("ftp", 5002)))
@@ -168,7 +168,10 @@ def test_errors_name_the_line_and_the_text(text: str, message: str) -> None:
 
 
 def test_counters_and_policies_are_kept() -> None:
-    text = "*filter\n:INPUT DROP [5:300]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n[3:180] -A INPUT -j ACCEPT\nCOMMIT\n"
+    text = (
+        "*filter\n:INPUT DROP [5:300]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+        "[3:180] -A INPUT -j ACCEPT\nCOMMIT\n"
+    )
     ruleset = parse_ruleset(text)
     table = ruleset.table("filter")
     assert table is not None
