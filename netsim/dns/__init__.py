@@ -1,0 +1,83 @@
+"""pilot-agent's DNS proxy, offline: name tables, ServiceEntry auto-allocation, the pure resolver.
+
+Owns the public API of ``netsim.dns`` (re-exported below). Importing it never loads asyncio's
+server shell or uvloop: that lives in :mod:`netsim.dns.server`, imported only by ``netsim dns serve``.
+"""
+
+from netsim.dns.allocate import (
+    Allocation,
+    AllocService,
+    Generation,
+    ServiceEntryState,
+    StatusAddress,
+    StatusController,
+    allocate,
+    allocate_v2_fresh,
+    consume_status,
+    generation_for_version,
+)
+from netsim.dns.resolve import (
+    CounterRNG,
+    Drop,
+    Forward,
+    Lookup,
+    Outcome,
+    Reply,
+    Transport,
+    build_lookup,
+    finish_forward,
+    make_query,
+    resolve,
+    servfail,
+)
+from netsim.dns.table import (
+    BuildResult,
+    Endpoint,
+    IstiodFlags,
+    NameInfo,
+    NameTable,
+    Proxy,
+    Service,
+    build_from_objects,
+    build_name_table,
+    load_config,
+    load_ndsz,
+    service_addresses,
+)
+
+__all__ = [
+    "AllocService",
+    "Allocation",
+    "BuildResult",
+    "CounterRNG",
+    "Drop",
+    "Endpoint",
+    "Forward",
+    "Generation",
+    "IstiodFlags",
+    "Lookup",
+    "NameInfo",
+    "NameTable",
+    "Outcome",
+    "Proxy",
+    "Reply",
+    "Service",
+    "ServiceEntryState",
+    "StatusAddress",
+    "StatusController",
+    "Transport",
+    "allocate",
+    "allocate_v2_fresh",
+    "build_from_objects",
+    "build_lookup",
+    "build_name_table",
+    "consume_status",
+    "finish_forward",
+    "generation_for_version",
+    "load_config",
+    "load_ndsz",
+    "make_query",
+    "resolve",
+    "servfail",
+    "service_addresses",
+]

@@ -1,0 +1,180 @@
+"""Shared test helpers for the DNS agent: the conformance fixtures and a fake upstream (dnslib)."""
+
+from __future__ import annotations
+
+import socket
+import socketserver
+import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from dnslib import QTYPE, RCODE, RR, A, DNSHeader, DNSRecord
+
+from conftest import CONFORMANCE
+from netsim.dns.resolve import Lookup, build_lookup
+from netsim.dns.table import NameInfo, NameTable
+
+DNS_VECTORS = CONFORMANCE / "istio-dns" / "dns-vectors.yaml"
+
+
+def load_dns_vectors() -> dict[str, Any]:
+    if not DNS_VECTORS.is_file():
+        return {"vectors": [], "fixtures": {}}
+    data: dict[str, Any] = yaml.safe_load(DNS_VECTORS.read_text())
+    return data
+
+
+def fixture_table(fixture: dict[str, Any]) -> NameTable:
+    return NameTable({host: NameInfo(ips=tuple(str(i) for i in info["ips"]), registry=info["registry"],
+                                     shortname=info.get("shortname", ""), namespace=info.get("namespace", ""),
+                                     alt_hosts=tuple(info.get("alt_hosts", ())))
+                      for host, info in fixture["name_table"].items()})
+
+
+def fixture_lookup(fixture: dict[str, Any]) -> Lookup:
+    return build_lookup(fixture_table(fixture), namespace=fixture["proxy_namespace"],
+                        domain=fixture["proxy_domain_arg"], search=fixture["resolv_conf"]["search"])
+
+
+def write_agent_config(fixture: dict[str, Any], directory: Path, upstream_port: int) -> tuple[Path, Path]:
+    """The fixture as the files ``netsim dns serve`` reads: an ndsz JSON and a resolv.conf."""
+    import json
+
+    table = {h: {k: v for k, v in info.items()} for h, info in fixture["name_table"].items()}
+    for info in table.values():
+        if "alt_hosts" in info:
+            info["altHosts"] = info.pop("alt_hosts")
+    nt = directory / "ndsz.json"
+    nt.write_text(json.dumps({"table": table}))
+    rc = directory / "resolv.conf"
+    rc.write_text("nameserver 127.0.0.1\nsearch " + " ".join(fixture["resolv_conf"]["search"]) + "\n")
+    return nt, rc
+
+
+# --------------------------------------------------------------------------------------------
+# The fake upstream of the conformance README: UDP and TCP on one port of 127.0.0.1
+
+def _giant_records(count: int) -> list[RR]:
+    return [RR("aaaaaaaaaaaa.aaaaaa.", QTYPE.A, ttl=30, rdata=A(f"240.0.0.{i}")) for i in range(count)]
+
+
+def _plain_name(name: str) -> bytes:
+    out = b""
+    for label in name.rstrip(".").split("."):
+        out += bytes([len(label)]) + label.encode()
+    return out + b"\x00"
+
+
+def fake_upstream_reply(query: bytes) -> bytes:
+    q = DNSRecord.parse(query)
+    name = str(q.q.qname).lower()
+    hdr = DNSHeader(id=q.header.id, qr=1, rd=q.header.rd, aa=0, ra=0)
+    reply = DNSRecord(hdr, q=q.q)
+    if name == "www.bing.com." or name.endswith(".www.bing.com."):
+        reply.add_answer(RR("www.bing.com.", QTYPE.A, ttl=30, rdata=A("1.1.1.1")))
+        return reply.pack()
+    if name == "giant-tc." or name.endswith(".giant-tc."):
+        recs = _giant_records(64)
+        reply.header.tc = 0
+        for rr in recs:  # dnslib compresses; keep records while the message stays within 512 bytes
+            reply.add_answer(rr)
+            if len(reply.pack()) > 512:
+                reply.rr.pop()
+                reply.header.tc = 1
+                break
+        return reply.pack()
+    if name == "giant." or name.endswith(".giant."):
+        # uncompressed, never truncated; packed by hand: dnslib always compresses
+        qwire = _plain_name(str(q.q.qname)) + struct.pack("!HH", q.q.qtype, q.q.qclass)
+        rrs = b"".join(_plain_name("aaaaaaaaaaaa.aaaaaa.") + struct.pack("!HHIH", 1, 1, 30, 4)
+                       + socket.inet_aton(f"240.0.0.{i}") for i in range(64))
+        flags = 0x8000 | (0x0100 if q.header.rd else 0)
+        return struct.pack("!HHHHHH", q.header.id, flags, 1, 64, 0, 0) + qwire + rrs
+    reply.header.rcode = RCODE.NXDOMAIN
+    return reply.pack()
+
+
+class FakeUpstream:
+    """Serves :func:`fake_upstream_reply` (or a fault) on 127.0.0.1 UDP+TCP, one port."""
+
+    def __init__(self, host: str = "127.0.0.1", mode: str = "ok") -> None:
+        self.mode = mode  # ok | silent | garbage
+        self.queries = 0
+        outer = self
+
+        class UDP(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                data, sock = self.request
+                outer.queries += 1
+                reply = outer.reply(data)
+                if reply is not None:
+                    sock.sendto(reply, self.client_address)
+
+        class TCP(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                sock = self.request
+                sock.settimeout(5)
+                try:
+                    while True:
+                        hdr = _recv_exact(sock, 2)
+                        if hdr is None:
+                            return
+                        data = _recv_exact(sock, struct.unpack("!H", hdr)[0])
+                        if data is None:
+                            return
+                        outer.queries += 1
+                        reply = outer.reply(data)
+                        if reply is None:
+                            continue
+                        sock.sendall(struct.pack("!H", len(reply)) + reply)
+                except OSError:
+                    return
+
+        class UServer(socketserver.ThreadingMixIn, socketserver.UDPServer):
+            daemon_threads = True
+
+        class TServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.udp = UServer((host, 0), UDP)
+        self.port = self.udp.server_address[1]
+        self.tcp = TServer((host, self.port), TCP)
+        self.threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (self.udp, self.tcp)]
+
+    def reply(self, data: bytes) -> bytes | None:
+        if self.mode == "silent":
+            return None
+        if self.mode == "garbage":
+            return data[:2] + b"\xff\xff\x00\x09garbage"
+        return fake_upstream_reply(data)
+
+    def __enter__(self) -> FakeUpstream:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s in (self.udp, self.tcp):
+            s.shutdown()
+            s.server_close()
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+@contextmanager
+def fake_upstream(mode: str = "ok") -> Iterator[FakeUpstream]:
+    with FakeUpstream(mode=mode) as up:
+        yield up
