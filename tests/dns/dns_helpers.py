@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from conftest import CONFORMANCE
 from dnslib import QTYPE, RCODE, RR, A, DNSHeader, DNSRecord
 
-from conftest import CONFORMANCE
 from netsim.dns.resolve import Lookup, build_lookup
 from netsim.dns.table import NameInfo, NameTable
 

@@ -15,9 +15,9 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import pytest
+from conftest import conformance_dir
 from dns_helpers import fake_upstream_reply, fixture_lookup, fixture_table, load_dns_vectors
 
-from conftest import conformance_dir
 from netsim.dns.allocate import Generation
 from netsim.dns.resolve import (
     CounterRNG,

@@ -5,15 +5,15 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import random
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from conftest import CONFORMANCE, conformance_dir
 
 from netsim.dns.allocate import (
-    AllocService,
     Allocation,
+    AllocService,
     Generation,
     ServiceEntryState,
     StatusAddress,
@@ -21,7 +21,6 @@ from netsim.dns.allocate import (
     allocate,
     consume_status,
 )
-from conftest import CONFORMANCE, conformance_dir
 
 
 def _vectors() -> list[dict[str, Any]]:
