@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from capture_cases import (
     FIXTURE_GROUPS,
+    KERNEL_DIR,
     assert_same_tables,
     assert_same_text,
     case_config,
@@ -22,15 +23,34 @@ from capture_cases import (
 )
 
 from netsim.capture.compiled import compile_config
+from netsim.capture.config import CaptureConfig
 from netsim.capture.dryrun import render_restore
+from netsim.capture.nft import render_nft
 from netsim.netfilter.matches import Names
 from netsim.netfilter.model import Family
 from netsim.netfilter.render import render_save
+from netsim.spec.options import config_from_options
 
 pytestmark = pytest.mark.root
 
 NAMES = Names(groups=tuple(FIXTURE_GROUPS.items()))
 IPTABLES_CASES = [n for n in case_names() if expected(n, "iptables")]
+NFT_CASES = [n for n in case_names() if expected(n, "nftables")]
+# Configurations no golden covers (spec §16), loaded for real too.
+SYNTHETIC: dict[str, dict[str, object]] = {
+    "capture-all-dns-ipv6": {"redirect-dns": True, "capture-all-dns": True, "ENABLE_INBOUND_IPV6": True,
+                             "istio-service-cidr": "*", "istio-inbound-ports": "*",
+                             "istio-local-exclude-ports": "15090,15021,15020"},
+    "empty-owner-group-include": {"ISTIO_OUTBOUND_OWNER_GROUPS": "", "istio-service-cidr": "*"},
+    "virt-interfaces-wildcard": {"kube-virt-interfaces": "eth1,eth2", "istio-service-cidr": "*",
+                                 "istio-exclude-interfaces": "X", "istio-inbound-ports": "*"},
+    "tproxy-empty-inbound": {"istio-inbound-interception-mode": "TPROXY", "istio-inbound-ports": ""},
+    "tproxy-ipv6-dns": {"istio-inbound-interception-mode": "TPROXY", "istio-inbound-ports": "80,443",
+                        "redirect-dns": True, "DNS_SERVERS_V6": ["fd00::a"], "DNS_SERVERS_V4": ["10.96.0.10"],
+                        "ENABLE_INBOUND_IPV6": True, "drop-invalid": True, "istio-service-cidr": "10.0.0.0/8,fd00::/8",
+                        "istio-service-exclude-cidr": "10.1.2.3/16", "istio-outbound-ports": "8080",
+                        "istio-local-outbound-ports-exclude": "25", "proxy-uid": "0", "proxy-gid": "1337,1338"},
+}
 TIMEOUT = 60
 
 
@@ -55,11 +75,19 @@ def _run(ns: str, argv: list[str], stdin: str | None = None, group_file: Path | 
     return done.stdout
 
 
-@pytest.mark.parametrize("name", IPTABLES_CASES)
+def _config(name: str) -> CaptureConfig:
+    return config_from_options(SYNTHETIC[name]) if name in SYNTHETIC else case_config(name)
+
+
+def _names_groups(config: CaptureConfig) -> bool:
+    return config.owner_groups_include not in ("*", "") or bool(config.owner_groups_exclude)
+
+
+@pytest.mark.parametrize("name", IPTABLES_CASES + sorted(SYNTHETIC))
 def test_restored_payload_saves_back_as_rendered(name: str, netns: str, group_file: Path) -> None:
-    config = case_config(name)
+    config = _config(name)
     compiled = compile_config(config, names=NAMES)
-    names_groups = config.owner_groups_include != "*" or bool(config.owner_groups_exclude)
+    names_groups = _names_groups(config)
     if names_groups and shutil.which("unshare") is None:
         pytest.skip("unshare missing: cannot provide the fixture groups without touching /etc/group")
     for family, payload, ruleset in (
@@ -74,11 +102,11 @@ def test_restored_payload_saves_back_as_rendered(name: str, netns: str, group_fi
         assert_same_tables(render_save(ruleset), saved, f"{name} {family.name}")
 
 
-@pytest.mark.parametrize("name", [n for n in IPTABLES_CASES if case_config(n).enable_ipv6 or
-                                  case_config(n).mode.value == "TPROXY"])
+@pytest.mark.parametrize("name", [n for n in IPTABLES_CASES + sorted(SYNTHETIC) if _config(n).enable_ipv6 or
+                                  _config(n).mode.value == "TPROXY"])
 def test_route_commands_apply(name: str, netns: str) -> None:
     """The ::6 address and TPROXY policy routing are valid ``ip`` commands and land as intended."""
-    config = case_config(name)
+    config = _config(name)
     compiled = compile_config(config, names=NAMES)
     for cmd in compiled.routes:
         _run(netns, list(cmd.argv))
@@ -89,3 +117,20 @@ def test_route_commands_apply(name: str, netns: str) -> None:
         assert f"fwmark {hex(int(config.tproxy_mark))} lookup {config.tproxy_route_table}" in rules
         routes = _run(netns, ["ip", "-4", "route", "show", "table", config.tproxy_route_table])
         assert_same_text("local default dev lo scope host", routes, f"{name} table {config.tproxy_route_table}")
+
+
+def _strip_comments(text: str) -> str:
+    return "".join(line + "\n" for line in text.splitlines() if not line.startswith("#"))
+
+
+@pytest.mark.parametrize("name", NFT_CASES + sorted(SYNTHETIC))
+def test_nft_transaction_loads_and_lists_as_the_kernel_dump(name: str, netns: str, group_file: Path) -> None:
+    """``nft -f`` accepts the transaction; for corpus cases ``nft list ruleset`` equals kernel/<case>.nft-list."""
+    if shutil.which("nft") is None:
+        pytest.skip("nft missing")
+    config = _config(name)
+    _run(netns, ["nft", "-f", "-"], render_nft(config), group_file if _names_groups(config) else None)
+    listed = _run(netns, ["nft", "list", "ruleset"])
+    dump = KERNEL_DIR / f"{name}.nft-list"
+    if dump.is_file():
+        assert_same_text(_strip_comments(dump.read_text()), listed, f"{name} nft list ruleset")
