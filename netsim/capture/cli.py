@@ -1,0 +1,288 @@
+"""``netsim compile``: istio-iptables options and/or a pod manifest → the rules Istio writes.
+
+Owns: the click command: one option per istio-iptables option (long and short names, from
+``netsim.spec.flags.OPTIONS``), netsim's pod-network options, click types that call the spec's
+validators, and choosing the renderer for ``--format``. Never does: decide an option's value
+(``netsim.spec.resolve``), build rules (``netsim.capture``), or import anything heavy: everything
+past click and the option table is imported inside the command, so ``netsim compile`` starts fast.
+
+JSON schema (``--format json``, ``"schema": "netsim.compile/v1"``)::
+
+    {"schema", "capture": bool, "reason": str,            # reason: why there are no rules
+     "config": {CaptureConfig field: value},              # CIDR lists as {"wildcard", "v4", "v6"}
+     "families": {"ipv4": FAMILY, "ipv6": FAMILY | null},
+     "routes": [{"argv": [...], "ignore_exists": bool, "why": str}],
+     "planned": [{"family": 4|6, "table", "chain", "op": "-A"|"-I", "position": int|null,
+                  "args": str, "why": str}]}             # Istio's emission order
+    FAMILY = {"tables": [{"name", "chains": [{"name", "policy": str|null,
+                                              "rules": ["-A CHAIN ..." as iptables-save prints]}]}]}
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from netsim.errors import SpecError
+from netsim.spec.flags import OPTIONS, Kind, OptionSpec, check_value, parse_dns_servers
+
+if TYPE_CHECKING:
+    from netsim.capture.compiled import Compiled
+    from netsim.spec.resolve import Resolution
+
+FORMATS = ("iptables-save", "iptables-restore", "istio-dry-run", "nft", "json")
+
+
+class _BadValue(click.BadParameter):
+    """A bad option value: one ``Error:`` line naming the option and the value (no usage text)."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True)
+
+
+class IstioValue(click.ParamType[str]):
+    """An istio-iptables option value, checked by ``netsim.spec.flags.check_value``; the value
+    passed on is the string Istio would receive."""
+
+    def __init__(self, spec: OptionSpec) -> None:
+        self.spec = spec
+        self.name = spec.kind.value
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        try:
+            return check_value(self.spec.key, text)
+        except SpecError as e:
+            raise _BadValue(e.message, param=param) from None
+
+
+class DnsServers(click.ParamType[str]):
+    """A comma list of IPv4 or IPv6 resolver addresses."""
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        self.name = f"IPv{version} list"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            parse_dns_servers(str(value), self.version)
+        except SpecError as e:
+            raise _BadValue(e.message, param=param) from None
+        return str(value)
+
+
+class IstioVersion(click.ParamType[str]):
+    name = "VERSION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from netsim.spec.versions import parse_version
+
+        try:
+            parse_version(str(value))
+        except SpecError as e:
+            raise _BadValue(e.message, param=param) from None
+        return str(value)
+
+
+class IpList(click.ParamType[tuple[str, ...]]):
+    name = "IP[,IP]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, ...]:
+        from ipaddress import ip_address
+
+        items = tuple(i for i in str(value).split(",") if i)
+        for item in items:
+            try:
+                ip_address(item)
+            except ValueError:
+                raise _BadValue(f'"{item}": not an IP address', param=param) from None
+        return items
+
+
+def _istio_options(command: Any) -> Any:
+    """Decorate ``command`` with one click option per istio-iptables option (spec §2)."""
+    for spec in reversed([o for o in OPTIONS if o.long is not None]):
+        decls = [f"-{spec.short}", f"--{spec.long}"] if spec.short else [f"--{spec.long}"]
+        help_text = spec.help + (f" [env: {', '.join(spec.envs)}]" if spec.envs else "")
+        if spec.kind is Kind.BOOL:
+            # Like Go's pflag: --redirect-dns alone means true; --redirect-dns=false also works.
+            option = click.option(*decls, _dest(spec), type=IstioValue(spec), is_flag=False, flag_value="true",
+                                  default=None, help=help_text, metavar="[BOOL]", hidden=bool(spec.effect))
+        else:
+            option = click.option(*decls, _dest(spec), type=IstioValue(spec), default=None, help=help_text,
+                                  metavar=_metavar(spec.kind), hidden=bool(spec.effect))
+        command = option(command)
+    return command
+
+
+def _dest(spec: OptionSpec) -> str:
+    return spec.key.replace("-", "_")
+
+
+def _metavar(kind: Kind) -> str:
+    return {
+        Kind.PORT: "PORT", Kind.PORT_LIST: "PORTS", Kind.PORT_LIST_OR_ALL: "PORTS|*", Kind.ID_LIST: "IDS",
+        Kind.MODE: "MODE", Kind.MARK: "MARK", Kind.ROUTE_TABLE: "TABLE", Kind.IFACE_LIST: "IFACES",
+        Kind.CIDR_LIST: "CIDRS", Kind.CIDR_LIST_OR_ALL: "CIDRS|*", Kind.DURATION: "DURATION",
+        Kind.BINARY: "legacy|nft",
+    }.get(kind, "TEXT")
+
+
+@click.command("compile", context_settings={"help_option_names": ["-h", "--help"],
+                                            "max_content_width": 110})
+@click.option("--pod", "pod_file", metavar="FILE",
+              help="Pod, or Deployment/StatefulSet/DaemonSet/ReplicaSet/Job/CronJob, YAML (multi-document "
+                   "or List): derive the options as Istio's sidecar injector does.")
+@click.option("--name", "pod_name", metavar="NAME", help="With --pod: the object to use (default: the first).")
+@click.option("--istio-version", "istio_version", type=IstioVersion(), metavar="VERSION",
+              help="Injector defaults of that release (e.g. 1.2: -b = containerPorts; default: current).")
+@click.option("--explain", is_flag=True, help="Report where each option's value came from, and every "
+                                               "capture-related annotation found; print no rules.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="iptables-save (default; alias iptables-restore): what iptables-save prints after "
+                   "loading; istio-dry-run: Istio's golden format; nft: Istio's nftables transaction "
+                   "(default with --native-nftables); json: config, rules and routes.")
+@click.option("--family", type=click.Choice(["4", "6", "all"]), default="all", show_default=True,
+              help="iptables-save/json: which address family to print.")
+@click.option("--ipv6", "ipv6", type=IstioValue(OPTIONS[[o.key for o in OPTIONS].index("dual-stack")]),
+              is_flag=False, flag_value="true", default=None, metavar="[BOOL]",
+              help="Write ip6tables rules too (istio-iptables decides this from the pod's addresses).")
+@click.option("--pod-ip", "pod_ips", type=IpList(), multiple=True,
+              help="The pod's addresses in order (default: the manifest's status.podIPs); the first one's "
+                   "family decides IPv6, as in istio-iptables.")
+@click.option("--dns-servers-v4", type=DnsServers(4), default=None, metavar="LIST",
+              help="IPv4 nameservers of the pod's resolv.conf (default: from dnsPolicy, cluster DNS 10.96.0.10).")
+@click.option("--dns-servers-v6", type=DnsServers(6), default=None, metavar="LIST",
+              help="IPv6 nameservers of the pod's resolv.conf.")
+@click.option("--cluster-dns", metavar="IP", default=None,
+              help="The cluster DNS Service address kubelet writes into resolv.conf (default 10.96.0.10).")
+@click.option("--log_output_level", "log_output_level", default=None, hidden=True,
+              help="accepted for compatibility with istio-iptables; no effect")
+@_istio_options
+def compile_cmd(pod_file: str | None, pod_name: str | None, istio_version: str | None, explain: bool,
+                fmt: str | None, family: str, ipv6: str | None, pod_ips: tuple[tuple[str, ...], ...],
+                dns_servers_v4: str | None, dns_servers_v6: str | None, cluster_dns: str | None,
+                log_output_level: str | None, **istio: str | None) -> None:
+    """Print the rules Istio's sidecar capture (istio-iptables) writes into a pod.
+
+    Takes istio-iptables' own options (same long and short names, same environment variables; flags
+    win over environment variables), and/or --pod FILE to derive them from a manifest exactly as the
+    sidecar injector does. Options given here override what the pod derives.
+
+    \b
+    Examples:
+      netsim compile --pod rules/mtls-503/pod.yaml --istio-version 1.2
+      netsim compile -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -b '*' -d 15090,15021,15020
+      netsim compile --pod pod.yaml --explain
+    """
+    from netsim.spec.pod import load_pod
+    from netsim.spec.resolve import PodNetwork, resolve
+    from netsim.spec.versions import profile_for
+
+    flags = {key.replace("_", "-"): value for key, value in istio.items() if value is not None}
+    profile = profile_for(istio_version)
+    pod = load_pod(pod_file, name=pod_name) if pod_file is not None else None
+    if pod_name is not None and pod_file is None:
+        raise SpecError("option --name: needs --pod FILE")
+    net = PodNetwork(ipv6=None if ipv6 is None else ipv6 == "true",
+                     pod_ips=tuple(ip for group in pod_ips for ip in group),
+                     dns_servers_v4=dns_servers_v4, dns_servers_v6=dns_servers_v6, cluster_dns=cluster_dns)
+    res = resolve(flags=flags, env=os.environ, net=net, pod=pod, profile=profile,
+                  profile_given=istio_version is not None)
+    if explain:
+        from netsim.spec.explain import explain as make_report
+        from netsim.spec.explain import render_json, render_text
+
+        report = make_report(res)
+        click.echo(render_json(report) if fmt == "json" else render_text(report), nl=False)
+        return
+    for warning in res.warnings:
+        click.echo(f"netsim: warning: {warning}", err=True)
+    if fmt is None:
+        fmt = "nft" if res.config is not None and res.config.native_nftables else "iptables-save"
+    sys.stdout.write(render(res, fmt, family))
+
+
+def render(res: Resolution, fmt: str, family: str = "all") -> str:
+    """The compiled output of ``res`` in ``fmt`` (see the module docstring); SpecError when the
+    requested family has no rules. Without capture, text formats are empty (a note goes to stderr)."""
+    if res.config is None:
+        if fmt == "json":
+            import json
+
+            return json.dumps({"schema": "netsim.compile/v1", "capture": False, "reason": res.no_capture_reason,
+                               "config": None, "families": {"ipv4": None, "ipv6": None}, "routes": [],
+                               "planned": []}, indent=2) + "\n"
+        click.echo(f"netsim: no capture rules: {res.no_capture_reason}", err=True)
+        return ""
+    config = res.config
+    if fmt == "istio-dry-run":
+        from netsim.capture.dryrun import dry_run
+
+        return dry_run(config)
+    if fmt == "nft":
+        from netsim.capture.nft import render_nft
+
+        return render_nft(config)
+    from netsim.capture.compiled import compile_config
+    from netsim.netfilter.matches import Names
+
+    if family == "6" and not config.enable_ipv6:
+        origin = res.winner("ENABLE_INBOUND_IPV6").origin
+        raise SpecError(f"option --family 6: this pod gets no ip6tables rules (IPv6 is off: {origin})")
+    compiled = compile_config(config, names=Names(system=True))
+    if fmt == "json":
+        return _json(compiled, res, family)
+    from netsim.netfilter.render import render_save
+
+    if family == "4" or compiled.ruleset_v6 is None:
+        return render_save(compiled.ruleset_v4)
+    if family == "6":
+        return render_save(compiled.ruleset_v6)
+    return ("# IPv4: iptables-save\n" + render_save(compiled.ruleset_v4)
+            + "# IPv6: ip6tables-save\n" + render_save(compiled.ruleset_v6))
+
+
+def _json(compiled: Compiled, res: Resolution, family: str) -> str:
+    import dataclasses
+    import enum
+    import json
+
+    from netsim.netfilter.model import Ruleset
+    from netsim.netfilter.render import render_rule
+
+    def value(v: Any) -> Any:
+        if isinstance(v, enum.Enum):
+            return v.value
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: value(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple | list):
+            return [value(x) for x in v]
+        if isinstance(v, str | bool | int) or v is None:
+            return v
+        return str(v)
+
+    def ruleset(rs: Ruleset | None) -> Any:
+        if rs is None:
+            return None
+        return {"tables": [{"name": t.name, "chains": [
+            {"name": c.name, "policy": c.policy, "rules": [render_rule(c.name, r) for r in c.rules]}
+            for c in t.chains]} for t in rs.tables]}
+
+    families = {"ipv4": ruleset(compiled.ruleset_v4) if family in ("4", "all") else None,
+                "ipv6": ruleset(compiled.ruleset_v6) if family in ("6", "all") else None}
+    planned = [{"family": r.family.value, "table": r.table, "chain": r.chain,
+                "op": "-A" if r.position is None else "-I", "position": r.position, "args": " ".join(r.args),
+                "why": r.why} for r in compiled.rules if family == "all" or str(r.family.value) == family]
+    doc = {"schema": "netsim.compile/v1", "capture": True, "reason": "", "config": value(compiled.config),
+           "families": families,
+           "routes": [{"argv": list(c.argv), "ignore_exists": c.ignore_exists, "why": c.why}
+                      for c in compiled.routes],
+           "planned": planned}
+    return json.dumps(doc, indent=2) + "\n"
+
+
+__all__ = ["compile_cmd", "render"]

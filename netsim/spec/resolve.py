@@ -1,0 +1,290 @@
+"""All option sources → one effective value per istio-iptables option, and the CaptureConfig.
+
+Owns: the order in which sources override each other, the inputs istio-iptables derives from the
+running pod (IPv6 on/off from the pod's addresses, DNS servers from resolv.conf), and the
+``used``/``why not`` verdict of every capture-related input, as one :class:`Resolution` value
+that both ``netsim compile`` and ``--explain`` read.
+
+Precedence, lowest first (the last one that sets an option wins)::
+
+    istio-iptables default → your environment → pod proxyMetadata (istio-init's env)
+      → injector args (annotations, or the Istio version's defaults) → your command-line flags
+
+This is Istio's "default → env → flag" with the injector's rendered args as flags: an env var
+(yours or the pod's) cannot change an option the injector passes, and what you type wins.
+
+Never does: IO (the caller passes the environment and the already-read pod).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from ipaddress import ip_address
+
+from netsim.capture.config import CaptureConfig
+from netsim.errors import SpecError
+from netsim.spec import flags as F
+from netsim.spec.flags import Effective, Ignored, Setting, Source
+from netsim.spec.pod import Finding, PodSource, derive
+from netsim.spec.versions import CURRENT, OPTIONS_SINCE, VersionProfile, profile_for
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodNetwork:
+    """netsim's own inputs for what istio-iptables reads from the running pod (raw, as typed)."""
+
+    ipv6: bool | None = None  # --ipv6 / --ipv6=false
+    pod_ips: tuple[str, ...] = ()  # --pod-ip
+    dns_servers_v4: str | None = None  # --dns-servers-v4
+    dns_servers_v6: str | None = None  # --dns-servers-v6
+    cluster_dns: str | None = None  # --cluster-dns
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resolution:
+    """Everything decided about one compile: the config and why each part of it is what it is."""
+
+    profile: VersionProfile
+    pod: PodSource | None
+    capture: bool
+    no_capture_reason: str
+    effective: tuple[Effective, ...]  # one per option, table order, then the derived inputs
+    findings: tuple[Finding, ...]
+    ignored: tuple[Ignored, ...]
+    warnings: tuple[str, ...]
+    notes: tuple[str, ...]
+    config: CaptureConfig | None
+
+    def options(self) -> dict[str, str]:
+        """The options mapping handed to ``config_from_options``."""
+        return {e.setting.key: e.setting.value for e in self.effective}
+
+    def value(self, key: str) -> str:
+        for e in self.effective:
+            if e.setting.key == key:
+                return e.setting.value
+        raise KeyError(key)
+
+    def winner(self, key: str) -> Setting:
+        for e in self.effective:
+            if e.setting.key == key:
+                return e.setting
+        raise KeyError(key)
+
+
+def resolve(*, flags: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None,
+            net: PodNetwork | None = None, pod: PodSource | None = None,
+            profile: VersionProfile | None = None, profile_given: bool = False) -> Resolution:
+    """Combine every source into the effective options and the CaptureConfig.
+
+    ``flags``: command-line istio-iptables options by long name, raw; ``env``: the environment
+    (only istio-iptables' variables are read); ``net``: netsim's pod-network flags; ``pod``: the
+    manifest's pod, if any; ``profile``: the Istio release (default current); ``profile_given``:
+    whether the user chose it (then options the release lacks are warned about).
+
+    Raises SpecError naming the flag, env var, annotation or field and the bad value.
+    """
+    from netsim.spec.options import config_from_options
+
+    flags = dict(flags or {})
+    env = env or {}
+    net = net or PodNetwork()
+    profile = profile or profile_for(None)
+    warnings: list[str] = []
+    notes: list[str] = []
+
+    settings: list[Setting] = F.defaults()
+    env_layer, ignored = F.env_settings(env)
+    settings += env_layer
+    findings: tuple[Finding, ...] = ()
+    cluster_dns, cluster_origin = _cluster_dns(net)
+    derivation = None
+    if pod is not None:
+        derivation = derive(pod, profile, cluster_dns=cluster_dns, cluster_dns_origin=cluster_origin)
+        findings = derivation.findings
+        warnings += derivation.warnings
+        ignored += derivation.ignored_env
+        settings += [*derivation.env, *derivation.args]
+    flag_layer = F.flag_settings(flags)
+    settings += flag_layer
+    if profile_given and profile.version != CURRENT:
+        for s in flag_layer:
+            since = OPTIONS_SINCE.get(s.key)
+            if since is not None and not profile.has(since.version):
+                warnings.append(f"{F.OPTIONS_BY_KEY[s.key].flag} does not exist in {profile.label} "
+                                f"(added in {since.text}); netsim applies it anyway")
+        notes.append(f"{profile.label}: only the injector's arguments follow this release ({profile.summary}); "
+                     "the rules are laid out as the current istio-iptables writes them (older releases "
+                     "differ, e.g. no 127.0.0.6 passthrough before 1.3, no ISTIO_OUTPUT_DNS before 1.25)")
+    if derivation is not None and not derivation.capture:
+        return Resolution(profile=profile, pod=pod, capture=False, no_capture_reason=derivation.no_capture_reason,
+                          effective=tuple(Effective(setting=s) for s in settings if s.source is Source.FLAG),
+                          findings=findings, ignored=tuple(ignored), warnings=tuple(warnings),
+                          notes=tuple(notes), config=None)
+
+    eff = F.layer(settings)
+    _fill_ids(eff)
+    ipv6 = _ipv6(eff, net, pod, notes)
+    eff["ENABLE_INBOUND_IPV6"] = ipv6
+    for key, value in _dns(eff, net, derivation, cluster_dns, cluster_origin, notes, warnings).items():
+        eff[key] = value
+    findings = _verdicts(findings, eff)
+    notes += _option_notes(eff, pod)
+
+    capture, reason = True, ""
+    if F.parse_bool(eff["skip-rule-apply"].setting.value):
+        capture, reason = False, f"--skip-rule-apply ({eff['skip-rule-apply'].setting.origin}): " \
+                                 "istio-iptables generates no rules"
+    effective = tuple(eff.values())
+    res = Resolution(profile=profile, pod=pod, capture=capture, no_capture_reason=reason, effective=effective,
+                     findings=findings, ignored=tuple(ignored), warnings=tuple(warnings), notes=tuple(notes),
+                     config=None)
+    config = config_from_options(res.options()) if capture else None
+    return replace(res, config=config)
+
+
+def _cluster_dns(net: PodNetwork) -> tuple[str, str]:
+    if net.cluster_dns is None:
+        return F.DEFAULT_CLUSTER_DNS, f"cluster DNS default {F.DEFAULT_CLUSTER_DNS} (kube-dns; --cluster-dns)"
+    if not F._is_ip(net.cluster_dns):
+        raise SpecError(f'option --cluster-dns: "{net.cluster_dns}": not an IP address')
+    return net.cluster_dns, f"--cluster-dns {net.cluster_dns}"
+
+
+def _fill_ids(eff: dict[str, Effective]) -> None:
+    """istio-iptables' FillConfigFromEnvironment for the proxy UID/GID (spec §1 step 2)."""
+    uid = eff["proxy-uid"]
+    if uid.setting.value == "":
+        eff["proxy-uid"] = Effective(
+            setting=Setting(key="proxy-uid", value="1337", source=Source.DERIVED,
+                            origin="no -u: istio-iptables uses the UID of user istio-proxy (ENVOY_USER) in its "
+                                   "image, 1337"),
+            shadowed=(*uid.shadowed, uid.setting))
+    gid = eff["proxy-gid"]
+    if gid.setting.value == "":
+        eff["proxy-gid"] = Effective(
+            setting=Setting(key="proxy-gid", value=eff["proxy-uid"].setting.value, source=Source.DERIVED,
+                            origin="no -g: istio-iptables copies the -u value"),
+            shadowed=(*gid.shadowed, gid.setting))
+
+
+def _usable(ip: str) -> bool:
+    a = ip_address(ip)
+    return not (a.is_loopback or a.is_link_local)
+
+
+def _ipv6(eff: dict[str, Effective], net: PodNetwork, pod: PodSource | None, notes: list[str]) -> Effective:
+    def setting(value: bool, source: Source, origin: str) -> Effective:
+        return Effective(setting=Setting(key="ENABLE_INBOUND_IPV6", value="true" if value else "false",
+                                         source=source, origin=origin))
+
+    if net.ipv6 is not None:
+        return setting(net.ipv6, Source.FLAG, "--ipv6")
+    if net.pod_ips:
+        for ip in net.pod_ips:
+            if not F._is_ip(ip):
+                raise SpecError(f'option --pod-ip: "{ip}": not an IP address')
+        ips, source, origin = net.pod_ips, Source.FLAG, "--pod-ip"
+    elif pod is not None and pod.pod_ips:
+        ips, source, origin = pod.pod_ips, Source.POD, "status.podIPs"
+    else:
+        notes.append("no pod IP known (give --pod-ip or --ipv6, or status.podIPs in the manifest): "
+                     "assuming an IPv4 pod (istio-iptables itself fails without an address)")
+        return setting(False, Source.DERIVED, "no pod address known: IPv4 assumed")
+    usable = [ip for ip in ips if _usable(ip)]
+    if not usable:
+        raise SpecError(f"{origin}: {','.join(ips)}: no address that is neither loopback nor link-local "
+                        "(istio-iptables fails on such a pod)")
+    dual = F.parse_bool(eff["dual-stack"].setting.value)
+    if dual:
+        on = any(ip_address(ip).version == 6 for ip in usable)
+        why = "dual-stack: IPv6 rules if any address is IPv6"
+    else:
+        on = ip_address(usable[0]).version == 6
+        why = "the first address decides"
+        if not on and any(ip_address(ip).version == 6 for ip in usable[1:]):
+            notes.append("the pod also has an IPv6 address but its first address is IPv4: without "
+                         "--dual-stack (ISTIO_DUAL_STACK) istio-iptables writes no ip6tables rules")
+    return setting(on, source, f"{origin} {','.join(ips)} ({why})")
+
+
+def _dns(eff: dict[str, Effective], net: PodNetwork, derivation: object, cluster_dns: str, cluster_origin: str,
+         notes: list[str], warnings: list[str]) -> dict[str, Effective]:
+    """DNS_SERVERS_V4/V6: flags, else (only when Istio reads resolv.conf) the pod's nameservers."""
+    out: dict[str, Effective] = {}
+    redirect = F.parse_bool(eff["redirect-dns"].setting.value)
+    capture_all = F.parse_bool(eff["capture-all-dns"].setting.value)
+    reads = redirect and not capture_all
+    for key, raw, version in (("DNS_SERVERS_V4", net.dns_servers_v4, 4), ("DNS_SERVERS_V6", net.dns_servers_v6, 6)):
+        if raw is not None:
+            try:
+                F.parse_dns_servers(raw, version)
+            except SpecError as e:
+                raise e.at(f"option --dns-servers-v{version}") from None
+            out[key] = Effective(setting=Setting(key=key, value=raw, source=Source.FLAG,
+                                                 origin=f"--dns-servers-v{version}"))
+    if not reads:
+        for key in ("DNS_SERVERS_V4", "DNS_SERVERS_V6"):
+            out.setdefault(key, Effective(setting=Setting(
+                key=key, value="", source=Source.DERIVED,
+                origin="not read: resolv.conf is only read with --redirect-dns and without --capture-all-dns")))
+        return out
+    servers: tuple[str, ...]
+    if derivation is not None:
+        from netsim.spec.pod import PodDerivation
+
+        assert isinstance(derivation, PodDerivation)
+        servers, origin, source = derivation.dns_servers, derivation.dns_origin, Source.POD
+    else:
+        servers, origin, source = (cluster_dns,), cluster_origin, Source.DERIVED
+    for key, version in (("DNS_SERVERS_V4", 4), ("DNS_SERVERS_V6", 6)):
+        if key in out:
+            continue
+        mine = [s for s in servers if ip_address(s).version == version]
+        out[key] = Effective(setting=Setting(key=key, value=",".join(mine), source=source,
+                                             origin=f"resolv.conf nameservers from {origin}"))
+    if not out["DNS_SERVERS_V4"].setting.value and not out["DNS_SERVERS_V6"].setting.value:
+        warnings.append("--redirect-dns is on but there are no resolvers and no --capture-all-dns: DNS capture "
+                        "is off (istio-iptables only warns)")
+    return out
+
+
+def _verdicts(findings: tuple[Finding, ...], eff: dict[str, Effective]) -> tuple[Finding, ...]:
+    """Mark a used finding unused when a later source overrode it, or when -b makes -d moot."""
+    out = []
+    inbound = eff["istio-inbound-ports"].setting.value
+    for f in findings:
+        if f.used and f.option in eff:
+            win = eff[f.option].setting
+            if win.source is Source.FLAG:
+                f = replace(f, used=False, reason=f"overridden by {win.origin} {win.value!r}")
+            elif f.key.startswith("proxyMetadata.") and win.origin != f"proxyMetadata {f.key.split('.', 1)[1]}":
+                f = replace(f, used=False, reason=f"overridden by {win.origin} ({win.value!r})")
+            elif f.option == "istio-local-exclude-ports" and inbound != "*":
+                f = replace(f, used=False,
+                            reason=f"passed in -d, but -d is ignored unless includeInboundPorts is * "
+                                   f"(it is {inbound!r})")
+        out.append(f)
+    return tuple(out)
+
+
+def _option_notes(eff: dict[str, Effective], pod: PodSource | None) -> list[str]:
+    notes = []
+    for spec in F.OPTIONS:
+        e = eff.get(spec.key)
+        if e is not None and spec.effect and e.setting.source is not Source.DEFAULT \
+                and e.setting.value != spec.default:
+            notes.append(f"{spec.flag} ({e.setting.origin}): {spec.effect}")
+    if pod is None:
+        if eff["istio-service-cidr"].setting.value == "" and eff["istio-outbound-ports"].setting.value == "":
+            notes.append("no -i: istio-iptables captures no outbound traffic (the injector passes -i '*')")
+        if eff["istio-inbound-ports"].setting.value == "":
+            notes.append("no -b: istio-iptables captures no inbound traffic (the injector passes -b '*')")
+    if eff["istio-inbound-interception-mode"].setting.value == "TPROXY":
+        notes.append("TPROXY: the injector runs Envoy as UID 0 / GID 1337, so the GID 1337 rules are the ones "
+                     "that match Envoy's traffic")
+    return notes
+
+
+__all__ = ["PodNetwork", "Resolution", "resolve"]
