@@ -12,12 +12,13 @@ Every emitted rule carries ``why``: the traffic path it handles, the reason, and
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from netsim.capture.config import WILDCARD, CaptureConfig, CidrList, InterceptionMode
 from netsim.netfilter.matches import DEFAULT_NAMES, Names
-from netsim.netfilter.model import BUILTIN_CHAINS, Family, RestorePayload, RuleOp
+from netsim.netfilter.model import BUILTIN_CHAINS, Family, RestorePayload, Rule, RuleOp
 from netsim.netfilter.parse import parse_rule_args
 
 # Fixed names and numbers (spec §3).
@@ -392,6 +393,12 @@ def _tproxy_tail(p: _Plan, config: CaptureConfig, lo: Versioned, mark: str) -> N
           "-j", "RETURN", position=3, why=f"app → app over lo (not marked {OUTBOUND_MARK}): not captured (§6)")
 
 
+@functools.lru_cache(maxsize=8192)
+def _parse(args: tuple[str, ...], family: Family, names: Names) -> Rule:
+    # Rules are immutable and most pods share most rules: parse each distinct rule once.
+    return parse_rule_args(args, family, names)
+
+
 def payloads(
     rules: Sequence[PlannedRule], *, ipv6: bool, names: Names = DEFAULT_NAMES
 ) -> tuple[RestorePayload, RestorePayload | None]:
@@ -408,7 +415,7 @@ def payloads(
                 table=r.table,
                 chain=r.chain,
                 args=r.args,
-                rule=parse_rule_args(r.args, family, names),
+                rule=_parse(r.args, family, names),
                 position=r.position,
             )
             for r in rules
