@@ -260,3 +260,11 @@ def test_cleanup_is_derived_from_the_planned_rules_in_reverse() -> None:
         ("mangle", "ISTIO_INBOUND"), ("mangle", "ISTIO_TPROXY"), ("mangle", "ISTIO_DIVERT"),
         ("nat", "ISTIO_OUTPUT"), ("nat", "ISTIO_IN_REDIRECT"), ("nat", "ISTIO_REDIRECT"), ("nat", "ISTIO_INBOUND"),
     }
+
+
+def test_public_api_is_exported() -> None:
+    import netsim.capture as capture
+
+    for name in capture.__all__:
+        assert getattr(capture, name) is not None
+    assert {"CaptureConfig", "build", "render_dry_run", "render_nft", "compile_config"} <= set(capture.__all__)

@@ -1,5 +1,5 @@
 """Root: Istio's payloads, loaded with the real iptables-restore into a fresh namespace, save back exactly
-as netsim renders them (and, through test_kernel_save, as the corpus' kernel/ dumps show).
+as netsim renders them (and, through test_capture_kernel_save, as the corpus' kernel/ dumps show).
 
 Owner-group cases name groups (java, ftp): those loads run in a private mount namespace (``unshare -m``)
 where a copy of /etc/group with the fixture groups is bind-mounted; the host's /etc/group is never touched.
