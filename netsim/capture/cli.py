@@ -21,7 +21,6 @@ JSON schema (``--format json``, ``"schema": "netsim.compile/v1"``)::
 from __future__ import annotations
 
 import os
-import sys
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -203,7 +202,7 @@ def compile_cmd(pod_file: str | None, pod_name: str | None, istio_version: str |
         click.echo(f"netsim: warning: {warning}", err=True)
     if fmt is None:
         fmt = "nft" if res.config is not None and res.config.native_nftables else "iptables-save"
-    sys.stdout.write(render(res, fmt, family))
+    click.echo(render(res, fmt, family), nl=False)
 
 
 def render(res: Resolution, fmt: str, family: str = "all") -> str:

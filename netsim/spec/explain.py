@@ -104,7 +104,9 @@ def render_text(ex: Explanation) -> str:
         out.append("Effective options (value ← source):")
         width = max((len(r.name) for r in ex.options), default=0)
         for r in ex.options:
-            out.append(f"  {r.name:<{width}}  {r.value!r}  ← {r.source}: {r.origin}")
+            same = r.origin == r.source or r.origin.startswith(r.source.split()[0])
+            origin = r.origin if same else f"{r.source}: {r.origin}"
+            out.append(f"  {r.name:<{width}}  {r.value!r}  ← {origin}")
             for o in r.overrides:
                 out.append(f"  {'':<{width}}    overrides {o}")
             if r.effect:

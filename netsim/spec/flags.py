@@ -229,15 +229,17 @@ def parse_port_list(text: str, *, allow_all: bool = False, strict_items: bool = 
 
 def parse_cidr(text: str) -> str:
     """One CIDR as Go's ``netip.ParsePrefix`` takes it: address ``/`` decimal length."""
-    addr, slash, length = text.partition("/")
+    _, slash, length = text.partition("/")
     if not slash:
         raise SpecError(f'"{text}": not a CIDR; add a prefix length, e.g. {text}/32'
                         if _is_ip(text) else f'"{text}": not a CIDR such as 10.0.0.0/8')
     if not _DIGITS.match(length):
         raise SpecError(f'"{text}": prefix length must be a number, e.g. 10.0.0.0/8')
+    from netsim.spec.options import parse_prefix  # Istio's own reading (netip.ParsePrefix)
+
     try:
-        ip_interface(f"{addr}/{length}")
-    except ValueError:
+        parse_prefix("", text)
+    except SpecError:
         raise SpecError(f'"{text}": not a CIDR such as 10.0.0.0/8 or fd00::/8') from None
     return text
 
@@ -392,7 +394,7 @@ class Source(enum.Enum):
     DEFAULT = "istio-iptables default"
     PROFILE = "injector default"
     ENV = "environment"
-    PROXY_METADATA = "proxy.istio.io/config proxyMetadata"
+    PROXY_METADATA = "proxyMetadata (proxy.istio.io/config)"
     ANNOTATION = "annotation"
     POD = "pod spec"
     DERIVED = "derived"
@@ -434,7 +436,7 @@ def defaults() -> list[Setting]:
 
 
 def env_settings(env: Mapping[str, str], *, source: Source = Source.ENV,
-                 origin_prefix: str = "env") -> tuple[list[Setting], list[Ignored]]:
+                 origin_prefix: str = "environment variable") -> tuple[list[Setting], list[Ignored]]:
     """The settings an environment provides, in Istio's order: per option, primary env var then
     secondary (later wins). Values Go cannot parse for a typed option (bools, the probe port,
     the timeout) are ignored as istio-iptables ignores them; other values are checked and a bad

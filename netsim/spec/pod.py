@@ -454,13 +454,13 @@ def derive(pod: PodSource, profile: VersionProfile, *, cluster_dns: str = F.DEFA
     from_annotation(ANN_MODE, "istio-inbound-interception-mode", mode_default, mode_origin, F.parse_mode)
     tproxy = mode == "TPROXY"
 
-    arg("envoy-port", MESH_DEFAULTS["envoy-port"], Source.PROFILE, "injector: -p = mesh proxyListenPort")
+    arg("envoy-port", MESH_DEFAULTS["envoy-port"], Source.PROFILE, "template -p = meshConfig proxyListenPort")
     arg("inbound-capture-port", MESH_DEFAULTS["inbound-capture-port"], Source.PROFILE,
-        "injector: -z = mesh proxyInboundListenPort")
+        "template -z = meshConfig proxyInboundListenPort")
 
     # -u: 1337 (TPROXY always 1337); a user-supplied istio-proxy container's runAsUser wins if non-zero.
-    uid, uid_origin = PROXY_UID, ("injector: TPROXY mode always passes -u 1337 (Envoy runs as UID 0, GID 1337)"
-                                  if tproxy else "injector: -u 1337")
+    uid, uid_origin = PROXY_UID, ("template: TPROXY mode always passes -u 1337 (Envoy runs as UID 0, GID 1337)"
+                                  if tproxy else "template -u 1337")
     proxy = next((c for c in pod.containers if c.name == "istio-proxy"), None)
     if proxy is not None and proxy.run_as_user:
         uid = str(proxy.run_as_user)
@@ -473,24 +473,24 @@ def derive(pod: PodSource, profile: VersionProfile, *, cluster_dns: str = F.DEFA
 
     # -i, -x
     from_annotation(ANN_INCLUDE_CIDR, "istio-service-cidr", MESH_DEFAULTS["istio-service-cidr"],
-                    "injector default values.global.proxy.includeIPRanges",
+                    "values.global.proxy.includeIPRanges",
                     lambda v: F.parse_cidr_list(v, allow_all=True, strict_items=True))
     from_annotation(ANN_EXCLUDE_CIDR, "istio-service-exclude-cidr", MESH_DEFAULTS["istio-service-exclude-cidr"],
-                    "injector default values.global.proxy.excludeIPRanges",
+                    "values.global.proxy.excludeIPRanges",
                     lambda v: F.parse_cidr_list(v, strict_items=True))
 
     # -b
     if profile.inbound_ports_default == CONTAINER_PORTS:
         ports = [str(p) for c in pod.containers for p in c.ports]
         b_default = ",".join(ports)
-        b_origin = (f"{profile.label} injector default: containerPorts of all containers "
+        b_origin = (f"{profile.label} template: containerPorts of all containers "
                     f"({b_default or 'none declared: no inbound capture'})")
         findings.append(Finding(key="containerPorts", value=b_default, location="pod spec",
                                 used=ANN_INCLUDE_IN not in ann, option="istio-inbound-ports",
                                 reason=(f"{profile.label} captures only declared containerPorts"
                                         if ANN_INCLUDE_IN not in ann else f"{ANN_INCLUDE_IN} is set and wins")))
     else:
-        b_default, b_origin = "*", f"{profile.label} injector default: includeInboundPorts *"
+        b_default, b_origin = "*", f"{profile.label} template: includeInboundPorts *"
     from_annotation(ANN_INCLUDE_IN, "istio-inbound-ports", b_default, b_origin,
                     lambda v: F.parse_port_list(v, allow_all=True, strict_items=True))
 
@@ -526,7 +526,7 @@ def derive(pod: PodSource, profile: VersionProfile, *, cluster_dns: str = F.DEFA
              ex_origin, status_origin]
     arg("istio-local-exclude-ports", d_value,
         Source.ANNOTATION if ex_origin or ANN_STATUS_PORT in ann else Source.PROFILE,
-        "injector: " + " + ".join(p for p in parts if p) if any(parts) else "injector: no excludes")
+        "-d = " + " + ".join(p for p in parts if p) if any(parts) else "-d: no excludes")
 
     # -q, -o: passed only when the annotation exists (the mesh defaults are empty).
     from_annotation(ANN_INCLUDE_OUT_PORTS, "istio-outbound-ports", None, "",

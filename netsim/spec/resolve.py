@@ -21,13 +21,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from ipaddress import ip_address
+from typing import TYPE_CHECKING
 
-from netsim.capture.config import CaptureConfig
 from netsim.errors import SpecError
 from netsim.spec import flags as F
 from netsim.spec.flags import Effective, Ignored, Setting, Source
 from netsim.spec.pod import Finding, PodSource, derive
 from netsim.spec.versions import CURRENT, OPTIONS_SINCE, VersionProfile, profile_for
+
+if TYPE_CHECKING:
+    from netsim.capture.config import CaptureConfig
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -114,6 +114,8 @@ _PROFILES: tuple[VersionProfile, ...] = (
                    status_port="15020", summary="-b * (capture all inbound ports); -d = excludes + 15020"),
     VersionProfile(name="1.5", version=(1, 5), inbound_ports_default="*", exclude_prefix="15090,",
                    status_port="15020", summary="-b *; -d 15090,<excludes + 15020>"),
+    VersionProfile(name="1.6", version=(1, 6), inbound_ports_default="*", exclude_prefix="15090,15021,",
+                   status_port="15020", summary="-b *; -d 15090,15021,<excludes + 15020>"),
     VersionProfile(name="current", version=CURRENT, inbound_ports_default="*",
                    exclude_prefix="15090,15021,", status_port="15020",
                    summary="-b *; -d 15090,15021,<excludes + 15020> (since 1.6)"),
