@@ -27,6 +27,7 @@ import random
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from netsim.dns.table import KUBERNETES, NameInfo, NameTable
 from netsim.errors import DNSWireError
@@ -56,6 +57,7 @@ _HDR = struct.Struct("!HHHHHH")
 _RR_FIXED = struct.Struct("!HHIH")
 
 RNG = Callable[[], int]
+_T = TypeVar("_T")
 
 
 class Transport(enum.Enum):
@@ -85,7 +87,7 @@ def system_rng() -> int:
     return random.getrandbits(16)
 
 
-def shuffle(items: list[bytes], rng: RNG) -> None:
+def shuffle(items: list[_T], rng: RNG) -> None:
     """miekg-style shuffle driven by 16-bit draws, in place (spec 5.4).
 
     Two items: swap when a draw is even. Three or more: ``j = 0, 1, …`` while ``j < n × (R() mod 4 + 1)``

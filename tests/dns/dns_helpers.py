@@ -22,10 +22,14 @@ DNS_VECTORS = CONFORMANCE / "istio-dns" / "dns-vectors.yaml"
 
 
 def load_dns_vectors() -> dict[str, Any]:
+    """The parsed dns-vectors.yaml (empty lists when the conformance folder is absent)."""
     if not DNS_VECTORS.is_file():
         return {"vectors": [], "fixtures": {}}
     data: dict[str, Any] = yaml.safe_load(DNS_VECTORS.read_text())
     return data
+
+
+DATA_VECTORS: dict[str, Any] = {}
 
 
 def fixture_table(fixture: dict[str, Any]) -> NameTable:
@@ -178,3 +182,79 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
 def fake_upstream(mode: str = "ok") -> Iterator[FakeUpstream]:
     with FakeUpstream(mode=mode) as up:
         yield up
+
+
+# --------------------------------------------------------------------------------------------
+# The agent, running in a background thread with its own event loop
+
+class RunningAgent:
+    """A :class:`netsim.dns.server.DNSServer` served from a thread; ``call`` runs code in its loop."""
+
+    def __init__(self, lookup_or_loader: Any, **config: Any) -> None:
+        import asyncio
+
+        from netsim.dns.resolve import CounterRNG
+        from netsim.dns.server import DNSServer, ServerConfig
+
+        self.rng = CounterRNG()
+        loader = lookup_or_loader if callable(lookup_or_loader) else (lambda: lookup_or_loader)
+        watch = config.pop("watch", list)
+        config.setdefault("listen", (("127.0.0.1", 0),))
+        config.setdefault("reload_interval", 0)
+        self.logs: list[str] = []
+        self.loop = asyncio.new_event_loop()
+        self.server = DNSServer(ServerConfig(**config), loader, watch=watch, rng=self.rng, log=self.logs.append)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> RunningAgent:
+        import asyncio
+
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    @property
+    def host(self) -> str:
+        return self.server.addresses[0][0]
+
+    @property
+    def port(self) -> int:
+        return self.server.addresses[0][1]
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        import asyncio
+        import concurrent.futures
+
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                fut.set_result(fn(*args))
+            except Exception as e:
+                fut.set_exception(e)
+
+        self.loop.call_soon_threadsafe(run)
+        del asyncio
+        return fut.result(10)
+
+    def task_count(self) -> int:
+        import asyncio
+
+        return int(self.call(lambda: len(asyncio.all_tasks(self.loop))))
+
+
+def open_fds() -> int:
+    import os
+
+    return len(os.listdir("/proc/self/fd"))
+
+
+DATA_VECTORS.update(load_dns_vectors())
