@@ -158,13 +158,16 @@ def _metavar(kind: Kind) -> str:
               help="IPv6 nameservers of the pod's resolv.conf.")
 @click.option("--cluster-dns", metavar="IP", default=None,
               help="The cluster DNS Service address kubelet writes into resolv.conf (default 10.96.0.10).")
+@click.option("--group-file", metavar="FILE", default=None,
+              help="/etc/group-format file to resolve owner-group names with, as iptables does when it loads "
+                   "the rules in istio-init (default: this machine's groups).")
 @click.option("--log_output_level", "log_output_level", default=None, hidden=True,
               help="accepted for compatibility with istio-iptables; no effect")
 @_istio_options
 def compile_cmd(pod_file: str | None, pod_name: str | None, istio_version: str | None, explain: bool,
                 fmt: str | None, family: str, ipv6: str | None, pod_ips: tuple[tuple[str, ...], ...],
                 dns_servers_v4: str | None, dns_servers_v6: str | None, cluster_dns: str | None,
-                log_output_level: str | None, **istio: str | None) -> None:
+                group_file: str | None, log_output_level: str | None, **istio: str | None) -> None:
     """Print the rules Istio's sidecar capture (istio-iptables) writes into a pod.
 
     Takes istio-iptables' own options (same long and short names, same environment variables; flags
@@ -202,10 +205,29 @@ def compile_cmd(pod_file: str | None, pod_name: str | None, istio_version: str |
         click.echo(f"netsim: warning: {warning}", err=True)
     if fmt is None:
         fmt = "nft" if res.config is not None and res.config.native_nftables else "iptables-save"
-    click.echo(render(res, fmt, family), nl=False)
+    click.echo(render(res, fmt, family, groups=_read_groups(group_file) if group_file else None), nl=False)
 
 
-def render(res: Resolution, fmt: str, family: str = "all") -> str:
+def _read_groups(path: str) -> tuple[tuple[str, int], ...]:
+    """``name:x:gid:members`` lines of an /etc/group-format file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"cannot read: {getattr(e, 'strerror', None) or e}", where=path) from None
+    groups = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split(":")
+        if len(fields) < 3 or not fields[2].isdigit():
+            raise SpecError(f"{line!r}: expected name:password:GID:members", where=f"{path}:{number}")
+        groups.append((fields[0], int(fields[2])))
+    return tuple(groups)
+
+
+def render(res: Resolution, fmt: str, family: str = "all",
+           groups: tuple[tuple[str, int], ...] | None = None) -> str:
     """The compiled output of ``res`` in ``fmt`` (see the module docstring); SpecError when the
     requested family has no rules. Without capture, text formats are empty (a note goes to stderr)."""
     if res.config is None:
@@ -232,7 +254,17 @@ def render(res: Resolution, fmt: str, family: str = "all") -> str:
     if family == "6" and not config.enable_ipv6:
         origin = res.winner("ENABLE_INBOUND_IPV6").origin
         raise SpecError(f"option --family 6: this pod gets no ip6tables rules (IPv6 is off: {origin})")
-    compiled = compile_config(config, names=Names(system=True))
+    names = Names(system=True) if groups is None else Names(groups=(("root", 0), *groups))
+    from netsim.errors import RulesetError
+
+    try:
+        compiled = compile_config(config, names=names)
+    except RulesetError as e:
+        if "GID" not in e.message and "UID" not in e.message:
+            raise
+        raise SpecError(f"{e}: loading these rules would fail on that name (names resolve against "
+                        f"{'--group-file' if groups is not None else 'this machine'}; give --group-file FILE, "
+                        "or use numeric GIDs)") from None
     if fmt == "json":
         return _json(compiled, res, family)
     from netsim.netfilter.render import render_save

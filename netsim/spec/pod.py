@@ -487,7 +487,9 @@ def derive(pod: PodSource, profile: VersionProfile, *, cluster_dns: str = F.DEFA
                     f"({b_default or 'none declared: no inbound capture'})")
         findings.append(Finding(key="containerPorts", value=b_default, location="pod spec",
                                 used=ANN_INCLUDE_IN not in ann, option="istio-inbound-ports",
-                                reason=(f"{profile.label} captures only declared containerPorts"
+                                reason=(f"{profile.label} captures inbound traffic only on declared "
+                                        f"containerPorts ({b_default or 'none'}); traffic to any other port "
+                                        "bypasses Envoy (mTLS calls to it fail)"
                                         if ANN_INCLUDE_IN not in ann else f"{ANN_INCLUDE_IN} is set and wins")))
     else:
         b_default, b_origin = "*", f"{profile.label} template: includeInboundPorts *"
