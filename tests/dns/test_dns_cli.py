@@ -1,0 +1,262 @@
+"""``netsim dns serve|table|query`` through click's CliRunner (and serve as a real process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dns.message
+import dns.query
+import pytest
+from click.testing import CliRunner, Result
+
+from netsim.cli import cli
+
+REPO = Path(__file__).resolve().parents[2]
+NGINX = str(REPO / "rules" / "dns" / "nginx-x.yaml")
+MESH = str(REPO / "rules" / "dns" / "mesh.yaml")
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(cli, ["dns", *args])
+
+
+def error_line(r: Result) -> str:
+    """The one ``Error:`` line of a failed command (exit 2, no traceback)."""
+    assert r.exit_code == 2, (r.exit_code, r.output, r.exception)
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("Error:")]
+    assert len(lines) == 1, r.stderr
+    assert "Traceback" not in r.output + r.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("sub", [[], ["serve"], ["table"], ["query"]])
+def test_help(sub: list[str]) -> None:
+    r = run(*sub, "--help")
+    assert r.exit_code == 0 and "Usage:" in r.output
+
+
+# --------------------------------------------------------------------------------------------
+# query
+
+@pytest.mark.parametrize(("version", "ip"), [("1.10", "240.240.0.1"), ("1.16.2", "240.240.0.1"),
+                                             ("1.25", "240.240.0.1")])
+def test_issue_example_nginx_x_resolves_like_istio(version: str, ip: str) -> None:
+    r = run("query", "xxx.example.com", "--config", NGINX, "--istio-version", version)
+    assert r.exit_code == 0, r.output
+    assert re.search(rf"^xxx\.example\.com\.\s+30\s+IN\s+A\s+{re.escape(ip)}$", r.stdout, re.M), r.stdout
+
+
+def test_query_allocator_overrides_version_and_hash_generation_differs() -> None:
+    seq = run("query", "xxx.example.com", "--config", NGINX, "--allocator", "seq-v4", "--format", "json")
+    h22 = run("query", "xxx.example.com", "--config", NGINX, "--istio-version", "1.10", "--allocator", "hash-1.22",
+              "--format", "json")
+    assert json.loads(seq.stdout)["answer"][0]["data"] == "240.240.0.1"
+    h = json.loads(h22.stdout)["answer"][0]["data"]
+    assert h.startswith("240.240.") and h != "240.240.0.1"
+
+
+def test_query_aaaa_and_ipv6_pod() -> None:
+    # IPv4 pod: the IPv6 VIP is filtered out → known name, empty NOERROR
+    r = run("query", "xxx.example.com", "--type", "AAAA", "--config", NGINX, "--format", "json")
+    out = json.loads(r.stdout)
+    assert out["handled_by"] == "table" and out["rcode"] == "NOERROR" and out["answer"] == []
+    r = run("query", "xxx.example.com", "--type", "aaaa", "--config", NGINX, "--pod-ip", "fd00::5")
+    assert re.search(r"IN\s+AAAA\s+2001:2::1$", r.stdout, re.M), r.stdout
+
+
+def test_query_forwarded_short_names_and_search_cnames() -> None:
+    r = run("query", "legacy", "--config", MESH, "-n", "shop")
+    assert "forwards it to the upstream" in r.stdout and r.exit_code == 0
+    r = run("query", "productpage", "--config", MESH, "-n", "shop", "--format", "json")
+    assert json.loads(r.stdout)["answer"] == [{"name": "productpage.", "type": "A", "ttl": 30, "data": "10.96.0.10"}]
+    r = run("query", "productpage", "--config", MESH, "-n", "other")
+    assert "forwards" in r.stdout  # the short name only exists in the Service's own namespace
+    r = run("query", "productpage.shop.corp.internal", "--config", MESH, "-n", "shop", "--search", "corp.internal")
+    assert "CNAME\tproductpage.shop." in r.stdout
+
+
+def test_query_resolv_conf_and_name_table(tmp_path: Path) -> None:
+    rc = tmp_path / "resolv.conf"
+    rc.write_text("nameserver 10.96.0.10\nsearch shop.svc.cluster.local svc.cluster.local\n")
+    nt = tmp_path / "ndsz.json"
+    nt.write_text(json.dumps({"table": {"reviews.shop.svc.cluster.local": {
+        "ips": ["10.96.1.1"], "registry": "Kubernetes", "shortname": "reviews", "namespace": "shop"}}}))
+    r = run("query", "reviews.shop.shop.svc.cluster.local", "--name-table", str(nt), "-n", "shop",
+            "--resolv-conf", str(rc))
+    assert "CNAME\treviews.shop." in r.stdout and "10.96.1.1" in r.stdout
+    y = tmp_path / "ndsz.yaml"
+    y.write_text("reviews.shop.svc.cluster.local:\n  ips: [10.96.1.2]\n  registry: Kubernetes\n"
+                 "  shortname: reviews\n  namespace: shop\n")
+    r = run("query", "reviews", "--name-table", str(y), "-n", "shop")
+    assert "10.96.1.2" in r.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# table
+
+def test_table_json_lists_names_addresses_origin_and_allocator() -> None:
+    r = run("table", "--config", MESH, "-n", "shop", "--format", "json")
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert rows["productpage.shop.svc.cluster.local"]["addresses"] == ["10.96.0.10"]
+    assert rows["db.shop.svc.cluster.local"]["addresses"] == ["10.244.1.5", "10.244.2.7"]
+    assert rows["db-0.db.shop.svc.cluster.local"]["addresses"] == ["10.244.1.5"]
+    auto = rows["api.payments.example.com"]
+    assert auto["addresses"] == ["240.240.0.1"] and auto["allocator"] == "v2"
+    assert "ServiceEntry shop/payments" in auto["sources"][0]
+    assert rows["hz.internal.example"]["allocator"] is None
+    assert "legacy.shop.svc.cluster.local" not in rows  # ExternalName: forwarded, never in the table
+    assert "productpage." in rows["productpage.shop.svc.cluster.local"]["aliases"]
+
+
+def test_table_text_and_exportto(tmp_path: Path) -> None:
+    r = run("table", "--config", MESH, "-n", "shop")
+    assert "api.payments.example.com  240.240.0.1  (External)  [auto-allocated: v2]" in r.stdout
+    p = tmp_path / "se.yaml"
+    p.write_text("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: private, namespace: a}\n"
+                 "spec: {hosts: [p.example.com], addresses: [192.0.2.9], exportTo: ['.'], resolution: STATIC}\n")
+    assert "p.example.com" in run("table", "--config", str(p), "-n", "a").stdout
+    assert "no names" in run("table", "--config", str(p), "-n", "b").stdout
+
+
+def test_bad_object_is_reported_with_location_and_the_rest_load(tmp_path: Path) -> None:
+    p = tmp_path / "mixed.yaml"
+    p.write_text("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: bad, namespace: ns}\n"
+                 "spec: {hosts: [x.example.com], resolution: SOMETIMES}\n---\n"
+                 "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: good, namespace: ns}\n"
+                 "spec: {hosts: [y.example.com], addresses: [192.0.2.7], resolution: STATIC}\n---\n"
+                 "apiVersion: v1\nkind: Service\nmetadata: {name: svc, namespace: ns}\n"
+                 "spec: {clusterIP: 10.0.0.300, ports: [{port: 80}]}\n")
+    r = run("table", "--config", str(tmp_path), "-n", "ns", "--format", "json")
+    assert r.exit_code == 0
+    assert [row["name"] for row in json.loads(r.stdout)] == ["y.example.com"]
+    warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
+    assert f"warning: {p}: document 1: ServiceEntry ns/bad: spec.resolution: 'SOMETIMES' is not one of" \
+        in warnings[0]
+    assert f"{p}: document 3: Service ns/svc: spec.clusterIP: not an IP address: '10.0.0.300'" in warnings[1]
+
+
+# --------------------------------------------------------------------------------------------
+# errors: exit 2 and one Error: line naming the file/field/option
+
+def test_error_missing_file(tmp_path: Path) -> None:
+    assert error_line(run("table", "--config", str(tmp_path / "nope.yaml"))) == \
+        f"Error: {tmp_path / 'nope.yaml'}: no such file or directory"
+
+
+def test_error_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
+    p = tmp_path / "broken.yaml"
+    p.write_text("kind: Service\nmetadata:\n  name: [unclosed\n")
+    line = error_line(run("query", "a.b", "--config", str(p)))
+    assert line.startswith(f"Error: {p}: line ") and "invalid YAML" in line
+
+
+def test_error_config_and_name_table_together_or_neither(tmp_path: Path) -> None:
+    assert error_line(run("table", "--config", NGINX, "--name-table", NGINX)) == \
+        "Error: use --config or --name-table, not both"
+    assert "no name table" in error_line(run("query", "x"))
+    assert "no name table" in error_line(run("serve"))
+
+
+def test_error_bad_versions_and_allocator() -> None:
+    assert "--istio-version 'one.two'" in error_line(run("table", "--config", NGINX, "--istio-version", "one.two"))
+    assert "first shipped in 1.7" in error_line(run("table", "--config", NGINX, "--istio-version", "1.6"))
+    assert "--allocator" in error_line(run("table", "--config", NGINX, "--allocator", "hash-9"))
+
+
+def test_error_bad_name_table(tmp_path: Path) -> None:
+    p = tmp_path / "nt.json"
+    p.write_text(json.dumps({"table": {"a.example.com": {"ips": "1.2.3.4", "registry": "External"}}}))
+    assert error_line(run("query", "a.example.com", "--name-table", str(p))) == \
+        f"Error: {p}: a.example.com: field ips: must be a list of strings"
+    p.write_text("{not json: [")
+    assert str(p) in error_line(run("table", "--name-table", str(p)))
+
+
+def test_error_bad_query_name_and_options(tmp_path: Path) -> None:
+    assert "label" in error_line(run("query", "a" * 64 + ".com", "--config", NGINX))
+    assert "--type" in error_line(run("query", "x", "--type", "MX", "--config", NGINX))
+    assert "--pod-ip 'ten'" in error_line(run("query", "x", "--config", NGINX, "--pod-ip", "ten"))
+    rc = tmp_path / "rc"
+    rc.write_text("search a\n")
+    assert "--search or --resolv-conf" in error_line(run("query", "x", "--config", NGINX, "--search", "a",
+                                                         "--resolv-conf", str(rc)))
+
+
+def test_error_serve_options(tmp_path: Path) -> None:
+    rc = tmp_path / "resolv.conf"
+    rc.write_text("nameserver 127.0.0.1\n")
+    assert error_line(run("serve", "--config", NGINX, "--resolv-conf", str(tmp_path / "none"))) == \
+        f"Error: {tmp_path / 'none'}: cannot read resolv.conf: No such file or directory"
+    assert "--listen 'nowhere:53'" in error_line(run("serve", "--config", NGINX, "--resolv-conf", str(rc),
+                                                      "--listen", "nowhere:53"))
+    assert "--upstream '1.2.3.4:99999'" in error_line(run("serve", "--config", NGINX, "--resolv-conf", str(rc),
+                                                           "--upstream", "1.2.3.4:99999"))
+    assert "--timeout" in error_line(run("serve", "--config", NGINX, "--timeout", "0"))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        line = error_line(run("serve", "--config", NGINX, "--resolv-conf", str(rc), "--listen",
+                              f"127.0.0.1:{port}"))
+        assert line.startswith(f"Error: cannot listen on 127.0.0.1:{port}")
+
+
+# --------------------------------------------------------------------------------------------
+# serve, as a real process: signals
+
+def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float = 10) -> re.Match[str]:
+    assert proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen.append(line)
+        m = re.search(pattern, line)
+        if m:
+            return m
+    raise AssertionError(f"{pattern!r} not in {seen}")
+
+
+def test_serve_process_answers_and_handles_signals(tmp_path: Path) -> None:
+    cfg = tmp_path / "nginx.yaml"
+    cfg.write_text(Path(NGINX).read_text())
+    rc = tmp_path / "resolv.conf"
+    rc.write_text("nameserver 127.0.0.1\nsearch default.svc.cluster.local\n")
+    proc = subprocess.Popen([sys.executable, "-m", "netsim", "dns", "serve", "--config", str(cfg),
+                             "--resolv-conf", str(rc), "--listen", "127.0.0.1:0", "--upstream", "127.0.0.9:53",
+                             "--timeout", "0.2", "--istio-version", "1.10", "--reload-interval", "0"],
+                            stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        m = _read_until(proc, r"serving 1 names on 127\.0\.0\.1:(\d+) \(udp, tcp\); upstreams: 127\.0\.0\.9:53")
+        port = int(m[1])
+        q = dns.message.make_query("xxx.example.com.", "A")
+        r = dns.query.udp(q, "127.0.0.1", port=port, timeout=5)
+        assert [rd.address for rs in r.answer for rd in rs] == ["240.240.0.1"]
+        r = dns.query.tcp(dns.message.make_query("xxx.example.com.default.svc.cluster.local.", "A"), "127.0.0.1",
+                          port=port, timeout=5)
+        assert [rd.to_text() for rs in r.answer for rd in rs] == ["xxx.example.com.", "240.240.0.1"]
+        proc.send_signal(signal.SIGUSR1)
+        _read_until(proc, r"counters \(SIGUSR1\): queries=2 local=2 forwarded=0 failed=0 malformed=0")
+        cfg.write_text(Path(NGINX).read_text().replace("xxx.example.com", "yyy.example.com"))
+        proc.send_signal(signal.SIGHUP)
+        _read_until(proc, r"reloaded \(SIGHUP\): 1 names")
+        r = dns.query.udp(dns.message.make_query("yyy.example.com.", "A"), "127.0.0.1", port=port, timeout=5)
+        assert [rd.address for rs in r.answer for rd in rs] == ["240.240.0.1"]
+        proc.send_signal(signal.SIGTERM)
+        _read_until(proc, r"counters \(exit\): queries=3 local=3")
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
