@@ -1,0 +1,364 @@
+"""``up`` and ``down`` of a lab: the plan of what to create (pure), and carrying it out through a Runner.
+
+Owns: :class:`LabSpec` (everything a lab is built from, already compiled: addresses, restore texts,
+route commands, the DNS agent's inputs), :func:`up_plan` (the ordered steps, each naming the resource
+it creates so it is recorded *before* it exists), :func:`up` (idempotent: the same inputs twice change
+nothing; a crashed or damaged lab is torn down and rebuilt; any failure tears down what was made),
+:func:`down` (idempotent: derived from the record, ``state.cleanup``) and :func:`health`.
+
+Never does: compile a pod (``netsim.lab.inputs``), talk to netlink or spawn anything itself (the runner
+does), or touch the host namespace: the pod and the "node" namespace are both new, joined by a veth pair
+created between them, and ``/etc/netns/<pod>/`` is written only for a namespace this lab made.
+
+Topology (the defaults)::
+
+    node ns "<name>-node"                          pod ns "<name>"
+    lo                                             lo   (::6/128 when IPv6; TPROXY table 133 when used)
+    vpod0  10.244.0.1/24  <----- veth ----->       eth0 10.244.0.5/24, default via 10.244.0.1
+    (Services' ClusterIPs and the cluster DNS are reached through the node side.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network
+from pathlib import Path
+from typing import Any
+
+from netsim.errors import LabError
+from netsim.lab import state as st
+from netsim.lab.runner import (
+    AddrAdd,
+    Command,
+    Exec,
+    LinkUp,
+    Listening,
+    MakeDir,
+    NetnsAdd,
+    NetnsInode,
+    Outcome,
+    ProcessAlive,
+    Restore,
+    RouteAdd,
+    Runner,
+    Spawn,
+    VethAdd,
+    WriteFile,
+)
+from netsim.lab.runner import Address as Address
+from netsim.lab.runner import Interface as Interface
+from netsim.netfilter.model import Family
+
+ETC_NETNS = Path("/etc/netns")  # ``ip netns exec N`` bind-mounts /etc/netns/N/* over /etc/*
+POD_IF, NODE_IF = "eth0", "vpod0"
+# How long ``up`` waits for the agent and the listeners to bind before calling the lab broken.
+READY_TIMEOUT_SECONDS = 15.0
+
+
+def node_name(name: str) -> str:
+    return f"{name}-node"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DnsAgent:
+    """How to start the DNS agent: its Services/ServiceEntries, the pod's namespace, upstream override."""
+
+    configs: tuple[Path, ...] = ()
+    namespace: str = "default"
+    upstreams: tuple[str, ...] = ()  # host:port; empty: the pod's resolv.conf nameservers (the agent's default)
+    argv_prefix: tuple[str, ...] = (sys.executable, "-m", "netsim", "dns", "serve")
+    digests: tuple[str, ...] = ()  # sha256 of each config file's content, so an edit makes new inputs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LabSpec:
+    """Everything one lab is built from. ``rules_v4``/``rules_v6`` are ``iptables-restore --noflush`` text."""
+
+    name: str
+    pod_ips: tuple[Interface, ...] = (IPv4Interface("10.244.0.5/24"),)
+    node_ips: tuple[Interface, ...] = (IPv4Interface("10.244.0.1/24"),)
+    cluster_dns: tuple[Address, ...] = (IPv4Address("10.96.0.10"),)
+    search: tuple[str, ...] = ("default.svc.cluster.local", "svc.cluster.local", "cluster.local")
+    rules_v4: str = ""
+    rules_v6: str | None = None
+    pod_routes: tuple[Command, ...] = ()  # capture's route commands (spec §1 step 6, §6), in the pod ns
+    proxy_uid: int = 1337
+    proxy_gid: int = 1337
+    app_uid: int = 1000
+    proxy_port: int = 15001
+    inbound_port: int = 15006
+    dns_port: int = 15053
+    tproxy: bool = False
+    dns: DnsAgent | None = field(default_factory=DnsAgent)  # None: no agent (DNS server not available)
+    listener_argv: tuple[str, ...] = (sys.executable, "-m", "netsim.lab.listeners")
+
+    @property
+    def node(self) -> str:
+        return node_name(self.name)
+
+    @property
+    def digest(self) -> str:
+        """Identity of the inputs (not of the interpreter path): the same pod and files give the same digest."""
+        basis = replace(self, listener_argv=(), dns=replace(self.dns, argv_prefix=()) if self.dns else None)
+        return hashlib.sha256(repr(basis).encode()).hexdigest()[:16]
+
+    def resolv_conf(self) -> str:
+        lines = [f"nameserver {a}" for a in self.cluster_dns]
+        if self.search:
+            lines.append("search " + " ".join(self.search))
+        lines.append("options ndots:5")  # kubelet's ClusterFirst default
+        return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One thing to do; ``records`` are written to the state before it is done."""
+
+    action: Command | Restore
+    records: tuple[st.Resource, ...] = ()
+    role: str = ""  # for Spawn: which process this is
+
+
+def _first_of(ips: tuple[Interface, ...], version: int) -> Interface | None:
+    return next((i for i in ips if i.version == version), None)
+
+
+def listener_roles(spec: LabSpec) -> tuple[tuple[str, tuple[str, ...], int | None, int], ...]:
+    """(role, argv, uid, port) of each process ``up`` starts: the DNS agent and the two listeners.
+
+    The listeners run as the proxy uid/gid, so their own dials are not captured again (ISTIO_OUTPUT's
+    owner RETURN); in TPROXY mode the injector runs Envoy as uid 0 / gid 1337 (spec §6), and so does the
+    15006 listener, which needs IP_TRANSPARENT.
+    """
+    ipv6 = any(i.version == 6 for i in spec.pod_ips)
+    out: list[tuple[str, tuple[str, ...], int | None, int]] = []
+    if spec.dns is not None:
+        listen = [f"127.0.0.1:{spec.dns_port}"] + ([f"[::1]:{spec.dns_port}"] if ipv6 else [])
+        argv = [*spec.dns.argv_prefix, "--namespace", spec.dns.namespace]
+        for cfg in spec.dns.configs:
+            argv += ["--config", str(cfg)]
+        for addr in listen:
+            argv += ["--listen", addr]
+        upstreams = spec.dns.upstreams or tuple(
+            f"[{a}]:53" if a.version == 6 else f"{a}:53" for a in spec.cluster_dns)
+        for up in upstreams:
+            argv += ["--upstream", up]
+        out.append(("dns", tuple(argv), spec.proxy_uid, spec.dns_port))
+    for role, port, upstream in (("outbound", spec.proxy_port, "original"), ("inbound", spec.inbound_port, "app")):
+        transparent = spec.tproxy and role == "inbound"
+        argv = [*spec.listener_argv, "--port", str(port), "--dial", upstream]
+        if ipv6:
+            argv.append("--ipv6")
+        if transparent:
+            argv.append("--transparent")
+        out.append((f"listener-{port}", tuple(argv), 0 if transparent else spec.proxy_uid, port))
+    return tuple(out)
+
+
+def up_plan(spec: LabSpec) -> tuple[Step, ...]:
+    """The steps of ``up`` in order. Pure: a function of ``spec`` and the run directory's path."""
+    pod, node = spec.name, spec.node
+    run = st.run_dir(pod)
+    steps: list[Step] = [
+        Step(NetnsAdd(node), (st.Namespace(node),)),
+        Step(NetnsAdd(pod), (st.Namespace(pod),)),
+        Step(LinkUp(node, "lo")),
+        Step(LinkUp(pod, "lo")),
+        Step(VethAdd(netns=node, ifname=NODE_IF, peer_netns=pod, peer_ifname=POD_IF),
+             (st.Link(node, NODE_IF), st.Link(pod, POD_IF))),
+    ]
+    steps += [Step(AddrAdd(netns=node, ifname=NODE_IF, address=a)) for a in spec.node_ips]
+    steps += [Step(AddrAdd(netns=pod, ifname=POD_IF, address=a)) for a in spec.pod_ips]
+    steps += [Step(LinkUp(node, NODE_IF)), Step(LinkUp(pod, POD_IF))]
+    for version, default in ((4, IPv4Network("0.0.0.0/0")), (6, IPv6Network("::/0"))):
+        gw = _first_of(spec.node_ips, version)
+        if gw is not None and _first_of(spec.pod_ips, version) is not None:
+            steps.append(Step(RouteAdd(netns=pod, dst=default, gateway=gw.ip, dev=POD_IF)))
+    steps += [Step(c) for c in spec.pod_routes]
+    etc = ETC_NETNS / pod
+    steps += [
+        Step(MakeDir(etc), (st.File(str(etc)),)),
+        Step(WriteFile(etc / "resolv.conf", spec.resolv_conf()), (st.File(str(etc / "resolv.conf")),)),
+        Step(Restore(pod, Family.IPV4, spec.rules_v4)),
+    ]
+    if spec.rules_v6 is not None:
+        steps.append(Step(Restore(pod, Family.IPV6, spec.rules_v6)))
+    for role, argv, uid, _port in listener_roles(spec):
+        log = run / f"{role}.log"
+        steps.append(Step(Spawn(netns=pod, argv=argv, log=log, uid=uid, gid=spec.proxy_gid),
+                          (st.File(str(log)),), role=role))
+    return tuple(steps)
+
+
+def _execute(runner: Runner, state: st.LabState, steps: tuple[Step, ...]) -> st.LabState:
+    for step in steps:
+        for rec in step.records:
+            state = state.adding(rec)
+        if step.records:
+            st.save(state)
+        if isinstance(step.action, Restore):
+            runner.restore(step.action.netns, step.action.family, step.action.text)
+            continue
+        outcome: Outcome = runner.run(step.action)
+        if isinstance(step.action, NetnsAdd):
+            state = state.replacing(st.Namespace(step.action.name), st.Namespace(step.action.name, outcome.inode))
+            st.save(state)
+        elif isinstance(step.action, Spawn):
+            assert outcome.pid is not None and outcome.start_time is not None
+            state = state.adding(st.Process(step.role, outcome.pid, outcome.start_time, step.action.netns,
+                                            str(step.action.log)))
+            st.save(state)
+    return state
+
+
+def _wait_ready(runner: Runner, spec: LabSpec, state: st.LabState) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    procs = {p.role: p for p in state.of(st.Process)}
+    for role, _argv, _uid, port in listener_roles(spec):
+        udp = role == "dns"
+        while not runner.run(Listening(spec.name, port, udp)).truth:
+            proc = procs[role]
+            if not runner.run(ProcessAlive(proc.pid, proc.start_time)).truth:
+                raise LabError(f"{role} exited during start-up: {_last_line(Path(proc.log))}")
+            if time.monotonic() > deadline:
+                raise LabError(f"{role} did not listen on port {port} within {READY_TIMEOUT_SECONDS:g}s: "
+                               f"see {proc.log}")
+            time.sleep(0.05)
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return f"no log at {path}"
+    return lines[-1] if lines else f"nothing in {path}"
+
+
+def health(runner: Runner, state: st.LabState) -> list[str]:
+    """What is wrong with a recorded lab (empty: every namespace and process is still there)."""
+    problems: list[str] = []
+    for ns in state.of(st.Namespace):
+        inode = runner.run(NetnsInode(ns.name)).inode
+        if inode is None:
+            problems.append(f"namespace {ns.name} is gone")
+        elif ns.inode is not None and inode != ns.inode:
+            problems.append(f"namespace {ns.name} was replaced by another one")
+    for proc in state.of(st.Process):
+        if not runner.run(ProcessAlive(proc.pid, proc.start_time)).truth:
+            problems.append(f"{proc.role} (pid {proc.pid}) is not running")
+    if not state.complete:
+        problems.append("start-up did not finish")
+    return problems
+
+
+def _info(spec: LabSpec) -> dict[str, Any]:
+    return {
+        "pod_netns": spec.name,
+        "node_netns": spec.node,
+        "pod_ips": [str(i) for i in spec.pod_ips],
+        "node_ips": [str(i) for i in spec.node_ips],
+        "rules_v4": spec.rules_v4,
+        "rules_v6": spec.rules_v6,
+        "app_uid": spec.app_uid,
+        "proxy_uid": spec.proxy_uid,
+        "proxy_gid": spec.proxy_gid,
+        "ports": {"outbound": spec.proxy_port, "inbound": spec.inbound_port, "dns": spec.dns_port},
+        "dns_agent": spec.dns is not None,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class UpResult:
+    state: st.LabState
+    changed: bool
+    note: str = ""
+
+
+def _check_names_free(runner: Runner, spec: LabSpec) -> None:
+    for ns in (spec.name, spec.node):
+        if runner.run(NetnsInode(ns)).inode is not None:
+            raise LabError(f"network namespace {ns} already exists and netsim lab did not create it "
+                           f"(no record in {st.run_dir(spec.name)}); choose another --name")
+    if (ETC_NETNS / spec.name).exists():
+        raise LabError(f"{ETC_NETNS / spec.name} already exists and netsim lab did not create it; "
+                       "choose another --name")
+
+
+def up(runner: Runner, spec: LabSpec) -> UpResult:
+    """Bring the lab up. The same inputs again change nothing; different inputs for a running lab are an
+    error; a lab left half-built or damaged (crash, killed processes) is torn down and rebuilt.
+    On any failure everything made so far is removed before the error is raised."""
+    digest = spec.digest
+    note = ""
+    existing = st.load(spec.name)
+    if existing is not None:
+        problems = health(runner, existing)
+        if not problems:
+            if existing.digest == digest:
+                return UpResult(existing, changed=False)
+            raise LabError(f"lab {spec.name} is up from other inputs; run `netsim lab down {spec.name}` first")
+        note = f"rebuilt lab {spec.name}: " + "; ".join(problems)
+        down(runner, spec.name)
+    _check_names_free(runner, spec)
+    state = st.LabState(name=spec.name, digest=digest, info=_info(spec))
+    st.save(state)
+    try:
+        state = _execute(runner, state, up_plan(spec))
+        _wait_ready(runner, spec, state)
+    except BaseException as failure:
+        try:
+            down(runner, spec.name)
+        except LabError as cleanup_error:
+            raise LabError(f"{failure}; and cleaning up failed: {cleanup_error}") from None
+        raise
+    state = replace(state, complete=True)
+    st.save(state)
+    return UpResult(state, changed=True, note=note)
+
+
+def down(runner: Runner, name: str) -> bool:
+    """Remove everything the record of lab ``name`` says was made; False if there is no such lab.
+
+    Every cleanup command runs even when one fails (the rest is still removed); the record is kept,
+    so ``down`` can be run again, until all of them succeeded.
+    """
+    state = st.load(name)
+    if state is None:
+        return False
+    errors: list[str] = []
+    for command in st.cleanup(state):
+        try:
+            runner.run(command)
+        except LabError as e:
+            errors.append(str(e))
+    if errors:
+        raise LabError(f"lab {name}: " + "; ".join(errors) + f" (record kept in {st.run_dir(name)})")
+    st.forget(name)
+    return True
+
+
+def exec_argv(state: st.LabState, argv: tuple[str, ...], uid: int | None) -> Exec:
+    """The Exec for ``lab exec``: in the pod namespace, as ``uid`` (default the app's uid), gid = uid."""
+    u = int(state.info.get("app_uid", 1000)) if uid is None else uid
+    return Exec(netns=state.name, argv=argv, uid=u, gid=u, check=False)
+
+
+__all__ = [
+    "ETC_NETNS",
+    "NODE_IF",
+    "POD_IF",
+    "DnsAgent",
+    "LabSpec",
+    "Step",
+    "UpResult",
+    "down",
+    "exec_argv",
+    "health",
+    "listener_roles",
+    "node_name",
+    "up",
+    "up_plan",
+]

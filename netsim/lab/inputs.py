@@ -1,0 +1,120 @@
+"""A pod manifest (and Services/ServiceEntries) → the :class:`~netsim.lab.control.LabSpec` a lab is built from.
+
+Owns: the lab's choices around the compiler — the pod's addresses (``status.podIPs``, else 10.244.0.5)
+and the node side's (the first other host of the pod's subnet), the cluster DNS address written to the
+namespace's resolv.conf (``spec.dnsConfig.nameservers``, else 10.96.0.10), turning the compiler's route
+commands (``ip`` argv) into typed netlink commands, and the DNS agent's inputs.
+Never does: decide a rule (``netsim.spec`` + ``netsim.capture`` do, exactly as for ``netsim compile``), or IO
+beyond reading the given files. The environment is not consulted: a lab is a function of its files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from ipaddress import ip_address, ip_interface, ip_network
+from pathlib import Path
+
+from netsim.capture.iptables import RouteCommand
+from netsim.errors import LabError, NetsimError
+from netsim.lab.control import Address, DnsAgent, Interface, LabSpec
+from netsim.lab.runner import AddrAdd, Command, RouteAdd, RuleAdd
+from netsim.netfilter.model import Family
+
+DEFAULT_POD_IP = "10.244.0.5"
+DEFAULT_CLUSTER_DNS = "10.96.0.10"
+PREFIX = {4: 24, 6: 64}  # the pod subnet the lab gives the veth (a node's pod CIDR is a /24 in kind/kubeadm)
+MAX_NAME = 40  # a namespace name is a file name; keep `ip netns` output readable
+
+
+def pod_interface(ip: str) -> Interface:
+    addr = ip_address(ip)
+    return ip_interface(f"{addr}/{PREFIX[addr.version]}")
+
+
+def node_interface(pod: Interface) -> Interface:
+    """The first host of the pod's subnet that is not the pod (10.244.0.5/24 → 10.244.0.1/24)."""
+    for host in pod.network.hosts():
+        if host != pod.ip:
+            return ip_interface(f"{host}/{pod.network.prefixlen}")
+    raise LabError(f"pod address {pod}: no room for a node address in its /{pod.network.prefixlen}")
+
+
+def route_command(pod_netns: str, rc: RouteCommand) -> Command:
+    """The compiler's ``ip`` argv (spec istio-iptables.md §1 step 6, §6) as the typed command it means."""
+    a = rc.argv
+    match a:
+        case ("ip", "-6" | "-4", "addr", "add", address, "dev", dev):
+            return AddrAdd(netns=pod_netns, ifname=dev, address=ip_interface(address), ignore_exists=rc.ignore_exists)
+        case ("ip", "-4" | "-6" as fam, "rule", "add", "fwmark", mark, "lookup", table):
+            return RuleAdd(netns=pod_netns, family=Family.IPV4 if fam == "-4" else Family.IPV6,
+                           fwmark=int(mark, 0), table=int(table))
+        case ("ip", "-4" | "-6", "route", "add", "local", dst, "dev", dev, "table", table):
+            return RouteAdd(netns=pod_netns, dst=ip_network(dst), dev=dev, table=int(table), local=True,
+                            ignore_exists=rc.ignore_exists)
+    raise LabError(f"route command the lab cannot apply: {' '.join(a)}")
+
+
+def _digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError as e:
+        raise LabError(f"cannot read: {e.strerror}", where=str(path)) from None
+
+
+def lab_spec(pod_file: str, *, name: str | None = None, services: Sequence[str] = (),
+             upstreams: Sequence[str] = (), namespace: str = "default", app_uid: int = 1000,
+             istio_version: str | None = None, dns_agent: bool = True) -> LabSpec:
+    """Compile ``pod_file`` as ``netsim compile --pod`` does and lay out the lab around it.
+
+    Raises NetsimError (one line, naming file and field) when the pod does not compile, and LabError when
+    it compiles to no capture at all (nothing for a lab to show).
+    """
+    from netsim.capture.compiled import compile_config
+    from netsim.capture.config import InterceptionMode
+    from netsim.capture.dryrun import render_restore
+    from netsim.k8s import expand_paths
+    from netsim.netfilter.matches import Names
+    from netsim.spec.pod import load_pod
+    from netsim.spec.resolve import PodNetwork, resolve
+    from netsim.spec.versions import profile_for
+
+    pod = load_pod(pod_file)
+    pod_ips = tuple(pod_interface(ip) for ip in (pod.pod_ips or (DEFAULT_POD_IP,)))
+    dns = tuple(ip_address(a) for a in (pod.dns_nameservers or (DEFAULT_CLUSTER_DNS,)))
+    net = PodNetwork(pod_ips=tuple(str(i.ip) for i in pod_ips), cluster_dns=str(dns[0]))
+    res = resolve(env={}, net=net, pod=pod, profile=profile_for(istio_version), profile_given=istio_version is not None)
+    if not res.capture or res.config is None:
+        raise LabError(f"{pod_file}: no capture to run: {res.no_capture_reason}")
+    config = res.config
+    try:
+        compiled = compile_config(config, names=Names(system=True))
+    except NetsimError as e:
+        raise e.at(pod_file) from None
+    lab_name = name or pod.name
+    if not lab_name or len(lab_name) > MAX_NAME or not all(c.isalnum() or c in "-_" for c in lab_name):
+        raise LabError(f'lab name "{lab_name}": use 1-{MAX_NAME} letters, digits, "-" or "_" (give --name)')
+    config_paths = tuple(p.resolve() for p in expand_paths(services))
+    agent = DnsAgent(configs=config_paths, namespace=namespace, upstreams=tuple(upstreams),
+                     digests=tuple(_digest(p) for p in config_paths)) if dns_agent else None
+    cluster_dns: tuple[Address, ...] = dns
+    return LabSpec(
+        name=lab_name,
+        pod_ips=pod_ips,
+        node_ips=tuple(node_interface(i) for i in pod_ips),
+        cluster_dns=cluster_dns,
+        search=(f"{namespace}.svc.cluster.local", "svc.cluster.local", "cluster.local"),
+        rules_v4=render_restore(compiled.v4),
+        rules_v6=render_restore(compiled.v6) if compiled.v6 is not None else None,
+        pod_routes=tuple(route_command(lab_name, r) for r in compiled.routes),
+        proxy_uid=int(config.proxy_uid[0]),
+        proxy_gid=int(config.proxy_gid[0]),
+        app_uid=app_uid,
+        proxy_port=int(config.proxy_port),
+        inbound_port=int(config.inbound_capture_port),
+        tproxy=config.mode is InterceptionMode.TPROXY,
+        dns=agent,
+    )
+
+
+__all__ = ["DEFAULT_CLUSTER_DNS", "DEFAULT_POD_IP", "lab_spec", "node_interface", "pod_interface", "route_command"]

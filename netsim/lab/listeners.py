@@ -1,0 +1,173 @@
+"""The lab's stand-ins for Envoy's 15001 and 15006 listeners: log each connection's original destination
+and relay it, so real clients in the pod work end to end.
+
+Run as ``python -m netsim.lab.listeners --port 15001 --dial original`` (outbound: dial the original
+destination; the process runs as the proxy uid, so ISTIO_OUTPUT's owner rule lets the dial out
+uncaptured) or ``--port 15006 --dial app`` (inbound: dial the original destination from 127.0.0.6 / ::6,
+the source ISTIO_OUTPUT returns early for, spec/netfilter.md §1.11). Each connection is one JSON line on
+stdout (the lab points stdout at ``<run dir>/listener-<port>.log``).
+
+Owns: reading the original destination — ``getsockopt(SOL_IP, SO_ORIGINAL_DST=80)`` (a ``sockaddr_in``),
+``getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST=80)`` (a ``sockaddr_in6``), or with ``--transparent`` (TPROXY)
+simply ``getsockname()`` (netfilter.md §1.5, §1.7) — and the relay.
+Never does: decide what the mesh would do with the connection (``netsim.mesh`` models Envoy), or import
+anything of netsim beyond the standard library, so it starts fast as an unprivileged user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import socket
+import struct
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h, at SOL_IP
+IP6T_SO_ORIGINAL_DST = 80  # linux/netfilter_ipv6/ip6_tables.h, at SOL_IPV6
+IP_TRANSPARENT = 19  # linux/in.h
+IPV6_TRANSPARENT = 75  # linux/in6.h
+SOL_IPV6 = socket.IPPROTO_IPV6  # 41; the socket module has no SOL_IPV6 name
+INBOUND_SOURCE = {socket.AF_INET: "127.0.0.6", socket.AF_INET6: "::6"}  # "6 is the magical number for inbound"
+DIAL_TIMEOUT_SECONDS = 5.0
+BUFFER = 65536
+BACKLOG = 128
+
+_log_lock = threading.Lock()
+
+
+def emit(record: dict[str, Any]) -> None:
+    """Write one JSON line to stdout, whole, and flush it (the lab and tests tail the file)."""
+    line = json.dumps({"time": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"), **record},
+                      sort_keys=True)
+    with _log_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def endpoint(addr: tuple[Any, ...]) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_original_dst(family: int, raw: bytes) -> tuple[str, int]:
+    """Decode the ``sockaddr_in``/``sockaddr_in6`` that SO_ORIGINAL_DST returns (port in network order)."""
+    if family == socket.AF_INET:
+        port = struct.unpack_from("!H", raw, 2)[0]
+        return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
+    port = struct.unpack_from("!H", raw, 2)[0]
+    return socket.inet_ntop(socket.AF_INET6, raw[8:24]), port
+
+
+def original_dst(conn: socket.socket, transparent: bool) -> tuple[str, int]:
+    """Where the client meant to connect. Raises OSError (ENOENT: no conntrack NAT entry) if unknown."""
+    if transparent:
+        local = conn.getsockname()
+        return local[0], local[1]
+    if conn.family == socket.AF_INET:
+        return parse_original_dst(conn.family, conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16))
+    return parse_original_dst(conn.family, conn.getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST, 28))
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(BUFFER):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+
+def handle(conn: socket.socket, listen_port: int, dial: str, transparent: bool) -> None:
+    record: dict[str, Any] = {"listener": listen_port, "peer": endpoint(conn.getpeername()),
+                              "local": endpoint(conn.getsockname())}
+    upstream: socket.socket | None = None
+    try:
+        try:
+            host, port = original_dst(conn, transparent)
+        except OSError as e:
+            record.update(original_dst=None, result=f"no original destination: {e.strerror}")
+            return
+        record["original_dst"] = endpoint((host, port))
+        if port == listen_port and not transparent:
+            record["result"] = "refused: the original destination is this listener (would loop)"
+            return
+        upstream = socket.socket(conn.family, socket.SOCK_STREAM)
+        upstream.settimeout(DIAL_TIMEOUT_SECONDS)
+        if dial == "app":
+            upstream.bind((INBOUND_SOURCE[conn.family], 0))
+        try:
+            upstream.connect((host, port))
+        except OSError as e:
+            record.update(upstream=endpoint((host, port)), result=f"dial failed: {e.strerror or e}")
+            return
+        upstream.settimeout(None)
+        record.update(upstream=endpoint((host, port)), source=endpoint(upstream.getsockname()), result="relayed")
+        emit(record)
+        record = {}
+        back = threading.Thread(target=_pump, args=(upstream, conn), daemon=True)
+        back.start()
+        _pump(conn, upstream)
+        back.join()
+    finally:
+        if record:
+            emit(record)
+        for s in (upstream, conn):
+            if s is not None:
+                with contextlib.suppress(OSError):
+                    s.close()
+
+
+def serve(sock: socket.socket, port: int, dial: str, transparent: bool) -> None:
+    while True:
+        conn, _ = sock.accept()
+        threading.Thread(target=handle, args=(conn, port, dial, transparent), daemon=True).start()
+
+
+def listen(family: int, port: int, transparent: bool) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    if transparent:
+        if family == socket.AF_INET:
+            sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+        else:
+            sock.setsockopt(SOL_IPV6, IPV6_TRANSPARENT, 1)
+    sock.bind(("0.0.0.0" if family == socket.AF_INET else "::", port))
+    sock.listen(BACKLOG)
+    return sock
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m netsim.lab.listeners", description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--dial", choices=("original", "app"), required=True)
+    parser.add_argument("--ipv6", action="store_true", help="also listen on IPv6")
+    parser.add_argument("--transparent", action="store_true", help="IP_TRANSPARENT (TPROXY): no SO_ORIGINAL_DST")
+    args = parser.parse_args(argv)
+    families = [socket.AF_INET] + ([socket.AF_INET6] if args.ipv6 else [])
+    try:
+        socks = [listen(f, args.port, args.transparent) for f in families]
+    except OSError as e:
+        emit({"event": "error", "listener": args.port, "error": f"cannot listen: {e.strerror or e}"})
+        return 2
+    emit({"event": "listening", "listener": args.port, "dial": args.dial, "transparent": args.transparent,
+          "addresses": [endpoint(s.getsockname()) for s in socks]})
+    threads = [threading.Thread(target=serve, args=(s, args.port, args.dial, args.transparent), daemon=True)
+               for s in socks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
