@@ -297,7 +297,7 @@ class RecordingRunner:
 
 # --- the real side ------------------------------------------------------------------------------------
 
-REQUIRED_TOOLS = ("ip", "iptables-restore", "iptables-save", "setpriv")
+REQUIRED_TOOLS = ("iptables-restore", "iptables-save", "ip", "setpriv")
 
 
 def check_host() -> None:
