@@ -52,6 +52,8 @@ class IstioValue(click.ParamType[str]):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         text = str(value)
+        if text.startswith("="):  # pflag reads -b=80 as -b 80; click hands over "=80"
+            text = text[1:]
         try:
             return check_value(self.spec.key, text)
         except SpecError as e:

@@ -488,6 +488,55 @@ def layer(settings: Iterable[Setting]) -> dict[str, Effective]:
     return result
 
 
+_SHORT_TO_KEY = {o.short: o.key for o in OPTIONS if o.short}
+_LONG_TO_KEY = {o.long: o.key for o in OPTIONS if o.long}
+# Flags istio-iptables accepts that do not feed the generator (its logging flags).
+_IGNORED_LONG = frozenset({"log_output_level", "log_as_json", "log_caller", "log_stacktrace_level",
+                           "log_target", "log_rotate", "log_rotate_max_age", "log_rotate_max_backups",
+                           "log_rotate_max_size"})
+
+
+def parse_argv(argv: Iterable[str]) -> list[tuple[str, str]]:
+    """An istio-iptables command line (as in an injected istio-init container) → ``(key, raw value)``
+    pairs in order, read as Go's pflag reads it: ``--name value``, ``--name=value``, ``-b value``,
+    ``-bvalue``, ``-b=value``; a boolean flag alone means true. A leading ``istio-iptables`` (the
+    program name) is skipped. Raises SpecError for an unknown flag or a missing value."""
+    tokens = list(argv)
+    if tokens and not tokens[0].startswith("-"):
+        tokens = tokens[1:]
+    out: list[tuple[str, str]] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        if token.startswith("--"):
+            name, eq, value = token[2:].partition("=")
+            if name in _IGNORED_LONG:
+                if not eq and name != "log_as_json" and i < len(tokens):
+                    i += 1
+                continue
+            key = _LONG_TO_KEY.get(name)
+        elif token.startswith("-") and len(token) > 1:
+            name, value = token[1], token[2:]
+            eq = "=" if value else ""
+            value = value[1:] if value.startswith("=") else value
+            key = _SHORT_TO_KEY.get(name)
+        else:
+            raise SpecError(f"{token!r}: istio-iptables takes no positional arguments")
+        if key is None:
+            raise SpecError(f"{token!r}: unknown istio-iptables flag")
+        if not eq:
+            if OPTIONS_BY_KEY[key].kind is Kind.BOOL:
+                value = "true"
+            elif i < len(tokens):
+                value = tokens[i]
+                i += 1
+            else:
+                raise SpecError(f"{token!r}: flag needs a value")
+        out.append((key, value))
+    return out
+
+
 def to_options(effective: Mapping[str, Effective]) -> dict[str, str]:
     """The options mapping ``config_from_options`` takes: long names / env names → strings."""
     return {key: eff.setting.value for key, eff in effective.items()}
@@ -510,6 +559,7 @@ __all__ = [
     "env_settings",
     "flag_settings",
     "layer",
+    "parse_argv",
     "parse_bool",
     "parse_cidr",
     "parse_cidr_list",

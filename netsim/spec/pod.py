@@ -84,6 +84,8 @@ class Container:
     name: str
     ports: tuple[int, ...]
     run_as_user: int | None = None
+    argv: tuple[str, ...] = ()  # command + args
+    env: tuple[tuple[str, str], ...] = ()  # literal env values (valueFrom entries are skipped)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +100,7 @@ class PodSource:
     labels: tuple[tuple[str, str], ...]
     owner_annotations: tuple[tuple[str, str], ...]  # the workload's own metadata (not used)
     containers: tuple[Container, ...]
+    init_containers: tuple[Container, ...]
     pod_ips: tuple[str, ...]  # status.podIPs / status.podIP
     host_network: bool
     dns_policy: str
@@ -288,6 +291,8 @@ def _pod_source(path: str, label: str, obj: dict[str, Any], choice: str) -> PodS
     if not isinstance(spec, dict):
         raise SpecError(f"{_join_field(tpath, 'spec')}: missing or not a mapping", where=ctx)
     containers = _containers(spec.get("containers"), _join_field(tpath, "spec.containers"), ctx)
+    inits = spec.get("initContainers")
+    init_containers = _containers(inits, _join_field(tpath, "spec.initContainers"), ctx) if inits else ()
     status = obj.get("status") if kind == "Pod" else None
     pod_ips = _pod_ips(status, ctx)
     dns_config = spec.get("dnsConfig") or {}
@@ -307,7 +312,8 @@ def _pod_source(path: str, label: str, obj: dict[str, Any], choice: str) -> PodS
         raise SpecError(f'{_join_field(tpath, "spec.dnsPolicy")}: "{dns_policy}": expected one of '
                         + ", ".join(KUBE_DNS_POLICIES), where=ctx)
     return PodSource(file=path, where=ctx, kind=kind, name=name, annotations=annotations, labels=labels,
-                     owner_annotations=owner, containers=containers, pod_ips=pod_ips,
+                     owner_annotations=owner, containers=containers, init_containers=init_containers,
+                     pod_ips=pod_ips,
                      host_network=spec.get("hostNetwork") is True, dns_policy=dns_policy,
                      dns_nameservers=nameservers, choice=choice)
 
@@ -340,7 +346,20 @@ def _containers(value: Any, field: str, where: str) -> tuple[Container, ...]:
             if not isinstance(r, int) or isinstance(r, bool) or r < 0:
                 raise SpecError(f"{field}[{i}].securityContext.runAsUser: {r!r}: expected a UID", where=where)
             run_as = r
-        out.append(Container(name=cname, ports=tuple(ports), run_as_user=run_as))
+        argv: list[str] = []
+        for part in ("command", "args"):
+            items = c.get(part) or []
+            if not isinstance(items, list):
+                raise SpecError(f"{field}[{i}].{part}: expected a list of strings", where=where)
+            argv += [str(x) for x in items]
+        env = []
+        for j, e in enumerate(c.get("env") or []):
+            if not isinstance(e, dict) or not isinstance(e.get("name"), str):
+                raise SpecError(f"{field}[{i}].env[{j}]: expected a mapping with a name", where=where)
+            if "value" in e:
+                env.append((e["name"], "" if e["value"] is None else str(e["value"])))
+        out.append(Container(name=cname, ports=tuple(ports), run_as_user=run_as, argv=tuple(argv),
+                             env=tuple(env)))
     return tuple(out)
 
 
@@ -428,6 +447,14 @@ def derive(pod: PodSource, profile: VersionProfile, *, cluster_dns: str = F.DEFA
         findings.append(Finding(key=INJECT, value=inject, location=location, used=True,
                                 reason="injection disabled: no istio-init, no capture rules"))
         return _no_capture(pod, findings, warnings, f'{INJECT}: "false" disables injection (no istio-init)')
+
+    init = next((c for c in pod.init_containers if c.name == "istio-init" and c.argv), None)
+    if init is not None:
+        return _derive_injected(pod, init, findings, warnings, location, cluster_dns, cluster_dns_origin)
+    if any(c.name == "istio-validation" for c in pod.init_containers):
+        warnings.append("the pod has an istio-validation init container: with Istio CNI the CNI plugin writes "
+                        "the rules and derives some options differently (spec §13.2: outbound 15020 excluded, "
+                        "capture-all DNS); netsim derives them as the sidecar injector's istio-init would")
 
     # proxy.istio.io/config: interceptionMode default and proxyMetadata (→ istio-init env).
     proxy_config, env, ignored_env = _proxy_config(pod, ann, profile, location, findings, warnings)
@@ -569,6 +596,40 @@ def derive(pod: PodSource, profile: VersionProfile, *, cluster_dns: str = F.DEFA
     servers, dns_origin = _dns_servers(pod, cluster_dns, cluster_dns_origin)
     return PodDerivation(capture=True, no_capture_reason="", args=tuple(args), env=tuple(env),
                          ignored_env=tuple(ignored_env), findings=tuple(findings), warnings=tuple(warnings),
+                         pod_ips=pod.pod_ips, dns_servers=servers, dns_origin=dns_origin)
+
+
+def _derive_injected(pod: PodSource, init: Container, findings: list[Finding], warnings: list[str],
+                     location: str, cluster_dns: str, cluster_dns_origin: str) -> PodDerivation:
+    """An already-injected pod: istio-init's own command line and env are the ground truth."""
+    where = f"{pod.where}: initContainers[{init.name}]"
+    try:
+        pairs = F.parse_argv(init.argv)
+    except SpecError as e:
+        raise e.at(f"{where}.args") from None
+    args = []
+    for key, raw in pairs:
+        try:
+            value = F.check_value(key, raw)
+        except SpecError as e:
+            raise e.at(f"{where}.args: {F.OPTIONS_BY_KEY[key].flag}") from None
+        args.append(Setting(key=key, value=value, source=Source.POD,
+                            origin=f"initContainers[{init.name}].args {F.OPTIONS_BY_KEY[key].flag}"))
+    try:
+        env, ignored = F.env_settings(dict(init.env), source=Source.POD,
+                                      origin_prefix=f"initContainers[{init.name}].env")
+    except SpecError as e:
+        raise e.at(where) from None
+    findings.append(Finding(key=f"initContainers[{init.name}]", value=" ".join(init.argv), location="pod spec",
+                            used=True, reason="the pod is already injected: these are its exact istio-iptables "
+                                              "arguments and environment"))
+    for key, value in pod.annotations:
+        if _capture_related(key):
+            findings.append(Finding(key=key, value=value, location=location, used=True, option=_option_of(key),
+                                    reason="already applied by the injector: read from istio-init's arguments"))
+    servers, dns_origin = _dns_servers(pod, cluster_dns, cluster_dns_origin)
+    return PodDerivation(capture=True, no_capture_reason="", args=tuple(args), env=tuple(env),
+                         ignored_env=tuple(ignored), findings=tuple(findings), warnings=tuple(warnings),
                          pod_ips=pod.pod_ips, dns_servers=servers, dns_origin=dns_origin)
 
 

@@ -120,6 +120,9 @@ def resolve(*, flags: Mapping[str, str] | None = None, env: Mapping[str, str] | 
         notes.append(f"{profile.label}: only the injector's arguments follow this release ({profile.summary}); "
                      "the rules are laid out as the current istio-iptables writes them (older releases "
                      "differ, e.g. no 127.0.0.6 passthrough before 1.3, no ISTIO_OUTPUT_DNS before 1.25)")
+    if profile_given and any(f.key.startswith("initContainers[") for f in findings):
+        notes.append("--istio-version only changes the injector's defaults; this pod is already injected and "
+                     "its istio-init arguments are used as they are")
     if derivation is not None and not derivation.capture:
         return Resolution(profile=profile, pod=pod, capture=False, no_capture_reason=derivation.no_capture_reason,
                           effective=tuple(Effective(setting=s) for s in settings if s.source is Source.FLAG),

@@ -461,3 +461,57 @@ def test_compile_does_not_load_scapy_pyroute2_dnslib_or_asyncio() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert "HEAVY []" in out.stderr
+
+
+# --- injected pods, pflag spellings, group names ---------------------------------------------------
+
+INJECTED = """\
+kind: Pod
+metadata:
+  name: web-7d4b9
+  annotations:
+    traffic.sidecar.istio.io/excludeOutboundPorts: "5701"
+spec:
+  initContainers:
+  - name: istio-init
+    args: [istio-iptables, -p, "15001", -z, "15006", -u, "1337", -m, REDIRECT, -i, '*', -x, "", -b, '*',
+           -d, "15090,15021,15020", -o, "5701", --log_output_level=default:info]
+    env: [{name: ISTIO_META_DNS_CAPTURE, value: "true"}]
+  containers: [{name: web}]
+status:
+  podIPs: [{ip: 10.244.0.9}]
+"""
+
+
+def test_an_injected_pod_is_compiled_from_its_istio_init_command_line(tmp_path: Path) -> None:
+    f = tmp_path / "pod.yaml"
+    f.write_text(INJECTED)
+    data = explain_json("--pod", str(f), "--istio-version", "1.2")
+    row = option_row(data, "istio-local-outbound-ports-exclude")
+    assert (row["value"], row["origin"]) == ("5701", "initContainers[istio-init].args "
+                                                     "-o/--istio-local-outbound-ports-exclude")
+    assert option_row(data, "istio-inbound-ports")["value"] == "*"  # the args, not the 1.2 defaults
+    assert option_row(data, "redirect-dns")["origin"] == "initContainers[istio-init].env ISTIO_META_DNS_CAPTURE"
+    assert option_row(data, "DNS_SERVERS_V4")["value"] == "10.96.0.10"
+    assert finding(data, "initContainers[istio-init]")["used"] is True
+    f.write_text(INJECTED.replace("-o, \"5701\"", "--bogus"))
+    r = compile_("--pod", str(f))
+    assert (r.code, r.stderr) == (2, f"Error: {f}: Pod web-7d4b9: initContainers[istio-init].args: '--bogus': "
+                                     "unknown istio-iptables flag\n")
+
+
+def test_pflag_short_option_with_equals() -> None:
+    assert option_row(explain_json("-b=80"), "istio-inbound-ports")["value"] == "80"
+
+
+def test_group_names_resolve_with_a_group_file(tmp_path: Path) -> None:
+    g = tmp_path / "group"
+    g.write_text("java:x:5001:\n")
+    env = {"ISTIO_OUTBOUND_OWNER_GROUPS": "java"}
+    r = compile_("-i", "*", f"--group-file={g}", env=env)
+    assert "-A ISTIO_OUTPUT -m owner ! --gid-owner 5001 -j RETURN" in r.stdout
+    r = compile_("-i", "*", f"--group-file={g}", env={"ISTIO_OUTBOUND_OWNER_GROUPS": "nosuchgroup"})
+    assert r.code == 2 and r.stderr.startswith('Error: -m owner: Bad GID value "nosuchgroup": loading these rules')
+    g.write_text("broken\n")
+    r = compile_("-i", "*", f"--group-file={g}", env=env)
+    assert (r.code, r.stderr) == (2, f"Error: {g}:1: 'broken': expected name:password:GID:members\n")

@@ -105,3 +105,17 @@ def test_flag_settings_check_values_and_win() -> None:
     assert eff["redirect-dns"].setting.value == "true"
     with pytest.raises(SpecError, match=r"^option -b/--istio-inbound-ports: "):
         F.flag_settings({"istio-inbound-ports": "x"})
+
+
+def test_parse_argv_reads_an_istio_init_command_line_like_pflag() -> None:
+    argv = ["istio-iptables", "-p", "15001", "-b=*", "-d15090", "--istio-service-cidr", "*", "-x", "",
+            "--redirect-dns", "--drop-invalid=false", "--log_output_level", "default:info", "-n"]
+    assert F.parse_argv(argv) == [
+        ("envoy-port", "15001"), ("istio-inbound-ports", "*"), ("istio-local-exclude-ports", "15090"),
+        ("istio-service-cidr", "*"), ("istio-service-exclude-cidr", ""), ("redirect-dns", "true"),
+        ("drop-invalid", "false"), ("dry-run", "true")]
+    for bad, message in ((["-b"], "'-b': flag needs a value"), (["--nope"], "'--nope': unknown istio-iptables flag"),
+                         (["-p", "1", "x"], "'x': istio-iptables takes no positional arguments")):
+        with pytest.raises(SpecError) as e:
+            F.parse_argv(bad)
+        assert str(e.value) == message
