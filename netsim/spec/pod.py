@@ -331,7 +331,7 @@ def _containers(value: Any, field: str, where: str) -> tuple[Container, ...]:
             raise SpecError(f"{field}[{i}]: expected a mapping", where=where)
         cname = str(c.get("name", f"#{i}"))
         ports = []
-        for j, p in enumerate(c.get("ports") or []):
+        for j, p in enumerate(_list(c.get("ports"), f"{field}[{i}].ports", where)):
             cp = p.get("containerPort") if isinstance(p, dict) else None
             if isinstance(cp, str) and cp.isdigit():
                 cp = int(cp)
@@ -353,7 +353,7 @@ def _containers(value: Any, field: str, where: str) -> tuple[Container, ...]:
                 raise SpecError(f"{field}[{i}].{part}: expected a list of strings", where=where)
             argv += [str(x) for x in items]
         env = []
-        for j, e in enumerate(c.get("env") or []):
+        for j, e in enumerate(_list(c.get("env"), f"{field}[{i}].env", where)):
             if not isinstance(e, dict) or not isinstance(e.get("name"), str):
                 raise SpecError(f"{field}[{i}].env[{j}]: expected a mapping with a name", where=where)
             if "value" in e:
@@ -363,11 +363,19 @@ def _containers(value: Any, field: str, where: str) -> tuple[Container, ...]:
     return tuple(out)
 
 
+def _list(value: Any, field: str, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise SpecError(f"{field}: expected a list, got a YAML {_yaml_type(value)}", where=where)
+    return value
+
+
 def _pod_ips(status: Any, where: str) -> tuple[str, ...]:
     if not isinstance(status, dict):
         return ()
     ips: list[str] = []
-    for i, entry in enumerate(status.get("podIPs") or []):
+    for i, entry in enumerate(_list(status.get("podIPs"), "status.podIPs", where)):
         ip = entry.get("ip") if isinstance(entry, dict) else None
         if not isinstance(ip, str) or not F._is_ip(ip):
             raise SpecError(f"status.podIPs[{i}].ip: {ip!r}: not an IP address", where=where)
