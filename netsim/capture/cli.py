@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from netsim.errors import SpecError
-from netsim.spec.flags import OPTIONS, Kind, OptionSpec, check_value, parse_dns_servers
+from netsim.spec.flags import OPTIONS, Kind, OptionSpec, check_value, parse_bool, parse_dns_servers
 
 if TYPE_CHECKING:
     from netsim.capture.compiled import Compiled
@@ -73,6 +73,19 @@ class DnsServers(click.ParamType[str]):
         except SpecError as e:
             raise _BadValue(e.message, param=param) from None
         return str(value)
+
+
+class GoBool(click.ParamType[str]):
+    """true/false in any spelling Go's strconv.ParseBool takes; returns "true" or "false"."""
+
+    name = "BOOL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value).removeprefix("=")
+        try:
+            return "true" if parse_bool(text) else "false"
+        except SpecError as e:
+            raise _BadValue(e.message, param=param) from None
 
 
 class IstioVersion(click.ParamType[str]):
@@ -132,8 +145,18 @@ def _metavar(kind: Kind) -> str:
     }.get(kind, "TEXT")
 
 
-@click.command("compile", context_settings={"help_option_names": ["-h", "--help"],
-                                            "max_content_width": 110})
+_EPILOG = (
+    "Also accepted, with no effect on the rules: "
+    + ", ".join(o.flag for o in OPTIONS if o.long and o.effect)
+    + ". Environment-only inputs: "
+    + ", ".join(o.key for o in OPTIONS if o.long is None)
+    + ". Precedence, lowest first: istio-iptables default, your environment, the pod's proxyMetadata, "
+    "the injector's arguments (annotations or the --istio-version defaults), your flags."
+)
+
+
+@click.command("compile", epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"],
+                                                            "max_content_width": 110})
 @click.option("--pod", "pod_file", metavar="FILE",
               help="Pod, or Deployment/StatefulSet/DaemonSet/ReplicaSet/Job/CronJob, YAML (multi-document "
                    "or List): derive the options as Istio's sidecar injector does.")
@@ -148,8 +171,7 @@ def _metavar(kind: Kind) -> str:
                    "(default with --native-nftables); json: config, rules and routes.")
 @click.option("--family", type=click.Choice(["4", "6", "all"]), default="all", show_default=True,
               help="iptables-save/json: which address family to print.")
-@click.option("--ipv6", "ipv6", type=IstioValue(OPTIONS[[o.key for o in OPTIONS].index("dual-stack")]),
-              is_flag=False, flag_value="true", default=None, metavar="[BOOL]",
+@click.option("--ipv6", "ipv6", type=GoBool(), is_flag=False, flag_value="true", default=None, metavar="[BOOL]",
               help="Write ip6tables rules too (istio-iptables decides this from the pod's addresses).")
 @click.option("--pod-ip", "pod_ips", type=IpList(), multiple=True,
               help="The pod's addresses in order (default: the manifest's status.podIPs); the first one's "
@@ -242,6 +264,9 @@ def render(res: Resolution, fmt: str, family: str = "all",
         click.echo(f"netsim: no capture rules: {res.no_capture_reason}", err=True)
         return ""
     config = res.config
+    if family != "all" and fmt in ("istio-dry-run", "nft"):
+        why = "it records the whole run" if fmt == "istio-dry-run" else "one inet table holds both families"
+        raise SpecError(f"option --family {family}: not available with --format {fmt} ({why})")
     if fmt == "istio-dry-run":
         from netsim.capture.dryrun import dry_run
 

@@ -149,6 +149,8 @@ BAD_VALUES = [
     (["--ipv6=perhaps"], "Invalid value for '--ipv6': \"perhaps\": not a boolean; use true or false"),
     (["--cluster-dns", "kube-dns", "--redirect-dns"], "option --cluster-dns: \"kube-dns\": not an IP address"),
     (["--name", "web"], "option --name: needs --pod FILE"),
+    (["--family", "4", "--format", "nft"], "option --family 4: not available with --format nft (one inet table "
+                                           "holds both families)"),
     (["--family", "6"], "option --family 6: this pod gets no ip6tables rules (IPv6 is off: no pod address "
                         "known: IPv4 assumed)"),
 ]
