@@ -431,8 +431,11 @@ class Ignored:
 
 def defaults() -> list[Setting]:
     """istio-iptables' own CLI defaults for every option (spec §2 "CLI default")."""
-    return [Setting(key=o.key, value=o.default, source=Source.DEFAULT, origin="istio-iptables default")
-            for o in OPTIONS]
+    return list(_DEFAULTS)
+
+
+_DEFAULTS = tuple(Setting(key=o.key, value=o.default, source=Source.DEFAULT, origin="istio-iptables default")
+                  for o in OPTIONS)
 
 
 def env_settings(env: Mapping[str, str], *, source: Source = Source.ENV,
