@@ -232,7 +232,7 @@ def parse_cidr(text: str) -> str:
     _, slash, length = text.partition("/")
     if not slash:
         raise SpecError(f'"{text}": not a CIDR; add a prefix length, e.g. {text}/32'
-                        if _is_ip(text) else f'"{text}": not a CIDR such as 10.0.0.0/8')
+                        if is_ip(text) else f'"{text}": not a CIDR such as 10.0.0.0/8')
     if not _DIGITS.match(length):
         raise SpecError(f'"{text}": prefix length must be a number, e.g. 10.0.0.0/8')
     from netsim.spec.options import parse_prefix  # Istio's own reading (netip.ParsePrefix)
@@ -244,7 +244,7 @@ def parse_cidr(text: str) -> str:
     return text
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
     try:
         ip_address(text)
     except ValueError:
@@ -561,6 +561,7 @@ __all__ = [
     "defaults",
     "env_settings",
     "flag_settings",
+    "is_ip",
     "layer",
     "parse_argv",
     "parse_bool",

@@ -303,7 +303,7 @@ def _pod_source(path: str, label: str, obj: dict[str, Any], choice: str) -> PodS
             raise SpecError(f"{_join_field(tpath, 'spec.dnsConfig.nameservers')}: expected a list of IP "
                             "addresses", where=ctx)
         for x in ns:
-            if not F._is_ip(x):
+            if not F.is_ip(x):
                 raise SpecError(f'{_join_field(tpath, "spec.dnsConfig.nameservers")}: "{x}": not an IP '
                                 "address", where=ctx)
         nameservers = tuple(ns)
@@ -377,12 +377,12 @@ def _pod_ips(status: Any, where: str) -> tuple[str, ...]:
     ips: list[str] = []
     for i, entry in enumerate(_list(status.get("podIPs"), "status.podIPs", where)):
         ip = entry.get("ip") if isinstance(entry, dict) else None
-        if not isinstance(ip, str) or not F._is_ip(ip):
+        if not isinstance(ip, str) or not F.is_ip(ip):
             raise SpecError(f"status.podIPs[{i}].ip: {ip!r}: not an IP address", where=where)
         ips.append(ip)
     single = status.get("podIP")
     if not ips and single is not None:
-        if not isinstance(single, str) or not F._is_ip(single):
+        if not isinstance(single, str) or not F.is_ip(single):
             raise SpecError(f"status.podIP: {single!r}: not an IP address", where=where)
         ips.append(single)
     return tuple(ips)

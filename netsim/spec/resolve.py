@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from netsim.errors import SpecError
 from netsim.spec import flags as F
 from netsim.spec.flags import Effective, Ignored, Setting, Source
-from netsim.spec.pod import Finding, PodSource, derive
+from netsim.spec.pod import Finding, PodDerivation, PodSource, derive
 from netsim.spec.versions import CURRENT, OPTIONS_SINCE, VersionProfile, profile_for
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ def resolve(*, flags: Mapping[str, str] | None = None, env: Mapping[str, str] | 
 def _cluster_dns(net: PodNetwork) -> tuple[str, str]:
     if net.cluster_dns is None:
         return F.DEFAULT_CLUSTER_DNS, f"cluster DNS default {F.DEFAULT_CLUSTER_DNS} (kube-dns; --cluster-dns)"
-    if not F._is_ip(net.cluster_dns):
+    if not F.is_ip(net.cluster_dns):
         raise SpecError(f'option --cluster-dns: "{net.cluster_dns}": not an IP address')
     return net.cluster_dns, f"--cluster-dns {net.cluster_dns}"
 
@@ -189,7 +189,7 @@ def _ipv6(eff: dict[str, Effective], net: PodNetwork, pod: PodSource | None, not
         return setting(net.ipv6, Source.FLAG, "--ipv6")
     if net.pod_ips:
         for ip in net.pod_ips:
-            if not F._is_ip(ip):
+            if not F.is_ip(ip):
                 raise SpecError(f'option --pod-ip: "{ip}": not an IP address')
         ips, source, origin = net.pod_ips, Source.FLAG, "--pod-ip"
     elif pod is not None and pod.pod_ips:
@@ -215,7 +215,8 @@ def _ipv6(eff: dict[str, Effective], net: PodNetwork, pod: PodSource | None, not
     return setting(on, source, f"{origin} {','.join(ips)} ({why})")
 
 
-def _dns(eff: dict[str, Effective], net: PodNetwork, derivation: object, cluster_dns: str, cluster_origin: str,
+def _dns(eff: dict[str, Effective], net: PodNetwork, derivation: PodDerivation | None, cluster_dns: str,
+         cluster_origin: str,
          notes: list[str], warnings: list[str]) -> dict[str, Effective]:
     """DNS_SERVERS_V4/V6: flags, else (only when Istio reads resolv.conf) the pod's nameservers."""
     out: dict[str, Effective] = {}
@@ -238,9 +239,6 @@ def _dns(eff: dict[str, Effective], net: PodNetwork, derivation: object, cluster
         return out
     servers: tuple[str, ...]
     if derivation is not None:
-        from netsim.spec.pod import PodDerivation
-
-        assert isinstance(derivation, PodDerivation)
         servers, origin, source = derivation.dns_servers, derivation.dns_origin, Source.POD
     else:
         servers, origin, source = (cluster_dns,), cluster_origin, Source.DERIVED
