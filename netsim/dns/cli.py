@@ -265,10 +265,12 @@ def _print_decision(decision: object, name: str, qtype: str, fmt: str, lookup: L
               help="Concurrent TCP connections; beyond this a new connection is closed.")
 @click.option("--reload-interval", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Seconds between checks of the config files for changes (0: only on SIGHUP).")
+@click.option("--answer-cache/--no-answer-cache", default=True, show_default=True,
+              help="Memoise local answers that involve no shuffle (per table; cleared on reload).")
 def serve_cmd(config: tuple[str, ...], name_table: str | None, namespace: str, domain: str | None,
               istio_version: str | None, allocator: str | None, pod_ips: tuple[str, ...], resolv_conf: str,
               listen: tuple[str, ...], upstream: tuple[str, ...], timeout: float, forward_parallel: bool,
-              max_inflight: int, max_tcp: int, reload_interval: float) -> None:
+              max_inflight: int, max_tcp: int, reload_interval: float, answer_cache: bool) -> None:
     """Run the agent: answer from the table on UDP and TCP, forward everything else upstream."""
     with _errors():
         src = _make_source(config, name_table, namespace, domain, istio_version, allocator, pod_ips)
@@ -301,7 +303,8 @@ def serve_cmd(config: tuple[str, ...], name_table: str | None, namespace: str, d
     from netsim.dns.server import ServerConfig, run  # the asyncio shell, only for serve
 
     cfg = ServerConfig(listen=tuple(listen_addrs), upstreams=ups, timeout=timeout, parallel=forward_parallel,
-                       max_inflight=max_inflight, max_tcp=max_tcp, reload_interval=reload_interval)
+                       max_inflight=max_inflight, max_tcp=max_tcp, reload_interval=reload_interval,
+                       answer_cache=answer_cache)
 
     def ready(server: Any) -> None:
         addrs = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in server.addresses)

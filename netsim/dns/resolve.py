@@ -388,10 +388,15 @@ class Outcome(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """Send ``wire`` back to the client."""
+    """Send ``wire`` back to the client.
+
+    ``cacheable``: the reply is a function of the query bytes after the ID alone (no random draw
+    was made), so a shell may memoise ``query[2:] → wire[2:]`` for the lifetime of the lookup.
+    """
 
     wire: bytes
     outcome: Outcome
+    cacheable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -522,7 +527,8 @@ def resolve(query: bytes, lookup: Lookup | None, *, transport: Transport = Trans
                 break
         if node is None:
             return _forward(query, parsed, transport, limit)
-    return Reply(_answer(parsed, key, node, limit, rng, wildcard), Outcome.LOCAL)
+    recs = node.a if parsed.qtype == QTYPE_A else node.aaaa
+    return Reply(_answer(parsed, key, node, limit, rng, wildcard), Outcome.LOCAL, cacheable=len(recs) < 2)
 
 
 def _forward(query: bytes, parsed: ParsedQuery, transport: Transport, limit: int) -> Forward:

@@ -26,6 +26,7 @@ from typing import Any, cast
 
 from netsim.dns.resolve import (
     RNG,
+    UDP_READ_SIZE,
     Drop,
     Forward,
     Lookup,
@@ -49,6 +50,7 @@ TCP_FIRST_READ = 2.0  # miekg: read timeout for the first query on a connection
 TCP_IDLE = 8.0  # miekg: idle timeout between queries on a connection
 TCP_MAX_QUERIES = 128  # miekg: queries per connection, then the server closes it
 UPSTREAM_UDP_BUF = 65535
+ANSWER_CACHE_MAX = 100_000  # memoised local answers; cleared when full or when the table changes
 
 Loader = Callable[[], Lookup]
 
@@ -65,6 +67,7 @@ class ServerConfig:
     tcp_idle: float = TCP_IDLE
     tcp_max_queries: int = TCP_MAX_QUERIES
     reload_interval: float = 1.0  # how often watched files are checked for changes (0: never)
+    answer_cache: bool = True  # memoise deterministic local UDP answers (Reply.cacheable)
 
 
 @dataclass(slots=True)
@@ -110,11 +113,18 @@ class _UDP(asyncio.DatagramProtocol):
         srv = self.server
         c = srv.counters
         c.queries += 1
-        d = resolve(data, srv.lookup, transport=Transport.UDP, rng=srv.rng)
         tr = self.transport
+        hit = srv.answer_cache.get(data[2:])
+        if hit is not None and tr is not None:
+            c.local += 1
+            tr.sendto(data[:2] + hit, addr)
+            return
+        d = resolve(data, srv.lookup, transport=Transport.UDP, rng=srv.rng)
         if type(d) is Reply:
             if d.outcome is Outcome.LOCAL:
                 c.local += 1
+                if d.cacheable and len(data) <= UDP_READ_SIZE and srv.config.answer_cache:
+                    srv.remember(data, d.wire)
             elif d.outcome is Outcome.NOT_READY:
                 c.failed += 1
             else:
@@ -151,6 +161,8 @@ class DNSServer:
         self._stamps: dict[str, tuple[int, int, int]] = {}
         self._stopped = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
+        # query[2:] → reply[2:] for deterministic local UDP answers of the current lookup (see Reply.cacheable)
+        self.answer_cache: dict[bytes, bytes] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -211,6 +223,7 @@ class DNSServer:
             self.log(f"reload ({reason}) failed, keeping the previous table: {e}")
             return False
         self.lookup = new
+        self.answer_cache = {}
         self.counters.reloads += 1
         self.log(f"reloaded ({reason}): {len(new.table)} names")
         return True
@@ -230,6 +243,11 @@ class DNSServer:
 
     def print_counters(self, when: str = "SIGUSR1") -> None:
         self.log(f"counters ({when}): {self.counters.line()}")
+
+    def remember(self, query: bytes, reply: bytes) -> None:
+        if len(self.answer_cache) >= ANSWER_CACHE_MAX:
+            self.answer_cache.clear()
+        self.answer_cache[query[2:]] = reply[2:]
 
     # -- forwarding ------------------------------------------------------------------------
     def _track(self, coro: Any) -> None:
