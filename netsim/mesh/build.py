@@ -1,0 +1,963 @@
+"""The per-proxy Envoy config istiod would generate, as an index built once (spec sections 2-4).
+
+Owns: :func:`build_index`, which turns :class:`~netsim.mesh.model.MeshObjects` + the deciding proxy +
+a release profile into a :class:`ProxyIndex`: outbound listeners keyed by ``(ip, port)`` and by port
+(wildcard), ``virtualOutbound``, ``virtualInbound`` (or the 1.0-1.2 ``podIP_port`` inbound listeners),
+route configs with a domain index, and clusters with their type and upstream TLS. It follows
+``listener.go :: buildSidecarOutboundListeners / buildSidecarOutboundListener`` (services oldest
+first, conflicts merged or dropped), ``listener_inbound.go`` and ``cluster_tls.go``.
+
+Never does: decide a connection (``netsim.mesh.hop``), read files, or scan services per decision:
+everything a hop needs is a dictionary lookup in the index.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+from netsim.errors import NetsimError
+from netsim.mesh.model import (
+    ROOT_NAMESPACE,
+    UNSPECIFIED,
+    DestinationRule,
+    Endpoint,
+    MeshConfig,
+    MeshObjects,
+    MeshService,
+    PeerAuthentication,
+    PodInfo,
+    Protocol,
+    Proxy,
+    Resolution,
+    ServicePort,
+    Sidecar,
+    VirtualService,
+    selects,
+)
+from netsim.mesh.versions import MeshProfile
+
+PASSTHROUGH = "PassthroughCluster"
+BLACKHOLE = "BlackHoleCluster"
+INBOUND_PASSTHROUGH = "InboundPassthroughCluster"
+VIRTUAL_OUTBOUND = "virtualOutbound"
+VIRTUAL_INBOUND = "virtualInbound"
+PASSTHROUGH_CHAIN = "PassthroughFilterChain"
+WILDCARD = "0.0.0.0"
+PROXY_PORT = 15001
+INBOUND_PORT = 15006
+# ALPN sets (listener.go)
+HTTP_ALPNS = ("http/1.1", "h2c")
+MTLS_HTTP_ALPNS = ("istio-http/1.0", "istio-http/1.1", "istio-h2")
+MTLS_TCP_ALPNS = ("istio-peer-exchange", "istio")
+ALL_MTLS_ALPNS = ("istio", "istio-peer-exchange", "istio-http/1.0", "istio-http/1.1", "istio-h2")
+
+
+class _Class:
+    HTTP = "HTTP"
+    TCP = "TCP"
+    AUTO = "AUTO"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FilterChain:
+    """One Envoy filter chain: its match, its TLS termination, and where it sends the connection."""
+
+    name: str | None = None
+    dst_port: int | None = None
+    cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    sni: tuple[str, ...] = ()
+    transport: str = ""  # "tls" | "raw_buffer" | "" (any)
+    alpn: tuple[str, ...] = ()
+    tls_context: str = ""  # "" (none) | "istio-mtls" (terminates Istio mTLS)
+    cluster: str | None = None  # tcp_proxy
+    rds: str | None = None  # HCM with this RDS route config
+    http_cluster: str | None = None  # HCM with an inline route to this cluster (inbound)
+    origin: str = ""  # the object that made this chain
+
+    @property
+    def is_http(self) -> bool:
+        return self.rds is not None or self.http_cluster is not None
+
+    @property
+    def match_all(self) -> bool:
+        return not (self.dst_port or self.cidrs or self.sni or self.transport or self.alpn)
+
+    def match_key(self) -> tuple[Any, ...]:
+        return (self.dst_port, self.transport, frozenset(self.alpn), frozenset(s for s in self.sni if s != "*"),
+                frozenset(c for c in self.cidrs if str(c) != "0.0.0.0/0"), self.is_http)
+
+    def match_text(self) -> str:
+        """``istioctl proxy-config listeners`` MATCH column."""
+        parts = []
+        if self.sni:
+            parts.append("SNI: " + ",".join(self.sni))
+        if self.transport:
+            parts.append("Trans: " + self.transport)
+        if self.alpn:
+            parts.append("App: " + ",".join(self.alpn))
+        if self.cidrs or self.dst_port:
+            addr = ",".join(str(c) for c in self.cidrs) or "*"
+            parts.append(f"Addr: {addr}" + (f":{self.dst_port}" if self.dst_port else ""))
+        return "; ".join(parts) or "ALL"
+
+    def destination_text(self) -> str:
+        """``istioctl proxy-config listeners`` DESTINATION column."""
+        if self.rds is not None:
+            return f"Route: {self.rds}"
+        if self.http_cluster is not None:
+            return f"Inline Route: {self.http_cluster}"
+        if self.cluster in (PASSTHROUGH, BLACKHOLE, INBOUND_PASSTHROUGH):
+            return self.cluster or ""
+        return f"Cluster: {self.cluster}" if self.cluster else "Non-HTTP/Non-TCP"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listener:
+    name: str
+    address: str
+    port: int
+    chains: tuple[FilterChain, ...]
+    default_chain: FilterChain | None = None
+    tls_inspector: bool = False
+    http_inspector: bool = False
+    origins: tuple[str, ...] = ()  # objects that made it, oldest first
+    direction: str = "outbound"
+    bind_to_port: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    name: str = ""
+    matches: tuple[tuple[str, str], ...] = ()
+    cluster: str | None = None
+    direct_status: int | None = None
+    origin: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VirtualHost:
+    name: str
+    domains: tuple[str, ...]
+    routes: tuple[Route, ...]
+    origin: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteConfig:
+    """A route configuration with its domain index (exact, then ``*.suffix`` longest first, then ``*``)."""
+
+    name: str
+    vhosts: tuple[VirtualHost, ...]
+    exact: Mapping[str, VirtualHost] = field(default_factory=dict)
+    suffixes: tuple[tuple[str, VirtualHost], ...] = ()
+    prefixes: tuple[tuple[str, VirtualHost], ...] = ()
+    catch_all: VirtualHost | None = None
+
+    def match(self, host: str) -> VirtualHost | None:
+        vh = self.exact.get(host)
+        if vh is not None:
+            return vh
+        for suffix, vh in self.suffixes:
+            if host.endswith(suffix) and len(host) > len(suffix):
+                return vh
+        for prefix, vh in self.prefixes:
+            if host.startswith(prefix):
+                return vh
+        return self.catch_all
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cluster:
+    name: str
+    type: str  # EDS, STRICT_DNS, LOGICAL_DNS, ORIGINAL_DST, STATIC
+    direction: str = "outbound"  # outbound | inbound | "" (special clusters)
+    fqdn: str = ""
+    port: int | None = None
+    subset: str = ""
+    destination_rule: str = ""  # "name.namespace"
+    tls: str = "plaintext"  # istio-mtls | plaintext | tls | auto (per endpoint label) | none
+    tls_reason: str = ""
+    endpoints: tuple[Endpoint, ...] = ()
+    target: str = ""  # STRICT_DNS/LOGICAL_DNS target, STATIC address
+    service: MeshService | None = None
+    service_port: ServicePort | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyIndex:
+    """Everything one proxy's Envoy would hold, indexed for hop decisions."""
+
+    proxy: Proxy
+    profile: MeshProfile
+    mesh: MeshConfig
+    policy: str  # effective outbound policy: ALLOW_ANY | REGISTRY_ONLY
+    policy_origin: str
+    auto_mtls: bool
+    exact: Mapping[tuple[str, int], Listener]
+    wildcard: Mapping[int, Listener]
+    virtual_outbound: Listener
+    virtual_inbound: Listener | None
+    inbound_exact: Mapping[tuple[str, int], Listener]  # 1.0-1.2: podIP_port inbound listeners
+    routes: Mapping[str, RouteConfig]
+    clusters: Mapping[str, Cluster]
+    objects: MeshObjects
+    pods_by_ip: Mapping[str, PodInfo]
+    conflicts: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    errors: tuple[NetsimError, ...] = ()
+
+    def listeners(self) -> list[Listener]:
+        """Every listener, as istioctl lists them (outbound by port and address, then the virtual ones)."""
+        out = list(self.exact.values()) + list(self.wildcard.values()) + list(self.inbound_exact.values())
+        out.sort(key=lambda ln: (ln.port, ln.address))
+        out.append(self.virtual_outbound)
+        if self.virtual_inbound is not None:
+            out.append(self.virtual_inbound)
+        return out
+
+
+# -------------------------------------------------------------------------------------------------
+# policy lookups (shared with hop and diagnose)
+
+def exported(export_to: Sequence[str], owner_ns: str, client_ns: str) -> bool:
+    if not export_to:
+        return True
+    return any(e == "*" or e == client_ns or (e == "." and owner_ns == client_ns) for e in export_to)
+
+
+def host_matches(pattern: str, host: str) -> bool:
+    if pattern == "*" or pattern == host:
+        return True
+    return pattern.startswith("*") and host.endswith(pattern[1:])
+
+
+def sidecar_for(objects: MeshObjects, proxy: Proxy, root_ns: str) -> Sidecar | None:
+    labels = proxy.label_map
+    in_ns = [s for s in objects.sidecars if s.namespace == proxy.namespace]
+    for s in in_ns:
+        if s.selector and selects(s.selector, labels):
+            return s
+    for s in in_ns:
+        if not s.selector:
+            return s
+    for s in objects.sidecars:
+        if s.namespace == root_ns and not s.selector:
+            return s
+    return None
+
+
+def peer_mode(objects: MeshObjects, root_ns: str, namespace: str, labels: Mapping[str, str] | None,
+              port: int | None) -> tuple[str, str]:
+    """Effective PeerAuthentication mode and the object deciding it (``labels`` None: namespace level only)."""
+    mesh_level = [p for p in objects.peer_authentications
+                  if (p.namespace == root_ns or p.namespace == "") and not p.selector]
+    ns_level = [p for p in objects.peer_authentications if p.namespace == namespace and not p.selector]
+    wl: list[PeerAuthentication] = []
+    if labels is not None:
+        wl = [p for p in objects.peer_authentications
+              if p.namespace == namespace and p.selector and selects(p.selector, labels)]
+    for group in (wl, ns_level, mesh_level):
+        for p in group:
+            if port is not None and group is wl:
+                for pp, mode in p.ports:
+                    if pp == port and mode != "UNSET":
+                        return mode, f"{p.kind} {p.namespace or '(mesh)'}/{p.name} portLevelMtls {port}"
+            if p.mode != "UNSET":
+                return p.mode, f"{p.kind} {p.namespace or '(mesh)'}/{p.name}"
+    return "PERMISSIVE", "default (no PeerAuthentication)"
+
+
+def destination_rule_for(objects: MeshObjects, proxy: Proxy, root_ns: str, svc: MeshService
+                         ) -> DestinationRule | None:
+    best: tuple[int, int, DestinationRule] | None = None
+    for dr in objects.destination_rules:
+        if not host_matches(dr.host, svc.hostname) or not exported(dr.export_to, dr.namespace, proxy.namespace):
+            continue
+        if dr.selector and not selects(dr.selector, proxy.label_map):
+            continue
+        if dr.namespace == proxy.namespace:
+            rank = 0
+        elif dr.namespace == svc.namespace:
+            rank = 1
+        elif dr.namespace == root_ns:
+            rank = 2
+        else:
+            rank = 3
+        spec = 0 if dr.host == svc.hostname else 10_000 - len(dr.host)
+        if best is None or (rank, spec) < best[:2]:
+            best = (rank, spec, dr)
+    return best[2] if best else None
+
+
+def resolve_target_port(sp: ServicePort, pod: PodInfo | None) -> int | None:
+    t = sp.target_port
+    if t is None:
+        return sp.port
+    if isinstance(t, int):
+        return t
+    if pod is not None:
+        for cp in pod.container_ports:
+            if cp.name == t:
+                return cp.port
+    return None
+
+
+# -------------------------------------------------------------------------------------------------
+# build
+
+@dataclass(slots=True)
+class _Entry:
+    bind: str
+    port: int
+    protocol: str  # listener class
+    port_protocol: Protocol
+    chains: list[FilterChain]
+    origins: list[str]
+    locked: bool = False
+
+
+class _Builder:
+    def __init__(self, objects: MeshObjects, proxy: Proxy, profile: MeshProfile, mesh: MeshConfig) -> None:
+        self.o = objects
+        self.proxy = proxy
+        self.profile = profile
+        self.mesh = mesh
+        self.root = mesh.root_namespace or ROOT_NAMESPACE
+        self.conflicts: list[str] = []
+        self.notes: list[str] = []
+        self.errors: list[NetsimError] = []
+        self.sidecar = sidecar_for(objects, proxy, self.root)
+        if self.sidecar is not None and self.sidecar.outbound_policy:
+            self.policy = self.sidecar.outbound_policy
+            self.policy_origin = f"Sidecar {self.sidecar.namespace}/{self.sidecar.name} outboundTrafficPolicy"
+        else:
+            self.policy = mesh.outbound_policy
+            self.policy_origin = f"mesh config outboundTrafficPolicy ({mesh.source})"
+        self.catch_all_cluster = PASSTHROUGH if self.policy != "REGISTRY_ONLY" else BLACKHOLE
+        self.auto_mtls = mesh.enable_auto_mtls if mesh.enable_auto_mtls is not None else profile.auto_mtls_default
+        if profile.version < (1, 4, 0):
+            self.auto_mtls = False
+        self.vss = [v for v in objects.virtual_services
+                    if v.applies_to_mesh and exported(v.export_to, v.namespace, proxy.namespace)]
+        self.pods_by_ip = {ip: p for p in objects.pods if p.kind == "Pod" for ip in p.ips}
+        self.services = self.visible_services()
+        self.aliases: dict[str, list[MeshService]] = {}
+        for s in self.services:
+            if s.resolution is Resolution.ALIAS:
+                self.aliases.setdefault(s.external_name, []).append(s)
+        self.vs_by_host: dict[str, list[VirtualService]] = {}
+        self.vs_wild: list[tuple[str, VirtualService]] = []
+        for v in self.vss:
+            for h in v.hosts:
+                if h.startswith("*"):
+                    self.vs_wild.append((h, v))
+                else:
+                    self.vs_by_host.setdefault(h, []).append(v)
+
+    # -- visibility ----------------------------------------------------------------------------
+    def visible_services(self) -> list[MeshService]:
+        allocated = self.auto_allocations()
+        out = []
+        egress = self.sidecar.egress if self.sidecar is not None else ()
+        catch_all_hosts = next((e.hosts for e in egress if e.port is None), None) if egress else None
+        for s in self.o.services:
+            if not exported(s.export_to, s.namespace, self.proxy.namespace):
+                continue
+            if egress and catch_all_hosts is not None and not self.egress_allows(catch_all_hosts, s) \
+                    and not any(e.port is not None and self.egress_allows(e.hosts, s) for e in egress):
+                continue
+            if egress and catch_all_hosts is None and not any(self.egress_allows(e.hosts, s) for e in egress):
+                continue
+            if s.kind == "Service" and s.external_name and self.profile.externalname_alias:
+                s = replace(s, resolution=Resolution.ALIAS)
+            if s.kind == "ServiceEntry" and s.address == UNSPECIFIED:
+                vip = allocated.get((s.namespace, s.hostname))
+                if vip:
+                    s = replace(s, auto_ipv4=vip)
+            out.append(s)
+        return out
+
+    def egress_allows(self, hosts: Iterable[str], s: MeshService) -> bool:
+        for h in hosts:
+            ns, _, host = h.partition("/")
+            if ns == "~":
+                continue
+            if ns == "." and s.namespace != self.proxy.namespace:
+                continue
+            if ns not in ("*", ".") and ns != s.namespace:
+                continue
+            if host_matches(host, s.hostname):
+                return True
+        return False
+
+    def auto_allocations(self) -> dict[tuple[str, str], str]:
+        """(namespace, host) → the auto-allocated IPv4 this proxy sees (netsim.dns does the allocating)."""
+        if not self.profile.autoalloc or not self.o.alloc_inputs:
+            return {}
+        from netsim.dns.allocate import Generation, generation_for_version
+        from netsim.dns.table import BuildOptions, IstiodFlags, build_from_objects, consumes_auto_vips
+        from netsim.dns.table import Proxy as DNSProxy
+
+        version = self.profile.dns_version
+        gen = generation_for_version(version) if version else Generation.V2
+        flags = IstiodFlags(ip_autoallocate=gen is Generation.V2,
+                            single_auto_vip=version is not None and self.profile.version < (1, 23, 1)
+                            and gen is not Generation.V2)
+        dproxy = DNSProxy(ips=self.proxy.ips, namespace=self.proxy.namespace, dns_capture=self.proxy.dns_capture,
+                          dns_auto_allocate=self.proxy.dns_auto_allocate)
+        if not consumes_auto_vips(dproxy, flags):
+            return {}
+        try:
+            res = build_from_objects(self.o.alloc_inputs, BuildOptions(namespace=self.proxy.namespace,
+                                                                       generation=gen, istio_version=version,
+                                                                       proxy=dproxy, flags=flags))
+        except NetsimError as e:
+            self.errors.append(e)
+            return {}
+        return {(s.namespace, s.hostname): s.auto_ipv4 for s in res.services if s.auto_ipv4}
+
+    # -- helpers -------------------------------------------------------------------------------
+    def listener_class(self, p: Protocol, *, inbound: bool = False) -> str | None:
+        if p is Protocol.UDP:
+            return None
+        if p.is_http:
+            return _Class.HTTP
+        if p.is_tcp:
+            return _Class.TCP
+        sniff = self.profile.inbound_sniffing if inbound else self.profile.outbound_sniffing
+        return _Class.AUTO if sniff else _Class.TCP
+
+    def service_address(self, s: MeshService) -> str:
+        if s.auto_ipv4 and s.address == UNSPECIFIED:
+            return s.auto_ipv4
+        return s.address
+
+    def vs_for(self, host: str) -> list[VirtualService]:
+        out = list(self.vs_by_host.get(host, ()))
+        out += [v for pat, v in self.vs_wild if host_matches(pat, host)]
+        return out
+
+    @staticmethod
+    def cluster_name(port: int, subset: str, host: str) -> str:
+        return f"outbound|{port}|{subset}|{host}"
+
+    # -- outbound listeners --------------------------------------------------------------------
+    def tcp_chains(self, s: MeshService, sp: ServicePort, cidr: str | None) -> list[FilterChain]:
+        cidrs = (ipaddress.ip_network(cidr, strict=False),) if cidr else ()
+        out: list[FilterChain] = []
+        vss = self.vs_for(s.hostname)
+        if sp.protocol in (Protocol.TLS, Protocol.HTTPS):
+            for v in vss:
+                for r in v.tls:
+                    if r.ports and sp.port not in r.ports:
+                        continue
+                    d = r.destination
+                    out.append(FilterChain(sni=r.sni, cidrs=cidrs, transport="tls",
+                                           cluster=self.cluster_name(d.port or sp.port, d.subset, d.host),
+                                           origin=f"VirtualService {v.namespace}/{v.name} tls route"))
+        for v in vss:
+            for r in v.tcp:
+                if r.ports and sp.port not in r.ports:
+                    continue
+                d = r.destination
+                out.append(FilterChain(cidrs=cidrs, cluster=self.cluster_name(d.port or sp.port, d.subset, d.host),
+                                       origin=f"VirtualService {v.namespace}/{v.name} tcp route"))
+                return out
+        out.append(FilterChain(cidrs=cidrs, cluster=self.cluster_name(sp.port, "", s.hostname), origin=s.ref))
+        return out
+
+    def build_outbound(self) -> dict[tuple[str, int], _Entry]:
+        lmap: dict[tuple[str, int], _Entry] = {}
+        egress = self.sidecar.egress if self.sidecar is not None else ()
+        for e in egress:
+            if e.port is None:
+                continue
+            for s in self.services:
+                if not self.egress_allows(e.hosts, s):
+                    continue
+                for sp in s.ports:
+                    if sp.port == e.port:
+                        self.one_port(lmap, s, sp)
+        for entry in lmap.values():
+            entry.locked = True
+        for s in self.services:
+            if s.resolution is Resolution.ALIAS:
+                continue
+            for sp in s.ports:
+                cls = self.listener_class(sp.protocol)
+                headless_ok = (cls == _Class.TCP and self.profile.headless_pod_listeners_tcp) or \
+                              (cls == _Class.AUTO and self.profile.headless_pod_listeners_auto)
+                if s.resolution is Resolution.PASSTHROUGH and self.service_address(s) == UNSPECIFIED and headless_ok:
+                    instances = s.endpoints
+                    if s.kind != "Service" and not instances and s.selector is None:
+                        self.one_port(lmap, s, sp)
+                        continue
+                    for ep in instances:
+                        if not _is_ip(ep.address) or ep.address == self.proxy.ip:
+                            continue
+                        self.one_port(lmap, s, sp, bind=ep.address)
+                else:
+                    self.one_port(lmap, s, sp)
+        return lmap
+
+    def one_port(self, lmap: dict[tuple[str, int], _Entry], s: MeshService, sp: ServicePort,
+                 bind: str | None = None) -> None:
+        cls = self.listener_class(sp.protocol)
+        if cls is None:
+            return
+        cidr: str | None = None
+        if cls in (_Class.TCP, _Class.AUTO):
+            if bind is None:
+                addr = self.service_address(s)
+                if "/" in addr:
+                    net = ipaddress.ip_network(addr, strict=False)
+                    if net.prefixlen == net.max_prefixlen:
+                        bind = str(net.network_address)
+                    else:
+                        bind, cidr = WILDCARD, addr
+                else:
+                    bind = addr
+        else:
+            bind = bind or WILDCARD
+        key = (bind, sp.port)
+        cur = lmap.get(key)
+        if cur is not None and cur.locked:
+            return
+        origin = s.ref
+        conflict = "none"
+        listener_proto = cls
+        if cls == _Class.HTTP:
+            if cur is not None:
+                if cur.protocol == _Class.TCP:
+                    conflict = "HTTPOverTCP"
+                else:
+                    return
+            rds = str(sp.port)
+            chain = FilterChain(rds=rds, origin=origin)
+            if bind == WILDCARD:
+                chain = replace(chain, alpn=HTTP_ALPNS, transport="raw_buffer")
+                listener_proto = _Class.AUTO
+            opts = [chain]
+        elif cls == _Class.TCP:
+            opts = self.tcp_chains(s, sp, cidr)
+            if cur is not None:
+                conflict = {"HTTP": "TCPOverHTTP", "TCP": "TCPOverTCP"}.get(cur.protocol, "TCPOverAuto")
+        else:
+            if cur is not None:
+                if cur.protocol == _Class.HTTP:
+                    conflict = "AutoOverHTTP"
+                elif cur.protocol == _Class.TCP:
+                    conflict = "AutoOverTCP"
+                else:
+                    return
+            rds = str(sp.port) if bind == WILDCARD else f"{s.hostname}:{sp.port}"
+            opts = [*self.tcp_chains(s, sp, cidr),
+                    FilterChain(rds=rds, alpn=HTTP_ALPNS, transport="raw_buffer", origin=origin)]
+        name = f"{bind}_{sp.port}"
+        if cur is not None and conflict != "none":
+            wk = (Protocol.MONGO, Protocol.MYSQL)
+            if (sp.protocol in wk or cur.port_protocol in wk) and sp.protocol is not cur.port_protocol:
+                self.conflicts.append(f"{name}: {origin} ({sp.protocol.value}) dropped: {cur.port_protocol.value} "
+                                      f"on a well-known port cannot share it (kept {cur.origins[0]})")
+                return
+        if conflict in ("none", "AutoOverHTTP"):
+            if conflict == "AutoOverHTTP":
+                self.conflicts.append(f"{name}: {origin} (auto) replaced HTTP {', '.join(cur.origins)}"
+                                      if cur else "")
+            lmap[key] = _Entry(bind=bind, port=sp.port, protocol=listener_proto, port_protocol=sp.protocol,
+                               chains=opts, origins=[origin])
+            return
+        assert cur is not None
+        self.merge(cur, opts, name, origin)
+        if conflict in ("HTTPOverTCP", "TCPOverHTTP", "AutoOverTCP"):
+            cur.protocol = _Class.AUTO
+
+    def merge(self, cur: _Entry, incoming: list[FilterChain], name: str, origin: str) -> None:
+        added = False
+        for fc in incoming:
+            clash = next((c for c in cur.chains if c.match_key() == fc.match_key()), None)
+            if clash is not None:
+                self.conflicts.append(f"{name}: {fc.origin or origin} lost to {clash.origin} (same filter chain "
+                                      f"match {fc.match_text()}; the oldest service wins)")
+                continue
+            cur.chains.append(fc)
+            added = True
+        if added and origin not in cur.origins:
+            cur.origins.append(origin)
+
+    def finalize(self, e: _Entry) -> Listener:
+        chains = list(e.chains)
+        if self.profile.pod_ip_blackhole and e.bind == WILDCARD:
+            chains.insert(0, FilterChain(cidrs=tuple(ipaddress.ip_network(ip) for ip in self.proxy.ips),
+                                         cluster=BLACKHOLE,
+                                         origin="PILOT_RESTRICT_POD_UP_TRAFFIC_LOOP (1.3-1.5): the proxy's own IP"))
+        default: FilterChain | None = None
+        regular: list[FilterChain] = []
+        for c in chains:
+            if c.match_all:
+                default = c
+            else:
+                regular.append(c)
+        if default is not None and not regular:
+            regular, default = [default], None
+        elif default is None:
+            default = FilterChain(name=PASSTHROUGH_CHAIN, cluster=self.catch_all_cluster,
+                                  origin=f"catch-all ({self.policy})")
+        tls_i = any(c.sni or c.transport == "tls" for c in regular)
+        http_i = any(c.alpn for c in regular)
+        return Listener(name=f"{e.bind}_{e.port}", address=e.bind, port=e.port, chains=tuple(regular),
+                        default_chain=default, tls_inspector=tls_i or http_i, http_inspector=http_i,
+                        origins=tuple(e.origins))
+
+    def virtual_outbound(self) -> Listener:
+        return Listener(name=VIRTUAL_OUTBOUND, address=WILDCARD, port=PROXY_PORT, bind_to_port=True, chains=(
+            FilterChain(name="virtualOutbound-blackhole", dst_port=PROXY_PORT, cluster=BLACKHOLE,
+                        origin="a direct connection to 15001 would loop"),
+            FilterChain(name="virtualOutbound-catchall-tcp", cluster=self.catch_all_cluster,
+                        origin=f"{self.policy} ({self.policy_origin})"),
+        ))
+
+    # -- routes --------------------------------------------------------------------------------
+    def domains(self, s: MeshService, port: int) -> list[str]:
+        out = [s.hostname]
+        suffix = ".svc.cluster.local"
+        if s.kind == "Service" and s.hostname.endswith(suffix):
+            short = s.hostname[: -len(".cluster.local")]  # name.ns.svc
+            name_ns = short[: -len(".svc")]
+            out += [short, name_ns] + ([s.name] if s.namespace == self.proxy.namespace else [])
+        if s.headless and s.kind == "Service":
+            out.append("*." + s.hostname)
+        addr = self.service_address(s)
+        if addr != UNSPECIFIED and "/" not in addr:
+            out.append(addr)
+        for a in self.aliases.get(s.hostname, ()):
+            out.append(a.hostname)
+            if a.namespace == self.proxy.namespace:
+                out.append(a.name)
+            out += [f"{a.name}.{a.namespace}", f"{a.name}.{a.namespace}.svc"]
+        return out
+
+    def vhost(self, s: MeshService, sp: ServicePort) -> VirtualHost:
+        routes: list[Route] = []
+        for v in self.vs_for(s.hostname):
+            for r in v.http:
+                if r.ports and sp.port not in r.ports:
+                    continue
+                d = r.destination
+                routes.append(Route(name=r.name, matches=r.matches, direct_status=r.direct_status,
+                                    cluster=self.cluster_name(d.port or sp.port, d.subset, d.host) if d else None,
+                                    origin=f"VirtualService {v.namespace}/{v.name}"))
+            if routes:
+                break
+        if not routes:
+            routes.append(Route(name="default", cluster=self.cluster_name(sp.port, "", s.hostname), origin=s.ref))
+        return VirtualHost(name=f"{s.hostname}:{sp.port}", domains=tuple(self.domains(s, sp.port)),
+                           routes=tuple(routes), origin=s.ref)
+
+    def catch_all_vhost(self) -> VirtualHost:
+        if self.policy == "REGISTRY_ONLY":
+            return VirtualHost(name="block_all", domains=("*",), origin=self.policy_origin,
+                               routes=(Route(name="block_all", direct_status=502, origin=self.policy_origin),))
+        return VirtualHost(name="allow_any", domains=("*",), origin=self.policy_origin,
+                           routes=(Route(name="allow_any", cluster=PASSTHROUGH, origin=self.policy_origin),))
+
+    def route_config(self, name: str, ports_services: Sequence[tuple[MeshService, ServicePort]]) -> RouteConfig:
+        vhosts: list[VirtualHost] = []
+        seen: set[str] = set()
+        for s, sp in ports_services:
+            vh = self.vhost(s, sp)
+            if vh.name in seen:
+                continue
+            seen.add(vh.name)
+            vhosts.append(vh)
+        catch = self.catch_all_vhost()
+        exact: dict[str, VirtualHost] = {}
+        suffixes: list[tuple[str, VirtualHost]] = []
+        prefixes: list[tuple[str, VirtualHost]] = []
+        for vh in vhosts:
+            for d in vh.domains:
+                d = d.lower()
+                if d.startswith("*") and d != "*":
+                    suffixes.append((d[1:], vh))
+                elif d.endswith("*") and d != "*":
+                    prefixes.append((d[:-1], vh))
+                else:
+                    exact.setdefault(d, vh)
+        suffixes.sort(key=lambda t: -len(t[0]))
+        prefixes.sort(key=lambda t: -len(t[0]))
+        return RouteConfig(name=name, vhosts=(*vhosts, catch), exact=MappingProxyType(exact),
+                           suffixes=tuple(suffixes), prefixes=tuple(prefixes), catch_all=catch)
+
+    def build_routes(self, listeners: Iterable[Listener]) -> dict[str, RouteConfig]:
+        names: set[str] = set()
+        for ln in listeners:
+            for c in (*ln.chains, *((ln.default_chain,) if ln.default_chain else ())):
+                if c.rds is not None:
+                    names.add(c.rds)
+        by_port: dict[int, list[tuple[MeshService, ServicePort]]] = {}
+        by_host: dict[str, tuple[MeshService, ServicePort]] = {}
+        for s in self.services:
+            if s.resolution is Resolution.ALIAS:
+                continue
+            for sp in s.ports:
+                cls = self.listener_class(sp.protocol)
+                if cls in (_Class.HTTP, _Class.AUTO):
+                    by_port.setdefault(sp.port, []).append((s, sp))
+                    by_host.setdefault(f"{s.hostname}:{sp.port}", (s, sp))
+        out: dict[str, RouteConfig] = {}
+        for n in names:
+            if n.isdigit():
+                out[n] = self.route_config(n, by_port.get(int(n), []))
+            elif n in by_host:
+                out[n] = self.route_config(n, [by_host[n]])
+        return out
+
+    # -- clusters ------------------------------------------------------------------------------
+    def upstream_tls(self, s: MeshService, sp: ServicePort, subset: str, dr: DestinationRule | None,
+                     ctype: str) -> tuple[str, str]:
+        if dr is not None:
+            mode: str | None = None
+            if subset:
+                sub = next((x for x in dr.subsets if x.name == subset), None)
+                if sub is not None:
+                    mode = sub.tls.for_port(sp.port)
+            mode = mode or dr.tls.for_port(sp.port)
+            if mode is not None:
+                where = f"DestinationRule {dr.namespace}/{dr.name} tls.mode {mode}"
+                return {"DISABLE": "plaintext", "ISTIO_MUTUAL": "istio-mtls"}.get(mode, "tls"), where
+        if s.mesh_external:
+            return "plaintext", f"{s.ref} is MESH_EXTERNAL: no auto mTLS"
+        if not self.auto_mtls:
+            return "plaintext", (f"auto mTLS is off in {self.profile.label} ({self.mesh.source}) and no "
+                                 "DestinationRule sets TLS")
+        ns_mode, ns_where = peer_mode(self.o, self.root, s.namespace, None, None)
+        if ctype == "ORIGINAL_DST":
+            if self.profile.orig_dst_forced_mtls:
+                if ns_mode == "DISABLE":
+                    return "plaintext", f"{ns_where} is DISABLE"
+                return "istio-mtls", (f"{self.profile.label}: auto mTLS puts Istio mTLS on every ORIGINAL_DST cluster "
+                                      "(istio/istio#21964, fixed in 1.6.6), whatever the endpoints")
+            if self.profile.orig_dst_no_auto_mtls:
+                return "plaintext", f"{self.profile.label}: auto mTLS is skipped for ORIGINAL_DST clusters"
+            if not s.endpoints:
+                return "plaintext", "auto mTLS: the service has no endpoints"
+            bare = [e for e in s.endpoints if not e.sidecar]
+            if bare:
+                return "plaintext", (f"auto mTLS: endpoint {bare[0].address} has no "
+                                     "security.istio.io/tlsMode=istio label (no sidecar)")
+            if ns_mode == "DISABLE":
+                return "plaintext", f"auto mTLS: {ns_where} is DISABLE"
+            return "istio-mtls", "auto mTLS: every endpoint has a sidecar (tlsMode=istio)"
+        if ns_mode == "DISABLE":
+            return "plaintext", f"auto mTLS: {ns_where} is DISABLE"
+        return "auto", ("auto mTLS: Istio mTLS to endpoints labelled security.istio.io/tlsMode=istio, "
+                        "plaintext to the rest")
+
+    def build_clusters(self) -> dict[str, Cluster]:
+        out: dict[str, Cluster] = {}
+        for s in self.services:
+            if s.resolution is Resolution.ALIAS:
+                continue
+            dr = destination_rule_for(self.o, self.proxy, self.root, s)
+            ctype = {Resolution.CLIENT_SIDE_LB: "EDS", Resolution.DNS_LB: "STRICT_DNS",
+                     Resolution.DNS_ROUND_ROBIN_LB: "LOGICAL_DNS", Resolution.PASSTHROUGH: "ORIGINAL_DST",
+                     Resolution.DYNAMIC_DNS: "DYNAMIC_FORWARD_PROXY"}[s.resolution]
+            if dr is not None and dr.tls.passthrough_lb:
+                ctype = "ORIGINAL_DST"
+            for sp in s.ports:
+                if sp.protocol is Protocol.UDP:
+                    continue
+                for subset in ("", *(x.name for x in (dr.subsets if dr else ()))):
+                    name = self.cluster_name(sp.port, subset, s.hostname)
+                    if name in out:
+                        continue
+                    tls, why = self.upstream_tls(s, sp, subset, dr, ctype)
+                    target = ""
+                    if ctype in ("STRICT_DNS", "LOGICAL_DNS"):
+                        target = f"{s.external_name or s.hostname}:{sp.port}"
+                    eps = s.endpoints
+                    if subset and dr is not None:
+                        sub = next(x for x in dr.subsets if x.name == subset)
+                        eps = tuple(e for e in eps if all(dict(e.labels).get(k) == v for k, v in sub.labels))
+                    out[name] = Cluster(name=name, type=ctype, fqdn=s.hostname, port=sp.port, subset=subset,
+                                        destination_rule=f"{dr.name}.{dr.namespace}" if dr else "", tls=tls,
+                                        tls_reason=why, endpoints=eps, target=target, service=s, service_port=sp)
+        for name, ctype in ((BLACKHOLE, "STATIC"), (PASSTHROUGH, "ORIGINAL_DST"),
+                            (INBOUND_PASSTHROUGH, "ORIGINAL_DST")):
+            out[name] = Cluster(name=name, type=ctype, direction="", tls="none" if name == BLACKHOLE else "plaintext")
+        return out
+
+    # -- inbound -------------------------------------------------------------------------------
+    def inbound_ports(self) -> list[tuple[int, ServicePort, MeshService]]:
+        """Declared (target port, service port, service) for the proxy, oldest service first, deduplicated."""
+        labels = self.proxy.label_map
+        pod = self.proxy.pod
+        out: list[tuple[int, ServicePort, MeshService]] = []
+        seen: set[int] = set()
+        for s in self.o.services:
+            if s.namespace != self.proxy.namespace and s.kind == "Service":
+                continue
+            mine = False
+            ep_ports: dict[str, int] = {}
+            if s.kind == "Service":
+                mine = s.selector is not None and selects(s.selector, labels) if labels else False
+                if not mine:
+                    mine = any(e.address in self.proxy.ips for e in s.endpoints) and not s.external_name
+            else:
+                for e in s.endpoints:
+                    if e.address in self.proxy.ips:
+                        mine, ep_ports = True, dict(e.ports)
+                        break
+                if not mine and s.selector and s.namespace == self.proxy.namespace and selects(s.selector, labels):
+                    mine = True
+            if not mine:
+                continue
+            for sp in s.ports:
+                if sp.protocol is Protocol.UDP:
+                    continue
+                tp = ep_ports.get(sp.name) or resolve_target_port(sp, pod)
+                if tp is None or tp in seen:
+                    continue
+                seen.add(tp)
+                out.append((tp, sp, s))
+        return out
+
+    def inbound_chains(self, cls: str, mode: str, *, cluster: str, port: int | None, name: str,
+                       http_name: str | None = None, origin: str = "") -> list[FilterChain]:
+        hn = http_name or name
+        base = FilterChain(name=name, dst_port=port, origin=origin)
+        tcp = replace(base, cluster=cluster)
+        http = replace(base, name=hn, http_cluster=cluster)
+        m = "istio-mtls"
+        if mode == "STRICT":
+            if cls == _Class.HTTP:
+                return [replace(http, transport="tls", tls_context=m)]
+            if cls == _Class.TCP:
+                return [replace(tcp, transport="tls", tls_context=m)]
+            return [replace(http, transport="tls", alpn=MTLS_HTTP_ALPNS, tls_context=m),
+                    replace(tcp, transport="tls", tls_context=m)]
+        if mode == "DISABLE":
+            if cls == _Class.HTTP:
+                return [http]
+            if cls == _Class.TCP:
+                return [tcp]
+            return [replace(http, alpn=HTTP_ALPNS), tcp]
+        # PERMISSIVE
+        if cls == _Class.HTTP:
+            return [replace(http, transport="tls", alpn=ALL_MTLS_ALPNS, tls_context=m),
+                    replace(http, transport="raw_buffer")]
+        if cls == _Class.TCP:
+            return [replace(tcp, transport="tls", alpn=ALL_MTLS_ALPNS, tls_context=m),
+                    replace(tcp, transport="tls"), replace(tcp, transport="raw_buffer")]
+        return [replace(http, transport="tls", alpn=MTLS_HTTP_ALPNS, tls_context=m),
+                replace(http, transport="raw_buffer", alpn=HTTP_ALPNS),
+                replace(tcp, transport="tls", alpn=MTLS_TCP_ALPNS, tls_context=m),
+                replace(tcp, transport="raw_buffer"), replace(tcp, transport="tls")]
+
+    def inbound_cluster_name(self, tp: int, sp: ServicePort, s: MeshService) -> str:
+        if self.profile.inbound_passthrough:
+            return f"inbound|{tp}||"
+        return f"inbound|{sp.port}|{sp.name}|{s.hostname}"
+
+    def build_inbound(self, clusters: dict[str, Cluster]) -> tuple[Listener | None, dict[tuple[str, int], Listener]]:
+        labels = self.proxy.label_map
+        declared = self.inbound_ports()
+        chains: list[FilterChain] = []
+        exact: dict[tuple[str, int], Listener] = {}
+        for tp, sp, s in declared:
+            cls = self.listener_class(sp.protocol, inbound=True) or _Class.TCP
+            mode, mwhere = peer_mode(self.o, self.root, self.proxy.namespace, labels, tp)
+            cname = self.inbound_cluster_name(tp, sp, s)
+            origin = (f"{s.ref} port {sp.port}" + (f" (targetPort {tp})" if tp != sp.port else "")
+                      + f"; mTLS {mode} from {mwhere}")
+            if self.profile.inbound_passthrough:
+                clusters[cname] = Cluster(name=cname, type="ORIGINAL_DST", direction="inbound", port=tp,
+                                          target=f"{self.proxy.ip}:{tp} from 127.0.0.6", tls="plaintext")
+            else:
+                clusters[cname] = Cluster(name=cname, type="STATIC", direction="inbound", fqdn=s.hostname,
+                                          port=sp.port, target=f"127.0.0.1:{tp}", tls="plaintext")
+            if self.profile.inbound_via_15001:
+                fcs = self.inbound_chains(cls, mode, cluster=cname, port=None, name="", origin=origin)
+                fcs = [replace(c, name=None) for c in fcs]
+                default = next((c for c in fcs if c.match_all), None)
+                regular = tuple(c for c in fcs if not c.match_all)
+                exact[(self.proxy.ip, tp)] = Listener(
+                    name=f"{self.proxy.ip}_{tp}", address=self.proxy.ip, port=tp, direction="inbound",
+                    chains=regular or ((default,) if default else ()), default_chain=default if regular else None,
+                    tls_inspector=True, http_inspector=any(c.alpn for c in fcs), origins=(s.ref,))
+            else:
+                chains += self.inbound_chains(cls, mode, cluster=cname, port=tp, name=f"0.0.0.0_{tp}", origin=origin)
+        if self.profile.inbound_via_15001:
+            return None, exact
+        mode, mwhere = peer_mode(self.o, self.root, self.proxy.namespace, labels, None)
+        passthrough = self.inbound_chains(_Class.AUTO if self.profile.inbound_sniffing else _Class.TCP, mode,
+                                          cluster=INBOUND_PASSTHROUGH, port=None, name=VIRTUAL_INBOUND,
+                                          http_name="virtualInbound-catchall-http",
+                                          origin=f"undeclared port; mTLS {mode} from {mwhere}")
+        all_chains = [FilterChain(name="virtualInbound-blackhole", dst_port=INBOUND_PORT, cluster=BLACKHOLE,
+                                  origin="a direct connection to 15006 would loop"), *passthrough, *chains]
+        return Listener(name=VIRTUAL_INBOUND, address=WILDCARD, port=INBOUND_PORT, chains=tuple(all_chains),
+                        tls_inspector=True, http_inspector=True, direction="inbound", bind_to_port=True,
+                        origins=tuple(dict.fromkeys(s.ref for _, _, s in declared))), exact
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def build_index(objects: MeshObjects, proxy: Proxy, profile: MeshProfile, mesh: MeshConfig) -> ProxyIndex:
+    """Build the Envoy config istiod would send ``proxy`` under ``profile``, indexed for :func:`hop`.
+
+    Pure and deterministic; cost is linear in services × ports (+ endpoints of headless services).
+    """
+    b = _Builder(objects, proxy, profile, mesh)
+    lmap = b.build_outbound()
+    exact: dict[tuple[str, int], Listener] = {}
+    wildcard: dict[int, Listener] = {}
+    for (bind, port), entry in lmap.items():
+        ln = b.finalize(entry)
+        if bind == WILDCARD:
+            wildcard[port] = ln
+        else:
+            exact[(bind, port)] = ln
+    clusters = b.build_clusters()
+    vin, inbound_exact = b.build_inbound(clusters)
+    routes = b.build_routes([*exact.values(), *wildcard.values()])
+    return ProxyIndex(proxy=proxy, profile=profile, mesh=mesh, policy=b.policy, policy_origin=b.policy_origin,
+                      auto_mtls=b.auto_mtls, exact=MappingProxyType(exact), wildcard=MappingProxyType(wildcard),
+                      virtual_outbound=b.virtual_outbound(), virtual_inbound=vin,
+                      inbound_exact=MappingProxyType(inbound_exact), routes=MappingProxyType(routes),
+                      clusters=MappingProxyType(clusters), objects=objects,
+                      pods_by_ip=MappingProxyType(b.pods_by_ip), conflicts=tuple(c for c in b.conflicts if c),
+                      notes=tuple(b.notes), errors=tuple(b.errors))
+
+
+__all__ = [
+    "BLACKHOLE",
+    "INBOUND_PASSTHROUGH",
+    "PASSTHROUGH",
+    "VIRTUAL_INBOUND",
+    "VIRTUAL_OUTBOUND",
+    "Cluster",
+    "FilterChain",
+    "Listener",
+    "ProxyIndex",
+    "Route",
+    "RouteConfig",
+    "VirtualHost",
+    "build_index",
+    "destination_rule_for",
+    "exported",
+    "host_matches",
+    "peer_mode",
+    "resolve_target_port",
+    "sidecar_for",
+]

@@ -1,0 +1,202 @@
+"""``netsim mesh hop|listeners|clusters`` and ``netsim diagnose``: parse options, call the core, print.
+
+Owns: the click commands, their option types (``IP:PORT``), and the text/JSON renderers' wiring.
+Never does: decide anything (``netsim.mesh.hop``, ``netsim.mesh.diagnose``) or read files other than
+through ``netsim.mesh.files``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+import click
+
+from netsim.errors import NetsimError
+
+
+class EndpointType(click.ParamType):  # type: ignore[type-arg]
+    """``10.0.0.5:80`` or ``[fd00::5]:80``."""
+
+    name = "IP:PORT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, int]:
+        if isinstance(value, tuple):
+            return value
+        text = str(value).strip()
+        host, sep, port = text.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            self.fail(f"{text!r}: expected IP:PORT with a port 1-65535, e.g. 10.0.0.5:80", param, ctx)
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            self.fail(f"{text!r}: {host!r} is not an IP address", param, ctx)
+        return host, int(port)
+
+
+ENDPOINT = EndpointType()
+_config_opt = click.option("--config", "configs", multiple=True, required=True, type=click.Path(),
+                           help="Kubernetes/Istio objects: files or directories (repeatable).")
+_mesh_opt = click.option("--mesh-config", type=click.Path(), default=None,
+                         help="Mesh config (MeshConfig YAML, the istio ConfigMap, or an IstioOperator).")
+_version_opt = click.option("--istio-version", default=None, metavar="V",
+                            help="Istio release whose behaviour to simulate (default: current).")
+
+
+def _warn_errors(errors: Any) -> None:
+    for e in errors:
+        click.echo(f"warning: {e}", err=True)
+
+
+def _load(configs: tuple[str, ...], mesh_config: str | None, istio_version: str | None) -> Any:
+    from netsim.mesh.files import read_config, read_mesh_config
+    from netsim.mesh.versions import mesh_profile
+
+    profile = mesh_profile(istio_version)
+    objects = read_config(configs)
+    mesh = read_mesh_config(mesh_config)
+    return objects, mesh, profile
+
+
+@click.group("mesh")
+def mesh_group() -> None:
+    """What the sidecar does with a captured connection: Envoy listener, filter chain, route, cluster."""
+
+
+@mesh_group.command("hop")
+@_config_opt
+@_mesh_opt
+@_version_opt
+@click.option("--proxy-ip", "proxy_ips", multiple=True, required=True, help="The deciding sidecar's IP(s).")
+@click.option("--namespace", default=None, help="The sidecar's namespace (default: its pod's, else default).")
+@click.option("--labels", default=None, metavar="k=v,...", help="The sidecar's workload labels.")
+@click.option("--direction", type=click.Choice(["outbound", "inbound"]), default="outbound", show_default=True)
+@click.option("--dst", type=ENDPOINT, required=True, help="Original destination IP:PORT.")
+@click.option("--send", type=click.Choice(["tcp", "http", "tls", "mtls"]), default="tcp", show_default=True,
+              help="What the client sends first.")
+@click.option("--host", default=None, help="HTTP Host header.")
+@click.option("--path", "path_", default="/", show_default=True, help="HTTP request path.")
+@click.option("--sni", default=None, help="TLS SNI (default: --host for --send tls).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def hop_cmd(configs: tuple[str, ...], mesh_config: str | None, istio_version: str | None,
+            proxy_ips: tuple[str, ...], namespace: str | None, labels: str | None, direction: str,
+            dst: tuple[str, int], send: str, host: str | None, path_: str, sni: str | None, fmt: str) -> None:
+    """Which listener, filter chain, route and cluster one connection reaches, and why.
+
+    Exit status 0 on any decision, 2 on bad input.
+    """
+    from netsim.mesh.build import build_index
+    from netsim.mesh.hop import hop
+    from netsim.mesh.model import Connection, Direction, Send
+    from netsim.mesh.proxy import make_proxy, parse_labels
+
+    objects, mesh, profile = _load(configs, mesh_config, istio_version)
+    proxy = make_proxy(objects, mesh, ips=proxy_ips, namespace=namespace, labels=parse_labels(labels))
+    index = build_index(objects, proxy, profile, mesh)
+    conn = Connection(direction=Direction(direction), dst_ip=dst[0], dst_port=dst[1], send=Send(send),
+                      host=host, path=path_, sni=sni)
+    result = hop(index, conn)
+    errors = (*objects.errors, *index.errors)
+    _warn_errors(errors)
+    if fmt == "json":
+        out = result.to_json()
+        out["istio_version"] = profile.name
+        out["config_errors"] = [str(e) for e in errors]
+        out["conflicts"] = list(index.conflicts)
+        click.echo(json.dumps(out, indent=2))
+        return
+    from netsim.mesh.render import render_hop
+
+    click.echo(render_hop(result, profile))
+
+
+def _pod_proxy(configs: tuple[str, ...], pod_file: str, pod_name: str | None, mesh_config: str | None,
+               istio_version: str | None) -> Any:
+    from netsim.mesh.build import build_index
+    from netsim.mesh.files import read_config
+    from netsim.mesh.proxy import proxy_for_pod
+
+    objects, mesh, profile = _load(configs, mesh_config, istio_version)
+    pod_objs = read_config([pod_file])
+    pods = [p for p in pod_objs.pods if pod_name is None or p.name == pod_name]
+    if not pods:
+        raise NetsimError(f"no Pod or workload{' named ' + pod_name if pod_name else ''} found", where=pod_file)
+    pods.sort(key=lambda p: p.kind != "Pod")
+    pod = pods[0]
+    # the pod file's own objects count too (a pod next to its Service is common)
+    if pod_file not in configs:
+        objects = _merge(objects, pod_objs)
+    proxy = proxy_for_pod(objects, mesh, pod)
+    return objects, build_index(objects, proxy, profile, mesh), pod
+
+
+def _merge(a: Any, b: Any) -> Any:
+    from dataclasses import replace
+
+    seen = {(p.namespace, p.name, p.kind) for p in a.pods}
+    extra = tuple(p for p in b.pods if (p.namespace, p.name, p.kind) not in seen)
+    return replace(a, pods=a.pods + extra, errors=a.errors + b.errors)
+
+
+_pod_opt = click.option("--pod", "pod_file", required=True, type=click.Path(exists=True, dir_okay=False),
+                        help="The pod (or Deployment, ...) whose sidecar to show.")
+_name_opt = click.option("--name", "pod_name", default=None, help="Pick this object from --pod's file.")
+
+
+@mesh_group.command("listeners")
+@_pod_opt
+@_name_opt
+@_config_opt
+@_mesh_opt
+@_version_opt
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def listeners_cmd(pod_file: str, pod_name: str | None, configs: tuple[str, ...], mesh_config: str | None,
+                  istio_version: str | None, fmt: str) -> None:
+    """``istioctl proxy-config listeners`` for a pod, from files (same columns)."""
+    from netsim.mesh.render import listeners_json, listeners_table
+
+    objects, index, _pod = _pod_proxy(configs, pod_file, pod_name, mesh_config, istio_version)
+    _warn_errors((*objects.errors, *index.errors))
+    click.echo(json.dumps(listeners_json(index), indent=2) if fmt == "json" else listeners_table(index))
+
+
+@mesh_group.command("clusters")
+@_pod_opt
+@_name_opt
+@_config_opt
+@_mesh_opt
+@_version_opt
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def clusters_cmd(pod_file: str, pod_name: str | None, configs: tuple[str, ...], mesh_config: str | None,
+                 istio_version: str | None, fmt: str) -> None:
+    """``istioctl proxy-config clusters`` for a pod, from files (same columns)."""
+    from netsim.mesh.render import clusters_json, clusters_table
+
+    objects, index, _pod = _pod_proxy(configs, pod_file, pod_name, mesh_config, istio_version)
+    _warn_errors((*objects.errors, *index.errors))
+    click.echo(json.dumps(clusters_json(index), indent=2) if fmt == "json" else clusters_table(index))
+
+
+@click.command("diagnose")
+@_pod_opt
+@_name_opt
+@_config_opt
+@_mesh_opt
+@_version_opt
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def diagnose_cmd(pod_file: str, pod_name: str | None, configs: tuple[str, ...], mesh_config: str | None,
+                 istio_version: str | None, fmt: str) -> None:
+    """Check one workload for the known capture pitfalls; exit status 1 when something was found."""
+    from netsim.mesh.diagnose import diagnose, render_json, render_text
+
+    objects, index, pod = _pod_proxy(configs, pod_file, pod_name, mesh_config, istio_version)
+    _warn_errors((*objects.errors, *index.errors))
+    report = diagnose(index, pod)
+    click.echo(json.dumps(render_json(report), indent=2) if fmt == "json" else render_text(report))
+    if report.findings:
+        raise click.exceptions.Exit(1)
+
+
+__all__ = ["ENDPOINT", "EndpointType", "diagnose_cmd", "mesh_group"]

@@ -1,0 +1,61 @@
+"""The deciding sidecar: from ``--proxy-ip``/``--namespace``/``--labels`` or a pod, to a :class:`Proxy`.
+
+Owns: :func:`make_proxy` (finds the proxy's pod among the Pods read, takes its labels when none are
+given, and reads DNS capture / auto-allocation from the mesh config's ``defaultConfig.proxyMetadata``
+overlaid by the pod's ``proxy.istio.io/config`` annotation) and :func:`proxy_for_pod`.
+
+Never does: IO, or build listeners.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from netsim.errors import SpecError
+from netsim.mesh.model import Labels, MeshConfig, MeshObjects, PodInfo, Proxy
+from netsim.mesh.objects import DNS_AUTO_ALLOCATE, DNS_CAPTURE, proxy_metadata, truthy
+
+
+def make_proxy(objects: MeshObjects, mesh: MeshConfig, *, ips: tuple[str, ...], namespace: str | None,
+               labels: Labels | None = None, pod: PodInfo | None = None) -> Proxy:
+    """The proxy with IPs ``ips``; its pod (if among ``objects.pods``) supplies labels and annotations.
+
+    Raises SpecError for an IP that is not an address.
+    """
+    for ip in ips:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise SpecError(f"--proxy-ip {ip!r}: not an IP address") from None
+    if pod is None:
+        pod = next((p for p in objects.pods if p.kind == "Pod" and any(ip in p.ips for ip in ips)), None)
+    ns = namespace or (pod.namespace if pod is not None else "default")
+    if labels is None:
+        labels = pod.labels if pod is not None else ()
+    md, origin = proxy_metadata(mesh, pod)
+    return Proxy(ips=ips, namespace=ns, labels=labels, pod=pod, metadata_origin=origin,
+                 dns_capture=truthy(md.get(DNS_CAPTURE)), dns_auto_allocate=truthy(md.get(DNS_AUTO_ALLOCATE)))
+
+
+def proxy_for_pod(objects: MeshObjects, mesh: MeshConfig, pod: PodInfo) -> Proxy:
+    """The sidecar of ``pod`` (a Pod with an IP, or a workload template: then a placeholder IP)."""
+    ips = pod.ips or ("10.255.255.254",)
+    return make_proxy(objects, mesh, ips=ips, namespace=pod.namespace, labels=pod.labels, pod=pod)
+
+
+def parse_labels(text: str | None) -> Labels | None:
+    """``k=v,k2=v2`` → pairs; None stays None. Raises SpecError on an item without ``=``."""
+    if text is None:
+        return None
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise SpecError(f"--labels {text!r}: expected k=v[,k=v...], got {item!r}")
+        out.append((k.strip(), v.strip()))
+    return tuple(out)
+
+
+__all__ = ["make_proxy", "parse_labels", "proxy_for_pod"]
