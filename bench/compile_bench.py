@@ -38,14 +38,15 @@ def python_start(runs: int = 10) -> float:
 def throughput(pod: Path, count: int = 1000) -> float:
     from netsim.capture import compile_config
     from netsim.netfilter import render_save
-    from netsim.spec import load_pod_config
+    from netsim.spec import load_pod, resolve
 
     text = pod.read_text()
     start = time.perf_counter()
     for i in range(count):
         # a fresh manifest each time (a different name), so nothing is cached between pods
         variant = text.replace("name: ", f"name: p{i}-", 1)
-        config = load_pod_config(variant, source=str(pod))
+        config = resolve(pod=load_pod(str(pod), text=variant)).config
+        assert config is not None
         compiled = compile_config(config)
         render_save(compiled.ruleset_v4)
     return count / (time.perf_counter() - start)
