@@ -61,6 +61,8 @@ _T = TypeVar("_T")
 
 
 class Transport(enum.Enum):
+    """How the query arrived (and how it is forwarded): decides size limits (spec 6, 7)."""
+
     UDP = "udp"
     TCP = "tcp"
 
@@ -378,6 +380,8 @@ def lookup_keys(table: NameTable, *, namespace: str, domain: str = "") -> set[st
 # Decisions
 
 class Outcome(enum.Enum):
+    """Why a :class:`Reply` was produced (the server counts them)."""
+
     LOCAL = "answered locally"
     FORMERR = "malformed query (FORMERR)"
     NOTIMP = "opcode not implemented (NOTIMP)"

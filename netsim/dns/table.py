@@ -78,12 +78,16 @@ _SE_RESOLUTION = {"NONE": Resolution.PASSTHROUGH, "STATIC": Resolution.CLIENT_SI
 
 
 class Health(enum.Enum):
+    """Endpoint health as istiod sees it; only Healthy ones count unless publishNotReadyAddresses."""
+
     HEALTHY = "Healthy"
     UNHEALTHY = "UnHealthy"
     TERMINATING = "Terminating"
 
 
 class IPMode(enum.Enum):
+    """A proxy's IP family mode, from its own pod IPs."""
+
     IPV4 = "IPv4"
     IPV6 = "IPv6"
     DUAL = "Dual"
@@ -347,6 +351,8 @@ class BuildOptions:
 
 @dataclass(frozen=True, slots=True)
 class BuildResult:
+    """A built table, the services it came from, the objects skipped (errors) and the allocator used."""
+
     table: NameTable
     services: tuple[Service, ...]
     errors: tuple[NetsimError, ...]

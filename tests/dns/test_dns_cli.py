@@ -260,3 +260,50 @@ def test_serve_process_answers_and_handles_signals(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_serve_options_reach_the_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import netsim.dns.server as server_mod
+
+    seen: dict[str, object] = {}
+
+    def fake_run(cfg: object, loader: object, *, watch: object, on_ready: object) -> None:
+        seen["cfg"] = cfg
+        seen["lookup"] = loader()  # type: ignore[operator]
+        seen["watch"] = watch()  # type: ignore[operator]
+
+    monkeypatch.setattr(server_mod, "run", fake_run)
+    rc = tmp_path / "resolv.conf"
+    rc.write_text("nameserver 10.96.0.10\nnameserver fd00::10\nsearch corp.svc.cluster.local svc.cluster.local\n")
+    r = run("serve", "--config", NGINX, "--namespace", "corp", "--domain", "corp.svc.cluster.local",
+            "--resolv-conf", str(rc), "--listen", "localhost:5353", "--listen", "[::1]:5454",
+            "--timeout", "0.5", "--forward-parallel", "--max-inflight", "7", "--max-tcp", "3",
+            "--reload-interval", "0", "--no-answer-cache", "--allocator", "seq-v6", "--pod-ip", "10.0.0.9")
+    assert r.exit_code == 0, r.output
+    cfg = seen["cfg"]
+    assert cfg.listen == (("127.0.0.1", 5353), ("::1", 5353), ("::1", 5454))  # type: ignore[attr-defined]
+    assert cfg.upstreams == (("10.96.0.10", 53), ("fd00::10", 53))  # type: ignore[attr-defined]
+    assert (cfg.timeout, cfg.parallel, cfg.max_inflight, cfg.max_tcp, cfg.reload_interval,  # type: ignore[attr-defined]
+            cfg.answer_cache) == (0.5, True, 7, 3, 0, False)  # type: ignore[attr-defined]
+    lookup = seen["lookup"]
+    assert lookup.search == ("corp.svc.cluster.local", "svc.cluster.local")  # type: ignore[attr-defined]
+    entry = lookup.table.entries["xxx.example.com"]  # type: ignore[attr-defined]  # exported to every namespace
+    assert (entry.ips, entry.allocator) == (("240.240.0.1",), "seq-v6")
+    assert seen["watch"] == [Path(NGINX), rc]
+
+
+def test_serve_with_name_table_and_explicit_upstream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import netsim.dns.server as server_mod
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(server_mod, "run", lambda cfg, loader, **kw: seen.update(cfg=cfg, lookup=loader()))
+    rc = tmp_path / "resolv.conf"
+    rc.write_text("nameserver 10.96.0.10\n")
+    nt = tmp_path / "nt.json"
+    nt.write_text(json.dumps({"a.example.com": {"ips": ["192.0.2.1"], "registry": "External"}}))
+    r = run("serve", "--name-table", str(nt), "--resolv-conf", str(rc), "--upstream", "127.0.0.1:5300",
+            "--upstream", "[::1]")
+    assert r.exit_code == 0, r.output
+    assert seen["cfg"].upstreams == (("127.0.0.1", 5300), ("::1", 53))  # type: ignore[attr-defined]
+    assert seen["cfg"].listen == (("127.0.0.1", 15053),)  # type: ignore[attr-defined]
+    assert list(seen["lookup"].table.entries) == ["a.example.com"]  # type: ignore[attr-defined]
