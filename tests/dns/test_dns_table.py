@@ -26,8 +26,8 @@ def ips(res: object, host: str) -> list[str]:
 
 def test_reader_multidoc_list_directory_json_and_locations(tmp_path: Path) -> None:
     write(tmp_path, "a.yaml", "kind: Service\napiVersion: v1\nmetadata: {name: s1}\n---\n---\n"
-                              "kind: List\napiVersion: v1\nitems:\n- {kind: Service, apiVersion: v1, metadata: {name: s2}}\n"
-                              "- 42\n")
+                              "kind: List\napiVersion: v1\nitems:\n"
+                              "- {kind: Service, apiVersion: v1, metadata: {name: s2}}\n- 42\n")
     write(tmp_path, "sub/b.json", json.dumps({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p"}}))
     write(tmp_path, "notes.txt", "ignored")
     res = read_objects([tmp_path], default_namespace="ns")
@@ -81,7 +81,8 @@ endpoints:
 
 def test_dual_stack_cluster_ips_follow_the_pod_family(tmp_path: Path) -> None:
     p = write(tmp_path, "d.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: a}\n"
-                                  "spec: {clusterIP: 10.96.0.5, clusterIPs: [10.96.0.5, 'fd00::5'], ports: [{port: 80}]}\n")
+                                  "spec: {clusterIP: 10.96.0.5, clusterIPs: [10.96.0.5, 'fd00::5'], "
+                                  "ports: [{port: 80}]}\n")
     assert ips(load_config([p], namespace="a"), "web.a.svc.cluster.local") == ["10.96.0.5"]
     v6 = load_config([p], namespace="a", proxy=Proxy(ips=("fd00::1",), namespace="a", cluster="Kubernetes"))
     assert ips(v6, "web.a.svc.cluster.local") == ["fd00::5"]
@@ -100,8 +101,8 @@ def test_service_export_to_annotation_and_cluster_domain(tmp_path: Path) -> None
 def test_service_entry_api_versions(tmp_path: Path, version: str) -> None:
     p = write(tmp_path, "se.yaml", f"apiVersion: networking.istio.io/{version}\nkind: ServiceEntry\n"
                                    "metadata: {name: a, namespace: n}\n"
-                                   "spec: {hosts: [a.example.com, '*.w.example.com'], addresses: [192.0.2.1, 10.0.0.0/8], "
-                                   "resolution: STATIC}\n")
+                                   "spec: {hosts: [a.example.com, '*.w.example.com'], "
+                                   "addresses: [192.0.2.1, 10.0.0.0/8], resolution: STATIC}\n")
     res = load_config([p], namespace="n")
     assert ips(res, "a.example.com") == ["192.0.2.1"] and ips(res, "*.w.example.com") == ["192.0.2.1"]
     assert not res.errors
