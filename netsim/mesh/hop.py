@@ -129,12 +129,9 @@ def _route_ok(matches: tuple[tuple[str, str], ...], path: str) -> bool:
 # the server side, where the server pod is known (section 4's failure table)
 
 @lru_cache(maxsize=4096)
-def inbound_capture(pod: PodInfo, version_name: str) -> tuple[bool | None, frozenset[int] | None,
-                                                                  frozenset[int], str]:
-    """(sidecar capture on?, captured ports or None for all, excluded ports, how it was decided).
-
-    Uses ``netsim.spec`` (the injector's istio-iptables arguments for this pod and release).
-    """
+def capture_resolution(pod: PodInfo, version_name: str) -> tuple[Any, str]:
+    """``netsim.spec``'s Resolution for ``pod`` under a release (the injector's istio-iptables
+    arguments), or (None, why it could not be derived)."""
     import yaml
 
     from netsim.errors import NetsimError
@@ -144,10 +141,18 @@ def inbound_capture(pod: PodInfo, version_name: str) -> tuple[bool | None, froze
 
     try:
         src = load_pod(pod.source or pod.where, name=pod.name, text=yaml.safe_dump(dict(pod.body)))
-        res = resolve(pod=src, profile=profile_for(None if version_name == "current" else version_name),
-                      profile_given=True)
+        return resolve(pod=src, profile=profile_for(None if version_name == "current" else version_name),
+                       profile_given=True), ""
     except NetsimError as e:
-        return None, None, frozenset(), f"capture config not derived: {e}"
+        return None, f"capture config not derived: {e}"
+
+
+def inbound_capture(pod: PodInfo, version_name: str) -> tuple[bool | None, frozenset[int] | None,
+                                                              frozenset[int], str]:
+    """(sidecar capture on?, captured ports or None for all, excluded ports, how it was decided)."""
+    res, err = capture_resolution(pod, version_name)
+    if res is None:
+        return None, None, frozenset(), err
     if not res.capture or res.config is None:
         return False, frozenset(), frozenset(), res.no_capture_reason or "no capture"
     cfg = res.config
@@ -239,6 +244,26 @@ def _endpoint_tls(idx: ProxyIndex, cl: Cluster, conn: Connection) -> tuple[str |
     first = eps[0]
     return ("istio-mtls" if first.sidecar else "plaintext"), (
         f"{cl.tls_reason}; per endpoint: {n} of {len(eps)} endpoints get mTLS (shown: {first.address})")
+
+
+def _hijack(idx: ProxyIndex, ln: Listener, fc: FilterChain, cl: Cluster, conn: Connection) -> str:
+    """Why a match-all TCP chain on a wildcard listener sends this connection somewhere else."""
+    s = cl.service
+    if s is None or ln.address != "0.0.0.0" or fc.is_http or not fc.match_all:
+        return ""
+    if any(e.address == conn.dst_ip for e in cl.endpoints):
+        return ""
+    pod = idx.pods_by_ip.get(conn.dst_ip)
+    owner = f"{conn.dst_ip} is {pod.ref}" if pod is not None else f"{conn.dst_ip} is not one of its endpoints"
+    out = (f"{owner}, but every connection on port {conn.dst_port} without its own listener is hijacked by "
+           f"{s.ref}")
+    if cl.type in ("STRICT_DNS", "LOGICAL_DNS"):
+        out += f": Envoy resolves {cl.target} and connects there, whatever IP the app dialled"
+        host = s.external_name or s.hostname
+        target = next((t for t in idx.objects.services if t.hostname == host), None)
+        if target is not None and cl.port is not None and all(p.port != cl.port for p in target.ports):
+            out += f" ({target.ref} has no port {cl.port}: connection failure, UF,URX)"
+    return out
 
 
 # -------------------------------------------------------------------------------------------------
@@ -382,11 +407,11 @@ def hop(idx: ProxyIndex, conn: Connection) -> Hop:
             verdict, reason = v, f"{why_l}; {via} → {cluster_name} ({what}): {why}."
         elif why:
             notes = (*notes, why)
-    if cl.type in ("STRICT_DNS", "LOGICAL_DNS") and cl.service is not None and cl.service.external_name:
-        notes = (*notes, f"ExternalName {cl.service.namespace}/{cl.service.name} → {cl.service.external_name}: "
-                         f"Envoy resolves {cl.target} and connects there, whatever IP the app dialled")
+    hijack = _hijack(idx, ln, fc, cl, conn)
+    if hijack:
+        reason = f"{reason[:-1]}; {hijack}."
     return replace(hop_head, cluster=cluster_name, cluster_type=ctype, upstream_tls=tls, verdict=verdict,
                evidence=evidence, notes=notes, reason=reason)
 
 
-__all__ = ["Hop", "hop", "inbound_capture", "match_chain", "port_captured"]
+__all__ = ["Hop", "capture_resolution", "hop", "inbound_capture", "match_chain", "port_captured"]
