@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from netsim.dns.allocate import Generation, generation_for_version
+from netsim.dns.profile import Profile, profile_for_version
 from netsim.dns.resolvconf import expand_localhost, parse_hostport, read_resolv_conf
 from netsim.dns.resolve import (
     QTYPE_A,
@@ -73,6 +74,15 @@ class _Source:
         if self.name_table:
             return [Path(self.name_table)]
         return expand_paths(self.config)
+
+    @property
+    def profile(self) -> Profile:
+        return profile_for_version(self.istio_version, self.generation)
+
+    def lookup(self, table: NameTable, search: Sequence[str]) -> Lookup:
+        p = self.profile
+        return build_lookup(table, namespace=self.namespace, domain=self.domain, search=search,
+                            se_trailing_dot=p.se_trailing_dot, skip_s0_cname=p.skip_s0_cname)
 
     def load(self, *, strict: bool) -> tuple[NameTable, list[NetsimError]]:
         if self.name_table:
@@ -155,7 +165,8 @@ def table_cmd(config: tuple[str, ...], name_table: str | None, namespace: str, d
     for host, info in table.entries.items():
         rows.append({"name": host, "addresses": list(info.ips), "registry": info.registry,
                      "shortname": info.shortname, "namespace": info.namespace,
-                     "aliases": [n for n in alternate_names(host, info, namespace, pdomain)
+                     "aliases": [n for n in alternate_names(host, info, namespace, pdomain,
+                                                            se_trailing_dot=src.profile.se_trailing_dot)
                                  if n.rstrip(".") != host.rstrip(".")],
                      "sources": list(info.sources), "allocator": info.allocator})
     if fmt == "json":
@@ -200,8 +211,7 @@ def query_cmd(name: str, qtype: str, config: tuple[str, ...], name_table: str | 
         if resolv_conf:
             search = read_resolv_conf(resolv_conf).search
         table, errors = src.load(strict=False)
-        lookup = build_lookup(table, namespace=namespace, domain=src.domain,
-                              search=search or _default_search(namespace, src.domain))
+        lookup = src.lookup(table, search or _default_search(namespace, src.domain))
         fqdn = name if name.endswith(".") else name + "."
         wire = make_query(fqdn, _QTYPES[qtype.upper()], qid=1)
     for e in errors:
@@ -278,7 +288,7 @@ def serve_cmd(config: tuple[str, ...], name_table: str | None, namespace: str, d
         listen_addrs: list[tuple[str, int]] = []
         for item in listen or ("127.0.0.1:15053",):
             listen_addrs.extend(expand_localhost(parse_hostport(item, default_port=15053, option="--listen"),
-                                                 resolv))
+                                                 resolv, both_families=src.profile.bind_both_families))
         ups = tuple(parse_hostport(u, default_port=53, option="--upstream") for u in upstream) \
             or resolv.upstreams()
         table, errors = src.load(strict=False)
@@ -295,7 +305,7 @@ def serve_cmd(config: tuple[str, ...], name_table: str | None, namespace: str, d
         else:
             t, _ = src.load(strict=True)  # any bad object on reload: keep the previous table
             rc = read_resolv_conf(resolv_conf)
-        return build_lookup(t, namespace=namespace, domain=src.domain, search=rc.search)
+        return src.lookup(t, rc.search)
 
     def watch() -> list[Path]:
         return [*src.files(), Path(resolv_conf)]
@@ -304,7 +314,7 @@ def serve_cmd(config: tuple[str, ...], name_table: str | None, namespace: str, d
 
     cfg = ServerConfig(listen=tuple(listen_addrs), upstreams=ups, timeout=timeout, parallel=forward_parallel,
                        max_inflight=max_inflight, max_tcp=max_tcp, reload_interval=reload_interval,
-                       answer_cache=answer_cache)
+                       answer_cache=answer_cache, shuffle_upstreams=src.profile.shuffle_upstreams)
 
     def ready(server: Any) -> None:
         addrs = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in server.addresses)

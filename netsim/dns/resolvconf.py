@@ -83,8 +83,12 @@ def parse_hostport(text: str, *, default_port: int, option: str = "address") -> 
     return host, port
 
 
-def expand_localhost(listen: tuple[str, int], resolv: ResolvConf) -> list[tuple[str, int]]:
-    """Spec 2 rule 3: ``localhost`` binds 127.0.0.1 and/or ::1 after the nameservers' families."""
+def expand_localhost(listen: tuple[str, int], resolv: ResolvConf, *,
+                     both_families: bool = True) -> list[tuple[str, int]]:
+    """Spec 2 rule 3: ``localhost`` binds 127.0.0.1 and/or ::1 after the nameservers' families.
+
+    ``both_families=False`` (before 1.23) binds one address only, IPv4 first.
+    """
     host, port = listen
     if host != "localhost":
         return [listen]
@@ -101,7 +105,7 @@ def expand_localhost(listen: tuple[str, int], resolv: ResolvConf) -> list[tuple[
         out.append(("127.0.0.1", port))
     if 6 in fams:
         out.append(("::1", port))
-    return out
+    return out if both_families else out[:1]
 
 
 __all__ = ["DNS_PORT", "ResolvConf", "expand_localhost", "parse_hostport", "parse_resolv_conf",

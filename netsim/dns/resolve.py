@@ -272,10 +272,14 @@ def effective_domain(domain: str, namespace: str) -> str:
     return rest if first == namespace and rest else d
 
 
-def alternate_names(host: str, info: NameInfo, namespace: str, proxy_domain: str) -> list[str]:
-    """The names pilot-agent answers for one table entry (spec 4 step 1), with trailing dots."""
+def alternate_names(host: str, info: NameInfo, namespace: str, proxy_domain: str, *,
+                    se_trailing_dot: bool = True) -> list[str]:
+    """The names pilot-agent answers for one table entry (spec 4 step 1), with trailing dots.
+
+    ``se_trailing_dot=False`` (before 1.13) doubles the dot of a non-Kubernetes host that has one.
+    """
     if info.registry != KUBERNETES:
-        return [host if host.endswith(".") else host + "."]
+        return [host if host.endswith(".") and se_trailing_dot else host + "."]
     if host.endswith("."):
         return []
     names = [host + "."]
@@ -321,13 +325,15 @@ class Lookup:
         return sorted(wire_to_text(k) for k in self.nodes)
 
 
-def build_lookup(table: NameTable, *, namespace: str, domain: str = "",
-                 search: Iterable[str] = ()) -> Lookup:
+def build_lookup(table: NameTable, *, namespace: str, domain: str = "", search: Iterable[str] = (),
+                 se_trailing_dot: bool = True, skip_s0_cname: bool = True) -> Lookup:
     """Precompute everything the agent answers from ``table`` (spec 4).
 
     ``namespace`` is the proxy's namespace, ``domain`` the agent's ``--domain`` value (default
     ``<namespace>.svc.cluster.local``), ``search`` the resolv.conf search list (only the first
-    domain is used, for the CNAME shortcuts).
+    domain is used, for the CNAME shortcuts). The two switches reproduce older releases
+    (see :mod:`netsim.dns.profile`): before 1.13 a ServiceEntry host's trailing dot was doubled;
+    before 1.27 names already ending in the first search domain also got a CNAME shortcut.
     """
     dom = domain or f"{namespace}.svc.cluster.local"
     pdomain = effective_domain(dom, namespace)
@@ -338,7 +344,8 @@ def build_lookup(table: NameTable, *, namespace: str, domain: str = "",
     nodes: dict[bytes, _Node] = {}
     cnames: list[tuple[bytes, bytes]] = []
     for host, info in table.entries.items():
-        names = [n.lower() for n in alternate_names(host, info, namespace, pdomain)]
+        names = [n.lower() for n in alternate_names(host, info, namespace, pdomain,
+                                                    se_trailing_dot=se_trailing_dot)]
         v4: list[bytes] = []
         v6: list[bytes] = []
         for raw in info.ips:
@@ -355,7 +362,7 @@ def build_lookup(table: NameTable, *, namespace: str, domain: str = "",
             except DNSWireError:
                 continue
             nodes[key] = _Node(name=key, a=tuple(v4), aaaa=tuple(v6))
-            if s0 and not n.endswith(s0):
+            if s0 and (not n.endswith(s0) or not skip_s0_cname):
                 expanded = n + s0
                 if expanded not in names:
                     with contextlib.suppress(DNSWireError):

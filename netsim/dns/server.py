@@ -68,6 +68,7 @@ class ServerConfig:
     tcp_max_queries: int = TCP_MAX_QUERIES
     reload_interval: float = 1.0  # how often watched files are checked for changes (0: never)
     answer_cache: bool = True  # memoise deterministic local UDP answers (Reply.cacheable)
+    shuffle_upstreams: bool = True  # 1.25+: sequential mode shuffles the upstream list per query
 
 
 @dataclass(slots=True)
@@ -278,7 +279,8 @@ class DNSServer:
             if self.config.parallel:
                 reply = await self._parallel(fwd, servers)
             else:
-                shuffle(servers, self.rng)  # since 1.25 (spec 6)
+                if self.config.shuffle_upstreams:
+                    shuffle(servers, self.rng)  # since 1.25 (spec 6)
                 for server in servers:
                     reply = await self._exchange(server, fwd)
                     if reply is not None:

@@ -34,10 +34,10 @@ from netsim.dns.allocate import (
     allocate_v2_fresh,
     consume_status,
     generation_for_version,
-    parse_version,
     sequential_by_hostname,
     sequential_order,
 )
+from netsim.dns.profile import Profile, profile_for_version
 from netsim.errors import ConfigError, NetsimError
 from netsim.k8s import K8sObject, read_objects
 
@@ -155,6 +155,10 @@ class IstiodFlags:
     ip_autoallocate: bool = True  # PILOT_ENABLE_IP_AUTOALLOCATE (default on from 1.25)
     multicluster_headless: bool = True  # ENABLE_MULTICLUSTER_HEADLESS
     single_auto_vip: bool = False  # before 1.23.1: one auto VIP per proxy, IPv4 preferred
+    merge_same_host: bool = True  # 1.18+: services sharing a hostname merge their IPs (before: first wins)
+    unhealthy_excluded: bool = True  # 1.24+: only healthy endpoints (unless publishNotReadyAddresses)
+    all_pod_ips: bool = True  # 1.29+: every IP of a multi-IP pod (before: its first)
+    all_ports: bool = True  # after 1.30: endpoints of every port (before: the first port's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,10 +260,10 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-def _endpoint_ok(ep: Endpoint, svc: Service) -> bool:
+def _endpoint_ok(ep: Endpoint, svc: Service, flags: IstiodFlags) -> bool:
     if not ep.ips or not all(_is_ip(ip) for ip in ep.ips):
         return False
-    return svc.publish_not_ready or ep.health is Health.HEALTHY
+    return svc.publish_not_ready or not flags.unhealthy_excluded or ep.health is Health.HEALTHY
 
 
 def build_name_table(services: Iterable[Service], proxy: Proxy, flags: IstiodFlags = IstiodFlags()) -> NameTable:
@@ -295,7 +299,7 @@ def build_name_table(services: Iterable[Service], proxy: Proxy, flags: IstiodFla
                                                namespace=svc.namespace,
                                                sources=(*cur.sources, svc.source) if svc.source else cur.sources,
                                                allocator=auto)
-            else:
+            elif flags.merge_same_host:
                 table[svc.hostname] = replace(cur, ips=cur.ips + tuple(ips),
                                               sources=(*cur.sources, svc.source) if svc.source else cur.sources,
                                               allocator=cur.allocator or auto)
@@ -309,20 +313,21 @@ def _headless(svc: Service, proxy: Proxy, flags: IstiodFlags, table: dict[str, N
     remote: dict[str, list[str]] = {}
     shortnames: dict[str, str] = {}
     parent = svc.hostname.split(".", 1)[1] if "." in svc.hostname else ""
-    ports: list[int | None] = [*svc.ports, None]
+    ports: list[int | None] = [*(svc.ports if flags.all_ports else svc.ports[:1]), None]
     for port in ports:  # every port's endpoints (since 2026-07-30), deduplicated by first address
         for ep in svc.endpoints:
-            if ep.port != port or not _endpoint_ok(ep, svc) or ep.ips[0] in seen:
+            if ep.port != port or not _endpoint_ok(ep, svc, flags) or ep.ips[0] in seen:
                 continue
             seen.add(ep.ips[0])
+            ep_ips = ep.ips if flags.all_pod_ips else ep.ips[:1]
             same_net = not ep.network or not proxy.network or ep.network == proxy.network
             same_cluster = not ep.cluster or not proxy.cluster or ep.cluster == proxy.cluster
             if ep.subdomain and same_net:
                 host = f"{ep.hostname}.{ep.subdomain}.{parent}"
                 shortnames[host] = f"{ep.hostname}.{ep.subdomain}"
-                (local if same_cluster else remote).setdefault(host, []).extend(ep.ips)
+                (local if same_cluster else remote).setdefault(host, []).extend(ep_ips)
             if same_net and (same_cluster or flags.multicluster_headless):
-                ips.extend(ep.ips)
+                ips.extend(ep_ips)
     src = (svc.source,) if svc.source else ()
     for host, hips in local.items():
         table[host] = NameInfo(ips=tuple(hips), registry=svc.registry, shortname=shortnames[host],
@@ -587,9 +592,7 @@ def build_from_objects(objects: Sequence[K8sObject], opts: BuildOptions = BuildO
     b = _Builder(objects, opts)
     version = opts.istio_version
     gen = opts.generation
-    flags = opts.flags or IstiodFlags(
-        ip_autoallocate=gen is Generation.V2,
-        single_auto_vip=version is not None and parse_version(version) < (1, 23, 1) and gen is not Generation.V2)
+    flags = opts.flags or istiod_flags(profile_for_version(version, gen))
     proxy = opts.proxy or Proxy(namespace=opts.namespace, cluster=KUBE_CLUSTER)
 
     items: list[tuple[float, str, K8sObject, list[Service]]] = []
@@ -650,6 +653,13 @@ def build_from_objects(objects: Sequence[K8sObject], opts: BuildOptions = BuildO
             services.append(s)
     table = build_name_table(services, proxy, flags)
     return BuildResult(table=table, services=tuple(services), errors=tuple(b.errors), generation=gen)
+
+
+def istiod_flags(profile: Profile) -> IstiodFlags:
+    """The istiod settings a version profile implies."""
+    return IstiodFlags(ip_autoallocate=profile.ip_autoallocate, single_auto_vip=profile.single_auto_vip,
+                       merge_same_host=profile.merge_same_host, unhealthy_excluded=profile.unhealthy_excluded,
+                       all_pod_ips=profile.all_pod_ips, all_ports=profile.all_ports)
 
 
 def cluster_domain_of(domain: str, namespace: str) -> str:
@@ -748,6 +758,7 @@ __all__ = [
     "build_name_table",
     "cluster_domain_of",
     "consumes_auto_vips",
+    "istiod_flags",
     "load_config",
     "load_ndsz",
     "parse_ndsz",
