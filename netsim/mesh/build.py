@@ -109,7 +109,9 @@ class FilterChain:
         if self.rds is not None:
             return f"Route: {self.rds}"
         if self.http_cluster is not None:
-            return f"Inline Route: {self.http_cluster}"
+            return "Inline Route: /*"
+        if self.name in ("virtualOutbound-blackhole", "virtualInbound-blackhole"):
+            return "Non-HTTP/Non-TCP"
         if self.cluster in (PASSTHROUGH, BLACKHOLE, INBOUND_PASSTHROUGH):
             return self.cluster or ""
         return f"Cluster: {self.cluster}" if self.cluster else "Non-HTTP/Non-TCP"
