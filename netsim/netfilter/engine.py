@@ -1,0 +1,1247 @@
+"""The traversal engine: one packet through the hooks, tables and chains, exactly as the kernel walks them.
+
+Rules this module keeps (each names its section in ``shared/spec/netfilter.md``):
+
+1. Hook order and tables per hook (§1.1): PREROUTING raw → [conntrack] → mangle → nat(DNAT);
+   INPUT mangle → filter → security → nat(SNAT); FORWARD mangle → filter → security; OUTPUT raw →
+   [conntrack] → mangle → nat(DNAT) → filter → security; POSTROUTING mangle → nat(SNAT).
+   A base chain that does not exist registers no hook and prints nothing (§4).
+2. The four paths (§1.2): locally generated (OUTPUT, POSTROUTING, then loopback re-entry when routed
+   to ``lo``), arriving (PREROUTING, then INPUT or FORWARD). Routing is decided before OUTPUT and
+   the OUTPUT hook keeps that device even after mangle/nat reroute; POSTROUTING sees the new one
+   (§1.10, §1.12).
+3. NAT once (§1.3, ``nf_nat_inet_fn``): nat chains run only for a NEW connection and once per manip
+   type (DST at PREROUTING/OUTPUT, SRC at INPUT/POSTROUTING). A looped packet keeps its conntrack, so
+   on re-entry via ``lo`` nat is never consulted and CT targets are no-ops (§1.2(c), §1.9).
+4. REDIRECT (§1.4): OUTPUT → 127.0.0.1 / ::1, PREROUTING → the incoming device's primary address,
+   none → DROP; only the destination changes. NAT targets return ACCEPT and end the table.
+5. Owner (§1.6, ``xt_owner.c``): no socket → ``(match ^ invert) == 0``; a kernel socket without a
+   file → the same for uid/gid while ``--socket-exists`` holds.
+6. TPROXY (§1.7, ``tproxy_tg4``): a listener on (``--on-ip`` or the incoming device's primary
+   address, ``--on-port`` or dport) that is transparent → mark, assign socket, ACCEPT; else DROP.
+   Delivery needs a local destination or an ``ip rule fwmark`` → local route.
+7. Verdicts (§1.8): ACCEPT ends the table at this hook, DROP/REJECT end the packet, RETURN pops
+   (in a base chain it applies the policy), falling off a user chain returns, ``-g`` does not push.
+8. CT first wins (§1.9, ``xt_ct_target``): a packet that already has a conntrack or template
+   ignores later CT targets; the conntrack lookup happens in the template's zone.
+9. Anything netsim does not know (a match, a target, a listener, a ``statistic`` draw) is never
+   guessed silently: the step and the trace carry the assumption made (§3 "Unknown matches").
+
+Theory of operation: :func:`compile_ruleset` turns a :class:`Ruleset` into per-chain lists of rule
+predicates once (with a destination-address index for long chains, so a 10,000-service chain costs
+about what a short one does); :func:`trace` runs a small mutable walker over it and freezes what it
+saw into a :class:`Trace`. Never does IO, never knows about Istio.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+from netsim.errors import RulesetError
+from netsim.netfilter.matches import ICMP6_TYPES, ICMP_TYPES, icmp_type, port_range, value_mask
+from netsim.netfilter.model import BUILTIN_CHAINS, Family, Match, Rule, Ruleset, Target
+from netsim.netfilter.packet import (
+    Address,
+    CtState,
+    Listener,
+    Netns,
+    Origin,
+    Packet,
+    Proto,
+)
+from netsim.netfilter.render import format_network, match_tokens, render_rule
+from netsim.netfilter.trace import Branch, Endpoint, Kind, Outcome, Step, Trace
+
+# §1.1: tables per hook in priority order (lower priority value first).
+HOOK_TABLES: dict[str, tuple[str, ...]] = {
+    "PREROUTING": ("raw", "mangle", "nat"),
+    "INPUT": ("mangle", "filter", "security", "nat"),
+    "FORWARD": ("mangle", "filter", "security"),
+    "OUTPUT": ("raw", "mangle", "nat", "filter", "security"),
+    "POSTROUTING": ("mangle", "nat"),
+}
+# nf_nat manip type per hook: DST at PREROUTING/OUTPUT, SRC at INPUT/POSTROUTING (§1.3).
+_NAT_DST_HOOKS = frozenset({"PREROUTING", "OUTPUT"})
+
+# A chain shorter than this is scanned rule by rule; longer ones get a destination index.
+INDEX_MIN_RULES = 16
+# Bound on the statistic branches :func:`trace_branches` explores (2^6 paths); kube-proxy chains
+# meet one statistic rule per endpoint, so a probe rarely meets more than a few.
+MAX_BRANCH_TRACES = 64
+
+_TCP_FLAG_NAMES = ("FIN", "SYN", "RST", "PSH", "ACK", "URG")
+
+# Verdicts as the kernel's trace prints them.
+CONTINUE, ACCEPT, DROP, RETURN, JUMP, GOTO, QUEUE = "CONTINUE", "ACCEPT", "DROP", "RETURN", "JUMP", "GOTO", "QUEUE"
+
+
+# ------------------------------------------------------------------------------------------ walker state
+
+
+class _State:
+    """The packet as it is being walked (mutable, private); everything the matches read."""
+
+    __slots__ = (
+        "branches", "choices", "ct_attached", "ctmark", "ctstate", "dnat", "dport", "dst", "explain",
+        "family", "flags", "hook", "icmp_code", "icmp_type", "in_iface", "loopback", "mark", "nat_dst_done",
+        "nat_src_done", "netns", "nsinfo", "orig", "out_iface", "pass_no", "proto", "snat", "socket", "sport",
+        "src", "steps", "tproxy_port", "tproxy_transparent", "uncertain", "zone",
+    )
+
+    def __init__(self, packet: Packet, netns: Netns, nsinfo: _NsInfo, choices: Sequence[bool], explain: bool):
+        self.family = packet.family
+        self.proto = packet.proto.value
+        self.src = int(packet.src)
+        self.dst = int(packet.dst)
+        self.sport = packet.sport
+        self.dport = packet.dport
+        self.in_iface: str | None = packet.in_iface
+        self.out_iface: str | None = packet.out_iface
+        self.mark = packet.mark
+        self.flags = packet.tcp_flags
+        self.icmp_type = packet.icmp_type
+        self.icmp_code = packet.icmp_code
+        self.socket = packet.socket
+        ct = packet.ct
+        self.ctstate = ct.state.value
+        self.zone = 0
+        self.ctmark = ct.mark
+        self.dnat = ct.dnat
+        self.snat = ct.snat
+        self.ct_attached = False  # skb->_nfct != 0 (template or entry)
+        self.nat_dst_done = ct.state is not CtState.NEW
+        self.nat_src_done = ct.state is not CtState.NEW
+        self.orig = (self.src, self.dst, self.sport, self.dport)
+        self.loopback = False
+        self.hook = ""
+        self.netns = netns
+        self.nsinfo = nsinfo
+        self.pass_no = 0
+        self.tproxy_port: int | None = None
+        self.tproxy_transparent = False
+        self.steps: list[Step] = []
+        self.uncertain: list[str] = []
+        self.branches: list[Branch] = []
+        self.choices = list(choices)
+        self.explain = explain
+
+    def addr(self, value: int) -> Address:
+        return IPv4Address(value) if self.family is Family.IPV4 else IPv6Address(value)
+
+    def snapshot(self) -> tuple[object, ...]:
+        return (self.in_iface, self.out_iface, self.loopback, self.addr(self.src), self.addr(self.dst),
+                self.sport, self.dport, self.mark, self.proto)
+
+
+@dataclass(frozen=True, slots=True)
+class _NsInfo:
+    """Precomputed facts about a Netns: local addresses as ints, subnet broadcasts, primary addresses."""
+
+    local4: frozenset[int]
+    local6: frozenset[int]
+    bcast4: frozenset[int]
+
+    @classmethod
+    def of(cls, ns: Netns) -> _NsInfo:
+        l4: set[int] = set()
+        l6: set[int] = set()
+        b4: set[int] = set()
+        for dev in ns.interfaces:
+            for ifa in dev.addresses:
+                if ifa.version == 4:
+                    l4.add(int(ifa.ip))
+                    if ifa.network.prefixlen < 31:
+                        b4.add(int(ifa.network.broadcast_address))
+                else:
+                    l6.add(int(ifa.ip))
+        return cls(frozenset(l4), frozenset(l6), frozenset(b4))
+
+    def is_local(self, family: Family, addr: int) -> bool:
+        if family is Family.IPV4:
+            return (addr >> 24) == 127 or addr in self.local4
+        return addr == 1 or addr in self.local6
+
+
+_NS_CACHE: dict[int, tuple[Netns, _NsInfo]] = {}
+
+
+def _nsinfo(ns: Netns) -> _NsInfo:
+    hit = _NS_CACHE.get(id(ns))
+    if hit is not None and hit[0] is ns:
+        return hit[1]
+    info = _NsInfo.of(ns)
+    if len(_NS_CACHE) > 64:
+        _NS_CACHE.clear()
+    _NS_CACHE[id(ns)] = (ns, info)
+    return info
+
+
+# ------------------------------------------------------------------------------------------ compiled rules
+
+# A check returns True (holds), False (fails) or None (netsim cannot tell: assumed to hold, reported).
+CheckFn = Callable[[_State], "bool | None"]
+
+
+class _Check:
+    __slots__ = ("attr", "fn", "label")
+
+    def __init__(self, fn: Callable[..., bool | None], label: str, attr: str):
+        self.fn = fn
+        self.label = label  # the condition as iptables-save prints it, e.g. "-o lo" or "-m owner --uid-owner 1337"
+        self.attr = attr  # which packet field decided it (for "why it failed")
+
+
+@dataclass(frozen=True, slots=True)
+class _Ctx:
+    family: Family
+    table: str
+    chain: str
+
+
+class _CRule:
+    __slots__ = ("checks", "dst_key", "kind", "position", "rule", "target", "targs", "text", "uncertain_target")
+
+    def __init__(self, rule: Rule, position: int, text: str, checks: tuple[_Check, ...], kind: str,
+                 targs: tuple[object, ...], target: str, dst_key: int | None, uncertain_target: str):
+        self.rule = rule
+        self.position = position
+        self.text = text
+        self.checks = checks
+        self.kind = kind
+        self.targs = targs
+        self.target = target
+        self.dst_key = dst_key
+        self.uncertain_target = uncertain_target
+
+
+class _CChain:
+    __slots__ = ("exists", "generic", "index", "name", "policy", "rules")
+
+    def __init__(self, name: str, policy: str | None, rules: list[_CRule], exists: bool):
+        self.name = name
+        self.policy = policy
+        self.rules = rules
+        self.exists = exists
+        self.index: dict[int, list[int]] | None = None
+        self.generic: list[int] = []
+        if len(rules) >= INDEX_MIN_RULES:
+            index: dict[int, list[int]] = {}
+            for i, r in enumerate(rules):
+                if r.dst_key is None:
+                    self.generic.append(i)
+                else:
+                    index.setdefault(r.dst_key, []).append(i)
+            if len(self.generic) < len(rules):
+                self.index = index
+
+    def candidates(self, dst: int) -> Sequence[int]:
+        """Rule indexes that can match a packet to ``dst``, in order (all of them without an index)."""
+        if self.index is None:
+            return range(len(self.rules))
+        specific = self.index.get(dst)
+        if not specific:
+            return self.generic
+        if not self.generic:
+            return specific
+        return list(heapq.merge(specific, self.generic))
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRuleset:
+    """A Ruleset compiled for tracing: chains per table with rule predicates and indexes.
+
+    Build it once with :func:`compile_ruleset` and trace many packets through it."""
+
+    ruleset: Ruleset
+    tables: Mapping[str, Mapping[str, _CChain]]
+    unknown: tuple[str, ...]  # "table chain rule N: -m foo" for every construct netsim cannot evaluate
+
+
+def compile_ruleset(ruleset: Ruleset, base_chains: Iterable[tuple[str, str]] | None = None) -> CompiledRuleset:
+    """Compile ``ruleset`` for :func:`trace`.
+
+    ``base_chains`` lists the (table, chain) built-in chains that exist in the kernel; default: every
+    built-in chain present in the ruleset (what restoring an ``iptables-save`` dump creates). With
+    iptables-nft a built-in chain nobody declared or appended to does not exist and prints nothing
+    in a trace (spec/netfilter.md §4). Raises RulesetError for a jump to a chain that does not exist."""
+    exists = None if base_chains is None else set(base_chains)
+    tables: dict[str, dict[str, _CChain]] = {}
+    unknown: list[str] = []
+    for table in ruleset.tables:
+        chains: dict[str, _CChain] = {}
+        names = {c.name for c in table.chains}
+        for chain in table.chains:
+            ctx = _Ctx(ruleset.family, table.name, chain.name)
+            crules = []
+            for pos, rule in enumerate(chain.rules, 1):
+                cr = _compile_rule(rule, pos, chain.name, ctx)
+                if cr.kind in (JUMP, GOTO) and cr.target not in names:
+                    raise RulesetError(f"{table.name} {chain.name} rule {pos}: no chain `{cr.target}'")
+                for chk in cr.checks:
+                    if chk.attr == "unknown":
+                        unknown.append(f"{table.name} {chain.name} rule {pos}: {chk.label}")
+                if cr.uncertain_target:
+                    unknown.append(f"{table.name} {chain.name} rule {pos}: -j {cr.target}")
+                crules.append(cr)
+            builtin = chain.name in BUILTIN_CHAINS.get(table.name, ())
+            present = builtin and (exists is None or (table.name, chain.name) in exists or bool(chain.rules))
+            chains[chain.name] = _CChain(chain.name, chain.policy if builtin else None, crules, present)
+        tables[table.name] = chains
+    return CompiledRuleset(ruleset, tables, tuple(unknown))
+
+
+# ------------------------------------------------------------------------------------------ header checks
+
+
+def _iface_matches(pattern: str, name: str | None) -> bool:
+    """``ifname_compare``: a trailing ``+`` matches any name with that prefix; no device is ""."""
+    name = name or ""
+    if pattern.endswith("+"):
+        return name.startswith(pattern[:-1])
+    return name == pattern
+
+
+def _neg(label: str, neg: bool) -> str:
+    return f"! {label}" if neg else label
+
+
+def _header_checks(rule: Rule, family: Family) -> list[_Check]:
+    out: list[_Check] = []
+    for net, neg, attr, flag in ((rule.src, rule.src_neg, "src", "-s"), (rule.dst, rule.dst_neg, "dst", "-d")):
+        if net is None:
+            continue
+        value, mask = int(net.network_address), int(net.netmask)
+        label = _neg(f"{flag} {format_network(net)}", neg)
+        if attr == "src":
+            out.append(_Check(lambda st, v=value, m=mask, n=neg: ((st.src & m) == v) != n, label, "src"))
+        else:
+            out.append(_Check(lambda st, v=value, m=mask, n=neg: ((st.dst & m) == v) != n, label, "dst"))
+    if rule.in_iface is not None:
+        pat, neg = rule.in_iface, rule.in_neg
+        out.append(_Check(lambda st, p=pat, n=neg: _iface_matches(p, st.in_iface) != n,
+                          _neg(f"-i {pat}", neg), "in_iface"))
+    if rule.out_iface is not None:
+        pat, neg = rule.out_iface, rule.out_neg
+        out.append(_Check(lambda st, p=pat, n=neg: _iface_matches(p, st.out_iface) != n,
+                          _neg(f"-o {pat}", neg), "out_iface"))
+    if rule.proto is not None:
+        proto, neg = rule.proto, rule.proto_neg
+        names = {proto, {"6": "tcp", "17": "udp", "1": "icmp", "58": "ipv6-icmp", "132": "sctp"}.get(proto, proto)}
+        out.append(_Check(lambda st, p=frozenset(names), n=neg: (st.proto in p) != n,
+                          _neg(f"-p {proto}", neg), "proto"))
+    if rule.fragment is not None:
+        # netsim traces whole (first) packets: never a non-first fragment.
+        want = rule.fragment
+        out.append(_Check(lambda st, w=want: not w, "-f" if want else "! -f", "fragment"))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ match registry
+
+
+def _opt_label(module: str, *tokens: str) -> str:
+    return " ".join(["-m", module, *tokens])
+
+
+def _range_check(attr: str, text: str, neg: bool, label: str) -> _Check:
+    lo, hi = port_range(text)
+    if attr == "sport":
+        return _Check(lambda st: (lo <= st.sport <= hi) != neg, label, "sport")
+    return _Check(lambda st: (lo <= st.dport <= hi) != neg, label, "dport")
+
+
+def _m_ports(match: Match, ctx: _Ctx) -> list[_Check]:
+    out: list[_Check] = []
+    for opt in match.options:
+        label = " ".join(match_tokens(Match(match.module, (opt,))))
+        if opt.name in ("--sport", "--dport"):
+            out.append(_range_check(opt.name[2:], opt.args[0], opt.negated, label))
+        elif opt.name == "--tcp-flags":
+            mask = frozenset(opt.args[0].split(",")) - {"NONE"}
+            comp = frozenset(opt.args[1].split(",")) - {"NONE"}
+            neg = opt.negated
+            out.append(_Check(lambda st, m=mask, c=comp, n=neg: ((st.flags & m) == c) != n, label, "flags"))
+        else:
+            out.append(_unknown_check(label))
+    return out
+
+
+def _m_multiport(match: Match, ctx: _Ctx) -> list[_Check]:
+    out: list[_Check] = []
+    for opt in match.options:
+        ranges = tuple(port_range(p) for p in opt.args[0].split(","))
+        label = " ".join(match_tokens(Match(match.module, (opt,))))
+        neg = opt.negated
+        if opt.name == "--dports":
+            out.append(_Check(lambda st, r=ranges, n=neg: any(a <= st.dport <= b for a, b in r) != n, label, "dport"))
+        elif opt.name == "--sports":
+            out.append(_Check(lambda st, r=ranges, n=neg: any(a <= st.sport <= b for a, b in r) != n, label, "sport"))
+        else:
+            out.append(_Check(lambda st, r=ranges, n=neg: any(a <= st.sport <= b or a <= st.dport <= b
+                                                                 for a, b in r) != n, label, "ports"))
+    return out
+
+
+_OWNER_UID, _OWNER_GID, _OWNER_SOCKET, _OWNER_SUPPL = 1, 2, 4, 8
+
+
+def _m_owner(match: Match, ctx: _Ctx) -> list[_Check]:
+    """xt_owner's owner_mt as one predicate over the whole match (its bits interact, §1.6)."""
+    bits = invert = 0
+    uid = gid = (0, 0)
+    for opt in match.options:
+        bit = {"--uid-owner": _OWNER_UID, "--gid-owner": _OWNER_GID, "--socket-exists": _OWNER_SOCKET,
+               "--suppl-groups": _OWNER_SUPPL}[opt.name]
+        bits |= bit
+        if opt.negated:
+            invert |= bit
+        if opt.name in ("--uid-owner", "--gid-owner"):
+            lo, _, hi = opt.args[0].partition("-")
+            rng = (int(lo), int(hi or lo))
+            if opt.name == "--uid-owner":
+                uid = rng
+            else:
+                gid = rng
+
+    def owner(st: _State) -> bool:
+        sk = st.socket
+        if sk is None:
+            return (bits ^ invert) == 0
+        if bits & invert & _OWNER_SOCKET:
+            return False
+        if sk.kernel:
+            return ((bits ^ invert) & (_OWNER_UID | _OWNER_GID)) == 0
+        # "if ((fsuid in range) ^ !(invert & XT_OWNER_UID)) return false;"
+        if bits & _OWNER_UID and (uid[0] <= sk.uid <= uid[1]) == bool(invert & _OWNER_UID):
+            return False
+        if bits & _OWNER_GID:
+            hit = gid[0] <= sk.gid <= gid[1]
+            if not hit and bits & _OWNER_SUPPL:
+                hit = any(gid[0] <= g <= gid[1] for g in sk.groups)
+            if hit == bool(invert & _OWNER_GID):
+                return False
+        return True
+
+    return [_Check(owner, " ".join(match_tokens(match)), "owner")]
+
+
+def _mark_check(match: Match, attr: str) -> list[_Check]:
+    out: list[_Check] = []
+    for opt in match.options:
+        value, mask = value_mask(opt.args[0])
+        label = " ".join(match_tokens(Match(match.module, (opt,))))
+        neg = opt.negated
+        if attr == "mark":
+            out.append(_Check(lambda st, v=value, m=mask, n=neg: ((st.mark & m) == v) != n, label, "mark"))
+        else:
+            out.append(_Check(lambda st, v=value, m=mask, n=neg: ((st.ctmark & m) == v) != n, label, "ctmark"))
+    return out
+
+
+def _m_mark(match: Match, ctx: _Ctx) -> list[_Check]:
+    return _mark_check(match, "mark")
+
+
+def _m_connmark(match: Match, ctx: _Ctx) -> list[_Check]:
+    return _mark_check(match, "ctmark")
+
+
+def _ct_states(st: _State, virtual: bool) -> frozenset[str]:
+    states = {st.ctstate}
+    if virtual and st.ctstate not in ("INVALID", "UNTRACKED"):
+        if st.dnat:
+            states.add("DNAT")
+        if st.snat:
+            states.add("SNAT")
+    return frozenset(states)
+
+
+def _m_conntrack(match: Match, ctx: _Ctx) -> list[_Check]:
+    out: list[_Check] = []
+    virtual = match.module == "conntrack"
+    for opt in match.options:
+        label = " ".join(match_tokens(Match(match.module, (opt,))))
+        neg = opt.negated
+        if opt.name in ("--ctstate", "--state"):
+            wanted = frozenset(opt.args[0].split(","))
+            out.append(_Check(lambda st, w=wanted, n=neg, v=virtual: bool(w & _ct_states(st, v)) != n,
+                              label, "ctstate"))
+        elif opt.name == "--ctproto":
+            proto = opt.args[0].lower()
+            out.append(_Check(lambda st, p=proto, n=neg: (st.proto == p) != n, label, "proto"))
+        elif opt.name in ("--ctorigsrc", "--ctorigdst"):
+            from ipaddress import ip_network
+
+            net = ip_network(opt.args[0], strict=False)
+            value, mask, idx = int(net.network_address), int(net.netmask), 0 if opt.name == "--ctorigsrc" else 1
+            out.append(_Check(lambda st, v=value, m=mask, i=idx, n=neg: ((st.orig[i] & m) == v) != n, label,
+                              "orig"))
+        elif opt.name in ("--ctorigsrcport", "--ctorigdstport"):
+            lo, hi = port_range(opt.args[0])
+            idx = 2 if opt.name == "--ctorigsrcport" else 3
+            out.append(_Check(lambda st, a=lo, b=hi, i=idx, n=neg: (a <= st.orig[i] <= b) != n, label, "orig"))
+        elif opt.name == "--ctdir":
+            want_orig = opt.args[0].upper() == "ORIGINAL"
+            out.append(_Check(lambda st, w=want_orig: w, label, "ctdir"))
+        else:
+            out.append(_unknown_check(label))
+    return out
+
+
+def _addr_type(st: _State, addr: int) -> str:
+    """``inet_dev_addr_type`` over the namespace's local table (§1.10)."""
+    if st.family is Family.IPV4:
+        if addr == 0 or addr == 0xFFFFFFFF:
+            return "BROADCAST"
+        if (addr >> 28) == 0xE:
+            return "MULTICAST"
+        if st.nsinfo.is_local(st.family, addr):
+            return "LOCAL"
+        if addr in st.nsinfo.bcast4:
+            return "BROADCAST"
+        return "UNICAST"
+    if (addr >> 120) == 0xFF:
+        return "MULTICAST"
+    if st.nsinfo.is_local(st.family, addr):
+        return "LOCAL"
+    return "UNICAST" if addr else "UNSPEC"
+
+
+def _m_addrtype(match: Match, ctx: _Ctx) -> list[_Check]:
+    out: list[_Check] = []
+    for opt in match.options:
+        label = " ".join(match_tokens(Match(match.module, (opt,))))
+        neg = opt.negated
+        if opt.name == "--src-type":
+            types = frozenset(opt.args[0].split(","))
+            out.append(_Check(lambda st, t=types, n=neg: (_addr_type(st, st.src) in t) != n, label, "src_type"))
+        elif opt.name == "--dst-type":
+            types = frozenset(opt.args[0].split(","))
+            out.append(_Check(lambda st, t=types, n=neg: (_addr_type(st, st.dst) in t) != n, label, "dst_type"))
+        # --limit-iface-in/out restrict the lookup to the packet's device; with one device per
+        # address (a pod) the answer is the same.
+    return out
+
+
+def _m_comment(match: Match, ctx: _Ctx) -> list[_Check]:
+    return []
+
+
+def _m_icmp(match: Match, ctx: _Ctx) -> list[_Check]:
+    out: list[_Check] = []
+    table = ICMP_TYPES if match.module == "icmp" else ICMP6_TYPES
+    for opt in match.options:
+        label = " ".join(match_tokens(Match(match.module, (opt,))))
+        kind, lo, hi = icmp_type(opt.args[0], table)
+        neg = opt.negated
+        if kind == 255 and match.module == "icmp":
+            out.append(_Check(lambda st, n=neg: not n, label, "icmp"))
+        else:
+            out.append(_Check(lambda st, k=kind, a=lo, b=hi, n=neg:
+                              (st.icmp_type == k and a <= st.icmp_code <= b) != n, label, "icmp"))
+    return out
+
+
+def _listener_for(st: _State, addr: int, port: int, proto: str) -> Listener | bool | None:
+    """The listening socket for (addr, port); None if none; True if netsim does not know."""
+    listeners = st.netns.listeners
+    if listeners is None:
+        return True
+    for lst in listeners:
+        if lst.port == port and lst.proto.value == proto and (lst.addr is None or int(lst.addr) == addr):
+            return lst
+    if st.netns.other_ports_listen:
+        return Listener(port=port, proto=Proto(proto))
+    return None
+
+
+def _m_socket(match: Match, ctx: _Ctx) -> list[_Check]:
+    """xt_socket: a socket for the packet's tuple (an assigned TPROXY socket, else a listener on
+    dst:dport); ``--transparent`` needs IP_TRANSPARENT, ``--nowildcard`` ignores 0.0.0.0 binds."""
+    transparent = match.option("--transparent") is not None
+    nowildcard = match.option("--nowildcard") is not None
+
+    def socket(st: _State) -> bool | None:
+        if st.tproxy_port is not None:
+            return st.tproxy_transparent or not transparent
+        found = _listener_for(st, st.dst, st.dport, st.proto)
+        if found is True:
+            return None
+        if found is None or found is False:
+            return False
+        if nowildcard and found.addr is None:
+            return False
+        return found.transparent or not transparent
+
+    return [_Check(socket, " ".join(match_tokens(match)), "socket")]
+
+
+def _m_statistic(match: Match, ctx: _Ctx) -> list[_Check]:
+    label = " ".join(match_tokens(match))
+
+    def draw(st: _State) -> bool:
+        # A random draw is a branch, not a guess: take the caller's choice, else assume it matched
+        # and record it so trace_branches can explore the other way.
+        i = len(st.branches)
+        taken = st.choices[i] if i < len(st.choices) else True
+        st.branches.append(Branch("", "", 0, label, taken))
+        return taken
+
+    return [_Check(draw, label, "statistic")]
+
+
+def _unknown_check(label: str) -> _Check:
+    return _Check(lambda st: None, label, "unknown")
+
+
+def _m_unknown(match: Match, ctx: _Ctx) -> list[_Check]:
+    return [_unknown_check(" ".join(match_tokens(match)))]
+
+
+MatchEval = Callable[[Match, _Ctx], list[_Check]]
+# Match module → how it compiles to predicates (STYLE §3: a table, name → evaluate).
+MATCHES: dict[str, MatchEval] = {
+    "tcp": _m_ports,
+    "udp": _m_ports,
+    "multiport": _m_multiport,
+    "owner": _m_owner,
+    "mark": _m_mark,
+    "connmark": _m_connmark,
+    "conntrack": _m_conntrack,
+    "state": _m_conntrack,
+    "addrtype": _m_addrtype,
+    "comment": _m_comment,
+    "icmp": _m_icmp,
+    "icmp6": _m_icmp,
+    "socket": _m_socket,
+    "statistic": _m_statistic,
+}
+
+
+# ------------------------------------------------------------------------------------------ target registry
+
+
+def _split_hostport(text: str, family: Family) -> tuple[int | None, int | None, int | None]:
+    """``10.0.0.1``, ``10.0.0.1:80``, ``10.0.0.1-10.0.0.9:80-90``, ``[::1]:80``, ``:80`` → first address
+    and port range (nf_nat picks the first address and keeps a port already in range)."""
+    addr_part, port_part = text, ""
+    if text.startswith("["):
+        addr_part, _, rest = text[1:].partition("]")
+        port_part = rest[1:] if rest.startswith(":") else ""
+    elif family is Family.IPV4 and ":" in text:
+        addr_part, _, port_part = text.partition(":")
+    addr_part = addr_part.split("-")[0]
+    addr = int(ip_address(addr_part)) if addr_part else None
+    lo = hi = None
+    if port_part:
+        a, _, b = port_part.partition("-")
+        lo, hi = int(a), int(b or a)
+    return addr, lo, hi
+
+
+def _ports_arg(target: Target) -> tuple[int | None, int | None]:
+    opt = target.option("--to-ports")
+    if opt is None:
+        return None, None
+    a, _, b = opt.args[0].partition("-")
+    return int(a), int(b or a)
+
+
+def _compile_target(target: Target | None, ctx: _Ctx) -> tuple[str, tuple[object, ...], str, str]:
+    """(kind, arguments, jump target, why uncertain)."""
+    if target is None:
+        return "NONE", (), "", ""
+    name = target.name
+    if name in ("ACCEPT", "DROP", "RETURN"):
+        return name, (), "", ""
+    if name == "QUEUE" or name == "NFQUEUE":
+        return QUEUE, (), "", f"-j {name}: the packet goes to a userspace program netsim cannot see"
+    if name == "REJECT":
+        return "REJECT", (), "", ""
+    if name in ("REDIRECT", "MASQUERADE"):
+        return name, _ports_arg(target), "", ""
+    if name in ("DNAT", "SNAT"):
+        opt = target.option("--to-destination" if name == "DNAT" else "--to-source")
+        if opt is None:
+            return "UNKNOWN", (), name, f"-j {name} without an address"
+        return name, _split_hostport(opt.args[0], ctx.family), "", ""
+    if name == "TPROXY":
+        on_port = int(target.option("--on-port").args[0]) if target.option("--on-port") else 0  # type: ignore[union-attr]
+        ip_opt = target.option("--on-ip")
+        on_ip = int(ip_address(ip_opt.args[0])) if ip_opt else 0
+        mark_opt = target.option("--tproxy-mark")
+        value, mask = value_mask(mark_opt.args[0]) if mark_opt else (0, 0)
+        return name, (on_port, on_ip, value, mask), "", ""
+    if name == "MARK":
+        value, mask = value_mask(target.options[0].args[0])
+        return name, (value, mask), "", ""
+    if name == "CONNMARK":
+        first = target.options[0]
+        if first.name in ("--save-mark", "--restore-mark"):
+            nfmask = int(target.options[1].args[0], 16)
+            ctmask = int(target.options[2].args[0], 16)
+            return name, (first.name, nfmask, ctmask), "", ""
+        value, mask = value_mask(first.args[0])
+        return name, ("--set-xmark", value, mask), "", ""
+    if name in ("CT", "NOTRACK"):
+        notrack = name == "NOTRACK" or target.option("--notrack") is not None
+        zone_opt = target.option("--zone") or target.option("--zone-orig")
+        zone = int(zone_opt.args[0], 0) if zone_opt else 0
+        return "CT", (notrack, zone), "", ""
+    if name in ("LOG", "NFLOG", "TRACE"):
+        return "LOG", (), "", ""
+    from netsim.netfilter.targets import is_extension_target
+
+    if not is_extension_target(name):
+        return (GOTO if target.goto else JUMP), (), name, ""
+    return "UNKNOWN", (), name, f"-j {name}: a target netsim does not model (assumed to continue)"
+
+
+def _compile_rule(rule: Rule, position: int, chain: str, ctx: _Ctx) -> _CRule:
+    checks = _header_checks(rule, ctx.family)
+    for match in rule.matches:
+        evaluate = MATCHES.get(match.module, _m_unknown)
+        checks.extend(evaluate(match, ctx))
+    kind, targs, target, uncertain = _compile_target(rule.target, ctx)
+    if kind == "UNKNOWN" and not target and rule.target is not None:
+        target = rule.target.name
+    dst_key = None
+    if rule.dst is not None and not rule.dst_neg and rule.dst.prefixlen == rule.dst.max_prefixlen:
+        dst_key = int(rule.dst.network_address)
+    return _CRule(rule, position, render_rule(chain, rule), tuple(checks), kind, targs, target, dst_key, uncertain)
+
+
+# ------------------------------------------------------------------------------------------ traversal
+
+
+def _apply(st: _State, r: _CRule, table: str) -> str:
+    """Apply a matched rule's target; return the kernel's trace verdict."""
+    kind = r.kind
+    if kind in ("NONE", "LOG"):
+        return CONTINUE
+    if kind in ("ACCEPT", "DROP", "RETURN"):
+        return kind
+    if kind == "REJECT":
+        return DROP  # nft traces REJECT by its verdict, NF_DROP (spec §4: verified)
+    if kind in (JUMP, GOTO):
+        return kind
+    if kind == "MARK":
+        value, mask = r.targs
+        st.mark = (st.mark & ~mask & 0xFFFFFFFF) ^ value  # type: ignore[operator]
+        return CONTINUE
+    if kind == "CONNMARK":
+        op = r.targs[0]
+        if st.ctstate in ("UNTRACKED", "INVALID"):
+            return CONTINUE
+        if op == "--save-mark":
+            _, nfmask, ctmask = r.targs
+            st.ctmark = (st.ctmark & ~ctmask & 0xFFFFFFFF) ^ (st.mark & nfmask)  # type: ignore[operator]
+        elif op == "--restore-mark":
+            _, nfmask, ctmask = r.targs
+            st.mark = (st.mark & ~nfmask & 0xFFFFFFFF) ^ (st.ctmark & ctmask)  # type: ignore[operator]
+        else:
+            _, value, mask = r.targs
+            st.ctmark = (st.ctmark & ~mask & 0xFFFFFFFF) ^ value  # type: ignore[operator]
+        return CONTINUE
+    if kind == "CT":
+        # xt_ct_target: "Previously seen (loopback)? Ignore." — the first CT a packet meets wins (§1.9).
+        if not st.ct_attached:
+            notrack, zone = r.targs
+            st.ct_attached = True
+            if notrack:
+                st.ctstate = "UNTRACKED"
+            else:
+                st.zone = zone  # type: ignore[assignment]
+        return CONTINUE
+    if kind == "REDIRECT":
+        return _redirect(st, r)
+    if kind == "DNAT":
+        addr, lo, hi = r.targs
+        if addr is not None:
+            st.dst = addr  # type: ignore[assignment]
+        if lo is not None and not (lo <= st.dport <= hi):  # type: ignore[operator]
+            st.dport = lo  # type: ignore[assignment]
+        st.dnat = True
+        return ACCEPT
+    if kind == "SNAT":
+        addr, lo, hi = r.targs
+        if addr is not None:
+            st.src = addr  # type: ignore[assignment]
+        if lo is not None and not (lo <= st.sport <= hi):  # type: ignore[operator]
+            st.sport = lo  # type: ignore[assignment]
+        st.snat = True
+        return ACCEPT
+    if kind == "MASQUERADE":
+        primary = st.netns.primary_address(st.out_iface, st.family)
+        if primary is None:
+            return DROP
+        st.src = int(primary)
+        lo, hi = r.targs
+        if lo is not None and not (lo <= st.sport <= hi):  # type: ignore[operator]
+            st.sport = lo  # type: ignore[assignment]
+        st.snat = True
+        return ACCEPT
+    if kind == "TPROXY":
+        return _tproxy(st, r)
+    if kind == QUEUE:
+        return QUEUE
+    return CONTINUE  # an unknown target: assumed non-terminating, reported as uncertain
+
+
+def _redirect(st: _State, r: _CRule) -> str:
+    """nf_nat_redirect_ipv4/6 (§1.4): OUTPUT → loopback, PREROUTING → primary address of the
+    incoming device (none → DROP); ports from --to-ports, else unchanged."""
+    if st.hook == "OUTPUT":
+        st.dst = 0x7F000001 if st.family is Family.IPV4 else 1
+    else:
+        primary = st.netns.primary_address(st.in_iface, st.family)
+        if primary is None:
+            return DROP
+        st.dst = int(primary)
+    lo, hi = r.targs
+    if lo is not None and not (lo <= st.dport <= hi):  # type: ignore[operator]
+        st.dport = lo  # type: ignore[assignment]
+    st.dnat = True
+    return ACCEPT
+
+
+def _tproxy(st: _State, r: _CRule) -> str:
+    on_port, on_ip, value, mask = r.targs
+    port = on_port or st.dport
+    laddr = on_ip or (int(p) if (p := st.netns.primary_address(st.in_iface, st.family)) else 0) or st.dst
+    found = _listener_for(st, laddr, port, st.proto)  # type: ignore[arg-type]
+    if found is True:
+        st.uncertain.append(f"TPROXY to port {port}: listeners unknown, assumed a transparent one exists")
+        transparent = True
+    else:
+        transparent = isinstance(found, Listener) and found.transparent
+    if not transparent:
+        return DROP
+    st.mark = (st.mark & ~mask & 0xFFFFFFFF) ^ value  # type: ignore[operator]
+    st.tproxy_port = port  # type: ignore[assignment]
+    st.tproxy_transparent = True
+    return ACCEPT
+
+
+def _run_table(crs: CompiledRuleset, st: _State, table: str, hook: str) -> str:
+    """Walk ``table``'s base chain ``hook``; return ACCEPT, DROP or QUEUE."""
+    chains = crs.tables.get(table)
+    if chains is None:
+        return ACCEPT
+    base = chains.get(hook)
+    if base is None or not base.exists:
+        return ACCEPT
+    steps = st.steps
+    explain = st.explain
+    pass_no = st.pass_no
+    steps.append(Step(pass_no, hook, table, hook, Kind.TABLE, packet=st.snapshot()))
+    stack: list[tuple[_CChain, int]] = []
+    chain = base
+    cands = chain.candidates(st.dst)
+    ci = 0
+    last = -1
+    while True:
+        rules = chain.rules
+        n = len(cands)
+        jumped = returned = False
+        while ci < n:
+            ri = cands[ci]
+            ci += 1
+            r = rules[ri]
+            if explain and ri > last + 1:
+                steps.append(Step(pass_no, hook, table, chain.name, Kind.SKIPPED, last + 2,
+                                  "", failed=("-d", "dst", st.dst), end=ri))
+            last = ri
+            unc = ""
+            failed = None
+            branch_mark = len(st.branches)
+            for chk in r.checks:
+                res = chk.fn(st)
+                if not res:
+                    if res is None:
+                        unc = f"{chk.label}: netsim cannot evaluate this match (assumed it matched)"
+                        continue
+                    failed = chk
+                    break
+            if len(st.branches) > branch_mark:
+                b = st.branches[-1]
+                st.branches[-1] = Branch(table, chain.name, r.position, r.text, b.taken)
+                unc = unc or f"{b.text}: a random draw; this trace assumes it {'matched' if b.taken else 'did not'}"
+            if failed is not None:
+                if explain:
+                    steps.append(Step(pass_no, hook, table, chain.name, Kind.RULE, r.position, r.text, False,
+                                      failed=(failed.label, failed.attr, _value_of(st, failed.attr)), uncertain=unc))
+                if unc:
+                    st.uncertain.append(f"{table} {chain.name} rule {r.position}: {unc}")
+                continue
+            if r.uncertain_target:
+                unc = unc or r.uncertain_target
+            if unc:
+                st.uncertain.append(f"{table} {chain.name} rule {r.position}: {unc}")
+            verdict = _apply(st, r, table)
+            steps.append(Step(pass_no, hook, table, chain.name, Kind.RULE, r.position, r.text, True, verdict,
+                              r.target, None, unc))
+            if verdict == CONTINUE:
+                continue
+            if verdict in (JUMP, GOTO):
+                if verdict == JUMP:
+                    stack.append((chain, ri + 1))
+                chain = chains[r.target]
+                cands = chain.candidates(st.dst)
+                ci = 0
+                last = -1
+                jumped = True
+                break
+            if verdict == RETURN:
+                returned = True
+                break
+            return verdict  # ACCEPT, DROP, QUEUE end this table at this hook
+        if jumped:
+            continue
+        if not returned and explain and last + 1 < len(rules):
+            steps.append(Step(pass_no, hook, table, chain.name, Kind.SKIPPED, last + 2, "",
+                              failed=("-d", "dst", st.dst), end=len(rules)))
+        if stack:
+            # RETURN or falling off pops the jump stack; a chain entered by -g pushed nothing, so
+            # this resumes in the chain that called the goto-ing chain (§1.8).
+            chain, resume = stack.pop()
+            cands = chain.candidates(st.dst)
+            ci = bisect.bisect_left(cands, resume)
+            last = resume - 1
+            continue
+        policy = base.policy or "ACCEPT"
+        steps.append(Step(pass_no, hook, table, hook, Kind.POLICY, 0, policy, True, policy))
+        return policy
+
+
+def _value_of(st: _State, attr: str) -> object:
+    if attr == "owner":
+        sk = st.socket
+        return None if sk is None else (sk.uid, sk.gid, sk.kernel)
+    if attr in ("src_type",):
+        return _addr_type(st, st.src)
+    if attr in ("dst_type",):
+        return _addr_type(st, st.dst)
+    if attr in ("statistic", "unknown", "fragment", "ctdir"):
+        return None
+    if attr == "ctstate":
+        return ",".join(sorted(_ct_states(st, True)))
+    if attr == "socket":
+        return st.tproxy_port
+    if attr == "icmp":
+        return (st.icmp_type, st.icmp_code)
+    if attr == "flags":
+        return ",".join(f for f in _TCP_FLAG_NAMES if f in st.flags) or "NONE"
+    return getattr(st, attr)
+
+
+def _note(st: _State, hook: str, text: str) -> None:
+    if st.explain:
+        st.steps.append(Step(st.pass_no, hook, "", "", Kind.NOTE, text=text))
+
+
+def _hook(crs: CompiledRuleset, st: _State, hook: str) -> str:
+    """Run every table of ``hook`` in priority order, with conntrack after raw and NAT-once (§1.1, §1.3)."""
+    st.hook = hook
+    for table in HOOK_TABLES[hook]:
+        if table == "nat":
+            if st.ctstate in ("UNTRACKED", "INVALID"):
+                continue  # no conntrack entry, nothing for nf_nat to bind
+            if hook in _NAT_DST_HOOKS:
+                if st.nat_dst_done:
+                    if st.loopback and hook == "PREROUTING":
+                        _note(st, hook, "nat PREROUTING not consulted: the looped packet's connection already "
+                                        "has its NAT binding (nf_nat_inet_fn)")
+                    continue
+                st.nat_dst_done = True
+            else:
+                if st.nat_src_done:
+                    continue
+                st.nat_src_done = True
+        verdict = _run_table(crs, st, table, hook)
+        if verdict != ACCEPT:
+            return verdict
+        if table == "raw" and not st.loopback:
+            _conntrack_in(st, hook)
+    return ACCEPT
+
+
+def _conntrack_in(st: _State, hook: str) -> None:
+    """nf_conntrack_in after raw: attach the entry (in the template's zone) unless untracked."""
+    if st.ctstate == "UNTRACKED":
+        _note(st, hook, "conntrack: untracked (CT --notrack); nat will not see this packet")
+        return
+    st.ct_attached = True
+    _note(st, hook, f"conntrack: {st.ctstate} in zone {st.zone}")
+
+
+def _route_out(st: _State, dst: int, mark: int) -> str:
+    """ip_route_output: local table first (local addresses → lo), then fwmark rules, then main."""
+    if st.nsinfo.is_local(st.family, dst):
+        return "lo"
+    for fr in st.netns.fwmark_routes:
+        if (mark & fr.mask) == fr.mark:
+            return "lo"
+    return st.netns.default_iface
+
+
+def _local_input(st: _State) -> bool:
+    if st.nsinfo.is_local(st.family, st.dst):
+        return True
+    return any((st.mark & fr.mask) == fr.mark for fr in st.netns.fwmark_routes)
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    outcome: Outcome
+    reason: str
+    local_port: int | None = None
+
+
+def _walk(crs: CompiledRuleset, st: _State, packet: Packet) -> _End:
+    if packet.origin is Origin.LOCAL:
+        st.in_iface = None
+        out = packet.out_iface or _route_out(st, st.dst, st.mark)
+        st.out_iface = out
+        _note(st, "OUTPUT", f"routing: {st.addr(st.dst)} via {out}")
+        before = (st.dst, st.mark, st.src)
+        verdict = _hook(crs, st, "OUTPUT")
+        if verdict != ACCEPT:
+            return _stopped(st, verdict)
+        if (st.dst, st.mark, st.src) != before:
+            # ip_route_me_harder after mangle/nat OUTPUT changed the packet (§1.12); only
+            # POSTROUTING sees the new device (§1.10).
+            new_out = _route_out(st, st.dst, st.mark)
+            if new_out != out:
+                _note(st, "OUTPUT", f"rerouted: {st.addr(st.dst)} now via {new_out}")
+            out = new_out
+        st.out_iface = out
+        verdict = _hook(crs, st, "POSTROUTING")
+        if verdict != ACCEPT:
+            return _stopped(st, verdict)
+        if out != "lo":
+            return _End(Outcome.SENT, f"sent out {out} to {st.addr(st.dst)}:{st.dport}")
+        # §1.2(c): loopback re-entry — same skb, same conntrack, nat not consulted.
+        st.loopback = True
+        st.pass_no = 1
+        st.in_iface, st.out_iface = "lo", None
+        _note(st, "PREROUTING", "re-enters through lo (loopback): same connection, nat is not consulted again")
+    else:
+        st.out_iface = None
+    verdict = _hook(crs, st, "PREROUTING")
+    if verdict != ACCEPT:
+        return _stopped(st, verdict)
+    if st.tproxy_port is not None or _local_input(st):
+        if not st.nsinfo.is_local(st.family, st.dst):
+            if not any((st.mark & fr.mask) == fr.mark for fr in st.netns.fwmark_routes):
+                return _forward(crs, st)
+            _note(st, "INPUT", f"routing: mark {st.mark:#x} selects a local route (ip rule fwmark)")
+        verdict = _hook(crs, st, "INPUT")
+        if verdict != ACCEPT:
+            return _stopped(st, verdict)
+        return _deliver(st)
+    return _forward(crs, st)
+
+
+def _forward(crs: CompiledRuleset, st: _State) -> _End:
+    if not st.netns.ip_forward:
+        return _End(Outcome.DROPPED, f"dropped at routing: {st.addr(st.dst)} is not a local address and "
+                                     f"forwarding is off")
+    out = st.netns.default_iface
+    st.out_iface = out
+    verdict = _hook(crs, st, "FORWARD")
+    if verdict != ACCEPT:
+        return _stopped(st, verdict)
+    verdict = _hook(crs, st, "POSTROUTING")
+    if verdict != ACCEPT:
+        return _stopped(st, verdict)
+    return _End(Outcome.SENT, f"forwarded out {out} to {st.addr(st.dst)}:{st.dport}")
+
+
+def _deliver(st: _State) -> _End:
+    if st.tproxy_port is not None:
+        return _End(Outcome.DELIVERED, f"delivered to the transparent socket on port {st.tproxy_port} "
+                                       f"(TPROXY; destination still {st.addr(st.dst)}:{st.dport})", st.tproxy_port)
+    where = f"{st.addr(st.dst)}:{st.dport}"
+    if not Proto(st.proto).has_ports:
+        return _End(Outcome.DELIVERED, f"delivered locally to {st.addr(st.dst)}", None)
+    found = _listener_for(st, st.dst, st.dport, st.proto)
+    if found is True:
+        return _End(Outcome.DELIVERED, f"delivered locally to {where}", st.dport)
+    if found is None:
+        return _End(Outcome.REFUSED, f"reaches {where}, where nothing listens (connection refused)", st.dport)
+    return _End(Outcome.DELIVERED, f"delivered to the socket listening on {where}", st.dport)
+
+
+def _stopped(st: _State, verdict: str) -> _End:
+    last = next((s for s in reversed(st.steps) if s.kind in (Kind.RULE, Kind.POLICY) and s.matched), None)
+    if verdict == QUEUE:
+        return _End(Outcome.QUEUED, "queued to userspace")
+    if last is None:
+        return _End(Outcome.DROPPED, "dropped")
+    if last.kind is Kind.POLICY:
+        return _End(Outcome.DROPPED, f"dropped by the {last.table} {last.chain} policy")
+    if last.target == "TPROXY" or (last.text and " -j TPROXY " in last.text + " "):
+        return _End(Outcome.DROPPED, "dropped by TPROXY: no transparent socket listens on its port")
+    return _End(Outcome.DROPPED, f"dropped by {last.table} {last.chain} rule {last.position}: {last.text}")
+
+
+# ------------------------------------------------------------------------------------------ public API
+
+_LAST: list[tuple[Ruleset, CompiledRuleset]] = []
+
+
+def _compiled(rules: Ruleset | CompiledRuleset) -> CompiledRuleset:
+    if isinstance(rules, CompiledRuleset):
+        return rules
+    for rs, crs in _LAST:
+        if rs is rules:
+            return crs
+    crs = compile_ruleset(rules)
+    _LAST[:] = [(rules, crs)]
+    return crs
+
+
+def trace(
+    rules: Ruleset | CompiledRuleset,
+    packet: Packet,
+    netns: Netns | None = None,
+    *,
+    choices: Sequence[bool] = (),
+    explain: bool = True,
+) -> Trace:
+    """Trace ``packet`` through ``rules`` in namespace ``netns`` (default: a pod with no device addresses).
+
+    ``choices`` fixes the outcome of each ``-m statistic`` rule met, in order (unfixed ones are
+    assumed to match and listed in ``Trace.branches``). ``explain`` False records only the rules that
+    matched (what the kernel's trace prints), which is faster. Pure; raises nothing for a valid
+    packet; the ruleset's family must be the packet's (RulesetError otherwise)."""
+    crs = _compiled(rules)
+    if crs.ruleset.family is not packet.family:
+        raise RulesetError(f"an IPv{packet.family.value} packet cannot be traced through an "
+                           f"IPv{crs.ruleset.family.value} ruleset")
+    ns = netns if netns is not None else Netns.pod()
+    st = _State(packet, ns, _nsinfo(ns), choices, explain)
+    end = _walk(crs, st, packet)
+    decided = _decider(st.steps)
+    tracked = st.ctstate not in ("UNTRACKED", "INVALID")
+    original = None
+    if tracked and st.zone == 0 and st.proto in ("tcp", "sctp"):
+        original = Endpoint(st.addr(st.orig[1]), st.orig[3])
+    return Trace(
+        packet=packet,
+        steps=tuple(st.steps),
+        outcome=end.outcome,
+        src=Endpoint(st.addr(st.src), st.sport),
+        dst=Endpoint(st.addr(st.dst), st.dport),
+        in_iface=st.in_iface,
+        out_iface=st.out_iface,
+        mark=st.mark,
+        zone=st.zone,
+        ctstate=st.ctstate,
+        looped=st.loopback,
+        local_port=end.local_port,
+        transparent_socket=st.tproxy_port is not None,
+        original_dst=original,
+        decided_by=decided,
+        reason=end.reason,
+        uncertain=tuple(dict.fromkeys(st.uncertain)),
+        branches=tuple(st.branches),
+    )
+
+
+def _decider(steps: Sequence[Step]) -> Step | None:
+    for s in reversed(steps):
+        if s.kind is Kind.RULE and s.matched and s.verdict in (ACCEPT, DROP, QUEUE) and s.text:
+            return s
+        if s.kind is Kind.POLICY and s.verdict == DROP:
+            return s
+    return None
+
+
+def trace_branches(
+    rules: Ruleset | CompiledRuleset, packet: Packet, netns: Netns | None = None, *, explain: bool = True
+) -> tuple[Trace, ...]:
+    """Every trace the ``-m statistic`` draws allow (at most MAX_BRANCH_TRACES), first the one where
+    every draw matched."""
+    out: list[Trace] = []
+    pending: list[tuple[bool, ...]] = [()]
+    while pending and len(out) < MAX_BRANCH_TRACES:
+        fixed = pending.pop(0)
+        t = trace(rules, packet, netns, choices=fixed, explain=explain)
+        out.append(t)
+        taken = tuple(b.taken for b in t.branches)
+        for j in range(len(fixed), len(taken)):
+            pending.append((*taken[:j], not taken[j]))
+    return tuple(out)
+
+
+def describe_failure(step: Step, family: Family) -> str:
+    """Why a rule did not match, in words: ``-o lo: the packet leaves via eth0``."""
+    if step.failed is None:
+        return ""
+    label, attr, value = step.failed
+    return f"{label}: {_explain_value(attr, value, family)}"
+
+
+def _explain_value(attr: str, value: object, family: Family) -> str:
+    def ip(v: object) -> str:
+        assert isinstance(v, int)
+        return str(IPv4Address(v) if family is Family.IPV4 else IPv6Address(v))
+
+    if attr == "src":
+        return f"source is {ip(value)}"
+    if attr == "dst":
+        return f"destination is {ip(value)}"
+    if attr in ("in_iface", "out_iface"):
+        word = "arrives on" if attr == "in_iface" else "leaves via"
+        if value:
+            return f"the packet {word} {value}"
+        return f"the packet has no {'input' if attr == 'in_iface' else 'output'} device at this hook"
+    if attr == "proto":
+        return f"protocol is {value}"
+    if attr in ("sport", "dport"):
+        return f"{'source' if attr == 'sport' else 'destination'} port is {value}"
+    if attr == "ports":
+        return "neither port is listed"
+    if attr == "owner":
+        if value is None:
+            return "the packet has no socket (not locally generated)"
+        assert isinstance(value, tuple)
+        uid, gid, kernel = value
+        return "a kernel socket without an owner" if kernel else f"the socket belongs to uid {uid}, gid {gid}"
+    if attr == "mark":
+        return f"packet mark is {value:#x}"
+    if attr == "ctmark":
+        return f"connection mark is {value:#x}"
+    if attr == "ctstate":
+        return f"conntrack state is {value}"
+    if attr in ("src_type", "dst_type"):
+        return f"the {'source' if attr == 'src_type' else 'destination'} address type is {value}"
+    if attr == "socket":
+        return "no matching socket"
+    if attr == "icmp":
+        return f"ICMP type/code is {value}"
+    if attr == "flags":
+        return f"TCP flags are {value}"
+    if attr == "statistic":
+        return "the random draw did not match (branch)"
+    if attr == "fragment":
+        return "the packet is not a fragment"
+    return "does not hold"
+
+
+__all__ = [
+    "HOOK_TABLES",
+    "MATCHES",
+    "CompiledRuleset",
+    "compile_ruleset",
+    "describe_failure",
+    "trace",
+    "trace_branches",
+]
+

@@ -1,0 +1,211 @@
+"""Printing a :class:`Trace`: human text, JSON, and the kernel's own ``xtables-monitor --trace`` lines.
+
+``xtables-trace`` (DESIGN.md contract): one line per event, as iptables 1.8.9's ``xtables-monitor
+--trace`` prints it without the trace id and the ``-4 -t TABLE`` prefix of the rule text::
+
+    PACKET: OUT=eth0 SRC=10.244.0.5 DST=10.0.0.5 SPORT=40000 DPORT=80
+    TRACE: nat:ISTIO_OUTPUT:rule:9:JUMP:ISTIO_REDIRECT  -A ISTIO_OUTPUT -d 10.0.0.0/8 -j ISTIO_REDIRECT
+    TRACE: nat:OUTPUT:policy:ACCEPT
+
+``rule:N`` is the rule's 1-based position in its chain (the kernel prints the nft handle; map
+handles to positions to diff). Only matched rules and policies appear, as in the kernel. Verdicts:
+CONTINUE (non-terminating targets), ACCEPT (also NAT targets), DROP (also REJECT), RETURN (the
+pinned xtables-monitor prints ``0xfffffffb``; pass ``return_verdict`` to reproduce it), JUMP:X,
+GOTO:X. PACKET lines carry IN/OUT, LOOPBACK, SRC, DST, SPORT, DPORT and MARK (when non-zero).
+
+JSON schema (``--format json``), one object::
+
+    {"packet": {family, proto, src, sport, dst, dport, origin, in_iface, out_iface, uid, gid, mark,
+                ctstate},
+     "steps": [{"pass": 0|1, "hook", "table", "chain", "kind": "rule"|"policy"|"skipped"|"note",
+                "position", "end" (skipped only), "rule" (iptables-save text), "matched", "verdict",
+                "target", "failed": {"condition", "why"} | null, "uncertain": str | null}],
+     "verdict": "delivered"|"refused"|"sent"|"dropped"|"queued", "reason": str,
+     "final": {"src", "sport", "dst", "dport", "in_iface", "out_iface", "mark", "zone", "ctstate",
+               "looped", "local_port", "transparent_socket"},
+     "original_dst": "ip:port" | null, "decided_by": step | null,
+     "uncertain": [str], "branches": [{"table", "chain", "position", "rule", "taken"}]}
+
+Never evaluates rules, never does IO.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from netsim.netfilter.engine import describe_failure
+from netsim.netfilter.render import inet_ntop
+from netsim.netfilter.trace import Endpoint, Kind, Step, Trace
+
+
+def _ep(ep: Endpoint | None) -> str | None:
+    if ep is None:
+        return None
+    addr = inet_ntop(ep.addr)
+    return f"[{addr}]:{ep.port}" if ep.addr.version == 6 else f"{addr}:{ep.port}"
+
+
+def _packet_line(snapshot: tuple[object, ...]) -> str:
+    in_iface, out_iface, loopback, src, dst, sport, dport, mark, proto = snapshot
+    parts = ["PACKET:"]
+    if in_iface:
+        parts.append(f"IN={in_iface}")
+        if loopback:
+            parts.append("LOOPBACK")
+    if out_iface:
+        parts.append(f"OUT={out_iface}")
+    parts += [f"SRC={src}", f"DST={dst}"]
+    if proto in ("tcp", "udp", "sctp"):
+        parts += [f"SPORT={sport}", f"DPORT={dport}"]
+    if mark:
+        parts.append(f"MARK={mark:#x}")
+    return " ".join(parts)
+
+
+def _verdict(step: Step, return_verdict: str) -> str:
+    if step.verdict in ("JUMP", "GOTO"):
+        return f"{step.verdict}:{step.target}"
+    if step.verdict == "RETURN":
+        return return_verdict
+    return step.verdict
+
+
+def render_xtables(trace: Trace, *, return_verdict: str = "RETURN", packets: bool = True) -> str:
+    """The trace as ``xtables-monitor --trace`` lines (see the module docstring)."""
+    lines: list[str] = []
+    for s in trace.steps:
+        if s.kind is Kind.TABLE:
+            if packets:
+                lines.append(_packet_line(s.packet))
+        elif s.kind is Kind.POLICY:
+            lines.append(f"TRACE: {s.table}:{s.chain}:policy:{s.verdict}")
+        elif s.kind is Kind.RULE and s.matched:
+            lines.append(f"TRACE: {s.table}:{s.chain}:rule:{s.position}:{_verdict(s, return_verdict)}  {s.text}")
+    return "\n".join(lines) + "\n"
+
+
+def _step_json(s: Step, trace: Trace) -> dict[str, Any]:
+    failed = None
+    if s.failed is not None:
+        failed = {"condition": s.failed[0], "why": describe_failure(s, trace.packet.family).partition(": ")[2]}
+    out: dict[str, Any] = {
+        "pass": s.pass_no,
+        "hook": s.hook,
+        "table": s.table or None,
+        "chain": s.chain or None,
+        "kind": s.kind.value,
+    }
+    if s.kind is Kind.RULE:
+        out.update(position=s.position, rule=s.text, matched=s.matched, verdict=s.verdict or None,
+                   target=s.target or None, failed=failed, uncertain=s.uncertain or None)
+    elif s.kind is Kind.POLICY:
+        out.update(verdict=s.verdict)
+    elif s.kind is Kind.SKIPPED:
+        out.update(position=s.position, end=s.end, failed=failed)
+    elif s.kind is Kind.NOTE:
+        out.update(text=s.text)
+    return out
+
+
+def trace_json(trace: Trace) -> dict[str, Any]:
+    """The trace as a JSON-ready dict (schema in the module docstring)."""
+    p = trace.packet
+    return {
+        "packet": {
+            "family": p.family.value,
+            "proto": p.proto.value,
+            "src": inet_ntop(p.src),
+            "sport": p.sport,
+            "dst": inet_ntop(p.dst),
+            "dport": p.dport,
+            "origin": p.origin.value,
+            "in_iface": p.in_iface,
+            "out_iface": p.out_iface,
+            "uid": p.socket.uid if p.socket else None,
+            "gid": p.socket.gid if p.socket else None,
+            "mark": p.mark,
+            "ctstate": p.ct.state.value,
+        },
+        "steps": [_step_json(s, trace) for s in trace.steps if s.kind is not Kind.TABLE],
+        "verdict": trace.outcome.value,
+        "reason": trace.reason,
+        "final": {
+            "src": inet_ntop(trace.src.addr),
+            "sport": trace.src.port,
+            "dst": inet_ntop(trace.dst.addr),
+            "dport": trace.dst.port,
+            "in_iface": trace.in_iface,
+            "out_iface": trace.out_iface,
+            "mark": trace.mark,
+            "zone": trace.zone,
+            "ctstate": trace.ctstate,
+            "looped": trace.looped,
+            "local_port": trace.local_port,
+            "transparent_socket": trace.transparent_socket,
+        },
+        "original_dst": _ep(trace.original_dst),
+        "decided_by": _step_json(trace.decided_by, trace) if trace.decided_by else None,
+        "uncertain": list(trace.uncertain),
+        "branches": [
+            {"table": b.table, "chain": b.chain, "position": b.position, "rule": b.text, "taken": b.taken}
+            for b in trace.branches
+        ],
+    }
+
+
+def render_json(trace: Trace) -> str:
+    return json.dumps(trace_json(trace), indent=2)
+
+
+def describe_packet(trace: Trace) -> str:
+    p = trace.packet
+    src, dst = _ep(Endpoint(p.src, p.sport)), _ep(Endpoint(p.dst, p.dport))
+    if p.origin.value == "local":
+        who = f"uid {p.socket.uid} gid {p.socket.gid}" if p.socket else "no socket"
+        origin = f"locally generated ({who})"
+    else:
+        origin = f"arriving on {p.in_iface}"
+    return f"{p.proto.value} {src} → {dst}, {origin}, conntrack {p.ct.state.value}"
+
+
+def render_text(trace: Trace, *, all_rules: bool = True) -> str:
+    """Human text: each hook and table, every rule evaluated (iptables-save text), and for a rule
+    that did not match the first condition that failed and why."""
+    lines = [f"Packet: {describe_packet(trace)}"]
+    fam = trace.packet.family
+    hook = None
+    for s in trace.steps:
+        if s.kind is Kind.TABLE:
+            if (s.pass_no, s.hook) != hook:
+                hook = (s.pass_no, s.hook)
+                lines.append(f"{s.hook}{' (after loopback re-entry)' if s.pass_no else ''}")
+            lines.append(f"  {s.table} {s.chain}   [{_packet_line(s.packet).removeprefix('PACKET: ')}]")
+        elif s.kind is Kind.NOTE:
+            lines.append(f"  · {s.text}")
+        elif s.kind is Kind.POLICY:
+            lines.append(f"    policy {s.verdict} ({s.table} {s.chain})")
+        elif s.kind is Kind.SKIPPED:
+            lines.append(f"    rules {s.position}-{s.end} of {s.chain} skipped: none is for this destination")
+        elif s.matched:
+            arrow = {"JUMP": f"→ {s.target}", "GOTO": f"⇢ {s.target}"}.get(s.verdict, s.verdict)
+            lines.append(f"    ✔ {s.chain} #{s.position}: {s.text}   {arrow}")
+            if s.uncertain:
+                lines.append(f"        uncertain: {s.uncertain}")
+        elif all_rules:
+            lines.append(f"    ✘ {s.chain} #{s.position}: {s.text}")
+            lines.append(f"        {describe_failure(s, fam)}")
+            if s.uncertain:
+                lines.append(f"        uncertain: {s.uncertain}")
+    lines.append(f"Result: {trace.reason}")
+    if trace.original_dst is not None and trace.original_dst != trace.dst:
+        lines.append(f"Original destination (SO_ORIGINAL_DST): {_ep(trace.original_dst)}")
+    for u in trace.uncertain:
+        lines.append(f"Uncertain: {u}")
+    for b in trace.branches:
+        lines.append(f"Branch: {b.table} {b.chain} #{b.position} ({b.text}) assumed "
+                     f"{'matched' if b.taken else 'not matched'}")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["describe_packet", "render_json", "render_text", "render_xtables", "trace_json"]

@@ -1,0 +1,230 @@
+"""Following a connection across a local proxy: app → capture listener → proxy's new connection → on.
+
+Owns: :class:`Sidecar` (which local ports are a proxy's capture listeners and the credentials and
+bind address it re-originates connections with), :func:`follow` (the hop-by-hop traces and the one
+plain sentence that answers "where does this go, and why") and :func:`capture_matrix`.
+
+The model is generic (ports, uid/gid, a passthrough bind address); the values for Istio's sidecar
+(15001/15006/15053, uid 1337, 127.0.0.6) are its defaults, from spec/istio-iptables.md §3 and
+spec/netfilter.md §1.11. What Envoy does between accepting and re-originating (listener, filter
+chain, cluster) is ``netsim.mesh``'s business: here the proxy simply connects to the original
+destination. Never does IO.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+from netsim.netfilter.engine import CompiledRuleset, describe_failure, trace
+from netsim.netfilter.model import Family
+from netsim.netfilter.packet import Address, Netns, Origin, Packet, Proto, Socket
+from netsim.netfilter.trace import Kind, Outcome, Step, Trace
+
+# Ephemeral source ports the simulated sockets use (any port outside the rules' lists would do).
+APP_SPORT = 43210
+PROXY_SPORT = 43211
+# Hops are followed at most this deep: a proxy whose own traffic is captured again would loop forever.
+MAX_HOPS = 4
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sidecar:
+    """A local proxy: its capture listeners and how it opens its upstream connections."""
+
+    outbound_port: int = 15001
+    inbound_port: int = 15006
+    dns_port: int = 15053
+    uid: int = 1337
+    gid: int = 1337
+    # Envoy binds inbound clusters to 127.0.0.6 / ::6 since Istio 1.10 (spec/netfilter.md §1.11);
+    # None models older releases, which connected from and to 127.0.0.1.
+    passthrough_v4: str | None = "127.0.0.6"
+    passthrough_v6: str | None = "::6"
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    who: str  # "app (uid 1000)", "sidecar (uid 1337)", "client 10.1.2.3"
+    trace: Trace
+
+
+@dataclass(frozen=True, slots=True)
+class Followed:
+    hops: tuple[Hop, ...]
+    summary: str  # one plain sentence
+    verdict: str  # captured-outbound, captured-inbound, captured-dns, bypassed, dropped, delivered, looped
+
+
+def _rule_ref(step: Step) -> str:
+    return f"{step.table} {step.chain} rule {step.position} ({step.text})"
+
+
+def _nat_steps(t: Trace, pass_no: int = 0) -> list[Step]:
+    return [s for s in t.steps if s.table == "nat" and s.pass_no == pass_no and s.kind in (Kind.RULE, Kind.POLICY)]
+
+
+def _why_not_captured(t: Trace, sidecar: Sidecar) -> str:
+    """The rule that let the packet bypass capture, or the capture rules that did not match."""
+    nat = _nat_steps(t)
+    if not nat:
+        if t.packet.ct.state.value != "NEW":
+            return "nat is not consulted for a packet of an existing connection (conntrack state " \
+                   f"{t.packet.ct.state.value})"
+        return "no nat rule saw it (nat table absent)"
+    returns = [s for s in nat if s.kind is Kind.RULE and s.matched and s.verdict == "RETURN"]
+    capturing = [s for s in nat if s.kind is Kind.RULE and not s.matched and
+                 any(x in s.text for x in ("REDIRECT", "ISTIO_IN_REDIRECT", "ISTIO_REDIRECT"))]
+    if returns:
+        r = returns[-1]
+        return f"{_rule_ref(r)} returned it before any capture rule"
+    if capturing:
+        missed = "; ".join(f"{_rule_ref(s)} did not match: {describe_failure(s, t.packet.family)}"
+                           for s in capturing[-3:])
+        return f"no rule captured it — the capture rules it met did not match: {missed}"
+    return "no nat rule redirected it (the chains ended and the policy accepted it unchanged)"
+
+
+def _proxy_packet(t: Trace, dst: Address, dport: int, sidecar: Sidecar, src: Address | None,
+                  netns: Netns) -> Packet:
+    fam = t.packet.family
+    if src is None:
+        primary = netns.primary_address(netns.default_iface, fam)
+        src = primary if primary is not None else (IPv4Address("127.0.0.1") if fam is Family.IPV4
+                                                   else IPv6Address("::1"))
+        if netns.is_local(dst) and dst.is_loopback:
+            src = dst
+    return Packet(family=fam, proto=t.packet.proto, src=src, dst=dst, sport=PROXY_SPORT, dport=dport,
+                  origin=Origin.LOCAL, socket=Socket(uid=sidecar.uid, gid=sidecar.gid))
+
+
+def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sidecar, who: str) -> Followed:
+    """Trace ``packet`` and, when a capture listener receives it, the proxy's new connection."""
+    hops: list[Hop] = []
+    t = trace(rules, packet, netns)
+    hops.append(Hop(who, t))
+    proxy = f"sidecar (uid {sidecar.uid}, gid {sidecar.gid})"
+    for _ in range(MAX_HOPS):
+        port = t.local_port if t.outcome is Outcome.DELIVERED or t.transparent_socket else None
+        if t.outcome is Outcome.DROPPED:
+            return Followed(tuple(hops), _sentence(hops, f"Dropped: {t.reason}."), "dropped")
+        if port == sidecar.dns_port and t.packet.dport != sidecar.dns_port:
+            orig = t.packet.dst
+            how = _rule_ref(t.decided_by) if t.decided_by else "redirect"
+            return Followed(tuple(hops), _sentence(hops, f"Captured by the DNS proxy on port {sidecar.dns_port} "
+                                                         f"via {how}; it answers or forwards the query to {orig} "
+                                                         "itself."), "captured-dns")
+        if port == sidecar.outbound_port and t.packet.dport != sidecar.outbound_port:
+            if t.original_dst is None:
+                return Followed(tuple(hops), _sentence(hops, f"Captured by the outbound listener {port}, but "
+                                                             "SO_ORIGINAL_DST has no answer (UDP or a non-default "
+                                                             "conntrack zone), so the sidecar cannot forward it."),
+                                "captured-outbound")
+            od = t.original_dst
+            nxt = trace(rules, _proxy_packet(t, od.addr, od.port, sidecar, None, netns), netns)
+            hops.append(Hop(proxy, nxt))
+            if nxt.outcome is Outcome.SENT:
+                return Followed(tuple(hops), _sentence(hops, f"Captured by the sidecar's outbound listener {port} "
+                                                             f"({_rule_ref(t.decided_by) if t.decided_by else ''}); "
+                                                             f"the sidecar connects to the original destination "
+                                                             f"{_ep(od.addr, od.port)} as uid {sidecar.uid}, which "
+                                                             f"leaves through {nxt.out_iface}."), "captured-outbound")
+            t = nxt
+            continue
+        if port == sidecar.inbound_port and t.packet.dport != sidecar.inbound_port:
+            if t.transparent_socket:
+                od_addr, od_port = t.dst.addr, t.dst.port
+            elif t.original_dst is not None:
+                od_addr, od_port = t.original_dst.addr, t.original_dst.port
+            else:
+                return Followed(tuple(hops), _sentence(hops, f"Captured by the inbound listener {port}, but "
+                                                             "SO_ORIGINAL_DST has no answer."), "captured-inbound")
+            pt = sidecar.passthrough_v4 if t.packet.family is Family.IPV4 else sidecar.passthrough_v6
+            src = ip_address(pt) if pt else None
+            dst = od_addr
+            if pt is None:  # before 1.10: the inbound cluster was 127.0.0.1:<port>
+                dst = IPv4Address("127.0.0.1") if t.packet.family is Family.IPV4 else IPv6Address("::1")
+                src = dst
+            nxt = trace(rules, _proxy_packet(t, dst, od_port, sidecar, src, netns), netns)
+            hops.append(Hop(proxy, nxt))
+            via = f" from {src}" if src is not None else ""
+            if nxt.outcome in (Outcome.DELIVERED, Outcome.REFUSED) and nxt.local_port == od_port:
+                end = "the app" if nxt.outcome is Outcome.DELIVERED else "the app's port (nothing listens there)"
+                how = (f"TPROXY ({_rule_ref(t.decided_by)})" if t.transparent_socket and t.decided_by
+                       else _rule_ref(t.decided_by) if t.decided_by else "capture")
+                return Followed(tuple(hops), _sentence(hops, f"Captured by the sidecar's inbound listener {port} "
+                                                             f"via {how}; the sidecar forwards it to "
+                                                             f"{_ep(dst, od_port)}{via}, reaching {end}."),
+                                "captured-inbound")
+            t = nxt
+            continue
+        break
+    last = hops[-1].trace
+    if len(hops) > 1:
+        verdict = "looped" if len(hops) > MAX_HOPS else "captured"
+        return Followed(tuple(hops), _sentence(hops, f"The sidecar's own connection: {last.reason}; "
+                                                     f"{_why_not_captured(last, sidecar)}."), verdict)
+    if last.outcome is Outcome.DROPPED:
+        return Followed(tuple(hops), f"Dropped: {last.reason}.", "dropped")
+    what = "is sent" if last.outcome is Outcome.SENT else "is delivered" if last.outcome is Outcome.DELIVERED \
+        else "reaches its destination"
+    return Followed(tuple(hops), f"Bypasses the sidecar and {what} directly ({last.reason}): "
+                                 f"{_why_not_captured(last, sidecar)}.", "bypassed")
+
+
+def _ep(addr: Address, port: int) -> str:
+    return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
+
+
+def _sentence(hops: Sequence[Hop], text: str) -> str:
+    return text.replace(" ()", "").replace("  ", " ")
+
+
+@dataclass(frozen=True, slots=True)
+class MatrixRow:
+    direction: str  # outbound / inbound
+    proto: str
+    port: int
+    who: str  # app / proxy / peer
+    verdict: str
+    summary: str
+    rule: str
+
+
+def capture_matrix(rules: CompiledRuleset, netns: Netns, sidecar: Sidecar, *, app_uid: int, app_gid: int,
+                   ports: Sequence[int], remote: Address, pod_ip: Address, peer: Address) -> tuple[MatrixRow, ...]:
+    """For each direction, protocol, port and uid class: captured, bypassed or dropped, and by which rule."""
+    rows: list[MatrixRow] = []
+    fam = Family.IPV4 if pod_ip.version == 4 else Family.IPV6
+    for proto in (Proto.TCP, Proto.UDP):
+        for port in ports:
+            for who, uid, gid in (("app", app_uid, app_gid), ("proxy", sidecar.uid, sidecar.gid)):
+                p = Packet(family=fam, proto=proto, src=pod_ip, dst=remote, sport=APP_SPORT, dport=port,
+                           socket=Socket(uid=uid, gid=gid))
+                f = follow(rules, p, netns, replace(sidecar), who)
+                rows.append(_row("outbound", proto, port, who, f))
+            p = Packet(family=fam, proto=proto, src=peer, dst=pod_ip, sport=APP_SPORT, dport=port,
+                       origin=Origin.ARRIVING, in_iface=netns.default_iface, socket=None)
+            f = follow(rules, p, netns, sidecar, "peer")
+            rows.append(_row("inbound", proto, port, "peer", f))
+    return tuple(rows)
+
+
+def _row(direction: str, proto: Proto, port: int, who: str, f: Followed) -> MatrixRow:
+    first = f.hops[0].trace
+    verdict = {"captured-outbound": "captured", "captured-inbound": "captured", "captured-dns": "captured (dns)",
+               "captured": "captured"}.get(f.verdict, f.verdict)
+    decided = first.decided_by
+    rule = ""
+    if decided is not None:
+        rule = f"{decided.table} {decided.chain} #{decided.position}"
+    else:
+        ret = [s for s in _nat_steps(first) if s.kind is Kind.RULE and s.matched and s.verdict == "RETURN"]
+        rule = f"nat {ret[-1].chain} #{ret[-1].position}" if ret else "(no rule: policy)"
+    if first.uncertain or first.branches:
+        verdict += "?"
+    return MatrixRow(direction, proto.value, port, who, verdict, f.summary, rule)
+
+
+__all__ = ["Followed", "Hop", "MatrixRow", "Sidecar", "capture_matrix", "follow"]
