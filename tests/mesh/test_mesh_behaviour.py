@@ -188,3 +188,45 @@ def test_mesh_pod_ip_blackhole_chain_only_1_3_to_1_5() -> None:
     objs = se("w", "w.example.com", "[{number: 5000, name: tcp, protocol: TCP}]")
     assert decide(objs, dst="10.9.9.9:5000", version="1.5").cluster == "BlackHoleCluster"
     assert decide(objs, dst="10.9.9.9:5000", version="1.6").cluster == "outbound|5000||w.example.com"
+
+
+@pytest.mark.parametrize(("dst", "listener", "cluster"), [
+    ("10.0.0.5:5432", "0.0.0.0_5432", "outbound|5432||db.example.com"),
+    ("10.1.0.5:5432", "0.0.0.0_5432", "PassthroughCluster"),
+    ("192.168.1.1:6379", "192.168.1.1_6379", "outbound|6379||cache.example.com"),
+])
+def test_mesh_serviceentry_cidr_address_is_a_prefix_chain_and_slash_32_a_listener(dst: str, listener: str,
+                                                                                   cluster: str) -> None:
+    objs = (se("db", "db.example.com", "[{number: 5432, name: tcp, protocol: TCP}]", addresses="[10.0.0.0/24]",
+               res="NONE")
+            + se("cache", "cache.example.com", "[{number: 6379, name: tcp, protocol: TCP}]",
+                 addresses="[192.168.1.1/32]", res="NONE"))
+    h = decide(objs, dst=dst)
+    assert (h.listener, h.cluster) == (listener, cluster)
+
+
+def test_mesh_serviceentry_none_without_address_or_selector_is_a_wildcard_original_dst() -> None:
+    h = decide(se("any", "any.example.com", "[{number: 7000, name: tcp, protocol: TCP}]", res="NONE"),
+               dst="8.8.8.8:7000")
+    assert (h.listener, h.cluster, h.cluster_type) == ("0.0.0.0_7000", "outbound|7000||any.example.com",
+                                                       "ORIGINAL_DST")
+
+
+def test_mesh_serviceentry_none_with_selector_and_no_endpoints_gets_no_listener() -> None:
+    h = decide(se("sel", "sel.example.com", "[{number: 7000, name: tcp, protocol: TCP}]", res="NONE",
+                  extra="  workloadSelector: {labels: {app: nobody}}\n"), dst="8.8.8.8:7000")
+    assert h.listener == "virtualOutbound"
+
+
+def test_mesh_autoallocated_vip_gives_tcp_serviceentry_its_own_listener() -> None:
+    objs = se("db", "db.internal", "[{number: 5432, name: tcp, protocol: TCP}]", res="STATIC",
+              extra="  endpoints: [{address: 10.5.5.5}]\n")
+    parsed = parse_text(objs, "t.yaml")
+    objects = convert(parsed.objects)
+    mesh = MeshConfig(proxy_metadata=(("ISTIO_META_DNS_CAPTURE", "true"), ("ISTIO_META_DNS_AUTO_ALLOCATE", "true")))
+    proxy = make_proxy(objects, mesh, ips=("10.9.9.9",), namespace="default")
+    index = build_index(objects, proxy, mesh_profile("1.10"), mesh)
+    assert ("240.240.0.1", 5432) in index.exact and 5432 not in index.wildcard
+    off = build_index(objects, make_proxy(objects, MeshConfig(), ips=("10.9.9.9",), namespace="default"),
+                      mesh_profile("1.10"), MeshConfig())
+    assert 5432 in off.wildcard
