@@ -164,6 +164,7 @@ class DNSServer:
         self._watcher: asyncio.Task[None] | None = None
         # query[2:] → reply[2:] for deterministic local UDP answers of the current lookup (see Reply.cacheable)
         self.answer_cache: dict[bytes, bytes] = {}
+        self._reload_lock = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -216,18 +217,39 @@ class DNSServer:
 
     # -- reload ----------------------------------------------------------------------------
     def reload(self, reason: str = "SIGHUP") -> bool:
-        """Rebuild the table; swap it in atomically, or keep the old one if the files are invalid."""
+        """Rebuild the table now, in this thread; swap it in, or keep the old one if the files are invalid."""
         try:
             new = self.loader()
         except NetsimError as e:
-            self.counters.reload_errors += 1
-            self.log(f"reload ({reason}) failed, keeping the previous table: {e}")
-            return False
-        self.lookup = new
+            return self._reload_failed(reason, str(e))
+        self._swap(new, reason)
+        return True
+
+    async def reload_async(self, reason: str) -> bool:
+        """:meth:`reload` with the files read and the table built off the event loop (one at a time)."""
+        async with self._reload_lock:
+            try:
+                new = await asyncio.get_running_loop().run_in_executor(None, self.loader)
+            except NetsimError as e:
+                return self._reload_failed(reason, str(e))
+            except Exception as e:  # a bug in the loader must not stop the agent: keep serving
+                return self._reload_failed(reason, f"internal error {type(e).__name__}: {e}")
+            self._swap(new, reason)
+            return True
+
+    def spawn_reload(self, reason: str) -> None:
+        self._track(self.reload_async(reason))
+
+    def _reload_failed(self, reason: str, why: str) -> bool:
+        self.counters.reload_errors += 1
+        self.log(f"reload ({reason}) failed, keeping the previous table: {why}")
+        return False
+
+    def _swap(self, new: Lookup, reason: str) -> None:
+        self.lookup = new  # one reference assignment: queries see the old table or the new, never a mix
         self.answer_cache = {}
         self.counters.reloads += 1
         self.log(f"reloaded ({reason}): {len(new.table)} names")
-        return True
 
     async def _watch_files(self) -> None:
         while True:
@@ -240,7 +262,7 @@ class DNSServer:
             stamps = _stamp(paths)
             if stamps != self._stamps:
                 self._stamps = stamps
-                self.reload("file change")
+                await self.reload_async("file change")
 
     def print_counters(self, when: str = "SIGUSR1") -> None:
         self.log(f"counters ({when}): {self.counters.line()}")
@@ -408,7 +430,7 @@ async def serve(server: DNSServer, *, on_ready: Callable[[DNSServer], None] | No
     loop = asyncio.get_running_loop()
     await server.start()
     handlers: dict[signal.Signals, Callable[[], object]] = {
-                signal.SIGHUP: lambda: server.reload("SIGHUP"), signal.SIGUSR1: server.print_counters,
+                signal.SIGHUP: lambda: server.spawn_reload("SIGHUP"), signal.SIGUSR1: server.print_counters,
                 signal.SIGTERM: server.request_stop, signal.SIGINT: server.request_stop}
     for sig, fn in handlers.items():
         loop.add_signal_handler(sig, fn)
