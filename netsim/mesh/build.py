@@ -842,12 +842,12 @@ class _Builder:
                 return [replace(tcp, transport="tls", tls_context=m)]
             return [replace(http, transport="tls", alpn=MTLS_HTTP_ALPNS, tls_context=m),
                     replace(tcp, transport="tls", tls_context=m)]
-        if mode == "DISABLE":
+        if mode == "DISABLE":  # filterchain_options.go: inboundPlainText*FilterChainMatchOptions
             if cls == _Class.HTTP:
-                return [http]
+                return [replace(http, transport="raw_buffer")]
             if cls == _Class.TCP:
-                return [tcp]
-            return [replace(http, alpn=HTTP_ALPNS), tcp]
+                return [replace(tcp, transport="raw_buffer")]
+            return [replace(http, transport="raw_buffer", alpn=HTTP_ALPNS), replace(tcp, transport="raw_buffer")]
         # PERMISSIVE
         if cls == _Class.HTTP:
             return [replace(http, transport="tls", alpn=ALL_MTLS_ALPNS, tls_context=m),
@@ -890,7 +890,8 @@ class _Builder:
                 exact[(self.proxy.ip, tp)] = Listener(
                     name=f"{self.proxy.ip}_{tp}", address=self.proxy.ip, port=tp, direction="inbound",
                     chains=regular or ((default,) if default else ()), default_chain=default if regular else None,
-                    tls_inspector=True, http_inspector=any(c.alpn for c in fcs), origins=(s.ref,))
+                    tls_inspector=any(c.transport == "tls" for c in fcs), http_inspector=any(c.alpn for c in fcs),
+                    origins=(s.ref,))
             else:
                 chains += self.inbound_chains(cls, mode, cluster=cname, port=tp, name=f"0.0.0.0_{tp}", origin=origin)
         if self.profile.inbound_via_15001:
@@ -944,6 +945,7 @@ def build_index(objects: MeshObjects, proxy: Proxy, profile: MeshProfile, mesh: 
 
 __all__ = [
     "BLACKHOLE",
+    "HTTP_ALPNS",
     "INBOUND_PASSTHROUGH",
     "PASSTHROUGH",
     "VIRTUAL_INBOUND",

@@ -19,6 +19,7 @@ from typing import Any
 
 from netsim.mesh.build import (
     BLACKHOLE,
+    HTTP_ALPNS,
     INBOUND_PASSTHROUGH,
     PASSTHROUGH,
     Cluster,
@@ -73,10 +74,16 @@ def _sieve(chains: tuple[FilterChain, ...] | list[FilterChain], has: Any, ok: An
 def match_chain(ln: Listener, conn: Connection) -> tuple[FilterChain | None, str]:
     """The chain Envoy picks for ``conn`` on ``ln``, or (None, why)."""
     tls = conn.send in (Send.TLS, Send.MTLS)
+    tls_inspector, http_inspector = ln.tls_inspector, ln.http_inspector
+    if ln.direction == "inbound" and ln.name == "virtualInbound":
+        # listener filters are disabled per destination port when no chain of that port needs them
+        mine = [c for c in ln.chains if c.dst_port == conn.dst_port] or [c for c in ln.chains if c.dst_port is None]
+        tls_inspector = any(c.transport == "tls" or c.sni for c in mine)
+        http_inspector = any(a in HTTP_ALPNS for c in mine for a in c.alpn)
     alpn = ""
-    if tls and ln.tls_inspector:
+    if tls and tls_inspector:
         alpn = conn.alpn
-    if not tls and conn.is_http and ln.http_inspector:
+    if not tls and conn.is_http and http_inspector:
         alpn = "http/1.1"
     ip = ipaddress.ip_address(conn.dst_ip)
     sni = conn.sni or (conn.host if conn.send is Send.TLS else None) or ""
@@ -84,7 +91,7 @@ def match_chain(ln: Listener, conn: Connection) -> tuple[FilterChain | None, str
     chains = _sieve(chains, lambda c: c.dst_port is not None, lambda c: c.dst_port == conn.dst_port)
     chains = _sieve(chains, lambda c: bool(c.cidrs), lambda c: any(ip in n for n in c.cidrs))
     chains = _sieve(chains, lambda c: bool(c.sni), lambda c: any(_sni_match(s, sni) for s in c.sni))
-    if ln.tls_inspector:
+    if tls_inspector:
         chains = _sieve(chains, lambda c: bool(c.transport),
                         lambda c: (c.transport == "tls") == tls)
     else:
