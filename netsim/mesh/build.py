@@ -448,19 +448,33 @@ class _Builder:
         return f"outbound|{port}|{subset}|{host}"
 
     # -- outbound listeners --------------------------------------------------------------------
-    def tcp_chains(self, s: MeshService, sp: ServicePort, cidr: str | None) -> list[FilterChain]:
+    def tcp_chains(self, s: MeshService, sp: ServicePort, cidr: str | None, bind: str) -> list[FilterChain]:
+        """tls.go :: buildSidecarOutboundTLSFilterChainOpts (TLS/HTTPS ports) or ...TCPFilterChainOpts."""
         cidrs = (ipaddress.ip_network(cidr, strict=False),) if cidr else ()
         out: list[FilterChain] = []
         vss = self.vs_for(s.hostname)
+        default_cluster = self.cluster_name(sp.port, "", s.hostname)
         if sp.protocol in (Protocol.TLS, Protocol.HTTPS):
+            seen: set[tuple[str, ...]] = set()
             for v in vss:
                 for r in v.tls:
                     if r.ports and sp.port not in r.ports:
                         continue
+                    if r.sni in seen:
+                        continue
+                    seen.add(r.sni)
                     d = r.destination
-                    out.append(FilterChain(sni=r.sni, cidrs=cidrs, transport="tls",
+                    out.append(FilterChain(sni=r.sni, cidrs=cidrs,
                                            cluster=self.cluster_name(d.port or sp.port, d.subset, d.host),
                                            origin=f"VirtualService {v.namespace}/{v.name} tls route"))
+            if not out:
+                # SNI is the only way to tell services apart on a wildcard (or CIDR) listener
+                addr = self.service_address(s)
+                sni: tuple[str, ...] = ()
+                if cidrs or (addr == UNSPECIFIED and bind == WILDCARD):
+                    sni = (s.hostname, *(a.hostname for a in self.aliases.get(s.hostname, ())))
+                out.append(FilterChain(sni=sni, cidrs=cidrs, cluster=default_cluster, origin=s.ref))
+            return out
         for v in vss:
             for r in v.tcp:
                 if r.ports and sp.port not in r.ports:
@@ -469,7 +483,7 @@ class _Builder:
                 out.append(FilterChain(cidrs=cidrs, cluster=self.cluster_name(d.port or sp.port, d.subset, d.host),
                                        origin=f"VirtualService {v.namespace}/{v.name} tcp route"))
                 return out
-        out.append(FilterChain(cidrs=cidrs, cluster=self.cluster_name(sp.port, "", s.hostname), origin=s.ref))
+        out.append(FilterChain(cidrs=cidrs, cluster=default_cluster, origin=s.ref))
         return out
 
     def build_outbound(self) -> dict[tuple[str, int], _Entry]:
@@ -545,7 +559,7 @@ class _Builder:
                 listener_proto = _Class.AUTO
             opts = [chain]
         elif cls == _Class.TCP:
-            opts = self.tcp_chains(s, sp, cidr)
+            opts = self.tcp_chains(s, sp, cidr, bind)
             if cur is not None:
                 conflict = {"HTTP": "TCPOverHTTP", "TCP": "TCPOverTCP"}.get(cur.protocol, "TCPOverAuto")
         else:
@@ -557,7 +571,7 @@ class _Builder:
                 else:
                     return
             rds = str(sp.port) if bind == WILDCARD else f"{s.hostname}:{sp.port}"
-            opts = [*self.tcp_chains(s, sp, cidr),
+            opts = [*self.tcp_chains(s, sp, cidr, bind),
                     FilterChain(rds=rds, alpn=HTTP_ALPNS, transport="raw_buffer", origin=origin)]
         name = f"{bind}_{sp.port}"
         if cur is not None and conflict != "none":

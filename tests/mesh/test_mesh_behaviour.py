@@ -230,3 +230,13 @@ def test_mesh_autoallocated_vip_gives_tcp_serviceentry_its_own_listener() -> Non
     off = build_index(objects, make_proxy(objects, MeshConfig(), ips=("10.9.9.9",), namespace="default"),
                       mesh_profile("1.10"), MeshConfig())
     assert 5432 in off.wildcard
+
+
+def test_mesh_tls_port_on_a_wildcard_listener_matches_sni() -> None:
+    objs = se("ext", "api.example.com", "[{number: 443, name: tls, protocol: TLS}]")
+    h = decide(objs, dst="93.184.216.34:443", send="tls", host="api.example.com")
+    assert (h.listener, h.cluster) == ("0.0.0.0_443", "outbound|443||api.example.com")
+    h = decide(objs, dst="93.184.216.34:443", send="tls", host="other.example.org")
+    assert (h.listener, h.filter_chain, h.cluster) == ("0.0.0.0_443", "PassthroughFilterChain", "PassthroughCluster")
+    h = decide(objs, dst="93.184.216.34:443", send="tcp")
+    assert h.cluster == "PassthroughCluster"
