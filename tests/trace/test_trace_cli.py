@@ -1,0 +1,141 @@
+"""``netsim trace`` through click's CliRunner: every option, the hop sentences, and the errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import CONFORMANCE, REPO
+
+from netsim.netfilter.cli import parse_endpoint, split_families, trace_cmd
+
+RULES = CONFORMANCE / "istio-iptables" / "kernel" / "ipnets.v4.iptables-save"
+MTLS = REPO / "rules" / "mtls-503" / "pod.yaml"
+DNS = REPO / "rules" / "dns-capture" / "pod.yaml"
+TPROXY = REPO / "rules" / "tproxy" / "pod.yaml"
+
+
+def run(*args: str) -> tuple[int, str]:
+    r = CliRunner().invoke(trace_cmd, list(args))
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    return r.exit_code, r.output
+
+
+def test_outbound_redirected_and_followed_to_upstream() -> None:
+    code, out = run("--rules", str(RULES), "--dst", "10.0.0.5:80", "--uid", "1000")
+    assert code == 0
+    assert out.strip().splitlines()[-1].startswith("Captured by the sidecar's outbound listener 15001")
+    assert "== Hop 2: sidecar (uid 1337, gid 1337)" in out
+
+
+def test_outbound_excluded_destination_bypasses() -> None:
+    code, out = run("--rules", str(RULES), "--dst", "192.168.0.1:80")
+    assert code == 0 and "Bypasses the sidecar" in out.splitlines()[-1]
+
+
+def test_xtables_format_and_json() -> None:
+    _, out = run("--rules", str(RULES), "--dst", "10.0.0.5:80", "--format", "xtables-trace", "--uid", "1337")
+    assert "TRACE: nat:ISTIO_OUTPUT:rule:4:RETURN  -A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN" in out
+    _, out = run("--rules", str(RULES), "--dst", "10.0.0.5:80", "--format", "json", "--gid", "5")
+    data = json.loads(out)
+    assert data["verdict"] == "captured-outbound" and data["hops"][0]["packet"]["gid"] == 5
+
+
+def test_mtls_503_scenario_names_the_missing_rule() -> None:
+    _, old = run("--pod", str(MTLS), "--istio-version", "1.2", "--from", "10.1.2.3", "--dst", "10.244.0.5:80",
+                 "--pod-ip", "10.244.0.5")
+    last = old.strip().splitlines()[-1]
+    assert last.startswith("Bypasses the sidecar")
+    assert "--dport 8080 -j ISTIO_IN_REDIRECT" in last and "destination port is 80" in last
+    _, cur = run("--pod", str(MTLS), "--from", "10.1.2.3", "--dst", "10.244.0.5:80", "--pod-ip", "10.244.0.5")
+    assert cur.strip().splitlines()[-1].startswith("Captured by the sidecar's inbound listener 15006")
+    assert "from 127.0.0.6" in cur.strip().splitlines()[-1]
+
+
+def test_dns_goes_to_15053() -> None:
+    _, out = run("--pod", str(DNS), "--proto", "udp", "--dst", "10.96.0.10:53", "--pod-ip", "10.244.0.5")
+    assert out.strip().splitlines()[-1].startswith("Captured by the DNS proxy on port 15053")
+
+
+def test_tproxy_inbound() -> None:
+    _, out = run("--pod", str(TPROXY), "--from", "10.1.2.3", "--dst", "10.244.0.5:8080", "--pod-ip", "10.244.0.5")
+    assert "via TPROXY" in out.strip().splitlines()[-1]
+    _, out = run("--pod", str(TPROXY), "--from", "10.1.2.3", "--dst", "10.244.0.5:8080", "--pod-ip", "10.244.0.5",
+                 "--listening", "")
+    assert out.strip().splitlines()[-1].startswith("Dropped")
+
+
+def test_src_in_iface_and_listening() -> None:
+    _, out = run("--rules", str(RULES), "--src", "127.0.0.6:5555", "--dst", "10.244.0.5:8080", "--uid", "1337",
+                 "--listening", "8080", "--format", "json")
+    hop = json.loads(out)["hops"][0]
+    assert hop["packet"]["sport"] == 5555 and hop["final"]["local_port"] == 8080
+    _, out = run("--rules", str(RULES), "--from", "10.1.2.3", "--dst", "10.244.0.5:8080", "--in-iface", "eth1",
+                 "--format", "json")
+    assert json.loads(out)["hops"][0]["packet"]["in_iface"] == "eth1"
+
+
+def test_matrix() -> None:
+    code, out = run("--pod", str(MTLS), "--istio-version", "1.2", "--matrix", "--pod-ip", "10.244.0.5")
+    assert code == 0
+    row80 = [ln for ln in out.splitlines() if " inbound " in ln and " tcp " in ln and " 80 " in ln]
+    assert row80 and "bypassed" in row80[0]
+    code, out = run("--pod", str(MTLS), "--matrix", "--format", "json", "--pod-ip", "10.244.0.5")
+    rows = json.loads(out)
+    assert any(r["direction"] == "inbound" and r["port"] == 80 and r["verdict"] == "captured" for r in rows)
+
+
+def test_pcap(tmp_path: Path) -> None:
+    pytest.importorskip("scapy")
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.utils import wrpcap
+
+    path = tmp_path / "c.pcap"
+    wrpcap(str(path), [IP(src="10.244.0.5", dst="10.0.0.5") / TCP(sport=40000, dport=80, flags="S"),
+                       IP(src="10.1.2.3", dst="10.244.0.5") / UDP(sport=1, dport=53)])
+    code, out = run("--rules", str(RULES), "--pcap", str(path), "--pod-ip", "10.244.0.5")
+    assert code == 0 and "captured-outbound" in out and "2 packets traced" in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--dst", "10.0.0.5:80"), "exactly one of --pod FILE or --rules FILE"),
+    (("--rules", str(RULES)), "--dst IP:PORT is required"),
+    (("--rules", str(RULES), "--dst", "10.0.0.5:99999"), "port '99999' must be 1-65535"),
+    (("--rules", str(RULES), "--dst", "nohost:80"), "is not an IP address"),
+    (("--rules", str(RULES), "--dst", "[fd00::1]:80"), "no IPv6 rules"),
+    (("--rules", "/nonexistent", "--dst", "10.0.0.5:80"), "cannot read"),
+    (("--rules", str(RULES), "--dst", "10.0.0.5:80", "--listening", "x"), "is not a port"),
+    (("--rules", str(RULES), "--dst", "10.0.0.5:80", "--pod-ip", "bad"), "is not an IP address"),
+    (("--rules", str(RULES), "--dst", "10.0.0.5:80", "--from", "fd00::1"), "same IP version"),
+])
+def test_errors_are_one_line_exit_2(args: tuple[str, ...], message: str) -> None:
+    r = subprocess.run([sys.executable, "-m", "netsim", "trace", *args], capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_rules_file_is_located(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.rules"
+    bad.write_text("*nat\n-A OUTPUT -j NOWHERE\nCOMMIT\n")
+    r = subprocess.run([sys.executable, "-m", "netsim", "trace", "--rules", str(bad), "--dst", "1.1.1.1:1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and str(bad) in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_help_and_no_heavy_imports() -> None:
+    r = subprocess.run([sys.executable, "-c", "import sys; from netsim.cli import main; "
+                        "import netsim.netfilter.cli, netsim.netfilter.engine; "
+                        "print(sorted(m for m in ('scapy', 'pyroute2', 'dnslib') if m in sys.modules))"],
+                       capture_output=True, text=True)
+    assert r.stdout.strip() == "[]"
+    assert run("--help")[0] == 0
+
+
+def test_helpers() -> None:
+    assert str(parse_endpoint("[fd00::1]:53")[0]) == "fd00::1" and parse_endpoint("10.0.0.5")[1] is None
+    text = (REPO / "rules" / "mtls-503" / "current.iptables-save").read_text()
+    assert [f.value for f, _ in split_families(text)] == [4] or len(split_families(text)) >= 1
