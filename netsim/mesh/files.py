@@ -1,7 +1,8 @@
 """Reading ``--config`` paths and ``--mesh-config`` files (the only IO of ``netsim.mesh``).
 
 Owns: :func:`read_config` (files and directories → :class:`~netsim.mesh.model.MeshObjects`, every
-bad document reported and skipped) and :func:`read_mesh_config`.
+bad document reported and skipped), :func:`read_mesh_config`, and :func:`load_index` (both, plus a
+pod file, into the sidecar's index: the one call ``netsim trace --config`` needs).
 
 Never does: interpret objects (``netsim.mesh.objects`` does).
 """
@@ -15,6 +16,7 @@ import yaml
 
 from netsim.errors import ConfigError, NetsimError
 from netsim.k8s import K8sObject, expand_paths
+from netsim.mesh.build import ProxyIndex
 from netsim.mesh.model import MeshConfig, MeshObjects
 from netsim.mesh.objects import convert, parse_mesh_config, parse_text
 
@@ -51,4 +53,41 @@ def read_mesh_config(path: str | Path | None) -> MeshConfig:
     return parse_mesh_config(data, str(p))
 
 
-__all__ = ["read_config", "read_mesh_config"]
+
+
+def load_index(configs: Iterable[str | Path], *, pod_file: str | None = None, pod_ips: tuple[str, ...] = (),
+               namespace: str | None = None, labels: tuple[tuple[str, str], ...] | None = None,
+               mesh_config: str | None = None, istio_version: str | None = None) -> ProxyIndex:
+    """Read ``configs`` (+ the pod file) and build the index for the pod's sidecar, for ``netsim trace``.
+
+    The proxy is the pod in ``pod_file`` (its first Pod or workload), with ``pod_ips`` overriding
+    its status IPs; without a pod file, ``pod_ips`` and ``namespace`` describe it.
+    Raises ConfigError / SpecError for unreadable files and bad values.
+    """
+    from dataclasses import replace
+
+    from netsim.mesh.build import build_index
+    from netsim.mesh.proxy import make_proxy
+    from netsim.mesh.versions import mesh_profile
+
+    profile = mesh_profile(istio_version)
+    objects = read_config(list(configs))
+    mesh = read_mesh_config(mesh_config)
+    pod = None
+    if pod_file is not None:
+        extra = read_config([pod_file])
+        pods = sorted(extra.pods, key=lambda p: p.kind != "Pod")
+        if pods:
+            pod = pods[0]
+            if pod_ips:
+                pod = replace(pod, ips=pod_ips)
+            known = {(p.namespace, p.name, p.kind) for p in objects.pods}
+            objects = replace(objects, pods=objects.pods + tuple(
+                p for p in extra.pods if (p.namespace, p.name, p.kind) not in known))
+    ips = pod_ips or (pod.ips if pod is not None and pod.ips else ("10.255.255.254",))
+    proxy = make_proxy(objects, mesh, ips=ips, namespace=namespace or (pod.namespace if pod else None),
+                       labels=labels if labels is not None else (pod.labels if pod else None), pod=pod)
+    return build_index(objects, proxy, profile, mesh)
+
+
+__all__ = ["load_index", "read_config", "read_mesh_config"]

@@ -298,10 +298,15 @@ def _listener_why(idx: ProxyIndex, ln: Listener, conn: Connection) -> str:
     return f"{dst} matched {what} {ln.name} (from {by})"
 
 
-def hop(idx: ProxyIndex, conn: Connection) -> Hop:
-    """Decide ``conn`` on the proxy ``idx`` was built for. Never raises for a well-formed connection."""
+def hop(idx: ProxyIndex, conn: Connection, *, assume_captured: bool = False) -> Hop:
+    """Decide ``conn`` on the proxy ``idx`` was built for. Never raises for a well-formed connection.
+
+    For inbound, the server pod (found among the Pods read, by IP) first decides whether the port
+    reaches the sidecar at all (verdict ``bypass``); ``assume_captured`` skips that check (the
+    packet tracer already knows the kernel redirected it).
+    """
     direction = conn.direction.value
-    if conn.direction is Direction.INBOUND:
+    if conn.direction is Direction.INBOUND and not assume_captured:
         pod = idx.proxy.pod if idx.proxy.pod is not None and conn.dst_ip in idx.proxy.pod.ips \
             else idx.pods_by_ip.get(conn.dst_ip)
         if pod is not None:
