@@ -379,3 +379,29 @@ def test_stop_leaves_no_tasks_or_fds() -> None:
             s.close()
         assert a.server.task_count == 0
     assert open_fds() <= before
+
+
+def test_upstream_truncated_reply_passes_through_with_tc(upstream: FakeUpstream) -> None:
+    # the fixture's giant-tc rule: the upstream itself cuts to 512 bytes (29 records, TC)
+    with RunningAgent(_small_lookup(), upstreams=(("127.0.0.1", upstream.port),)) as a:
+        for tcp in (False, True):
+            q = dns.message.make_query("giant-tc.", "A")
+            raw = _raw_exchange(q.to_wire(), a.host, a.port, tcp=tcp)
+            m = dns.message.from_wire(raw)
+            assert m.flags & dns.flags.TC and sum(len(rs) for rs in m.answer) == 29
+            assert len(raw) <= 512 or tcp
+        q = dns.message.make_query("giant.", "A")  # over TCP without EDNS: all 64 records
+        m = dns.message.from_wire(_raw_exchange(q.to_wire(), a.host, a.port, tcp=True))
+        assert sum(len(rs) for rs in m.answer) == 64 and not m.flags & dns.flags.TC
+
+
+def test_parallel_forwarding_first_good_reply_wins(tmp_path: Path) -> None:
+    with Dnsmasq(tmp_path, {"db.corp.example": "192.0.2.44"}) as up, FakeUpstream(mode="silent") as slow:
+        ups = (("127.0.0.1", slow.port), (up.host, up.port), ("127.0.0.4", _free_port("127.0.0.4")))
+        with RunningAgent(_small_lookup(), upstreams=ups, timeout=2, parallel=True) as a:
+            t0 = time.monotonic()
+            assert _a(_ask(a, "db.corp.example.")) == ["192.0.2.44"]
+            assert time.monotonic() - t0 < 1  # not waiting for the silent one
+        with RunningAgent(_small_lookup(), upstreams=ups[::2], timeout=0.3, parallel=True) as a:
+            assert _ask(a, "db.corp.example.").rcode() == dns.rcode.SERVFAIL
+            assert a.server.counters.failed == 1
