@@ -43,6 +43,7 @@ from netsim.lab.runner import (
     ProcessAlive,
     Restore,
     RouteAdd,
+    RuleAdd,
     Runner,
     Spawn,
     VethAdd,
@@ -267,6 +268,9 @@ def _info(spec: LabSpec) -> dict[str, Any]:
         "proxy_gid": spec.proxy_gid,
         "ports": {"outbound": spec.proxy_port, "inbound": spec.inbound_port, "dns": spec.dns_port},
         "dns_agent": spec.dns is not None,
+        "tproxy_port": spec.inbound_port if spec.tproxy else 0,
+        "fwmark_routes": sorted({(c.fwmark, c.table) for c in spec.pod_routes
+                                 if isinstance(c, RuleAdd) and c.family is Family.IPV4}),
     }
 
 

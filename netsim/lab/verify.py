@@ -1,19 +1,404 @@
-"""``lab verify``: random probes in the lab namespace, the kernel's ``xtables-monitor --trace`` against
-``netsim trace`` on the same rules."""
+"""``lab verify``: random probes in a running lab, the kernel's ``xtables-monitor --trace`` against netsim's
+own trace of the same rules, line by line (DESIGN.md: "netsim trace --format xtables-trace").
+
+Method (spec/netfilter.md §4): insert TRACE rules at the top of raw PREROUTING/OUTPUT selecting a source-port
+range only probes use; read back what the kernel holds (``iptables-save``) and the nft handle of every rule;
+run ``xtables-monitor --trace``; send each probe from its own process (as its uid/gid, from the pod, or from
+the node side for inbound ones); then trace the same packets with ``netsim.netfilter.engine`` through the
+ruleset parsed from that same dump, in a model of the lab's namespace (its addresses and the sockets that
+really listen there), and compare. The TRACE rules and the monitor are removed afterwards; the monitor is
+recorded in the lab's state while it runs, so ``down`` cleans it up even if verify is killed.
+
+Owns: probe generation (seeded, pure), parsing the monitor's output (pure), the comparison and its report.
+Never does: change the lab's rules beyond the two TRACE rules it removes again. The kernel-trace helpers of
+the tracer's tests (``tests/trace/kernel_diff.py``) are test code, so this module has its own.
+Limits: IPv4 only (xtables-monitor 1.8.9 fails to print some IPv6 rules, §4).
+"""
 
 from __future__ import annotations
 
+import difflib
+import json
+import random
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address, IPv4Network, ip_address, ip_interface
+from pathlib import Path
+from typing import Any
+
 from netsim.errors import LabError
 from netsim.lab import state as st
-from netsim.lab.runner import Runner
+from netsim.lab.runner import Exec, Kill, RemovePath, Runner, Spawn
+
+# Probe source ports: below the ephemeral range (32768-60999), so the listeners' and the agent's own
+# dials are never selected by the TRACE rules; probe destination ports avoid the range, so replies
+# (whose source port is a probe's destination port) are not selected either.
+SPORT_LO, SPORT_HI = 20000, 29999
+RETURN_AS_PRINTED = "0xfffffffb"  # xtables-monitor 1.8.9 prints an explicit RETURN verdict raw (§4)
+SETTLE_SECONDS = 0.4  # for the monitor to subscribe, and for the last probe's events to be printed
+# Two traced datagrams that bracket the probes: the monitor is listening once it prints the first, and has
+# printed everything before the second once it prints that (events of one namespace arrive in order).
+SENTINELS = {"start": SPORT_LO, "end": SPORT_LO + 1}
+SENTINEL_TIMEOUT_SECONDS = 10.0
+# Probes go out in batches, each followed by the end marker: a few hundred at once overflow xtables-monitor's
+# netlink socket (it prints ENOBUFS and exits), so the next batch waits until the monitor caught up.
+BATCH = 25
+WELL_KNOWN_PORTS = (53, 80, 443, 8080, 15001, 15006, 15008, 15020, 15021, 15053, 15090)
+TRACE_RULES = tuple((chain, proto) for chain in ("PREROUTING", "OUTPUT") for proto in ("tcp", "udp"))
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Probe:
+    proto: str
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    uid: int = 0
+    gid: int = 0
+    inbound: bool = False
+
+    def describe(self) -> str:
+        who = "from the node" if self.inbound else f"uid {self.uid} gid {self.gid}"
+        return f"{self.proto} {self.src}:{self.sport} -> {self.dst}:{self.dport} ({who})"
+
+    def wire(self) -> dict[str, object]:
+        return {"proto": self.proto, "family": 4, "src": self.src, "sport": self.sport, "dst": self.dst,
+                "dport": self.dport, "uid": self.uid, "gid": self.gid}
+
+
+def _rule_addresses(rules_text: str) -> list[str]:
+    """Single addresses and a random-free member of each network a rule names (-s/-d), IPv4."""
+    out: set[str] = set()
+    for m in re.finditer(r"(?:^|\s)-[sd] (\d+\.\d+\.\d+\.\d+)(?:/(\d+))?", rules_text):
+        net = IPv4Network(f"{m.group(1)}/{m.group(2) or 32}", strict=False)
+        out.add(str(net.network_address if net.num_addresses == 1 else net.network_address + 1))
+    return sorted(out)
+
+
+def _rule_ports(rules_text: str) -> list[int]:
+    out: set[int] = set()
+    for m in re.finditer(r"--(?:dports?|sports?|to-ports?|on-port) (\S+)", rules_text):
+        for part in re.split("[,:-]", m.group(1)):
+            if part.isdigit() and 0 < int(part) < 65536:
+                out.add(int(part))
+    return sorted(p for p in out if not SPORT_LO <= p <= SPORT_HI)
+
+
+def make_probes(info: dict[str, Any], count: int, seed: int, sport_rng: random.Random | None = None,
+                avoid: frozenset[int] = frozenset()) -> tuple[Probe, ...]:
+    """``count`` seeded probes: about two thirds sent from the pod (app, proxy and root uids/gids, local and
+    cluster destinations), the rest arriving from the node side. Only lab addresses and loopback are used."""
+    rng = random.Random(seed)
+    pod = next(str(ip_interface(i).ip) for i in info["pod_ips"] if ip_interface(i).version == 4)
+    node = next(str(ip_interface(i).ip) for i in info["node_ips"] if ip_interface(i).version == 4)
+    rules = str(info.get("rules_v4") or "")
+    lab_nets = (IPv4Network("10.96.0.0/16"), ip_interface(f"{pod}/24").network, IPv4Network("127.0.0.0/8"))
+    rule_addrs = [a for a in _rule_addresses(rules) if any(IPv4Address(a) in n for n in lab_nets)]
+    cluster = [f"10.96.{rng.randrange(256)}.{rng.randrange(1, 255)}" for _ in range(3)]
+    remote = [node, "10.96.0.10", *cluster, *[a for a in rule_addrs if not IPv4Address(a).is_loopback]]
+    loopback = ["127.0.0.1", "127.0.0.6", *[a for a in rule_addrs if IPv4Address(a).is_loopback]]
+    ports = sorted(set(_rule_ports(rules)) | set(WELL_KNOWN_PORTS))
+    ids = sorted({int(info.get("app_uid", 1000)), int(info.get("proxy_uid", 1337)), int(info.get("proxy_gid", 1337)),
+                  0})
+    # Source ports are drawn apart from the seed: a rerun with the same seed must not meet the conntrack
+    # entries (UDP lives 30 s unreplied) its previous run left, or nat would rightly be skipped.
+    # ``avoid``: ports that conntrack still holds. A new connection whose NATed tuple clashes with an old one
+    # gets its source port remapped by the kernel (nf_nat_used_tuple), which netsim cannot know about.
+    free = [p for p in range(SPORT_LO + len(SENTINELS), SPORT_HI + 1) if p not in avoid]
+    if len(free) < count:
+        raise LabError(f"only {len(free)} probe source ports are free of conntrack entries; use fewer --probes")
+    sports = (sport_rng or random.SystemRandom()).sample(free, count)
+    probes: list[Probe] = []
+    for i, sport in enumerate(sports):
+        proto = rng.choice(("tcp", "tcp", "udp"))
+        dport = rng.choice(ports) if rng.random() < 0.8 else rng.choice(
+            (rng.randrange(1, SPORT_LO), rng.randrange(SPORT_HI + 1, 65536)))
+        if i % 3 == 2:
+            probes.append(Probe(proto=proto, src=node, sport=sport, dst=pod, dport=dport, inbound=True))
+            continue
+        dst = rng.choice([*loopback, pod, pod, *remote])
+        local = dst == pod or IPv4Address(dst).is_loopback
+        src = rng.choice(("127.0.0.1", "127.0.0.6", pod)) if local else pod
+        probes.append(Probe(proto=proto, src=src, sport=sport, dst=dst, dport=dport, uid=rng.choice(ids),
+                            gid=rng.choice(ids)))
+    return tuple(probes)
+
+
+def conntrack_ports(text: str) -> frozenset[int]:
+    """Every port in ``/proc/net/nf_conntrack`` lines (both tuples), within the probes' source-port range."""
+    return frozenset(p for m in re.finditer(r"\b(?:sport|dport)=(\d+)", text)
+                     if SPORT_LO <= (p := int(m.group(1))) <= SPORT_HI)
+
+
+def handle_positions(nft_json: str) -> tuple[dict[tuple[str, str, int], int], set[tuple[str, str]]]:
+    """From ``nft -j -a list ruleset``: each IPv4 rule's nft handle → its 1-based position in its chain, and
+    the base chains that exist (a built-in chain iptables-nft never created prints nothing, §4)."""
+    try:
+        items = json.loads(nft_json)["nftables"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise LabError(f"cannot read nft -j output: {e}") from None
+    counters: dict[tuple[str, str], int] = {}
+    positions: dict[tuple[str, str, int], int] = {}
+    bases: set[tuple[str, str]] = set()
+    for item in items:
+        chain = item.get("chain")
+        if chain and chain.get("family") == "ip" and "hook" in chain:
+            bases.add((chain["table"], chain["name"]))
+        rule = item.get("rule")
+        if not rule or rule.get("family") != "ip":
+            continue
+        key = (rule["table"], rule["chain"])
+        counters[key] = counters.get(key, 0) + 1
+        positions[(rule["table"], rule["chain"], rule["handle"])] = counters[key]
+    return positions, bases
+
+
+_LATER_TCP = re.compile(r"\b(ACK|FIN|RST)\b")
+_EVENT = re.compile(r"^\s*(PACKET|TRACE): (\d+) ([0-9a-f]+) (.*?)\s*$")
+
+
+def parse_monitor(text: str, positions: dict[tuple[str, str, int], int]) -> dict[int, list[str]]:
+    """``xtables-monitor --trace`` output → per probe source port, its TRACE lines in netsim's form: the rule's
+    position instead of its nft handle, no trace id, no ``-4 -t TABLE`` prefix. A packet that re-enters
+    through ``lo`` gets a new trace id but keeps its source port, so both passes land on the same probe."""
+    sport_of: dict[str, int] = {}
+    out: dict[int, list[str]] = {}
+    for line in text.splitlines():
+        m = _EVENT.match(line)
+        if not m:
+            continue
+        kind, _family, tid, rest = m.groups()
+        if kind == "PACKET":
+            sp = re.search(r"\bSPORT=(\d+)", rest)
+            # A probe is its first packet (the SYN, or the one datagram). Where a listener accepted it, the
+            # handshake's ACK and the FIN follow from the same port: later packets of the connection, skipped.
+            if sp and not _LATER_TCP.search(rest):
+                sport_of[tid] = int(sp.group(1))
+            else:
+                sport_of.pop(tid, None)
+            continue
+        sport = sport_of.get(tid)
+        if sport is None:
+            continue
+        head, _, ruletext = rest.partition("  ")
+        parts = head.split(":")
+        if len(parts) < 4:
+            continue
+        table, chain, what = parts[0], parts[1], parts[2]
+        if what == "policy":
+            out.setdefault(sport, []).append(f"TRACE: {table}:{chain}:policy:{':'.join(parts[3:])}")
+            continue
+        pos = positions.get((table, chain, int(parts[3], 16)), -1)
+        ruletext = re.sub(r"^-[46] -t \S+ ", "", ruletext.strip())
+        out.setdefault(sport, []).append(f"TRACE: {table}:{chain}:rule:{pos}:{':'.join(parts[4:])}  {ruletext}")
+    return out
+
+
+def listeners_from_ss(text: str) -> list[tuple[str, str | None, int]]:
+    """``ss -Hlntu`` → (proto, address or None for the wildcard, port) of each IPv4 socket."""
+    out: list[tuple[str, str | None, int]] = []
+    for line in text.splitlines():
+        cols = line.split()
+        if len(cols) < 5 or cols[0] not in ("tcp", "udp"):
+            continue
+        host, _, port = cols[4].rpartition(":")
+        host = host.split("%")[0]
+        if host.startswith("[") or not port.isdigit():
+            continue
+        out.append((cols[0], None if host in ("0.0.0.0", "*") else host, int(port)))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    probe: Probe
+    kernel: tuple[str, ...]
+    netsim: tuple[str, ...]
+
+    @property
+    def agreed(self) -> bool:
+        return self.kernel == self.netsim
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
-    agreed = False
+    name: str
+    seed: int
+    results: tuple[ProbeResult, ...] = field(default_factory=tuple)
+    unsent: tuple[Probe, ...] = ()  # probes whose socket could not be bound: nothing was sent, nothing compared
+
+    @property
+    def agreed(self) -> bool:
+        return all(r.agreed for r in self.results)
 
     def lines(self, *, verbose: bool = False) -> list[str]:
-        return []
+        ok = sum(r.agreed for r in self.results)
+        out = [f"lab {self.name}: {len(self.results)} IPv4 probes (seed {self.seed}): kernel xtables-monitor --trace "
+               "vs netsim trace of the same rules"]
+        for r in self.results:
+            if r.agreed and not verbose:
+                continue
+            out.append(f"{'agree' if r.agreed else 'DIFFER'}: {r.probe.describe()}")
+            if r.agreed:
+                out += [f"    {ln}" for ln in r.kernel]
+            else:
+                out += [f"    {ln}" for ln in difflib.unified_diff(r.kernel, r.netsim, "kernel", "netsim",
+                                                                    lineterm="")]
+        out += [f"not sent: {p.describe()}" for p in self.unsent]
+        out.append(f"agreement: {ok}/{len(self.results)} probes" + ("" if ok == len(self.results) else
+                                                                    f" ({len(self.results) - ok} differ)")
+                   + (f"; {len(self.unsent)} could not be sent" if self.unsent else ""))
+        return out
+
+
+def netsim_lines(rules_dump: str, bases: set[tuple[str, str]], info: dict[str, Any],
+                 sockets: Sequence[tuple[str, str | None, int]], probes: Sequence[Probe]) -> list[tuple[str, ...]]:
+    """netsim's xtables-trace lines for each probe, through ``rules_dump`` in a model of the lab's pod."""
+    from netsim.netfilter.engine import compile_ruleset, trace
+    from netsim.netfilter.model import Family
+    from netsim.netfilter.packet import FwmarkRoute, Interface, Listener, Netns, Origin, Packet, Proto, Socket
+    from netsim.netfilter.parse import parse_ruleset
+    from netsim.netfilter.render_trace import render_xtables
+
+    ruleset = parse_ruleset(rules_dump, Family.IPV4)
+    crs = compile_ruleset(ruleset, base_chains=bases)
+    lo = Interface.of("lo", "127.0.0.1/8", "::1/128")
+    eth = Interface.of("eth0", *info["pod_ips"])
+    tproxy = int(info.get("tproxy_port") or 0)
+    listeners = tuple(Listener(port=port, proto=Proto.parse(proto), addr=ip_address(addr) if addr else None,
+                               transparent=port == tproxy) for proto, addr, port in sockets)
+    routes = tuple(FwmarkRoute(mark=m, table=t) for m, t in info.get("fwmark_routes", []))
+    ns = Netns(interfaces=(lo, eth), default_iface="eth0", listeners=listeners, fwmark_routes=routes)
+    out: list[tuple[str, ...]] = []
+    for p in probes:
+        packet = Packet(family=Family.IPV4, proto=Proto.parse(p.proto), src=ip_address(p.src), dst=ip_address(p.dst),
+                        sport=p.sport, dport=p.dport, origin=Origin.ARRIVING if p.inbound else Origin.LOCAL,
+                        in_iface="eth0" if p.inbound else None,
+                        socket=None if p.inbound else Socket(uid=p.uid, gid=p.gid))
+        t = trace(crs, packet, ns, explain=False)
+        out.append(tuple(render_xtables(t, return_verdict=RETURN_AS_PRINTED, packets=False).splitlines()))
+    return out
+
+
+def _sentinel(runner: Runner, pod: str, log: Path, which: str, *, repeat: bool) -> None:
+    """Send the ``which`` marker datagram and wait until the monitor printed it once more than before."""
+    sport = SENTINELS[which]
+    wire = Probe(proto="udp", src="127.0.0.1", sport=sport, dst="127.0.0.1", dport=9).wire()
+    mark = f"SPORT={sport} "
+
+    def seen() -> int:
+        try:
+            return sum(1 for line in log.read_text(errors="replace").splitlines()
+                       if line.startswith("PACKET:") and mark in line)
+        except OSError:
+            return 0
+
+    before = seen()
+    deadline = time.monotonic() + SENTINEL_TIMEOUT_SECONDS
+    sent = False
+    while True:
+        if repeat or not sent:
+            runner.run(Exec(netns=pod, argv=(sys.executable, "-m", "netsim.lab.probe"), stdin=json.dumps([wire])))
+            sent = True
+        time.sleep(SETTLE_SECONDS / 8)
+        if seen() > before:
+            return
+        if time.monotonic() > deadline:
+            raise LabError(f"xtables-monitor --trace printed no {which} marker within {SENTINEL_TIMEOUT_SECONDS:g}s: "
+                           f"{_monitor_error(log)}")
+
+
+def _monitor_error(log: Path) -> str:
+    try:
+        odd = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()
+               and not ln.lstrip().startswith(("PACKET:", "TRACE:"))]
+    except OSError:
+        odd = []
+    return odd[-1] if odd else "it stopped printing; the kernel trace is incomplete"
 
 
 def verify(runner: Runner, state: st.LabState, *, probes: int, seed: int | None) -> Report:
-    raise LabError("lab verify needs netsim's trace engine (netsim.netfilter.engine), which is not installed yet")
+    """Run ``probes`` probes in lab ``state`` and compare (see the module docstring). Raises LabError when
+    the lab is not healthy enough to probe or a tool fails."""
+    pod, node = state.name, str(state.info["node_netns"])
+    seed = random.randrange(1 << 31) if seed is None else seed
+    held = runner.run(Exec(netns=pod, argv=("cat", "/proc/net/nf_conntrack"), check=False)).stdout
+    chosen = make_probes(state.info, probes, seed, avoid=conntrack_ports(held))
+    span = f"{SPORT_LO}:{SPORT_HI}"
+
+    def trace_rule(op: str, chain: str, proto: str) -> Exec:
+        # TCP: pure SYNs only. A probe is its first packet; where a listener accepted it, the handshake's ACK
+        # and the FIN would follow from the same port and only flood the monitor (whose socket then overflows).
+        syn = ("--tcp-flags", "FIN,SYN,RST,ACK", "SYN") if proto == "tcp" else ()
+        argv = ("iptables", "-t", "raw", op, chain, *(("1",) if op == "-I" else ()), "-p", proto, "-m", proto,
+                "--sport", span, *syn, "-j", "TRACE")
+        return Exec(netns=pod, argv=argv)
+
+    for chain, proto in reversed(TRACE_RULES):
+        runner.run(trace_rule("-I", chain, proto))
+    log = st.run_dir(pod) / "verify-monitor.log"
+    monitor: st.Process | None = None
+    unsent: set[int] = set()
+    try:
+        dump = runner.run(Exec(netns=pod, argv=("iptables-save",))).stdout
+        positions, bases = handle_positions(runner.run(Exec(netns=pod, argv=("nft", "-j", "-a", "list",
+                                                                              "ruleset"))).stdout)
+        sockets = listeners_from_ss(runner.run(Exec(netns=pod, argv=("ss", "-Hlntu"))).stdout)
+        state = state.adding(st.File(str(log)))
+        st.save(state)
+        spawned = runner.run(Spawn(netns=pod, argv=("stdbuf", "-oL", "xtables-monitor", "--trace", "-4"), log=log))
+        assert spawned.pid is not None and spawned.start_time is not None
+        monitor = st.Process("verify-monitor", spawned.pid, spawned.start_time, pod, str(log))
+        state = state.adding(monitor)
+        st.save(state)
+        _sentinel(runner, pod, log, "start", repeat=True)
+        for ns, group in ((pod, [p for p in chosen if not p.inbound]), (node, [p for p in chosen if p.inbound])):
+            for i in range(0, len(group), BATCH):
+                sent = runner.run(Exec(netns=ns, argv=(sys.executable, "-m", "netsim.lab.probe"),
+                                       stdin=json.dumps([p.wire() for p in group[i:i + BATCH]])))
+                unsent.update(_unsent(sent.stdout))
+                # wait for the monitor to print this batch before the next: its socket overflows otherwise
+                _sentinel(runner, pod, log, "end", repeat=False)
+    finally:
+        if monitor is not None:
+            runner.run(Kill(monitor.pid, monitor.start_time))
+        try:
+            text = log.read_text(errors="replace")
+        except OSError:
+            text = ""
+        runner.run(RemovePath(log))
+        st.save(replace(state, resources=tuple(r for r in state.resources if r not in (monitor, st.File(str(log))))))
+        for chain, proto in TRACE_RULES:
+            runner.run(trace_rule("-D", chain, proto))
+    kernel = parse_monitor(text, positions)
+    ours = netsim_lines(dump, bases, state.info, sockets, chosen)
+    results = tuple(ProbeResult(p, tuple(kernel.get(p.sport, [])), mine) for p, mine in zip(chosen, ours, strict=True)
+                    if p.sport not in unsent)
+    return Report(pod, seed, results, tuple(p for p in chosen if p.sport in unsent))
+
+
+def _unsent(stdout: str) -> list[int]:
+    for line in stdout.splitlines():
+        try:
+            return [int(x) for x in json.loads(line)["unsent"]]
+        except (ValueError, KeyError, TypeError):
+            continue
+    return []
+
+
+__all__ = [
+    "Probe",
+    "ProbeResult",
+    "Report",
+    "conntrack_ports",
+    "handle_positions",
+    "listeners_from_ss",
+    "make_probes",
+    "netsim_lines",
+    "parse_monitor",
+    "verify",
+]
