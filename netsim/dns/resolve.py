@@ -655,9 +655,10 @@ def _truncate(qid: int, flags: int, question: bytes, records: list[tuple[bytes, 
     size = max(limit, MIN_UDP_SIZE) - len(opt)
     buf = bytearray(12)
     names: dict[bytes, int] = {}
-    qname, _ = _read_name(question, 0)
-    _compress_into(buf, names, qname)
-    buf += question[len(qname):]
+    if question:
+        qname, _ = _read_name(question, 0)
+        _compress_into(buf, names, qname)
+        buf += question[len(qname):]
     kept = 0
     if len(buf) < size:
         for rr, _sect in records:
@@ -676,7 +677,8 @@ def _truncate(qid: int, flags: int, question: bytes, records: list[tuple[bytes, 
     if truncated:
         flags |= 0x0200
     buf += opt
-    struct.pack_into("!HHHHHH", buf, 0, qid, flags, 1, kept_an, kept_ns, kept_ar + (1 if opt else 0))
+    struct.pack_into("!HHHHHH", buf, 0, qid, flags, 1 if question else 0, kept_an, kept_ns,
+                     kept_ar + (1 if opt else 0))
     return bytes(buf)
 
 
@@ -709,10 +711,8 @@ def fit(message: bytes, limit: int) -> bytes:
     plain = _header(qid, flags, qd, an, ns, ar) + b"".join(questions) + b"".join(r for r, _ in records) + opt
     if len(plain) <= max(limit, MIN_UDP_SIZE):
         return plain
-    if qd != 1:
-        # miekg keeps every question; netsim only forwards single-question queries, so this is rare
-        questions = questions[:1]
-    return _truncate(qid, flags, questions[0], records, limit, (an, ns, n_ar), opt)
+    # miekg keeps every question; netsim only forwards single-question queries, so more is rare
+    return _truncate(qid, flags, questions[0] if questions else b"", records, limit, (an, ns, n_ar), opt)
 
 
 def upstream_id_matches(forward: Forward, reply: bytes) -> bool:

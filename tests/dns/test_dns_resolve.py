@@ -152,3 +152,12 @@ def test_fit_recompresses_large_upstream_reply() -> None:
     out = fit(r.to_wire(), 512)
     m = dns.message.from_wire(out)
     assert len(out) <= 512 and m.flags & dns.flags.TC and 0 < len(m.answer[0]) < 100
+
+
+def test_fit_without_question() -> None:
+    rr = b"\x00" + struct.pack("!HHIH", 1, 1, 30, 4) + b"\x01\x02\x03\x04"
+    msg = struct.pack("!HHHHHH", 1, 0x8000, 0, 40, 0, 0) + rr * 40
+    out = fit(msg, 512)
+    m = dns.message.from_wire(out)
+    assert len(out) <= 512 and m.flags & dns.flags.TC and not m.question and len(m.answer[0]) == 1
+    assert struct.unpack("!H", out[6:8])[0] == (512 - 12) // len(rr)
