@@ -1,0 +1,239 @@
+"""Pure parts of the lab without root: the compiler glue, verify's probe generation and monitor parsing,
+the listeners' SO_ORIGINAL_DST decoding, and the CLI's error lines."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import struct
+import subprocess
+import sys
+from ipaddress import IPv4Interface, IPv6Interface, ip_network
+from pathlib import Path
+
+import pytest
+from lab_helpers import EXAMPLE, REPO, run_root_fixture  # noqa: F401  (the run_root fixture)
+
+from netsim.capture.config import CaptureConfig, InterceptionMode
+from netsim.capture.iptables import RouteCommand, route_commands
+from netsim.cli import main
+from netsim.errors import LabError
+from netsim.lab import runner as runner_mod
+from netsim.lab.inputs import lab_spec, node_interface, route_command
+from netsim.lab.listeners import endpoint, parse_original_dst
+from netsim.lab.runner import AddrAdd, RouteAdd, RuleAdd
+from netsim.lab.verify import (
+    SPORT_HI,
+    SPORT_LO,
+    Probe,
+    ProbeResult,
+    Report,
+    conntrack_ports,
+    handle_positions,
+    listeners_from_ss,
+    make_probes,
+    parse_monitor,
+)
+from netsim.netfilter.model import Family
+
+# --- inputs -------------------------------------------------------------------------------------------
+
+
+def test_the_example_pod_compiles_to_dns_capture_with_the_lab_addresses() -> None:
+    spec = lab_spec(str(EXAMPLE / "pod.yaml"), services=[str(EXAMPLE / "services.yaml")])
+    assert spec.name == "web"
+    assert spec.pod_ips == (IPv4Interface("10.244.0.5/24"),) and spec.node_ips == (IPv4Interface("10.244.0.1/24"),)
+    # Istio's restore text, tokens as it writes them (the kernel normalises them on load)
+    assert "-A ISTIO_OUTPUT_DNS -p udp --dport 53 -d 10.96.0.10/32 -j REDIRECT --to-port 15053" in spec.rules_v4
+    assert spec.rules_v6 is None and spec.pod_routes == ()
+    assert spec.dns is not None and spec.dns.configs == ((EXAMPLE / "services.yaml").resolve(),)
+    assert spec.resolv_conf().startswith("nameserver 10.96.0.10\nsearch default.svc.cluster.local ")
+
+
+def test_the_same_files_give_the_same_digest_and_an_edit_a_new_one(tmp_path: Path) -> None:
+    svc = tmp_path / "s.yaml"
+    svc.write_text((EXAMPLE / "services.yaml").read_text())
+    first = lab_spec(str(EXAMPLE / "pod.yaml"), services=[str(svc)]).digest
+    assert lab_spec(str(EXAMPLE / "pod.yaml"), services=[str(svc)]).digest == first
+    svc.write_text(svc.read_text().replace("se.example.com", "se2.example.com"))
+    assert lab_spec(str(EXAMPLE / "pod.yaml"), services=[str(svc)]).digest != first
+
+
+def test_tproxy_and_ipv6_route_commands_become_typed_netlink_commands() -> None:
+    config = CaptureConfig(mode=InterceptionMode.TPROXY, inbound_ports=("*",), enable_ipv6=True)
+    got = [route_command("p", rc) for rc in route_commands(config)]
+    assert got == [
+        AddrAdd(netns="p", ifname="lo", address=IPv6Interface("::6/128"), ignore_exists=True),
+        RuleAdd(netns="p", family=Family.IPV4, fwmark=1337, table=133),
+        RuleAdd(netns="p", family=Family.IPV6, fwmark=1337, table=133),
+        RouteAdd(netns="p", dst=ip_network("0.0.0.0/0"), dev="lo", table=133, local=True, ignore_exists=True),
+        RouteAdd(netns="p", dst=ip_network("::/0"), dev="lo", table=133, local=True, ignore_exists=True),
+    ]
+
+
+def test_an_unknown_route_command_is_refused() -> None:
+    with pytest.raises(LabError, match="route command the lab cannot apply: ip link set eth0 down"):
+        route_command("p", RouteCommand(("ip", "link", "set", "eth0", "down")))
+
+
+def test_node_address_is_the_first_other_host_of_the_pod_subnet() -> None:
+    assert node_interface(IPv4Interface("10.244.0.5/24")) == IPv4Interface("10.244.0.1/24")
+    assert node_interface(IPv4Interface("10.244.0.1/24")) == IPv4Interface("10.244.0.2/24")
+    assert node_interface(IPv6Interface("fd00:244::5/64")) == IPv6Interface("fd00:244::1/64")
+
+
+def test_a_pod_without_a_sidecar_has_nothing_to_run(tmp_path: Path) -> None:
+    pod = tmp_path / "pod.yaml"
+    pod.write_text((EXAMPLE / "pod.yaml").read_text().replace(
+        "  annotations:\n", '  annotations:\n    sidecar.istio.io/inject: "false"\n'))
+    with pytest.raises(LabError, match=r"pod.yaml: no capture to run: "):
+        lab_spec(str(pod))
+
+
+def test_a_lab_name_must_be_usable_as_a_namespace_name() -> None:
+    with pytest.raises(LabError, match='lab name "a/b"'):
+        lab_spec(str(EXAMPLE / "pod.yaml"), name="a/b")
+
+
+# --- verify: probes and the kernel's trace ------------------------------------------------------------
+
+INFO = {"pod_ips": ["10.244.0.5/24"], "node_ips": ["10.244.0.1/24"], "app_uid": 1000, "proxy_uid": 1337,
+        "proxy_gid": 1337, "rules_v4": "-A ISTIO_OUTPUT_DNS -d 10.96.0.10/32 -p udp -m udp --dport 53 -j REDIRECT "
+                                      "--to-ports 15053\n-A X -d 8.8.8.8/32 -j RETURN\n"}
+
+
+def test_probes_are_seeded_use_only_lab_addresses_and_avoid_busy_ports() -> None:
+    busy = frozenset(range(SPORT_LO, SPORT_LO + 5000))
+    a = make_probes(INFO, 60, 7, random.Random(1), avoid=busy)
+    b = make_probes(INFO, 60, 7, random.Random(1), avoid=busy)
+    assert a == b and len({p.sport for p in a}) == 60
+    lab = (ip_network("10.244.0.0/24"), ip_network("10.96.0.0/16"), ip_network("127.0.0.0/8"))
+    for p in a:
+        assert SPORT_LO + 5000 <= p.sport <= SPORT_HI
+        assert not SPORT_LO <= p.dport <= SPORT_HI  # replies never look like probes
+        assert any(ip_network(f"{p.dst}/32").subnet_of(n) for n in lab), p  # 8.8.8.8 from the rules is not used
+    assert {p.inbound for p in a} == {True, False}
+    assert all(p.src == "10.244.0.1" and p.dst == "10.244.0.5" for p in a if p.inbound)
+
+
+def test_too_many_probes_for_the_free_ports_is_an_error() -> None:
+    with pytest.raises(LabError, match="use fewer --probes"):
+        make_probes(INFO, 10, 1, avoid=frozenset(range(SPORT_LO, SPORT_HI - 5)))
+
+
+MONITOR = """\
+PACKET: 2 1079c2b9 OUT=eth0 SRC=10.244.0.5 DST=10.96.0.20 LEN=60 SPORT=21000 DPORT=80 SYN
+ TRACE: 2 1079c2b9 raw:OUTPUT:rule:0x70:CONTINUE  -4 -t raw -A OUTPUT -p tcp -m tcp --sport 20000:29999 -j TRACE
+ TRACE: 2 1079c2b9 nat:ISTIO_OUTPUT:rule:0x9:0xfffffffb  -4 -t nat -A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN
+ TRACE: 2 1079c2b9 nat:OUTPUT:policy:ACCEPT
+PACKET: 2 aaaa0001 IN=lo LOOPBACK SRC=10.244.0.5 DST=127.0.0.1 LEN=60 SPORT=21000 DPORT=15001 SYN
+ TRACE: 2 aaaa0001 raw:PREROUTING:policy:ACCEPT
+PACKET: 2 bbbb0002 IN=lo LOOPBACK SRC=10.244.0.5 DST=127.0.0.1 LEN=52 SPORT=21000 DPORT=15001 ACK
+ TRACE: 2 bbbb0002 raw:PREROUTING:policy:ACCEPT
+cannot receive from nfnetlink socket: No buffer space available
+"""
+POSITIONS = {("raw", "OUTPUT", 0x70): 1, ("nat", "ISTIO_OUTPUT", 0x9): 4}
+
+
+def test_monitor_lines_map_handles_to_positions_and_follow_loopback_reentry() -> None:
+    assert parse_monitor(MONITOR, POSITIONS) == {21000: [
+        "TRACE: raw:OUTPUT:rule:1:CONTINUE  -A OUTPUT -p tcp -m tcp --sport 20000:29999 -j TRACE",
+        "TRACE: nat:ISTIO_OUTPUT:rule:4:0xfffffffb  -A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN",
+        "TRACE: nat:OUTPUT:policy:ACCEPT",
+        "TRACE: raw:PREROUTING:policy:ACCEPT",  # the looped SYN (new trace id, same source port); not the ACK
+    ]}
+
+
+def test_nft_json_gives_rule_positions_and_existing_base_chains() -> None:
+    doc = {"nftables": [
+        {"metainfo": {}},
+        {"chain": {"family": "ip", "table": "nat", "name": "OUTPUT", "hook": "output"}},
+        {"chain": {"family": "ip", "table": "nat", "name": "ISTIO_OUTPUT"}},
+        {"chain": {"family": "ip6", "table": "nat", "name": "PREROUTING", "hook": "prerouting"}},
+        {"rule": {"family": "ip", "table": "nat", "chain": "ISTIO_OUTPUT", "handle": 12}},
+        {"rule": {"family": "ip", "table": "nat", "chain": "ISTIO_OUTPUT", "handle": 9}},
+        {"rule": {"family": "ip6", "table": "nat", "chain": "ISTIO_OUTPUT", "handle": 3}},
+    ]}
+    positions, bases = handle_positions(json.dumps(doc))
+    assert positions == {("nat", "ISTIO_OUTPUT", 12): 1, ("nat", "ISTIO_OUTPUT", 9): 2}
+    assert bases == {("nat", "OUTPUT")}
+
+
+def test_conntrack_ports_in_the_probe_range() -> None:
+    line = ("ipv4 2 tcp 6 66 TIME_WAIT src=10.244.0.5 dst=10.96.1.2 sport=26352 dport=5783 src=127.0.0.1 "
+            "dst=10.244.0.5 sport=15001 dport=26352 [ASSURED] mark=0 zone=0 use=2\n")
+    assert conntrack_ports(line) == {26352}
+
+
+def test_listening_sockets_from_ss() -> None:
+    ss = ("tcp   LISTEN 0 128   0.0.0.0:15001  0.0.0.0:*\nudp   UNCONN 0 0   127.0.0.1:15053  0.0.0.0:*\n"
+          "tcp   LISTEN 0 128   [::]:15001  [::]:*\n")
+    assert listeners_from_ss(ss) == [("tcp", None, 15001), ("udp", "127.0.0.1", 15053)]
+
+
+def test_the_report_prints_differences_as_a_diff_and_counts() -> None:
+    p = Probe(proto="tcp", src="10.244.0.5", sport=21000, dst="10.96.0.20", dport=80, uid=1000, gid=1000)
+    same = ProbeResult(p, ("TRACE: a",), ("TRACE: a",))
+    differ = ProbeResult(p, ("TRACE: a",), ("TRACE: b",))
+    assert Report("x", 1, (same,)).lines()[-1] == "agreement: 1/1 probes"
+    lines = Report("x", 1, (same, differ), (p,)).lines()
+    assert "DIFFER: tcp 10.244.0.5:21000 -> 10.96.0.20:80 (uid 1000 gid 1000)" in lines
+    assert "    -TRACE: a" in lines and "    +TRACE: b" in lines
+    assert lines[-1] == "agreement: 1/2 probes (1 differ); 1 could not be sent"
+
+
+# --- listeners ----------------------------------------------------------------------------------------
+
+def test_so_original_dst_sockaddrs_are_decoded() -> None:
+    v4 = struct.pack("=H", socket.AF_INET) + struct.pack("!H", 80) + socket.inet_aton("10.96.0.20") + bytes(8)
+    assert parse_original_dst(socket.AF_INET, v4) == ("10.96.0.20", 80)
+    v6 = (struct.pack("=H", socket.AF_INET6) + struct.pack("!H", 8080) + bytes(4)
+          + socket.inet_pton(socket.AF_INET6, "fd00::5") + bytes(4))
+    assert parse_original_dst(socket.AF_INET6, v6) == ("fd00::5", 8080)
+    assert endpoint(("fd00::5", 8080)) == "[fd00::5]:8080" and endpoint(("10.0.0.1", 1)) == "10.0.0.1:1"
+
+
+# --- CLI ----------------------------------------------------------------------------------------------
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return int(exit_info.value.code or 0), out.out, out.err
+
+
+@pytest.mark.parametrize("sub", ["up", "exec", "status", "verify", "down"])
+def test_every_subcommand_has_help(sub: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["lab", sub, "--help"], capsys)
+    assert code == 0 and f"Usage: netsim lab {sub}" in out
+
+
+def test_not_root_is_one_line_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(runner_mod.os, "geteuid", lambda: 1000)
+    code, _, err = run_cli(["lab", "up", "--pod", str(EXAMPLE / "pod.yaml")], capsys)
+    assert (code, err) == (2, "Error: the lab needs root (network namespaces, iptables): run it with sudo\n")
+
+
+def test_iptables_missing_is_one_line_exit_2(monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(runner_mod.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(runner_mod.shutil, "which", lambda tool: None if "iptables" in tool else f"/bin/{tool}")
+    code, _, err = run_cli(["lab", "down", "x"], capsys)
+    assert (code, err) == (2, "Error: iptables-restore not found: install the iptables package\n")
+
+
+def test_unknown_lab_names(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                           run_root: Path) -> None:
+    monkeypatch.setattr(runner_mod, "check_host", lambda: None)
+    code, out, _ = run_cli(["lab", "down", "nope"], capsys)
+    assert (code, out) == (0, "no lab named nope; nothing to do\n")
+    code, _, err = run_cli(["lab", "status", "nope"], capsys)
+    assert (code, err) == (2, f"Error: no lab named nope (nothing recorded in {run_root / 'nope'})\n")
+
+
+def test_importing_the_lab_cli_does_not_load_pyroute2() -> None:
+    code = "import sys, netsim.cli, netsim.lab.cli, netsim.lab.control; print('pyroute2' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "False"
