@@ -103,7 +103,7 @@ def check_inbound_ports(index: ProxyIndex, pod: PodInfo) -> list[Finding]:
         else:
             fix = f"make sure port {port} is in the inbound capture list"
         out.append(Finding(id="inbound-port-not-captured", severity="error",
-                           summary=(f"{pod.ref} port {port} is not captured inbound: {why}; a client sidecar that "
+                           summary=(f"inbound capture misses it: {why}; a client sidecar that "
                                     "sends Istio mTLS (auto mTLS or an ISTIO_MUTUAL DestinationRule) reaches the app "
                                     "with TLS bytes → 503 connection failure, and STRICT mTLS is not enforced"),
                            evidence=(decl, pod.where), fix=fix))
@@ -116,11 +116,12 @@ def check_workload_annotations(index: ProxyIndex, pod: PodInfo) -> list[Finding]
     template = pod.annotation_map
     out = []
     for k, v in pod.owner_annotations:
-        if k.startswith(ISTIO_PREFIXES) and k not in template:
+        if k.startswith(ISTIO_PREFIXES) and template.get(k) != v:
             out.append(Finding(
                 id="annotations-on-workload-metadata", severity="error",
                 summary=(f"annotation {k}: {v!r} is on the {pod.kind}'s own metadata; the injector reads only the "
-                         "pod template's annotations, so it has no effect"),
+                         "pod template's annotations, so it has no effect"
+                         + (f" (the template says {template[k]!r})" if k in template else "")),
                 evidence=(f"{pod.where}: metadata.annotations.{k}",),
                 fix=f"move {k} to spec.template.metadata.annotations"))
     return out
