@@ -36,6 +36,7 @@ saw into a :class:`Trace`. Never does IO, never knows about Istio.
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -86,14 +87,47 @@ class _State:
     """The packet as it is being walked (mutable, private); everything the matches read."""
 
     __slots__ = (
-        "branches", "choices", "ct_attached", "ctmark", "ctstate", "dnat", "dport", "dst", "explain",
-        "family", "flags", "hook", "icmp_code", "icmp_type", "in_iface", "loopback", "mark", "nat_dst_done",
-        "nat_src_done", "netns", "nsinfo", "orig", "out_iface", "pass_no", "proto", "snat", "socket", "sport",
-        "src", "steps", "tproxy_port", "tproxy_transparent", "uncertain", "zone",
+        "branches",
+        "choices",
+        "ct_attached",
+        "ctmark",
+        "ctstate",
+        "decider",
+        "dnat",
+        "dport",
+        "dst",
+        "explain",
+        "family",
+        "flags",
+        "hook",
+        "icmp_code",
+        "icmp_type",
+        "in_iface",
+        "loopback",
+        "mark",
+        "nat_dst_done",
+        "nat_src_done",
+        "netns",
+        "nsinfo",
+        "orig",
+        "out_iface",
+        "pass_no",
+        "proto",
+        "snat",
+        "socket",
+        "sport",
+        "src",
+        "steps",
+        "tproxy_port",
+        "tproxy_transparent",
+        "uncertain",
+        "v6",
+        "zone",
     )
 
     def __init__(self, packet: Packet, netns: Netns, nsinfo: _NsInfo, choices: Sequence[bool], explain: bool):
         self.family = packet.family
+        self.v6 = packet.family is Family.IPV6
         self.proto = packet.proto.value
         self.src = int(packet.src)
         self.dst = int(packet.dst)
@@ -113,8 +147,7 @@ class _State:
         self.dnat = ct.dnat
         self.snat = ct.snat
         self.ct_attached = False  # skb->_nfct != 0 (template or entry)
-        self.nat_dst_done = ct.state is not CtState.NEW
-        self.nat_src_done = ct.state is not CtState.NEW
+        self.nat_dst_done = self.nat_src_done = ct.state is not _NEW
         self.orig = (self.src, self.dst, self.sport, self.dport)
         self.loopback = False
         self.hook = ""
@@ -128,13 +161,33 @@ class _State:
         self.branches: list[Branch] = []
         self.choices = list(choices)
         self.explain = explain
+        self.decider: Step | None = None
 
     def addr(self, value: int) -> Address:
-        return IPv4Address(value) if self.family is Family.IPV4 else IPv6Address(value)
+        return _to_addr(self.v6, value)
+
+    def ip(self, value: int) -> str:
+        return _ip_str(self.v6, value)
 
     def snapshot(self) -> tuple[object, ...]:
-        return (self.in_iface, self.out_iface, self.loopback, self.addr(self.src), self.addr(self.dst),
-                self.sport, self.dport, self.mark, self.proto)
+        # Raw ints: converted to addresses only when a renderer prints the PACKET line.
+        return (self.in_iface, self.out_iface, self.loopback, self.src, self.dst,
+                self.sport, self.dport, self.mark, self.proto, self.family.value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _to_addr(v6: bool, value: int) -> Address:
+    return IPv6Address(value) if v6 else IPv4Address(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip_str(v6: bool, value: int) -> str:
+    return str(_to_addr(v6, value))
+
+
+# Enum members bound once: attribute access on an Enum class goes through a descriptor (hot path).
+_RULE, _POLICY, _SKIPPED, _TABLE, _NOTE = Kind.RULE, Kind.POLICY, Kind.SKIPPED, Kind.TABLE, Kind.NOTE
+_NEW, _LOCAL = CtState.NEW, Origin.LOCAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +256,8 @@ class _Ctx:
 
 
 class _CRule:
-    __slots__ = ("checks", "dst_key", "kind", "position", "rule", "target", "targs", "text", "uncertain_target")
+    __slots__ = ("checks", "dst_key", "has_branch", "kind", "position", "rule", "target", "targs", "text",
+                 "uncertain_target")
 
     def __init__(self, rule: Rule, position: int, text: str, checks: tuple[_Check, ...], kind: str,
                  targs: tuple[object, ...], target: str, dst_key: int | None, uncertain_target: str):
@@ -216,6 +270,7 @@ class _CRule:
         self.target = target
         self.dst_key = dst_key
         self.uncertain_target = uncertain_target
+        self.has_branch = any(c.attr == "statistic" for c in checks)
 
 
 class _CChain:
@@ -259,6 +314,8 @@ class CompiledRuleset:
     ruleset: Ruleset
     tables: Mapping[str, Mapping[str, _CChain]]
     unknown: tuple[str, ...]  # "table chain rule N: -m foo" for every construct netsim cannot evaluate
+    # per hook, the (table, base chain, table's chains) that exist, in priority order
+    hooks: Mapping[str, tuple[tuple[str, _CChain, Mapping[str, _CChain]], ...]]
 
 
 def compile_ruleset(ruleset: Ruleset, base_chains: Iterable[tuple[str, str]] | None = None) -> CompiledRuleset:
@@ -291,7 +348,12 @@ def compile_ruleset(ruleset: Ruleset, base_chains: Iterable[tuple[str, str]] | N
             present = builtin and (exists is None or (table.name, chain.name) in exists or bool(chain.rules))
             chains[chain.name] = _CChain(chain.name, chain.policy if builtin else None, crules, present)
         tables[table.name] = chains
-    return CompiledRuleset(ruleset, tables, tuple(unknown))
+    hooks = {
+        hook: tuple((t, tables[t][hook], tables[t]) for t in order
+                    if t in tables and hook in tables[t] and tables[t][hook].exists)
+        for hook, order in HOOK_TABLES.items()
+    }
+    return CompiledRuleset(ruleset, tables, tuple(unknown), hooks)
 
 
 # ------------------------------------------------------------------------------------------ header checks
@@ -827,18 +889,12 @@ def _tproxy(st: _State, r: _CRule) -> str:
     return ACCEPT
 
 
-def _run_table(crs: CompiledRuleset, st: _State, table: str, hook: str) -> str:
+def _run_table(st: _State, table: str, hook: str, base: _CChain, chains: Mapping[str, _CChain]) -> str:
     """Walk ``table``'s base chain ``hook``; return ACCEPT, DROP or QUEUE."""
-    chains = crs.tables.get(table)
-    if chains is None:
-        return ACCEPT
-    base = chains.get(hook)
-    if base is None or not base.exists:
-        return ACCEPT
     steps = st.steps
     explain = st.explain
     pass_no = st.pass_no
-    steps.append(Step(pass_no, hook, table, hook, Kind.TABLE, packet=st.snapshot()))
+    steps.append(Step(pass_no, hook, table, hook, _TABLE, packet=st.snapshot()))
     stack: list[tuple[_CChain, int]] = []
     chain = base
     cands = chain.candidates(st.dst)
@@ -853,12 +909,12 @@ def _run_table(crs: CompiledRuleset, st: _State, table: str, hook: str) -> str:
             ci += 1
             r = rules[ri]
             if explain and ri > last + 1:
-                steps.append(Step(pass_no, hook, table, chain.name, Kind.SKIPPED, last + 2,
+                steps.append(Step(pass_no, hook, table, chain.name, _SKIPPED, last + 2,
                                   "", failed=("-d", "dst", st.dst), end=ri))
             last = ri
             unc = ""
             failed = None
-            branch_mark = len(st.branches)
+            branch_mark = len(st.branches) if r.has_branch else -1
             for chk in r.checks:
                 res = chk.fn(st)
                 if not res:
@@ -867,13 +923,13 @@ def _run_table(crs: CompiledRuleset, st: _State, table: str, hook: str) -> str:
                         continue
                     failed = chk
                     break
-            if len(st.branches) > branch_mark:
+            if branch_mark >= 0 and len(st.branches) > branch_mark:
                 b = st.branches[-1]
                 st.branches[-1] = Branch(table, chain.name, r.position, r.text, b.taken)
                 unc = unc or f"{b.text}: a random draw; this trace assumes it {'matched' if b.taken else 'did not'}"
             if failed is not None:
                 if explain:
-                    steps.append(Step(pass_no, hook, table, chain.name, Kind.RULE, r.position, r.text, False,
+                    steps.append(Step(pass_no, hook, table, chain.name, _RULE, r.position, r.text, False,
                                       failed=(failed.label, failed.attr, _value_of(st, failed.attr)), uncertain=unc))
                 if unc:
                     st.uncertain.append(f"{table} {chain.name} rule {r.position}: {unc}")
@@ -883,8 +939,8 @@ def _run_table(crs: CompiledRuleset, st: _State, table: str, hook: str) -> str:
             if unc:
                 st.uncertain.append(f"{table} {chain.name} rule {r.position}: {unc}")
             verdict = _apply(st, r, table)
-            steps.append(Step(pass_no, hook, table, chain.name, Kind.RULE, r.position, r.text, True, verdict,
-                              r.target, None, unc))
+            step = Step(pass_no, hook, table, chain.name, _RULE, r.position, r.text, True, verdict, r.target, None, unc)
+            steps.append(step)
             if verdict == CONTINUE:
                 continue
             if verdict in (JUMP, GOTO):
@@ -899,11 +955,12 @@ def _run_table(crs: CompiledRuleset, st: _State, table: str, hook: str) -> str:
             if verdict == RETURN:
                 returned = True
                 break
+            st.decider = step
             return verdict  # ACCEPT, DROP, QUEUE end this table at this hook
         if jumped:
             continue
         if not returned and explain and last + 1 < len(rules):
-            steps.append(Step(pass_no, hook, table, chain.name, Kind.SKIPPED, last + 2, "",
+            steps.append(Step(pass_no, hook, table, chain.name, _SKIPPED, last + 2, "",
                               failed=("-d", "dst", st.dst), end=len(rules)))
         if stack:
             # RETURN or falling off pops the jump stack; a chain entered by -g pushed nothing, so
@@ -914,7 +971,10 @@ def _run_table(crs: CompiledRuleset, st: _State, table: str, hook: str) -> str:
             last = resume - 1
             continue
         policy = base.policy or "ACCEPT"
-        steps.append(Step(pass_no, hook, table, hook, Kind.POLICY, 0, policy, True, policy))
+        step = Step(pass_no, hook, table, hook, _POLICY, 0, policy, True, policy)
+        steps.append(step)
+        if policy != ACCEPT:
+            st.decider = step
         return policy
 
 
@@ -941,32 +1001,41 @@ def _value_of(st: _State, attr: str) -> object:
 
 def _note(st: _State, hook: str, text: str) -> None:
     if st.explain:
-        st.steps.append(Step(st.pass_no, hook, "", "", Kind.NOTE, text=text))
+        st.steps.append(Step(st.pass_no, hook, "", "", _NOTE, text=text))
 
 
 def _hook(crs: CompiledRuleset, st: _State, hook: str) -> str:
     """Run every table of ``hook`` in priority order, with conntrack after raw and NAT-once (§1.1, §1.3)."""
     st.hook = hook
-    for table in HOOK_TABLES[hook]:
+    # nf_conntrack_in runs after raw at PREROUTING/OUTPUT, never again for a looped packet (§1.2(c)).
+    pending_ct = hook in _NAT_DST_HOOKS and not st.loopback
+    dst_manip = hook in _NAT_DST_HOOKS
+    for table, base, chains in crs.hooks[hook]:
+        if pending_ct and table != "raw":
+            _conntrack_in(st, hook)
+            pending_ct = False
         if table == "nat":
             if st.ctstate in ("UNTRACKED", "INVALID"):
                 continue  # no conntrack entry, nothing for nf_nat to bind
-            if hook in _NAT_DST_HOOKS:
-                if st.nat_dst_done:
-                    if st.loopback and hook == "PREROUTING":
-                        _note(st, hook, "nat PREROUTING not consulted: the looped packet's connection already "
-                                        "has its NAT binding (nf_nat_inet_fn)")
-                    continue
+            if (st.nat_dst_done if dst_manip else st.nat_src_done):
+                if st.loopback and hook == "PREROUTING":
+                    _note(st, hook, "nat PREROUTING not consulted: the looped packet's connection already "
+                                    "has its NAT binding (nf_nat_inet_fn)")
+                continue
+            if dst_manip:
                 st.nat_dst_done = True
             else:
-                if st.nat_src_done:
-                    continue
                 st.nat_src_done = True
-        verdict = _run_table(crs, st, table, hook)
+        verdict = _run_table(st, table, hook, base, chains)
         if verdict != ACCEPT:
             return verdict
-        if table == "raw" and not st.loopback:
-            _conntrack_in(st, hook)
+    if pending_ct:
+        _conntrack_in(st, hook)
+    # Without a nat chain at this hook the connection still gets its null binding at confirm.
+    if hook in ("PREROUTING", "OUTPUT"):
+        st.nat_dst_done = True
+    elif hook in ("INPUT", "POSTROUTING"):
+        st.nat_src_done = True
     return ACCEPT
 
 
@@ -976,7 +1045,8 @@ def _conntrack_in(st: _State, hook: str) -> None:
         _note(st, hook, "conntrack: untracked (CT --notrack); nat will not see this packet")
         return
     st.ct_attached = True
-    _note(st, hook, f"conntrack: {st.ctstate} in zone {st.zone}")
+    if st.explain:
+        _note(st, hook, f"conntrack: {st.ctstate} in zone {st.zone}")
 
 
 def _route_out(st: _State, dst: int, mark: int) -> str:
@@ -1003,11 +1073,12 @@ class _End:
 
 
 def _walk(crs: CompiledRuleset, st: _State, packet: Packet) -> _End:
-    if packet.origin is Origin.LOCAL:
+    if packet.origin is _LOCAL:
         st.in_iface = None
         out = packet.out_iface or _route_out(st, st.dst, st.mark)
         st.out_iface = out
-        _note(st, "OUTPUT", f"routing: {st.addr(st.dst)} via {out}")
+        if st.explain:
+            _note(st, "OUTPUT", f"routing: {st.ip(st.dst)} via {out}")
         before = (st.dst, st.mark, st.src)
         verdict = _hook(crs, st, "OUTPUT")
         if verdict != ACCEPT:
@@ -1017,14 +1088,14 @@ def _walk(crs: CompiledRuleset, st: _State, packet: Packet) -> _End:
             # POSTROUTING sees the new device (§1.10).
             new_out = _route_out(st, st.dst, st.mark)
             if new_out != out:
-                _note(st, "OUTPUT", f"rerouted: {st.addr(st.dst)} now via {new_out}")
+                _note(st, "OUTPUT", f"rerouted: {st.ip(st.dst)} now via {new_out}")
             out = new_out
         st.out_iface = out
         verdict = _hook(crs, st, "POSTROUTING")
         if verdict != ACCEPT:
             return _stopped(st, verdict)
         if out != "lo":
-            return _End(Outcome.SENT, f"sent out {out} to {st.addr(st.dst)}:{st.dport}")
+            return _End(Outcome.SENT, f"sent out {out} to {st.ip(st.dst)}:{st.dport}")
         # §1.2(c): loopback re-entry — same skb, same conntrack, nat not consulted.
         st.loopback = True
         st.pass_no = 1
@@ -1049,7 +1120,7 @@ def _walk(crs: CompiledRuleset, st: _State, packet: Packet) -> _End:
 
 def _forward(crs: CompiledRuleset, st: _State) -> _End:
     if not st.netns.ip_forward:
-        return _End(Outcome.DROPPED, f"dropped at routing: {st.addr(st.dst)} is not a local address and "
+        return _End(Outcome.DROPPED, f"dropped at routing: {st.ip(st.dst)} is not a local address and "
                                      f"forwarding is off")
     out = st.netns.default_iface
     st.out_iface = out
@@ -1059,16 +1130,16 @@ def _forward(crs: CompiledRuleset, st: _State) -> _End:
     verdict = _hook(crs, st, "POSTROUTING")
     if verdict != ACCEPT:
         return _stopped(st, verdict)
-    return _End(Outcome.SENT, f"forwarded out {out} to {st.addr(st.dst)}:{st.dport}")
+    return _End(Outcome.SENT, f"forwarded out {out} to {st.ip(st.dst)}:{st.dport}")
 
 
 def _deliver(st: _State) -> _End:
     if st.tproxy_port is not None:
         return _End(Outcome.DELIVERED, f"delivered to the transparent socket on port {st.tproxy_port} "
-                                       f"(TPROXY; destination still {st.addr(st.dst)}:{st.dport})", st.tproxy_port)
-    where = f"{st.addr(st.dst)}:{st.dport}"
-    if not Proto(st.proto).has_ports:
-        return _End(Outcome.DELIVERED, f"delivered locally to {st.addr(st.dst)}", None)
+                                       f"(TPROXY; destination still {st.ip(st.dst)}:{st.dport})", st.tproxy_port)
+    where = f"{st.ip(st.dst)}:{st.dport}"
+    if st.proto not in ("tcp", "udp", "sctp"):
+        return _End(Outcome.DELIVERED, f"delivered locally to {st.ip(st.dst)}", None)
     found = _listener_for(st, st.dst, st.dport, st.proto)
     if found is True:
         return _End(Outcome.DELIVERED, f"delivered locally to {where}", st.dport)
@@ -1127,7 +1198,7 @@ def trace(
     ns = netns if netns is not None else Netns.pod()
     st = _State(packet, ns, _nsinfo(ns), choices, explain)
     end = _walk(crs, st, packet)
-    decided = _decider(st.steps)
+    decided = st.decider
     tracked = st.ctstate not in ("UNTRACKED", "INVALID")
     original = None
     if tracked and st.zone == 0 and st.proto in ("tcp", "sctp"):
@@ -1149,18 +1220,9 @@ def trace(
         original_dst=original,
         decided_by=decided,
         reason=end.reason,
-        uncertain=tuple(dict.fromkeys(st.uncertain)),
-        branches=tuple(st.branches),
+        uncertain=tuple(dict.fromkeys(st.uncertain)) if st.uncertain else (),
+        branches=tuple(st.branches) if st.branches else (),
     )
-
-
-def _decider(steps: Sequence[Step]) -> Step | None:
-    for s in reversed(steps):
-        if s.kind is Kind.RULE and s.matched and s.verdict in (ACCEPT, DROP, QUEUE) and s.text:
-            return s
-        if s.kind is Kind.POLICY and s.verdict == DROP:
-            return s
-    return None
 
 
 def trace_branches(

@@ -32,6 +32,7 @@ Never evaluates rules, never does IO.
 from __future__ import annotations
 
 import json
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from netsim.netfilter.engine import describe_failure
@@ -47,7 +48,9 @@ def _ep(ep: Endpoint | None) -> str | None:
 
 
 def _packet_line(snapshot: tuple[object, ...]) -> str:
-    in_iface, out_iface, loopback, src, dst, sport, dport, mark, proto = snapshot
+    in_iface, out_iface, loopback, src_i, dst_i, sport, dport, mark, proto, version = snapshot
+    conv = IPv4Address if version == 4 else IPv6Address
+    src, dst = inet_ntop(conv(src_i)), inet_ntop(conv(dst_i))
     parts = ["PACKET:"]
     if in_iface:
         parts.append(f"IN={in_iface}")
