@@ -57,8 +57,32 @@ def _listener_rows(index: ProxyIndex) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def _listener_type(ln: Listener) -> str:
+    chains = _chains(ln)
+    http = any(c.is_http for c in chains)
+    tcp = any(not c.is_http for c in chains)
+    return "HTTP+TCP" if http and tcp else "HTTP" if http else "TCP"
+
+
 def listeners_table(index: ProxyIndex) -> str:
-    """``istioctl proxy-config listeners <pod>``: ADDRESSES (ADDRESS before 1.20), PORT, MATCH, DESTINATION."""
+    """``istioctl proxy-config listeners <pod>`` as that release's istioctl prints it.
+
+    Before 1.8: ADDRESS, PORT, TYPE (one row per listener); 1.8-1.19: ADDRESS, PORT, MATCH,
+    DESTINATION (one row per filter chain); 1.20+: the same with ADDRESSES.
+    """
+    if index.profile.version < (1, 8, 0):
+        rows = [(ln.address, str(ln.port), _listener_type(ln)) for ln in index.listeners()]
+        vin = index.virtual_inbound
+        if vin is not None:  # these releases also listed one podIP_port inbound listener per declared port
+            ports: dict[int, set[bool]] = {}
+            for c in vin.chains:
+                if c.dst_port is not None and c.name and c.name.startswith("0.0.0.0_"):
+                    ports.setdefault(c.dst_port, set()).add(c.is_http)
+            for port, kinds in ports.items():
+                typ = "HTTP+TCP" if len(kinds) == 2 else "HTTP" if True in kinds else "TCP"
+                rows.append((index.proxy.ip, str(port), typ))
+        rows.sort(key=lambda r: (int(r[1]), r[0] != "0.0.0.0", r[0]))
+        return _table(("ADDRESS", "PORT", "TYPE"), rows)
     head = "ADDRESSES" if index.profile.listeners_addresses_column else "ADDRESS"
     return _table((head, "PORT", "MATCH", "DESTINATION"), _listener_rows(index))
 
@@ -82,12 +106,16 @@ def _cluster_row(c: Cluster) -> tuple[str, str, str, str, str, str]:
 
 
 def clusters_table(index: ProxyIndex) -> str:
-    """``istioctl proxy-config clusters <pod>``: SERVICE FQDN, PORT, SUBSET, DIRECTION, TYPE, DESTINATION RULE."""
+    """``istioctl proxy-config clusters <pod>``: SERVICE FQDN, PORT, SUBSET, DIRECTION, TYPE, and
+    DESTINATION RULE from 1.10 on."""
     rows = [_cluster_row(c) for c in index.clusters.values()]
     rows += [("agent", "-", "-", "-", "STATIC", ""), ("prometheus_stats", "-", "-", "-", "STATIC", ""),
              ("sds-grpc", "-", "-", "-", "STATIC", ""), ("xds-grpc", "-", "-", "-", "STATIC", "")]
     rows.sort(key=lambda r: (r[0], int(r[1]) if r[1].isdigit() else -1, r[2]))
-    return _table(("SERVICE FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE", "DESTINATION RULE"), rows)
+    head = ("SERVICE FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE", "DESTINATION RULE")
+    if index.profile.version < (1, 10, 0):
+        return _table(head[:5], [r[:5] for r in rows])
+    return _table(head, rows)
 
 
 def clusters_json(index: ProxyIndex) -> list[dict[str, Any]]:

@@ -58,3 +58,5 @@ def test_mesh_example_step(example: str, index: int) -> None:
         assert [f["id"] for f in json.loads(out)["findings"]] == step["findings"], out
     for text in step.get("contains", []):
         assert text in out, f"{step['name']}: {text!r} not in\n{out}"
+    for text in step.get("absent", []):
+        assert text not in out, f"{step['name']}: {text!r} in\n{out}"
