@@ -35,7 +35,15 @@ from netsim.dns.resolve import (
     make_query,
     resolve,
 )
-from netsim.dns.table import KUBE_CLUSTER, NameTable, Proxy, cluster_domain_of, load_config, load_ndsz
+from netsim.dns.table import (
+    KUBE_CLUSTER,
+    NameTable,
+    Proxy,
+    Unresolved,
+    cluster_domain_of,
+    load_config,
+    load_ndsz,
+)
 from netsim.errors import NetsimError, SpecError
 from netsim.k8s import expand_paths
 
@@ -85,14 +93,18 @@ class _Source:
                             se_trailing_dot=p.se_trailing_dot, skip_s0_cname=p.skip_s0_cname)
 
     def load(self, *, strict: bool) -> tuple[NameTable, list[NetsimError]]:
+        table, errors, _ = self.load_explained(strict=strict)
+        return table, errors
+
+    def load_explained(self, *, strict: bool) -> tuple[NameTable, list[NetsimError], tuple[Unresolved, ...]]:
         if self.name_table:
-            return load_ndsz(self.name_table), []
+            return load_ndsz(self.name_table), [], ()
         proxy = Proxy(ips=self.pod_ips or ("10.0.0.1",), namespace=self.namespace, cluster=KUBE_CLUSTER)
         res = load_config(self.config, namespace=self.namespace, domain=self.domain,
                           generation=self.generation, istio_version=self.istio_version, proxy=proxy)
         if strict and res.errors:
             raise res.errors[0]
-        return res.table, list(res.errors)
+        return res.table, list(res.errors), res.unresolved
 
 
 def _source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -157,7 +169,7 @@ def table_cmd(config: tuple[str, ...], name_table: str | None, namespace: str, d
     """List every name the agent answers, with its addresses, origin and allocator."""
     with _errors():
         src = _make_source(config, name_table, namespace, domain, istio_version, allocator, pod_ips)
-        table, errors = src.load(strict=False)
+        table, errors, unresolved = src.load_explained(strict=False)
     for e in errors:
         _warn(str(e))
     pdomain = effective_domain(src.domain, namespace)
@@ -174,7 +186,6 @@ def table_cmd(config: tuple[str, ...], name_table: str | None, namespace: str, d
         return
     if not rows:
         click.echo("(no names: every query would be forwarded upstream)")
-        return
     for r in rows:
         alloc = f"  [auto-allocated: {r['allocator']}]" if r["allocator"] else ""
         click.echo(f"{r['name']}  {', '.join(r['addresses'])}  ({r['registry']}){alloc}")
@@ -182,6 +193,12 @@ def table_cmd(config: tuple[str, ...], name_table: str | None, namespace: str, d
             click.echo(f"    also answers: {' '.join(r['aliases'])}")
         for s in r["sources"]:
             click.echo(f"    from {s}")
+    if unresolved:
+        click.echo("")
+        click.echo("not in the table (the agent forwards these upstream):")
+        for u in unresolved:
+            click.echo(f"{u.hostname}  {u.reason}")
+            click.echo(f"    from {u.source}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,14 +227,27 @@ def query_cmd(name: str, qtype: str, config: tuple[str, ...], name_table: str | 
             raise SpecError("use --search or --resolv-conf, not both")
         if resolv_conf:
             search = read_resolv_conf(resolv_conf).search
-        table, errors = src.load(strict=False)
-        lookup = src.lookup(table, search or _default_search(namespace, src.domain))
+        table, errors, unresolved = src.load_explained(strict=False)
+        search = search or _default_search(namespace, src.domain)
+        lookup = src.lookup(table, search)
         fqdn = name if name.endswith(".") else name + "."
         wire = make_query(fqdn, _QTYPES[qtype.upper()], qid=1)
     for e in errors:
         _warn(str(e))
     decision = resolve(wire, lookup, transport=Transport.UDP)
-    _print_decision(decision, fqdn, qtype.upper(), fmt, lookup)
+    why = _why_unresolved(fqdn, search, unresolved) if isinstance(decision, Forward) else None
+    _print_decision(decision, fqdn, qtype.upper(), fmt, why)
+
+
+def _why_unresolved(fqdn: str, search: Sequence[str], unresolved: Sequence[Unresolved]) -> Unresolved | None:
+    """The configured host a forwarded name would have been, had it made it into the table."""
+    name = fqdn.rstrip(".").lower()
+    candidates = [name, *(f"{name}.{d.strip('.').lower()}" for d in search)]
+    for cand in candidates:
+        for u in unresolved:
+            if u.hostname.rstrip(".").lower() == cand:
+                return u
+    return None
 
 
 def _records(wire: bytes) -> tuple[str, list[dict[str, Any]], int]:
@@ -230,14 +260,19 @@ def _records(wire: bytes) -> tuple[str, list[dict[str, Any]], int]:
     return " ".join(flags), recs, msg.header.rcode
 
 
-def _print_decision(decision: object, name: str, qtype: str, fmt: str, lookup: Lookup) -> None:
+def _print_decision(decision: object, name: str, qtype: str, fmt: str, why: Unresolved | None) -> None:
     if isinstance(decision, Forward):
-        out = {"name": name, "type": qtype, "handled_by": "upstream", "answer": [],
-               "why": "not in the agent's name table" if qtype in _QTYPES else "not an A/AAAA query"}
+        out: dict[str, Any] = {"name": name, "type": qtype, "handled_by": "upstream", "answer": [],
+                               "why": "not in the agent's name table"}
+        if why is not None:
+            out["configured_as"] = {"hostname": why.hostname, "source": why.source, "reason": why.reason}
         if fmt == "json":
             click.echo(json.dumps(out, indent=2))
         else:
             click.echo(f";; {name} {qtype}: {out['why']}: the agent forwards it to the upstream nameservers")
+            if why is not None:
+                click.echo(f";; {why.hostname} is configured but has no entry: {why.reason}")
+                click.echo(f";;   from {why.source}")
         return
     assert isinstance(decision, Reply)
     flags, recs, rcode = _records(decision.wire)
@@ -251,7 +286,6 @@ def _print_decision(decision: object, name: str, qtype: str, fmt: str, lookup: L
         click.echo(f";; {name} is known but has no {qtype} records (empty NOERROR, never NXDOMAIN)")
     for r in recs:
         click.echo(f"{r['name']}\t{r['ttl']}\tIN\t{r['type']}\t{r['data']}")
-    del lookup
 
 
 # --------------------------------------------------------------------------------------------

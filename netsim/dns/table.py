@@ -356,12 +356,52 @@ class BuildOptions:
 
 @dataclass(frozen=True, slots=True)
 class BuildResult:
-    """A built table, the services it came from, the objects skipped (errors) and the allocator used."""
+    """A built table, the services it came from, the objects skipped (errors), the allocator used,
+    and why the hosts that got no entry have none (their queries are forwarded upstream)."""
 
     table: NameTable
     services: tuple[Service, ...]
     errors: tuple[NetsimError, ...]
     generation: Generation
+    unresolved: tuple[Unresolved, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Unresolved:
+    """A host of the configuration that is not in the table, and why (spec 3.2, 3.3)."""
+
+    hostname: str
+    source: str
+    reason: str
+
+
+def explain_unresolved(services: Iterable[Service], table: NameTable, proxy: Proxy,
+                       flags: IstiodFlags) -> list[Unresolved]:
+    """For every service host missing from ``table``, the rule of spec 3 that left it out."""
+    out: dict[str, Unresolved] = {}
+    for svc in services:
+        if svc.hostname in table.entries or svc.hostname in out:
+            continue
+        addrs = service_addresses(svc, proxy, flags)
+        if svc.registry == KUBERNETES and svc.resolution is Resolution.DNS_LB:
+            why = "ExternalName Service: never in the table; the agent forwards it (kube-dns answers the CNAME)"
+        elif UNSPECIFIED in addrs and svc.resolution is Resolution.PASSTHROUGH:
+            why = ("headless without ports" if not svc.ports else
+                   "headless/NONE without a usable endpoint (healthy, with IP addresses, same network)")
+        elif UNSPECIFIED in addrs:
+            if svc.hostname.startswith("*"):
+                why = "wildcard host without addresses: never auto-allocated"
+            elif not consumes_auto_vips(proxy, flags):
+                why = "no address, and this proxy does not consume auto-allocated VIPs"
+            else:
+                why = ("no addresses and no auto-allocated VIP (allocator off, opted out with "
+                       "networking.istio.io/enable-autoallocate-ip=false, or pool exhausted)")
+        elif not addrs:
+            why = f"its addresses are of another IP family than this {proxy.ip_mode.value} proxy"
+        else:
+            why = f"no usable IP address ({', '.join(addrs)}: CIDRs and names are dropped)"
+        out[svc.hostname] = Unresolved(svc.hostname, svc.source, why)
+    return list(out.values())
 
 
 def _timestamp(obj: K8sObject) -> float:
@@ -422,6 +462,7 @@ class _Builder:
     def __init__(self, objects: Sequence[K8sObject], opts: BuildOptions) -> None:
         self.opts = opts
         self.errors: list[NetsimError] = []
+        self.hidden: list[Unresolved] = []
         self.by_kind: dict[str, list[K8sObject]] = {}
         for o in objects:
             self.by_kind.setdefault(o.kind, []).append(o)
@@ -489,9 +530,11 @@ class _Builder:
         spec = _mapping(obj, obj.body.get("spec"), "spec")
         ann = _mapping(obj, (obj.body.get("metadata") or {}).get("annotations"), "metadata.annotations")
         export = [e.strip() for e in str(ann.get(EXPORT_TO_ANNOTATION, "")).split(",") if e.strip()]
-        if not _exported(obj, export, self.opts.namespace):
-            return []
         hostname = f"{obj.name}.{obj.namespace}.svc.{self.opts.cluster_domain}"
+        if not _exported(obj, export, self.opts.namespace):
+            self.hidden.append(Unresolved(hostname, obj.where(), f"not exported to namespace {self.opts.namespace} "
+                                          f"({EXPORT_TO_ANNOTATION}: {','.join(export)})"))
+            return []
         ports = _ports(obj, spec, "port")
         base = Service(hostname=hostname, namespace=obj.namespace, name=obj.name, registry=KUBERNETES,
                        ports=ports, source=obj.where())
@@ -541,6 +584,9 @@ class _Builder:
         addresses = _str_list(obj, spec, "addresses", "spec")
         export = _str_list(obj, spec, "exportTo", "spec")
         if not _exported(obj, export, self.opts.namespace):
+            for h in hosts:
+                self.hidden.append(Unresolved(h, obj.where(), f"not exported to namespace {self.opts.namespace} "
+                                              f"(spec.exportTo: {', '.join(export)})"))
             return []
         res_text = str(spec.get("resolution") or "NONE")
         if res_text.upper() not in _SE_RESOLUTION:
@@ -652,7 +698,10 @@ def build_from_objects(objects: Sequence[K8sObject], opts: BuildOptions = BuildO
                 s = replace(s, auto_ipv4=a.ipv4, auto_ipv6=a.ipv6, allocator=gen.value)
             services.append(s)
     table = build_name_table(services, proxy, flags)
-    return BuildResult(table=table, services=tuple(services), errors=tuple(b.errors), generation=gen)
+    unresolved = [*explain_unresolved(services, table, proxy, flags),
+                  *(u for u in b.hidden if u.hostname not in table.entries)]
+    return BuildResult(table=table, services=tuple(services), errors=tuple(b.errors), generation=gen,
+                       unresolved=tuple(unresolved))
 
 
 def istiod_flags(profile: Profile) -> IstiodFlags:
@@ -754,10 +803,12 @@ __all__ = [
     "Proxy",
     "Resolution",
     "Service",
+    "Unresolved",
     "build_from_objects",
     "build_name_table",
     "cluster_domain_of",
     "consumes_auto_vips",
+    "explain_unresolved",
     "istiod_flags",
     "load_config",
     "load_ndsz",

@@ -307,3 +307,17 @@ def test_serve_with_name_table_and_explicit_upstream(tmp_path: Path, monkeypatch
     assert seen["cfg"].upstreams == (("127.0.0.1", 5300), ("::1", 53))  # type: ignore[attr-defined]
     assert seen["cfg"].listen == (("127.0.0.1", 15053),)  # type: ignore[attr-defined]
     assert list(seen["lookup"].table.entries) == ["a.example.com"]  # type: ignore[attr-defined]
+
+
+def test_query_and_table_explain_why_a_host_is_forwarded(tmp_path: Path) -> None:
+    p = tmp_path / "se.yaml"
+    p.write_text("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: vm, namespace: a}\n"
+                 "spec: {hosts: [vm.corp.internal], ports: [{number: 22, name: ssh}], resolution: NONE}\n")
+    r = run("query", "vm.corp.internal", "--config", str(p), "-n", "a")
+    assert ";; vm.corp.internal is configured but has no entry: headless/NONE without a usable endpoint" in r.stdout
+    assert f";;   from {p}: document 1: ServiceEntry a/vm" in r.stdout
+    out = json.loads(run("query", "vm.corp.internal", "--config", str(p), "-n", "a", "--format", "json").stdout)
+    assert out["handled_by"] == "upstream" and out["configured_as"]["hostname"] == "vm.corp.internal"
+    r = run("table", "--config", str(p), "-n", "a")
+    assert "not in the table (the agent forwards these upstream):\nvm.corp.internal  headless/NONE" in r.stdout
+    assert json.loads(run("table", "--config", str(p), "-n", "a", "--format", "json").stdout) == []

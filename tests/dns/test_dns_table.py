@@ -209,3 +209,47 @@ def test_unreadable_and_invalid_files_raise(tmp_path: Path) -> None:
     p = write(tmp_path, "bad.yaml", "a: [\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: line 2: invalid YAML"):
         load_config([p])
+
+
+def test_unresolved_hosts_say_why(tmp_path: Path) -> None:
+    p = write(tmp_path, "u.yaml", """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: none, namespace: n}
+spec: {hosts: [none.example.com], ports: [{number: 80, name: http}], resolution: NONE}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: cidr, namespace: n}
+spec: {hosts: [cidr.example.com], addresses: [198.51.100.0/31], resolution: NONE}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: optout, namespace: n, labels: {networking.istio.io/enable-autoallocate-ip: "false"}}
+spec: {hosts: [optout.example.com], resolution: DNS}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: wild, namespace: n}
+spec: {hosts: ["*.wild.example.com"], resolution: DNS}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: private, namespace: other}
+spec: {hosts: [private.example.com], addresses: [192.0.2.5], exportTo: ["."], resolution: STATIC}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: v6only, namespace: n}
+spec: {clusterIP: "fd00::7", ports: [{port: 80}]}
+""")
+    res = load_config([p], namespace="n")
+    assert not res.table.entries and not res.errors
+    why = {u.hostname: u.reason for u in res.unresolved}
+    assert why["none.example.com"].startswith("headless/NONE without a usable endpoint")
+    assert why["cidr.example.com"].startswith("no usable IP address (198.51.100.0/31")
+    assert "opted out" in why["optout.example.com"]
+    assert why["*.wild.example.com"].startswith("wildcard host without addresses")
+    assert why["private.example.com"] == "not exported to namespace n (spec.exportTo: .)"
+    assert why["v6only.n.svc.cluster.local"] == "its addresses are of another IP family than this IPv4 proxy"
+    assert all(u.source.startswith(str(p)) for u in res.unresolved)
