@@ -17,7 +17,7 @@ packages=(
   nftables        # nft: rule handles for `netsim lab verify`
   util-linux      # setpriv: run the agent, listeners and `lab exec` as other uids
   python3 python3-venv python3-pip
-  dnsutils        # dig, for poking at the agent
+  dnsutils curl   # dig and curl, for poking at the agent and the listeners
   dnsmasq-base    # an upstream resolver to run on the node side, if you want one
 )
 

@@ -127,6 +127,15 @@ def _first_of(ips: tuple[Interface, ...], version: int) -> Interface | None:
     return next((i for i in ips if i.version == version), None)
 
 
+NO_SERVICES = "# netsim lab: no --services given; the agent knows no names and forwards every query\n" \
+              "apiVersion: v1\nkind: List\nitems: []\n"
+
+
+def no_services_file(name: str) -> Path:
+    """The empty Services file the agent is given when ``up`` had no ``--services`` (it needs one)."""
+    return st.run_dir(name) / "no-services.yaml"
+
+
 def listener_roles(spec: LabSpec) -> tuple[tuple[str, tuple[str, ...], int | None, int], ...]:
     """(role, argv, uid, port) of each process ``up`` starts: the DNS agent and the two listeners.
 
@@ -139,7 +148,7 @@ def listener_roles(spec: LabSpec) -> tuple[tuple[str, tuple[str, ...], int | Non
     if spec.dns is not None:
         listen = [f"127.0.0.1:{spec.dns_port}"] + ([f"[::1]:{spec.dns_port}"] if ipv6 else [])
         argv = [*spec.dns.argv_prefix, "--namespace", spec.dns.namespace]
-        for cfg in spec.dns.configs:
+        for cfg in spec.dns.configs or (no_services_file(spec.name),):
             argv += ["--config", str(cfg)]
         for addr in listen:
             argv += ["--listen", addr]
@@ -187,6 +196,9 @@ def up_plan(spec: LabSpec) -> tuple[Step, ...]:
     ]
     if spec.rules_v6 is not None:
         steps.append(Step(Restore(pod, Family.IPV6, spec.rules_v6)))
+    if spec.dns is not None and not spec.dns.configs:
+        empty = no_services_file(pod)
+        steps.append(Step(WriteFile(empty, NO_SERVICES), (st.File(str(empty)),)))
     for role, argv, uid, _port in listener_roles(spec):
         log = run / f"{role}.log"
         steps.append(Step(Spawn(netns=pod, argv=argv, log=log, uid=uid, gid=spec.proxy_gid),

@@ -217,3 +217,15 @@ def test_unreadable_state_is_one_line_error(run_root: Path) -> None:
     (run_root / "t1" / "state.json").write_text("{not json")
     with pytest.raises(LabError, match=r"state.json: unreadable lab state"):
         st.load("t1")
+
+
+def test_without_services_the_agent_gets_an_empty_table_file_that_down_removes(run_root: Path) -> None:
+    r = RecordingRunner()
+    up(r, spec(dns=DnsAgent()))
+    empty = run_root / "t1" / "no-services.yaml"
+    assert WriteFile(empty, "# netsim lab: no --services given; the agent knows no names and forwards every "
+                            "query\napiVersion: v1\nkind: List\nitems: []\n") in r.log
+    dns = next(c for c in r.log if isinstance(c, Spawn))
+    assert ("--config", str(empty)) == dns.argv[dns.argv.index("--config"):][:2]
+    down(r, "t1")
+    assert RemovePath(empty) in r.log and r.files == set()

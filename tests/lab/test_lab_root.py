@@ -35,7 +35,8 @@ pytestmark = pytest.mark.root
 # A node-side "ClusterIP backend": answers every connection with "hello from <local address>".
 BACKEND = """
 import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(16)
 while True:
     c, peer = s.accept(); c.sendall(f"hello from {sys.argv[1]}:{sys.argv[2]} to {peer[0]}\\n".encode()); c.close()
@@ -271,3 +272,64 @@ def test_errors_are_one_line_exit_2_and_leave_nothing(tmp_path: Path) -> None:
     assert (done.returncode, done.stderr) == (2, "Error: iptables-restore not found: install the iptables package\n")
 
     assert_nothing_left(name, [])
+
+
+TPROXY_POD = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: dual
+  annotations:
+    sidecar.istio.io/interceptionMode: TPROXY
+    proxy.istio.io/config: |
+      proxyMetadata:
+        ISTIO_DUAL_STACK: "true"
+spec:
+  containers:
+  - name: app
+    image: example.com/app:1
+    ports:
+    - containerPort: 8080
+status:
+  podIPs:
+  - ip: 10.244.0.5
+  - ip: fd00:10:244::5
+"""
+
+
+def test_a_dual_stack_tproxy_pod_gets_policy_routing_and_a_transparent_15006(tmp_path: Path) -> None:
+    require_root("iptables-restore", "iptables-save", "ip6tables-restore", "setpriv", "ss")
+    name = f"nt{uuid.uuid4().hex[:6]}"
+    pod = tmp_path / "pod.yaml"
+    pod.write_text(TPROXY_POD)
+    app: subprocess.Popen[bytes] | None = None
+    pids: list[int] = []
+    try:
+        netsim("lab", "up", "--pod", str(pod), "--name", name)
+        pids = recorded_pids(name)
+        rules = subprocess.run(["ip", "-n", name, "-4", "rule"], capture_output=True, text=True, check=True).stdout
+        rules6 = subprocess.run(["ip", "-n", name, "-6", "rule"], capture_output=True, text=True, check=True).stdout
+        assert "fwmark 0x539 lookup 133" in rules and "fwmark 0x539 lookup 133" in rules6
+        lo = subprocess.run(["ip", "-n", name, "addr", "show", "lo"], capture_output=True, text=True, check=True)
+        assert "inet6 ::6/128" in lo.stdout
+        app = subprocess.Popen(in_ns(name, PY, "-c", BACKEND, "::", "8080", uid=APP_UID))  # v4-mapped too
+        wait_listening(name, 8080)
+        for dst, source in ((POD_IP, "::ffff:127.0.0.6"), ("fd00:10:244::5", "::6")):
+            out = subprocess.run(in_ns(f"{name}-node", PY, "-c", CLIENT, dst, "8080"), capture_output=True,
+                                 text=True, check=True, timeout=30).stdout
+            assert out.strip() == f"hello from :::8080 to {source}", out  # the app sees Istio's inbound source
+            want = f"[{dst}]:8080" if ":" in dst else f"{dst}:8080"
+            rec = wait_record(run_dir(name) / "listener-15006.log", lambda r, w=want: r.get("original_dst") == w)
+            assert rec["local"] == want  # TPROXY rewrites nothing: the accepted socket's own address is the answer
+        import importlib.util
+
+        if importlib.util.find_spec("netsim.netfilter.engine") is not None:
+            done = netsim("lab", "verify", name, "--probes", "40", check=False)
+            assert done.returncode == 0 and "agreement: 40/40 probes" in done.stdout, done.stdout + done.stderr
+    finally:
+        if app is not None:
+            app.kill()
+            app.wait()
+        down = netsim("lab", "down", name, check=False)
+        assert down.returncode == 0, down.stderr
+        assert_nothing_left(name, pids)
