@@ -307,6 +307,11 @@ def up(runner: Runner, spec: LabSpec) -> UpResult:
     """Bring the lab up. The same inputs again change nothing; different inputs for a running lab are an
     error; a lab left half-built or damaged (crash, killed processes) is torn down and rebuilt.
     On any failure everything made so far is removed before the error is raised."""
+    with st.locked():
+        return _up(runner, spec)
+
+
+def _up(runner: Runner, spec: LabSpec) -> UpResult:
     digest = spec.digest
     note = ""
     existing = st.load(spec.name)
@@ -317,7 +322,7 @@ def up(runner: Runner, spec: LabSpec) -> UpResult:
                 return UpResult(existing, changed=False)
             raise LabError(f"lab {spec.name} is up from other inputs; run `netsim lab down {spec.name}` first")
         note = f"rebuilt lab {spec.name}: " + "; ".join(problems)
-        down(runner, spec.name)
+        _down(runner, spec.name)
     _check_names_free(runner, spec)
     state = st.LabState(name=spec.name, digest=digest, info=_info(spec))
     st.save(state)
@@ -326,7 +331,7 @@ def up(runner: Runner, spec: LabSpec) -> UpResult:
         _wait_ready(runner, spec, state)
     except BaseException as failure:
         try:
-            down(runner, spec.name)
+            _down(runner, spec.name)
         except LabError as cleanup_error:
             raise LabError(f"{failure}; and cleaning up failed: {cleanup_error}") from None
         raise
@@ -341,6 +346,11 @@ def down(runner: Runner, name: str) -> bool:
     Every cleanup command runs even when one fails (the rest is still removed); the record is kept,
     so ``down`` can be run again, until all of them succeeded.
     """
+    with st.locked():
+        return _down(runner, name)
+
+
+def _down(runner: Runner, name: str) -> bool:
     state = st.load(name)
     if state is None:
         return False

@@ -12,8 +12,11 @@ with its inode once made, and cleanup only deletes a namespace whose inode still
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -162,6 +165,20 @@ def forget(name: str) -> None:
         raise LabError(f"cannot remove {directory}: {e.strerror}") from None
 
 
+@contextlib.contextmanager
+def locked() -> Iterator[None]:
+    """Hold an exclusive lock on the run root (``flock`` on the directory itself, so nothing is left behind):
+    two ``up``/``down`` of any labs never interleave their records or their name checks."""
+    root = run_root()
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def cleanup(state: LabState) -> tuple[Command, ...]:
     """The commands that undo ``state``, newest first.
 
@@ -196,6 +213,7 @@ __all__ = [
     "forget",
     "from_json",
     "load",
+    "locked",
     "run_dir",
     "run_root",
     "save",

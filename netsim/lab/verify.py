@@ -21,6 +21,7 @@ import difflib
 import json
 import random
 import re
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -47,6 +48,7 @@ SENTINEL_TIMEOUT_SECONDS = 10.0
 # netlink socket (it prints ENOBUFS and exits), so the next batch waits until the monitor caught up.
 BATCH = 25
 WELL_KNOWN_PORTS = (53, 80, 443, 8080, 15001, 15006, 15008, 15020, 15021, 15053, 15090)
+VERIFY_TOOLS = (("xtables-monitor", "iptables"), ("nft", "nftables"), ("stdbuf", "coreutils"))
 TRACE_RULES = tuple((chain, proto) for chain in ("PREROUTING", "OUTPUT") for proto in ("tcp", "udp"))
 
 
@@ -324,6 +326,9 @@ def _monitor_error(log: Path) -> str:
 def verify(runner: Runner, state: st.LabState, *, probes: int, seed: int | None) -> Report:
     """Run ``probes`` probes in lab ``state`` and compare (see the module docstring). Raises LabError when
     the lab is not healthy enough to probe or a tool fails."""
+    for tool, package in VERIFY_TOOLS:
+        if shutil.which(tool) is None:
+            raise LabError(f"lab verify needs {tool}: install the {package} package")
     pod, node = state.name, str(state.info["node_netns"])
     seed = random.randrange(1 << 31) if seed is None else seed
     held = runner.run(Exec(netns=pod, argv=("cat", "/proc/net/nf_conntrack"), check=False)).stdout
