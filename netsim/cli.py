@@ -7,7 +7,6 @@ Subcommands are loaded lazily (click's "Lazily Loading Subcommands" pattern) so 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
 from typing import Any
 
@@ -15,33 +14,34 @@ import click
 
 from netsim.errors import NetsimError
 
-# name -> "module:attribute" of a click command or group
-_COMMANDS: dict[str, str] = {
-    "compile": "netsim.capture.cli:compile_cmd",
-    "trace": "netsim.netfilter.cli:trace_cmd",
-    "dns": "netsim.dns.cli:dns_group",
-    "lab": "netsim.lab.cli:lab_group",
-    "mesh": "netsim.mesh.cli:mesh_group",
+# name -> "module:attribute" of a click command or group, and its one-line help for `netsim --help`
+# (kept here so that listing the commands imports none of them).
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "compile": ("netsim.capture.cli:compile_cmd", "Print the rules Istio's sidecar capture writes into a pod."),
+    "trace": ("netsim.netfilter.cli:trace_cmd", "Follow a packet through the rules and the sidecar's hops."),
+    "dns": ("netsim.dns.cli:dns_group", "pilot-agent's DNS proxy: serve, list its names, query offline."),
+    "lab": ("netsim.lab.cli:lab_group", "A real pod network namespace running the rules and the agent."),
+    "mesh": ("netsim.mesh.cli:mesh_group", "Which Envoy listener and cluster a captured connection reaches."),
+    "diagnose": ("netsim.mesh.cli:diagnose_cmd", "Check one workload for the known capture pitfalls."),
 }
 
 
 class _LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(name for name in _COMMANDS if self._importable(name))
-
-    @staticmethod
-    def _importable(name: str) -> bool:
-        module = _COMMANDS[name].split(":")[0]
-        return importlib.util.find_spec(module) is not None
+        return sorted(_COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = _COMMANDS.get(cmd_name)
-        if target is None or not self._importable(cmd_name):
+        entry = _COMMANDS.get(cmd_name)
+        if entry is None:
             return None
-        module_name, attr = target.split(":")
+        module_name, attr = entry[0].split(":")
         command = getattr(importlib.import_module(module_name), attr)
         assert isinstance(command, click.Command)
         return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, _COMMANDS[name][1]) for name in self.list_commands(ctx)])
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
