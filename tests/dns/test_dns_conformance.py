@@ -8,6 +8,7 @@ through :func:`finish_forward`, as the server does).
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 import dns.flags
@@ -109,11 +110,18 @@ def check_reply(wire: bytes, v: dict[str, Any], query_name: str) -> None:
     assert msg.opt is None or exp["handled_by"] == "upstream"
 
 
+def client_edns(v: dict[str, Any]) -> int | None:
+    """The EDNS UDP size the vector's client puts in its query (None: no OPT record)."""
+    client = str(v.get("client", ""))
+    if "EDNS" not in client or "no EDNS" in client:
+        return None
+    m = re.search(r"UDP size (\d+)", client)
+    return int(m[1]) if m else 65535
+
+
 def query_wire(v: dict[str, Any]) -> bytes:
     q = v["query"]
-    edns = 65535 if "EDNS" in str(v.get("client", "")) and "no EDNS" not in str(v.get("client", "")) else None
-    qtype = {"A": 1, "AAAA": 28}[q["type"]]
-    return make_query(q["name"], qtype, qid=4242, edns_size=edns)
+    return make_query(q["name"], dns.rdatatype.from_text(q["type"]), qid=4242, edns_size=client_edns(v))
 
 
 @pytest.mark.parametrize("v", _cases("query"))
@@ -203,10 +211,11 @@ def test_name_table_vector(v: dict[str, Any] | None) -> None:
         if "endpoints_by_port" in inl:
             eps = [_endpoint(e, int(port)) for port, lst in inl["endpoints_by_port"].items() for e in lst]
         else:
-            eps = [_endpoint(e) for e in inl["endpoints"]]
-        services = [_service(inl["service"], eps)]
+            eps = [_endpoint(e) for e in inl.get("endpoints", [])]
+        services = [_service(s, eps) for s in inl.get("services", [inl["service"]] if "service" in inl else [])]
         proxy = _proxy(v["proxy"])
-        flags = IstiodFlags(multicluster_headless=inl["multicluster_headless"])
+        mch = inl.get("multicluster_headless", v.get("multicluster_headless", True))
+        flags = IstiodFlags(multicluster_headless=mch, dual_stack=bool(inl.get("flags", {}).get("ISTIO_DUAL_STACK")))
     table = build_name_table(services, proxy, flags)
     got = {h: {"ips": list(i.ips), "registry": i.registry, "shortname": i.shortname, "namespace": i.namespace}
            for h, i in table.entries.items()}
@@ -236,20 +245,26 @@ def se_objects(entries: list[dict[str, Any]]) -> list[K8sObject]:
         spec = {k: v for k, v in se.items() if k not in ("namespace", "name")}
         if "resolution" in spec:
             spec["resolution"] = str(spec["resolution"]).split()[0]
+        status = spec.pop("status", None)
+        labels = spec.pop("labels", None)
         body = {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
-                "metadata": {"namespace": se["namespace"], "name": se["name"]}, "spec": spec}
+                "metadata": {"namespace": se["namespace"], "name": se["name"], "labels": labels or {}}, "spec": spec}
+        if status:
+            body["status"] = status
         out.append(K8sObject(source="vector", document=i, item=None, api_version="networking.istio.io/v1",
                              kind="ServiceEntry", namespace=se["namespace"], name=se["name"], body=body))
     return out
 
 
-def build_nds(entries: list[dict[str, Any]], gen: Generation, proxy_ip: str, metadata: dict[str, Any],
-              autoallocate: bool) -> dict[str, dict[str, Any]]:
+def build_nds(entries: list[dict[str, Any]], gen: Generation, proxy_ips: str | list[str], metadata: dict[str, Any],
+              autoallocate: bool, dual_stack: bool = False) -> dict[str, dict[str, Any]]:
     from netsim.dns.table import BuildOptions
-    proxy = Proxy(ips=(proxy_ip,), namespace="default", dns_capture=bool(metadata.get("DNS_CAPTURE")),
+    ips = (proxy_ips,) if isinstance(proxy_ips, str) else tuple(proxy_ips)
+    proxy = Proxy(ips=ips, namespace="default", dns_capture=bool(metadata.get("DNS_CAPTURE")),
                   dns_auto_allocate=bool(metadata.get("DNS_AUTO_ALLOCATE")))
     res = build_from_objects(se_objects(entries), BuildOptions(
-        namespace="default", generation=gen, proxy=proxy, flags=IstiodFlags(ip_autoallocate=autoallocate)))
+        namespace="default", generation=gen, proxy=proxy,
+        flags=IstiodFlags(ip_autoallocate=autoallocate, dual_stack=dual_stack)))
     assert not res.errors
     return {h: {"ips": list(i.ips), "registry": i.registry} for h, i in res.table.entries.items()}
 
@@ -258,9 +273,13 @@ def build_nds(entries: list[dict[str, Any]], gen: Generation, proxy_ip: str, met
 def test_nds_vector(v: dict[str, Any] | None) -> None:
     conformance_dir("istio-dns")
     assert v is not None
-    gen = Generation.parse(str(v["istiod_flags"]["legacy_allocator"]).split()[0])
-    got = build_nds(v["service_entries"], gen, v["proxy"]["ips"][0], v["proxy"]["metadata"],
-                    bool(v["istiod_flags"]["PILOT_ENABLE_IP_AUTOALLOCATE"]))
+    flags = v.get("istiod_flags", {})
+    auto_on = bool(flags.get("PILOT_ENABLE_IP_AUTOALLOCATE", True))
+    legacy = flags.get("legacy_allocator")
+    gen = Generation.parse(str(legacy).split()[0]) if legacy and not auto_on else Generation.V2
+    proxy = v.get("proxy", {})
+    got = build_nds(v["service_entries"], gen, proxy.get("ips") or proxy.get("ip") or ["10.0.0.1"],
+                    proxy.get("metadata", {}), auto_on, bool(flags.get("ISTIO_DUAL_STACK")))
     assert got == {h: {"ips": [str(x) for x in e["ips"]], "registry": e["registry"]}
                    for h, e in v["expect_table"].items()}
 
@@ -280,10 +299,11 @@ def test_address_selection_vector(v: dict[str, Any] | None) -> None:
                   cluster_vips={k: tuple(x) for k, x in (s.get("cluster_vips") or {}).items()},
                   auto_ipv4=s.get("auto_ipv4"), auto_ipv6=s.get("auto_ipv6"))
     p = v["proxy"]
-    proxy = Proxy(ips=_MODE_IPS[p["ip_mode"]], cluster=p["cluster_id"], dns_capture=p["dns_capture"],
-                  dns_auto_allocate=p["dns_auto_allocate"])
-    f = v["istiod_flags"]
-    flags = IstiodFlags(dual_stack=f["ISTIO_DUAL_STACK"], ambient=f["PILOT_ENABLE_AMBIENT"],
-                        ip_autoallocate=f["PILOT_ENABLE_IP_AUTOALLOCATE"])
+    proxy = Proxy(ips=_MODE_IPS[p["ip_mode"]], cluster=p.get("cluster_id") or "",
+                  dns_capture=bool(p.get("dns_capture")), dns_auto_allocate=bool(p.get("dns_auto_allocate")),
+                  waypoint=bool(p.get("waypoint")) or p.get("type") == "waypoint")
+    f = v.get("istiod_flags", {})
+    flags = IstiodFlags(dual_stack=bool(f.get("ISTIO_DUAL_STACK")), ambient=bool(f.get("PILOT_ENABLE_AMBIENT")),
+                        ip_autoallocate=bool(f.get("PILOT_ENABLE_IP_AUTOALLOCATE", True)))
     got = service_addresses(svc, proxy, flags)
     assert (list(got) or None) == v["expect_addresses"]

@@ -25,7 +25,7 @@ from dns_helpers import (
     fixture_lookup,
     open_fds,
 )
-from test_dns_conformance import FIXTURES, check_reply
+from test_dns_conformance import FIXTURES, check_reply, client_edns
 
 from netsim.dns.resolve import build_lookup
 from netsim.dns.table import NameInfo, NameTable, load_config
@@ -50,10 +50,9 @@ def agent(request: pytest.FixtureRequest, upstream: FakeUpstream) -> Iterator[Ru
 
 
 def _dns_query(v: dict[str, Any]) -> dns.message.Message:
-    client = str(v.get("client", ""))
-    edns = "EDNS" in client and "no EDNS" not in client
+    edns = client_edns(v)
     return dns.message.make_query(v["query"]["name"], v["query"]["type"], use_edns=0 if edns else False,
-                                  payload=65535 if edns else None, want_dnssec=False)
+                                  payload=edns, want_dnssec=False)
 
 
 @pytest.mark.parametrize("v", [pytest.param(v, id=v["id"]) for v in QUERY_VECTORS]
