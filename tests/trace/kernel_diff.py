@@ -221,6 +221,32 @@ def handle_positions(pod: str, family: Family) -> dict[tuple[str, str, int], int
     return positions
 
 
+def packet_line(rest: str) -> str:
+    """A kernel PACKET line reduced to the fields netsim prints: IN, LOOPBACK, OUT, SRC, DST, SPORT,
+    DPORT, MARK (not LEN/TTL/ID/MAC/flags, which describe the wire packet, not the rules' view)."""
+    fields: dict[str, str] = {}
+    flags = set()
+    for tok in rest.split():
+        key, eq, value = tok.partition("=")
+        if eq:
+            fields[key] = value
+        else:
+            flags.add(tok)
+    parts = ["PACKET:"]
+    if fields.get("IN"):
+        parts.append(f"IN={fields['IN']}")
+        if "LOOPBACK" in flags:
+            parts.append("LOOPBACK")
+    if fields.get("OUT"):
+        parts.append(f"OUT={fields['OUT']}")
+    parts += [f"SRC={fields.get('SRC')}", f"DST={fields.get('DST')}"]
+    if "SPORT" in fields:
+        parts += [f"SPORT={fields['SPORT']}", f"DPORT={fields['DPORT']}"]
+    if "MARK" in fields:
+        parts.append(f"MARK={fields['MARK']}")
+    return " ".join(parts)
+
+
 _EVENT = re.compile(r"^\s*(PACKET|TRACE): (\d+) ([0-9a-f]+) (.*?)\s*$")
 
 
@@ -241,6 +267,7 @@ def parse_monitor(text: str, positions: dict[tuple[str, str, int], int]) -> tupl
             sp = re.search(r"\bSPORT=(\d+)", rest)
             if sp:
                 sport_of[tid] = int(sp.group(1))
+                out.setdefault(int(sp.group(1)), []).append(packet_line(rest))
             continue
         sport = sport_of.get(tid)
         if sport is None:
@@ -333,8 +360,10 @@ def run_ruleset(pair: Pair, name: str, ruleset: Ruleset, probes: list[Probe]) ->
     for p in probes:
         got = kernel.get(p.sport, [])
         t = trace(crs, p.packet(), ns)
-        want = render_xtables(t, return_verdict=RETURN_AS_PRINTED, packets=False).splitlines()
+        want = render_xtables(t, return_verdict=RETURN_AS_PRINTED, packets=True).splitlines()
         if family is Family.IPV6:
+            got = [x for x in got if not x.startswith("PACKET:")]
+            want = [x for x in want if not x.startswith("PACKET:")]
             # xtables-monitor 1.8.9 cannot print IPv6 rules with layer-4 matches (§4): it prints a
             # truncated rule text, then exits. Compare the events it did print by table, chain,
             # position and verdict (the handle mapping is exact); the rule text is netsim's own.
