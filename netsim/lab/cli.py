@@ -44,17 +44,23 @@ def lab_group() -> None:
 @lab_group.command("up")
 @click.option("--pod", "pod_file", required=True, metavar="FILE", help="pod (or workload) manifest")
 @click.option("--name", default=None, help="lab name = the pod's namespace name (default: the pod's name)")
-@click.option("--services", multiple=True, metavar="FILE|DIR",
-              help="Services/ServiceEntries for the DNS agent (repeat the option for several)")
+@click.option("--services", "services_flag", is_flag=True,
+              help="the files or directories that follow are Services/ServiceEntries for the DNS agent")
+@click.argument("services", nargs=-1, metavar="[--services FILE|DIR...]", type=click.Path())
 @click.option("--upstream", "upstreams", multiple=True, metavar="HOST:PORT",
               help="the agent's upstream resolver (default: the pod's nameservers, as pilot-agent does)")
 @click.option("--namespace", default="default", show_default=True, help="the pod's Kubernetes namespace")
 @click.option("--app-uid", default=1000, show_default=True, type=click.IntRange(0, 2**32 - 2),
               help="uid `lab exec` runs commands as")
 @click.option("--istio-version", default=None, metavar="X.Y[.Z]")
-def up_cmd(pod_file: str, name: str | None, services: tuple[str, ...], upstreams: tuple[str, ...], namespace: str,
-           app_uid: int, istio_version: str | None) -> None:
-    """Create the pod and node namespaces, load the rules, start the agent and listeners (idempotent)."""
+def up_cmd(pod_file: str, name: str | None, services_flag: bool, services: tuple[str, ...], upstreams: tuple[str, ...],
+           namespace: str, app_uid: int, istio_version: str | None) -> None:
+    """Create the pod and node namespaces, load the rules, start the agent and listeners (idempotent).
+
+    Example: netsim lab up --pod pod.yaml --services svc.yaml serviceentries/
+    """
+    if services and not services_flag:
+        raise click.UsageError(f"unexpected argument {services[0]!r}: Services files go after --services")
     import importlib.util
 
     from netsim.lab.control import up

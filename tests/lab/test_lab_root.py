@@ -146,7 +146,15 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         assert_nothing_left(name, pids + [p.pid for p in helpers])
 
 
+def need_dns_agent() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("netsim.dns.server") is None:
+        pytest.skip("the DNS agent (netsim.dns.server) has not landed yet: the lab runs without it")
+
+
 def test_getent_of_a_serviceentry_host_returns_its_auto_allocated_address(lab: dict[str, Any]) -> None:
+    need_dns_agent()
     out = netsim("lab", "exec", lab["name"], "--", "getent", "hosts", "se.example.com").stdout
     assert re.match(r"240\.240\.\d+\.\d+\s+se\.example\.com", out), out
 
@@ -157,6 +165,7 @@ def test_exec_runs_as_the_app_uid(lab: dict[str, Any]) -> None:
 
 
 def test_an_unknown_name_is_forwarded_to_the_upstream_on_the_node_side(lab: dict[str, Any]) -> None:
+    need_dns_agent()
     out = netsim("lab", "exec", lab["name"], "--", "getent", "hosts", "upstream.test").stdout
     assert out.split()[0] == "192.0.2.7", out
     # dnsmasq saw the query come from the pod's address: the agent (uid 1337) forwarded it uncaptured

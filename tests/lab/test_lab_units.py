@@ -237,3 +237,22 @@ def test_importing_the_lab_cli_does_not_load_pyroute2() -> None:
     code = "import sys, netsim.cli, netsim.lab.cli, netsim.lab.control; print('pyroute2' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "False"
+
+
+def test_up_takes_several_services_files_after_one_flag(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str], run_root: Path) -> None:
+    from netsim.lab import control
+
+    seen: list[control.LabSpec] = []
+    monkeypatch.setattr(runner_mod, "check_host", lambda: None)
+    monkeypatch.setattr(control, "up", lambda runner, spec: seen.append(spec) or control.UpResult(
+        control.st.LabState(name=spec.name, digest=""), changed=False))
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    for f in (a, b):
+        f.write_text((EXAMPLE / "services.yaml").read_text())
+    code, out, _ = run_cli(["lab", "up", "--pod", str(EXAMPLE / "pod.yaml"), "--services", str(a), str(b),
+                            "--name", "two"], capsys)
+    assert code == 0 and out == "lab two is already up; nothing changed\n"
+    assert seen[0].dns is not None and seen[0].dns.configs == (a.resolve(), b.resolve())
+    code, _, err = run_cli(["lab", "up", "--pod", str(EXAMPLE / "pod.yaml"), str(a)], capsys)
+    assert code == 2 and "Services files go after --services" in err
