@@ -342,3 +342,35 @@ def test_a_dual_stack_tproxy_pod_gets_policy_routing_and_a_transparent_15006(tmp
         down = netsim("lab", "down", name, check=False)
         assert down.returncode == 0, down.stderr
         assert_nothing_left(name, pids)
+
+
+@pytest.mark.parametrize("then", ["down", "up"])
+@pytest.mark.parametrize("after", ["namespaces", "listener"])
+def test_an_up_killed_midway_is_finished_by_down_or_rebuilt_by_up(after: str, then: str) -> None:
+    require_root("iptables-restore", "iptables-save", "setpriv")
+    name = f"nc{uuid.uuid4().hex[:6]}"
+    argv = [PY, "-m", "netsim", "lab", "up", "--pod", str(EXAMPLE / "pod.yaml"), "--name", name,
+            "--services", str(EXAMPLE / "services.yaml")]
+    # the moment to SIGKILL `up`: once its pod namespace exists, or once its first listener is logging
+    ready = {"namespaces": lambda: Path(f"/run/netns/{name}").exists(),
+             "listener": lambda: (run_dir(name) / "listener-15001.log").exists()}[after]
+    try:
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not ready() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        proc.kill()
+        proc.wait()
+        assert (run_dir(name) / "state.json").exists()  # the intent log is there whatever the moment
+        if then == "down":
+            return  # `finally` downs it and checks that nothing is left
+        # `up` again: rebuilds what the killed one left (or finds it complete), and works
+        again = netsim(*argv[3:])
+        assert f"lab {name}" in again.stdout
+        status = json.loads(netsim("lab", "status", name, "--format", "json").stdout)
+        assert status["healthy"], status["problems"]
+    finally:
+        pids = recorded_pids(name) if (run_dir(name) / "state.json").exists() else []
+        down = netsim("lab", "down", name, check=False)
+        assert down.returncode == 0, down.stderr
+        assert_nothing_left(name, pids)
