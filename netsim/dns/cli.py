@@ -9,6 +9,7 @@ sockets itself (``netsim.dns.server``, imported only by ``serve``).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -142,7 +143,10 @@ def _make_source(config: Sequence[str], name_table: str | None, namespace: str, 
     if istio_version is not None:
         generation_for_version(istio_version)  # validates the version early
     for ip in pod_ips:
-        parse_hostport(ip, default_port=0, option="--pod-ip")
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise SpecError(f"--pod-ip {ip!r}: not an IP address") from None
     return _Source(config=tuple(config), name_table=name_table, namespace=namespace,
                    domain=domain or f"{namespace}.svc.cluster.local", generation=gen,
                    istio_version=istio_version, pod_ips=tuple(pod_ips))

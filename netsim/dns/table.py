@@ -476,6 +476,11 @@ class _Builder:
         except NetsimError as e:
             self.errors.append(e if e.where else e.at(obj.where()))
             return []
+        except (AttributeError, TypeError, ValueError, KeyError, IndexError) as e:
+            # a field of an unexpected shape somewhere in this object or the ones it reads
+            # (Endpoints, EndpointSlices, Pods, WorkloadEntries): reported, never a traceback
+            self.errors.append(ConfigError(f"unreadable object: {type(e).__name__}: {e}", where=obj.where()))
+            return []
         return result
 
     # -- Kubernetes ------------------------------------------------------------------------

@@ -185,6 +185,8 @@ def test_error_bad_query_name_and_options(tmp_path: Path) -> None:
     assert "label" in error_line(run("query", "a" * 64 + ".com", "--config", NGINX))
     assert "--type" in error_line(run("query", "x", "--type", "MX", "--config", NGINX))
     assert "--pod-ip 'ten'" in error_line(run("query", "x", "--config", NGINX, "--pod-ip", "ten"))
+    assert error_line(run("table", "--config", NGINX, "--pod-ip", "10.0.0.1:5")) == \
+        "Error: --pod-ip '10.0.0.1:5': not an IP address"
     rc = tmp_path / "rc"
     rc.write_text("search a\n")
     assert "--search or --resolv-conf" in error_line(run("query", "x", "--config", NGINX, "--search", "a",

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netsim.dns.allocate import Generation
 from netsim.dns.table import Proxy, load_config
@@ -253,3 +255,45 @@ spec: {clusterIP: "fd00::7", ports: [{port: 80}]}
     assert why["private.example.com"] == "not exported to namespace n (spec.exportTo: .)"
     assert why["v6only.n.svc.cluster.local"] == "its addresses are of another IP family than this IPv4 proxy"
     assert all(u.source.startswith(str(p)) for u in res.unresolved)
+
+
+# Any shape of object: the loader reports, it never raises anything but ConfigError
+
+_LEAF = st.one_of(st.none(), st.booleans(), st.integers(-2, 70000), st.sampled_from(
+    ["", "None", "10.0.0.1", "fd00::1", "a.example.com", "*.w.example", "DNS", "NONE", "STATIC", "ExternalName",
+     "198.51.100.0/31", "2024-01-01T00:00:00Z", "x"]))
+_ANY = st.recursive(_LEAF, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                    st.dictionaries(st.sampled_from(
+                                                        ["hosts", "addresses", "ports", "port", "number", "ip",
+                                                         "resolution", "endpoints", "address", "labels", "subsets",
+                                                         "hostname", "clusterIP", "clusterIPs", "type", "selector",
+                                                         "podIP", "podIPs", "conditions", "exportTo", "status",
+                                                         "workloadSelector", "app", "value", "host"]),
+                                                        inner, max_size=4)), max_leaves=12)
+_KINDS = [("v1", "Service"), ("v1", "Endpoints"), ("v1", "Pod"), ("discovery.k8s.io/v1", "EndpointSlice"),
+          ("networking.istio.io/v1", "ServiceEntry"), ("networking.istio.io/v1beta1", "WorkloadEntry")]
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_KINDS), _ANY, _ANY, _ANY), min_size=1, max_size=5))
+def test_any_object_shape_is_reported_not_raised(docs: list[tuple[tuple[str, str], object, object, object]]) -> None:
+    import tempfile
+
+    import yaml
+
+    from netsim.dns.table import BuildOptions, build_from_objects
+    from netsim.k8s import K8sObject
+
+    objs = []
+    for i, ((api, kind), spec, status, labels) in enumerate(docs):
+        body = {"apiVersion": api, "kind": kind, "metadata": {"name": f"o{i}", "namespace": "n", "labels": labels},
+                "spec": spec, "status": status, "subsets": spec, "endpoints": status}
+        objs.append(K8sObject(source="f.yaml", document=i + 1, item=None, api_version=api, kind=kind, namespace="n",
+                              name=f"o{i}", body=body))
+    for gen in (Generation.V2, Generation.SEQ_V4, Generation.HASH_1_22):
+        res = build_from_objects(objs, BuildOptions(namespace="n", generation=gen))
+        assert all(isinstance(e, ConfigError) for e in res.errors)
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "x.yaml"
+        p.write_text(yaml.safe_dump_all([o.body for o in objs]))
+        load_config([p], namespace="n")
