@@ -25,10 +25,12 @@ from pathlib import Path
 from netsim.netfilter import Family, Match, Option, Rule, Ruleset, Table, Target, render_save
 from netsim.netfilter.engine import compile_ruleset, trace
 from netsim.netfilter.model import BUILTIN_CHAINS, Chain
-from netsim.netfilter.packet import Interface, Netns, Origin, Packet, Proto, Socket
+from netsim.netfilter.packet import FwmarkRoute, Interface, Listener, Netns, Origin, Packet, Proto, Socket
 from netsim.netfilter.render_trace import render_xtables
 
 HELPER = Path(__file__).with_name("probe_helper.py")
+LISTENER = Path(__file__).with_name("listen_helper.py")
+TPROXY_MARK, TPROXY_TABLE = 0x539, 133  # Istio's (spec/istio-iptables.md §6)
 POD4, PEER4, POD6, PEER6 = "10.244.0.5", "10.244.0.1", "fd00:244::5", "fd00:244::1"
 # Probes use source ports in this range, selected by the TRACE rules; destination ports are kept
 # outside it so that replies (whose source port is the probe's destination port) are never traced.
@@ -73,22 +75,41 @@ def namespaces() -> Iterator[Pair]:
         # The peer sends everything else to the pod, so inbound probes may carry any destination.
         sh("ip", "-n", pair.peer, "route", "add", "default", "via", POD4)
         sh("ip", "-n", pair.peer, "-6", "route", "add", "default", "via", POD6)
-        yield pair
+        # TPROXY's policy routing, as istio-iptables sets it up (spec/netfilter.md §1.7).
+        for v in ("-4", "-6"):
+            sh("ip", "-n", pair.pod, v, "rule", "add", "fwmark", hex(TPROXY_MARK), "lookup", str(TPROXY_TABLE))
+            sh("ip", "-n", pair.pod, v, "route", "add", "local", "0.0.0.0/0" if v == "-4" else "::/0", "dev", "lo",
+               "table", str(TPROXY_TABLE))
+        listener = subprocess.Popen(["ip", "netns", "exec", pair.pod, sys.executable, str(LISTENER)],
+                                    stdout=subprocess.PIPE, text=True)
+        try:
+            assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
+            yield pair
+        finally:
+            listener.kill()
+            listener.wait()
     finally:
         sh("ip", "netns", "del", pair.pod, check=False)
         sh("ip", "netns", "del", pair.peer, check=False)
 
 
 def pod_netns() -> Netns:
+    """The pod namespace as :func:`namespaces` builds it, and listen_helper.py's sockets."""
     lo = Interface.of("lo", "127.0.0.1/8", "::1/128", "::6/128")
     eth = Interface.of("eth0", f"{POD4}/24", f"{POD6}/64")
-    return Netns(interfaces=(lo, eth), default_iface="eth0", listeners=())
+    listeners = (Listener(port=15006, transparent=True), Listener(port=15001), Listener(port=8080),
+                 Listener(port=15053, proto=Proto.UDP))
+    return Netns(interfaces=(lo, eth), default_iface="eth0", listeners=listeners,
+                 fwmark_routes=(FwmarkRoute(mark=TPROXY_MARK, table=TPROXY_TABLE),))
 
 
 def with_trace_rules(ruleset: Ruleset) -> Ruleset:
     """``ruleset`` plus TRACE rules at the top of raw PREROUTING/OUTPUT selecting probe source ports."""
+    # TCP: the SYN only, so a completed handshake (a listener answered) adds no traced packets.
+    syn = Option("--tcp-flags", ("FIN,SYN,RST,ACK", "SYN"))
     rules = tuple(
-        Rule(proto=p, matches=(Match(p, (Option("--sport", (f"{SPORT_LO}:{SPORT_HI}",)),)),), target=Target("TRACE"))
+        Rule(proto=p, matches=(Match(p, (Option("--sport", (f"{SPORT_LO}:{SPORT_HI}",)),
+                                         *((syn,) if p == "tcp" else ()))),), target=Target("TRACE"))
         for p in ("tcp", "udp")
     )
     tables = list(ruleset.tables)
@@ -172,7 +193,7 @@ def _addrs_of(ruleset: Ruleset, rng: random.Random) -> set[str]:
 
 
 def make_probes(ruleset: Ruleset, seed: str, count: int, sports: Iterator[int]) -> list[Probe]:
-    """``count`` seeded random probes: about two thirds locally generated (varied uid/gid, local and
+    """``count`` seeded random probes: three in five locally generated (varied uid/gid, local and
     remote destinations), the rest arriving from the peer."""
     rng = random.Random(seed)
     v4 = ruleset.family is Family.IPV4
@@ -189,13 +210,13 @@ def make_probes(ruleset: Ruleset, seed: str, count: int, sports: Iterator[int]) 
         dport = rng.choice(ports) if rng.random() < 0.8 else rng.choice([rng.randrange(1, SPORT_LO),
                                                                             rng.randrange(SPORT_HI + 1, 65536)])
         sport = next(sports)
-        if i % 3 == 2:
+        if i % 5 in (1, 3):
             dst = pod if rng.random() < 0.85 else rng.choice([a for a in rule_addrs if a not in loopbacks] or [pod])
             if v4 and ipaddress.ip_address(dst).is_loopback:
                 dst = pod
             probes.append(Probe(proto, fam, peer, sport, dst, dport, inbound=True))
             continue
-        dst = rng.choice(loopbacks + [pod] * 2 + remote + rule_addrs)
+        dst = rng.choice(loopbacks + [pod] * 2 + remote * 3 + rule_addrs)
         local = ipaddress.ip_address(dst).is_loopback or dst == pod
         if not local and ipaddress.ip_address(dst).is_loopback:
             local = True
