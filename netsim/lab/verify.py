@@ -326,6 +326,9 @@ def _monitor_error(log: Path) -> str:
 def verify(runner: Runner, state: st.LabState, *, probes: int, seed: int | None) -> Report:
     """Run ``probes`` probes in lab ``state`` and compare (see the module docstring). Raises LabError when
     the lab is not healthy enough to probe or a tool fails."""
+    if not any(ip_interface(i).version == 4 for i in state.info.get("pod_ips", [])):
+        raise LabError(f"lab {state.name} has no IPv4 pod address, and lab verify is IPv4 only (xtables-monitor "
+                       "cannot print some IPv6 rules)")
     for tool, package in VERIFY_TOOLS:
         if shutil.which(tool) is None:
             raise LabError(f"lab verify needs {tool}: install the {package} package")

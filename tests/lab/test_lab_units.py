@@ -256,3 +256,15 @@ def test_up_takes_several_services_files_after_one_flag(monkeypatch: pytest.Monk
     assert seen[0].dns is not None and seen[0].dns.configs == (a.resolve(), b.resolve())
     code, _, err = run_cli(["lab", "up", "--pod", str(EXAMPLE / "pod.yaml"), str(a)], capsys)
     assert code == 2 and "Services files go after --services" in err
+
+
+def test_verify_of_an_ipv6_only_lab_is_a_one_line_error() -> None:
+    from netsim.lab.runner import RecordingRunner
+    from netsim.lab.state import LabState
+    from netsim.lab.verify import verify
+
+    state = LabState(name="v6", digest="", info={"pod_ips": ["fd00:10:244::5/64"], "node_netns": "v6-node"})
+    r = RecordingRunner()
+    with pytest.raises(LabError, match="lab v6 has no IPv4 pod address, and lab verify is IPv4 only"):
+        verify(r, state, probes=5, seed=1)
+    assert r.log == []
