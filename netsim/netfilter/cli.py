@@ -37,7 +37,7 @@ class EndpointType(click.ParamType):  # type: ignore[type-arg]
         try:
             return parse_endpoint(str(value))
         except ValueError as e:
-            self.fail(f"{value!r}: {e}", param, ctx)
+            raise SpecError(f"{_opt(param)} {value!r}: {e}") from None
 
 
 class PortListType(click.ParamType):  # type: ignore[type-arg]
@@ -52,9 +52,14 @@ class PortListType(click.ParamType):  # type: ignore[type-arg]
             if not item:
                 continue
             if not item.isdigit() or not 0 < int(item) <= 65535:
-                self.fail(f"{item!r} is not a port (1-65535)", param, ctx)
+                raise SpecError(f"{_opt(param)} {value!r}: {item!r} is not a port (1-65535)")
             out.append(int(item))
         return tuple(out)
+
+
+def _opt(param: click.Parameter | None) -> str:
+    """Option errors are one line (SpecError → ``Error: …``, exit 2), naming the option."""
+    return param.opts[0] if param is not None and param.opts else "value"
 
 
 def parse_endpoint(text: str) -> tuple[Address, int | None]:
@@ -251,7 +256,7 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
             try:
                 setup.pod_ips.append(ipaddress.ip_address(item.strip()))
             except ValueError:
-                raise click.BadParameter(f"{item!r} is not an IP address", param_hint="--pod-ip") from None
+                raise SpecError(f"--pod-ip {item!r}: not an IP address") from None
     if bool(pod_file) == bool(rules_files):
         raise SpecError("give exactly one of --pod FILE or --rules FILE")
     if pod_file:

@@ -109,13 +109,20 @@ def test_pcap(tmp_path: Path) -> None:
     (("--rules", str(RULES), "--dst", "[fd00::1]:80"), "no IPv6 rules"),
     (("--rules", "/nonexistent", "--dst", "10.0.0.5:80"), "cannot read"),
     (("--rules", str(RULES), "--dst", "10.0.0.5:80", "--listening", "x"), "is not a port"),
-    (("--rules", str(RULES), "--dst", "10.0.0.5:80", "--pod-ip", "bad"), "is not an IP address"),
+    (("--rules", str(RULES), "--dst", "10.0.0.5:80", "--pod-ip", "bad"), "--pod-ip 'bad': not an IP address"),
     (("--rules", str(RULES), "--dst", "10.0.0.5:80", "--from", "fd00::1"), "same IP version"),
 ])
 def test_errors_are_one_line_exit_2(args: tuple[str, ...], message: str) -> None:
     r = subprocess.run([sys.executable, "-m", "netsim", "trace", *args], capture_output=True, text=True)
     assert r.returncode == 2, r.stderr
-    assert message in r.stderr and "Traceback" not in r.stderr
+    assert message in r.stderr and r.stderr.startswith("Error: ") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_click_usage_errors_exit_2() -> None:
+    """Choices are click's own usage errors (netsim.cli prints them the click way, exit 2)."""
+    r = subprocess.run([sys.executable, "-m", "netsim", "trace", "--rules", str(RULES), "--dst", "10.0.0.5:80",
+                        "--proto", "gre"], capture_output=True, text=True)
+    assert r.returncode == 2 and "Invalid value for '--proto'" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_bad_rules_file_is_located(tmp_path: Path) -> None:
