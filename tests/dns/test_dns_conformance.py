@@ -185,12 +185,19 @@ def _endpoint(d: dict[str, Any], port: int | None = None) -> Endpoint:
 def _service(d: dict[str, Any], endpoints: list[Endpoint]) -> Service:
     return Service(hostname=d["hostname"], namespace=d["namespace"], name=d["name"], registry=d["registry"],
                    resolution=Resolution(d["resolution"]), default_address=d["default_address"],
-                   ports=tuple(p["port"] for p in d.get("ports", [])), endpoints=tuple(endpoints))
+                   ports=tuple(p.get("port", p.get("number")) for p in d.get("ports", [])),
+                   endpoints=tuple(endpoints),
+                   cluster_vips={k: tuple(v) for k, v in (d.get("cluster_vips") or {}).items()},
+                   auto_ipv4=d.get("auto_ipv4"), auto_ipv6=d.get("auto_ipv6"),
+                   publish_not_ready=bool(d.get("publish_not_ready", d.get("publishNotReadyAddresses"))))
 
 
 def _proxy(d: dict[str, Any]) -> Proxy:
-    return Proxy(ips=tuple(d["ips"]), cluster=d.get("cluster", ""), network=d.get("network", ""),
-                 namespace=d.get("dns_domain", "default.svc").split(".")[0])
+    meta = d.get("metadata") or {}
+    return Proxy(ips=tuple(d["ips"]), cluster=d.get("cluster", "") or "", network=d.get("network", "") or "",
+                 namespace=d.get("dns_domain", "default.svc").split(".")[0],
+                 dns_capture=bool(meta.get("DNS_CAPTURE", True)),
+                 dns_auto_allocate=bool(meta.get("DNS_AUTO_ALLOCATE", True)), waypoint=d.get("type") == "waypoint")
 
 
 @pytest.mark.parametrize("v", _cases("name_table"))
@@ -205,7 +212,7 @@ def test_name_table_vector(v: dict[str, Any] | None) -> None:
         services = [_service(fx["services"][name], eps) for name in push["services"]]
         proxy = _proxy(fx["proxies"][v["proxy"]])
         flags = IstiodFlags(dual_stack=bool(fx["flags"]["ISTIO_DUAL_STACK"]),
-                            multicluster_headless=v["multicluster_headless"])
+                            multicluster_headless=v.get("multicluster_headless", True))
     else:
         inl = v["inline"]
         if "endpoints_by_port" in inl:
