@@ -105,8 +105,9 @@ def fake_upstream_reply(query: bytes) -> bytes:
 class FakeUpstream:
     """Serves :func:`fake_upstream_reply` (or a fault) on 127.0.0.1 UDP+TCP, one port."""
 
-    def __init__(self, host: str = "127.0.0.1", mode: str = "ok") -> None:
-        self.mode = mode  # ok | silent | garbage
+    def __init__(self, host: str = "127.0.0.1", mode: str = "ok", delay: float = 0.6) -> None:
+        self.mode = mode  # ok | silent | garbage | slow (answers correctly after ``delay`` seconds)
+        self.delay = delay
         self.queries = 0
         outer = self
 
@@ -153,6 +154,10 @@ class FakeUpstream:
     def reply(self, data: bytes) -> bytes | None:
         if self.mode == "silent":
             return None
+        if self.mode == "slow":
+            import time
+
+            time.sleep(self.delay)
         if self.mode == "garbage":
             return data[:2] + b"\xff\xff\x00\x09garbage"
         try:
