@@ -130,13 +130,17 @@ def kernel_run(per_ruleset: int) -> None:
     from kernel_diff import SPORT_LO, make_probes, namespaces, run_ruleset
 
     kernel = REPO.parent / "shared" / "conformance" / "istio-iptables" / "kernel"
-    files = sorted(kernel.glob("*.v4.iptables-save")) + sorted(kernel.glob("*.v6.ip6tables-save"))
+    cases = [(f.name, parse_ruleset(f.read_text()))
+             for f in sorted(kernel.glob("*.v4.iptables-save")) + sorted(kernel.glob("*.v6.ip6tables-save"))]
+    for f in sorted((REPO / "rules").glob("**/*.iptables-save")):
+        cases += [(f"rules/{f.parent.name}/{f.name}.v{fam.value}", parse_ruleset(body, fam))
+                  for fam, body in split_families(f.read_text())]
+    files = cases
     sports = itertools.count(SPORT_LO)
     total = compared = mism = 0
     with namespaces() as pair:
-        for f in files:
-            rs = parse_ruleset(f.read_text())
-            res = run_ruleset(pair, f.name, rs, make_probes(rs, f.name + "-bench", per_ruleset, sports))
+        for name, rs in cases:
+            res = run_ruleset(pair, name, rs, make_probes(rs, name + "-bench", per_ruleset, sports))
             total += res.probes
             compared += res.compared
             mism += len(res.mismatches)

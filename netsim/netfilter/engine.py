@@ -89,6 +89,7 @@ class _State:
         "branches",
         "choices",
         "ct_attached",
+        "ct_in",
         "ctmark",
         "ctstate",
         "decider",
@@ -140,6 +141,7 @@ class _State:
         self.icmp_code = packet.icmp_code
         self.socket = packet.socket
         ct = packet.ct
+        self.ct_in = ct
         self.ctstate = ct.state.value
         self.zone = 0
         self.ctmark = ct.mark
@@ -1058,6 +1060,17 @@ def _conntrack_in(st: _State, hook: str) -> None:
         _note(st, hook, "conntrack: untracked (CT --notrack); nat will not see this packet")
         return
     st.ct_attached = True
+    given = st.ct_in
+    if given.state is not _NEW and given.zone != st.zone and st.ctstate != "INVALID":
+        # §1.9: lookups happen only in the packet's zone; the given entry lives in another one, so
+        # this packet starts a new connection there (the DNS zone story, istio#33469).
+        st.ctstate = "NEW"
+        st.nat_dst_done = st.nat_src_done = False
+        st.ctmark, st.dnat, st.snat = 0, False, False
+        if st.explain:
+            _note(st, hook, f"conntrack: the existing entry is in zone {given.zone}, this packet looks in zone "
+                            f"{st.zone}: a NEW connection")
+        return
     if st.explain:
         _note(st, hook, f"conntrack: {st.ctstate} in zone {st.zone}")
 

@@ -58,7 +58,7 @@ class Followed:
 
 
 def _rule_ref(step: Step) -> str:
-    return f"{step.table} {step.chain} rule {step.position} ({step.text})"
+    return f"{step.table} {step.chain} rule {step.position} `{step.text}`"
 
 
 def _nat_steps(t: Trace, pass_no: int = 0) -> list[Step]:
@@ -80,9 +80,9 @@ def _why_not_captured(t: Trace, sidecar: Sidecar) -> str:
         r = returns[-1]
         return f"{_rule_ref(r)} returned it before any capture rule"
     if capturing:
-        missed = "; ".join(f"{_rule_ref(s)} did not match: {describe_failure(s, t.packet.family)}"
+        missed = "; ".join(f"{_rule_ref(s)} failed on {describe_failure(s, t.packet.family).replace(': ', ' (', 1)})"
                            for s in capturing[-3:])
-        return f"no rule captured it — the capture rules it met did not match: {missed}"
+        return f"no capture rule matched it: {missed}"
     return "no nat rule redirected it (the chains ended and the policy accepted it unchanged)"
 
 
@@ -125,8 +125,9 @@ def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sideca
             nxt = trace(rules, _proxy_packet(t, od.addr, od.port, sidecar, None, netns), netns)
             hops.append(Hop(proxy, nxt))
             if nxt.outcome is Outcome.SENT:
+                how = _rule_ref(t.decided_by) if t.decided_by else "capture"
                 return Followed(tuple(hops), _sentence(hops, f"Captured by the sidecar's outbound listener {port} "
-                                                             f"({_rule_ref(t.decided_by) if t.decided_by else ''}); "
+                                                             f"via {how}; "
                                                              f"the sidecar connects to the original destination "
                                                              f"{_ep(od.addr, od.port)} as uid {sidecar.uid}, which "
                                                              f"leaves through {nxt.out_iface}."), "captured-outbound")
@@ -167,9 +168,7 @@ def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sideca
                                                      f"{_why_not_captured(last, sidecar)}."), verdict)
     if last.outcome is Outcome.DROPPED:
         return Followed(tuple(hops), f"Dropped: {last.reason}.", "dropped")
-    what = "is sent" if last.outcome is Outcome.SENT else "is delivered" if last.outcome is Outcome.DELIVERED \
-        else "reaches its destination"
-    return Followed(tuple(hops), f"Bypasses the sidecar and {what} directly ({last.reason}): "
+    return Followed(tuple(hops), f"Bypasses the sidecar ({last.reason}) because "
                                  f"{_why_not_captured(last, sidecar)}.", "bypassed")
 
 

@@ -302,6 +302,17 @@ def test_ct_zone_first_wins_and_notrack_skips_nat() -> None:
     assert trace(rs, out(), NS).original_dst is None
 
 
+def test_existing_entry_in_another_zone_is_a_new_connection() -> None:
+    """§1.9 / istio#33469: an app query whose tuple exists in zone 1 is NEW in zone 2 and sees nat."""
+    rs = parse_ruleset("*raw\n-A OUTPUT -p udp --dport 53 -j CT --zone 2\nCOMMIT\n"
+                       "*nat\n-A OUTPUT -p udp --dport 53 -j REDIRECT --to-ports 15053\nCOMMIT\n")
+    est = out(dport=53, proto=Proto.UDP, ct=Conntrack(state=CtState.ESTABLISHED, zone=1))
+    t = trace(rs, est, NS)
+    assert t.zone == 2 and t.ctstate == "NEW" and t.dst.port == 15053
+    same_zone = out(dport=53, proto=Proto.UDP, ct=Conntrack(state=CtState.ESTABLISHED, zone=2))
+    assert trace(rs, same_zone, NS).dst.port == 53  # the cached decision (§1.3): nat not consulted
+
+
 def test_log_nflog_trace_continue() -> None:
     for target in ("LOG --log-prefix x", "NFLOG", "TRACE"):
         rs = parse_ruleset(f"*raw\n-A OUTPUT -j {target}\n-A OUTPUT -j CT --zone 3\nCOMMIT\n")
