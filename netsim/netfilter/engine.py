@@ -39,7 +39,7 @@ import bisect
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
 from netsim.errors import RulesetError
 from netsim.netfilter.matches import ICMP6_TYPES, ICMP_TYPES, icmp_type, port_range, value_mask
@@ -240,7 +240,6 @@ def _nsinfo(ns: Netns) -> _NsInfo:
 # ------------------------------------------------------------------------------------------ compiled rules
 
 # A check returns True (holds), False (fails) or None (netsim cannot tell: assumed to hold, reported).
-CheckFn = Callable[[_State], "bool | None"]
 
 
 class _Check:
@@ -409,10 +408,6 @@ def _header_checks(rule: Rule, family: Family) -> list[_Check]:
 # ------------------------------------------------------------------------------------------ match registry
 
 
-def _opt_label(module: str, *tokens: str) -> str:
-    return " ".join(["-m", module, *tokens])
-
-
 def _range_check(attr: str, text: str, neg: bool, label: str) -> _Check:
     lo, hi = port_range(text)
     if attr == "sport":
@@ -540,8 +535,6 @@ def _m_conntrack(match: Match, ctx: _Ctx) -> list[_Check]:
             proto = opt.args[0].lower()
             out.append(_Check(lambda st, p=proto, n=neg: (st.proto == p) != n, label, "proto"))
         elif opt.name in ("--ctorigsrc", "--ctorigdst"):
-            from ipaddress import ip_network
-
             net = ip_network(opt.args[0], strict=False)
             value, mask, idx = int(net.network_address), int(net.netmask), 0 if opt.name == "--ctorigsrc" else 1
             out.append(_Check(lambda st, v=value, m=mask, i=idx, n=neg: ((st.orig[i] & m) == v) != n, label,

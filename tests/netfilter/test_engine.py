@@ -259,6 +259,18 @@ COMMIT"""))
     assert t.original_dst is not None and str(t.original_dst.addr) == "10.0.0.5"
 
 
+def test_conntrack_dnat_state_and_original_tuple_after_redirect() -> None:
+    rs = parse_ruleset(rules("""
+*nat
+-A OUTPUT -p tcp -j REDIRECT --to-ports 15001
+COMMIT
+*mangle
+-A INPUT -m conntrack --ctstate DNAT --ctorigdst 10.0.0.5/32 --ctorigdstport 80 -j MARK --set-mark 0x3
+-A INPUT -m conntrack --ctorigdst 10.0.0.6/32 -j MARK --set-mark 0x4
+COMMIT"""))
+    assert trace(rs, out(), NS).mark == 3
+
+
 def test_redirect_in_prerouting_uses_primary_address() -> None:
     ns = Netns.pod(f"{POD}/24", "10.244.0.6/24", listeners=None)
     t = one("nat", "PREROUTING", "-p tcp -j REDIRECT --to-ports 15006", inb(dst="10.244.0.6"), ns)
