@@ -164,14 +164,17 @@ def status_cmd(name: str, fmt: str) -> None:
 @click.argument("name")
 @click.option("--probes", default=20, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--seed", default=None, type=int, help="seed of the random probes (default: random)")
+@click.option("--family", type=click.Choice(["4", "6", "all"]), default="all", show_default=True,
+              help="all: every family the pod has an address in")
 @click.option("--verbose", "-v", is_flag=True, help="print every probe's two traces")
-def verify_cmd(name: str, probes: int, seed: int | None, verbose: bool) -> None:
-    """Send random probes; compare the kernel's `xtables-monitor --trace` with `netsim trace` on the same rules."""
+def verify_cmd(name: str, probes: int, seed: int | None, family: str, verbose: bool) -> None:
+    """Send random probes (per family); compare the kernel's trace (`xtables-monitor --trace`, IPv6: `nft monitor
+    trace`) with `netsim trace` on the same rules."""
     from netsim.lab.verify import verify
 
     runner = _runner()
     state = _state(name)
-    report = verify(runner, state, probes=probes, seed=seed)
+    report = verify(runner, state, probes=probes, seed=seed, families=() if family == "all" else (int(family),))
     for line in report.lines(verbose=verbose):
         click.echo(line)
     if not report.agreed:

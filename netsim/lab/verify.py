@@ -1,18 +1,20 @@
-"""``lab verify``: random probes in a running lab, the kernel's ``xtables-monitor --trace`` against netsim's
-own trace of the same rules, line by line (DESIGN.md: "netsim trace --format xtables-trace").
+"""``lab verify``: random probes in a running lab, the kernel's own trace against netsim's trace of the same
+rules, line by line (DESIGN.md: "netsim trace --format xtables-trace").
 
-Method (spec/netfilter.md §4): insert TRACE rules at the top of raw PREROUTING/OUTPUT selecting a source-port
-range only probes use; read back what the kernel holds (``iptables-save``) and the nft handle of every rule;
-run ``xtables-monitor --trace``; send each probe from its own process (as its uid/gid, from the pod, or from
-the node side for inbound ones); then trace the same packets with ``netsim.netfilter.engine`` through the
-ruleset parsed from that same dump, in a model of the lab's namespace (its addresses and the sockets that
-really listen there), and compare. The TRACE rules and the monitor are removed afterwards; the monitor is
-recorded in the lab's state while it runs, so ``down`` cleans it up even if verify is killed.
+Method (spec/netfilter.md §4), per address family: insert TRACE rules at the top of raw PREROUTING/OUTPUT that
+select a source-port range only probes use (TCP: pure SYNs); read back what the kernel holds
+(``iptables-save``/``ip6tables-save``) and the nft handle of every rule; run the monitor; send each probe from
+its own process (as its uid/gid, from the pod, or from the node side for inbound ones); then trace the same
+packets with ``netsim.netfilter.engine`` through the ruleset parsed from that same dump, in a model of the lab's
+namespace (its addresses and the sockets that really listen there), and compare. IPv4 uses
+``xtables-monitor --trace`` and compares whole lines (rule text included); IPv6 uses ``nft monitor trace``
+(xtables-monitor 1.8.9 cannot print IPv6 rules with layer-4 matches, §4) and compares each event's
+``table:chain:rule:N:VERDICT`` head. The TRACE rules are removed afterwards; the monitor is recorded in the
+lab's state while it runs, so ``down`` cleans it up even if verify is killed.
 
-Owns: probe generation (seeded, pure), parsing the monitor's output (pure), the comparison and its report.
-Never does: change the lab's rules beyond the two TRACE rules it removes again. The kernel-trace helpers of
-the tracer's tests (``tests/trace/kernel_diff.py``) are test code, so this module has its own.
-Limits: IPv4 only (xtables-monitor 1.8.9 fails to print some IPv6 rules, §4).
+Owns: probe generation (seeded, pure), parsing the monitors' output (pure), the comparison and its report.
+Never does: change the lab's rules beyond the TRACE rules it removes again. The kernel-trace helpers of the
+tracer's tests (``tests/trace/kernel_diff.py``) are test code, so this module has its own.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address, IPv4Network, ip_address, ip_interface
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_interface, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +46,38 @@ SETTLE_SECONDS = 0.4  # for the monitor to subscribe, and for the last probe's e
 # printed everything before the second once it prints that (events of one namespace arrive in order).
 SENTINELS = {"start": SPORT_LO, "end": SPORT_LO + 1}
 SENTINEL_TIMEOUT_SECONDS = 10.0
-# Probes go out in batches, each followed by the end marker: a few hundred at once overflow xtables-monitor's
+# Probes go out in batches, each followed by the end marker: a few hundred at once overflow the monitor's
 # netlink socket (it prints ENOBUFS and exits), so the next batch waits until the monitor caught up.
 BATCH = 25
 WELL_KNOWN_PORTS = (53, 80, 443, 8080, 15001, 15006, 15008, 15020, 15021, 15053, 15090)
 VERIFY_TOOLS = (("xtables-monitor", "iptables"), ("nft", "nftables"), ("stdbuf", "coreutils"))
 TRACE_RULES = tuple((chain, proto) for chain in ("PREROUTING", "OUTPUT") for proto in ("tcp", "udp"))
+
+
+@dataclass(frozen=True, slots=True)
+class _Fam:
+    """What differs between the two families' runs."""
+
+    version: int
+    iptables: str
+    save: str
+    nft_family: str
+    monitor: tuple[str, ...]
+    loopback: str
+    inbound_loopback: str  # Istio's inbound source (netfilter.md §1.11)
+
+    def mark(self, sport: int) -> str:
+        """How the monitor prints a packet's source port (to find the sentinels)."""
+        return f"SPORT={sport} " if self.version == 4 else f"sport {sport} "
+
+    def is_packet_line(self, line: str) -> bool:
+        return line.startswith("PACKET:") if self.version == 4 else " packet: " in line
+
+
+FAMILIES = {
+    4: _Fam(4, "iptables", "iptables-save", "ip", ("xtables-monitor", "--trace", "-4"), "127.0.0.1", "127.0.0.6"),
+    6: _Fam(6, "ip6tables", "ip6tables-save", "ip6", ("nft", "-a", "monitor", "trace"), "::1", "::6"),
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,21 +91,31 @@ class Probe:
     gid: int = 0
     inbound: bool = False
 
+    @property
+    def version(self) -> int:
+        return ip_address(self.src).version
+
     def describe(self) -> str:
         who = "from the node" if self.inbound else f"uid {self.uid} gid {self.gid}"
-        return f"{self.proto} {self.src}:{self.sport} -> {self.dst}:{self.dport} ({who})"
+        src = f"[{self.src}]" if self.version == 6 else self.src
+        dst = f"[{self.dst}]" if self.version == 6 else self.dst
+        return f"{self.proto} {src}:{self.sport} -> {dst}:{self.dport} ({who})"
 
     def wire(self) -> dict[str, object]:
-        return {"proto": self.proto, "family": 4, "src": self.src, "sport": self.sport, "dst": self.dst,
-                "dport": self.dport, "uid": self.uid, "gid": self.gid}
+        return {"proto": self.proto, "family": self.version, "src": self.src, "sport": self.sport,
+                "dst": self.dst, "dport": self.dport, "uid": self.uid, "gid": self.gid}
 
 
-def _rule_addresses(rules_text: str) -> list[str]:
-    """Single addresses and a random-free member of each network a rule names (-s/-d), IPv4."""
+def _rule_addresses(rules_text: str, version: int) -> list[str]:
+    """Single addresses, and the first address of each network, that a rule names with -s/-d."""
     out: set[str] = set()
-    for m in re.finditer(r"(?:^|\s)-[sd] (\d+\.\d+\.\d+\.\d+)(?:/(\d+))?", rules_text):
-        net = IPv4Network(f"{m.group(1)}/{m.group(2) or 32}", strict=False)
-        out.add(str(net.network_address if net.num_addresses == 1 else net.network_address + 1))
+    for m in re.finditer(r"(?:^|\s)-[sd] ([0-9a-fA-F.:]+)(?:/(\d+))?", rules_text):
+        try:
+            net = ip_network(f"{m.group(1)}/{m.group(2) or (32 if version == 4 else 128)}", strict=False)
+        except ValueError:
+            continue
+        if net.version == version:
+            out.add(str(net.network_address if net.num_addresses == 1 else net.network_address + 1))
     return sorted(out)
 
 
@@ -90,19 +128,34 @@ def _rule_ports(rules_text: str) -> list[int]:
     return sorted(p for p in out if not SPORT_LO <= p <= SPORT_HI)
 
 
+def lab_families(info: dict[str, Any]) -> tuple[int, ...]:
+    """The families a lab can be verified in: those its pod has an address of (and, for IPv6, rules)."""
+    versions = {ip_interface(i).version for i in info.get("pod_ips", [])}
+    return tuple(v for v in (4, 6) if v in versions and (v == 4 or info.get("rules_v6") is not None))
+
+
 def make_probes(info: dict[str, Any], count: int, seed: int, sport_rng: random.Random | None = None,
-                avoid: frozenset[int] = frozenset()) -> tuple[Probe, ...]:
-    """``count`` seeded probes: about two thirds sent from the pod (app, proxy and root uids/gids, local and
-    cluster destinations), the rest arriving from the node side. Only lab addresses and loopback are used."""
-    rng = random.Random(seed)
-    pod = next(str(ip_interface(i).ip) for i in info["pod_ips"] if ip_interface(i).version == 4)
-    node = next(str(ip_interface(i).ip) for i in info["node_ips"] if ip_interface(i).version == 4)
-    rules = str(info.get("rules_v4") or "")
-    lab_nets = (IPv4Network("10.96.0.0/16"), ip_interface(f"{pod}/24").network, IPv4Network("127.0.0.0/8"))
-    rule_addrs = [a for a in _rule_addresses(rules) if any(IPv4Address(a) in n for n in lab_nets)]
-    cluster = [f"10.96.{rng.randrange(256)}.{rng.randrange(1, 255)}" for _ in range(3)]
-    remote = [node, "10.96.0.10", *cluster, *[a for a in rule_addrs if not IPv4Address(a).is_loopback]]
-    loopback = ["127.0.0.1", "127.0.0.6", *[a for a in rule_addrs if IPv4Address(a).is_loopback]]
+                avoid: frozenset[int] = frozenset(), version: int = 4) -> tuple[Probe, ...]:
+    """``count`` seeded probes of one family: about two thirds sent from the pod (app, proxy and root
+    uids/gids; loopback, pod, node and cluster destinations), the rest arriving from the node side. Only the
+    lab's own addresses and loopback are used."""
+    rng = random.Random(seed * 10 + version)
+    fam = FAMILIES[version]
+    pod_if = next(ip_interface(i) for i in info["pod_ips"] if ip_interface(i).version == version)
+    pod = str(pod_if.ip)
+    node = next(str(ip_interface(i).ip) for i in info["node_ips"] if ip_interface(i).version == version)
+    rules = str(info.get("rules_v4" if version == 4 else "rules_v6") or "")
+    if version == 4:
+        lab_nets: tuple[IPv4Network | IPv6Network, ...] = (IPv4Network("10.96.0.0/16"), pod_if.network,
+                                                           IPv4Network("127.0.0.0/8"))
+        cluster = [f"10.96.{rng.randrange(256)}.{rng.randrange(1, 255)}" for _ in range(3)]
+        cluster.append("10.96.0.10")
+    else:
+        lab_nets = (pod_if.network, IPv6Network("::1/128"), IPv6Network("::6/128"))
+        cluster = [str(pod_if.network.network_address + rng.randrange(0x100, 0xFFFF)) for _ in range(3)]
+    rule_addrs = [a for a in _rule_addresses(rules, version) if any(ip_address(a) in n for n in lab_nets)]
+    remote = [node, *cluster, *[a for a in rule_addrs if not ip_address(a).is_loopback and a != pod]]
+    loopback = [fam.loopback, fam.inbound_loopback, *[a for a in rule_addrs if ip_address(a).is_loopback]]
     ports = sorted(set(_rule_ports(rules)) | set(WELL_KNOWN_PORTS))
     ids = sorted({int(info.get("app_uid", 1000)), int(info.get("proxy_uid", 1337)), int(info.get("proxy_gid", 1337)),
                   0})
@@ -123,8 +176,8 @@ def make_probes(info: dict[str, Any], count: int, seed: int, sport_rng: random.R
             probes.append(Probe(proto=proto, src=node, sport=sport, dst=pod, dport=dport, inbound=True))
             continue
         dst = rng.choice([*loopback, pod, pod, *remote])
-        local = dst == pod or IPv4Address(dst).is_loopback
-        src = rng.choice(("127.0.0.1", "127.0.0.6", pod)) if local else pod
+        local = dst == pod or ip_address(dst).is_loopback or dst == fam.inbound_loopback
+        src = rng.choice((fam.loopback, fam.inbound_loopback, pod)) if local else pod
         probes.append(Probe(proto=proto, src=src, sport=sport, dst=dst, dport=dport, uid=rng.choice(ids),
                             gid=rng.choice(ids)))
     return tuple(probes)
@@ -136,9 +189,10 @@ def conntrack_ports(text: str) -> frozenset[int]:
                      if SPORT_LO <= (p := int(m.group(1))) <= SPORT_HI)
 
 
-def handle_positions(nft_json: str) -> tuple[dict[tuple[str, str, int], int], set[tuple[str, str]]]:
-    """From ``nft -j -a list ruleset``: each IPv4 rule's nft handle → its 1-based position in its chain, and
-    the base chains that exist (a built-in chain iptables-nft never created prints nothing, §4)."""
+def handle_positions(nft_json: str, nft_family: str = "ip") -> tuple[dict[tuple[str, str, int], int],
+                                                                      set[tuple[str, str]]]:
+    """From ``nft -j -a list ruleset``: each rule's nft handle → its 1-based position in its chain, and the
+    base chains that exist (a built-in chain iptables-nft never created prints nothing, §4), for one family."""
     try:
         items = json.loads(nft_json)["nftables"]
     except (ValueError, KeyError, TypeError) as e:
@@ -148,10 +202,10 @@ def handle_positions(nft_json: str) -> tuple[dict[tuple[str, str, int], int], se
     bases: set[tuple[str, str]] = set()
     for item in items:
         chain = item.get("chain")
-        if chain and chain.get("family") == "ip" and "hook" in chain:
+        if chain and chain.get("family") == nft_family and "hook" in chain:
             bases.add((chain["table"], chain["name"]))
         rule = item.get("rule")
-        if not rule or rule.get("family") != "ip":
+        if not rule or rule.get("family") != nft_family:
             continue
         key = (rule["table"], rule["chain"])
         counters[key] = counters.get(key, 0) + 1
@@ -176,8 +230,8 @@ def parse_monitor(text: str, positions: dict[tuple[str, str, int], int]) -> dict
         kind, _family, tid, rest = m.groups()
         if kind == "PACKET":
             sp = re.search(r"\bSPORT=(\d+)", rest)
-            # A probe is its first packet (the SYN, or the one datagram). Where a listener accepted it, the
-            # handshake's ACK and the FIN follow from the same port: later packets of the connection, skipped.
+            # A probe is its first packet (the SYN, or the one datagram); later packets of an accepted
+            # connection are not selected by the TRACE rules, but are skipped here too should one be traced.
             if sp and not _LATER_TCP.search(rest):
                 sport_of[tid] = int(sp.group(1))
             else:
@@ -200,8 +254,48 @@ def parse_monitor(text: str, positions: dict[tuple[str, str, int], int]) -> dict
     return out
 
 
-def listeners_from_ss(text: str) -> list[tuple[str, str | None, int]]:
-    """``ss -Hlntu`` → (proto, address or None for the wildcard, port) of each IPv4 socket."""
+_NFT_EVENT = re.compile(r"^trace id ([0-9a-f]+) (ip6?|inet) (\S+) (\S+) (packet|rule|policy|verdict):? ?(.*?)\s*$")
+_NFT_VERDICTS = {"continue": "CONTINUE", "accept": "ACCEPT", "drop": "DROP", "return": RETURN_AS_PRINTED}
+
+
+def parse_nft_monitor(text: str, positions: dict[tuple[str, str, int], int]) -> dict[int, list[str]]:
+    """``nft -a monitor trace`` output → per probe source port, each event's head in netsim's xtables-trace
+    form (``TRACE: table:chain:rule:N:VERDICT``, ``TRACE: table:chain:policy:X``); nft prints rules in its
+    own syntax, so the rule text is not compared."""
+    sport_of: dict[str, int] = {}
+    out: dict[int, list[str]] = {}
+    for line in text.splitlines():
+        m = _NFT_EVENT.match(line.strip())
+        if not m:
+            continue
+        tid, _family, table, chain, kind, rest = m.groups()
+        if kind == "packet":
+            sp = re.search(r"\b(?:tcp|udp) sport (\d+)", rest)
+            flags = re.search(r"tcp flags == (\S+)", rest)
+            if sp and (flags is None or flags.group(1) == "syn"):
+                sport_of[tid] = int(sp.group(1))
+            else:
+                sport_of.pop(tid, None)
+            continue
+        sport = sport_of.get(tid)
+        if sport is None:
+            continue
+        if kind == "policy":
+            out.setdefault(sport, []).append(f"TRACE: {table}:{chain}:policy:{rest.split()[0].upper()}")
+        elif kind == "rule":
+            hm = re.search(r"# handle (\d+) \(verdict (\w+)(?: (\S+))?\)$", rest)
+            if hm is None:
+                continue
+            pos = positions.get((table, chain, int(hm.group(1))), -1)
+            verdict = hm.group(2)
+            head = (f"{verdict.upper()}:{hm.group(3)}" if verdict in ("jump", "goto")
+                    else _NFT_VERDICTS.get(verdict, verdict.upper()))
+            out.setdefault(sport, []).append(f"TRACE: {table}:{chain}:rule:{pos}:{head}")
+    return out
+
+
+def listeners_from_ss(text: str, version: int = 4) -> list[tuple[str, str | None, int]]:
+    """``ss -Hlntu`` → (proto, address or None for the wildcard, port) of each socket of one family."""
     out: list[tuple[str, str | None, int]] = []
     for line in text.splitlines():
         cols = line.split()
@@ -209,9 +303,10 @@ def listeners_from_ss(text: str) -> list[tuple[str, str | None, int]]:
             continue
         host, _, port = cols[4].rpartition(":")
         host = host.split("%")[0]
-        if host.startswith("[") or not port.isdigit():
+        if not port.isdigit() or host.startswith("[") != (version == 6):
             continue
-        out.append((cols[0], None if host in ("0.0.0.0", "*") else host, int(port)))
+        host = host.strip("[]")
+        out.append((cols[0], None if host in ("0.0.0.0", "*", "::") else host, int(port)))
     return out
 
 
@@ -239,8 +334,13 @@ class Report:
 
     def lines(self, *, verbose: bool = False) -> list[str]:
         ok = sum(r.agreed for r in self.results)
-        out = [f"lab {self.name}: {len(self.results)} IPv4 probes (seed {self.seed}): kernel xtables-monitor --trace "
-               "vs netsim trace of the same rules"]
+        per = []
+        for v, how in ((4, "xtables-monitor --trace"), (6, "nft monitor trace, verdicts only")):
+            mine = [r for r in self.results if r.probe.version == v]
+            if mine:
+                per.append(f"IPv{v} {sum(r.agreed for r in mine)}/{len(mine)} ({how})")
+        out = [f"lab {self.name}: {len(self.results)} probes (seed {self.seed}), the kernel's trace vs netsim trace "
+               f"of the same rules: " + "; ".join(per)]
         for r in self.results:
             if r.agreed and not verbose:
                 continue
@@ -258,17 +358,21 @@ class Report:
 
 
 def netsim_lines(rules_dump: str, bases: set[tuple[str, str]], info: dict[str, Any],
-                 sockets: Sequence[tuple[str, str | None, int]], probes: Sequence[Probe]) -> list[tuple[str, ...]]:
-    """netsim's xtables-trace lines for each probe, through ``rules_dump`` in a model of the lab's pod."""
+                 sockets: Sequence[tuple[str, str | None, int]], probes: Sequence[Probe],
+                 version: int = 4) -> list[tuple[str, ...]]:
+    """netsim's xtables-trace lines for each probe, through ``rules_dump`` in a model of the lab's pod
+    (IPv6: each line's head only, as :func:`parse_nft_monitor` gives the kernel's)."""
     from netsim.netfilter.engine import compile_ruleset, trace
     from netsim.netfilter.model import Family
     from netsim.netfilter.packet import FwmarkRoute, Interface, Listener, Netns, Origin, Packet, Proto, Socket
     from netsim.netfilter.parse import parse_ruleset
     from netsim.netfilter.render_trace import render_xtables
 
-    ruleset = parse_ruleset(rules_dump, Family.IPV4)
+    family = Family.IPV4 if version == 4 else Family.IPV6
+    ruleset = parse_ruleset(rules_dump, family)
     crs = compile_ruleset(ruleset, base_chains=bases)
-    lo = Interface.of("lo", "127.0.0.1/8", "::1/128")
+    v6_pod = any(ip_interface(i).version == 6 for i in info["pod_ips"])
+    lo = Interface.of("lo", "127.0.0.1/8", "::1/128", *(("::6/128",) if v6_pod else ()))
     eth = Interface.of("eth0", *info["pod_ips"])
     tproxy = int(info.get("tproxy_port") or 0)
     listeners = tuple(Listener(port=port, proto=Proto.parse(proto), addr=ip_address(addr) if addr else None,
@@ -277,25 +381,26 @@ def netsim_lines(rules_dump: str, bases: set[tuple[str, str]], info: dict[str, A
     ns = Netns(interfaces=(lo, eth), default_iface="eth0", listeners=listeners, fwmark_routes=routes)
     out: list[tuple[str, ...]] = []
     for p in probes:
-        packet = Packet(family=Family.IPV4, proto=Proto.parse(p.proto), src=ip_address(p.src), dst=ip_address(p.dst),
+        packet = Packet(family=family, proto=Proto.parse(p.proto), src=ip_address(p.src), dst=ip_address(p.dst),
                         sport=p.sport, dport=p.dport, origin=Origin.ARRIVING if p.inbound else Origin.LOCAL,
                         in_iface="eth0" if p.inbound else None,
                         socket=None if p.inbound else Socket(uid=p.uid, gid=p.gid))
-        t = trace(crs, packet, ns, explain=False)
-        out.append(tuple(render_xtables(t, return_verdict=RETURN_AS_PRINTED, packets=False).splitlines()))
+        lines = render_xtables(trace(crs, packet, ns, explain=False), return_verdict=RETURN_AS_PRINTED,
+                               packets=False).splitlines()
+        out.append(tuple(ln if version == 4 else ln.partition("  ")[0] for ln in lines))
     return out
 
 
-def _sentinel(runner: Runner, pod: str, log: Path, which: str, *, repeat: bool) -> None:
+def _sentinel(runner: Runner, pod: str, log: Path, fam: _Fam, which: str, *, repeat: bool) -> None:
     """Send the ``which`` marker datagram and wait until the monitor printed it once more than before."""
     sport = SENTINELS[which]
-    wire = Probe(proto="udp", src="127.0.0.1", sport=sport, dst="127.0.0.1", dport=9).wire()
-    mark = f"SPORT={sport} "
+    wire = Probe(proto="udp", src=fam.loopback, sport=sport, dst=fam.loopback, dport=9).wire()
+    mark = fam.mark(sport)
 
     def seen() -> int:
         try:
             return sum(1 for line in log.read_text(errors="replace").splitlines()
-                       if line.startswith("PACKET:") and mark in line)
+                       if fam.is_packet_line(line) and mark in line)
         except OSError:
             return 0
 
@@ -310,67 +415,82 @@ def _sentinel(runner: Runner, pod: str, log: Path, which: str, *, repeat: bool) 
         if seen() > before:
             return
         if time.monotonic() > deadline:
-            raise LabError(f"xtables-monitor --trace printed no {which} marker within {SENTINEL_TIMEOUT_SECONDS:g}s: "
+            raise LabError(f"{fam.monitor[0]} printed no {which} marker within {SENTINEL_TIMEOUT_SECONDS:g}s: "
                            f"{_monitor_error(log)}")
 
 
 def _monitor_error(log: Path) -> str:
     try:
         odd = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()
-               and not ln.lstrip().startswith(("PACKET:", "TRACE:"))]
+               and not ln.lstrip().startswith(("PACKET:", "TRACE:", "trace id"))]
     except OSError:
         odd = []
     return odd[-1] if odd else "it stopped printing; the kernel trace is incomplete"
 
 
-def verify(runner: Runner, state: st.LabState, *, probes: int, seed: int | None) -> Report:
-    """Run ``probes`` probes in lab ``state`` and compare (see the module docstring). Raises LabError when
-    the lab is not healthy enough to probe or a tool fails."""
-    if not any(ip_interface(i).version == 4 for i in state.info.get("pod_ips", [])):
-        raise LabError(f"lab {state.name} has no IPv4 pod address, and lab verify is IPv4 only (xtables-monitor "
-                       "cannot print some IPv6 rules)")
+def verify(runner: Runner, state: st.LabState, *, probes: int, seed: int | None,
+           families: Sequence[int] = ()) -> Report:
+    """Run ``probes`` probes per family (default: every family the lab has) in lab ``state`` and compare (see
+    the module docstring). Raises LabError when a tool is missing or fails."""
+    available = lab_families(state.info)
+    chosen_families = tuple(families) or available
+    if not chosen_families or any(v not in available for v in chosen_families):
+        have = ", ".join(f"IPv{v}" for v in available) or "none"
+        raise LabError(f"lab {state.name} cannot be verified in "
+                       f"{', '.join(f'IPv{v}' for v in chosen_families) or 'any family'} (it has: {have})")
     for tool, package in VERIFY_TOOLS:
         if shutil.which(tool) is None:
             raise LabError(f"lab verify needs {tool}: install the {package} package")
-    pod, node = state.name, str(state.info["node_netns"])
     seed = random.randrange(1 << 31) if seed is None else seed
+    results: list[ProbeResult] = []
+    unsent: list[Probe] = []
+    for version in chosen_families:
+        got, missed = _verify_family(runner, state, FAMILIES[version], probes, seed)
+        results += got
+        unsent += missed
+    return Report(state.name, seed, tuple(results), tuple(unsent))
+
+
+def _verify_family(runner: Runner, state: st.LabState, fam: _Fam, count: int,
+                   seed: int) -> tuple[list[ProbeResult], list[Probe]]:
+    pod, node = state.name, str(state.info["node_netns"])
     held = runner.run(Exec(netns=pod, argv=("cat", "/proc/net/nf_conntrack"), check=False)).stdout
-    chosen = make_probes(state.info, probes, seed, avoid=conntrack_ports(held))
+    chosen = make_probes(state.info, count, seed, avoid=conntrack_ports(held), version=fam.version)
     span = f"{SPORT_LO}:{SPORT_HI}"
 
     def trace_rule(op: str, chain: str, proto: str) -> Exec:
         # TCP: pure SYNs only. A probe is its first packet; where a listener accepted it, the handshake's ACK
-        # and the FIN would follow from the same port and only flood the monitor (whose socket then overflows).
+        # and the FIN would follow from the same port and only flood the monitor.
         syn = ("--tcp-flags", "FIN,SYN,RST,ACK", "SYN") if proto == "tcp" else ()
-        argv = ("iptables", "-t", "raw", op, chain, *(("1",) if op == "-I" else ()), "-p", proto, "-m", proto,
+        argv = (fam.iptables, "-t", "raw", op, chain, *(("1",) if op == "-I" else ()), "-p", proto, "-m", proto,
                 "--sport", span, *syn, "-j", "TRACE")
         return Exec(netns=pod, argv=argv)
 
     for chain, proto in reversed(TRACE_RULES):
         runner.run(trace_rule("-I", chain, proto))
-    log = st.run_dir(pod) / "verify-monitor.log"
+    log = st.run_dir(pod) / f"verify-monitor-{fam.version}.log"
     monitor: st.Process | None = None
     unsent: set[int] = set()
     try:
-        dump = runner.run(Exec(netns=pod, argv=("iptables-save",))).stdout
-        positions, bases = handle_positions(runner.run(Exec(netns=pod, argv=("nft", "-j", "-a", "list",
-                                                                              "ruleset"))).stdout)
-        sockets = listeners_from_ss(runner.run(Exec(netns=pod, argv=("ss", "-Hlntu"))).stdout)
+        dump = runner.run(Exec(netns=pod, argv=(fam.save,))).stdout
+        nft = runner.run(Exec(netns=pod, argv=("nft", "-j", "-a", "list", "ruleset"))).stdout
+        positions, bases = handle_positions(nft, fam.nft_family)
+        sockets = listeners_from_ss(runner.run(Exec(netns=pod, argv=("ss", "-Hlntu"))).stdout, fam.version)
         state = state.adding(st.File(str(log)))
         st.save(state)
-        spawned = runner.run(Spawn(netns=pod, argv=("stdbuf", "-oL", "xtables-monitor", "--trace", "-4"), log=log))
+        spawned = runner.run(Spawn(netns=pod, argv=("stdbuf", "-oL", *fam.monitor), log=log))
         assert spawned.pid is not None and spawned.start_time is not None
-        monitor = st.Process("verify-monitor", spawned.pid, spawned.start_time, pod, str(log))
+        monitor = st.Process(f"verify-monitor-{fam.version}", spawned.pid, spawned.start_time, pod, str(log))
         state = state.adding(monitor)
         st.save(state)
-        _sentinel(runner, pod, log, "start", repeat=True)
+        _sentinel(runner, pod, log, fam, "start", repeat=True)
         for ns, group in ((pod, [p for p in chosen if not p.inbound]), (node, [p for p in chosen if p.inbound])):
             for i in range(0, len(group), BATCH):
                 sent = runner.run(Exec(netns=ns, argv=(sys.executable, "-m", "netsim.lab.probe"),
                                        stdin=json.dumps([p.wire() for p in group[i:i + BATCH]])))
                 unsent.update(_unsent(sent.stdout))
                 # wait for the monitor to print this batch before the next: its socket overflows otherwise
-                _sentinel(runner, pod, log, "end", repeat=False)
+                _sentinel(runner, pod, log, fam, "end", repeat=False)
     finally:
         if monitor is not None:
             runner.run(Kill(monitor.pid, monitor.start_time))
@@ -382,11 +502,11 @@ def verify(runner: Runner, state: st.LabState, *, probes: int, seed: int | None)
         st.save(replace(state, resources=tuple(r for r in state.resources if r not in (monitor, st.File(str(log))))))
         for chain, proto in TRACE_RULES:
             runner.run(trace_rule("-D", chain, proto))
-    kernel = parse_monitor(text, positions)
-    ours = netsim_lines(dump, bases, state.info, sockets, chosen)
-    results = tuple(ProbeResult(p, tuple(kernel.get(p.sport, [])), mine) for p, mine in zip(chosen, ours, strict=True)
-                    if p.sport not in unsent)
-    return Report(pod, seed, results, tuple(p for p in chosen if p.sport in unsent))
+    kernel = parse_monitor(text, positions) if fam.version == 4 else parse_nft_monitor(text, positions)
+    ours = netsim_lines(dump, bases, state.info, sockets, chosen, fam.version)
+    results = [ProbeResult(p, tuple(kernel.get(p.sport, [])), mine) for p, mine in zip(chosen, ours, strict=True)
+               if p.sport not in unsent]
+    return results, [p for p in chosen if p.sport in unsent]
 
 
 def _unsent(stdout: str) -> list[int]:
@@ -399,14 +519,17 @@ def _unsent(stdout: str) -> list[int]:
 
 
 __all__ = [
+    "FAMILIES",
     "Probe",
     "ProbeResult",
     "Report",
     "conntrack_ports",
     "handle_positions",
+    "lab_families",
     "listeners_from_ss",
     "make_probes",
     "netsim_lines",
     "parse_monitor",
+    "parse_nft_monitor",
     "verify",
 ]

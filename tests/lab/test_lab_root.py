@@ -333,8 +333,9 @@ def test_a_dual_stack_tproxy_pod_gets_policy_routing_and_a_transparent_15006(tmp
         import importlib.util
 
         if importlib.util.find_spec("netsim.netfilter.engine") is not None:
-            done = netsim("lab", "verify", name, "--probes", "40", check=False)
-            assert done.returncode == 0 and "agreement: 40/40 probes" in done.stdout, done.stdout + done.stderr
+            done = netsim("lab", "verify", name, "--probes", "40", check=False)  # 40 per family
+            assert done.returncode == 0 and "agreement: 80/80 probes" in done.stdout, done.stdout + done.stderr
+            assert "IPv4 40/40" in done.stdout and "IPv6 40/40" in done.stdout
     finally:
         if app is not None:
             app.kill()

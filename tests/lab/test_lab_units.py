@@ -31,9 +31,11 @@ from netsim.lab.verify import (
     Report,
     conntrack_ports,
     handle_positions,
+    lab_families,
     listeners_from_ss,
     make_probes,
     parse_monitor,
+    parse_nft_monitor,
 )
 from netsim.netfilter.model import Family
 
@@ -177,6 +179,7 @@ def test_the_report_prints_differences_as_a_diff_and_counts() -> None:
     same = ProbeResult(p, ("TRACE: a",), ("TRACE: a",))
     differ = ProbeResult(p, ("TRACE: a",), ("TRACE: b",))
     assert Report("x", 1, (same,)).lines()[-1] == "agreement: 1/1 probes"
+    assert Report("x", 1, (same,)).lines()[0].endswith("IPv4 1/1 (xtables-monitor --trace)")
     lines = Report("x", 1, (same, differ), (p,)).lines()
     assert "DIFFER: tcp 10.244.0.5:21000 -> 10.96.0.20:80 (uid 1000 gid 1000)" in lines
     assert "    -TRACE: a" in lines and "    +TRACE: b" in lines
@@ -258,13 +261,64 @@ def test_up_takes_several_services_files_after_one_flag(monkeypatch: pytest.Monk
     assert code == 2 and "Services files go after --services" in err
 
 
-def test_verify_of_an_ipv6_only_lab_is_a_one_line_error() -> None:
+def test_verify_in_a_family_the_lab_lacks_is_a_one_line_error_before_anything_runs() -> None:
     from netsim.lab.runner import RecordingRunner
     from netsim.lab.state import LabState
     from netsim.lab.verify import verify
 
-    state = LabState(name="v6", digest="", info={"pod_ips": ["fd00:10:244::5/64"], "node_netns": "v6-node"})
+    v4 = LabState(name="v4", digest="", info={"pod_ips": ["10.244.0.5/24"], "node_netns": "v4-node"})
     r = RecordingRunner()
-    with pytest.raises(LabError, match="lab v6 has no IPv4 pod address, and lab verify is IPv4 only"):
-        verify(r, state, probes=5, seed=1)
+    with pytest.raises(LabError, match=r"^lab v4 cannot be verified in IPv6 \(it has: IPv4\)$"):
+        verify(r, v4, probes=5, seed=1, families=(6,))
+    no_rules = LabState(name="x", digest="", info={"pod_ips": ["fd00::5/64"], "rules_v6": None})
+    with pytest.raises(LabError, match=r"^lab x cannot be verified in any family \(it has: none\)$"):
+        verify(r, no_rules, probes=5, seed=1)
     assert r.log == []
+
+
+def test_lab_families_follow_the_pod_addresses_and_the_v6_rules() -> None:
+    assert lab_families({"pod_ips": ["10.244.0.5/24"]}) == (4,)
+    assert lab_families({"pod_ips": ["10.244.0.5/24", "fd00::5/64"], "rules_v6": "*nat\nCOMMIT\n"}) == (4, 6)
+    assert lab_families({"pod_ips": ["fd00::5/64"], "rules_v6": "*nat\nCOMMIT\n"}) == (6,)
+
+
+def test_ipv6_probes_use_the_pod_subnet_and_loopback_only() -> None:
+    info = {**INFO, "pod_ips": ["10.244.0.5/24", "fd00:10:244::5/64"], "node_ips": ["10.244.0.1/24",
+            "fd00:10:244::1/64"], "rules_v6": "-A ISTIO_OUTPUT -s ::6/128 -o lo -j RETURN\n"}
+    probes = make_probes(info, 60, 3, random.Random(2), version=6)
+    lab = (ip_network("fd00:10:244::/64"), ip_network("::1/128"), ip_network("::6/128"))
+    assert all(p.version == 6 and any(ip_network(f"{p.dst}/128").subnet_of(n) for n in lab) for p in probes)
+    assert probes[0].wire()["family"] == 6 and "[" in probes[0].describe()
+
+
+NFT_MONITOR = """\
+trace id b110fb81 ip6 raw OUTPUT packet: oif "eth0" ip6 saddr fd00:10:244::5 ip6 daddr fd00:10:244::9 tcp sport 21000 \
+tcp dport 80 tcp flags == syn tcp window 64800
+trace id b110fb81 ip6 raw OUTPUT rule tcp flags syn / fin,syn,rst,ack tcp sport 20000-29999 meta nftrace set 1 \
+# handle 11 (verdict continue)
+trace id b110fb81 ip6 raw OUTPUT policy accept
+trace id b110fb81 ip6 nat ISTIO_OUTPUT rule counter packets 0 bytes 0 jump ISTIO_REDIRECT # handle 18 (verdict jump \
+ISTIO_REDIRECT)
+trace id b110fb81 ip6 mangle ISTIO_INBOUND rule iifname "lo" counter packets 0 bytes 0 return # handle 22 (verdict \
+return)
+trace id 0bf7c6f5 ip6 raw PREROUTING packet: iif "lo" ip6 saddr fd00:10:244::5 tcp sport 21000 tcp dport 15001 tcp \
+flags == ack
+trace id 0bf7c6f5 ip6 raw PREROUTING policy accept
+"""
+
+
+def test_nft_monitor_events_become_xtables_trace_heads() -> None:
+    text = NFT_MONITOR.replace("\\\n", "")
+    positions = {("raw", "OUTPUT", 11): 1, ("nat", "ISTIO_OUTPUT", 18): 9, ("mangle", "ISTIO_INBOUND", 22): 2}
+    assert parse_nft_monitor(text, positions) == {21000: [
+        "TRACE: raw:OUTPUT:rule:1:CONTINUE",
+        "TRACE: raw:OUTPUT:policy:ACCEPT",
+        "TRACE: nat:ISTIO_OUTPUT:rule:9:JUMP:ISTIO_REDIRECT",
+        "TRACE: mangle:ISTIO_INBOUND:rule:2:0xfffffffb",  # the engine prints RETURN as xtables-monitor does
+    ]}  # the ACK's trace id is not a probe's
+
+
+def test_ipv6_listening_sockets_from_ss() -> None:
+    ss = ("tcp LISTEN 0 128 [::]:15006 [::]:*\nudp UNCONN 0 0 [::1]:15053 [::]:*\n"
+          "tcp LISTEN 0 128 0.0.0.0:15001 0.0.0.0:*\n")
+    assert listeners_from_ss(ss, 6) == [("tcp", None, 15006), ("udp", "::1", 15053)]
