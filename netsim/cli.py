@@ -51,7 +51,8 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    """Entry point: a NetsimError becomes one ``Error:`` line and exit status 2, never a traceback."""
+    """Entry point: a NetsimError or a usage error becomes one ``Error:`` line and exit status 2, never a
+    traceback."""
     try:
         return cli.main(args=argv, prog_name="netsim", standalone_mode=False)
     except click.exceptions.Exit as e:
@@ -59,6 +60,13 @@ def main(argv: list[str] | None = None) -> Any:
     except click.Abort:
         click.echo("Aborted!", err=True)
         sys.exit(1)
+    except click.UsageError as e:
+        # one line, like every other error (click would print the usage block first)
+        hint = ""
+        if not isinstance(e, click.BadParameter):  # a wrong word rather than a wrong value: point at --help
+            hint = f" (see '{e.ctx.command_path if e.ctx is not None else 'netsim'} --help')"
+        click.echo(f"Error: {e.format_message()}{hint}", err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
