@@ -50,6 +50,7 @@ TCP_FIRST_READ = 2.0  # miekg: read timeout for the first query on a connection
 TCP_IDLE = 8.0  # miekg: idle timeout between queries on a connection
 TCP_MAX_QUERIES = 128  # miekg: queries per connection, then the server closes it
 UPSTREAM_UDP_BUF = 65535
+EPHEMERAL_BIND_ATTEMPTS = 20
 ANSWER_CACHE_MAX = 100_000  # memoised local answers; cleared when full or when the table changes
 
 Loader = Callable[[], Lookup]
@@ -174,12 +175,21 @@ class DNSServer:
         loop = asyncio.get_running_loop()
         for host, port in self.config.listen:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            tr, _ = await loop.create_datagram_endpoint(lambda: _UDP(self), local_addr=(host, port),
-                                                        family=family)
-            bound_port = tr.get_extra_info("sockname")[1]
+            # port 0: the kernel picks the UDP port; TCP must get the same one, so retry on a clash
+            for attempt in range(EPHEMERAL_BIND_ATTEMPTS if port == 0 else 1):
+                tr, _ = await loop.create_datagram_endpoint(lambda: _UDP(self), local_addr=(host, port),
+                                                            family=family)
+                bound_port = tr.get_extra_info("sockname")[1]
+                try:
+                    srv = await asyncio.start_server(self._tcp_client, host, bound_port, family=family,
+                                                     reuse_address=True, backlog=1024)
+                except OSError:
+                    tr.close()
+                    if attempt + 1 >= (EPHEMERAL_BIND_ATTEMPTS if port == 0 else 1):
+                        raise
+                    continue
+                break
             self._udp.append(tr)
-            srv = await asyncio.start_server(self._tcp_client, host, bound_port, family=family,
-                                             reuse_address=True, backlog=1024)
             self._tcp.append(srv)
             self.addresses.append((host, bound_port))
         if self.config.reload_interval > 0:
@@ -415,14 +425,14 @@ class DNSServer:
                 await writer.wait_closed()
 
 
-def install_uvloop() -> bool:
-    """Use uvloop's event loop when it is installed (the ``fast`` extra); False if not."""
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop constructor when it is installed (the ``fast`` extra), else None (asyncio's)."""
     try:
         import uvloop  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
-        return False
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return True
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 async def serve(server: DNSServer, *, on_ready: Callable[[DNSServer], None] | None = None) -> Counters:
@@ -447,13 +457,13 @@ async def serve(server: DNSServer, *, on_ready: Callable[[DNSServer], None] | No
 
 def run(config: ServerConfig, loader: Loader, *, watch: Callable[[], Sequence[Path]] = list,
         on_ready: Callable[[DNSServer], None] | None = None) -> Counters:
-    """Blocking entry point for the CLI: uvloop if available, then :func:`serve`."""
-    install_uvloop()
+    """Blocking entry point for the CLI: uvloop if available (no global policy change), then :func:`serve`."""
 
     async def main() -> Counters:
         return await serve(DNSServer(config, loader, watch=watch), on_ready=on_ready)
 
-    return asyncio.run(main())
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(main())
 
 
-__all__ = ["Counters", "DNSServer", "ServerConfig", "install_uvloop", "run", "serve"]
+__all__ = ["Counters", "DNSServer", "ServerConfig", "loop_factory", "run", "serve"]

@@ -146,9 +146,16 @@ class FakeUpstream:
             daemon_threads = True
             allow_reuse_address = True
 
-        self.udp = UServer((host, 0), UDP)
-        self.port = self.udp.server_address[1]
-        self.tcp = TServer((host, self.port), TCP)
+        for attempt in range(20):  # UDP picks the port; TCP must get the same one
+            self.udp = UServer((host, 0), UDP)
+            self.port = self.udp.server_address[1]
+            try:
+                self.tcp = TServer((host, self.port), TCP)
+                break
+            except OSError:
+                self.udp.server_close()
+                if attempt == 19:
+                    raise
         self.threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (self.udp, self.tcp)]
 
     def reply(self, data: bytes) -> bytes | None:

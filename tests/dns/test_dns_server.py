@@ -133,14 +133,20 @@ class Dnsmasq:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Dnsmasq:
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:  # ready when it answers
-            try:
-                dns.query.udp(dns.message.make_query("ready.test.", "A"), self.host, port=self.port, timeout=0.2)
-                return self
-            except (dns.exception.Timeout, OSError):
-                time.sleep(0.05)
+        for _attempt in range(5):  # the free UDP port may be taken for TCP: dnsmasq then exits, try another
+            self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and self.proc.poll() is None:  # ready when it answers
+                try:
+                    dns.query.udp(dns.message.make_query("ready.test.", "A"), self.host, port=self.port,
+                                  timeout=0.2)
+                    return self
+                except (dns.exception.Timeout, OSError):
+                    time.sleep(0.05)
+            self.stop()
+            old = self.port
+            self.port = _free_port(self.host)
+            self.cmd = [c.replace(f"--port={old}", f"--port={self.port}") for c in self.cmd]
         raise AssertionError("dnsmasq did not start")
 
     def stop(self) -> None:
