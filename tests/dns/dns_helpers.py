@@ -214,10 +214,17 @@ class RunningAgent:
         self.rng = CounterRNG()
         loader = lookup_or_loader if callable(lookup_or_loader) else (lambda: lookup_or_loader)
         watch = config.pop("watch", list)
+        use_uvloop = config.pop("uvloop", False)
         config.setdefault("listen", (("127.0.0.1", 0),))
         config.setdefault("reload_interval", 0)
         self.logs: list[str] = []
-        self.loop = asyncio.new_event_loop()
+        if use_uvloop:
+            from netsim.dns.server import loop_factory
+
+            factory = loop_factory()  # without uvloop installed, asyncio's loop (what serve falls back to)
+            self.loop = factory() if factory is not None else asyncio.new_event_loop()
+        else:
+            self.loop = asyncio.new_event_loop()
         self.server = DNSServer(ServerConfig(**config), loader, watch=watch, rng=self.rng, log=self.logs.append)
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 

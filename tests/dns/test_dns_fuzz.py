@@ -141,7 +141,7 @@ def test_upstream_replies_never_raise(reply: bytes, query: bytes) -> None:
 @pytest.fixture(scope="module")
 def agent() -> Iterator[RunningAgent]:
     with FakeUpstream() as up, RunningAgent(LOOKUP, upstreams=(("127.0.0.1", up.port),), timeout=0.3,
-                                            tcp_first_read=0.5, tcp_idle=0.5) as a:
+                                            tcp_first_read=0.5, tcp_idle=0.5, uvloop=True) as a:
         yield a
 
 

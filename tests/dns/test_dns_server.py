@@ -40,12 +40,14 @@ def upstream() -> Iterator[FakeUpstream]:
         yield up
 
 
-@pytest.fixture(scope="module", params=["sequential", "parallel"])
+@pytest.fixture(scope="module", params=["sequential-asyncio", "parallel-uvloop"])
 def agent(request: pytest.FixtureRequest, upstream: FakeUpstream) -> Iterator[RunningAgent]:
+    """Both forwarding modes, and both event loops the server runs on (uvloop is what serve uses)."""
     conformance_dir("istio-dns")
     lookup = fixture_lookup(FIXTURES["agent_test_table"])
+    mode, loop = request.param.split("-")
     with RunningAgent(lookup, upstreams=(("127.0.0.1", upstream.port),), timeout=5.0,
-                      parallel=request.param == "parallel") as a:
+                      parallel=mode == "parallel", uvloop=loop == "uvloop") as a:
         yield a
 
 
