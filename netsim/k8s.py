@@ -1,7 +1,10 @@
-"""Reading Kubernetes objects from YAML or JSON files: multi-document files, ``List`` kinds, directories.
+"""Reading Kubernetes objects from YAML or JSON: multi-document files, ``List`` kinds, directories.
 
-Owns: turning paths into :class:`K8sObject` values that remember where they came from (file,
-document index, item index), and the one-line location used in every error about an object.
+Owns: the one YAML reader of netsim (libyaml's CSafeLoader when PyYAML has it, imported only when
+text is parsed, so importing this module stays cheap), the numbering of documents as
+``yaml.safe_load_all`` numbers them, the line of a YAML error (:class:`YAMLSyntaxError`), ``List``
+flattening, and turning paths into :class:`K8sObject` values that remember where they came from
+(file, document index, item index), with the one-line location used in every error about an object.
 
 Never does: interpret an object's ``spec`` (each consumer does that and reports field errors through
 :meth:`K8sObject.where`), write files, or talk to a cluster.
@@ -9,18 +12,114 @@ Never does: interpret an object's ``spec`` (each consumer does that and reports 
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from netsim.errors import ConfigError, NetsimError
 
 SUFFIXES = (".yaml", ".yml", ".json")
-# libyaml's safe loader when PyYAML was built with it (about 10x faster on large manifests)
-_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# workload kind → path to its pod template inside the object ("Pod": the object itself)
+POD_TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
+    "Pod": (),
+    "Deployment": ("spec", "template"),
+    "StatefulSet": ("spec", "template"),
+    "DaemonSet": ("spec", "template"),
+    "ReplicaSet": ("spec", "template"),
+    "ReplicationController": ("spec", "template"),
+    "Job": ("spec", "template"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template"),
+}
+_DOC_START = re.compile(r"^---(\s|$)")
+_DOC_END = re.compile(r"^\.\.\.\s*$")
+
+
+@functools.cache
+def _loader() -> Any:
+    import yaml  # lazy: `netsim compile` without a manifest never loads PyYAML
+
+    # libyaml's safe loader when PyYAML was built with it (about 10x faster on large manifests)
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class YAMLSyntaxError(ConfigError):
+    """invalid YAML"""
+
+    def __init__(self, problem: str = "", *, line: int | None = None, where: str = "") -> None:
+        self.problem = problem  # what libyaml says, one line
+        self.line = line  # 1-based line of the text (shifted by ``first_line``), None if unknown
+        at = f"line {line}: " if line is not None else ""
+        super().__init__(f"{at}invalid YAML: {problem}", where=where)
+
+
+def _syntax_error(e: Exception, first_line: int) -> YAMLSyntaxError:
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem = getattr(e, "problem", None) or getattr(e, "context", None) or str(e).splitlines()[0]
+    return YAMLSyntaxError(str(problem), line=first_line + mark.line if mark is not None else None)
+
+
+def load_yaml(text: str, *, first_line: int = 1) -> Any:
+    """The value of the one YAML (or JSON) document in ``text``; None for an empty one.
+
+    Raises YAMLSyntaxError, its ``line`` counted from ``first_line`` (the line ``text`` starts at).
+    """
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=_loader())
+    except yaml.YAMLError as e:
+        raise _syntax_error(e, first_line) from None
+
+
+def load_yaml_all(text: str) -> list[Any]:
+    """Every document of ``text`` (None for an empty one), numbered from 1 as ``yaml.safe_load_all`` does.
+
+    Raises YAMLSyntaxError with the line in ``text``; nothing of a broken file is returned.
+    """
+    import yaml
+
+    try:
+        return list(yaml.load_all(text, Loader=_loader()))
+    except yaml.YAMLError as e:
+        raise _syntax_error(e, 1) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One document of a multi-document text, cut at its ``---``/``...`` lines, not yet parsed."""
+
+    number: int  # 1-based, as yaml.safe_load_all numbers them
+    first_line: int  # the line error lines are counted from (its ``---`` line, or 1)
+    text: str
+
+
+def split_documents(text: str) -> Iterator[Document]:
+    """The documents of ``text`` as text, so that one broken document does not hide the others."""
+    lines = text.splitlines(keepends=True)
+    chunks: list[tuple[int, list[str]]] = [(1, [])]
+    for i, line in enumerate(lines, start=1):
+        if _DOC_START.match(line):
+            chunks.append((i, [line[3:].lstrip(" ")] if line[3:].strip() else []))
+        elif _DOC_END.match(line):
+            chunks.append((i + 1, []))
+        else:
+            chunks[-1][1].append(line)
+    n = 0
+    for idx, (start, body) in enumerate(chunks):
+        content = [ln for ln in body if ln.strip() and not ln.lstrip().startswith("#")]
+        if idx == 0 and not content:
+            continue  # a preamble of comments before the first --- is not a document
+        n += 1
+        yield Document(number=n, first_line=start, text="".join(body))
+
+
+def is_list_kind(raw: Any) -> bool:
+    """Whether ``raw`` is a ``List`` wrapper (``kind: List``, ``ServiceList``, ...) whose ``items`` are objects."""
+    return isinstance(raw, Mapping) and isinstance(raw.get("kind"), str) and raw["kind"].endswith("List")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +149,18 @@ class K8sObject:
         """``file: document 2: ServiceEntry ns/name`` (``item 3`` added inside a List)."""
         item = f" item {self.item}" if self.item is not None else ""
         return f"{self.source}: document {self.document}{item}: {self.kind} {self.namespace}/{self.name}"
+
+    def created(self) -> float:
+        """``metadata.creationTimestamp`` as a POSIX time, 0.0 when absent. Raises ConfigError if malformed."""
+        raw = (self.body.get("metadata") or {}).get("creationTimestamp")
+        if isinstance(raw, datetime):
+            return raw.timestamp()
+        if isinstance(raw, str) and raw:
+            try:
+                return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                raise self.error("metadata.creationTimestamp", f"not a timestamp: {raw!r}") from None
+        return 0.0
 
     def error(self, field_path: str, message: str) -> ConfigError:
         """A ConfigError about ``field_path`` of this object, located."""
@@ -81,22 +192,16 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def _documents(path: Path) -> Iterator[tuple[int, Any]]:
+def read_text(path: Path) -> str:
+    """The UTF-8 text of ``path``. Raises ConfigError ``path: cannot read: ...``."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read: {e}", where=str(path)) from None
-    try:
-        yield from enumerate(yaml.load_all(text, Loader=_LOADER), start=1)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{line}invalid YAML: {problem}", where=str(path)) from None
 
 
-def _make(path: Path, doc_i: int, item: int | None, raw: Any, default_namespace: str) -> K8sObject:
-    where = f"{path}: document {doc_i}" + (f" item {item}" if item is not None else "")
+def _make(source: str, doc_i: int, item: int | None, raw: Any, default_namespace: str) -> K8sObject:
+    where = f"{source}: document {doc_i}" + (f" item {item}" if item is not None else "")
     if not isinstance(raw, Mapping):
         raise ConfigError(f"expected a Kubernetes object (a mapping), got {type(raw).__name__}", where=where)
     kind = raw.get("kind")
@@ -110,37 +215,88 @@ def _make(path: Path, doc_i: int, item: int | None, raw: Any, default_namespace:
     if not isinstance(name, str) or not name:
         raise ConfigError("field metadata.name: missing", where=f"{where}: {kind}")
     ns = meta.get("namespace") or default_namespace
-    return K8sObject(source=str(path), document=doc_i, item=item, api_version=str(api), kind=kind,
+    return K8sObject(source=source, document=doc_i, item=item, api_version=str(api), kind=kind,
                      namespace=str(ns), name=name, body=raw)
 
 
-def read_objects(paths: Iterable[str | Path], *, default_namespace: str = "default") -> LoadResult:
-    """Read every object of ``paths`` (files or directories).
+def _add(objects: list[K8sObject], errors: list[NetsimError], source: str, doc_i: int, raw: Any,
+         default_namespace: str) -> None:
+    """The object(s) of one parsed document into ``objects``; the unusable ones into ``errors``."""
+    if raw is None:
+        return
+    items: list[tuple[int | None, Any]]
+    if is_list_kind(raw) and isinstance(raw.get("items"), list):
+        items = list(enumerate(raw["items"], start=1))
+    else:
+        items = [(None, raw)]
+    for item_i, item in items:
+        try:
+            objects.append(_make(source, doc_i, item_i, item, default_namespace))
+        except NetsimError as e:
+            errors.append(e)
 
-    A document that is not a usable object is skipped and reported in ``errors``; a file that
-    cannot be read or parsed as YAML raises ConfigError (``file: line N: invalid YAML: …``).
-    Objects without ``metadata.namespace`` get ``default_namespace``.
+
+def parse_objects(text: str, source: str, *, default_namespace: str = "default",
+                  keep_going: bool = False) -> LoadResult:
+    """Every object of ``text`` (multi-document, ``List`` kinds), reported as coming from ``source``.
+
+    A document that is not a usable object is skipped and reported in ``errors``. Invalid YAML raises
+    YAMLSyntaxError ``source: line N: invalid YAML: ...``; with ``keep_going`` each document is parsed
+    on its own instead, and a broken one is reported (``source: document N: line L: invalid YAML: ...``)
+    and skipped while the others still load. Objects without ``metadata.namespace`` get
+    ``default_namespace``.
+    """
+    objects: list[K8sObject] = []
+    errors: list[NetsimError] = []
+    if keep_going:
+        for doc in split_documents(text):
+            try:
+                raw = load_yaml(doc.text, first_line=doc.first_line)
+            except YAMLSyntaxError as e:
+                errors.append(e.at(f"{source}: document {doc.number}"))
+                continue
+            _add(objects, errors, source, doc.number, raw, default_namespace)
+    else:
+        try:
+            docs = load_yaml_all(text)
+        except YAMLSyntaxError as e:
+            raise e.at(source) from None
+        for doc_i, raw in enumerate(docs, start=1):
+            _add(objects, errors, source, doc_i, raw, default_namespace)
+    return LoadResult(objects=tuple(objects), errors=tuple(errors), files=())
+
+
+def read_objects(paths: Iterable[str | Path], *, default_namespace: str = "default",
+                 keep_going: bool = False) -> LoadResult:
+    """Read every object of ``paths`` (files or directories), as :func:`parse_objects` does for each file.
+
+    Raises ConfigError for a path that does not exist or cannot be read, and (without ``keep_going``)
+    for a file that is not valid YAML (``file: line N: invalid YAML: ...``).
     """
     files = expand_paths(paths)
     objects: list[K8sObject] = []
     errors: list[NetsimError] = []
     for path in files:
-        for doc_i, raw in _documents(path):
-            if raw is None:
-                continue
-            if isinstance(raw, Mapping) and isinstance(raw.get("kind"), str) and raw["kind"].endswith("List") \
-                    and isinstance(raw.get("items"), list):
-                for item_i, item in enumerate(raw["items"], start=1):
-                    try:
-                        objects.append(_make(path, doc_i, item_i, item, default_namespace))
-                    except NetsimError as e:
-                        errors.append(e)
-                continue
-            try:
-                objects.append(_make(path, doc_i, None, raw, default_namespace))
-            except NetsimError as e:
-                errors.append(e)
+        loaded = parse_objects(read_text(path), str(path), default_namespace=default_namespace,
+                               keep_going=keep_going)
+        objects.extend(loaded.objects)
+        errors.extend(loaded.errors)
     return LoadResult(objects=tuple(objects), errors=tuple(errors), files=tuple(files))
 
 
-__all__ = ["SUFFIXES", "K8sObject", "LoadResult", "expand_paths", "read_objects"]
+__all__ = [
+    "POD_TEMPLATE_PATHS",
+    "SUFFIXES",
+    "Document",
+    "K8sObject",
+    "LoadResult",
+    "YAMLSyntaxError",
+    "expand_paths",
+    "is_list_kind",
+    "load_yaml",
+    "load_yaml_all",
+    "parse_objects",
+    "read_objects",
+    "read_text",
+    "split_documents",
+]

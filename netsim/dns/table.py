@@ -17,12 +17,9 @@ import ipaddress
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
-
-import yaml
 
 from netsim.dns.allocate import (
     Allocation,
@@ -39,7 +36,7 @@ from netsim.dns.allocate import (
 )
 from netsim.dns.profile import Profile, profile_for_version
 from netsim.errors import ConfigError, NetsimError
-from netsim.k8s import K8sObject, read_objects
+from netsim.k8s import K8sObject, YAMLSyntaxError, load_yaml, read_objects, read_text
 
 KUBERNETES = "Kubernetes"
 EXTERNAL = "External"
@@ -404,18 +401,6 @@ def explain_unresolved(services: Iterable[Service], table: NameTable, proxy: Pro
     return list(out.values())
 
 
-def _timestamp(obj: K8sObject) -> float:
-    raw = (obj.body.get("metadata") or {}).get("creationTimestamp")
-    if isinstance(raw, datetime):
-        return raw.timestamp()
-    if isinstance(raw, str) and raw:
-        try:
-            return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            raise obj.error("metadata.creationTimestamp", f"not a timestamp: {raw!r}") from None
-    return 0.0
-
-
 def _str_list(obj: K8sObject, data: Mapping[str, Any], key: str, path: str) -> list[str]:
     val = data.get(key)
     if val is None:
@@ -661,7 +646,7 @@ def build_from_objects(objects: Sequence[K8sObject], opts: BuildOptions = BuildO
         else:
             continue
         try:
-            ts = _timestamp(obj)
+            ts = obj.created()
         except NetsimError as e:
             b.errors.append(e)
             continue
@@ -778,19 +763,15 @@ def parse_ndsz(data: Any, where: str = "name table") -> NameTable:
 def load_ndsz(path: str | Path) -> NameTable:
     """Read a NameTable dump (JSON or YAML) from ``path``."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read: {e}", where=str(p)) from None
+    text = read_text(p)
     try:
         data = json.loads(text)
     except ValueError:
         try:
-            data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            line = f"line {mark.line + 1}: " if mark is not None else ""
-            raise ConfigError(f"{line}neither JSON nor YAML: {getattr(e, 'problem', e)}", where=str(p)) from None
+            data = load_yaml(text)
+        except YAMLSyntaxError as e:
+            line = f"line {e.line}: " if e.line is not None else ""
+            raise ConfigError(f"{line}neither JSON nor YAML: {e.problem}", where=str(p)) from None
     return parse_ndsz(data, str(p))
 
 

@@ -12,31 +12,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-import yaml
-
-from netsim.errors import ConfigError, NetsimError
-from netsim.k8s import K8sObject, expand_paths
+from netsim.k8s import YAMLSyntaxError, load_yaml, read_objects, read_text
 from netsim.mesh.build import ProxyIndex
 from netsim.mesh.model import MeshConfig, MeshObjects
-from netsim.mesh.objects import convert, parse_mesh_config, parse_text
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read: {e}", where=str(path)) from None
+from netsim.mesh.objects import convert, parse_mesh_config
 
 
 def read_config(paths: Iterable[str | Path]) -> MeshObjects:
     """Every object under ``paths``. Raises ConfigError only for a path that does not exist or cannot be read."""
-    objects: list[K8sObject] = []
-    errors: list[NetsimError] = []
-    for p in expand_paths(paths):
-        parsed = parse_text(_read(p), str(p))
-        objects.extend(parsed.objects)
-        errors.extend(parsed.errors)
-    return convert(objects, errors=errors)
+    loaded = read_objects(paths, keep_going=True)
+    return convert(loaded.objects, errors=loaded.errors)
 
 
 def read_mesh_config(path: str | Path | None) -> MeshConfig:
@@ -45,14 +30,10 @@ def read_mesh_config(path: str | Path | None) -> MeshConfig:
         return MeshConfig()
     p = Path(path)
     try:
-        data = yaml.safe_load(_read(p))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f"line {mark.line + 1}: " if mark is not None else ""
-        raise ConfigError(f"{line}invalid YAML: {getattr(e, 'problem', e)}", where=str(p)) from None
+        data = load_yaml(read_text(p))
+    except YAMLSyntaxError as e:
+        raise e.at(str(p)) from None
     return parse_mesh_config(data, str(p))
-
-
 
 
 def load_index(configs: Iterable[str | Path], *, pod_file: str | None = None, pod_ips: tuple[str, ...] = (),

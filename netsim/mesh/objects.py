@@ -1,7 +1,7 @@
 """Kubernetes/Istio objects → typed mesh objects (pure: text in, values out).
 
-Owns: splitting YAML text into documents so that one broken document does not hide the others
-(:func:`parse_text`), converting :class:`~netsim.k8s.K8sObject` values into
+Owns: reading YAML text so that one broken document does not hide the others (:func:`parse_text`,
+through :mod:`netsim.k8s`), converting :class:`~netsim.k8s.K8sObject` values into
 :class:`~netsim.mesh.model.MeshObjects` (:func:`convert`), reading the mesh config
 (:func:`parse_mesh_config`) and the proxy's DNS metadata (:func:`proxy_metadata`).
 
@@ -13,16 +13,11 @@ field, and is skipped; the rest still load.
 from __future__ import annotations
 
 import ipaddress
-import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import yaml
-
 from netsim.errors import ConfigError, NetsimError
-from netsim.k8s import K8sObject
+from netsim.k8s import POD_TEMPLATE_PATHS, K8sObject, LoadResult, YAMLSyntaxError, load_yaml, parse_objects
 from netsim.mesh.model import (
     EXPORT_TO_ANNOTATION,
     ROOT_NAMESPACE,
@@ -51,20 +46,8 @@ from netsim.mesh.model import (
     selects,
 )
 
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_DOC_START = re.compile(r"^---(\s|$)")
-_DOC_END = re.compile(r"^\.\.\.\s*$")
 CLUSTER_DOMAIN = "cluster.local"
-WORKLOAD_KINDS = {
-    "Pod": (),
-    "Deployment": ("spec", "template"),
-    "StatefulSet": ("spec", "template"),
-    "DaemonSet": ("spec", "template"),
-    "ReplicaSet": ("spec", "template"),
-    "ReplicationController": ("spec", "template"),
-    "Job": ("spec", "template"),
-    "CronJob": ("spec", "jobTemplate", "spec", "template"),
-}
+WORKLOAD_KINDS = POD_TEMPLATE_PATHS
 # kinds read but without effect on a hop
 IGNORED_KINDS = frozenset({"Namespace", "ConfigMap", "Secret", "ServiceAccount", "Gateway", "EnvoyFilter",
                            "AuthorizationPolicy", "RequestAuthentication", "WorkloadGroup", "Telemetry",
@@ -92,78 +75,15 @@ PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
 # ---------------------------------------------------------------------------------------------
 # text → K8sObject
 
-@dataclass(frozen=True, slots=True)
-class ParsedText:
-    objects: tuple[K8sObject, ...]
-    errors: tuple[NetsimError, ...]
+ParsedText = LoadResult
 
 
-def _split(text: str) -> Iterator[tuple[int, int, str]]:
-    """(document number, first line, text) for each YAML document, numbered as yaml.safe_load_all does."""
-    lines = text.splitlines(keepends=True)
-    chunks: list[tuple[int, list[str]]] = [(1, [])]
-    for i, line in enumerate(lines, start=1):
-        if _DOC_START.match(line):
-            chunks.append((i, [line[3:].lstrip(" ")] if line[3:].strip() else []))
-        elif _DOC_END.match(line):
-            chunks.append((i + 1, []))
-        else:
-            chunks[-1][1].append(line)
-    n = 0
-    for idx, (start, body) in enumerate(chunks):
-        content = [ln for ln in body if ln.strip() and not ln.lstrip().startswith("#")]
-        if idx == 0 and not content:
-            continue  # a preamble of comments before the first --- is not a document
-        n += 1
-        yield n, start, "".join(body)
+def parse_text(text: str, source: str, *, default_namespace: str = "default") -> LoadResult:
+    """Every object in ``text`` (multi-document, ``List`` kinds), with the broken documents as errors.
 
-
-def parse_text(text: str, source: str, *, default_namespace: str = "default") -> ParsedText:
-    """Every object in ``text`` (multi-document, ``List`` kinds), with the broken documents as errors."""
-    objects: list[K8sObject] = []
-    errors: list[NetsimError] = []
-    for doc_i, start, chunk in _split(text):
-        where = f"{source}: document {doc_i}"
-        try:
-            raw = yaml.load(chunk, Loader=_LOADER)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            line = f"line {start + mark.line}: " if mark is not None else ""
-            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-            errors.append(ConfigError(f"{line}invalid YAML: {problem}", where=where))
-            continue
-        if raw is None:
-            continue
-        items: list[tuple[int | None, Any]]
-        if isinstance(raw, Mapping) and str(raw.get("kind", "")).endswith("List") \
-                and isinstance(raw.get("items"), list):
-            items = list(enumerate(raw["items"], start=1))
-        else:
-            items = [(None, raw)]
-        for item_i, item in items:
-            try:
-                objects.append(_make(source, doc_i, item_i, item, default_namespace))
-            except NetsimError as e:
-                errors.append(e)
-    return ParsedText(tuple(objects), tuple(errors))
-
-
-def _make(source: str, doc_i: int, item: int | None, raw: Any, default_namespace: str) -> K8sObject:
-    where = f"{source}: document {doc_i}" + (f" item {item}" if item is not None else "")
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"expected a Kubernetes object (a mapping), got a YAML {type(raw).__name__}", where=where)
-    kind = raw.get("kind")
-    if not isinstance(kind, str) or not kind:
-        raise ConfigError("field kind: missing", where=where)
-    meta = raw.get("metadata") or {}
-    if not isinstance(meta, Mapping):
-        raise ConfigError("field metadata: must be a mapping", where=f"{where}: {kind}")
-    name = meta.get("name", "")
-    if not isinstance(name, str) or not name:
-        raise ConfigError("field metadata.name: missing", where=f"{where}: {kind}")
-    ns = meta.get("namespace") or default_namespace
-    return K8sObject(source=source, document=doc_i, item=item, api_version=str(raw.get("apiVersion", "")),
-                     kind=kind, namespace=str(ns), name=name, body=raw)
+    :func:`netsim.k8s.parse_objects` with ``keep_going``: one broken document does not hide the others.
+    """
+    return parse_objects(text, source, default_namespace=default_namespace, keep_going=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,18 +124,6 @@ def _port(obj: K8sObject, value: Any, path: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
         raise obj.error(path, f"must be a port number 1-65535, got {value!r}")
     return value
-
-
-def _timestamp(obj: K8sObject) -> float:
-    raw = (obj.body.get("metadata") or {}).get("creationTimestamp")
-    if isinstance(raw, datetime):
-        return raw.timestamp()
-    if isinstance(raw, str) and raw:
-        try:
-            return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            raise obj.error("metadata.creationTimestamp", f"not a timestamp: {raw!r}") from None
-    return 0.0
 
 
 def _annotations(obj: K8sObject) -> Mapping[str, Any]:
@@ -408,7 +316,7 @@ class _Converter:
         hostname = f"{obj.name}.{obj.namespace}.svc.{self.domain}"
         selector = _labels(obj, spec.get("selector"), "spec.selector") or None
         base = dict(hostname=hostname, namespace=obj.namespace, name=obj.name, kind="Service",
-                    ports=tuple(ports), creation=_timestamp(obj), export_to=export, selector=selector,
+                    ports=tuple(ports), creation=obj.created(), export_to=export, selector=selector,
                     where=obj.where())
         stype = spec.get("type", "ClusterIP")
         if stype == "ExternalName":
@@ -509,7 +417,7 @@ class _Converter:
             eps.extend(self.selected_workloads(obj, selector))
         export = _strs(obj, spec.get("exportTo"), "spec.exportTo")
         out = []
-        creation = _timestamp(obj)
+        creation = obj.created()
         for h in hosts:
             for a in addresses or (UNSPECIFIED,):
                 out.append(MeshService(hostname=h, namespace=obj.namespace, name=obj.name, kind="ServiceEntry",
@@ -764,9 +672,9 @@ def parse_mesh_config(data: Any, source: str) -> MeshConfig:
         if not isinstance(text, str):
             raise ConfigError("field data.mesh: missing (expected the istio ConfigMap)", where=source)
         try:
-            data = yaml.load(text, Loader=_LOADER) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"field data.mesh: invalid YAML: {getattr(e, 'problem', e)}", where=source) from None
+            data = load_yaml(text) or {}
+        except YAMLSyntaxError as e:
+            raise ConfigError(f"field data.mesh: invalid YAML: {e.problem}", where=source) from None
     elif data.get("kind") == "IstioOperator":
         data = (data.get("spec") or {}).get("meshConfig") or {}
     if not isinstance(data, Mapping):
@@ -801,10 +709,10 @@ def proxy_metadata(mesh: MeshConfig, pod: PodInfo | None) -> tuple[dict[str, str
         raw = pod.annotation_map.get(PROXY_CONFIG_ANNOTATION)
         if raw:
             try:
-                pc = yaml.load(raw, Loader=_LOADER)
-            except yaml.YAMLError as e:
-                raise ConfigError(f"annotation {PROXY_CONFIG_ANNOTATION}: invalid YAML: "
-                                  f"{getattr(e, 'problem', e)}", where=pod.where) from None
+                pc = load_yaml(raw)
+            except YAMLSyntaxError as e:
+                raise ConfigError(f"annotation {PROXY_CONFIG_ANNOTATION}: invalid YAML: {e.problem}",
+                                  where=pod.where) from None
             meta = pc.get("proxyMetadata") if isinstance(pc, Mapping) else None
             if isinstance(meta, Mapping) and meta:
                 md.update({str(k): str(v) for k, v in meta.items()})

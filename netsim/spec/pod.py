@@ -7,8 +7,9 @@ exactly as the injection template does (spec/istio-iptables.md §13.1): annotati
 ``runAsUser``, TPROXY, the ``-d`` status-port logic; plus every capture-related key it saw, as
 :class:`Finding` values for ``--explain``.
 
-Never does: merge with flags or the environment (``resolve``), build rules, or read anything but
-the one file it is given. Errors are :class:`SpecError` naming file, document, field and value.
+Never does: merge with flags or the environment (``resolve``), build rules, parse YAML itself
+(:mod:`netsim.k8s` does, lazily), or read anything but the one file it is given. Errors are
+:class:`SpecError` naming file, document, field and value.
 """
 
 from __future__ import annotations
@@ -18,21 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from netsim.errors import SpecError
+from netsim.k8s import POD_TEMPLATE_PATHS, YAMLSyntaxError, is_list_kind, load_yaml, load_yaml_all
 from netsim.spec import flags as F
 from netsim.spec.flags import Ignored, Setting, Source
 from netsim.spec.versions import ANNOTATIONS_SINCE, CONTAINER_PORTS, METADATA_SINCE, VersionProfile
-
-# kind → path to the pod template inside the object
-POD_TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
-    "Pod": (),
-    "Deployment": ("spec", "template"),
-    "StatefulSet": ("spec", "template"),
-    "DaemonSet": ("spec", "template"),
-    "ReplicaSet": ("spec", "template"),
-    "ReplicationController": ("spec", "template"),
-    "Job": ("spec", "template"),
-    "CronJob": ("spec", "jobTemplate", "spec", "template"),
-}
 
 ANN_MODE = "sidecar.istio.io/interceptionMode"
 ANN_INCLUDE_CIDR = "traffic.sidecar.istio.io/includeOutboundIPRanges"
@@ -196,17 +186,11 @@ def _name_of(obj: Mapping[str, Any]) -> str:
 
 
 def _documents(path: str, text: str) -> list[tuple[str, dict[str, Any]]]:
-    import yaml  # lazy: only --pod needs it
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        docs = list(yaml.load_all(text, Loader=loader))
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise SpecError(f"not valid YAML: {e.problem or e.context}", where=f"{path}{line}") from None
-    except yaml.YAMLError as e:
-        raise SpecError(f"not valid YAML: {e}", where=path) from None
+        docs = load_yaml_all(text)
+    except YAMLSyntaxError as e:
+        line = f":{e.line}" if e.line is not None else ""
+        raise SpecError(f"not valid YAML: {e.problem}", where=f"{path}{line}") from None
     out: list[tuple[str, dict[str, Any]]] = []
     many = len([d for d in docs if d is not None]) > 1
     for i, doc in enumerate(docs, 1):
@@ -216,7 +200,7 @@ def _documents(path: str, text: str) -> list[tuple[str, dict[str, Any]]]:
         if not isinstance(doc, dict):
             raise SpecError(f"not a Kubernetes object (a YAML {_yaml_type(doc)}, expected a mapping "
                             "with apiVersion and kind)", where=_join(path, label))
-        if isinstance(doc.get("kind"), str) and doc["kind"].endswith("List") and "items" in doc:
+        if is_list_kind(doc) and "items" in doc:
             items = doc["items"] or []
             if not isinstance(items, list):
                 raise SpecError("items: expected a list", where=_join(path, label))
@@ -681,14 +665,11 @@ def _proxy_config(pod: PodSource, ann: Mapping[str, str], profile: VersionProfil
         warnings.append(msg)
         findings.append(Finding(key=ANN_PROXY_CONFIG, value=raw, location=location, used=False, reason=msg))
         return {}, [], []
-    import yaml
-
     where = f"{pod.where}: annotation {ANN_PROXY_CONFIG}"
     try:
-        pc = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError as e:
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SpecError(f"not valid YAML/JSON: {problem}", where=where) from None
+        pc = load_yaml(raw)
+    except YAMLSyntaxError as e:
+        raise SpecError(f"not valid YAML/JSON: {e.problem}", where=where) from None
     if pc is None:
         pc = {}
     if not isinstance(pc, dict):
