@@ -332,6 +332,8 @@ def serve_cmd(config: tuple[str, ...], name_table: str | None, namespace: str, d
         table, errors = src.load(strict=False)
     for e in errors:
         _warn(str(e))
+    if not ups:
+        _warn(f"no upstream nameserver (none in {resolv_conf}, no --upstream): names not in the table get SERVFAIL")
     first = [True]
 
     def loader() -> Lookup:

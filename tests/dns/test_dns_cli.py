@@ -306,7 +306,12 @@ def test_serve_with_name_table_and_explicit_upstream(tmp_path: Path, monkeypatch
     r = run("serve", "--name-table", str(nt), "--resolv-conf", str(rc), "--upstream", "127.0.0.1:5300",
             "--upstream", "[::1]")
     assert r.exit_code == 0, r.output
+    assert "warning" not in r.stderr
     assert seen["cfg"].upstreams == (("127.0.0.1", 5300), ("::1", 53))  # type: ignore[attr-defined]
+    rc.write_text("search a.example\n")
+    r = run("serve", "--name-table", str(nt), "--resolv-conf", str(rc))
+    assert r.exit_code == 0 and seen["cfg"].upstreams == ()  # type: ignore[attr-defined]
+    assert f"warning: no upstream nameserver (none in {rc}, no --upstream)" in r.stderr
     assert seen["cfg"].listen == (("127.0.0.1", 15053),)  # type: ignore[attr-defined]
     assert list(seen["lookup"].table.entries) == ["a.example.com"]  # type: ignore[attr-defined]
 
