@@ -503,6 +503,20 @@ def resolve(query: bytes, lookup: Lookup | None, *, transport: Transport = Trans
         if off < n and query[off] == 0 and off + 5 <= n and off - 11 <= MAX_NAME_WIRE:
             qname = query[12:off + 1]
             qtype, qclass = struct.unpack_from("!HH", query, off + 1)
+            if lookup is not None and qtype in (QTYPE_A, QTYPE_AAAA):
+                # the commonest answer (an exact name with at most one address) without building values:
+                # the same bytes _answer builds, with no draw of the RNG
+                key = qname.lower()
+                node = lookup.nodes.get(key)
+                if node is not None and node.cname_target is None:
+                    recs = node.a if qtype == QTYPE_A else node.aaaa
+                    if len(recs) < 2 and off + 5 + (len(key) + len(recs[0]) if recs else 0) <= MIN_UDP_SIZE:
+                        out_flags = 0x8400 | (flags & 0x7800) | ((flags & 0x0110) if opcode == OPCODE_QUERY else 0)
+                        if recs:
+                            wire = _HDR.pack(qid, out_flags, 1, 1, 0, 0) + query[12:off + 5] + key + recs[0]
+                        else:
+                            wire = _HDR.pack(qid, out_flags, 1, 0, 0, 0) + query[12:off + 5]
+                        return Reply(wire, Outcome.LOCAL, cacheable=True)
             parsed = ParsedQuery(id=qid, flags=flags, qname=qname, qtype=qtype, qclass=qclass, edns_size=None,
                                  question_wire=query[12:off + 5])
     if parsed is None:

@@ -161,3 +161,23 @@ def test_fit_without_question() -> None:
     m = dns.message.from_wire(out)
     assert len(out) <= 512 and m.flags & dns.flags.TC and not m.question and len(m.answer[0]) == 1
     assert struct.unpack("!H", out[6:8])[0] == (512 - 12) // len(rr)
+
+
+def test_fast_path_builds_the_same_bytes_as_the_general_path() -> None:
+    from netsim.dns.resolve import ParsedQuery, _answer
+
+    table = NameTable({"one.example.com": NameInfo(ips=("192.0.2.1",), registry="External"),
+                       "v6.example.com": NameInfo(ips=("fd00::1",), registry="External")})
+    lookup = build_lookup(table, namespace="ns1")
+    for name in ("one.example.com.", "ONE.Example.com.", "v6.example.com."):
+        for qtype in (1, 28):
+            for flags in (0x0000, 0x0100, 0x0110, 0x2100, 0x0130, 0x0300):
+                q = bytearray(make_query(name, qtype, qid=77))
+                q[2:4] = struct.pack("!H", flags)
+                d = resolve(bytes(q), lookup, rng=CounterRNG())
+                assert isinstance(d, Reply) and d.outcome is Outcome.LOCAL and d.cacheable
+                qname = bytes(q[12:-4])
+                parsed = ParsedQuery(id=77, flags=flags, qname=qname, qtype=qtype, qclass=1, edns_size=None,
+                                     question_wire=bytes(q[12:]))
+                node = lookup.nodes[qname.lower()]
+                assert d.wire == _answer(parsed, qname.lower(), node, 512, CounterRNG(), False)
