@@ -1,7 +1,20 @@
 """The generic netfilter model: parse and render iptables rulesets, and (engine) trace packets.
 
-Knows nothing about Istio. See ``model.py`` for the values, ``parse.py``/``render.py`` for text.
+Knows nothing about Istio. See ``model.py`` for the values, ``parse.py``/``render.py`` for text,
+``packet.py``/``trace.py`` for a packet, its namespace and what happened to it, ``engine.py`` for the
+walk and ``trace_hops.py`` for following a connection across the sidecar.
+
+Import cost stays small (``netsim compile`` and every ``--help`` pay it): the engine and the hop
+follower, the expensive modules, load on first use of one of their names (PEP 562 ``__getattr__``).
+``trace`` is the engine's function, not the ``trace`` submodule (import that module's names as
+``from netsim.netfilter.trace import Step``): the submodule is loaded here, and its attribute
+dropped, so that no later import can rebind the name to the module.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from netsim.netfilter.matches import Names
 from netsim.netfilter.model import (
@@ -16,22 +29,86 @@ from netsim.netfilter.model import (
     Table,
     Target,
 )
+from netsim.netfilter.packet import (
+    Address,
+    Conntrack,
+    CtState,
+    FwmarkRoute,
+    Interface,
+    Listener,
+    Netns,
+    Origin,
+    Packet,
+    Proto,
+    Socket,
+)
 from netsim.netfilter.parse import apply_payload, parse_payload, parse_rule_args, parse_ruleset, tokenize
 from netsim.netfilter.render import render_rule, render_save, rule_tokens
+from netsim.netfilter.trace import Branch, Endpoint, Kind, Outcome, Step, Trace
+
+globals().pop("trace", None)  # the submodule, bound by the import above; ``trace`` is the engine's function
+
+if TYPE_CHECKING:
+    from netsim.netfilter.engine import CompiledRuleset, compile_ruleset, describe_failure, trace, trace_branches
+    from netsim.netfilter.trace_hops import Followed, Hop, MatrixRow, Sidecar, capture_matrix, follow
+
+# name -> the module that defines it, imported on first use
+_LAZY = {
+    **dict.fromkeys(("CompiledRuleset", "compile_ruleset", "describe_failure", "trace", "trace_branches"),
+                    "netsim.netfilter.engine"),
+    **dict.fromkeys(("Followed", "Hop", "MatrixRow", "Sidecar", "capture_matrix", "follow"),
+                    "netsim.netfilter.trace_hops"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
+    "Address",
+    "Branch",
     "Chain",
+    "CompiledRuleset",
+    "Conntrack",
+    "CtState",
+    "Endpoint",
     "Family",
+    "Followed",
+    "FwmarkRoute",
+    "Hop",
+    "Interface",
+    "Kind",
+    "Listener",
     "Match",
+    "MatrixRow",
     "Names",
+    "Netns",
     "Option",
+    "Origin",
+    "Outcome",
+    "Packet",
+    "Proto",
     "RestorePayload",
     "Rule",
     "RuleOp",
     "Ruleset",
+    "Sidecar",
+    "Socket",
+    "Step",
     "Table",
     "Target",
+    "Trace",
     "apply_payload",
+    "capture_matrix",
+    "compile_ruleset",
+    "describe_failure",
+    "follow",
     "parse_payload",
     "parse_rule_args",
     "parse_ruleset",
@@ -39,4 +116,6 @@ __all__ = [
     "render_save",
     "rule_tokens",
     "tokenize",
+    "trace",
+    "trace_branches",
 ]

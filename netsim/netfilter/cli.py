@@ -2,8 +2,10 @@
 
 Owns: the option types (endpoints, port lists), reading ``--rules`` dumps (IPv4 and IPv6 sections of
 one file, as ``iptables-save; ip6tables-save`` writes them) and ``--pod`` manifests (through
-``netsim.spec`` and ``netsim.capture``), the pcap table (scapy is imported only there) and the three
-output formats. Never decides anything about packets itself (``engine``, ``trace_hops``).
+``netsim.spec`` and ``netsim.capture``), the pcap table (scapy is imported only there), the three
+output formats, and handing a captured connection to ``netsim.mesh`` when ``--config`` is given
+(imported only then: yaml stays out of the plain trace's cold start). Never decides anything about
+packets itself (``engine``, ``trace_hops``) or about the sidecar's listeners (``netsim.mesh``).
 """
 
 from __future__ import annotations
@@ -12,13 +14,18 @@ import ipaddress
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from netsim.errors import NetsimError, RulesetError, SpecError
 from netsim.netfilter.model import BUILTIN_CHAINS, Family, RestorePayload, Ruleset
 from netsim.netfilter.packet import Address, FwmarkRoute, Interface, Listener, Netns, Origin, Packet, Proto, Socket
+
+if TYPE_CHECKING:  # imported where used: netsim.mesh (and yaml) load only with --config
+    from netsim.mesh.build import ProxyIndex
+    from netsim.mesh.trace import MeshContinuation
+    from netsim.netfilter.trace_hops import Followed
 
 DEFAULT_POD_IP = "10.244.0.5"  # the examples' pod IP (rules/README.md) when neither the pod nor --pod-ip has one
 # Ports the capture matrix always probes besides the pod's own (Istio's fixed ports, DNS, web).
@@ -118,6 +125,21 @@ def split_families(text: str) -> list[tuple[Family, str]]:
             fam = Family.IPV6
         out.append((fam, body))
     return out
+
+
+@dataclass(frozen=True)
+class _MeshRequest:
+    """``--config`` and the connection's first bytes: what ``netsim.mesh.trace.continue_trace`` needs."""
+
+    index: ProxyIndex  # built once per command
+    send: str
+    host: str | None
+    path: str
+    sni: str | None
+
+
+# the options that only mean something to the sidecar's hop (--config)
+_MESH_ONLY = ("--mesh-config", "--send", "--host", "--path", "--sni")
 
 
 @dataclass
@@ -225,10 +247,26 @@ def _netns(setup: _Setup, listening: tuple[int, ...] | None, pod: bool) -> Netns
                  other_ports_listen=pod and listening is None)
 
 
+def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str | None,
+               istio_version: str | None, setup: _Setup) -> ProxyIndex:
+    """The sidecar's listener/cluster index for the traced pod (its file, else its IPs), built once.
+
+    Broken documents are notes and the rest still loads (as for ``netsim mesh hop``); a path that
+    does not exist or cannot be read, or a bad mesh config, raises (one ``Error:`` line, exit 2).
+    """
+    from netsim.mesh.files import load_index
+
+    index = load_index(configs, pod_file=pod_file, pod_ips=tuple(str(a) for a in setup.pod_ips),
+                       mesh_config=mesh_config, istio_version=istio_version)
+    setup.notes.extend(f"--config: {e}" for e in (*index.objects.errors, *index.errors))
+    return index
+
+
 @click.command("trace")
 @click.option("--pod", "pod_file", type=click.Path(dir_okay=False),
               help="Pod/Deployment manifest: compile its capture rules.")
-@click.option("--istio-version", help="Istio release whose injector defaults apply to --pod (default: current).")
+@click.option("--istio-version", help="Istio release whose injector defaults (--pod) and sidecar behaviour "
+                                      "(--config) apply (default: current).")
 @click.option("--rules", "rules_files", multiple=True, type=click.Path(dir_okay=False),
               help="iptables-save (and ip6tables-save) output to trace through instead of --pod.")
 @click.option("--proto", type=click.Choice(["tcp", "udp", "icmp"]), default="tcp", show_default=True)
@@ -244,12 +282,35 @@ def _netns(setup: _Setup, listening: tuple[int, ...] | None, pod: bool) -> Netns
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "xtables-trace"]), default="text",
               show_default=True)
 @click.option("--matrix", is_flag=True, help="Print the capture matrix instead of one trace.")
+@click.option("--config", "configs", multiple=True, type=click.Path(),
+              help="Kubernetes/Istio objects (files or directories, repeatable): continue a connection "
+                   "captured on 15001/15006 through the sidecar's listener, route and cluster.")
+@click.option("--mesh-config", type=click.Path(dir_okay=False),
+              help="Mesh config for --config (MeshConfig YAML, the istio ConfigMap, or an IstioOperator).")
+@click.option("--send", type=click.Choice(["tcp", "http", "tls", "mtls"]),
+              help="With --config: what the client sends first (default: tcp).")
+@click.option("--host", help="With --config: the HTTP Host header (and the TLS SNI for --send tls).")
+@click.option("--path", "http_path", help="With --config: the HTTP request path (default: /).")
+@click.option("--sni", help="With --config: the TLS SNI (default: --host).")
 def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tuple[str, ...], proto: str,
               src: tuple[Address, int | None] | None, dst: tuple[Address, int | None] | None,
               from_: tuple[Address, int | None] | None, uid: int | None, gid: int | None, in_iface: str,
               pod_ips: tuple[str, ...], listening: tuple[int, ...] | None, pcap: str | None, fmt: str,
-              matrix: bool) -> None:
-    """Where does this packet go, and why? Trace it through the pod's iptables rules and the sidecar."""
+              matrix: bool, configs: tuple[str, ...], mesh_config: str | None, send: str | None,
+              host: str | None, http_path: str | None, sni: str | None) -> None:
+    """Where does this packet go, and why? Trace it through the pod's iptables rules and the sidecar.
+
+    With --config, a connection the sidecar captures continues through its Envoy listener, filter
+    chain, route and cluster (as `netsim mesh hop` decides them), shown after the kernel's steps.
+    """
+    mesh_only = [name for name, value in zip(_MESH_ONLY, (mesh_config, send, host, http_path, sni), strict=True)
+                 if value is not None]
+    if mesh_only and not configs:
+        raise SpecError(f"{', '.join(mesh_only)} describe{'s' if len(mesh_only) == 1 else ''} the sidecar's hop: "
+                        "give the mesh objects with --config PATH")
+    if configs and (matrix or pcap or fmt == "xtables-trace"):
+        what = "--matrix" if matrix else "--pcap" if pcap else "--format xtables-trace"
+        raise SpecError(f"--config continues one trace in text or JSON; it does not apply to {what}")
     setup = _Setup()
     for text in pod_ips:
         for item in text.split(","):
@@ -281,7 +342,11 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
     if dst is None or (dst[1] is None and proto != "icmp"):
         raise SpecError("--dst IP:PORT is required (or --matrix, or --pcap FILE)")
     packet, who = _packet(setup, proto, src, dst, from_, uid, gid, in_iface)
-    _trace_one(setup, netns, sidecar, packet, who, fmt)
+    mesh = None
+    if configs:
+        mesh = _MeshRequest(index=_load_mesh(configs, pod_file, mesh_config, istio_version, setup),
+                            send=send or "tcp", host=host, path=http_path or "/", sni=sni)
+    _trace_one(setup, netns, sidecar, packet, who, fmt, mesh)
 
 
 def _compiled(setup: _Setup, family: Family) -> Any:
@@ -327,15 +392,43 @@ def _packet(setup: _Setup, proto: str, src: tuple[Address, int | None] | None, d
                    socket=Socket(uid=u, gid=g)), f"app (uid {u}, gid {g})")
 
 
-def _trace_one(setup: _Setup, netns: Netns, sidecar: Any, packet: Packet, who: str, fmt: str) -> None:
+def _continue(mesh: _MeshRequest, f: Followed, notes: list[str]) -> MeshContinuation | None:
+    """The sidecar's hop after the kernel's verdict (None when no Envoy listener gets the connection)."""
+    from netsim.mesh.trace import continue_trace
+
+    od = f.original_dst
+    cont = None if od is None else continue_trace(mesh.index, f.verdict, dst_ip=str(od.addr), dst_port=od.port,
+                                                  send=mesh.send, host=mesh.host, path=mesh.path, sni=mesh.sni)
+    if cont is None:
+        notes.append(f"--config: no Envoy hop to show: the connection does not reach the sidecar's outbound or "
+                     f"inbound listener (kernel verdict: {f.verdict})")
+    return cont
+
+
+def _trace_one(setup: _Setup, netns: Netns, sidecar: Any, packet: Packet, who: str, fmt: str,
+               mesh: _MeshRequest | None = None) -> None:
+    """Follow ``packet`` (and, with ``mesh``, the sidecar's hop) and print it in ``fmt``.
+
+    JSON: ``{"hops": [{"who", **trace (render_trace's schema)}], "summary": the last sentence,
+    "verdict": Followed.verdict, "notes": [str]}``, plus with ``--config`` ``"mesh"``: null, or
+    MeshContinuation.to_json() (``netsim mesh hop``'s fields, ``istio``, ``steps``) with
+    ``config_errors`` and ``conflicts`` as ``netsim mesh hop`` reports them.
+    """
     from netsim.netfilter.render_trace import render_text, render_xtables, trace_json
     from netsim.netfilter.trace_hops import follow
 
     crs = _compiled(setup, packet.family)
     f = follow(crs, packet, netns, sidecar, who)
+    cont = _continue(mesh, f, setup.notes) if mesh is not None else None
+    summary = cont.final_sentence(f.summary) if cont is not None else f.summary
     if fmt == "json":
-        click.echo(json.dumps({"hops": [{"who": h.who, **trace_json(h.trace)} for h in f.hops],
-                               "summary": f.summary, "verdict": f.verdict, "notes": setup.notes}, indent=2))
+        out: dict[str, Any] = {"hops": [{"who": h.who, **trace_json(h.trace)} for h in f.hops],
+                               "summary": summary, "verdict": f.verdict, "notes": setup.notes}
+        if mesh is not None:
+            out["mesh"] = None if cont is None else {
+                **cont.to_json(), "config_errors": [str(e) for e in (*mesh.index.objects.errors, *mesh.index.errors)],
+                "conflicts": list(mesh.index.conflicts)}
+        click.echo(json.dumps(out, indent=2))
         return
     if fmt == "xtables-trace":
         for i, h in enumerate(f.hops):
@@ -348,7 +441,11 @@ def _trace_one(setup: _Setup, netns: Netns, sidecar: Any, packet: Packet, who: s
     for i, h in enumerate(f.hops):
         click.echo(f"== Hop {i + 1}: {h.who}")
         click.echo(render_text(h.trace))
-    click.echo(f.summary)
+    if cont is not None:
+        for line in cont.text_lines():
+            click.echo(line)
+        click.echo()
+    click.echo(summary)
 
 
 def _matrix(setup: _Setup, netns: Netns, sidecar: Any, fmt: str) -> None:

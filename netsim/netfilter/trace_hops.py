@@ -20,7 +20,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from netsim.netfilter.engine import CompiledRuleset, describe_failure, trace
 from netsim.netfilter.model import Family
 from netsim.netfilter.packet import Address, Netns, Origin, Packet, Proto, Socket
-from netsim.netfilter.trace import Kind, Outcome, Step, Trace
+from netsim.netfilter.trace import Endpoint, Kind, Outcome, Step, Trace
 
 # Ephemeral source ports the simulated sockets use (any port outside the rules' lists would do).
 APP_SPORT = 43210
@@ -55,6 +55,10 @@ class Followed:
     hops: tuple[Hop, ...]
     summary: str  # one plain sentence
     verdict: str  # captured-outbound, captured-inbound, captured-dns, bypassed, dropped, delivered, looped
+    # What the capture listener learns as the connection's destination (SO_ORIGINAL_DST, or the
+    # TPROXY socket's local address): the input of the proxy's own decision (netsim.mesh). Set for
+    # captured-outbound and captured-inbound when the kernel has an answer, else None.
+    original_dst: Endpoint | None = None
 
 
 def _rule_ref(step: Step) -> str:
@@ -130,7 +134,8 @@ def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sideca
                                                              f"via {how}; "
                                                              f"the sidecar connects to the original destination "
                                                              f"{_ep(od.addr, od.port)} as uid {sidecar.uid}, which "
-                                                             f"leaves through {nxt.out_iface}."), "captured-outbound")
+                                                             f"leaves through {nxt.out_iface}."), "captured-outbound",
+                                od)
             t = nxt
             continue
         if port == sidecar.inbound_port and t.packet.dport != sidecar.inbound_port:
@@ -157,7 +162,7 @@ def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sideca
                 return Followed(tuple(hops), _sentence(hops, f"Captured by the sidecar's inbound listener {port} "
                                                              f"via {how}; the sidecar forwards it to "
                                                              f"{_ep(dst, od_port)}{via}, reaching {end}."),
-                                "captured-inbound")
+                                "captured-inbound", Endpoint(od_addr, od_port))
             t = nxt
             continue
         break
