@@ -47,11 +47,11 @@ class MeshContinuation:
     def final_sentence(self, kernel_summary: str) -> str:
         """The kernel's sentence followed by the sidecar's, as the trace's last line."""
         head = kernel_summary.rstrip().rstrip(".")
-        return f"{head}. In the sidecar ({self.istio}): {self.hop.reason}"
+        return f"{head}. In the sidecar, under {self.istio}: {self.hop.reason}"
 
     def text_lines(self) -> list[str]:
         """Lines for the text trace, printed after the kernel's hops."""
-        out = [f"== Envoy ({self.istio}, {self.hop.direction})"]
+        out = [f"== Envoy: {self.hop.direction}, {self.istio}"]
         out += [f"  {s.kind:<13} {s.name or '-'}" + (f"  ({s.detail})" if s.detail else "") for s in self.steps]
         return out
 

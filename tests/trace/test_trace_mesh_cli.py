@@ -85,7 +85,7 @@ def test_outbound_hazelcast_text_after_the_kernel_hops(version: str, listener: s
     assert hop["listener"] == listener and hop["cluster"] == cluster
     last = lines[-1]  # one sentence: the kernel's, then what the sidecar does with it
     assert last.startswith("Captured by the sidecar's outbound listener 15001")
-    assert last.endswith(hop["reason"]) and "In the sidecar (Istio " in last
+    assert last.endswith(hop["reason"]) and "In the sidecar, under Istio " in last
 
 
 @pytest.mark.parametrize("version", ["1.5", "current"])
@@ -136,7 +136,7 @@ def test_inbound_hazelcast_text_and_json() -> None:
     same_decision(data["mesh"], hop)
     assert data["mesh"]["listener"] == "virtualInbound" and data["mesh"]["cluster"] == "inbound|5701||"
     _, out = trace(*args)
-    assert "== Envoy (Istio (current), inbound)" in out
+    assert "== Envoy: inbound, Istio (current)" in out
     assert out.rstrip().splitlines()[-1].startswith("Captured by the sidecar's inbound listener 15006")
 
 
