@@ -12,9 +12,9 @@ namespace (its addresses and the sockets that really listen there), and compare.
 ``table:chain:rule:N:VERDICT`` head. The TRACE rules are removed afterwards; the monitor is recorded in the
 lab's state while it runs, so ``down`` cleans it up even if verify is killed.
 
-Owns: probe generation (seeded, pure), parsing the monitors' output (pure), the comparison and its report.
-Never does: change the lab's rules beyond the TRACE rules it removes again. The kernel-trace helpers of the
-tracer's tests (``tests/trace/kernel_diff.py``) are test code, so this module has its own.
+Owns: probe generation (seeded, pure), the comparison and its report. Reading the monitors' output is
+``netsim.lab.kerneltrace``'s, shared with the tracer's kernel-differential test (``tests/trace/kernel_diff.py``).
+Never does: change the lab's rules beyond the TRACE rules it removes again.
 """
 
 from __future__ import annotations
@@ -34,13 +34,20 @@ from typing import Any
 
 from netsim.errors import LabError
 from netsim.lab import state as st
+from netsim.lab.kerneltrace import (
+    RETURN_AS_PRINTED,
+    handle_positions,
+    kernel_view,
+    monitor_noise,
+    parse_monitor,
+    parse_nft_monitor,
+)
 from netsim.lab.runner import Exec, Kill, RemovePath, Runner, Spawn
 
 # Probe source ports: below the ephemeral range (32768-60999), so the listeners' and the agent's own
 # dials are never selected by the TRACE rules; probe destination ports avoid the range, so replies
 # (whose source port is a probe's destination port) are not selected either.
 SPORT_LO, SPORT_HI = 20000, 29999
-RETURN_AS_PRINTED = "0xfffffffb"  # xtables-monitor 1.8.9 prints an explicit RETURN verdict raw (§4)
 SETTLE_SECONDS = 0.4  # for the monitor to subscribe, and for the last probe's events to be printed
 # Two traced datagrams that bracket the probes: the monitor is listening once it prints the first, and has
 # printed everything before the second once it prints that (events of one namespace arrive in order).
@@ -189,111 +196,6 @@ def conntrack_ports(text: str) -> frozenset[int]:
                      if SPORT_LO <= (p := int(m.group(1))) <= SPORT_HI)
 
 
-def handle_positions(nft_json: str, nft_family: str = "ip") -> tuple[dict[tuple[str, str, int], int],
-                                                                      set[tuple[str, str]]]:
-    """From ``nft -j -a list ruleset``: each rule's nft handle → its 1-based position in its chain, and the
-    base chains that exist (a built-in chain iptables-nft never created prints nothing, §4), for one family."""
-    try:
-        items = json.loads(nft_json)["nftables"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise LabError(f"cannot read nft -j output: {e}") from None
-    counters: dict[tuple[str, str], int] = {}
-    positions: dict[tuple[str, str, int], int] = {}
-    bases: set[tuple[str, str]] = set()
-    for item in items:
-        chain = item.get("chain")
-        if chain and chain.get("family") == nft_family and "hook" in chain:
-            bases.add((chain["table"], chain["name"]))
-        rule = item.get("rule")
-        if not rule or rule.get("family") != nft_family:
-            continue
-        key = (rule["table"], rule["chain"])
-        counters[key] = counters.get(key, 0) + 1
-        positions[(rule["table"], rule["chain"], rule["handle"])] = counters[key]
-    return positions, bases
-
-
-_LATER_TCP = re.compile(r"\b(ACK|FIN|RST)\b")
-_EVENT = re.compile(r"^\s*(PACKET|TRACE): (\d+) ([0-9a-f]+) (.*?)\s*$")
-
-
-def parse_monitor(text: str, positions: dict[tuple[str, str, int], int]) -> dict[int, list[str]]:
-    """``xtables-monitor --trace`` output → per probe source port, its TRACE lines in netsim's form: the rule's
-    position instead of its nft handle, no trace id, no ``-4 -t TABLE`` prefix. A packet that re-enters
-    through ``lo`` gets a new trace id but keeps its source port, so both passes land on the same probe."""
-    sport_of: dict[str, int] = {}
-    out: dict[int, list[str]] = {}
-    for line in text.splitlines():
-        m = _EVENT.match(line)
-        if not m:
-            continue
-        kind, _family, tid, rest = m.groups()
-        if kind == "PACKET":
-            sp = re.search(r"\bSPORT=(\d+)", rest)
-            # A probe is its first packet (the SYN, or the one datagram); later packets of an accepted
-            # connection are not selected by the TRACE rules, but are skipped here too should one be traced.
-            if sp and not _LATER_TCP.search(rest):
-                sport_of[tid] = int(sp.group(1))
-            else:
-                sport_of.pop(tid, None)
-            continue
-        sport = sport_of.get(tid)
-        if sport is None:
-            continue
-        head, _, ruletext = rest.partition("  ")
-        parts = head.split(":")
-        if len(parts) < 4:
-            continue
-        table, chain, what = parts[0], parts[1], parts[2]
-        if what == "policy":
-            out.setdefault(sport, []).append(f"TRACE: {table}:{chain}:policy:{':'.join(parts[3:])}")
-            continue
-        pos = positions.get((table, chain, int(parts[3], 16)), -1)
-        ruletext = re.sub(r"^-[46] -t \S+ ", "", ruletext.strip())
-        out.setdefault(sport, []).append(f"TRACE: {table}:{chain}:rule:{pos}:{':'.join(parts[4:])}  {ruletext}")
-    return out
-
-
-_NFT_EVENT = re.compile(r"^trace id ([0-9a-f]+) (ip6?|inet) (\S+) (\S+) (packet|rule|policy|verdict):? ?(.*?)\s*$")
-_NFT_VERDICTS = {"continue": "CONTINUE", "accept": "ACCEPT", "drop": "DROP", "return": RETURN_AS_PRINTED}
-
-
-def parse_nft_monitor(text: str, positions: dict[tuple[str, str, int], int]) -> dict[int, list[str]]:
-    """``nft -a monitor trace`` output → per probe source port, each event's head in netsim's xtables-trace
-    form (``TRACE: table:chain:rule:N:VERDICT``, ``TRACE: table:chain:policy:X``); nft prints rules in its
-    own syntax, so the rule text is not compared."""
-    sport_of: dict[str, int] = {}
-    out: dict[int, list[str]] = {}
-    for line in text.splitlines():
-        m = _NFT_EVENT.match(line.strip())
-        if not m:
-            continue
-        tid, _family, table, chain, kind, rest = m.groups()
-        if kind == "packet":
-            sp = re.search(r"\b(?:tcp|udp) sport (\d+)", rest)
-            flags = re.search(r"tcp flags == (\S+)", rest)
-            if sp and (flags is None or flags.group(1) == "syn"):
-                sport_of[tid] = int(sp.group(1))
-            else:
-                sport_of.pop(tid, None)
-            continue
-        sport = sport_of.get(tid)
-        if sport is None:
-            continue
-        if kind == "policy":
-            out.setdefault(sport, []).append(f"TRACE: {table}:{chain}:policy:{rest.split()[0].upper()}")
-        elif kind == "rule":
-            hm = re.search(r"# handle (\d+) \(verdict (\w+)(?: (\S+))?\)$", rest)
-            if hm is None:
-                continue
-            pos = positions.get((table, chain, int(hm.group(1))), -1)
-            verdict = hm.group(2)
-            head = (f"{verdict.upper()}:{hm.group(3)}" if verdict in ("jump", "goto")
-                    else _NFT_VERDICTS.get(verdict, verdict.upper()))
-            out.setdefault(sport, []).append(f"TRACE: {table}:{chain}:rule:{pos}:{head}")
-    return out
-
-
 def listeners_from_ss(text: str, version: int = 4) -> list[tuple[str, str | None, int]]:
     """``ss -Hlntu`` → (proto, address or None for the wildcard, port) of each socket of one family."""
     out: list[tuple[str, str | None, int]] = []
@@ -387,7 +289,7 @@ def netsim_lines(rules_dump: str, bases: set[tuple[str, str]], info: dict[str, A
                         socket=None if p.inbound else Socket(uid=p.uid, gid=p.gid))
         lines = render_xtables(trace(crs, packet, ns, explain=False), return_verdict=RETURN_AS_PRINTED,
                                packets=False).splitlines()
-        out.append(tuple(ln if version == 4 else ln.partition("  ")[0] for ln in lines))
+        out.append(tuple(kernel_view(lines, version)))
     return out
 
 
@@ -421,8 +323,7 @@ def _sentinel(runner: Runner, pod: str, log: Path, fam: _Fam, which: str, *, rep
 
 def _monitor_error(log: Path) -> str:
     try:
-        odd = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()
-               and not ln.lstrip().startswith(("PACKET:", "TRACE:", "trace id"))]
+        odd = monitor_noise(log.read_text(errors="replace"))
     except OSError:
         odd = []
     return odd[-1] if odd else "it stopped printing; the kernel trace is incomplete"
@@ -524,12 +425,9 @@ __all__ = [
     "ProbeResult",
     "Report",
     "conntrack_ports",
-    "handle_positions",
     "lab_families",
     "listeners_from_ss",
     "make_probes",
     "netsim_lines",
-    "parse_monitor",
-    "parse_nft_monitor",
     "verify",
 ]

@@ -21,6 +21,7 @@ from netsim.cli import main
 from netsim.errors import LabError
 from netsim.lab import runner as runner_mod
 from netsim.lab.inputs import lab_spec, node_interface, route_command
+from netsim.lab.kerneltrace import handle_positions, parse_monitor, parse_nft_monitor
 from netsim.lab.listeners import endpoint, parse_original_dst
 from netsim.lab.runner import AddrAdd, RouteAdd, RuleAdd
 from netsim.lab.verify import (
@@ -30,12 +31,9 @@ from netsim.lab.verify import (
     ProbeResult,
     Report,
     conntrack_ports,
-    handle_positions,
     lab_families,
     listeners_from_ss,
     make_probes,
-    parse_monitor,
-    parse_nft_monitor,
 )
 from netsim.netfilter.model import Family
 

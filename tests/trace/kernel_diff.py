@@ -5,10 +5,11 @@ Used by ``tests/trace/test_kernel_differential.py`` (bounded, seeded) and ``benc
 Only namespaces this module creates are touched (a pod netns and a peer netns joined by a veth);
 the host namespace's netfilter is never changed. See spec/netfilter.md §4 for the method.
 
-IPv4 is compared line for line with ``xtables-monitor --trace`` (PACKET and TRACE lines, rule text
-included). For IPv6 the pinned xtables-monitor (1.8.9) cannot print rules with layer-4 matches and
-exits, so IPv6 uses ``nft -a monitor trace``: same events, handles and verdicts, nft's rule syntax;
-there the comparison is by table, chain, rule position and verdict.
+The monitors' output is read by ``netsim.lab.kerneltrace`` (shared with ``netsim lab verify``), and the
+probes are sent by ``python -m netsim.lab.probe``. IPv4 is compared line for line with ``xtables-monitor
+--trace`` (PACKET and TRACE lines, rule text included). For IPv6 the pinned xtables-monitor (1.8.9) cannot
+print rules with layer-4 matches and exits, so IPv6 uses ``nft -a monitor trace``: same events, handles and
+verdicts, nft's rule syntax; there the comparison is by table, chain, rule position and verdict.
 """
 
 from __future__ import annotations
@@ -27,13 +28,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from netsim.lab.kerneltrace import (
+    RETURN_AS_PRINTED,
+    Positions,
+    handle_positions,
+    kernel_view,
+    monitor_noise,
+    parse_monitor,
+    parse_nft_monitor,
+)
 from netsim.netfilter import Family, Match, Option, Rule, Ruleset, Table, Target, render_save
 from netsim.netfilter.engine import compile_ruleset, trace
 from netsim.netfilter.model import BUILTIN_CHAINS, Chain
 from netsim.netfilter.packet import FwmarkRoute, Interface, Listener, Netns, Origin, Packet, Proto, Socket
 from netsim.netfilter.render_trace import render_xtables
 
-HELPER = Path(__file__).with_name("probe_helper.py")
 LISTENER = Path(__file__).with_name("listen_helper.py")
 TPROXY_MARK, TPROXY_TABLE = 0x539, 133  # Istio's (spec/istio-iptables.md §6)
 POD4, PEER4, POD6, PEER6 = "10.244.0.5", "10.244.0.1", "fd00:244::5", "fd00:244::1"
@@ -42,7 +51,6 @@ POD4, PEER4, POD6, PEER6 = "10.244.0.5", "10.244.0.1", "fd00:244::5", "fd00:244:
 SPORT_LO, SPORT_HI = 20000, 59999  # the two highest are the sentinels'
 DEBUG = False
 BATCH = 4
-RETURN_AS_PRINTED = "0xfffffffb"  # xtables-monitor 1.8.9 prints an explicit RETURN verdict raw (§4)
 
 
 def sh(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -231,130 +239,15 @@ def make_probes(ruleset: Ruleset, seed: str, count: int, sports: Iterator[int]) 
     return probes
 
 
-def handle_positions(pod: str, family: Family) -> dict[tuple[str, str, int], int]:
+def pod_handle_positions(pod: str, family: Family) -> Positions:
     """nft rule handle → 1-based position in its chain, for every rule in the pod's ruleset."""
-    out = json.loads(sh("ip", "netns", "exec", pod, "nft", "-j", "-a", "list", "ruleset").stdout)
-    fam = "ip" if family is Family.IPV4 else "ip6"
-    counters: dict[tuple[str, str], int] = {}
-    positions: dict[tuple[str, str, int], int] = {}
-    for item in out["nftables"]:
-        rule = item.get("rule")
-        if not rule or rule["family"] != fam:
-            continue
-        key = (rule["table"], rule["chain"])
-        counters[key] = counters.get(key, 0) + 1
-        positions[(rule["table"], rule["chain"], rule["handle"])] = counters[key]
-    return positions
-
-
-def packet_line(rest: str) -> str:
-    """A kernel PACKET line reduced to the fields netsim prints: IN, LOOPBACK, OUT, SRC, DST, SPORT,
-    DPORT, MARK (not LEN/TTL/ID/MAC/flags, which describe the wire packet, not the rules' view)."""
-    fields: dict[str, str] = {}
-    flags = set()
-    for tok in rest.split():
-        key, eq, value = tok.partition("=")
-        if eq:
-            fields[key] = value
-        else:
-            flags.add(tok)
-    parts = ["PACKET:"]
-    if fields.get("IN"):
-        parts.append(f"IN={fields['IN']}")
-        if "LOOPBACK" in flags:
-            parts.append("LOOPBACK")
-    if fields.get("OUT"):
-        parts.append(f"OUT={fields['OUT']}")
-    parts += [f"SRC={fields.get('SRC')}", f"DST={fields.get('DST')}"]
-    if "SPORT" in fields:
-        parts += [f"SPORT={fields['SPORT']}", f"DPORT={fields['DPORT']}"]
-    if "MARK" in fields:
-        parts.append(f"MARK={fields['MARK']}")
-    return " ".join(parts)
-
-
-_EVENT = re.compile(r"^\s*(PACKET|TRACE): (\d+) ([0-9a-f]+) (.*?)\s*$")
-
-
-def parse_monitor(text: str, positions: dict[tuple[str, str, int], int]) -> tuple[dict[int, list[str]], list[str]]:
-    """xtables-monitor --trace output → per probe source port, its TRACE lines in netsim's form
-    (position instead of handle, no id, no ``-4 -t TABLE`` prefix). Also returns lines not understood."""
-    sport_of: dict[str, int] = {}
-    out: dict[int, list[str]] = {}
-    odd: list[str] = []
-    for line in text.splitlines():
-        m = _EVENT.match(line)
-        if not m:
-            if line.strip():
-                odd.append(line)
-            continue
-        kind, _fam, tid, rest = m.groups()
-        if kind == "PACKET":
-            sp = re.search(r"\bSPORT=(\d+)", rest)
-            if sp:
-                sport_of[tid] = int(sp.group(1))
-                out.setdefault(int(sp.group(1)), []).append(packet_line(rest))
-            continue
-        sport = sport_of.get(tid)
-        if sport is None:
-            odd.append(line)
-            continue
-        head, _, ruletext = rest.partition("  ")
-        parts = head.split(":")
-        table, chain, kind2 = parts[0], parts[1], parts[2]
-        if kind2 == "policy":
-            out.setdefault(sport, []).append(f"TRACE: {table}:{chain}:policy:{':'.join(parts[3:])}")
-            continue
-        handle = int(parts[3], 16)
-        pos = positions.get((table, chain, handle), -handle)
-        ruletext = re.sub(r"^-[46] -t \S+ ", "", ruletext.strip())
-        out.setdefault(sport, []).append(f"TRACE: {table}:{chain}:rule:{pos}:{':'.join(parts[4:])}  {ruletext}")
-    return out, odd
+    out = sh("ip", "netns", "exec", pod, "nft", "-j", "-a", "list", "ruleset").stdout
+    return handle_positions(out, "ip" if family is Family.IPV4 else "ip6")[0]
 
 
 def _send(ns: str, batch: list[Probe]) -> None:
-    sh("ip", "netns", "exec", ns, sys.executable, str(HELPER), stdin=json.dumps([p.__dict__ for p in batch]))
-
-
-def _head(line: str) -> str:
-    return line.partition("  ")[0]
-
-
-_NFT_EVENT = re.compile(r"^trace id ([0-9a-f]+) (ip6?|inet) (\S+) (\S+) (packet|rule|policy|verdict) ?(.*?)\s*$")
-_NFT_VERDICTS = {"continue": "CONTINUE", "accept": "ACCEPT", "drop": "DROP", "return": RETURN_AS_PRINTED}
-
-
-def parse_nft_monitor(text: str, positions: dict[tuple[str, str, int], int]) -> dict[int, list[str]]:
-    """``nft -a monitor trace`` output → per probe source port, its events as xtables-trace heads
-    (``TRACE: table:chain:rule:N:VERDICT`` / ``TRACE: table:chain:policy:X``). Used for IPv6, where
-    xtables-monitor 1.8.9 cannot print rules with layer-4 matches (spec/netfilter.md §4)."""
-    sport_of: dict[str, int] = {}
-    out: dict[int, list[str]] = {}
-    for line in text.splitlines():
-        m = _NFT_EVENT.match(line.strip())
-        if not m:
-            continue
-        tid, _fam, table, chain, kind, rest = m.groups()
-        if kind == "packet":
-            sp = re.search(r"\b(?:tcp|udp) sport (\d+)", rest)
-            if sp:
-                sport_of[tid] = int(sp.group(1))
-            continue
-        sport = sport_of.get(tid)
-        if sport is None:
-            continue
-        if kind == "policy":
-            out.setdefault(sport, []).append(f"TRACE: {table}:{chain}:policy:{rest.split()[0].upper()}")
-        elif kind == "rule":
-            hm = re.search(r"# handle (\d+) \(verdict (\w+)(?: (\S+))?\)$", rest)
-            if hm is None:
-                continue
-            pos = positions.get((table, chain, int(hm.group(1))), -1)
-            verdict = hm.group(2)
-            head = f"{verdict.upper()}:{hm.group(3)}" if verdict in ("jump", "goto") else _NFT_VERDICTS.get(
-                verdict, verdict.upper())
-            out.setdefault(sport, []).append(f"TRACE: {table}:{chain}:rule:{pos}:{head}")
-    return out
+    sh("ip", "netns", "exec", ns, sys.executable, "-m", "netsim.lab.probe",
+       stdin=json.dumps([p.__dict__ for p in batch]))
 
 
 @dataclass
@@ -374,7 +267,7 @@ def run_ruleset(pair: Pair, name: str, ruleset: Ruleset, probes: list[Probe]) ->
     sh("ip", "netns", "exec", pair.pod, "nft", "flush", "ruleset")
     restore = "iptables-restore" if family is Family.IPV4 else "ip6tables-restore"
     sh("ip", "netns", "exec", pair.pod, restore, stdin=render_save(traced))
-    positions = handle_positions(pair.pod, family)
+    positions = pod_handle_positions(pair.pod, family)
     v6 = family is Family.IPV6
     cmd = ["nft", "-a", "monitor", "trace"] if v6 else ["xtables-monitor", "--trace", "-4"]
     monitor = subprocess.Popen(
@@ -417,9 +310,8 @@ def run_ruleset(pair: Pair, name: str, ruleset: Ruleset, probes: list[Probe]) ->
         monitor.wait(timeout=5)
         reader.join(timeout=5)
     text = "".join(lines)
-    kernel, odd = ({}, []) if v6 else parse_monitor(text, positions)
-    if v6:
-        kernel = parse_nft_monitor(text, positions)
+    kernel = parse_nft_monitor(text, positions) if v6 else parse_monitor(text, positions, packets=True)
+    odd = [] if v6 else monitor_noise(text)
     if DEBUG:
         print(text[:3000], odd[:5], positions)
     crs = compile_ruleset(traced)
@@ -427,11 +319,10 @@ def run_ruleset(pair: Pair, name: str, ruleset: Ruleset, probes: list[Probe]) ->
     for p in probes:
         got = kernel.get(p.sport, [])
         t = trace(crs, p.packet(), ns)
-        want = render_xtables(t, return_verdict=RETURN_AS_PRINTED, packets=not v6).splitlines()
-        if v6:
-            # nft prints rules in its own syntax: compare table, chain, position and verdict; the
-            # iptables-save text of each position is netsim's own (tested against iptables-save).
-            want = [_head(x) for x in want]
+        # IPv6: nft prints rules in its own syntax, so table, chain, position and verdict are compared; the
+        # iptables-save text of each position is netsim's own (tested against iptables-save).
+        want = kernel_view(render_xtables(t, return_verdict=RETURN_AS_PRINTED, packets=not v6).splitlines(),
+                           ruleset.family.value)
         res.compared += 1
         if got != want:
             import difflib

@@ -1,0 +1,185 @@
+"""The kernel's own packet traces, read into netsim's ``xtables-trace`` form so the two compare line by line.
+
+Owns (pure, standard library only): the nft rule handle → position map (:func:`handle_positions`), parsing
+``xtables-monitor --trace`` (:func:`parse_monitor`) and ``nft -a monitor trace`` (:func:`parse_nft_monitor`)
+output per probe source port, and the normalising of lines on both sides (:func:`packet_line`,
+:func:`kernel_view`, :func:`monitor_noise`). Used by ``lab verify`` and by the tracer's kernel-differential
+test and bench (``tests/trace/kernel_diff.py``); spec/netfilter.md §4 describes the method.
+
+A probe is its first packet (the SYN, or the one datagram), identified by its unique source port; a packet
+that re-enters through ``lo`` gets a new trace id but keeps its source port, so both passes land on the same
+probe. IPv4 is compared as whole lines (xtables-monitor prints the rule in iptables-save syntax); for IPv6
+the pinned xtables-monitor (1.8.9) cannot print rules with layer-4 matches and exits, so nft's monitor is
+read, and only each event's ``table:chain:rule:N:VERDICT`` head is compared.
+
+Never does: run a command, send a packet or import pyroute2 (callers run the monitors and ``nft``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+
+from netsim.errors import LabError
+
+RETURN_AS_PRINTED = "0xfffffffb"  # xtables-monitor 1.8.9 prints an explicit RETURN verdict raw (§4)
+
+Positions = dict[tuple[str, str, int], int]  # (table, chain, nft handle) → 1-based position in the chain
+
+
+def handle_positions(nft_json: str, nft_family: str = "ip") -> tuple[Positions, set[tuple[str, str]]]:
+    """From ``nft -j -a list ruleset``: each rule's nft handle → its 1-based position in its chain, and the
+    base chains that exist (a built-in chain iptables-nft never created prints nothing, §4), for one family
+    (``ip`` or ``ip6``). Raises LabError if the text is not nft's JSON."""
+    try:
+        items = json.loads(nft_json)["nftables"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise LabError(f"cannot read nft -j output: {e}") from None
+    counters: dict[tuple[str, str], int] = {}
+    positions: Positions = {}
+    bases: set[tuple[str, str]] = set()
+    for item in items:
+        chain = item.get("chain")
+        if chain and chain.get("family") == nft_family and "hook" in chain:
+            bases.add((chain["table"], chain["name"]))
+        rule = item.get("rule")
+        if not rule or rule.get("family") != nft_family:
+            continue
+        key = (rule["table"], rule["chain"])
+        counters[key] = counters.get(key, 0) + 1
+        positions[(rule["table"], rule["chain"], rule["handle"])] = counters[key]
+    return positions, bases
+
+
+def packet_line(rest: str) -> str:
+    """A kernel PACKET line reduced to the fields netsim prints: IN, LOOPBACK, OUT, SRC, DST, SPORT,
+    DPORT, MARK (not LEN/TTL/ID/MAC/flags, which describe the wire packet, not the rules' view)."""
+    fields: dict[str, str] = {}
+    flags = set()
+    for tok in rest.split():
+        key, eq, value = tok.partition("=")
+        if eq:
+            fields[key] = value
+        else:
+            flags.add(tok)
+    parts = ["PACKET:"]
+    if fields.get("IN"):
+        parts.append(f"IN={fields['IN']}")
+        if "LOOPBACK" in flags:
+            parts.append("LOOPBACK")
+    if fields.get("OUT"):
+        parts.append(f"OUT={fields['OUT']}")
+    parts += [f"SRC={fields.get('SRC')}", f"DST={fields.get('DST')}"]
+    if "SPORT" in fields:
+        parts += [f"SPORT={fields['SPORT']}", f"DPORT={fields['DPORT']}"]
+    if "MARK" in fields:
+        parts.append(f"MARK={fields['MARK']}")
+    return " ".join(parts)
+
+
+_LATER_TCP = re.compile(r"\b(ACK|FIN|RST)\b")
+_EVENT = re.compile(r"^\s*(PACKET|TRACE): (\d+) ([0-9a-f]+) (.*?)\s*$")
+
+
+def parse_monitor(text: str, positions: Positions, *, packets: bool = False) -> dict[int, list[str]]:
+    """``xtables-monitor --trace`` output → per probe source port, its TRACE lines in netsim's form: the rule's
+    position instead of its nft handle (-1 if unknown), no trace id, no ``-4 -t TABLE`` prefix. With
+    ``packets``, each probe PACKET line too, as :func:`packet_line` reduces it."""
+    sport_of: dict[str, int] = {}
+    out: dict[int, list[str]] = {}
+    for line in text.splitlines():
+        m = _EVENT.match(line)
+        if not m:
+            continue
+        kind, _family, tid, rest = m.groups()
+        if kind == "PACKET":
+            sp = re.search(r"\bSPORT=(\d+)", rest)
+            # Later packets of an accepted connection are not selected by the TRACE rules, but are skipped
+            # here too should one be traced.
+            if sp and not _LATER_TCP.search(rest):
+                sport_of[tid] = int(sp.group(1))
+                if packets:
+                    out.setdefault(int(sp.group(1)), []).append(packet_line(rest))
+            else:
+                sport_of.pop(tid, None)
+            continue
+        sport = sport_of.get(tid)
+        if sport is None:
+            continue
+        head, _, ruletext = rest.partition("  ")
+        parts = head.split(":")
+        if len(parts) < 4:
+            continue
+        table, chain, what = parts[0], parts[1], parts[2]
+        if what == "policy":
+            out.setdefault(sport, []).append(f"TRACE: {table}:{chain}:policy:{':'.join(parts[3:])}")
+            continue
+        pos = positions.get((table, chain, int(parts[3], 16)), -1)
+        ruletext = re.sub(r"^-[46] -t \S+ ", "", ruletext.strip())
+        out.setdefault(sport, []).append(f"TRACE: {table}:{chain}:rule:{pos}:{':'.join(parts[4:])}  {ruletext}")
+    return out
+
+
+_NFT_EVENT = re.compile(r"^trace id ([0-9a-f]+) (ip6?|inet) (\S+) (\S+) (packet|rule|policy|verdict):? ?(.*?)\s*$")
+_NFT_VERDICTS = {"continue": "CONTINUE", "accept": "ACCEPT", "drop": "DROP", "return": RETURN_AS_PRINTED}
+
+
+def parse_nft_monitor(text: str, positions: Positions) -> dict[int, list[str]]:
+    """``nft -a monitor trace`` output → per probe source port, each event's head in netsim's xtables-trace
+    form (``TRACE: table:chain:rule:N:VERDICT``, ``TRACE: table:chain:policy:X``); nft prints rules in its
+    own syntax, so the rule text is not compared."""
+    sport_of: dict[str, int] = {}
+    out: dict[int, list[str]] = {}
+    for line in text.splitlines():
+        m = _NFT_EVENT.match(line.strip())
+        if not m:
+            continue
+        tid, _family, table, chain, kind, rest = m.groups()
+        if kind == "packet":
+            sp = re.search(r"\b(?:tcp|udp) sport (\d+)", rest)
+            flags = re.search(r"tcp flags == (\S+)", rest)
+            if sp and (flags is None or flags.group(1) == "syn"):
+                sport_of[tid] = int(sp.group(1))
+            else:
+                sport_of.pop(tid, None)
+            continue
+        sport = sport_of.get(tid)
+        if sport is None:
+            continue
+        if kind == "policy":
+            out.setdefault(sport, []).append(f"TRACE: {table}:{chain}:policy:{rest.split()[0].upper()}")
+        elif kind == "rule":
+            hm = re.search(r"# handle (\d+) \(verdict (\w+)(?: (\S+))?\)$", rest)
+            if hm is None:
+                continue
+            pos = positions.get((table, chain, int(hm.group(1))), -1)
+            verdict = hm.group(2)
+            head = (f"{verdict.upper()}:{hm.group(3)}" if verdict in ("jump", "goto")
+                    else _NFT_VERDICTS.get(verdict, verdict.upper()))
+            out.setdefault(sport, []).append(f"TRACE: {table}:{chain}:rule:{pos}:{head}")
+    return out
+
+
+def kernel_view(lines: Iterable[str], version: int) -> list[str]:
+    """netsim's xtables-trace lines as the family's monitor can show them: whole for IPv4, each line's
+    head (before the two spaces and the rule text) for IPv6, as :func:`parse_nft_monitor` gives them."""
+    return [ln if version == 4 else ln.partition("  ")[0] for ln in lines]
+
+
+def monitor_noise(text: str) -> list[str]:
+    """The lines of a monitor's output that are no trace event (its warnings and errors, e.g. ENOBUFS)."""
+    return [ln for ln in text.splitlines() if ln.strip()
+            and not ln.lstrip().startswith(("PACKET:", "TRACE:", "trace id"))]
+
+
+__all__ = [
+    "RETURN_AS_PRINTED",
+    "Positions",
+    "handle_positions",
+    "kernel_view",
+    "monitor_noise",
+    "packet_line",
+    "parse_monitor",
+    "parse_nft_monitor",
+]
