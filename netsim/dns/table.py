@@ -717,9 +717,10 @@ def load_config(paths: Iterable[str | Path], *, namespace: str = "default", doma
     """Read ``paths`` (files or directories) and build the table for a pod in ``namespace``.
 
     ``generation`` defaults to the one of ``istio_version``, else ``v2`` (Istio HEAD).
-    Raises ConfigError for unreadable files; bad objects end up in ``errors``.
+    Raises ConfigError for missing or unreadable files; bad objects, and documents that are not
+    valid YAML, end up in ``errors`` while the rest load.
     """
-    loaded = read_objects(paths, default_namespace=namespace)
+    loaded = read_objects(paths, default_namespace=namespace, keep_going=True)  # a broken document: reported
     gen = generation or (generation_for_version(istio_version) if istio_version else Generation.V2)
     dom = domain or f"{namespace}.svc.cluster.local"
     res = build_from_objects(loaded.objects, BuildOptions(namespace=namespace,

@@ -152,11 +152,16 @@ def test_error_missing_file(tmp_path: Path) -> None:
         f"Error: {tmp_path / 'nope.yaml'}: no such file or directory"
 
 
-def test_error_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
+def test_invalid_yaml_document_is_reported_with_file_document_and_line(tmp_path: Path) -> None:
     p = tmp_path / "broken.yaml"
-    p.write_text("kind: Service\nmetadata:\n  name: [unclosed\n")
-    line = error_line(run("query", "a.b", "--config", str(p)))
-    assert line.startswith(f"Error: {p}: line ") and "invalid YAML" in line
+    p.write_text("kind: Service\nmetadata:\n  name: [unclosed\n---\napiVersion: networking.istio.io/v1\n"
+                 "kind: ServiceEntry\nmetadata: {name: ok}\n"
+                 "spec: {hosts: [ok.example.com], addresses: [192.0.2.3], resolution: STATIC}\n")
+    r = run("query", "ok.example.com", "--config", str(p))
+    assert r.exit_code == 0 and "192.0.2.3" in r.stdout  # the other document still loads
+    warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {p}: document 1: line ")
+    assert "invalid YAML" in warnings[0]
 
 
 def test_error_config_and_name_table_together_or_neither(tmp_path: Path) -> None:
