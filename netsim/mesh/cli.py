@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -37,12 +38,15 @@ class EndpointType(click.ParamType):  # type: ignore[type-arg]
 
 
 ENDPOINT = EndpointType()
+_F = TypeVar("_F", bound=Callable[..., Any])
 _config_opt = click.option("--config", "configs", multiple=True, required=True, type=click.Path(),
                            help="Kubernetes/Istio objects: files or directories (repeatable).")
 _mesh_opt = click.option("--mesh-config", type=click.Path(), default=None,
                          help="Mesh config (MeshConfig YAML, the istio ConfigMap, or an IstioOperator).")
 _version_opt = click.option("--istio-version", default=None, metavar="V",
                             help="Istio release whose behaviour to simulate (default: current).")
+_format_opt = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+                           show_default=True)
 
 
 def _warn_errors(errors: Any) -> None:
@@ -79,7 +83,7 @@ def mesh_group() -> None:
 @click.option("--host", default=None, help="HTTP Host header.")
 @click.option("--path", "path_", default="/", show_default=True, help="HTTP request path.")
 @click.option("--sni", default=None, help="TLS SNI (default: --host for --send tls).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_format_opt
 def hop_cmd(configs: tuple[str, ...], mesh_config: str | None, istio_version: str | None,
             proxy_ips: tuple[str, ...], namespace: str | None, labels: str | None, direction: str,
             dst: tuple[str, int], send: str, host: str | None, path_: str, sni: str | None, fmt: str) -> None:
@@ -112,8 +116,22 @@ def hop_cmd(configs: tuple[str, ...], mesh_config: str | None, istio_version: st
     click.echo(render_hop(result, profile))
 
 
+_pod_opt = click.option("--pod", "pod_file", required=True, type=click.Path(exists=True, dir_okay=False),
+                        help="The pod (or Deployment, ...) whose sidecar to show.")
+_name_opt = click.option("--name", "pod_name", default=None, help="Pick this object from --pod's file.")
+
+
+def _pod_options(command: _F) -> _F:
+    """The options of every command about one pod's sidecar, in this order: --pod, --name, --config,
+    --mesh-config, --istio-version, --format."""
+    for option in reversed((_pod_opt, _name_opt, _config_opt, _mesh_opt, _version_opt, _format_opt)):
+        command = option(command)
+    return command
+
+
 def _pod_proxy(configs: tuple[str, ...], pod_file: str, pod_name: str | None, mesh_config: str | None,
                istio_version: str | None) -> Any:
+    """The sidecar index of the pod in ``pod_file`` (and the pod), the configs' errors printed as warnings."""
     from netsim.mesh.build import build_index
     from netsim.mesh.files import read_config
     from netsim.mesh.proxy import proxy_for_pod
@@ -128,8 +146,9 @@ def _pod_proxy(configs: tuple[str, ...], pod_file: str, pod_name: str | None, me
     # the pod file's own objects count too (a pod next to its Service is common)
     if pod_file not in configs:
         objects = _merge(objects, pod_objs)
-    proxy = proxy_for_pod(objects, mesh, pod)
-    return objects, build_index(objects, proxy, profile, mesh), pod
+    index = build_index(objects, proxy_for_pod(objects, mesh, pod), profile, mesh)
+    _warn_errors((*objects.errors, *index.errors))
+    return index, pod
 
 
 def _merge(a: Any, b: Any) -> Any:
@@ -140,59 +159,38 @@ def _merge(a: Any, b: Any) -> Any:
     return replace(a, pods=a.pods + extra, errors=a.errors + b.errors)
 
 
-_pod_opt = click.option("--pod", "pod_file", required=True, type=click.Path(exists=True, dir_okay=False),
-                        help="The pod (or Deployment, ...) whose sidecar to show.")
-_name_opt = click.option("--name", "pod_name", default=None, help="Pick this object from --pod's file.")
 
 
 @mesh_group.command("listeners")
-@_pod_opt
-@_name_opt
-@_config_opt
-@_mesh_opt
-@_version_opt
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_pod_options
 def listeners_cmd(pod_file: str, pod_name: str | None, configs: tuple[str, ...], mesh_config: str | None,
                   istio_version: str | None, fmt: str) -> None:
     """``istioctl proxy-config listeners`` for a pod, from files (same columns)."""
     from netsim.mesh.render import listeners_json, listeners_table
 
-    objects, index, _pod = _pod_proxy(configs, pod_file, pod_name, mesh_config, istio_version)
-    _warn_errors((*objects.errors, *index.errors))
+    index, _pod = _pod_proxy(configs, pod_file, pod_name, mesh_config, istio_version)
     click.echo(json.dumps(listeners_json(index), indent=2) if fmt == "json" else listeners_table(index))
 
 
 @mesh_group.command("clusters")
-@_pod_opt
-@_name_opt
-@_config_opt
-@_mesh_opt
-@_version_opt
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_pod_options
 def clusters_cmd(pod_file: str, pod_name: str | None, configs: tuple[str, ...], mesh_config: str | None,
                  istio_version: str | None, fmt: str) -> None:
     """``istioctl proxy-config clusters`` for a pod, from files (same columns)."""
     from netsim.mesh.render import clusters_json, clusters_table
 
-    objects, index, _pod = _pod_proxy(configs, pod_file, pod_name, mesh_config, istio_version)
-    _warn_errors((*objects.errors, *index.errors))
+    index, _pod = _pod_proxy(configs, pod_file, pod_name, mesh_config, istio_version)
     click.echo(json.dumps(clusters_json(index), indent=2) if fmt == "json" else clusters_table(index))
 
 
 @click.command("diagnose")
-@_pod_opt
-@_name_opt
-@_config_opt
-@_mesh_opt
-@_version_opt
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_pod_options
 def diagnose_cmd(pod_file: str, pod_name: str | None, configs: tuple[str, ...], mesh_config: str | None,
                  istio_version: str | None, fmt: str) -> None:
     """Check one workload for the known capture pitfalls; exit status 1 when something was found."""
     from netsim.mesh.diagnose import diagnose, render_json, render_text
 
-    objects, index, pod = _pod_proxy(configs, pod_file, pod_name, mesh_config, istio_version)
-    _warn_errors((*objects.errors, *index.errors))
+    index, pod = _pod_proxy(configs, pod_file, pod_name, mesh_config, istio_version)
     report = diagnose(index, pod)
     click.echo(json.dumps(render_json(report), indent=2) if fmt == "json" else render_text(report))
     if report.findings:
