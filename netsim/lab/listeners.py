@@ -130,7 +130,8 @@ def serve(sock: socket.socket, port: int, dial: str, transparent: bool) -> None:
         threading.Thread(target=handle, args=(conn, port, dial, transparent), daemon=True).start()
 
 
-def listen(family: int, port: int, transparent: bool) -> socket.socket:
+def listen(family: int, port: int, transparent: bool, backlog: int = BACKLOG) -> socket.socket:
+    """A TCP listener on every address of ``family`` (IPv6 only for AF_INET6), IP_TRANSPARENT for TPROXY."""
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if family == socket.AF_INET6:
@@ -141,7 +142,7 @@ def listen(family: int, port: int, transparent: bool) -> socket.socket:
         else:
             sock.setsockopt(SOL_IPV6, IPV6_TRANSPARENT, 1)
     sock.bind(("0.0.0.0" if family == socket.AF_INET else "::", port))
-    sock.listen(BACKLOG)
+    sock.listen(backlog)
     return sock
 
 
