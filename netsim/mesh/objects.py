@@ -126,6 +126,14 @@ def _port(obj: K8sObject, value: Any, path: str) -> int:
     return value
 
 
+def _one_of(obj: K8sObject, value: Any, path: str, choices: tuple[str, ...]) -> str:
+    """``value`` upper-cased, if it is one of ``choices`` (an Istio enum field)."""
+    v = str(value).upper()
+    if v not in choices:
+        raise obj.error(path, f"must be one of {', '.join(choices)}, got {value!r}")
+    return v
+
+
 def _annotations(obj: K8sObject) -> Mapping[str, Any]:
     return _map(obj, (obj.body.get("metadata") or {}).get("annotations"), "metadata.annotations")
 
@@ -518,12 +526,7 @@ class _Converter:
         return TrafficTLS(mode=mode, ports=tuple(ports), passthrough_lb=str(lb.get("simple", "")) == "PASSTHROUGH")
 
     def tls_mode(self, obj: K8sObject, value: Any, path: str) -> str | None:
-        if value is None:
-            return None
-        v = str(value).upper()
-        if v not in _TLS_MODES:
-            raise obj.error(path, f"must be one of {', '.join(_TLS_MODES)}, got {value!r}")
-        return v
+        return None if value is None else _one_of(obj, value, path, _TLS_MODES)
 
     def destination_rule(self, obj: K8sObject) -> DestinationRule:
         spec = _map(obj, obj.body.get("spec"), "spec")
@@ -546,10 +549,7 @@ class _Converter:
                                                 "spec.workloadSelector.matchLabels") if sel else None)
 
     def pa_mode(self, obj: K8sObject, value: Any, path: str) -> str:
-        v = str(value or "UNSET").upper()
-        if v not in _PA_MODES:
-            raise obj.error(path, f"must be one of {', '.join(_PA_MODES)}, got {value!r}")
-        return v
+        return _one_of(obj, value or "UNSET", path, _PA_MODES)
 
     def peer_authentication(self, obj: K8sObject) -> PeerAuthentication:
         spec = _map(obj, obj.body.get("spec"), "spec")
