@@ -21,7 +21,13 @@ from netsim.cli import main
 from netsim.errors import LabError
 from netsim.lab import runner as runner_mod
 from netsim.lab.inputs import lab_spec, node_interface, route_command
-from netsim.lab.kerneltrace import handle_positions, parse_monitor, parse_nft_monitor
+from netsim.lab.kerneltrace import (
+    handle_positions,
+    kernel_view,
+    monitor_noise,
+    parse_monitor,
+    parse_nft_monitor,
+)
 from netsim.lab.listeners import endpoint, parse_original_dst
 from netsim.lab.runner import AddrAdd, RouteAdd, RuleAdd
 from netsim.lab.verify import (
@@ -143,6 +149,20 @@ def test_monitor_lines_map_handles_to_positions_and_follow_loopback_reentry() ->
         "TRACE: nat:OUTPUT:policy:ACCEPT",
         "TRACE: raw:PREROUTING:policy:ACCEPT",  # the looped SYN (new trace id, same source port); not the ACK
     ]}
+
+
+def test_monitor_with_packets_keeps_the_probe_packet_lines_reduced_to_the_rules_view() -> None:
+    lines = parse_monitor(MONITOR, POSITIONS, packets=True)[21000]
+    assert lines[0] == "PACKET: OUT=eth0 SRC=10.244.0.5 DST=10.96.0.20 SPORT=21000 DPORT=80"
+    assert lines[4] == "PACKET: IN=lo LOOPBACK SRC=10.244.0.5 DST=127.0.0.1 SPORT=21000 DPORT=15001"
+    assert [ln for ln in lines if not ln.startswith("PACKET:")] == parse_monitor(MONITOR, POSITIONS)[21000]
+    assert monitor_noise(MONITOR) == ["cannot receive from nfnetlink socket: No buffer space available"]
+
+
+def test_kernel_view_keeps_whole_lines_for_ipv4_and_event_heads_for_ipv6() -> None:
+    lines = ["TRACE: nat:OUTPUT:rule:1:ACCEPT  -A OUTPUT -j ACCEPT", "TRACE: nat:OUTPUT:policy:ACCEPT"]
+    assert kernel_view(lines, 4) == lines
+    assert kernel_view(lines, 6) == ["TRACE: nat:OUTPUT:rule:1:ACCEPT", "TRACE: nat:OUTPUT:policy:ACCEPT"]
 
 
 def test_nft_json_gives_rule_positions_and_existing_base_chains() -> None:
