@@ -113,7 +113,7 @@ def _proto(text: str) -> str | None:
     low = text.lower()
     if low in PROTOCOLS:
         return PROTOCOLS[low]
-    if low in KNOWN_PROTO_NAMES or low.isdigit():
+    if low in KNOWN_PROTO_NAMES or (low.isdigit() and int(low) <= 255):
         return low
     raise RulesetError(f"unknown protocol \"{text}\" specified")
 
@@ -199,6 +199,8 @@ def parse_rule_args(args: Sequence[str], family: Family = Family.IPV4, names: Na
             continue
         if tok in ("-c", "--set-counters"):
             pkts, byts = take(2)
+            if not (pkts.isdigit() and byts.isdigit()):
+                raise RulesetError(f"-c takes two numbers (packets, bytes), not `{pkts} {byts}'")
             counters = (int(pkts), int(byts))
             i += 3
             continue
@@ -294,7 +296,9 @@ def _insert(state: _TableState, table: str, chain: str, rule: Rule, position: in
     if position is None:
         rules.append(rule)
     else:
-        if not 1 <= position <= len(rules) + 1:
+        if position < 1:
+            raise RulesetError(f"rule positions start at 1, not {position}")
+        if position > len(rules) + 1:
             raise RulesetError(f"index of insertion too big ({position} in {chain} of {len(rules)} rules)")
         rules.insert(position - 1, rule)
     state.chains[chain] = replace(current, rules=tuple(rules))

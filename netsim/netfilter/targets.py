@@ -83,6 +83,8 @@ def _ports_target(o: dict[str, tuple[str, ...]], flags: tuple[str, ...]) -> tupl
     ports = o.get("--to-ports") or o.get("--to-port")
     if ports:
         lo, sep, hi = ports[0].partition("-")
+        if not (lo.isdigit() and int(lo) <= 65535 and (not sep or (hi.isdigit() and int(lo) <= int(hi) <= 65535))):
+            raise RulesetError(f"invalid port range `{ports[0]}' for --to-ports, e.g. 15001 or 15001-15002")
         out.append(Option("--to-ports", (ports[0] if sep and lo != hi else lo,)))
     out.extend(Option(flag) for flag in flags if flag in o)
     return tuple(out)

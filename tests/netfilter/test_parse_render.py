@@ -158,6 +158,10 @@ def test_save_string_quotes_like_xtables() -> None:
         ("*nat\n:FOO ACCEPT [0:0]\nCOMMIT\n", "line 2: user chain FOO cannot have a policy"),
         ("*nat\n-A OUTPUT -s 10.0.0.1,10.0.0.2 -j RETURN\nCOMMIT\n", "several addresses"),
         ("*nat\n-A OUTPUT -m comment --comment \"open -j RETURN\nCOMMIT\n", "unterminated quoted string"),
+        ("*nat\n-A OUTPUT -c x y -j RETURN\nCOMMIT\n", "line 2: -c takes two numbers"),
+        ("*nat\n-A OUTPUT -p 999 -j RETURN\nCOMMIT\n", "line 2: unknown protocol \"999\""),
+        ("*nat\n-I OUTPUT 0 -j RETURN\nCOMMIT\n", "line 2: rule positions start at 1, not 0"),
+        ("*nat\n-A OUTPUT -p tcp -j REDIRECT --to-ports abc\nCOMMIT\n", "line 2: invalid port range `abc'"),
     ],
 )
 def test_errors_name_the_line_and_the_text(text: str, message: str) -> None:
