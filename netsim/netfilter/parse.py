@@ -38,6 +38,7 @@ from netsim.netfilter.model import (
     Table,
 )
 from netsim.netfilter.targets import TARGET_OPTIONS, is_extension_target, normalize_target
+from netsim.netfilter.validate import check_rule, hooks_of, reach
 
 # Protocol numbers iptables-save prints by name (/etc/protocols names; "all" is printed as nothing).
 PROTOCOLS = {
@@ -258,13 +259,53 @@ def _finish_match(m: _MatchBuilder, family: Family, names: Names) -> Match | Non
 
 @dataclass(slots=True)
 class _TableState:
-    chains: dict[str, Chain]
+    """A table being built: chain headers (name, policy, counters), their rules as lists (so that adding a
+    rule costs O(1)), and which hooks each user chain is reachable from (for ``validate``)."""
+
+    name: str
+    chains: dict[str, Chain] = field(default_factory=dict)
+    rules: dict[str, list[Rule]] = field(default_factory=dict)
+    known: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def declare(self, chain: Chain) -> None:
+        self.chains[chain.name] = replace(chain, rules=())
+        self.rules[chain.name] = list(chain.rules)
+
+    def insert(self, chain: str, rule: Rule, position: int | None) -> None:
+        rules = self.rules.get(chain)
+        if rules is None:
+            raise RulesetError(f"chain `{chain}' does not exist in table `{self.name}'")
+        if position is not None and position < 1:
+            raise RulesetError(f"rule positions start at 1, not {position}")
+        if position is not None and position > len(rules) + 1:
+            raise RulesetError(f"index of insertion too big ({position} in {chain} of {len(rules)} rules)")
+        check_rule(self.name, chain, rule, hooks_of(self.name, chain, self.known))
+        if position is None:
+            rules.append(rule)
+        else:
+            rules.insert(position - 1, rule)
+        self.follow(chain, rule)
+
+    def follow(self, chain: str, rule: Rule) -> None:
+        """A jump makes its target reachable from the hooks its chain is reachable from."""
+        if rule.target is not None and rule.target.name in self.rules:
+            hooks = hooks_of(self.name, chain, self.known)
+            if hooks:
+                reach(self.name, self.rules, rule.target.name, hooks, self.known)
+
+    def freeze(self) -> Table:
+        builtin = [self.chains[c] for c in BUILTIN_CHAINS[self.name] if c in self.chains]
+        user = sorted((c for c in self.chains.values() if not c.builtin), key=lambda c: c.name)
+        return Table(self.name, tuple(replace(c, rules=tuple(self.rules[c.name])) for c in builtin + user))
 
 
 def _empty_table(name: str) -> _TableState:
     if name not in BUILTIN_CHAINS:
         raise RulesetError(f"table `{name}' does not exist")
-    return _TableState({c: Chain(c, "ACCEPT") for c in BUILTIN_CHAINS[name]})
+    state = _TableState(name)
+    for chain in BUILTIN_CHAINS[name]:
+        state.declare(Chain(chain, "ACCEPT"))
+    return state
 
 
 def _table_order(names: Iterable[str]) -> list[str]:
@@ -272,42 +313,28 @@ def _table_order(names: Iterable[str]) -> list[str]:
 
 
 def _freeze(tables: dict[str, _TableState], order: list[str], family: Family) -> Ruleset:
-    out = []
-    for name in order:
-        chains = tables[name].chains
-        builtin = [chains[c] for c in BUILTIN_CHAINS[name] if c in chains]
-        user = sorted((c for c in chains.values() if not c.builtin), key=lambda c: c.name)
-        out.append(Table(name, tuple(builtin + user)))
-    return Ruleset(family, tuple(out))
+    return Ruleset(family, tuple(tables[name].freeze() for name in order))
 
 
 def _thaw(ruleset: Ruleset | None) -> tuple[dict[str, _TableState], list[str]]:
     if ruleset is None:
         return {}, []
-    return ({t.name: _TableState({c.name: c for c in t.chains}) for t in ruleset.tables},
-            [t.name for t in ruleset.tables])
-
-
-def _insert(state: _TableState, table: str, chain: str, rule: Rule, position: int | None) -> None:
-    current = state.chains.get(chain)
-    if current is None:
-        raise RulesetError(f"chain `{chain}' does not exist in table `{table}'")
-    rules = list(current.rules)
-    if position is None:
-        rules.append(rule)
-    else:
-        if position < 1:
-            raise RulesetError(f"rule positions start at 1, not {position}")
-        if position > len(rules) + 1:
-            raise RulesetError(f"index of insertion too big ({position} in {chain} of {len(rules)} rules)")
-        rules.insert(position - 1, rule)
-    state.chains[chain] = replace(current, rules=tuple(rules))
+    tables: dict[str, _TableState] = {}
+    for table in ruleset.tables:
+        state = tables[table.name] = _TableState(table.name)
+        for chain in table.chains:
+            state.declare(chain)
+        for chain in table.chains:
+            if chain.builtin:
+                for rule in chain.rules:
+                    state.follow(chain.name, rule)
+    return tables, [t.name for t in ruleset.tables]
 
 
 def _check_targets(tables: dict[str, _TableState]) -> None:
     for tname, state in tables.items():
-        for chain in state.chains.values():
-            for rule in chain.rules:
+        for rules in state.rules.values():
+            for rule in rules:
                 t = rule.target
                 if t is None or t.name in state.chains or (not t.goto and is_extension_target(t.name)):
                     continue
@@ -325,11 +352,10 @@ def apply_payload(payload: RestorePayload, base: Ruleset | None = None) -> Rules
             tables[op.table] = _empty_table(op.table)
             order.append(op.table)
         state = tables[op.table]
-        if op.chain not in state.chains:
-            state.chains[op.chain] = Chain(op.chain)
-        if op.rule.target is not None and not is_extension_target(op.rule.target.name):
-            state.chains.setdefault(op.rule.target.name, Chain(op.rule.target.name))
-        _insert(state, op.table, op.chain, op.rule, op.position)
+        for name in (op.chain, op.rule.target.name if op.rule.target is not None else None):
+            if name is not None and name not in state.chains and not is_extension_target(name):
+                state.declare(Chain(name))
+        state.insert(op.chain, op.rule, op.position)
     if base is None:
         order = _table_order(order)
     return _freeze(tables, order, payload.family)
@@ -417,7 +443,7 @@ def _apply_line(text: str, current: str | None, tables: dict[str, _TableState], 
         else:
             if policy != "-":
                 raise RulesetError(f"user chain {name} cannot have a policy")
-            state.chains[name] = Chain(name, None, (), chain_counters)
+            state.declare(Chain(name, None, (), chain_counters))
         return current
     counters: tuple[int, int] | None = None
     if text.startswith("["):
@@ -428,7 +454,7 @@ def _apply_line(text: str, current: str | None, tables: dict[str, _TableState], 
     if cmd in ("-N", "--new-chain") and len(tokens) == 2:
         if tokens[1] in state.chains:
             raise RulesetError(f"chain `{tokens[1]}' already exists")
-        state.chains[tokens[1]] = Chain(tokens[1])
+        state.declare(Chain(tokens[1]))
         return current
     if cmd in ("-A", "--append", "-I", "--insert") and len(tokens) >= 2:
         chain, rest, position = tokens[1], tokens[2:], None
@@ -439,7 +465,7 @@ def _apply_line(text: str, current: str | None, tables: dict[str, _TableState], 
         rule = parse_rule_args(rest, family, names)
         if counters is not None:
             rule = replace(rule, counters=counters)
-        _insert(state, current, chain, rule, position)
+        state.insert(chain, rule, position)
         return current
     raise RulesetError("unknown command (expected -A, -I, -N, :CHAIN or COMMIT)")
 
