@@ -298,7 +298,10 @@ def _print_decision(decision: object, name: str, qtype: str, fmt: str, why: Unre
 @dns_group.command("serve")
 @_source_options
 @click.option("--resolv-conf", "resolv_conf", default="/etc/resolv.conf", show_default=True, metavar="FILE",
-              help="Upstream nameservers and search list (upstreams unless --upstream is given).")
+              help="Upstream nameservers (unless --upstream is given) and search list. The nameservers "
+                   "are read once, at start, as pilot-agent does (it never reads the file again): a reload "
+                   "(SIGHUP or file change) keeps the upstreams and takes only the new search list; "
+                   "restart the agent to change them.")
 @click.option("--listen", multiple=True, metavar="ADDR[:PORT]",
               help="Address to serve UDP and TCP on; repeatable; IPv6 as [::1]:15053; 'localhost' binds "
                    "127.0.0.1 and/or ::1 like pilot-agent (default 127.0.0.1:15053).")

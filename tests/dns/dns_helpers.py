@@ -103,9 +103,9 @@ def fake_upstream_reply(query: bytes) -> bytes:
 
 
 class FakeUpstream:
-    """Serves :func:`fake_upstream_reply` (or a fault) on 127.0.0.1 UDP+TCP, one port."""
+    """Serves :func:`fake_upstream_reply` (or a fault) on 127.0.0.1 UDP+TCP, one port (``port``, or a free one)."""
 
-    def __init__(self, host: str = "127.0.0.1", mode: str = "ok", delay: float = 0.6) -> None:
+    def __init__(self, host: str = "127.0.0.1", mode: str = "ok", delay: float = 0.6, port: int = 0) -> None:
         self.mode = mode  # ok | silent | garbage | slow (answers correctly after ``delay`` seconds)
         self.delay = delay
         self.queries = 0
@@ -146,15 +146,16 @@ class FakeUpstream:
             daemon_threads = True
             allow_reuse_address = True
 
-        for attempt in range(20):  # UDP picks the port; TCP must get the same one
-            self.udp = UServer((host, 0), UDP)
+        attempts = 20 if port == 0 else 1
+        for attempt in range(attempts):  # UDP picks the port; TCP must get the same one
+            self.udp = UServer((host, port), UDP)
             self.port = self.udp.server_address[1]
             try:
                 self.tcp = TServer((host, self.port), TCP)
                 break
             except OSError:
                 self.udp.server_close()
-                if attempt == 19:
+                if attempt == attempts - 1:
                     raise
         self.threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (self.udp, self.tcp)]
 

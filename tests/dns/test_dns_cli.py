@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import dns.message
 import dns.query
 import pytest
 from click.testing import CliRunner, Result
+from dns_helpers import FakeUpstream
 
 from netsim.cli import cli
 
@@ -267,6 +269,60 @@ def test_serve_process_answers_and_handles_signals(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_serve_reload_keeps_the_resolv_conf_upstreams(tmp_path: Path) -> None:
+    """pilot-agent reads resolv.conf once: a reload swaps the table (and search list), never the upstreams."""
+    with contextlib.ExitStack() as stack:
+        try:  # resolv.conf nameservers are always port 53
+            ups = [stack.enter_context(FakeUpstream(host=h, port=53)) for h in ("127.0.0.5", "127.0.0.6")]
+        except OSError as e:
+            pytest.skip(f"cannot bind a fake upstream on port 53: {e}")
+        _serve_and_reload_resolv_conf(tmp_path, ups)
+
+
+def _serve_and_reload_resolv_conf(tmp_path: Path, ups: list[FakeUpstream]) -> None:
+    cfg = tmp_path / "nginx.yaml"
+    cfg.write_text(Path(NGINX).read_text())
+    rc = tmp_path / "resolv.conf"
+    rc.write_text("nameserver 127.0.0.5\nsearch default.svc.cluster.local\n")
+    proc = subprocess.Popen([sys.executable, "-m", "netsim", "dns", "serve", "--config", str(cfg),
+                             "--resolv-conf", str(rc), "--listen", "127.0.0.1:0", "--timeout", "2",
+                             "--istio-version", "1.10", "--reload-interval", "0"],
+                            stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        m = _read_until(proc, r"serving 1 names on 127\.0\.0\.1:(\d+) \(udp, tcp\); upstreams: 127\.0\.0\.5:53$")
+        port = int(m[1])
+
+        def ask(name: str) -> list[str]:
+            r = dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=port, timeout=5)
+            return [rd.to_text() for rs in r.answer for rd in rs]
+
+        assert ask("www.bing.com.") == ["1.1.1.1"] and (ups[0].queries, ups[1].queries) == (1, 0)
+        rc.write_text("nameserver 127.0.0.6\nsearch other.svc.cluster.local\n")
+        proc.send_signal(signal.SIGHUP)
+        _read_until(proc, r"reloaded \(SIGHUP\): 1 names")
+        assert ask("xxx.example.com.other.svc.cluster.local.") == ["xxx.example.com.", "240.240.0.1"]  # new search
+        assert ask("www.bing.com.") == ["1.1.1.1"] and (ups[0].queries, ups[1].queries) == (2, 0)  # old upstream
+        rc.write_text("search only.example\n")  # no nameserver at all: still a good reload, same upstream
+        proc.send_signal(signal.SIGHUP)
+        _read_until(proc, r"reloaded \(SIGHUP\): 1 names")
+        assert ask("www.bing.com.") == ["1.1.1.1"] and (ups[0].queries, ups[1].queries) == (3, 0)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_help_says_resolv_conf_is_read_once() -> None:
+    text = " ".join(run("serve", "--help").output.split())
+    assert "The nameservers are read once, at start, as pilot-agent does (it never reads the file again)" in text
+    assert "keeps the upstreams and takes only the new search list" in text
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "read from `--resolv-conf` once, at start, as pilot-agent does" in readme
 
 
 def test_serve_options_reach_the_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
