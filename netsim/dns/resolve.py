@@ -393,8 +393,6 @@ class Outcome(enum.Enum):
     FORMERR = "malformed query (FORMERR)"
     NOTIMP = "opcode not implemented (NOTIMP)"
     NOT_READY = "no name table yet (SERVFAIL)"
-    UPSTREAM = "upstream reply passed through"
-    SERVFAIL = "all upstreams failed (SERVFAIL)"
 
 
 @dataclass(frozen=True, slots=True)
