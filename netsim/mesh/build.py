@@ -128,7 +128,6 @@ class Listener:
     http_inspector: bool = False
     origins: tuple[str, ...] = ()  # objects that made it, oldest first
     direction: str = "outbound"
-    bind_to_port: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -630,7 +629,7 @@ class _Builder:
                         origins=tuple(e.origins))
 
     def virtual_outbound(self) -> Listener:
-        return Listener(name=VIRTUAL_OUTBOUND, address=WILDCARD, port=PROXY_PORT, bind_to_port=True, chains=(
+        return Listener(name=VIRTUAL_OUTBOUND, address=WILDCARD, port=PROXY_PORT, chains=(
             FilterChain(name="virtualOutbound-blackhole", dst_port=PROXY_PORT, cluster=BLACKHOLE,
                         origin="a direct connection to 15001 would loop"),
             FilterChain(name="virtualOutbound-catchall-tcp", cluster=self.catch_all_cluster,
@@ -918,7 +917,7 @@ class _Builder:
         all_chains = [FilterChain(name="virtualInbound-blackhole", dst_port=INBOUND_PORT, cluster=BLACKHOLE,
                                   origin="a direct connection to 15006 would loop"), *passthrough, *chains]
         return Listener(name=VIRTUAL_INBOUND, address=WILDCARD, port=INBOUND_PORT, chains=tuple(all_chains),
-                        tls_inspector=True, http_inspector=True, direction="inbound", bind_to_port=True,
+                        tls_inspector=True, http_inspector=True, direction="inbound",
                         origins=tuple(dict.fromkeys(s.ref for _, _, s in declared))), exact
 
 
