@@ -319,14 +319,11 @@ def _dns(p: _Plan, config: CaptureConfig) -> None:
             p.add("nat", ISTIO_OUTPUT_DNS, "-p", proto, "--dport", DNS_PORT, "-j", "REDIRECT", to, AGENT_DNS_PORT,
                   why=f"app → any {proto.upper()} DNS server → the agent on {AGENT_DNS_PORT} (capture-all, §7)")
             continue
-        for server in v4:
-            p.add("nat", ISTIO_OUTPUT_DNS, "-p", proto, "--dport", DNS_PORT, "-d", f"{server}/32", "-j", "REDIRECT",
-                  to, AGENT_DNS_PORT, scope=Scope.V4,
-                  why=f"app → resolver {server} over {proto.upper()} → the agent on {AGENT_DNS_PORT} (§7)")
-        for server in v6:
-            p.add("nat", ISTIO_OUTPUT_DNS, "-p", proto, "--dport", DNS_PORT, "-d", f"{server}/128", "-j", "REDIRECT",
-                  to, AGENT_DNS_PORT, scope=Scope.V6,
-                  why=f"app → resolver {server} over {proto.upper()} → the agent on {AGENT_DNS_PORT} (§7)")
+        for servers, prefix, scope in ((v4, 32, Scope.V4), (v6, 128, Scope.V6)):
+            for server in servers:
+                p.add("nat", ISTIO_OUTPUT_DNS, "-p", proto, "--dport", DNS_PORT, "-d", f"{server}/{prefix}",
+                      "-j", "REDIRECT", to, AGENT_DNS_PORT, scope=scope,
+                      why=f"app → resolver {server} over {proto.upper()} → the agent on {AGENT_DNS_PORT} (§7)")
     # Zones: the first CT target a packet meets wins, so the owner-based ones come first (§7, §15).
     for kind, ids in (("--uid-owner", config.proxy_uid), ("--gid-owner", config.proxy_gid)):
         for owner in ids:
