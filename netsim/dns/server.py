@@ -82,6 +82,15 @@ class Counters:
     reloads: int = 0
     reload_errors: int = 0
 
+    def reply(self, outcome: Outcome) -> None:
+        """Count a reply the core produced (UDP and TCP count alike)."""
+        if outcome is Outcome.LOCAL:
+            self.local += 1
+        elif outcome is Outcome.NOT_READY:
+            self.failed += 1
+        else:
+            self.malformed += 1
+
     def line(self) -> str:
         return (f"queries={self.queries} local={self.local} forwarded={self.forwarded} failed={self.failed} "
                 f"malformed={self.malformed} reloads={self.reloads} reload_errors={self.reload_errors}")
@@ -123,14 +132,9 @@ class _UDP(asyncio.DatagramProtocol):
             return
         d = resolve(data, srv.lookup, transport=Transport.UDP, rng=srv.rng)
         if type(d) is Reply:
-            if d.outcome is Outcome.LOCAL:
-                c.local += 1
-                if d.cacheable and len(data) <= UDP_READ_SIZE and srv.config.answer_cache:
-                    srv.remember(data, d.wire)
-            elif d.outcome is Outcome.NOT_READY:
-                c.failed += 1
-            else:
-                c.malformed += 1
+            c.reply(d.outcome)
+            if d.cacheable and d.outcome is Outcome.LOCAL and len(data) <= UDP_READ_SIZE and srv.config.answer_cache:
+                srv.remember(data, d.wire)
             if tr is not None:
                 tr.sendto(d.wire, addr)
         elif type(d) is Forward:
@@ -402,12 +406,7 @@ class DNSServer:
                     self.counters.malformed += 1
                     continue
                 if isinstance(d, Reply):
-                    if d.outcome is Outcome.LOCAL:
-                        self.counters.local += 1
-                    elif d.outcome is Outcome.NOT_READY:
-                        self.counters.failed += 1
-                    else:
-                        self.counters.malformed += 1
+                    self.counters.reply(d.outcome)
                     wire = d.wire
                 elif self._inflight >= cfg.max_inflight:
                     self.counters.failed += 1
