@@ -337,18 +337,15 @@ def serve_cmd(config: tuple[str, ...], name_table: str | None, namespace: str, d
         _warn(str(e))
     if not ups:
         _warn(f"no upstream nameserver (none in {resolv_conf}, no --upstream): names not in the table get SERVFAIL")
-    first = [True]
+    initial = [(table, resolv.search)]  # what was read above makes the first table
 
     def loader() -> Lookup:
-        nonlocal table
-        if first[0]:
-            first[0] = False
-            t = table
-            rc = resolv
+        if initial:
+            t, search = initial.pop()
         else:
             t, _ = src.load(strict=True)  # any bad object on reload: keep the previous table
-            rc = read_resolv_conf(resolv_conf)
-        return src.lookup(t, rc.search)
+            search = read_resolv_conf(resolv_conf).search
+        return src.lookup(t, search)
 
     def watch() -> list[Path]:
         return [*src.files(), Path(resolv_conf)]
