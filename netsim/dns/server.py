@@ -180,7 +180,8 @@ class DNSServer:
         for host, port in self.config.listen:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             # port 0: the kernel picks the UDP port; TCP must get the same one, so retry on a clash
-            for attempt in range(EPHEMERAL_BIND_ATTEMPTS if port == 0 else 1):
+            attempts = EPHEMERAL_BIND_ATTEMPTS if port == 0 else 1
+            for attempt in range(attempts):
                 tr, _ = await loop.create_datagram_endpoint(lambda: _UDP(self), local_addr=(host, port),
                                                             family=family)
                 bound_port = tr.get_extra_info("sockname")[1]
@@ -189,7 +190,7 @@ class DNSServer:
                                                      reuse_address=True, backlog=1024)
                 except OSError:
                     tr.close()
-                    if attempt + 1 >= (EPHEMERAL_BIND_ATTEMPTS if port == 0 else 1):
+                    if attempt + 1 >= attempts:
                         raise
                     continue
                 break
