@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,20 @@ import click
 
 from netsim.errors import NetsimError, RulesetError, SpecError
 from netsim.netfilter.model import BUILTIN_CHAINS, Family, RestorePayload, Ruleset
-from netsim.netfilter.packet import Address, FwmarkRoute, Interface, Listener, Netns, Origin, Packet, Proto, Socket
+from netsim.netfilter.packet import (
+    ACK,
+    Address,
+    Conntrack,
+    CtState,
+    FwmarkRoute,
+    Interface,
+    Listener,
+    Netns,
+    Origin,
+    Packet,
+    Proto,
+    Socket,
+)
 
 if TYPE_CHECKING:  # imported where used: netsim.mesh (and yaml) load only with --config
     from netsim.mesh.build import ProxyIndex
@@ -62,6 +75,23 @@ class PortListType(click.ParamType):  # type: ignore[type-arg]
                 raise SpecError(f"{_opt(param)} {value!r}: {item!r} is not a port (1-65535)")
             out.append(int(item))
         return tuple(out)
+
+
+class MarkType(click.ParamType):  # type: ignore[type-arg]
+    """A 32-bit mark: decimal or ``0x`` hex, as iptables prints it."""
+
+    name = "MARK"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            mark = int(str(value), 0)
+        except ValueError:
+            raise SpecError(f"{_opt(param)} {value!r}: not a number (e.g. 0x539 or 1337)") from None
+        if not 0 <= mark <= 0xFFFFFFFF:
+            raise SpecError(f"{_opt(param)} {value!r}: a mark is 32 bits (0-0xffffffff)")
+        return mark
 
 
 def _opt(param: click.Parameter | None) -> str:
@@ -292,12 +322,26 @@ def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str 
 @click.option("--host", help="With --config: the HTTP Host header (and the TLS SNI for --send tls).")
 @click.option("--path", "http_path", help="With --config: the HTTP request path (default: /).")
 @click.option("--sni", help="With --config: the TLS SNI (default: --host).")
+@click.option("--ct-state", type=click.Choice([s.value for s in CtState], case_sensitive=False),
+              help="Conntrack state the packet finds (default NEW: the connection's first packet, for which "
+                   "nat is consulted; ESTABLISHED with --ct-reply).")
+@click.option("--ct-zone", type=click.IntRange(0, 65535), help="Zone of the existing entry (default 0); a packet "
+                                                               "looking in another zone starts a NEW connection.")
+@click.option("--ct-mark", type=MarkType(), help="Connmark of the existing entry (decimal or 0x hex).")
+@click.option("--ct-dnat", type=EndpointType(), help="The entry's DNAT/REDIRECT binding IP[:PORT]: applied to the "
+                                                     "packet without consulting nat (an existing entry).")
+@click.option("--ct-reply", is_flag=True, help="Trace the reply-direction packet of the connection described by "
+                                               "--src/--from/--dst (the entry's bindings undone).")
+@click.option("--follow-up", is_flag=True, help="Trace the connection's first packet, then a second packet of it "
+                                                "(the reply with --ct-reply) using the entry the first one left.")
 def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tuple[str, ...], proto: str,
               src: tuple[Address, int | None] | None, dst: tuple[Address, int | None] | None,
               from_: tuple[Address, int | None] | None, uid: int | None, gid: int | None, in_iface: str,
               pod_ips: tuple[str, ...], listening: tuple[int, ...] | None, pcap: str | None, fmt: str,
               matrix: bool, configs: tuple[str, ...], mesh_config: str | None, send: str | None,
-              host: str | None, http_path: str | None, sni: str | None) -> None:
+              host: str | None, http_path: str | None, sni: str | None, ct_state: str | None,
+              ct_zone: int | None, ct_mark: int | None, ct_dnat: tuple[Address, int | None] | None, ct_reply: bool,
+              follow_up: bool) -> None:
     """Where does this packet go, and why? Trace it through the pod's iptables rules and the sidecar.
 
     With --config, a connection the sidecar captures continues through its Envoy listener, filter
@@ -311,6 +355,8 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
     if configs and (matrix or pcap or fmt == "xtables-trace"):
         what = "--matrix" if matrix else "--pcap" if pcap else "--format xtables-trace"
         raise SpecError(f"--config continues one trace in text or JSON; it does not apply to {what}")
+    ct = _CtRequest(ct_state, ct_zone, ct_mark, ct_dnat, ct_reply, follow_up)
+    ct.check(matrix=matrix, pcap=pcap, configs=configs)
     setup = _Setup()
     for text in pod_ips:
         for item in text.split(","):
@@ -342,11 +388,188 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
     if dst is None or (dst[1] is None and proto != "icmp"):
         raise SpecError("--dst IP:PORT is required (or --matrix, or --pcap FILE)")
     packet, who = _packet(setup, proto, src, dst, from_, uid, gid, in_iface)
+    if follow_up:
+        _follow_up(setup, netns, sidecar, packet, who, fmt, ct, uid, gid)
+        return
+    if ct.given:
+        packet, who = ct.apply(packet, who, netns, sidecar, setup, uid, gid)
     mesh = None
     if configs:
         mesh = _MeshRequest(index=_load_mesh(configs, pod_file, mesh_config, istio_version, setup),
                             send=send or "tcp", host=host, path=http_path or "/", sni=sni)
     _trace_one(setup, netns, sidecar, packet, who, fmt, mesh)
+
+
+_CT_OPTIONS = ("--ct-state", "--ct-zone", "--ct-mark", "--ct-dnat", "--ct-reply", "--follow-up")
+
+
+@dataclass(frozen=True)
+class _CtRequest:
+    """The conntrack options: the entry the traced packet finds (spec/netfilter.md §1.3, §1.9)."""
+
+    state: str | None
+    zone: int | None
+    mark: int | None
+    dnat: tuple[Address, int | None] | None
+    reply: bool
+    follow_up: bool
+
+    @property
+    def given(self) -> bool:
+        return any(v not in (None, False) for v in self._values())
+
+    def _values(self) -> tuple[object, ...]:
+        return (self.state, self.zone, self.mark, self.dnat, self.reply, self.follow_up)
+
+    def check(self, *, matrix: bool, pcap: str | None, configs: tuple[str, ...]) -> None:
+        """Combinations that describe no packet: one ``Error:`` line each (SpecError)."""
+        named = [n for n, v in zip(_CT_OPTIONS, self._values(), strict=True) if v not in (None, False)]
+        if named and (matrix or pcap):
+            raise SpecError(f"{', '.join(named)}: {'--matrix' if matrix else '--pcap'} traces first packets of "
+                            "new connections; conntrack options apply to one traced packet")
+        if configs and (self.reply or self.follow_up):
+            raise SpecError(f"--config continues one captured connection; it does not apply to "
+                            f"{'--ct-reply' if self.reply else '--follow-up'}")
+        entry = [n for n, v in zip(_CT_OPTIONS[:4], self._values()[:4], strict=True) if v is not None]
+        if self.follow_up:
+            if entry:
+                raise SpecError(f"--follow-up takes the entry from the connection's first packet: drop "
+                                f"{', '.join(entry)}")
+            return
+        state = (self.state or ("ESTABLISHED" if self.reply else "NEW")).upper()
+        if self.reply and state in ("NEW", "UNTRACKED", "INVALID"):
+            raise SpecError(f"--ct-reply: a reply-direction packet belongs to an entry (ESTABLISHED or RELATED), "
+                            f"not --ct-state {state}")
+        if self.dnat is not None and state in ("UNTRACKED", "INVALID"):
+            raise SpecError(f"--ct-dnat: an {state} packet has no conntrack entry to carry a binding")
+        extra = [n for n, v in (("--ct-zone", self.zone), ("--ct-mark", self.mark)) if v is not None]
+        if extra and (state in ("UNTRACKED", "INVALID") or (state == "NEW" and self.dnat is None)):
+            why = f"an {state} packet has none" if state != "NEW" else \
+                "a first packet (NEW) has none yet: give --ct-state or --ct-dnat"
+            raise SpecError(f"{', '.join(extra)} describe an existing conntrack entry; {why}")
+
+    def entry(self, packet: Packet) -> Conntrack:
+        state = CtState((self.state or ("ESTABLISHED" if self.reply else "NEW")).upper())
+        dnat = None
+        if self.dnat is not None:
+            addr, port = self.dnat
+            if addr.version != packet.dst.version:
+                raise SpecError("--ct-dnat and --dst must be the same IP version")
+            dnat = (addr, packet.dport if port is None else port)
+        try:
+            return Conntrack(state=state, zone=self.zone or 0, mark=self.mark or 0, dnat_to=dnat,
+                             orig_src=(packet.src, packet.sport), orig_dst=(packet.dst, packet.dport))
+        except ValueError as e:
+            raise SpecError(f"conntrack options: {e}") from None
+
+    def apply(self, packet: Packet, who: str, netns: Netns, sidecar: Any, setup: _Setup, uid: int | None,
+              gid: int | None) -> tuple[Packet, str]:
+        """``packet`` (the connection's first packet as the options describe it) with the entry; with
+        --ct-reply the reply-direction packet of that connection instead."""
+        entry = self.entry(packet)
+        if not self.reply:
+            return replace(packet, ct=entry, tcp_flags=ACK if packet.proto is Proto.TCP and entry.exists
+                           else packet.tcp_flags), who
+        return _reply_of(packet, entry, netns, sidecar, setup, uid, gid)
+
+
+def _reply_of(packet: Packet, entry: Conntrack, netns: Netns, sidecar: Any, setup: _Setup, uid: int | None,
+              gid: int | None) -> tuple[Packet, str]:
+    """The reply-direction packet of ``packet``'s connection: locally generated by the sidecar when it
+    comes from one of its listeners, else by the app (--uid/--gid, default the app's), or arriving."""
+    from netsim.netfilter.conntrack import reply_packet
+
+    src_port = entry.dnat_to[1] if entry.dnat_to else packet.dport
+    ports = (sidecar.outbound_port, sidecar.inbound_port, sidecar.dns_port)
+    if src_port in ports:
+        sock, who = Socket(uid=sidecar.uid, gid=sidecar.gid), f"reply from the sidecar (uid {sidecar.uid})"
+    else:
+        u = setup.app_uid if uid is None else uid
+        g = (setup.app_gid if uid is None else u) if gid is None else gid
+        sock, who = Socket(uid=u, gid=g), f"reply from the app (uid {u}, gid {g})"
+    try:
+        reply = reply_packet(packet, entry, netns, sock)
+    except ValueError as e:
+        raise SpecError(f"--ct-reply: {e}") from None
+    if reply.origin is Origin.ARRIVING:
+        who = f"reply from {reply.src}"
+    return reply, who
+
+
+def _entry_json(entry: Conntrack | None) -> dict[str, Any] | None:
+    if entry is None:
+        return None
+    def ep(b: tuple[Address, int] | None) -> str | None:
+        return None if b is None else (f"[{b[0]}]:{b[1]}" if b[0].version == 6 else f"{b[0]}:{b[1]}")
+    return {"state": entry.state.value, "zone": entry.zone, "mark": entry.mark, "dnat_to": ep(entry.dnat_to),
+            "snat_to": ep(entry.snat_to)}
+
+
+def _entry_text(entry: Conntrack) -> str:
+    e = _entry_json(entry)
+    assert e is not None
+    parts = [f"zone {entry.zone}", f"mark {entry.mark:#x}"]
+    parts.append(f"DNAT to {e['dnat_to']}" if entry.dnat_to else "no DNAT")
+    if entry.snat_to:
+        parts.append(f"SNAT to {e['snat_to']}")
+    return ", ".join(parts)
+
+
+def _follow_up(setup: _Setup, netns: Netns, sidecar: Any, packet: Packet, who: str, fmt: str, ct: _CtRequest,
+               uid: int | None, gid: int | None) -> None:
+    """The connection's first packet, then a second one finding the entry the first left (§1.3): the
+    same direction (nat not consulted, the binding reused — istio#33480's UDP tuple reuse), or with
+    --ct-reply the reply (the binding undone)."""
+    from netsim.netfilter.conntrack import entry_after, later_packet
+    from netsim.netfilter.render_trace import render_text, render_xtables, trace_json
+    from netsim.netfilter.trace_hops import follow
+
+    crs = _compiled(setup, packet.family)
+    first = follow(crs, packet, netns, sidecar, who)
+    entry = entry_after(first.hops[0].trace)
+    second = None
+    if entry is None:
+        t = first.hops[0].trace
+        setup.notes.append(f"--follow-up: no second packet: the first one leaves no conntrack entry "
+                           f"({t.outcome.value}, conntrack {t.ctstate})")
+    else:
+        if ct.reply:
+            nxt, nwho = _reply_of(packet, entry, netns, sidecar, setup, uid, gid)
+        else:
+            nxt, nwho = later_packet(packet, entry), who
+        second = follow(crs, nxt, netns, sidecar, nwho)
+    label2 = "the reply" if ct.reply else "a second packet of the same connection"
+    if fmt == "json":
+        def part(f: Followed) -> dict[str, Any]:
+            return {"hops": [{"who": h.who, **trace_json(h.trace)} for h in f.hops], "summary": f.summary,
+                    "verdict": f.verdict}
+        click.echo(json.dumps({"first": part(first), "entry": _entry_json(entry),
+                               "second": None if second is None else {"reply": ct.reply, **part(second)},
+                               "notes": setup.notes}, indent=2))
+        return
+    parts = [("first packet", first)] + ([(label2, second)] if second is not None else [])
+    if fmt == "xtables-trace":
+        for name, f in parts:
+            click.echo(f"# {name}")
+            for i, h in enumerate(f.hops):
+                if len(f.hops) > 1:
+                    click.echo(f"# hop {i + 1}: {h.who}")
+                click.echo(render_xtables(h.trace), nl=False)
+        return
+    for note in setup.notes:
+        click.echo(f"Note: {note}")
+    for n, (name, f) in enumerate(parts):
+        if n:
+            assert entry is not None
+            click.echo(f"==== Then {name}, finding the entry the first packet left (ESTABLISHED, "
+                       f"{_entry_text(entry)})")
+        else:
+            click.echo("==== The connection's first packet (conntrack NEW: nat is consulted)")
+        for i, h in enumerate(f.hops):
+            click.echo(f"== Hop {i + 1}: {h.who}")
+            click.echo(render_text(h.trace))
+        click.echo(f.summary)
+        click.echo()
 
 
 def _compiled(setup: _Setup, family: Family) -> Any:

@@ -12,7 +12,9 @@ Rules this module keeps (each names its section in ``shared/spec/netfilter.md``)
    (§1.10, §1.12).
 3. NAT once (§1.3, ``nf_nat_inet_fn``): nat chains run only for a NEW connection and once per manip
    type (DST at PREROUTING/OUTPUT, SRC at INPUT/POSTROUTING). A looped packet keeps its conntrack, so
-   on re-entry via ``lo`` nat is never consulted and CT targets are no-ops (§1.2(c), §1.9).
+   on re-entry via ``lo`` nat is never consulted and CT targets are no-ops (§1.2(c), §1.9). A packet
+   of an existing entry gets the entry's binding instead (``nf_nat_packet``), at the nat priority of
+   the same hooks; a reply-direction packet the inverse (a CONNTRACK step, never a rule).
 4. REDIRECT (§1.4): OUTPUT → 127.0.0.1 / ::1, PREROUTING → the incoming device's primary address,
    none → DROP; only the destination changes. NAT targets return ACCEPT and end the table.
 5. Owner (§1.6, ``xt_owner.c``): no socket → ``(match ^ invert) == 0``; a kernel socket without a
@@ -46,6 +48,7 @@ from netsim.netfilter.matches import ICMP6_TYPES, ICMP_TYPES, icmp_type, port_ra
 from netsim.netfilter.model import BUILTIN_CHAINS, Family, Match, Rule, Ruleset, Target
 from netsim.netfilter.packet import (
     Address,
+    Conntrack,
     CtState,
     Listener,
     Netns,
@@ -66,6 +69,8 @@ HOOK_TABLES: dict[str, tuple[str, ...]] = {
 }
 # nf_nat manip type per hook: DST at PREROUTING/OUTPUT, SRC at INPUT/POSTROUTING (§1.3).
 _NAT_DST_HOOKS = frozenset({"PREROUTING", "OUTPUT"})
+# Tables after NAT_DST (-100) at OUTPUT: an entry's DST binding applies before them (§1.1).
+_AFTER_NAT_DST = frozenset({"filter", "security"})
 
 # A chain shorter than this is scanned rule by rule; longer ones get a destination index.
 INDEX_MIN_RULES = 16
@@ -86,6 +91,7 @@ class _State:
     """The packet as it is being walked (mutable, private); everything the matches read."""
 
     __slots__ = (
+        "bound",
         "branches",
         "choices",
         "ct_attached",
@@ -96,6 +102,7 @@ class _State:
         "dnat",
         "dport",
         "dst",
+        "dst_bind",
         "explain",
         "family",
         "flags",
@@ -113,10 +120,12 @@ class _State:
         "out_iface",
         "pass_no",
         "proto",
+        "reply",
         "snat",
         "socket",
         "sport",
         "src",
+        "src_bind",
         "steps",
         "tproxy_port",
         "tproxy_transparent",
@@ -148,8 +157,18 @@ class _State:
         self.dnat = ct.dnat
         self.snat = ct.snat
         self.ct_attached = False  # skb->_nfct != 0 (template or entry)
-        self.nat_dst_done = self.nat_src_done = ct.state is not _NEW
         self.orig = (self.src, self.dst, self.sport, self.dport)
+        # (address, port) the entry's binding writes at a DST-manip / SRC-manip hook (nf_nat_packet)
+        self.dst_bind: tuple[int, int] | None
+        self.src_bind: tuple[int, int] | None
+        self.dst_bind = self.src_bind = None
+        if ct.dnat_to is None and ct.snat_to is None and not ct.reply:
+            self.nat_dst_done = self.nat_src_done = ct.state is not _NEW
+            self.bound = self.reply = False
+        else:
+            self.nat_dst_done = self.nat_src_done = True
+            self.reply = ct.reply
+            self._bind(ct)
         self.loopback = False
         self.hook = ""
         self.netns = netns
@@ -163,6 +182,30 @@ class _State:
         self.choices = list(choices)
         self.explain = explain
         self.decider: Step | None = None
+
+    def _bind(self, ct: Conntrack) -> None:
+        def ep(b: tuple[Address, int] | None) -> tuple[int, int] | None:
+            return None if b is None else (int(b[0]), b[1])
+
+        if ct.dnat_to is not None:
+            self.dnat = True
+        if ct.snat_to is not None:
+            self.snat = True
+        if not ct.reply:
+            self.dst_bind, self.src_bind = ep(ct.dnat_to), ep(ct.snat_to)
+        else:
+            # nf_nat_manip_pkt: the target is the inverse of the other direction's tuple, so a reply
+            # gets the original destination back as its source and the original source as its
+            # destination; the ORIGINAL tuple (what --ctorig* match) is those, else the reply's own.
+            if ct.dnat_to is not None:
+                self.src_bind = ep(ct.orig_dst)
+            if ct.snat_to is not None:
+                self.dst_bind = ep(ct.orig_src)
+            osrc = ep(ct.orig_src) if ct.snat_to is not None else (self.dst, self.dport)
+            odst = ep(ct.orig_dst) if ct.dnat_to is not None else (self.src, self.sport)
+            assert osrc is not None and odst is not None
+            self.orig = (osrc[0], odst[0], osrc[1], odst[1])
+        self.bound = self.dst_bind is not None or self.src_bind is not None
 
     def addr(self, value: int) -> Address:
         return _to_addr(self.v6, value)
@@ -188,6 +231,7 @@ def _ip_str(v6: bool, value: int) -> str:
 
 # Enum members bound once: attribute access on an Enum class goes through a descriptor (hot path).
 _RULE, _POLICY, _SKIPPED, _TABLE, _NOTE = Kind.RULE, Kind.POLICY, Kind.SKIPPED, Kind.TABLE, Kind.NOTE
+_CONNTRACK = Kind.CONNTRACK
 _NEW, _LOCAL = CtState.NEW, Origin.LOCAL
 # Packet fields a failed check reports as they are (others need _value_of).
 _NAT_KINDS = frozenset({"REDIRECT", "DNAT", "SNAT", "MASQUERADE"})
@@ -545,7 +589,7 @@ def _m_conntrack(match: Match, ctx: _Ctx) -> list[_Check]:
             out.append(_Check(lambda st, a=lo, b=hi, i=idx, n=neg: (a <= st.orig[i] <= b) != n, label, "orig"))
         elif opt.name == "--ctdir":
             want_orig = opt.args[0].upper() == "ORIGINAL"
-            out.append(_Check(lambda st, w=want_orig: w, label, "ctdir"))
+            out.append(_Check(lambda st, w=want_orig: w != st.reply, label, "ctdir"))
         else:
             out.append(_unknown_check(label))
     return out
@@ -1029,22 +1073,63 @@ def _hook(crs: CompiledRuleset, st: _State, hook: str) -> str:
                 if st.loopback and hook == "PREROUTING":
                     _note(st, hook, "nat PREROUTING not consulted: the looped packet's connection already "
                                     "has its NAT binding (nf_nat_inet_fn)")
+                elif st.explain and not st.loopback and st.ct_in.exists:
+                    _note(st, hook, f"nat {hook} not consulted: the packet belongs to an existing conntrack "
+                                    f"entry ({st.ctstate}{', reply direction' if st.reply else ''}; "
+                                    "nf_nat_inet_fn)")
+                if st.bound:
+                    _apply_binding(st, hook, dst_manip)
                 continue
             if dst_manip:
                 st.nat_dst_done = True
             else:
                 st.nat_src_done = True
+        elif st.bound and dst_manip and table in _AFTER_NAT_DST:
+            _apply_binding(st, hook, dst_manip)  # no nat chain here: the manip still runs at NAT_DST
         verdict = _run_table(st, table, hook, base, chains)
         if verdict != ACCEPT:
             return verdict
     if pending_ct:
         _conntrack_in(st, hook)
+    if st.bound and hook != "FORWARD":
+        _apply_binding(st, hook, dst_manip)  # the manip is the last step of these hooks (§1.1)
     # Without a nat chain at this hook the connection still gets its null binding at confirm.
     if hook in ("PREROUTING", "OUTPUT"):
         st.nat_dst_done = True
     elif hook in ("INPUT", "POSTROUTING"):
         st.nat_src_done = True
     return ACCEPT
+
+
+def _apply_binding(st: _State, hook: str, dst_manip: bool) -> None:
+    """nf_nat_packet for a packet of an existing entry: rewrite the manip type of ``hook`` from the
+    entry's binding (§1.3). Idempotent (the target is the entry's tuple), so the loopback pass and a
+    second call at the same hook change nothing and record nothing."""
+    if st.ctstate in ("UNTRACKED", "INVALID"):
+        return
+    bind = st.dst_bind if dst_manip else st.src_bind
+    if bind is None:
+        return
+    addr, port = bind
+    if dst_manip:
+        if (st.dst, st.dport) == (addr, port):
+            return
+        before = f"{st.ip(st.dst)}:{st.dport}"
+        st.dst, st.dport = addr, port
+        field, what = "destination", ("DNAT" if not st.reply else "SNAT")
+    else:
+        if (st.src, st.sport) == (addr, port):
+            return
+        before = f"{st.ip(st.src)}:{st.sport}"
+        st.src, st.sport = addr, port
+        field, what = "source", ("SNAT" if not st.reply else "DNAT")
+    how = f"the entry's {what} binding" if not st.reply else f"undoing the entry's {what} binding, reply direction"
+    step = Step(st.pass_no, hook, "", "", _CONNTRACK, 0,
+                f"conntrack entry: {field} {before} → {st.ip(addr)}:{port} ({how}; nf_nat_packet, no rule)",
+                True, "dst" if dst_manip else "src", what)
+    st.steps.append(step)
+    if st.decider is None:
+        st.decider = step
 
 
 def _conntrack_in(st: _State, hook: str) -> None:
@@ -1054,12 +1139,15 @@ def _conntrack_in(st: _State, hook: str) -> None:
         return
     st.ct_attached = True
     given = st.ct_in
-    if given.state is not _NEW and given.zone != st.zone and st.ctstate != "INVALID":
+    if given.zone != st.zone and given.exists and st.ctstate != "INVALID":
         # §1.9: lookups happen only in the packet's zone; the given entry lives in another one, so
         # this packet starts a new connection there (the DNS zone story, istio#33469).
         st.ctstate = "NEW"
         st.nat_dst_done = st.nat_src_done = False
         st.ctmark, st.dnat, st.snat = 0, False, False
+        # ... in the ORIGINAL direction, without the other entry's binding
+        st.bound, st.dst_bind, st.src_bind, st.reply = False, None, None, False
+        st.orig = (st.src, st.dst, st.sport, st.dport)
         if st.explain:
             _note(st, hook, f"conntrack: the existing entry is in zone {given.zone}, this packet looks in zone "
                             f"{st.zone}: a NEW connection")
@@ -1159,6 +1247,10 @@ def _deliver(st: _State) -> _End:
     where = f"{st.ip(st.dst)}:{st.dport}"
     if st.proto not in ("tcp", "udp", "sctp"):
         return _End(Outcome.DELIVERED, f"delivered locally to {st.ip(st.dst)}", None)
+    if st.ctstate in ("ESTABLISHED", "RELATED"):
+        # An existing connection's packets go to its own socket (the accepted one, or for a reply the
+        # one that connected), not to a listener.
+        return _End(Outcome.DELIVERED, f"delivered to the connection's socket at {where}", st.dport)
     found = _listener_for(st, st.dst, st.dport, st.proto)
     if found is True:
         return _End(Outcome.DELIVERED, f"delivered locally to {where}", st.dport)
@@ -1220,7 +1312,7 @@ def trace(
     decided = st.decider
     tracked = st.ctstate not in ("UNTRACKED", "INVALID")
     original = None
-    if tracked and st.zone == 0 and st.proto in ("tcp", "sctp"):
+    if tracked and st.zone == 0 and st.proto in ("tcp", "sctp") and not st.reply:
         original = Endpoint(st.addr(st.orig[1]), st.orig[3])
     return Trace(
         packet=packet,
@@ -1241,6 +1333,7 @@ def trace(
         reason=end.reason,
         uncertain=tuple(dict.fromkeys(st.uncertain)) if st.uncertain else (),
         branches=tuple(st.branches) if st.branches else (),
+        ctmark=st.ctmark,
     )
 
 

@@ -79,12 +79,29 @@ class Socket:
     bind: Address | None = None
 
 
+Binding = tuple[Address, int]  # (address, port) a NAT manip rewrites to
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Conntrack:
-    """The conntrack entry as the packet finds it. ``state`` NEW is the first packet of a connection,
-    for which the nat table is consulted (§1.3); any other state skips nat. ``zone``/``mark`` are
-    the entry's zone and connmark; ``nat_done`` records that an existing entry already carries a
-    DNAT (True) so ``--ctstate DNAT`` matches."""
+    """The conntrack entry as the packet finds it (spec/netfilter.md §1.3, §1.9).
+
+    ``state`` NEW without a binding is the first packet of a connection: the nat table is consulted
+    for it. An existing entry (any other tracked state, or NEW with a binding: an entry that has not
+    seen a reply yet, e.g. a second UDP datagram or a retransmitted SYN) carries its NAT binding and
+    nat is never consulted again; the binding is applied from the entry instead (``nf_nat_packet``):
+
+    - ``dnat_to`` (address, port): the DNAT/REDIRECT binding, applied to the destination at
+      PREROUTING/OUTPUT; ``snat_to``: the SNAT/MASQUERADE binding, applied to the source at
+      INPUT/POSTROUTING.
+    - ``reply``: the packet travels in the reply direction and gets the inverse: the source becomes
+      ``orig_dst`` again at INPUT/POSTROUTING (de-DNAT), the destination ``orig_src`` at
+      PREROUTING/OUTPUT (de-SNAT). Reply packets are never NEW.
+
+    ``zone`` is the zone the entry lives in: a packet that looks in another zone does not find it and
+    starts a NEW connection there (§1.9). ``mark`` is the connmark. ``dnat``/``snat`` set the
+    ``--ctstate DNAT/SNAT`` virtual states without a binding to apply. Raises ValueError for an entry
+    the kernel cannot have."""
 
     state: CtState = CtState.NEW
     zone: int = 0
@@ -92,6 +109,32 @@ class Conntrack:
     dnat: bool = False
     snat: bool = False
     reply: bool = False
+    dnat_to: Binding | None = None
+    snat_to: Binding | None = None
+    orig_src: Binding | None = None
+    orig_dst: Binding | None = None
+
+    def __post_init__(self) -> None:
+        bound = self.dnat_to is not None or self.snat_to is not None
+        if bound and self.state in (CtState.UNTRACKED, CtState.INVALID):
+            raise ValueError(f"an {self.state.value} packet has no conntrack entry, so no NAT binding")
+        if self.reply and self.state in (CtState.NEW, CtState.UNTRACKED):
+            raise ValueError(f"a reply-direction packet is never {self.state.value} (ESTABLISHED or RELATED)")
+        if self.reply and self.dnat_to is not None and self.orig_dst is None:
+            raise ValueError("a reply to a DNATed connection needs the original destination (orig_dst)")
+        if self.reply and self.snat_to is not None and self.orig_src is None:
+            raise ValueError("a reply to an SNATed connection needs the original source (orig_src)")
+        if not 0 <= self.zone <= 0xFFFF:
+            raise ValueError(f"zone {self.zone} is out of range (0-65535)")
+        if not 0 <= self.mark <= 0xFFFFFFFF:
+            raise ValueError(f"connmark {self.mark:#x} is out of range (32 bits)")
+
+    @property
+    def exists(self) -> bool:
+        """The packet belongs to an existing entry: nat has already decided for its connection."""
+        if self.state is CtState.NEW:
+            return self.dnat_to is not None or self.snat_to is not None
+        return self.state is CtState.ESTABLISHED or self.state is CtState.RELATED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -215,6 +258,7 @@ __all__ = [
     "ACK",
     "SYN",
     "Address",
+    "Binding",
     "Conntrack",
     "CtState",
     "FwmarkRoute",

@@ -16,13 +16,16 @@ GOTO:X. PACKET lines carry IN/OUT, LOOPBACK, SRC, DST, SPORT, DPORT and MARK (wh
 JSON schema (``--format json``), one object::
 
     {"packet": {family, proto, src, sport, dst, dport, origin, in_iface, out_iface, uid, gid, mark,
-                ctstate},
-     "steps": [{"pass": 0|1, "hook", "table", "chain", "kind": "rule"|"policy"|"skipped"|"note",
+                ctstate, "ct": {zone, mark, reply, dnat_to, snat_to ("ip:port" | null)}},
+     "steps": [{"pass": 0|1, "hook", "table", "chain",
+                "kind": "rule"|"policy"|"skipped"|"note"|"conntrack",
                 "position", "end" (skipped only), "rule" (iptables-save text), "matched", "verdict",
-                "target", "failed": {"condition", "why"} | null, "uncertain": str | null}],
+                "target", "failed": {"condition", "why"} | null, "uncertain": str | null,
+                "text" (note, conntrack), "binding": "DNAT"|"SNAT", "rewrites": "dst"|"src" (conntrack:
+                a NAT binding applied from the packet's existing conntrack entry, not from a rule)}],
      "verdict": "delivered"|"refused"|"sent"|"dropped"|"queued", "reason": str,
      "final": {"src", "sport", "dst", "dport", "in_iface", "out_iface", "mark", "zone", "ctstate",
-               "looped", "local_port", "transparent_socket"},
+               "ctmark", "looped", "local_port", "transparent_socket"},
      "original_dst": "ip:port" | null, "decided_by": step | null,
      "uncertain": [str], "branches": [{"table", "chain", "position", "rule", "taken"}]}
 
@@ -36,6 +39,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from netsim.netfilter.engine import describe_failure
+from netsim.netfilter.packet import Address, Conntrack
 from netsim.netfilter.render import inet_ntop
 from netsim.netfilter.trace import Endpoint, Kind, Step, Trace
 
@@ -108,7 +112,18 @@ def _step_json(s: Step, trace: Trace) -> dict[str, Any]:
         out.update(position=s.position, end=s.end, failed=failed)
     elif s.kind is Kind.NOTE:
         out.update(text=s.text)
+    elif s.kind is Kind.CONNTRACK:
+        out.update(text=s.text, binding=s.target, rewrites=s.verdict)
     return out
+
+
+def _binding(b: tuple[Address, int] | None) -> str | None:
+    return None if b is None else _ep(Endpoint(b[0], b[1]))
+
+
+def _ct_json(ct: Conntrack) -> dict[str, Any]:
+    return {"zone": ct.zone, "mark": ct.mark, "reply": ct.reply, "dnat_to": _binding(ct.dnat_to),
+            "snat_to": _binding(ct.snat_to)}
 
 
 def trace_json(trace: Trace) -> dict[str, Any]:
@@ -129,6 +144,7 @@ def trace_json(trace: Trace) -> dict[str, Any]:
             "gid": p.socket.gid if p.socket else None,
             "mark": p.mark,
             "ctstate": p.ct.state.value,
+            "ct": _ct_json(p.ct),
         },
         "steps": [_step_json(s, trace) for s in trace.steps if s.kind is not Kind.TABLE],
         "verdict": trace.outcome.value,
@@ -143,6 +159,7 @@ def trace_json(trace: Trace) -> dict[str, Any]:
             "mark": trace.mark,
             "zone": trace.zone,
             "ctstate": trace.ctstate,
+            "ctmark": trace.ctmark,
             "looped": trace.looped,
             "local_port": trace.local_port,
             "transparent_socket": trace.transparent_socket,
@@ -169,7 +186,14 @@ def describe_packet(trace: Trace) -> str:
         origin = f"locally generated ({who})"
     else:
         origin = f"arriving on {p.in_iface}"
-    return f"{p.proto.value} {src} → {dst}, {origin}, conntrack {p.ct.state.value}"
+    ct = p.ct
+    extra = [f"zone {ct.zone}"] if ct.zone else []
+    extra += [f"mark {ct.mark:#x}"] if ct.mark else []
+    extra += [f"DNAT to {_binding(ct.dnat_to)}"] if ct.dnat_to else []
+    extra += [f"SNAT to {_binding(ct.snat_to)}"] if ct.snat_to else []
+    extra += ["reply direction"] if ct.reply else []
+    entry = f" ({', '.join(extra)})" if extra else ""
+    return f"{p.proto.value} {src} → {dst}, {origin}, conntrack {ct.state.value}{entry}"
 
 
 def render_text(trace: Trace, *, all_rules: bool = True) -> str:
@@ -186,6 +210,8 @@ def render_text(trace: Trace, *, all_rules: bool = True) -> str:
             lines.append(f"  {s.table} {s.chain}   [{_packet_line(s.packet).removeprefix('PACKET: ')}]")
         elif s.kind is Kind.NOTE:
             lines.append(f"  · {s.text}")
+        elif s.kind is Kind.CONNTRACK:
+            lines.append(f"    ⇄ {s.text}")
         elif s.kind is Kind.POLICY:
             lines.append(f"    policy {s.verdict} ({s.table} {s.chain})")
         elif s.kind is Kind.SKIPPED:

@@ -23,6 +23,9 @@ class Kind(enum.Enum):
     SKIPPED = "skipped"  # a run of rules the index proved cannot match (same failed condition)
     TABLE = "table"  # a table's base chain is entered at a hook (the kernel's PACKET: line)
     NOTE = "note"  # a kernel event that is not a rule: conntrack, routing, nat skipped, delivery
+    # a NAT binding applied from the packet's existing conntrack entry, not from a rule (§1.3):
+    # ``target`` DNAT/SNAT (the entry's binding), ``verdict`` "dst"/"src" (the field rewritten)
+    CONNTRACK = "conntrack"
 
 
 class Step(NamedTuple):
@@ -102,6 +105,7 @@ class Trace:
     reason: str
     uncertain: tuple[str, ...] = ()
     branches: tuple[Branch, ...] = ()
+    ctmark: int = 0  # the connection's mark after the trace (what the entry keeps for later packets)
 
     @property
     def certain(self) -> bool:

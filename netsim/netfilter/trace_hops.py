@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
+from netsim.netfilter.conntrack import entry_after, later_packet
 from netsim.netfilter.engine import CompiledRuleset, describe_failure, trace
 from netsim.netfilter.model import Family
 from netsim.netfilter.packet import Address, Netns, Origin, Packet, Proto, Socket
@@ -54,7 +55,9 @@ class Hop:
 class Followed:
     hops: tuple[Hop, ...]
     summary: str  # one plain sentence
-    verdict: str  # captured-outbound, captured-inbound, captured-dns, bypassed, dropped, delivered, looped
+    # captured-outbound, captured-inbound, captured-dns, bypassed, dropped, looped; for a reply-direction
+    # packet delivered, sent or dropped
+    verdict: str
     # What the capture listener learns as the connection's destination (SO_ORIGINAL_DST, or the
     # TPROXY socket's local address): the input of the proxy's own decision (netsim.mesh). Set for
     # captured-outbound and captured-inbound when the kernel has an answer, else None.
@@ -62,6 +65,8 @@ class Followed:
 
 
 def _rule_ref(step: Step) -> str:
+    if step.kind is Kind.CONNTRACK:
+        return f"the conntrack entry's {step.target} binding (nat is not consulted again)"
     return f"{step.table} {step.chain} rule {step.position} `{step.text}`"
 
 
@@ -73,9 +78,14 @@ def _why_not_captured(t: Trace, sidecar: Sidecar) -> str:
     """The rule that let the packet bypass capture, or the capture rules that did not match."""
     nat = _nat_steps(t)
     if not nat:
-        if t.packet.ct.state.value != "NEW":
+        ct = t.packet.ct
+        if t.ctstate in ("UNTRACKED", "INVALID"):
+            return f"the packet is {t.ctstate}: without a conntrack entry nat never sees it"
+        if ct.exists and t.zone == ct.zone:
+            what = "carries no DNAT binding (its first packet was not redirected)" if ct.dnat_to is None else \
+                "keeps its binding"
             return "nat is not consulted for a packet of an existing connection (conntrack state " \
-                   f"{t.packet.ct.state.value})"
+                   f"{ct.state.value}), and the entry {what}"
         return "no nat rule saw it (nat table absent)"
     returns = [s for s in nat if s.kind is Kind.RULE and s.matched and s.verdict == "RETURN"]
     capturing = [s for s in nat if s.kind is Kind.RULE and not s.matched and
@@ -103,11 +113,39 @@ def _proxy_packet(t: Trace, dst: Address, dport: int, sidecar: Sidecar, src: Add
                   origin=Origin.LOCAL, socket=Socket(uid=sidecar.uid, gid=sidecar.gid))
 
 
+def _proxy_trace(rules: CompiledRuleset, client: Packet, proxy: Packet, netns: Netns) -> Trace:
+    """The proxy's packet for ``client``'s: a first packet when the client's is one; for a later packet
+    of an existing connection, the proxy's upstream connection exists too, so a later packet of it, with
+    the entry its own first packet leaves (spec/netfilter.md §1.3)."""
+    first = trace(rules, proxy, netns, explain=not client.ct.exists)
+    if not client.ct.exists:
+        return first
+    entry = entry_after(first)
+    return first if entry is None else trace(rules, later_packet(proxy, entry), netns)
+
+
+def _reply(hops: list[Hop], t: Trace) -> Followed:
+    moved = [s for s in t.steps if s.kind is Kind.CONNTRACK]
+    how = "; ".join(f"{s.text.removeprefix('conntrack entry: ').split(' (')[0]} (undoing its {s.target} binding)"
+                    for s in moved)
+    how = f"its conntrack entry rewrote the {how}" if how else "its conntrack entry has no NAT binding to undo"
+    if t.outcome is Outcome.DROPPED:
+        return Followed(tuple(hops), f"The reply is dropped: {t.reason}.", "dropped")
+    verdict = "delivered" if t.outcome is Outcome.DELIVERED else "sent" if t.outcome is Outcome.SENT else \
+        t.outcome.value
+    return Followed(tuple(hops), f"Reply direction: {t.reason}, from {_ep(t.src.addr, t.src.port)}: {how}, "
+                                 "without consulting nat.", verdict)
+
+
 def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sidecar, who: str) -> Followed:
-    """Trace ``packet`` and, when a capture listener receives it, the proxy's new connection."""
+    """Trace ``packet`` and, when a capture listener receives it, the proxy's connection onwards (a
+    later packet of it when ``packet`` belongs to an existing connection). A reply-direction packet is
+    one hop: where it is delivered and which bindings its conntrack entry undid."""
     hops: list[Hop] = []
     t = trace(rules, packet, netns)
     hops.append(Hop(who, t))
+    if packet.ct.reply:
+        return _reply(hops, t)
     proxy = f"sidecar (uid {sidecar.uid}, gid {sidecar.gid})"
     for _ in range(MAX_HOPS):
         port = t.local_port if t.outcome is Outcome.DELIVERED or t.transparent_socket else None
@@ -126,7 +164,7 @@ def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sideca
                                                              "conntrack zone), so the sidecar cannot forward it."),
                                 "captured-outbound")
             od = t.original_dst
-            nxt = trace(rules, _proxy_packet(t, od.addr, od.port, sidecar, None, netns), netns)
+            nxt = _proxy_trace(rules, t.packet, _proxy_packet(t, od.addr, od.port, sidecar, None, netns), netns)
             hops.append(Hop(proxy, nxt))
             if nxt.outcome is Outcome.SENT:
                 how = _rule_ref(t.decided_by) if t.decided_by else "capture"
@@ -152,7 +190,7 @@ def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sideca
             if pt is None:  # before 1.10: the inbound cluster was 127.0.0.1:<port>
                 dst = IPv4Address("127.0.0.1") if t.packet.family is Family.IPV4 else IPv6Address("::1")
                 src = dst
-            nxt = trace(rules, _proxy_packet(t, dst, od_port, sidecar, src, netns), netns)
+            nxt = _proxy_trace(rules, t.packet, _proxy_packet(t, dst, od_port, sidecar, src, netns), netns)
             hops.append(Hop(proxy, nxt))
             via = f" from {src}" if src is not None else ""
             if nxt.outcome in (Outcome.DELIVERED, Outcome.REFUSED) and nxt.local_port == od_port:
