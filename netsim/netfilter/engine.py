@@ -1101,6 +1101,10 @@ def _hook(crs: CompiledRuleset, st: _State, hook: str) -> str:
     return ACCEPT
 
 
+def _hostport(st: _State, addr: int, port: int) -> str:
+    return f"[{st.ip(addr)}]:{port}" if st.v6 else f"{st.ip(addr)}:{port}"
+
+
 def _apply_binding(st: _State, hook: str, dst_manip: bool) -> None:
     """nf_nat_packet for a packet of an existing entry: rewrite the manip type of ``hook`` from the
     entry's binding (§1.3). Idempotent (the target is the entry's tuple), so the loopback pass and a
@@ -1114,18 +1118,18 @@ def _apply_binding(st: _State, hook: str, dst_manip: bool) -> None:
     if dst_manip:
         if (st.dst, st.dport) == (addr, port):
             return
-        before = f"{st.ip(st.dst)}:{st.dport}"
+        before = _hostport(st, st.dst, st.dport)
         st.dst, st.dport = addr, port
         field, what = "destination", ("DNAT" if not st.reply else "SNAT")
     else:
         if (st.src, st.sport) == (addr, port):
             return
-        before = f"{st.ip(st.src)}:{st.sport}"
+        before = _hostport(st, st.src, st.sport)
         st.src, st.sport = addr, port
         field, what = "source", ("SNAT" if not st.reply else "DNAT")
     how = f"the entry's {what} binding" if not st.reply else f"undoing the entry's {what} binding, reply direction"
     step = Step(st.pass_no, hook, "", "", _CONNTRACK, 0,
-                f"conntrack entry: {field} {before} → {st.ip(addr)}:{port} ({how}; nf_nat_packet, no rule)",
+                f"conntrack entry: {field} {before} → {_hostport(st, addr, port)} ({how}; nf_nat_packet, no rule)",
                 True, "dst" if dst_manip else "src", what)
     st.steps.append(step)
     if st.decider is None:

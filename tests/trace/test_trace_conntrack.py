@@ -423,3 +423,17 @@ def test_kernel_later_packets_and_reply_of_redirected_connection(kernel_pair: Pa
     synack = kernel[("reply", frozenset({"SYN", "ACK"}))]
     assert any("SRC=10.0.0.5" in ln and "SPORT=80" in ln for ln in synack), synack
 
+
+
+def test_ipv6_binding_and_reply() -> None:
+    rs = parse_ruleset("*nat\n-A OUTPUT -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 15001\nCOMMIT\n",
+                       Family.IPV6)
+    ns = Netns.pod("fd00:244::5/64", listeners=None)
+    first = Packet(family=Family.IPV6, src=ip_address("fd00:244::5"), dst=ip_address("fd00::5"), sport=43210,
+                   dport=80, socket=Socket(uid=1000, gid=1000))
+    entry = entry_after(trace(rs, first, ns))
+    assert entry is not None and entry.dnat_to == (ip_address("::1"), 15001)
+    t = trace(rs, later_packet(first, entry), ns)
+    assert t.dst.port == 15001 and "[fd00::5]:80 → [::1]:15001" in ct_steps(t)[0].text
+    t = trace(rs, reply_packet(first, entry, ns, Socket(uid=1337, gid=1337)), ns)
+    assert (str(t.src.addr), t.src.port) == ("fd00::5", 80) and t.outcome is Outcome.DELIVERED
