@@ -616,32 +616,17 @@ def convert(objects: Iterable[K8sObject], *, domain: str = CLUSTER_DOMAIN,
     drs: list[DestinationRule] = []
     pas: list[PeerAuthentication] = []
     scs: list[Sidecar] = []
+    # kind -> (reader, where its value goes); Service and ServiceEntry give several services each
+    readers: dict[str, tuple[Any, Any]] = {
+        "Service": (c.service, services.extend), "ServiceEntry": (c.service_entry, services.extend),
+        "VirtualService": (c.virtual_service, vss.append), "DestinationRule": (c.destination_rule, drs.append),
+        "PeerAuthentication": (c.peer_authentication, pas.append), "Sidecar": (c.sidecar, scs.append)}
     for o in objs:
         k = o.kind
-        if k == "Service":
-            services.extend(c.guard(o, c.service) or [])
-        elif k == "ServiceEntry":
-            services.extend(c.guard(o, c.service_entry) or [])
-        elif k == "VirtualService":
-            vs = c.guard(o, c.virtual_service)
-            if vs is not None:
-                vss.append(vs)
-        elif k == "DestinationRule":
-            dr = c.guard(o, c.destination_rule)
-            if dr is not None:
-                drs.append(dr)
-        elif k == "PeerAuthentication":
-            pa = c.guard(o, c.peer_authentication)
-            if pa is not None:
-                pas.append(pa)
-        elif k in ("MeshPolicy", "Policy") and o.group == "authentication.istio.io":
-            pa = c.guard(o, c.legacy_policy)
-            if pa is not None:
-                pas.append(pa)
-        elif k == "Sidecar":
-            sc = c.guard(o, c.sidecar)
-            if sc is not None:
-                scs.append(sc)
+        if k in ("MeshPolicy", "Policy") and o.group == "authentication.istio.io":
+            read, keep = c.legacy_policy, pas.append
+        elif k in readers:
+            read, keep = readers[k]
         elif k in MESH_KINDS or k in IGNORED_KINDS:
             continue
         else:
@@ -649,6 +634,10 @@ def convert(objects: Iterable[K8sObject], *, domain: str = CLUSTER_DOMAIN,
                 f"kind: {k!r} is not a kind netsim mesh reads (Service, EndpointSlice, Pod or a workload, "
                 "ServiceEntry, WorkloadEntry, VirtualService, DestinationRule, PeerAuthentication, Sidecar); "
                 "skipped", where=o.where()))
+            continue
+        value = c.guard(o, read)
+        if value is not None:
+            keep(value)
     services.sort(key=lambda s: (int(s.creation), s.hostname, s.namespace))
     return MeshObjects(services=tuple(services), virtual_services=tuple(vss), destination_rules=tuple(drs),
                        peer_authentications=tuple(pas), sidecars=tuple(scs), pods=tuple(c.pods),
