@@ -36,6 +36,7 @@ from netsim.mesh.model import (
     ServicePort,
     Sidecar,
     VirtualService,
+    is_ip,
     selects,
 )
 from netsim.mesh.versions import MeshProfile
@@ -512,7 +513,7 @@ class _Builder:
                         self.one_port(lmap, s, sp)
                         continue
                     for ep in instances:
-                        if not _is_ip(ep.address) or ep.address == self.proxy.ip:
+                        if not is_ip(ep.address) or ep.address == self.proxy.ip:
                             continue
                         self.one_port(lmap, s, sp, bind=ep.address)
                 else:
@@ -919,14 +920,6 @@ class _Builder:
         return Listener(name=VIRTUAL_INBOUND, address=WILDCARD, port=INBOUND_PORT, chains=tuple(all_chains),
                         tls_inspector=True, http_inspector=True, direction="inbound",
                         origins=tuple(dict.fromkeys(s.ref for _, _, s in declared))), exact
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def build_index(objects: MeshObjects, proxy: Proxy, profile: MeshProfile, mesh: MeshConfig) -> ProxyIndex:

@@ -11,6 +11,7 @@ Never does: read files or YAML (``netsim.mesh.objects`` converts parsed objects)
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -369,6 +370,15 @@ class Connection:
         return ""
 
 
+def is_ip(text: str) -> bool:
+    """Whether ``text`` is an IPv4 or IPv6 address (not a CIDR, not a hostname)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def selects(selector: Labels | None, labels: Mapping[str, str]) -> bool:
     """A label selector (all pairs equal); an empty selector selects nothing."""
     return bool(selector) and all(labels.get(k) == v for k, v in selector or ())
@@ -404,5 +414,6 @@ __all__ = [
     "TrafficTLS",
     "Verdict",
     "VirtualService",
+    "is_ip",
     "selects",
 ]

@@ -43,6 +43,7 @@ from netsim.mesh.model import (
     Subset,
     TrafficTLS,
     VirtualService,
+    is_ip,
     selects,
 )
 
@@ -169,14 +170,6 @@ def k8s_port_protocol(port: int, name: str, proto: str, app_protocol: str | None
     return p
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 # ---------------------------------------------------------------------------------------------
 # conversion
 
@@ -248,12 +241,12 @@ class _Converter:
             status = _map(obj, obj.body.get("status"), "status")
             for i, e in enumerate(_list(obj, status.get("podIPs"), "status.podIPs")):
                 ip = e.get("ip") if isinstance(e, Mapping) else None
-                if not isinstance(ip, str) or not _is_ip(ip):
+                if not isinstance(ip, str) or not is_ip(ip):
                     raise obj.error(f"status.podIPs[{i}].ip", f"not an IP address: {ip!r}")
                 ips.append(ip)
             if not ips and status.get("podIP") is not None:
                 ip = status.get("podIP")
-                if not isinstance(ip, str) or not _is_ip(ip):
+                if not isinstance(ip, str) or not is_ip(ip):
                     raise obj.error("status.podIP", f"not an IP address: {ip!r}")
                 ips.append(ip)
         sidecar, why = self.has_sidecar(obj.namespace, dict(labels), dict(ann), names)
@@ -342,7 +335,7 @@ class _Converter:
         if not cips:
             raise obj.error("spec.clusterIP", "missing (set the ClusterIP, or None for a headless Service)")
         for i, ip in enumerate(cips):
-            if not _is_ip(ip):
+            if not is_ip(ip):
                 raise obj.error(f"spec.clusterIPs[{i}]" if spec.get("clusterIPs") else "spec.clusterIP",
                                 f"not an IP address: {ip!r}")
         return [MeshService(resolution=Resolution.CLIENT_SIDE_LB, address=cips[0], endpoints=eps,
