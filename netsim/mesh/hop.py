@@ -26,6 +26,7 @@ from netsim.mesh.build import (
     FilterChain,
     Listener,
     ProxyIndex,
+    host_matches,
     peer_mode,
     resolve_target_port,
 )
@@ -90,7 +91,7 @@ def match_chain(ln: Listener, conn: Connection) -> tuple[FilterChain | None, str
     chains: list[FilterChain] = list(ln.chains)
     chains = _sieve(chains, lambda c: c.dst_port is not None, lambda c: c.dst_port == conn.dst_port)
     chains = _sieve(chains, lambda c: bool(c.cidrs), lambda c: any(ip in n for n in c.cidrs))
-    chains = _sieve(chains, lambda c: bool(c.sni), lambda c: any(_sni_match(s, sni) for s in c.sni))
+    chains = _sieve(chains, lambda c: bool(c.sni), lambda c: any(host_matches(s, sni) for s in c.sni))
     if tls_inspector:
         chains = _sieve(chains, lambda c: bool(c.transport),
                         lambda c: (c.transport == "tls") == tls)
@@ -104,12 +105,6 @@ def match_chain(ln: Listener, conn: Connection) -> tuple[FilterChain | None, str
     if ln.default_chain is not None:
         return ln.default_chain, ""
     return None, "no filter chain matched"
-
-
-def _sni_match(pattern: str, sni: str) -> bool:
-    if pattern == sni:
-        return True
-    return pattern.startswith("*") and sni.endswith(pattern[1:])
 
 
 _PORT_RE = re.compile(r":\d+$")
