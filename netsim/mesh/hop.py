@@ -310,9 +310,7 @@ def hop(idx: ProxyIndex, conn: Connection, *, assume_captured: bool = False) -> 
                 tail = {Send.MTLS: " The app reads the client sidecar's Istio mTLS bytes raw (TLS handshake "
                                    "failure, 503 UF,URX at the client).",
                         Send.TLS: " The app gets the TLS bytes directly."}.get(conn.send, "")
-                return Hop(direction=direction, listener=None, filter_chain=None, filter_chain_match=None,
-                           route_config=None, virtual_host=None, route=None, cluster=None, cluster_type=None,
-                           upstream_tls=None, verdict=Verdict.BYPASS,
+                return Hop(direction=direction, verdict=Verdict.BYPASS,
                            reason=f"{conn.dst_ip}:{conn.dst_port} bypasses the sidecar: {why}.{tail}",
                            evidence=(pod.where,))
     ln = _pick_listener(idx, conn)
@@ -322,9 +320,7 @@ def hop(idx: ProxyIndex, conn: Connection, *, assume_captured: bool = False) -> 
         hint = ""
         if conn.send not in (Send.MTLS,) and conn.direction is Direction.INBOUND:
             hint = " (the port requires mTLS: a plaintext or non-Istio TLS client is reset)"
-        return Hop(direction=direction, listener=ln.name, filter_chain=None, filter_chain_match=None,
-                   route_config=None, virtual_host=None, route=None, cluster=None, cluster_type=None,
-                   upstream_tls=None, verdict=Verdict.RESET,
+        return Hop(direction=direction, listener=ln.name, verdict=Verdict.RESET,
                    reason=f"{why_l}; {err}{hint} → Envoy closes the connection.", evidence=ln.origins)
     base = Hop(direction=direction, verdict=Verdict.CAPTURED, reason="", listener=ln.name, filter_chain=fc.name,
                filter_chain_match=fc.match_text())
@@ -332,12 +328,10 @@ def hop(idx: ProxyIndex, conn: Connection, *, assume_captured: bool = False) -> 
     notes = (err,) if err else ()
     # downstream TLS termination checks (traffic.go: ErrTLSError / ErrMTLSError)
     if fc.tls_context and conn.send not in (Send.TLS, Send.MTLS):
-        return replace(base, route_config=None, virtual_host=None, route=None, cluster=None, cluster_type=None,
-                   upstream_tls=None, verdict=Verdict.TLS_ERROR, evidence=evidence, notes=notes,
+        return replace(base, verdict=Verdict.TLS_ERROR, evidence=evidence, notes=notes,
                    reason=f"{why_l}; chain {fc.name or fc.match_text()} terminates TLS but the client sent plaintext.")
     if fc.tls_context == "istio-mtls" and conn.send is not Send.MTLS:
-        return replace(base, route_config=None, virtual_host=None, route=None, cluster=None, cluster_type=None,
-                   upstream_tls=None, verdict=Verdict.TLS_ERROR, evidence=evidence, notes=notes,
+        return replace(base, verdict=Verdict.TLS_ERROR, evidence=evidence, notes=notes,
                    reason=f"{why_l}; chain {fc.name or fc.match_text()} requires Istio mTLS (a client "
                           "certificate); plain TLS fails the handshake.")
     route_config = vhost_name = route_name = None
@@ -345,29 +339,28 @@ def hop(idx: ProxyIndex, conn: Connection, *, assume_captured: bool = False) -> 
     direct: int | None = None
     if fc.is_http:
         if conn.send in (Send.TLS, Send.MTLS) and not fc.tls_context:
-            return replace(base, route_config=fc.rds, virtual_host=None, route=None, cluster=None, cluster_type=None,
-                       upstream_tls=None, verdict=Verdict.PROTOCOL_ERROR, evidence=evidence, notes=notes,
-                       reason=f"{why_l}; chain {fc.name or fc.match_text()} is an HTTP connection manager that "
-                              "does not terminate TLS: the TLS bytes are not HTTP.")
+            return replace(base, route_config=fc.rds, verdict=Verdict.PROTOCOL_ERROR, evidence=evidence,
+                           notes=notes,
+                           reason=f"{why_l}; chain {fc.name or fc.match_text()} is an HTTP connection manager that "
+                                  "does not terminate TLS: the TLS bytes are not HTTP.")
         if not conn.is_http and not (conn.send is Send.MTLS and conn.alpn.startswith("istio-h")):
-            return replace(base, route_config=fc.rds, virtual_host=None, route=None, cluster=None, cluster_type=None,
-                       upstream_tls=None, verdict=Verdict.PROTOCOL_ERROR, evidence=evidence, notes=notes,
-                       reason=f"{why_l}; chain {fc.name or fc.match_text()} only speaks HTTP (declared HTTP port) "
-                              "and the client sent raw TCP: the HTTP codec rejects it.")
+            return replace(base, route_config=fc.rds, verdict=Verdict.PROTOCOL_ERROR, evidence=evidence,
+                           notes=notes,
+                           reason=f"{why_l}; chain {fc.name or fc.match_text()} only speaks HTTP (declared HTTP port) "
+                                  "and the client sent raw TCP: the HTTP codec rejects it.")
         if fc.rds is not None:
             rc = idx.routes.get(fc.rds)
             route_config = fc.rds
             vh = rc.match(_host(conn)) if rc is not None else None
             if vh is None:
-                return replace(base, route_config=route_config, virtual_host=None, route=None, cluster=None,
-                           cluster_type=None, upstream_tls=None, verdict=Verdict.DIRECT_502, evidence=evidence,
-                           notes=notes, reason=f"{why_l}; no virtual host in route {fc.rds} → 404/502.")
+                return replace(base, route_config=route_config, verdict=Verdict.DIRECT_502, evidence=evidence,
+                               notes=notes, reason=f"{why_l}; no virtual host in route {fc.rds} → 404/502.")
             vhost_name = vh.name
             r = next((x for x in vh.routes if _route_ok(x.matches, conn.path)), None)
             if r is None:
-                return replace(base, route_config=route_config, virtual_host=vhost_name, route=None, cluster=None,
-                           cluster_type=None, upstream_tls=None, verdict=Verdict.DIRECT_502, evidence=evidence,
-                           notes=notes, reason=f"{why_l}; no route of {vh.name} matches path {conn.path} → 404.")
+                return replace(base, route_config=route_config, virtual_host=vhost_name,
+                               verdict=Verdict.DIRECT_502, evidence=evidence, notes=notes,
+                               reason=f"{why_l}; no route of {vh.name} matches path {conn.path} → 404.")
             route_name = r.name
             cluster_name, direct = r.cluster, r.direct_status
             evidence = tuple(dict.fromkeys((*evidence, vh.origin, r.origin)))
@@ -379,26 +372,25 @@ def hop(idx: ProxyIndex, conn: Connection, *, assume_captured: bool = False) -> 
     via = f"route {route_config}, virtual host {vhost_name}" if vhost_name else f"chain {fc.name or fc.match_text()}"
     if cluster_name is None:
         status = direct or 502
-        return replace(hop_head, cluster=None, cluster_type=None, upstream_tls=None, verdict=Verdict.DIRECT_502,
+        return replace(hop_head, verdict=Verdict.DIRECT_502,
                    evidence=evidence, notes=notes,
                    reason=f"{why_l}; {via} answers {status} itself ({idx.policy}: the Host "
                           f"{_host(conn)!r} is not in the registry).")
     cl = idx.clusters.get(cluster_name)
     ctype = cl.type if cl is not None else None
     if cluster_name == BLACKHOLE:
-        return replace(hop_head, cluster=cluster_name, cluster_type=ctype or "STATIC", upstream_tls=None,
-                   verdict=Verdict.BLACKHOLE, evidence=evidence, notes=notes,
-                   reason=f"{why_l}; {via} → BlackHoleCluster ({fc.origin}): the connection is dropped.")
+        return replace(hop_head, cluster=cluster_name, cluster_type=ctype or "STATIC", verdict=Verdict.BLACKHOLE,
+                       evidence=evidence, notes=notes,
+                       reason=f"{why_l}; {via} → BlackHoleCluster ({fc.origin}): the connection is dropped.")
     if cluster_name in (PASSTHROUGH, INBOUND_PASSTHROUGH):
         where = "to the original destination" if cluster_name == PASSTHROUGH else "to the app on the original port"
         return replace(hop_head, cluster=cluster_name, cluster_type="ORIGINAL_DST", upstream_tls="plaintext",
                    verdict=Verdict.PASSTHROUGH, evidence=evidence, notes=notes,
                    reason=f"{why_l}; {via} → {cluster_name}: bytes go unchanged {where} ({fc.origin}).")
     if cl is None:
-        return replace(hop_head, cluster=cluster_name, cluster_type=None, upstream_tls=None,
-                   verdict=Verdict.CAPTURED, evidence=evidence, notes=(*notes, "cluster not built: the "
-                                                                        "destination service is unknown"),
-                   reason=f"{why_l}; {via} → {cluster_name}, a cluster this proxy does not have (503 NR/UH).")
+        return replace(hop_head, cluster=cluster_name, verdict=Verdict.CAPTURED, evidence=evidence,
+                       notes=(*notes, "cluster not built: the destination service is unknown"),
+                       reason=f"{why_l}; {via} → {cluster_name}, a cluster this proxy does not have (503 NR/UH).")
     if conn.direction is Direction.INBOUND or cl.direction == "inbound":
         target = cl.target or f"{conn.dst_ip}:{conn.dst_port}"
         return replace(hop_head, cluster=cluster_name, cluster_type=ctype, upstream_tls="plaintext",
