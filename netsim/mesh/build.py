@@ -209,7 +209,6 @@ class ProxyIndex:
     objects: MeshObjects
     pods_by_ip: Mapping[str, PodInfo]
     conflicts: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()
     errors: tuple[NetsimError, ...] = ()
 
     def listeners(self) -> list[Listener]:
@@ -330,7 +329,6 @@ class _Builder:
         self.mesh = mesh
         self.root = mesh.root_namespace or ROOT_NAMESPACE
         self.conflicts: list[str] = []
-        self.notes: list[str] = []
         self.errors: list[NetsimError] = []
         self.sidecar = sidecar_for(objects, proxy, self.root)
         if self.sidecar is not None and self.sidecar.outbound_policy:
@@ -946,7 +944,7 @@ def build_index(objects: MeshObjects, proxy: Proxy, profile: MeshProfile, mesh: 
                       inbound_exact=MappingProxyType(inbound_exact), routes=MappingProxyType(routes),
                       clusters=MappingProxyType(clusters), objects=objects,
                       pods_by_ip=MappingProxyType(b.pods_by_ip), conflicts=tuple(c for c in b.conflicts if c),
-                      notes=tuple(b.notes), errors=tuple(b.errors))
+                      errors=tuple(b.errors))
 
 
 __all__ = [
