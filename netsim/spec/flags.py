@@ -201,9 +201,9 @@ def parse_port(text: str) -> int:
     return port
 
 
-def split_list(text: str) -> list[str]:
-    """Split like istio-iptables: on commas, dropping empty items, no trimming (spec §2)."""
-    return [item for item in text.split(",") if item != ""]
+def split_list(text: str) -> tuple[str, ...]:
+    """Istio's ``config.Split``: on commas, dropping empty items, no trimming (spec §2)."""
+    return tuple(item for item in text.split(",") if item != "")
 
 
 def parse_port_list(text: str, *, allow_all: bool = False, strict_items: bool = False) -> tuple[int, ...]:
@@ -215,7 +215,7 @@ def parse_port_list(text: str, *, allow_all: bool = False, strict_items: bool = 
     if allow_all and text.strip() == "*":
         return ()
     if strict_items:
-        items = [i.strip() for i in text.strip().split(",")] if text.strip() else []
+        items = tuple(i.strip() for i in text.strip().split(",")) if text.strip() else ()
         for item in items:
             if item == "":
                 raise SpecError(f'"{text}": empty item in port list (the injector rejects it)')

@@ -1,20 +1,21 @@
 """istio-iptables option values → CaptureConfig: the one place where Istio's option strings are parsed.
 
-Owns: the option names (long, short, environment variables, the values the CLI derives itself), how
-each value is read (spec/istio-iptables.md §2 "Parsing rules that matter") and the checks Istio makes
-before generating anything (§1 step 3, §4 step 0). Never does: IO, reading ``/etc/resolv.conf`` or the
-pod's addresses, or stricter validation than Istio's (a port ``70000`` is passed through, as Istio
-passes it to iptables; refusing it is the job of the flag and annotation readers).
+Owns: how each value is read (spec/istio-iptables.md §2 "Parsing rules that matter") and the checks
+Istio makes before generating anything (§1 step 3, §4 step 0). Never does: IO, reading
+``/etc/resolv.conf`` or the pod's addresses, or stricter validation than Istio's (a port ``70000``
+is passed through, as Istio passes it to iptables; refusing it is the job of the flag and
+annotation readers).
 
 Keys of the mapping given to :func:`config_from_options`:
 
-- istio-iptables long option names without dashes (``istio-inbound-ports``, ``proxy-uid``, ...);
-  :data:`SHORT_OPTIONS` maps the one-letter flags to them;
+- the keys of ``netsim.spec.flags.OPTIONS``: istio-iptables long option names without dashes
+  (``istio-inbound-ports``, ``proxy-uid``, ...);
 - the inputs without a flag: ``ISTIO_OUTBOUND_OWNER_GROUPS``, ``ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE``,
   ``ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR`` (environment variables) and ``ENABLE_INBOUND_IPV6``,
-  ``DNS_SERVERS_V4``, ``DNS_SERVERS_V6``, ``HOST_IP`` (derived by the CLI from the pod);
-- the options' environment variables (:data:`ENV_VARS`); :func:`merge_environment` applies Istio's
-  precedence (default → env vars in order → flag) before the values reach this function.
+  ``DNS_SERVERS_V4``, ``DNS_SERVERS_V6``, ``HOST_IP`` (derived by the CLI from the pod).
+
+Istio's precedence (default → env vars in order → flag) is applied before the values reach this
+function, by ``netsim.spec.flags`` (``env_settings``, ``flag_settings``, ``layer``).
 
 Values are written as Istio receives them: strings (lists comma-separated), booleans (or their
 ``strconv.ParseBool`` spellings), and for the DNS server lists either a list or a comma string.
@@ -29,6 +30,8 @@ from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, ip
 
 from netsim.capture.config import WILDCARD, CaptureConfig, CidrList, InterceptionMode
 from netsim.errors import SpecError
+from netsim.spec.flags import DERIVED_KEYS, OPTIONS_BY_KEY, split_list
+from netsim.spec.flags import parse_bool as flags_parse_bool
 
 # Istio's validation.go: all included owner groups become one rule of N "-m owner ! --gid-owner" matches,
 # and common kernels/distributions allow 128..1200 matches per rule, so Istio caps the list at 64.
@@ -59,127 +62,22 @@ _BOOL_OPTIONS: dict[str, str] = {
     "native-nftables": "native_nftables",
     "ENABLE_INBOUND_IPV6": "enable_ipv6",
 }
-# Accepted because istio-iptables has them, but they do not change the generated rules.
-_IGNORED_OPTIONS: frozenset[str] = frozenset(
-    {
-        "dry-run",
-        "skip-rule-apply",
-        "run-validation",
-        "iptables-probe-port",
-        "probe-timeout",
-        "network-namespace",
-        "cni-mode",
-        "reconcile",
-        "cleanup-only",
-        "force-apply",
-        "HOST_IP",
-        "log_output_level",
-    }
-)
-_OTHER_OPTIONS: frozenset[str] = frozenset(
-    {
-        "proxy-uid",
-        "proxy-gid",
-        "istio-inbound-interception-mode",
-        "istio-inbound-ports",
-        "istio-service-cidr",
-        "istio-service-exclude-cidr",
-        "force-iptables-binary",
-        "ISTIO_OUTBOUND_OWNER_GROUPS",
-        "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE",
-        "ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR",
-        "DNS_SERVERS_V4",
-        "DNS_SERVERS_V6",
-    }
-)
-OPTION_NAMES: frozenset[str] = frozenset(
-    {*_STRING_OPTIONS, *_LIST_OPTIONS, *_BOOL_OPTIONS, *_IGNORED_OPTIONS, *_OTHER_OPTIONS}
-)
+# Every name the mapping may hold: the option table's keys, the inputs the CLI derives from the pod,
+# and two that istio-iptables reads but that never reach the generator.
+OPTION_NAMES: frozenset[str] = frozenset({*OPTIONS_BY_KEY, *DERIVED_KEYS, "HOST_IP", "log_output_level"})
 
-# istio-iptables' one-letter flags (spec §2).
-SHORT_OPTIONS: dict[str, str] = {
-    "p": "envoy-port",
-    "z": "inbound-capture-port",
-    "e": "inbound-tunnel-port",
-    "u": "proxy-uid",
-    "g": "proxy-gid",
-    "m": "istio-inbound-interception-mode",
-    "t": "istio-inbound-tproxy-mark",
-    "r": "istio-inbound-tproxy-route-table",
-    "b": "istio-inbound-ports",
-    "d": "istio-local-exclude-ports",
-    "c": "istio-exclude-interfaces",
-    "i": "istio-service-cidr",
-    "x": "istio-service-exclude-cidr",
-    "q": "istio-outbound-ports",
-    "o": "istio-local-outbound-ports-exclude",
-    "k": "kube-virt-interfaces",
-    "n": "dry-run",
-}
-
-# Option → environment variables read when the flag is absent, lowest precedence first (spec §2:
-# "later ones win"). Options without a flag are keyed by their own env var name.
-ENV_VARS: dict[str, tuple[str, ...]] = {
-    "inbound-capture-port": ("INBOUND_CAPTURE_PORT",),
-    "inbound-tunnel-port": ("INBOUND_TUNNEL_PORT",),
-    "proxy-uid": ("PROXY_UID",),
-    "proxy-gid": ("PROXY_GID",),
-    "istio-inbound-interception-mode": ("ISTIO_INBOUND_INTERCEPTION_MODE",),
-    "istio-inbound-tproxy-mark": ("ISTIO_INBOUND_TPROXY_MARK",),
-    "istio-inbound-tproxy-route-table": ("ISTIO_INBOUND_TPROXY_ROUTE_TABLE",),
-    "istio-inbound-ports": ("ISTIO_INBOUND_PORTS",),
-    "istio-local-exclude-ports": ("ISTIO_LOCAL_EXCLUDE_PORTS",),
-    "istio-exclude-interfaces": ("ISTIO_EXCLUDE_INTERFACES",),
-    "istio-service-cidr": ("ISTIO_SERVICE_CIDR",),
-    "istio-service-exclude-cidr": ("ISTIO_SERVICE_EXCLUDE_CIDR",),
-    "istio-outbound-ports": ("ISTIO_OUTBOUND_PORTS",),
-    "istio-local-outbound-ports-exclude": ("ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE",),
-    "kube-virt-interfaces": ("KUBE_VIRT_INTERFACES",),
-    "redirect-dns": ("REDIRECT_DNS", "ISTIO_META_DNS_CAPTURE"),
-    "capture-all-dns": ("CAPTURE_ALL_DNS",),
-    "drop-invalid": ("DROP_INVALID", "INVALID_DROP"),
-    "dual-stack": ("DUAL_STACK", "ISTIO_DUAL_STACK"),
-    "dry-run": ("DRY_RUN",),
-    "skip-rule-apply": ("SKIP_RULE_APPLY",),
-    "run-validation": ("RUN_VALIDATION",),
-    "iptables-probe-port": ("IPTABLES_PROBE_PORT",),
-    "probe-timeout": ("PROBE_TIMEOUT",),
-    "network-namespace": ("NETWORK_NAMESPACE",),
-    "cni-mode": ("CNI_MODE",),
-    "reconcile": ("RECONCILE",),
-    "cleanup-only": ("CLEANUP_ONLY",),
-    "force-apply": ("FORCE_APPLY",),
-    "native-nftables": ("NATIVE_NFTABLES",),
-    "force-iptables-binary": ("FORCE_IPTABLES_BINARY",),
-    "ISTIO_OUTBOUND_OWNER_GROUPS": ("ISTIO_OUTBOUND_OWNER_GROUPS",),
-    "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE": ("ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE",),
-    "ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR": ("ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR",),
-}
-
-_BOOLEANS: frozenset[str] = frozenset(
-    {*_BOOL_OPTIONS, "dry-run", "skip-rule-apply", "run-validation", "cni-mode", "reconcile", "cleanup-only",
-     "force-apply"}
-)
-
-# Go's strconv.ParseBool, which viper/pflag use for boolean flags and env vars.
-_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
-_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 _PREFIX_LEN = re.compile(r"0|[1-9][0-9]{0,2}")
-
-
-def split_list(value: str) -> tuple[str, ...]:
-    """Istio's ``config.Split``: split on ``,`` and drop empty items; items are neither trimmed nor checked."""
-    return tuple(item for item in value.split(",") if item)
 
 
 def parse_bool(option: str, value: object) -> bool:
     """A boolean option value: a bool, or one of Go ``strconv.ParseBool``'s spellings."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value in _TRUE:
-        return True
-    if isinstance(value, str) and value in _FALSE:
-        return False
+    if isinstance(value, str):
+        try:
+            return flags_parse_bool(value)
+        except SpecError:
+            pass
     raise SpecError(f"{option}: {value!r}: expected a boolean (true or false)")
 
 
@@ -326,35 +224,11 @@ def config_from_options(options: Mapping[str, object]) -> CaptureConfig:
     return CaptureConfig(**fields)  # type: ignore[arg-type]
 
 
-def merge_environment(environ: Mapping[str, str], flags: Mapping[str, object]) -> dict[str, object]:
-    """Option values after Istio's precedence: default → env vars (in :data:`ENV_VARS` order) → flag.
-
-    ``flags`` holds the options given on the command line (long names); ``environ`` the process
-    environment. As in Istio, an env value of a boolean option that does not parse is ignored.
-    The result feeds :func:`config_from_options`.
-    """
-    merged: dict[str, object] = {}
-    for option, names in ENV_VARS.items():
-        for name in names:
-            if name not in environ:
-                continue
-            value = environ[name]
-            if option in _BOOLEANS and value not in _TRUE and value not in _FALSE:
-                continue
-            merged[option] = value
-    merged.update(flags)
-    return merged
-
-
 __all__ = [
-    "ENV_VARS",
     "MAX_OWNER_GROUPS_INCLUDE",
     "OPTION_NAMES",
-    "SHORT_OPTIONS",
     "config_from_options",
-    "merge_environment",
     "parse_bool",
     "parse_cidr_list",
     "parse_prefix",
-    "split_list",
 ]

@@ -9,7 +9,8 @@ from capture_cases import case_config, case_names
 
 from netsim.capture.config import CaptureConfig, InterceptionMode
 from netsim.errors import SpecError
-from netsim.spec.options import config_from_options, merge_environment
+from netsim.spec import flags as F
+from netsim.spec.options import config_from_options
 
 
 def test_every_conformance_config_is_accepted() -> None:
@@ -103,6 +104,7 @@ def test_unknown_option_and_force_binary_are_rejected() -> None:
 def test_environment_precedence_later_env_vars_then_flags_win() -> None:
     env = {"REDIRECT_DNS": "false", "ISTIO_META_DNS_CAPTURE": "true", "DROP_INVALID": "maybe",
            "ISTIO_INBOUND_PORTS": "80", "ISTIO_OUTBOUND_OWNER_GROUPS": "java"}
-    merged = merge_environment(env, {"istio-inbound-ports": "*"})
+    env_layer, _ = F.env_settings(env)
+    merged = F.to_options(F.layer([*env_layer, *F.flag_settings({"istio-inbound-ports": "*"})]))
     assert merged == {"redirect-dns": "true", "istio-inbound-ports": "*", "ISTIO_OUTBOUND_OWNER_GROUPS": "java"}
     assert config_from_options(merged).redirect_dns
