@@ -32,21 +32,12 @@ from netsim.lab.runner import (
     RouteAdd,
     RuleAdd,
     VethAdd,
+    netns_inode,
 )
-from netsim.netfilter.model import Family
 
-NETNS_DIR = "/run/netns"  # where ``ip netns`` and pyroute2 bind-mount named namespaces
 IFA_F_NODAD = 0x02  # linux/if_addr.h
 RTN_UNICAST, RTN_LOCAL = 1, 2  # linux/rtnetlink.h route types
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 253, 254
-
-
-def inode_of(name: str) -> int | None:
-    """The inode of the namespace bound at ``/run/netns/<name>`` (its identity), or None."""
-    try:
-        return os.stat(os.path.join(NETNS_DIR, name)).st_ino
-    except OSError:
-        return None
 
 
 def _index(ipr: Any, ifname: str, where: str) -> int:
@@ -94,17 +85,17 @@ def _describe(c: Command) -> str:
 def _apply(command: Command) -> Outcome:
     match command:
         case NetnsAdd(name):
-            if inode_of(name) is not None:
+            if netns_inode(name) is not None:
                 raise LabError(f"network namespace {name} already exists")
             netns.create(name)
-            return Outcome(inode=inode_of(name))
+            return Outcome(inode=netns_inode(name))
         case NetnsDel(name, inode):
-            current = inode_of(name)
+            current = netns_inode(name)
             if current is not None and (inode is None or current == inode):
                 netns.remove(name)
             return Outcome()
         case NetnsInode(name):
-            return Outcome(inode=inode_of(name))
+            return Outcome(inode=netns_inode(name))
         case VethAdd():
             with IPRoute(netns=command.netns) as ipr:
                 ipr.link("add", ifname=command.ifname, kind="veth",
@@ -125,8 +116,7 @@ def _apply(command: Command) -> Outcome:
             return _route(command)
         case RuleAdd():
             with IPRoute(netns=command.netns) as ipr:
-                fam = socket.AF_INET if command.family is Family.IPV4 else socket.AF_INET6
-                ipr.rule("add", family=fam, fwmark=command.fwmark, table=command.table)
+                ipr.rule("add", family=_family(command.family.value), fwmark=command.fwmark, table=command.table)
             return Outcome()
     raise AssertionError(command)  # pragma: no cover
 
@@ -151,4 +141,4 @@ def _route(c: RouteAdd) -> Outcome:
     return Outcome()
 
 
-__all__ = ["NETNS_DIR", "apply", "inode_of"]
+__all__ = ["apply"]

@@ -338,13 +338,23 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+NETNS_DIR = "/run/netns"  # where ``ip netns`` and pyroute2 bind-mount named namespaces
+
+
+def netns_inode(name: str) -> int | None:
+    """The inode of the namespace bound at ``/run/netns/<name>`` (its identity), or None."""
+    try:
+        return os.stat(os.path.join(NETNS_DIR, name)).st_ino
+    except OSError:
+        return None
+
+
 def pids_in_netns(name: str, inode: int | None) -> list[tuple[int, int]]:
     """(pid, start time) of every live process in the namespace bound at ``/run/netns/<name>`` — or, when
     that mount is gone, in the namespace with inode ``inode``."""
     if inode is None:
-        try:
-            inode = os.stat(f"/run/netns/{name}").st_ino
-        except OSError:
+        inode = netns_inode(name)
+        if inode is None:
             return []
     found: list[tuple[int, int]] = []
     for entry in os.listdir("/proc"):
@@ -474,6 +484,7 @@ class RealRunner:
 
 
 __all__ = [
+    "NETNS_DIR",
     "QUERIES",
     "AddrAdd",
     "Command",
@@ -500,6 +511,7 @@ __all__ = [
     "WriteFile",
     "check_host",
     "netns_argv",
+    "netns_inode",
     "pids_in_netns",
     "process_start_time",
 ]
