@@ -134,3 +134,107 @@ def test_mesh_diagnose_help() -> None:
 
     r = CliRunner().invoke(diagnose_cmd, ["--help"])
     assert r.exit_code == 0 and "pitfalls" in r.output
+
+
+TLS_SE = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: default}
+spec:
+  hosts: [api.example.com]
+  resolution: DNS
+  ports: [{number: 443, name: tls, protocol: TLS}]
+"""
+
+
+@pytest.mark.parametrize(("argv", "cluster"), [
+    (["--sni", "api.example.com"], "outbound|443||api.example.com"),
+    (["--host", "api.example.com"], "outbound|443||api.example.com"),  # --sni defaults to --host
+    (["--host", "api.example.com", "--sni", "other.example.org"], "PassthroughCluster"),  # --sni wins
+])
+def test_mesh_hop_sni_option_picks_the_tls_chain(tmp_path: Path, argv: list[str], cluster: str) -> None:
+    p = tmp_path / "se.yaml"
+    p.write_text(TLS_SE)
+    r = CliRunner().invoke(cli, ["mesh", "hop", "--config", str(p), "--proxy-ip", "10.1.1.1", "--dst",
+                                 "93.184.216.34:443", "--send", "tls", *argv, "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["cluster"] == cluster
+
+
+PODS = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: one, namespace: default, labels: {app: one}}
+spec: {containers: [{name: app, ports: [{containerPort: 8080}]}]}
+status: {podIP: 10.1.1.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: two, namespace: default, labels: {app: two}}
+spec: {containers: [{name: app, ports: [{containerPort: 9090}]}]}
+status: {podIP: 10.1.1.2}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: two, namespace: default}
+spec:
+  clusterIP: 10.0.0.2
+  selector: {app: two}
+  ports: [{name: tcp, port: 9090}]
+"""
+
+
+def test_mesh_listeners_name_picks_the_pod_from_the_file(tmp_path: Path) -> None:
+    p = tmp_path / "pods.yaml"
+    p.write_text(PODS)
+    base = ["mesh", "clusters", "--pod", str(p), "--config", str(p), "--format", "json"]
+    first = CliRunner().invoke(cli, base)
+    two = CliRunner().invoke(cli, [*base, "--name", "two"])
+    assert first.exit_code == 0 and two.exit_code == 0, (first.output, two.output)
+    assert "inbound|9090||" not in first.stdout  # the first pod ("one") is not behind Service two
+    assert "inbound|9090||" in two.stdout
+
+
+def test_mesh_pod_name_not_in_file_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "pods.yaml"
+    p.write_text(PODS)
+    with pytest.raises(SystemExit) as e:
+        main(["diagnose", "--pod", str(p), "--name", "three", "--config", str(p)])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == f"Error: {p}: no Pod or workload named three found"
+
+
+def test_mesh_hop_labels_and_path_reach_the_decision(tmp_path: Path) -> None:
+    p = tmp_path / "vs.yaml"
+    p.write_text("""\
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec: {clusterIP: 10.0.0.3, ports: [{name: http, port: 80}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: default}
+spec:
+  hosts: [web]
+  http:
+  - match: [{uri: {prefix: /api}}]
+    route: [{destination: {host: web, port: {number: 81}}}]
+  - route: [{destination: {host: web}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: only-kube, namespace: default}
+spec:
+  workloadSelector: {labels: {app: locked}}
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+""")
+    base = ["mesh", "hop", "--config", str(p), "--proxy-ip", "10.1.1.1", "--namespace", "default", "--format", "json"]
+    http = [*base, "--dst", "10.0.0.3:80", "--send", "http", "--host", "web"]
+    api = json.loads(CliRunner().invoke(cli, [*http, "--path", "/api/x"]).stdout)
+    root = json.loads(CliRunner().invoke(cli, http).stdout)
+    assert (api["cluster"], root["cluster"]) == ("outbound|81||web.default.svc.cluster.local",
+                                                 "outbound|80||web.default.svc.cluster.local")
+    free = json.loads(CliRunner().invoke(cli, [*base, "--dst", "1.2.3.4:5000"]).stdout)
+    locked = json.loads(CliRunner().invoke(cli, [*base, "--dst", "1.2.3.4:5000", "--labels", "app=locked"]).stdout)
+    assert (free["verdict"], locked["verdict"]) == ("passthrough", "blackhole")
