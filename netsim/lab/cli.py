@@ -61,30 +61,25 @@ def up_cmd(pod_file: str, name: str | None, services_flag: bool, services: tuple
     """
     if services and not services_flag:
         raise click.UsageError(f"unexpected argument {services[0]!r}: Services files go after --services")
-    import importlib.util
-
     from netsim.lab.control import up
     from netsim.lab.inputs import lab_spec
 
     runner = _runner()
-    agent = importlib.util.find_spec("netsim.dns.server") is not None
     spec = lab_spec(pod_file, name=name, services=services, upstreams=upstreams, namespace=namespace,
-                    app_uid=app_uid, istio_version=istio_version, dns_agent=agent)
+                    app_uid=app_uid, istio_version=istio_version)
     result = up(runner, spec)
     if result.note:
         click.echo(result.note)
     if not result.changed:
         click.echo(f"lab {spec.name} is already up; nothing changed")
         return
-    if spec.dns is None:
-        click.echo("warning: netsim.dns.server is not installed: no DNS agent on port 15053", err=True)
     pods = ", ".join(str(i.ip) for i in spec.pod_ips)
     nodes = ", ".join(str(i.ip) for i in spec.node_ips)
     from netsim.lab.state import run_dir
 
     click.echo(f"lab {spec.name} up: pod netns {spec.name} ({pods}), node netns {spec.node} ({nodes}); "
                f"listeners {spec.proxy_port}, {spec.inbound_port}"
-               + (f", DNS agent {spec.dns_port}" if spec.dns else "") + f"; logs in {run_dir(spec.name)}")
+               f", DNS agent {spec.dns_port}; logs in {run_dir(spec.name)}")
 
 
 @lab_group.command("exec", context_settings={"ignore_unknown_options": True})

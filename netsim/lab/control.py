@@ -93,7 +93,7 @@ class LabSpec:
     inbound_port: int = 15006
     dns_port: int = 15053
     tproxy: bool = False
-    dns: DnsAgent | None = field(default_factory=DnsAgent)  # None: no agent (DNS server not available)
+    dns: DnsAgent = field(default_factory=DnsAgent)
     listener_argv: tuple[str, ...] = (sys.executable, "-m", "netsim.lab.listeners")
 
     @property
@@ -103,7 +103,7 @@ class LabSpec:
     @property
     def digest(self) -> str:
         """Identity of the inputs (not of the interpreter path): the same pod and files give the same digest."""
-        basis = replace(self, listener_argv=(), dns=replace(self.dns, argv_prefix=()) if self.dns else None)
+        basis = replace(self, listener_argv=(), dns=replace(self.dns, argv_prefix=()))
         return hashlib.sha256(repr(basis).encode()).hexdigest()[:16]
 
     def resolv_conf(self) -> str:
@@ -144,19 +144,16 @@ def listener_roles(spec: LabSpec) -> tuple[tuple[str, tuple[str, ...], int | Non
     15006 listener, which needs IP_TRANSPARENT.
     """
     ipv6 = any(i.version == 6 for i in spec.pod_ips)
-    out: list[tuple[str, tuple[str, ...], int | None, int]] = []
-    if spec.dns is not None:
-        listen = [f"127.0.0.1:{spec.dns_port}"] + ([f"[::1]:{spec.dns_port}"] if ipv6 else [])
-        argv = [*spec.dns.argv_prefix, "--namespace", spec.dns.namespace]
-        for cfg in spec.dns.configs or (no_services_file(spec.name),):
-            argv += ["--config", str(cfg)]
-        for addr in listen:
-            argv += ["--listen", addr]
-        upstreams = spec.dns.upstreams or tuple(
-            f"[{a}]:53" if a.version == 6 else f"{a}:53" for a in spec.cluster_dns)
-        for up in upstreams:
-            argv += ["--upstream", up]
-        out.append(("dns", tuple(argv), spec.proxy_uid, spec.dns_port))
+    listen = [f"127.0.0.1:{spec.dns_port}"] + ([f"[::1]:{spec.dns_port}"] if ipv6 else [])
+    argv = [*spec.dns.argv_prefix, "--namespace", spec.dns.namespace]
+    for cfg in spec.dns.configs or (no_services_file(spec.name),):
+        argv += ["--config", str(cfg)]
+    for addr in listen:
+        argv += ["--listen", addr]
+    upstreams = spec.dns.upstreams or tuple(f"[{a}]:53" if a.version == 6 else f"{a}:53" for a in spec.cluster_dns)
+    for up in upstreams:
+        argv += ["--upstream", up]
+    out: list[tuple[str, tuple[str, ...], int | None, int]] = [("dns", tuple(argv), spec.proxy_uid, spec.dns_port)]
     for role, port, upstream in (("outbound", spec.proxy_port, "original"), ("inbound", spec.inbound_port, "app")):
         transparent = spec.tproxy and role == "inbound"
         argv = [*spec.listener_argv, "--port", str(port), "--dial", upstream]
@@ -196,7 +193,7 @@ def up_plan(spec: LabSpec) -> tuple[Step, ...]:
     ]
     if spec.rules_v6 is not None:
         steps.append(Step(Restore(pod, Family.IPV6, spec.rules_v6)))
-    if spec.dns is not None and not spec.dns.configs:
+    if not spec.dns.configs:
         empty = no_services_file(pod)
         steps.append(Step(WriteFile(empty, NO_SERVICES), (st.File(str(empty)),)))
     for role, argv, uid, _port in listener_roles(spec):
@@ -279,7 +276,6 @@ def _info(spec: LabSpec) -> dict[str, Any]:
         "proxy_uid": spec.proxy_uid,
         "proxy_gid": spec.proxy_gid,
         "ports": {"outbound": spec.proxy_port, "inbound": spec.inbound_port, "dns": spec.dns_port},
-        "dns_agent": spec.dns is not None,
         "tproxy_port": spec.inbound_port if spec.tproxy else 0,
         "fwmark_routes": sorted({(c.fwmark, c.table) for c in spec.pod_routes
                                  if isinstance(c, RuleAdd) and c.family is Family.IPV4}),

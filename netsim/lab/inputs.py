@@ -64,7 +64,7 @@ def _digest(path: Path) -> str:
 
 def lab_spec(pod_file: str, *, name: str | None = None, services: Sequence[str] = (),
              upstreams: Sequence[str] = (), namespace: str = "default", app_uid: int = 1000,
-             istio_version: str | None = None, dns_agent: bool = True) -> LabSpec:
+             istio_version: str | None = None) -> LabSpec:
     """Compile ``pod_file`` as ``netsim compile --pod`` does and lay out the lab around it.
 
     Raises NetsimError (one line, naming file and field) when the pod does not compile, and LabError when
@@ -96,7 +96,7 @@ def lab_spec(pod_file: str, *, name: str | None = None, services: Sequence[str] 
         raise LabError(f'lab name "{lab_name}": use 1-{MAX_NAME} letters, digits, "-" or "_" (give --name)')
     config_paths = tuple(p.resolve() for p in expand_paths(services))
     agent = DnsAgent(configs=config_paths, namespace=namespace, upstreams=tuple(upstreams),
-                     digests=tuple(_digest(p) for p in config_paths)) if dns_agent else None
+                     digests=tuple(_digest(p) for p in config_paths))
     cluster_dns: tuple[Address, ...] = dns
     return LabSpec(
         name=lab_name,

@@ -146,15 +146,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         assert_nothing_left(name, pids + [p.pid for p in helpers])
 
 
-def need_dns_agent() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("netsim.dns.server") is None:
-        pytest.skip("the DNS agent (netsim.dns.server) has not landed yet: the lab runs without it")
-
-
 def test_getent_of_a_serviceentry_host_returns_its_auto_allocated_address(lab: dict[str, Any]) -> None:
-    need_dns_agent()
     out = netsim("lab", "exec", lab["name"], "--", "getent", "hosts", "se.example.com").stdout
     assert re.match(r"240\.240\.\d+\.\d+\s+se\.example\.com", out), out
 
@@ -165,7 +157,6 @@ def test_exec_runs_as_the_app_uid(lab: dict[str, Any]) -> None:
 
 
 def test_an_unknown_name_is_forwarded_to_the_upstream_on_the_node_side(lab: dict[str, Any]) -> None:
-    need_dns_agent()
     out = netsim("lab", "exec", lab["name"], "--", "getent", "hosts", "upstream.test").stdout
     assert out.split()[0] == "192.0.2.7", out
     # dnsmasq saw the query come from the pod's address: the agent (uid 1337) forwarded it uncaptured
@@ -209,10 +200,6 @@ def test_status_shows_live_counters_and_recent_connections(lab: dict[str, Any]) 
 
 
 def test_verify_reports_full_agreement(lab: dict[str, Any]) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("netsim.netfilter.engine") is None:
-        pytest.skip("netsim's trace engine (netsim.netfilter.engine) has not landed yet")
     done = netsim("lab", "verify", lab["name"], "--probes", "30", "--seed", "5", check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"agreement: 30/30 probes", done.stdout), done.stdout
@@ -330,12 +317,9 @@ def test_a_dual_stack_tproxy_pod_gets_policy_routing_and_a_transparent_15006(tmp
             want = f"[{dst}]:8080" if ":" in dst else f"{dst}:8080"
             rec = wait_record(run_dir(name) / "listener-15006.log", lambda r, w=want: r.get("original_dst") == w)
             assert rec["local"] == want  # TPROXY rewrites nothing: the accepted socket's own address is the answer
-        import importlib.util
-
-        if importlib.util.find_spec("netsim.netfilter.engine") is not None:
-            done = netsim("lab", "verify", name, "--probes", "40", check=False)  # 40 per family
-            assert done.returncode == 0 and "agreement: 80/80 probes" in done.stdout, done.stdout + done.stderr
-            assert "IPv4 40/40" in done.stdout and "IPv6 40/40" in done.stdout
+        done = netsim("lab", "verify", name, "--probes", "40", check=False)  # 40 per family
+        assert done.returncode == 0 and "agreement: 80/80 probes" in done.stdout, done.stdout + done.stderr
+        assert "IPv4 40/40" in done.stdout and "IPv6 40/40" in done.stdout
     finally:
         if app is not None:
             app.kill()
