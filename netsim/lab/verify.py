@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_interface, ip_network
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netsim.errors import LabError
 from netsim.lab import state as st
@@ -43,6 +43,9 @@ from netsim.lab.kerneltrace import (
     parse_nft_monitor,
 )
 from netsim.lab.runner import Exec, Kill, RemovePath, Runner, Spawn
+
+if TYPE_CHECKING:
+    from netsim.netfilter.packet import Packet
 
 # Probe source ports: below the ephemeral range (32768-60999), so the listeners' and the agent's own
 # dials are never selected by the TRACE rules; probe destination ports avoid the range, so replies
@@ -109,8 +112,21 @@ class Probe:
         return f"{self.proto} {src}:{self.sport} -> {dst}:{self.dport} ({who})"
 
     def wire(self) -> dict[str, object]:
+        """The probe as ``python -m netsim.lab.probe`` reads it."""
         return {"proto": self.proto, "family": self.version, "src": self.src, "sport": self.sport,
                 "dst": self.dst, "dport": self.dport, "uid": self.uid, "gid": self.gid}
+
+    def packet(self) -> Packet:
+        """The probe's first packet as netsim's tracer takes it: an inbound one arrives on ``eth0``, any other
+        leaves a local socket of the probe's uid/gid."""
+        from netsim.netfilter.model import Family
+        from netsim.netfilter.packet import Origin, Packet, Proto, Socket
+
+        return Packet(family=Family(self.version), proto=Proto.parse(self.proto), src=ip_address(self.src),
+                      dst=ip_address(self.dst), sport=self.sport, dport=self.dport,
+                      origin=Origin.ARRIVING if self.inbound else Origin.LOCAL,
+                      in_iface="eth0" if self.inbound else None,
+                      socket=None if self.inbound else Socket(uid=self.uid, gid=self.gid))
 
 
 def _rule_addresses(rules_text: str, version: int) -> list[str]:
@@ -266,7 +282,7 @@ def netsim_lines(rules_dump: str, bases: set[tuple[str, str]], info: dict[str, A
     (IPv6: each line's head only, as :func:`parse_nft_monitor` gives the kernel's)."""
     from netsim.netfilter.engine import compile_ruleset, trace
     from netsim.netfilter.model import Family
-    from netsim.netfilter.packet import FwmarkRoute, Interface, Listener, Netns, Origin, Packet, Proto, Socket
+    from netsim.netfilter.packet import FwmarkRoute, Interface, Listener, Netns, Proto
     from netsim.netfilter.parse import parse_ruleset
     from netsim.netfilter.render_trace import render_xtables
 
@@ -283,11 +299,7 @@ def netsim_lines(rules_dump: str, bases: set[tuple[str, str]], info: dict[str, A
     ns = Netns(interfaces=(lo, eth), default_iface="eth0", listeners=listeners, fwmark_routes=routes)
     out: list[tuple[str, ...]] = []
     for p in probes:
-        packet = Packet(family=family, proto=Proto.parse(p.proto), src=ip_address(p.src), dst=ip_address(p.dst),
-                        sport=p.sport, dport=p.dport, origin=Origin.ARRIVING if p.inbound else Origin.LOCAL,
-                        in_iface="eth0" if p.inbound else None,
-                        socket=None if p.inbound else Socket(uid=p.uid, gid=p.gid))
-        lines = render_xtables(trace(crs, packet, ns, explain=False), return_verdict=RETURN_AS_PRINTED,
+        lines = render_xtables(trace(crs, p.packet(), ns, explain=False), return_verdict=RETURN_AS_PRINTED,
                                packets=False).splitlines()
         out.append(tuple(kernel_view(lines, version)))
     return out

@@ -340,3 +340,16 @@ def test_ipv6_listening_sockets_from_ss() -> None:
     ss = ("tcp LISTEN 0 128 [::]:15006 [::]:*\nudp UNCONN 0 0 [::1]:15053 [::]:*\n"
           "tcp LISTEN 0 128 0.0.0.0:15001 0.0.0.0:*\n")
     assert listeners_from_ss(ss, 6) == [("tcp", None, 15006), ("udp", "::1", 15053)]
+
+
+def test_a_probe_is_the_packet_netsim_traces() -> None:
+    from ipaddress import ip_address
+
+    from netsim.netfilter.packet import Origin, Proto, Socket
+
+    out = Probe(proto="udp", src="fd00::5", sport=21000, dst="fd00::9", dport=53, uid=1337, gid=1000).packet()
+    assert (out.family, out.proto, out.src, out.dport) == (Family.IPV6, Proto.UDP, ip_address("fd00::5"), 53)
+    assert (out.origin, out.in_iface, out.socket) == (Origin.LOCAL, None, Socket(uid=1337, gid=1000))
+    inbound = Probe(proto="tcp", src="10.244.0.1", sport=21001, dst="10.244.0.5", dport=8080, inbound=True).packet()
+    assert (inbound.family, inbound.origin, inbound.in_iface, inbound.socket) == (
+        Family.IPV4, Origin.ARRIVING, "eth0", None)
