@@ -442,6 +442,30 @@ def test_json_format_has_config_rules_per_family_table_chain_and_routes() -> Non
     assert data["planned"][0]["why"]
 
 
+def test_iptables_restore_format_is_an_alias_of_iptables_save() -> None:
+    args = ("--pod", "rules/ipv6/pod.yaml")
+    default = compile_(*args)
+    assert default.code == 0 and default.stdout.startswith("# IPv4: iptables-save\n")
+    assert compile_(*args, "--format", "iptables-restore").stdout == default.stdout
+    assert compile_(*args, "--format", "iptables-save").stdout == default.stdout
+
+
+def test_json_family_keeps_one_family_in_rules_and_plan() -> None:
+    data = json.loads(compile_("--pod", "rules/ipv6/pod.yaml", "--format", "json", "--family", "6").stdout)
+    assert data["families"]["ipv4"] is None and data["families"]["ipv6"]["tables"]
+    assert {p["family"] for p in data["planned"]} == {6}
+    both = json.loads(compile_("--pod", "rules/ipv6/pod.yaml", "--format", "json").stdout)
+    assert {p["family"] for p in both["planned"]} == {4, 6}
+
+
+def test_json_without_capture_says_why_and_has_no_rules() -> None:
+    r = compile_("-b", "*", "--skip-rule-apply", "--format", "json")
+    data = json.loads(r.stdout)
+    assert (r.code, data["capture"], data["config"]) == (0, False, None)
+    assert data["reason"] == "--skip-rule-apply (--skip-rule-apply): istio-iptables generates no rules"
+    assert data["families"] == {"ipv4": None, "ipv6": None} and data["routes"] == data["planned"] == []
+
+
 def test_skip_rule_apply_generates_nothing() -> None:
     r = compile_("-b", "*", "--skip-rule-apply")
     assert (r.code, r.stdout) == (0, "")
