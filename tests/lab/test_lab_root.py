@@ -24,6 +24,9 @@ from typing import Any
 import pytest
 from conftest import require_root
 
+from netsim.lab.runner import netns_argv
+from netsim.lab.state import run_dir
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "lab" / "example"
 POD_IP, NODE_IP, CLUSTER_DNS, CLUSTER_IP = "10.244.0.5", "10.244.0.1", "10.96.0.10", "10.96.0.20"
@@ -59,8 +62,7 @@ def netsim(*args: str, check: bool = True, env: dict[str, str] | None = None,
 
 
 def in_ns(ns: str, *argv: str, uid: int | None = None) -> list[str]:
-    creds = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"] if uid is not None else []
-    return ["ip", "netns", "exec", ns, *creds, *argv]
+    return netns_argv(ns, argv, uid, uid)
 
 
 def wait_listening(ns: str, port: int, udp: bool = False, timeout: float = 10) -> None:
@@ -86,10 +88,6 @@ def wait_record(path: Path, pred: Any, timeout: float = 10) -> dict[str, Any]:
                 return r
         time.sleep(0.05)
     raise AssertionError(f"no matching record in {path}:\n{path.read_text()}")
-
-
-def run_dir(name: str) -> Path:
-    return Path(os.environ.get("NETSIM_LAB_RUN_DIR", "/run/netsim/lab")) / name
 
 
 def assert_nothing_left(name: str, pids: list[int]) -> None:
