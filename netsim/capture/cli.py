@@ -3,8 +3,9 @@
 Owns: the click command: one option per istio-iptables option (long and short names, from
 ``netsim.spec.flags.OPTIONS``), netsim's pod-network options, click types that call the spec's
 validators, and choosing the renderer for ``--format``. Never does: decide an option's value
-(``netsim.spec.resolve``), build rules (``netsim.capture``), or import anything heavy: everything
-past click and the option table is imported inside the command, so ``netsim compile`` starts fast.
+(``netsim.spec.resolve``), build rules (``netsim.capture``), or import anything heavy: it needs only
+netsim's pure core (PyYAML is loaded by ``netsim.k8s`` when a manifest is read), so ``netsim compile``
+starts fast.
 
 JSON schema (``--format json``, ``"schema": "netsim.compile/v1"``)::
 
@@ -20,17 +21,35 @@ JSON schema (``--format json``, ``"schema": "netsim.compile/v1"``)::
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import json
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-from netsim.errors import SpecError
-from netsim.spec.flags import OPTIONS, Kind, OptionSpec, check_value, parse_bool, parse_dns_servers
-
-if TYPE_CHECKING:
-    from netsim.capture.compiled import Compiled
-    from netsim.spec.resolve import Resolution
+from netsim.capture.compiled import Compiled, compile_config
+from netsim.capture.dryrun import dry_run
+from netsim.capture.nft import render_nft
+from netsim.errors import RulesetError, SpecError
+from netsim.netfilter.matches import Names
+from netsim.netfilter.model import Ruleset
+from netsim.netfilter.render import render_rule, render_save
+from netsim.spec.explain import explain as make_report
+from netsim.spec.explain import render_json, render_text
+from netsim.spec.flags import (
+    OPTIONS,
+    Kind,
+    OptionSpec,
+    check_value,
+    is_ip,
+    parse_bool,
+    parse_dns_servers,
+)
+from netsim.spec.pod import load_pod
+from netsim.spec.resolve import PodNetwork, Resolution, resolve
+from netsim.spec.versions import parse_version, profile_for
 
 FORMATS = ("iptables-save", "iptables-restore", "istio-dry-run", "nft", "json")
 
@@ -92,8 +111,6 @@ class IstioVersion(click.ParamType[str]):
     name = "VERSION"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        from netsim.spec.versions import parse_version
-
         try:
             parse_version(str(value))
         except SpecError as e:
@@ -105,14 +122,10 @@ class IpList(click.ParamType[tuple[str, ...]]):
     name = "IP[,IP]"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, ...]:
-        from ipaddress import ip_address
-
         items = tuple(i for i in str(value).split(",") if i)
         for item in items:
-            try:
-                ip_address(item)
-            except ValueError:
-                raise _BadValue(f'"{item}": not an IP address', param=param) from None
+            if not is_ip(item):
+                raise _BadValue(f'"{item}": not an IP address', param=param)
         return items
 
 
@@ -204,10 +217,6 @@ def compile_cmd(pod_file: str | None, pod_name: str | None, istio_version: str |
       netsim compile -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -b '*' -d 15090,15021,15020
       netsim compile --pod pod.yaml --explain
     """
-    from netsim.spec.pod import load_pod
-    from netsim.spec.resolve import PodNetwork, resolve
-    from netsim.spec.versions import profile_for
-
     flags = {key.replace("_", "-"): value for key, value in istio.items() if value is not None}
     profile = profile_for(istio_version)
     pod = load_pod(pod_file, name=pod_name) if pod_file is not None else None
@@ -219,9 +228,6 @@ def compile_cmd(pod_file: str | None, pod_name: str | None, istio_version: str |
     res = resolve(flags=flags, env=os.environ, net=net, pod=pod, profile=profile,
                   profile_given=istio_version is not None)
     if explain:
-        from netsim.spec.explain import explain as make_report
-        from netsim.spec.explain import render_json, render_text
-
         report = make_report(res)
         click.echo(render_json(report) if fmt == "json" else render_text(report), nl=False)
         return
@@ -256,8 +262,6 @@ def render(res: Resolution, fmt: str, family: str = "all",
     requested family has no rules. Without capture, text formats are empty (a note goes to stderr)."""
     if res.config is None:
         if fmt == "json":
-            import json
-
             return json.dumps({"schema": "netsim.compile/v1", "capture": False, "reason": res.no_capture_reason,
                                "config": None, "families": {"ipv4": None, "ipv6": None}, "routes": [],
                                "planned": []}, indent=2) + "\n"
@@ -268,22 +272,13 @@ def render(res: Resolution, fmt: str, family: str = "all",
         why = "it records the whole run" if fmt == "istio-dry-run" else "one inet table holds both families"
         raise SpecError(f"option --family {family}: not available with --format {fmt} ({why})")
     if fmt == "istio-dry-run":
-        from netsim.capture.dryrun import dry_run
-
         return dry_run(config)
     if fmt == "nft":
-        from netsim.capture.nft import render_nft
-
         return render_nft(config)
-    from netsim.capture.compiled import compile_config
-    from netsim.netfilter.matches import Names
-
     if family == "6" and not config.enable_ipv6:
         origin = res.winner("ENABLE_INBOUND_IPV6").origin
         raise SpecError(f"option --family 6: this pod gets no ip6tables rules (IPv6 is off: {origin})")
     names = Names(system=True) if groups is None else Names(groups=(("root", 0), *groups))
-    from netsim.errors import RulesetError
-
     try:
         compiled = compile_config(config, names=names)
     except RulesetError as e:
@@ -294,8 +289,6 @@ def render(res: Resolution, fmt: str, family: str = "all",
                         "or use numeric GIDs)") from None
     if fmt == "json":
         return _json(compiled, res, family)
-    from netsim.netfilter.render import render_save
-
     if family == "4" or compiled.ruleset_v6 is None:
         return render_save(compiled.ruleset_v4)
     if family == "6":
@@ -305,13 +298,6 @@ def render(res: Resolution, fmt: str, family: str = "all",
 
 
 def _json(compiled: Compiled, res: Resolution, family: str) -> str:
-    import dataclasses
-    import enum
-    import json
-
-    from netsim.netfilter.model import Ruleset
-    from netsim.netfilter.render import render_rule
-
     def value(v: Any) -> Any:
         if isinstance(v, enum.Enum):
             return v.value
