@@ -1,6 +1,7 @@
 """The lab VM's files: the provisioning script (bash -n, shellcheck) and the Vagrantfile (ruby -c,
-vagrant validate --ignore-provider, with and without a mirrored box). No VM and no hypervisor needed;
-each check is skipped, with the reason, only when its tool is not installed."""
+vagrant validate --ignore-provider, with and without a mirrored box); and the ``dev`` and ``.ci/run``
+scripts (shellcheck). No VM and no hypervisor needed; each check is skipped, with the reason, only when its
+tool is not installed."""
 
 from __future__ import annotations
 
@@ -36,6 +37,17 @@ def test_provision_script_passes_shellcheck() -> None:
 def test_provision_script_refuses_an_unknown_step() -> None:
     done = subprocess.run(["bash", str(PROVISION), "bogus"], capture_output=True, text=True, check=False)
     assert (done.returncode, done.stderr) == (64, "usage: provision.sh install | example\n")
+
+
+@pytest.mark.parametrize("script", ["dev", ".ci/run"])
+def test_dev_scripts_pass_shellcheck(script: str) -> None:
+    done = subprocess.run([need("shellcheck"), str(REPO / script)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout
+
+
+def test_dev_refuses_an_unknown_step() -> None:
+    done = subprocess.run([str(REPO / "dev"), "bogus"], capture_output=True, text=True, check=False)
+    assert done.returncode == 64 and done.stderr.endswith("usage: ./dev example | test [pytest args] | setup\n")
 
 
 def test_vagrantfile_is_ruby() -> None:
