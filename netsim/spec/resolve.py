@@ -63,12 +63,6 @@ class Resolution:
         """The options mapping handed to ``config_from_options``."""
         return {e.setting.key: e.setting.value for e in self.effective}
 
-    def value(self, key: str) -> str:
-        for e in self.effective:
-            if e.setting.key == key:
-                return e.setting.value
-        raise KeyError(key)
-
     def winner(self, key: str) -> Setting:
         for e in self.effective:
             if e.setting.key == key:
