@@ -152,9 +152,7 @@ def load_pod(path: str, *, name: str | None = None, text: str | None = None) -> 
     seen: list[str] = []
     for label, obj in objects:
         kind = obj.get("kind")
-        meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-        obj_name = str(meta.get("name", "")) if isinstance(meta, dict) else ""
-        seen.append(f"{kind} {obj_name}".strip() if kind else "an object without kind")
+        seen.append(f"{kind} {_name_of(obj)}".strip() if kind else "an object without kind")
         if isinstance(kind, str) and kind in POD_TEMPLATE_PATHS:
             candidates.append((label, obj))
     if not candidates:
