@@ -132,33 +132,23 @@ def _pod_options(command: _F) -> _F:
 def _pod_proxy(configs: tuple[str, ...], pod_file: str, pod_name: str | None, mesh_config: str | None,
                istio_version: str | None) -> Any:
     """The sidecar index of the pod in ``pod_file`` (and the pod), the configs' errors printed as warnings."""
+    from dataclasses import replace
+
     from netsim.mesh.build import build_index
     from netsim.mesh.files import read_config
-    from netsim.mesh.proxy import proxy_for_pod
+    from netsim.mesh.proxy import pick_pod, proxy_for_pod, with_pods
 
     objects, mesh, profile = _load(configs, mesh_config, istio_version)
     pod_objs = read_config([pod_file])
-    pods = [p for p in pod_objs.pods if pod_name is None or p.name == pod_name]
-    if not pods:
+    pod = pick_pod(pod_objs.pods, pod_name)
+    if pod is None:
         raise NetsimError(f"no Pod or workload{' named ' + pod_name if pod_name else ''} found", where=pod_file)
-    pods.sort(key=lambda p: p.kind != "Pod")
-    pod = pods[0]
     # the pod file's own objects count too (a pod next to its Service is common)
     if pod_file not in configs:
-        objects = _merge(objects, pod_objs)
+        objects = replace(with_pods(objects, pod_objs), errors=objects.errors + pod_objs.errors)
     index = build_index(objects, proxy_for_pod(objects, mesh, pod), profile, mesh)
     _warn_errors((*objects.errors, *index.errors))
     return index, pod
-
-
-def _merge(a: Any, b: Any) -> Any:
-    from dataclasses import replace
-
-    seen = {(p.namespace, p.name, p.kind) for p in a.pods}
-    extra = tuple(p for p in b.pods if (p.namespace, p.name, p.kind) not in seen)
-    return replace(a, pods=a.pods + extra, errors=a.errors + b.errors)
-
-
 
 
 @mesh_group.command("listeners")

@@ -48,7 +48,7 @@ def load_index(configs: Iterable[str | Path], *, pod_file: str | None = None, po
     from dataclasses import replace
 
     from netsim.mesh.build import build_index
-    from netsim.mesh.proxy import make_proxy
+    from netsim.mesh.proxy import PLACEHOLDER_IP, make_proxy, pick_pod, with_pods
     from netsim.mesh.versions import mesh_profile
 
     profile = mesh_profile(istio_version)
@@ -57,15 +57,12 @@ def load_index(configs: Iterable[str | Path], *, pod_file: str | None = None, po
     pod = None
     if pod_file is not None:
         extra = read_config([pod_file])
-        pods = sorted(extra.pods, key=lambda p: p.kind != "Pod")
-        if pods:
-            pod = pods[0]
+        pod = pick_pod(extra.pods)
+        if pod is not None:
             if pod_ips:
                 pod = replace(pod, ips=pod_ips)
-            known = {(p.namespace, p.name, p.kind) for p in objects.pods}
-            objects = replace(objects, pods=objects.pods + tuple(
-                p for p in extra.pods if (p.namespace, p.name, p.kind) not in known))
-    ips = pod_ips or (pod.ips if pod is not None and pod.ips else ("10.255.255.254",))
+            objects = with_pods(objects, extra)
+    ips = pod_ips or (pod.ips if pod is not None and pod.ips else (PLACEHOLDER_IP,))
     proxy = make_proxy(objects, mesh, ips=ips, namespace=namespace or (pod.namespace if pod else None),
                        labels=labels if labels is not None else (pod.labels if pod else None), pod=pod)
     return build_index(objects, proxy, profile, mesh)

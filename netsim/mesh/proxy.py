@@ -2,7 +2,8 @@
 
 Owns: :func:`make_proxy` (finds the proxy's pod among the Pods read, takes its labels when none are
 given, and reads DNS capture / auto-allocation from the mesh config's ``defaultConfig.proxyMetadata``
-overlaid by the pod's ``proxy.istio.io/config`` annotation) and :func:`proxy_for_pod`.
+overlaid by the pod's ``proxy.istio.io/config`` annotation), :func:`proxy_for_pod`, and picking the
+pod of a ``--pod`` file (:func:`pick_pod`, :func:`with_pods`).
 
 Never does: IO, or build listeners.
 """
@@ -10,6 +11,7 @@ Never does: IO, or build listeners.
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 from netsim.errors import SpecError
 from netsim.mesh.model import Labels, MeshConfig, MeshObjects, PodInfo, Proxy
@@ -37,10 +39,28 @@ def make_proxy(objects: MeshObjects, mesh: MeshConfig, *, ips: tuple[str, ...], 
                  dns_capture=truthy(md.get(DNS_CAPTURE)), dns_auto_allocate=truthy(md.get(DNS_AUTO_ALLOCATE)))
 
 
+# the sidecar IP assumed for a workload template (it has no status) or a pod without an IP
+PLACEHOLDER_IP = "10.255.255.254"
+
+
 def proxy_for_pod(objects: MeshObjects, mesh: MeshConfig, pod: PodInfo) -> Proxy:
     """The sidecar of ``pod`` (a Pod with an IP, or a workload template: then a placeholder IP)."""
-    ips = pod.ips or ("10.255.255.254",)
+    ips = pod.ips or (PLACEHOLDER_IP,)
     return make_proxy(objects, mesh, ips=ips, namespace=pod.namespace, labels=pod.labels, pod=pod)
+
+
+def pick_pod(pods: tuple[PodInfo, ...], name: str | None = None) -> PodInfo | None:
+    """The pod a ``--pod`` file means: the first Pod named ``name`` (any name when None), else the
+    first workload of that name."""
+    named = [p for p in pods if name is None or p.name == name]
+    return min(named, key=lambda p: p.kind != "Pod", default=None)
+
+
+def with_pods(objects: MeshObjects, extra: MeshObjects) -> MeshObjects:
+    """``objects`` plus the pods of ``extra`` it does not already hold (a pod file next to its Service)."""
+    known = {(p.namespace, p.name, p.kind) for p in objects.pods}
+    return replace(objects, pods=objects.pods + tuple(p for p in extra.pods
+                                                      if (p.namespace, p.name, p.kind) not in known))
 
 
 def parse_labels(text: str | None) -> Labels | None:
@@ -58,4 +78,4 @@ def parse_labels(text: str | None) -> Labels | None:
     return tuple(out)
 
 
-__all__ = ["make_proxy", "parse_labels", "proxy_for_pod"]
+__all__ = ["PLACEHOLDER_IP", "make_proxy", "parse_labels", "pick_pod", "proxy_for_pod", "with_pods"]
