@@ -127,6 +127,17 @@ def _port(obj: K8sObject, value: Any, path: str) -> int:
     return value
 
 
+def _direct_status(obj: K8sObject, value: Any, path: str) -> int | None:
+    """A VirtualService directResponse status: 200-599, as Istio's validation (validateHTTPDirectResponse)."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 200 <= value <= 599:
+        raise obj.error(path, f"must be an HTTP status 200-599, got {value!r}")
+    return value
+
+
 def _one_of(obj: K8sObject, value: Any, path: str, choices: tuple[str, ...]) -> str:
     """``value`` upper-cased, if it is one of ``choices`` (an Istio enum field)."""
     v = str(value).upper()
@@ -481,7 +492,7 @@ class _Converter:
             http.append(HTTPRoute(name=str(r.get("name") or ""), matches=tuple(matches), ports=tuple(mports),
                                   destination=dest(_map(obj, routes[0], f"spec.http[{i}].route[0]").get(
                                       "destination"), f"spec.http[{i}].route[0].destination") if routes else None,
-                                  direct_status=int(direct) if direct is not None else None))
+                                  direct_status=_direct_status(obj, direct, f"spec.http[{i}].directResponse.status")))
         l4: dict[str, list[L4Route]] = {"tcp": [], "tls": []}
         for key in ("tcp", "tls"):
             for i, r in enumerate(_list(obj, spec.get(key), f"spec.{key}")):

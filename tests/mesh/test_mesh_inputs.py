@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from netsim.cli import cli, main
 from netsim.mesh.files import read_config, read_mesh_config
-from netsim.mesh.objects import parse_text
+from netsim.mesh.objects import convert, parse_text
 
 BAD = """\
 apiVersion: v1
@@ -238,3 +238,15 @@ spec:
     free = json.loads(CliRunner().invoke(cli, [*base, "--dst", "1.2.3.4:5000"]).stdout)
     locked = json.loads(CliRunner().invoke(cli, [*base, "--dst", "1.2.3.4:5000", "--labels", "app=locked"]).stdout)
     assert (free["verdict"], locked["verdict"]) == ("passthrough", "blackhole")
+
+
+@pytest.mark.parametrize(("status", "shown"), [("abc", "'abc'"), ("700", "700"), ("true", "True")])
+def test_mesh_bad_direct_response_status_is_a_located_error(status: str, shown: str) -> None:
+    text = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v, namespace: default}\n"
+            f"spec:\n  hosts: [a]\n  http:\n  - directResponse: {{status: {status}}}\n")
+    parsed = parse_text(text, "vs.yaml")
+    objects = convert(parsed.objects)
+    assert [str(e) for e in objects.errors] == [
+        "vs.yaml: document 1: VirtualService default/v: spec.http[0].directResponse.status: must be an HTTP status "
+        f"200-599, got {shown}"]
+    assert not objects.virtual_services
