@@ -214,18 +214,28 @@ class ParsedQuery:
         return wire_to_text(self.qname)
 
 
-def _skip_rr(data: bytes, off: int) -> tuple[int, int, int, int]:
-    """Skip one resource record: (offset after, type, class, rdata offset)."""
-    _, off = _read_name(data, off)
+def _read_rr(data: bytes, off: int) -> tuple[bytes, int, int, int, int, int]:
+    """One resource record at ``off``: (uncompressed owner, type, class, TTL, rdata offset, offset after).
+
+    Checks what miekg checks for every record: the header and rdata lie inside the message, and
+    A/AAAA rdata is 4/16 octets.
+    """
+    owner, off = _read_name(data, off)
     if off + 10 > len(data):
         raise DNSWireError("record header runs past the end of the message")
-    rtype, rclass, _ttl, rdlen = _RR_FIXED.unpack_from(data, off)
+    rtype, rclass, ttl, rdlen = _RR_FIXED.unpack_from(data, off)
     rd = off + 10
     end = rd + rdlen
     if end > len(data):
         raise DNSWireError("record data runs past the end of the message")
     if (rtype == QTYPE_A and rdlen != 4) or (rtype == QTYPE_AAAA and rdlen != 16):
         raise DNSWireError("bad address record length")
+    return owner, rtype, rclass, ttl, rd, end
+
+
+def _skip_rr(data: bytes, off: int) -> tuple[int, int, int, int]:
+    """Skip one resource record of a query: (offset after, type, class, rdata offset); EDNS options checked."""
+    _, rtype, rclass, _ttl, rd, end = _read_rr(data, off)
     if rtype == QTYPE_OPT:
         o = rd
         while o < end:
@@ -532,7 +542,7 @@ def resolve(query: bytes, lookup: Lookup | None, *, transport: Transport = Trans
 
     limit = _limit(parsed, transport)
     if lookup is None:
-        return Reply(_servfail_wire(parsed, limit), Outcome.NOT_READY)
+        return Reply(_servfail_wire(parsed), Outcome.NOT_READY)
     if parsed.qtype != QTYPE_A and parsed.qtype != QTYPE_AAAA:
         return _forward(query, parsed, transport, limit)
     key = parsed.qname.lower()
@@ -584,14 +594,7 @@ def _split_rrs(data: bytes, off: int, count: int) -> tuple[list[tuple[bytes, int
     """Records as (uncompressed wire, type, section-relative index); rdata names decompressed."""
     out = []
     for _ in range(count):
-        owner, o = _read_name(data, off)
-        if o + 10 > len(data):
-            raise DNSWireError("record header runs past the end of the message")
-        rtype, rclass, ttl, rdlen = _RR_FIXED.unpack_from(data, o)
-        rd_start = o + 10
-        end = rd_start + rdlen
-        if end > len(data):
-            raise DNSWireError("record data runs past the end of the message")
+        owner, rtype, rclass, ttl, rd_start, end = _read_rr(data, off)
         rdata = _plain_rdata(data, rtype, rd_start, end)
         out.append((owner + _RR_FIXED.pack(rtype, rclass, ttl, len(rdata)) + rdata, rtype, 0))
         off = end
@@ -606,8 +609,6 @@ _NAME_RDATA: dict[int, tuple[int, int]] = {2: (0, 1), 5: (0, 1), 12: (0, 1), 39:
 def _plain_rdata(data: bytes, rtype: int, start: int, end: int) -> bytes:
     layout = _NAME_RDATA.get(rtype)
     if layout is None:
-        if (rtype == QTYPE_A and end - start != 4) or (rtype == QTYPE_AAAA and end - start != 16):
-            raise DNSWireError("bad address record length")
         return data[start:end]
     fixed, names = layout
     out = bytearray(data[start:start + fixed])
@@ -745,21 +746,18 @@ def finish_forward(forward: Forward, reply: bytes) -> bytes | None:
         return None
     try:
         return fit(reply, forward.limit)
-    except DNSWireError:
-        return None
-    except (IndexError, struct.error):
+    except (DNSWireError, IndexError, struct.error):
         return None
 
 
-def _servfail_wire(parsed: ParsedQuery, limit: int) -> bytes:
-    del limit
+def _servfail_wire(parsed: ParsedQuery) -> bytes:
     flags = _reply_flags(parsed.flags, aa=False, rcode=RCODE_SERVFAIL)
     return _header(parsed.id, flags, 1, 0) + parsed.question_wire
 
 
 def servfail(forward: Forward) -> bytes:
     """The reply when every upstream failed: SERVFAIL, AA=0, the question, no records (spec 6)."""
-    return _servfail_wire(forward.parsed, forward.limit)
+    return _servfail_wire(forward.parsed)
 
 
 def make_query(name: str, qtype: int = QTYPE_A, *, qid: int = 0, rd: bool = True,
