@@ -16,9 +16,11 @@ from netsim.lab.control import DnsAgent, LabSpec, down, up, up_plan
 from netsim.lab.runner import (
     AddrAdd,
     Command,
+    Exec,
     Kill,
     KillNamespace,
     LinkUp,
+    Listening,
     NetnsAdd,
     NetnsDel,
     Outcome,
@@ -229,3 +231,81 @@ def test_without_services_the_agent_gets_an_empty_table_file_that_down_removes(r
     assert ("--config", str(empty)) == dns.argv[dns.argv.index("--config"):][:2]
     down(r, "t1")
     assert RemovePath(empty) in r.log and r.files == set()
+
+
+def test_up_upstream_replaces_the_pod_nameservers_as_the_agents_upstream(run_root: Path) -> None:
+    r = RecordingRunner()
+    up(r, spec(dns=DnsAgent(configs=(Path("/x/se.yaml"),), upstreams=("192.0.2.53:5353", "[fd00::53]:53"))))
+    dns = next(c for c in r.log if isinstance(c, Spawn)).argv
+    assert [dns[i + 1] for i, a in enumerate(dns) if a == "--upstream"] == ["192.0.2.53:5353", "[fd00::53]:53"]
+
+
+class NeverListens(RecordingRunner):
+    """Every process starts but never binds; with ``dies``, it is gone at the first look."""
+
+    def __init__(self, dies: bool) -> None:
+        super().__init__()
+        self.dies = dies
+
+    def run(self, command: Command) -> Outcome:
+        if isinstance(command, Listening):
+            if self.dies:
+                self.crash()
+            return Outcome(truth=False)
+        return super().run(command)
+
+
+def test_an_agent_that_exits_during_start_up_fails_up_with_its_last_log_line(run_root: Path) -> None:
+    r = NeverListens(dies=True)
+    log = run_root / "t1" / "dns.log"
+    with pytest.raises(LabError, match=rf"^dns exited during start-up: no log at {log}$"):
+        up(r, spec())
+    assert r.namespaces == {} and r.files == set() and st.load("t1") is None
+
+
+def test_an_agent_that_never_listens_fails_up_naming_its_port_and_log(run_root: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from netsim.lab import control
+
+    monkeypatch.setattr(control, "READY_TIMEOUT_SECONDS", 0.0)
+    r = NeverListens(dies=False)
+    with pytest.raises(LabError, match=rf"^dns did not listen on port 15053 within 0s: see {run_root}/t1/dns.log$"):
+        up(r, spec())
+    assert r.namespaces == {} and r.processes == set() and st.load("t1") is None
+
+
+def test_an_etc_netns_directory_the_lab_did_not_make_is_refused(run_root: Path) -> None:
+    from netsim.lab import control
+
+    (control.ETC_NETNS / "t1").mkdir(parents=True)
+    r = RecordingRunner()
+    with pytest.raises(LabError, match=r"etc-netns/t1 already exists and netsim lab did not create it; choose another"):
+        up(r, spec())
+    assert r.log == [] and (control.ETC_NETNS / "t1").is_dir()
+
+
+def test_a_failing_down_keeps_the_record_and_a_second_down_finishes(run_root: Path) -> None:
+    r = RecordingRunner()
+    up(r, spec())
+    r.fail_on = Kill(1005, 7)
+    with pytest.raises(LabError, match=rf"^lab t1: recorded failure of Kill \(record kept in {run_root}/t1\)$"):
+        down(r, "t1")
+    assert r.namespaces == {}  # everything else was still removed
+    assert st.load("t1") is not None
+    r.fail_on = None
+    assert down(r, "t1") and st.load("t1") is None
+
+
+def test_a_state_file_of_another_version_is_refused(run_root: Path) -> None:
+    (run_root / "t1").mkdir(parents=True)
+    (run_root / "t1" / "state.json").write_text('{"version": 2}')
+    with pytest.raises(LabError, match=r"state.json: state version 2, expected 1$"):
+        st.load("t1")
+
+
+def test_exec_runs_as_the_app_uid_of_up_unless_uid_is_given(run_root: Path) -> None:
+    from netsim.lab.control import exec_argv
+
+    state = up(RecordingRunner(), spec(app_uid=2000)).state
+    assert exec_argv(state, ("id",), None) == Exec(netns="t1", argv=("id",), uid=2000, gid=2000, check=False)
+    assert exec_argv(state, ("id",), 1337) == Exec(netns="t1", argv=("id",), uid=1337, gid=1337, check=False)

@@ -152,6 +152,7 @@ def test_getent_of_a_serviceentry_host_returns_its_auto_allocated_address(lab: d
 def test_exec_runs_as_the_app_uid(lab: dict[str, Any]) -> None:
     assert netsim("lab", "exec", lab["name"], "--", "id", "-u").stdout.strip() == str(APP_UID)
     assert netsim("lab", "exec", lab["name"], "--uid", "1337", "--", "id", "-u").stdout.strip() == "1337"
+    assert netsim("lab", "exec", lab["name"], "--", "sh", "-c", "exit 3", check=False).returncode == 3  # its status
 
 
 def test_an_unknown_name_is_forwarded_to_the_upstream_on_the_node_side(lab: dict[str, Any]) -> None:

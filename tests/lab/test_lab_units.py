@@ -353,3 +353,109 @@ def test_a_probe_is_the_packet_netsim_traces() -> None:
     inbound = Probe(proto="tcp", src="10.244.0.1", sport=21001, dst="10.244.0.5", dport=8080, inbound=True).packet()
     assert (inbound.family, inbound.origin, inbound.in_iface, inbound.socket) == (
         Family.IPV4, Origin.ARRIVING, "eth0", None)
+
+
+def test_up_options_namespace_upstream_app_uid_reach_the_lab() -> None:
+    spec = lab_spec(str(EXAMPLE / "pod.yaml"), namespace="shop", upstreams=["192.0.2.53:53"], app_uid=2000)
+    assert spec.search == ("shop.svc.cluster.local", "svc.cluster.local", "cluster.local")
+    assert "search shop.svc.cluster.local svc.cluster.local cluster.local\n" in spec.resolv_conf()
+    assert (spec.dns.namespace, spec.dns.upstreams, spec.app_uid) == ("shop", ("192.0.2.53:53",), 2000)
+
+
+def test_up_istio_version_compiles_with_that_releases_injector_defaults() -> None:
+    old = lab_spec(str(EXAMPLE / "pod.yaml"), istio_version="1.2").rules_v4
+    now = lab_spec(str(EXAMPLE / "pod.yaml")).rules_v4
+    # 1.2: inbound capture of the containerPorts only (-b = containerPorts), and no DNS capture
+    assert "-A ISTIO_INBOUND -p tcp --dport 8080 -j ISTIO_IN_REDIRECT" in old and "ISTIO_OUTPUT_DNS" not in old
+    assert "-A ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT" in now and "ISTIO_OUTPUT_DNS" in now
+
+
+@pytest.mark.parametrize(("tool", "package"), [("ip", "iproute2"), ("setpriv", "util-linux"),
+                                               ("iptables-save", "iptables")])
+def test_each_missing_tool_names_its_package(tool: str, package: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner_mod.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(runner_mod.shutil, "which", lambda t: None if t == tool else f"/bin/{t}")
+    with pytest.raises(LabError, match=rf"^{tool} not found: install the {package} package$"):
+        runner_mod.check_host()
+
+
+def test_verify_names_a_missing_monitor_and_its_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    from netsim.lab import verify as verify_mod
+    from netsim.lab.runner import RecordingRunner
+    from netsim.lab.state import LabState
+
+    monkeypatch.setattr(verify_mod.shutil, "which", lambda t: None if t == "nft" else f"/bin/{t}")
+    r = RecordingRunner()
+    with pytest.raises(LabError, match=r"^lab verify needs nft: install the nftables package$"):
+        verify_mod.verify(r, LabState(name="x", digest="", info=INFO), probes=5, seed=1)
+    assert r.log == []
+
+
+def test_output_that_is_not_nfts_json_is_one_line() -> None:
+    with pytest.raises(LabError, match=r"^cannot read nft -j output: "):
+        handle_positions("Error: Could not process rule")
+
+
+def test_the_verbose_report_prints_the_agreeing_traces_too() -> None:
+    p = Probe(proto="udp", src="10.244.0.5", sport=21000, dst="10.96.0.10", dport=53, uid=1337, gid=1337)
+    lines = Report("x", 1, (ProbeResult(p, ("TRACE: a",), ("TRACE: a",)),)).lines(verbose=True)
+    assert lines[1:] == ["agree: udp 10.244.0.5:21000 -> 10.96.0.10:53 (uid 1337 gid 1337)", "    TRACE: a",
+                         "agreement: 1/1 probes"]
+    assert Report("x", 1, (ProbeResult(p, ("TRACE: a",), ("TRACE: a",)),)).lines()[1:] == ["agreement: 1/1 probes"]
+
+
+@pytest.mark.parametrize(("flags", "families", "agreed", "code"), [
+    ([], (), True, 0), (["--family", "6"], (6,), True, 0), (["--family", "4", "-v"], (4,), False, 1)])
+def test_verify_cli_passes_family_seed_and_probes_and_exits_1_on_a_difference(
+        flags: list[str], families: tuple[int, ...], agreed: bool, code: int, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], run_root: Path) -> None:
+    from netsim.lab import state as st
+    from netsim.lab import verify as verify_mod
+
+    st.save(st.LabState(name="v", digest=""))
+    monkeypatch.setattr(runner_mod, "check_host", lambda: None)
+    calls: list[tuple[int, int | None, tuple[int, ...]]] = []
+    p = Probe(proto="tcp", src="10.244.0.5", sport=21000, dst="10.96.0.20", dport=80)
+
+    def fake(runner: object, state: st.LabState, *, probes: int, seed: int | None,
+             families: tuple[int, ...]) -> Report:
+        calls.append((probes, seed, families))
+        return Report(state.name, seed or 0, (ProbeResult(p, ("TRACE: a",), ("TRACE: a" if agreed else "TRACE: b",)),))
+
+    monkeypatch.setattr(verify_mod, "verify", fake)
+    got, out, _ = run_cli(["lab", "verify", "v", "--probes", "7", "--seed", "3", *flags], capsys)
+    assert (got, calls) == (code, [(7, 3, families)])
+    assert out.splitlines()[-1] == ("agreement: 1/1 probes" if agreed else "agreement: 0/1 probes (1 differ)")
+    assert ("DIFFER: tcp" in out) is not agreed
+
+
+def test_status_prints_health_processes_counted_rules_and_the_last_connections(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], run_root: Path) -> None:
+    from netsim.lab import cli as lab_cli
+    from netsim.lab.control import LabSpec, up
+    from netsim.lab.runner import RecordingRunner
+
+    r = RecordingRunner(outputs={("iptables-save", "-c"): "*nat\n[3:180] -A OUTPUT -j ISTIO_OUTPUT\nCOMMIT\n"})
+    up(r, LabSpec(name="s1", rules_v4="*nat\nCOMMIT\n"))
+    monkeypatch.setattr(lab_cli, "_runner", lambda: r)
+    log = run_root / "s1" / "listener-15001.log"
+    records = [{"event": "listening"}] + [{"time": f"t{i}", "peer": f"10.244.0.5:{40000 + i}",
+                                           "original_dst": "10.96.0.20:80", "result": "relayed"} for i in range(12)]
+    log.write_text("".join(json.dumps(x) + "\n" for x in records) + "not json\n")
+    code, out, _ = run_cli(["lab", "status", "s1"], capsys)
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == "lab s1: healthy"
+    assert lines[1] == "pod netns s1 10.244.0.5/24; node netns s1-node 10.244.0.1/24"
+    assert f"process listener-15001: pid 1004, log {log}" in lines
+    assert lines[lines.index("--- ipv4 rules [packets:bytes]") + 2] == "[3:180] -A OUTPUT -j ISTIO_OUTPUT"
+    recent = lines[lines.index("--- listener-15001: last 10 connections") + 1:][:10]
+    assert recent[0] == "t2 10.244.0.5:40002 -> 10.96.0.20:80 relayed" and recent[-1].startswith("t11 ")
+    code, out, _ = run_cli(["lab", "status", "s1", "--format", "json"], capsys)
+    status = json.loads(out)
+    assert status["healthy"] and status["rules"]["ipv4"].startswith("*nat\n[3:180]")
+    assert [c["time"] for c in status["connections"]["listener-15001"]] == [f"t{i}" for i in range(2, 12)]
+    assert "rules_v4" not in status["info"]
+    r.crash()
+    code, out, _ = run_cli(["lab", "status", "s1"], capsys)
+    assert out.splitlines()[0] == "lab s1: dns (pid 1003) is not running; listener-15001 (pid 1004) is not running; " \
+                                  "listener-15006 (pid 1005) is not running"
