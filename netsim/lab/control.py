@@ -32,8 +32,10 @@ from netsim.errors import LabError
 from netsim.lab import state as st
 from netsim.lab.runner import (
     AddrAdd,
+    Address,
     Command,
     Exec,
+    Interface,
     LinkUp,
     Listening,
     MakeDir,
@@ -49,8 +51,6 @@ from netsim.lab.runner import (
     VethAdd,
     WriteFile,
 )
-from netsim.lab.runner import Address as Address
-from netsim.lab.runner import Interface as Interface
 from netsim.netfilter.model import Family
 
 ETC_NETNS = Path("/etc/netns")  # ``ip netns exec N`` bind-mounts /etc/netns/N/* over /etc/*

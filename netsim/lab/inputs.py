@@ -17,8 +17,8 @@ from pathlib import Path
 
 from netsim.capture.iptables import RouteCommand
 from netsim.errors import LabError, NetsimError
-from netsim.lab.control import Address, DnsAgent, Interface, LabSpec
-from netsim.lab.runner import AddrAdd, Command, RouteAdd, RuleAdd
+from netsim.lab.control import DnsAgent, LabSpec
+from netsim.lab.runner import AddrAdd, Command, Interface, RouteAdd, RuleAdd
 from netsim.netfilter.model import Family
 
 DEFAULT_POD_IP = "10.244.0.5"
@@ -97,12 +97,11 @@ def lab_spec(pod_file: str, *, name: str | None = None, services: Sequence[str] 
     config_paths = tuple(p.resolve() for p in expand_paths(services))
     agent = DnsAgent(configs=config_paths, namespace=namespace, upstreams=tuple(upstreams),
                      digests=tuple(_digest(p) for p in config_paths))
-    cluster_dns: tuple[Address, ...] = dns
     return LabSpec(
         name=lab_name,
         pod_ips=pod_ips,
         node_ips=tuple(node_interface(i) for i in pod_ips),
-        cluster_dns=cluster_dns,
+        cluster_dns=dns,
         search=(f"{namespace}.svc.cluster.local", "svc.cluster.local", "cluster.local"),
         rules_v4=render_restore(compiled.v4),
         rules_v6=render_restore(compiled.v6) if compiled.v6 is not None else None,
