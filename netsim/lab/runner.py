@@ -202,7 +202,6 @@ class Outcome:
     """What a command gave back: program output, the identity of what was created, or a query's answer."""
 
     stdout: str = ""
-    returncode: int = 0
     pid: int | None = None
     start_time: int | None = None
     inode: int | None = None
@@ -438,7 +437,7 @@ class RealRunner:
             why = (done.stderr.strip() or done.stdout.strip()).splitlines()
             raise LabError(f"{' '.join(c.argv)} in {c.netns} failed ({done.returncode}): "
                            f"{why[-1] if why else 'no output'}")
-        return Outcome(stdout=done.stdout, returncode=done.returncode)
+        return Outcome(stdout=done.stdout)
 
     @staticmethod
     def _spawn(c: Spawn) -> Outcome:
