@@ -59,10 +59,6 @@ class Resolution:
     notes: tuple[str, ...]
     config: CaptureConfig | None
 
-    def options(self) -> dict[str, str]:
-        """The options mapping handed to ``config_from_options``."""
-        return {e.setting.key: e.setting.value for e in self.effective}
-
     def winner(self, key: str) -> Setting:
         for e in self.effective:
             if e.setting.key == key:
@@ -136,12 +132,10 @@ def resolve(*, flags: Mapping[str, str] | None = None, env: Mapping[str, str] | 
     if F.parse_bool(eff["skip-rule-apply"].setting.value):
         capture, reason = False, f"--skip-rule-apply ({eff['skip-rule-apply'].setting.origin}): " \
                                  "istio-iptables generates no rules"
-    effective = tuple(eff.values())
-    res = Resolution(profile=profile, pod=pod, capture=capture, no_capture_reason=reason, effective=effective,
-                     findings=findings, ignored=tuple(ignored), warnings=tuple(warnings), notes=tuple(notes),
-                     config=None)
-    config = config_from_options(res.options()) if capture else None
-    return replace(res, config=config)
+    config = config_from_options(F.to_options(eff)) if capture else None
+    return Resolution(profile=profile, pod=pod, capture=capture, no_capture_reason=reason,
+                      effective=tuple(eff.values()), findings=findings, ignored=tuple(ignored),
+                      warnings=tuple(warnings), notes=tuple(notes), config=config)
 
 
 def _cluster_dns(net: PodNetwork) -> tuple[str, str]:
