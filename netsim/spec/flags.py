@@ -339,7 +339,7 @@ def parse_loopback_cidr(text: str) -> str:
     return text
 
 
-def parse_dns_servers(text: str, version: int) -> tuple[IPv4Address, ...] | tuple[IPv6Address, ...]:
+def parse_dns_servers(text: str, version: int) -> tuple[IPv4Address | IPv6Address, ...]:
     """A comma list of IPv4 (``version`` 4) or IPv6 resolver addresses."""
     out: list[IPv4Address | IPv6Address] = []
     for item in split_list(text):
@@ -350,7 +350,7 @@ def parse_dns_servers(text: str, version: int) -> tuple[IPv4Address, ...] | tupl
         if addr.version != version:
             raise SpecError(f'"{item}": not an IPv{version} address')
         out.append(addr)
-    return tuple(out)  # type: ignore[return-value]
+    return tuple(out)
 
 
 _CHECKS = {
