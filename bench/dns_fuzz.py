@@ -27,74 +27,24 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "tests" / "dns")]
 
-from netsim.dns.resolve import (  # noqa: E402
-    Forward,
-    Reply,
-    Transport,
-    build_lookup,
-    finish_forward,
-    make_query,
-    resolve,
-)
-from netsim.dns.table import NameInfo, NameTable  # noqa: E402
+from dns_fuzzing import LOOKUP, TABLE, packet  # noqa: E402  (shared with tests/dns/test_dns_fuzz.py)
+
+from netsim.dns.resolve import Forward, Reply, Transport, finish_forward, make_query, resolve  # noqa: E402
 
 HOST = "127.0.0.5"
-TABLE = {
-    "productpage.ns1.svc.cluster.local": {"ips": ["9.9.9.9"], "registry": "Kubernetes", "shortname": "productpage",
-                                          "namespace": "ns1"},
-    "multi.example.com": {"ips": [f"10.0.0.{i}" for i in range(1, 60)], "registry": "External"},
-    "*.wild.example": {"ips": ["10.9.9.9", "fd00::9"], "registry": "External"},
-}
-SEEDS = [
-    make_query("productpage.", 1, qid=7),
-    make_query("a.b.wild.example.ns1.svc.cluster.local.", 1, qid=8, edns_size=1232),
-    make_query("multi.example.com.", 1, qid=9),
-    make_query("www.example.org.", 15, qid=10),
-    make_query("Multi.Example.COM.", 28, qid=11, edns_size=4096),
-    struct.pack("!HHHHHH", 1, 0x100, 1, 0, 0, 0) + b"\xc0\x0c\x00\x01\x00\x01",  # label loop
-    struct.pack("!HHHHHH", 1, 0x100, 1, 0, 0, 0) + b"\xc3\xff\x00\x01\x00\x01",  # pointer out of range
-    struct.pack("!HHHHHH", 1, 0x100, 1, 65535, 65535, 65535) + b"\x00\x00\x01\x00\x01",  # huge counts
-]
-
-
-def packet(rng: random.Random) -> bytes:
-    if rng.random() < 0.2:
-        return rng.randbytes(rng.randrange(0, 600))
-    b = bytearray(rng.choice(SEEDS))
-    for _ in range(rng.randrange(0, 7)):
-        op = rng.randrange(5)
-        if op == 0 and b:
-            b[rng.randrange(len(b))] = rng.randrange(256)
-        elif op == 1 and b:
-            del b[rng.randrange(len(b)):]
-        elif op == 2:
-            i = rng.randrange(len(b) + 1)
-            b[i:i] = rng.randbytes(rng.randrange(1, 9))
-        elif op == 3 and len(b) >= 12:
-            i = rng.choice((4, 6, 8, 10))
-            b[i:i + 2] = struct.pack("!H", rng.randrange(65536))
-        elif op == 4 and len(b) > 13:
-            i = rng.randrange(12, len(b) - 1)
-            b[i:i + 2] = struct.pack("!H", 0xC000 | rng.randrange(0x4000))
-    return bytes(b)
 
 
 def phase_core(n: int, seed: int) -> None:
     rng = random.Random(seed)
-    lookup = build_lookup(NameTable({h: NameInfo(ips=tuple(i["ips"]), registry=i["registry"],
-                                                 shortname=str(i.get("shortname", "")),
-                                                 namespace=str(i.get("namespace", "")))
-                                     for h, i in TABLE.items()}),
-                          namespace="ns1", search=("ns1.svc.cluster.local",))
     outcomes: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     t0 = time.perf_counter()
     for i in range(n):
         p = packet(rng)
         try:
-            d = resolve(p, lookup, transport=Transport.TCP if i & 1 else Transport.UDP, rng=lambda: rng.getrandbits(16))
+            d = resolve(p, LOOKUP, transport=Transport.TCP if i & 1 else Transport.UDP, rng=lambda: rng.getrandbits(16))
             if isinstance(d, Reply):
                 outcomes[d.outcome.name] += 1
             elif isinstance(d, Forward):
@@ -143,7 +93,7 @@ def phase_server(n: int, seed: int) -> None:
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
         nt = tmp / "ndsz.json"
-        nt.write_text(json.dumps({"table": TABLE}))
+        nt.write_text(json.dumps({"table": {h: info.proto_dict() for h, info in TABLE.entries.items()}}))
         rc = tmp / "resolv.conf"
         rc.write_text("nameserver 127.0.0.9\nsearch ns1.svc.cluster.local\n")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

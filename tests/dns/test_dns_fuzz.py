@@ -14,85 +14,17 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
+from dns_fuzzing import CRAFTED, LOOKUP, SEEDS, mutate
 from dns_helpers import FakeUpstream, RunningAgent, open_fds
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netsim.dns.resolve import (
-    Drop,
-    Forward,
-    Reply,
-    Transport,
-    build_lookup,
-    finish_forward,
-    fit,
-    make_query,
-    resolve,
-)
-from netsim.dns.table import NameInfo, NameTable
-
-TABLE = NameTable({
-    "productpage.ns1.svc.cluster.local": NameInfo(ips=("9.9.9.9",), registry="Kubernetes", shortname="productpage",
-                                                  namespace="ns1"),
-    "multi.example.com": NameInfo(ips=tuple(f"10.0.0.{i}" for i in range(1, 60)), registry="External"),
-    "*.wild.example": NameInfo(ips=("10.9.9.9", "fd00::9"), registry="External"),
-})
-LOOKUP = build_lookup(TABLE, namespace="ns1", search=("ns1.svc.cluster.local", "svc.cluster.local"))
-SEEDS = [
-    make_query("productpage.", 1, qid=7),
-    make_query("a.b.wild.example.ns1.svc.cluster.local.", 1, qid=8, edns_size=1232),
-    make_query("multi.example.com.", 1, qid=9),
-    make_query("www.example.org.", 15, qid=10),
-    make_query("Multi.Example.COM.", 28, qid=11, edns_size=4096),
-]
-
-
-def _hdr(qd: int, an: int, ns: int, ar: int, flags: int = 0x0100) -> bytes:
-    return struct.pack("!HHHHHH", 0x4242, flags, qd, an, ns, ar)
-
-
-CRAFTED = [
-    b"",
-    b"\x00",
-    _hdr(1, 0, 0, 0)[:11],  # truncated header
-    _hdr(1, 0, 0, 0),  # header only, question missing
-    _hdr(1, 0, 0, 0) + b"\xc0\x0c\x00\x01\x00\x01",  # label loop: pointer to itself
-    _hdr(1, 0, 0, 0) + b"\x01a\xc0\x0c\x00\x01\x00\x01",  # loop through a label
-    _hdr(1, 0, 0, 0) + b"\xc3\xff\x00\x01\x00\x01",  # pointer out of range
-    _hdr(1, 65535, 65535, 65535) + SEEDS[0][12:],  # huge counts
-    _hdr(1, 1, 0, 0) + SEEDS[0][12:] + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x1e\xff\xff",  # rdlength past end
-    _hdr(1, 0, 0, 1) + SEEDS[0][12:] + b"\x00\x00\x29\x10\x00\x00\x00\x00\x00\x00\x08\x00\x08\x00\xff",  # bad opt
-    _hdr(0, 0, 0, 0),  # no question
-    _hdr(2, 0, 0, 0) + SEEDS[0][12:] * 2,
-    _hdr(1, 0, 0, 0, flags=0x8000) + SEEDS[0][12:],  # a response
-    _hdr(1, 0, 0, 0, flags=0x2800) + SEEDS[0][12:],  # opcode UPDATE
-    _hdr(1, 0, 0, 0) + b"\x40abc\x00\x00\x01\x00\x01",  # reserved label type
-    _hdr(1, 0, 0, 0) + (b"\x3f" + b"a" * 63) * 5 + b"\x00\x00\x01\x00\x01",  # name > 255 octets
-    SEEDS[0] + b"trailing garbage",
-    SEEDS[0] * 40,  # > 512 bytes over UDP
-]
+from netsim.dns.resolve import Drop, Forward, Reply, Transport, finish_forward, fit, resolve
 
 
 @st.composite
 def mutated(draw: st.DrawFn) -> bytes:
-    base = bytearray(draw(st.sampled_from(SEEDS + CRAFTED)))
-    for _ in range(draw(st.integers(0, 6))):
-        op = draw(st.sampled_from(["flip", "cut", "insert", "count", "pointer"]))
-        if op == "flip" and base:
-            i = draw(st.integers(0, len(base) - 1))
-            base[i] = draw(st.integers(0, 255))
-        elif op == "cut" and base:
-            del base[draw(st.integers(0, len(base) - 1)):]
-        elif op == "insert":
-            i = draw(st.integers(0, len(base)))
-            base[i:i] = draw(st.binary(max_size=8))
-        elif op == "count" and len(base) >= 12:
-            i = draw(st.sampled_from([4, 6, 8, 10]))
-            base[i:i + 2] = struct.pack("!H", draw(st.integers(0, 65535)))
-        elif op == "pointer" and len(base) > 13:
-            i = draw(st.integers(12, len(base) - 2))
-            base[i:i + 2] = struct.pack("!H", 0xC000 | draw(st.integers(0, 0x3FFF)))
-    return bytes(base)
+    return mutate(draw(st.sampled_from(SEEDS + CRAFTED)), draw(st.randoms(use_true_random=False)))
 
 
 PACKETS = st.one_of(st.binary(max_size=600), mutated())
