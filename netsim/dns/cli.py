@@ -75,18 +75,13 @@ class _Source:
     name_table: str | None
     namespace: str
     domain: str
-    generation: Generation | None
-    istio_version: str | None
+    profile: Profile  # the --istio-version's switches, with --allocator's generation
     pod_ips: tuple[str, ...]
 
     def files(self) -> list[Path]:
         if self.name_table:
             return [Path(self.name_table)]
         return expand_paths(self.config)
-
-    @property
-    def profile(self) -> Profile:
-        return profile_for_version(self.istio_version, self.generation)
 
     def lookup(self, table: NameTable, search: Sequence[str]) -> Lookup:
         p = self.profile
@@ -102,7 +97,7 @@ class _Source:
             return load_ndsz(self.name_table), [], ()
         proxy = Proxy(ips=self.pod_ips or ("10.0.0.1",), namespace=self.namespace, cluster=KUBE_CLUSTER)
         res = load_config(self.config, namespace=self.namespace, domain=self.domain,
-                          generation=self.generation, istio_version=self.istio_version, proxy=proxy)
+                          generation=self.profile.generation, istio_version=self.profile.version, proxy=proxy)
         if strict and res.errors:
             raise res.errors[0]
         return res.table, list(res.errors), res.unresolved
@@ -148,8 +143,8 @@ def _make_source(config: Sequence[str], name_table: str | None, namespace: str, 
         except ValueError:
             raise SpecError(f"--pod-ip {ip!r}: not an IP address") from None
     return _Source(config=tuple(config), name_table=name_table, namespace=namespace,
-                   domain=domain or f"{namespace}.svc.cluster.local", generation=gen,
-                   istio_version=istio_version, pod_ips=tuple(pod_ips))
+                   domain=domain or f"{namespace}.svc.cluster.local",
+                   profile=profile_for_version(istio_version, gen), pod_ips=tuple(pod_ips))
 
 
 def _default_search(namespace: str, domain: str) -> tuple[str, ...]:
