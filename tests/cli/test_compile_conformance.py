@@ -10,18 +10,17 @@ from typing import Any
 import pytest
 import yaml
 from compile_runner import compile_
+from conftest import CONFORMANCE, conformance_dir
 
 from netsim.spec.flags import OPTIONS_BY_KEY
 
-CASES = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "istio-iptables"
+CASES = CONFORMANCE / "istio-iptables"
 NAMES = sorted(p.stem for p in CASES.glob("*.yaml")) if CASES.is_dir() else []
 SKIP_KEYS = {"HOST_IP"}
 
 
 def case(name: str) -> dict[str, Any]:
-    if not CASES.is_dir():
-        pytest.skip(f"conformance data not found at {CASES}")
-    data = yaml.safe_load((CASES / f"{name}.yaml").read_text())
+    data = yaml.safe_load((conformance_dir("istio-iptables") / f"{name}.yaml").read_text())
     assert isinstance(data, dict)
     return data
 
