@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from netsim.k8s import POD_TEMPLATE_PATHS
 from netsim.mesh.build import BLACKHOLE, INBOUND_PASSTHROUGH, PASSTHROUGH, ProxyIndex, peer_mode, resolve_target_port
 from netsim.mesh.hop import capture_resolution, port_captured
 from netsim.mesh.model import UNSPECIFIED, MeshService, PodInfo, Protocol, Resolution, selects
@@ -311,10 +313,9 @@ def check_dns_capture(index: ProxyIndex, pod: PodInfo) -> list[Finding]:
                 "a resolv.conf nameserver (dnsPolicy ClusterFirst)"))
         return out
     body: Any = pod.body
-    for key in ("spec", "template", "spec"):
-        if isinstance(body, dict) and key in body and isinstance(body[key], dict):
-            body = body[key]
-    containers = body.get("containers") if isinstance(body, dict) else None
+    for key in (*POD_TEMPLATE_PATHS.get(pod.kind, ()), "spec"):
+        body = body.get(key) if isinstance(body, Mapping) else None
+    containers = body.get("containers") if isinstance(body, Mapping) else None
     for c in containers or []:
         if not isinstance(c, dict):
             continue

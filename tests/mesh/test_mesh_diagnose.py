@@ -132,3 +132,35 @@ def test_mesh_diagnose_clean_pod_exits_0(tmp_path: Path) -> None:
                                        "status: {podIP: 10.0.0.3}\n")
     r = CliRunner().invoke(diagnose_cmd, ["--pod", str(tmp_path / "pod.yaml"), "--config", str(tmp_path / "pod.yaml")])
     assert r.exit_code == 0 and "none of the 8 known capture pitfalls found" in r.stdout
+
+
+CRONJOB = """\
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: web, namespace: shop}
+spec:
+  schedule: "* * * * *"
+  jobTemplate:
+    spec:
+      template:
+        metadata:
+          labels: {app: web}
+          annotations:
+            proxy.istio.io/config: |
+              proxyMetadata:
+                ISTIO_META_DNS_CAPTURE: "true"
+        spec:
+          containers:
+          - name: web
+            image: web
+            args: ["--dns-resolver=8.8.8.8"]
+"""
+
+
+def test_mesh_diagnose_reads_the_containers_of_a_cronjob_template(tmp_path: Path) -> None:
+    (tmp_path / "cron.yaml").write_text(CRONJOB)
+    (tmp_path / "objs.yaml").write_text(OBJECTS)
+    r = CliRunner().invoke(diagnose_cmd, ["--pod", str(tmp_path / "cron.yaml"), "--config",
+                                          str(tmp_path / "objs.yaml"), "--format", "json"])
+    (dns,) = _by_id(json.loads(r.stdout))["dns-not-captured"]
+    assert "container web queries nameserver 8.8.8.8" in dns["summary"]
