@@ -1,5 +1,6 @@
 """Run ``netsim`` in-process exactly as the console script does (``netsim.cli.main``), capturing
-stdout, stderr and the exit status, with istio-iptables' environment variables cleared."""
+stdout, stderr and the exit status, with istio-iptables' environment variables cleared; and split
+iptables-save output into tables for comparing."""
 
 from __future__ import annotations
 
@@ -55,3 +56,18 @@ def run(args: Sequence[str], env: Mapping[str, str] | None = None) -> Run:
 
 def compile_(*args: str, env: Mapping[str, str] | None = None) -> Run:
     return run(["compile", *args], env)
+
+
+def save_tables(text: str) -> dict[str, str]:
+    """An iptables-save text as ``{table: its lines}``, comments and blank lines dropped: the order of
+    table blocks depends on the iptables backend, so outputs are compared table by table."""
+    tables: dict[str, str] = {}
+    name = ""
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        if line.startswith("*"):
+            name = line[1:]
+            tables[name] = ""
+        tables[name] += line + "\n"
+    return tables

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from compile_runner import compile_
+from compile_runner import compile_, save_tables
 from conftest import CONFORMANCE, conformance_dir
 
 from netsim.spec.flags import OPTIONS_BY_KEY
@@ -45,19 +45,6 @@ def invocation(config: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
     return args, env
 
 
-def kernel_tables(text: str) -> dict[str, str]:
-    tables: dict[str, str] = {}
-    name = ""
-    for line in text.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        if line.startswith("*"):
-            name = line[1:]
-            tables[name] = ""
-        tables[name] += line + "\n"
-    return tables
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_dry_run_and_nft_equal_istios_goldens(name: str) -> None:
     data = case(name)
@@ -85,4 +72,4 @@ def test_iptables_save_equals_the_kernels(name: str, tmp_path: Path) -> None:
             continue
         r = compile_(*args, "--family", family, env=env)
         assert r.code == 0, r.stderr
-        assert kernel_tables(r.stdout) == kernel_tables(kernel.read_text()), f"{name} v{family}"
+        assert save_tables(r.stdout) == save_tables(kernel.read_text()), f"{name} v{family}"

@@ -7,25 +7,12 @@ import subprocess
 
 import pytest
 import yaml
-from compile_runner import REPO, compile_
+from compile_runner import REPO, compile_, save_tables
 
 pytestmark = pytest.mark.root
 
 EXAMPLES: dict[str, dict[str, list[str]]] = yaml.safe_load((REPO / "rules" / "examples.yaml").read_text())
 CASES = [(ex, variant) for ex, variants in EXAMPLES.items() for variant in variants]
-
-
-def tables(text: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    name = ""
-    for line in text.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        if line.startswith("*"):
-            name = line[1:]
-            out[name] = []
-        out[name].append(line)
-    return out
 
 
 @pytest.mark.parametrize(("example", "variant"), CASES, ids=["/".join(c) for c in CASES])
@@ -41,4 +28,4 @@ def test_example_loads_into_the_kernel_and_saves_back_unchanged(example: str, va
         subprocess.run(["ip", "netns", "exec", netns, restore], input=r.stdout, text=True, check=True, timeout=60)
         saved = subprocess.run(["ip", "netns", "exec", netns, save], capture_output=True, text=True, check=True,
                                timeout=60).stdout
-        assert tables(saved) == tables(r.stdout), f"{example}/{variant} IPv{family}"
+        assert save_tables(saved) == save_tables(r.stdout), f"{example}/{variant} IPv{family}"
