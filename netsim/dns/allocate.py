@@ -568,6 +568,7 @@ def allocate_v2_fresh(entries: Sequence[ServiceEntryState], *, v4_prefix: str = 
 __all__ = [
     "NO_ALLOCATION",
     "OPT_OUT_LABEL",
+    "UNSPECIFIED",
     "AllocService",
     "Allocation",
     "Generation",

@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any
 
 from netsim.dns.allocate import (
+    UNSPECIFIED,
     Allocation,
     AllocService,
     Generation,
@@ -40,7 +41,6 @@ from netsim.k8s import K8sObject, YAMLSyntaxError, load_yaml, read_objects, read
 
 KUBERNETES = "Kubernetes"
 EXTERNAL = "External"
-UNSPECIFIED = "0.0.0.0"
 KUBE_CLUSTER = "Kubernetes"  # istiod's default cluster ID
 EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"
 _CLUSTERSET = ".svc.clusterset.local"
@@ -57,21 +57,14 @@ class Resolution(enum.Enum):
     PASSTHROUGH = "Passthrough"  # NONE, or a headless Service
     DYNAMIC_DNS = "DynamicDNS"  # DYNAMIC_DNS
 
-    @classmethod
-    def parse(cls, text: str) -> Resolution:
-        t = text.replace("_", "").upper()
-        for r in cls:
-            if t == r.value.upper():
-                return r
-        return _SE_RESOLUTION[text.upper()]
-
     @property
     def se_name(self) -> str:
-        return {v: k for k, v in _SE_RESOLUTION.items()}[self]
+        return _SE_NAME[self]
 
 
 _SE_RESOLUTION = {"NONE": Resolution.PASSTHROUGH, "STATIC": Resolution.CLIENT_SIDE_LB, "DNS": Resolution.DNS_LB,
                   "DNS_ROUND_ROBIN": Resolution.DNS_ROUND_ROBIN_LB, "DYNAMIC_DNS": Resolution.DYNAMIC_DNS}
+_SE_NAME = {v: k for k, v in _SE_RESOLUTION.items()}
 
 
 class Health(enum.Enum):
