@@ -52,11 +52,6 @@ class Report:
     checks: tuple[str, ...]
 
 
-CHECKS = ("inbound-port-not-captured", "annotations-on-workload-metadata", "wildcard-tcp-listener",
-          "mtls-to-pod-without-sidecar", "headless-mixed-sidecars", "strict-mtls-callers-without-sidecar",
-          "serviceentry-host-unresolvable", "dns-not-captured")
-
-
 def _selecting_services(index: ProxyIndex, pod: PodInfo) -> list[MeshService]:
     labels = pod.label_map
     out = []
@@ -342,12 +337,21 @@ def check_dns_capture(index: ProxyIndex, pod: PodInfo) -> list[Finding]:
     return out
 
 
+# (id, check) in report order; the ids are the ones each check's findings carry
+_CHECKS = (("inbound-port-not-captured", check_inbound_ports),
+           ("annotations-on-workload-metadata", check_workload_annotations),
+           ("wildcard-tcp-listener", check_wildcard_listeners),
+           ("mtls-to-pod-without-sidecar", check_mtls_targets),
+           ("headless-mixed-sidecars", check_headless_mixed),
+           ("strict-mtls-callers-without-sidecar", check_strict_callers),
+           ("serviceentry-host-unresolvable", check_serviceentry_dns),
+           ("dns-not-captured", check_dns_capture))
+CHECKS = tuple(check_id for check_id, _ in _CHECKS)
+
+
 def diagnose(index: ProxyIndex, pod: PodInfo) -> Report:
     """Run every check for ``pod`` whose sidecar ``index`` was built for."""
-    findings: list[Finding] = []
-    for fn in (check_inbound_ports, check_workload_annotations, check_wildcard_listeners, check_mtls_targets,
-               check_headless_mixed, check_strict_callers, check_serviceentry_dns, check_dns_capture):
-        findings.extend(fn(index, pod))
+    findings = [f for _id, check in _CHECKS for f in check(index, pod)]
     return Report(pod=pod.ref, istio=index.profile.label, findings=tuple(findings), checks=CHECKS)
 
 

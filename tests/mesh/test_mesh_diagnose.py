@@ -164,3 +164,11 @@ def test_mesh_diagnose_reads_the_containers_of_a_cronjob_template(tmp_path: Path
                                           str(tmp_path / "objs.yaml"), "--format", "json"])
     (dns,) = _by_id(json.loads(r.stdout))["dns-not-captured"]
     assert "container web queries nameserver 8.8.8.8" in dns["summary"]
+
+
+def test_mesh_diagnose_lists_its_checks_and_each_finding_names_one(report: dict[str, object]) -> None:
+    assert report["checks"] == ["inbound-port-not-captured", "annotations-on-workload-metadata",
+                                "wildcard-tcp-listener", "mtls-to-pod-without-sidecar", "headless-mixed-sidecars",
+                                "strict-mtls-callers-without-sidecar", "serviceentry-host-unresolvable",
+                                "dns-not-captured"]
+    assert set(_by_id(report)) <= set(report["checks"])  # type: ignore[arg-type]
