@@ -122,16 +122,17 @@ def status_cmd(name: str, fmt: str) -> None:
     from netsim.lab import state as st
     from netsim.lab.control import health
     from netsim.lab.runner import Exec
+    from netsim.netfilter.model import Family
 
     runner = _runner()
     state = _state(name)
     problems = health(runner, state)
     rules: dict[str, str] = {}
     if not any("namespace" in p for p in problems):
-        for fam, cmd in (("ipv4", "iptables-save"), ("ipv6", "ip6tables-save")):
-            if fam == "ipv6" and state.info.get("rules_v6") is None:
+        for family in Family:
+            if family is Family.IPV6 and state.info.get("rules_v6") is None:
                 continue
-            rules[fam] = runner.run(Exec(netns=name, argv=(cmd, "-c"))).stdout
+            rules[f"ipv{family.value}"] = runner.run(Exec(netns=name, argv=(family.save_command, "-c"))).stdout
     procs = [{"role": p.role, "pid": p.pid, "log": p.log} for p in state.of(st.Process)]
     recent = {p.role: _recent(Path(p.log), RECENT_CONNECTIONS) for p in state.of(st.Process)
               if p.role.startswith("listener-")}

@@ -43,6 +43,7 @@ from netsim.lab.kerneltrace import (
     parse_nft_monitor,
 )
 from netsim.lab.runner import Exec, Kill, RemovePath, Runner, Spawn
+from netsim.netfilter.model import Family
 
 if TYPE_CHECKING:
     from netsim.netfilter.packet import Packet
@@ -70,7 +71,6 @@ class _Fam:
 
     version: int
     iptables: str
-    save: str
     nft_family: str
     monitor: tuple[str, ...]
     loopback: str
@@ -85,8 +85,8 @@ class _Fam:
 
 
 FAMILIES = {
-    4: _Fam(4, "iptables", "iptables-save", "ip", ("xtables-monitor", "--trace", "-4"), "127.0.0.1", "127.0.0.6"),
-    6: _Fam(6, "ip6tables", "ip6tables-save", "ip6", ("nft", "-a", "monitor", "trace"), "::1", "::6"),
+    4: _Fam(4, "iptables", "ip", ("xtables-monitor", "--trace", "-4"), "127.0.0.1", "127.0.0.6"),
+    6: _Fam(6, "ip6tables", "ip6", ("nft", "-a", "monitor", "trace"), "::1", "::6"),
 }
 
 
@@ -119,7 +119,6 @@ class Probe:
     def packet(self) -> Packet:
         """The probe's first packet as netsim's tracer takes it: an inbound one arrives on ``eth0``, any other
         leaves a local socket of the probe's uid/gid."""
-        from netsim.netfilter.model import Family
         from netsim.netfilter.packet import Origin, Packet, Proto, Socket
 
         return Packet(family=Family(self.version), proto=Proto.parse(self.proto), src=ip_address(self.src),
@@ -281,7 +280,6 @@ def netsim_lines(rules_dump: str, bases: set[tuple[str, str]], info: dict[str, A
     """netsim's xtables-trace lines for each probe, through ``rules_dump`` in a model of the lab's pod
     (IPv6: each line's head only, as :func:`parse_nft_monitor` gives the kernel's)."""
     from netsim.netfilter.engine import compile_ruleset, trace
-    from netsim.netfilter.model import Family
     from netsim.netfilter.packet import FwmarkRoute, Interface, Listener, Netns, Proto
     from netsim.netfilter.parse import parse_ruleset
     from netsim.netfilter.render_trace import render_xtables
@@ -385,7 +383,7 @@ def _verify_family(runner: Runner, state: st.LabState, fam: _Fam, count: int,
     monitor: st.Process | None = None
     unsent: set[int] = set()
     try:
-        dump = runner.run(Exec(netns=pod, argv=(fam.save,))).stdout
+        dump = runner.run(Exec(netns=pod, argv=(Family(fam.version).save_command,))).stdout
         nft = runner.run(Exec(netns=pod, argv=("nft", "-j", "-a", "list", "ruleset"))).stdout
         positions, bases = handle_positions(nft, fam.nft_family)
         sockets = listeners_from_ss(runner.run(Exec(netns=pod, argv=("ss", "-Hlntu"))).stdout, fam.version)
