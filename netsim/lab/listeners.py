@@ -56,10 +56,9 @@ def endpoint(addr: tuple[Any, ...]) -> str:
 
 def parse_original_dst(family: int, raw: bytes) -> tuple[str, int]:
     """Decode the ``sockaddr_in``/``sockaddr_in6`` that SO_ORIGINAL_DST returns (port in network order)."""
-    if family == socket.AF_INET:
-        port = struct.unpack_from("!H", raw, 2)[0]
-        return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
     port = struct.unpack_from("!H", raw, 2)[0]
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
     return socket.inet_ntop(socket.AF_INET6, raw[8:24]), port
 
 
