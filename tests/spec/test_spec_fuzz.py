@@ -8,7 +8,7 @@ import contextlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netsim.errors import NetsimError
+from netsim.errors import SpecError
 from netsim.spec import flags as F
 from netsim.spec.pod import CAPTURE_ANNOTATIONS, load_pod
 from netsim.spec.resolve import PodNetwork, resolve
@@ -29,7 +29,7 @@ def test_any_annotation_values_derive_or_raise_spec_error(annotations: dict[str,
     try:
         pod = load_pod("pod.yaml", text=text)
         resolve(pod=pod, profile=profile_for(version), profile_given=version is not None)
-    except NetsimError:
+    except SpecError:
         pass
 
 
@@ -39,7 +39,7 @@ def test_any_annotation_values_derive_or_raise_spec_error(annotations: dict[str,
        st.lists(st.sampled_from(["10.0.0.5", "fd00::5", "fe80::1", "127.0.0.1"]), max_size=3))
 def test_any_flags_and_env_resolve_or_raise_spec_error(flags: dict[str, str], env: dict[str, str],
                                                         ips: list[str]) -> None:
-    with contextlib.suppress(NetsimError):
+    with contextlib.suppress(SpecError):
         resolve(flags=flags, env=env, net=PodNetwork(pod_ips=tuple(ips)))
 
 
@@ -55,5 +55,5 @@ def test_any_yaml_text_loads_or_raises_spec_error(text: str) -> None:
     try:
         pod = load_pod("pod.yaml", text=text)
         resolve(pod=pod)
-    except NetsimError:
+    except SpecError:
         pass
