@@ -11,23 +11,27 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from netsim.errors import LabError
 
+if TYPE_CHECKING:
+    from netsim.lab.runner import RealRunner
+    from netsim.lab.state import LabState
+
 RECENT_CONNECTIONS = 10  # listener log lines `status` shows per listener
 
 
-def _runner() -> Any:
+def _runner() -> RealRunner:
     from netsim.lab.runner import RealRunner, check_host
 
     check_host()
     return RealRunner()
 
 
-def _state(name: str) -> Any:
+def _state(name: str) -> LabState:
     from netsim.lab import state as st
 
     state = st.load(name)
