@@ -48,7 +48,6 @@ from netsim.mesh.model import (
 )
 
 CLUSTER_DOMAIN = "cluster.local"
-WORKLOAD_KINDS = POD_TEMPLATE_PATHS
 # kinds read but without effect on a hop
 IGNORED_KINDS = frozenset({"Namespace", "ConfigMap", "Secret", "ServiceAccount", "Gateway", "EnvoyFilter",
                            "AuthorizationPolicy", "RequestAuthentication", "WorkloadGroup", "Telemetry",
@@ -57,7 +56,7 @@ IGNORED_KINDS = frozenset({"Namespace", "ConfigMap", "Secret", "ServiceAccount",
                            "RoleBinding", "IstioOperator", "CustomResourceDefinition"})
 MESH_KINDS = frozenset({"Service", "Endpoints", "EndpointSlice", "ServiceEntry", "WorkloadEntry", "VirtualService",
                         "DestinationRule", "PeerAuthentication", "Sidecar", "MeshPolicy", "Policy",
-                        *WORKLOAD_KINDS})
+                        *POD_TEMPLATE_PATHS})
 _PA_MODES = ("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
 _TLS_MODES = ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
 _SE_RESOLUTION = {"NONE": Resolution.PASSTHROUGH, "STATIC": Resolution.CLIENT_SIDE_LB, "DNS": Resolution.DNS_LB,
@@ -75,9 +74,6 @@ PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
 
 # ---------------------------------------------------------------------------------------------
 # text → K8sObject
-
-ParsedText = LoadResult
-
 
 def parse_text(text: str, source: str, *, default_namespace: str = "default") -> LoadResult:
     """Every object in ``text`` (multi-document, ``List`` kinds), with the broken documents as errors.
@@ -195,7 +191,7 @@ class _Converter:
             o.name: dict(o.labels) for o in self.by_kind.get("Namespace", [])}
         self.pods: list[PodInfo] = []
         for o in objects:
-            if o.kind in WORKLOAD_KINDS:
+            if o.kind in POD_TEMPLATE_PATHS:
                 p = self.guard(o, self.pod)
                 if p is not None:
                     self.pods.append(p)
@@ -222,7 +218,7 @@ class _Converter:
 
     # -- pods ---------------------------------------------------------------------------------
     def pod(self, obj: K8sObject) -> PodInfo:
-        path = WORKLOAD_KINDS[obj.kind]
+        path = POD_TEMPLATE_PATHS[obj.kind]
         tpl: Any = obj.body
         for key in path:
             tpl = tpl.get(key) if isinstance(tpl, Mapping) else None
@@ -722,7 +718,6 @@ __all__ = [
     "DNS_AUTO_ALLOCATE",
     "DNS_CAPTURE",
     "PROXY_CONFIG_ANNOTATION",
-    "ParsedText",
     "convert",
     "fqdn",
     "k8s_port_protocol",
