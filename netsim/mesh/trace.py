@@ -73,8 +73,9 @@ def continue_trace(index: ProxyIndex, followed_verdict: str, *, dst_ip: str, dst
     conn = Connection(direction=direction, dst_ip=dst_ip, dst_port=dst_port, send=Send(send), host=host, path=path,
                       sni=sni)
     h = hop(index, conn, assume_captured=True)
-    steps = [MeshStep(kind="listener", name=h.listener, detail=", ".join(
-        ln for ln in h.evidence[:1]) if h.listener not in ("virtualOutbound", "virtualInbound") else "")]
+    # a real listener names the object that made it; the virtual ones were made by no object
+    made_by = h.evidence[0] if h.evidence and h.listener not in ("virtualOutbound", "virtualInbound") else ""
+    steps = [MeshStep(kind="listener", name=h.listener, detail=made_by)]
     if h.filter_chain or h.filter_chain_match:
         steps.append(MeshStep(kind="filter_chain", name=h.filter_chain or "(unnamed)",
                               detail=h.filter_chain_match or ""))
