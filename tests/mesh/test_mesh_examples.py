@@ -10,7 +10,6 @@ import yaml
 from click.testing import CliRunner
 
 from netsim.cli import cli
-from netsim.mesh.cli import diagnose_cmd
 
 RULES = Path(__file__).resolve().parents[2] / "rules" / "mesh"
 
@@ -25,9 +24,7 @@ def _steps() -> list[tuple[str, int]]:
 
 def run_step(folder: Path, step: dict[str, list[str]]) -> tuple[int, str]:
     argv = [str(folder / a) if (folder / str(a)).is_file() else str(a) for a in step["argv"]]
-    # `diagnose` is not registered in netsim.cli yet: run the command object itself
-    command, args = (diagnose_cmd, argv[1:]) if argv[0] == "diagnose" else (cli, argv)
-    result = CliRunner().invoke(command, args)
+    result = CliRunner().invoke(cli, argv)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.stdout
