@@ -54,13 +54,6 @@ from netsim.spec.versions import parse_version, profile_for
 FORMATS = ("iptables-save", "iptables-restore", "istio-dry-run", "nft", "json")
 
 
-class _BadValue(click.BadParameter):
-    """A bad option value: one ``Error:`` line naming the option and the value (no usage text)."""
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"Error: {self.format_message()}", err=True)
-
-
 class IstioValue(click.ParamType[str]):
     """An istio-iptables option value, checked by ``netsim.spec.flags.check_value``; the value
     passed on is the string Istio would receive."""
@@ -76,7 +69,7 @@ class IstioValue(click.ParamType[str]):
         try:
             return check_value(self.spec.key, text)
         except SpecError as e:
-            raise _BadValue(e.message, param=param) from None
+            self.fail(e.message, param, ctx)
 
 
 class DnsServers(click.ParamType[str]):
@@ -90,7 +83,7 @@ class DnsServers(click.ParamType[str]):
         try:
             parse_dns_servers(str(value), self.version)
         except SpecError as e:
-            raise _BadValue(e.message, param=param) from None
+            self.fail(e.message, param, ctx)
         return str(value)
 
 
@@ -104,7 +97,7 @@ class GoBool(click.ParamType[str]):
         try:
             return "true" if parse_bool(text) else "false"
         except SpecError as e:
-            raise _BadValue(e.message, param=param) from None
+            self.fail(e.message, param, ctx)
 
 
 class IstioVersion(click.ParamType[str]):
@@ -114,7 +107,7 @@ class IstioVersion(click.ParamType[str]):
         try:
             parse_version(str(value))
         except SpecError as e:
-            raise _BadValue(e.message, param=param) from None
+            self.fail(e.message, param, ctx)
         return str(value)
 
 
@@ -125,7 +118,7 @@ class IpList(click.ParamType[tuple[str, ...]]):
         items = tuple(i for i in str(value).split(",") if i)
         for item in items:
             if not is_ip(item):
-                raise _BadValue(f'"{item}": not an IP address', param=param)
+                self.fail(f'"{item}": not an IP address', param, ctx)
         return items
 
 
