@@ -4,6 +4,7 @@ idempotency, crash recovery, and that a failing ``up`` leaves nothing behind. No
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from ipaddress import IPv4Interface, IPv6Interface, ip_network
 from pathlib import Path
 
@@ -40,9 +41,7 @@ RULES = ("*nat\n-N ISTIO_REDIRECT\n-A OUTPUT -p tcp -j ISTIO_REDIRECT\n"
 
 
 def spec(name: str = "t1", **kw: object) -> LabSpec:
-    base: dict[str, object] = {"name": name, "rules_v4": RULES, "dns": DnsAgent(configs=(Path("/x/se.yaml"),))}
-    base.update(kw)
-    return LabSpec(**base)  # type: ignore[arg-type]
+    return replace(LabSpec(name=name, rules_v4=RULES, dns=DnsAgent(configs=(Path("/x/se.yaml"),))), **kw)
 
 
 def test_up_creates_two_namespaces_a_veth_between_them_and_nothing_in_the_host(run_root: Path) -> None:
