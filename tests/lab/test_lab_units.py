@@ -459,3 +459,13 @@ def test_status_prints_health_processes_counted_rules_and_the_last_connections(
     code, out, _ = run_cli(["lab", "status", "s1"], capsys)
     assert out.splitlines()[0] == "lab s1: dns (pid 1003) is not running; listener-15001 (pid 1004) is not running; " \
                                   "listener-15006 (pid 1005) is not running"
+
+
+def test_the_same_seed_repeats_the_probes_on_fresh_source_ports() -> None:
+    from dataclasses import replace
+
+    a = make_probes(INFO, 40, 11, random.Random(1))
+    b = make_probes(INFO, 40, 11, random.Random(2))
+    assert [p.sport for p in a] != [p.sport for p in b]  # not the conntrack entries the last run left
+    assert [replace(p, sport=0) for p in a] == [replace(p, sport=0) for p in b]
+    assert "(seed 11)" in Report("x", 11, ()).lines()[0]
