@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import dns.message
 import dns.query
@@ -389,3 +390,82 @@ def test_query_and_table_explain_why_a_host_is_forwarded(tmp_path: Path) -> None
     r = run("table", "--config", str(p), "-n", "a")
     assert "not in the table (the agent forwards these upstream):\nvm.corp.internal  headless/NONE" in r.stdout
     assert json.loads(run("table", "--config", str(p), "-n", "a", "--format", "json").stdout) == []
+
+
+# --------------------------------------------------------------------------------------------
+# promises of the help texts, README.md and rules/dns/README.md
+
+def test_query_default_search_list_follows_namespace_and_domain() -> None:
+    """--search defaults to <ns>.svc.<cluster domain>, …; the cluster domain comes from --domain."""
+    r = run("query", "productpage.shop.shop.svc.cluster.local", "--config", MESH, "-n", "shop")
+    assert "CNAME\tproductpage.shop." in r.stdout and "10.96.0.10" in r.stdout
+    corp = "productpage.shop.shop.svc.corp.local"
+    assert "forwards" in run("query", corp, "--config", MESH, "-n", "shop").stdout
+    r = run("query", corp, "--config", MESH, "-n", "shop", "--domain", "shop.svc.corp.local")
+    assert "CNAME\tproductpage.shop." in r.stdout and "10.96.0.10" in r.stdout
+
+
+def test_rules_readme_examples_answer_as_commented() -> None:
+    r = run("query", "db-0.db", "--config", MESH, "-n", "shop")  # per-pod name of a headless Service
+    assert re.search(r"^db-0\.db\.\s+30\s+IN\s+A\s+10\.244\.1\.5$", r.stdout, re.M), r.stdout
+    r = run("query", "foo.cdn.example.net.shop.svc.cluster.local", "--config", MESH, "-n", "shop")
+    assert re.search(r"IN\s+CNAME\s+\*\.cdn\.example\.net\.$", r.stdout, re.M), r.stdout  # search CNAME → wildcard
+
+
+def test_query_text_for_a_known_name_without_records_of_the_type() -> None:
+    r = run("query", "xxx.example.com", "--type", "AAAA", "--config", NGINX)
+    assert r.exit_code == 0
+    assert ";; xxx.example.com. is known but has no AAAA records (empty NOERROR, never NXDOMAIN)" in r.stdout
+
+
+def test_error_listen_and_upstream_syntax(tmp_path: Path) -> None:
+    rc = tmp_path / "resolv.conf"
+    rc.write_text("nameserver 127.0.0.1\n")
+    base = ("serve", "--config", NGINX, "--resolv-conf", str(rc))
+    assert error_line(run(*base, "--listen", "[::1")) == "Error: --listen '[::1': missing ']'"
+    assert error_line(run(*base, "--listen", "[::1]53")) == "Error: --listen '[::1]53': expected [IPv6]:PORT"
+    assert error_line(run(*base, "--upstream", ":53")) == "Error: --upstream ':53': missing host"
+
+
+def test_serve_defaults_are_the_server_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The defaults --help shows (timeout 5, 2048 in flight, 512 TCP, reload every 1 s, answer cache on,
+    127.0.0.1:15053) are the ones the server has, and HEAD shuffles the upstreams."""
+    import netsim.dns.server as server_mod
+
+    seen: list[object] = []
+    monkeypatch.setattr(server_mod, "run", lambda cfg, loader, **kw: seen.append(cfg))
+    rc = tmp_path / "resolv.conf"
+    rc.write_text("nameserver 10.96.0.10\n")
+    assert run("serve", "--config", NGINX, "--resolv-conf", str(rc)).exit_code == 0
+    assert seen == [server_mod.ServerConfig(upstreams=(("10.96.0.10", 53),))]
+
+
+def test_serve_reload_reads_the_files_again_and_refuses_a_bad_object(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """At start a bad object is a warning; on reload it fails the reload, so the server keeps the old table."""
+    import netsim.dns.server as server_mod
+    from netsim.errors import ConfigError
+
+    loaders: list[Any] = []
+    monkeypatch.setattr(server_mod, "run", lambda cfg, loader, **kw: loaders.append(loader))
+    cfg = tmp_path / "nginx.yaml"
+    cfg.write_text(Path(NGINX).read_text())
+    rc = tmp_path / "resolv.conf"
+    rc.write_text("nameserver 127.0.0.1\nsearch default.svc.cluster.local\n")
+    r = run("serve", "--config", str(cfg), "--resolv-conf", str(rc))
+    assert r.exit_code == 0, r.output
+    (loader,) = loaders
+    assert list(loader().table.entries) == ["xxx.example.com"]
+    cfg.write_text(Path(NGINX).read_text().replace("xxx.example.com", "yyy.example.com"))
+    rc.write_text("nameserver 127.0.0.1\nsearch other.svc.cluster.local\n")
+    lookup = loader()
+    assert list(lookup.table.entries) == ["yyy.example.com"] and lookup.search == ("other.svc.cluster.local",)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: bad}\n"
+                   "spec: {hosts: [b.example.com], resolution: SOMETIMES}\n")
+    r = run("serve", "--config", str(cfg), "--config", str(bad), "--resolv-conf", str(rc))
+    assert r.exit_code == 0 and "warning: " in r.stderr and "spec.resolution" in r.stderr
+    first = loaders[-1]()  # the table read at start (with the warning), not read again
+    assert list(first.table.entries) == ["yyy.example.com"]
+    with pytest.raises(ConfigError, match=r"ServiceEntry default/bad: spec\.resolution"):
+        loaders[-1]()  # a reload
