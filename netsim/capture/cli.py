@@ -281,7 +281,7 @@ def render(res: Resolution, fmt: str, family: str = "all",
                         f"{'--group-file' if groups is not None else 'this machine'}; give --group-file FILE, "
                         "or use numeric GIDs)") from None
     if fmt == "json":
-        return _json(compiled, res, family)
+        return _json(compiled, family)
     if family == "4" or compiled.ruleset_v6 is None:
         return render_save(compiled.ruleset_v4)
     if family == "6":
@@ -290,7 +290,7 @@ def render(res: Resolution, fmt: str, family: str = "all",
             + "# IPv6: ip6tables-save\n" + render_save(compiled.ruleset_v6))
 
 
-def _json(compiled: Compiled, res: Resolution, family: str) -> str:
+def _json(compiled: Compiled, family: str) -> str:
     def value(v: Any) -> Any:
         if isinstance(v, enum.Enum):
             return v.value
