@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import os
 from typing import Any
 
@@ -255,6 +254,8 @@ def render(res: Resolution, fmt: str, family: str = "all",
     requested family has no rules. Without capture, text formats are empty (a note goes to stderr)."""
     if res.config is None:
         if fmt == "json":
+            import json  # only for --format json
+
             return json.dumps({"schema": "netsim.compile/v1", "capture": False, "reason": res.no_capture_reason,
                                "config": None, "families": {"ipv4": None, "ipv6": None}, "routes": [],
                                "planned": []}, indent=2) + "\n"
@@ -291,6 +292,8 @@ def render(res: Resolution, fmt: str, family: str = "all",
 
 
 def _json(compiled: Compiled, family: str) -> str:
+    import json  # only for --format json
+
     def value(v: Any) -> Any:
         if isinstance(v, enum.Enum):
             return v.value
