@@ -42,3 +42,19 @@ def test_library_use_without_the_cli() -> None:
     table = NameTable({"a.example.com": NameInfo(ips=(allocs[0].ipv4 or "",), registry="External")})
     d = resolve(make_query("A.example.com.", qid=5), build_lookup(table, namespace="default"), rng=CounterRNG())
     assert isinstance(d, Reply) and d.wire.endswith(bytes([240, 240, 0, 1]))
+
+
+def test_dns_help_loads_nothing_heavy() -> None:
+    """``netsim dns <cmd> --help`` stays off PyYAML, dnslib, asyncio and uvloop (they load only to do the work)."""
+    code = ("import sys, runpy\n"
+            "for sub in ('serve', 'table', 'query'):\n"
+            "    sys.argv = ['netsim', 'dns', sub, '--help']\n"
+            "    try:\n"
+            "        runpy.run_module('netsim', run_name='__main__')\n"
+            "    except SystemExit:\n"
+            "        pass\n"
+            "print(sorted(m for m in ('yaml', 'dnslib', 'asyncio', 'uvloop', 'netsim.dns.server') if m in sys.modules),"
+            " file=sys.stderr)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "Usage: netsim dns query" in r.stdout
+    assert r.stderr.strip() == "[]"
