@@ -25,6 +25,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from netsim.dns.resolve import make_query  # noqa: E402
+
 NETSIM_HOST = "127.0.0.2"
 DNSMASQ_HOST = "127.0.0.3"
 
@@ -41,10 +45,7 @@ def names(n: int) -> list[tuple[str, str]]:
 
 
 def wait_ready(host: str, port: int, name: str, timeout: float = 30) -> None:
-    q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
-    for label in name.split("."):
-        q += bytes([len(label)]) + label.encode()
-    q += b"\x00\x00\x01\x00\x01"
+    q = make_query(name, qid=0x1234)
     deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(0.2)
