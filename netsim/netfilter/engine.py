@@ -233,8 +233,8 @@ def _ip_str(v6: bool, value: int) -> str:
 _RULE, _POLICY, _SKIPPED, _TABLE, _NOTE = Kind.RULE, Kind.POLICY, Kind.SKIPPED, Kind.TABLE, Kind.NOTE
 _CONNTRACK = Kind.CONNTRACK
 _NEW, _LOCAL = CtState.NEW, Origin.LOCAL
-# Packet fields a failed check reports as they are (others need _value_of).
 _NAT_KINDS = frozenset({"REDIRECT", "DNAT", "SNAT", "MASQUERADE"})
+# Packet fields a failed check reports as they are (others need _value_of).
 _PLAIN_ATTRS = frozenset({"src", "dst", "in_iface", "out_iface", "proto", "sport", "dport", "mark", "ctmark"})
 
 
@@ -303,17 +303,17 @@ class _Ctx:
 
 
 class _CRule:
-    __slots__ = ("checks", "dst_key", "has_branch", "kind", "position", "rule", "target", "targs", "text",
+    __slots__ = ("act", "checks", "dst_key", "has_branch", "kind", "position", "rule", "target", "text",
                  "uncertain_target")
 
     def __init__(self, rule: Rule, position: int, text: str, checks: tuple[_Check, ...], kind: str,
-                 targs: tuple[object, ...], target: str, dst_key: int | None, uncertain_target: str):
+                 act: _Action, target: str, dst_key: int | None, uncertain_target: str):
         self.rule = rule
         self.position = position
         self.text = text
         self.checks = checks
-        self.kind = kind
-        self.targs = targs
+        self.kind = kind  # ACCEPT, DNAT, JUMP, … (JUMP/GOTO: ``target`` is the chain)
+        self.act = act  # applies the target, returns the kernel's trace verdict
         self.target = target
         self.dst_key = dst_key
         self.uncertain_target = uncertain_target
@@ -727,8 +727,21 @@ MATCHES: dict[str, MatchEval] = {
 
 # ------------------------------------------------------------------------------------------ target registry
 
+# A compiled target: applies itself to the walker state and returns the kernel's trace verdict.
+_Action = Callable[[_State], str]
+_Ports = tuple[int, int] | None  # a NAT target's port range (None: the port is kept)
 
-def _split_hostport(text: str, family: Family) -> tuple[int | None, int | None, int | None]:
+
+def _verdict(verdict: str) -> _Action:
+    return lambda st: verdict
+
+
+_CONTINUE_ACT, _ACCEPT_ACT, _DROP_ACT = _verdict(CONTINUE), _verdict(ACCEPT), _verdict(DROP)
+_RETURN_ACT, _QUEUE_ACT = _verdict(RETURN), _verdict(QUEUE)
+_JUMP_ACT, _GOTO_ACT = _verdict(JUMP), _verdict(GOTO)
+
+
+def _split_hostport(text: str, family: Family) -> tuple[int | None, _Ports]:
     """``10.0.0.1``, ``10.0.0.1:80``, ``10.0.0.1-10.0.0.9:80-90``, ``[::1]:80``, ``:80`` → first address
     and port range (nf_nat picks the first address and keeps a port already in range)."""
     addr_part, port_part = text, ""
@@ -739,69 +752,172 @@ def _split_hostport(text: str, family: Family) -> tuple[int | None, int | None, 
         addr_part, _, port_part = text.partition(":")
     addr_part = addr_part.split("-")[0]
     addr = int(ip_address(addr_part)) if addr_part else None
-    lo = hi = None
-    if port_part:
-        a, _, b = port_part.partition("-")
-        lo, hi = int(a), int(b or a)
-    return addr, lo, hi
+    return addr, port_range(port_part, "-") if port_part else None
 
 
-def _ports_arg(target: Target) -> tuple[int | None, int | None]:
+def _ports_arg(target: Target) -> _Ports:
     opt = target.option("--to-ports")
-    if opt is None:
-        return None, None
-    a, _, b = opt.args[0].partition("-")
-    return int(a), int(b or a)
+    return None if opt is None else port_range(opt.args[0], "-")
 
 
-def _compile_target(target: Target | None, ctx: _Ctx) -> tuple[str, tuple[object, ...], str, str]:
-    """(kind, arguments, jump target, why uncertain)."""
+def _in_range(port: int, ports: _Ports) -> int:
+    """nf_nat keeps a port already in the target's range, else takes the range's first."""
+    return port if ports is None or ports[0] <= port <= ports[1] else ports[0]
+
+
+# The two manips every NAT target ends in (nf_nat_setup_info with a range): DNAT and REDIRECT rewrite
+# the destination, SNAT and MASQUERADE the source (§1.3, §1.4). They end the table (ACCEPT).
+def _manip_dst(st: _State, addr: int | None, ports: _Ports) -> str:
+    if addr is not None:
+        st.dst = addr
+    st.dport = _in_range(st.dport, ports)
+    st.dnat = True
+    return ACCEPT
+
+
+def _manip_src(st: _State, addr: int | None, ports: _Ports) -> str:
+    if addr is not None:
+        st.src = addr
+    st.sport = _in_range(st.sport, ports)
+    st.snat = True
+    return ACCEPT
+
+
+def _redirect(ports: _Ports) -> _Action:
+    """nf_nat_redirect_ipv4/6 (§1.4): OUTPUT → loopback, PREROUTING → primary address of the
+    incoming device (none → DROP); ports from --to-ports, else unchanged."""
+
+    def redirect(st: _State) -> str:
+        if st.hook == "OUTPUT":
+            return _manip_dst(st, 0x7F000001 if st.family is Family.IPV4 else 1, ports)
+        primary = st.netns.primary_address(st.in_iface, st.family)
+        return DROP if primary is None else _manip_dst(st, int(primary), ports)
+
+    return redirect
+
+
+def _masquerade(ports: _Ports) -> _Action:
+    """The outgoing device's primary address (none → DROP)."""
+
+    def masquerade(st: _State) -> str:
+        primary = st.netns.primary_address(st.out_iface, st.family)
+        return DROP if primary is None else _manip_src(st, int(primary), ports)
+
+    return masquerade
+
+
+def _tproxy(on_port: int, on_ip: int, value: int, mask: int) -> _Action:
+    """tproxy_tg4/6 (§1.7): a transparent listener on (--on-ip or the incoming device's primary
+    address or the destination, --on-port or dport) → mark, assign the socket, ACCEPT; else DROP."""
+
+    def tproxy(st: _State) -> str:
+        port = on_port or st.dport
+        laddr = on_ip or (int(p) if (p := st.netns.primary_address(st.in_iface, st.family)) else 0) or st.dst
+        found = _listener_for(st, laddr, port, st.proto)
+        if found is True:
+            st.uncertain.append(f"TPROXY to port {port}: listeners unknown, assumed a transparent one exists")
+            transparent = True
+        else:
+            transparent = isinstance(found, Listener) and found.transparent
+        if not transparent:
+            return DROP
+        st.mark = (st.mark & ~mask & 0xFFFFFFFF) ^ value
+        st.tproxy_port = port
+        st.tproxy_transparent = True
+        return ACCEPT
+
+    return tproxy
+
+
+def _mark(value: int, mask: int) -> _Action:
+    def mark(st: _State) -> str:
+        st.mark = (st.mark & ~mask & 0xFFFFFFFF) ^ value
+        return CONTINUE
+
+    return mark
+
+
+def _connmark(op: str, a: int, b: int) -> _Action:
+    """``--save-mark``/``--restore-mark`` (a = nfmask, b = ctmask) or ``--set-xmark`` (a = value,
+    b = mask); nothing without a conntrack entry."""
+
+    def connmark(st: _State) -> str:
+        if st.ctstate in ("UNTRACKED", "INVALID"):
+            return CONTINUE
+        if op == "--save-mark":
+            st.ctmark = (st.ctmark & ~b & 0xFFFFFFFF) ^ (st.mark & a)
+        elif op == "--restore-mark":
+            st.mark = (st.mark & ~a & 0xFFFFFFFF) ^ (st.ctmark & b)
+        else:
+            st.ctmark = (st.ctmark & ~b & 0xFFFFFFFF) ^ a
+        return CONTINUE
+
+    return connmark
+
+
+def _ct(notrack: bool, zone: int) -> _Action:
+    def ct(st: _State) -> str:
+        # xt_ct_target: "Previously seen (loopback)? Ignore." — the first CT a packet meets wins (§1.9).
+        if not st.ct_attached:
+            st.ct_attached = True
+            if notrack:
+                st.ctstate = "UNTRACKED"
+            else:
+                st.zone = zone
+        return CONTINUE
+
+    return ct
+
+
+def _compile_target(target: Target | None, ctx: _Ctx) -> tuple[str, _Action, str, str]:
+    """(kind, action, jump target, why uncertain)."""
     if target is None:
-        return "NONE", (), "", ""
+        return "NONE", _CONTINUE_ACT, "", ""
     name = target.name
     if name in ("ACCEPT", "DROP", "RETURN"):
-        return name, (), "", ""
+        return name, {"ACCEPT": _ACCEPT_ACT, "DROP": _DROP_ACT, "RETURN": _RETURN_ACT}[name], "", ""
     if name == "QUEUE" or name == "NFQUEUE":
-        return QUEUE, (), "", f"-j {name}: the packet goes to a userspace program netsim cannot see"
+        return QUEUE, _QUEUE_ACT, "", f"-j {name}: the packet goes to a userspace program netsim cannot see"
     if name == "REJECT":
-        return "REJECT", (), "", ""
-    if name in ("REDIRECT", "MASQUERADE"):
-        return name, _ports_arg(target), "", ""
+        return "REJECT", _DROP_ACT, "", ""  # nft traces REJECT by its verdict, NF_DROP (spec §4: verified)
+    if name == "REDIRECT":
+        return name, _redirect(_ports_arg(target)), "", ""
+    if name == "MASQUERADE":
+        return name, _masquerade(_ports_arg(target)), "", ""
     if name in ("DNAT", "SNAT"):
         opt = target.option("--to-destination" if name == "DNAT" else "--to-source")
         if opt is None:
-            return "UNKNOWN", (), name, f"-j {name} without an address"
-        return name, _split_hostport(opt.args[0], ctx.family), "", ""
+            return "UNKNOWN", _CONTINUE_ACT, name, f"-j {name} without an address"
+        addr, ports = _split_hostport(opt.args[0], ctx.family)
+        manip = _manip_dst if name == "DNAT" else _manip_src
+        return name, lambda st: manip(st, addr, ports), "", ""
     if name == "TPROXY":
-        on_port = int(target.option("--on-port").args[0]) if target.option("--on-port") else 0  # type: ignore[union-attr]
-        ip_opt = target.option("--on-ip")
-        on_ip = int(ip_address(ip_opt.args[0])) if ip_opt else 0
+        on_port = int(port_opt.args[0]) if (port_opt := target.option("--on-port")) else 0
+        on_ip = int(ip_address(ip_opt.args[0])) if (ip_opt := target.option("--on-ip")) else 0
         mark_opt = target.option("--tproxy-mark")
         value, mask = value_mask(mark_opt.args[0]) if mark_opt else (0, 0)
-        return name, (on_port, on_ip, value, mask), "", ""
+        return name, _tproxy(on_port, on_ip, value, mask), "", ""
     if name == "MARK":
-        value, mask = value_mask(target.options[0].args[0])
-        return name, (value, mask), "", ""
+        return name, _mark(*value_mask(target.options[0].args[0])), "", ""
     if name == "CONNMARK":
         first = target.options[0]
         if first.name in ("--save-mark", "--restore-mark"):
             nfmask = int(target.options[1].args[0], 16)
             ctmask = int(target.options[2].args[0], 16)
-            return name, (first.name, nfmask, ctmask), "", ""
-        value, mask = value_mask(first.args[0])
-        return name, ("--set-xmark", value, mask), "", ""
+            return name, _connmark(first.name, nfmask, ctmask), "", ""
+        return name, _connmark("--set-xmark", *value_mask(first.args[0])), "", ""
     if name in ("CT", "NOTRACK"):
         notrack = name == "NOTRACK" or target.option("--notrack") is not None
         zone_opt = target.option("--zone") or target.option("--zone-orig")
-        zone = int(zone_opt.args[0], 0) if zone_opt else 0
-        return "CT", (notrack, zone), "", ""
+        return "CT", _ct(notrack, int(zone_opt.args[0], 0) if zone_opt else 0), "", ""
     if name in ("LOG", "NFLOG", "TRACE"):
-        return "LOG", (), "", ""
+        return "LOG", _CONTINUE_ACT, "", ""
     from netsim.netfilter.targets import is_extension_target
 
     if not is_extension_target(name):
-        return (GOTO if target.goto else JUMP), (), name, ""
-    return "UNKNOWN", (), name, f"-j {name}: a target netsim does not model (assumed to continue)"
+        return (GOTO, _GOTO_ACT, name, "") if target.goto else (JUMP, _JUMP_ACT, name, "")
+    # an unknown target: assumed non-terminating, reported as uncertain
+    return "UNKNOWN", _CONTINUE_ACT, name, f"-j {name}: a target netsim does not model (assumed to continue)"
 
 
 def _compile_rule(rule: Rule, position: int, chain: str, ctx: _Ctx) -> _CRule:
@@ -809,125 +925,16 @@ def _compile_rule(rule: Rule, position: int, chain: str, ctx: _Ctx) -> _CRule:
     for match in rule.matches:
         evaluate = MATCHES.get(match.module, _m_unknown)
         checks.extend(evaluate(match, ctx))
-    kind, targs, target, uncertain = _compile_target(rule.target, ctx)
+    kind, act, target, uncertain = _compile_target(rule.target, ctx)
     if kind == "UNKNOWN" and not target and rule.target is not None:
         target = rule.target.name
     dst_key = None
     if rule.dst is not None and not rule.dst_neg and rule.dst.prefixlen == rule.dst.max_prefixlen:
         dst_key = int(rule.dst.network_address)
-    return _CRule(rule, position, render_rule(chain, rule), tuple(checks), kind, targs, target, dst_key, uncertain)
+    return _CRule(rule, position, render_rule(chain, rule), tuple(checks), kind, act, target, dst_key, uncertain)
 
 
 # ------------------------------------------------------------------------------------------ traversal
-
-
-def _apply(st: _State, r: _CRule, table: str) -> str:
-    """Apply a matched rule's target; return the kernel's trace verdict."""
-    kind = r.kind
-    if kind in ("NONE", "LOG"):
-        return CONTINUE
-    if kind in ("ACCEPT", "DROP", "RETURN"):
-        return kind
-    if kind == "REJECT":
-        return DROP  # nft traces REJECT by its verdict, NF_DROP (spec §4: verified)
-    if kind in (JUMP, GOTO):
-        return kind
-    if kind == "MARK":
-        value, mask = r.targs
-        st.mark = (st.mark & ~mask & 0xFFFFFFFF) ^ value  # type: ignore[operator]
-        return CONTINUE
-    if kind == "CONNMARK":
-        op = r.targs[0]
-        if st.ctstate in ("UNTRACKED", "INVALID"):
-            return CONTINUE
-        if op == "--save-mark":
-            _, nfmask, ctmask = r.targs
-            st.ctmark = (st.ctmark & ~ctmask & 0xFFFFFFFF) ^ (st.mark & nfmask)  # type: ignore[operator]
-        elif op == "--restore-mark":
-            _, nfmask, ctmask = r.targs
-            st.mark = (st.mark & ~nfmask & 0xFFFFFFFF) ^ (st.ctmark & ctmask)  # type: ignore[operator]
-        else:
-            _, value, mask = r.targs
-            st.ctmark = (st.ctmark & ~mask & 0xFFFFFFFF) ^ value  # type: ignore[operator]
-        return CONTINUE
-    if kind == "CT":
-        # xt_ct_target: "Previously seen (loopback)? Ignore." — the first CT a packet meets wins (§1.9).
-        if not st.ct_attached:
-            notrack, zone = r.targs
-            st.ct_attached = True
-            if notrack:
-                st.ctstate = "UNTRACKED"
-            else:
-                st.zone = zone  # type: ignore[assignment]
-        return CONTINUE
-    if kind == "REDIRECT":
-        return _redirect(st, r)
-    if kind == "DNAT":
-        addr, lo, hi = r.targs
-        if addr is not None:
-            st.dst = addr  # type: ignore[assignment]
-        if lo is not None and not (lo <= st.dport <= hi):  # type: ignore[operator]
-            st.dport = lo  # type: ignore[assignment]
-        st.dnat = True
-        return ACCEPT
-    if kind == "SNAT":
-        addr, lo, hi = r.targs
-        if addr is not None:
-            st.src = addr  # type: ignore[assignment]
-        if lo is not None and not (lo <= st.sport <= hi):  # type: ignore[operator]
-            st.sport = lo  # type: ignore[assignment]
-        st.snat = True
-        return ACCEPT
-    if kind == "MASQUERADE":
-        primary = st.netns.primary_address(st.out_iface, st.family)
-        if primary is None:
-            return DROP
-        st.src = int(primary)
-        lo, hi = r.targs
-        if lo is not None and not (lo <= st.sport <= hi):  # type: ignore[operator]
-            st.sport = lo  # type: ignore[assignment]
-        st.snat = True
-        return ACCEPT
-    if kind == "TPROXY":
-        return _tproxy(st, r)
-    if kind == QUEUE:
-        return QUEUE
-    return CONTINUE  # an unknown target: assumed non-terminating, reported as uncertain
-
-
-def _redirect(st: _State, r: _CRule) -> str:
-    """nf_nat_redirect_ipv4/6 (§1.4): OUTPUT → loopback, PREROUTING → primary address of the
-    incoming device (none → DROP); ports from --to-ports, else unchanged."""
-    if st.hook == "OUTPUT":
-        st.dst = 0x7F000001 if st.family is Family.IPV4 else 1
-    else:
-        primary = st.netns.primary_address(st.in_iface, st.family)
-        if primary is None:
-            return DROP
-        st.dst = int(primary)
-    lo, hi = r.targs
-    if lo is not None and not (lo <= st.dport <= hi):  # type: ignore[operator]
-        st.dport = lo  # type: ignore[assignment]
-    st.dnat = True
-    return ACCEPT
-
-
-def _tproxy(st: _State, r: _CRule) -> str:
-    on_port, on_ip, value, mask = r.targs
-    port = on_port or st.dport
-    laddr = on_ip or (int(p) if (p := st.netns.primary_address(st.in_iface, st.family)) else 0) or st.dst
-    found = _listener_for(st, laddr, port, st.proto)  # type: ignore[arg-type]
-    if found is True:
-        st.uncertain.append(f"TPROXY to port {port}: listeners unknown, assumed a transparent one exists")
-        transparent = True
-    else:
-        transparent = isinstance(found, Listener) and found.transparent
-    if not transparent:
-        return DROP
-    st.mark = (st.mark & ~mask & 0xFFFFFFFF) ^ value  # type: ignore[operator]
-    st.tproxy_port = port  # type: ignore[assignment]
-    st.tproxy_transparent = True
-    return ACCEPT
 
 
 def _run_table(st: _State, table: str, hook: str, base: _CChain, chains: Mapping[str, _CChain]) -> str:
@@ -986,7 +993,7 @@ def _run_table(st: _State, table: str, hook: str, base: _CChain, chains: Mapping
                 unc = unc or r.uncertain_target
             if unc:
                 st.uncertain.append(f"{table} {chain.name} rule {r.position}: {unc}")
-            verdict = _apply(st, r, table)
+            verdict = r.act(st)
             if first:
                 first = False
                 if st.mark != entry_mark and r.kind not in _NAT_KINDS:
