@@ -14,7 +14,7 @@ destination. Never does IO.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from netsim.netfilter.conntrack import entry_after, later_packet
@@ -74,7 +74,7 @@ def _nat_steps(t: Trace, pass_no: int = 0) -> list[Step]:
     return [s for s in t.steps if s.table == "nat" and s.pass_no == pass_no and s.kind in (Kind.RULE, Kind.POLICY)]
 
 
-def _why_not_captured(t: Trace, sidecar: Sidecar) -> str:
+def _why_not_captured(t: Trace) -> str:
     """The rule that let the packet bypass capture, or the capture rules that did not match."""
     nat = _nat_steps(t)
     if not nat:
@@ -150,29 +150,29 @@ def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sideca
     for _ in range(MAX_HOPS):
         port = t.local_port if t.outcome is Outcome.DELIVERED or t.transparent_socket else None
         if t.outcome is Outcome.DROPPED:
-            return Followed(tuple(hops), _sentence(hops, f"Dropped: {t.reason}."), "dropped")
+            return Followed(tuple(hops), _sentence(f"Dropped: {t.reason}."), "dropped")
         if port == sidecar.dns_port and t.packet.dport != sidecar.dns_port:
             orig = t.packet.dst
             how = _rule_ref(t.decided_by) if t.decided_by else "redirect"
-            return Followed(tuple(hops), _sentence(hops, f"Captured by the DNS proxy on port {sidecar.dns_port} "
-                                                         f"via {how}; it answers or forwards the query to {orig} "
-                                                         "itself."), "captured-dns")
+            return Followed(tuple(hops), _sentence(f"Captured by the DNS proxy on port {sidecar.dns_port} "
+                                                   f"via {how}; it answers or forwards the query to {orig} "
+                                                   "itself."), "captured-dns")
         if port == sidecar.outbound_port and t.packet.dport != sidecar.outbound_port:
             if t.original_dst is None:
-                return Followed(tuple(hops), _sentence(hops, f"Captured by the outbound listener {port}, but "
-                                                             "SO_ORIGINAL_DST has no answer (UDP or a non-default "
-                                                             "conntrack zone), so the sidecar cannot forward it."),
+                return Followed(tuple(hops), _sentence(f"Captured by the outbound listener {port}, but "
+                                                       "SO_ORIGINAL_DST has no answer (UDP or a non-default "
+                                                       "conntrack zone), so the sidecar cannot forward it."),
                                 "captured-outbound")
             od = t.original_dst
             nxt = _proxy_trace(rules, t.packet, _proxy_packet(t, od.addr, od.port, sidecar, None, netns), netns)
             hops.append(Hop(proxy, nxt))
             if nxt.outcome is Outcome.SENT:
                 how = _rule_ref(t.decided_by) if t.decided_by else "capture"
-                return Followed(tuple(hops), _sentence(hops, f"Captured by the sidecar's outbound listener {port} "
-                                                             f"via {how}; "
-                                                             f"the sidecar connects to the original destination "
-                                                             f"{_ep(od.addr, od.port)} as uid {sidecar.uid}, which "
-                                                             f"leaves through {nxt.out_iface}."), "captured-outbound",
+                return Followed(tuple(hops), _sentence(f"Captured by the sidecar's outbound listener {port} "
+                                                       f"via {how}; "
+                                                       f"the sidecar connects to the original destination "
+                                                       f"{_ep(od.addr, od.port)} as uid {sidecar.uid}, which "
+                                                       f"leaves through {nxt.out_iface}."), "captured-outbound",
                                 od)
             t = nxt
             continue
@@ -182,8 +182,8 @@ def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sideca
             elif t.original_dst is not None:
                 od_addr, od_port = t.original_dst.addr, t.original_dst.port
             else:
-                return Followed(tuple(hops), _sentence(hops, f"Captured by the inbound listener {port}, but "
-                                                             "SO_ORIGINAL_DST has no answer."), "captured-inbound")
+                return Followed(tuple(hops), _sentence(f"Captured by the inbound listener {port}, but "
+                                                       "SO_ORIGINAL_DST has no answer."), "captured-inbound")
             pt = sidecar.passthrough_v4 if t.packet.family is Family.IPV4 else sidecar.passthrough_v6
             src = ip_address(pt) if pt else None
             dst = od_addr
@@ -197,9 +197,9 @@ def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sideca
                 end = "the app" if nxt.outcome is Outcome.DELIVERED else "the app's port (nothing listens there)"
                 how = (f"TPROXY ({_rule_ref(t.decided_by)})" if t.transparent_socket and t.decided_by
                        else _rule_ref(t.decided_by) if t.decided_by else "capture")
-                return Followed(tuple(hops), _sentence(hops, f"Captured by the sidecar's inbound listener {port} "
-                                                             f"via {how}; the sidecar forwards it to "
-                                                             f"{_ep(dst, od_port)}{via}, reaching {end}."),
+                return Followed(tuple(hops), _sentence(f"Captured by the sidecar's inbound listener {port} "
+                                                       f"via {how}; the sidecar forwards it to "
+                                                       f"{_ep(dst, od_port)}{via}, reaching {end}."),
                                 "captured-inbound", Endpoint(od_addr, od_port))
             t = nxt
             continue
@@ -207,19 +207,19 @@ def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sideca
     last = hops[-1].trace
     if len(hops) > 1:
         verdict = "looped" if len(hops) > MAX_HOPS else "captured"
-        return Followed(tuple(hops), _sentence(hops, f"The sidecar's own connection: {last.reason}; "
-                                                     f"{_why_not_captured(last, sidecar)}."), verdict)
+        return Followed(tuple(hops), _sentence(f"The sidecar's own connection: {last.reason}; "
+                                               f"{_why_not_captured(last)}."), verdict)
     if last.outcome is Outcome.DROPPED:
         return Followed(tuple(hops), f"Dropped: {last.reason}.", "dropped")
     return Followed(tuple(hops), f"Bypasses the sidecar ({last.reason}) because "
-                                 f"{_why_not_captured(last, sidecar)}.", "bypassed")
+                                 f"{_why_not_captured(last)}.", "bypassed")
 
 
 def _ep(addr: Address, port: int) -> str:
     return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
 
 
-def _sentence(hops: Sequence[Hop], text: str) -> str:
+def _sentence(text: str) -> str:
     return text.replace(" ()", "").replace("  ", " ")
 
 
@@ -244,7 +244,7 @@ def capture_matrix(rules: CompiledRuleset, netns: Netns, sidecar: Sidecar, *, ap
             for who, uid, gid in (("app", app_uid, app_gid), ("proxy", sidecar.uid, sidecar.gid)):
                 p = Packet(family=fam, proto=proto, src=pod_ip, dst=remote, sport=APP_SPORT, dport=port,
                            socket=Socket(uid=uid, gid=gid))
-                f = follow(rules, p, netns, replace(sidecar), who)
+                f = follow(rules, p, netns, sidecar, who)
                 rows.append(_row("outbound", proto, port, who, f))
             p = Packet(family=fam, proto=proto, src=peer, dst=pod_ip, sport=APP_SPORT, dport=port,
                        origin=Origin.ARRIVING, in_iface=netns.default_iface, socket=None)
