@@ -6,7 +6,8 @@ from ipaddress import ip_address
 
 import pytest
 
-from netsim.netfilter import Family, parse_ruleset
+from netsim.errors import RulesetError
+from netsim.netfilter import Chain, Family, Rule, Ruleset, Table, Target, parse_ruleset
 from netsim.netfilter.engine import compile_ruleset, describe_failure, trace, trace_branches
 from netsim.netfilter.packet import (
     Conntrack,
@@ -299,6 +300,49 @@ def test_dnat_snat_masquerade() -> None:
     assert str(t.src.addr) == "10.244.0.99"
     t = one("nat", "POSTROUTING", "-o eth0 -j MASQUERADE", out(src="10.244.0.77"))
     assert str(t.src.addr) == POD
+
+
+@pytest.mark.parametrize(("chain", "rule", "packet", "expected"), [
+    # nf_nat keeps a port already inside the target's range and otherwise takes the range's first (§1.3, §1.4)
+    ("OUTPUT", "-p tcp -j DNAT --to-destination 10.1.1.1:8000-8100", out(dport=8050), ("dst", "10.1.1.1", 8050)),
+    ("OUTPUT", "-p tcp -j DNAT --to-destination 10.1.1.1:8000-8100", out(dport=80), ("dst", "10.1.1.1", 8000)),
+    ("OUTPUT", "-p tcp -j DNAT --to-destination 10.1.1.1", out(dport=80), ("dst", "10.1.1.1", 80)),
+    ("OUTPUT", "-p tcp -j REDIRECT --to-ports 15000-15010", out(dport=15005), ("dst", "127.0.0.1", 15005)),
+    ("OUTPUT", "-p tcp -j REDIRECT --to-ports 15000-15010", out(dport=80), ("dst", "127.0.0.1", 15000)),
+    ("POSTROUTING", "-p tcp -j SNAT --to-source 10.244.0.99:2000-3000", out(), ("src", "10.244.0.99", 2000)),
+    ("POSTROUTING", "-p tcp -j SNAT --to-source 10.244.0.99:30000-50000", out(), ("src", "10.244.0.99", 40000)),
+    ("POSTROUTING", "-p tcp -o eth0 -j MASQUERADE --to-ports 1024-2048", out(src="10.244.0.77"), ("src", POD, 1024)),
+], ids=["dnat-in-range", "dnat-first", "dnat-no-port", "redirect-in-range", "redirect-first", "snat-first",
+        "snat-in-range", "masquerade-ports"])
+def test_nat_ports_stay_in_range_else_take_the_first(chain: str, rule: str, packet: Packet,
+                                                     expected: tuple[str, str, int]) -> None:
+    t = one("nat", chain, rule, packet)
+    field, addr, port = expected
+    ep = t.dst if field == "dst" else t.src
+    assert (str(ep.addr), ep.port) == (addr, port)
+    assert t.decided_by is not None and t.decided_by.verdict == "ACCEPT"
+
+
+def test_redirect_and_masquerade_without_a_device_address_drop() -> None:
+    """§1.4: REDIRECT in PREROUTING needs the incoming device's address, MASQUERADE the outgoing one's."""
+    bare = Netns.pod(listeners=())
+    t = one("nat", "PREROUTING", "-p tcp -j REDIRECT --to-ports 15006", inb(), bare)
+    assert t.outcome is Outcome.DROPPED and t.decided_by is not None and t.decided_by.verdict == "DROP"
+    t = one("nat", "POSTROUTING", "-o eth0 -j MASQUERADE", out(), bare)
+    assert t.outcome is Outcome.DROPPED and str(t.src.addr) == POD
+
+
+def test_a_packet_of_the_other_family_is_a_ruleset_error() -> None:
+    rs = parse_ruleset("*nat\n-A OUTPUT -j RETURN\nCOMMIT\n")
+    with pytest.raises(RulesetError, match="an IPv6 packet cannot be traced through an IPv4 ruleset"):
+        trace(rs, out(dst="fd00::5", src="fd00::1", family=Family.IPV6), NS)
+
+
+def test_compile_refuses_a_jump_to_a_missing_chain() -> None:
+    rule = Rule(target=Target("NOWHERE"))
+    rs = Ruleset(Family.IPV4, (Table("nat", (Chain("OUTPUT", "ACCEPT", (rule,)),)),))
+    with pytest.raises(RulesetError, match="nat OUTPUT rule 1: no chain `NOWHERE'"):
+        compile_ruleset(rs)
 
 
 def test_ct_zone_first_wins_and_notrack_skips_nat() -> None:
