@@ -296,6 +296,8 @@ def test_cli_follow_up_reply_and_no_entry(rules_file: str, tmp_path: Path) -> No
     (("--ct-state", "INVALID", "--ct-mark", "1"), "an INVALID packet has none"),
     (("--follow-up", "--ct-state", "ESTABLISHED"), "--follow-up takes the entry from the connection's first"),
     (("--matrix", "--ct-state", "ESTABLISHED"), "--matrix traces first packets"),
+    (("--pcap", "x.pcap", "--ct-mark", "1"), "--ct-mark: --pcap traces first packets"),
+    (("--ct-reply", "--config", "."), "it does not apply to --ct-reply"),
     (("--follow-up", "--config", "."), "--config continues one captured connection"),
 ])
 def test_cli_errors_are_one_line_exit_2(rules_file: str, args: tuple[str, ...], message: str) -> None:
