@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from netsim.netfilter import parse_ruleset  # noqa: E402
 from netsim.netfilter.cli import split_families  # noqa: E402
-from netsim.netfilter.engine import compile_ruleset, trace  # noqa: E402
+from netsim.netfilter.engine import CompiledRuleset, compile_ruleset, trace  # noqa: E402
 from netsim.netfilter.packet import Netns, Origin, Packet, Proto, Socket  # noqa: E402
 
 POD = IPv4Address("10.244.0.5")
@@ -95,7 +95,7 @@ def kube_probes(rng: random.Random, n: int) -> list[Packet]:
     return out
 
 
-def rate(crs: object, packets: list[Packet], netns: Netns, explain: bool, seconds: float = 2.0) -> float:
+def rate(crs: CompiledRuleset, packets: list[Packet], netns: Netns, explain: bool, seconds: float = 2.0) -> float:
     """Best of five windows: the machine is shared, and the best window is the least disturbed one."""
     best = 0.0
     for _ in range(5):
@@ -103,7 +103,7 @@ def rate(crs: object, packets: list[Packet], netns: Netns, explain: bool, second
         start = time.perf_counter()
         while True:
             for p in packets:
-                trace(crs, p, netns, explain=explain)  # type: ignore[arg-type]
+                trace(crs, p, netns, explain=explain)
             done += len(packets)
             elapsed = time.perf_counter() - start
             if elapsed >= seconds / 5:
