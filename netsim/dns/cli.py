@@ -1,7 +1,8 @@
 """``netsim dns serve|table|query``: parse options, call one core function, print the result.
 
-Owns: the DNS command line (options, their validation, text and JSON rendering) and turning a
-:class:`~netsim.errors.NetsimError` into one ``Error:`` line with exit status 2.
+Owns: the DNS command line (options, their validation, text and JSON rendering). A
+:class:`~netsim.errors.NetsimError` is left to :func:`netsim.cli.main`, which prints it as one
+``Error:`` line with exit status 2.
 
 Never does: decide an answer (``netsim.dns.resolve``), build a table (``netsim.dns.table``) or touch
 sockets itself (``netsim.dns.server``, imported only by ``serve``).
@@ -12,8 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,20 +47,6 @@ from netsim.dns.table import (
 )
 from netsim.errors import NetsimError, SpecError
 from netsim.k8s import expand_paths
-
-
-class DNSCliError(click.ClickException):
-    """A NetsimError shown as one ``Error:`` line, exit status 2 (as netsim.cli.main does)."""
-
-    exit_code = 2
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    try:
-        yield
-    except NetsimError as e:
-        raise DNSCliError(str(e)) from None
 
 
 def _warn(msg: str) -> None:
@@ -166,9 +152,8 @@ def dns_group() -> None:
 def table_cmd(config: tuple[str, ...], name_table: str | None, namespace: str, domain: str | None,
               istio_version: str | None, allocator: str | None, pod_ips: tuple[str, ...], fmt: str) -> None:
     """List every name the agent answers, with its addresses, origin and allocator."""
-    with _errors():
-        src = _make_source(config, name_table, namespace, domain, istio_version, allocator, pod_ips)
-        table, errors, unresolved = src.load_explained(strict=False)
+    src = _make_source(config, name_table, namespace, domain, istio_version, allocator, pod_ips)
+    table, errors, unresolved = src.load_explained(strict=False)
     for e in errors:
         _warn(str(e))
     pdomain = effective_domain(src.domain, namespace)
@@ -220,17 +205,16 @@ def query_cmd(name: str, qtype: str, config: tuple[str, ...], name_table: str | 
               domain: str | None, istio_version: str | None, allocator: str | None, pod_ips: tuple[str, ...],
               search: tuple[str, ...], resolv_conf: str | None, fmt: str) -> None:
     """Answer NAME offline, exactly as the agent would (or say that it forwards it)."""
-    with _errors():
-        src = _make_source(config, name_table, namespace, domain, istio_version, allocator, pod_ips)
-        if search and resolv_conf:
-            raise SpecError("use --search or --resolv-conf, not both")
-        if resolv_conf:
-            search = read_resolv_conf(resolv_conf).search
-        table, errors, unresolved = src.load_explained(strict=False)
-        search = search or _default_search(namespace, src.domain)
-        lookup = src.lookup(table, search)
-        fqdn = name if name.endswith(".") else name + "."
-        wire = make_query(fqdn, _QTYPES[qtype.upper()], qid=1)
+    src = _make_source(config, name_table, namespace, domain, istio_version, allocator, pod_ips)
+    if search and resolv_conf:
+        raise SpecError("use --search or --resolv-conf, not both")
+    if resolv_conf:
+        search = read_resolv_conf(resolv_conf).search
+    table, errors, unresolved = src.load_explained(strict=False)
+    search = search or _default_search(namespace, src.domain)
+    lookup = src.lookup(table, search)
+    fqdn = name if name.endswith(".") else name + "."
+    wire = make_query(fqdn, _QTYPES[qtype.upper()], qid=1)
     for e in errors:
         _warn(str(e))
     decision = resolve(wire, lookup, transport=Transport.UDP)
@@ -318,16 +302,15 @@ def serve_cmd(config: tuple[str, ...], name_table: str | None, namespace: str, d
               listen: tuple[str, ...], upstream: tuple[str, ...], timeout: float, forward_parallel: bool,
               max_inflight: int, max_tcp: int, reload_interval: float, answer_cache: bool) -> None:
     """Run the agent: answer from the table on UDP and TCP, forward everything else upstream."""
-    with _errors():
-        src = _make_source(config, name_table, namespace, domain, istio_version, allocator, pod_ips)
-        resolv = read_resolv_conf(resolv_conf)
-        listen_addrs: list[tuple[str, int]] = []
-        for item in listen or ("127.0.0.1:15053",):
-            listen_addrs.extend(expand_localhost(parse_hostport(item, default_port=15053, option="--listen"),
-                                                 resolv, both_families=src.profile.bind_both_families))
-        ups = tuple(parse_hostport(u, default_port=53, option="--upstream") for u in upstream) \
-            or resolv.upstreams()
-        table, errors = src.load(strict=False)
+    src = _make_source(config, name_table, namespace, domain, istio_version, allocator, pod_ips)
+    resolv = read_resolv_conf(resolv_conf)
+    listen_addrs: list[tuple[str, int]] = []
+    for item in listen or ("127.0.0.1:15053",):
+        listen_addrs.extend(expand_localhost(parse_hostport(item, default_port=15053, option="--listen"),
+                                             resolv, both_families=src.profile.bind_both_families))
+    ups = tuple(parse_hostport(u, default_port=53, option="--upstream") for u in upstream) \
+        or resolv.upstreams()
+    table, errors = src.load(strict=False)
     for e in errors:
         _warn(str(e))
     if not ups:
@@ -360,10 +343,8 @@ def serve_cmd(config: tuple[str, ...], name_table: str | None, namespace: str, d
     try:
         run(cfg, loader, watch=watch, on_ready=ready)
     except OSError as e:
-        raise DNSCliError(f"cannot listen on {', '.join(f'{h}:{p}' for h, p in listen_addrs)}: "
+        raise NetsimError(f"cannot listen on {', '.join(f'{h}:{p}' for h, p in listen_addrs)}: "
                           f"{e.strerror or e}") from None
-    except NetsimError as e:
-        raise DNSCliError(str(e)) from None
     sys.stderr.flush()
 
 
