@@ -42,7 +42,7 @@ from netsim.netfilter.packet import (
     Proto,
     Socket,
 )
-from netsim.netfilter.parse import apply_payload, parse_payload, parse_rule_args, parse_ruleset, tokenize
+from netsim.netfilter.parse import apply_payload, parse_dry_run, parse_payload, parse_rule_args, parse_ruleset, tokenize
 from netsim.netfilter.render import render_rule, render_save, rule_tokens
 from netsim.netfilter.trace import Branch, Endpoint, Kind, Outcome, Step, Trace
 
@@ -109,6 +109,7 @@ __all__ = [
     "compile_ruleset",
     "describe_failure",
     "follow",
+    "parse_dry_run",
     "parse_payload",
     "parse_rule_args",
     "parse_ruleset",

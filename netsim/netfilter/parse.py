@@ -456,12 +456,8 @@ def _apply_line(text: str, current: str | None, tables: dict[str, _TableState], 
             raise RulesetError(f"chain `{tokens[1]}' already exists")
         state.declare(Chain(tokens[1]))
         return current
-    if cmd in ("-A", "--append", "-I", "--insert") and len(tokens) >= 2:
-        chain, rest, position = tokens[1], tokens[2:], None
-        if cmd in ("-I", "--insert"):
-            position = 1
-            if rest and rest[0].isdigit():
-                position, rest = int(rest[0]), rest[1:]
+    if cmd in _RULE_COMMANDS:
+        chain, rest, position = _rule_command(tokens)
         rule = parse_rule_args(rest, family, names)
         if counters is not None:
             rule = replace(rule, counters=counters)
@@ -480,36 +476,92 @@ def guess_family(text: str) -> Family:
     return Family.IPV4
 
 
+_RULE_COMMANDS = frozenset({"-A", "--append", "-I", "--insert"})
+_PROBES = {"iptables-save": Family.IPV4, "ip6tables-save": Family.IPV6}
+
+
+def _rule_command(tokens: Sequence[str]) -> tuple[str, list[str], int | None]:
+    """``-A CHAIN args…`` / ``-I CHAIN [n] args…`` → (chain, args, None or the 1-based position)."""
+    if len(tokens) < 2:
+        raise RulesetError(f"{tokens[0]} needs a chain")
+    chain, rest = tokens[1], list(tokens[2:])
+    if tokens[0] not in ("-I", "--insert"):
+        return chain, rest, None
+    if rest and rest[0].isdigit():
+        return chain, rest[1:], int(rest[0])
+    return chain, rest, 1
+
+
 def parse_payload(text: str, family: Family, names: Names = DEFAULT_NAMES) -> RestorePayload:
     """Parse one ``iptables-restore --noflush`` payload (e.g. from Istio's dry-run output) into ops."""
-    ops: list[RuleOp] = []
+    payloads = _parse_payloads(text, names, family)
+    if len(payloads) > 1:
+        raise RulesetError("more than one payload (a table name that does not increase starts another)")
+    return payloads[0] if payloads else RestorePayload(family)
+
+
+def parse_dry_run(text: str, names: Names = DEFAULT_NAMES) -> tuple[RestorePayload, RestorePayload | None]:
+    """Parse Istio's dry-run format (its capture goldens): probe lines, the IPv4 restore payload, then the
+    IPv6 one if IPv6 was on. As the conformance README says, a table name that does not come after the
+    previous one alphabetically starts the next payload. Raises RulesetError with the line."""
+    payloads = _parse_payloads(text, names, None)
+    if len(payloads) > 2:
+        raise RulesetError(f"{len(payloads)} restore payloads; Istio writes one per address family")
+    v4 = payloads[0] if payloads else RestorePayload(Family.IPV4)
+    return v4, payloads[1] if len(payloads) == 2 else None
+
+
+def _parse_payloads(text: str, names: Names, family: Family | None) -> list[RestorePayload]:
+    """Split restore text into payloads (probe lines skipped) and parse their rules; the n-th payload is
+    IPv4 then IPv6 unless ``family`` fixes it."""
+    blocks: list[list[tuple[str, list[tuple[int, str]]]]] = []  # payload → [(table, [(line no, text)])]
     table: str | None = None
     for line in _lines(text):
         try:
-            toks = tokenize(line.text)
+            if line.text in _PROBES and table is None:
+                continue
             if line.text.startswith("*"):
+                if table is not None:
+                    raise RulesetError(f"table `{table}' was not committed")
                 table = line.text[1:].strip()
+                if not blocks or blocks[-1][-1][0] >= table:
+                    blocks.append([])
+                blocks[-1].append((table, []))
+            elif table is None:
+                raise RulesetError("no table given (a `* table' line must come first)")
             elif line.text == "COMMIT":
                 table = None
-            elif toks[0] == "-N":
-                continue
-            elif toks[0] in ("-A", "-I") and table is not None:
-                rest, position = toks[2:], None
-                if toks[0] == "-I":
-                    position = int(rest[0]) if rest and rest[0].isdigit() else 1
-                    rest = rest[1:] if rest and rest[0].isdigit() else rest
-                ops.append(RuleOp(table=table, chain=toks[1], args=tuple(rest),
-                                  rule=parse_rule_args(rest, family, names), position=position))
             else:
-                raise RulesetError("unexpected line in a restore payload")
+                blocks[-1][-1][1].append((line.number, line.text))
         except RulesetError as e:
             raise RulesetError(f"line {line.number}: {e.message}: {line.text}") from None
-    return RestorePayload(family, tuple(ops))
+    if table is not None:
+        raise RulesetError(f"table `{table}' has no COMMIT at the end of the input")
+    payloads = []
+    for index, block in enumerate(blocks):
+        fam = family or (Family.IPV4 if index == 0 else Family.IPV6)
+        ops: list[RuleOp] = []
+        for tname, lines in block:
+            for number, line_text in lines:
+                try:
+                    tokens = tokenize(line_text)
+                    if tokens and tokens[0] in ("-N", "--new-chain") and len(tokens) == 2:
+                        continue  # declared by first use (model.RestorePayload)
+                    if not tokens or tokens[0] not in _RULE_COMMANDS:
+                        raise RulesetError("expected -N, -A or -I in a restore payload")
+                    chain, rest, position = _rule_command(tokens)
+                    ops.append(RuleOp(table=tname, chain=chain, args=tuple(rest),
+                                      rule=parse_rule_args(rest, fam, names), position=position))
+                except RulesetError as e:
+                    raise RulesetError(f"line {number}: {e.message}: {line_text}") from None
+        payloads.append(RestorePayload(fam, tuple(ops)))
+    return payloads
 
 
 __all__ = [
     "apply_payload",
     "guess_family",
+    "parse_dry_run",
     "parse_payload",
     "parse_rule_args",
     "parse_ruleset",
