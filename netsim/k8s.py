@@ -173,7 +173,6 @@ class LoadResult:
 
     objects: tuple[K8sObject, ...]
     errors: tuple[NetsimError, ...]
-    files: tuple[Path, ...]
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
@@ -263,7 +262,7 @@ def parse_objects(text: str, source: str, *, default_namespace: str = "default",
             raise e.at(source) from None
         for doc_i, raw in enumerate(docs, start=1):
             _add(objects, errors, source, doc_i, raw, default_namespace)
-    return LoadResult(objects=tuple(objects), errors=tuple(errors), files=())
+    return LoadResult(objects=tuple(objects), errors=tuple(errors))
 
 
 def read_objects(paths: Iterable[str | Path], *, default_namespace: str = "default",
@@ -273,15 +272,14 @@ def read_objects(paths: Iterable[str | Path], *, default_namespace: str = "defau
     Raises ConfigError for a path that does not exist or cannot be read, and (without ``keep_going``)
     for a file that is not valid YAML (``file: line N: invalid YAML: ...``).
     """
-    files = expand_paths(paths)
     objects: list[K8sObject] = []
     errors: list[NetsimError] = []
-    for path in files:
+    for path in expand_paths(paths):
         loaded = parse_objects(read_text(path), str(path), default_namespace=default_namespace,
                                keep_going=keep_going)
         objects.extend(loaded.objects)
         errors.extend(loaded.errors)
-    return LoadResult(objects=tuple(objects), errors=tuple(errors), files=tuple(files))
+    return LoadResult(objects=tuple(objects), errors=tuple(errors))
 
 
 __all__ = [

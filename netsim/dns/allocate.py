@@ -453,9 +453,6 @@ class StatusController:
     def get(self, key: str) -> ServiceEntryState:
         return self._ses[key]
 
-    def entries(self) -> tuple[ServiceEntryState, ...]:
-        return tuple(self._ses.values())
-
     # -- internals -------------------------------------------------------------------------
     def _pool(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> _Pool:
         return self._v4 if ip.version == 4 else self._v6

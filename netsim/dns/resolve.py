@@ -133,27 +133,6 @@ def name_to_wire(name: str) -> bytes:
     return bytes(out)
 
 
-def wire_to_text(wire: bytes) -> str:
-    """Presentation form of an uncompressed wire name (``\\.`` and ``\\DDD`` escapes as miekg prints)."""
-    labels = []
-    i = 0
-    while wire[i]:
-        n = wire[i]
-        label = wire[i + 1:i + 1 + n]
-        parts = []
-        for b in label:
-            c = chr(b)
-            if c in '.\\"();@$ ':
-                parts.append("\\" + c)
-            elif 0x21 <= b <= 0x7E:
-                parts.append(c)
-            else:
-                parts.append(f"\\{b:03d}")
-        labels.append("".join(parts))
-        i += 1 + n
-    return ".".join(labels) + "."
-
-
 def _read_name(data: bytes, off: int) -> tuple[bytes, int]:
     """Decode a possibly compressed name at ``off``: (uncompressed wire, offset after it).
 
@@ -204,14 +183,6 @@ class ParsedQuery:
     qclass: int
     edns_size: int | None
     question_wire: bytes  # the question as it will be echoed (uncompressed, original case)
-
-    @property
-    def opcode(self) -> int:
-        return (self.flags >> 11) & 0xF
-
-    @property
-    def name(self) -> str:
-        return wire_to_text(self.qname)
 
 
 def _read_rr(data: bytes, off: int) -> tuple[bytes, int, int, int, int, int]:
@@ -329,10 +300,6 @@ class Lookup:
     proxy_domain: str
     search: tuple[str, ...]
     table: NameTable = field(repr=False, compare=False)
-
-    def names(self) -> list[str]:
-        """Every known lookup name (alternate names and CNAME shortcuts), lower case, dotted."""
-        return sorted(wire_to_text(k) for k in self.nodes)
 
 
 def build_lookup(table: NameTable, *, namespace: str, domain: str = "", search: Iterable[str] = (),
@@ -795,5 +762,4 @@ __all__ = [
     "servfail",
     "shuffle",
     "system_rng",
-    "wire_to_text",
 ]
