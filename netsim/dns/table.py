@@ -319,13 +319,10 @@ def _headless(svc: Service, proxy: Proxy, flags: IstiodFlags, table: dict[str, N
             if same_net and (same_cluster or flags.multicluster_headless):
                 ips.extend(ep_ips)
     src = (svc.source,) if svc.source else ()
-    for host, hips in local.items():
+    remote_only = {host: hips for host, hips in remote.items() if host not in local}  # local names win
+    for host, hips in (local | remote_only).items():
         table[host] = NameInfo(ips=tuple(hips), registry=svc.registry, shortname=shortnames[host],
                                namespace=svc.namespace, sources=src)
-    for host, hips in remote.items():
-        if host not in local:
-            table[host] = NameInfo(ips=tuple(hips), registry=svc.registry, shortname=shortnames[host],
-                                   namespace=svc.namespace, sources=src)
     return ips
 
 
