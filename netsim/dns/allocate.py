@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from netsim.errors import ConfigError, SpecError
+from netsim.istio_version import IstioVersion, parse_istio_version
 
 UNSPECIFIED = "0.0.0.0"  # a ServiceEntry without addresses has this default address
 
@@ -259,15 +259,9 @@ def sequential_order(services: Iterable[AllocService], *, by_hostname: bool) -> 
 # --------------------------------------------------------------------------------------------
 # Version profiles
 
-_VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+].*)?$")
-
-
-def parse_version(text: str) -> tuple[int, int, int]:
-    """``"1.14"`` → ``(1, 14, 0)``; raises SpecError on anything else."""
-    m = _VERSION.match(text.strip())
-    if not m:
-        raise SpecError(f"--istio-version {text!r}: expected MAJOR.MINOR[.PATCH], e.g. 1.22 or 1.14.5")
-    return (int(m[1]), int(m[2]), int(m[3] or 0))
+def parse_version(text: str) -> IstioVersion:
+    """``"1.14"`` → ``(1, 14, 0)``, ``current`` → Istio HEAD; raises SpecError naming --istio-version."""
+    return parse_istio_version(text, option="--istio-version")
 
 
 def generation_for_version(version: str) -> Generation:

@@ -2,7 +2,7 @@
 
 Owns: the table of behaviour changes by release and :func:`profile_for_version`, which turns an
 ``--istio-version`` into the switches the table builder, the lookup builder and the server take.
-``None`` (no version given) means Istio HEAD.
+``None`` (no version given) and ``current`` mean Istio HEAD.
 
 Never does: implement the behaviours themselves (they live in ``table``, ``resolve``, ``server`` and
 ``resolvconf``), or IO.
@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from netsim.dns.allocate import Generation, generation_for_version, parse_version
+from netsim.istio_version import CURRENT
 
 # feature → first release with today's behaviour (spec 12). "after 1.30" is taken as 1.31.
 CHANGES: dict[str, tuple[int, int, int]] = {
@@ -47,9 +48,8 @@ class Profile:
 
 def profile_for_version(version: str | None, generation: Generation | None = None) -> Profile:
     """The profile of ``version`` (HEAD when None); ``generation`` overrides its allocator."""
-    if version is None:
+    if version is None or (v := parse_version(version)) == CURRENT:
         return Profile(generation=generation or Generation.V2)
-    v = parse_version(version)
     gen = generation or generation_for_version(version)
     switches = {name: v >= first for name, first in CHANGES.items()}
     return Profile(version=version, generation=gen, single_auto_vip=v < (1, 23, 1) and gen is not Generation.V2,

@@ -9,24 +9,16 @@ behaviour of the row before them.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from netsim.errors import SpecError
+from netsim.istio_version import CURRENT, IstioVersion, parse_istio_version
 
-Version = tuple[int, int, int]
-CURRENT: Version = (1, 10_000, 0)  # sorts after every numbered release
-_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+].*)?$")
+Version = IstioVersion
 
 
 def parse_version(text: str | None) -> Version:
-    """``1.5`` → (1, 5, 0); ``1.6.6`` → (1, 6, 6); ``current``/None → CURRENT. Raises SpecError."""
-    if text is None or text.strip().lower() in ("current", "latest", "master", ""):
-        return CURRENT
-    m = _VERSION_RE.match(text.strip())
-    if not m or int(m[1]) != 1:
-        raise SpecError(f"--istio-version {text!r}: not an Istio version such as 1.5, 1.6.6, 1.24 or current")
-    return (int(m[1]), int(m[2]), int(m[3] or 0))
+    """``1.5`` → (1, 5, 0); ``1.6.6`` → (1, 6, 6); ``current``, empty or None → CURRENT. Raises SpecError."""
+    return parse_istio_version(text if text and text.strip() else None, option="--istio-version")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

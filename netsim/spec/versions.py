@@ -12,15 +12,14 @@ table; they are netsim's best reading and are labelled so wherever they are repo
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from netsim.errors import SpecError
+from netsim import istio_version
 
 Version = tuple[int, int]
 
 # The current injector (spec §13.1, Istio master 2026-08-22); it sorts after every numbered release.
-CURRENT: Version = (1, 10_000)
+CURRENT: Version = (istio_version.CURRENT.major, istio_version.CURRENT.minor)
 CONTAINER_PORTS = "containerPorts"  # marker: -b defaults to the pod's declared containerPorts
 
 
@@ -121,17 +120,13 @@ _PROFILES: tuple[VersionProfile, ...] = (
                    summary="-b *; -d 15090,15021,<excludes + 15020> (since 1.6)"),
 )
 
-_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.\d+)?(?:[-+].*)?$")
-
-
 def parse_version(text: str) -> Version:
-    """``1.2``, ``1.2.6``, ``v1.24.0-beta.1`` → (major, minor); ``current``/``latest`` → CURRENT."""
-    if text.strip().lower() in ("current", "latest", "master"):
-        return CURRENT
-    m = _VERSION_RE.match(text.strip())
-    if not m or int(m.group(1)) != 1:
-        raise SpecError(f'"{text}": not an Istio version such as 1.2, 1.24.3 or current')
-    return int(m.group(1)), int(m.group(2))
+    """``1.2``, ``1.2.6``, ``v1.24.0-beta.1`` → (major, minor); ``current``/``latest`` → CURRENT.
+
+    Raises SpecError (``"2.0": not an Istio version ...``, also for an empty text).
+    """
+    v = istio_version.parse_istio_version(text)
+    return (v.major, v.minor)
 
 
 def profile_for(text: str | None) -> VersionProfile:
