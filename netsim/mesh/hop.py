@@ -134,15 +134,13 @@ def _route_ok(matches: tuple[tuple[str, str], ...], path: str) -> bool:
 def capture_resolution(pod: PodInfo, version_name: str) -> tuple[Any, str]:
     """``netsim.spec``'s Resolution for ``pod`` under a release (the injector's istio-iptables
     arguments), or (None, why it could not be derived)."""
-    import yaml
-
     from netsim.errors import NetsimError
-    from netsim.spec.pod import load_pod
+    from netsim.spec.pod import pod_from_object
     from netsim.spec.resolve import resolve
     from netsim.spec.versions import profile_for
 
     try:
-        src = load_pod(pod.source or pod.where, name=pod.name, text=yaml.safe_dump(dict(pod.body)))
+        src = pod_from_object(pod.body, source=pod.source or pod.where, name=pod.name)
         return resolve(pod=src, profile=profile_for(None if version_name == "current" else version_name),
                        profile_given=True), ""
     except NetsimError as e:

@@ -8,7 +8,7 @@ Never does: IO beyond reading the one manifest it is given, or building rules (`
 
 from netsim.spec.explain import Explanation, explain, render_json, render_text
 from netsim.spec.flags import OPTIONS, OptionSpec, Setting, Source
-from netsim.spec.pod import Finding, PodSource, derive, load_pod
+from netsim.spec.pod import Finding, PodSource, derive, load_pod, pod_from_object
 from netsim.spec.resolve import PodNetwork, Resolution, resolve
 from netsim.spec.versions import VersionProfile, parse_version, profile_for
 
@@ -27,6 +27,7 @@ __all__ = [
     "explain",
     "load_pod",
     "parse_version",
+    "pod_from_object",
     "profile_for",
     "render_json",
     "render_text",

@@ -147,7 +147,19 @@ def load_pod(path: str, *, name: str | None = None, text: str | None = None) -> 
             raise SpecError(f"cannot read: {e.strerror}", where=path) from None
         except UnicodeDecodeError:
             raise SpecError("not a UTF-8 text file", where=path) from None
-    objects = _documents(path, text)
+    return _pick(path, _objects(path, _yaml_documents(path, text)), name)
+
+
+def pod_from_object(obj: Mapping[str, Any], *, source: str, name: str | None = None) -> PodSource:
+    """The PodSource of one already-parsed object (as :mod:`netsim.k8s` reads it), named ``source``.
+
+    Checks and errors are those of :func:`load_pod` on a file holding just ``obj`` (a ``List`` object
+    is searched by ``name`` the same way). Raises SpecError.
+    """
+    return _pick(source, _objects(source, [dict(obj)]), name)
+
+
+def _pick(path: str, objects: list[tuple[str, dict[str, Any]]], name: str | None) -> PodSource:
     candidates: list[tuple[str, dict[str, Any]]] = []
     seen: list[str] = []
     for label, obj in objects:
@@ -183,12 +195,16 @@ def _name_of(obj: Mapping[str, Any]) -> str:
     return str(meta.get("name", "")) if isinstance(meta, dict) else ""
 
 
-def _documents(path: str, text: str) -> list[tuple[str, dict[str, Any]]]:
+def _yaml_documents(path: str, text: str) -> list[Any]:
     try:
-        docs = load_yaml_all(text)
+        return load_yaml_all(text)
     except YAMLSyntaxError as e:
         line = f":{e.line}" if e.line is not None else ""
         raise SpecError(f"not valid YAML: {e.problem}", where=f"{path}{line}") from None
+
+
+def _objects(path: str, docs: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Each object of ``docs`` (``List`` items expanded) with its label, e.g. ``document 2: items[0]``."""
     out: list[tuple[str, dict[str, Any]]] = []
     many = len([d for d in docs if d is not None]) > 1
     for i, doc in enumerate(docs, 1):

@@ -126,3 +126,32 @@ def test_workloads_use_their_pod_template(kind: str) -> None:
     p = load_pod("w.yaml", text=text)
     assert (p.kind, p.name, p.where) == (kind, "w", f"w.yaml: {kind} w")
     assert args(p)["istio-inbound-ports"] == "81"
+
+
+@pytest.mark.parametrize("example", ["dns-capture", "exclude-5701", "ipv6", "mtls-503", "tproxy"])
+def test_an_already_parsed_object_reads_like_its_file(example: str) -> None:
+    from pathlib import Path
+
+    from netsim.k8s import load_yaml_all
+    from netsim.spec.pod import pod_from_object
+
+    path = Path(__file__).resolve().parents[2] / "rules" / example / "pod.yaml"
+    docs = [d for d in load_yaml_all(path.read_text(encoding="utf-8")) if d is not None]
+    assert len(docs) == 1
+    assert pod_from_object(docs[0], source=str(path)) == load_pod(str(path))
+
+
+def test_an_already_parsed_object_gets_the_file_errors_and_the_name_pick() -> None:
+    from netsim.spec.pod import pod_from_object
+
+    spec = {"containers": [{"name": "app"}]}
+    items = {"kind": "List", "items": [{"kind": "Pod", "metadata": {"name": n}, "spec": spec} for n in ("a", "b")]}
+    assert pod_from_object(items, source="cfg.yaml", name="b").name == "b"
+    assert pod_from_object(items, source="cfg.yaml").choice.startswith("first of 2 pod-bearing objects")
+    with pytest.raises(SpecError, match=r'^cfg\.yaml: no pod-bearing object named "c"'):
+        pod_from_object(items, source="cfg.yaml", name="c")
+    with pytest.raises(SpecError, match=r"^cfg\.yaml: no Pod or workload .* the file has: Service s$"):
+        pod_from_object({"kind": "Service", "metadata": {"name": "s"}}, source="cfg.yaml")
+    bad = {"kind": "Pod", "metadata": {"name": "p", "annotations": {"k": 1}}, "spec": spec}
+    with pytest.raises(SpecError, match=r"^cfg\.yaml: Pod p: metadata\.annotations: k: 1 is a YAML number"):
+        pod_from_object(bad, source="cfg.yaml")
