@@ -37,10 +37,11 @@ from netsim.lab.kerneltrace import (
     parse_monitor,
     parse_nft_monitor,
 )
+from netsim.lab.verify import Probe
 from netsim.netfilter import Family, Match, Option, Rule, Ruleset, Table, Target, render_save
 from netsim.netfilter.engine import compile_ruleset, trace
 from netsim.netfilter.model import BUILTIN_CHAINS, Chain
-from netsim.netfilter.packet import FwmarkRoute, Interface, Listener, Netns, Origin, Packet, Proto, Socket
+from netsim.netfilter.packet import FwmarkRoute, Interface, Listener, Netns, Proto
 from netsim.netfilter.render_trace import render_xtables
 
 LISTENER = Path(__file__).with_name("listen_helper.py")
@@ -135,33 +136,6 @@ def with_trace_rules(ruleset: Ruleset) -> Ruleset:
     return Ruleset(ruleset.family, tuple(tables))
 
 
-@dataclass(frozen=True)
-class Probe:
-    proto: str
-    family: int
-    src: str
-    sport: int
-    dst: str
-    dport: int
-    uid: int = 0
-    gid: int = 0
-    inbound: bool = False
-
-    def packet(self) -> Packet:
-        fam = Family.IPV4 if self.family == 4 else Family.IPV6
-        return Packet(
-            family=fam,
-            proto=Proto.parse(self.proto),
-            src=ipaddress.ip_address(self.src),
-            dst=ipaddress.ip_address(self.dst),
-            sport=self.sport,
-            dport=self.dport,
-            origin=Origin.ARRIVING if self.inbound else Origin.LOCAL,
-            in_iface="eth0" if self.inbound else None,
-            socket=None if self.inbound else Socket(uid=self.uid, gid=self.gid),
-        )
-
-
 def _ports_of(ruleset: Ruleset) -> set[int]:
     out: set[int] = set()
     for t in ruleset.tables:
@@ -210,7 +184,6 @@ def make_probes(ruleset: Ruleset, seed: str, count: int, sports: Iterator[int]) 
     remote destinations), the rest arriving from the peer."""
     rng = random.Random(seed)
     v4 = ruleset.family is Family.IPV4
-    fam = 4 if v4 else 6
     pod, peer = (POD4, PEER4) if v4 else (POD6, PEER6)
     loopbacks = ["127.0.0.1", "127.0.0.6", "127.0.0.53"] if v4 else ["::1", "::6"]
     remote = ["10.0.0.5", "10.96.0.10", "1.1.1.1", peer] if v4 else ["fd00:abcd::5", "2001:db8::1", peer]
@@ -227,7 +200,7 @@ def make_probes(ruleset: Ruleset, seed: str, count: int, sports: Iterator[int]) 
             dst = pod if rng.random() < 0.85 else rng.choice([a for a in rule_addrs if a not in loopbacks] or [pod])
             if v4 and ipaddress.ip_address(dst).is_loopback:
                 dst = pod
-            probes.append(Probe(proto, fam, peer, sport, dst, dport, inbound=True))
+            probes.append(Probe(proto=proto, src=peer, sport=sport, dst=dst, dport=dport, inbound=True))
             continue
         dst = rng.choice(loopbacks + [pod] * 2 + remote * 3 + rule_addrs)
         local = ipaddress.ip_address(dst).is_loopback or dst == pod
@@ -235,7 +208,7 @@ def make_probes(ruleset: Ruleset, seed: str, count: int, sports: Iterator[int]) 
             local = True
         src = rng.choice([*loopbacks[:2], pod]) if local else pod
         uid, gid = rng.choice(ids), rng.choice(ids)
-        probes.append(Probe(proto, fam, src, sport, dst, dport, uid, gid))
+        probes.append(Probe(proto=proto, src=src, sport=sport, dst=dst, dport=dport, uid=uid, gid=gid))
     return probes
 
 
@@ -247,7 +220,7 @@ def pod_handle_positions(pod: str, family: Family) -> Positions:
 
 def _send(ns: str, batch: list[Probe]) -> None:
     sh("ip", "netns", "exec", ns, sys.executable, "-m", "netsim.lab.probe",
-       stdin=json.dumps([p.__dict__ for p in batch]))
+       stdin=json.dumps([p.wire() for p in batch]))
 
 
 @dataclass
@@ -282,7 +255,7 @@ def run_ruleset(pair: Pair, name: str, ruleset: Ruleset, probes: list[Probe]) ->
         inbound = [p for p in probes if p.inbound]
         pod_ip = POD4 if family is Family.IPV4 else POD6
         peer_ip = PEER4 if family is Family.IPV4 else PEER6
-        sentinel = Probe("udp", 4 if family is Family.IPV4 else 6, pod_ip, SPORT_HI, peer_ip, 9)
+        sentinel = Probe(proto="udp", src=pod_ip, sport=SPORT_HI, dst=peer_ip, dport=9)
         # Wait until the monitor is subscribed: send sentinels until one is seen.
         deadline = time.monotonic() + 5
         mark_start = f"sport {SPORT_HI} " if v6 else f"SPORT={SPORT_HI} "
