@@ -37,34 +37,16 @@ from netsim.dns.allocate import (
 )
 from netsim.dns.profile import Profile, profile_for_version
 from netsim.errors import ConfigError, NetsimError
+from netsim.istio_service import EXPORT_TO_ANNOTATION, Resolution, annotation_export_to, exported, se_resolution
 from netsim.k8s import K8sObject, YAMLSyntaxError, load_yaml, read_objects, read_text
 
 KUBERNETES = "Kubernetes"
 EXTERNAL = "External"
 KUBE_CLUSTER = "Kubernetes"  # istiod's default cluster ID
-EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"
 _CLUSTERSET = ".svc.clusterset.local"
 _ISTIO_GROUP = "networking.istio.io"
 _SE_VERSIONS = ("v1", "v1beta1", "v1alpha3")
 
-
-class Resolution(enum.Enum):
-    """Istio's internal service resolution (ServiceEntry names in brackets)."""
-
-    CLIENT_SIDE_LB = "ClientSideLB"  # STATIC, or a ClusterIP Service
-    DNS_LB = "DNSLB"  # DNS
-    DNS_ROUND_ROBIN_LB = "DNSRoundRobinLB"  # DNS_ROUND_ROBIN
-    PASSTHROUGH = "Passthrough"  # NONE, or a headless Service
-    DYNAMIC_DNS = "DynamicDNS"  # DYNAMIC_DNS
-
-    @property
-    def se_name(self) -> str:
-        return _SE_NAME[self]
-
-
-_SE_RESOLUTION = {"NONE": Resolution.PASSTHROUGH, "STATIC": Resolution.CLIENT_SIDE_LB, "DNS": Resolution.DNS_LB,
-                  "DNS_ROUND_ROBIN": Resolution.DNS_ROUND_ROBIN_LB, "DYNAMIC_DNS": Resolution.DYNAMIC_DNS}
-_SE_NAME = {v: k for k, v in _SE_RESOLUTION.items()}
 
 
 class Health(enum.Enum):
@@ -408,12 +390,6 @@ def _mapping(obj: K8sObject, data: Any, path: str) -> Mapping[str, Any]:
     return data
 
 
-def _exported(obj: K8sObject, export_to: list[str], client_ns: str) -> bool:
-    if not export_to:
-        return True
-    return any(e in ("*", client_ns) or (e == "." and obj.namespace == client_ns) for e in export_to)
-
-
 def _ports(obj: K8sObject, spec: Mapping[str, Any], name_key: str) -> tuple[int, ...]:
     raw = spec.get("ports") or []
     if not isinstance(raw, list):
@@ -509,9 +485,9 @@ class _Builder:
     def k8s_service(self, obj: K8sObject) -> list[Service]:
         spec = _mapping(obj, obj.body.get("spec"), "spec")
         ann = _mapping(obj, (obj.body.get("metadata") or {}).get("annotations"), "metadata.annotations")
-        export = [e.strip() for e in str(ann.get(EXPORT_TO_ANNOTATION, "")).split(",") if e.strip()]
+        export = annotation_export_to(ann)
         hostname = f"{obj.name}.{obj.namespace}.svc.{self.opts.cluster_domain}"
-        if not _exported(obj, export, self.opts.namespace):
+        if not exported(export, obj.namespace, self.opts.namespace):
             self.hidden.append(Unresolved(hostname, obj.where(), f"not exported to namespace {self.opts.namespace} "
                                           f"({EXPORT_TO_ANNOTATION}: {','.join(export)})"))
             return []
@@ -563,15 +539,12 @@ class _Builder:
             raise obj.error("spec.hosts", "a ServiceEntry needs at least one host")
         addresses = _str_list(obj, spec, "addresses", "spec")
         export = _str_list(obj, spec, "exportTo", "spec")
-        if not _exported(obj, export, self.opts.namespace):
+        if not exported(export, obj.namespace, self.opts.namespace):
             for h in hosts:
                 self.hidden.append(Unresolved(h, obj.where(), f"not exported to namespace {self.opts.namespace} "
                                               f"(spec.exportTo: {', '.join(export)})"))
             return []
-        res_text = str(spec.get("resolution") or "NONE")
-        if res_text.upper() not in _SE_RESOLUTION:
-            raise obj.error("spec.resolution", f"{res_text!r} is not one of {', '.join(_SE_RESOLUTION)}")
-        resolution = _SE_RESOLUTION[res_text.upper()]
+        resolution = se_resolution(obj, spec)
         ports = _ports(obj, spec, "number")
         eps: list[Endpoint] = []
         for i, e in enumerate(spec.get("endpoints") or []):

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from netsim.errors import NetsimError
+from netsim.istio_service import exported
 from netsim.mesh.model import (
     ROOT_NAMESPACE,
     UNSPECIFIED,
@@ -223,12 +224,6 @@ class ProxyIndex:
 
 # -------------------------------------------------------------------------------------------------
 # policy lookups (shared with hop and diagnose)
-
-def exported(export_to: Sequence[str], owner_ns: str, client_ns: str) -> bool:
-    if not export_to:
-        return True
-    return any(e == "*" or e == client_ns or (e == "." and owner_ns == client_ns) for e in export_to)
-
 
 def host_matches(pattern: str, host: str) -> bool:
     if pattern == "*" or pattern == host:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from netsim.errors import NetsimError
+from netsim.istio_service import EXPORT_TO_ANNOTATION, Resolution
 from netsim.k8s import K8sObject
 
 Labels = tuple[tuple[str, str], ...]
@@ -23,7 +24,6 @@ Labels = tuple[tuple[str, str], ...]
 UNSPECIFIED = "0.0.0.0"
 ROOT_NAMESPACE = "istio-system"
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
-EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"
 
 
 class Protocol(enum.Enum):
@@ -58,17 +58,6 @@ class Protocol(enum.Enum):
 
 _HTTP_LIKE = frozenset({Protocol.HTTP, Protocol.HTTP2, Protocol.HTTP_PROXY, Protocol.GRPC, Protocol.GRPC_WEB})
 _TCP_LIKE = frozenset({Protocol.TCP, Protocol.HTTPS, Protocol.TLS, Protocol.MONGO, Protocol.REDIS, Protocol.MYSQL})
-
-
-class Resolution(enum.Enum):
-    """Istio's internal service resolution."""
-
-    CLIENT_SIDE_LB = "ClientSideLB"
-    DNS_LB = "DNSLB"
-    DNS_ROUND_ROBIN_LB = "DNSRoundRobinLB"
-    PASSTHROUGH = "Passthrough"
-    DYNAMIC_DNS = "DynamicDNS"
-    ALIAS = "Alias"
 
 
 class Direction(enum.Enum):

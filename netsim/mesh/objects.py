@@ -17,9 +17,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from netsim.errors import ConfigError, NetsimError
+from netsim.istio_service import annotation_export_to, se_resolution
 from netsim.k8s import POD_TEMPLATE_PATHS, K8sObject, LoadResult, YAMLSyntaxError, load_yaml, parse_objects
 from netsim.mesh.model import (
-    EXPORT_TO_ANNOTATION,
     ROOT_NAMESPACE,
     TLS_MODE_LABEL,
     UNSPECIFIED,
@@ -59,8 +59,6 @@ MESH_KINDS = frozenset({"Service", "Endpoints", "EndpointSlice", "ServiceEntry",
                         *POD_TEMPLATE_PATHS})
 _PA_MODES = ("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
 _TLS_MODES = ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
-_SE_RESOLUTION = {"NONE": Resolution.PASSTHROUGH, "STATIC": Resolution.CLIENT_SIDE_LB, "DNS": Resolution.DNS_LB,
-                  "DNS_ROUND_ROBIN": Resolution.DNS_ROUND_ROBIN_LB, "DYNAMIC_DNS": Resolution.DYNAMIC_DNS}
 _PROTOCOLS = {"tcp": Protocol.TCP, "udp": Protocol.UDP, "grpc": Protocol.GRPC, "grpc-web": Protocol.GRPC_WEB,
               "http": Protocol.HTTP, "http_proxy": Protocol.HTTP_PROXY, "http2": Protocol.HTTP2,
               "https": Protocol.HTTPS, "tls": Protocol.TLS, "mongo": Protocol.MONGO, "redis": Protocol.REDIS,
@@ -296,7 +294,7 @@ class _Converter:
     def service(self, obj: K8sObject) -> list[MeshService]:
         spec = _map(obj, obj.body.get("spec"), "spec")
         ann = _annotations(obj)
-        export = tuple(e.strip() for e in str(ann.get(EXPORT_TO_ANNOTATION, "")).split(",") if e.strip())
+        export = annotation_export_to(ann)
         ports = []
         for i, p in enumerate(_list(obj, spec.get("ports"), "spec.ports")):
             p = _map(obj, p, f"spec.ports[{i}]")
@@ -392,9 +390,7 @@ class _Converter:
                 ipaddress.ip_network(a, strict=False)
             except ValueError:
                 raise obj.error(f"spec.addresses[{i}]", f"not an IP address or CIDR: {a!r}") from None
-        res_text = str(spec.get("resolution") or "NONE").upper()
-        if res_text not in _SE_RESOLUTION:
-            raise obj.error("spec.resolution", f"{res_text!r} is not one of {', '.join(_SE_RESOLUTION)}")
+        resolution = se_resolution(obj, spec)
         location = str(spec.get("location") or "MESH_EXTERNAL").upper()
         if location not in ("MESH_EXTERNAL", "MESH_INTERNAL"):
             raise obj.error("spec.location", f"must be MESH_EXTERNAL or MESH_INTERNAL, got {location!r}")
@@ -429,7 +425,7 @@ class _Converter:
         for h in hosts:
             for a in addresses or (UNSPECIFIED,):
                 out.append(MeshService(hostname=h, namespace=obj.namespace, name=obj.name, kind="ServiceEntry",
-                                       resolution=_SE_RESOLUTION[res_text], address=a, ports=tuple(ports),
+                                       resolution=resolution, address=a, ports=tuple(ports),
                                        endpoints=tuple(eps), creation=creation, export_to=export,
                                        mesh_external=location == "MESH_EXTERNAL", selector=selector,
                                        where=obj.where()))

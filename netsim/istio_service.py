@@ -1,0 +1,76 @@
+"""What istiod's service model says in both the DNS table and the mesh hop: one definition each.
+
+Owns: :class:`Resolution` (istiod's internal service resolution) and the ServiceEntry
+``spec.resolution`` table that maps onto it (:func:`se_resolution`), and the ``exportTo`` visibility
+rule, read from a Service's ``networking.istio.io/exportTo`` annotation (:func:`annotation_export_to`)
+or a config object's ``spec.exportTo`` and checked by :func:`exported`.
+
+Never does: build services. ``netsim.dns.table`` and ``netsim.mesh.objects`` each convert Services and
+ServiceEntries into their own values (the name table needs endpoints and auto-allocation, the hop needs
+ports, protocols and routing), and both read these pieces from here.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from netsim.k8s import K8sObject
+
+EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"
+
+
+class Resolution(enum.Enum):
+    """Istio's internal service resolution (ServiceEntry names in brackets)."""
+
+    CLIENT_SIDE_LB = "ClientSideLB"  # STATIC, or a ClusterIP Service
+    DNS_LB = "DNSLB"  # DNS, or an ExternalName Service
+    DNS_ROUND_ROBIN_LB = "DNSRoundRobinLB"  # DNS_ROUND_ROBIN
+    PASSTHROUGH = "Passthrough"  # NONE, or a headless Service
+    DYNAMIC_DNS = "DynamicDNS"  # DYNAMIC_DNS
+    ALIAS = "Alias"  # an ExternalName Service from 1.21 (the mesh hop only; no ServiceEntry spelling)
+
+    @property
+    def se_name(self) -> str:
+        """The ServiceEntry ``spec.resolution`` spelling; KeyError for ALIAS, which has none."""
+        return _SE_NAME[self]
+
+
+SE_RESOLUTION: Mapping[str, Resolution] = {
+    "NONE": Resolution.PASSTHROUGH, "STATIC": Resolution.CLIENT_SIDE_LB, "DNS": Resolution.DNS_LB,
+    "DNS_ROUND_ROBIN": Resolution.DNS_ROUND_ROBIN_LB, "DYNAMIC_DNS": Resolution.DYNAMIC_DNS,
+}
+_SE_NAME = {v: k for k, v in SE_RESOLUTION.items()}
+
+
+def se_resolution(obj: K8sObject, spec: Mapping[str, Any]) -> Resolution:
+    """A ServiceEntry's ``spec.resolution`` (NONE when absent, any letter case).
+
+    Raises ConfigError located at ``obj``'s ``spec.resolution``, quoting the value as written.
+    """
+    text = str(spec.get("resolution") or "NONE")
+    try:
+        return SE_RESOLUTION[text.upper()]
+    except KeyError:
+        raise obj.error("spec.resolution", f"{text!r} is not one of {', '.join(SE_RESOLUTION)}") from None
+
+
+def annotation_export_to(annotations: Mapping[str, Any]) -> tuple[str, ...]:
+    """A Service's ``networking.istio.io/exportTo`` annotation as a list (comma-separated, blanks dropped)."""
+    return tuple(e.strip() for e in str(annotations.get(EXPORT_TO_ANNOTATION, "")).split(",") if e.strip())
+
+
+def exported(export_to: Sequence[str], owner_ns: str, client_ns: str) -> bool:
+    """Whether an object of ``owner_ns`` with ``export_to`` is visible in ``client_ns``.
+
+    Empty is everywhere (the mesh default), ``*`` everywhere, ``.`` the owner's own namespace, and any
+    other entry the namespace of that name.
+    """
+    if not export_to:
+        return True
+    return any(e == "*" or e == client_ns or (e == "." and owner_ns == client_ns) for e in export_to)
+
+
+__all__ = ["EXPORT_TO_ANNOTATION", "SE_RESOLUTION", "Resolution", "annotation_export_to", "exported",
+           "se_resolution"]
