@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from netsim.netfilter import parse_ruleset  # noqa: E402
-from netsim.netfilter.cli import split_families  # noqa: E402
+from netsim.netfilter.dump import split_families  # noqa: E402
 from netsim.netfilter.engine import CompiledRuleset, compile_ruleset, trace  # noqa: E402
 from netsim.netfilter.packet import Netns, Origin, Packet, Proto, Socket  # noqa: E402
 

@@ -18,7 +18,7 @@ from netsim.errors import NetsimError
 # (kept here so that listing the commands imports none of them).
 _COMMANDS: dict[str, tuple[str, str]] = {
     "compile": ("netsim.capture.cli:compile_cmd", "Print the rules Istio's sidecar capture writes into a pod."),
-    "trace": ("netsim.netfilter.cli:trace_cmd", "Follow a packet through the rules and the sidecar's hops."),
+    "trace": ("netsim.commands.trace:trace_cmd", "Follow a packet through the rules and the sidecar's hops."),
     "dns": ("netsim.dns.cli:dns_group", "pilot-agent's DNS proxy: serve, list its names, query offline."),
     "lab": ("netsim.lab.cli:lab_group", "A real pod network namespace running the rules and the agent."),
     "mesh": ("netsim.mesh.cli:mesh_group", "Which Envoy listener and cluster a captured connection reaches."),

@@ -52,6 +52,7 @@ from netsim.lab.runner import (
     WriteFile,
 )
 from netsim.netfilter.model import Family
+from netsim.workload.identity import envoy_uid
 
 ETC_NETNS = Path("/etc/netns")  # ``ip netns exec N`` bind-mounts /etc/netns/N/* over /etc/*
 POD_IF, NODE_IF = "eth0", "vpod0"
@@ -140,8 +141,8 @@ def listener_roles(spec: LabSpec) -> tuple[tuple[str, tuple[str, ...], int | Non
     """(role, argv, uid, port) of each process ``up`` starts: the DNS agent and the two listeners.
 
     The listeners run as the proxy uid/gid, so their own dials are not captured again (ISTIO_OUTPUT's
-    owner RETURN); in TPROXY mode the injector runs Envoy as uid 0 / gid 1337 (spec §6), and so does the
-    15006 listener, which needs IP_TRANSPARENT.
+    owner RETURN); in TPROXY mode the injector runs Envoy as uid 0 / gid 1337 (spec §6,
+    ``netsim.workload.identity.envoy_uid``), and so does the 15006 listener, which needs IP_TRANSPARENT.
     """
     ipv6 = any(i.version == 6 for i in spec.pod_ips)
     listen = [f"127.0.0.1:{spec.dns_port}"] + ([f"[::1]:{spec.dns_port}"] if ipv6 else [])
@@ -161,7 +162,7 @@ def listener_roles(spec: LabSpec) -> tuple[tuple[str, tuple[str, ...], int | Non
             argv.append("--ipv6")
         if transparent:
             argv.append("--transparent")
-        out.append((f"listener-{port}", tuple(argv), 0 if transparent else spec.proxy_uid, port))
+        out.append((f"listener-{port}", tuple(argv), envoy_uid(spec.proxy_uid, tproxy=transparent), port))
     return tuple(out)
 
 

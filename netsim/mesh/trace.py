@@ -1,7 +1,7 @@
 """The hook that lets ``netsim trace`` continue past 15001/15006 into the sidecar (issue 8 §2).
 
 Owns: :func:`continue_trace`, which takes the kernel tracer's verdict for a connection
-(``captured-outbound`` / ``captured-inbound``, from ``netsim.netfilter.trace_hops.follow``) and its
+(``captured-outbound`` / ``captured-inbound``, from ``netsim.workload.hops.follow``) and its
 original destination, and returns the Envoy steps that follow (listener, filter chain, route,
 cluster, upstream TLS) as :class:`MeshContinuation`: text lines, a JSON object and one plain
 sentence to end the trace with.

@@ -2,10 +2,11 @@
 
 Knows nothing about Istio. See ``model.py`` for the values, ``parse.py``/``render.py`` for text,
 ``packet.py``/``trace.py`` for a packet, its namespace and what happened to it, ``engine.py`` for the
-walk and ``trace_hops.py`` for following a connection across the sidecar.
+walk and ``dump.py`` for a whole ``iptables-save; ip6tables-save`` file. Following a connection
+across the sidecar is ``netsim.workload``'s (it knows the sidecar; this package knows no proxy).
 
-Import cost stays small (``netsim compile`` and every ``--help`` pay it): the engine and the hop
-follower, the expensive modules, load on first use of one of their names (PEP 562 ``__getattr__``).
+Import cost stays small (``netsim compile`` and every ``--help`` pay it): the engine, the expensive
+module, loads on first use of one of its names (PEP 562 ``__getattr__``).
 ``trace`` is the engine's function, not the ``trace`` submodule (import that module's names as
 ``from netsim.netfilter.trace import Step``): the submodule is loaded here, and its attribute
 dropped, so that no later import can rebind the name to the module.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from netsim.netfilter.dump import parse_dump, split_families
 from netsim.netfilter.matches import Names
 from netsim.netfilter.model import (
     Chain,
@@ -50,14 +52,11 @@ globals().pop("trace", None)  # the submodule, bound by the import above; ``trac
 
 if TYPE_CHECKING:
     from netsim.netfilter.engine import CompiledRuleset, compile_ruleset, describe_failure, trace, trace_branches
-    from netsim.netfilter.trace_hops import Followed, Hop, MatrixRow, Sidecar, capture_matrix, follow
 
 # name -> the module that defines it, imported on first use
 _LAZY = {
     **dict.fromkeys(("CompiledRuleset", "compile_ruleset", "describe_failure", "trace", "trace_branches"),
                     "netsim.netfilter.engine"),
-    **dict.fromkeys(("Followed", "Hop", "MatrixRow", "Sidecar", "capture_matrix", "follow"),
-                    "netsim.netfilter.trace_hops"),
 }
 
 
@@ -79,14 +78,11 @@ __all__ = [
     "CtState",
     "Endpoint",
     "Family",
-    "Followed",
     "FwmarkRoute",
-    "Hop",
     "Interface",
     "Kind",
     "Listener",
     "Match",
-    "MatrixRow",
     "Names",
     "Netns",
     "Option",
@@ -98,24 +94,23 @@ __all__ = [
     "Rule",
     "RuleOp",
     "Ruleset",
-    "Sidecar",
     "Socket",
     "Step",
     "Table",
     "Target",
     "Trace",
     "apply_payload",
-    "capture_matrix",
     "compile_ruleset",
     "describe_failure",
-    "follow",
     "parse_dry_run",
+    "parse_dump",
     "parse_payload",
     "parse_rule_args",
     "parse_ruleset",
     "render_rule",
     "render_save",
     "rule_tokens",
+    "split_families",
     "tokenize",
     "trace",
     "trace_branches",

@@ -291,7 +291,7 @@ class _Check:
 
     def __init__(self, fn: Callable[..., bool | None], label: str, attr: str):
         self.fn = fn
-        self.label = label  # the condition as iptables-save prints it, e.g. "-o lo" or "-m owner --uid-owner 1337"
+        self.label = label  # the condition as iptables-save prints it, e.g. "-o lo" or "-m owner --uid-owner 1000"
         self.attr = attr  # which packet field decided it (for "why it failed")
 
 

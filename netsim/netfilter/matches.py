@@ -123,7 +123,7 @@ def parse_u32(text: str) -> int:
 
 
 def value_mask(text: str) -> tuple[int, int]:
-    """``1337`` or ``0x10/0xff`` → (value, mask); the mask defaults to 0xffffffff."""
+    """``1000`` or ``0x10/0xff`` → (value, mask); the mask defaults to 0xffffffff."""
     value, sep, mask = text.partition("/")
     return parse_u32(value), parse_u32(mask) if sep else 0xFFFFFFFF
 

@@ -4,7 +4,7 @@
 --trace`` prints it without the trace id and the ``-4 -t TABLE`` prefix of the rule text::
 
     PACKET: OUT=eth0 SRC=10.244.0.5 DST=10.0.0.5 SPORT=40000 DPORT=80
-    TRACE: nat:ISTIO_OUTPUT:rule:9:JUMP:ISTIO_REDIRECT  -A ISTIO_OUTPUT -d 10.0.0.0/8 -j ISTIO_REDIRECT
+    TRACE: nat:MY_OUTPUT:rule:9:JUMP:MY_REDIRECT  -A MY_OUTPUT -d 10.0.0.0/8 -j MY_REDIRECT
     TRACE: nat:OUTPUT:policy:ACCEPT
 
 ``rule:N`` is the rule's 1-based position in its chain (the kernel prints the nft handle; map

@@ -1,7 +1,7 @@
 """Target extensions: how ``-j TARGET options…`` is read and stored the way the kernel keeps it.
 
 Like ``matches.py``, a table: each known target's options in save order and a normaliser that
-produces what ``iptables-save`` prints (``MARK --set-mark 1337`` → ``--set-xmark 0x539/0xffffffff``,
+produces what ``iptables-save`` prints (``MARK --set-mark 1000`` → ``--set-xmark 0x3e8/0xffffffff``,
 ``REDIRECT --to-port`` → ``--to-ports``, TPROXY's default ``--on-ip``, CONNMARK's masks, …; checked
 against iptables 1.8.9). Unknown targets keep their tokens. Never evaluates packets.
 """
@@ -84,7 +84,7 @@ def _ports_target(o: dict[str, tuple[str, ...]], flags: tuple[str, ...]) -> tupl
     if ports:
         lo, sep, hi = ports[0].partition("-")
         if not (lo.isdigit() and int(lo) <= 65535 and (not sep or (hi.isdigit() and int(lo) <= int(hi) <= 65535))):
-            raise RulesetError(f"invalid port range `{ports[0]}' for --to-ports, e.g. 15001 or 15001-15002")
+            raise RulesetError(f"invalid port range `{ports[0]}' for --to-ports, e.g. 8080 or 8080-8081")
         out.append(Option("--to-ports", (ports[0] if sep and lo != hi else lo,)))
     out.extend(Option(flag) for flag in flags if flag in o)
     return tuple(out)

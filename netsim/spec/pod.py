@@ -96,6 +96,7 @@ class PodSource:
     dns_policy: str
     dns_nameservers: tuple[str, ...]
     choice: str  # how this object was picked among the file's objects
+    namespace: str = "default"  # the object's metadata.namespace (a template's pods run there too)
 
     @property
     def annotation_map(self) -> dict[str, str]:
@@ -276,6 +277,10 @@ def _pod_source(path: str, label: str, obj: dict[str, Any], choice: str) -> PodS
     annotations = _string_map(meta.get("annotations"), _join_field(tpath, "metadata.annotations"), ctx)
     labels = _string_map(meta.get("labels"), _join_field(tpath, "metadata.labels"), ctx)
     owner: tuple[tuple[str, str], ...] = ()
+    obj_meta = obj.get("metadata")
+    namespace = obj_meta.get("namespace") if isinstance(obj_meta, dict) else None
+    if namespace is not None and (not isinstance(namespace, str) or not namespace):
+        raise SpecError(f"metadata.namespace: expected a name, got {_yaml_type(namespace)}", where=ctx)
     if kind != "Pod":
         owner_meta = obj.get("metadata") or {}
         if isinstance(owner_meta, dict):
@@ -313,7 +318,7 @@ def _pod_source(path: str, label: str, obj: dict[str, Any], choice: str) -> PodS
                      owner_annotations=owner, containers=containers, init_containers=init_containers,
                      pod_ips=pod_ips,
                      host_network=spec.get("hostNetwork") is True, dns_policy=dns_policy,
-                     dns_nameservers=nameservers, choice=choice)
+                     dns_nameservers=nameservers, choice=choice, namespace=namespace or "default")
 
 
 def _join_field(prefix: str, field: str) -> str:
@@ -725,6 +730,23 @@ def _proxy_config(pod: PodSource, ann: Mapping[str, str], profile: VersionProfil
     return pc, env, ignored
 
 
+def proxy_metadata(pod: PodSource) -> dict[str, str]:
+    """All of the pod's ``proxy.istio.io/config`` proxyMetadata (pilot-agent's env: DNS capture,
+    auto-allocation, …), whatever the release. Raises SpecError for an annotation that is not a
+    ProxyConfig mapping."""
+    raw = dict(pod.annotations).get(ANN_PROXY_CONFIG)
+    if raw is None:
+        return {}
+    where = f"{pod.where}: annotation {ANN_PROXY_CONFIG}"
+    try:
+        pc = load_yaml(raw)
+    except YAMLSyntaxError as e:
+        raise SpecError(f"not valid YAML/JSON: {e.problem}", where=where) from None
+    if not isinstance(pc, dict) or pc.get("proxyMetadata") is None:
+        return {}
+    return dict(_string_map(pc["proxyMetadata"], "proxyMetadata", where))
+
+
 def _dns_servers(pod: PodSource, cluster_dns: str, cluster_dns_origin: str) -> tuple[tuple[str, ...], str]:
     """The nameservers kubelet writes into the pod's resolv.conf, as far as the manifest tells."""
     cluster = cluster_dns_origin or f"cluster DNS default {cluster_dns}"
@@ -746,4 +768,5 @@ __all__ = [
     "derive",
     "exclude_inbound_port",
     "load_pod",
+    "proxy_metadata",
 ]

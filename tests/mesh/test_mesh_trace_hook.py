@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 
 import pytest
@@ -14,37 +13,18 @@ HAZELCAST = Path(__file__).resolve().parents[2] / "rules" / "mesh" / "hazelcast-
 
 
 def _kernel_verdict(pod_file: Path, dst: str, port: int) -> tuple[str, str]:
-    """Run the real tracer (netsim.netfilter) on the pod's compiled capture rules."""
-    pytest.importorskip("netsim.netfilter.trace_hops")
-    from netsim.capture.compiled import compile_config
-    from netsim.netfilter.engine import compile_ruleset
-    from netsim.netfilter.packet import Interface, Netns, Packet, Proto, Socket
-    from netsim.netfilter.trace_hops import APP_SPORT, Sidecar, follow
-    from netsim.spec.pod import load_pod
-    from netsim.spec.resolve import resolve
+    """Run the real tracer on the pod's compiled capture rules, through the workload's front door."""
+    from netsim.workload import Workload
 
-    pod = load_pod(str(pod_file))
-    cfg = resolve(pod=pod).config
-    assert cfg is not None
-    compiled = compile_config(cfg)
-    crs = compile_ruleset(compiled.ruleset_v4)
-    netns = Netns(interfaces=(Interface.of("lo", "127.0.0.1/8"), Interface.of("eth0", "10.12.0.11/24")),
-                  default_iface="eth0", other_ports_listen=True)
-    from netsim.netfilter.model import Family
-
-    packet = Packet(family=Family.IPV4, proto=Proto.TCP, src=ipaddress.ip_address("10.12.0.11"),
-                    dst=ipaddress.ip_address(dst), sport=APP_SPORT, dport=port, socket=Socket(uid=1000, gid=1000))
-    f = follow(crs, packet, netns, Sidecar(), "app")
+    w = Workload.from_pod(str(pod_file), pod_ips=["10.12.0.11"])
+    f = w.trace(f"{dst}:{port}", uid=1000, gid=1000)
     return f.verdict, f.summary
 
 
 @pytest.mark.parametrize(("version", "cluster"), [("1.5", "outbound|5701||app-ext.app.svc.cluster.local"),
                                                    (None, "PassthroughCluster")])
 def test_mesh_trace_continues_past_15001(version: str | None, cluster: str) -> None:
-    try:
-        verdict, summary = _kernel_verdict(HAZELCAST / "pod.yaml", "10.12.2.8", 5701)
-    except (ImportError, TypeError, AttributeError) as e:  # the tracer's API moved: the hook itself is tested below
-        pytest.skip(f"tracer API differs: {e}")
+    verdict, summary = _kernel_verdict(HAZELCAST / "pod.yaml", "10.12.2.8", 5701)
     assert verdict == "captured-outbound", summary
     index = load_index([HAZELCAST / "objects.yaml"], pod_file=str(HAZELCAST / "pod.yaml"), istio_version=version)
     cont = continue_trace(index, verdict, dst_ip="10.12.2.8", dst_port=5701)

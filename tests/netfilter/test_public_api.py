@@ -16,11 +16,11 @@ def test_all_is_sorted_and_every_name_resolves() -> None:
 
 
 def test_tracer_names_are_the_defining_modules_objects() -> None:
-    from netsim.netfilter import engine, packet, trace_hops
+    from netsim.netfilter import engine, packet
     from netsim.netfilter import trace as trace_fn
 
     assert trace_fn is engine.trace and nf.trace is engine.trace  # the function, not the trace submodule
-    assert nf.compile_ruleset is engine.compile_ruleset and nf.follow is trace_hops.follow
+    assert nf.compile_ruleset is engine.compile_ruleset
     assert nf.Packet is packet.Packet and nf.Netns is packet.Netns
     from netsim.netfilter.trace import Step  # the submodule's own names still import as before
 
@@ -38,12 +38,11 @@ def test_a_trace_through_the_package_names() -> None:
                        dst=ip_address("10.0.0.9"), sport=40000, dport=80, socket=nf.Socket(uid=1000, gid=1000))
     t = nf.trace(nf.compile_ruleset(ruleset), packet, netns)
     assert t.outcome is nf.Outcome.DELIVERED and t.local_port == 15001
-    assert nf.follow(nf.compile_ruleset(ruleset), packet, netns, nf.Sidecar(), "app").verdict == "captured-outbound"
 
 
 def _loaded_after(code: str) -> dict[str, bool]:
     probe = ("import sys, json\n" + code + "\nprint(json.dumps({m: m in sys.modules for m in "
-             "('netsim.netfilter.engine', 'netsim.netfilter.trace_hops', 'netsim.mesh', 'yaml', 'dnslib', "
+             "('netsim.netfilter.engine', 'netsim.workload', 'netsim.mesh', 'yaml', 'dnslib', "
              "'scapy', 'pyroute2')}))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     loaded: dict[str, bool] = json.loads(out)
@@ -55,6 +54,6 @@ def test_import_loads_neither_the_engine_nor_anything_heavy() -> None:
 
 
 def test_engine_imported_first_does_not_turn_trace_into_the_module() -> None:
-    code = ("import netsim.netfilter.engine, netsim.netfilter.render_trace, netsim.netfilter.trace_hops\n"
+    code = ("import netsim.netfilter.engine, netsim.netfilter.render_trace, netsim.netfilter.dump\n"
             "from netsim.netfilter import trace\nassert trace is netsim.netfilter.engine.trace, trace")
     assert _loaded_after(code)["netsim.netfilter.engine"]

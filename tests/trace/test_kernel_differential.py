@@ -19,7 +19,7 @@ from conftest import CONFORMANCE, REPO, require_root
 from kernel_diff import SPORT_LO, Pair, make_probes, namespaces, run_ruleset
 
 from netsim.netfilter import Family, parse_ruleset
-from netsim.netfilter.cli import split_families
+from netsim.netfilter.dump import split_families
 
 pytestmark = pytest.mark.root
 

@@ -11,7 +11,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import CONFORMANCE, REPO
 
-from netsim.netfilter.cli import parse_endpoint, split_families, trace_cmd
+from netsim.commands.trace import trace_cmd
+from netsim.netfilter.dump import split_families
+from netsim.workload.model import parse_endpoint
 
 RULES = CONFORMANCE / "istio-iptables" / "kernel" / "ipnets.v4.iptables-save"
 MTLS = REPO / "rules" / "mtls-503" / "pod.yaml"
@@ -186,7 +188,7 @@ def test_bad_rules_file_is_located(tmp_path: Path) -> None:
 
 def test_help_and_no_heavy_imports() -> None:
     r = subprocess.run([sys.executable, "-c", "import sys; from netsim.cli import main; "
-                        "import netsim.netfilter.cli, netsim.netfilter.engine; "
+                        "import netsim.commands.trace, netsim.netfilter.engine; "
                         "print(sorted(m for m in ('scapy', 'pyroute2', 'dnslib') if m in sys.modules))"],
                        capture_output=True, text=True)
     assert r.stdout.strip() == "[]"

@@ -197,7 +197,7 @@ def test_json_and_text_show_the_conntrack_step() -> None:
 
 
 def cli(*args: str) -> tuple[int, str]:
-    from netsim.netfilter.cli import trace_cmd
+    from netsim.commands.trace import trace_cmd
 
     r = CliRunner().invoke(trace_cmd, ["--pod-ip", POD, *args])
     assert r.exception is None or isinstance(r.exception, SystemExit), r.exception

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from conftest import REPO
 
 from netsim.cli import main
+from netsim.commands.trace import trace_cmd
 from netsim.mesh.cli import mesh_group
-from netsim.netfilter.cli import trace_cmd
 
 MESH = REPO / "rules" / "mesh"
 HAZEL = MESH / "hazelcast-externalname"

@@ -1,161 +1,31 @@
-"""``netsim trace``: parse the options, build the ruleset and packet, call the tracer, print the result.
+"""``netsim trace``: parse the options, build the workload once, ask it, print its answer.
 
-Owns: the option types (endpoints, port lists), reading ``--rules`` dumps (IPv4 and IPv6 sections of
-one file, as ``iptables-save; ip6tables-save`` writes them) and ``--pod`` manifests (through
-``netsim.spec`` and ``netsim.capture``), the pcap table (scapy is imported only there), the three
-output formats, and handing a captured connection to ``netsim.mesh`` when ``--config`` is given
-(imported only then: yaml stays out of the plain trace's cold start). Never decides anything about
-packets itself (``engine``, ``trace_hops``) or about the sidecar's listeners (``netsim.mesh``).
+A thin shell over :class:`netsim.workload.Workload` (which builds the rules, the network namespace and
+the packet, and follows the sidecar's hops): this module owns only the options, the three output
+formats, the pcap table (scapy is imported only there), and handing a captured connection to
+``netsim.mesh`` when ``--config`` is given (imported only then, so yaml stays out of the plain
+trace's cold start; the workload layer never imports the mesh, see docs/design.md).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from netsim.errors import NetsimError, RulesetError, SpecError
-from netsim.netfilter.model import BUILTIN_CHAINS, Family, RestorePayload, Ruleset
-from netsim.netfilter.packet import (
-    ACK,
-    Address,
-    Conntrack,
-    CtState,
-    FwmarkRoute,
-    Interface,
-    Listener,
-    Netns,
-    Origin,
-    Packet,
-    Proto,
-    Socket,
-)
+from netsim.commands.options import EndpointType, MarkType, PortListType
+from netsim.errors import NetsimError, SpecError
+from netsim.netfilter.model import Family
+from netsim.netfilter.packet import ACK, Address, Conntrack, CtState, Netns, Origin, Packet, Proto, Socket
 
 if TYPE_CHECKING:  # imported where used: netsim.mesh (and yaml) load only with --config
     from netsim.mesh.build import ProxyIndex
     from netsim.mesh.trace import MeshContinuation
-    from netsim.netfilter.engine import CompiledRuleset
-    from netsim.netfilter.trace_hops import Followed, Sidecar
-
-DEFAULT_POD_IP = "10.244.0.5"  # the examples' pod IP (rules/README.md) when neither the pod nor --pod-ip has one
-# Ports the capture matrix always probes besides the pod's own (Istio's fixed ports, DNS, web).
-MATRIX_PORTS = (53, 80, 443, 8080, 15001, 15006, 15008, 15020, 15021, 15053, 15090)
-
-
-class EndpointType(click.ParamType):  # type: ignore[type-arg]
-    """``IP``, ``IP:PORT`` or ``[IPv6]:PORT``."""
-
-    name = "IP[:PORT]"
-
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> tuple[Address, int | None]:
-        if isinstance(value, tuple):
-            return value
-        try:
-            return parse_endpoint(str(value))
-        except ValueError as e:
-            raise SpecError(f"{_opt(param)} {value!r}: {e}") from None
-
-
-class PortListType(click.ParamType):  # type: ignore[type-arg]
-    name = "PORTS"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, ...]:
-        if isinstance(value, tuple):
-            return value
-        out = []
-        for item in str(value).split(","):
-            item = item.strip()
-            if not item:
-                continue
-            if not item.isdigit() or not 0 < int(item) <= 65535:
-                raise SpecError(f"{_opt(param)} {value!r}: {item!r} is not a port (1-65535)")
-            out.append(int(item))
-        return tuple(out)
-
-
-class MarkType(click.ParamType):  # type: ignore[type-arg]
-    """A 32-bit mark: decimal or ``0x`` hex, as iptables prints it."""
-
-    name = "MARK"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        try:
-            mark = int(str(value), 0)
-        except ValueError:
-            raise SpecError(f"{_opt(param)} {value!r}: not a number (e.g. 0x539 or 1337)") from None
-        if not 0 <= mark <= 0xFFFFFFFF:
-            raise SpecError(f"{_opt(param)} {value!r}: a mark is 32 bits (0-0xffffffff)")
-        return mark
-
-
-def _opt(param: click.Parameter | None) -> str:
-    """Option errors are one line (SpecError → ``Error: …``, exit 2), naming the option."""
-    return param.opts[0] if param is not None and param.opts else "value"
-
-
-def parse_endpoint(text: str) -> tuple[Address, int | None]:
-    """``10.0.0.5:80`` → (address, 80); ``10.0.0.5`` → (address, None); ``[fd00::1]:53``; bare IPv6."""
-    port: int | None = None
-    host = text
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError("expected [IPv6]:PORT")
-            port = _port(rest[1:])
-    elif text.count(":") == 1:
-        host, _, p = text.partition(":")
-        port = _port(p)
-    try:
-        return ipaddress.ip_address(host), port
-    except ValueError:
-        raise ValueError(f"{host!r} is not an IP address") from None
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) <= 65535:
-        raise ValueError(f"port {text!r} must be 1-65535")
-    return int(text)
-
-
-def split_families(text: str) -> list[tuple[Family, str]]:
-    """Split ``iptables-save; ip6tables-save`` output into its IPv4 and IPv6 parts: a table that
-    appears a second time, or a ``# IPv6``/``ip6tables-save`` comment, starts the second part."""
-    from netsim.netfilter.parse import guess_family
-
-    parts: list[list[str]] = [[]]
-    seen: set[str] = set()
-    for line in text.splitlines():
-        s = line.strip()
-        starts_v6 = s.startswith("#") and ("IPv6" in s or "ip6tables-save" in s) and any(
-            ln.strip().startswith("*") for ln in parts[-1])
-        if s.startswith("*"):
-            name = s[1:].strip()
-            if name in seen:
-                starts_v6 = True
-                seen = set()
-            seen.add(name)
-        if starts_v6 and parts[-1]:
-            parts.append([])
-            seen = {s[1:].strip()} if s.startswith("*") else set()
-        parts[-1].append(line)
-    out = []
-    for i, lines in enumerate(parts):
-        body = "\n".join(lines)
-        if not any(ln.strip().startswith("*") for ln in lines):
-            continue
-        fam = guess_family(body)
-        if i > 0 and fam is Family.IPV4 and len(parts) == 2:
-            fam = Family.IPV6
-        out.append((fam, body))
-    return out
+    from netsim.workload.hops import Followed
+    from netsim.workload.model import Workload
 
 
 @dataclass(frozen=True)
@@ -174,117 +44,16 @@ _MESH_ONLY = ("--mesh-config", "--send", "--host", "--path", "--sni")
 
 
 @dataclass
-class _Setup:
-    rulesets: dict[Family, Ruleset] = field(default_factory=dict)
-    base_chains: dict[Family, set[tuple[str, str]] | None] = field(default_factory=dict)
-    pod_ips: list[Address] = field(default_factory=list)
-    app_uid: int = 0
-    app_gid: int = 0
-    app_ports: tuple[int, ...] = ()
-    proxy_uid: int = 1337
-    proxy_gid: int = 1337
-    tproxy_mark: int | None = None
-    dns: bool = False
-    passthrough: bool = True
-    notes: list[str] = field(default_factory=list)
+class _Session:
+    """One command's workload, its namespace model and the notes to print."""
 
-    def owner(self, uid: int | None, gid: int | None) -> tuple[int, int]:
-        """The app socket's uid and gid: --uid/--gid, else the app's (the gid follows a given --uid)."""
-        u = self.app_uid if uid is None else uid
-        return u, (self.app_gid if uid is None else u) if gid is None else gid
-
-
-def _load_rules(paths: tuple[str, ...], setup: _Setup) -> None:
-    from netsim.netfilter.parse import parse_ruleset
-
-    for path in paths:
-        try:
-            text = Path(path).read_text()
-        except OSError as e:
-            raise NetsimError(f"{path}: cannot read: {e.strerror}") from None
-        parts = split_families(text)
-        if not parts:
-            raise RulesetError(f"{path}: no tables found (expected iptables-save output)")
-        for fam, body in parts:
-            try:
-                setup.rulesets[fam] = parse_ruleset(body, fam)
-            except NetsimError as e:
-                raise e.at(path) from None
-            setup.base_chains[fam] = None
-
-
-def _payload_chains(payload: RestorePayload) -> set[tuple[str, str]]:
-    return {(op.table, op.chain) for op in payload.ops if op.chain in BUILTIN_CHAINS.get(op.table, ())}
-
-
-def _load_pod(path: str, version: str | None, setup: _Setup) -> None:
-    from netsim.capture.compiled import compile_config
-    from netsim.spec.pod import load_pod
-    from netsim.spec.resolve import PodNetwork, resolve
-    from netsim.spec.versions import profile_for
-
-    pod = load_pod(path)
-    profile = profile_for(version)
-    net = PodNetwork(pod_ips=tuple(str(a) for a in setup.pod_ips))
-    res = resolve(pod=pod, net=net, profile=profile, profile_given=version is not None)
-    setup.notes.extend(res.warnings)
-    if not res.capture or res.config is None:
-        setup.notes.append(f"no capture rules: {res.no_capture_reason}")
-        setup.rulesets[Family.IPV4] = Ruleset(Family.IPV4, ())
-        setup.base_chains[Family.IPV4] = set()
-    else:
-        cfg = res.config
-        compiled = compile_config(cfg)
-        setup.rulesets[Family.IPV4] = compiled.ruleset_v4
-        # iptables-nft creates only the base chains a payload appends or inserts to (spec §4).
-        setup.base_chains[Family.IPV4] = _payload_chains(compiled.v4)
-        if compiled.ruleset_v6 is not None and compiled.v6 is not None:
-            setup.rulesets[Family.IPV6] = compiled.ruleset_v6
-            setup.base_chains[Family.IPV6] = _payload_chains(compiled.v6)
-        setup.proxy_uid = int(cfg.proxy_uid[0]) if cfg.proxy_uid and cfg.proxy_uid[0].isdigit() else 1337
-        setup.proxy_gid = int(cfg.proxy_gid[0]) if cfg.proxy_gid and cfg.proxy_gid[0].isdigit() else 1337
-        if cfg.mode.value == "TPROXY":
-            # The injector runs Envoy as uid 0 / gid 1337 in TPROXY mode (spec/istio-iptables.md §6).
-            setup.proxy_uid, setup.proxy_gid = 0, 1337
-            setup.tproxy_mark = int(cfg.tproxy_mark, 0)
-        from netsim.capture.iptables import dns_capture_effective
-
-        setup.dns = dns_capture_effective(cfg)
-    setup.passthrough = profile.version >= (1, 10)
-    if not setup.pod_ips:
-        setup.pod_ips = [ipaddress.ip_address(a) for a in pod.pod_ips]
-    apps = [c for c in pod.containers if c.name != "istio-proxy"]
-    uids = [c.run_as_user for c in apps if c.run_as_user is not None]
-    if uids:
-        setup.app_uid = setup.app_gid = uids[0]
-    else:
-        setup.notes.append("the app's uid is not set in securityContext: assuming the image runs as root (uid 0)")
-    setup.app_ports = tuple(p for c in apps for p in c.ports)
-
-
-def _netns(setup: _Setup, listening: tuple[int, ...] | None, pod: bool) -> Netns:
-    addrs = [f"{a}/{24 if a.version == 4 else 64}" for a in setup.pod_ips]
-    lo = Interface.of("lo", "127.0.0.1/8", "::1/128", "::6/128")
-    eth = Interface.of("eth0", *addrs)
-    listeners: tuple[Listener, ...] | None = None
-    if listening is not None:
-        listeners = tuple(Listener(port=p, proto=pr, transparent=True) for p in listening
-                          for pr in (Proto.TCP, Proto.UDP))
-    elif pod:
-        envoy = [15001, 15006, 15008, 15020, 15021, 15090]
-        ls = [Listener(port=p, transparent=setup.tproxy_mark is not None) for p in envoy]
-        ls += [Listener(port=15053, proto=pr) for pr in (Proto.TCP, Proto.UDP)] if setup.dns else []
-        listeners = tuple(ls)
-        setup.notes.append("the app is assumed to listen on every other port (use --listening to say which)")
-    routes: tuple[FwmarkRoute, ...] = ()
-    if setup.tproxy_mark is not None:
-        routes = (FwmarkRoute(mark=setup.tproxy_mark, table=133),)
-    return Netns(interfaces=(lo, eth), default_iface="eth0", listeners=listeners, fwmark_routes=routes,
-                 other_ports_listen=pod and listening is None)
+    workload: Workload
+    netns: Netns
+    notes: list[str]
 
 
 def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str | None,
-               istio_version: str | None, setup: _Setup) -> ProxyIndex:
+               istio_version: str | None, s: _Session) -> ProxyIndex:
     """The sidecar's listener/cluster index for the traced pod (its file, else its IPs), built once.
 
     Broken documents are notes and the rest still loads (as for ``netsim mesh hop``); a path that
@@ -292,9 +61,9 @@ def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str 
     """
     from netsim.mesh.files import load_index
 
-    index = load_index(configs, pod_file=pod_file, pod_ips=tuple(str(a) for a in setup.pod_ips),
+    index = load_index(configs, pod_file=pod_file, pod_ips=tuple(str(a) for a in s.workload.addresses),
                        mesh_config=mesh_config, istio_version=istio_version)
-    setup.notes.extend(f"--config: {e}" for e in (*index.objects.errors, *index.errors))
+    s.notes.extend(f"--config: {e}" for e in (*index.objects.errors, *index.errors))
     return index
 
 
@@ -363,47 +132,34 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
         raise SpecError(f"--config continues one trace in text or JSON; it does not apply to {what}")
     ct = _CtRequest(ct_state, ct_zone, ct_mark, ct_dnat, ct_reply, follow_up)
     ct.check(matrix=matrix, pcap=pcap, configs=configs)
-    setup = _Setup()
-    for text in pod_ips:
-        for item in text.split(","):
-            try:
-                setup.pod_ips.append(ipaddress.ip_address(item.strip()))
-            except ValueError:
-                raise SpecError(f"--pod-ip {item!r}: not an IP address") from None
+    from netsim.workload.model import Workload
+
     if bool(pod_file) == bool(rules_files):
         raise SpecError("give exactly one of --pod FILE or --rules FILE")
     if pod_file:
-        _load_pod(pod_file, istio_version, setup)
+        w = Workload.from_pod(pod_file, istio_version=istio_version, pod_ips=pod_ips)
     else:
-        _load_rules(rules_files, setup)
-    if not setup.pod_ips:
-        setup.pod_ips = [ipaddress.ip_address(DEFAULT_POD_IP)]
-        setup.notes.append(f"pod IP not given (--pod-ip): assuming {DEFAULT_POD_IP}")
-    netns = _netns(setup, listening, bool(pod_file))
-    from netsim.netfilter.trace_hops import Sidecar
-
-    sidecar = Sidecar(uid=setup.proxy_uid, gid=setup.proxy_gid,
-                      passthrough_v4="127.0.0.6" if setup.passthrough else None,
-                      passthrough_v6="::6" if setup.passthrough else None)
+        w = Workload.from_rules(rules_files, pod_ips=pod_ips, istio_version=istio_version)
+    s = _Session(w, w.netns(listening), [*w.notes, *w.assumptions(listening)])
     if matrix:
-        _matrix(setup, netns, sidecar, fmt)
+        _matrix(s, fmt)
         return
     if pcap:
-        _pcap(pcap, setup, netns, sidecar, uid, gid, fmt)
+        _pcap(pcap, s, uid, gid, fmt)
         return
     if dst is None or (dst[1] is None and proto != "icmp"):
         raise SpecError("--dst IP:PORT is required (or --matrix, or --pcap FILE)")
-    packet, who = _packet(setup, proto, src, dst, from_, uid, gid, in_iface)
+    packet, who = w.packet(dst, proto=proto, src=src, from_=from_, uid=uid, gid=gid, in_iface=in_iface)
     if follow_up:
-        _follow_up(setup, netns, sidecar, packet, who, fmt, ct, uid, gid)
+        _follow_up(s, packet, who, fmt, ct, uid, gid)
         return
     if ct.given:
-        packet, who = ct.apply(packet, who, netns, sidecar, setup, uid, gid)
+        packet, who = ct.apply(packet, who, s, uid, gid)
     mesh = None
     if configs:
-        mesh = _MeshRequest(index=_load_mesh(configs, pod_file, mesh_config, istio_version, setup),
+        mesh = _MeshRequest(index=_load_mesh(configs, pod_file, mesh_config, istio_version, s),
                             send=send or "tcp", host=host, path=http_path or "/", sni=sni)
-    _trace_one(setup, netns, sidecar, packet, who, fmt, mesh)
+    _trace_one(s, packet, who, fmt, mesh)
 
 
 _CT_OPTIONS = ("--ct-state", "--ct-zone", "--ct-mark", "--ct-dnat", "--ct-reply", "--follow-up")
@@ -468,32 +224,30 @@ class _CtRequest:
         except ValueError as e:
             raise SpecError(f"conntrack options: {e}") from None
 
-    def apply(self, packet: Packet, who: str, netns: Netns, sidecar: Sidecar, setup: _Setup, uid: int | None,
-              gid: int | None) -> tuple[Packet, str]:
+    def apply(self, packet: Packet, who: str, s: _Session, uid: int | None, gid: int | None) -> tuple[Packet, str]:
         """``packet`` (the connection's first packet as the options describe it) with the entry; with
         --ct-reply the reply-direction packet of that connection instead."""
         entry = self.entry(packet)
         if not self.reply:
             return replace(packet, ct=entry, tcp_flags=ACK if packet.proto is Proto.TCP and entry.exists
                            else packet.tcp_flags), who
-        return _reply_of(packet, entry, netns, sidecar, setup, uid, gid)
+        return _reply_of(packet, entry, s, uid, gid)
 
 
-def _reply_of(packet: Packet, entry: Conntrack, netns: Netns, sidecar: Sidecar, setup: _Setup, uid: int | None,
-              gid: int | None) -> tuple[Packet, str]:
+def _reply_of(packet: Packet, entry: Conntrack, s: _Session, uid: int | None, gid: int | None) -> tuple[Packet, str]:
     """The reply-direction packet of ``packet``'s connection: locally generated by the sidecar when it
     comes from one of its listeners, else by the app (--uid/--gid, default the app's), or arriving."""
     from netsim.netfilter.conntrack import reply_packet
 
     src_port = entry.dnat_to[1] if entry.dnat_to else packet.dport
-    ports = (sidecar.outbound_port, sidecar.inbound_port, sidecar.dns_port)
-    if src_port in ports:
+    sidecar = s.workload.sidecar
+    if src_port in sidecar.capture_ports:
         sock, who = Socket(uid=sidecar.uid, gid=sidecar.gid), f"reply from the sidecar (uid {sidecar.uid})"
     else:
-        u, g = setup.owner(uid, gid)
+        u, g = s.workload.owner(uid, gid)
         sock, who = Socket(uid=u, gid=g), f"reply from the app (uid {u}, gid {g})"
     try:
-        reply = reply_packet(packet, entry, netns, sock)
+        reply = reply_packet(packet, entry, s.netns, sock)
     except ValueError as e:
         raise SpecError(f"--ct-reply: {e}") from None
     if reply.origin is Origin.ARRIVING:
@@ -520,35 +274,33 @@ def _entry_text(entry: Conntrack) -> str:
     return ", ".join(parts)
 
 
-def _follow_up(setup: _Setup, netns: Netns, sidecar: Sidecar, packet: Packet, who: str, fmt: str, ct: _CtRequest,
-               uid: int | None, gid: int | None) -> None:
+def _follow_up(s: _Session, packet: Packet, who: str, fmt: str, ct: _CtRequest, uid: int | None,
+               gid: int | None) -> None:
     """The connection's first packet, then a second one finding the entry the first left (§1.3): the
     same direction (nat not consulted, the binding reused — istio#33480's UDP tuple reuse), or with
     --ct-reply the reply (the binding undone)."""
     from netsim.netfilter.conntrack import entry_after, later_packet
-    from netsim.netfilter.trace_hops import follow
 
-    crs = _compiled(setup, packet.family)
-    first = follow(crs, packet, netns, sidecar, who)
+    first = s.workload.follow(packet, who, netns=s.netns)
     entry = entry_after(first.hops[0].trace)
     second = None
     if entry is None:
         t = first.hops[0].trace
-        setup.notes.append(f"--follow-up: no second packet: the first one leaves no conntrack entry "
+        s.notes.append(f"--follow-up: no second packet: the first one leaves no conntrack entry "
                            f"({t.outcome.value}, conntrack {t.ctstate})")
     else:
         if ct.reply:
-            nxt, nwho = _reply_of(packet, entry, netns, sidecar, setup, uid, gid)
+            nxt, nwho = _reply_of(packet, entry, s, uid, gid)
         else:
             nxt, nwho = later_packet(packet, entry), who
-        second = follow(crs, nxt, netns, sidecar, nwho)
+        second = s.workload.follow(nxt, nwho, netns=s.netns)
     label2 = "the reply" if ct.reply else "a second packet of the same connection"
     if fmt == "json":
         def part(f: Followed) -> dict[str, Any]:
             return {"hops": _hops_json(f), "summary": f.summary, "verdict": f.verdict}
         click.echo(json.dumps({"first": part(first), "entry": _entry_json(entry),
                                "second": None if second is None else {"reply": ct.reply, **part(second)},
-                               "notes": setup.notes}, indent=2))
+                               "notes": s.notes}, indent=2))
         return
     parts = [("first packet", first)] + ([(label2, second)] if second is not None else [])
     if fmt == "xtables-trace":
@@ -556,7 +308,7 @@ def _follow_up(setup: _Setup, netns: Netns, sidecar: Sidecar, packet: Packet, wh
             click.echo(f"# {name}")
             _echo_hops(f, fmt)
         return
-    for note in setup.notes:
+    for note in s.notes:
         click.echo(f"Note: {note}")
     for n, (name, f) in enumerate(parts):
         if n:
@@ -568,48 +320,6 @@ def _follow_up(setup: _Setup, netns: Netns, sidecar: Sidecar, packet: Packet, wh
         _echo_hops(f, fmt)
         click.echo(f.summary)
         click.echo()
-
-
-def _compiled(setup: _Setup, family: Family) -> CompiledRuleset:
-    from netsim.netfilter.engine import compile_ruleset
-
-    rs = setup.rulesets.get(family)
-    if rs is None:
-        raise SpecError(f"no IPv{family.value} rules to trace an IPv{family.value} packet through")
-    return compile_ruleset(rs, setup.base_chains.get(family))
-
-
-def _packet(setup: _Setup, proto: str, src: tuple[Address, int | None] | None, dst: tuple[Address, int | None],
-            from_: tuple[Address, int | None] | None, uid: int | None, gid: int | None,
-            in_iface: str) -> tuple[Packet, str]:
-    daddr, dport = dst
-    fam = Family.IPV4 if daddr.version == 4 else Family.IPV6
-    from netsim.netfilter.trace_hops import APP_SPORT
-
-    pr = Proto.parse(proto)
-    if pr is Proto.ICMP and fam is Family.IPV6:
-        pr = Proto.ICMPV6
-    if from_ is not None:
-        saddr, sport = from_
-        if saddr.version != daddr.version:
-            raise SpecError("--from and --dst must be the same IP version")
-        return (Packet(family=fam, proto=pr, src=saddr, dst=daddr, sport=sport or APP_SPORT, dport=dport or 0,
-                       origin=Origin.ARRIVING, in_iface=in_iface, socket=None), f"client {saddr}")
-    u, g = setup.owner(uid, gid)
-    if src is not None:
-        saddr, sport = src[0], src[1] or APP_SPORT
-    else:
-        sport = APP_SPORT
-        if daddr.is_loopback:
-            saddr = daddr
-        else:
-            own = [a for a in setup.pod_ips if a.version == daddr.version]
-            saddr = own[0] if own else (ipaddress.ip_address("127.0.0.1") if fam is Family.IPV4
-                                        else ipaddress.ip_address("::1"))
-    if saddr.version != daddr.version:
-        raise SpecError("--src and --dst must be the same IP version")
-    return (Packet(family=fam, proto=pr, src=saddr, dst=daddr, sport=sport, dport=dport or 0,
-                   socket=Socket(uid=u, gid=g)), f"app (uid {u}, gid {g})")
 
 
 def _continue(mesh: _MeshRequest, f: Followed, notes: list[str]) -> MeshContinuation | None:
@@ -625,8 +335,7 @@ def _continue(mesh: _MeshRequest, f: Followed, notes: list[str]) -> MeshContinua
     return cont
 
 
-def _trace_one(setup: _Setup, netns: Netns, sidecar: Sidecar, packet: Packet, who: str, fmt: str,
-               mesh: _MeshRequest | None = None) -> None:
+def _trace_one(s: _Session, packet: Packet, who: str, fmt: str, mesh: _MeshRequest | None = None) -> None:
     """Follow ``packet`` (and, with ``mesh``, the sidecar's hop) and print it in ``fmt``.
 
     JSON: ``{"hops": [{"who", **trace (render_trace's schema)}], "summary": the last sentence,
@@ -634,14 +343,11 @@ def _trace_one(setup: _Setup, netns: Netns, sidecar: Sidecar, packet: Packet, wh
     MeshContinuation.to_json() (``netsim mesh hop``'s fields, ``istio``, ``steps``) with
     ``config_errors`` and ``conflicts`` as ``netsim mesh hop`` reports them.
     """
-    from netsim.netfilter.trace_hops import follow
-
-    crs = _compiled(setup, packet.family)
-    f = follow(crs, packet, netns, sidecar, who)
-    cont = _continue(mesh, f, setup.notes) if mesh is not None else None
+    f = s.workload.follow(packet, who, netns=s.netns)
+    cont = _continue(mesh, f, s.notes) if mesh is not None else None
     summary = cont.final_sentence(f.summary) if cont is not None else f.summary
     if fmt == "json":
-        out: dict[str, Any] = {"hops": _hops_json(f), "summary": summary, "verdict": f.verdict, "notes": setup.notes}
+        out: dict[str, Any] = {"hops": _hops_json(f), "summary": summary, "verdict": f.verdict, "notes": s.notes}
         if mesh is not None:
             out["mesh"] = None if cont is None else {
                 **cont.to_json(), "config_errors": [str(e) for e in (*mesh.index.objects.errors, *mesh.index.errors)],
@@ -651,7 +357,7 @@ def _trace_one(setup: _Setup, netns: Netns, sidecar: Sidecar, packet: Packet, wh
     if fmt == "xtables-trace":
         _echo_hops(f, fmt)
         return
-    for note in setup.notes:
+    for note in s.notes:
         click.echo(f"Note: {note}")
     _echo_hops(f, fmt)
     if cont is not None:
@@ -682,19 +388,9 @@ def _echo_hops(f: Followed, fmt: str) -> None:
             click.echo(render_text(h.trace))
 
 
-def _matrix(setup: _Setup, netns: Netns, sidecar: Sidecar, fmt: str) -> None:
-    from netsim.netfilter.trace_hops import capture_matrix
-
-    ports = sorted(set(MATRIX_PORTS) | set(setup.app_ports))
+def _matrix(s: _Session, fmt: str) -> None:
     out: list[dict[str, Any]] = []
-    for fam, rs in setup.rulesets.items():
-        own = [a for a in setup.pod_ips if a.version == fam.value]
-        if not own or not rs.tables:
-            continue
-        remote = ipaddress.ip_address("10.96.0.10" if fam is Family.IPV4 else "fd00:96::10")
-        peer = ipaddress.ip_address("10.1.2.3" if fam is Family.IPV4 else "fd00:1::3")
-        rows = capture_matrix(_compiled(setup, fam), netns, sidecar, app_uid=setup.app_uid,
-                              app_gid=setup.app_gid, ports=ports, remote=remote, pod_ip=own[0], peer=peer)
+    for fam, rows in s.workload.matrix(netns=s.netns):
         out.extend({"family": fam.value, "direction": r.direction, "proto": r.proto, "port": r.port, "who": r.who,
                     "verdict": r.verdict, "rule": r.rule, "summary": r.summary} for r in rows)
     if fmt == "json":
@@ -707,20 +403,18 @@ def _matrix(setup: _Setup, netns: Netns, sidecar: Sidecar, fmt: str) -> None:
     click.echo("('?' marks a cell that rests on an assumption: an unknown match, a listener or a random draw)")
 
 
-def _pcap(path: str, setup: _Setup, netns: Netns, sidecar: Sidecar, uid: int | None, gid: int | None, fmt: str) -> None:
+def _pcap(path: str, sess: _Session, uid: int | None, gid: int | None, fmt: str) -> None:
     try:
         from scapy.layers.inet import IP, TCP, UDP
         from scapy.layers.inet6 import IPv6
         from scapy.utils import rdpcap
     except ImportError:
         raise NetsimError("--pcap needs scapy: pip install 'netsim[pcap]'") from None
-    from netsim.netfilter.trace_hops import follow
-
     try:
         packets = rdpcap(path)
     except Exception as e:  # OSError, or scapy's Scapy_Exception for a file that is not a capture
         raise NetsimError(f"{path}: cannot read capture: {e}") from None
-    own = set(setup.pod_ips)
+    own = set(sess.workload.addresses)
     rows: list[dict[str, Any]] = []
     for i, pkt in enumerate(packets, 1):
         ip = pkt.getlayer(IP) or pkt.getlayer(IPv6)
@@ -729,7 +423,7 @@ def _pcap(path: str, setup: _Setup, netns: Netns, sidecar: Sidecar, uid: int | N
             continue
         s, d = ipaddress.ip_address(ip.src), ipaddress.ip_address(ip.dst)
         fam = Family.IPV4 if s.version == 4 else Family.IPV6
-        if fam not in setup.rulesets:
+        if fam not in sess.workload.rulesets:
             continue
         proto = Proto.TCP if pkt.getlayer(TCP) is not None else Proto.UDP
         flags: frozenset[str] = frozenset()
@@ -737,13 +431,13 @@ def _pcap(path: str, setup: _Setup, netns: Netns, sidecar: Sidecar, uid: int | N
             names = {"F": "FIN", "S": "SYN", "R": "RST", "P": "PSH", "A": "ACK", "U": "URG"}
             flags = frozenset(names[c] for c in str(l4.flags) if c in names)
         if s in own:
-            u, g = setup.owner(uid, gid)
+            u, g = sess.workload.owner(uid, gid)
             packet = Packet(family=fam, proto=proto, src=s, dst=d, sport=int(l4.sport), dport=int(l4.dport),
                             tcp_flags=flags, socket=Socket(uid=u, gid=g))
         else:
             packet = Packet(family=fam, proto=proto, src=s, dst=d, sport=int(l4.sport), dport=int(l4.dport),
                             tcp_flags=flags, origin=Origin.ARRIVING, in_iface="eth0", socket=None)
-        f = follow(_compiled(setup, fam), packet, netns, sidecar, "pcap")
+        f = sess.workload.follow(packet, "pcap", netns=sess.netns)
         rows.append({"no": i, "proto": proto.value, "src": f"{s}:{l4.sport}", "dst": f"{d}:{l4.dport}",
                      "verdict": f.verdict, "summary": f.summary})
     if fmt == "json":
@@ -755,4 +449,4 @@ def _pcap(path: str, setup: _Setup, netns: Netns, sidecar: Sidecar, uid: int | N
     click.echo(f"{len(rows)} packets traced (each as the first packet of its connection)")
 
 
-__all__ = ["parse_endpoint", "split_families", "trace_cmd"]
+__all__ = ["trace_cmd"]

@@ -1,12 +1,9 @@
-"""Following a connection across a local proxy: app → capture listener → proxy's new connection → on.
+"""Following a connection across the sidecar: app → capture listener → the sidecar's new connection → on.
 
-Owns: :class:`Sidecar` (which local ports are a proxy's capture listeners and the credentials and
-bind address it re-originates connections with), :func:`follow` (the hop-by-hop traces and the one
-plain sentence that answers "where does this go, and why") and :func:`capture_matrix`.
-
-The model is generic (ports, uid/gid, a passthrough bind address); the values for Istio's sidecar
-(15001/15006/15053, uid 1337, 127.0.0.6) are its defaults, from spec/istio-iptables.md §3 and
-spec/netfilter.md §1.11. What Envoy does between accepting and re-originating (listener, filter
+Owns: :func:`follow` (the hop-by-hop kernel traces and the one plain sentence that answers "where
+does this go, and why") and :func:`capture_matrix`. The sidecar's ports, credentials and bind
+addresses come from :class:`~netsim.workload.identity.SidecarIdentity` (spec/istio-iptables.md §3,
+spec/netfilter.md §1.11). What Envoy does between accepting and re-originating (listener, filter
 chain, cluster) is ``netsim.mesh``'s business: here the proxy simply connects to the original
 destination. Never does IO.
 """
@@ -22,6 +19,7 @@ from netsim.netfilter.engine import CompiledRuleset, describe_failure, trace
 from netsim.netfilter.model import Family
 from netsim.netfilter.packet import Address, Netns, Origin, Packet, Proto, Socket
 from netsim.netfilter.trace import Endpoint, Kind, Outcome, Step, Trace
+from netsim.workload.identity import SidecarIdentity
 
 # Ephemeral source ports the simulated sockets use (any port outside the rules' lists would do).
 APP_SPORT = 43210
@@ -30,30 +28,15 @@ PROXY_SPORT = 43211
 MAX_HOPS = 4
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Sidecar:
-    """A local proxy: its capture listeners and how it opens its upstream connections."""
-
-    outbound_port: int = 15001
-    inbound_port: int = 15006
-    dns_port: int = 15053
-    uid: int = 1337
-    gid: int = 1337
-    # Envoy binds inbound clusters to 127.0.0.6 / ::6 since Istio 1.10 (spec/netfilter.md §1.11);
-    # None models older releases, which connected from and to 127.0.0.1.
-    passthrough_v4: str | None = "127.0.0.6"
-    passthrough_v6: str | None = "::6"
-
-
 @dataclass(frozen=True, slots=True)
-class Hop:
+class KernelHop:
     who: str  # "app (uid 1000)", "sidecar (uid 1337)", "client 10.1.2.3"
     trace: Trace
 
 
 @dataclass(frozen=True, slots=True)
 class Followed:
-    hops: tuple[Hop, ...]
+    hops: tuple[KernelHop, ...]
     summary: str  # one plain sentence
     # captured-outbound, captured-inbound, captured-dns, bypassed, dropped, looped; for a reply-direction
     # packet delivered, sent or dropped
@@ -100,7 +83,7 @@ def _why_not_captured(t: Trace) -> str:
     return "no nat rule redirected it (the chains ended and the policy accepted it unchanged)"
 
 
-def _proxy_packet(t: Trace, dst: Address, dport: int, sidecar: Sidecar, src: Address | None,
+def _proxy_packet(t: Trace, dst: Address, dport: int, sidecar: SidecarIdentity, src: Address | None,
                   netns: Netns) -> Packet:
     fam = t.packet.family
     if src is None:
@@ -124,7 +107,7 @@ def _proxy_trace(rules: CompiledRuleset, client: Packet, proxy: Packet, netns: N
     return first if entry is None else trace(rules, later_packet(proxy, entry), netns)
 
 
-def _reply(hops: list[Hop], t: Trace) -> Followed:
+def _reply(hops: list[KernelHop], t: Trace) -> Followed:
     moved = [s for s in t.steps if s.kind is Kind.CONNTRACK]
     how = "; ".join(f"{s.text.removeprefix('conntrack entry: ').split(' (')[0]} (undoing its {s.target} binding)"
                     for s in moved)
@@ -137,13 +120,13 @@ def _reply(hops: list[Hop], t: Trace) -> Followed:
                                  "without consulting nat.", verdict)
 
 
-def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sidecar, who: str) -> Followed:
+def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: SidecarIdentity, who: str) -> Followed:
     """Trace ``packet`` and, when a capture listener receives it, the proxy's connection onwards (a
     later packet of it when ``packet`` belongs to an existing connection). A reply-direction packet is
     one hop: where it is delivered and which bindings its conntrack entry undid."""
-    hops: list[Hop] = []
+    hops: list[KernelHop] = []
     t = trace(rules, packet, netns)
-    hops.append(Hop(who, t))
+    hops.append(KernelHop(who, t))
     if packet.ct.reply:
         return _reply(hops, t)
     proxy = f"sidecar (uid {sidecar.uid}, gid {sidecar.gid})"
@@ -165,7 +148,7 @@ def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sideca
                                 "captured-outbound")
             od = t.original_dst
             nxt = _proxy_trace(rules, t.packet, _proxy_packet(t, od.addr, od.port, sidecar, None, netns), netns)
-            hops.append(Hop(proxy, nxt))
+            hops.append(KernelHop(proxy, nxt))
             if nxt.outcome is Outcome.SENT:
                 how = _rule_ref(t.decided_by) if t.decided_by else "capture"
                 return Followed(tuple(hops), _sentence(f"Captured by the sidecar's outbound listener {port} "
@@ -191,7 +174,7 @@ def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sideca
                 dst = IPv4Address("127.0.0.1") if t.packet.family is Family.IPV4 else IPv6Address("::1")
                 src = dst
             nxt = _proxy_trace(rules, t.packet, _proxy_packet(t, dst, od_port, sidecar, src, netns), netns)
-            hops.append(Hop(proxy, nxt))
+            hops.append(KernelHop(proxy, nxt))
             via = f" from {src}" if src is not None else ""
             if nxt.outcome in (Outcome.DELIVERED, Outcome.REFUSED) and nxt.local_port == od_port:
                 end = "the app" if nxt.outcome is Outcome.DELIVERED else "the app's port (nothing listens there)"
@@ -234,7 +217,7 @@ class MatrixRow:
     rule: str
 
 
-def capture_matrix(rules: CompiledRuleset, netns: Netns, sidecar: Sidecar, *, app_uid: int, app_gid: int,
+def capture_matrix(rules: CompiledRuleset, netns: Netns, sidecar: SidecarIdentity, *, app_uid: int, app_gid: int,
                    ports: Sequence[int], remote: Address, pod_ip: Address, peer: Address) -> tuple[MatrixRow, ...]:
     """For each direction, protocol, port and uid class: captured, bypassed or dropped, and by which rule."""
     rows: list[MatrixRow] = []
@@ -269,4 +252,4 @@ def _row(direction: str, proto: Proto, port: int, who: str, f: Followed) -> Matr
     return MatrixRow(direction, proto.value, port, who, verdict, f.summary, rule)
 
 
-__all__ = ["Followed", "Hop", "MatrixRow", "Sidecar", "capture_matrix", "follow"]
+__all__ = ["APP_SPORT", "Followed", "KernelHop", "MatrixRow", "capture_matrix", "follow"]

@@ -1,0 +1,60 @@
+"""netsim.workload: one workload in the mesh, built once, and the front door from pod to verdict.
+
+Owns: :class:`Workload` (the pod, its addresses and uids, the release, the capture options with
+their provenance, the compiled rules, the sidecar's identity, the network-namespace model and the
+default packet; ``model.py``), :class:`SidecarIdentity` (``identity.py``), and the sidecar's hops
+(``hops.py``: :func:`follow`, :func:`capture_matrix`). Layer 4 of docs/design.md: it imports
+``netfilter``, ``spec`` and ``capture``, never ``mesh``, ``lab`` or a command module.
+
+Example::
+
+    from netsim.workload import Workload
+    w = Workload.from_pod("rules/mtls-503/pod.yaml", istio_version="1.2")
+    print(w.trace("10.244.0.5:80", from_="10.1.2.3").summary)
+
+Importing the package is cheap: its names load on first use (PEP 562).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from netsim.workload.hops import APP_SPORT, Followed, KernelHop, MatrixRow, capture_matrix, follow
+    from netsim.workload.identity import SidecarIdentity, envoy_uid
+    from netsim.workload.model import DEFAULT_POD_IP, MATRIX_PORTS, Workload, parse_addresses, parse_endpoint
+
+_LAZY = {
+    **dict.fromkeys(("APP_SPORT", "Followed", "KernelHop", "MatrixRow", "capture_matrix", "follow"),
+                    "netsim.workload.hops"),
+    **dict.fromkeys(("SidecarIdentity", "envoy_uid"), "netsim.workload.identity"),
+    **dict.fromkeys(("DEFAULT_POD_IP", "MATRIX_PORTS", "Workload", "parse_addresses", "parse_endpoint"),
+                    "netsim.workload.model"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [  # noqa: RUF022 (plain sort order, as tests/workload pins it)
+    "APP_SPORT",
+    "DEFAULT_POD_IP",
+    "Followed",
+    "KernelHop",
+    "MATRIX_PORTS",
+    "MatrixRow",
+    "SidecarIdentity",
+    "Workload",
+    "capture_matrix",
+    "envoy_uid",
+    "follow",
+    "parse_addresses",
+    "parse_endpoint",
+]

@@ -1,0 +1,112 @@
+"""The sidecar's identity as the kernel sees it: its ports, its credentials, its bind addresses.
+
+Owns: :class:`SidecarIdentity` (the capture listeners 15001/15006/15053, the other ports Envoy and
+pilot-agent listen on, the uid/gid its sockets carry, the passthrough bind address 127.0.0.6/::6,
+TPROXY's mark and route table) and :func:`envoy_uid`, the one home of the injector's rule that
+Envoy runs as uid 0 (gid 1337) in TPROXY mode. Every other module (the tracer's hops, the lab's
+listeners) reads these values from here instead of writing the numbers again.
+
+Never does: IO, or decide anything about packets (``netsim.workload.hops``) or about Envoy's
+listeners and clusters (``netsim.mesh``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from netsim.capture.config import CaptureConfig
+    from netsim.spec.versions import VersionProfile
+
+# spec/istio-iptables.md §3: istio-iptables' defaults, which the injector passes unchanged
+OUTBOUND_PORT = 15001  # -p: Envoy's outbound (virtualOutbound) listener
+INBOUND_PORT = 15006  # -z: Envoy's inbound (virtualInbound) listener
+TUNNEL_PORT = 15008  # -e: the HBONE inbound tunnel
+DNS_PORT = 15053  # pilot-agent's DNS proxy (spec/istio-dns.md)
+# Envoy's and pilot-agent's other listeners: merged Prometheus (15020), health (15021), Envoy stats (15090)
+OTHER_PORTS = (15020, 15021, 15090)
+PROXY_UID = 1337  # the injector's proxy uid and gid (outside OpenShift)
+PROXY_GID = 1337
+TPROXY_ROUTE_TABLE = 133  # -r
+# Envoy binds inbound passthrough connections to these since Istio 1.10 (spec/netfilter.md §1.11)
+PASSTHROUGH_V4 = "127.0.0.6"
+PASSTHROUGH_V6 = "::6"
+PASSTHROUGH_SINCE = (1, 10)
+
+
+def envoy_uid(proxy_uid: int, *, tproxy: bool) -> int:
+    """The uid Envoy's sockets carry: the proxy uid, except in TPROXY mode, where the injector runs
+    Envoy as uid 0 (gid stays the proxy gid, 1337) so that it may set IP_TRANSPARENT
+    (spec/istio-iptables.md §6). The rules' ``--gid-owner 1337`` RETURN is then what exempts it."""
+    return 0 if tproxy else proxy_uid
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SidecarIdentity:
+    """A local proxy: its capture listeners and how it opens its upstream connections.
+
+    The defaults are Istio's sidecar in REDIRECT mode; :meth:`for_capture` reads a compiled config.
+    """
+
+    outbound_port: int = OUTBOUND_PORT
+    inbound_port: int = INBOUND_PORT
+    dns_port: int = DNS_PORT
+    tunnel_port: int = TUNNEL_PORT
+    other_ports: tuple[int, ...] = OTHER_PORTS
+    uid: int = PROXY_UID
+    gid: int = PROXY_GID
+    # None models releases before 1.10, which connected from and to 127.0.0.1
+    passthrough_v4: str | None = PASSTHROUGH_V4
+    passthrough_v6: str | None = PASSTHROUGH_V6
+    dns: bool = False  # pilot-agent's DNS proxy listens on dns_port (DNS capture is on)
+    tproxy_mark: int | None = None  # TPROXY mode: the mark its rules set and the route table that delivers it
+    tproxy_table: int = TPROXY_ROUTE_TABLE
+
+    @property
+    def transparent(self) -> bool:
+        """TPROXY mode: the inbound listener is an IP_TRANSPARENT socket."""
+        return self.tproxy_mark is not None
+
+    @property
+    def capture_ports(self) -> tuple[int, int, int]:
+        """The ports a captured packet is delivered to: outbound, inbound, DNS."""
+        return self.outbound_port, self.inbound_port, self.dns_port
+
+    @property
+    def listening_ports(self) -> tuple[int, ...]:
+        """Every TCP port the sidecar listens on (Envoy and pilot-agent), whatever the app does."""
+        return (self.outbound_port, self.inbound_port, self.tunnel_port, *self.other_ports)
+
+    @property
+    def label(self) -> str:
+        return f"sidecar (uid {self.uid}, gid {self.gid})"
+
+    @classmethod
+    def for_capture(cls, config: CaptureConfig | None, profile: VersionProfile | None = None, *,
+                    dns: bool = False) -> SidecarIdentity:
+        """The sidecar that ``config``'s rules were written for (None: Istio's defaults), under ``profile``.
+
+        Ports and ids that are not plain numbers (a group name) fall back to Istio's defaults.
+        """
+        passthrough = profile is None or profile.version >= PASSTHROUGH_SINCE
+        pt4, pt6 = (PASSTHROUGH_V4, PASSTHROUGH_V6) if passthrough else (None, None)
+        if config is None:
+            return cls(passthrough_v4=pt4, passthrough_v6=pt6, dns=dns)
+        tproxy = config.mode.value == "TPROXY"
+        uid = _number(config.proxy_uid[0] if config.proxy_uid else "", PROXY_UID)
+        return cls(outbound_port=_number(config.proxy_port, OUTBOUND_PORT),
+                   inbound_port=_number(config.inbound_capture_port, INBOUND_PORT),
+                   tunnel_port=_number(config.inbound_tunnel_port, TUNNEL_PORT),
+                   uid=envoy_uid(uid, tproxy=tproxy),
+                   gid=_number(config.proxy_gid[0] if config.proxy_gid else "", PROXY_GID),
+                   dns=dns, tproxy_mark=int(config.tproxy_mark, 0) if tproxy else None,
+                   tproxy_table=_number(config.tproxy_route_table, TPROXY_ROUTE_TABLE), passthrough_v4=pt4,
+                   passthrough_v6=pt6)
+
+
+def _number(text: str, default: int) -> int:
+    return int(text) if text.isdigit() else default
+
+
+__all__ = ["DNS_PORT", "INBOUND_PORT", "OUTBOUND_PORT", "SidecarIdentity", "envoy_uid"]

@@ -1,0 +1,381 @@
+"""The captured workload, built once: what every command reads about "a pod in the mesh".
+
+Owns: :class:`Workload`: the pod (or workload template) and its namespace, addresses, containers,
+app uid and ports, annotations and proxyMetadata; the Istio release profile; the capture options
+with their provenance (``netsim.spec.resolve``'s :class:`~netsim.spec.resolve.Resolution`); the
+compiled rules (``netsim.capture``), or a user's ``iptables-save`` dump instead; the sidecar's
+identity (:class:`~netsim.workload.identity.SidecarIdentity`); the network-namespace model the kernel
+tracer needs (:meth:`Workload.netns`); the default packet of a question (:meth:`Workload.packet`);
+and the front door :meth:`Workload.trace` (pod → options → rules → packet → hops).
+
+Build it with :meth:`Workload.from_pod` or :meth:`Workload.from_rules`. It is usable without click:
+the ``trace`` command is a thin shell over it, and scenario tests call it directly.
+
+Never does: print, or import ``netsim.mesh`` (the sidecar's Envoy hop is given to :meth:`trace` as a
+value by the caller, see ``docs/design.md``). Reading files happens only in the two constructors.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from netsim.errors import NetsimError, SpecError
+from netsim.netfilter.model import BUILTIN_CHAINS, Family, RestorePayload, Ruleset
+from netsim.netfilter.packet import Address, FwmarkRoute, Interface, Listener, Netns, Origin, Packet, Proto, Socket
+from netsim.workload.identity import SidecarIdentity
+
+if TYPE_CHECKING:
+    from netsim.capture.compiled import Compiled
+    from netsim.netfilter.engine import CompiledRuleset
+    from netsim.spec.pod import PodSource
+    from netsim.spec.resolve import Resolution
+    from netsim.spec.versions import VersionProfile
+    from netsim.workload.hops import Followed, MatrixRow
+
+DEFAULT_POD_IP = "10.244.0.5"  # the examples' pod IP (rules/README.md) when neither the pod nor --pod-ip has one
+# Ports the capture matrix always probes besides the pod's own (Istio's fixed ports, DNS, web).
+MATRIX_PORTS = (53, 80, 443, 8080, 15001, 15006, 15008, 15020, 15021, 15053, 15090)
+# The addresses the capture matrix uses for "somewhere else" and "a peer pod".
+MATRIX_REMOTE = {Family.IPV4: "10.96.0.10", Family.IPV6: "fd00:96::10"}
+MATRIX_PEER = {Family.IPV4: "10.1.2.3", Family.IPV6: "fd00:1::3"}
+
+
+def parse_endpoint(text: str) -> tuple[Address, int | None]:
+    """``10.0.0.5:80`` → (address, 80); ``10.0.0.5`` → (address, None); ``[fd00::1]:53``; bare IPv6.
+
+    Raises ValueError with a message that names the bad part.
+    """
+    port: int | None = None
+    host = text
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError("expected [IPv6]:PORT")
+            port = _port(rest[1:])
+    elif text.count(":") == 1:
+        host, _, p = text.partition(":")
+        port = _port(p)
+    try:
+        return ipaddress.ip_address(host), port
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address") from None
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) <= 65535:
+        raise ValueError(f"port {text!r} must be 1-65535")
+    return int(text)
+
+
+EndpointLike = tuple[Address, int | None] | str
+
+
+def _endpoint(value: EndpointLike | None, what: str) -> tuple[Address, int | None] | None:
+    if value is None or isinstance(value, tuple):
+        return value
+    try:
+        return parse_endpoint(value)
+    except ValueError as e:
+        raise SpecError(f"{what} {value!r}: {e}") from None
+
+
+def parse_addresses(items: Iterable[str], what: str = "--pod-ip") -> tuple[Address, ...]:
+    """Comma lists or single addresses → addresses. Raises SpecError naming ``what``."""
+    out: list[Address] = []
+    for text in items:
+        for item in text.split(","):
+            try:
+                out.append(ipaddress.ip_address(item.strip()))
+            except ValueError:
+                raise SpecError(f"{what} {item!r}: not an IP address") from None
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Workload:
+    """One workload in the mesh, as its sidecar and the kernel see it (see the module docstring)."""
+
+    source: str  # the pod manifest, or the dump files
+    pod: PodSource | None  # None for --rules
+    namespace: str
+    addresses: tuple[Address, ...]
+    app_uid: int
+    app_gid: int
+    app_ports: tuple[int, ...]
+    profile: VersionProfile | None  # None: a dump without --istio-version
+    resolution: Resolution | None  # the capture options and why each is what it is (None for --rules)
+    compiled: Compiled | None  # None for --rules, or when the pod has no capture
+    rulesets: Mapping[Family, Ruleset]
+    # per family: the base chains that exist (iptables-nft creates only those a payload uses,
+    # spec/netfilter.md §4), None when the dump says (every chain it lists exists)
+    base_chains: Mapping[Family, frozenset[tuple[str, str]] | None]
+    sidecar: SidecarIdentity
+    notes: tuple[str, ...] = ()  # what was assumed or warned while building it
+    _cache: dict[Family, CompiledRuleset] = field(default_factory=dict, compare=False, repr=False)
+
+    # ---- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def from_pod(cls, path: str, *, istio_version: str | None = None, pod_ips: Iterable[str] = (),
+                 text: str | None = None) -> Workload:
+        """The workload of the Pod (or the pod template of the Deployment, StatefulSet, …) in ``path``.
+
+        ``istio_version``: the release whose injector defaults apply (None: current); ``pod_ips``:
+        addresses overriding the manifest's ``status.podIPs``; ``text``: the file's content, when
+        already read. Raises SpecError / ConfigError naming file, document and field.
+        """
+        from netsim.spec.pod import load_pod
+
+        profile = _profile(istio_version)
+        pod = load_pod(path, text=text)
+        return cls.from_pod_source(pod, profile, profile_given=istio_version is not None,
+                                   pod_ips=parse_addresses(pod_ips))
+
+    @classmethod
+    def from_pod_source(cls, pod: PodSource, profile: VersionProfile, *, profile_given: bool = True,
+                        pod_ips: tuple[Address, ...] = ()) -> Workload:
+        """:meth:`from_pod` for an already-read pod."""
+        from netsim.capture.compiled import compile_config
+        from netsim.capture.iptables import dns_capture_effective
+        from netsim.spec.resolve import PodNetwork, resolve
+
+        notes: list[str] = []
+        net = PodNetwork(pod_ips=tuple(str(a) for a in pod_ips))
+        res = resolve(pod=pod, net=net, profile=profile, profile_given=profile_given)
+        notes.extend(res.warnings)
+        rulesets: dict[Family, Ruleset] = {}
+        base: dict[Family, frozenset[tuple[str, str]] | None] = {}
+        compiled = None
+        if not res.capture or res.config is None:
+            notes.append(f"no capture rules: {res.no_capture_reason}")
+            rulesets[Family.IPV4] = Ruleset(Family.IPV4, ())
+            base[Family.IPV4] = frozenset()
+            sidecar = SidecarIdentity.for_capture(None, profile)
+        else:
+            compiled = compile_config(res.config)
+            rulesets[Family.IPV4] = compiled.ruleset_v4
+            base[Family.IPV4] = _payload_chains(compiled.v4)
+            if compiled.ruleset_v6 is not None and compiled.v6 is not None:
+                rulesets[Family.IPV6] = compiled.ruleset_v6
+                base[Family.IPV6] = _payload_chains(compiled.v6)
+            sidecar = SidecarIdentity.for_capture(res.config, profile, dns=dns_capture_effective(res.config))
+        addresses = pod_ips or tuple(ipaddress.ip_address(a) for a in pod.pod_ips)
+        apps = [c for c in pod.containers if c.name != "istio-proxy"]
+        uids = [c.run_as_user for c in apps if c.run_as_user is not None]
+        app_uid = uids[0] if uids else 0
+        if not uids:
+            notes.append("the app's uid is not set in securityContext: assuming the image runs as root (uid 0)")
+        addresses = _default_addresses(addresses, notes)
+        return cls(source=pod.file, pod=pod, namespace=pod.namespace, addresses=addresses, app_uid=app_uid,
+                   app_gid=app_uid, app_ports=tuple(p for c in apps for p in c.ports), profile=profile,
+                   resolution=res, compiled=compiled, rulesets=rulesets, base_chains=base, sidecar=sidecar,
+                   notes=tuple(notes))
+
+    @classmethod
+    def from_rules(cls, paths: Iterable[str], *, pod_ips: Iterable[str] = (), istio_version: str | None = None,
+                   texts: Mapping[str, str] | None = None) -> Workload:
+        """A workload whose rules are ``iptables-save`` (and ``ip6tables-save``) dumps, e.g. from a node.
+
+        Without a manifest the app runs as uid 0 and the sidecar is Istio's default one; ``texts``
+        maps a path to its content when already read. Raises NetsimError naming the file and line.
+        """
+        from netsim.k8s import read_text
+        from netsim.netfilter.dump import parse_dump
+
+        profile = _profile(istio_version) if istio_version is not None else None
+        rulesets: dict[Family, Ruleset] = {}
+        paths = tuple(paths)
+        for path in paths:
+            try:
+                text = texts[path] if texts is not None and path in texts else read_text(Path(path))
+                rulesets.update(parse_dump(text))
+            except NetsimError as e:
+                raise (e if e.where == path else e.at(path)) from None
+        notes: list[str] = []
+        addresses = _default_addresses(parse_addresses(pod_ips), notes)
+        return cls(source=", ".join(paths), pod=None, namespace="default", addresses=addresses, app_uid=0,
+                   app_gid=0, app_ports=(), profile=profile, resolution=None, compiled=None, rulesets=rulesets,
+                   base_chains=dict.fromkeys(rulesets), sidecar=SidecarIdentity.for_capture(None, profile),
+                   notes=tuple(notes))
+
+    # ---- what the pod is ---------------------------------------------------------------------
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        return dict(self.pod.annotations) if self.pod is not None else {}
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.pod.labels) if self.pod is not None else {}
+
+    @property
+    def proxy_metadata(self) -> dict[str, str]:
+        """The pod's ``proxy.istio.io/config`` proxyMetadata (all of it, not only istio-iptables' keys)."""
+        from netsim.spec.pod import proxy_metadata
+
+        return proxy_metadata(self.pod) if self.pod is not None else {}
+
+    def owner(self, uid: int | None = None, gid: int | None = None) -> tuple[int, int]:
+        """The app socket's uid and gid: ``uid``/``gid``, else the app's (the gid follows a given uid)."""
+        u = self.app_uid if uid is None else uid
+        return u, (self.app_gid if uid is None else u) if gid is None else gid
+
+    def own_address(self, family: Family) -> Address | None:
+        return next((a for a in self.addresses if a.version == family.value), None)
+
+    # ---- the kernel's view -------------------------------------------------------------------
+
+    def rules(self, family: Family) -> CompiledRuleset:
+        """The engine's compiled form of this family's ruleset (built once). Raises SpecError when absent."""
+        from netsim.netfilter.engine import compile_ruleset
+
+        crs = self._cache.get(family)
+        if crs is None:
+            rs = self.rulesets.get(family)
+            if rs is None:
+                raise SpecError(f"no IPv{family.value} rules to trace an IPv{family.value} packet through")
+            base = self.base_chains.get(family)
+            crs = self._cache[family] = compile_ruleset(rs, None if base is None else set(base))
+        return crs
+
+    def netns(self, listening: tuple[int, ...] | None = None) -> Netns:
+        """The pod's network namespace: ``lo`` (with the passthrough address), ``eth0`` with the pod's
+        addresses, the listening sockets and TPROXY's ``ip rule``.
+
+        ``listening``: the app's ports with a socket (TCP and UDP); None means unknown. For a pod the
+        sidecar's own listeners are there, and with ``listening`` None every other port is assumed to
+        have one (:meth:`assumptions` says so).
+        """
+        addrs = [f"{a}/{24 if a.version == 4 else 64}" for a in self.addresses]
+        lo = Interface.of("lo", "127.0.0.1/8", "::1/128", "::6/128")
+        eth = Interface.of("eth0", *addrs)
+        listeners: tuple[Listener, ...] | None = None
+        sc = self.sidecar
+        if listening is not None:
+            listeners = tuple(Listener(port=p, proto=pr, transparent=True) for p in listening
+                              for pr in (Proto.TCP, Proto.UDP))
+        elif self.pod is not None:
+            ls = [Listener(port=p, transparent=sc.transparent) for p in sc.listening_ports]
+            ls += [Listener(port=sc.dns_port, proto=pr) for pr in (Proto.TCP, Proto.UDP)] if sc.dns else []
+            listeners = tuple(ls)
+        routes: tuple[FwmarkRoute, ...] = ()
+        if sc.tproxy_mark is not None:
+            routes = (FwmarkRoute(mark=sc.tproxy_mark, table=sc.tproxy_table),)
+        return Netns(interfaces=(lo, eth), default_iface="eth0", listeners=listeners, fwmark_routes=routes,
+                     other_ports_listen=self.pod is not None and listening is None)
+
+    def assumptions(self, listening: tuple[int, ...] | None = None) -> tuple[str, ...]:
+        """What :meth:`netns` assumes, as notes."""
+        if self.pod is not None and listening is None:
+            return ("the app is assumed to listen on every other port (use --listening to say which)",)
+        return ()
+
+    def packet(self, dst: EndpointLike, *, proto: str = "tcp", src: EndpointLike | None = None,
+               from_: EndpointLike | None = None, uid: int | None = None, gid: int | None = None,
+               in_iface: str = "eth0") -> tuple[Packet, str]:
+        """The first packet of the connection a question describes, and who sends it.
+
+        ``from_``: an arriving packet from this peer (on ``in_iface``); else a locally generated one
+        from ``src`` (default: the pod's address of ``dst``'s family, or ``dst`` itself when it is a
+        loopback address) by a socket of ``uid``/``gid`` (default: the app's).
+        """
+        from netsim.workload.hops import APP_SPORT
+
+        dst_ep = _endpoint(dst, "--dst")
+        assert dst_ep is not None
+        src_ep, from_ep = _endpoint(src, "--src"), _endpoint(from_, "--from")
+        daddr, dport = dst_ep
+        fam = Family.IPV4 if daddr.version == 4 else Family.IPV6
+        pr = Proto.parse(proto)
+        if pr is Proto.ICMP and fam is Family.IPV6:
+            pr = Proto.ICMPV6
+        if from_ep is not None:
+            saddr, sport = from_ep
+            if saddr.version != daddr.version:
+                raise SpecError("--from and --dst must be the same IP version")
+            return (Packet(family=fam, proto=pr, src=saddr, dst=daddr, sport=sport or APP_SPORT, dport=dport or 0,
+                           origin=Origin.ARRIVING, in_iface=in_iface, socket=None), f"client {saddr}")
+        u, g = self.owner(uid, gid)
+        if src_ep is not None:
+            saddr, sport = src_ep[0], src_ep[1] or APP_SPORT
+        else:
+            sport = APP_SPORT
+            if daddr.is_loopback:
+                saddr = daddr
+            else:
+                own = self.own_address(fam)
+                saddr = own if own is not None else (ipaddress.ip_address("127.0.0.1") if fam is Family.IPV4
+                                                     else ipaddress.ip_address("::1"))
+        if saddr.version != daddr.version:
+            raise SpecError("--src and --dst must be the same IP version")
+        return (Packet(family=fam, proto=pr, src=saddr, dst=daddr, sport=sport, dport=dport or 0,
+                       socket=Socket(uid=u, gid=g)), f"app (uid {u}, gid {g})")
+
+    # ---- the front door ----------------------------------------------------------------------
+
+    def follow(self, packet: Packet, who: str, *, listening: tuple[int, ...] | None = None,
+               netns: Netns | None = None) -> Followed:
+        """Trace ``packet`` and the sidecar's connections after it (``netsim.workload.hops.follow``)."""
+        from netsim.workload.hops import follow
+
+        return follow(self.rules(packet.family), packet, netns or self.netns(listening), self.sidecar, who)
+
+    def trace(self, dst: EndpointLike, *, proto: str = "tcp", src: EndpointLike | None = None,
+              from_: EndpointLike | None = None, uid: int | None = None, gid: int | None = None,
+              in_iface: str = "eth0", listening: tuple[int, ...] | None = None) -> Followed:
+        """Where does this connection's first packet go, and why: pod → rules → packet → hops.
+
+        ``dst``, ``src`` and ``from_`` are ``IP:PORT`` strings or (address, port) tuples; see
+        :meth:`packet` and :meth:`netns` for the rest. Raises SpecError for a question that
+        describes no packet (mixed IP versions, no rules of that family).
+        """
+        packet, who = self.packet(dst, proto=proto, src=src, from_=from_, uid=uid, gid=gid, in_iface=in_iface)
+        return self.follow(packet, who, listening=listening)
+
+    def matrix(self, *, listening: tuple[int, ...] | None = None,
+               netns: Netns | None = None) -> list[tuple[Family, tuple[MatrixRow, ...]]]:
+        """The capture matrix of each family the pod has an address and rules for: every direction,
+        protocol and uid class over :data:`MATRIX_PORTS` and the pod's own ports."""
+        from netsim.workload.hops import capture_matrix
+
+        ports = sorted(set(MATRIX_PORTS) | set(self.app_ports))
+        ns = netns or self.netns(listening)
+        out = []
+        for fam, rs in self.rulesets.items():
+            own = self.own_address(fam)
+            if own is None or not rs.tables:
+                continue
+            rows = capture_matrix(self.rules(fam), ns, self.sidecar, app_uid=self.app_uid, app_gid=self.app_gid,
+                                  ports=ports, remote=ipaddress.ip_address(MATRIX_REMOTE[fam]), pod_ip=own,
+                                  peer=ipaddress.ip_address(MATRIX_PEER[fam]))
+            out.append((fam, rows))
+        return out
+
+
+def _profile(istio_version: str | None) -> VersionProfile:
+    """The release's profile; a bad name is one error naming ``--istio-version``, as every command says it."""
+    from netsim.istio_version import parse_istio_version
+    from netsim.spec.versions import profile_for
+
+    if istio_version is not None:
+        parse_istio_version(istio_version, option="--istio-version")
+    return profile_for(istio_version)
+
+
+def _default_addresses(addresses: tuple[Address, ...], notes: list[str]) -> tuple[Address, ...]:
+    if addresses:
+        return addresses
+    notes.append(f"pod IP not given (--pod-ip): assuming {DEFAULT_POD_IP}")
+    return (ipaddress.ip_address(DEFAULT_POD_IP),)
+
+
+def _payload_chains(payload: RestorePayload) -> frozenset[tuple[str, str]]:
+    return frozenset((op.table, op.chain) for op in payload.ops if op.chain in BUILTIN_CHAINS.get(op.table, ()))
+
+
+__all__ = ["DEFAULT_POD_IP", "MATRIX_PORTS", "Workload", "parse_addresses", "parse_endpoint"]

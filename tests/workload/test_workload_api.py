@@ -1,0 +1,91 @@
+"""``netsim.workload`` as a library: the pod built once, traced without click, and its one sidecar identity."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from ipaddress import ip_address
+
+import pytest
+from conftest import REPO
+
+import netsim.workload as wl
+from netsim.netfilter.model import Family
+from netsim.netfilter.packet import Proto
+from netsim.workload import SidecarIdentity, Workload, envoy_uid
+
+MTLS = REPO / "rules" / "mtls-503"
+TPROXY = REPO / "rules" / "tproxy"
+
+
+def test_all_is_sorted_and_every_name_resolves() -> None:
+    assert wl.__all__ == sorted(wl.__all__)
+    for name in wl.__all__:
+        assert getattr(wl, name) is not None, name
+
+
+def test_importing_the_package_loads_no_engine_spec_or_yaml() -> None:
+    probe = ("import sys, json, netsim.workload\nprint(json.dumps([m for m in ('netsim.netfilter.engine', "
+             "'netsim.spec', 'netsim.capture', 'netsim.mesh', 'yaml') if m in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == []
+
+
+def test_a_pod_is_built_once_with_its_namespace_addresses_and_release() -> None:
+    w = Workload.from_pod(str(TPROXY / "pod.yaml"))
+    assert (w.namespace, w.addresses, w.pod is not None) == ("bank", (ip_address("10.244.0.5"),), True)
+    assert w.annotations["sidecar.istio.io/interceptionMode"] == "TPROXY"
+    assert w.resolution is not None and w.compiled is not None and Family.IPV4 in w.rulesets
+    assert w.app_ports == (8080, 9000)
+
+
+def test_tproxy_sidecar_runs_as_uid_0_gid_1337_from_the_one_rule() -> None:
+    w = Workload.from_pod(str(TPROXY / "pod.yaml"))
+    assert (w.sidecar.uid, w.sidecar.gid, w.sidecar.transparent) == (0, 1337, True)
+    assert envoy_uid(1337, tproxy=True) == 0 and envoy_uid(1337, tproxy=False) == 1337
+    redirect = Workload.from_pod(str(MTLS / "pod.yaml"))
+    assert (redirect.sidecar.uid, redirect.sidecar.transparent) == (1337, False)
+
+
+def test_the_lab_takes_the_tproxy_uid_from_the_same_rule() -> None:
+    from netsim.lab.control import LabSpec, listener_roles
+
+    roles = {role: uid for role, _argv, uid, _port in listener_roles(LabSpec(name="t", tproxy=True))}
+    assert roles["listener-15006"] == envoy_uid(1337, tproxy=True) == 0
+    assert roles["listener-15001"] == 1337
+
+
+def test_the_namespace_model_has_the_sidecars_listeners_and_tproxy_route() -> None:
+    w = Workload.from_pod(str(TPROXY / "pod.yaml"))
+    ns = w.netns()
+    assert ns.listeners is not None
+    ports = {(listener.port, listener.transparent) for listener in ns.listeners if listener.proto is Proto.TCP}
+    assert {(15001, True), (15006, True), (15008, True)} <= ports
+    assert [(r.mark, r.table) for r in ns.fwmark_routes] == [(1337, 133)]
+    assert w.assumptions() and not w.assumptions((8080,))
+
+
+def test_trace_without_click_gives_the_hops_and_the_sentence() -> None:
+    w = Workload.from_pod(str(MTLS / "pod.yaml"), istio_version="1.2")
+    f = w.trace("10.244.0.5:80", from_="10.1.2.3")
+    assert f.verdict == "bypassed" and len(f.hops) == 1
+    f = Workload.from_pod(str(MTLS / "pod.yaml")).trace("10.244.0.5:80", from_="10.1.2.3")
+    assert f.verdict == "captured-inbound" and f.hops[1].who == SidecarIdentity().label
+    assert f.original_dst is not None and f.original_dst.port == 80
+
+
+def test_rules_dump_workload_traces_like_the_pod() -> None:
+    pod = Workload.from_pod(str(MTLS / "pod.yaml"))
+    dump = Workload.from_rules([str(MTLS / "current.iptables-save")], pod_ips=["10.244.0.5"])
+    assert dump.pod is None and dump.namespace == "default"
+    for question in ({"dst": "10.96.0.10:80"}, {"dst": "10.244.0.5:80", "from_": "10.1.2.3"}):
+        assert dump.trace(**question).verdict == pod.trace(**question).verdict  # type: ignore[arg-type]
+
+
+def test_a_bad_endpoint_is_a_located_error() -> None:
+    from netsim.errors import SpecError
+
+    w = Workload.from_pod(str(MTLS / "pod.yaml"))
+    with pytest.raises(SpecError, match=r"^--dst '10.0.0.300:80': '10.0.0.300' is not an IP address$"):
+        w.trace("10.0.0.300:80")
