@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from netsim.cli_options import config_option, keep_going_option
 from netsim.errors import NetsimError
 
 
@@ -39,8 +40,7 @@ class EndpointType(click.ParamType):  # type: ignore[type-arg]
 
 ENDPOINT = EndpointType()
 _F = TypeVar("_F", bound=Callable[..., Any])
-_config_opt = click.option("--config", "configs", multiple=True, required=True, type=click.Path(),
-                           help="Kubernetes/Istio objects: files or directories (repeatable).")
+_config_opt = config_option(required=True)
 _mesh_opt = click.option("--mesh-config", type=click.Path(), default=None,
                          help="Mesh config (MeshConfig YAML, the istio ConfigMap, or an IstioOperator).")
 _version_opt = click.option("--istio-version", default=None, metavar="V",
@@ -49,19 +49,32 @@ _format_opt = click.option("--format", "fmt", type=click.Choice(["text", "json"]
                            show_default=True)
 
 
-def _warn_errors(errors: Any) -> None:
-    for e in errors:
-        click.echo(f"warning: {e}", err=True)
-
-
-def _load(configs: tuple[str, ...], mesh_config: str | None, istio_version: str | None) -> Any:
+def _load(configs: tuple[str, ...], mesh_config: str | None, istio_version: str | None,
+          keep_going: bool) -> Any:
     from netsim.mesh.files import read_config, read_mesh_config
     from netsim.mesh.versions import mesh_profile
 
     profile = mesh_profile(istio_version)
-    objects = read_config(configs)
+    read = read_config(configs, keep_going=keep_going)
     mesh = read_mesh_config(mesh_config)
-    return objects, mesh, profile
+    return read, mesh, profile
+
+
+def _input_notes(read: Any, index: Any) -> list[str]:
+    """What the answer rests on that the user may not expect: a proxy IP with no pod (default
+    proxyMetadata), the objects read but ignored, the documents skipped by --keep-going."""
+    notes = []
+    proxy = index.proxy
+    if proxy.pod is None:
+        notes.append(f"no Pod in --config has IP {', '.join(proxy.ips)}: the proxy's labels are --labels "
+                     f"({'none' if not proxy.labels else ','.join(f'{k}={v}' for k, v in proxy.labels)}) and its "
+                     f"proxyMetadata is the mesh defaults' only ({proxy.metadata_origin or 'none set'}: DNS capture "
+                     f"{'on' if proxy.dns_capture else 'off'}, auto-allocation "
+                     f"{'on' if proxy.dns_auto_allocate else 'off'}); add the pod's manifest to --config to use its "
+                     "own")
+    notes += [str(i) for i in read.ignored]
+    notes += [f"skipped (--keep-going): {e}" for e in read.skipped]
+    return notes
 
 
 @click.group("mesh")
@@ -69,8 +82,13 @@ def mesh_group() -> None:
     """What the sidecar does with a captured connection: Envoy listener, filter chain, route, cluster."""
 
 
+_VERDICTS = ("captured", "passthrough", "blackhole", "direct-502", "reset-no-filter-chain", "tls-error",
+             "protocol-error", "bypass")  # netsim.mesh.model.Verdict's values (not imported: start-up)
+
+
 @mesh_group.command("hop")
 @_config_opt
+@keep_going_option
 @_mesh_opt
 @_version_opt
 @click.option("--proxy-ip", "proxy_ips", multiple=True, required=True, help="The deciding sidecar's IP(s).")
@@ -83,37 +101,47 @@ def mesh_group() -> None:
 @click.option("--host", default=None, help="HTTP Host header.")
 @click.option("--path", "path_", default="/", show_default=True, help="HTTP request path.")
 @click.option("--sni", default=None, help="TLS SNI (default: --host for --send tls).")
+@click.option("--expect", type=click.Choice(_VERDICTS), default=None,
+              help="Exit status 0 when the verdict is this one, 1 when it is not (for scripts and CI).")
 @_format_opt
-def hop_cmd(configs: tuple[str, ...], mesh_config: str | None, istio_version: str | None,
+def hop_cmd(configs: tuple[str, ...], keep_going: bool, mesh_config: str | None, istio_version: str | None,
             proxy_ips: tuple[str, ...], namespace: str | None, labels: str | None, direction: str,
-            dst: tuple[str, int], send: str, host: str | None, path_: str, sni: str | None, fmt: str) -> None:
+            dst: tuple[str, int], send: str, host: str | None, path_: str, sni: str | None, expect: str | None,
+            fmt: str) -> None:
     """Which listener, filter chain, route and cluster one connection reaches, and why.
 
-    Exit status 0 on any decision, 2 on bad input.
+    Exit status 0 on any decision (with --expect: 0 when it is the expected one, 1 when not), 2 on bad
+    input (an invalid --config document too, unless --keep-going).
     """
+    from dataclasses import replace
+
     from netsim.mesh.build import build_index
     from netsim.mesh.hop import hop
     from netsim.mesh.model import Connection, Direction, Send
     from netsim.mesh.proxy import make_proxy, parse_labels
 
-    objects, mesh, profile = _load(configs, mesh_config, istio_version)
-    proxy = make_proxy(objects, mesh, ips=proxy_ips, namespace=namespace, labels=parse_labels(labels))
+    proxy_labels = parse_labels(labels)  # the options first: a bad one is reported before any file is read
+    read, mesh, profile = _load(configs, mesh_config, istio_version, keep_going)
+    objects = read.objects
+    proxy = make_proxy(objects, mesh, ips=proxy_ips, namespace=namespace, labels=proxy_labels)
     index = build_index(objects, proxy, profile, mesh)
     conn = Connection(direction=Direction(direction), dst_ip=dst[0], dst_port=dst[1], send=Send(send),
                       host=host, path=path_, sni=sni)
     result = hop(index, conn)
-    errors = (*objects.errors, *index.errors)
-    _warn_errors(errors)
+    result = replace(result, notes=(*result.notes, *_input_notes(read, index), *map(str, index.errors)))
     if fmt == "json":
         out = result.to_json()
         out["istio_version"] = profile.name
-        out["config_errors"] = [str(e) for e in errors]
+        out["config_errors"] = [str(e) for e in (*objects.errors, *index.errors)]
+        out["ignored"] = [i.to_json() for i in read.ignored]
         out["conflicts"] = list(index.conflicts)
         click.echo(json.dumps(out, indent=2))
-        return
-    from netsim.mesh.render import render_hop
+    else:
+        from netsim.mesh.render import render_hop
 
-    click.echo(render_hop(result, profile))
+        click.echo(render_hop(result, profile))
+    if expect is not None and result.verdict.value != expect:
+        raise click.exceptions.Exit(1)
 
 
 _pod_opt = click.option("--pod", "pod_file", required=True, type=click.Path(exists=True, dir_okay=False),
@@ -123,65 +151,78 @@ _name_opt = click.option("--name", "pod_name", default=None, help="Pick this obj
 
 def _pod_options(command: _F) -> _F:
     """The options of every command about one pod's sidecar, in this order: --pod, --name, --config,
-    --mesh-config, --istio-version, --format."""
-    for option in reversed((_pod_opt, _name_opt, _config_opt, _mesh_opt, _version_opt, _format_opt)):
+    --keep-going, --mesh-config, --istio-version, --format."""
+    for option in reversed((_pod_opt, _name_opt, _config_opt, keep_going_option, _mesh_opt, _version_opt,
+                            _format_opt)):
         command = option(command)
     return command
 
 
 def _pod_proxy(configs: tuple[str, ...], pod_file: str, pod_name: str | None, mesh_config: str | None,
-               istio_version: str | None) -> Any:
-    """The sidecar index of the pod in ``pod_file`` (and the pod), the configs' errors printed as warnings."""
+               istio_version: str | None, keep_going: bool) -> Any:
+    """The sidecar index of the pod in ``pod_file``, the pod, and the notes on what was read."""
     from dataclasses import replace
 
     from netsim.mesh.build import build_index
     from netsim.mesh.files import read_config
     from netsim.mesh.proxy import pick_pod, proxy_for_pod, with_pods
 
-    objects, mesh, profile = _load(configs, mesh_config, istio_version)
-    pod_objs = read_config([pod_file])
-    pod = pick_pod(pod_objs.pods, pod_name)
+    read, mesh, profile = _load(configs, mesh_config, istio_version, keep_going)
+    objects = read.objects
+    pod_read = read_config([pod_file], keep_going=keep_going)
+    pod = pick_pod(pod_read.objects.pods, pod_name)
     if pod is None:
         raise NetsimError(f"no Pod or workload{' named ' + pod_name if pod_name else ''} found", where=pod_file)
     # the pod file's own objects count too (a pod next to its Service is common)
     if pod_file not in configs:
-        objects = replace(with_pods(objects, pod_objs), errors=objects.errors + pod_objs.errors)
+        objects = replace(with_pods(objects, pod_read.objects), errors=objects.errors + pod_read.objects.errors)
     index = build_index(objects, proxy_for_pod(objects, mesh, pod), profile, mesh)
-    _warn_errors((*objects.errors, *index.errors))
-    return index, pod
+    notes = _input_notes(replace(read, objects=objects), index)
+    notes += [f"{i}" for i in pod_read.ignored if pod_file not in configs and i.kind != pod.kind]
+    notes += [str(e) for e in index.errors]
+    return index, pod, notes
+
+
+def _print_notes(notes: list[str]) -> None:
+    for n in notes:
+        click.echo(f"note: {n}", err=True)
 
 
 @mesh_group.command("listeners")
 @_pod_options
-def listeners_cmd(pod_file: str, pod_name: str | None, configs: tuple[str, ...], mesh_config: str | None,
+def listeners_cmd(pod_file: str, pod_name: str | None, configs: tuple[str, ...], keep_going: bool,
+                  mesh_config: str | None,
                   istio_version: str | None, fmt: str) -> None:
     """``istioctl proxy-config listeners`` for a pod, from files (same columns)."""
     from netsim.mesh.render import listeners_json, listeners_table
 
-    index, _pod = _pod_proxy(configs, pod_file, pod_name, mesh_config, istio_version)
+    index, _pod, notes = _pod_proxy(configs, pod_file, pod_name, mesh_config, istio_version, keep_going)
+    _print_notes(notes)
     click.echo(json.dumps(listeners_json(index), indent=2) if fmt == "json" else listeners_table(index))
 
 
 @mesh_group.command("clusters")
 @_pod_options
-def clusters_cmd(pod_file: str, pod_name: str | None, configs: tuple[str, ...], mesh_config: str | None,
+def clusters_cmd(pod_file: str, pod_name: str | None, configs: tuple[str, ...], keep_going: bool,
+                 mesh_config: str | None,
                  istio_version: str | None, fmt: str) -> None:
     """``istioctl proxy-config clusters`` for a pod, from files (same columns)."""
     from netsim.mesh.render import clusters_json, clusters_table
 
-    index, _pod = _pod_proxy(configs, pod_file, pod_name, mesh_config, istio_version)
+    index, _pod, notes = _pod_proxy(configs, pod_file, pod_name, mesh_config, istio_version, keep_going)
+    _print_notes(notes)
     click.echo(json.dumps(clusters_json(index), indent=2) if fmt == "json" else clusters_table(index))
 
 
 @click.command("diagnose")
 @_pod_options
-def diagnose_cmd(pod_file: str, pod_name: str | None, configs: tuple[str, ...], mesh_config: str | None,
-                 istio_version: str | None, fmt: str) -> None:
+def diagnose_cmd(pod_file: str, pod_name: str | None, configs: tuple[str, ...], keep_going: bool,
+                 mesh_config: str | None, istio_version: str | None, fmt: str) -> None:
     """Check one workload for the known capture pitfalls; exit status 1 when something was found."""
     from netsim.mesh.diagnose import diagnose, render_json, render_text
 
-    index, pod = _pod_proxy(configs, pod_file, pod_name, mesh_config, istio_version)
-    report = diagnose(index, pod)
+    index, pod, notes = _pod_proxy(configs, pod_file, pod_name, mesh_config, istio_version, keep_going)
+    report = diagnose(index, pod, notes=tuple(notes))
     click.echo(json.dumps(render_json(report), indent=2) if fmt == "json" else render_text(report))
     if report.findings:
         raise click.exceptions.Exit(1)

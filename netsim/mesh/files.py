@@ -1,27 +1,145 @@
 """Reading ``--config`` paths and ``--mesh-config`` files (the only IO of ``netsim.mesh``).
 
-Owns: :func:`read_config` (files and directories → :class:`~netsim.mesh.model.MeshObjects`, every
-bad document reported and skipped), :func:`read_mesh_config`, and :func:`load_index` (both, plus a
-pod file, into the sidecar's index: the one call ``netsim trace --config`` needs).
+Owns: :func:`read_config` (files and directories → :class:`ConfigRead`: the typed objects, the
+documents skipped as invalid, and the objects read but ignored, each located by file and document;
+without ``keep_going`` the first invalid document is an error), :func:`read_mesh_config`, and
+:func:`load_index` (both, plus a pod file, into the sidecar's index: the one call ``netsim trace
+--config`` needs).
 
 Never does: interpret objects (``netsim.mesh.objects`` does).
 """
 
 from __future__ import annotations
 
+import copy
+import functools
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from netsim.k8s import YAMLSyntaxError, load_yaml, read_objects, read_text
+from netsim.errors import NetsimError
+from netsim.k8s import K8sObject, YAMLSyntaxError, load_yaml, read_objects, read_text, split_documents
 from netsim.mesh.build import ProxyIndex
 from netsim.mesh.model import MeshConfig, MeshObjects
-from netsim.mesh.objects import convert, parse_mesh_config
+from netsim.mesh.objects import IGNORED_KINDS, MESH_KINDS, convert, parse_mesh_config
+
+# read for their labels only (namespace injection labels), so not "ignored"
+_CONTEXT_KINDS = frozenset({"Namespace"})
+# what a reader of the answer must know about an ignored kind (the others: no effect on a hop)
+_IGNORED_WHY = {
+    "EnvoyFilter": "EnvoyFilter patches are not applied: the listeners, routes and clusters shown are istiod's "
+                   "before any patch",
+    "AuthorizationPolicy": "authorization is not modelled: a connection shown as reaching a cluster may still be "
+                           "denied (403 / RBAC: access denied)",
+    "Gateway": "gateways are not modelled (only sidecars)",
+    "WasmPlugin": "Wasm plugins are not applied",
+    "Telemetry": "telemetry config has no effect on routing",
+    "RequestAuthentication": "JWT authentication is not modelled",
+    "NetworkPolicy": "Kubernetes NetworkPolicy is not modelled: the CNI may still drop the connection",
+    "ProxyConfig": "ProxyConfig resources are not read (only the proxy.istio.io/config annotation and mesh "
+                   "defaultConfig)",
+}
 
 
-def read_config(paths: Iterable[str | Path]) -> MeshObjects:
-    """Every object under ``paths``. Raises ConfigError only for a path that does not exist or cannot be read."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ignored:
+    """An object read from ``--config`` that the mesh model does not use, and why that matters."""
+
+    kind: str
+    ref: str  # "EnvoyFilter default/patch"
+    where: str  # "file: document 3: EnvoyFilter default/patch"
+    why: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"kind": self.kind, "object": self.ref, "where": self.where, "why": self.why}
+
+    def __str__(self) -> str:
+        return f"{self.where}: ignored: {self.why}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigRead:
+    """What ``--config`` gave: the typed objects (``objects.errors`` are the skipped documents, empty unless
+    ``keep_going``) and the objects read but not used."""
+
+    objects: MeshObjects
+    ignored: tuple[Ignored, ...] = ()
+
+    @property
+    def skipped(self) -> tuple[NetsimError, ...]:
+        return self.objects.errors
+
+
+def _ignored(obj: K8sObject) -> Ignored:
+    if obj.kind in _IGNORED_WHY:
+        why = _IGNORED_WHY[obj.kind]
+    elif obj.kind in IGNORED_KINDS:
+        why = f"{obj.kind} has no effect on the capture or the hop netsim models"
+    else:
+        why = f"{obj.kind} ({obj.api_version}) is not a kind netsim reads"
+    return Ignored(kind=obj.kind, ref=f"{obj.kind} {obj.namespace}/{obj.name}", where=obj.where(), why=why)
+
+
+@functools.lru_cache(maxsize=64)
+def _first_lines(source: str) -> dict[int, int]:
+    try:
+        return {d.number: d.first_line for d in split_documents(read_text(Path(source)))}
+    except NetsimError:
+        return {}
+
+
+_DOC_WHERE = re.compile(r"^(?P<src>.+?): document (?P<doc>\d+)(?P<rest>(?: item \d+)?(?::.*)?)$")
+
+
+def locate(error: NetsimError) -> NetsimError:
+    """``error`` with the line its document starts at, when it names a document but no line
+    (``file: document 2: line 14: ServiceEntry default/x: spec.ports[0].number: ...``)."""
+    m = _DOC_WHERE.match(error.where)
+    if m is None or m["rest"].startswith(": line ") or error.message.startswith("line "):
+        return error
+    line = _first_lines(m["src"]).get(int(m["doc"]))
+    if line is None:
+        return error
+    located = copy.copy(error)
+    located.where = f"{m['src']}: document {m['doc']}: line {line}{m['rest']}"
+    located.args = (str(located),)
+    return located
+
+
+def in_document_order(errors: Iterable[NetsimError], files: Iterable[str] = ()) -> tuple[NetsimError, ...]:
+    """``errors`` located (:func:`locate`) and sorted by file (in ``files``' order, then as met), then document;
+    the first is the one to stop at."""
+    located = [locate(e) for e in errors]
+    order = {f: i for i, f in enumerate(dict.fromkeys(files))}
+    for e in located:
+        m = _DOC_WHERE.match(e.where)
+        if m is not None:
+            order.setdefault(m["src"], len(order))
+
+    def key(e: NetsimError) -> tuple[int, int]:
+        m = _DOC_WHERE.match(e.where)
+        return (len(order), 0) if m is None else (order[m["src"]], int(m["doc"]))
+
+    return tuple(sorted(located, key=key))
+
+
+def read_config(paths: Iterable[str | Path], *, keep_going: bool = True) -> ConfigRead:
+    """Every object under ``paths``, typed; the objects of kinds the model does not use as :class:`Ignored`.
+
+    Raises ConfigError for a path that does not exist or cannot be read, and, without ``keep_going``,
+    for the first invalid document (bad YAML, an object that does not convert), located by file,
+    document and line. With ``keep_going`` the invalid documents are skipped and listed in
+    ``objects.errors``.
+    """
     loaded = read_objects(paths, keep_going=True)
-    return convert(loaded.objects, errors=loaded.errors)
+    used = [o for o in loaded.objects if o.kind in MESH_KINDS or o.kind in _CONTEXT_KINDS]
+    ignored = tuple(_ignored(o) for o in loaded.objects if o.kind not in MESH_KINDS and o.kind not in _CONTEXT_KINDS)
+    objects = convert(used, errors=loaded.errors)
+    errors = in_document_order(objects.errors, (o.source for o in loaded.objects))
+    if errors and not keep_going:
+        raise errors[0]
+    return ConfigRead(objects=replace(objects, errors=errors), ignored=ignored)
 
 
 def read_mesh_config(path: str | Path | None) -> MeshConfig:
@@ -38,25 +156,25 @@ def read_mesh_config(path: str | Path | None) -> MeshConfig:
 
 def load_index(configs: Iterable[str | Path], *, pod_file: str | None = None, pod_ips: tuple[str, ...] = (),
                namespace: str | None = None, labels: tuple[tuple[str, str], ...] | None = None,
-               mesh_config: str | None = None, istio_version: str | None = None) -> ProxyIndex:
+               mesh_config: str | None = None, istio_version: str | None = None,
+               keep_going: bool = True) -> ProxyIndex:
     """Read ``configs`` (+ the pod file) and build the index for the pod's sidecar, for ``netsim trace``.
 
     The proxy is the pod in ``pod_file`` (its first Pod or workload), with ``pod_ips`` overriding
     its status IPs; without a pod file, ``pod_ips`` and ``namespace`` describe it.
-    Raises ConfigError / SpecError for unreadable files and bad values.
+    Raises ConfigError / SpecError for unreadable files and bad values (and, without ``keep_going``,
+    for an invalid document, as :func:`read_config`).
     """
-    from dataclasses import replace
-
     from netsim.mesh.build import build_index
     from netsim.mesh.proxy import PLACEHOLDER_IP, make_proxy, pick_pod, with_pods
     from netsim.mesh.versions import mesh_profile
 
     profile = mesh_profile(istio_version)
-    objects = read_config(list(configs))
+    objects = read_config(list(configs), keep_going=keep_going).objects
     mesh = read_mesh_config(mesh_config)
     pod = None
     if pod_file is not None:
-        extra = read_config([pod_file])
+        extra = read_config([pod_file], keep_going=keep_going).objects
         pod = pick_pod(extra.pods)
         if pod is not None:
             if pod_ips:
@@ -68,4 +186,4 @@ def load_index(configs: Iterable[str | Path], *, pod_file: str | None = None, po
     return build_index(objects, proxy, profile, mesh)
 
 
-__all__ = ["load_index", "read_config", "read_mesh_config"]
+__all__ = ["ConfigRead", "Ignored", "in_document_order", "load_index", "locate", "read_config", "read_mesh_config"]

@@ -53,29 +53,69 @@ def bad_file(tmp_path: Path) -> Path:
     return p
 
 
-def test_mesh_bad_objects_are_located_and_the_rest_loads(bad_file: Path) -> None:
-    objects = read_config([bad_file])
-    errors = sorted(str(e) for e in objects.errors)
+def test_mesh_bad_objects_are_located_and_the_rest_loads_with_keep_going(bad_file: Path) -> None:
+    read = read_config([bad_file], keep_going=True)
+    errors = sorted(str(e) for e in read.skipped)
     f = str(bad_file)
     assert errors == sorted([
-        f"{f}: document 1: Service default/bad-port: spec.ports[0].port: must be a port number 1-65535, got 70000",
-        f"{f}: document 2: ServiceEntry default/no-hosts: spec.hosts: a ServiceEntry needs at least one host",
-        f"{f}: document 3: Frobnicator default/frob: kind: 'Frobnicator' is not a kind netsim mesh reads "
-        "(Service, EndpointSlice, Pod or a workload, ServiceEntry, WorkloadEntry, VirtualService, DestinationRule, "
-        "PeerAuthentication, Sidecar); skipped",
+        f"{f}: document 1: line 1: Service default/bad-port: spec.ports[0].port: must be a port number 1-65535, "
+        "got 70000",
+        f"{f}: document 2: line 8: ServiceEntry default/no-hosts: spec.hosts: a ServiceEntry needs at least one host",
         f"{f}: document 4: line 21: invalid YAML: did not find expected ',' or '}}'",
     ])
-    assert [s.name for s in objects.services] == ["good"]
+    # an unknown kind is not an error: it is named as ignored, with its file and document
+    assert [str(i) for i in read.ignored] == [
+        f"{f}: document 3: Frobnicator default/frob: ignored: Frobnicator (example.com/v1) is not a kind netsim reads"]
+    assert [s.name for s in read.objects.services] == ["good"]
 
 
-def test_mesh_hop_still_decides_with_the_good_objects(bad_file: Path) -> None:
-    r = CliRunner().invoke(cli, ["mesh", "hop", "--config", str(bad_file), "--proxy-ip", "10.1.1.1", "--namespace",
-                                 "default", "--dst", "10.0.0.10:9000", "--format", "json"])
+def test_mesh_bad_object_is_an_error_without_keep_going(bad_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 11: invalid YAML in --config was a warning and exit 0 ("none found" resting on an unread file)
+    with pytest.raises(SystemExit) as e:
+        main(["mesh", "hop", "--config", str(bad_file), "--proxy-ip", "10.1.1.1", "--dst", "10.0.0.10:9000"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err == (f"Error: {bad_file}: document 1: line 1: Service default/bad-port: spec.ports[0].port: must be a "
+                   "port number 1-65535, got 70000\n")
+
+
+def test_mesh_invalid_yaml_is_an_error_naming_file_document_and_line(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "objs.yaml"
+    p.write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\nkind: Service\nmetadata: {name: [x\n")
+    pod = tmp_path / "pod.yaml"
+    pod.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: c}]}\n")
+    for argv in (["mesh", "hop", "--config", str(p), "--proxy-ip", "10.1.1.1", "--dst", "1.2.3.4:80"],
+                 ["diagnose", "--pod", str(pod), "--config", str(p)],
+                 ["mesh", "listeners", "--pod", str(pod), "--config", str(p)]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"Error: {p}: document 2: line 6: invalid YAML") and err.count("\n") == 1, err
+
+
+def test_mesh_hop_keep_going_decides_with_the_good_objects_and_names_the_skipped(bad_file: Path) -> None:
+    r = CliRunner().invoke(cli, ["mesh", "hop", "--config", str(bad_file), "--keep-going", "--proxy-ip", "10.1.1.1",
+                                 "--namespace", "default", "--dst", "10.0.0.10:9000", "--format", "json"])
     assert r.exit_code == 0
     out = json.loads(r.stdout)
     assert out["listener"] == "10.0.0.10_9000" and out["verdict"] == "captured"
-    assert len(out["config_errors"]) == 4
-    assert "warning: " in r.stderr and "spec.ports[0].port" in r.stderr
+    assert len(out["config_errors"]) == 3
+    assert [i["object"] for i in out["ignored"]] == ["Frobnicator default/frob"]
+    assert sum(n.startswith("skipped (--keep-going): ") for n in out["notes"]) == 3
+    assert any("spec.ports[0].port" in n for n in out["notes"])
+
+
+def test_diagnose_keep_going_names_what_was_skipped(bad_file: Path, tmp_path: Path) -> None:
+    pod = tmp_path / "pod.yaml"
+    pod.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: c}]}\n"
+                   "status: {podIP: 10.1.1.1}\n")
+    r = CliRunner().invoke(cli, ["diagnose", "--pod", str(pod), "--config", str(bad_file), "--keep-going"])
+    assert r.exit_code == 0, r.output
+    assert "none of the 11 known capture pitfalls found" in r.stdout
+    assert f"note: skipped (--keep-going): {bad_file}: document 4: line 21: invalid YAML" in r.stdout
+    assert f"note: {bad_file}: document 3: Frobnicator default/frob: ignored" in r.stdout
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -211,7 +211,7 @@ def test_broken_document_in_config_is_a_note_and_the_rest_loads(tmp_path: Path) 
     data = trace_json("--pod", HAZEL_POD, "--config", HAZEL_OBJ, "--config", str(bad), "--istio-version", "1.5",
                       "--dst", "10.12.2.8:5701")
     assert data["mesh"]["listener"] == "0.0.0.0_5701"
-    assert any(n.startswith(f"--config: {bad}: document 1: Service manager/x: spec.ports[0].port")
+    assert any(n.startswith(f"--config: {bad}: document 1: line 1: Service manager/x: spec.ports[0].port")
                for n in data["notes"])
     assert data["mesh"]["config_errors"] and str(bad) in data["mesh"]["config_errors"][0]
 
