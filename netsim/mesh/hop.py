@@ -21,6 +21,7 @@ from netsim.mesh.build import (
     BLACKHOLE,
     HTTP_ALPNS,
     INBOUND_PASSTHROUGH,
+    INBOUND_PORT,
     PASSTHROUGH,
     Cluster,
     FilterChain,
@@ -246,6 +247,15 @@ def _endpoint_tls(idx: ProxyIndex, cl: Cluster, conn: Connection) -> tuple[str |
         f"{cl.tls_reason}; per endpoint: {n} of {len(eps)} endpoints get mTLS (shown: {first.address})")
 
 
+def no_endpoints_note(cl: Cluster) -> str:
+    """What an EDS/STATIC cluster without endpoints means (the same sentence for ``mesh hop`` and ``diagnose``)."""
+    svc = cl.service
+    src = f" ({svc.where or svc.ref})" if svc is not None else ""
+    return (f"cluster {cl.name} has no endpoints{src}: no EndpointSlice, Endpoints or selected Pod/WorkloadEntry "
+            "among the objects read; if the cluster has none either, Envoy answers 503 UH (no healthy upstream) "
+            "or resets the TCP connection")
+
+
 def _hijack(idx: ProxyIndex, ln: Listener, fc: FilterChain, cl: Cluster, conn: Connection) -> str:
     """Why a match-all TCP chain on a wildcard listener sends this connection somewhere else."""
     s = cl.service
@@ -289,6 +299,28 @@ def _listener_why(idx: ProxyIndex, ln: Listener, conn: Connection) -> str:
     by = ", ".join(ln.origins[:2]) + (" …" if len(ln.origins) > 2 else "")
     what = "exact listener" if ln.address != "0.0.0.0" else "wildcard listener"
     return f"{dst} matched {what} {ln.name} (from {by})"
+
+
+def _loop_guard(idx: ProxyIndex, conn: Connection) -> tuple[bool, str]:
+    """Whether an outbound connection sent on unchanged to ``dst:15006`` ends in the destination sidecar's
+    loop guard: ``virtualInbound``'s first chain, ``virtualInbound-blackhole`` (destination port 15006 →
+    BlackHoleCluster, ``listener_builder.go``; spec/istio-mesh-hops.md §3). Whether the server's inbound
+    capture redirects the port to 15006 or not, Envoy's 15006 listener (bound to 0.0.0.0) gets it with
+    original destination port 15006. Returns (caught?, why or a note when the server is unknown)."""
+    if conn.direction is not Direction.OUTBOUND or conn.dst_port != INBOUND_PORT:
+        return False, ""
+    own = conn.dst_ip in idx.proxy.ips
+    pod = idx.proxy.pod if own and idx.proxy.pod is not None else idx.pods_by_ip.get(conn.dst_ip)
+    if idx.profile.inbound_via_15001:
+        return False, ""  # 1.0-1.2: no 15006 listener at all
+    if own or (pod is not None and pod.sidecar):
+        who = "this sidecar's own" if own else f"{pod.ref}'s sidecar's" if pod is not None else ""
+        return True, (f"{conn.dst_ip}:{INBOUND_PORT} is {who} inbound listener: virtualInbound's loop guard "
+                      f"(chain virtualInbound-blackhole, destination port {INBOUND_PORT} → {BLACKHOLE}) drops it")
+    if pod is None:
+        return False, (f"{conn.dst_ip} is no pod among the objects read: if it runs a sidecar, its loop guard "
+                       f"(virtualInbound-blackhole, destination port {INBOUND_PORT}) drops this connection")
+    return False, ""
 
 
 def hop(idx: ProxyIndex, conn: Connection, *, assume_captured: bool = False) -> Hop:
@@ -380,6 +412,20 @@ def hop(idx: ProxyIndex, conn: Connection, *, assume_captured: bool = False) -> 
         return replace(hop_head, cluster=cluster_name, cluster_type=ctype or "STATIC", verdict=Verdict.BLACKHOLE,
                        evidence=evidence, notes=notes,
                        reason=f"{why_l}; {via} → BlackHoleCluster ({fc.origin}): the connection is dropped.")
+    caught, loop = _loop_guard(idx, conn) if cluster_name == PASSTHROUGH or ctype == "ORIGINAL_DST" else (False, "")
+    if caught:
+        return replace(hop_head, cluster=cluster_name, cluster_type=ctype or "ORIGINAL_DST", verdict=Verdict.BLACKHOLE,
+                       evidence=(*evidence, "virtualInbound-blackhole: a direct connection to 15006 would loop"),
+                       notes=notes, reason=f"{why_l}; {via} → {cluster_name} sends it on unchanged, but {loop}.")
+    if loop:
+        notes = (*notes, loop)
+    if cluster_name == PASSTHROUGH:
+        # plaintext to the original destination: a known server pod decides what it does with it (section 4)
+        v, why = _server_check(idx, Cluster(name=PASSTHROUGH, type="ORIGINAL_DST"), conn, "plaintext")
+        if v is not None:
+            return replace(hop_head, cluster=cluster_name, cluster_type="ORIGINAL_DST", upstream_tls="plaintext",
+                           verdict=v, evidence=evidence, notes=notes,
+                           reason=f"{why_l}; {via} → {cluster_name} ({fc.origin}): {why}.")
     if cluster_name in (PASSTHROUGH, INBOUND_PASSTHROUGH):
         where = "to the original destination" if cluster_name == PASSTHROUGH else "to the app on the original port"
         return replace(hop_head, cluster=cluster_name, cluster_type="ORIGINAL_DST", upstream_tls="plaintext",
@@ -394,6 +440,8 @@ def hop(idx: ProxyIndex, conn: Connection, *, assume_captured: bool = False) -> 
         return replace(hop_head, cluster=cluster_name, cluster_type=ctype, upstream_tls="plaintext",
                    verdict=Verdict.CAPTURED, evidence=evidence, notes=notes,
                    reason=f"{why_l}; {via} → {cluster_name} ({ctype} {target}), plaintext to the app.")
+    if cl.type in ("EDS", "STATIC") and not cl.endpoints and cl.service is not None:
+        notes = (*notes, no_endpoints_note(cl))
     tls, tls_why = _endpoint_tls(idx, cl, conn)
     verdict = Verdict.CAPTURED
     what = f"{cl.type}" + (f" {cl.target}" if cl.target else "")
@@ -411,4 +459,4 @@ def hop(idx: ProxyIndex, conn: Connection, *, assume_captured: bool = False) -> 
                evidence=evidence, notes=notes, reason=reason)
 
 
-__all__ = ["Hop", "capture_resolution", "hop", "inbound_capture", "match_chain", "port_captured"]
+__all__ = ["Hop", "capture_resolution", "hop", "inbound_capture", "match_chain", "no_endpoints_note", "port_captured"]
