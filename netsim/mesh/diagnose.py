@@ -1,13 +1,26 @@
 """``netsim diagnose``: one workload checked for the known capture pitfalls, each with evidence and a fix.
 
-Owns: the checks (issue 8 §4, spec/istio-mesh-hops.md section 6) as pure functions over a
-:class:`~netsim.mesh.build.ProxyIndex` built for the workload's own sidecar, the :class:`Finding` and
-:class:`Report` values, and their text/JSON renderers.
+Owns: the checks (issue 8 §4, issue 11 §6, spec/istio-mesh-hops.md section 6) as pure functions over a
+:class:`~netsim.mesh.build.ProxyIndex` built for the workload's own sidecar, the :class:`Finding`,
+:class:`Evidence` and :class:`Report` values, and their text/JSON renderers. Checks that are about a
+connection ask :func:`netsim.mesh.hop.hop` (``netsim mesh hop``'s own decision), never a second model.
 
-Checks, in order (ids are stable, for scripts):
-``inbound-port-not-captured``, ``annotations-on-workload-metadata``, ``wildcard-tcp-listener``,
-``mtls-to-pod-without-sidecar``, ``headless-mixed-sidecars``, ``strict-mtls-callers-without-sidecar``,
-``serviceentry-host-unresolvable``, ``dns-not-captured``.
+Checks, in report order. The codes are stable, for scripts (as ``istioctl analyze``'s IST codes); a
+code is never reused for another check:
+
+| code   | name                                | sev.    | what |
+|--------|-------------------------------------|---------|------|
+| NS0001 | inbound-port-not-captured           | error   | a port the workload serves bypasses its sidecar |
+| NS0002 | annotations-on-workload-metadata    | error   | Istio annotations on the workload, not its template |
+| NS0003 | wildcard-tcp-listener               | error   | match-all 0.0.0.0_PORT TCP chain on a used port |
+| NS0004 | mtls-to-pod-without-sidecar         | error   | Istio mTLS to a pod (port) without a sidecar |
+| NS0005 | headless-mixed-sidecars             | warning | headless endpoints with and without a sidecar |
+| NS0006 | strict-mtls-callers-without-sidecar | warning | the workload is STRICT and pods without a sidecar exist |
+| NS0007 | serviceentry-host-unresolvable      | warning | a ServiceEntry host without addresses is NXDOMAIN here |
+| NS0008 | dns-not-captured                    | error   | the app's nameserver is not redirected |
+| NS0009 | plaintext-to-strict-peer            | error   | passthrough/ORIGINAL_DST plaintext to a STRICT peer (reset) |
+| NS0010 | serviceentry-host-in-two-namespaces | warning | one host defined in two namespaces, both visible here |
+| NS0011 | cluster-without-endpoints           | warning | an EDS cluster with no endpoint among the objects read |
 
 Never does: IO, or guess: a check that needs what the files do not say stays silent.
 """
@@ -16,32 +29,89 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from netsim.k8s import POD_TEMPLATE_PATHS
 from netsim.mesh.build import BLACKHOLE, INBOUND_PASSTHROUGH, PASSTHROUGH, ProxyIndex, peer_mode, resolve_target_port
-from netsim.mesh.hop import capture_resolution, port_captured
-from netsim.mesh.model import UNSPECIFIED, MeshService, PodInfo, Protocol, Resolution, selects
+from netsim.mesh.hop import capture_resolution, hop, no_endpoints_note, port_captured
+from netsim.mesh.model import (
+    UNSPECIFIED,
+    Connection,
+    Direction,
+    MeshService,
+    PodInfo,
+    Protocol,
+    Resolution,
+    Send,
+    Verdict,
+    selects,
+)
 
 ISTIO_PREFIXES = ("sidecar.istio.io/", "traffic.sidecar.istio.io/", "proxy.istio.io/", "status.sidecar.istio.io/",
                   "readiness.status.sidecar.istio.io/", "istio.io/rev")
 _PUBLIC_TLD = re.compile(r"\.(com|org|net|io|dev|cloud|app|co|edu|gov|info|biz|[a-z]{2})$")
 _IP_RE = re.compile(r"\b(\d{1,3}(?:\.\d{1,3}){3})\b")
+# the hops a check asks mesh hop about, at most, per check (a StatefulSet of 500 pods needs no 500 hops)
+MAX_HOPS_PER_CHECK = 64
+
+# name → stable code, in report order (the table above)
+CODES: dict[str, str] = {
+    "inbound-port-not-captured": "NS0001",
+    "annotations-on-workload-metadata": "NS0002",
+    "wildcard-tcp-listener": "NS0003",
+    "mtls-to-pod-without-sidecar": "NS0004",
+    "headless-mixed-sidecars": "NS0005",
+    "strict-mtls-callers-without-sidecar": "NS0006",
+    "serviceentry-host-unresolvable": "NS0007",
+    "dns-not-captured": "NS0008",
+    "plaintext-to-strict-peer": "NS0009",
+    "serviceentry-host-in-two-namespaces": "NS0010",
+    "cluster-without-endpoints": "NS0011",
+}
+_WHERE = re.compile(r"^(?P<file>.+?): document (?P<doc>\d+)(?: item \d+)?(?:: (?P<what>.*))?$", re.S)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Evidence:
+    """One object, rule or listener a finding rests on, and the file and document it came from (None for
+    what netsim derived: a listener, an iptables argument)."""
+
+    what: str
+    file: str | None = None
+    document: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"what": self.what, "file": self.file, "document": self.document}
+
+    def __str__(self) -> str:
+        return f"{self.what} ({self.file}: document {self.document})" if self.file else self.what
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Finding:
-    id: str
+    check: str  # the stable code, NS0001...
+    name: str  # the check's name, e.g. wildcard-tcp-listener
     severity: str  # error | warning
-    summary: str  # one sentence
-    evidence: tuple[str, ...]
+    message: str  # one sentence
+    evidence: tuple[Evidence, ...]
     fix: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "severity": self.severity, "summary": self.summary, "evidence": list(self.evidence),
-                "fix": self.fix}
+        return {"check": self.check, "name": self.name, "severity": self.severity, "message": self.message,
+                "evidence": [e.to_json() for e in self.evidence], "fix": self.fix}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Draft:
+    """A finding as a check writes it: evidence as text, located by :func:`diagnose`."""
+
+    name: str
+    severity: str
+    message: str
+    evidence: tuple[str, ...]
+    fix: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,6 +120,35 @@ class Report:
     istio: str
     findings: tuple[Finding, ...]
     checks: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+
+
+def _locator(index: ProxyIndex) -> Any:
+    """Text evidence → :class:`Evidence`: a ``file: document N: ...`` location is split; text that starts
+    with an object's reference (``Service shop/web port http``) gets that object's file and document."""
+    refs: dict[str, str] = {}
+    o = index.objects
+    for s in o.services:
+        refs.setdefault(s.ref, s.where)
+        refs.setdefault(f"{s.kind} {s.namespace}/{s.name}", s.where)
+    for p in o.pods:
+        refs.setdefault(p.ref, p.where)
+    for pa in o.peer_authentications:
+        refs.setdefault(f"{pa.kind} {pa.namespace or '(mesh)'}/{pa.name}", pa.where)
+    ordered = sorted(refs, key=len, reverse=True)
+
+    def locate(text: str) -> Evidence:
+        m = _WHERE.match(text)
+        if m is not None:
+            return Evidence(what=m["what"] or text, file=m["file"], document=int(m["doc"]))
+        for ref in ordered:
+            if text.startswith(ref) and (len(text) == len(ref) or not text[len(ref)].isalnum()):
+                w = _WHERE.match(refs[ref])
+                if w is not None:
+                    return Evidence(what=text, file=w["file"], document=int(w["doc"]))
+        return Evidence(what=text)
+
+    return locate
 
 
 def _selecting_services(index: ProxyIndex, pod: PodInfo) -> list[MeshService]:
@@ -79,7 +178,7 @@ def _inbound_ports(index: ProxyIndex, pod: PodInfo) -> dict[int, str]:
     return out
 
 
-def check_inbound_ports(index: ProxyIndex, pod: PodInfo) -> list[Finding]:
+def check_inbound_ports(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
     if not pod.sidecar:
         return []
     out = []
@@ -99,24 +198,24 @@ def check_inbound_ports(index: ProxyIndex, pod: PodInfo) -> list[Finding]:
                    f"traffic.sidecar.istio.io/includeInboundPorts: \"{port}\" (or upgrade: 1.3+ captures all ports)")
         else:
             fix = f"make sure port {port} is in the inbound capture list"
-        out.append(Finding(id="inbound-port-not-captured", severity="error",
-                           summary=(f"inbound capture misses it: {why}; a client sidecar that "
+        out.append(_Draft(name="inbound-port-not-captured", severity="error",
+                           message=(f"inbound capture misses it: {why}; a client sidecar that "
                                     "sends Istio mTLS (auto mTLS or an ISTIO_MUTUAL DestinationRule) reaches the app "
                                     "with TLS bytes → 503 connection failure, and STRICT mTLS is not enforced"),
                            evidence=(decl, pod.where), fix=fix))
     return out
 
 
-def check_workload_annotations(index: ProxyIndex, pod: PodInfo) -> list[Finding]:
+def check_workload_annotations(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
     if pod.kind == "Pod":
         return []
     template = pod.annotation_map
     out = []
     for k, v in pod.owner_annotations:
         if k.startswith(ISTIO_PREFIXES) and template.get(k) != v:
-            out.append(Finding(
-                id="annotations-on-workload-metadata", severity="error",
-                summary=(f"annotation {k}: {v!r} is on the {pod.kind}'s own metadata; the injector reads only the "
+            out.append(_Draft(
+                name="annotations-on-workload-metadata", severity="error",
+                message=(f"annotation {k}: {v!r} is on the {pod.kind}'s own metadata; the injector reads only the "
                          "pod template's annotations, so it has no effect"
                          + (f" (the template says {template[k]!r})" if k in template else "")),
                 evidence=(f"{pod.where}: metadata.annotations.{k}",),
@@ -131,7 +230,7 @@ def _used_ports(index: ProxyIndex, pod: PodInfo) -> dict[int, str]:
     return used
 
 
-def check_wildcard_listeners(index: ProxyIndex, pod: PodInfo) -> list[Finding]:
+def check_wildcard_listeners(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
     out = []
     used = _used_ports(index, pod)
     for port, ln in sorted(index.wildcard.items()):
@@ -156,9 +255,9 @@ def check_wildcard_listeners(index: ProxyIndex, pod: PodInfo) -> list[Finding]:
                    "Host), or turn on DNS capture and auto-allocation (ISTIO_META_DNS_CAPTURE, "
                    "ISTIO_META_DNS_AUTO_ALLOCATE) so it gets a VIP listener, or limit it with exportTo")
         typ = f"{cl.type} {cl.target}".strip() if cl is not None else ""
-        out.append(Finding(
-            id="wildcard-tcp-listener", severity="error",
-            summary=(f"0.0.0.0_{port} has a match-all TCP chain → {catch.cluster} ({typ}), created by {how}: every "
+        out.append(_Draft(
+            name="wildcard-tcp-listener", severity="error",
+            message=(f"0.0.0.0_{port} has a match-all TCP chain → {catch.cluster} ({typ}), created by {how}: every "
                      f"connection from this pod to any IP on port {port} without its own ip_{port} listener (pod IPs, "
                      "external IPs) is hijacked to that service"),
             evidence=(*ln.origins, f"listener 0.0.0.0_{port}: {catch.match_text()} → {catch.destination_text()}",
@@ -167,7 +266,7 @@ def check_wildcard_listeners(index: ProxyIndex, pod: PodInfo) -> list[Finding]:
     return out
 
 
-def check_mtls_targets(index: ProxyIndex, pod: PodInfo) -> list[Finding]:
+def check_mtls_targets(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
     out = []
     seen: set[str] = set()
     for cl in index.clusters.values():
@@ -191,9 +290,9 @@ def check_mtls_targets(index: ProxyIndex, pod: PodInfo) -> list[Finding]:
         if not bad or key in seen:
             continue
         seen.add(key)
-        out.append(Finding(
-            id="mtls-to-pod-without-sidecar", severity="error",
-            summary=(f"{cl.name} ({cl.type}) originates Istio mTLS ({cl.tls_reason}) but "
+        out.append(_Draft(
+            name="mtls-to-pod-without-sidecar", severity="error",
+            message=(f"{cl.name} ({cl.type}) originates Istio mTLS ({cl.tls_reason}) but "
                      f"{'; '.join(bad[:3])} → the TLS handshake to a plaintext app fails (503 UF,URX)"),
             evidence=(cl.service.where, *(f"endpoint {b}" for b in bad[:5])),
             fix=("set the DestinationRule tls.mode DISABLE for that host, inject the server pods (or capture the "
@@ -202,7 +301,7 @@ def check_mtls_targets(index: ProxyIndex, pod: PodInfo) -> list[Finding]:
     return out
 
 
-def check_headless_mixed(index: ProxyIndex, pod: PodInfo) -> list[Finding]:
+def check_headless_mixed(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
     out = []
     for s in index.objects.services:
         if not (s.headless or s.resolution is Resolution.PASSTHROUGH) or len(s.endpoints) < 2:
@@ -211,9 +310,9 @@ def check_headless_mixed(index: ProxyIndex, pod: PodInfo) -> list[Finding]:
         without = [e for e in s.endpoints if not e.sidecar]
         if not with_sc or not without:
             continue
-        out.append(Finding(
-            id="headless-mixed-sidecars", severity="warning",
-            summary=(f"headless {s.ref} mixes endpoints with a sidecar ({', '.join(e.address for e in with_sc[:3])}) "
+        out.append(_Draft(
+            name="headless-mixed-sidecars", severity="warning",
+            message=(f"headless {s.ref} mixes endpoints with a sidecar ({', '.join(e.address for e in with_sc[:3])}) "
                      f"and without ({', '.join(e.address for e in without[:3])}): its ORIGINAL_DST cluster has one "
                      "TLS mode for all of them, so auto mTLS falls back to plaintext (1.10+) or breaks the "
                      "plaintext ones (1.5.0-1.6.5)"),
@@ -223,7 +322,7 @@ def check_headless_mixed(index: ProxyIndex, pod: PodInfo) -> list[Finding]:
     return out
 
 
-def check_strict_callers(index: ProxyIndex, pod: PodInfo) -> list[Finding]:
+def check_strict_callers(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
     if not pod.sidecar:
         return []
     root = index.mesh.root_namespace
@@ -240,16 +339,16 @@ def check_strict_callers(index: ProxyIndex, pod: PodInfo) -> list[Finding]:
     callers = [p for p in index.objects.pods if p.kind == "Pod" and not p.sidecar and p.name != pod.name]
     if not callers:
         return []
-    return [Finding(
-        id="strict-mtls-callers-without-sidecar", severity="warning",
-        summary=(f"{pod.ref} requires mTLS ({where}) on port(s) {', '.join(str(p) for p in strict if p)}; "
+    return [_Draft(
+        name="strict-mtls-callers-without-sidecar", severity="warning",
+        message=(f"{pod.ref} requires mTLS ({where}) on port(s) {', '.join(str(p) for p in strict if p)}; "
                  f"{len(callers)} pod(s) without a sidecar cannot call it (connection reset / 503 UC): "
                  f"{', '.join(c.ref for c in callers[:3])}"),
         evidence=(where, *(f"{c.ref}: {c.sidecar_why}" for c in callers[:5])),
         fix="inject the callers, or set PERMISSIVE for these ports (PeerAuthentication portLevelMtls)")]
 
 
-def check_serviceentry_dns(index: ProxyIndex, pod: PodInfo) -> list[Finding]:
+def check_serviceentry_dns(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
     out = []
     proxy = index.proxy
     seen: set[str] = set()
@@ -271,9 +370,9 @@ def check_serviceentry_dns(index: ProxyIndex, pod: PodInfo) -> list[Finding]:
             off.append(f"{index.profile.label} has no auto-allocation (1.7+)")
         if not off:
             continue
-        out.append(Finding(
-            id="serviceentry-host-unresolvable", severity="warning",
-            summary=(f"{s.ref} has no addresses and {' and '.join(off)}: the app's lookup of {s.hostname} goes to "
+        out.append(_Draft(
+            name="serviceentry-host-unresolvable", severity="warning",
+            message=(f"{s.ref} has no addresses and {' and '.join(off)}: the app's lookup of {s.hostname} goes to "
                      "kube-dns, which does not know it (NXDOMAIN) unless a real DNS record exists"),
             evidence=(s.where, proxy.metadata_origin or "proxyMetadata: not set (mesh defaultConfig or pod "
                                                        "proxy.istio.io/config)"),
@@ -287,7 +386,7 @@ def _visible(index: ProxyIndex) -> list[MeshService]:
     return [c.service for c in index.clusters.values() if c.service is not None]
 
 
-def check_dns_capture(index: ProxyIndex, pod: PodInfo) -> list[Finding]:
+def check_dns_capture(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
     if not pod.sidecar or not index.proxy.dns_capture:
         return []
     res, _err = capture_resolution(pod, index.profile.name)
@@ -299,9 +398,9 @@ def check_dns_capture(index: ProxyIndex, pod: PodInfo) -> list[Finding]:
     redirected = set(cfg.dns_servers_v4) | set(cfg.dns_servers_v6)
     out = []
     if not redirected:
-        out.append(Finding(
-            id="dns-not-captured", severity="error",
-            summary=("DNS capture is on but istio-iptables redirects no nameserver (it only redirects the "
+        out.append(_Draft(
+            name="dns-not-captured", severity="error",
+            message=("DNS capture is on but istio-iptables redirects no nameserver (it only redirects the "
                      "resolv.conf nameservers without CAPTURE_ALL_DNS): the app's DNS bypasses the agent"),
             evidence=(pod.where, *(w for w in res.warnings if "DNS" in w or "dns" in w)),
             fix="set proxyMetadata CAPTURE_ALL_DNS: \"true\" (every port-53 query is captured), or give the pod "
@@ -325,9 +424,9 @@ def check_dns_capture(index: ProxyIndex, pod: PodInfo) -> list[Finding]:
                 except ValueError:
                     continue
                 if ip not in redirected:
-                    out.append(Finding(
-                        id="dns-not-captured", severity="error",
-                        summary=(f"container {c.get('name')} queries nameserver {ip}, which is not among the "
+                    out.append(_Draft(
+                        name="dns-not-captured", severity="error",
+                        message=(f"container {c.get('name')} queries nameserver {ip}, which is not among the "
                                  f"redirected ones ({', '.join(sorted(redirected))}): its DNS bypasses the agent, so "
                                  "ServiceEntry hosts and auto-allocated VIPs do not resolve"),
                         evidence=(f"{pod.where}: container {c.get('name')}: {t}",
@@ -337,7 +436,145 @@ def check_dns_capture(index: ProxyIndex, pod: PodInfo) -> list[Finding]:
     return out
 
 
-# (id, check) in report order; the ids are the ones each check's findings carry
+def _hop_tcp(index: ProxyIndex, ip: str, port: int) -> Any:
+    return hop(index, Connection(direction=Direction.OUTBOUND, dst_ip=ip, dst_port=port, send=Send.TCP))
+
+
+def _peers(index: ProxyIndex, pod: PodInfo) -> list[PodInfo]:
+    """The other Pods of the same workload (its labels a subset of theirs), with an IP."""
+    labels = pod.label_map
+    own = set(index.proxy.ips)
+    return [p for p in index.objects.pods if p.kind == "Pod" and p.ips and labels and p.namespace == pod.namespace
+            and selects(pod.labels, p.label_map) and not own & set(p.ips)]
+
+
+def check_plaintext_to_strict(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
+    """Plaintext that ``mesh hop`` shows reset by a STRICT peer: ORIGINAL_DST clusters (headless services)
+    to their endpoints, and the workload's own ports that no Service declares, to its other replicas
+    (sent through PassthroughCluster)."""
+    if not pod.sidecar:
+        return []
+    own = set(index.proxy.ips)
+    # (dst ip, port, what the client uses, fix)
+    probes: list[tuple[str, int, str, str]] = []
+    for cl in index.clusters.values():
+        if cl.type != "ORIGINAL_DST" or cl.direction != "outbound" or cl.service is None or cl.port is None:
+            continue
+        if all(e.sidecar for e in cl.endpoints):
+            fix = (f"let {cl.fqdn} get Istio mTLS: a DestinationRule with tls.mode ISTIO_MUTUAL for it, or Istio "
+                   "1.10+ (mTLS inferred for an ORIGINAL_DST cluster whose endpoints all have a sidecar); or set "
+                   f"portLevelMtls {cl.port}: PERMISSIVE on the server's PeerAuthentication")
+        else:
+            fix = (f"inject every pod behind {cl.fqdn} (auto mTLS then picks mTLS, 1.10+), or split the service, or "
+                   f"set portLevelMtls {cl.port}: PERMISSIVE on the server's PeerAuthentication")
+        probes += [(e.address, cl.port, f"{cl.service.ref} port {cl.port}", fix)
+                   for e in cl.endpoints if e.address not in own]
+    declared = set(_declared_ports(index, pod))
+    for cp in pod.container_ports:
+        if cp.port in declared:
+            continue
+        fix = (f"declare port {cp.port} in a Service that selects {pod.ref} (e.g. its headless Service, named "
+               f"tcp-...), so the client sidecar has a cluster with mTLS for it, or set portLevelMtls {cp.port}: "
+               "PERMISSIVE on the PeerAuthentication")
+        probes += [(p.ips[0], cp.port, f"{pod.ref} containerPort {cp.port} (in no Service)", fix)
+                   for p in _peers(index, pod)]
+    groups: dict[str, tuple[list[str], list[str], str, set[str]]] = {}
+    for ip, port, what, fix in probes[:MAX_HOPS_PER_CHECK]:
+        h = _hop_tcp(index, ip, port)
+        if h.verdict is not Verdict.RESET or h.cluster is None:
+            continue
+        server = index.pods_by_ip.get(ip)
+        if server is None:
+            continue
+        _mode, pa = peer_mode(index.objects, index.mesh.root_namespace, server.namespace, server.label_map, port)
+        key = f"{h.cluster} {port}"
+        ips, ev, _fix, pas = groups.setdefault(key, ([], [what, f"listener {h.listener}, chain "
+                                                        f"{h.filter_chain or h.filter_chain_match} → {h.cluster} "
+                                                        f"({h.cluster_type}, upstream {h.upstream_tls})"], fix, set()))
+        ips.append(f"{ip}:{port} ({server.ref})")
+        ev.append(server.where)
+        pas.add(pa)
+    out = []
+    for key, (ips, ev, fix, pas) in groups.items():
+        cluster = key.rsplit(" ", 1)[0]
+        how = "passthrough" if cluster == PASSTHROUGH else "ORIGINAL_DST"
+        out.append(_Draft(
+            name="plaintext-to-strict-peer", severity="error",
+            message=(f"this sidecar sends plaintext ({how}, {cluster}) to {', '.join(ips[:3])}"
+                     f"{' …' if len(ips) > 3 else ''}, where mTLS is required ({', '.join(sorted(pas))}): "
+                     "`netsim mesh hop` shows the connection reset by the server's sidecar (503 UC / connection "
+                     "reset)"),
+            evidence=tuple(dict.fromkeys((*ev[:6], *sorted(pas)))), fix=fix))
+    return out
+
+
+def _declared_ports(index: ProxyIndex, pod: PodInfo) -> dict[int, str]:
+    """The workload's ports that some Service (or ServiceEntry) selecting it declares (target ports)."""
+    out: dict[int, str] = {}
+    for s in _selecting_services(index, pod):
+        for sp in s.ports:
+            tp = resolve_target_port(sp, pod)
+            if tp is not None:
+                out.setdefault(tp, s.ref)
+    return out
+
+
+def check_host_in_two_namespaces(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
+    """A hostname with ServiceEntries (or a Service and a ServiceEntry) in two namespaces, both visible
+    from this proxy's namespace (exportTo)."""
+    from netsim.istio_service import exported
+
+    ns = index.proxy.namespace
+    by_host: dict[str, dict[tuple[str, str, str], MeshService]] = {}
+    for s in index.objects.services:
+        if exported(s.export_to, s.namespace, ns):
+            by_host.setdefault(s.hostname, {}).setdefault((s.kind, s.namespace, s.name), s)
+    out = []
+    for host, defs in by_host.items():
+        svcs = list(defs.values())
+        if len({s.namespace for s in svcs}) < 2 or not any(s.kind == "ServiceEntry" for s in svcs):
+            continue
+        refs = ", ".join(f"{s.kind} {s.namespace}/{s.name}" for s in svcs)
+        out.append(_Draft(
+            name="serviceentry-host-in-two-namespaces", severity="warning",
+            message=(f"host {host} is defined in {len({s.namespace for s in svcs})} namespaces ({refs}), all "
+                     f"exported to {ns}: istiod gives this proxy one definition (a Kubernetes Service before a "
+                     "ServiceEntry; since 1.24 the proxy's own namespace first; otherwise the oldest), so the "
+                     "others' addresses, ports and endpoints are unused here while pods elsewhere may see another"),
+            evidence=tuple(s.where for s in svcs),
+            fix=("keep one definition per host: exportTo: [\".\"] on the namespace-local ones, or delete the "
+                 "duplicate, or give them distinct hosts")))
+    return out
+
+
+def check_clusters_without_endpoints(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
+    """EDS clusters of this proxy with no endpoint among the objects read. Silent for a service whose
+    namespace has no Pod and no endpoint of any service among the objects: then the files say nothing
+    about that namespace's endpoints."""
+    described = {p.namespace for p in index.objects.pods if p.kind == "Pod" and p.where != pod.where}
+    described |= {s.namespace for s in index.objects.services if s.endpoints}
+    out = []
+    # the services of the workload diagnosed: its pods are what the template would make
+    seen = {f"{s.kind} {s.namespace}/{s.name}" for s in _selecting_services(index, pod)}
+    for cl in index.clusters.values():
+        svc = cl.service
+        if cl.direction != "outbound" or svc is None or cl.type != "EDS" or cl.endpoints or cl.subset \
+                or svc.namespace not in described:
+            continue
+        key = f"{svc.kind} {svc.namespace}/{svc.name}"
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(_Draft(
+            name="cluster-without-endpoints", severity="warning", message=no_endpoints_note(cl),
+            evidence=(svc.where, f"cluster {cl.name} (EDS)"),
+            fix=(f"make {svc.kind} {svc.namespace}/{svc.name} select running pods (its selector against the pods' "
+                 "labels; kubectl get endpointslices -l kubernetes.io/service-name=" + svc.name + "), or add the "
+                 "EndpointSlices / Pods / WorkloadEntries to --config")))
+    return out
+
+
+# (name, check) in report order; each check's findings carry its name and CODES[name]
 _CHECKS = (("inbound-port-not-captured", check_inbound_ports),
            ("annotations-on-workload-metadata", check_workload_annotations),
            ("wildcard-tcp-listener", check_wildcard_listeners),
@@ -345,32 +582,45 @@ _CHECKS = (("inbound-port-not-captured", check_inbound_ports),
            ("headless-mixed-sidecars", check_headless_mixed),
            ("strict-mtls-callers-without-sidecar", check_strict_callers),
            ("serviceentry-host-unresolvable", check_serviceentry_dns),
-           ("dns-not-captured", check_dns_capture))
-CHECKS = tuple(check_id for check_id, _ in _CHECKS)
+           ("dns-not-captured", check_dns_capture),
+           ("plaintext-to-strict-peer", check_plaintext_to_strict),
+           ("serviceentry-host-in-two-namespaces", check_host_in_two_namespaces),
+           ("cluster-without-endpoints", check_clusters_without_endpoints))
+CHECKS = tuple(CODES[name] for name, _ in _CHECKS)
 
 
-def diagnose(index: ProxyIndex, pod: PodInfo) -> Report:
-    """Run every check for ``pod`` whose sidecar ``index`` was built for."""
-    findings = [f for _id, check in _CHECKS for f in check(index, pod)]
-    return Report(pod=pod.ref, istio=index.profile.label, findings=tuple(findings), checks=CHECKS)
+def diagnose(index: ProxyIndex, pod: PodInfo, *, notes: Iterable[str] = ()) -> Report:
+    """Run every check for ``pod`` whose sidecar ``index`` was built for. ``notes``: what the answer rests
+    on (objects ignored, documents skipped), carried into the report."""
+    locate = _locator(index)
+    findings = [Finding(check=CODES[d.name], name=d.name, severity=d.severity, message=d.message,
+                        evidence=tuple(locate(e) for e in d.evidence if e), fix=d.fix)
+                for _name, check in _CHECKS for d in check(index, pod)]
+    return Report(pod=pod.ref, istio=index.profile.label, findings=tuple(findings), checks=CHECKS,
+                  notes=tuple(notes))
 
 
 def render_text(report: Report) -> str:
     if not report.findings:
-        return f"{report.pod} ({report.istio}): none of the {len(report.checks)} known capture pitfalls found."
-    lines = [f"{report.pod} ({report.istio}): {len(report.findings)} finding(s)"]
+        lines = [f"{report.pod} ({report.istio}): none of the {len(report.checks)} known capture pitfalls found."]
+    else:
+        lines = [f"{report.pod} ({report.istio}): {len(report.findings)} finding(s)"]
     for f in report.findings:
         lines.append("")
-        lines.append(f"[{f.severity}] {f.id}: {f.summary}.")
+        lines.append(f"[{f.severity}] {f.check} {f.name}: {f.message}.")
         for e in f.evidence:
             lines.append(f"  evidence: {e}")
         lines.append(f"  fix: {f.fix}.")
+    if report.notes:
+        lines.append("")
+        lines += [f"note: {n}" for n in report.notes]
     return "\n".join(lines)
 
 
 def render_json(report: Report) -> dict[str, Any]:
     return {"pod": report.pod, "istio": report.istio, "checks": list(report.checks),
-            "findings": [f.to_json() for f in report.findings]}
+            "findings": [f.to_json() for f in report.findings], "notes": list(report.notes)}
 
 
-__all__ = ["CHECKS", "Finding", "Report", "diagnose", "render_json", "render_text"]
+__all__ = ["CHECKS", "CODES", "MAX_HOPS_PER_CHECK", "Evidence", "Finding", "Report", "diagnose", "render_json",
+           "render_text"]

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from netsim.mesh.cli import diagnose_cmd
+from netsim.mesh.diagnose import CODES
 
 DEPLOY = """\
 apiVersion: apps/v1
@@ -93,21 +94,22 @@ def report(tmp_path: Path) -> dict[str, object]:
 def _by_id(report: dict[str, object]) -> dict[str, list[dict[str, str]]]:
     out: dict[str, list[dict[str, str]]] = {}
     for f in report["findings"]:  # type: ignore[attr-defined]
-        out.setdefault(f["id"], []).append(f)
+        out.setdefault(f["name"], []).append(f)
     return out
 
 
 def test_mesh_diagnose_finds_each_pitfall(report: dict[str, object]) -> None:
     assert set(_by_id(report)) == {"inbound-port-not-captured", "annotations-on-workload-metadata",
                                    "headless-mixed-sidecars", "strict-mtls-callers-without-sidecar",
-                                   "dns-not-captured"}
+                                   "dns-not-captured", "plaintext-to-strict-peer"}
 
 
-def test_mesh_diagnose_excluded_inbound_port(report: dict[str, object]) -> None:
+def test_mesh_diagnose_excluded_inbound_port(report: dict[str, object], tmp_path: Path) -> None:
     (f,) = _by_id(report)["inbound-port-not-captured"]
-    assert "port 9090" in f["summary"] and "excluded" in f["summary"]
+    assert "port 9090" in f["message"] and "excluded" in f["message"]
     assert f["fix"] == "remove 9090 from the traffic.sidecar.istio.io/excludeInboundPorts annotation"
-    assert "Service shop/web port grpc-metrics (9090 → 9090)" in f["evidence"]
+    assert {"what": "Service shop/web port grpc-metrics (9090 → 9090)", "file": str(tmp_path / "objs.yaml"),
+            "document": 1} in f["evidence"]  # type: ignore[comparison-overlap]
 
 
 def test_mesh_diagnose_annotations_on_deployment_metadata(report: dict[str, object]) -> None:
@@ -115,15 +117,15 @@ def test_mesh_diagnose_annotations_on_deployment_metadata(report: dict[str, obje
     keys = sorted(f["fix"] for f in found)
     assert keys == ["move sidecar.istio.io/interceptionMode to spec.template.metadata.annotations",
                     "move traffic.sidecar.istio.io/excludeInboundPorts to spec.template.metadata.annotations"]
-    assert any("the template says '9090'" in f["summary"] for f in found)
+    assert any("the template says '9090'" in f["message"] for f in found)
 
 
 def test_mesh_diagnose_mixed_headless_strict_callers_and_dns(report: dict[str, object]) -> None:
     by = _by_id(report)
-    assert "10.4.0.20" in by["headless-mixed-sidecars"][0]["summary"]
-    assert "Pod shop/legacy" in by["strict-mtls-callers-without-sidecar"][0]["summary"]
+    assert "10.4.0.20" in by["headless-mixed-sidecars"][0]["message"]
+    assert "Pod shop/legacy" in by["strict-mtls-callers-without-sidecar"][0]["message"]
     (dns,) = by["dns-not-captured"]
-    assert "8.8.8.8" in dns["summary"] and "10.96.0.10" in dns["summary"]
+    assert "8.8.8.8" in dns["message"] and "10.96.0.10" in dns["message"]
 
 
 def test_mesh_diagnose_clean_pod_exits_0(tmp_path: Path) -> None:
@@ -131,7 +133,7 @@ def test_mesh_diagnose_clean_pod_exits_0(tmp_path: Path) -> None:
                                        "spec: {containers: [{name: c, image: c, ports: [{containerPort: 80}]}]}\n"
                                        "status: {podIP: 10.0.0.3}\n")
     r = CliRunner().invoke(diagnose_cmd, ["--pod", str(tmp_path / "pod.yaml"), "--config", str(tmp_path / "pod.yaml")])
-    assert r.exit_code == 0 and "none of the 8 known capture pitfalls found" in r.stdout
+    assert r.exit_code == 0 and "none of the 11 known capture pitfalls found" in r.stdout
 
 
 CRONJOB = """\
@@ -163,12 +165,13 @@ def test_mesh_diagnose_reads_the_containers_of_a_cronjob_template(tmp_path: Path
     r = CliRunner().invoke(diagnose_cmd, ["--pod", str(tmp_path / "cron.yaml"), "--config",
                                           str(tmp_path / "objs.yaml"), "--format", "json"])
     (dns,) = _by_id(json.loads(r.stdout))["dns-not-captured"]
-    assert "container web queries nameserver 8.8.8.8" in dns["summary"]
+    assert "container web queries nameserver 8.8.8.8" in dns["message"]
 
 
 def test_mesh_diagnose_lists_its_checks_and_each_finding_names_one(report: dict[str, object]) -> None:
-    assert report["checks"] == ["inbound-port-not-captured", "annotations-on-workload-metadata",
-                                "wildcard-tcp-listener", "mtls-to-pod-without-sidecar", "headless-mixed-sidecars",
-                                "strict-mtls-callers-without-sidecar", "serviceentry-host-unresolvable",
-                                "dns-not-captured"]
-    assert set(_by_id(report)) <= set(report["checks"])  # type: ignore[arg-type]
+    assert report["checks"] == [f"NS{i:04d}" for i in range(1, 12)]
+    assert {f["check"] for f in report["findings"]} <= set(report["checks"])  # type: ignore[attr-defined]
+    for f in report["findings"]:  # type: ignore[attr-defined]
+        assert set(f) == {"check", "name", "severity", "message", "evidence", "fix"}
+        assert f["check"] == CODES[f["name"]] and f["severity"] in ("error", "warning")
+        assert all(set(e) == {"what", "file", "document"} for e in f["evidence"])

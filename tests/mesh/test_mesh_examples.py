@@ -52,7 +52,7 @@ def test_mesh_example_step(example: str, index: int) -> None:
         diff = {k: (v, got.get(k)) for k, v in step["expect"].items() if got.get(k) != v}
         assert not diff, f"{step['name']}: {diff}\n{got['reason']}"
     if "findings" in step:
-        assert [f["id"] for f in json.loads(out)["findings"]] == step["findings"], out
+        assert [f["name"] for f in json.loads(out)["findings"]] == step["findings"], out
     for text in step.get("contains", []):
         assert text in out, f"{step['name']}: {text!r} not in\n{out}"
     for text in step.get("absent", []):
