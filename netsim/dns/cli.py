@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from netsim.cli_options import PathsOption, keep_going_option
 from netsim.dns.allocate import Generation, generation_for_version
 from netsim.dns.profile import Profile, profile_for_version
 from netsim.dns.resolvconf import expand_localhost, parse_hostport, read_resolv_conf
@@ -63,6 +64,9 @@ class _Source:
     domain: str
     profile: Profile  # the --istio-version's switches, with --allocator's generation
     pod_ips: tuple[str, ...]
+    dns_capture: bool = True  # the pod's proxyMetadata (--pod); without --pod: on, as for any captured pod
+    dns_auto_allocate: bool = True
+    keep_going: bool = True  # a bad --config document: skipped and warned (False: the error, exit 2)
 
     def files(self) -> list[Path]:
         if self.name_table:
@@ -81,20 +85,24 @@ class _Source:
     def load_explained(self, *, strict: bool) -> tuple[NameTable, list[NetsimError], tuple[Unresolved, ...]]:
         if self.name_table:
             return load_ndsz(self.name_table), [], ()
-        proxy = Proxy(ips=self.pod_ips or ("10.0.0.1",), namespace=self.namespace, cluster=KUBE_CLUSTER)
+        proxy = Proxy(ips=self.pod_ips or ("10.0.0.1",), namespace=self.namespace, cluster=KUBE_CLUSTER,
+                      dns_capture=self.dns_capture, dns_auto_allocate=self.dns_auto_allocate)
         res = load_config(self.config, namespace=self.namespace, domain=self.domain,
                           generation=self.profile.generation, istio_version=self.profile.version, proxy=proxy)
-        if strict and res.errors:
-            raise res.errors[0]
-        return res.table, list(res.errors), res.unresolved
+        from netsim.mesh.files import in_document_order
+
+        errors = in_document_order(res.errors, (str(f) for f in self.files()))
+        if (strict or not self.keep_going) and errors:
+            raise errors[0]
+        return res.table, list(errors), res.unresolved
 
 
 def _source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
-        click.option("--config", "config", multiple=True, metavar="FILE|DIR",
+        click.option("--config", "config", cls=PathsOption, multiple=True, metavar="PATH…",
                      help="Kubernetes/Istio YAML or JSON (Services, Endpoints, EndpointSlices, Pods, "
                           "ServiceEntries, WorkloadEntries); multi-document files, Lists and directories. "
-                          "Repeatable."),
+                          "Several after one flag, or the flag repeated."),
         click.option("--name-table", "name_table", metavar="FILE",
                      help="istiod's NameTable for a proxy (JSON or YAML, as /debug/ndsz prints it) "
                           "instead of --config."),
@@ -112,6 +120,85 @@ def _source_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for o in reversed(opts):
         fn = o(fn)
     return fn
+
+
+# pilot-agent's DNS proxy (port 15053, the NDS name table) first shipped in 1.8.0: spec/istio-iptables-history.md
+# §4.6 ("DNS → agent 15053"); 1.6-1.7's experimental DNS_CAPTURE/DNS_AGENT redirects are not modelled
+DNS_PROXY_SINCE = (1, 8, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Agent:
+    """Whether the pod's pilot-agent runs the DNS proxy at all, and as whom (``--pod``)."""
+
+    runs: bool
+    why: str  # why it does not run ("" when it does)
+    namespace: str | None = None
+    pod_ips: tuple[str, ...] = ()
+    dns_capture: bool = True
+    dns_auto_allocate: bool = True
+
+
+def _pod_agent(pod_file: str | None, mesh_config: str | None, istio_version: str | None,
+               keep_going: bool) -> _Agent:
+    """The agent of the pod in ``pod_file``: its namespace, IPs and proxyMetadata (mesh ``defaultConfig``
+    overlaid by the pod's ``proxy.istio.io/config``), read by the same code as ``mesh`` and ``diagnose``."""
+    from netsim.istio_version import parse_istio_version
+
+    if istio_version is not None and parse_istio_version(istio_version, option="--istio-version") < DNS_PROXY_SINCE:
+        return _Agent(runs=False, why=(f"Istio {istio_version} had no DNS proxy in pilot-agent (first in 1.8): the "
+                                       "app's queries go to its nameservers (kube-dns)"))
+    if pod_file is None:
+        if mesh_config is not None:
+            raise SpecError("--mesh-config gives the proxyMetadata of a --pod: give the pod with --pod FILE")
+        return _Agent(runs=True, why="")
+    from netsim.mesh.files import read_config, read_mesh_config
+    from netsim.mesh.proxy import pick_pod, proxy_for_pod
+
+    read = read_config([pod_file], keep_going=keep_going)
+    pod = pick_pod(read.objects.pods)
+    if pod is None:
+        raise SpecError("no Pod or workload found", where=pod_file)
+    proxy = proxy_for_pod(read.objects, read_mesh_config(mesh_config), pod)
+    where = proxy.metadata_origin or "no proxyMetadata set"
+    why = ""
+    if not pod.sidecar:
+        why = f"{pod.ref} has no sidecar ({pod.sidecar_why}): no pilot-agent answers its queries"
+    elif not proxy.dns_capture:
+        why = (f"{pod.ref} does not set ISTIO_META_DNS_CAPTURE ({where}): pilot-agent runs no DNS proxy and the "
+               "app's queries go to its nameservers (kube-dns)")
+    return _Agent(runs=not why, why=why, namespace=pod.namespace, pod_ips=pod.ips, dns_capture=proxy.dns_capture,
+                  dns_auto_allocate=proxy.dns_auto_allocate)
+
+
+def _pod_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--pod``, ``--mesh-config``, ``--keep-going``: answer as that pod's agent (query and table)."""
+    opts = [
+        click.option("--pod", "pod_file", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="Answer as this pod's agent: its namespace, IPs and proxyMetadata "
+                          "(ISTIO_META_DNS_CAPTURE, ISTIO_META_DNS_AUTO_ALLOCATE) decide what it answers."),
+        click.option("--mesh-config", type=click.Path(dir_okay=False), default=None,
+                     help="Mesh config whose defaultConfig.proxyMetadata the --pod's annotation overlays."),
+        keep_going_option,
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+def _pod_source(ctx: click.Context, agent: _Agent, config: Sequence[str], name_table: str | None, namespace: str,
+                domain: str | None, istio_version: str | None, allocator: str | None, pod_ips: Sequence[str],
+                keep_going: bool) -> _Source:
+    """The table source as ``agent``'s pod sees it (its namespace and IPs unless the options name others)."""
+    from dataclasses import replace
+
+    explicit = ctx.get_parameter_source("namespace") is click.core.ParameterSource.COMMANDLINE
+    if agent.namespace is not None and explicit and namespace != agent.namespace:
+        raise SpecError(f"--namespace {namespace}: the --pod is in namespace {agent.namespace}")
+    ns = agent.namespace or namespace
+    src = _make_source(config, name_table, ns, domain, istio_version, allocator, pod_ips or agent.pod_ips)
+    return replace(src, dns_capture=agent.dns_capture, dns_auto_allocate=agent.dns_auto_allocate,
+                   keep_going=keep_going)
 
 
 def _make_source(config: Sequence[str], name_table: str | None, namespace: str, domain: str | None,
@@ -148,11 +235,24 @@ def dns_group() -> None:
 
 @dns_group.command("table")
 @_source_options
+@_pod_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def table_cmd(config: tuple[str, ...], name_table: str | None, namespace: str, domain: str | None,
-              istio_version: str | None, allocator: str | None, pod_ips: tuple[str, ...], fmt: str) -> None:
-    """List every name the agent answers, with its addresses, origin and allocator."""
-    src = _make_source(config, name_table, namespace, domain, istio_version, allocator, pod_ips)
+@click.pass_context
+def table_cmd(ctx: click.Context, config: tuple[str, ...], name_table: str | None, namespace: str,
+              domain: str | None, istio_version: str | None, allocator: str | None, pod_ips: tuple[str, ...],
+              pod_file: str | None, mesh_config: str | None, keep_going: bool, fmt: str) -> None:
+    """List every name the agent answers, with its addresses, origin and allocator.
+
+    With --pod, the agent of that pod: none at all when it does not run a DNS proxy.
+    An invalid --config document is an error (exit 2) unless --keep-going.
+    """
+    agent = _pod_agent(pod_file, mesh_config, istio_version, keep_going)
+    if not agent.runs:
+        click.echo("[]" if fmt == "json" else f"(no names: {agent.why})")
+        return
+    src = _pod_source(ctx, agent, config, name_table, namespace, domain, istio_version, allocator, pod_ips,
+                      keep_going)
+    namespace = src.namespace
     table, errors, unresolved = src.load_explained(strict=False)
     for e in errors:
         _warn(str(e))
@@ -196,24 +296,37 @@ _QTYPES = {"A": QTYPE_A, "AAAA": QTYPE_AAAA}
 @click.option("--type", "qtype", type=click.Choice(sorted(_QTYPES), case_sensitive=False), default="A",
               show_default=True)
 @_source_options
+@_pod_options
 @click.option("--search", multiple=True, metavar="DOMAIN",
               help="resolv.conf search list (default <ns>.svc.<cluster domain>, svc.<…>, <…>).")
 @click.option("--resolv-conf", "resolv_conf", default=None, metavar="FILE",
               help="Take the search list from this resolv.conf.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def query_cmd(name: str, qtype: str, config: tuple[str, ...], name_table: str | None, namespace: str,
-              domain: str | None, istio_version: str | None, allocator: str | None, pod_ips: tuple[str, ...],
+@click.pass_context
+def query_cmd(ctx: click.Context, name: str, qtype: str, config: tuple[str, ...], name_table: str | None,
+              namespace: str, domain: str | None, istio_version: str | None, allocator: str | None,
+              pod_ips: tuple[str, ...], pod_file: str | None, mesh_config: str | None, keep_going: bool,
               search: tuple[str, ...], resolv_conf: str | None, fmt: str) -> None:
-    """Answer NAME offline, exactly as the agent would (or say that it forwards it)."""
-    src = _make_source(config, name_table, namespace, domain, istio_version, allocator, pod_ips)
+    """Answer NAME offline, exactly as the agent would (or say that it forwards it).
+
+    With --pod, as that pod's agent: its namespace and proxyMetadata (DNS capture, auto-allocation).
+    An invalid --config document is an error (exit 2) unless --keep-going.
+    """
     if search and resolv_conf:
         raise SpecError("use --search or --resolv-conf, not both")
+    agent = _pod_agent(pod_file, mesh_config, istio_version, keep_going)
+    fqdn = name if name.endswith(".") else name + "."
+    if not agent.runs:
+        _print_forward(fqdn, qtype.upper(), fmt, None, why_text=agent.why)
+        return
+    src = _pod_source(ctx, agent, config, name_table, namespace, domain, istio_version, allocator, pod_ips,
+                      keep_going)
+    namespace = src.namespace
     if resolv_conf:
         search = read_resolv_conf(resolv_conf).search
     table, errors, unresolved = src.load_explained(strict=False)
     search = search or _default_search(namespace, src.domain)
     lookup = src.lookup(table, search)
-    fqdn = name if name.endswith(".") else name + "."
     wire = make_query(fqdn, _QTYPES[qtype.upper()], qid=1)
     for e in errors:
         _warn(str(e))
@@ -243,19 +356,26 @@ def _records(wire: bytes) -> tuple[str, list[dict[str, Any]], int]:
     return " ".join(flags), recs, msg.header.rcode
 
 
+def _print_forward(name: str, qtype: str, fmt: str, why: Unresolved | None, *,
+                   why_text: str = "not in the agent's name table") -> None:
+    out: dict[str, Any] = {"name": name, "type": qtype, "handled_by": "upstream", "answer": [], "why": why_text}
+    if why is not None:
+        out["configured_as"] = {"hostname": why.hostname, "source": why.source, "reason": why.reason}
+    if fmt == "json":
+        click.echo(json.dumps(out, indent=2))
+        return
+    if why_text == "not in the agent's name table":
+        click.echo(f";; {name} {qtype}: {why_text}: the agent forwards it to the upstream nameservers")
+    else:
+        click.echo(f";; {name} {qtype}: not answered by an agent: {why_text}")
+    if why is not None:
+        click.echo(f";; {why.hostname} is configured but has no entry: {why.reason}")
+        click.echo(f";;   from {why.source}")
+
+
 def _print_decision(decision: object, name: str, qtype: str, fmt: str, why: Unresolved | None) -> None:
     if isinstance(decision, Forward):
-        out: dict[str, Any] = {"name": name, "type": qtype, "handled_by": "upstream", "answer": [],
-                               "why": "not in the agent's name table"}
-        if why is not None:
-            out["configured_as"] = {"hostname": why.hostname, "source": why.source, "reason": why.reason}
-        if fmt == "json":
-            click.echo(json.dumps(out, indent=2))
-        else:
-            click.echo(f";; {name} {qtype}: {out['why']}: the agent forwards it to the upstream nameservers")
-            if why is not None:
-                click.echo(f";; {why.hostname} is configured but has no entry: {why.reason}")
-                click.echo(f";;   from {why.source}")
+        _print_forward(name, qtype, fmt, why)
         return
     assert isinstance(decision, Reply)
     flags, recs, rcode = _records(decision.wire)

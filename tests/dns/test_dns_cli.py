@@ -160,13 +160,17 @@ def test_bad_object_is_reported_with_location_and_the_rest_load(tmp_path: Path) 
                  "spec: {hosts: [y.example.com], addresses: [192.0.2.7], resolution: STATIC}\n---\n"
                  "apiVersion: v1\nkind: Service\nmetadata: {name: svc, namespace: ns}\n"
                  "spec: {clusterIP: 10.0.0.300, ports: [{port: 80}]}\n")
-    r = run("table", "--config", str(tmp_path), "-n", "ns", "--format", "json")
+    r = run("table", "--config", str(tmp_path), "-n", "ns", "--format", "json", "--keep-going")
     assert r.exit_code == 0
     assert [row["name"] for row in json.loads(r.stdout)] == ["y.example.com"]
     warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
-    assert f"warning: {p}: document 1: ServiceEntry ns/bad: spec.resolution: 'SOMETIMES' is not one of" \
+    assert f"warning: {p}: document 1: line 1: ServiceEntry ns/bad: spec.resolution: 'SOMETIMES' is not one of" \
         in warnings[0]
-    assert f"{p}: document 3: Service ns/svc: spec.clusterIP: not an IP address: '10.0.0.300'" in warnings[1]
+    assert f"{p}: document 3: line 10: Service ns/svc: spec.clusterIP: not an IP address: '10.0.0.300'" \
+        in warnings[1]
+    # without --keep-going the first bad document is the answer: exit 2, one line
+    assert error_line(run("table", "--config", str(tmp_path), "-n", "ns")).startswith(
+        f"Error: {p}: document 1: line 1: ServiceEntry ns/bad: spec.resolution: 'SOMETIMES'")
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,7 +186,9 @@ def test_invalid_yaml_document_is_reported_with_file_document_and_line(tmp_path:
     p.write_text("kind: Service\nmetadata:\n  name: [unclosed\n---\napiVersion: networking.istio.io/v1\n"
                  "kind: ServiceEntry\nmetadata: {name: ok}\n"
                  "spec: {hosts: [ok.example.com], addresses: [192.0.2.3], resolution: STATIC}\n")
-    r = run("query", "ok.example.com", "--config", str(p))
+    assert error_line(run("query", "ok.example.com", "--config", str(p))).startswith(
+        f"Error: {p}: document 1: line 4: invalid YAML")
+    r = run("query", "ok.example.com", "--config", str(p), "--keep-going")
     assert r.exit_code == 0 and "192.0.2.3" in r.stdout  # the other document still loads
     warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
     assert len(warnings) == 1 and warnings[0].startswith(f"warning: {p}: document 1: line ")
@@ -198,7 +204,7 @@ def test_error_config_and_name_table_together_or_neither(tmp_path: Path) -> None
 
 def test_error_bad_versions_and_allocator() -> None:
     assert "--istio-version 'one.two'" in error_line(run("table", "--config", NGINX, "--istio-version", "one.two"))
-    assert "first shipped in 1.7" in error_line(run("table", "--config", NGINX, "--istio-version", "1.6"))
+    assert "first shipped in 1.7" in error_line(run("serve", "--config", NGINX, "--istio-version", "1.6"))
     assert "--allocator" in error_line(run("table", "--config", NGINX, "--allocator", "hash-9"))
 
 
