@@ -1,16 +1,22 @@
 """Click option types shared by the commands: each calls a core parser and fails naming the option.
 
-Owns: :class:`EndpointType` (``IP[:PORT]``), :class:`PortListType` and :class:`MarkType`. Never
-parses anything itself: ``netsim.workload.model.parse_endpoint`` and the integer rules do.
+Owns: :class:`EndpointType` (``IP[:PORT]``), :class:`PortListType` and :class:`MarkType`, and
+``--config PATH…`` (:class:`PathsOption`: several paths after one flag, as the README writes it, or the
+flag repeated) with ``--keep-going``, the same on every command that reads Kubernetes/Istio objects.
+Never parses anything itself: ``netsim.workload.model.parse_endpoint`` and the integer rules do;
+``netsim.k8s`` reads the files.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from netsim.errors import SpecError
+from netsim.k8s import SUFFIXES
 from netsim.netfilter.packet import Address
 
 
@@ -70,4 +76,54 @@ class MarkType(click.ParamType):  # type: ignore[type-arg]
         return mark
 
 
-__all__ = ["EndpointType", "MarkType", "PortListType"]
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _looks_like_path(arg: str) -> bool:
+    """Whether a word after ``--config PATH`` is one more path rather than the next positional argument.
+
+    A path exists, names a directory (``/`` in it) or has a manifest suffix: ``dns query --config a.yaml
+    b/ NAME`` takes ``b/`` and leaves ``NAME``; a misspelt ``objets.yaml`` is still taken, so that it is
+    reported as missing instead of being read as something else.
+    """
+    if arg.startswith("-") and arg != "-":
+        return False
+    return os.sep in arg or arg.endswith(SUFFIXES) or os.path.exists(arg)
+
+
+class PathsOption(click.Option):
+    """A ``multiple=True`` option that also takes the path-like words after its first value."""
+
+    def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
+        super().add_to_parser(parser, ctx)
+        for name in self.opts:
+            parsed = parser._long_opt.get(name) or parser._short_opt.get(name)
+            if parsed is None or getattr(parsed, "_greedy", False):
+                continue
+            process = parsed.process
+
+            def greedy(value: Any, state: Any, _process: Any = process) -> None:
+                _process(value, state)
+                while state.rargs and _looks_like_path(state.rargs[0]):
+                    _process(state.rargs.pop(0), state)
+
+            parsed.process = greedy
+            parsed._greedy = True
+
+
+def config_option(*, required: bool = False, help: str | None = None) -> Callable[[_F], _F]:
+    """``--config PATH…``: Kubernetes/Istio objects, files or directories; several after one flag, or
+    the flag repeated. The value is a tuple of paths (parameter name ``configs``)."""
+    return click.option("--config", "configs", cls=PathsOption, multiple=True, required=required,
+                        type=click.Path(), metavar="PATH…",
+                        help=help or "Kubernetes/Istio objects: files or directories (several after one flag, "
+                                     "or the flag repeated).")
+
+
+keep_going_option = click.option(
+    "--keep-going", is_flag=True, default=False,
+    help="Skip a --config document that is invalid (bad YAML, an object that does not convert) and name it in "
+         "the answer, instead of stopping with an error.")
+
+
+__all__ = ["EndpointType", "MarkType", "PathsOption", "PortListType", "config_option", "keep_going_option"]

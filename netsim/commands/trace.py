@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from netsim.commands.options import EndpointType, MarkType, PortListType
+from netsim.commands.options import EndpointType, MarkType, PortListType, config_option
 from netsim.errors import NetsimError, SpecError
 from netsim.netfilter.model import Family
 from netsim.netfilter.packet import ACK, Address, Conntrack, CtState, Netns, Origin, Packet, Proto, Socket
@@ -87,9 +87,9 @@ def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str 
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "xtables-trace"]), default="text",
               show_default=True)
 @click.option("--matrix", is_flag=True, help="Print the capture matrix instead of one trace.")
-@click.option("--config", "configs", multiple=True, type=click.Path(),
-              help="Kubernetes/Istio objects (files or directories, repeatable): continue a connection "
-                   "captured on 15001/15006 through the sidecar's listener, route and cluster.")
+@config_option(help="Kubernetes/Istio objects (files or directories, several after one flag or the flag "
+                    "repeated): continue a connection captured on 15001/15006 through the sidecar's listener, "
+                    "route and cluster.")
 @click.option("--mesh-config", type=click.Path(dir_okay=False),
               help="Mesh config for --config (MeshConfig YAML, the istio ConfigMap, or an IstioOperator).")
 @click.option("--send", type=click.Choice(["tcp", "http", "tls", "mtls"]),

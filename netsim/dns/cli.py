@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from netsim.cli_options import PathsOption, keep_going_option
+from netsim.commands.options import PathsOption, keep_going_option
 from netsim.dns.allocate import Generation, generation_for_version
 from netsim.dns.profile import Profile, profile_for_version
 from netsim.dns.resolvconf import expand_localhost, parse_hostport, read_resolv_conf

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from netsim.cli_options import config_option, keep_going_option
+from netsim.commands.options import config_option, keep_going_option
 from netsim.errors import NetsimError
 
 

@@ -121,6 +121,10 @@ def test_config_takes_several_paths_after_one_flag(files: dict[str, str]) -> Non
     assert out["listener"] == "10.96.7.7_7000"
     r = run("diagnose", "--pod", files["sts.yaml"], "--config", files["objects.yaml"], files["extras.yaml"])
     assert r.exit_code == 1 and "NS0009" in r.stdout
+    r = run("trace", "--pod", files["sts.yaml"], "--pod-ip", "10.8.0.10", "--config", files["objects.yaml"],
+            files["extras.yaml"], "--dst", "10.96.7.7:7000", "--format", "json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["mesh"]["listener"] == "10.96.7.7_7000"
 
 
 def test_config_paths_stop_at_the_next_option_and_at_a_name(tmp_path: Path) -> None:
