@@ -163,8 +163,8 @@ def _selecting_services(index: ProxyIndex, pod: PodInfo) -> list[MeshService]:
     return out
 
 
-def _inbound_ports(index: ProxyIndex, pod: PodInfo) -> dict[int, str]:
-    """Ports the workload serves → what declares them."""
+def _declared_ports(index: ProxyIndex, pod: PodInfo) -> dict[int, str]:
+    """The workload's TCP ports that a Service (or ServiceEntry) selecting it declares → which port declares them."""
     out: dict[int, str] = {}
     for s in _selecting_services(index, pod):
         for sp in s.ports:
@@ -173,6 +173,12 @@ def _inbound_ports(index: ProxyIndex, pod: PodInfo) -> dict[int, str]:
             tp = resolve_target_port(sp, pod)
             if tp is not None:
                 out.setdefault(tp, f"{s.ref} port {sp.name or sp.port} ({sp.port} → {tp})")
+    return out
+
+
+def _inbound_ports(index: ProxyIndex, pod: PodInfo) -> dict[int, str]:
+    """Ports the workload serves → what declares them."""
+    out = _declared_ports(index, pod)
     for cp in pod.container_ports:
         out.setdefault(cp.port, f"{pod.ref} containerPort {cp.port}")
     return out
@@ -505,17 +511,6 @@ def check_plaintext_to_strict(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
                      "`netsim mesh hop` shows the connection reset by the server's sidecar (503 UC / connection "
                      "reset)"),
             evidence=tuple(dict.fromkeys((*ev[:6], *sorted(pas)))), fix=fix))
-    return out
-
-
-def _declared_ports(index: ProxyIndex, pod: PodInfo) -> dict[int, str]:
-    """The workload's ports that some Service (or ServiceEntry) selecting it declares (target ports)."""
-    out: dict[int, str] = {}
-    for s in _selecting_services(index, pod):
-        for sp in s.ports:
-            tp = resolve_target_port(sp, pod)
-            if tp is not None:
-                out.setdefault(tp, s.ref)
     return out
 
 
