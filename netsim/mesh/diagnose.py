@@ -124,8 +124,9 @@ class Report:
 
 
 def _locator(index: ProxyIndex) -> Any:
-    """Text evidence → :class:`Evidence`: a ``file: document N: ...`` location is split; text that starts
-    with an object's reference (``Service shop/web port http``) gets that object's file and document."""
+    """Text evidence → :class:`Evidence`: a ``file: document N: ...`` location is split; text that names an
+    object (``Service shop/web port http``, ``listener 0.0.0.0_80 (from Service app/x)``) gets the file and
+    document of the first object it names."""
     refs: dict[str, str] = {}
     o = index.objects
     for s in o.services:
@@ -135,17 +136,18 @@ def _locator(index: ProxyIndex) -> Any:
         refs.setdefault(p.ref, p.where)
     for pa in o.peer_authentications:
         refs.setdefault(f"{pa.kind} {pa.namespace or '(mesh)'}/{pa.name}", pa.where)
-    ordered = sorted(refs, key=len, reverse=True)
+    # the longest reference first at one position ("Service app/app-ext" before "Service app/app")
+    pattern = re.compile("|".join(re.escape(r) for r in sorted(refs, key=len, reverse=True)) + r"(?![\w.-])") \
+        if refs else None
 
     def locate(text: str) -> Evidence:
         m = _WHERE.match(text)
         if m is not None:
             return Evidence(what=m["what"] or text, file=m["file"], document=int(m["doc"]))
-        for ref in ordered:
-            if text.startswith(ref) and (len(text) == len(ref) or not text[len(ref)].isalnum()):
-                w = _WHERE.match(refs[ref])
-                if w is not None:
-                    return Evidence(what=text, file=w["file"], document=int(w["doc"]))
+        named = pattern.search(text) if pattern is not None else None
+        w = _WHERE.match(refs[named.group(0)]) if named is not None else None
+        if w is not None:
+            return Evidence(what=text, file=w["file"], document=int(w["doc"]))
         return Evidence(what=text)
 
     return locate
@@ -266,8 +268,8 @@ def check_wildcard_listeners(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
             message=(f"0.0.0.0_{port} has a match-all TCP chain → {catch.cluster} ({typ}), created by {how}: every "
                      f"connection from this pod to any IP on port {port} without its own ip_{port} listener (pod IPs, "
                      "external IPs) is hijacked to that service"),
-            evidence=(*ln.origins, f"listener 0.0.0.0_{port}: {catch.match_text()} → {catch.destination_text()}",
-                      used[port], svc.where),
+            evidence=(svc.where, *ln.origins, f"listener 0.0.0.0_{port}: {catch.match_text()} → "
+                      f"{catch.destination_text()} (from {svc.ref})", used[port]),
             fix=fix))
     return out
 
@@ -589,7 +591,7 @@ def diagnose(index: ProxyIndex, pod: PodInfo, *, notes: Iterable[str] = ()) -> R
     on (objects ignored, documents skipped), carried into the report."""
     locate = _locator(index)
     findings = [Finding(check=CODES[d.name], name=d.name, severity=d.severity, message=d.message,
-                        evidence=tuple(locate(e) for e in d.evidence if e), fix=d.fix)
+                        evidence=tuple(dict.fromkeys(locate(e) for e in d.evidence if e)), fix=d.fix)
                 for _name, check in _CHECKS for d in check(index, pod)]
     return Report(pod=pod.ref, istio=index.profile.label, findings=tuple(findings), checks=CHECKS,
                   notes=tuple(notes))

@@ -315,3 +315,13 @@ def test_diagnose_codes_are_stable_and_documented() -> None:
     assert tuple(f"NS{i:04d}" for i in range(1, len(CODES) + 1)) == CHECKS
     for name, code in CODES.items():
         assert f"| {code} | {name} " in (d.__doc__ or ""), code
+
+
+def test_diagnose_evidence_names_file_and_document_of_listeners_and_ports() -> None:
+    folder = Path(__file__).resolve().parents[2] / "rules" / "mesh" / "hazelcast-externalname"
+    r = run("diagnose", "--pod", str(folder / "pod.yaml"), "--config", str(folder / "objects.yaml"),
+            "--istio-version", "1.5", "--format", "json")
+    (f,) = findings(json.loads(r.stdout), "wildcard-tcp-listener")
+    where = {e["what"].split(":")[0].split(" (")[0]: e["document"] for e in f["evidence"]}  # type: ignore[attr-defined]
+    assert where == {"Service app/app-ext": 4, "listener 0.0.0.0_5701": 4, "the workload's own port 5701": 2}
+    assert len(f["evidence"]) == len({json.dumps(e) for e in f["evidence"]})  # type: ignore[arg-type]
