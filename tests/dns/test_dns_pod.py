@@ -165,3 +165,21 @@ def test_mesh_config_without_pod_is_an_error(objs: Path, tmp_path: Path) -> None
     mesh.write_text("{}\n")
     r = run("dns", "query", "cart", "--config", str(objs), "--mesh-config", str(mesh))
     assert r.exit_code == 2 and "give the pod with --pod FILE" in r.output
+
+
+@pytest.mark.parametrize("meta", [CAPTURE + AUTO, CAPTURE])
+def test_dns_answer_and_mesh_hop_agree_on_the_vip(tmp_path: Path, objs: Path, meta: str) -> None:
+    """The address the pod's agent answers is the one its sidecar has a listener for (auto-allocation on),
+    and without auto-allocation neither has one: the connection to the name's port goes where the catch-all
+    sends it."""
+    p = write_pod(tmp_path, pod(meta))
+    out = query("vm.internal.corp", "--pod", p, "--config", str(objs), "--istio-version", "1.20")
+    r = run("mesh", "hop", "--config", str(objs), p, "--istio-version", "1.20", "--proxy-ip", "10.4.0.7",
+            "--dst", f"{out['answer'][0]['data'] if out['answer'] else '240.240.0.1'}:8080",  # type: ignore[index]
+            "--format", "json")
+    hop = json.loads(r.stdout)
+    if out["answer"]:
+        assert hop["listener"] == f"{out['answer'][0]['data']}_8080"  # type: ignore[index]
+        assert hop["cluster"] == "outbound|8080||vm.internal.corp"
+    else:
+        assert hop["listener"] != "240.240.0.1_8080"

@@ -45,3 +45,19 @@ def test_mesh_conformance_runs_every_case() -> None:
     folders = [p for p in root.iterdir() if p.is_dir()]
     assert folders and all((p / "case.yaml").is_file() for p in folders)
     assert len(_cases()) == len(folders)
+
+
+@pytest.mark.parametrize("case_id", _cases())
+def test_mesh_conformance_case_expect_exit_status(case_id: str) -> None:
+    """``--expect`` agrees with the JSON: 0 for the case's verdict, 1 for any other."""
+    folder = conformance_dir("istio-mesh") / case_id
+    case = yaml.safe_load((folder / "case.yaml").read_text())
+    verdict = case["expect"].get("verdict")
+    if verdict is None:
+        pytest.skip("the case asserts no verdict")
+    argv = ["mesh", "hop", "--config", str(folder / "objects.yaml"),
+            *(["--mesh-config", str(folder / "mesh.yaml")] if (folder / "mesh.yaml").is_file() else []),
+            *(str(a) for a in case["args"])]
+    assert CliRunner().invoke(cli, [*argv, "--expect", verdict]).exit_code == 0
+    other = "blackhole" if verdict != "blackhole" else "captured"
+    assert CliRunner().invoke(cli, [*argv, "--expect", other]).exit_code == 1
