@@ -11,6 +11,7 @@ Never evaluates packets (that is ``engine.py``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -84,27 +85,50 @@ SERVICES: dict[str, int] = {
 }
 
 
-def parse_port(text: str) -> int:
-    """A port number or service name → int (0–65535)."""
-    if text.isdigit():
-        value = int(text)
-        if value <= 65535:
-            return value
-    elif text in SERVICES:
+_STRTOUL10 = re.compile(r"[ \t\n\v\f\r]*([+-]?)([0-9]+)")
+_STRTOUL = re.compile(r"[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+
+
+def strtoui(text: str, high: int, base: int = 0) -> int | None:
+    """``xtables_strtoui(text, NULL, &v, 0, high)``: C's strtoul in base 0 (``0x1f`` hex, ``017`` octal)
+    over the whole text, then the range check; None if it fails."""
+    m = (_STRTOUL10 if base == 10 else _STRTOUL).fullmatch(text)
+    if m is None:
+        return None
+    sign, digits = m.groups()
+    if base == 10:
+        value = int(digits)
+        return None if (sign == "-" and value) or value > high else value
+    value = int(digits, 16) if digits[:2].lower() == "0x" else int(digits, 8 if digits.startswith("0") else 10)
+    if sign == "-" and value:
+        return None  # strtoul wraps a negative number to a huge one
+    return value if value <= high else None
+
+
+def parse_port(text: str, base: int = 0, services: bool = True) -> int:
+    """A port number or service name → int (0–65535). tcp (x6 parser) reads numbers in any C base
+    (``0x50`` is 80, ``080`` is refused), udp and dccp in base 10 (``080`` is 80, ``0x50`` refused);
+    /etc/services names only tcp and udp ports."""
+    value = strtoui(text, 65535, base)
+    if value is not None:
+        return value
+    if services and text in SERVICES:
         return SERVICES[text]
     raise RulesetError(f"invalid port/service `{text}' specified")
 
 
-def port_range(text: str, sep: str = ":") -> tuple[int, int]:
-    """``80``, ``80:90``, ``80:`` (to 65535), ``:80`` (from 0) → (low, high)."""
+def port_range(text: str, sep: str = ":", ordered: bool = True, base: int = 0,
+               services: bool = True) -> tuple[int, int]:
+    """``80``, ``80:90``, ``80:`` (to 65535), ``:80`` (from 0) → (low, high). Without ``ordered`` a range
+    whose low end is above its high end is kept as written (libxt_udp and libxt_dccp do not check)."""
     if sep in text:
         lo, _, hi = text.partition(sep)
-        low = parse_port(lo) if lo else 0
-        high = parse_port(hi) if hi else 65535
-        if low > high:
+        low = parse_port(lo, base, services) if lo else 0
+        high = parse_port(hi, base, services) if hi else 65535
+        if low > high and ordered:
             raise RulesetError(f"invalid portrange ({text}) specified")
         return low, high
-    value = parse_port(text)
+    value = parse_port(text, base, services)
     return value, value
 
 
@@ -154,6 +178,19 @@ def _id_range(text: str, lookup: Callable[[str], int | None], what: str) -> str:
 
 def _ports(name: str, args: tuple[str, ...], names: Names) -> tuple[str, ...]:
     return (_fmt_range(*port_range(args[0])),)
+
+
+def _unordered_ports(name: str, args: tuple[str, ...], names: Names) -> tuple[str, ...]:
+    return (_fmt_range(*port_range(args[0], ordered=False, base=10)),)
+
+
+def _numeric_ports(ordered: bool) -> Normalizer:
+    """sctp (any C base, ordered) and dccp (base 10, unordered) ports: no service names."""
+
+    def norm(name: str, args: tuple[str, ...], names: Names) -> tuple[str, ...]:
+        return (_fmt_range(*port_range(args[0], ordered=ordered, base=0 if ordered else 10, services=False)),)
+
+    return norm
 
 
 TCP_FLAGS = ("FIN", "SYN", "RST", "PSH", "ACK", "URG")
@@ -386,7 +423,15 @@ MODULES: dict[str, ModuleSpec] = {
             ),
             rewrite=_tcp_rewrite,
         ),
-        ModuleSpec("udp", _PORT_OPTS),
+        ModuleSpec("udp", (OptionSpec("--sport", 1, _unordered_ports, ("--source-port",)),
+                           OptionSpec("--dport", 1, _unordered_ports, ("--destination-port",)))),
+        # sctp and dccp stay xt matches under iptables-nft: ports are kept as written, unlike tcp/udp's
+        ModuleSpec("sctp", (OptionSpec("--sport", 1, _numeric_ports(True), ("--source-port",)),
+                            OptionSpec("--dport", 1, _numeric_ports(True), ("--destination-port",)),
+                            OptionSpec("--chunk-types", 2))),
+        ModuleSpec("dccp", (OptionSpec("--sport", 1, _numeric_ports(False), ("--source-port",)),
+                            OptionSpec("--dport", 1, _numeric_ports(False), ("--destination-port",)),
+                            OptionSpec("--dccp-types", 1), OptionSpec("--dccp-option", 1))),
         ModuleSpec(
             "multiport",
             (
@@ -457,9 +502,31 @@ MODULES: dict[str, ModuleSpec] = {
     )
 }
 MODULE_ALIASES = {"icmpv6": "icmp6", "ipv6-icmp": "icmp6"}
+# The match extensions iptables 1.8.9 has (libxt_*, libipt_* for IPv4, libip6t_* for IPv6): ``-m`` of any
+# other name is "Couldn't load match" (names are case-sensitive).
+INSTALLED_MATCHES = frozenset({
+    "addrtype", "bpf", "cgroup", "cluster", "comment", "connbytes", "connlabel", "connlimit", "connmark",
+    "conntrack", "cpu", "dccp", "devgroup", "dscp", "ecn", "esp", "hashlimit", "helper", "ipcomp", "iprange",
+    "ipvs", "length", "limit", "mac", "mark", "multiport", "nfacct", "osf", "owner", "physdev", "pkttype",
+    "policy", "quota", "rateest", "recent", "rpfilter", "sctp", "set", "socket", "state", "statistic",
+    "string", "tcp", "tcpmss", "time", "tos", "u32", "udp",
+})
+INSTALLED_BY_FAMILY = {Family.IPV4: frozenset({"ah", "icmp", "realm", "ttl"}),
+                       Family.IPV6: frozenset({"ah", "dst", "eui64", "frag", "hbh", "hl", "icmp6", "icmpv6",
+                                               "ipv6-icmp", "ipv6header", "mh", "rt", "srh"})}
+# Options a match cannot do without (x6 XTOPT_MAND).
+MANDATORY = {"icmp": "--icmp-type", "icmp6": "--icmpv6-type"}
 
-# Options a protocol loads implicitly (``-p tcp --dport 80`` → ``-p tcp -m tcp --dport 80``).
-IMPLICIT_BY_PROTO = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "ipv6-icmp": "icmp6"}
+# Options a protocol loads implicitly (``-p tcp --dport 80`` → ``-p tcp -m tcp --dport 80``): iptables
+# loads the match named like the protocol if one exists (none for udplite, so ``-p udplite --dport`` is
+# an unknown option); icmp exists for IPv4 only and icmp6 for IPv6 only.
+IMPLICIT_BY_PROTO = {"tcp": "tcp", "udp": "udp", "sctp": "sctp", "dccp": "dccp", "icmp": "icmp",
+                     "ipv6-icmp": "icmp6"}
+
+
+def loadable(module: str, family: Family) -> bool:
+    """Whether iptables of ``family`` has this match (icmp is IPv4's, icmp6 IPv6's)."""
+    return module in INSTALLED_MATCHES or module in INSTALLED_BY_FAMILY[family]
 
 
 def known_module(name: str) -> ModuleSpec | None:
@@ -471,7 +538,12 @@ def normalize_match(module: str, options: Sequence[Option], names: Names, family
     iptables would store nothing for it (see ``_nft_port_ranges``).
 
     Raises RulesetError for an option the module does not take or a bad value."""
+    if module not in INSTALLED_MATCHES and module not in INSTALLED_BY_FAMILY[family]:
+        raise RulesetError(f"Couldn't load match `{module}' (no such IPv{family.value} match in iptables)")
     spec = known_module(module)
+    mandatory = MANDATORY.get(spec.name) if spec is not None else None
+    if mandatory is not None and not any(spec is not None and spec.lookup(o.name) is not None for o in options):
+        raise RulesetError(f'{spec.name if spec else module}: option "{mandatory}" must be specified')
     if spec is None:
         return Match(module, tuple(options))
     out: list[tuple[int, Option]] = []
@@ -508,7 +580,7 @@ def _nft_port_ranges(options: tuple[Option, ...]) -> tuple[tuple[Option, ...], b
     dropped_negated = False
     for opt in options:
         if opt.name in ("--sport", "--dport"):
-            low, high = port_range(opt.args[0])
+            low, high = port_range(opt.args[0], ordered=False)
             if (low, high) == (0, 65535):
                 dropped_negated = dropped_negated or opt.negated
                 continue
@@ -533,8 +605,10 @@ __all__ = [
     "MODULES",
     "Names",
     "known_module",
+    "loadable",
     "normalize_match",
     "option_arity",
     "port_range",
+    "strtoui",
     "value_mask",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -21,8 +22,10 @@ from netsim.netfilter.matches import (
     IMPLICIT_BY_PROTO,
     Names,
     known_module,
+    loadable,
     normalize_match,
     option_arity,
+    strtoui,
 )
 from netsim.netfilter.model import (
     BUILTIN_CHAINS,
@@ -37,12 +40,13 @@ from netsim.netfilter.model import (
     Ruleset,
     Table,
 )
-from netsim.netfilter.targets import TARGET_OPTIONS, is_extension_target, normalize_target
-from netsim.netfilter.validate import check_rule, hooks_of, reach
+from netsim.netfilter.targets import TARGET_OPTIONS, VERDICTS, is_extension_target, normalize_target
+from netsim.netfilter.validate import check_userspace, rule_problem, table_problem
 
 # Protocol numbers iptables-save prints by name (/etc/protocols names; "all" is printed as nothing).
 PROTOCOLS = {
-    "0": None, "all": None, "1": "icmp", "2": "igmp", "4": "ipencap", "6": "tcp", "17": "udp",
+    "0": None, "all": None, "1": "icmp", "2": "igmp", "4": "ipencap", "6": "tcp", "17": "udp", "33": "dccp",
+    "135": "mobility-header", "mh": "mobility-header", "ipv6-mh": "mobility-header",
     "41": "ipv6", "47": "gre", "50": "esp", "51": "ah", "58": "ipv6-icmp", "89": "ospf", "103": "pim",
     "112": "vrrp", "132": "sctp", "136": "udplite", "icmpv6": "ipv6-icmp",
 }
@@ -51,57 +55,115 @@ KNOWN_PROTO_NAMES = {v for v in PROTOCOLS.values() if v} | {"mh", "dccp"}
 # The order in which the nf_tables backend of iptables-save prints tables of a fresh ruleset.
 TABLE_SAVE_ORDER = ("mangle", "raw", "filter", "nat", "security")
 IFNAMSIZ = 16
+MAX_CHAIN_NAME = 29  # XT_EXTENSION_MAXNAMELEN: names up to 28 characters
 
 
 def tokenize(line: str) -> list[str]:
-    """Split a rule line like iptables-restore: on blanks, with ``"…"`` quoting and ``\\"``/``\\\\``
-    escapes inside quotes. Single quotes are not special (iptables-restore rejects them later)."""
+    """Split a rule line exactly as iptables-restore does (``add_param_to_argv``, iptables 1.8.9): on
+    blanks, tabs and newlines; ``"`` opens a quote anywhere in a word and the closing ``"`` ends the word
+    (so ``""`` is an empty word and ``"a b"c`` two words); inside quotes a backslash takes the next
+    character literally, outside it is an ordinary character, as are ``'`` and ``\\r``. An unterminated
+    quote is not an error: the rest of the line, its newline included, is the last word."""
     tokens: list[str] = []
     cur: list[str] = []
-    in_quote = False
-    have = False
-    i = 0
-    while i < len(line):
-        ch = line[i]
+    in_quote = escaped = False
+    for ch in line:
         if in_quote:
-            if ch == "\\" and i + 1 < len(line) and line[i + 1] in '"\\\'':
-                cur.append(line[i + 1])
-                i += 1
+            if escaped:
+                cur.append(ch)
+                escaped = False
+            elif ch == "\\":
+                escaped = True
             elif ch == '"':
                 in_quote = False
+                tokens.append("".join(cur))
+                cur = []
             else:
                 cur.append(ch)
         elif ch == '"':
-            in_quote = have = True
-        elif ch in " \t\r\n":
-            if have:
+            in_quote = True
+        elif ch in " \t\n":
+            if cur:
                 tokens.append("".join(cur))
-                cur, have = [], False
+                cur = []
         else:
             cur.append(ch)
-            have = True
-        i += 1
-    if in_quote:
-        raise RulesetError("unterminated quoted string")
-    if have:
+    if cur:
         tokens.append("".join(cur))
     return tokens
 
 
+def _ipv4_numeric(text: str, is_mask: bool) -> int | None:
+    """``__numeric_to_ipaddr``: up to four dotted numbers, each 0-255 in any C base; an address (not a
+    mask) may stop early and the missing bytes are zero (``1.2.3`` is 1.2.3.0, not inet_aton's 1.2.0.3)."""
+    parts = text.split(".")
+    if len(parts) > 4 or (is_mask and len(parts) != 4):
+        return None
+    value = 0
+    for part in parts:
+        byte = strtoui(part, 255)
+        if byte is None:
+            return None
+        value = value << 8 | byte
+    return value << 8 * (4 - len(parts))
+
+
+def _prefix(mask: int, bits: int) -> int | None:
+    """The prefix length of a contiguous netmask, else None."""
+    inverted = ~mask & ((1 << bits) - 1)
+    return bits - inverted.bit_length() if inverted & (inverted + 1) == 0 else None
+
+
 def _network(text: str, family: Family) -> Network:
+    """An ``-s``/``-d`` value as ``xtables_ipparse_any``/``xtables_ip6parse_any`` read it: the mask after the
+    last ``/`` (a length in any C base, or a dotted/colon mask; none means a host), then a numeric address
+    (no name lookups: netsim refuses a host name the way iptables refuses one it cannot resolve)."""
     if "," in text:
         raise RulesetError(f"several addresses (`{text}') make several rules; write one rule each")
-    addr, sep, plen = text.partition("/")
+    bits = 32 if family is Family.IPV4 else 128
+    addr_text, sep, mask_text = text.rpartition("/")
+    if not sep:
+        addr_text, mask_text = text, ""
+    if not sep:
+        prefix: int | None = bits
+    elif family is Family.IPV4 and (dotted := _ipv4_numeric(mask_text, True)) is not None:
+        prefix = _prefix(dotted, 32)
+    elif family is Family.IPV6 and ":" in mask_text and _ipv6(mask_text) is not None:
+        prefix = _prefix(int(_ipv6(mask_text) or 0), 128)
+    else:
+        prefix = strtoui(mask_text, bits)
+        if prefix is None:
+            hint = " (an IPv6 address in an IPv4 ruleset?)" if family is Family.IPV4 and ":" in addr_text else ""
+            raise RulesetError(f"invalid mask `{_shown(mask_text)}' specified{hint}")
+    if prefix == 0:  # "a null mask is given, the name is ignored, like in any/0"
+        return ipaddress.IPv4Network((0, 0)) if family is Family.IPV4 else ipaddress.IPv6Network((0, 0))
+    if prefix is None:
+        raise RulesetError(f"non-contiguous netmask `{mask_text}' (iptables keeps it; netsim models prefixes only)")
+    if family is Family.IPV4 and (mapped := _ipv6(addr_text)) is not None and mapped.ipv4_mapped:
+        addr_text = str(mapped.ipv4_mapped)  # glibc's getaddrinfo(AF_INET) answers with the IPv4 address
+    other = ":" in addr_text if family is Family.IPV4 else _ipv4_numeric(addr_text, True) is not None
+    if other:
+        raise RulesetError(f"`{_shown(text)}' is not an IPv{family.value} address (iptables-restore refuses "
+                           f"the other family's addresses)")
+    address: int | None
+    if family is Family.IPV4:
+        address = _ipv4_numeric(addr_text, False)
+    else:
+        v6 = _ipv6(addr_text)
+        address = None if v6 is None else int(v6)
+    if address is None:
+        raise RulesetError(f"host/network `{addr_text}' not found")
+    address &= ~((1 << (bits - prefix)) - 1) & ((1 << bits) - 1)
+    if family is Family.IPV4:
+        return ipaddress.IPv4Network((address, prefix))
+    return ipaddress.IPv6Network((address, prefix))
+
+
+def _ipv6(text: str) -> ipaddress.IPv6Address | None:
     try:
-        if sep and "." in plen:  # dotted netmask, e.g. 10.0.0.0/255.255.0.0
-            net: Network = ipaddress.ip_network(f"{addr}/{plen}", strict=False)
-        else:
-            net = ipaddress.ip_network(text, strict=False)
+        return ipaddress.IPv6Address(text)
     except ValueError:
-        raise RulesetError(f"host/network `{text}' not found") from None
-    if (net.version == 4) != (family is Family.IPV4):
-        raise RulesetError(f"`{text}' is not an IPv{family.value} address")
-    return net
+        return None
 
 
 def _iface(text: str) -> str:
@@ -168,7 +230,13 @@ def parse_rule_args(args: Sequence[str], family: Family = Family.IPV4, names: Na
             if header in fields:
                 raise RulesetError(f"multiple {tok} flags not allowed")
             if header in ("src", "dst"):
-                fields[header] = _network(value, family)
+                net = _network(value, family)
+                if net.prefixlen == 0 and not negate:  # "any": the kernel stores no address match
+                    negate = False
+                    i += 2
+                    fields[header] = None
+                    continue
+                fields[header] = net
             elif header == "proto":
                 fields[header] = _proto(value)
             else:
@@ -195,6 +263,8 @@ def parse_rule_args(args: Sequence[str], family: Family = Family.IPV4, names: Na
             (name,) = take(1)
             if target_name is not None:
                 raise RulesetError("multiple -j flags not allowed")
+            if not name or len(name) >= MAX_CHAIN_NAME or any(ch.isspace() for ch in name):
+                raise RulesetError(f"Invalid target name `{_shown(name)}'")
             target_name, target_goto = name, tok in ("-g", "--goto")
             i += 2
             continue
@@ -214,7 +284,7 @@ def parse_rule_args(args: Sequence[str], family: Family = Family.IPV4, names: Na
             values = take(known[tok]) if known is not None and tok in known else greedy()
             target_opts.append(Option(tok, values, negate))
         else:
-            owner = _owner_of(tok, matches, fields.get("proto"))
+            owner = _owner_of(tok, matches, fields.get("proto"), family)
             if owner is None:
                 raise RulesetError(f"unknown option \"{tok}\"")
             arity = option_arity(owner.module, tok)
@@ -224,14 +294,19 @@ def parse_rule_args(args: Sequence[str], family: Family = Family.IPV4, names: Na
         i += 1 + len(values)
     if negate:
         raise RulesetError("`!' at the end of the rule")
+    if "proto" in fields and fields["proto"] is None and fields["proto_neg"]:
+        raise RulesetError("rule would never match protocol")
     if "proto" in fields and fields["proto"] is None:
         del fields["proto"], fields["proto_neg"]
+    for b in matches:  # iptables-nft turns tcp/udp options into nft payload matches, checking -p first
+        if b.module in ("tcp", "udp") and b.options and fields.get("proto") != b.module:
+            raise RulesetError(f"{b.module.upper()} match requires '-p {b.module}'")
     built = tuple(m for m in (_finish_match(b, family, names) for b in matches) if m is not None)
     target = normalize_target(target_name, target_opts, family, target_goto) if target_name else None
     return Rule(matches=built, target=target, counters=counters, **fields)  # type: ignore[arg-type]
 
 
-def _owner_of(option: str, matches: list[_MatchBuilder], proto: object) -> _MatchBuilder | None:
+def _owner_of(option: str, matches: list[_MatchBuilder], proto: object, family: Family) -> _MatchBuilder | None:
     if matches:
         current = matches[-1]
         if known_module(current.module) is None or option_arity(current.module, option) is not None:
@@ -240,7 +315,7 @@ def _owner_of(option: str, matches: list[_MatchBuilder], proto: object) -> _Matc
         if option_arity(m.module, option) is not None:
             return m
     implicit = IMPLICIT_BY_PROTO.get(proto) if isinstance(proto, str) else None
-    if implicit is not None and option_arity(implicit, option) is not None:
+    if implicit is not None and loadable(implicit, family) and option_arity(implicit, option) is not None:
         builder = _MatchBuilder(implicit)
         matches.append(builder)
         return builder
@@ -259,13 +334,12 @@ def _finish_match(m: _MatchBuilder, family: Family, names: Names) -> Match | Non
 
 @dataclass(slots=True)
 class _TableState:
-    """A table being built: chain headers (name, policy, counters), their rules as lists (so that adding a
-    rule costs O(1)), and which hooks each user chain is reachable from (for ``validate``)."""
+    """A table being built: chain headers (name, policy, counters) and their rules as lists (so that
+    adding a rule costs O(1))."""
 
     name: str
     chains: dict[str, Chain] = field(default_factory=dict)
     rules: dict[str, list[Rule]] = field(default_factory=dict)
-    known: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def declare(self, chain: Chain) -> None:
         self.chains[chain.name] = replace(chain, rules=())
@@ -279,19 +353,13 @@ class _TableState:
             raise RulesetError(f"rule positions start at 1, not {position}")
         if position is not None and position > len(rules) + 1:
             raise RulesetError(f"index of insertion too big ({position} in {chain} of {len(rules)} rules)")
-        check_rule(self.name, chain, rule, hooks_of(self.name, chain, self.known))
         if position is None:
             rules.append(rule)
         else:
             rules.insert(position - 1, rule)
-        self.follow(chain, rule)
 
-    def follow(self, chain: str, rule: Rule) -> None:
-        """A jump makes its target reachable from the hooks its chain is reachable from."""
-        if rule.target is not None and rule.target.name in self.rules:
-            hooks = hooks_of(self.name, chain, self.known)
-            if hooks:
-                reach(self.name, self.rules, rule.target.name, hooks, self.known)
+    def copy(self) -> _TableState:
+        return _TableState(self.name, dict(self.chains), {c: list(r) for c, r in self.rules.items()})
 
     def freeze(self) -> Table:
         builtin = [self.chains[c] for c in BUILTIN_CHAINS[self.name] if c in self.chains]
@@ -324,28 +392,15 @@ def _thaw(ruleset: Ruleset | None) -> tuple[dict[str, _TableState], list[str]]:
         state = tables[table.name] = _TableState(table.name)
         for chain in table.chains:
             state.declare(chain)
-        for chain in table.chains:
-            if chain.builtin:
-                for rule in chain.rules:
-                    state.follow(chain.name, rule)
     return tables, [t.name for t in ruleset.tables]
-
-
-def _check_targets(tables: dict[str, _TableState]) -> None:
-    for tname, state in tables.items():
-        for rules in state.rules.values():
-            for rule in rules:
-                t = rule.target
-                if t is None or t.name in state.chains or (not t.goto and is_extension_target(t.name)):
-                    continue
-                raise RulesetError(f"Couldn't load target `{t.name}': no such chain in table `{tname}'")
 
 
 def apply_payload(payload: RestorePayload, base: Ruleset | None = None) -> Ruleset:
     """Apply an ``iptables-restore --noflush`` payload to ``base`` (default: a fresh namespace).
 
     ``-N`` is implied by the first use of a user chain (the payload declares its chains); inserts go
-    where they are executed, above any rules the chain already had, as the kernel does."""
+    where they are executed, above any rules the chain already had, as the kernel does. Checked as the
+    kernel checks each rule and then each table (``validate``)."""
     tables, order = _thaw(base)
     for op in payload.ops:
         if op.table not in tables:
@@ -355,10 +410,286 @@ def apply_payload(payload: RestorePayload, base: Ruleset | None = None) -> Rules
         for name in (op.chain, op.rule.target.name if op.rule.target is not None else None):
             if name is not None and name not in state.chains and not is_extension_target(name):
                 state.declare(Chain(name))
+        check_userspace(op.table, op.chain, op.rule)
+        problem = rule_problem(op.table, op.chain, op.rule)
+        if problem is not None:
+            raise RulesetError(problem)
         state.insert(op.chain, op.rule, op.position)
+    for name in order:
+        problem = table_problem(name, tables[name].rules)
+        if problem is not None:
+            raise RulesetError(f"table {name}: {problem}")
     if base is None:
         order = _table_order(order)
     return _freeze(tables, order, payload.family)
+
+
+def _shown(text: str) -> str:
+    """A line of input as an error quotes it: one line (``\\r`` and the like escaped), at most 80 chars."""
+    text = text.rstrip("\n").encode("unicode_escape").decode("ascii")
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class _Located(RulesetError):
+    """An error already located at the line the kernel names (not always the line being read)."""
+
+
+def _at(number: int, text: str, message: str) -> _Located:
+    message = re.sub(r"[\x00-\x1f\x7f]", lambda m: m.group().encode("unicode_escape").decode("ascii"), message)
+    if len(message) > 160:  # a message quoting a huge value
+        message = message[:157] + "..."
+    return _Located(f"line {number}: {message}: {_shown(text)}" if text.strip() else f"line {number}: {message}")
+
+
+def _strtok(text: str) -> list[str]:
+    """C's ``strtok(…, " \\t\\n")`` run to the end: words between blanks, tabs and newlines (a ``\\r``
+    stays part of its word)."""
+    return [w for w in re.split(r"[ \t\n]+", text) if w]
+
+
+def _sscanf_counters(text: str) -> tuple[int, int] | None:
+    """``sscanf(text, "[%llu:%llu]")`` == 2 (trailing text ignored), as iptables reads chain counters."""
+    m = re.match(r"\[\s*([+-]?\d+):\s*([+-]?\d+)", text)
+    return (int(m.group(1)) % 2**64, int(m.group(2)) % 2**64) if m else None
+
+
+def _rule_counters(buf: str) -> tuple[str, tuple[int, int] | None]:
+    """``tokenize_rule_counters``: a rule line may start with ``[packets:bytes]``; iptables-restore only
+    checks that a ``:`` and a ``]`` are there (without ``--counters`` it ignores the values, so
+    ``[a:b]`` loads). Returns the rest of the line and the counters when they are numbers."""
+    if not buf.startswith("["):
+        return buf, None
+    close = buf.find("]")
+    if close < 0:
+        raise RulesetError("bad counters: need ]")
+    body = buf[1:]
+    start = len(body) - len(body.lstrip(":"))
+    if start == len(body):
+        raise RulesetError("bad counters: need :")
+    colon = body.find(":", start)
+    after = colon + 1 + len(body[colon + 1 :]) - len(body[colon + 1 :].lstrip("]"))
+    if colon < 0 or after == len(body):
+        raise RulesetError("bad counters: need ]")
+    bracket = body.find("]", after)
+    pkts, byts = body[start:colon], body[after : bracket if bracket >= 0 else len(body)]
+    numbers = (int(pkts), int(byts)) if pkts.isdigit() and byts.isdigit() else None
+    # strtok wrote NULs at that ':' and ']': the rule is read from after the first ']' to the next NUL
+    ends = [p + 1 for p in (colon, bracket) if p >= 0 and p + 1 > close]
+    return buf[close + 1 : min(ends, default=len(buf))], numbers
+
+
+def _valid_chain_name(name: str) -> None:
+    """iptables' ``assert_valid_chain_name`` (and restore's length check)."""
+    if len(name) >= MAX_CHAIN_NAME:
+        raise RulesetError(f"chain name `{_shown(name)}' too long (must be under {MAX_CHAIN_NAME} chars)")
+    if name[0] in "-!":
+        raise RulesetError(f"chain name not allowed to start with `{name[0]}'")
+    if name in TARGET_OPTIONS or name in VERDICTS:
+        raise RulesetError("chain name may not clash with target name")
+    if any(ch.isspace() for ch in name):
+        raise RulesetError(f"Invalid chain name `{_shown(name)}'")
+
+
+@dataclass(frozen=True, slots=True)
+class _Cmd:
+    """A command iptables-restore queues until COMMIT: ``:CHAIN`` (policy None for a user chain), ``-N``,
+    or a rule; ``line``/``text`` say where it was written."""
+
+    line: int
+    text: str
+    kind: str  # "chain", "new" or "rule"
+    chain: str
+    policy: str | None = None
+    counters: tuple[int, int] | None = None
+    rule: Rule | None = None
+    position: int | None = None
+
+
+@dataclass(slots=True)
+class _Restore:
+    """``xtables_restore_parse``: reads line by line and commits table by table, each phase naming the
+    line iptables-restore names (``validate``'s docstring)."""
+
+    tables: dict[str, _TableState]
+    order: list[str]
+    family: Family
+    names: Names
+    noflush: bool
+    current: str | None = None
+    cmds: list[_Cmd] = field(default_factory=list)
+
+    def line(self, number: int, buf: str) -> None:
+        if buf.startswith("\n") or buf.startswith("#"):
+            return
+        if self.current is not None and buf.startswith("COMMIT") and buf[6:] in ("", "\n"):
+            self.commit(number)
+        elif buf.startswith("*") and self.current is None:
+            words = _strtok(buf[1:])
+            if not words:
+                raise RulesetError("table name invalid")
+            if words[0] not in BUILTIN_CHAINS:
+                raise RulesetError(f"table name '{_shown(words[0])}' invalid")
+            self.start(words[0])
+        elif self.current is None:
+            raise RulesetError("not in a table (a `*table' line must come first)")
+        elif buf.startswith(":"):
+            self.chain_line(number, buf)
+        else:
+            self.rule_line(number, buf)
+
+    def start(self, name: str) -> None:
+        if not (self.noflush and name in self.tables):
+            if name not in self.tables:
+                self.order.append(name)
+            self.tables[name] = _empty_table(name)
+        self.current = name
+
+    def chain_line(self, number: int, buf: str) -> None:
+        words = _strtok(buf[1:])
+        if not words:
+            raise RulesetError("chain name invalid")
+        _valid_chain_name(words[0])
+        if len(words) < 2:
+            raise RulesetError("policy invalid")
+        assert self.current is not None
+        builtin = words[0] in BUILTIN_CHAINS[self.current]
+        counters = _sscanf_counters(words[2]) if len(words) > 2 else None
+        # a user chain's policy and counters are ignored ("-" by convention, anything loads)
+        self.cmds.append(_Cmd(number, buf, "chain", words[0], words[1] if builtin else None, counters))
+
+    def rule_line(self, number: int, buf: str) -> None:
+        rest, counters = _rule_counters(buf)
+        tokens = tokenize(rest)
+        if not tokens:
+            raise RulesetError("no command specified")
+        cmd = tokens[0]
+        if not cmd.startswith("-"):
+            raise RulesetError(f"Bad argument `{_shown(cmd)}'")
+        assert self.current is not None
+        if cmd in ("-N", "--new-chain") and len(tokens) == 2:
+            _valid_chain_name(tokens[1])
+            self.cmds.append(_Cmd(number, buf, "new", tokens[1]))
+            return
+        if cmd not in _RULE_COMMANDS:
+            raise RulesetError("unknown command (expected -A, -I, -N, :CHAIN or COMMIT)")
+        chain, args, position = _rule_command(tokens)
+        rule = parse_rule_args(args, self.family, self.names)
+        if counters is not None:
+            rule = replace(rule, counters=counters)
+        check_userspace(self.current, chain, rule)
+        self.cmds.append(_Cmd(number, buf, "rule", chain, rule=rule, position=position))
+
+    def commit(self, number: int) -> None:
+        """Phase 2 (queued commands in order) and phase 3 (the kernel's batch) for the current table."""
+        assert self.current is not None
+        state = self.tables[self.current]
+        before = state.copy()
+        added: list[_Cmd] = []
+        for cmd in self.cmds:
+            if cmd.kind == "chain" and cmd.policy is not None:
+                if cmd.policy not in ("ACCEPT", "DROP", "-"):
+                    raise _at(cmd.line, cmd.text, f"bad policy `{_shown(cmd.policy)}' (Bad policy name)")
+                old = state.chains[cmd.chain]
+                policy = old.policy if cmd.policy == "-" else cmd.policy
+                state.chains[cmd.chain] = replace(old, policy=policy, counters=cmd.counters or (0, 0))
+            elif cmd.kind == "chain":
+                if cmd.chain not in state.chains:
+                    state.declare(Chain(cmd.chain, None, (), cmd.counters or (0, 0)))
+            elif cmd.kind == "new":
+                if cmd.chain in state.chains:
+                    raise _at(cmd.line, cmd.text, f"chain `{cmd.chain}' already exists")
+                state.declare(Chain(cmd.chain))
+            else:
+                assert cmd.rule is not None
+                if cmd.chain not in state.rules:
+                    raise _at(cmd.line, cmd.text, f"chain `{cmd.chain}' does not exist in table `{state.name}' "
+                                                  f"(No chain/target/match by that name)")
+                target = cmd.rule.target
+                if target is not None and target.name not in state.chains and (
+                        target.goto or not is_extension_target(target.name)):
+                    raise _at(number, "COMMIT", f"Chain '{target.name}' does not exist (the jump on line "
+                                                f"{cmd.line}; iptables-restore names the COMMIT line)")
+                try:
+                    state.insert(cmd.chain, cmd.rule, cmd.position)
+                except RulesetError as e:
+                    raise _at(cmd.line, cmd.text, e.message) from None
+                added.append(cmd)
+        self.cmds = []
+        self.current = None
+        failed = _first_kernel_failure(before, added, state)
+        if failed is not None:
+            cmd, problem = failed
+            raise _at(cmd.line, cmd.text, problem)
+
+
+def _first_kernel_failure(before: _TableState, added: Sequence[_Cmd],
+                          after: _TableState) -> tuple[_Cmd, str] | None:
+    """The rule the kernel names first (phase 3), with why. The batch adds the rules one by one and refuses
+    those it cannot initialise on their own (wrong table, a built-in chain's own hook, …); only a batch
+    without such errors reaches the commit, where the table is validated, and on failure the batch is
+    replayed validating after every rule, which names the first rule after which the table is invalid.
+    (Verified: that holds in a namespace whose last commit succeeded; after a failed validation and until
+    the next successful commit, the kernel validates from the start and names the earlier of the two.)
+    Validation only gets worse as rules are added, so the first failing prefix is found by bisection."""
+    table = after.name
+    first: tuple[int, str] | None = None
+    for i, cmd in enumerate(added):
+        assert cmd.rule is not None
+        problem = rule_problem(table, cmd.chain, cmd.rule)
+        if problem is not None:
+            first = (i, problem)
+            break
+    if first is None and table_problem(table, after.rules) is not None:
+
+        def prefix(k: int) -> _TableState:
+            state = before.copy()
+            for name, chain in after.chains.items():
+                if name not in state.chains:
+                    state.declare(replace(chain, rules=()))
+            for cmd in added[:k]:
+                assert cmd.rule is not None
+                state.insert(cmd.chain, cmd.rule, cmd.position)
+            return state
+
+        low, high = 0, len(added)  # prefix(low) is valid, prefix(high) is not
+        while high - low > 1:
+            mid = (low + high) // 2
+            if table_problem(table, prefix(mid).rules) is None:
+                low = mid
+            else:
+                high = mid
+        if first is None:
+            first = (high - 1, table_problem(table, prefix(high).rules) or "")
+    return None if first is None else (added[first[0]], first[1])
+
+
+def parse_ruleset(text: str, family: Family | None = None, names: Names = DEFAULT_NAMES,
+                  base: Ruleset | None = None, noflush: bool = False) -> Ruleset:
+    """Parse ``iptables-save`` output (or any ``iptables-restore`` input) into a Ruleset, accepting exactly
+    what ``iptables-restore`` (1.8.9, nf_tables) loads and naming the line it names (``validate``).
+
+    ``family`` defaults to :func:`guess_family`. Without ``noflush`` every table named in the text starts
+    empty, as ``iptables-restore`` does. Lines end at ``\\n`` only: a ``\\r`` before it is part of the line,
+    as it is for iptables-restore. Raises RulesetError with ``line N: …`` and the offending text."""
+    if family is None:
+        family = guess_family(text)
+    tables, order = _thaw(base)
+    reader = _Restore(tables, order, family, names, noflush)
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the text ends with a newline (or is empty)
+    for number, raw in enumerate(lines, 1):
+        buf = raw + "\n" if number < len(lines) or text.endswith("\n") else raw
+        try:
+            reader.line(number, buf)
+        except _Located:
+            raise
+        except RulesetError as e:
+            raise _at(number, raw, e.message) from None
+    if reader.current is not None:
+        raise RulesetError(f"line {len(lines) + 1}: COMMIT expected (table `{reader.current}' is not committed "
+                           f"at the end of the input)")
+    return _freeze(tables, order, family)
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,110 +699,25 @@ class _Line:
 
 
 def _lines(text: str) -> Iterable[_Line]:
+    """Non-blank lines, stripped (for Istio's dry-run payloads, which are not restore files)."""
     for number, raw in enumerate(text.splitlines(), 1):
         stripped = raw.strip()
         if stripped and not stripped.startswith("#"):
             yield _Line(number, stripped)
 
 
-def _counters(text: str) -> tuple[int, int]:
-    if not (text.startswith("[") and text.endswith("]") and ":" in text):
-        raise RulesetError(f"bad counters `{text}'")
-    pkts, _, byts = text[1:-1].partition(":")
-    try:
-        return int(pkts), int(byts)
-    except ValueError:
-        raise RulesetError(f"bad counters `{text}'") from None
-
-
-def parse_ruleset(text: str, family: Family | None = None, names: Names = DEFAULT_NAMES,
-                  base: Ruleset | None = None, noflush: bool = False) -> Ruleset:
-    """Parse ``iptables-save`` output (or any ``iptables-restore`` input) into a Ruleset.
-
-    ``family`` defaults to the one the addresses in the text use (IPv4 if none). Without
-    ``noflush`` every table named in the text starts empty, as ``iptables-restore`` does.
-    Raises RulesetError with ``line N: …`` and the offending text."""
-    if family is None:
-        family = guess_family(text)
-    tables, order = _thaw(base)
-    current: str | None = None
-    for line in _lines(text):
-        try:
-            current = _apply_line(line.text, current, tables, order, family, names, noflush)
-        except RulesetError as e:
-            raise RulesetError(f"line {line.number}: {e.message}: {line.text}") from None
-    if current is not None:
-        raise RulesetError(f"table `{current}' has no COMMIT at the end of the input")
-    try:
-        _check_targets(tables)
-    except RulesetError as e:
-        raise RulesetError(e.message) from None
-    return _freeze(tables, order, family)
-
-
-def _apply_line(text: str, current: str | None, tables: dict[str, _TableState], order: list[str],
-                family: Family, names: Names, noflush: bool) -> str | None:
-    if text.startswith("*"):
-        if current is not None:
-            raise RulesetError(f"table `{current}' was not committed")
-        name = text[1:].strip()
-        if noflush and name in tables:
-            return name
-        fresh = _empty_table(name)
-        if name not in tables:
-            order.append(name)
-        tables[name] = fresh
-        return name
-    if text == "COMMIT":
-        if current is None:
-            raise RulesetError("COMMIT outside a table")
-        return None
-    if current is None:
-        raise RulesetError("no table given (a `*table' line must come first)")
-    state = tables[current]
-    if text.startswith(":"):
-        parts = text[1:].split()
-        if len(parts) not in (2, 3):
-            raise RulesetError("bad chain line, expected `:CHAIN POLICY [packets:bytes]'")
-        name, policy = parts[0], parts[1]
-        chain_counters = _counters(parts[2]) if len(parts) == 3 else (0, 0)
-        if name in BUILTIN_CHAINS[current]:
-            if policy not in ("ACCEPT", "DROP"):
-                raise RulesetError(f"bad policy `{policy}' for built-in chain {name}")
-            old = state.chains.get(name, Chain(name, policy))
-            state.chains[name] = replace(old, policy=policy, counters=chain_counters)
-        else:
-            if policy != "-":
-                raise RulesetError(f"user chain {name} cannot have a policy")
-            state.declare(Chain(name, None, (), chain_counters))
-        return current
-    counters: tuple[int, int] | None = None
-    if text.startswith("["):
-        head, _, text = text.partition(" ")
-        counters = _counters(head)
-    tokens = tokenize(text)
-    cmd = tokens[0] if tokens else ""
-    if cmd in ("-N", "--new-chain") and len(tokens) == 2:
-        if tokens[1] in state.chains:
-            raise RulesetError(f"chain `{tokens[1]}' already exists")
-        state.declare(Chain(tokens[1]))
-        return current
-    if cmd in _RULE_COMMANDS:
-        chain, rest, position = _rule_command(tokens)
-        rule = parse_rule_args(rest, family, names)
-        if counters is not None:
-            rule = replace(rule, counters=counters)
-        state.insert(chain, rule, position)
-        return current
-    raise RulesetError("unknown command (expected -A, -I, -N, :CHAIN or COMMIT)")
-
-
 def guess_family(text: str) -> Family:
-    """IPv6 if any ``-s``/``-d`` address in the text is IPv6, else IPv4."""
-    for line in _lines(text):
-        toks = line.text.split()
+    """IPv6 for ``ip6tables-save`` output (its header comment says so) or when an ``-s``/``-d`` address in
+    the text is IPv6; else IPv4. A dump without addresses and without its header is ambiguous: callers
+    that know the family (an ``ip6tables-save`` file, ``--ipv6``) pass it instead of guessing."""
+    for raw in text.splitlines():
+        if raw.startswith("#"):
+            if "ip6tables-save" in raw or "ip6tables-restore" in raw:
+                return Family.IPV6
+            continue
+        toks = raw.split()
         for flag, value in itertools.pairwise(toks):
-            if flag in ("-s", "-d", "--source", "--destination") and ":" in value:
+            if flag in ("-s", "-d", "--source", "--destination", "--src", "--dst") and ":" in value:
                 return Family.IPV6
     return Family.IPV4
 

@@ -262,6 +262,14 @@ def is_extension_target(name: str) -> bool:
     return name in TARGET_OPTIONS or name in OTHER_EXTENSIONS
 
 
+def _nat_address_family(text: str, family: Family) -> None:
+    """``--to-destination``/``--to-source`` take an address of the ruleset's family ("Bad IP address")."""
+    host = text.partition("-")[0]
+    bad = host.count(":") > 1 if family is Family.IPV4 else not (host.startswith("[") or host.count(":") > 1)
+    if bad:
+        raise RulesetError(f'Bad IP address "{host}" (not IPv{family.value})')
+
+
 def normalize_target(name: str, options: Sequence[Option], family: Family, goto: bool = False) -> Target:
     """Build a Target in canonical form. Raises RulesetError for options the target does not take."""
     known = TARGET_OPTIONS.get(name)
@@ -284,6 +292,8 @@ def normalize_target(name: str, options: Sequence[Option], family: Family, goto:
         canon = _ports_target(o, ("--random", "--random-fully"))
     elif name in ("DNAT", "SNAT"):
         key = "--to-destination" if name == "DNAT" else "--to-source"
+        if key in o:
+            _nat_address_family(o[key][0], family)
         canon = tuple(Option(k, o[k]) for k in (key, "--random", "--random-fully", "--persistent") if k in o)
     elif name == "REJECT":
         canon = _reject(o, family)

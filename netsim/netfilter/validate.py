@@ -1,15 +1,28 @@
 """Load-time checks the kernel and iptables make, so a ruleset netsim accepts is one the kernel accepts.
 
-Matches and targets declare the hooks (and tables) they may run in; the kernel checks a rule against
-every hook its chain is reachable from, at the moment a rule is added or a jump makes a chain
-reachable from a new hook (``xt_check_match``/``xt_check_target``; spec/netfilter.md §3 "Validation at
-load"). Verified with iptables-restore 1.8.9 (nf_tables) here: owner only in OUTPUT/POSTROUTING, socket
-only in PREROUTING/INPUT, REDIRECT/DNAT only in nat PREROUTING/OUTPUT, SNAT in nat POSTROUTING/INPUT,
-MASQUERADE in nat POSTROUTING, TPROXY in mangle PREROUTING, REJECT in filter INPUT/FORWARD/OUTPUT,
-CT only in raw, no DROP anywhere in nat, no ``-i`` in OUTPUT/POSTROUTING and no ``-o`` in
-PREROUTING/INPUT (those two only for the built-in chains themselves, as iptables checks them).
+``iptables-restore`` (1.8.9, nf_tables backend, Linux 6.18; every rule below verified in a throw-away
+namespace) refuses a file in three phases, and which line it names depends on the phase:
 
-Never evaluates packets, never does IO.
+1. **While reading a line** (userspace): syntax, unknown options, bad values, and two header checks made
+   by iptables itself: no ``-i`` in OUTPUT/POSTROUTING and no ``-o`` in PREROUTING/INPUT (built-in
+   chains only), no DROP anywhere in nat (:func:`check_userspace`). The line is the one being read.
+2. **At COMMIT, command by command** (userspace, ``nft_prepare``): ``-A``/``-I`` into a chain that does not
+   exist yet names that rule's line; a jump or goto to a chain that does not exist *at that point of the
+   file* is "Chain 'X' does not exist" named at the COMMIT line; ``-N`` of an existing chain; an ``-I``
+   position past the end (``parse.py`` does these, they need the command order).
+3. **In the kernel's batch** for that table: after every rule the kernel re-validates the table when it
+   has to, so the line named is the first rule after which the table is invalid: a target in the wrong
+   table, a match or target whose hooks exclude a hook its chain is reachable from (``xt_check_*``,
+   ``nft_*_validate``: owner only in OUTPUT/POSTROUTING, socket only in PREROUTING/INPUT, REDIRECT/DNAT
+   only in nat PREROUTING/OUTPUT, SNAT in nat POSTROUTING/INPUT, MASQUERADE in nat POSTROUTING, TPROXY
+   in mangle PREROUTING, REJECT in filter, CT in raw), ``-m sctp``/``-m dccp`` without that ``-p``, a jump
+   to a built-in chain (ENOENT), and a chain reached through :data:`MAX_JUMP_LEVEL` jumps from a base
+   chain (``nft_chain_validate``: ``NFT_JUMP_STACK_SIZE``, "Too many links"). A jump loop reachable
+   from a base chain is that last case (its path never ends); a loop among chains no base chain
+   reaches loads. ``--test`` skips this phase for loops and depth (validation runs at commit only).
+
+So after loading, no path from a base chain enters a chain twice and none is deeper than 15 user chains:
+the engine's walk ends. Never evaluates packets, never does IO.
 """
 
 from __future__ import annotations
@@ -20,11 +33,17 @@ from netsim.errors import RulesetError
 from netsim.netfilter.model import BUILTIN_CHAINS, Rule
 
 _ALL_HOOKS = frozenset({"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"})
+# nf_tables' NFT_JUMP_STACK_SIZE: a base chain is level 0, each jump or goto adds one, and entering a
+# chain at this level fails with EMLINK ("Too many links"), so at most 15 user chains nest.
+MAX_JUMP_LEVEL = 16
 
 MATCH_HOOKS: dict[str, frozenset[str]] = {
     "owner": frozenset({"OUTPUT", "POSTROUTING"}),
     "socket": frozenset({"PREROUTING", "INPUT"}),
 }
+# Matches the kernel loads only for their own protocol, not inverted (``.proto`` of xt_sctp, xt_dccp,
+# xt_icmp…); tcp/udp only when left to the xt match (no options: with options iptables-nft checks -p).
+MATCH_PROTO = {"sctp": "sctp", "dccp": "dccp", "icmp": "icmp", "icmp6": "ipv6-icmp", "tcp": "tcp", "udp": "udp"}
 # target -> (the only table it loads in, or None for any; the hooks it may run in)
 TARGET_PLACES: dict[str, tuple[str | None, frozenset[str]]] = {
     "REDIRECT": ("nat", frozenset({"PREROUTING", "OUTPUT"})),
@@ -42,21 +61,37 @@ def _hooks_text(hooks: frozenset[str] | set[str]) -> str:
     return "/".join(h for h in ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING") if h in hooks)
 
 
-def check_rule(table: str, chain: str, rule: Rule, hooks: frozenset[str] | set[str]) -> None:
-    """Raise RulesetError if ``rule`` in ``table``/``chain``, reachable from ``hooks``, would be refused."""
+def check_userspace(table: str, chain: str, rule: Rule) -> None:
+    """The checks iptables makes while it reads the rule (phase 1)."""
     builtin = chain in BUILTIN_CHAINS.get(table, ())
     if builtin and rule.in_iface is not None and chain in ("OUTPUT", "POSTROUTING"):
         raise RulesetError(f"Can't use -i with {chain}")
     if builtin and rule.out_iface is not None and chain in ("PREROUTING", "INPUT"):
         raise RulesetError(f"Can't use -o with {chain}")
-    target = rule.target
-    if table == "nat" and target is not None and target.name == "DROP":
+    if table == "nat" and rule.target is not None and rule.target.name == "DROP":
         raise RulesetError('the "nat" table is not intended for filtering, the use of DROP is therefore inhibited')
+
+
+def check_rule(table: str, chain: str, rule: Rule, hooks: frozenset[str] | set[str]) -> None:
+    """Raise RulesetError if the kernel refuses ``rule`` in ``table``/``chain`` reachable from ``hooks``
+    (phase 3; ``hooks`` empty checks what the kernel checks when the rule is added to a user chain)."""
+    for net, neg in ((rule.src, rule.src_neg), (rule.dst, rule.dst_neg)):
+        if neg and net is not None and net.prefixlen == 0:
+            raise RulesetError("a negated /0 address matches nothing (the kernel refuses the rule: Invalid argument)")
+    target = rule.target
+    if target is not None and target.name in BUILTIN_CHAINS.get(table, ()):
+        raise RulesetError(f"cannot jump to built-in chain {target.name} (the kernel refuses: No such file or "
+                           f"directory)")
     for match in rule.matches:
         allowed = MATCH_HOOKS.get(match.module)
         if allowed is not None and not hooks <= allowed:
             raise RulesetError(f"-m {match.module} is valid only in {_hooks_text(allowed)}, but chain {chain} is "
                                f"reached from {_hooks_text(hooks - allowed)} (the kernel refuses the rule)")
+        proto = MATCH_PROTO.get(match.module)
+        if match.module in ("tcp", "udp") and match.options:
+            proto = None
+        if proto is not None and (rule.proto != proto or rule.proto_neg):
+            raise RulesetError(f"-m {match.module} needs -p {proto} (the kernel refuses the rule: Invalid argument)")
     place = TARGET_PLACES.get(target.name) if target is not None else None
     if place is not None and target is not None:
         only_table, allowed = place
@@ -68,30 +103,94 @@ def check_rule(table: str, chain: str, rule: Rule, hooks: frozenset[str] | set[s
                                f"reached from {_hooks_text(hooks - allowed)} (the kernel refuses the rule)")
 
 
-def reach(table: str, rules: Mapping[str, Sequence[Rule]], start: str, hooks: frozenset[str],
-          known: dict[str, frozenset[str]]) -> None:
-    """Record that user chain ``start`` is reachable from ``hooks`` and check every rule that newly becomes
-    reachable from a hook, following jumps and gotos. ``known`` maps user chain → hooks and is updated."""
-    todo = [(start, hooks)]
-    while todo:
-        name, new = todo.pop()
-        if name not in rules or name in BUILTIN_CHAINS.get(table, ()):
+def reachable_hooks(table: str, rules: Mapping[str, Sequence[Rule]]) -> dict[str, frozenset[str]]:
+    """Each chain → the hooks it is reachable from (a built-in chain is its own hook)."""
+    out: dict[str, set[str]] = {}
+    for base in BUILTIN_CHAINS.get(table, ()):
+        if base not in rules:
             continue
-        old = known.get(name, frozenset())
-        added = new - old
-        if not added:
-            continue
-        known[name] = old | added
+        todo = [base]
+        while todo:
+            name = todo.pop()
+            seen = out.setdefault(name, set())
+            if base in seen:
+                continue
+            seen.add(base)
+            for rule in rules[name]:
+                t = rule.target
+                if t is not None and t.name in rules and t.name not in BUILTIN_CHAINS[table]:
+                    todo.append(t.name)
+    return {name: frozenset(hooks) for name, hooks in out.items()}
+
+
+def _too_deep(table: str, rules: Mapping[str, Sequence[Rule]]) -> str | None:
+    """The path of jumps on which a chain is entered at MAX_JUMP_LEVEL (a loop or a deep nest), or None."""
+    longest: dict[str, int] = {}  # user chain → most jumps below it (capped at MAX_JUMP_LEVEL)
+    below: dict[str, str] = {}  # the chain on that longest path
+    on_path: set[str] = set()
+    builtin = BUILTIN_CHAINS.get(table, ())
+
+    def depth(name: str) -> int:
+        if name in longest:
+            return longest[name]
+        if name in on_path:
+            return MAX_JUMP_LEVEL  # a loop: the path never ends
+        on_path.add(name)
+        best = 0
         for rule in rules[name]:
-            check_rule(table, name, rule, added)
-            if rule.target is not None and rule.target.name in rules:
-                todo.append((rule.target.name, added))
+            t = rule.target
+            if t is not None and t.name in rules and t.name not in builtin:
+                d = min(1 + depth(t.name), MAX_JUMP_LEVEL)
+                if d > best:
+                    best, below[name] = d, t.name
+            if best >= MAX_JUMP_LEVEL:
+                break
+        on_path.discard(name)
+        longest[name] = best
+        return best
+
+    for base in builtin:
+        if base in rules and depth(base) >= MAX_JUMP_LEVEL:
+            path = [base]
+            while len(path) <= MAX_JUMP_LEVEL and path[-1] in below:
+                path.append(below[path[-1]])
+            loop = len(set(path)) < len(path)
+            shown = " → ".join(path[: path.index(path[-1]) + 1] if loop else path)
+            if loop:
+                return (f"jump loop: {shown} enters chain {path[-1]} again (the kernel refuses: Too many links)")
+            return (f"jumps nest deeper than the kernel allows ({MAX_JUMP_LEVEL} levels: {shown}; the kernel "
+                    f"refuses: Too many links)")
+    return None
 
 
-def hooks_of(table: str, chain: str, known: Mapping[str, frozenset[str]]) -> frozenset[str]:
-    if chain in BUILTIN_CHAINS.get(table, ()):
-        return frozenset({chain})
-    return known.get(chain, frozenset())
+def table_problem(table: str, rules: Mapping[str, Sequence[Rule]]) -> str | None:
+    """Why the kernel refuses this table as it stands (phase 3, whole table), or None if it loads."""
+    try:
+        for name, hooks in reachable_hooks(table, rules).items():
+            for rule in rules[name]:
+                check_rule(table, name, rule, hooks)
+    except RulesetError as e:
+        return e.message
+    return _too_deep(table, rules)
 
 
-__all__ = ["MATCH_HOOKS", "TARGET_PLACES", "check_rule", "hooks_of", "reach"]
+def rule_problem(table: str, chain: str, rule: Rule) -> str | None:
+    """Why the kernel refuses ``rule`` as it adds it to ``chain`` (its own hook for a built-in chain)."""
+    hooks = frozenset({chain}) if chain in BUILTIN_CHAINS.get(table, ()) else frozenset()
+    try:
+        check_rule(table, chain, rule, hooks)
+    except RulesetError as e:
+        return e.message
+    return None
+
+
+__all__ = [
+    "MATCH_HOOKS",
+    "MAX_JUMP_LEVEL",
+    "TARGET_PLACES",
+    "check_rule",
+    "check_userspace",
+    "reachable_hooks",
+    "rule_problem",
+    "table_problem",
+]

@@ -41,7 +41,7 @@ def test_golden_parses_and_renders_back(name: str) -> None:
 
 def test_payload_family_and_probes() -> None:
     text = "iptables-save\nip6tables-save\n* nat\n-N ISTIO_X\n-A ISTIO_X -d ::1/128 -j RETURN\nCOMMIT\n"
-    with pytest.raises(RulesetError, match=r"line 5: .*not an IPv4 address"):
+    with pytest.raises(RulesetError, match=r"line 5: invalid mask `128. specified .an IPv6 address in an IPv4 ruleset"):
         parse_dry_run(text)
     v4, v6 = parse_dry_run("iptables-save\nip6tables-save\n* nat\n-A OUTPUT -j RETURN\nCOMMIT\n"
                            "* nat\n-A OUTPUT -d ::1/128 -j RETURN\nCOMMIT\niptables-save\nip6tables-save\n")
