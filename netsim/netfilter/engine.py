@@ -58,6 +58,7 @@ from netsim.netfilter.packet import (
 )
 from netsim.netfilter.render import format_network, match_tokens, render_rule
 from netsim.netfilter.trace import Branch, Endpoint, Kind, Outcome, Step, Trace
+from netsim.netfilter.validate import MAX_JUMP_LEVEL
 
 # §1.1: tables per hook in priority order (lower priority value first).
 HOOK_TABLES: dict[str, tuple[str, ...]] = {
@@ -77,6 +78,9 @@ INDEX_MIN_RULES = 16
 # Bound on the statistic branches :func:`trace_branches` explores (2^6 paths); kube-proxy chains
 # meet one statistic rule per endpoint, so a probe rarely meets more than a few.
 MAX_BRANCH_TRACES = 64
+# The walk of one table follows jumps and gotos at most MAX_JUMP_LEVEL deep (validate.MAX_JUMP_LEVEL, the
+# kernel's NFT_JUMP_STACK_SIZE). parse.py refuses a ruleset with a deeper path or a jump loop, as the kernel
+# does, so this only guards against a Ruleset built by hand: an error instead of a walk that never ends.
 
 _TCP_FLAG_NAMES = ("FIN", "SYN", "RST", "PSH", "ACK", "URG")
 
@@ -453,7 +457,7 @@ def _header_checks(rule: Rule, family: Family) -> list[_Check]:
 
 
 def _range_check(attr: str, text: str, neg: bool, label: str) -> _Check:
-    lo, hi = port_range(text)
+    lo, hi = port_range(text, ordered=False)
     if attr == "sport":
         return _Check(lambda st: (lo <= st.sport <= hi) != neg, label, "sport")
     return _Check(lambda st: (lo <= st.dport <= hi) != neg, label, "dport")
@@ -584,7 +588,7 @@ def _m_conntrack(match: Match, ctx: _Ctx) -> list[_Check]:
             out.append(_Check(lambda st, v=value, m=mask, i=idx, n=neg: ((st.orig[i] & m) == v) != n, label,
                               "orig"))
         elif opt.name in ("--ctorigsrcport", "--ctorigdstport"):
-            lo, hi = port_range(opt.args[0])
+            lo, hi = port_range(opt.args[0], ordered=False)
             idx = 2 if opt.name == "--ctorigsrcport" else 3
             out.append(_Check(lambda st, a=lo, b=hi, i=idx, n=neg: (a <= st.orig[i] <= b) != n, label, "orig"))
         elif opt.name == "--ctdir":
@@ -948,7 +952,8 @@ def _run_table(st: _State, table: str, hook: str, base: _CChain, chains: Mapping
     entry_mark = st.mark
     first = True
     steps.append(Step(pass_no, hook, table, hook, _TABLE, 0, "", False, "", "", None, "", 0, st.snapshot()))
-    stack: list[tuple[_CChain, int]] = []
+    stack: list[tuple[_CChain, int, int]] = []
+    level = 0  # jumps and gotos between the base chain and the current chain
     chain = base
     cands = chain.candidates(st.dst)
     ci = 0
@@ -1004,7 +1009,12 @@ def _run_table(st: _State, table: str, hook: str, base: _CChain, chains: Mapping
                 continue
             if verdict in (JUMP, GOTO):
                 if verdict == JUMP:
-                    stack.append((chain, ri + 1))
+                    stack.append((chain, ri + 1, level))
+                level += 1
+                if level >= MAX_JUMP_LEVEL:
+                    raise RulesetError(f"{table} {chain.name} rule {r.position}: chain {r.target} entered at jump "
+                                       f"level {level}; the kernel refuses such a ruleset at load (a jump loop or "
+                                       f"chains nested too deep), so this one was not loaded through the parser")
                 chain = chains[r.target]
                 cands = chain.candidates(st.dst)
                 ci = 0
@@ -1024,7 +1034,7 @@ def _run_table(st: _State, table: str, hook: str, base: _CChain, chains: Mapping
         if stack:
             # RETURN or falling off pops the jump stack; a chain entered by -g pushed nothing, so
             # this resumes in the chain that called the goto-ing chain (§1.8).
-            chain, resume = stack.pop()
+            chain, resume, level = stack.pop()
             cands = chain.candidates(st.dst)
             ci = bisect.bisect_left(cands, resume)
             last = resume - 1

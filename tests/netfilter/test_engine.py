@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from ipaddress import ip_address
 
 import pytest
@@ -437,3 +438,25 @@ def test_family_mismatch_is_an_error() -> None:
     rs = parse_ruleset("*nat\n-A OUTPUT -j ACCEPT\nCOMMIT\n")
     with pytest.raises(RulesetError):
         trace(rs, Packet(family=Family.IPV6, src=ip_address("::1"), dst=ip_address("::1")), NS)
+
+
+@pytest.mark.parametrize("goto", [False, True])
+def test_a_jump_loop_built_by_hand_is_an_error_not_a_hang(goto: bool) -> None:
+    """parse.py refuses jump loops as the kernel does; a Ruleset built by hand still cannot hang the walk."""
+    loop = Chain("LOOP", None, (Rule(target=Target("LOOP", goto=goto)),))
+    rs = Ruleset(Family.IPV4, (Table("filter", (Chain("OUTPUT", "ACCEPT", (Rule(target=Target("LOOP")),)),
+                                                 loop)),))
+    with pytest.raises(RulesetError, match="chain LOOP entered at jump level 16"):
+        trace(rs, out(), NS)
+
+
+def test_fifteen_nested_chains_are_walked() -> None:
+    names = [f"C{i}" for i in range(1, 16)]
+    text = "\n".join(["*filter", *[f":{c} - [0:0]" for c in names], "-A OUTPUT -j C1",
+                      *[f"-A {a} -j {b}" for a, b in itertools.pairwise(names)], "-A C15 -j DROP", "COMMIT", ""])
+    assert trace(parse_ruleset(text), out(), NS).outcome is Outcome.DROPPED
+
+
+def test_udp_range_written_backwards_loads_and_matches_nothing() -> None:
+    rs = parse_ruleset("*filter\n-A OUTPUT -p udp --dport 90:70 -j DROP\nCOMMIT\n")
+    assert trace(rs, out(dport=80, proto=Proto.UDP), NS).outcome is not Outcome.DROPPED
