@@ -20,7 +20,8 @@ def split_families(text: str) -> list[tuple[Family, str]]:
 
     parts: list[list[str]] = [[]]
     seen: set[str] = set()
-    for line in text.splitlines():
+    # split at "\n" only and join back with it: a "\r" stays part of its line, as iptables-restore reads it
+    for line in text.split("\n"):
         s = line.strip()
         starts_v6 = s.startswith("#") and ("IPv6" in s or "ip6tables-save" in s) and any(
             ln.strip().startswith("*") for ln in parts[-1])
@@ -46,13 +47,17 @@ def split_families(text: str) -> list[tuple[Family, str]]:
     return out
 
 
-def parse_dump(text: str) -> dict[Family, Ruleset]:
-    """The rulesets of one dump, by family. Raises RulesetError (no tables, or a bad line)."""
+def parse_dump(text: str, family: Family | None = None) -> dict[Family, Ruleset]:
+    """The rulesets of one dump, by family. A dump of one family is read as ``family`` when the caller
+    knows it (an ``ip6tables-save`` file may hold no address to tell). Raises RulesetError (no tables, or
+    a bad line)."""
     from netsim.netfilter.parse import parse_ruleset
 
     parts = split_families(text)
     if not parts:
         raise RulesetError("no tables found (expected iptables-save output)")
+    if family is not None and len(parts) == 1:
+        parts = [(family, parts[0][1])]
     return {fam: parse_ruleset(body, fam) for fam, body in parts}
 
 
