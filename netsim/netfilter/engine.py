@@ -167,7 +167,7 @@ class _State:
         self.src_bind: tuple[int, int] | None
         self.dst_bind = self.src_bind = None
         if ct.dnat_to is None and ct.snat_to is None and not ct.reply:
-            self.nat_dst_done = self.nat_src_done = ct.state is not _NEW
+            self.nat_dst_done = self.nat_src_done = ct.exists
             self.bound = self.reply = False
         else:
             self.nat_dst_done = self.nat_src_done = True

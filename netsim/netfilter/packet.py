@@ -98,7 +98,11 @@ class Conntrack:
       ``orig_dst`` again at INPUT/POSTROUTING (de-DNAT), the destination ``orig_src`` at
       PREROUTING/OUTPUT (de-SNAT). Reply packets are never NEW.
 
-    ``zone`` is the zone the entry lives in: a packet that looks in another zone does not find it and
+    ``confirmed``: an entry exists for this NEW packet's connection (an earlier packet confirmed it, no
+    reply has been seen yet), so nat is not consulted even without a binding (the first packet got a
+    null binding, ``nf_nat_alloc_null_binding``) while ``--ctstate NEW`` still matches: verified in a
+    namespace, three datagrams of one UDP flow and a SYN with its retransmissions all counted under NEW,
+    the nat rule once. ``zone`` is the zone the entry lives in: a packet that looks in another zone does not find it and
     starts a NEW connection there (§1.9). ``mark`` is the connmark. ``dnat``/``snat`` set the
     ``--ctstate DNAT/SNAT`` virtual states without a binding to apply. Raises ValueError for an entry
     the kernel cannot have."""
@@ -113,11 +117,14 @@ class Conntrack:
     snat_to: Binding | None = None
     orig_src: Binding | None = None
     orig_dst: Binding | None = None
+    confirmed: bool = False
 
     def __post_init__(self) -> None:
         bound = self.dnat_to is not None or self.snat_to is not None
         if bound and self.state in (CtState.UNTRACKED, CtState.INVALID):
             raise ValueError(f"an {self.state.value} packet has no conntrack entry, so no NAT binding")
+        if self.confirmed and self.state is not CtState.NEW:
+            raise ValueError("confirmed marks a NEW packet of an existing entry; other states imply one")
         if self.reply and self.state in (CtState.NEW, CtState.UNTRACKED):
             raise ValueError(f"a reply-direction packet is never {self.state.value} (ESTABLISHED or RELATED)")
         if self.reply and self.dnat_to is not None and self.orig_dst is None:
@@ -133,7 +140,7 @@ class Conntrack:
     def exists(self) -> bool:
         """The packet belongs to an existing entry: nat has already decided for its connection."""
         if self.state is CtState.NEW:
-            return self.dnat_to is not None or self.snat_to is not None
+            return self.confirmed or self.dnat_to is not None or self.snat_to is not None
         return self.state is CtState.ESTABLISHED or self.state is CtState.RELATED
 
 

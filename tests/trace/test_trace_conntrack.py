@@ -170,13 +170,59 @@ def test_entry_after_and_later_packet_reuse_the_first_decision() -> None:
     rules changed (here: no nat rule at all any more)."""
     first = app(53, Proto.UDP)
     entry = entry_after(trace(RS, first, NS))
-    assert entry is not None and entry.dnat_to == (LOOP, 15053) and entry.state is CtState.ESTABLISHED
+    assert entry is not None and entry.dnat_to == (LOOP, 15053) and entry.state is CtState.NEW and entry.confirmed
     no_nat = parse_ruleset("*nat\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n")
     t = trace(no_nat, later_packet(first, entry), NS)
     assert t.dst.port == 15053 and len(ct_steps(t)) == 1
     assert entry_after(trace(RS, app(ct=Conntrack(state=CtState.UNTRACKED)), NS)) is None
     with pytest.raises(ValueError):
         entry_after(t)
+
+
+COUNT_STATES = """*filter
+:OUTPUT ACCEPT [0:0]
+-A OUTPUT -m conntrack --ctstate ESTABLISHED -j DROP
+-A OUTPUT -m state --state NEW -j ACCEPT
+COMMIT
+"""
+
+
+@pytest.mark.parametrize("proto", [Proto.UDP, Proto.TCP])
+def test_a_later_packet_before_any_reply_is_new_and_skips_nat(proto: Proto) -> None:
+    """Kernel (checked in a namespace: three datagrams of one UDP flow, a SYN and its retransmissions, all
+    counted under --ctstate NEW and --state NEW, the nat rule once): until a reply is seen, a connection's
+    packets are NEW, though nat decided for the first only. netsim labelled them ESTABLISHED."""
+    first = app(53, proto)
+    rs = parse_ruleset(REDIRECT.replace("-A OUTPUT -d 127.0.0.1/32 -p tcp -m tcp --dport 15001 -j ACCEPT\n", "")
+                       .replace("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n",
+                                COUNT_STATES))
+    entry = entry_after(trace(rs, first, NS), replied=False)
+    assert entry is not None and entry.state is CtState.NEW
+    second = later_packet(first, entry)
+    assert second.tcp_flags == first.tcp_flags  # TCP: the SYN again (no SYN-ACK seen)
+    t = trace(rs, second, NS)
+    assert t.ctstate == "NEW" and t.outcome is not Outcome.DROPPED
+    assert [s for s in t.steps if s.kind is Kind.RULE and s.matched and "--state NEW" in s.text]
+    assert not [s for s in nat_steps(t) if s.kind is Kind.RULE]
+
+
+def test_a_later_datagram_without_a_binding_keeps_its_null_binding() -> None:
+    """The first datagram met no nat rule (null binding); rules added since do not redirect the second."""
+    first = app(5353, Proto.UDP)
+    no_nat = parse_ruleset("*nat\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n")
+    entry = entry_after(trace(no_nat, first, NS))
+    assert entry is not None and entry.dnat_to is None and entry.state is CtState.NEW
+    redirect_all = parse_ruleset("*nat\n-A OUTPUT -p udp -j REDIRECT --to-ports 15053\nCOMMIT\n")
+    t = trace(redirect_all, later_packet(first, entry), NS)
+    assert t.dst.port == 5353 and t.ctstate == "NEW"
+
+
+def test_the_reply_makes_the_entry_established() -> None:
+    first = app(53, Proto.UDP)
+    entry = entry_after(trace(RS, first, NS))
+    assert entry is not None
+    t = trace(RS, reply_packet(first, entry, NS, Socket(uid=1337, gid=1337)), NS)
+    assert t.ctstate == "ESTABLISHED" and t.packet.ct.reply
 
 
 def test_json_and_text_show_the_conntrack_step() -> None:
