@@ -105,6 +105,7 @@ class _State:
         "decider",
         "dnat",
         "dport",
+        "drop_reason",
         "dst",
         "dst_bind",
         "explain",
@@ -186,6 +187,7 @@ class _State:
         self.choices = list(choices)
         self.explain = explain
         self.decider: Step | None = None
+        self.drop_reason: str | None = None  # a drop no rule decided (the re-routing after nat)
 
     def _bind(self, ct: Conntrack) -> None:
         def ep(b: tuple[Address, int] | None) -> tuple[int, int] | None:
@@ -1103,9 +1105,12 @@ def _hook(crs: CompiledRuleset, st: _State, hook: str) -> str:
                 st.nat_src_done = True
         elif st.bound and dst_manip and table in _AFTER_NAT_DST:
             _apply_binding(st, hook, dst_manip)  # no nat chain here: the manip still runs at NAT_DST
+        dst_before = st.dst
         verdict = _run_table(st, table, hook, base, chains)
         if verdict != ACCEPT:
             return verdict
+        if table == "nat" and hook == "OUTPUT" and st.dst != dst_before and _loopback_source_leaves(st):
+            return DROP
     if pending_ct:
         _conntrack_in(st, hook)
     if st.bound and hook != "FORWARD":
@@ -1175,6 +1180,22 @@ def _conntrack_in(st: _State, hook: str) -> None:
         return
     if st.explain:
         _note(st, hook, f"conntrack: {st.ctstate} in zone {st.zone}")
+
+
+def _loopback_source_leaves(st: _State) -> bool:
+    """ip_route_me_harder after nat OUTPUT changed the destination: an IPv4 loopback source may not leave
+    through a device that is not lo unless route_localnet is on (Netns.route_localnet). Records why."""
+    if st.v6 or st.netns.route_localnet or (st.src >> 24) != 127:
+        return False
+    dev = _route_out(st, st.dst, st.mark)
+    if dev == "lo":
+        return False
+    st.drop_reason = (f"dropped at re-routing after nat OUTPUT: source {st.ip(st.src)} is a loopback address and "
+                      f"{st.ip(st.dst)} is routed via {dev}, which a loopback source may not leave "
+                      f"(route_localnet is off)")
+    _note(st, "OUTPUT", st.drop_reason)
+    st.decider = None
+    return True
 
 
 def _route_out(st: _State, dst: int, mark: int) -> str:
@@ -1281,6 +1302,8 @@ def _deliver(st: _State) -> _End:
 
 
 def _stopped(st: _State, verdict: str) -> _End:
+    if st.drop_reason is not None:
+        return _End(Outcome.DROPPED, st.drop_reason)
     last = next((s for s in reversed(st.steps) if s.kind in (Kind.RULE, Kind.POLICY) and s.matched), None)
     if verdict == QUEUE:
         return _End(Outcome.QUEUED, "queued to userspace")

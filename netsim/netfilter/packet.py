@@ -211,7 +211,11 @@ class Netns:
     ``listeners`` None means unknown: TPROXY and ``-m socket`` are then reported as uncertain
     (assuming a transparent listener exists). ``default_iface`` is where non-local destinations are
     routed. ``ip_forward`` off (a pod's default) drops arriving packets for non-local addresses at
-    routing, before FORWARD."""
+    routing, before FORWARD. ``route_localnet`` off (a pod's default: ``net.ipv4.conf.*.route_localnet``
+    is 0) drops a locally generated IPv4 packet with a loopback source that nat OUTPUT sends to a
+    non-local address, at the re-routing right after nat (``ip_route_me_harder``; verified in a
+    namespace: the DNAT rule counts it, filter OUTPUT never sees it; with route_localnet=1 on the device
+    it goes on through filter and POSTROUTING and out)."""
 
     interfaces: tuple[Interface, ...] = ()
     default_iface: str = "eth0"
@@ -221,6 +225,7 @@ class Netns:
     # Every port not in ``listeners`` has an ordinary (non-transparent) listener: the app's ports
     # when netsim cannot know them (a manifest lists containerPorts, not what the app binds).
     other_ports_listen: bool = False
+    route_localnet: bool = False
 
     @classmethod
     def pod(

@@ -485,3 +485,30 @@ def test_ipv6_binding_and_reply() -> None:
     assert t.dst.port == 15001 and "[fd00::5]:80 → [::1]:15001" in ct_steps(t)[0].text
     t = trace(rs, reply_packet(first, entry, ns, Socket(uid=1337, gid=1337)), ns)
     assert (str(t.src.addr), t.src.port) == ("fd00::5", 80) and t.outcome is Outcome.DELIVERED
+
+
+@pytest.mark.root
+def test_the_kernel_counts_unreplied_packets_as_new(netns: str) -> None:
+    """Three datagrams of one UDP flow with no reply: all NEW to --ctstate and --state, nat consulted once;
+    netsim's second datagram agrees."""
+    rules = ("*nat\n-A OUTPUT -p udp -m udp --dport 9999\nCOMMIT\n*filter\n"
+             "-A OUTPUT -p udp -m udp --dport 9999 -m conntrack --ctstate NEW\n"
+             "-A OUTPUT -p udp -m udp --dport 9999 -m state --state NEW\n"
+             "-A OUTPUT -p udp -m udp --dport 9999 -m conntrack --ctstate ESTABLISHED\nCOMMIT\n")
+    subprocess.run(["ip", "netns", "exec", netns, "iptables-restore"], input=rules, text=True, check=True)
+    subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c",
+                    "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                    "s.bind(('127.0.0.1', 40001))\nfor _ in range(3): s.sendto(b'x', ('127.0.0.9', 9999))\n"],
+                   check=True)
+    save = subprocess.run(["ip", "netns", "exec", netns, "iptables-save", "-c"], capture_output=True, text=True,
+                          check=True).stdout
+    counts = [int(ln[1:].split(":")[0]) for ln in save.splitlines() if ln.startswith("[") and "9999" in ln]
+    ct_new, state_new, ct_est, nat = counts  # iptables-save prints filter before nat
+    assert (nat, ct_new, state_new, ct_est) == (1, 3, 3, 0)
+    rs = parse_ruleset(rules)
+    ns = Netns.pod("10.244.0.5/24", listeners=None)
+    first = Packet(src=ip_address("127.0.0.1"), dst=ip_address("127.0.0.9"), sport=40001, dport=9999,
+                   proto=Proto.UDP, socket=Socket(uid=0, gid=0))
+    entry = entry_after(trace(rs, first, ns))
+    assert entry is not None
+    assert trace(rs, later_packet(first, entry), ns).ctstate == "NEW"
