@@ -109,6 +109,8 @@ def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str 
                                                "--src/--from/--dst (the entry's bindings undone).")
 @click.option("--follow-up", is_flag=True, help="Trace the connection's first packet, then a second packet of it "
                                                 "(the reply with --ct-reply) using the entry the first one left.")
+@click.option("--route-localnet", is_flag=True, help="The node sets net.ipv4.conf.*.route_localnet=1: a loopback "
+                                                     "source that nat sends off the host is not dropped.")
 def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tuple[str, ...], proto: str,
               src: tuple[Address, int | None] | None, dst: tuple[Address, int | None] | None,
               from_: tuple[Address, int | None] | None, uid: int | None, gid: int | None, in_iface: str,
@@ -116,7 +118,7 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
               matrix: bool, configs: tuple[str, ...], mesh_config: str | None, send: str | None,
               host: str | None, http_path: str | None, sni: str | None, ct_state: str | None,
               ct_zone: int | None, ct_mark: int | None, ct_dnat: tuple[Address, int | None] | None, ct_reply: bool,
-              follow_up: bool) -> None:
+              follow_up: bool, route_localnet: bool = False) -> None:
     """Where does this packet go, and why? Trace it through the pod's iptables rules and the sidecar.
 
     With --config, a connection the sidecar captures continues through its Envoy listener, filter
@@ -140,7 +142,9 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
         w = Workload.from_pod(pod_file, istio_version=istio_version, pod_ips=pod_ips)
     else:
         w = Workload.from_rules(rules_files, pod_ips=pod_ips, istio_version=istio_version)
-    s = _Session(w, w.netns(listening), [*w.notes, *w.assumptions(listening)])
+    netns = w.netns(listening)
+    s = _Session(w, replace(netns, route_localnet=True) if route_localnet else netns,
+                 [*w.notes, *w.assumptions(listening)])
     if matrix:
         _matrix(s, fmt)
         return

@@ -199,3 +199,14 @@ def test_helpers() -> None:
     assert str(parse_endpoint("[fd00::1]:53")[0]) == "fd00::1" and parse_endpoint("10.0.0.5")[1] is None
     text = (REPO / "rules" / "mtls-503" / "current.iptables-save").read_text()
     assert [f.value for f, _ in split_families(text)] == [4] or len(split_families(text)) >= 1
+
+
+def test_route_localnet_decides_a_loopback_source_sent_off_the_host(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.write_text("*nat\n-A OUTPUT -d 127.0.0.1/32 -p tcp -m tcp --dport 8081 -j DNAT --to-destination "
+                     "10.244.0.1:8081\nCOMMIT\n")
+    args = ("--rules", str(rules), "--src", "127.0.0.1", "--dst", "127.0.0.1:8081", "--format", "json")
+    code, out = run(*args)
+    assert code == 0 and "re-routing" in json.loads(out)["summary"]
+    code, out = run(*args, "--route-localnet")
+    assert code == 0 and "re-routing" not in json.loads(out)["summary"]
