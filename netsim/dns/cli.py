@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -394,6 +395,22 @@ def _print_decision(decision: object, name: str, qtype: str, fmt: str, why: Unre
 # --------------------------------------------------------------------------------------------
 # serve
 
+_MAX_SECONDS = 3600.0  # an hour: any longer timeout or interval is a typo, not a setting
+_MAX_SOCKETS = 65535  # each in-flight exchange or TCP connection may hold a socket
+
+
+class _Finite(click.FloatRange):
+    """A number of seconds: a float in range that is also finite (``nan`` passes FloatRange's comparisons)."""
+
+    name = "number of seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number of seconds.", param, ctx)
+        return rv
+
+
 @dns_group.command("serve")
 @_source_options
 @click.option("--resolv-conf", "resolv_conf", default="/etc/resolv.conf", show_default=True, metavar="FILE",
@@ -406,14 +423,15 @@ def _print_decision(decision: object, name: str, qtype: str, fmt: str, why: Unre
                    "127.0.0.1 and/or ::1 like pilot-agent (default 127.0.0.1:15053).")
 @click.option("--upstream", multiple=True, metavar="ADDR[:PORT]",
               help="Upstream nameserver (default: the resolv.conf nameservers, port 53); repeatable.")
-@click.option("--timeout", type=click.FloatRange(min=0.001), default=5.0, show_default=True,
+@click.option("--timeout", type=_Finite(min=0.001, max=_MAX_SECONDS), default=5.0, show_default=True,
               help="Per-upstream timeout in seconds (DNS_FORWARD_TIMEOUT).")
 @click.option("--forward-parallel", is_flag=True, help="Ask every upstream at once (DNS_FORWARD_PARALLEL).")
-@click.option("--max-inflight", type=click.IntRange(min=1), default=2048, show_default=True,
+@click.option("--max-inflight", type=click.IntRange(min=1, max=_MAX_SOCKETS), default=2048, show_default=True,
               help="Concurrent upstream exchanges; beyond this a query gets SERVFAIL at once.")
-@click.option("--max-tcp", type=click.IntRange(min=1), default=512, show_default=True,
-              help="Concurrent TCP connections; beyond this a new connection is closed.")
-@click.option("--reload-interval", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--max-tcp", type=click.IntRange(min=1, max=_MAX_SOCKETS), default=512, show_default=True,
+              help="Concurrent TCP connections; when all are taken, a new connection takes the slot of the one "
+                   "that has waited longest for its next query.")
+@click.option("--reload-interval", type=_Finite(min=0, max=_MAX_SECONDS), default=1.0, show_default=True,
               help="Seconds between checks of the config files for changes (0: only on SIGHUP).")
 @click.option("--answer-cache/--no-answer-cache", default=True, show_default=True,
               help="Memoise local answers that involve no shuffle (per table; cleared on reload).")

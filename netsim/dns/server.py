@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 import socket
 import struct
@@ -27,7 +28,6 @@ from typing import Any, cast
 from netsim.dns.resolve import (
     RNG,
     UDP_READ_SIZE,
-    Drop,
     Forward,
     Lookup,
     Outcome,
@@ -45,15 +45,36 @@ from netsim.errors import NetsimError
 # Limits, with their precedent
 DEFAULT_TIMEOUT = 5.0  # DNS_FORWARD_TIMEOUT default (spec 2)
 DEFAULT_MAX_INFLIGHT = 2048  # concurrent upstream exchanges; pilot-agent has no bound (one goroutine each)
-DEFAULT_MAX_TCP = 512  # concurrent TCP connections; beyond this a new connection is closed at once
-TCP_FIRST_READ = 2.0  # miekg: read timeout for the first query on a connection
-TCP_IDLE = 8.0  # miekg: idle timeout between queries on a connection
-TCP_MAX_QUERIES = 128  # miekg: queries per connection, then the server closes it
+DEFAULT_MAX_TCP = 512  # concurrent TCP connections (miekg has no bound; dnsmasq 20, unbound 10 per thread)
+# Per-query read limit: miekg's readTCP sets one read deadline for a whole message (length and body), 2 s
+# (dnsTimeout) for the first query of a connection and 8 s (tcpIdleTimeout) for each later one, counted from
+# the accept or the previous reply. A client sending a byte at a time therefore holds a slot at most that long.
+TCP_FIRST_READ = 2.0
+TCP_IDLE = 8.0
+TCP_MAX_QUERIES = 128  # miekg maxTCPQueries: queries per connection, then the server closes it (dnsmasq: 100)
+# Slots under pressure: unbound's tcp-idle-timeout rule. When fewer than 50 % of the TCP slots are free the
+# wait allowed for the next query is cut to 1 % of itself, below 35 % free to 0.2 %, below 20 % free to 0,
+# never below 200 ms. Slow clients are thus shed before the slots run out.
+TCP_PRESSURE = ((0.20, 0.0), (0.35, 0.002), (0.50, 0.01))  # (free share below, factor), most pressing first
+TCP_PRESSURE_FLOOR = 0.2  # unbound: "a minimum timeout of 200 milliseconds is observed"
+TCP_SWEEP = 0.1  # seconds between checks of the TCP read deadlines
+# A reply the client does not read stays in the transport's buffer; past this much, reading from that client
+# pauses (it cannot pile up work), and its read deadline keeps running.
+TCP_MAX_BUFFERED = 2 * (2 + 65535)
 UPSTREAM_UDP_BUF = 65535
+# pilot-agent (miekg Client.Exchange) opens a new socket per upstream exchange. netsim keeps a few connected
+# UDP sockets per upstream and matches replies by message ID (the query goes out unchanged, its ID included);
+# a query whose ID is already waiting on every pooled socket gets a socket of its own, as pilot-agent's.
+UPSTREAM_UDP_SOCKETS = 8
 EPHEMERAL_BIND_ATTEMPTS = 20
 ANSWER_CACHE_MAX = 100_000  # memoised local answers; cleared when full or when the table changes
+# Reload: a watched file that is empty or smaller than at the last load may be an editor's truncate-then-write
+# caught half-way; it is read again after RELOAD_SETTLE seconds and taken only if it has not changed by then.
+RELOAD_SETTLE = 0.5
+RELOAD_SETTLE_ROUNDS = 10  # a file still changing after this many reads is taken as it is
 
 Loader = Callable[[], Lookup]
+Stamp = tuple[int, int, int]  # (mtime ns, size, inode) of a watched file; (-1, -1, -1) when it cannot be read
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +89,17 @@ class ServerConfig:
     tcp_idle: float = TCP_IDLE
     tcp_max_queries: int = TCP_MAX_QUERIES
     reload_interval: float = 1.0  # how often watched files are checked for changes (0: never)
+    reload_settle: float = RELOAD_SETTLE
     answer_cache: bool = True  # memoise deterministic local UDP answers (Reply.cacheable)
     shuffle_upstreams: bool = True  # 1.25+: sequential mode shuffles the upstream list per query
+
+    def __post_init__(self) -> None:
+        for name in ("timeout", "max_inflight", "max_tcp", "tcp_first_read", "tcp_idle", "tcp_max_queries",
+                     "reload_interval", "reload_settle"):
+            value = getattr(self, name)
+            least = 0 if name == "reload_interval" else 1e-9
+            if not (math.isfinite(value) and value >= least):  # nan fails every comparison
+                raise NetsimError(f"server setting {name}: {value!r} is not a finite positive number")
 
 
 @dataclass(slots=True)
@@ -81,6 +111,7 @@ class Counters:
     malformed: int = 0
     reloads: int = 0
     reload_errors: int = 0
+    tcp_shed: int = 0  # TCP connections closed for a slot: refused when full, evicted, or past a read deadline
 
     def reply(self, outcome: Outcome) -> None:
         """Count a reply the core produced (UDP and TCP count alike)."""
@@ -93,14 +124,15 @@ class Counters:
 
     def line(self) -> str:
         return (f"queries={self.queries} local={self.local} forwarded={self.forwarded} failed={self.failed} "
-                f"malformed={self.malformed} reloads={self.reloads} reload_errors={self.reload_errors}")
+                f"malformed={self.malformed} reloads={self.reloads} reload_errors={self.reload_errors} "
+                f"tcp_shed={self.tcp_shed}")
 
 
 def _stderr(msg: str) -> None:
     print(f"netsim dns: {msg}", file=sys.stderr, flush=True)
 
 
-def _stamp(paths: Sequence[Path]) -> dict[str, tuple[int, int, int]]:
+def _stamp(paths: Sequence[Path]) -> dict[str, Stamp]:
     out = {}
     for p in paths:
         try:
@@ -110,6 +142,17 @@ def _stamp(paths: Sequence[Path]) -> dict[str, tuple[int, int, int]]:
             continue
         out[str(p)] = (st.st_mtime_ns, st.st_size, st.st_ino)
     return out
+
+
+def _write_in_progress(loaded: dict[str, Stamp], now: dict[str, Stamp]) -> str | None:
+    """Why ``now`` looks like a file caught half-written (empty, or smaller than when last loaded), or None."""
+    for path, (_, size, _) in now.items():
+        if size == 0:
+            return f"{path} is empty"
+        before = loaded.get(path, (-1, -1, -1))[1]
+        if 0 <= size < before:
+            return f"{path} shrank from {before} to {size} bytes"
+    return None
 
 
 class _UDP(asyncio.DatagramProtocol):
@@ -146,6 +189,157 @@ class _UDP(asyncio.DatagramProtocol):
         pass
 
 
+class _TCPConn(asyncio.Protocol):
+    """One client TCP connection: length-prefixed queries answered in order, one at a time (spec 9).
+
+    Local answers are written at once, so pipelined queries cost no task; a forwarded query holds the
+    rest back until its reply is written. ``since`` is when the wait for the next whole query began (the
+    accept or the previous reply); the server's sweep closes the connection when that wait runs past its
+    limit (:meth:`DNSServer.tcp_wait_limit`) and nothing is being answered.
+    """
+
+    def __init__(self, server: DNSServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.answered = 0
+        self.since = 0.0
+        self.busy = False  # a forwarded query is out: the read deadline does not run
+        self.reading = True
+        self.write_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.since = asyncio.get_running_loop().time()
+        self.server.tcp_admit(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.tcp_release(self)
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if not self.busy:
+            self._answer_buffered()
+        if len(self.buf) > TCP_MAX_BUFFERED:
+            self._flow()
+
+    def pause_writing(self) -> None:  # the client does not read its replies: stop reading its queries
+        self.write_paused = True
+        self._flow()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._flow()
+
+    def _flow(self) -> None:
+        """Read from the client only while its replies drain and its unanswered queries stay few."""
+        tr = self.transport
+        if tr is None or tr.is_closing():
+            return
+        want = not self.write_paused and len(self.buf) <= TCP_MAX_BUFFERED
+        if want != self.reading:
+            self.reading = want
+            if want:
+                tr.resume_reading()
+            else:
+                tr.pause_reading()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _answer_buffered(self) -> None:
+        srv = self.server
+        tr = self.transport
+        if tr is None or tr.is_closing():
+            return
+        buf = self.buf
+        cfg = srv.config
+        c = srv.counters
+        out: list[bytes] = []  # the replies of one read, written at once
+        before = self.answered
+        while len(buf) >= 2:
+            n = (buf[0] << 8) | buf[1]
+            if len(buf) < 2 + n:
+                break
+            msg = bytes(buf[2:2 + n])
+            del buf[:2 + n]
+            c.queries += 1
+            self.answered += 1
+            d = resolve(msg, srv.lookup, transport=Transport.TCP, rng=srv.rng)
+            if type(d) is Reply:
+                c.reply(d.outcome)
+                out += (len(d.wire).to_bytes(2, "big"), d.wire)
+            elif type(d) is Forward:
+                if srv.inflight >= cfg.max_inflight:
+                    c.failed += 1
+                    wire = servfail(d)
+                    out += (len(wire).to_bytes(2, "big"), wire)
+                else:
+                    self.busy = True  # one query at a time per connection (spec 9): the rest waits
+                    srv.track(self._forward(d))
+                    break
+            else:
+                c.malformed += 1
+            if self.answered >= cfg.tcp_max_queries:
+                if out:
+                    tr.write(b"".join(out))
+                tr.close()  # after the replies already written
+                return
+        if out:
+            tr.write(b"".join(out))
+        if self.busy:
+            return
+        if self.answered != before:  # the wait for the next whole query starts now (miekg: after each reply)
+            self.since = asyncio.get_running_loop().time()
+        if not self.reading:
+            self._flow()
+
+    async def _forward(self, fwd: Forward) -> None:
+        wire = await self.server.forward(fwd)
+        tr = self.transport
+        if tr is None or tr.is_closing():
+            return
+        tr.write(len(wire).to_bytes(2, "big") + wire)
+        self.busy = False
+        self.since = asyncio.get_running_loop().time()
+        if self.answered >= self.server.config.tcp_max_queries:
+            tr.close()
+            return
+        self._answer_buffered()
+
+
+class _UpstreamSocket(asyncio.DatagramProtocol):
+    """A connected UDP socket to one upstream; each reply goes to the exchange waiting for its ID."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.waiting: dict[int, asyncio.Future[bytes]] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if len(data) < 2:
+            return
+        fut = self.waiting.get((data[0] << 8) | data[1])  # another ID: skipped, as on pilot-agent's socket
+        if fut is not None and not fut.done():
+            fut.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP (port unreachable …) on a connected socket: every exchange on it has failed, as each would have
+        for fut in self.waiting.values():
+            if not fut.done():
+                fut.set_exception(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for fut in self.waiting.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError("upstream socket closed"))
+        self.transport = None
+
+
 class DNSServer:
     """One agent: listens, answers from the current :class:`Lookup`, forwards the rest."""
 
@@ -159,14 +353,18 @@ class DNSServer:
         self.counters = Counters()
         self.lookup: Lookup | None = None
         self.addresses: list[tuple[str, int]] = []
+        self.inflight = 0
         self._udp: list[asyncio.DatagramTransport] = []
         self._tcp: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._inflight = 0
-        self._tcp_conns = 0
-        self._stamps: dict[str, tuple[int, int, int]] = {}
+        self._conns: dict[_TCPConn, None] = {}  # open TCP connections, oldest first
+        self._pools: dict[tuple[str, int], list[_UpstreamSocket]] = {}
+        self._next_socket = 0
+        self._stamps: dict[str, Stamp] = {}  # the watched files as last seen by the watcher
+        self._loaded: dict[str, Stamp] = {}  # … and as they were when the current table was read
+        self._stopping = False
         self._stopped = asyncio.Event()
-        self._watcher: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
         # query[2:] → reply[2:] for deterministic local UDP answers of the current lookup (see Reply.cacheable)
         self.answer_cache: dict[bytes, bytes] = {}
         self._reload_lock = asyncio.Lock()
@@ -174,8 +372,8 @@ class DNSServer:
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         """Load the first table (errors propagate), then bind every listen address (udp, then tcp)."""
+        self._loaded = self._stamps = self._watched()
         self.lookup = self.loader()
-        self._stamps = _stamp(self.watch())
         loop = asyncio.get_running_loop()
         for host, port in self.config.listen:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -186,8 +384,8 @@ class DNSServer:
                                                             family=family)
                 bound_port = tr.get_extra_info("sockname")[1]
                 try:
-                    srv = await asyncio.start_server(self._tcp_client, host, bound_port, family=family,
-                                                     reuse_address=True, backlog=1024)
+                    srv = await loop.create_server(lambda: _TCPConn(self), host, bound_port, family=family,
+                                                   reuse_address=True, backlog=1024)
                 except OSError:
                     tr.close()
                     if attempt + 1 >= attempts:
@@ -197,25 +395,41 @@ class DNSServer:
             self._udp.append(tr)
             self._tcp.append(srv)
             self.addresses.append((host, bound_port))
+        for server in self.config.upstreams:
+            self._pools[server] = await self._open_pool(server)
+        self._background.append(asyncio.create_task(self._sweep_tcp()))
         if self.config.reload_interval > 0:
-            self._watcher = asyncio.create_task(self._watch_files())
+            self._background.append(asyncio.create_task(self._watch_files()))
 
     async def stop(self) -> None:
-        """Close the sockets, cancel in-flight work, and wait for it to finish."""
+        """Stop listening, close every client connection, cancel in-flight work and wait for it to end.
+
+        Clients connected over TCP are cut (as miekg's Shutdown unblocks their reads); queries being
+        forwarded get no reply. Nothing is logged but the counters.
+        """
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
         for tr in self._udp:
             tr.close()
         for s in self._tcp:
             s.close()
-        if self._watcher is not None:
-            self._watcher.cancel()
-        for t in list(self._tasks):
+        for conn in list(self._conns):
+            conn.close()
+        for t in (*self._tasks, *self._background):
             t.cancel()
-        pending = [t for t in (*self._tasks, self._watcher) if t is not None]
+        pending = [*self._tasks, *self._background]
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        for pool in self._pools.values():
+            for us in pool:
+                if us.transport is not None:
+                    us.transport.close()
         for s in self._tcp:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(s.wait_closed(), 1.0)
+        await asyncio.sleep(0)  # let the transports' connection_lost callbacks run
         self._udp.clear()
         self._tcp.clear()
         self._stopped.set()
@@ -230,38 +444,70 @@ class DNSServer:
     def task_count(self) -> int:
         return len(self._tasks)
 
+    @property
+    def tcp_connections(self) -> int:
+        return len(self._conns)
+
     # -- reload ----------------------------------------------------------------------------
+    def _watched(self) -> dict[str, Stamp]:
+        try:
+            return _stamp(self.watch())
+        except NetsimError as e:
+            self.log(f"cannot list watched files: {e}")
+            return {}
+
     def reload(self, reason: str = "SIGHUP") -> bool:
         """Rebuild the table now, in this thread; swap it in, or keep the old one if the files are invalid."""
+        stamps = self._watched()
         try:
             new = self.loader()
         except NetsimError as e:
             return self._reload_failed(reason, str(e))
-        self._swap(new, reason)
+        self._swap(new, reason, stamps)
         return True
 
     async def reload_async(self, reason: str) -> bool:
-        """:meth:`reload` with the files read and the table built off the event loop (one at a time)."""
+        """:meth:`reload` with the files read and the table built off the event loop (one at a time).
+
+        A watched file that is empty or smaller than at the last load is taken for a write in progress:
+        the old table stays, the files are looked at again after ``reload_settle`` seconds, and they are
+        read only once they have grown back or stayed the same across two looks.
+        """
         async with self._reload_lock:
+            stamps = self._watched()
+            for _ in range(RELOAD_SETTLE_ROUNDS):
+                why = _write_in_progress(self._loaded, stamps)
+                if why is None:
+                    break
+                self.log(f"reload ({reason}): {why}, perhaps a write in progress; keeping the previous table "
+                         f"and looking again in {self.config.reload_settle:g} s")
+                await asyncio.sleep(self.config.reload_settle)
+                again = self._watched()
+                if again == stamps:
+                    self.log(f"reload ({reason}): {why} still, so taking it as written")
+                    break
+                stamps = again
+            self._stamps = stamps
             try:
                 new = await asyncio.get_running_loop().run_in_executor(None, self.loader)
             except NetsimError as e:
                 return self._reload_failed(reason, str(e))
             except Exception as e:  # a bug in the loader must not stop the agent: keep serving
                 return self._reload_failed(reason, f"internal error {type(e).__name__}: {e}")
-            self._swap(new, reason)
+            self._swap(new, reason, stamps)
             return True
 
     def spawn_reload(self, reason: str) -> None:
-        self._track(self.reload_async(reason))
+        self.track(self.reload_async(reason))
 
     def _reload_failed(self, reason: str, why: str) -> bool:
         self.counters.reload_errors += 1
         self.log(f"reload ({reason}) failed, keeping the previous table: {why}")
         return False
 
-    def _swap(self, new: Lookup, reason: str) -> None:
+    def _swap(self, new: Lookup, reason: str, stamps: dict[str, Stamp]) -> None:
         self.lookup = new  # one reference assignment: queries see the old table or the new, never a mix
+        self._loaded = stamps
         self.answer_cache = {}
         self.counters.reloads += 1
         self.log(f"reloaded ({reason}): {len(new.table)} names")
@@ -269,13 +515,8 @@ class DNSServer:
     async def _watch_files(self) -> None:
         while True:
             await asyncio.sleep(self.config.reload_interval)
-            try:
-                paths = self.watch()
-            except NetsimError as e:
-                self.log(f"cannot list watched files: {e}")
-                continue
-            stamps = _stamp(paths)
-            if stamps != self._stamps:
+            stamps = self._watched()
+            if stamps and stamps != self._stamps:
                 self._stamps = stamps
                 await self.reload_async("file change")
 
@@ -287,19 +528,64 @@ class DNSServer:
             self.answer_cache.clear()
         self.answer_cache[query[2:]] = reply[2:]
 
+    # -- TCP slots -------------------------------------------------------------------------
+    def tcp_admit(self, conn: _TCPConn) -> None:
+        """Give ``conn`` a slot; when all are taken, the connection waiting longest for a query gives up its own."""
+        if self._stopping:
+            conn.close()
+            return
+        if len(self._conns) >= self.config.max_tcp:
+            idle = next((c for c in self._conns if not c.busy), None)  # oldest first; a later one may wait longer
+            for c in self._conns:
+                if not c.busy and idle is not None and c.since < idle.since:
+                    idle = c
+            self.counters.tcp_shed += 1
+            if idle is None:  # every slot is answering a query: refuse the newcomer
+                conn.close()
+                return
+            self._conns.pop(idle)
+            idle.close()
+        self._conns[conn] = None
+
+    def tcp_release(self, conn: _TCPConn) -> None:
+        self._conns.pop(conn, None)
+
+    def tcp_wait_limit(self, first: bool) -> float:
+        """How long a connection may take to send its next whole query, given the free slots now."""
+        limit = self.config.tcp_first_read if first else self.config.tcp_idle
+        free = 1 - len(self._conns) / self.config.max_tcp
+        for below, factor in TCP_PRESSURE:
+            if free < below:
+                return max(limit * factor, TCP_PRESSURE_FLOOR)
+        return limit
+
+    async def _sweep_tcp(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(TCP_SWEEP)
+            if not self._conns:
+                continue
+            now = loop.time()
+            first, later = self.tcp_wait_limit(True), self.tcp_wait_limit(False)
+            late = [c for c in self._conns
+                    if not c.busy and now - c.since > (first if c.answered == 0 else later)]
+            for c in late:
+                self.counters.tcp_shed += 1
+                c.close()
+
     # -- forwarding ------------------------------------------------------------------------
-    def _track(self, coro: Any) -> None:
+    def track(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def spawn_udp(self, fwd: Forward, addr: Any, proto: _UDP) -> None:
-        if self._inflight >= self.config.max_inflight:
+        if self.inflight >= self.config.max_inflight:
             self.counters.failed += 1
             if proto.transport is not None:
                 proto.transport.sendto(servfail(fwd), addr)
             return
-        self._track(self._udp_forward(fwd, addr, proto))
+        self.track(self._udp_forward(fwd, addr, proto))
 
     async def _udp_forward(self, fwd: Forward, addr: Any, proto: _UDP) -> None:
         wire = await self.forward(fwd)
@@ -309,14 +595,14 @@ class DNSServer:
     async def forward(self, fwd: Forward) -> bytes:
         """Exchange ``fwd`` with the upstreams; the reply to send (SERVFAIL if every upstream failed)."""
         self.counters.forwarded += 1
-        self._inflight += 1
+        self.inflight += 1
         try:
             servers = list(self.config.upstreams)
             reply: bytes | None = None
             if self.config.parallel:
                 reply = await self._parallel(fwd, servers)
             else:
-                if self.config.shuffle_upstreams:
+                if self.config.shuffle_upstreams and len(servers) > 1:
                     shuffle(servers, self.rng)  # since 1.25 (spec 6)
                 for server in servers:
                     reply = await self._exchange(server, fwd)
@@ -327,7 +613,7 @@ class DNSServer:
                 return servfail(fwd)
             return reply
         finally:
-            self._inflight -= 1
+            self.inflight -= 1
 
     async def _parallel(self, fwd: Forward, servers: list[tuple[str, int]]) -> bytes | None:
         if not servers:
@@ -350,13 +636,53 @@ class DNSServer:
 
     async def _exchange(self, server: tuple[str, int], fwd: Forward) -> bytes | None:
         try:
-            if fwd.transport is Transport.UDP:
-                return await asyncio.wait_for(self._udp_exchange(server, fwd), self.config.timeout)
-            return await asyncio.wait_for(self._tcp_exchange(server, fwd), self.config.timeout)
+            async with asyncio.timeout(self.config.timeout):
+                if fwd.transport is Transport.UDP:
+                    return await self._udp_exchange(server, fwd)
+                return await self._tcp_exchange(server, fwd)
         except (TimeoutError, OSError, asyncio.IncompleteReadError, UnicodeError):
             return None
 
+    async def _open_pool(self, server: tuple[str, int]) -> list[_UpstreamSocket]:
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
+        pool: list[_UpstreamSocket] = []
+        try:
+            for _ in range(UPSTREAM_UDP_SOCKETS):
+                _, proto = await loop.create_datagram_endpoint(_UpstreamSocket, remote_addr=server, family=family)
+                pool.append(proto)
+        except OSError:  # e.g. no route for that family here: every exchange opens its own socket and fails
+            for us in pool:
+                if us.transport is not None:
+                    us.transport.close()
+            return []
+        return pool
+
+    def _pooled_socket(self, server: tuple[str, int], qid: int) -> _UpstreamSocket | None:
+        pool = self._pools.get(server)
+        if not pool:
+            return None
+        n = len(pool)
+        i = self._next_socket = (self._next_socket + 1) % n
+        for k in range(n):
+            us = pool[(i + k) % n]
+            if qid not in us.waiting and us.transport is not None:
+                return us
+        return None
+
     async def _udp_exchange(self, server: tuple[str, int], fwd: Forward) -> bytes | None:
+        us = self._pooled_socket(server, fwd.id)
+        if us is None or us.transport is None:
+            return await self._udp_exchange_own_socket(server, fwd)
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        us.waiting[fwd.id] = fut
+        try:
+            us.transport.sendto(fwd.query)
+            return finish_forward(fwd, await fut)
+        finally:
+            del us.waiting[fwd.id]
+
+    async def _udp_exchange_own_socket(self, server: tuple[str, int], fwd: Forward) -> bytes | None:
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -380,46 +706,6 @@ class DNSServer:
             data = await reader.readexactly(n)
             return finish_forward(fwd, data)  # an ID mismatch is an error on TCP
         finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    # -- TCP clients -----------------------------------------------------------------------
-    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        if self._tcp_conns >= self.config.max_tcp:
-            self.counters.failed += 1
-            writer.close()
-            return
-        self._tcp_conns += 1
-        cfg = self.config
-        try:
-            for i in range(cfg.tcp_max_queries):
-                timeout = cfg.tcp_first_read if i == 0 else cfg.tcp_idle
-                hdr = await asyncio.wait_for(reader.readexactly(2), timeout)
-                data = await asyncio.wait_for(reader.readexactly(struct.unpack("!H", hdr)[0]), timeout)
-                self.counters.queries += 1
-                d = resolve(data, self.lookup, transport=Transport.TCP, rng=self.rng)
-                if isinstance(d, Drop):
-                    self.counters.malformed += 1
-                    continue
-                if isinstance(d, Reply):
-                    self.counters.reply(d.outcome)
-                    wire = d.wire
-                elif self._inflight >= cfg.max_inflight:
-                    self.counters.failed += 1
-                    wire = servfail(d)
-                else:
-                    wire = await self.forward(d)  # one query at a time per connection (spec 9)
-                writer.write(struct.pack("!H", len(wire)) + wire)
-                await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError):
-            pass
-        finally:
-            self._tcp_conns -= 1
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
