@@ -1,19 +1,31 @@
 #!/usr/bin/env python3
-"""dnsperf against ``netsim dns serve`` and against dnsmasq, serving the same 10,000-name table.
+"""dnsperf against ``netsim dns serve``, dnsmasq and unbound on the same 10,000 names and a pod-like query mix.
 
-Prints, for both servers: queries/s at saturation, their ratio (netsim / dnsmasq), and latency
-(average, p50, p99, max) at a fixed 5,000 queries/s. Only loopback addresses are used.
+One run starts, on loopback only:
 
-    .venv/bin/python bench/dns_perf.py [--names 10000] [--seconds 10] [--qps 5000]
+- an upstream (dnsmasq, ``--local=/fwd.example/``) that answers NXDOMAIN for every forwarded name;
+- the agent (``netsim dns serve --name-table``), dnsmasq (``--addn-hosts``) and unbound (``local-data``)
+  serving the same 10,000 names, each forwarding ``fwd.example`` to that upstream.
 
-Needs dnsperf and dnsmasq (``./dev setup`` installs both); uses uvloop when it is installed
-(``pip install -e '.[fast]'``).
+The query file mixes, seeded: 80 % A and 15 % AAAA for table names (one name in ten has an IPv6 address too),
+5 % A for names under ``fwd.example`` that the agent must forward (NXDOMAIN from the upstream). Figures:
+
+- saturation queries/s over UDP, dnsperf ``-c 4 -q 500``, median of 3 runs, agent / dnsmasq ratio;
+- latency at a fixed 5,000 queries/s (p50, p99, max) for the agent and dnsmasq;
+- TCP, pipelined (dnsperf ``-m tcp -c 4``: many queries outstanding on each connection), agent / unbound.
+
+    .venv/bin/python bench/dns_perf.py [--names 10000] [--seconds 10] [--runs 3] [--qps 5000]
+                                       [--no-answer-cache] [--local-only]
+
+Needs dnsperf and dnsmasq (``./dev setup`` installs both); unbound is used when installed
+(``apt-get install -y unbound``), else its figure is skipped with a note. Uses uvloop when installed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import re
 import shutil
 import socket
@@ -22,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,19 +42,51 @@ sys.path.insert(0, str(REPO))
 
 from netsim.dns.resolve import make_query  # noqa: E402
 
-NETSIM_HOST = "127.0.0.2"
+AGENT_HOST = "127.0.0.2"
 DNSMASQ_HOST = "127.0.0.3"
+UPSTREAM_HOST = "127.0.0.4"
+UNBOUND_HOST = "127.0.0.6"
+FORWARDED_ZONE = "fwd.example"
+MIX = (("A", 0.80), ("AAAA", 0.15), ("forwarded", 0.05))
+
+
+def tool(name: str) -> str | None:
+    return shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
 
 
 def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-    return port
+    """A port free for both UDP and TCP on ``host``."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind((host, 0))
+            port: int = u.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind((host, port))
+                except OSError:
+                    continue
+        return port
 
 
-def names(n: int) -> list[tuple[str, str]]:
-    return [(f"svc{i}.bench.example", f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}") for i in range(n)]
+def table(n: int) -> list[tuple[str, str, str | None]]:
+    """(name, IPv4, IPv6 or None): one name in ten is dual-stack."""
+    return [(f"svc{i}.bench.example", f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}",
+             f"fd00::{i:x}" if i % 10 == 0 else None) for i in range(n)]
+
+
+def query_lines(names: Sequence[tuple[str, str, str | None]], *, local_only: bool, seed: int = 13) -> list[str]:
+    rng = random.Random(seed)
+    forwarded = [f"f{i}.{FORWARDED_ZONE}" for i in range(max(1, len(names) // 20))]
+    kinds = [k for k, _ in MIX]
+    weights = [w for _, w in MIX]
+    lines = []
+    for i in range(len(names) * 2):
+        kind = "A" if local_only else rng.choices(kinds, weights)[0]
+        if kind == "forwarded":
+            lines.append(f"{rng.choice(forwarded)} A")
+        else:
+            lines.append(f"{names[i % len(names)][0]} {kind}")
+    return lines
 
 
 def wait_ready(host: str, port: int, name: str, timeout: float = 30) -> None:
@@ -59,9 +104,13 @@ def wait_ready(host: str, port: int, name: str, timeout: float = 30) -> None:
     raise SystemExit(f"server on {host}:{port} did not answer {name}")
 
 
-def dnsperf(host: str, port: int, queries: Path, seconds: float, qps: int | None) -> tuple[float, list[float]]:
-    cmd = ["dnsperf", "-s", host, "-p", str(port), "-d", str(queries), "-l", str(seconds), "-c", "1", "-T", "1",
+def dnsperf(host: str, port: int, queries: Path, seconds: float, *, qps: int | None = None,
+            tcp: bool = False) -> tuple[float, list[float], int]:
+    """Queries/s, the per-query latencies (with ``qps``), and the queries lost."""
+    cmd = ["dnsperf", "-s", host, "-p", str(port), "-d", str(queries), "-l", str(seconds), "-c", "4", "-T", "2",
            "-q", "500", "-t", "2"]
+    if tcp:
+        cmd += ["-m", "tcp"]
     if qps:
         cmd += ["-Q", str(qps), "-v"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -69,10 +118,8 @@ def dnsperf(host: str, port: int, queries: Path, seconds: float, qps: int | None
     if not m:
         raise SystemExit(f"cannot read dnsperf output:\n{out}")
     lost = re.search(r"Queries lost:\s+(\d+)", out)
-    if lost and int(lost[1]) > 0 and qps:
-        print(f"  note: dnsperf lost {lost[1]} queries at {qps} q/s", file=sys.stderr)
-    lat = [float(x) for x in re.findall(r"^> NOERROR .* ([\d.]+)$", out, re.M)] if qps else []
-    return float(m[1]), lat
+    lat = [float(x) for x in re.findall(r"^> \w+ .* ([\d.]+)$", out, re.M)] if qps else []
+    return float(m[1]), lat, int(lost[1]) if lost else 0
 
 
 def pct(values: list[float], p: float) -> float:
@@ -80,68 +127,124 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
+def unbound_conf(path: Path, port: int, names: Sequence[tuple[str, str, str | None]], upstream: int) -> None:
+    lines = ["server:", f"  interface: {UNBOUND_HOST}", f"  port: {port}", "  do-daemonize: no", '  chroot: ""',
+             '  username: ""', f'  directory: "{path.parent}"', '  pidfile: ""', "  use-syslog: no",
+             '  logfile: ""', "  verbosity: 0", "  num-threads: 1", "  access-control: 127.0.0.0/8 allow",
+             "  do-not-query-localhost: no", '  module-config: "iterator"', "  do-ip6: no",
+             '  local-zone: "bench.example." static']
+    for name, v4, v6 in names:
+        lines.append(f'  local-data: "{name}. 30 IN A {v4}"')
+        if v6:
+            lines.append(f'  local-data: "{name}. 30 IN AAAA {v6}"')
+    lines += ["remote-control:", "  control-enable: no",
+              "forward-zone:", f'  name: "{FORWARDED_ZONE}."', f"  forward-addr: {UPSTREAM_HOST}@{upstream}"]
+    path.write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--names", type=int, default=10000)
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--qps", type=int, default=5000)
+    ap.add_argument("--no-answer-cache", action="store_true", help="run the agent with --no-answer-cache")
+    ap.add_argument("--local-only", action="store_true", help="only A queries for table names (no forwards)")
+    ap.add_argument("--skip-tcp", action="store_true")
+    ap.add_argument("--agent-repo", type=Path, default=REPO,
+                    help="run the agent of this checkout (e.g. an older one, for before/after figures)")
     args = ap.parse_args()
-    for tool in ("dnsperf", "dnsmasq"):
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
-            raise SystemExit(f"{tool} is not installed (./dev setup installs it)")
-    table = names(args.names)
+    dnsmasq_bin, unbound_bin = tool("dnsmasq"), tool("unbound")
+    if tool("dnsperf") is None or dnsmasq_bin is None:
+        raise SystemExit("dnsperf and dnsmasq are needed (./dev setup installs them)")
+    names = table(args.names)
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
         nt = tmp / "ndsz.json"
-        nt.write_text(json.dumps({"table": {n: {"ips": [ip], "registry": "External"} for n, ip in table}}))
+        nt.write_text(json.dumps({"table": {n: {"ips": [v4, v6] if v6 else [v4], "registry": "External"}
+                                            for n, v4, v6 in names}}))
         hosts = tmp / "hosts"
-        hosts.write_text("".join(f"{ip} {n}\n" for n, ip in table))
+        hosts.write_text("".join(f"{v4} {n}\n" + (f"{v6} {n}\n" if v6 else "") for n, v4, v6 in names))
         queries = tmp / "queries"
-        queries.write_text("".join(f"{n} A\n" for n, _ in table))
+        queries.write_text("\n".join(query_lines(names, local_only=args.local_only)) + "\n")
         rc = tmp / "resolv.conf"
-        rc.write_text("nameserver 127.0.0.9\n")
-        nport, dport, uport = free_port(NETSIM_HOST), free_port(DNSMASQ_HOST), free_port(NETSIM_HOST)
-        dnsmasq_bin = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
-        procs = [
-            subprocess.Popen([sys.executable, "-m", "netsim", "dns", "serve", "--name-table", str(nt),
-                              "--resolv-conf", str(rc), "--listen", f"{NETSIM_HOST}:{nport}",
-                              "--reload-interval", "0"], cwd=REPO, stderr=subprocess.PIPE, text=True),
-            subprocess.Popen([sys.executable, "-m", "netsim", "dns", "serve", "--name-table", str(nt),
-                              "--resolv-conf", str(rc), "--listen", f"{NETSIM_HOST}:{uport}",
-                              "--reload-interval", "0", "--no-answer-cache"], cwd=REPO, stderr=subprocess.DEVNULL),
-            subprocess.Popen([dnsmasq_bin, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
-                              "--no-hosts", f"--addn-hosts={hosts}", f"--listen-address={DNSMASQ_HOST}",
-                              "--bind-interfaces", f"--port={dport}", "--user=root", "--pid-file=",
-                              "--cache-size=20000", "--log-facility=-"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-        ]
+        rc.write_text(f"nameserver {UPSTREAM_HOST}\n")
+        uport, aport, dport, bport = (free_port(UPSTREAM_HOST), free_port(AGENT_HOST), free_port(DNSMASQ_HOST),
+                                      free_port(UNBOUND_HOST))
+        dnsmasq_common = [dnsmasq_bin, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+                          "--bind-interfaces", "--user=root", "--pid-file=", "--log-facility=-"]
+        agent_cmd = [sys.executable, "-m", "netsim", "dns", "serve", "--name-table", str(nt), "--resolv-conf",
+                     str(rc), "--listen", f"{AGENT_HOST}:{aport}", "--upstream", f"{UPSTREAM_HOST}:{uport}",
+                     "--reload-interval", "0"] + (["--no-answer-cache"] if args.no_answer_cache else [])
+        procs = {
+            "upstream": subprocess.Popen([*dnsmasq_common, f"--listen-address={UPSTREAM_HOST}", f"--port={uport}",
+                                          f"--local=/{FORWARDED_ZONE}/"],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+            "agent": subprocess.Popen(agent_cmd, cwd=args.agent_repo, stderr=subprocess.PIPE, text=True),
+            "dnsmasq": subprocess.Popen([*dnsmasq_common, f"--listen-address={DNSMASQ_HOST}", f"--port={dport}",
+                                         f"--addn-hosts={hosts}", "--cache-size=20000",
+                                         f"--server=/{FORWARDED_ZONE}/{UPSTREAM_HOST}#{uport}"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        }
+        servers = {"agent": (AGENT_HOST, aport), "dnsmasq": (DNSMASQ_HOST, dport)}
+        if unbound_bin is not None and not args.skip_tcp:
+            conf = tmp / "unbound.conf"
+            unbound_conf(conf, bport, names, uport)
+            procs["unbound"] = subprocess.Popen([unbound_bin, "-d", "-c", str(conf)],
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            servers["unbound"] = (UNBOUND_HOST, bport)
+        elif not args.skip_tcp:
+            print("note: unbound is not installed (apt-get install -y unbound): no TCP comparison")
         try:
-            wait_ready(NETSIM_HOST, nport, table[-1][0])
-            wait_ready(DNSMASQ_HOST, dport, table[-1][0])
-            wait_ready(NETSIM_HOST, uport, table[-1][0])
-            servers = {"netsim": (NETSIM_HOST, nport), "dnsmasq": (DNSMASQ_HOST, dport),
-                       "netsim-nocache": (NETSIM_HOST, uport)}
-            print(f"table: {len(table)} names; dnsperf -c 1 -T 1 -q 500, {args.seconds:g} s per run; loopback only")
-            qps: dict[str, float] = {}
-            for name, (h, p) in servers.items():
-                dnsperf(h, p, queries, 2, None)  # warm-up
-                qps[name], _ = dnsperf(h, p, queries, args.seconds, None)
-                print(f"saturation  {name:14s} {qps[name]:10.0f} queries/s")
-            print(f"ratio netsim/dnsmasq: {qps['netsim'] / qps['dnsmasq']:.2f} (target >= 0.6); without the "
-                  f"answer cache: {qps['netsim-nocache'] / qps['dnsmasq']:.2f}")
-            for name, (h, p) in list(servers.items())[:2]:
-                got, lat = dnsperf(h, p, queries, args.seconds, args.qps)
+            for host, port in servers.values():
+                wait_ready(host, port, names[-1][0])
+            wait_ready(UPSTREAM_HOST, uport, f"x.{FORWARDED_ZONE}")
+            share = dict(MIX) if not args.local_only else {"A": 1.0}
+            print(f"table: {len(names)} names; mix: " + ", ".join(f"{k} {v:.0%}" for k, v in share.items())
+                  + f"; dnsperf -c 4 -T 2 -q 500, {args.seconds:g} s per run, median of {args.runs}; loopback only")
+            udp: dict[str, list[float]] = {"agent": [], "dnsmasq": []}
+            for name in udp:
+                dnsperf(*servers[name], queries, 2)  # warm-up (dnsmasq's cache, the agent's answer cache)
+            for _ in range(args.runs):
+                for name in udp:  # interleaved, so drift on the shared machine hits both alike
+                    udp[name].append(dnsperf(*servers[name], queries, args.seconds)[0])
+            med = {k: statistics.median(v) for k, v in udp.items()}
+            for name, runs in udp.items():
+                print(f"UDP saturation  {name:8s} {med[name]:9.0f} q/s  (runs: {', '.join(f'{r:.0f}' for r in runs)})")
+            print(f"UDP ratio agent/dnsmasq: {med['agent'] / med['dnsmasq']:.2f} (target >= 1.0)")
+            for name in udp:
+                got, lat, lost = dnsperf(*servers[name], queries, args.seconds, qps=args.qps)
                 ms = [x * 1000 for x in lat]
-                print(f"at {args.qps} q/s {name:8s} achieved {got:7.0f} q/s; latency ms: avg {statistics.mean(ms):.3f} "
-                      f"p50 {pct(ms, 50):.3f} p99 {pct(ms, 99):.3f} max {max(ms):.3f} (n={len(ms)})")
+                print(f"at {args.qps} q/s  {name:8s} achieved {got:7.0f} q/s, lost {lost}; latency ms: avg "
+                      f"{statistics.mean(ms):.3f} p50 {pct(ms, 50):.3f} p99 {pct(ms, 99):.3f} max {max(ms):.3f} "
+                      f"(n={len(ms)}; target p99 < 0.3 ms for the agent)")
+            if "unbound" in servers:
+                tcp: dict[str, list[float]] = {"agent": [], "unbound": []}
+                for name in tcp:
+                    dnsperf(*servers[name], queries, 2, tcp=True)
+                for _ in range(args.runs):
+                    for name in tcp:
+                        tcp[name].append(dnsperf(*servers[name], queries, args.seconds, tcp=True)[0])
+                tmed = {k: statistics.median(v) for k, v in tcp.items()}
+                for name, runs in tcp.items():
+                    print(f"TCP pipelined   {name:8s} {tmed[name]:9.0f} q/s  "
+                          f"(runs: {', '.join(f'{r:.0f}' for r in runs)})")
+                print(f"TCP ratio agent/unbound: {tmed['agent'] / tmed['unbound']:.2f} (target >= 1.0)")
         finally:
-            for pr in procs:
+            for pr in procs.values():
                 pr.terminate()
-                pr.wait(10)
-        err = procs[0].stderr.read() if procs[0].stderr else ""
+            for pr in procs.values():
+                try:
+                    pr.wait(10)
+                except subprocess.TimeoutExpired:
+                    pr.kill()
+        agent = procs["agent"]
+        err = agent.stderr.read() if agent.stderr else ""
         counters = [ln for ln in err.splitlines() if "counters (exit)" in ln]
         if counters:
-            print(counters[-1].replace("netsim dns: ", "netsim "))
+            print(counters[-1].replace("netsim dns: ", "agent "))
+        if "Traceback" in err:
+            print(err, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -397,6 +397,7 @@ def _print_decision(decision: object, name: str, qtype: str, fmt: str, why: Unre
 
 _MAX_SECONDS = 3600.0  # an hour: any longer timeout or interval is a typo, not a setting
 _MAX_SOCKETS = 65535  # each in-flight exchange or TCP connection may hold a socket
+_MAX_TCP_QUERIES = 1_000_000  # as good as unlimited: a connection that lives for hours at 100 queries/s
 
 
 class _Finite(click.FloatRange):
@@ -431,6 +432,9 @@ class _Finite(click.FloatRange):
 @click.option("--max-tcp", type=click.IntRange(min=1, max=_MAX_SOCKETS), default=512, show_default=True,
               help="Concurrent TCP connections; when all are taken, a new connection takes the slot of the one "
                    "that has waited longest for its next query.")
+@click.option("--tcp-max-queries", type=click.IntRange(min=1, max=_MAX_TCP_QUERIES), default=128, show_default=True,
+              help="Queries per TCP connection, then the agent closes it (miekg's default, which pilot-agent "
+                   "keeps; queries a client pipelined past it are lost).")
 @click.option("--reload-interval", type=_Finite(min=0, max=_MAX_SECONDS), default=1.0, show_default=True,
               help="Seconds between checks of the config files for changes (0: only on SIGHUP).")
 @click.option("--answer-cache/--no-answer-cache", default=True, show_default=True,
@@ -438,7 +442,8 @@ class _Finite(click.FloatRange):
 def serve_cmd(config: tuple[str, ...], name_table: str | None, namespace: str, domain: str | None,
               istio_version: str | None, allocator: str | None, pod_ips: tuple[str, ...], resolv_conf: str,
               listen: tuple[str, ...], upstream: tuple[str, ...], timeout: float, forward_parallel: bool,
-              max_inflight: int, max_tcp: int, reload_interval: float, answer_cache: bool) -> None:
+              max_inflight: int, max_tcp: int, tcp_max_queries: int, reload_interval: float,
+              answer_cache: bool) -> None:
     """Run the agent: answer from the table on UDP and TCP, forward everything else upstream."""
     src = _make_source(config, name_table, namespace, domain, istio_version, allocator, pod_ips)
     resolv = read_resolv_conf(resolv_conf)
@@ -469,7 +474,8 @@ def serve_cmd(config: tuple[str, ...], name_table: str | None, namespace: str, d
     from netsim.dns.server import ServerConfig, run  # the asyncio shell, only for serve
 
     cfg = ServerConfig(listen=tuple(listen_addrs), upstreams=ups, timeout=timeout, parallel=forward_parallel,
-                       max_inflight=max_inflight, max_tcp=max_tcp, reload_interval=reload_interval,
+                       max_inflight=max_inflight, max_tcp=max_tcp, tcp_max_queries=tcp_max_queries,
+                       reload_interval=reload_interval,
                        answer_cache=answer_cache, shuffle_upstreams=src.profile.shuffle_upstreams)
 
     def ready(server: Any) -> None:

@@ -14,6 +14,7 @@ addresses and the configured upstreams.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import math
 import signal
@@ -62,6 +63,10 @@ TCP_SWEEP = 0.1  # seconds between checks of the TCP read deadlines
 # pauses (it cannot pile up work), and its read deadline keeps running.
 TCP_MAX_BUFFERED = 2 * (2 + 65535)
 UPSTREAM_UDP_BUF = 65535
+# Receive buffer of the UDP sockets (listening and upstream): the kernel default (net.core.rmem_default, 208 KiB)
+# overflows on a burst of a few hundred queries (dnsperf -q 500 lost ~600 at start, each then a client timeout).
+# The kernel caps it at net.core.rmem_max; pilot-agent keeps the default.
+UDP_RCVBUF = 4 << 20
 # pilot-agent (miekg Client.Exchange) opens a new socket per upstream exchange. netsim keeps a few connected
 # UDP sockets per upstream and matches replies by message ID (the query goes out unchanged, its ID included);
 # a query whose ID is already waiting on every pooled socket gets a socket of its own, as pilot-agent's.
@@ -142,6 +147,13 @@ def _stamp(paths: Sequence[Path]) -> dict[str, Stamp]:
             continue
         out[str(p)] = (st.st_mtime_ns, st.st_size, st.st_ino)
     return out
+
+
+def _grow_rcvbuf(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
 
 
 def _write_in_progress(loaded: dict[str, Stamp], now: dict[str, Stamp]) -> str | None:
@@ -310,12 +322,39 @@ class _TCPConn(asyncio.Protocol):
         self._answer_buffered()
 
 
+class _Waiter:
+    """An exchange waiting on a pooled upstream socket for the reply with its ID."""
+
+    __slots__ = ()
+
+    def reply(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def error(self, exc: Exception) -> None:
+        raise NotImplementedError
+
+
+class _FutureWaiter(_Waiter):
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[bytes]) -> None:
+        self.future = future
+
+    def reply(self, data: bytes) -> None:
+        if not self.future.done():
+            self.future.set_result(data)
+
+    def error(self, exc: Exception) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
 class _UpstreamSocket(asyncio.DatagramProtocol):
     """A connected UDP socket to one upstream; each reply goes to the exchange waiting for its ID."""
 
     def __init__(self) -> None:
         self.transport: asyncio.DatagramTransport | None = None
-        self.waiting: dict[int, asyncio.Future[bytes]] = {}
+        self.waiting: dict[int, _Waiter] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -323,21 +362,100 @@ class _UpstreamSocket(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if len(data) < 2:
             return
-        fut = self.waiting.get((data[0] << 8) | data[1])  # another ID: skipped, as on pilot-agent's socket
-        if fut is not None and not fut.done():
-            fut.set_result(data)
+        w = self.waiting.get((data[0] << 8) | data[1])  # another ID: skipped, as on pilot-agent's socket
+        if w is not None:
+            w.reply(data)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP (port unreachable …) on a connected socket: every exchange on it has failed, as each would have
-        for fut in self.waiting.values():
-            if not fut.done():
-                fut.set_exception(exc)
+        for w in list(self.waiting.values()):
+            w.error(exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for fut in self.waiting.values():
-            if not fut.done():
-                fut.set_exception(ConnectionError("upstream socket closed"))
         self.transport = None
+        for w in list(self.waiting.values()):
+            w.error(ConnectionError("upstream socket closed"))
+
+
+class _UDPForward(_Waiter):
+    """A UDP client's forwarded query in sequential mode, driven by callbacks (no task): the upstreams are
+    tried in turn on pooled sockets, each for ``timeout`` seconds; the first reply that is no transport
+    error goes back to the client, else SERVFAIL (spec 6)."""
+
+    __slots__ = ("addr", "attempt", "fwd", "proto", "server", "servers", "socket")
+
+    def __init__(self, server: DNSServer, fwd: Forward, addr: Any, proto: _UDP,
+                 servers: list[tuple[str, int]]) -> None:
+        self.server = server
+        self.fwd = fwd
+        self.addr = addr
+        self.proto = proto
+        self.servers = servers
+        self.socket: _UpstreamSocket | None = None  # where the current attempt waits for its reply
+        self.attempt = 0  # bumped per upstream tried: a deadline of an earlier attempt is stale
+
+    def next(self) -> None:
+        """Send to the next upstream, or answer SERVFAIL when there is none left."""
+        srv = self.server
+        if self.servers:
+            us = srv.pooled_socket(self.servers[0], self.fwd.id)
+            if us is None or us.transport is None:
+                # every pooled socket has a query with this ID out: the rest goes on sockets of its own
+                srv.track(self._own_sockets(self.servers))
+                self.servers = []
+                return
+            self.servers.pop(0)
+            us.waiting[self.fwd.id] = self
+            self.socket = us
+            self.attempt += 1
+            srv.expire_later(self)
+            us.transport.sendto(self.fwd.query)
+            return
+        srv.counters.failed += 1
+        self.done(servfail(self.fwd))
+
+    async def _own_sockets(self, servers: list[tuple[str, int]]) -> None:
+        srv = self.server
+        for server in servers:
+            wire = await srv.exchange(server, self.fwd, own_socket=True)
+            if wire is not None:
+                self.done(wire)
+                return
+        srv.counters.failed += 1
+        self.done(servfail(self.fwd))
+
+    def _detach(self) -> None:
+        if self.socket is not None:
+            self.socket.waiting.pop(self.fwd.id, None)
+            self.socket = None
+
+    def reply(self, data: bytes) -> None:
+        self._detach()
+        wire = finish_forward(self.fwd, data)
+        if wire is None:
+            self.next()
+        else:
+            self.done(wire)
+
+    def error(self, exc: Exception) -> None:
+        self._detach()
+        self.next()
+
+    def expire(self) -> None:
+        self._detach()
+        self.next()
+
+    def done(self, wire: bytes) -> None:
+        srv = self.server
+        srv.inflight -= 1
+        srv.udp_forwards.discard(self)
+        tr = self.proto.transport
+        if tr is not None and not tr.is_closing():
+            tr.sendto(wire, self.addr)
+
+    def cancel(self) -> None:
+        self._detach()
+        self.servers = []
 
 
 class DNSServer:
@@ -354,6 +472,12 @@ class DNSServer:
         self.lookup: Lookup | None = None
         self.addresses: list[tuple[str, int]] = []
         self.inflight = 0
+        self.udp_forwards: set[_UDPForward] = set()  # UDP queries out to the upstreams, callback-driven
+        # their deadlines, in the order they were set (one timeout for all, so also in time order), and the
+        # one timer that fires at the earliest: cheaper than a timer per exchange
+        self._deadlines: collections.deque[tuple[float, _UDPForward, int]] = collections.deque()
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._expiring = False
         self._udp: list[asyncio.DatagramTransport] = []
         self._tcp: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -392,6 +516,7 @@ class DNSServer:
                         raise
                     continue
                 break
+            _grow_rcvbuf(tr)
             self._udp.append(tr)
             self._tcp.append(srv)
             self.addresses.append((host, bound_port))
@@ -417,6 +542,12 @@ class DNSServer:
             s.close()
         for conn in list(self._conns):
             conn.close()
+        for f in list(self.udp_forwards):
+            f.cancel()
+        self.udp_forwards.clear()
+        self._deadlines.clear()
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
         for t in (*self._tasks, *self._background):
             t.cancel()
         pending = [*self._tasks, *self._background]
@@ -442,7 +573,8 @@ class DNSServer:
 
     @property
     def task_count(self) -> int:
-        return len(self._tasks)
+        """Work in flight: tasks (TCP forwards, reloads, parallel mode) and UDP forwards."""
+        return len(self._tasks) + len(self.udp_forwards)
 
     @property
     def tcp_connections(self) -> int:
@@ -585,7 +717,41 @@ class DNSServer:
             if proto.transport is not None:
                 proto.transport.sendto(servfail(fwd), addr)
             return
-        self.track(self._udp_forward(fwd, addr, proto))
+        servers = list(self.config.upstreams)
+        if self.config.parallel or not all(self._pools.get(s) for s in servers):
+            self.track(self._udp_forward(fwd, addr, proto))
+            return
+        if self.config.shuffle_upstreams and len(servers) > 1:
+            shuffle(servers, self.rng)  # since 1.25 (spec 6)
+        self.counters.forwarded += 1
+        self.inflight += 1
+        f = _UDPForward(self, fwd, addr, proto, servers)
+        self.udp_forwards.add(f)
+        f.next()
+
+    def expire_later(self, f: _UDPForward) -> None:
+        """Call ``f.expire()`` after the timeout unless ``f`` has moved on (answered, or at another upstream)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.timeout
+        self._deadlines.append((deadline, f, f.attempt))
+        if self._deadline_timer is None and not self._expiring:
+            self._deadline_timer = loop.call_at(deadline, self._expire_due)
+
+    def _expire_due(self) -> None:
+        self._deadline_timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        q = self._deadlines
+        self._expiring = True
+        try:
+            while q and q[0][0] <= now:
+                _, f, attempt = q.popleft()
+                if f.attempt == attempt and f.socket is not None:
+                    f.expire()
+        finally:
+            self._expiring = False
+        if q:
+            self._deadline_timer = loop.call_at(q[0][0], self._expire_due)
 
     async def _udp_forward(self, fwd: Forward, addr: Any, proto: _UDP) -> None:
         wire = await self.forward(fwd)
@@ -605,7 +771,7 @@ class DNSServer:
                 if self.config.shuffle_upstreams and len(servers) > 1:
                     shuffle(servers, self.rng)  # since 1.25 (spec 6)
                 for server in servers:
-                    reply = await self._exchange(server, fwd)
+                    reply = await self.exchange(server, fwd)
                     if reply is not None:
                         break
             if reply is None:
@@ -618,7 +784,7 @@ class DNSServer:
     async def _parallel(self, fwd: Forward, servers: list[tuple[str, int]]) -> bytes | None:
         if not servers:
             return None
-        pending = {asyncio.ensure_future(self._exchange(s, fwd)) for s in servers}
+        pending = {asyncio.ensure_future(self.exchange(s, fwd)) for s in servers}
         try:
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -634,12 +800,15 @@ class DNSServer:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _exchange(self, server: tuple[str, int], fwd: Forward) -> bytes | None:
+    async def exchange(self, server: tuple[str, int], fwd: Forward, *, own_socket: bool = False) -> bytes | None:
+        """One exchange with one upstream within the timeout: the reply to send, or None on a transport error."""
         try:
             async with asyncio.timeout(self.config.timeout):
-                if fwd.transport is Transport.UDP:
-                    return await self._udp_exchange(server, fwd)
-                return await self._tcp_exchange(server, fwd)
+                if fwd.transport is Transport.TCP:
+                    return await self._tcp_exchange(server, fwd)
+                if own_socket:
+                    return await self._udp_exchange_own_socket(server, fwd)
+                return await self._udp_exchange(server, fwd)
         except (TimeoutError, OSError, asyncio.IncompleteReadError, UnicodeError):
             return None
 
@@ -649,7 +818,8 @@ class DNSServer:
         pool: list[_UpstreamSocket] = []
         try:
             for _ in range(UPSTREAM_UDP_SOCKETS):
-                _, proto = await loop.create_datagram_endpoint(_UpstreamSocket, remote_addr=server, family=family)
+                tr, proto = await loop.create_datagram_endpoint(_UpstreamSocket, remote_addr=server, family=family)
+                _grow_rcvbuf(tr)
                 pool.append(proto)
         except OSError:  # e.g. no route for that family here: every exchange opens its own socket and fails
             for us in pool:
@@ -658,7 +828,8 @@ class DNSServer:
             return []
         return pool
 
-    def _pooled_socket(self, server: tuple[str, int], qid: int) -> _UpstreamSocket | None:
+    def pooled_socket(self, server: tuple[str, int], qid: int) -> _UpstreamSocket | None:
+        """A pooled socket to ``server`` with no exchange waiting for ``qid``, or None."""
         pool = self._pools.get(server)
         if not pool:
             return None
@@ -671,16 +842,16 @@ class DNSServer:
         return None
 
     async def _udp_exchange(self, server: tuple[str, int], fwd: Forward) -> bytes | None:
-        us = self._pooled_socket(server, fwd.id)
+        us = self.pooled_socket(server, fwd.id)
         if us is None or us.transport is None:
             return await self._udp_exchange_own_socket(server, fwd)
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        us.waiting[fwd.id] = fut
+        us.waiting[fwd.id] = _FutureWaiter(fut)
         try:
             us.transport.sendto(fwd.query)
             return finish_forward(fwd, await fut)
         finally:
-            del us.waiting[fwd.id]
+            us.waiting.pop(fwd.id, None)
 
     async def _udp_exchange_own_socket(self, server: tuple[str, int], fwd: Forward) -> bytes | None:
         loop = asyncio.get_running_loop()

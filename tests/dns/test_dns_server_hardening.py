@@ -132,7 +132,8 @@ def test_sighup_on_an_empty_file_also_waits(reloading: tuple[RunningAgent, Path]
 # --------------------------------------------------------------------------------------------
 # Numeric options
 
-@pytest.mark.parametrize("option", ["--timeout", "--reload-interval", "--max-tcp", "--max-inflight"])
+@pytest.mark.parametrize("option", ["--timeout", "--reload-interval", "--max-tcp", "--max-inflight",
+                                    "--tcp-max-queries"])
 @pytest.mark.parametrize("value", ["nan", "inf", "-1", "1e400", "99999999", "-inf", "NaN"])
 def test_numeric_serve_options_refuse_non_finite_negative_and_huge(option: str, value: str) -> None:
     line = error_line(run("serve", "--config", "does-not-matter.yaml", option, value))
@@ -311,8 +312,8 @@ def test_600_slow_tcp_clients_leave_room_for_a_new_one_and_udp_keeps_working() -
                 t0 = time.monotonic()
                 assert _a(_ask(a.host, a.port, "productpage.", timeout=1)) == ["9.9.9.9"]
                 assert time.monotonic() - t0 < 1.0
-            assert peak >= 256  # the clients did fill the slots past the pressure mark
-            assert a.server.counters.tcp_shed > 0
+            assert peak >= 100  # the clients did hold many slots …
+            assert a.server.counters.tcp_shed >= 300  # … and were shed again and again under pressure
         finally:
             slow.kill()
             slow.wait()
