@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import shutil
@@ -35,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -104,27 +106,69 @@ def wait_ready(host: str, port: int, name: str, timeout: float = 30) -> None:
     raise SystemExit(f"server on {host}:{port} did not answer {name}")
 
 
-def dnsperf(host: str, port: int, queries: Path, seconds: float, *, qps: int | None = None,
-            tcp: bool = False) -> tuple[float, list[float], int]:
-    """Queries/s, the per-query latencies (with ``qps``), and the queries lost."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Run:
+    qps: float
+    lost: int
+    cpu_us: float  # server CPU time per completed query, µs: less sensitive to a busy machine than q/s
+    latencies: list[tuple[str, float]]  # (query name, seconds), with a fixed rate only
+
+
+def dnsperf(host: str, port: int, queries: Path, seconds: float, *, pid: int, qps: int | None = None,
+            tcp: bool = False) -> Run:
+    """One dnsperf run against ``host:port`` (the server is process ``pid``)."""
     cmd = ["dnsperf", "-s", host, "-p", str(port), "-d", str(queries), "-l", str(seconds), "-c", "4", "-T", "2",
            "-q", "500", "-t", "2"]
     if tcp:
         cmd += ["-m", "tcp"]
     if qps:
         cmd += ["-Q", str(qps), "-v"]
+    cpu0 = cpu_seconds(pid)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(pid) - cpu0
     m = re.search(r"Queries per second:\s+([\d.]+)", out)
-    if not m:
+    done = re.search(r"Queries completed:\s+(\d+)", out)
+    if not m or not done:
         raise SystemExit(f"cannot read dnsperf output:\n{out}")
     lost = re.search(r"Queries lost:\s+(\d+)", out)
-    lat = [float(x) for x in re.findall(r"^> \w+ .* ([\d.]+)$", out, re.M)] if qps else []
-    return float(m[1]), lat, int(lost[1]) if lost else 0
+    lat = [(n, float(x)) for n, x in re.findall(r"^> \w+ (\S+) \S+ ([\d.]+)$", out, re.M)] if qps else []
+    return Run(float(m[1]), int(lost[1]) if lost else 0, cpu * 1e6 / max(1, int(done[1])), lat)
 
 
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+def compare(servers: dict[str, tuple[str, int]], procs: dict[str, subprocess.Popen[str]], names: list[str],
+            queries: Path, args: argparse.Namespace, *, tcp: bool) -> None:
+    """Saturation q/s and CPU per query of ``names`` (the first against the others), median of interleaved runs."""
+    mode = "TCP pipelined" if tcp else "UDP saturation"
+    runs: dict[str, list[Run]] = {n: [] for n in names}
+    for n in names:
+        dnsperf(*servers[n], queries, 2, pid=procs[n].pid, tcp=tcp)  # warm-up (caches, answer cache)
+    for _ in range(args.runs):
+        for n in names:  # interleaved, so drift on a shared machine hits all alike
+            runs[n].append(dnsperf(*servers[n], queries, args.seconds, pid=procs[n].pid, tcp=tcp))
+    med = {n: statistics.median(r.qps for r in rs) for n, rs in runs.items()}
+    cpu = {n: statistics.median(r.cpu_us for r in rs) for n, rs in runs.items()}
+    for n, rs in runs.items():
+        print(f"{mode:15s} {n:14s} {med[n]:9.0f} q/s, {cpu[n]:5.1f} us CPU/query, lost {sum(r.lost for r in rs)}"
+              f"  (runs: {', '.join(f'{r.qps:.0f}' for r in rs)})")
+    first = names[0]
+    for n in names[1:]:
+        if n.startswith(first):
+            continue
+        print(f"{mode} ratio {first}/{n}: {med[first] / med[n]:.2f} q/s (target >= 1.0); CPU per query "
+              f"{cpu[first] / cpu[n]:.2f}x")
+        if len(names) > 2 and names[1].startswith(first):
+            print(f"{mode} ratio {names[1]}/{n}: {med[names[1]] / med[n]:.2f} q/s")
 
 
 def unbound_conf(path: Path, port: int, names: Sequence[tuple[str, str, str | None]], upstream: int) -> None:
@@ -173,25 +217,34 @@ def main() -> None:
                                       free_port(UNBOUND_HOST))
         dnsmasq_common = [dnsmasq_bin, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
                           "--bind-interfaces", "--user=root", "--pid-file=", "--log-facility=-"]
-        agent_cmd = [sys.executable, "-m", "netsim", "dns", "serve", "--name-table", str(nt), "--resolv-conf",
-                     str(rc), "--listen", f"{AGENT_HOST}:{aport}", "--upstream", f"{UPSTREAM_HOST}:{uport}",
-                     "--reload-interval", "0"] + (["--no-answer-cache"] if args.no_answer_cache else [])
-        procs = {
+
+        def agent_cmd(port: int, *extra: str) -> list[str]:
+            return [sys.executable, "-m", "netsim", "dns", "serve", "--name-table", str(nt), "--resolv-conf",
+                    str(rc), "--listen", f"{AGENT_HOST}:{port}", "--upstream", f"{UPSTREAM_HOST}:{uport}",
+                    "--reload-interval", "0", *(["--no-answer-cache"] if args.no_answer_cache else []), *extra]
+
+        procs: dict[str, subprocess.Popen[str]] = {
             "upstream": subprocess.Popen([*dnsmasq_common, f"--listen-address={UPSTREAM_HOST}", f"--port={uport}",
                                           f"--local=/{FORWARDED_ZONE}/"],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-            "agent": subprocess.Popen(agent_cmd, cwd=args.agent_repo, stderr=subprocess.PIPE, text=True),
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True),
+            "agent": subprocess.Popen(agent_cmd(aport), cwd=args.agent_repo, stderr=subprocess.PIPE, text=True),
             "dnsmasq": subprocess.Popen([*dnsmasq_common, f"--listen-address={DNSMASQ_HOST}", f"--port={dport}",
-                                         f"--addn-hosts={hosts}", "--cache-size=20000",
+                                         f"--addn-hosts={hosts}", "--cache-size=20000", "--local=/bench.example/",
                                          f"--server=/{FORWARDED_ZONE}/{UPSTREAM_HOST}#{uport}"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True),
         }
         servers = {"agent": (AGENT_HOST, aport), "dnsmasq": (DNSMASQ_HOST, dport)}
         if unbound_bin is not None and not args.skip_tcp:
+            if args.agent_repo == REPO:  # older checkouts lack --tcp-max-queries
+                # the same agent without miekg's 128 queries per TCP connection (unbound has no such cap)
+                cport = free_port(AGENT_HOST)
+                procs["agent-uncapped"] = subprocess.Popen(agent_cmd(cport, "--tcp-max-queries", "1000000"),
+                                                           cwd=REPO, stderr=subprocess.DEVNULL, text=True)
+                servers["agent-uncapped"] = (AGENT_HOST, cport)
             conf = tmp / "unbound.conf"
             unbound_conf(conf, bport, names, uport)
             procs["unbound"] = subprocess.Popen([unbound_bin, "-d", "-c", str(conf)],
-                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
             servers["unbound"] = (UNBOUND_HOST, bport)
         elif not args.skip_tcp:
             print("note: unbound is not installed (apt-get install -y unbound): no TCP comparison")
@@ -201,35 +254,21 @@ def main() -> None:
             wait_ready(UPSTREAM_HOST, uport, f"x.{FORWARDED_ZONE}")
             share = dict(MIX) if not args.local_only else {"A": 1.0}
             print(f"table: {len(names)} names; mix: " + ", ".join(f"{k} {v:.0%}" for k, v in share.items())
-                  + f"; dnsperf -c 4 -T 2 -q 500, {args.seconds:g} s per run, median of {args.runs}; loopback only")
-            udp: dict[str, list[float]] = {"agent": [], "dnsmasq": []}
-            for name in udp:
-                dnsperf(*servers[name], queries, 2)  # warm-up (dnsmasq's cache, the agent's answer cache)
-            for _ in range(args.runs):
-                for name in udp:  # interleaved, so drift on the shared machine hits both alike
-                    udp[name].append(dnsperf(*servers[name], queries, args.seconds)[0])
-            med = {k: statistics.median(v) for k, v in udp.items()}
-            for name, runs in udp.items():
-                print(f"UDP saturation  {name:8s} {med[name]:9.0f} q/s  (runs: {', '.join(f'{r:.0f}' for r in runs)})")
-            print(f"UDP ratio agent/dnsmasq: {med['agent'] / med['dnsmasq']:.2f} (target >= 1.0)")
-            for name in udp:
-                got, lat, lost = dnsperf(*servers[name], queries, args.seconds, qps=args.qps)
-                ms = [x * 1000 for x in lat]
-                print(f"at {args.qps} q/s  {name:8s} achieved {got:7.0f} q/s, lost {lost}; latency ms: avg "
-                      f"{statistics.mean(ms):.3f} p50 {pct(ms, 50):.3f} p99 {pct(ms, 99):.3f} max {max(ms):.3f} "
-                      f"(n={len(ms)}; target p99 < 0.3 ms for the agent)")
+                  + f"; dnsperf -c 4 -T 2 -q 500, {args.seconds:g} s per run, median of {args.runs} "
+                  "(runs interleaved); loopback only")
+            compare(servers, procs, ["agent", "dnsmasq"], queries, args, tcp=False)
+            for name in ("agent", "dnsmasq"):
+                run = dnsperf(*servers[name], queries, args.seconds, pid=procs[name].pid, qps=args.qps)
+                ms = [x * 1000 for _, x in run.latencies]
+                local = [x * 1000 for n, x in run.latencies if not n.endswith(FORWARDED_ZONE)]
+                fwd = [x * 1000 for n, x in run.latencies if n.endswith(FORWARDED_ZONE)] or [0.0]
+                print(f"at {args.qps} q/s  {name:12s} achieved {run.qps:7.0f} q/s, lost {run.lost}; latency ms: "
+                      f"avg {statistics.mean(ms):.3f} p50 {pct(ms, 50):.3f} p99 {pct(ms, 99):.3f} max {max(ms):.3f} "
+                      f"(n={len(ms)}; target p99 < 0.3 ms for the agent); p99 of table names {pct(local, 99):.3f}, "
+                      f"of forwarded {pct(fwd, 99):.3f}")
             if "unbound" in servers:
-                tcp: dict[str, list[float]] = {"agent": [], "unbound": []}
-                for name in tcp:
-                    dnsperf(*servers[name], queries, 2, tcp=True)
-                for _ in range(args.runs):
-                    for name in tcp:
-                        tcp[name].append(dnsperf(*servers[name], queries, args.seconds, tcp=True)[0])
-                tmed = {k: statistics.median(v) for k, v in tcp.items()}
-                for name, runs in tcp.items():
-                    print(f"TCP pipelined   {name:8s} {tmed[name]:9.0f} q/s  "
-                          f"(runs: {', '.join(f'{r:.0f}' for r in runs)})")
-                print(f"TCP ratio agent/unbound: {tmed['agent'] / tmed['unbound']:.2f} (target >= 1.0)")
+                compare(servers, procs, [n for n in ("agent", "agent-uncapped", "unbound") if n in servers], queries,
+                        args, tcp=True)
         finally:
             for pr in procs.values():
                 pr.terminate()

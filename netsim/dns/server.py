@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import math
 import signal
 import socket
@@ -914,10 +915,20 @@ async def serve(server: DNSServer, *, on_ready: Callable[[DNSServer], None] | No
 
 def run(config: ServerConfig, loader: Loader, *, watch: Callable[[], Sequence[Path]] = list,
         on_ready: Callable[[DNSServer], None] | None = None) -> Counters:
-    """Blocking entry point for the CLI: uvloop if available (no global policy change), then :func:`serve`."""
+    """Blocking entry point for the CLI: uvloop if available (no global policy change), then :func:`serve`.
+
+    Each table, once built, is moved out of the garbage collector's sight (``gc.freeze``): a full
+    collection over a 10,000-name table took 17 ms, a stall every query behind it waited for. The tables
+    hold no reference cycles, so an old one is still freed (by reference counting) when it is swapped out.
+    """
+
+    def frozen() -> Lookup:
+        lookup = loader()
+        gc.freeze()
+        return lookup
 
     async def main() -> Counters:
-        return await serve(DNSServer(config, loader, watch=watch), on_ready=on_ready)
+        return await serve(DNSServer(config, frozen, watch=watch), on_ready=on_ready)
 
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(main())
