@@ -3,9 +3,12 @@
 Owns: binding the listen addresses (one UDP socket and one TCP listener each), reading queries,
 calling the pure core (:func:`netsim.dns.resolve.resolve`) and sending what it decides, exchanging
 forwarded queries with the upstreams (sequential or parallel, per-upstream timeout, SERVFAIL from
-the core when all fail), limits (concurrent forwards, TCP connections, TCP idle time and queries per
-connection), hot reload (SIGHUP and file changes; atomic swap, the old table kept on bad files),
-counters (SIGUSR1 and exit) and clean shutdown (SIGTERM/SIGINT).
+the core when all fail; UDP over a few pooled sockets per upstream), limits (concurrent forwards, TCP
+connections, a read deadline per query, slots reclaimed under pressure, queries per connection), hot
+reload (SIGHUP and file changes; atomic swap, the old table kept on bad or half-written files),
+counters (SIGUSR1 and exit) and clean shutdown (SIGTERM/SIGINT, with clients connected).
+
+Each limit below names the implementation whose value or rule it copies.
 
 Never does: decide an answer itself, block the event loop, or talk to anything but the listen
 addresses and the configured upstreams.
