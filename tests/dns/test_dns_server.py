@@ -343,9 +343,8 @@ spec:
 """
 
 
-def test_reload_on_file_change_and_keeps_old_table_on_bad_files(tmp_path: Path) -> None:
-    cfg = tmp_path / "se.yaml"
-    cfg.write_text(SE.format(host="one.example.com", ip="192.0.2.1"))
+def _strict_loader(cfg: Path) -> Any:
+    """A loader of ``cfg`` that fails on any bad object (as serve's reload does)."""
 
     def loader() -> Any:
         res = load_config([cfg])
@@ -353,7 +352,13 @@ def test_reload_on_file_change_and_keeps_old_table_on_bad_files(tmp_path: Path) 
             raise res.errors[0]
         return build_lookup(res.table, namespace="default")
 
-    with RunningAgent(loader, reload_interval=0.05, watch=lambda: [cfg]) as a:
+    return loader
+
+
+def test_reload_on_file_change_and_keeps_old_table_on_bad_files(tmp_path: Path) -> None:
+    cfg = tmp_path / "se.yaml"
+    cfg.write_text(SE.format(host="one.example.com", ip="192.0.2.1"))
+    with RunningAgent(_strict_loader(cfg), reload_interval=0.05, watch=lambda: [cfg]) as a:
         assert _a(_ask(a, "one.example.com.")) == ["192.0.2.1"]
         cfg.write_text(SE.format(host="two.example.com", ip="192.0.2.2"))
         deadline = time.monotonic() + 5

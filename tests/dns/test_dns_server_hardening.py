@@ -23,35 +23,13 @@ import dns.rcode
 import pytest
 from dns_helpers import FakeUpstream, RunningAgent
 from test_dns_cli import error_line, run
+from test_dns_server import SE, _a, _ask, _closed, _recv, _small_lookup, _strict_loader
 
-from netsim.dns.resolve import build_lookup, make_query
+from netsim.dns.resolve import make_query
 from netsim.dns.server import TCP_PRESSURE_FLOOR, ServerConfig
-from netsim.dns.table import NameInfo, NameTable, load_config
 from netsim.errors import NetsimError
 
 REPO = Path(__file__).resolve().parents[2]
-
-SE = """apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: ext, namespace: default}}
-spec:
-  hosts: [{host}]
-  addresses: [{ip}]
-  resolution: STATIC
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-"""
-
-
-def _a(msg: dns.message.Message) -> list[str]:
-    return [rd.address for rrset in msg.answer for rd in rrset]
-
-
-def _ask(host: str, port: int, name: str, *, tcp: bool = False, timeout: float = 5) -> dns.message.Message:
-    q = dns.message.make_query(name, "A")
-    if tcp:
-        return dns.query.tcp(q, host, port=port, timeout=timeout)
-    return dns.query.udp(q, host, port=port, timeout=timeout)
-
 
 def _wait(cond: Any, timeout: float = 5) -> bool:
     deadline = time.monotonic() + timeout
@@ -62,12 +40,6 @@ def _wait(cond: Any, timeout: float = 5) -> bool:
     return bool(cond())
 
 
-def _small_lookup() -> Any:
-    table = NameTable({"productpage.ns1.svc.cluster.local": NameInfo(ips=("9.9.9.9",), registry="Kubernetes",
-                                                                      shortname="productpage", namespace="ns1")})
-    return build_lookup(table, namespace="ns1", search=("ns1.svc.cluster.local",))
-
-
 # --------------------------------------------------------------------------------------------
 # Reload: an empty or shrinking file is a write in progress until it stays so
 
@@ -75,26 +47,19 @@ def _small_lookup() -> Any:
 def reloading(tmp_path: Path) -> Iterator[tuple[RunningAgent, Path]]:
     cfg = tmp_path / "se.yaml"
     cfg.write_text(SE.format(host="one.example.com", ip="192.0.2.1"))
-
-    def loader() -> Any:
-        res = load_config([cfg])
-        if res.errors:
-            raise res.errors[0]
-        return build_lookup(res.table, namespace="default")
-
-    with RunningAgent(loader, reload_interval=0.05, reload_settle=0.5, watch=lambda: [cfg]) as a:
+    with RunningAgent(_strict_loader(cfg), reload_interval=0.05, reload_settle=0.5, watch=lambda: [cfg]) as a:
         yield a, cfg
 
 
 def test_empty_file_on_reload_keeps_the_table_until_the_write_completes(reloading: tuple[RunningAgent, Path]) -> None:
     a, cfg = reloading
-    assert _a(_ask(a.host, a.port, "one.example.com.")) == ["192.0.2.1"]
+    assert _a(_ask(a, "one.example.com.")) == ["192.0.2.1"]
     cfg.write_text("")  # the editor truncated the file; the new content comes a moment later
     assert _wait(lambda: any("is empty, perhaps a write in progress" in ln for ln in a.logs))
-    assert _a(_ask(a.host, a.port, "one.example.com.")) == ["192.0.2.1"]  # still answered from the old table
+    assert _a(_ask(a, "one.example.com.")) == ["192.0.2.1"]  # still answered from the old table
     cfg.write_text(SE.format(host="two.example.com", ip="192.0.2.2"))
     assert _wait(lambda: a.server.counters.reloads == 1)
-    assert _a(_ask(a.host, a.port, "two.example.com.")) == ["192.0.2.2"]
+    assert _a(_ask(a, "two.example.com.")) == ["192.0.2.2"]
     assert not any("taking it as written" in ln for ln in a.logs)
     assert any("keeping the previous table" in ln and str(cfg) in ln for ln in a.logs)
 
@@ -104,7 +69,7 @@ def test_a_file_that_stays_empty_across_two_reads_is_taken(reloading: tuple[Runn
     cfg.write_text("")
     assert _wait(lambda: a.server.counters.reloads == 1)
     assert any(f"{cfg} is empty still, so taking it as written" in ln for ln in a.logs)
-    assert _ask(a.host, a.port, "one.example.com.").rcode() == dns.rcode.SERVFAIL  # gone: forwarded, no upstream
+    assert _ask(a, "one.example.com.").rcode() == dns.rcode.SERVFAIL  # gone: forwarded, no upstream
 
 
 def test_a_shrinking_file_is_read_again_before_it_is_taken(reloading: tuple[RunningAgent, Path]) -> None:
@@ -114,7 +79,7 @@ def test_a_shrinking_file_is_read_again_before_it_is_taken(reloading: tuple[Runn
     t0 = time.monotonic()
     cfg.write_text(SE.format(host="t.example.com", ip="192.0.2.3")[: len(cut)])
     assert _wait(lambda: any("shrank from" in ln for ln in a.logs))
-    assert _a(_ask(a.host, a.port, "one.example.com.")) == ["192.0.2.1"]
+    assert _a(_ask(a, "one.example.com.")) == ["192.0.2.1"]
     assert _wait(lambda: a.server.counters.reloads + a.server.counters.reload_errors == 1)
     assert time.monotonic() - t0 >= 0.5  # read again only after the settle time
 
@@ -126,7 +91,7 @@ def test_sighup_on_an_empty_file_also_waits(reloading: tuple[RunningAgent, Path]
     cfg.write_text("")
     a.call(a.server.spawn_reload, "SIGHUP")
     assert _wait(lambda: any("reload (SIGHUP):" in ln and "is empty" in ln for ln in a.logs))
-    assert _a(_ask(a.host, a.port, "one.example.com.")) == ["192.0.2.1"]
+    assert _a(_ask(a, "one.example.com.")) == ["192.0.2.1"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,26 +124,6 @@ def test_server_config_refuses_what_the_cli_refuses(field: str, value: float) ->
 def _frame(name: str = "productpage.", qid: int = 7) -> bytes:
     q = make_query(name, qid=qid)
     return struct.pack("!H", len(q)) + q
-
-
-def _closed(s: socket.socket, within: float) -> bool:
-    s.settimeout(within)
-    try:
-        return s.recv(1) == b""
-    except TimeoutError:
-        return False
-    except ConnectionError:
-        return True
-
-
-def _recv(s: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("closed")
-        buf += chunk
-    return buf
 
 
 def _reply(s: socket.socket, timeout: float = 2) -> bytes:
@@ -255,36 +200,23 @@ import asyncio, sys
 host, port, n, frame = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), bytes.fromhex(sys.argv[4])
 connected = 0
 
-async def steady():  # one query every 2 s on a held connection; reconnects when closed
+async def slow(chunk, pause):  # a query in pieces of `chunk` bytes, `pause` s apart; reconnects when closed
     global connected
     while True:
         try:
             r, w = await asyncio.open_connection(host, port)
             connected += 1
             while True:
-                w.write(frame)
-                await w.drain()
-                await r.readexactly(2)
-                await asyncio.sleep(2)
-        except Exception:
-            await asyncio.sleep(0.05)
-
-async def trickle():  # a query a byte every 0.5 s; reconnects when closed
-    global connected
-    while True:
-        try:
-            r, w = await asyncio.open_connection(host, port)
-            connected += 1
-            while True:
-                for b in frame:
-                    w.write(bytes([b]))
+                for i in range(0, len(frame), chunk):
+                    w.write(frame[i:i + chunk])
                     await w.drain()
-                    await asyncio.sleep(0.5)
+                    await asyncio.sleep(pause)
         except Exception:
             await asyncio.sleep(0.05)
 
 async def main():
-    tasks = [asyncio.create_task(steady() if i % 2 else trickle()) for i in range(n)]
+    # half send a whole query every 2 s, half a byte every 0.5 s
+    tasks = [asyncio.create_task(slow(len(frame), 2) if i % 2 else slow(1, 0.5)) for i in range(n)]
     while connected < n:
         await asyncio.sleep(0.05)
     print("ready", flush=True)
@@ -307,10 +239,10 @@ def test_600_slow_tcp_clients_leave_room_for_a_new_one_and_udp_keeps_working() -
                 time.sleep(0.5)
                 peak = max(peak, a.call(lambda: a.server.tcp_connections))
                 t0 = time.monotonic()
-                assert _a(_ask(a.host, a.port, "productpage.", tcp=True, timeout=1)) == ["9.9.9.9"]
+                assert _a(_ask(a, "productpage.", tcp=True, timeout=1)) == ["9.9.9.9"]
                 assert time.monotonic() - t0 < 1.0
                 t0 = time.monotonic()
-                assert _a(_ask(a.host, a.port, "productpage.", timeout=1)) == ["9.9.9.9"]
+                assert _a(_ask(a, "productpage.", timeout=1)) == ["9.9.9.9"]
                 assert time.monotonic() - t0 < 1.0
             assert peak >= 100  # the clients did hold many slots …
             assert a.server.counters.tcp_shed >= 300  # … and were shed again and again under pressure
