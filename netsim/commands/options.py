@@ -1,6 +1,7 @@
 """Click option types shared by the commands: each calls a core parser and fails naming the option.
 
-Owns: :class:`EndpointType` (``IP[:PORT]``), :class:`PortListType` and :class:`MarkType`, and
+Owns: :class:`EndpointType` (``IP[:PORT]``), :class:`PortListType`, :class:`MarkType`,
+:class:`SecondsType` (finite, in range), and
 ``--config PATH…`` (:class:`PathsOption`: several paths after one flag, as the README writes it, or the
 flag repeated) with ``--keep-going``, the same on every command that reads Kubernetes/Istio objects.
 Never parses anything itself: ``netsim.workload.model.parse_endpoint`` and the integer rules do;
@@ -9,6 +10,7 @@ Never parses anything itself: ``netsim.workload.model.parse_endpoint`` and the i
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -79,6 +81,18 @@ class MarkType(click.ParamType):  # type: ignore[type-arg]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
+class SecondsType(click.FloatRange):
+    """A number of seconds within ``min``..``max`` that is also finite (``nan`` passes FloatRange's comparisons)."""
+
+    name = "number of seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number of seconds.", param, ctx)
+        return rv
+
+
 def _looks_like_path(arg: str) -> bool:
     """Whether a word after ``--config PATH`` is one more path rather than the next positional argument.
 
@@ -126,4 +140,5 @@ keep_going_option = click.option(
          "the answer, instead of stopping with an error.")
 
 
-__all__ = ["EndpointType", "MarkType", "PathsOption", "PortListType", "config_option", "keep_going_option"]
+__all__ = ["EndpointType", "MarkType", "PathsOption", "PortListType", "SecondsType", "config_option",
+           "keep_going_option"]

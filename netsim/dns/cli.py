@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import Any
 
 import click
 
-from netsim.commands.options import PathsOption, keep_going_option
+from netsim.commands.options import PathsOption, SecondsType, keep_going_option
 from netsim.dns.allocate import Generation, generation_for_version
 from netsim.dns.profile import Profile, profile_for_version
 from netsim.dns.resolvconf import expand_localhost, parse_hostport, read_resolv_conf
@@ -400,18 +399,6 @@ _MAX_SOCKETS = 65535  # each in-flight exchange or TCP connection may hold a soc
 _MAX_TCP_QUERIES = 1_000_000  # as good as unlimited: a connection that lives for hours at 100 queries/s
 
 
-class _Finite(click.FloatRange):
-    """A number of seconds: a float in range that is also finite (``nan`` passes FloatRange's comparisons)."""
-
-    name = "number of seconds"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        rv = super().convert(value, param, ctx)
-        if not math.isfinite(rv):
-            self.fail(f"{value!r} is not a finite number of seconds.", param, ctx)
-        return rv
-
-
 @dns_group.command("serve")
 @_source_options
 @click.option("--resolv-conf", "resolv_conf", default="/etc/resolv.conf", show_default=True, metavar="FILE",
@@ -424,7 +411,7 @@ class _Finite(click.FloatRange):
                    "127.0.0.1 and/or ::1 like pilot-agent (default 127.0.0.1:15053).")
 @click.option("--upstream", multiple=True, metavar="ADDR[:PORT]",
               help="Upstream nameserver (default: the resolv.conf nameservers, port 53); repeatable.")
-@click.option("--timeout", type=_Finite(min=0.001, max=_MAX_SECONDS), default=5.0, show_default=True,
+@click.option("--timeout", type=SecondsType(min=0.001, max=_MAX_SECONDS), default=5.0, show_default=True,
               help="Per-upstream timeout in seconds (DNS_FORWARD_TIMEOUT).")
 @click.option("--forward-parallel", is_flag=True, help="Ask every upstream at once (DNS_FORWARD_PARALLEL).")
 @click.option("--max-inflight", type=click.IntRange(min=1, max=_MAX_SOCKETS), default=2048, show_default=True,
@@ -435,7 +422,7 @@ class _Finite(click.FloatRange):
 @click.option("--tcp-max-queries", type=click.IntRange(min=1, max=_MAX_TCP_QUERIES), default=128, show_default=True,
               help="Queries per TCP connection, then the agent closes it (miekg's default, which pilot-agent "
                    "keeps; queries a client pipelined past it are lost).")
-@click.option("--reload-interval", type=_Finite(min=0, max=_MAX_SECONDS), default=1.0, show_default=True,
+@click.option("--reload-interval", type=SecondsType(min=0, max=_MAX_SECONDS), default=1.0, show_default=True,
               help="Seconds between checks of the config files for changes (0: only on SIGHUP).")
 @click.option("--answer-cache/--no-answer-cache", default=True, show_default=True,
               help="Memoise local answers that involve no shuffle (per table; cleared on reload).")
