@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -426,11 +427,16 @@ _MAX_TCP_QUERIES = 1_000_000  # as good as unlimited: a connection that lives fo
               help="Seconds between checks of the config files for changes (0: only on SIGHUP).")
 @click.option("--answer-cache/--no-answer-cache", default=True, show_default=True,
               help="Memoise local answers that involve no shuffle (per table; cleared on reload).")
+@click.option("--user", "run_uid", type=click.IntRange(0, 2**32 - 2), default=None, metavar="UID",
+              help="Once the files are read and the code is loaded, become this uid (with --group's gid, no "
+                   "supplementary groups) before binding: start as root, serve as the proxy.")
+@click.option("--group", "run_gid", type=click.IntRange(0, 2**32 - 2), default=None, metavar="GID",
+              help="The gid to become with --user.")
 def serve_cmd(config: tuple[str, ...], name_table: str | None, namespace: str, domain: str | None,
               istio_version: str | None, allocator: str | None, pod_ips: tuple[str, ...], resolv_conf: str,
               listen: tuple[str, ...], upstream: tuple[str, ...], timeout: float, forward_parallel: bool,
               max_inflight: int, max_tcp: int, tcp_max_queries: int, reload_interval: float,
-              answer_cache: bool) -> None:
+              answer_cache: bool, run_uid: int | None, run_gid: int | None) -> None:
     """Run the agent: answer from the table on UDP and TCP, forward everything else upstream."""
     src = _make_source(config, name_table, namespace, domain, istio_version, allocator, pod_ips)
     resolv = read_resolv_conf(resolv_conf)
@@ -458,7 +464,7 @@ def serve_cmd(config: tuple[str, ...], name_table: str | None, namespace: str, d
     def watch() -> list[Path]:
         return [*src.files(), Path(resolv_conf)]
 
-    from netsim.dns.server import ServerConfig, run  # the asyncio shell, only for serve
+    from netsim.dns.server import ServerConfig, loop_factory, run  # the asyncio shell, only for serve
 
     cfg = ServerConfig(listen=tuple(listen_addrs), upstreams=ups, timeout=timeout, parallel=forward_parallel,
                        max_inflight=max_inflight, max_tcp=max_tcp, tcp_max_queries=tcp_max_queries,
@@ -471,6 +477,19 @@ def serve_cmd(config: tuple[str, ...], name_table: str | None, namespace: str, d
         n = len(server.lookup.table) if server.lookup else 0
         click.echo(f"netsim dns: serving {n} names on {addrs} (udp, tcp); upstreams: {upstreams}", err=True)
 
+    if run_uid is not None or run_gid is not None:
+        # Before the sockets exist: the kernel's owner match reads a socket's creator, and the UDP replies
+        # leave through the listening socket. What would load lazily is loaded first, while root can still
+        # read it (the interpreter may live in a mode-700 home): uvloop, and the idna codec getaddrinfo uses.
+        import encodings.idna  # noqa: F401
+
+        loop_factory()
+        try:
+            os.setgroups([])
+            os.setgid(os.getgid() if run_gid is None else run_gid)
+            os.setuid(os.getuid() if run_uid is None else run_uid)
+        except OSError as e:
+            raise NetsimError(f"--user/--group: {e.strerror} (only root can change them)") from None
     try:
         run(cfg, loader, watch=watch, on_ready=ready)
     except OSError as e:

@@ -25,7 +25,7 @@ import enum
 import ipaddress
 import random
 import struct
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -727,6 +727,24 @@ def servfail(forward: Forward) -> bytes:
     return _servfail_wire(forward.parsed)
 
 
+def record(owner: bytes, rtype: int, rdata: bytes, ttl: int = TTL) -> bytes:
+    """One whole resource record, uncompressed: ``owner`` (wire name), ``rtype``, class IN, ``ttl``, ``rdata``."""
+    return owner + _RR_FIXED.pack(rtype, CLASS_IN, ttl, len(rdata)) + rdata
+
+
+def local_reply(parsed: ParsedQuery, limit: int, *, rcode: int = RCODE_NOERROR, aa: bool = True,
+                answer: Sequence[bytes] = (), authority: Sequence[bytes] = ()) -> bytes:
+    """A reply to ``parsed`` made of whole records (:func:`record`), cut to ``limit`` by miekg's truncation rule
+    (spec 7). For answers that are not the agent's own (the lab's cluster DNS stand-in)."""
+    flags = _reply_flags(parsed.flags, aa=aa, rcode=rcode)
+    body = [*answer, *authority]
+    wire = _header(parsed.id, flags, 1, len(answer), len(authority)) + parsed.question_wire + b"".join(body)
+    if len(wire) <= limit:
+        return wire
+    return _truncate(parsed.id, flags, parsed.question_wire, [(rr, 0) for rr in body], limit,
+                     (len(answer), len(authority), 0))
+
+
 def make_query(name: str, qtype: int = QTYPE_A, *, qid: int = 0, rd: bool = True,
                edns_size: int | None = None) -> bytes:
     """A plain query for ``name`` (for the CLI and tests)."""
@@ -754,10 +772,12 @@ __all__ = [
     "effective_domain",
     "finish_forward",
     "fit",
+    "local_reply",
     "lookup_keys",
     "make_query",
     "name_to_wire",
     "parse_query",
+    "record",
     "resolve",
     "servfail",
     "shuffle",

@@ -1,17 +1,23 @@
-"""``netsim lab up|exec|status|verify|down``: parse arguments, call one function of the lab, print the result.
+"""``netsim lab up|exec|status|verify|list|down``: parse arguments, call one function of the lab, print the result.
 
-Owns: the lab's click group and the real runner's preconditions (root, iptables, iproute2), each a
-one-line error with exit status 2 through ``netsim.cli.main``. Never does: decide anything (``control``),
+Owns: the lab's click group and the real runner's preconditions (root, iptables, iproute2, the ``lab`` extra),
+each a one-line error with exit status 2 through ``netsim.cli.main``; how ``exec`` passes signals on; how
+``status`` shows the relays' records and ``verify`` its progress. Never does: decide anything (``control``),
 or import pyroute2 (only ``netsim.lab.netns`` does, when a command really touches netlink).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -21,13 +27,16 @@ if TYPE_CHECKING:
     from netsim.lab.runner import RealRunner
     from netsim.lab.state import LabState
 
-RECENT_CONNECTIONS = 10  # listener log lines `status` shows per listener
+RECENT_CONNECTIONS = 10  # connections `status` shows per relay
+RECENT_QUERIES = 10  # queries the cluster DNS stand-in answered, shown by `status`
 
 
 def _runner() -> RealRunner:
     from netsim.lab.runner import RealRunner, check_host
 
     check_host()
+    if importlib.util.find_spec("pyroute2") is None:
+        raise LabError("the lab needs pyroute2, which is not installed: pip install 'netsim[lab]'")
     return RealRunner()
 
 
@@ -53,12 +62,13 @@ def lab_group() -> None:
 @click.argument("services", nargs=-1, metavar="[--services FILE|DIR...]", type=click.Path())
 @click.option("--upstream", "upstreams", multiple=True, metavar="HOST:PORT",
               help="the agent's upstream resolver (default: the pod's nameservers, as pilot-agent does)")
-@click.option("--namespace", default="default", show_default=True, help="the pod's Kubernetes namespace")
+@click.option("--namespace", default=None,
+              help="the pod's Kubernetes namespace (default: the manifest's metadata.namespace, else default)")
 @click.option("--app-uid", default=1000, show_default=True, type=click.IntRange(0, 2**32 - 2),
               help="uid `lab exec` runs commands as")
 @click.option("--istio-version", default=None, metavar="X.Y[.Z]")
 def up_cmd(pod_file: str, name: str | None, services_flag: bool, services: tuple[str, ...], upstreams: tuple[str, ...],
-           namespace: str, app_uid: int, istio_version: str | None) -> None:
+           namespace: str | None, app_uid: int, istio_version: str | None) -> None:
     """Create the pod and node namespaces, load the rules, start the agent and listeners (idempotent).
 
     Example: netsim lab up --pod pod.yaml --services svc.yaml serviceentries/
@@ -71,6 +81,8 @@ def up_cmd(pod_file: str, name: str | None, services_flag: bool, services: tuple
     runner = _runner()
     spec = lab_spec(pod_file, name=name, services=services, upstreams=upstreams, namespace=namespace,
                     app_uid=app_uid, istio_version=istio_version)
+    for note in spec.notes:
+        click.echo(note)
     result = up(runner, spec)
     if result.note:
         click.echo(result.note)
@@ -81,8 +93,9 @@ def up_cmd(pod_file: str, name: str | None, services_flag: bool, services: tuple
     nodes = ", ".join(str(i.ip) for i in spec.node_ips)
     from netsim.lab.state import run_dir
 
-    click.echo(f"lab {spec.name} up: pod netns {spec.name} ({pods}), node netns {spec.node} ({nodes}); "
-               f"listeners {spec.proxy_port}, {spec.inbound_port}"
+    dns = ", ".join(str(a) for a in spec.cluster_dns)
+    click.echo(f"lab {spec.name} up: pod netns {spec.name} ({pods}, namespace {spec.dns.namespace}), node netns "
+               f"{spec.node} ({nodes}, cluster DNS {dns}); relays {spec.proxy_port}, {spec.inbound_port}"
                f", DNS agent {spec.dns_port}; logs in {run_dir(spec.name)}")
 
 
@@ -98,11 +111,44 @@ def exec_cmd(name: str, uid: int | None, command: tuple[str, ...]) -> None:
     _runner()
     state = _state(name)
     e = exec_argv(state, command, uid)
-    done = subprocess.run(netns_argv(e.netns, e.argv, e.uid, e.gid), check=False)
-    sys.exit(done.returncode)
+    sys.exit(run_forwarding_signals(netns_argv(e.netns, e.argv, e.uid, e.gid)))
 
 
-def _recent(path: Path, n: int) -> list[dict[str, Any]]:
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+
+
+def run_forwarding_signals(argv: Sequence[str]) -> int:
+    """Run ``argv`` and wait for it, passing SIGTERM/SIGINT/SIGHUP/SIGQUIT on to it; its exit status
+    (128 + N when signal N ended it, as a shell reports it).
+
+    ``ip netns exec`` and ``setpriv`` exec in place, so the child is the command itself. A signal the
+    terminal sent to the whole foreground process group has reached the command already and is not sent twice.
+    """
+    proc = subprocess.Popen(argv)
+
+    def forward(signum: int, _frame: object) -> None:
+        if signum != signal.SIGTERM and _from_terminal():
+            return
+        proc.send_signal(signum)  # nothing if it has exited already
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 - code if code < 0 else code
+
+
+def _from_terminal() -> bool:
+    """Whether this process is in its terminal's foreground process group (then so is its child)."""
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (OSError, ValueError):
+        return False
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
     try:
         lines = path.read_text(errors="replace").splitlines()
     except OSError:
@@ -115,49 +161,97 @@ def _recent(path: Path, n: int) -> list[dict[str, Any]]:
             continue
         if isinstance(record, dict) and "event" not in record:
             out.append(record)
-    return out[-n:]
+    return out
+
+
+def connections(records: list[dict[str, Any]], n: int) -> tuple[list[dict[str, Any]], int]:
+    """The last ``n`` connections of a relay's log, each its accept record with the dial record (if any yet)
+    under ``"dial"``, and how many of ``lab verify``'s probes were left out."""
+    conns: dict[Any, dict[str, Any]] = {}
+    probes: set[Any] = set()
+    for r in records:
+        key = r.get("conn")
+        if r.get("probe"):
+            probes.add(key)
+            continue
+        if r.get("stage") == "dial":
+            conn = conns.setdefault(key, {k: v for k, v in r.items() if k in ("conn", "peer", "local",
+                                                                               "original_dst", "listener")})
+            conn["dial"] = {k: r[k] for k in ("time", "result", "upstream", "source") if k in r}
+        else:
+            conns[key] = {**{k: v for k, v in r.items() if k != "stage"}, **conns.get(key, {})}
+    return list(conns.values())[-n:], len(probes)
+
+
+def _connection_line(c: dict[str, Any]) -> str:
+    dial = c.get("dial")
+    then = f"{dial.get('time', '')} {dial.get('result', '')}" if dial else "dialing"
+    return f"{c.get('time', '?')} {c.get('peer')} -> {c.get('original_dst')}: accepted; {then}"
 
 
 @lab_group.command("status")
 @click.argument("name")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def status_cmd(name: str, fmt: str) -> None:
-    """The rules with live packet counters, the processes, and the listeners' recent connections."""
+    """The rules with live packet counters, the processes, the relays' recent connections and the cluster
+    DNS's recent answers. Exit status 1 when a process is dead or a rule set differs from what up loaded."""
     from netsim.lab import state as st
     from netsim.lab.control import health
-    from netsim.lab.runner import Exec
+    from netsim.lab.runner import Exec, NetnsInode
     from netsim.netfilter.model import Family
 
     runner = _runner()
     state = _state(name)
-    problems = health(runner, state)
     rules: dict[str, str] = {}
-    if not any("namespace" in p for p in problems):
+    saved: dict[Family, str] = {}
+    if runner.run(NetnsInode(name)).inode is not None:
         for family in Family:
             if family is Family.IPV6 and state.info.get("rules_v6") is None:
                 continue
-            rules[f"ipv{family.value}"] = runner.run(Exec(netns=name, argv=(family.save_command, "-c"))).stdout
+            text = runner.run(Exec(netns=name, argv=(family.save_command, "-c"))).stdout
+            rules[f"ipv{family.value}"] = text
+            saved[family] = text
+    problems = health(runner, state, saved)
     procs = [{"role": p.role, "pid": p.pid, "log": p.log} for p in state.of(st.Process)]
-    recent = {p.role: _recent(Path(p.log), RECENT_CONNECTIONS) for p in state.of(st.Process)
-              if p.role.startswith("listener-")}
+    recent: dict[str, list[dict[str, Any]]] = {}
+    probes: dict[str, int] = {}
+    queries: list[dict[str, Any]] = []
+    for p in state.of(st.Process):
+        if p.role.startswith("listener-"):
+            recent[p.role], probes[p.role] = connections(_records(Path(p.log)), RECENT_CONNECTIONS)
+        elif p.role == "cluster-dns":
+            queries = _records(Path(p.log))[-RECENT_QUERIES:]
     if fmt == "json":
         click.echo(json.dumps({"name": name, "healthy": not problems, "problems": problems, "info": {
-            k: v for k, v in state.info.items() if not k.startswith("rules_")}, "processes": procs,
-            "rules": rules, "connections": recent}, indent=2))
-        return
+            k: v for k, v in state.info.items() if not k.startswith(("rules_", "loaded_"))}, "processes": procs,
+            "rules": rules, "connections": recent, "probe_connections": probes, "cluster_dns_queries": queries},
+            indent=2))
+    else:
+        _print_status(name, state.info, problems, procs, rules, recent, probes, queries)
+    if problems:
+        sys.exit(1)
+
+
+def _print_status(name: str, info: dict[str, Any], problems: list[str], procs: list[dict[str, Any]],
+                  rules: dict[str, str], recent: dict[str, list[dict[str, Any]]], probes: dict[str, int],
+                  queries: list[dict[str, Any]]) -> None:
     click.echo(f"lab {name}: " + ("healthy" if not problems else "; ".join(problems)))
-    click.echo(f"pod netns {name} {', '.join(state.info.get('pod_ips', []))}; "
-               f"node netns {state.info.get('node_netns')} {', '.join(state.info.get('node_ips', []))}")
+    click.echo(f"pod netns {name} {', '.join(info.get('pod_ips', []))}; "
+               f"node netns {info.get('node_netns')} {', '.join(info.get('node_ips', []))}")
     for p in procs:
         click.echo(f"process {p['role']}: pid {p['pid']}, log {p['log']}")
     for fam, text in rules.items():
         click.echo(f"--- {fam} rules [packets:bytes]")
         click.echo(text.rstrip("\n"))
-    for role, records in recent.items():
-        click.echo(f"--- {role}: last {len(records)} connections")
-        for r in records:
-            click.echo(f"{r.get('time', '')} {r.get('peer')} -> {r.get('original_dst')} "
-                       f"{r.get('result', '')}")
+    for role, conns in recent.items():
+        hidden = f" ({probes[role]} lab verify probes not shown)" if probes.get(role) else ""
+        click.echo(f"--- {role}: last {len(conns)} connections{hidden}")
+        for c in conns:
+            click.echo(_connection_line(c))
+    if queries:
+        click.echo(f"--- cluster-dns: last {len(queries)} answers not from its address records")
+        for q in queries:
+            click.echo(f"{q.get('time', '')} {q.get('peer')} {q.get('name')} {q.get('type')}: {q.get('rcode')}")
 
 
 @lab_group.command("verify")
@@ -167,30 +261,125 @@ def status_cmd(name: str, fmt: str) -> None:
 @click.option("--family", type=click.Choice(["4", "6", "all"]), default="all", show_default=True,
               help="all: every family the pod has an address in")
 @click.option("--verbose", "-v", is_flag=True, help="print every probe's two traces")
-def verify_cmd(name: str, probes: int, seed: int | None, family: str, verbose: bool) -> None:
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def verify_cmd(name: str, probes: int, seed: int | None, family: str, verbose: bool, fmt: str) -> None:
     """Send random probes (per family); compare the kernel's trace (`xtables-monitor --trace`, IPv6: `nft monitor
-    trace`) with `netsim trace` on the same rules."""
+    trace`) with `netsim trace` on the same rules. Exit status 1 when they differ. On a terminal, a progress
+    line on stderr."""
     from netsim.lab.verify import verify
 
     runner = _runner()
     state = _state(name)
-    report = verify(runner, state, probes=probes, seed=seed, families=() if family == "all" else (int(family),))
-    for line in report.lines(verbose=verbose):
-        click.echo(line)
+    progress = ProgressLine(sys.stderr)
+    try:
+        report = verify(runner, state, probes=probes, seed=seed, families=() if family == "all" else (int(family),),
+                        progress=progress)
+    finally:
+        progress.done()
+    if fmt == "json":
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for line in report.lines(verbose=verbose):
+            click.echo(line)
     if not report.agreed:
         sys.exit(1)
 
 
+class ProgressLine:
+    """``verify: 125/1000 probes`` rewritten in place on ``stream``, only when it is a terminal (at most
+    every PROGRESS_INTERVAL seconds), and erased when done."""
+
+    PROGRESS_INTERVAL = 0.1
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+        self.shown = False
+        self.last = 0.0
+
+    def __call__(self, sent: int, total: int) -> None:
+        now = time.monotonic()
+        if not self.live or (now - self.last < self.PROGRESS_INTERVAL and sent < total):
+            return
+        self.last = now
+        self.stream.write(f"\rverify: {sent}/{total} probes sent and traced")
+        self.stream.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+@lab_group.command("list")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def list_cmd(fmt: str) -> None:
+    """Every lab netsim's state directory records on this machine: name, pod, age, health."""
+    from netsim.lab import state as st
+    from netsim.lab.control import health
+
+    runner = _runner()
+    rows = []
+    for name in st.recorded():
+        state = st.load(name)
+        if state is None:
+            continue
+        problems = health(runner, state)
+        created = state.info.get("created")
+        rows.append({"name": name, "pod": state.info.get("pod", ""), "namespace": state.info.get("namespace", ""),
+                     "age_seconds": round(time.time() - created) if isinstance(created, int | float) else None,
+                     "healthy": not problems, "problems": problems})
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no labs (nothing recorded in {st.run_root()})")
+        return
+    table = [("NAME", "POD", "AGE", "HEALTH")] + [
+        (r["name"], f"{r['namespace']}/{r['pod']}" if r["namespace"] else r["pod"] or "-", _age(r["age_seconds"]),
+         "healthy" if r["healthy"] else "; ".join(r["problems"])) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+
+
+def _age(seconds: int | None) -> str:
+    if seconds is None:
+        return "?"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 @lab_group.command("down")
-@click.argument("name")
-def down_cmd(name: str) -> None:
+@click.argument("name", required=False)
+@click.option("--all", "every", is_flag=True, help="every lab netsim's state directory records (lab list)")
+def down_cmd(name: str | None, every: bool) -> None:
     """Remove every namespace, link, route, rule, process and file the lab made (idempotent)."""
+    from netsim.lab import state as st
     from netsim.lab.control import down
 
-    if down(_runner(), name):
-        click.echo(f"lab {name} down")
-    else:
-        click.echo(f"no lab named {name}; nothing to do")
+    if every == (name is not None):
+        raise click.UsageError("give a lab NAME or --all")
+    runner = _runner()
+    names = st.recorded() if every else [name or ""]
+    if every and not names:
+        click.echo(f"no labs (nothing recorded in {st.run_root()}); nothing to do")
+    failed: list[str] = []
+    for n in names:
+        try:
+            gone = down(runner, n)
+        except LabError as e:
+            if not every:
+                raise
+            click.echo(f"Error: {e}", err=True)
+            failed.append(n)
+            continue
+        click.echo(f"lab {n} down" if gone else f"no lab named {n}; nothing to do")
+    if failed:
+        raise LabError(f"{len(failed)} of {len(names)} labs not fully removed: {', '.join(failed)}")
 
 
 __all__ = ["lab_group"]

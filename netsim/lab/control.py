@@ -13,23 +13,30 @@ created between them, and ``/etc/netns/<pod>/`` is written only for a namespace 
 Topology (the defaults)::
 
     node ns "<name>-node"                          pod ns "<name>"
-    lo                                             lo   (::6/128 when IPv6; TPROXY table 133 when used)
+    lo     10.96.0.10/32 (cluster DNS stand-in)    lo   (::6/128 when IPv6; TPROXY table 133 when used)
     vpod0  10.244.0.1/24  <----- veth ----->       eth0 10.244.0.5/24, default via 10.244.0.1
     (Services' ClusterIPs and the cluster DNS are reached through the node side.)
+
+Processes: every one starts as root (so it can import netsim from any installation root can run, e.g. a
+virtualenv in a mode-700 home) and drops its privileges itself once its sockets are bound: the DNS agent and
+the 15001 relay to the proxy's uid/gid (the kernel's owner match must see them as the proxy), the 15006 relay
+likewise (uid 0 / gid 1337 under TPROXY, as Envoy), the cluster DNS stand-in (node side, port 53) to nobody.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 import time
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
 from pathlib import Path
 from typing import Any
 
 from netsim.errors import LabError
 from netsim.lab import state as st
+from netsim.lab.probe import SPORT_HI, SPORT_LO
 from netsim.lab.runner import (
     AddrAdd,
     Address,
@@ -58,6 +65,7 @@ ETC_NETNS = Path("/etc/netns")  # ``ip netns exec N`` bind-mounts /etc/netns/N/*
 POD_IF, NODE_IF = "eth0", "vpod0"
 # How long ``up`` waits for the agent and the listeners to bind before calling the lab broken.
 READY_TIMEOUT_SECONDS = 15.0
+NOBODY = 65534  # the cluster DNS stand-in's uid/gid once port 53 is bound
 
 
 def node_name(name: str) -> str:
@@ -96,6 +104,9 @@ class LabSpec:
     tproxy: bool = False
     dns: DnsAgent = field(default_factory=DnsAgent)
     listener_argv: tuple[str, ...] = (sys.executable, "-m", "netsim.lab.listeners")
+    cluster_dns_argv: tuple[str, ...] = (sys.executable, "-m", "netsim.lab.clusterdns")
+    pod: str = ""  # the manifest's pod (or workload) name, for ``lab list``
+    notes: tuple[str, ...] = ()  # what ``up`` should tell the user about how its inputs were read
 
     @property
     def node(self) -> str:
@@ -104,7 +115,7 @@ class LabSpec:
     @property
     def digest(self) -> str:
         """Identity of the inputs (not of the interpreter path): the same pod and files give the same digest."""
-        basis = replace(self, listener_argv=(), dns=replace(self.dns, argv_prefix=()))
+        basis = replace(self, listener_argv=(), cluster_dns_argv=(), notes=(), dns=replace(self.dns, argv_prefix=()))
         return hashlib.sha256(repr(basis).encode()).hexdigest()[:16]
 
     def resolv_conf(self) -> str:
@@ -137,24 +148,41 @@ def no_services_file(name: str) -> Path:
     return st.run_dir(name) / "no-services.yaml"
 
 
-def listener_roles(spec: LabSpec) -> tuple[tuple[str, tuple[str, ...], int | None, int], ...]:
-    """(role, argv, uid, port) of each process ``up`` starts: the DNS agent and the two listeners.
+@dataclass(frozen=True, slots=True)
+class Role:
+    """One long-running process of a lab: where it runs, what it listens on (``up`` waits for that)."""
 
-    The listeners run as the proxy uid/gid, so their own dials are not captured again (ISTIO_OUTPUT's
-    owner RETURN); in TPROXY mode the injector runs Envoy as uid 0 / gid 1337 (spec §6,
-    ``netsim.workload.identity.envoy_uid``), and so does the 15006 listener, which needs IP_TRANSPARENT.
+    role: str
+    argv: tuple[str, ...]
+    netns: str
+    port: int
+    udp: bool = False
+
+
+def _hostport(a: Address, port: int) -> str:
+    return f"[{a}]:{port}" if a.version == 6 else f"{a}:{port}"
+
+
+def listener_roles(spec: LabSpec) -> tuple[Role, ...]:
+    """Each process ``up`` starts: the DNS agent, the two relays, the cluster DNS stand-in.
+
+    All start as root and drop to the proxy uid/gid themselves (module docstring), so their own dials are not
+    captured again (ISTIO_OUTPUT's owner RETURN); in TPROXY mode the injector runs Envoy as uid 0 / gid 1337
+    (spec §6, ``netsim.workload.identity.envoy_uid``), and so does the 15006 relay, which needs IP_TRANSPARENT.
     """
     ipv6 = any(i.version == 6 for i in spec.pod_ips)
     listen = [f"127.0.0.1:{spec.dns_port}"] + ([f"[::1]:{spec.dns_port}"] if ipv6 else [])
+    configs = spec.dns.configs or (no_services_file(spec.name),)
     argv = [*spec.dns.argv_prefix, "--namespace", spec.dns.namespace]
-    for cfg in spec.dns.configs or (no_services_file(spec.name),):
+    for cfg in configs:
         argv += ["--config", str(cfg)]
     for addr in listen:
         argv += ["--listen", addr]
-    upstreams = spec.dns.upstreams or tuple(f"[{a}]:53" if a.version == 6 else f"{a}:53" for a in spec.cluster_dns)
+    upstreams = spec.dns.upstreams or tuple(_hostport(a, 53) for a in spec.cluster_dns)
     for up in upstreams:
         argv += ["--upstream", up]
-    out: list[tuple[str, tuple[str, ...], int | None, int]] = [("dns", tuple(argv), spec.proxy_uid, spec.dns_port)]
+    argv += ["--user", str(spec.proxy_uid), "--group", str(spec.proxy_gid)]
+    out = [Role("dns", tuple(argv), spec.name, spec.dns_port, udp=True)]
     for role, port, upstream in (("outbound", spec.proxy_port, "original"), ("inbound", spec.inbound_port, "app")):
         transparent = spec.tproxy and role == "inbound"
         argv = [*spec.listener_argv, "--port", str(port), "--dial", upstream]
@@ -162,8 +190,20 @@ def listener_roles(spec: LabSpec) -> tuple[tuple[str, tuple[str, ...], int | Non
             argv.append("--ipv6")
         if transparent:
             argv.append("--transparent")
-        out.append((f"listener-{port}", tuple(argv), envoy_uid(spec.proxy_uid, tproxy=transparent), port))
+        argv += ["--user", str(envoy_uid(spec.proxy_uid, tproxy=transparent)), "--group", str(spec.proxy_gid),
+                 "--probe-sports", f"{SPORT_LO}-{SPORT_HI}"]
+        out.append(Role(f"listener-{port}", tuple(argv), spec.name, port))
+    argv = [*spec.cluster_dns_argv, "--namespace", spec.dns.namespace, "--user", str(NOBODY), "--group", str(NOBODY)]
+    for cfg in configs:
+        argv += ["--config", str(cfg)]
+    for a in spec.cluster_dns:
+        argv += ["--listen", str(a)]
+    out.append(Role("cluster-dns", tuple(argv), spec.node, 53, udp=True))
     return tuple(out)
+
+
+def _host_interface(a: Address) -> Interface:
+    return IPv4Interface(f"{a}/32") if a.version == 4 else IPv6Interface(f"{a}/128")
 
 
 def up_plan(spec: LabSpec) -> tuple[Step, ...]:
@@ -179,6 +219,7 @@ def up_plan(spec: LabSpec) -> tuple[Step, ...]:
              (st.Link(node, NODE_IF), st.Link(pod, POD_IF))),
     ]
     steps += [Step(AddrAdd(netns=node, ifname=NODE_IF, address=a)) for a in spec.node_ips]
+    steps += [Step(AddrAdd(netns=node, ifname="lo", address=_host_interface(a))) for a in spec.cluster_dns]
     steps += [Step(AddrAdd(netns=pod, ifname=POD_IF, address=a)) for a in spec.pod_ips]
     steps += [Step(LinkUp(node, NODE_IF)), Step(LinkUp(pod, POD_IF))]
     for version, default in ((4, IPv4Network("0.0.0.0/0")), (6, IPv6Network("::/0"))):
@@ -191,17 +232,29 @@ def up_plan(spec: LabSpec) -> tuple[Step, ...]:
         Step(MakeDir(etc), (st.File(str(etc)),)),
         Step(WriteFile(etc / "resolv.conf", spec.resolv_conf()), (st.File(str(etc / "resolv.conf")),)),
         Step(Restore(pod, Family.IPV4, spec.rules_v4)),
+        Step(Exec(netns=pod, argv=(Family.IPV4.save_command,)), role=LOADED_RULES[Family.IPV4]),
     ]
     if spec.rules_v6 is not None:
         steps.append(Step(Restore(pod, Family.IPV6, spec.rules_v6)))
+        steps.append(Step(Exec(netns=pod, argv=(Family.IPV6.save_command,)), role=LOADED_RULES[Family.IPV6]))
     if not spec.dns.configs:
         empty = no_services_file(pod)
         steps.append(Step(WriteFile(empty, NO_SERVICES), (st.File(str(empty)),)))
-    for role, argv, uid, _port in listener_roles(spec):
-        log = run / f"{role}.log"
-        steps.append(Step(Spawn(netns=pod, argv=argv, log=log, uid=uid, gid=spec.proxy_gid),
-                          (st.File(str(log)),), role=role))
+    for r in listener_roles(spec):
+        log = run / f"{r.role}.log"
+        steps.append(Step(Spawn(netns=r.netns, argv=r.argv, log=log), (st.File(str(log)),), role=r.role))
     return tuple(steps)
+
+
+# info keys under which ``up`` keeps what the kernel held right after the restore (``status`` compares)
+LOADED_RULES = {Family.IPV4: "loaded_v4", Family.IPV6: "loaded_v6"}
+_COUNTERS = re.compile(r"\[\d+:\d+\]")
+
+
+def rules_identity(save_output: str) -> str:
+    """``iptables-save`` output without what changes by itself: comments (dates) and packet counters."""
+    lines = (_COUNTERS.sub("", ln).strip() for ln in save_output.splitlines() if not ln.startswith("#"))
+    return "\n".join(" ".join(ln.split()) for ln in lines if ln) + "\n"
 
 
 def _execute(runner: Runner, state: st.LabState, steps: tuple[Step, ...]) -> st.LabState:
@@ -214,7 +267,10 @@ def _execute(runner: Runner, state: st.LabState, steps: tuple[Step, ...]) -> st.
             runner.restore(step.action.netns, step.action.family, step.action.text)
             continue
         outcome: Outcome = runner.run(step.action)
-        if isinstance(step.action, NetnsAdd):
+        if isinstance(step.action, Exec) and step.role in LOADED_RULES.values():
+            state = replace(state, info={**state.info, step.role: rules_identity(outcome.stdout)})
+            st.save(state)
+        elif isinstance(step.action, NetnsAdd):
             state = state.replacing(st.Namespace(step.action.name), st.Namespace(step.action.name, outcome.inode))
             st.save(state)
         elif isinstance(step.action, Spawn):
@@ -228,14 +284,13 @@ def _execute(runner: Runner, state: st.LabState, steps: tuple[Step, ...]) -> st.
 def _wait_ready(runner: Runner, spec: LabSpec, state: st.LabState) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     procs = {p.role: p for p in state.of(st.Process)}
-    for role, _argv, _uid, port in listener_roles(spec):
-        udp = role == "dns"
-        while not runner.run(Listening(spec.name, port, udp)).truth:
-            proc = procs[role]
+    for r in listener_roles(spec):
+        while not runner.run(Listening(r.netns, r.port, r.udp)).truth:
+            proc = procs[r.role]
             if not runner.run(ProcessAlive(proc.pid, proc.start_time)).truth:
-                raise LabError(f"{role} exited during start-up: {_last_line(Path(proc.log))}")
+                raise LabError(f"{r.role} exited during start-up: {_last_line(Path(proc.log))}")
             if time.monotonic() > deadline:
-                raise LabError(f"{role} did not listen on port {port} within {READY_TIMEOUT_SECONDS:g}s: "
+                raise LabError(f"{r.role} did not listen on port {r.port} within {READY_TIMEOUT_SECONDS:g}s: "
                                f"see {proc.log}")
             time.sleep(0.05)
 
@@ -248,25 +303,56 @@ def _last_line(path: Path) -> str:
     return lines[-1] if lines else f"nothing in {path}"
 
 
-def health(runner: Runner, state: st.LabState) -> list[str]:
-    """What is wrong with a recorded lab (empty: every namespace and process is still there)."""
+def health(runner: Runner, state: st.LabState, saved: dict[Family, str] | None = None) -> list[str]:
+    """What is wrong with a recorded lab (empty: every namespace and process is still there, and the pod's
+    rules are those ``up`` loaded). ``saved``: each family's ``iptables-save`` output if the caller has it
+    already (else it is read here)."""
     problems: list[str] = []
+    gone = False
     for ns in state.of(st.Namespace):
         inode = runner.run(NetnsInode(ns.name)).inode
         if inode is None:
             problems.append(f"namespace {ns.name} is gone")
+            gone = True
         elif ns.inode is not None and inode != ns.inode:
             problems.append(f"namespace {ns.name} was replaced by another one")
+            gone = True
     for proc in state.of(st.Process):
         if not runner.run(ProcessAlive(proc.pid, proc.start_time)).truth:
             problems.append(f"{proc.role} (pid {proc.pid}) is not running")
     if not state.complete:
         problems.append("start-up did not finish")
+    for family, key in LOADED_RULES.items():
+        loaded = state.info.get(key)
+        if loaded is None or gone or not state.complete:
+            continue
+        now = (saved or {}).get(family)
+        if now is None:
+            now = runner.run(Exec(netns=state.name, argv=(family.save_command,))).stdout
+        diff = rules_diff(str(loaded), rules_identity(now))
+        if diff:
+            problems.append(f"the IPv{family.value} rules differ from what up loaded ({diff})")
     return problems
+
+
+def rules_diff(loaded: str, now: str) -> str:
+    """"2 rules added, 1 removed" between two :func:`rules_identity` texts ("" when equal)."""
+    if loaded == now:
+        return ""
+    a, b = loaded.splitlines(), now.splitlines()
+    added = sum(1 for ln in b if ln not in a)
+    removed = sum(1 for ln in a if ln not in b)
+    parts = [f"{added} line{'s' * (added != 1)} added"] if added else []
+    parts += [f"{removed} line{'s' * (removed != 1)} removed"] if removed else []
+    return ", ".join(parts) or "same lines in another order"
 
 
 def _info(spec: LabSpec) -> dict[str, Any]:
     return {
+        "pod": spec.pod,
+        "namespace": spec.dns.namespace,
+        "created": time.time(),
+        "cluster_dns": [str(a) for a in spec.cluster_dns],
         "pod_netns": spec.name,
         "node_netns": spec.node,
         "pod_ips": [str(i) for i in spec.pod_ips],
@@ -375,6 +461,7 @@ __all__ = [
     "POD_IF",
     "DnsAgent",
     "LabSpec",
+    "Role",
     "Step",
     "UpResult",
     "down",
@@ -382,6 +469,8 @@ __all__ = [
     "health",
     "listener_roles",
     "node_name",
+    "rules_diff",
+    "rules_identity",
     "up",
     "up_plan",
 ]

@@ -23,6 +23,7 @@ from netsim.netfilter.model import Family
 
 DEFAULT_POD_IP = "10.244.0.5"
 DEFAULT_CLUSTER_DNS = "10.96.0.10"
+DEFAULT_NAMESPACE = "default"  # a manifest without metadata.namespace, as kubectl applies it
 PREFIX = {4: 24, 6: 64}  # the pod subnet the lab gives the veth (a node's pod CIDR is a /24 in kind/kubeadm)
 MAX_NAME = 40  # a namespace name is a file name; keep `ip netns` output readable
 
@@ -63,9 +64,12 @@ def _digest(path: Path) -> str:
 
 
 def lab_spec(pod_file: str, *, name: str | None = None, services: Sequence[str] = (),
-             upstreams: Sequence[str] = (), namespace: str = "default", app_uid: int = 1000,
+             upstreams: Sequence[str] = (), namespace: str | None = None, app_uid: int = 1000,
              istio_version: str | None = None) -> LabSpec:
     """Compile ``pod_file`` as ``netsim compile --pod`` does and lay out the lab around it.
+
+    The pod's Kubernetes namespace is the manifest's ``metadata.namespace`` (``default`` when it names none);
+    an explicit ``namespace`` wins, with a note in ``LabSpec.notes`` when it overrides the manifest's.
 
     Raises NetsimError (one line, naming file and field) when the pod does not compile, and LabError when
     it compiles to no capture at all (nothing for a lab to show).
@@ -80,6 +84,11 @@ def lab_spec(pod_file: str, *, name: str | None = None, services: Sequence[str] 
     from netsim.spec.versions import profile_for
 
     pod = load_pod(pod_file)
+    notes: tuple[str, ...] = ()
+    if namespace is None:
+        namespace = pod.namespace or DEFAULT_NAMESPACE
+    elif pod.namespace and namespace != pod.namespace:
+        notes = (f"namespace {namespace} (from --namespace; {pod_file} says {pod.namespace})",)
     pod_ips = tuple(pod_interface(ip) for ip in (pod.pod_ips or (DEFAULT_POD_IP,)))
     dns = tuple(ip_address(a) for a in (pod.dns_nameservers or (DEFAULT_CLUSTER_DNS,)))
     net = PodNetwork(pod_ips=tuple(str(i.ip) for i in pod_ips), cluster_dns=str(dns[0]))
@@ -113,6 +122,8 @@ def lab_spec(pod_file: str, *, name: str | None = None, services: Sequence[str] 
         inbound_port=int(config.inbound_capture_port),
         tproxy=config.mode is InterceptionMode.TPROXY,
         dns=agent,
+        pod=pod.name,
+        notes=notes,
     )
 
 

@@ -2,16 +2,21 @@
 and relay it, so real clients in the pod work end to end.
 
 Run as ``python -m netsim.lab.listeners --port 15001 --dial original`` (outbound: dial the original
-destination; the process runs as the proxy uid, so ISTIO_OUTPUT's owner rule lets the dial out
-uncaptured) or ``--port 15006 --dial app`` (inbound: dial the original destination from 127.0.0.6 / ::6,
-the source ISTIO_OUTPUT returns early for, spec/netfilter.md §1.11). Each connection is one JSON line on
-stdout (the lab points stdout at ``<run dir>/listener-<port>.log``).
+destination; the process drops to the proxy uid/gid once its sockets are bound, so ISTIO_OUTPUT's owner
+rule lets the dial out uncaptured) or ``--port 15006 --dial app`` (inbound: dial the original destination
+from 127.0.0.6 / ::6, the source ISTIO_OUTPUT returns early for, spec/netfilter.md §1.11).
+
+Each connection is two JSON lines on stdout (the lab points stdout at ``<run dir>/listener-<port>.log``):
+``"stage": "accept"`` the moment it is accepted (original destination, peer, time), then ``"stage": "dial"``
+with the result of the dial to the original destination (which may take up to DIAL_TIMEOUT_SECONDS); both
+carry the same ``conn`` number. A peer whose source port is in ``--probe-sports`` is one of ``lab verify``'s
+probes: its records say ``"probe": true`` so that ``lab status`` does not show them as the user's connections.
 
 Owns: reading the original destination — ``getsockopt(SOL_IP, SO_ORIGINAL_DST=80)`` (a ``sockaddr_in``),
 ``getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST=80)`` (a ``sockaddr_in6``), or with ``--transparent`` (TPROXY)
 simply ``getsockname()`` (netfilter.md §1.5, §1.7) — and the relay.
 Never does: decide what the mesh would do with the connection (``netsim.mesh`` models Envoy), or import
-anything of netsim beyond the standard library, so it starts fast as an unprivileged user.
+anything of netsim beyond the standard library and ``netsim.lab.privileges``, so it starts fast.
 """
 
 from __future__ import annotations
@@ -19,13 +24,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import itertools
 import json
+import os
 import socket
 import struct
 import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
+
+from netsim.lab.privileges import drop
 
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h, at SOL_IP
 IP6T_SO_ORIGINAL_DST = 80  # linux/netfilter_ipv6/ip6_tables.h, at SOL_IPV6
@@ -38,6 +47,7 @@ BUFFER = 65536
 BACKLOG = 128
 
 _log_lock = threading.Lock()
+_conn_ids = itertools.count(1)
 
 
 def emit(record: dict[str, Any]) -> None:
@@ -83,17 +93,24 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
             dst.shutdown(socket.SHUT_WR)
 
 
-def handle(conn: socket.socket, listen_port: int, dial: str, transparent: bool) -> None:
-    record: dict[str, Any] = {"listener": listen_port, "peer": endpoint(conn.getpeername()),
+def handle(conn: socket.socket, listen_port: int, dial: str, transparent: bool,
+           probe_sports: range = range(0)) -> None:
+    peer = conn.getpeername()
+    record: dict[str, Any] = {"conn": next(_conn_ids), "listener": listen_port, "peer": endpoint(peer),
                               "local": endpoint(conn.getsockname())}
+    if peer[1] in probe_sports:
+        record["probe"] = True
     upstream: socket.socket | None = None
     try:
         try:
             host, port = original_dst(conn, transparent)
         except OSError as e:
-            record.update(original_dst=None, result=f"no original destination: {e.strerror}")
+            record["original_dst"] = None
+            emit({**record, "stage": "accept"})
+            record.update(result=f"no original destination: {e.strerror}")
             return
         record["original_dst"] = endpoint((host, port))
+        emit({**record, "stage": "accept"})  # at once: the dial below may take DIAL_TIMEOUT_SECONDS
         if port == listen_port and not transparent:
             record["result"] = "refused: the original destination is this listener (would loop)"
             return
@@ -108,7 +125,7 @@ def handle(conn: socket.socket, listen_port: int, dial: str, transparent: bool) 
             return
         upstream.settimeout(None)
         record.update(upstream=endpoint((host, port)), source=endpoint(upstream.getsockname()), result="relayed")
-        emit(record)
+        emit({**record, "stage": "dial"})
         record = {}
         back = threading.Thread(target=_pump, args=(upstream, conn), daemon=True)
         back.start()
@@ -116,17 +133,17 @@ def handle(conn: socket.socket, listen_port: int, dial: str, transparent: bool) 
         back.join()
     finally:
         if record:
-            emit(record)
+            emit({**record, "stage": "dial"})
         for s in (upstream, conn):
             if s is not None:
                 with contextlib.suppress(OSError):
                     s.close()
 
 
-def serve(sock: socket.socket, port: int, dial: str, transparent: bool) -> None:
+def serve(sock: socket.socket, port: int, dial: str, transparent: bool, probe_sports: range = range(0)) -> None:
     while True:
         conn, _ = sock.accept()
-        threading.Thread(target=handle, args=(conn, port, dial, transparent), daemon=True).start()
+        threading.Thread(target=handle, args=(conn, port, dial, transparent, probe_sports), daemon=True).start()
 
 
 def listen(family: int, port: int, transparent: bool, backlog: int = BACKLOG) -> socket.socket:
@@ -145,23 +162,35 @@ def listen(family: int, port: int, transparent: bool, backlog: int = BACKLOG) ->
     return sock
 
 
+def port_range(text: str) -> range:
+    """``"20000-29999"`` → ``range(20000, 30000)``."""
+    lo, _, hi = text.partition("-")
+    return range(int(lo), int(hi or lo) + 1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m netsim.lab.listeners", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dial", choices=("original", "app"), required=True)
     parser.add_argument("--ipv6", action="store_true", help="also listen on IPv6")
     parser.add_argument("--transparent", action="store_true", help="IP_TRANSPARENT (TPROXY): no SO_ORIGINAL_DST")
+    parser.add_argument("--user", type=int, default=None, help="uid to become once the sockets are bound")
+    parser.add_argument("--group", type=int, default=None, help="gid to become (supplementary groups cleared)")
+    parser.add_argument("--probe-sports", type=port_range, default=range(0), metavar="LO-HI",
+                        help="peers with a source port in this range are lab verify's probes")
     args = parser.parse_args(argv)
     families = [socket.AF_INET] + ([socket.AF_INET6] if args.ipv6 else [])
     try:
         socks = [listen(f, args.port, args.transparent) for f in families]
+        if args.user is not None or args.group is not None:
+            drop(os.getuid() if args.user is None else args.user, os.getgid() if args.group is None else args.group)
     except OSError as e:
         emit({"event": "error", "listener": args.port, "error": f"cannot listen: {e.strerror or e}"})
         return 2
     emit({"event": "listening", "listener": args.port, "dial": args.dial, "transparent": args.transparent,
-          "addresses": [endpoint(s.getsockname()) for s in socks]})
-    threads = [threading.Thread(target=serve, args=(s, args.port, args.dial, args.transparent), daemon=True)
-               for s in socks]
+          "addresses": [endpoint(s.getsockname()) for s in socks], "uid": os.getuid(), "gid": os.getgid()})
+    threads = [threading.Thread(target=serve, args=(s, args.port, args.dial, args.transparent, args.probe_sports),
+                                daemon=True) for s in socks]
     for t in threads:
         t.start()
     for t in threads:

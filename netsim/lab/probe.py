@@ -4,7 +4,8 @@ Each probe ``{"proto", "family", "src", "sport", "dst", "dport", "uid", "gid"}``
 child, which drops to the probe's gid and uid *before* creating the socket (xt_owner compares the socket
 file's credentials at creation, spec/netfilter.md §1.6), binds the probe's unique source port (the TRACE
 rules select it) and sends one SYN or one datagram. Prints ``{"unsent": [source ports]}`` for the probes
-whose packet never left (socket or bind failure). Standard library only, so it starts fast.
+whose packet never left (socket or bind failure). Standard library only (and ``netsim.lab.privileges``), so it
+starts fast.
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ import socket
 import sys
 import time
 
+from netsim.lab.privileges import drop
+
+# Probe source ports: below the ephemeral range (32768-60999), so the listeners' and the agent's own
+# dials never use them; the TRACE rules of ``lab verify`` select them, and the relays mark a peer from them
+# as a probe in their logs (``--probe-sports``).
+SPORT_LO, SPORT_HI = 20000, 29999
 WARMUP_SPORT = 19999  # just below lab verify's traced source ports
 WARMUP_SECONDS = 0.05
 SYN_WAIT_SECONDS = 0.3
@@ -25,9 +32,7 @@ PACE_SECONDS = 0.005  # below the first SYN retransmission (1 s): exactly one SY
 
 
 def send(p: dict[str, object]) -> None:
-    os.setgroups([])
-    os.setgid(int(str(p["gid"])))
-    os.setuid(int(str(p["uid"])))
+    drop(int(str(p["uid"])), int(str(p["gid"])))
     fam = socket.AF_INET if p["family"] == 4 else socket.AF_INET6
     kind = socket.SOCK_STREAM if p["proto"] == "tcp" else socket.SOCK_DGRAM
     with socket.socket(fam, kind) as s:

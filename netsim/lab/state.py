@@ -140,6 +140,17 @@ def load(name: str) -> LabState | None:
     return from_json(text, str(path))
 
 
+def recorded() -> list[str]:
+    """The names of every lab with a record in the run root (netsim's own state directory), sorted."""
+    try:
+        entries = sorted(os.listdir(run_root()))
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise LabError(f"cannot list: {e.strerror}", where=str(run_root())) from None
+    return [n for n in entries if (run_root() / n / STATE_FILE).is_file()]
+
+
 def save(state: LabState) -> None:
     """Write the state atomically (temp file, fsync, rename): a crash leaves the old or the new record."""
     directory = run_dir(state.name)
@@ -214,6 +225,7 @@ __all__ = [
     "from_json",
     "load",
     "locked",
+    "recorded",
     "run_dir",
     "run_root",
     "save",

@@ -26,7 +26,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_interface, ip_network
 from pathlib import Path
@@ -42,16 +42,16 @@ from netsim.lab.kerneltrace import (
     parse_monitor,
     parse_nft_monitor,
 )
+from netsim.lab.probe import SPORT_HI, SPORT_LO
 from netsim.lab.runner import Exec, Kill, RemovePath, Runner, Spawn
 from netsim.netfilter.model import Family
 
 if TYPE_CHECKING:
     from netsim.netfilter.packet import Packet
 
-# Probe source ports: below the ephemeral range (32768-60999), so the listeners' and the agent's own
+# Probe source ports (netsim.lab.probe): below the ephemeral range, so the listeners' and the agent's own
 # dials are never selected by the TRACE rules; probe destination ports avoid the range, so replies
 # (whose source port is a probe's destination port) are not selected either.
-SPORT_LO, SPORT_HI = 20000, 29999
 SETTLE_SECONDS = 0.4  # for the monitor to subscribe, and for the last probe's events to be printed
 # Two traced datagrams that bracket the probes: the monitor is listening once it prints the first, and has
 # printed everything before the second once it prints that (events of one namespace arrive in order).
@@ -273,6 +273,17 @@ class Report:
                    + (f"; {len(self.unsent)} could not be sent" if self.unsent else ""))
         return out
 
+    def to_json(self) -> dict[str, Any]:
+        """The report for tools (``lab verify --format json``): counts per family and every probe's traces."""
+        families = {f"ipv{v}": {"probes": len(mine), "agreed": sum(r.agreed for r in mine)}
+                    for v in (4, 6) if (mine := [r for r in self.results if r.probe.version == v])}
+        return {"name": self.name, "seed": self.seed, "agreed": self.agreed, "probes": len(self.results),
+                "agreeing": sum(r.agreed for r in self.results), "families": families,
+                "results": [{"probe": r.probe.describe(), **r.probe.wire(), "inbound": r.probe.inbound,
+                             "agreed": r.agreed, "kernel": list(r.kernel), "netsim": list(r.netsim)}
+                            for r in self.results],
+                "unsent": [p.describe() for p in self.unsent]}
+
 
 def netsim_lines(rules_dump: str, bases: set[tuple[str, str]], info: dict[str, Any],
                  sockets: Sequence[tuple[str, str | None, int]], probes: Sequence[Probe],
@@ -339,10 +350,14 @@ def _monitor_error(log: Path) -> str:
     return odd[-1] if odd else "it stopped printing; the kernel trace is incomplete"
 
 
+Progress = Callable[[int, int], None]  # (probes sent so far, probes in all)
+
+
 def verify(runner: Runner, state: st.LabState, *, probes: int, seed: int | None,
-           families: Sequence[int] = ()) -> Report:
+           families: Sequence[int] = (), progress: Progress | None = None) -> Report:
     """Run ``probes`` probes per family (default: every family the lab has) in lab ``state`` and compare (see
-    the module docstring). Raises LabError when a tool is missing or fails."""
+    the module docstring); ``progress`` is told after every batch. Raises LabError when a tool is missing or
+    fails."""
     available = lab_families(state.info)
     chosen_families = tuple(families) or available
     if not chosen_families or any(v not in available for v in chosen_families):
@@ -355,15 +370,20 @@ def verify(runner: Runner, state: st.LabState, *, probes: int, seed: int | None,
     seed = random.randrange(1 << 31) if seed is None else seed
     results: list[ProbeResult] = []
     unsent: list[Probe] = []
-    for version in chosen_families:
-        got, missed = _verify_family(runner, state, FAMILIES[version], probes, seed)
+    total = probes * len(chosen_families)
+    for i, version in enumerate(chosen_families):
+        def told(sent: int, before: int = i * probes) -> None:
+            if progress is not None:
+                progress(before + sent, total)
+
+        got, missed = _verify_family(runner, state, FAMILIES[version], probes, seed, told)
         results += got
         unsent += missed
     return Report(state.name, seed, tuple(results), tuple(unsent))
 
 
-def _verify_family(runner: Runner, state: st.LabState, fam: _Fam, count: int,
-                   seed: int) -> tuple[list[ProbeResult], list[Probe]]:
+def _verify_family(runner: Runner, state: st.LabState, fam: _Fam, count: int, seed: int,
+                   progress: Callable[[int], None]) -> tuple[list[ProbeResult], list[Probe]]:
     pod, node = state.name, str(state.info["node_netns"])
     held = runner.run(Exec(netns=pod, argv=("cat", "/proc/net/nf_conntrack"), check=False)).stdout
     chosen = make_probes(state.info, count, seed, avoid=conntrack_ports(held), version=fam.version)
@@ -395,6 +415,7 @@ def _verify_family(runner: Runner, state: st.LabState, fam: _Fam, count: int,
         state = state.adding(monitor)
         st.save(state)
         _sentinel(runner, pod, log, fam, "start", repeat=True)
+        sent_so_far = 0
         for ns, group in ((pod, [p for p in chosen if not p.inbound]), (node, [p for p in chosen if p.inbound])):
             for i in range(0, len(group), BATCH):
                 sent = runner.run(Exec(netns=ns, argv=(sys.executable, "-m", "netsim.lab.probe"),
@@ -402,6 +423,8 @@ def _verify_family(runner: Runner, state: st.LabState, fam: _Fam, count: int,
                 unsent.update(_unsent(sent.stdout))
                 # wait for the monitor to print this batch before the next: its socket overflows otherwise
                 _sentinel(runner, pod, log, fam, "end", repeat=False)
+                sent_so_far += len(group[i:i + BATCH])
+                progress(sent_so_far)
     finally:
         if monitor is not None:
             runner.run(Kill(monitor.pid, monitor.start_time))

@@ -40,6 +40,11 @@ RULES = ("*nat\n-N ISTIO_REDIRECT\n-A OUTPUT -p tcp -j ISTIO_REDIRECT\n"
          "-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001\nCOMMIT\n")
 
 
+def reads_rules(c: Command | Restore) -> bool:
+    """``iptables-save``/``ip6tables-save`` in a lab namespace: what health reads, changing nothing."""
+    return isinstance(c, Exec) and c.argv[0].endswith("tables-save")
+
+
 def spec(name: str = "t1", **kw: object) -> LabSpec:
     return replace(LabSpec(name=name, rules_v4=RULES, dns=DnsAgent(configs=(Path("/x/se.yaml"),))), **kw)
 
@@ -66,13 +71,19 @@ def test_up_restores_rules_then_writes_resolv_conf_and_starts_agent_and_listener
     assert [w.path.name for w in writes] == ["resolv.conf"]
     assert writes[0].text.splitlines()[0] == "nameserver 10.96.0.10"
     spawns = [c for c in r.log if isinstance(c, Spawn)]
-    assert [c.netns for c in spawns] == ["t1"] * 3
-    assert all((c.uid, c.gid) == (1337, 1337) for c in spawns)
-    dns, out, inb = (c.argv for c in spawns)
-    assert dns[-8:] == ("--namespace", "default", "--config", "/x/se.yaml", "--listen", "127.0.0.1:15053",
-                        "--upstream", "10.96.0.10:53")[-8:]
-    assert out[-4:] == ("--port", "15001", "--dial", "original")
-    assert inb[-4:] == ("--port", "15006", "--dial", "app")
+    assert [c.netns for c in spawns] == ["t1"] * 3 + ["t1-node"]
+    # every process starts as root (it must read netsim wherever it is installed) and drops privileges itself
+    assert all((c.uid, c.gid) == (None, None) for c in spawns)
+    dns, out, inb, cluster = (c.argv for c in spawns)
+    assert dns[-12:] == ("--namespace", "default", "--config", "/x/se.yaml", "--listen", "127.0.0.1:15053",
+                         "--upstream", "10.96.0.10:53", "--user", "1337", "--group", "1337")
+    assert out[-10:] == ("--port", "15001", "--dial", "original", "--user", "1337", "--group", "1337",
+                         "--probe-sports", "20000-29999")
+    assert inb[-10:-6] == ("--port", "15006", "--dial", "app")
+    # the cluster DNS stand-in: the same Services, at the pod's nameserver address, in the node namespace
+    assert cluster[-10:] == ("--namespace", "default", "--user", "65534", "--group", "65534", "--config",
+                             "/x/se.yaml", "--listen", "10.96.0.10")
+    assert AddrAdd(netns="t1-node", ifname="lo", address=IPv4Interface("10.96.0.10/32")) in r.log
 
 
 def test_down_undoes_exactly_what_up_made_in_reverse(run_root: Path) -> None:
@@ -81,13 +92,13 @@ def test_down_undoes_exactly_what_up_made_in_reverse(run_root: Path) -> None:
     made = list(r.log)
     r.log.clear()
     assert down(r, "t1")
-    # the recorder numbers what it makes: namespaces 1001 (node), 1002 (pod), processes 1003..1005
-    assert len([c for c in made if isinstance(c, Spawn)]) == 3
-    assert [c for c in r.log if isinstance(c, Kill)] == [Kill(1005, 7), Kill(1004, 7), Kill(1003, 7)]
+    # the recorder numbers what it makes: namespaces 1001 (node), 1002 (pod), processes 1003..1006
+    assert len([c for c in made if isinstance(c, Spawn)]) == 4
+    assert [c for c in r.log if isinstance(c, Kill)] == [Kill(1006, 7), Kill(1005, 7), Kill(1004, 7), Kill(1003, 7)]
     assert [c for c in r.log if isinstance(c, KillNamespace)] == [KillNamespace("t1", 1002),
                                                                  KillNamespace("t1-node", 1001)]
     removed = [c.path.name for c in r.log if isinstance(c, RemovePath)]
-    assert removed == ["listener-15006.log", "listener-15001.log", "dns.log", "resolv.conf", "t1"]
+    assert removed == ["cluster-dns.log", "listener-15006.log", "listener-15001.log", "dns.log", "resolv.conf", "t1"]
     assert [c for c in r.log if isinstance(c, NetnsDel)] == [NetnsDel("t1", 1002), NetnsDel("t1-node", 1001)]
     # the recorder's world is empty again, and so is the run directory
     assert r.namespaces == {} and r.processes == set() and r.files == set()
@@ -109,7 +120,7 @@ def test_up_twice_with_the_same_inputs_changes_nothing(run_root: Path) -> None:
     r.log.clear()
     second = up(r, spec())
     assert first.changed and not second.changed
-    assert r.log == []  # not a single mutating command
+    assert [c for c in r.log if not reads_rules(c)] == []  # not a single mutating command
 
 
 def test_up_with_other_inputs_while_up_is_an_error_and_changes_nothing(run_root: Path) -> None:
@@ -118,7 +129,7 @@ def test_up_with_other_inputs_while_up_is_an_error_and_changes_nothing(run_root:
     r.log.clear()
     with pytest.raises(LabError, match="is up from other inputs; run `netsim lab down t1` first"):
         up(r, spec(rules_v4=RULES.replace("15001", "15002")))
-    assert r.log == []
+    assert [c for c in r.log if not reads_rules(c)] == []
 
 
 def test_up_after_the_processes_were_killed_tears_down_and_rebuilds(run_root: Path) -> None:
@@ -130,7 +141,7 @@ def test_up_after_the_processes_were_killed_tears_down_and_rebuilds(run_root: Pa
     assert result.changed and "is not running" in result.note
     kinds = [type(c).__name__ for c in r.log]
     assert kinds.index("NetnsDel") < kinds.index("NetnsAdd")  # old lab removed before the new one
-    assert len(r.processes) == 3 and set(r.namespaces) == {"t1", "t1-node"}
+    assert len(r.processes) == 4 and set(r.namespaces) == {"t1", "t1-node"}
 
 
 @pytest.mark.parametrize("fail_at", ["veth", "restore", "listener"])
@@ -300,6 +311,33 @@ def test_a_state_file_of_another_version_is_refused(run_root: Path) -> None:
     (run_root / "t1" / "state.json").write_text('{"version": 2}')
     with pytest.raises(LabError, match=r"state.json: state version 2, expected 1$"):
         st.load("t1")
+
+
+def test_status_health_compares_the_rules_with_what_up_loaded(run_root: Path) -> None:
+    from netsim.lab.control import health, rules_identity
+
+    loaded = "# Generated by iptables-save\n*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -j ISTIO_OUTPUT\nCOMMIT\n"
+    r = RecordingRunner(outputs={("iptables-save",): loaded})
+    state = up(r, spec()).state
+    assert state.info["loaded_v4"] == rules_identity(loaded) == "*nat\n:OUTPUT ACCEPT\n-A OUTPUT -j ISTIO_OUTPUT\nCOMMIT\n"
+    assert health(r, state) == []
+    # counters and comments move by themselves: not a difference
+    counted = loaded.replace("[0:0]", "[7:420]").replace("-A OUTPUT", "[3:180] -A OUTPUT")
+    assert health(r, state, {Family.IPV4: "# Completed\n" + counted}) == []
+    # a rule added behind the lab's back (or verify's TRACE rules while it runs) is one
+    more = loaded.replace("COMMIT", "-A OUTPUT -j RETURN\nCOMMIT")
+    assert health(r, state, {Family.IPV4: more}) == ["the IPv4 rules differ from what up loaded (1 line added)"]
+    r.outputs[("iptables-save",)] = "*nat\nCOMMIT\n"
+    assert health(r, state) == ["the IPv4 rules differ from what up loaded (2 lines removed)"]
+
+
+def test_recorded_lists_only_labs_with_a_state_file_in_the_run_root(run_root: Path) -> None:
+    r = RecordingRunner()
+    up(r, spec("b1"))
+    up(r, spec("a1"))
+    (run_root / "stray").mkdir()
+    (run_root / "notes.txt").write_text("x")
+    assert st.recorded() == ["a1", "b1"]
 
 
 def test_exec_runs_as_the_app_uid_of_up_unless_uid_is_given(run_root: Path) -> None:

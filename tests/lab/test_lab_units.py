@@ -418,7 +418,7 @@ def test_verify_cli_passes_family_seed_and_probes_and_exits_1_on_a_difference(
     p = Probe(proto="tcp", src="10.244.0.5", sport=21000, dst="10.96.0.20", dport=80)
 
     def fake(runner: object, state: st.LabState, *, probes: int, seed: int | None,
-             families: tuple[int, ...]) -> Report:
+             families: tuple[int, ...], progress: object) -> Report:
         calls.append((probes, seed, families))
         return Report(state.name, seed or 0, (ProbeResult(p, ("TRACE: a",), ("TRACE: a" if agreed else "TRACE: b",)),))
 
@@ -435,12 +435,19 @@ def test_status_prints_health_processes_counted_rules_and_the_last_connections(
     from netsim.lab.control import LabSpec, up
     from netsim.lab.runner import RecordingRunner
 
-    r = RecordingRunner(outputs={("iptables-save", "-c"): "*nat\n[3:180] -A OUTPUT -j ISTIO_OUTPUT\nCOMMIT\n"})
+    r = RecordingRunner(outputs={("iptables-save", "-c"): "*nat\n[3:180] -A OUTPUT -j ISTIO_OUTPUT\nCOMMIT\n",
+                                 ("iptables-save",): "*nat\n-A OUTPUT -j ISTIO_OUTPUT\nCOMMIT\n"})
     up(r, LabSpec(name="s1", rules_v4="*nat\nCOMMIT\n"))
     monkeypatch.setattr(lab_cli, "_runner", lambda: r)
     log = run_root / "s1" / "listener-15001.log"
-    records = [{"event": "listening"}] + [{"time": f"t{i}", "peer": f"10.244.0.5:{40000 + i}",
-                                           "original_dst": "10.96.0.20:80", "result": "relayed"} for i in range(12)]
+    records: list[dict[str, object]] = [{"event": "listening"}]
+    for i in range(12):
+        conn = {"conn": i, "peer": f"10.244.0.5:{40000 + i}", "original_dst": "10.96.0.20:80"}
+        records.append({**conn, "time": f"t{i}", "stage": "accept"})
+        if i != 11:  # the last one is still dialing
+            records.append({**conn, "time": f"d{i}", "stage": "dial", "result": "relayed"})
+    probe = {"conn": 99, "peer": "10.244.0.5:21000", "original_dst": "10.96.0.20:80", "probe": True}
+    records += [{**probe, "stage": "accept", "time": "p"}, {**probe, "stage": "dial", "result": "relayed"}]
     log.write_text("".join(json.dumps(x) + "\n" for x in records) + "not json\n")
     code, out, _ = run_cli(["lab", "status", "s1"], capsys)
     lines = out.splitlines()
@@ -448,17 +455,26 @@ def test_status_prints_health_processes_counted_rules_and_the_last_connections(
     assert lines[1] == "pod netns s1 10.244.0.5/24; node netns s1-node 10.244.0.1/24"
     assert f"process listener-15001: pid 1004, log {log}" in lines
     assert lines[lines.index("--- ipv4 rules [packets:bytes]") + 2] == "[3:180] -A OUTPUT -j ISTIO_OUTPUT"
-    recent = lines[lines.index("--- listener-15001: last 10 connections") + 1:][:10]
-    assert recent[0] == "t2 10.244.0.5:40002 -> 10.96.0.20:80 relayed" and recent[-1].startswith("t11 ")
+    header = "--- listener-15001: last 10 connections (1 lab verify probes not shown)"
+    recent = lines[lines.index(header) + 1:][:10]
+    assert recent[0] == "t2 10.244.0.5:40002 -> 10.96.0.20:80: accepted; d2 relayed"
+    assert recent[-1] == "t11 10.244.0.5:40011 -> 10.96.0.20:80: accepted; dialing"
     code, out, _ = run_cli(["lab", "status", "s1", "--format", "json"], capsys)
     status = json.loads(out)
     assert status["healthy"] and status["rules"]["ipv4"].startswith("*nat\n[3:180]")
-    assert [c["time"] for c in status["connections"]["listener-15001"]] == [f"t{i}" for i in range(2, 12)]
-    assert "rules_v4" not in status["info"]
+    conns = status["connections"]["listener-15001"]
+    assert [c["time"] for c in conns] == [f"t{i}" for i in range(2, 12)]
+    assert conns[0]["dial"] == {"time": "d2", "result": "relayed"} and "dial" not in conns[-1]
+    assert status["probe_connections"] == {"listener-15001": 1, "listener-15006": 0}
+    assert "rules_v4" not in status["info"] and "loaded_v4" not in status["info"]
+    r.outputs[("iptables-save", "-c")] = "*nat\nCOMMIT\n"  # the rule is gone: unhealthy, exit 1
+    code, out, _ = run_cli(["lab", "status", "s1"], capsys)
+    assert code == 1 and out.splitlines()[0] == "lab s1: the IPv4 rules differ from what up loaded (1 line removed)"
     r.crash()
     code, out, _ = run_cli(["lab", "status", "s1"], capsys)
-    assert out.splitlines()[0] == "lab s1: dns (pid 1003) is not running; listener-15001 (pid 1004) is not running; " \
-                                  "listener-15006 (pid 1005) is not running"
+    assert code == 1
+    assert out.splitlines()[0].startswith("lab s1: dns (pid 1003) is not running; listener-15001 (pid 1004) is not "
+                                          "running; listener-15006 (pid 1005) is not running; cluster-dns (pid 1006)")
 
 
 def test_the_same_seed_repeats_the_probes_on_fresh_source_ports() -> None:
