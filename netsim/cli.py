@@ -26,6 +26,23 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# optional dependency (top-level module) -> the extra that installs it (pyproject.toml's optional-dependencies)
+OPTIONAL_DEPENDENCIES: dict[str, tuple[str, str]] = {
+    "pyroute2": ("pyroute2", "lab"),
+    "scapy": ("scapy", "pcap"),
+    "uvloop": ("uvloop", "fast"),
+}
+
+
+def missing_extra(e: ModuleNotFoundError) -> str | None:
+    """The one-line hint for an optional dependency that is not installed, or None for any other module."""
+    found = OPTIONAL_DEPENDENCIES.get((e.name or "").split(".")[0])
+    if found is None:
+        return None
+    package, extra = found
+    return f"{package} is not installed; this command needs it: pip install 'netsim[{extra}]'"
+
+
 class _LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(_COMMANDS)
@@ -72,6 +89,12 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(e.exit_code)
     except NetsimError as e:
         click.echo(f"Error: {e}", err=True)
+        sys.exit(2)
+    except ModuleNotFoundError as e:
+        hint = missing_extra(e)
+        if hint is None:
+            raise
+        click.echo(f"Error: {hint}", err=True)
         sys.exit(2)
     except BrokenPipeError:
         sys.exit(1)

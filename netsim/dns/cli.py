@@ -462,7 +462,10 @@ def serve_cmd(config: tuple[str, ...], name_table: str | None, namespace: str, d
         return src.lookup(t, search)
 
     def watch() -> list[Path]:
-        return [*src.files(), Path(resolv_conf)]
+        try:
+            return [*src.files(), Path(resolv_conf)]
+        except OSError:  # a directory this uid cannot search (after --user): nothing there to reload from
+            return [Path(resolv_conf)]
 
     from netsim.dns.server import ServerConfig, loop_factory, run  # the asyncio shell, only for serve
 

@@ -34,9 +34,9 @@ RECENT_QUERIES = 10  # queries the cluster DNS stand-in answered, shown by `stat
 def _runner() -> RealRunner:
     from netsim.lab.runner import RealRunner, check_host
 
-    check_host()
-    if importlib.util.find_spec("pyroute2") is None:
+    if importlib.util.find_spec("pyroute2") is None:  # before anything is made, not at the first netlink call
         raise LabError("the lab needs pyroute2, which is not installed: pip install 'netsim[lab]'")
+    check_host()
     return RealRunner()
 
 

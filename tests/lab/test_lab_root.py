@@ -1,18 +1,21 @@
-"""The lab on a real kernel (root): issue 5's "Done when", end to end.
+"""The lab on a real kernel (root): issues 5's and 12's "Done when", end to end.
 
 A lab is brought up from ``lab/example`` (a pod with DNS capture, a Service 10.96.0.20 and a ServiceEntry
-``se.example.com`` without addresses). On the node side the test runs what a cluster would: dnsmasq as the
-cluster DNS 10.96.0.10 (the agent's upstream) and a TCP server on the ClusterIP 10.96.0.20:80; in the pod, an
-app on 8080 that reports the peer it sees. Every namespace is created by the lab or by this test, uniquely
-named, and removed in ``finally``; only addresses inside those namespaces and loopback are used.
+``se.example.com`` without addresses). The lab itself runs the cluster DNS 10.96.0.10 (its kube-dns stand-in,
+the agent's upstream) on the node side; the test adds what a cluster would have besides: a TCP server on the
+ClusterIP 10.96.0.20:80, and in the pod an app on 8080 that reports the peer it sees. Every namespace is
+created by the lab or by this test, uniquely named, and removed in ``finally``; only addresses inside those
+namespaces and loopback are used.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -31,7 +34,10 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "lab" / "example"
 POD_IP, NODE_IP, CLUSTER_DNS, CLUSTER_IP = "10.244.0.5", "10.244.0.1", "10.96.0.10", "10.96.0.20"
 APP_UID = 1000
-PY = sys.executable  # the venv's interpreter, readable by the app and proxy uids
+PY = sys.executable  # the venv's interpreter: maybe only root can run it (pyenv in a mode-700 home)
+# What the test runs as the app's uid needs an interpreter every uid can run (the lab's own processes do not:
+# they start as root).
+APP_PY = next((p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if os.access(p, os.X_OK)), PY)
 
 pytestmark = pytest.mark.root
 
@@ -109,7 +115,7 @@ def recorded_pids(name: str) -> list[int]:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    require_root("iptables-restore", "iptables-save", "setpriv", "getent", "dnsmasq", "ss")
+    require_root("iptables-restore", "iptables-save", "setpriv", "getent", "dig", "ss")
     name = f"nl{uuid.uuid4().hex[:6]}"
     node = f"{name}-node"
     tmp = tmp_path_factory.mktemp("lab")
@@ -120,21 +126,15 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                     "--services", str(EXAMPLE / "services.yaml"))
         assert f"lab {name} up" in up.stdout
         pids = recorded_pids(name)
-        # the cluster, on the node side: kube-dns (dnsmasq, the agent's upstream) and a ClusterIP backend
-        for addr in (CLUSTER_DNS, CLUSTER_IP):
-            subprocess.run(["ip", "-n", node, "addr", "add", f"{addr}/32", "dev", "lo"], check=True)
-        dns_log = tmp / "dnsmasq.log"
-        helpers.append(subprocess.Popen(in_ns(node, "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
-                                              "--bind-interfaces", f"--listen-address={CLUSTER_DNS}", "--user=root",
-                                              "--address=/upstream.test/192.0.2.7", "--log-queries",
-                                              f"--log-facility={dns_log}", "--pid-file=")))
+        # the cluster, on the node side, besides the lab's cluster DNS: a ClusterIP backend
+        subprocess.run(["ip", "-n", node, "addr", "add", f"{CLUSTER_IP}/32", "dev", "lo"], check=True)
         helpers.append(subprocess.Popen(in_ns(node, PY, "-c", BACKEND, CLUSTER_IP, "80")))
         # the app, in the pod, as the app uid: reports the peer it sees
-        helpers.append(subprocess.Popen(in_ns(name, PY, "-c", BACKEND, "0.0.0.0", "8080", uid=APP_UID)))
+        helpers.append(subprocess.Popen(in_ns(name, APP_PY, "-c", BACKEND, "0.0.0.0", "8080", uid=APP_UID)))
         wait_listening(node, 53, udp=True)
         wait_listening(node, 80)
         wait_listening(name, 8080)
-        yield {"name": name, "node": node, "dns_log": dns_log, "run": run_dir(name)}
+        yield {"name": name, "node": node, "tmp": tmp, "run": run_dir(name)}
     finally:
         for p in helpers:
             p.kill()
@@ -149,25 +149,80 @@ def test_getent_of_a_serviceentry_host_returns_its_auto_allocated_address(lab: d
     assert re.match(r"240\.240\.\d+\.\d+\s+se\.example\.com", out), out
 
 
+def timed(argv: list[str]) -> tuple[subprocess.CompletedProcess[str], float]:
+    start = time.monotonic()
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
+    return done, time.monotonic() - start
+
+
+def test_getent_of_a_serviceentry_host_and_a_service_answers_in_under_a_second(lab: dict[str, Any]) -> None:
+    # as the app would: its uid, the pod's resolv.conf (search list first, ndots:5), through the capture
+    done, took = timed(in_ns(lab["name"], "getent", "hosts", "se.example.com", uid=APP_UID))
+    assert done.returncode == 0 and re.match(r"240\.240\.\d+\.\d+\s+se\.example\.com", done.stdout), done
+    assert took < 1.0, took
+    done, took = timed(in_ns(lab["name"], "getent", "hosts", "backend", uid=APP_UID))
+    assert done.returncode == 0 and done.stdout.split() == [CLUSTER_IP, "backend.default.svc.cluster.local"], done
+    assert took < 1.0, took
+
+
+def test_an_unknown_cluster_local_name_gets_nxdomain_in_under_a_second(lab: dict[str, Any]) -> None:
+    done, took = timed(in_ns(lab["name"], "dig", "+tries=1", "+time=5", "nope.default.svc.cluster.local",
+                             uid=APP_UID))
+    assert "status: NXDOMAIN" in done.stdout and "SOA" in done.stdout, done.stdout
+    assert took < 1.0, took
+    done, took = timed(in_ns(lab["name"], "getent", "hosts", "nope", uid=APP_UID))
+    assert done.returncode == 2 and took < 1.0, (done, took)
+
+
+def test_the_cluster_dns_answers_srv_for_named_ports(lab: dict[str, Any]) -> None:
+    done = subprocess.run(in_ns(lab["name"], "dig", "+short", "+tries=1", "SRV",
+                                "_http._tcp.backend.default.svc.cluster.local", uid=APP_UID),
+                          capture_output=True, text=True, check=True, timeout=30)
+    assert done.stdout.split() == ["0", "100", "80", "backend.default.svc.cluster.local."], done.stdout
+
+
+def test_the_agent_and_relays_run_as_the_proxy_and_the_owner_match_sees_1337(lab: dict[str, Any]) -> None:
+    state = json.loads((lab["run"] / "state.json").read_text())
+    for proc in (r for r in state["resources"] if r["kind"] == "process"):
+        status = Path(f"/proc/{proc['pid']}/status").read_text()
+        ids = "65534" if proc["role"] == "cluster-dns" else "1337"
+        assert re.search(rf"^Uid:\s+{ids}\s+{ids}\s+{ids}\s+{ids}$", status, re.M), (proc["role"], status)
+        assert re.search(rf"^Gid:\s+{ids}\s+{ids}\s+{ids}\s+{ids}$", status, re.M), (proc["role"], status)
+        assert re.search(r"^Groups:\s*$", status, re.M), (proc["role"], status)
+    # the kernel's owner match counts the agent's upstream queries as uid 1337's (a rule without a target)
+    rule = ["-p", "udp", "-d", CLUSTER_DNS, "--dport", "53", "-m", "owner", "--uid-owner", "1337"]
+    subprocess.run(in_ns(lab["name"], "iptables", "-t", "raw", "-I", "OUTPUT", *rule), check=True)
+    try:
+        subprocess.run(in_ns(lab["name"], "getent", "hosts", "counted.default", uid=APP_UID), check=False, timeout=30)
+        counted = subprocess.run(in_ns(lab["name"], "iptables", "-t", "raw", "-L", "OUTPUT", "-v", "-n", "-x"),
+                                 capture_output=True, text=True, check=True).stdout
+    finally:
+        subprocess.run(in_ns(lab["name"], "iptables", "-t", "raw", "-D", "OUTPUT", *rule), check=True)
+    line = next(ln for ln in counted.splitlines() if "owner UID match 1337" in ln)
+    assert int(line.split()[0]) > 0, counted
+
+
 def test_exec_runs_as_the_app_uid(lab: dict[str, Any]) -> None:
     assert netsim("lab", "exec", lab["name"], "--", "id", "-u").stdout.strip() == str(APP_UID)
     assert netsim("lab", "exec", lab["name"], "--uid", "1337", "--", "id", "-u").stdout.strip() == "1337"
     assert netsim("lab", "exec", lab["name"], "--", "sh", "-c", "exit 3", check=False).returncode == 3  # its status
 
 
-def test_an_unknown_name_is_forwarded_to_the_upstream_on_the_node_side(lab: dict[str, Any]) -> None:
-    out = netsim("lab", "exec", lab["name"], "--", "getent", "hosts", "upstream.test").stdout
-    assert out.split()[0] == "192.0.2.7", out
-    # dnsmasq saw the query come from the pod's address: the agent (uid 1337) forwarded it uncaptured
-    log = lab["dns_log"].read_text()
-    assert re.search(rf"query\[A\] upstream\.test from {re.escape(POD_IP)}", log), log
+def test_an_unknown_name_is_forwarded_to_the_cluster_dns_which_forwards_nothing(lab: dict[str, Any]) -> None:
+    done, took = timed(in_ns(lab["name"], "getent", "hosts", "upstream.test", uid=APP_UID))
+    assert done.returncode == 2 and took < 1.0, (done, took)
+    # the stand-in saw the query come from the pod's address (the agent, uid 1337, forwarded it uncaptured)
+    # and refused it: nothing leaves the lab
+    rec = wait_record(lab["run"] / "cluster-dns.log", lambda r: r.get("name") == "upstream.test.")
+    assert rec["peer"].startswith(f"{POD_IP}:") and rec["rcode"] == "REFUSED"
 
 
 def test_a_connect_to_a_clusterip_is_logged_by_15001_with_its_original_destination(lab: dict[str, Any]) -> None:
-    out = netsim("lab", "exec", lab["name"], "--", PY, "-c", CLIENT, CLUSTER_IP, "80").stdout
+    out = netsim("lab", "exec", lab["name"], "--", APP_PY, "-c", CLIENT, CLUSTER_IP, "80").stdout
     # relayed end to end: the backend saw the 15001 listener's own dial from the pod address
     assert out.strip() == f"hello from {CLUSTER_IP}:80 to {POD_IP}", out
-    rec = wait_record(lab["run"] / "listener-15001.log", lambda r: r.get("original_dst") == f"{CLUSTER_IP}:80")
+    rec = wait_record(lab["run"] / "listener-15001.log",
+                      lambda r: r.get("original_dst") == f"{CLUSTER_IP}:80" and r["stage"] == "dial")
     assert rec["local"] == "127.0.0.1:15001" and rec["result"] == "relayed"
     assert rec["peer"].startswith(f"{POD_IP}:")
 
@@ -177,7 +232,8 @@ def test_a_connect_from_the_node_to_pod_ip_8080_is_logged_by_15006(lab: dict[str
                          check=True, timeout=30).stdout
     # the app got it through 15006, from Istio's inbound source 127.0.0.6 (netfilter.md §1.11)
     assert out.strip() == "hello from 0.0.0.0:8080 to 127.0.0.6", out
-    rec = wait_record(lab["run"] / "listener-15006.log", lambda r: r.get("original_dst") == f"{POD_IP}:8080")
+    rec = wait_record(lab["run"] / "listener-15006.log",
+                      lambda r: r.get("original_dst") == f"{POD_IP}:8080" and r["stage"] == "dial")
     assert rec["peer"].startswith(f"{NODE_IP}:") and rec["source"].startswith("127.0.0.6:")
 
 
@@ -190,7 +246,7 @@ def test_up_again_with_the_same_inputs_changes_nothing(lab: dict[str, Any]) -> N
 
 
 def test_status_shows_live_counters_and_recent_connections(lab: dict[str, Any]) -> None:
-    netsim("lab", "exec", lab["name"], "--", PY, "-c", CLIENT, CLUSTER_IP, "80")
+    netsim("lab", "exec", lab["name"], "--", APP_PY, "-c", CLIENT, CLUSTER_IP, "80")
     status = json.loads(netsim("lab", "status", lab["name"], "--format", "json").stdout)
     assert status["healthy"] is True
     redirect = [ln for ln in status["rules"]["ipv4"].splitlines() if "--to-ports 15001" in ln]
@@ -202,6 +258,91 @@ def test_verify_reports_full_agreement(lab: dict[str, Any]) -> None:
     done = netsim("lab", "verify", lab["name"], "--probes", "30", "--seed", "5", check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"agreement: 30/30 probes", done.stdout), done.stdout
+    assert done.stderr == ""  # no progress line: stderr is not a terminal
+
+
+def test_verify_json_marks_its_probes_in_the_logs_and_status_does_not_show_them(lab: dict[str, Any]) -> None:
+    done = netsim("lab", "verify", lab["name"], "--probes", "30", "--seed", "8", "--format", "json", check=False)
+    report = json.loads(done.stdout)
+    assert done.returncode == 0 and report["agreed"] is True, done.stdout
+    assert (report["probes"], report["agreeing"], report["seed"]) == (30, 30, 8)
+    assert report["families"] == {"ipv4": {"probes": 30, "agreed": 30}}
+    relayed = {r["sport"] for r in report["results"] if r["proto"] == "tcp" and r["dport"] in (80, 8080)}
+    records = log_records(lab["run"] / "listener-15001.log") + log_records(lab["run"] / "listener-15006.log")
+    probes = [r for r in records if r.get("probe")]
+    assert probes and all(20000 <= int(r["peer"].rsplit(":", 1)[1]) <= 29999 for r in probes)
+    assert not [r for r in records if not r.get("probe") and int(r["peer"].rsplit(":", 1)[1]) in relayed]
+    status = json.loads(netsim("lab", "status", lab["name"], "--format", "json").stdout)
+    shown = [c for conns in status["connections"].values() for c in conns]
+    assert not [c for c in shown if 20000 <= int(c["peer"].rsplit(":", 1)[1]) <= 29999]
+    assert sum(status["probe_connections"].values()) > 0
+
+
+def test_verify_shows_progress_on_a_terminal(lab: dict[str, Any]) -> None:
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run([PY, "-m", "netsim", "lab", "verify", lab["name"], "--probes", "5"],
+                              stdout=subprocess.PIPE, stderr=follower, text=True, cwd=REPO, check=False, timeout=120)
+        os.close(follower)
+        follower = -1
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    assert done.returncode == 0, done.stdout
+    assert b"verify: 5/5 probes sent and traced" in seen and seen.endswith(b"\r\x1b[K"), seen
+
+
+def test_a_connection_to_a_vip_without_backend_shows_in_status_within_a_second(lab: dict[str, Any]) -> None:
+    vip = "10.96.0.99"  # no address anywhere in the lab: the relay's dial waits for its timeout (5 s)
+    client = subprocess.Popen(in_ns(lab["name"], APP_PY, "-c",
+                                    "import socket, sys, time; s = socket.create_connection((sys.argv[1], 80)); "
+                                    "print(time.time(), flush=True); time.sleep(10)", vip, uid=APP_UID),
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout is not None
+        connected = float(client.stdout.readline())  # the relay accepted at once
+        start = time.monotonic()
+        status = json.loads(netsim("lab", "status", lab["name"], "--format", "json").stdout)
+        took = time.monotonic() - start
+    finally:
+        client.kill()
+        client.wait()
+    conn = next(c for c in status["connections"]["listener-15001"] if c["original_dst"] == f"{vip}:80")
+    accepted = datetime.datetime.fromisoformat(conn["time"]).timestamp()
+    assert abs(accepted - connected) < 1.0 and "dial" not in conn, conn  # logged at accept; still dialing
+    assert took < 3.0, took
+    # the dial result follows as a second record, and status shows it with the first
+    rec = wait_record(lab["run"] / "listener-15001.log",
+                      lambda r: r.get("original_dst") == f"{vip}:80" and r.get("stage") == "dial")
+    assert rec["conn"] == conn["conn"] and rec["result"].startswith("dial failed")
+    out = netsim("lab", "status", lab["name"]).stdout
+    assert re.search(rf"-> {re.escape(vip)}:80: accepted; \S+ dial failed", out), out
+
+
+def test_exec_passes_sigterm_and_sigint_on_and_returns_the_commands_status(lab: dict[str, Any]) -> None:
+    for sig, code in ((signal.SIGTERM, 7), (signal.SIGINT, 8)):
+        script = f"trap 'exit {code}' {sig.name[3:]}; echo ready; sleep 30 & wait"
+        proc = subprocess.Popen([PY, "-m", "netsim", "lab", "exec", lab["name"], "--", "sh", "-c", script],
+                                stdout=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            proc.send_signal(sig)
+            assert proc.wait(timeout=5) == code
+        finally:
+            proc.kill()
+            proc.wait()
 
 
 def test_killing_the_labs_processes_mid_run_then_down_still_cleans_everything() -> None:
@@ -218,8 +359,10 @@ def test_killing_the_labs_processes_mid_run_then_down_still_cleans_everything() 
         # ... and every process the lab started, killed behind its back
         for pid in recorded_pids(name):
             os.kill(pid, 9)
-        status = json.loads(netsim("lab", "status", name, "--format", "json").stdout)
-        assert not status["healthy"] and any("is not running" in p for p in status["problems"])
+        done = netsim("lab", "status", name, "--format", "json", check=False)
+        status = json.loads(done.stdout)
+        assert done.returncode == 1 and not status["healthy"]
+        assert any("is not running" in p for p in status["problems"])
     finally:
         down = netsim("lab", "down", name, check=False)
         assert down.returncode == 0, down.stderr
@@ -252,11 +395,12 @@ def test_errors_are_one_line_exit_2_and_leave_nothing(tmp_path: Path) -> None:
     assert done.returncode == 2 and done.stderr.startswith("Error: ") and done.stderr.count("\n") == 1, done.stderr
     assert str(bad) in done.stderr
 
-    # not root
-    done = subprocess.run(["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "--", PY, "-m", "netsim",
-                           *pod], capture_output=True, text=True, cwd=REPO, check=False)
-    assert (done.returncode, done.stderr) == (2, "Error: the lab needs root (network namespaces, iptables): "
-                                                 "run it with sudo\n")
+    # not root (where uid 1000 can run this installation at all; a private one is root's alone)
+    as_user = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "--", PY]
+    if subprocess.run([*as_user, "-c", "import netsim"], capture_output=True, cwd=REPO, check=False).returncode == 0:
+        done = subprocess.run([*as_user, "-m", "netsim", *pod], capture_output=True, text=True, cwd=REPO, check=False)
+        assert (done.returncode, done.stderr) == (2, "Error: the lab needs root (network namespaces, iptables): "
+                                                     "run it with sudo\n")
 
     # iptables missing: a PATH with only iproute2 and setpriv on it
     bin_dir = tmp_path / "bin"
@@ -307,14 +451,15 @@ def test_a_dual_stack_tproxy_pod_gets_policy_routing_and_a_transparent_15006(tmp
         assert "fwmark 0x539 lookup 133" in rules and "fwmark 0x539 lookup 133" in rules6
         lo = subprocess.run(["ip", "-n", name, "addr", "show", "lo"], capture_output=True, text=True, check=True)
         assert "inet6 ::6/128" in lo.stdout
-        app = subprocess.Popen(in_ns(name, PY, "-c", BACKEND, "::", "8080", uid=APP_UID))  # v4-mapped too
+        app = subprocess.Popen(in_ns(name, APP_PY, "-c", BACKEND, "::", "8080", uid=APP_UID))  # v4-mapped too
         wait_listening(name, 8080)
         for dst, source in ((POD_IP, "::ffff:127.0.0.6"), ("fd00:10:244::5", "::6")):
             out = subprocess.run(in_ns(f"{name}-node", PY, "-c", CLIENT, dst, "8080"), capture_output=True,
                                  text=True, check=True, timeout=30).stdout
             assert out.strip() == f"hello from :::8080 to {source}", out  # the app sees Istio's inbound source
             want = f"[{dst}]:8080" if ":" in dst else f"{dst}:8080"
-            rec = wait_record(run_dir(name) / "listener-15006.log", lambda r, w=want: r.get("original_dst") == w)
+            rec = wait_record(run_dir(name) / "listener-15006.log",
+                              lambda r, w=want: r.get("original_dst") == w and r["stage"] == "dial")
             assert rec["local"] == want  # TPROXY rewrites nothing: the accepted socket's own address is the answer
         done = netsim("lab", "verify", name, "--probes", "40", check=False)  # 40 per family
         assert done.returncode == 0 and "agreement: 80/80 probes" in done.stdout, done.stdout + done.stderr
@@ -358,3 +503,46 @@ def test_an_up_killed_midway_is_finished_by_down_or_rebuilt_by_up(after: str, th
         down = netsim("lab", "down", name, check=False)
         assert down.returncode == 0, down.stderr
         assert_nothing_left(name, pids)
+
+
+def test_list_and_down_all_cover_every_lab_of_the_state_directory_and_nothing_else(tmp_path: Path) -> None:
+    require_root("iptables-restore", "iptables-save", "setpriv", "ss")
+    env = {**os.environ, "NETSIM_LAB_RUN_DIR": str(tmp_path / "run")}  # never the labs of other users
+    names = [f"nl{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    bystander = f"nb{uuid.uuid4().hex[:6]}"
+    pids: list[int] = []
+    subprocess.run(["ip", "netns", "add", bystander], check=True)  # not netsim's: down --all leaves it
+    try:
+        assert netsim("lab", "list", env=env).stdout.startswith("no labs")
+        demo = tmp_path / "pod.yaml"
+        demo.write_text((EXAMPLE / "pod.yaml").read_text().replace("namespace: default", "namespace: demo"))
+        for n in names:
+            up = netsim("lab", "up", "--pod", str(demo), "--name", n, env=env).stdout
+            assert "namespace demo" in up, up
+        # the search list follows the manifest's namespace
+        resolv = Path(f"/etc/netns/{names[0]}/resolv.conf").read_text()
+        assert "search demo.svc.cluster.local svc.cluster.local cluster.local" in resolv, resolv
+        rows = json.loads(netsim("lab", "list", "--format", "json", env=env).stdout)
+        assert [(r["name"], r["pod"], r["namespace"], r["healthy"]) for r in rows] == \
+            [(n, "web", "demo", True) for n in sorted(names)]
+        assert all(0 <= r["age_seconds"] < 120 for r in rows)
+        text = netsim("lab", "list", env=env).stdout.splitlines()
+        assert text[0].split() == ["NAME", "POD", "AGE", "HEALTH"] and len(text) == 3
+        assert all(ln.split()[1] == "demo/web" and ln.endswith("healthy") for ln in text[1:])
+        # an explicit --namespace wins, and says so
+        again = netsim("lab", "up", "--pod", str(demo), "--name", names[0], "--namespace", "other", check=False,
+                       env=env)
+        assert again.stdout.startswith(f"namespace other (from --namespace; {demo} says demo)\n"), again.stdout
+        pids = [p for n in names for p in json.loads((tmp_path / "run" / n / "state.json").read_text())["resources"]
+                if p["kind"] == "process" for p in [p["pid"]]]
+        down = netsim("lab", "down", "--all", env=env).stdout
+        assert down.splitlines() == [f"lab {n} down" for n in sorted(names)]
+        assert netsim("lab", "list", env=env).stdout.startswith("no labs")
+        assert Path(f"/run/netns/{bystander}").exists()
+    finally:
+        netsim("lab", "down", "--all", env=env, check=False)
+        subprocess.run(["ip", "netns", "del", bystander], check=False)
+    for n in names:
+        assert not Path(f"/run/netns/{n}").exists() and not Path(f"/etc/netns/{n}").exists()
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
