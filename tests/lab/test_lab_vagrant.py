@@ -75,3 +75,45 @@ def test_vagrant_validates_the_vagrantfile(mirror: str | None, tmp_path: Path) -
                           cwd=tmp_path, timeout=180, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Vagrantfile validated successfully" in done.stdout
+
+
+# A stand-in for ./dev: reports where it runs and what lies beside it, then exits with status 3.
+FAKE_DEV = """#!/usr/bin/env bash
+set -eu
+echo "args=$*"
+echo "here=$(pwd)"
+echo "mode=$(stat -c %a ..)"
+echo "shared=$(cat ../shared/marker)"
+echo "committed=$(cat committed.txt)"
+test -e uncommitted.txt && echo "uncommitted=yes"
+exit 3
+"""
+
+
+def test_ci_run_tests_a_clone_of_head_in_a_private_directory_with_shared_beside_it(tmp_path: Path) -> None:
+    checkout = tmp_path / "repo"
+    (checkout / ".ci").mkdir(parents=True)
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "marker").write_text("the shared folder\n")
+    (checkout / ".ci" / "run").write_text((REPO / ".ci" / "run").read_text())
+    (checkout / "dev").write_text(FAKE_DEV)
+    for script in (checkout / ".ci" / "run", checkout / "dev"):
+        script.chmod(0o755)
+    (checkout / "committed.txt").write_text("v1\n")
+    git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    (checkout / "committed.txt").write_text("v2, not committed\n")  # the committed HEAD is what is tested
+    (checkout / "uncommitted.txt").write_text("x\n")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    done = subprocess.run([str(checkout / ".ci" / "run"), "-k", "x"], capture_output=True, text=True, env=env,
+                          timeout=60, check=False)
+    assert done.returncode == 3, done.stdout + done.stderr  # ./dev test's own status
+    report = dict(line.split("=", 1) for line in done.stdout.splitlines())
+    assert report["args"] == "test -k x"
+    assert Path(report["here"]).parent.parent == tmp_path and Path(report["here"]).name == "netsim"
+    assert report["mode"] == "700" and report["shared"] == "the shared folder"
+    assert report["committed"] == "v1" and "uncommitted" not in report
+    assert "uncommitted changes are not part of it" in done.stderr
+    assert not Path(report["here"]).exists()  # the private clone is removed afterwards
