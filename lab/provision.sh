@@ -18,7 +18,7 @@ packages=(
   util-linux      # setpriv: run the agent, listeners and `lab exec` as other uids
   python3 python3-venv python3-pip
   dnsutils curl   # dig and curl, for poking at the agent and the listeners
-  dnsmasq-base    # an upstream resolver to run on the node side, if you want one
+  dnsmasq-base    # a resolver of your own on the node side (lab up --upstream), if you want one
 )
 
 install() {
@@ -44,6 +44,7 @@ example() {
   cat <<MSG
 Try (vagrant ssh, then):
   sudo netsim lab exec $lab -- getent hosts se.example.com     # answered by the agent: 240.240.x.y
+  sudo netsim lab exec $lab -- getent hosts backend            # answered by the lab's cluster DNS
   sudo netsim lab status $lab                                  # rules with counters, recent connections
   sudo netsim lab verify $lab                                  # kernel trace vs netsim trace
   sudo netsim lab down $lab

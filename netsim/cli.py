@@ -91,10 +91,10 @@ def main(argv: list[str] | None = None) -> Any:
         click.echo(f"Error: {e}", err=True)
         sys.exit(2)
     except ModuleNotFoundError as e:
-        hint = missing_extra(e)
-        if hint is None:
+        missing = missing_extra(e)
+        if missing is None:
             raise
-        click.echo(f"Error: {hint}", err=True)
+        click.echo(f"Error: {missing}", err=True)
         sys.exit(2)
     except BrokenPipeError:
         sys.exit(1)
