@@ -23,7 +23,6 @@ from netsim.netfilter.model import Family
 
 DEFAULT_POD_IP = "10.244.0.5"
 DEFAULT_CLUSTER_DNS = "10.96.0.10"
-DEFAULT_NAMESPACE = "default"  # a manifest without metadata.namespace, as kubectl applies it
 PREFIX = {4: 24, 6: 64}  # the pod subnet the lab gives the veth (a node's pod CIDR is a /24 in kind/kubeadm)
 MAX_NAME = 40  # a namespace name is a file name; keep `ip netns` output readable
 
@@ -86,8 +85,8 @@ def lab_spec(pod_file: str, *, name: str | None = None, services: Sequence[str] 
     pod = load_pod(pod_file)
     notes: tuple[str, ...] = ()
     if namespace is None:
-        namespace = pod.namespace or DEFAULT_NAMESPACE
-    elif pod.namespace and namespace != pod.namespace:
+        namespace = pod.namespace
+    elif namespace != pod.namespace:
         notes = (f"namespace {namespace} (from --namespace; {pod_file} says {pod.namespace})",)
     pod_ips = tuple(pod_interface(ip) for ip in (pod.pod_ips or (DEFAULT_POD_IP,)))
     dns = tuple(ip_address(a) for a in (pod.dns_nameservers or (DEFAULT_CLUSTER_DNS,)))

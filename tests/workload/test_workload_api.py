@@ -51,7 +51,8 @@ def test_tproxy_sidecar_runs_as_uid_0_gid_1337_from_the_one_rule() -> None:
 def test_the_lab_takes_the_tproxy_uid_from_the_same_rule() -> None:
     from netsim.lab.control import LabSpec, listener_roles
 
-    roles = {role: uid for role, _argv, uid, _port in listener_roles(LabSpec(name="t", tproxy=True))}
+    # each process starts as root and becomes its --user once bound
+    roles = {r.role: int(r.argv[r.argv.index("--user") + 1]) for r in listener_roles(LabSpec(name="t", tproxy=True))}
     assert roles["listener-15006"] == envoy_uid(1337, tproxy=True) == 0
     assert roles["listener-15001"] == 1337
 
