@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from conftest import require_root
+from lab_helpers import exit_on_signal
 
 from netsim.lab.runner import netns_argv
 from netsim.lab.state import run_dir
@@ -333,16 +334,7 @@ def test_a_connection_to_a_vip_without_backend_shows_in_status_within_a_second(l
 
 def test_exec_passes_sigterm_and_sigint_on_and_returns_the_commands_status(lab: dict[str, Any]) -> None:
     for sig, code in ((signal.SIGTERM, 7), (signal.SIGINT, 8)):
-        script = f"trap 'exit {code}' {sig.name[3:]}; echo ready; sleep 30 & wait"
-        proc = subprocess.Popen([PY, "-m", "netsim", "lab", "exec", lab["name"], "--", "sh", "-c", script],
-                                stdout=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True)
-        try:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-            proc.send_signal(sig)
-            assert proc.wait(timeout=5) == code
-        finally:
-            proc.kill()
-            proc.wait()
+        assert exit_on_signal([PY, "-m", "netsim", "lab", "exec", lab["name"], "--"], sig, code) == code
 
 
 def test_killing_the_labs_processes_mid_run_then_down_still_cleans_everything() -> None:

@@ -13,11 +13,10 @@ from ipaddress import IPv4Interface, IPv6Interface, ip_network
 from pathlib import Path
 
 import pytest
-from lab_helpers import EXAMPLE, REPO, run_root_fixture  # noqa: F401  (the run_root fixture)
+from lab_helpers import EXAMPLE, REPO, run_cli, run_root_fixture  # noqa: F401  (the run_root fixture)
 
 from netsim.capture.config import CaptureConfig, InterceptionMode
 from netsim.capture.iptables import RouteCommand, route_commands
-from netsim.cli import main
 from netsim.errors import LabError
 from netsim.lab import runner as runner_mod
 from netsim.lab.inputs import lab_spec, node_interface, route_command
@@ -216,13 +215,6 @@ def test_so_original_dst_sockaddrs_are_decoded() -> None:
 
 
 # --- CLI ----------------------------------------------------------------------------------------------
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return int(exit_info.value.code or 0), out.out, out.err
 
 
 @pytest.mark.parametrize("sub", ["up", "exec", "status", "verify", "down"])

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lab_helpers import EXAMPLE, REPO, run_root_fixture  # noqa: F401  (the run_root fixture)
+from lab_helpers import EXAMPLE, REPO, exit_on_signal, run_cli, run_root_fixture  # noqa: F401  (the run_root fixture)
 
-from netsim.cli import main
 from netsim.dns.resolve import Forward, Reply, make_query, resolve
 from netsim.k8s import parse_objects
 from netsim.lab import cli as lab_cli
@@ -30,15 +29,6 @@ from netsim.lab.clusterdns import answer, kube_dns_view
 from netsim.lab.control import LabSpec, up
 from netsim.lab.inputs import lab_spec
 from netsim.lab.runner import RecordingRunner
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return int(exit_info.value.code or 0), out.out, out.err
-
 
 # --- the manifest's namespace -----------------------------------------------------------------------------
 
@@ -109,18 +99,9 @@ def test_down_all_removes_every_recorded_lab_and_only_those(monkeypatch: pytest.
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 7), (signal.SIGINT, 8), (signal.SIGHUP, 9)])
 def test_exec_passes_signals_on_and_returns_the_commands_status(sig: signal.Signals, code: int) -> None:
-    script = f"trap 'exit {code}' {sig.name[3:]}; echo ready; sleep 30 & wait"
     runner = ("import sys; from netsim.lab.cli import run_forwarding_signals; "
               "sys.exit(run_forwarding_signals(sys.argv[1:]))")
-    proc = subprocess.Popen([sys.executable, "-c", runner, "sh", "-c", script], stdout=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, text=True, cwd=REPO, start_new_session=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        proc.send_signal(sig)
-        assert proc.wait(timeout=10) == code
-    finally:
-        proc.kill()
-        proc.wait()
+    assert exit_on_signal([sys.executable, "-c", runner], sig, code) == code
 
 
 def test_exec_reports_a_command_killed_by_a_signal_as_a_shell_does() -> None:
