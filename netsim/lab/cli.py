@@ -124,15 +124,22 @@ def run_forwarding_signals(argv: Sequence[str]) -> int:
     ``ip netns exec`` and ``setpriv`` exec in place, so the child is the command itself. A signal the
     terminal sent to the whole foreground process group has reached the command already and is not sent twice.
     """
-    proc = subprocess.Popen(argv)
+    proc: subprocess.Popen[bytes] | None = None
+    early: list[int] = []  # signals that came before the child existed: sent to it as soon as it does
 
     def forward(signum: int, _frame: object) -> None:
         if signum != signal.SIGTERM and _from_terminal():
             return
-        proc.send_signal(signum)  # nothing if it has exited already
+        if proc is None:
+            early.append(signum)
+        else:
+            proc.send_signal(signum)  # nothing if it has exited already
 
-    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}  # the child starts with defaults
     try:
+        proc = subprocess.Popen(argv)
+        for signum in early:
+            proc.send_signal(signum)
         code = proc.wait()
     finally:
         for sig, handler in previous.items():
