@@ -1,13 +1,20 @@
-"""The NameTable istiod sends a proxy, and how it is built (spec/istio-dns.md sections 3, 3.1–3.3).
+"""The DNS view of the service registry: the NameTable istiod sends a proxy (spec/istio-dns.md 3, 3.1–3.3).
 
-Owns: the istiod-side model (:class:`Service`, :class:`Endpoint`, :class:`Proxy`,
-:class:`IstiodFlags`), per-proxy address selection (:func:`service_addresses`), ``BuildNameTable``
-(:func:`build_name_table`), the conversion of Kubernetes Services / Endpoints / EndpointSlices / Pods
-and Istio ServiceEntries / WorkloadEntries into that model with auto-allocation
-(:func:`build_from_objects`), and reading istiod's ``/debug/ndsz`` dump (:func:`load_ndsz`).
+Owns: the proxy and istiod settings of the table (:class:`Proxy`, :class:`IstiodFlags`), per-proxy
+address selection (:func:`service_addresses`, ``GetAllAddressesForProxy``), ``BuildNameTable``
+(:func:`build_name_table`) with the DNS endpoint policy (:func:`dns_endpoint_ok`), auto-allocation
+of ServiceEntry VIPs over the registry (:func:`auto_allocate`, the generations of
+``netsim.dns.allocate``), the whole view from objects (:func:`build_from_objects`: registry, then
+allocation, then the namespace's visible services, then the table), and reading istiod's
+``/debug/ndsz`` dump (:func:`load_ndsz`).
 
-Never does: answer queries or compute lookup names (``netsim.dns.resolve``), or any IO except
-reading the files it is given in :func:`load_config` and :func:`load_ndsz`.
+Invariants: the services come from ``netsim.registry`` (one converter for DNS and the mesh), so a
+field reads, and an object is refused, the same way in ``dns table`` and ``mesh hop``; auto-allocation
+runs once per build over every ServiceEntry; visibility is ``netsim.registry.visible``.
+
+Never does: convert objects (``netsim.registry``), answer queries or compute lookup names
+(``netsim.dns.resolve``), or any IO except reading the files it is given in :func:`load_config` and
+:func:`load_ndsz`.
 """
 
 from __future__ import annotations
@@ -37,24 +44,22 @@ from netsim.dns.allocate import (
 )
 from netsim.dns.profile import Profile, profile_for_version
 from netsim.errors import ConfigError, NetsimError
-from netsim.istio_service import EXPORT_TO_ANNOTATION, Resolution, annotation_export_to, exported, se_resolution
+from netsim.istio_service import Resolution
 from netsim.k8s import K8sObject, YAMLSyntaxError, load_yaml, read_objects, read_text
+from netsim.registry import (
+    EXTERNAL,
+    KUBE_CLUSTER,
+    KUBERNETES,
+    SERVICE_ENTRY,
+    Endpoint,
+    Health,
+    Service,
+    build_registry,
+    host_rule,
+    visible,
+)
 
-KUBERNETES = "Kubernetes"
-EXTERNAL = "External"
-KUBE_CLUSTER = "Kubernetes"  # istiod's default cluster ID
 _CLUSTERSET = ".svc.clusterset.local"
-_ISTIO_GROUP = "networking.istio.io"
-_SE_VERSIONS = ("v1", "v1beta1", "v1alpha3")
-
-
-
-class Health(enum.Enum):
-    """Endpoint health as istiod sees it; only Healthy ones count unless publishNotReadyAddresses."""
-
-    HEALTHY = "Healthy"
-    UNHEALTHY = "UnHealthy"
-    TERMINATING = "Terminating"
 
 
 class IPMode(enum.Enum):
@@ -63,39 +68,6 @@ class IPMode(enum.Enum):
     IPV4 = "IPv4"
     IPV6 = "IPv6"
     DUAL = "Dual"
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """One endpoint of a service: a pod or workload's IPs (first one is its key)."""
-
-    ips: tuple[str, ...]
-    hostname: str = ""
-    subdomain: str = ""
-    network: str = ""
-    cluster: str = ""
-    health: Health = Health.HEALTHY
-    port: int | None = None  # None: the endpoint serves every port
-
-
-@dataclass(frozen=True, slots=True)
-class Service:
-    """A service as istiod's push context holds it (one per ServiceEntry host and address)."""
-
-    hostname: str
-    namespace: str
-    name: str
-    registry: str = KUBERNETES
-    resolution: Resolution = Resolution.CLIENT_SIDE_LB
-    default_address: str = UNSPECIFIED
-    ports: tuple[int, ...] = ()
-    cluster_vips: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    auto_ipv4: str | None = None
-    auto_ipv6: str | None = None
-    endpoints: tuple[Endpoint, ...] = ()
-    publish_not_ready: bool = False
-    source: str = ""
-    allocator: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +204,10 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-def _endpoint_ok(ep: Endpoint, svc: Service, flags: IstiodFlags) -> bool:
+def dns_endpoint_ok(ep: Endpoint, svc: Service, flags: IstiodFlags) -> bool:
+    """The DNS view's endpoint policy (spec 3 step 2): only IP addresses, and healthy unless the Service
+    has ``publishNotReadyAddresses`` or the release still counted unready endpoints (before 1.24).
+    Envoy's policy differs: ``netsim.mesh.build.envoy_endpoints``."""
     if not ep.ips or not all(_is_ip(ip) for ip in ep.ips):
         return False
     return svc.publish_not_ready or not flags.unhealthy_excluded or ep.health is Health.HEALTHY
@@ -264,16 +239,16 @@ def build_name_table(services: Iterable[Service], proxy: Proxy, flags: IstiodFla
             table[svc.hostname] = NameInfo(ips=tuple(ips), registry=svc.registry,
                                            shortname=svc.name if k8s else "",
                                            namespace=svc.namespace if k8s else "",
-                                           sources=(svc.source,) if svc.source else (), allocator=auto)
+                                           sources=(svc.where,) if svc.where else (), allocator=auto)
         elif cur.registry != KUBERNETES:
             if svc.registry == KUBERNETES:
                 table[svc.hostname] = NameInfo(ips=tuple(ips), registry=KUBERNETES, shortname=svc.name,
                                                namespace=svc.namespace,
-                                               sources=(*cur.sources, svc.source) if svc.source else cur.sources,
+                                               sources=(*cur.sources, svc.where) if svc.where else cur.sources,
                                                allocator=auto)
             elif flags.merge_same_host:
                 table[svc.hostname] = replace(cur, ips=cur.ips + tuple(ips),
-                                              sources=(*cur.sources, svc.source) if svc.source else cur.sources,
+                                              sources=(*cur.sources, svc.where) if svc.where else cur.sources,
                                               allocator=cur.allocator or auto)
     return NameTable(table)
 
@@ -285,10 +260,11 @@ def _headless(svc: Service, proxy: Proxy, flags: IstiodFlags, table: dict[str, N
     remote: dict[str, list[str]] = {}
     shortnames: dict[str, str] = {}
     parent = svc.hostname.split(".", 1)[1] if "." in svc.hostname else ""
-    ports: list[int | None] = [*(svc.ports if flags.all_ports else svc.ports[:1]), None]
+    nums = svc.port_numbers
+    ports: list[int | None] = [*(nums if flags.all_ports else nums[:1]), None]
     for port in ports:  # every port's endpoints (since 2026-07-30), deduplicated by first address
         for ep in svc.endpoints:
-            if ep.port != port or not _endpoint_ok(ep, svc, flags) or ep.ips[0] in seen:
+            if ep.port != port or not dns_endpoint_ok(ep, svc, flags) or ep.ips[0] in seen:
                 continue
             seen.add(ep.ips[0])
             ep_ips = ep.ips if flags.all_pod_ips else ep.ips[:1]
@@ -300,7 +276,7 @@ def _headless(svc: Service, proxy: Proxy, flags: IstiodFlags, table: dict[str, N
                 (local if same_cluster else remote).setdefault(host, []).extend(ep_ips)
             if same_net and (same_cluster or flags.multicluster_headless):
                 ips.extend(ep_ips)
-    src = (svc.source,) if svc.source else ()
+    src = (svc.where,) if svc.where else ()
     remote_only = {host: hips for host, hips in remote.items() if host not in local}  # local names win
     for host, hips in (local | remote_only).items():
         table[host] = NameInfo(ips=tuple(hips), registry=svc.registry, shortname=shortnames[host],
@@ -369,291 +345,101 @@ def explain_unresolved(services: Iterable[Service], table: NameTable, proxy: Pro
             why = f"its addresses are of another IP family than this {proxy.ip_mode.value} proxy"
         else:
             why = f"no usable IP address ({', '.join(addrs)}: CIDRs and names are dropped)"
-        out[svc.hostname] = Unresolved(svc.hostname, svc.source, why)
+        out[svc.hostname] = Unresolved(svc.hostname, svc.where, why)
     return list(out.values())
 
 
-def _str_list(obj: K8sObject, data: Mapping[str, Any], key: str, path: str) -> list[str]:
-    val = data.get(key)
-    if val is None:
-        return []
-    if not isinstance(val, list) or not all(isinstance(v, str | int | float) for v in val):
-        raise obj.error(f"{path}.{key}" if path else key, "must be a list of strings")
-    return [str(v) for v in val]
+# --------------------------------------------------------------------------------------------
+# auto-allocation: a view of the registry, once per build (spec/istio-autoalloc.md)
 
+def auto_allocate(services: Sequence[Service], generation: Generation, *, istio_version: str | None = None,
+                  enabled: bool = True) -> tuple[Service, ...]:
+    """``services`` with the VIPs ``generation`` auto-allocates to ServiceEntry hosts without addresses.
 
-def _mapping(obj: K8sObject, data: Any, path: str) -> Mapping[str, Any]:
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise obj.error(path, "must be a mapping")
-    return data
-
-
-def _ports(obj: K8sObject, spec: Mapping[str, Any], name_key: str) -> tuple[int, ...]:
-    raw = spec.get("ports") or []
-    if not isinstance(raw, list):
-        raise obj.error("spec.ports", "must be a list")
+    Runs over every ServiceEntry of the registry (istiod allocates cluster-wide, whoever looks).
+    ``v2`` keeps existing ``status.addresses`` and allocates the rest as the controller would on a
+    leader start, handing them out only when ``enabled`` (``PILOT_ENABLE_IP_AUTOALLOCATE``); the legacy
+    generations allocate over the ServiceEntry services oldest first, then by name, in the order read.
+    """
+    se = [s for s in services if s.kind == SERVICE_ENTRY]
+    if not se:
+        return tuple(services)
+    auto: dict[int, Allocation] = {}  # by Service.seq
+    if generation is Generation.V2:
+        by_object: dict[tuple[str, str], list[Service]] = {}
+        for s in sorted(se, key=lambda s: s.seq):
+            by_object.setdefault((s.namespace, s.name), []).append(s)
+        states = sorted((_se_state(group) for group in by_object.values()),
+                        key=lambda st: (st.creation, st.namespace, st.name))
+        done = {st.key: st for st in allocate_v2_fresh(states)}
+        for (ns, name), group in by_object.items():
+            per_host = consume_status(done[f"{ns}/{name}"], enabled=enabled)
+            for s in group:
+                if s.address == UNSPECIFIED and s.hostname in per_host:
+                    auto[s.seq] = per_host[s.hostname]
+    else:
+        ordered_se = sorted(se, key=lambda s: (s.creation, s.name, s.seq))
+        flat = [(s, AllocService(hostname=s.hostname, namespace=s.namespace, resolution=s.resolution.se_name,
+                                 address=s.address, creation=s.creation, se_name=s.name)) for s in ordered_se]
+        if generation.is_sequential:
+            order = sequential_order([a for _, a in flat], by_hostname=sequential_by_hostname(istio_version))
+            index = {id(a): s for s, a in flat}
+            flat = [(index[id(a)], a) for a in order]
+        for (s, _a), alloc in zip(flat, allocate([a for _, a in flat], generation), strict=True):
+            auto[s.seq] = alloc
     out = []
-    for i, p in enumerate(raw):
-        if not isinstance(p, Mapping):
-            raise obj.error(f"spec.ports[{i}]", "must be a mapping")
-        num = p.get(name_key)
-        if not isinstance(num, int) or not 0 < num < 65536:
-            raise obj.error(f"spec.ports[{i}].{name_key}", f"must be a port number 1-65535, got {num!r}")
-        out.append(num)
+    for s in services:
+        a = auto.get(s.seq) if s.kind == SERVICE_ENTRY else None
+        if a is not None and (a.ipv4 or a.ipv6):
+            s = replace(s, auto_ipv4=a.ipv4, auto_ipv6=a.ipv6, allocator=generation.value)
+        out.append(s)
     return tuple(out)
 
 
-def _selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    return bool(selector) and all(labels.get(str(k)) == str(v) for k, v in selector.items())
+def _se_state(group: Sequence[Service]) -> ServiceEntryState:
+    """The allocator's view of one ServiceEntry, from its services (hosts and addresses in written order)."""
+    first = group[0]
+    hosts = tuple(dict.fromkeys(s.hostname for s in group))
+    addresses = tuple(dict.fromkeys(s.address for s in group if s.address != UNSPECIFIED))
+    return ServiceEntryState(namespace=first.namespace, name=first.name, hosts=hosts, addresses=addresses,
+                             resolution=first.resolution.se_name, labels=dict(first.object_labels),
+                             creation=first.creation,
+                             status_addresses=tuple(StatusAddress(h, v) for h, v in first.status_addresses))
 
 
-class _Builder:
-    def __init__(self, objects: Sequence[K8sObject], opts: BuildOptions) -> None:
-        self.opts = opts
-        self.errors: list[NetsimError] = []
-        self.hidden: list[Unresolved] = []
-        self.by_kind: dict[str, list[K8sObject]] = {}
-        for o in objects:
-            self.by_kind.setdefault(o.kind, []).append(o)
-
-    def kind(self, kind: str) -> list[K8sObject]:
-        return self.by_kind.get(kind, [])
-
-    def guarded(self, obj: K8sObject, fn: Any) -> list[Service]:
-        try:
-            result: list[Service] = fn(obj)
-        except NetsimError as e:
-            self.errors.append(e if e.where else e.at(obj.where()))
-            return []
-        except (AttributeError, TypeError, ValueError, KeyError, IndexError) as e:
-            # a field of an unexpected shape somewhere in this object or the ones it reads
-            # (Endpoints, EndpointSlices, Pods, WorkloadEntries): reported, never a traceback
-            self.errors.append(ConfigError(f"unreadable object: {type(e).__name__}: {e}", where=obj.where()))
-            return []
-        return result
-
-    # -- Kubernetes ------------------------------------------------------------------------
-    def pod_endpoints(self, svc_obj: K8sObject, selector: Mapping[str, Any]) -> list[Endpoint]:
-        out = []
-        for pod in self.kind("Pod"):
-            if pod.namespace != svc_obj.namespace or not _selects(selector, pod.labels):
-                continue
-            spec = pod.body.get("spec") or {}
-            status = pod.body.get("status") or {}
-            raw_ips = [p.get("ip") for p in status.get("podIPs") or [] if isinstance(p, Mapping)] or \
-                [status.get("podIP")]
-            ips = [str(i) for i in raw_ips if i]
-            ready = any(c.get("type") == "Ready" and str(c.get("status")) == "True"
-                        for c in status.get("conditions") or [] if isinstance(c, Mapping)) \
-                or not status.get("conditions")
-            out.append(Endpoint(ips=tuple(ips), hostname=str(spec.get("hostname") or pod.name),
-                                subdomain=str(spec.get("subdomain") or ""),
-                                health=Health.HEALTHY if ready else Health.UNHEALTHY))
-        return out
-
-    def listed_endpoints(self, svc_obj: K8sObject) -> list[Endpoint] | None:
-        found = False
-        out: list[Endpoint] = []
-        for eps in self.kind("Endpoints"):
-            if eps.namespace != svc_obj.namespace or eps.name != svc_obj.name:
-                continue
-            found = True
-            for subset in eps.body.get("subsets") or []:
-                for key, health in (("addresses", Health.HEALTHY), ("notReadyAddresses", Health.UNHEALTHY)):
-                    for a in subset.get(key) or []:
-                        hn = str(a.get("hostname") or "")
-                        out.append(Endpoint(ips=(str(a.get("ip")),), hostname=hn,
-                                            subdomain=svc_obj.name if hn else "", health=health))
-        for sl in self.kind("EndpointSlice"):
-            owner = (sl.body.get("metadata") or {}).get("labels", {}).get("kubernetes.io/service-name")
-            if sl.namespace != svc_obj.namespace or owner != svc_obj.name:
-                continue
-            found = True
-            for e in sl.body.get("endpoints") or []:
-                cond = e.get("conditions") or {}
-                if cond.get("ready", True) is not False:
-                    health = Health.HEALTHY
-                else:
-                    health = Health.TERMINATING if cond.get("terminating") else Health.UNHEALTHY
-                hn = str(e.get("hostname") or "")
-                out.append(Endpoint(ips=tuple(str(a) for a in e.get("addresses") or []), hostname=hn,
-                                    subdomain=svc_obj.name if hn else "", health=health))
-        return out if found else None
-
-    def k8s_service(self, obj: K8sObject) -> list[Service]:
-        spec = _mapping(obj, obj.body.get("spec"), "spec")
-        ann = _mapping(obj, (obj.body.get("metadata") or {}).get("annotations"), "metadata.annotations")
-        export = annotation_export_to(ann)
-        hostname = f"{obj.name}.{obj.namespace}.svc.{self.opts.cluster_domain}"
-        if not exported(export, obj.namespace, self.opts.namespace):
-            self.hidden.append(Unresolved(hostname, obj.where(), f"not exported to namespace {self.opts.namespace} "
-                                          f"({EXPORT_TO_ANNOTATION}: {','.join(export)})"))
-            return []
-        ports = _ports(obj, spec, "port")
-        base = Service(hostname=hostname, namespace=obj.namespace, name=obj.name, registry=KUBERNETES,
-                       ports=ports, source=obj.where())
-        stype = spec.get("type", "ClusterIP")
-        if stype == "ExternalName":
-            return [replace(base, resolution=Resolution.DNS_LB)]
-        cip = spec.get("clusterIP")
-        if cip == "None":
-            eps = self.listed_endpoints(obj)
-            if eps is None:
-                eps = self.pod_endpoints(obj, _mapping(obj, spec.get("selector"), "spec.selector"))
-            return [replace(base, resolution=Resolution.PASSTHROUGH, endpoints=tuple(eps),
-                            publish_not_ready=bool(spec.get("publishNotReadyAddresses")))]
-        cips = _str_list(obj, spec, "clusterIPs", "spec") or ([str(cip)] if cip else [])
-        if not cips:
-            raise obj.error("spec.clusterIP", "missing (set an IP, or None for a headless Service)")
-        for i, ip in enumerate(cips):
-            if not _is_ip(ip):
-                raise obj.error(f"spec.clusterIPs[{i}]" if spec.get("clusterIPs") else "spec.clusterIP",
-                                f"not an IP address: {ip!r}")
-        return [replace(base, resolution=Resolution.CLIENT_SIDE_LB, default_address=cips[0],
-                        cluster_vips={KUBE_CLUSTER: tuple(cips)})]
-
-    # -- Istio -----------------------------------------------------------------------------
-    def istio_version_ok(self, obj: K8sObject) -> None:
-        if obj.group != _ISTIO_GROUP or obj.api_version.split("/")[-1] not in _SE_VERSIONS:
-            raise obj.error("apiVersion", f"{obj.api_version!r} is not {_ISTIO_GROUP}/"
-                            f"{'|'.join(_SE_VERSIONS)}")
-
-    def workload_endpoints(self, obj: K8sObject, selector: Mapping[str, Any]) -> list[Endpoint]:
-        out = []
-        for we in self.kind("WorkloadEntry"):
-            if we.namespace != obj.namespace:
-                continue
-            spec = we.body.get("spec") or {}
-            labels = {str(k): str(v) for k, v in (spec.get("labels") or {}).items()} or dict(we.labels)
-            if _selects(selector, labels) and spec.get("address"):
-                out.append(Endpoint(ips=(str(spec["address"]),), network=str(spec.get("network") or "")))
-        return out
-
-    def service_entry(self, obj: K8sObject) -> list[Service]:
-        self.istio_version_ok(obj)
-        spec = _mapping(obj, obj.body.get("spec"), "spec")
-        hosts = _str_list(obj, spec, "hosts", "spec")
-        if not hosts:
-            raise obj.error("spec.hosts", "a ServiceEntry needs at least one host")
-        addresses = _str_list(obj, spec, "addresses", "spec")
-        export = _str_list(obj, spec, "exportTo", "spec")
-        if not exported(export, obj.namespace, self.opts.namespace):
-            for h in hosts:
-                self.hidden.append(Unresolved(h, obj.where(), f"not exported to namespace {self.opts.namespace} "
-                                              f"(spec.exportTo: {', '.join(export)})"))
-            return []
-        resolution = se_resolution(obj, spec)
-        ports = _ports(obj, spec, "number")
-        eps: list[Endpoint] = []
-        for i, e in enumerate(spec.get("endpoints") or []):
-            if not isinstance(e, Mapping) or not e.get("address"):
-                raise obj.error(f"spec.endpoints[{i}].address", "missing")
-            eps.append(Endpoint(ips=(str(e["address"]),), network=str(e.get("network") or "")))
-        sel = spec.get("workloadSelector")
-        if sel is not None:
-            labels = _mapping(obj, _mapping(obj, sel, "spec.workloadSelector").get("labels"),
-                              "spec.workloadSelector.labels")
-            eps.extend(self.workload_endpoints(obj, labels))
-        out = []
-        for h in hosts:
-            for a in addresses or [UNSPECIFIED]:
-                out.append(Service(hostname=h, namespace=obj.namespace,
-                                   name=h, registry=EXTERNAL, resolution=resolution, default_address=a,
-                                   ports=ports, endpoints=tuple(eps), source=obj.where()))
-        return out
-
-
-def _se_state(obj: K8sObject, creation: float) -> ServiceEntryState:
-    spec = obj.body.get("spec") or {}
-    status = obj.body.get("status") or {}
-    st = []
-    for a in status.get("addresses") or []:
-        if isinstance(a, Mapping) and a.get("value"):
-            st.append(StatusAddress(str(a.get("host") or ""), str(a["value"])))
-    return ServiceEntryState(namespace=obj.namespace, name=obj.name, hosts=tuple(spec.get("hosts") or ()),
-                             addresses=tuple(str(a) for a in spec.get("addresses") or ()),
-                             resolution=str(spec.get("resolution") or "NONE"), labels=dict(obj.labels),
-                             creation=creation, status_addresses=tuple(st))
-
+# --------------------------------------------------------------------------------------------
+# the DNS view of the registry
 
 def build_from_objects(objects: Sequence[K8sObject], opts: BuildOptions = BuildOptions()) -> BuildResult:
     """The NameTable istiod would send a sidecar in ``opts.namespace``, from Kubernetes/Istio objects.
 
-    Reads Service (+ Endpoints, EndpointSlice, Pod for headless ones), ServiceEntry
-    (networking.istio.io v1, v1beta1, v1alpha3) and WorkloadEntry. A bad object is reported in
-    ``errors`` (located at its file, document, kind/name and field) and skipped; the rest load.
-    Auto-allocation uses ``opts.generation`` (legacy generations run over every ServiceEntry
-    service; ``v2`` keeps existing ``status.addresses`` and allocates the rest as the controller
-    would on a leader start).
+    The registry (:func:`netsim.registry.build_registry`) reads the objects; a bad object is reported in
+    ``errors`` (located at its file, document, kind/name and field) and skipped; the rest load. Then,
+    once: auto-allocation with ``opts.generation`` (:func:`auto_allocate`), what the proxy's namespace
+    sees (:func:`netsim.registry.visible`: exportTo, one definition per hostname by release), and
+    ``BuildNameTable`` over that.
     """
-    b = _Builder(objects, opts)
+    reg = build_registry(objects, domain=opts.cluster_domain)
+    return build_from_registry(reg.services, opts, errors=reg.errors)
+
+
+def build_from_registry(services: Sequence[Service], opts: BuildOptions = BuildOptions(), *,
+                        errors: Sequence[NetsimError] = ()) -> BuildResult:
+    """:func:`build_from_objects` after the conversion: allocate, select the visible services, build."""
     version = opts.istio_version
     gen = opts.generation
     flags = opts.flags or istiod_flags(profile_for_version(version, gen))
     proxy = opts.proxy or Proxy(namespace=opts.namespace, cluster=KUBE_CLUSTER)
-
-    items: list[tuple[float, str, K8sObject, list[Service]]] = []
-    for obj in objects:
-        if obj.kind == "Service" and obj.api_version == "v1":
-            conv = b.k8s_service
-        elif obj.kind == "ServiceEntry":
-            conv = b.service_entry
-        elif obj.kind == "WorkloadEntry":
-            try:
-                b.istio_version_ok(obj)
-            except NetsimError as e:
-                b.errors.append(e)
-            continue
-        else:
-            continue
-        try:
-            ts = obj.created()
-        except NetsimError as e:
-            b.errors.append(e)
-            continue
-        svcs = b.guarded(obj, conv)
-        if svcs:
-            items.append((ts, obj.name, obj, svcs))
-    items.sort(key=lambda t: (t[0], t[1]))  # push-context order: creation time, then name
-
-    # auto-allocation
-    se_items = [(ts, obj, svcs) for ts, _n, obj, svcs in items if obj.kind == "ServiceEntry"]
-    auto: dict[int, Allocation] = {}
-    if gen is Generation.V2:
-        states = [_se_state(obj, ts) for ts, obj, _ in sorted(se_items, key=lambda t: (t[0], t[1].namespace,
-                                                                                          t[1].name))]
-        done = {s.key: s for s in allocate_v2_fresh(states)}
-        for _ts, obj, svcs in se_items:
-            per_host = consume_status(done[f"{obj.namespace}/{obj.name}"], enabled=flags.ip_autoallocate)
-            for s in svcs:
-                if s.default_address == UNSPECIFIED and s.name in per_host:
-                    auto[id(s)] = per_host[s.name]
-    else:
-        flat = [(s, AllocService(hostname=s.hostname, namespace=s.namespace, resolution=s.resolution.se_name,
-                                 address=s.default_address, creation=ts, se_name=obj.name))
-                for ts, obj, svcs in se_items for s in svcs]
-        if gen.is_sequential:
-            order = sequential_order([a for _, a in flat], by_hostname=sequential_by_hostname(version))
-            index = {id(a): s for s, a in flat}
-            ordered = [(index[id(a)], a) for a in order]
-        else:
-            ordered = flat
-        for (s, _a), alloc in zip(ordered, allocate([a for _, a in ordered], gen), strict=True):
-            auto[id(s)] = alloc
-
-    services: list[Service] = []
-    for _ts, _n, _obj, svcs in items:
-        for s in svcs:
-            a = auto.get(id(s))
-            if a is not None and (a.ipv4 or a.ipv6):
-                s = replace(s, auto_ipv4=a.ipv4, auto_ipv6=a.ipv6, allocator=gen.value)
-            services.append(s)
-    table = build_name_table(services, proxy, flags)
-    unresolved = [*explain_unresolved(services, table, proxy, flags),
-                  *(u for u in b.hidden if u.hostname not in table.entries)]
-    return BuildResult(table=table, services=tuple(services), errors=tuple(b.errors), generation=gen,
+    allocated = auto_allocate(services, gen, istio_version=version, enabled=flags.ip_autoallocate)
+    seen = visible(allocated, opts.namespace, host_rule(version))
+    table = build_name_table(seen.services, proxy, flags)
+    unresolved = [*explain_unresolved(seen.services, table, proxy, flags)]
+    listed = {u.hostname for u in unresolved}
+    for h in seen.hidden:
+        if h.service.hostname not in table.entries and h.service.hostname not in listed:
+            listed.add(h.service.hostname)
+            unresolved.append(Unresolved(h.service.hostname, h.service.where, h.reason))
+    return BuildResult(table=table, services=seen.services, errors=tuple(errors), generation=gen,
                        unresolved=tuple(unresolved))
 
 
@@ -742,6 +528,7 @@ def load_ndsz(path: str | Path) -> NameTable:
 __all__ = [
     "EXTERNAL",
     "KUBERNETES",
+    "KUBE_CLUSTER",
     "BuildOptions",
     "BuildResult",
     "Endpoint",
@@ -754,10 +541,13 @@ __all__ = [
     "Resolution",
     "Service",
     "Unresolved",
+    "auto_allocate",
     "build_from_objects",
+    "build_from_registry",
     "build_name_table",
     "cluster_domain_of",
     "consumes_auto_vips",
+    "dns_endpoint_ok",
     "explain_unresolved",
     "istiod_flags",
     "load_config",

@@ -41,6 +41,7 @@ from netsim.mesh.model import (
     selects,
 )
 from netsim.mesh.versions import MeshProfile
+from netsim.registry import Hidden, host_rule, visible
 
 PASSTHROUGH = "PassthroughCluster"
 BLACKHOLE = "BlackHoleCluster"
@@ -211,6 +212,7 @@ class ProxyIndex:
     pods_by_ip: Mapping[str, PodInfo]
     conflicts: tuple[str, ...] = ()
     errors: tuple[NetsimError, ...] = ()
+    hidden: tuple[Hidden, ...] = ()  # services this proxy does not see (exportTo, a hostname defined twice)
 
     def listeners(self) -> list[Listener]:
         """Every listener, as istioctl lists them (outbound by port and address, then the virtual ones)."""
@@ -289,6 +291,13 @@ def destination_rule_for(objects: MeshObjects, proxy: Proxy, root_ns: str, svc: 
     return best[2] if best else None
 
 
+def envoy_endpoints(s: MeshService) -> tuple[Endpoint, ...]:
+    """The Envoy view's endpoint policy: only healthy endpoints are load-balanced to (an unready pod, a
+    ``notReadyAddresses`` entry or a not-ready EndpointSlice endpoint gets no traffic), whatever
+    ``publishNotReadyAddresses`` says for DNS (``netsim.dns.table.dns_endpoint_ok``)."""
+    return tuple(e for e in s.endpoints if e.healthy)
+
+
 def resolve_target_port(sp: ServicePort, pod: PodInfo | None) -> int | None:
     t = sp.target_port
     if t is None:
@@ -325,6 +334,7 @@ class _Builder:
         self.root = mesh.root_namespace or ROOT_NAMESPACE
         self.conflicts: list[str] = []
         self.errors: list[NetsimError] = []
+        self.hidden: tuple[Hidden, ...] = ()
         self.sidecar = sidecar_for(objects, proxy, self.root)
         if self.sidecar is not None and self.sidecar.outbound_policy:
             self.policy = self.sidecar.outbound_policy
@@ -355,13 +365,15 @@ class _Builder:
 
     # -- visibility ----------------------------------------------------------------------------
     def visible_services(self) -> list[MeshService]:
-        allocated = self.auto_allocations()
+        """The registry's services this proxy sees: auto VIPs added once, then the namespace's view
+        (``netsim.registry.visible``: exportTo, one definition per hostname by release), then the Sidecar's
+        egress hosts; each with the endpoints Envoy gets (:func:`envoy_endpoints`)."""
+        seen = visible(self.auto_allocated(self.o.services), self.proxy.namespace, host_rule(self.profile.version))
+        self.hidden = seen.hidden
         out = []
         egress = self.sidecar.egress if self.sidecar is not None else ()
         catch_all_hosts = next((e.hosts for e in egress if e.port is None), None) if egress else None
-        for s in self.o.services:
-            if not exported(s.export_to, s.namespace, self.proxy.namespace):
-                continue
+        for s in seen.services:
             if egress and catch_all_hosts is not None and not self.egress_allows(catch_all_hosts, s) \
                     and not any(e.port is not None and self.egress_allows(e.hosts, s) for e in egress):
                 continue
@@ -369,10 +381,9 @@ class _Builder:
                 continue
             if s.kind == "Service" and s.external_name and self.profile.externalname_alias:
                 s = replace(s, resolution=Resolution.ALIAS)
-            if s.kind == "ServiceEntry" and s.address == UNSPECIFIED:
-                vip = allocated.get((s.namespace, s.hostname))
-                if vip:
-                    s = replace(s, auto_ipv4=vip)
+            eps = envoy_endpoints(s)
+            if len(eps) != len(s.endpoints):
+                s = replace(s, endpoints=eps)
             out.append(s)
         return out
 
@@ -389,12 +400,13 @@ class _Builder:
                 return True
         return False
 
-    def auto_allocations(self) -> dict[tuple[str, str], str]:
-        """(namespace, host) → the auto-allocated IPv4 this proxy sees (netsim.dns does the allocating)."""
-        if not self.profile.autoalloc or not self.o.alloc_inputs:
-            return {}
+    def auto_allocated(self, services: Sequence[MeshService]) -> Sequence[MeshService]:
+        """``services`` with the auto-allocated VIPs this proxy sees (``netsim.dns.table.auto_allocate``
+        over the registry, once per index; the objects are not read again)."""
+        if not self.profile.autoalloc or not any(s.kind == "ServiceEntry" for s in services):
+            return services
         from netsim.dns.allocate import Generation, generation_for_version
-        from netsim.dns.table import BuildOptions, IstiodFlags, build_from_objects, consumes_auto_vips
+        from netsim.dns.table import IstiodFlags, auto_allocate, consumes_auto_vips
         from netsim.dns.table import Proxy as DNSProxy
 
         version = self.profile.dns_version
@@ -405,15 +417,8 @@ class _Builder:
         dproxy = DNSProxy(ips=self.proxy.ips, namespace=self.proxy.namespace, dns_capture=self.proxy.dns_capture,
                           dns_auto_allocate=self.proxy.dns_auto_allocate)
         if not consumes_auto_vips(dproxy, flags):
-            return {}
-        try:
-            res = build_from_objects(self.o.alloc_inputs, BuildOptions(namespace=self.proxy.namespace,
-                                                                       generation=gen, istio_version=version,
-                                                                       proxy=dproxy, flags=flags))
-        except NetsimError as e:
-            self.errors.append(e)
-            return {}
-        return {(s.namespace, s.hostname): s.auto_ipv4 for s in res.services if s.auto_ipv4}
+            return services
+        return auto_allocate(services, gen, istio_version=version, enabled=flags.ip_autoallocate)
 
     # -- helpers -------------------------------------------------------------------------------
     def listener_class(self, p: Protocol, *, inbound: bool = False) -> str | None:
@@ -939,7 +944,7 @@ def build_index(objects: MeshObjects, proxy: Proxy, profile: MeshProfile, mesh: 
                       inbound_exact=MappingProxyType(inbound_exact), routes=MappingProxyType(routes),
                       clusters=MappingProxyType(clusters), objects=objects,
                       pods_by_ip=MappingProxyType(b.pods_by_ip), conflicts=tuple(c for c in b.conflicts if c),
-                      errors=tuple(b.errors))
+                      errors=tuple(b.errors), hidden=b.hidden)
 
 
 __all__ = [
@@ -958,6 +963,7 @@ __all__ = [
     "VirtualHost",
     "build_index",
     "destination_rule_for",
+    "envoy_endpoints",
     "exported",
     "host_matches",
     "peer_mode",

@@ -1,8 +1,10 @@
 """Typed mesh objects: what istiod reads (services, routing and security config) and what netsim asks.
 
-Owns: the immutable values every other ``netsim.mesh`` module works on: protocols, services with
-their ports and endpoints, VirtualServices, DestinationRules, PeerAuthentications, Sidecars, the mesh
-config, pods, the deciding proxy and the connection, and the :class:`MeshObjects` bundle.
+Owns: the immutable values every other ``netsim.mesh`` module works on: VirtualServices,
+DestinationRules, PeerAuthentications, Sidecars, the mesh config, the deciding proxy and the
+connection, and the :class:`MeshObjects` bundle. Services, their ports and endpoints, protocols and
+pods are the service registry's (``netsim.registry.model``), re-exported here under the names the
+mesh has always used (``MeshService`` is ``netsim.registry.Service``).
 
 Never does: read files or YAML (``netsim.mesh.objects`` converts parsed objects), build listeners
 (``netsim.mesh.build``) or decide a hop (``netsim.mesh.hop``).
@@ -11,53 +13,25 @@ Never does: read files or YAML (``netsim.mesh.objects`` converts parsed objects)
 from __future__ import annotations
 
 import enum
-import ipaddress
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from netsim.errors import NetsimError
 from netsim.istio_service import EXPORT_TO_ANNOTATION, Resolution
-from netsim.k8s import K8sObject
+from netsim.registry.model import (
+    TLS_MODE_LABEL,
+    UNSPECIFIED,
+    ContainerPort,
+    Endpoint,
+    Labels,
+    PodInfo,
+    Protocol,
+    ServicePort,
+    is_ip,
+    selects,
+)
+from netsim.registry.model import Service as MeshService
 
-Labels = tuple[tuple[str, str], ...]
-
-UNSPECIFIED = "0.0.0.0"
 ROOT_NAMESPACE = "istio-system"
-TLS_MODE_LABEL = "security.istio.io/tlsMode"
-
-
-class Protocol(enum.Enum):
-    """Istio's protocol instances (``pkg/config/protocol``)."""
-
-    HTTP = "HTTP"
-    HTTP2 = "HTTP2"
-    HTTP_PROXY = "HTTP_PROXY"
-    GRPC = "GRPC"
-    GRPC_WEB = "GRPC-Web"
-    TCP = "TCP"
-    HTTPS = "HTTPS"
-    TLS = "TLS"
-    MONGO = "Mongo"
-    REDIS = "Redis"
-    MYSQL = "MySQL"
-    UDP = "UDP"
-    UNSUPPORTED = "UnsupportedProtocol"
-
-    @property
-    def is_http(self) -> bool:
-        return self in _HTTP_LIKE
-
-    @property
-    def is_tcp(self) -> bool:
-        return self in _TCP_LIKE
-
-    @property
-    def is_auto(self) -> bool:
-        return self is Protocol.UNSUPPORTED
-
-
-_HTTP_LIKE = frozenset({Protocol.HTTP, Protocol.HTTP2, Protocol.HTTP_PROXY, Protocol.GRPC, Protocol.GRPC_WEB})
-_TCP_LIKE = frozenset({Protocol.TCP, Protocol.HTTPS, Protocol.TLS, Protocol.MONGO, Protocol.REDIS, Protocol.MYSQL})
 
 
 class Direction(enum.Enum):
@@ -83,64 +57,6 @@ class Verdict(enum.Enum):
     TLS_ERROR = "tls-error"
     PROTOCOL_ERROR = "protocol-error"
     BYPASS = "bypass"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ServicePort:
-    name: str
-    port: int
-    protocol: Protocol
-    target_port: int | str | None = None  # Kubernetes targetPort (number or container port name)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Endpoint:
-    """One workload behind a service: a pod, a WorkloadEntry, an SE endpoint or an EndpointSlice address."""
-
-    address: str
-    labels: Labels = ()
-    workload: str = ""  # "Pod ns/name", "WorkloadEntry ns/name", "EndpointSlice ns/name"
-    ports: tuple[tuple[str, int], ...] = ()  # port name -> endpoint port (SE endpoints, WorkloadEntries)
-
-    @property
-    def tls_mode(self) -> str:
-        return dict(self.labels).get(TLS_MODE_LABEL, "disabled")
-
-    @property
-    def sidecar(self) -> bool:
-        return self.tls_mode == "istio"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MeshService:
-    """One internal service: a Kubernetes Service, or one (host, address) of a ServiceEntry."""
-
-    hostname: str
-    namespace: str
-    name: str  # the object's name
-    kind: str  # "Service" | "ServiceEntry"
-    resolution: Resolution
-    address: str = UNSPECIFIED  # ClusterIP, SE address (IP or CIDR), or 0.0.0.0
-    ports: tuple[ServicePort, ...] = ()
-    endpoints: tuple[Endpoint, ...] = ()
-    creation: float = 0.0
-    export_to: tuple[str, ...] = ()
-    mesh_external: bool = False
-    external_name: str = ""  # ExternalName target
-    selector: Labels | None = None  # Service selector / SE workloadSelector
-    headless: bool = False  # Kubernetes clusterIP: None
-    where: str = ""
-    auto_ipv4: str | None = None  # auto-allocated VIP (ServiceEntries without addresses)
-
-    @property
-    def registry(self) -> str:
-        return "Kubernetes" if self.kind == "Service" else "External"
-
-    @property
-    def ref(self) -> str:
-        """``Service app/app-ext`` or ``ServiceEntry default/se (host x)``."""
-        base = f"{self.kind} {self.namespace}/{self.name}"
-        return base if self.kind == "Service" else f"{base} (host {self.hostname})"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -251,43 +167,6 @@ class Sidecar:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ContainerPort:
-    name: str
-    port: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PodInfo:
-    """A Pod, or the pod template of a workload, as the mesh needs it."""
-
-    name: str
-    namespace: str
-    kind: str  # Pod, Deployment, ...
-    ips: tuple[str, ...] = ()
-    labels: Labels = ()
-    annotations: Labels = ()
-    owner_annotations: Labels = ()
-    container_ports: tuple[ContainerPort, ...] = ()
-    sidecar: bool = True
-    sidecar_why: str = ""
-    source: str = ""  # file it came from
-    where: str = ""
-    body: Mapping[str, object] = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def label_map(self) -> dict[str, str]:
-        return dict(self.labels)
-
-    @property
-    def annotation_map(self) -> dict[str, str]:
-        return dict(self.annotations)
-
-    @property
-    def ref(self) -> str:
-        return f"{self.kind} {self.namespace}/{self.name}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class MeshConfig:
     """The mesh config fields that change a hop."""
 
@@ -300,7 +179,8 @@ class MeshConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MeshObjects:
-    """Everything read from ``--config``: services in push-context order (oldest first), the rest as read."""
+    """Everything read from ``--config``: the registry's services in push-context order (oldest first)
+    and pods, the rest as read."""
 
     services: tuple[MeshService, ...] = ()
     virtual_services: tuple[VirtualService, ...] = ()
@@ -310,8 +190,6 @@ class MeshObjects:
     pods: tuple[PodInfo, ...] = ()
     namespaces: tuple[tuple[str, Labels], ...] = ()
     errors: tuple[NetsimError, ...] = ()
-    # the ServiceEntry/WorkloadEntry objects as read, for netsim.dns's auto-allocation
-    alloc_inputs: tuple[K8sObject, ...] = field(default=(), repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -357,20 +235,6 @@ class Connection:
         if self.send is Send.HTTP:
             return "http/1.1"
         return ""
-
-
-def is_ip(text: str) -> bool:
-    """Whether ``text`` is an IPv4 or IPv6 address (not a CIDR, not a hostname)."""
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def selects(selector: Labels | None, labels: Mapping[str, str]) -> bool:
-    """A label selector (all pairs equal); an empty selector selects nothing."""
-    return bool(selector) and all(labels.get(k) == v for k, v in selector or ())
 
 
 __all__ = [

@@ -2,7 +2,9 @@
 
 Owns: reading YAML text so that one broken document does not hide the others (:func:`parse_text`,
 through :mod:`netsim.k8s`), converting :class:`~netsim.k8s.K8sObject` values into
-:class:`~netsim.mesh.model.MeshObjects` (:func:`convert`), reading the mesh config
+:class:`~netsim.mesh.model.MeshObjects` (:func:`convert`: services, endpoints and pods through the
+service registry, ``netsim.registry``, and the routing and security kinds with its field readers,
+``netsim.registry.fields``), reading the mesh config
 (:func:`parse_mesh_config`) and the proxy's DNS metadata (:func:`proxy_metadata`).
 
 Never does: open files (``netsim.mesh.files`` does, then calls :func:`parse_text`), or build
@@ -12,42 +14,37 @@ field, and is skipped; the rest still load.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from netsim.errors import ConfigError, NetsimError
-from netsim.istio_service import annotation_export_to, se_resolution
 from netsim.k8s import POD_TEMPLATE_PATHS, K8sObject, LoadResult, YAMLSyntaxError, load_yaml, parse_objects
 from netsim.mesh.model import (
     ROOT_NAMESPACE,
-    TLS_MODE_LABEL,
-    UNSPECIFIED,
-    ContainerPort,
     Destination,
     DestinationRule,
     EgressListener,
-    Endpoint,
     HTTPRoute,
     L4Route,
-    Labels,
     MeshConfig,
     MeshObjects,
-    MeshService,
     PeerAuthentication,
     PodInfo,
-    Protocol,
-    Resolution,
-    ServicePort,
     Sidecar,
     Subset,
     TrafficTLS,
     VirtualService,
-    is_ip,
-    selects,
 )
+from netsim.registry import build_registry
+from netsim.registry.convert import CLUSTER_DOMAIN, k8s_port_protocol, parse_protocol
+from netsim.registry.fields import http_status as _direct_status
+from netsim.registry.fields import items as _list
+from netsim.registry.fields import labels as _labels
+from netsim.registry.fields import mapping as _map
+from netsim.registry.fields import one_of as _one_of
+from netsim.registry.fields import port as _port
+from netsim.registry.fields import strings as _strs
 
-CLUSTER_DOMAIN = "cluster.local"
 # kinds read but without effect on a hop
 IGNORED_KINDS = frozenset({"Namespace", "ConfigMap", "Secret", "ServiceAccount", "Gateway", "EnvoyFilter",
                            "AuthorizationPolicy", "RequestAuthentication", "WorkloadGroup", "Telemetry",
@@ -59,12 +56,6 @@ MESH_KINDS = frozenset({"Service", "Endpoints", "EndpointSlice", "ServiceEntry",
                         *POD_TEMPLATE_PATHS})
 _PA_MODES = ("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
 _TLS_MODES = ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
-_PROTOCOLS = {"tcp": Protocol.TCP, "udp": Protocol.UDP, "grpc": Protocol.GRPC, "grpc-web": Protocol.GRPC_WEB,
-              "http": Protocol.HTTP, "http_proxy": Protocol.HTTP_PROXY, "http2": Protocol.HTTP2,
-              "https": Protocol.HTTPS, "tls": Protocol.TLS, "mongo": Protocol.MONGO, "redis": Protocol.REDIS,
-              "mysql": Protocol.MYSQL}
-# ports that default to TCP instead of sniffing (server-first protocols), ConvertProtocol
-_WELL_KNOWN_TCP = frozenset({25, 53, 3306, 27017})
 DNS_CAPTURE = "ISTIO_META_DNS_CAPTURE"
 DNS_AUTO_ALLOCATE = "ISTIO_META_DNS_AUTO_ALLOCATE"
 PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
@@ -81,69 +72,6 @@ def parse_text(text: str, source: str, *, default_namespace: str = "default") ->
     return parse_objects(text, source, default_namespace=default_namespace, keep_going=True)
 
 
-# ---------------------------------------------------------------------------------------------
-# small field readers (each raises obj.error(field, ...))
-
-def _map(obj: K8sObject, data: Any, path: str) -> Mapping[str, Any]:
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise obj.error(path, f"must be a mapping, got {type(data).__name__}")
-    return data
-
-
-def _list(obj: K8sObject, data: Any, path: str) -> list[Any]:
-    if data is None:
-        return []
-    if not isinstance(data, list):
-        raise obj.error(path, f"must be a list, got {type(data).__name__}")
-    return data
-
-
-def _strs(obj: K8sObject, data: Any, path: str) -> tuple[str, ...]:
-    items = _list(obj, data, path)
-    for i, v in enumerate(items):
-        if not isinstance(v, str | int) or isinstance(v, bool):
-            raise obj.error(f"{path}[{i}]", f"must be a string, got {v!r}")
-    return tuple(str(v) for v in items)
-
-
-def _labels(obj: K8sObject, data: Any, path: str) -> Labels:
-    m = _map(obj, data, path)
-    return tuple((str(k), str(v)) for k, v in m.items())
-
-
-def _port(obj: K8sObject, value: Any, path: str) -> int:
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
-        raise obj.error(path, f"must be a port number 1-65535, got {value!r}")
-    return value
-
-
-def _direct_status(obj: K8sObject, value: Any, path: str) -> int | None:
-    """A VirtualService directResponse status: 200-599, as Istio's validation (validateHTTPDirectResponse)."""
-    if value is None:
-        return None
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or not 200 <= value <= 599:
-        raise obj.error(path, f"must be an HTTP status 200-599, got {value!r}")
-    return value
-
-
-def _one_of(obj: K8sObject, value: Any, path: str, choices: tuple[str, ...]) -> str:
-    """``value`` upper-cased, if it is one of ``choices`` (an Istio enum field)."""
-    v = str(value).upper()
-    if v not in choices:
-        raise obj.error(path, f"must be one of {', '.join(choices)}, got {value!r}")
-    return v
-
-
-def _annotations(obj: K8sObject) -> Mapping[str, Any]:
-    return _map(obj, (obj.body.get("metadata") or {}).get("annotations"), "metadata.annotations")
-
-
 def fqdn(host: str, namespace: str, domain: str = CLUSTER_DOMAIN) -> str:
     """Istio's ResolveShortnameToFQDN: only dotless names are expanded."""
     if "." in host or host == "*":
@@ -151,61 +79,15 @@ def fqdn(host: str, namespace: str, domain: str = CLUSTER_DOMAIN) -> str:
     return f"{host}.{namespace}.svc.{domain}"
 
 
-def parse_protocol(name: str) -> Protocol:
-    """``protocol.Parse``: case-insensitive; anything else is auto (UnsupportedProtocol)."""
-    return _PROTOCOLS.get(name.lower(), Protocol.UNSUPPORTED)
-
-
-def k8s_port_protocol(port: int, name: str, proto: str, app_protocol: str | None) -> Protocol:
-    """``kube.ConvertProtocol`` (spec 2.3): UDP, appProtocol, grpc-web prefix, name prefix, well-known ports."""
-    if proto.upper() == "UDP":
-        return Protocol.UDP
-    text = name
-    if app_protocol is not None:
-        text = app_protocol
-        special = {"kubernetes.io/h2c": Protocol.HTTP2, "kubernetes.io/ws": Protocol.HTTP,
-                   "kubernetes.io/wss": Protocol.HTTPS}
-        if text in special:
-            return special[text]
-    if text.lower().startswith("grpc-web"):
-        return Protocol.GRPC_WEB
-    p = parse_protocol(text.split("-", 1)[0])
-    if p is Protocol.UNSUPPORTED and port in _WELL_KNOWN_TCP:
-        return Protocol.TCP
-    return p
-
-
 # ---------------------------------------------------------------------------------------------
 # conversion
 
 class _Converter:
-    def __init__(self, objects: Sequence[K8sObject], domain: str) -> None:
+    """Routing and security config: VirtualService, DestinationRule, PeerAuthentication, Sidecar."""
+
+    def __init__(self, domain: str) -> None:
         self.domain = domain
         self.errors: list[NetsimError] = []
-        self.by_kind: dict[str, list[K8sObject]] = {}
-        for o in objects:
-            self.by_kind.setdefault(o.kind, []).append(o)
-        self.ns_labels: dict[str, dict[str, str]] = {
-            o.name: dict(o.labels) for o in self.by_kind.get("Namespace", [])}
-        self.pods: list[PodInfo] = []
-        for o in objects:
-            if o.kind in POD_TEMPLATE_PATHS:
-                p = self.guard(o, self.pod)
-                if p is not None:
-                    self.pods.append(p)
-        self.pod_by_ip: dict[str, PodInfo] = {}
-        self.pods_by_ns: dict[str, list[PodInfo]] = {}
-        for p in self.pods:
-            if p.kind == "Pod":
-                for ip in p.ips:
-                    self.pod_by_ip.setdefault(ip, p)
-                self.pods_by_ns.setdefault(p.namespace, []).append(p)
-        self.slices: dict[tuple[str, str], list[K8sObject]] = {}
-        for o in self.by_kind.get("EndpointSlice", []):
-            owner = str(o.labels.get("kubernetes.io/service-name", ""))
-            self.slices.setdefault((o.namespace, owner), []).append(o)
-        self.endpoints_objs: dict[tuple[str, str], K8sObject] = {
-            (o.namespace, o.name): o for o in self.by_kind.get("Endpoints", [])}
 
     def guard(self, obj: K8sObject, fn: Any) -> Any:
         try:
@@ -213,241 +95,6 @@ class _Converter:
         except NetsimError as e:
             self.errors.append(e if e.where else e.at(obj.where()))
             return None
-
-    # -- pods ---------------------------------------------------------------------------------
-    def pod(self, obj: K8sObject) -> PodInfo:
-        path = POD_TEMPLATE_PATHS[obj.kind]
-        tpl: Any = obj.body
-        for key in path:
-            tpl = tpl.get(key) if isinstance(tpl, Mapping) else None
-        prefix = ".".join(path)
-        tpl = _map(obj, tpl, prefix or "(object)")
-        meta = _map(obj, tpl.get("metadata"), f"{prefix}.metadata" if prefix else "metadata")
-        labels = _labels(obj, meta.get("labels"), "metadata.labels")
-        ann = _labels(obj, meta.get("annotations"), "metadata.annotations")
-        owner: Labels = ()
-        if obj.kind != "Pod":
-            owner = _labels(obj, (obj.body.get("metadata") or {}).get("annotations"), "metadata.annotations")
-        spec = _map(obj, tpl.get("spec"), f"{prefix}.spec" if prefix else "spec")
-        ports: list[ContainerPort] = []
-        names: list[str] = []
-        for i, c in enumerate(_list(obj, spec.get("containers"), "spec.containers")):
-            c = _map(obj, c, f"spec.containers[{i}]")
-            names.append(str(c.get("name", "")))
-            for j, p in enumerate(_list(obj, c.get("ports"), f"spec.containers[{i}].ports")):
-                p = _map(obj, p, f"spec.containers[{i}].ports[{j}]")
-                if str(p.get("protocol", "TCP")).upper() == "UDP":
-                    continue
-                ports.append(ContainerPort(name=str(p.get("name", "")),
-                                           port=_port(obj, p.get("containerPort"),
-                                                      f"spec.containers[{i}].ports[{j}].containerPort")))
-        ips: list[str] = []
-        if obj.kind == "Pod":
-            status = _map(obj, obj.body.get("status"), "status")
-            for i, e in enumerate(_list(obj, status.get("podIPs"), "status.podIPs")):
-                ip = e.get("ip") if isinstance(e, Mapping) else None
-                if not isinstance(ip, str) or not is_ip(ip):
-                    raise obj.error(f"status.podIPs[{i}].ip", f"not an IP address: {ip!r}")
-                ips.append(ip)
-            if not ips and status.get("podIP") is not None:
-                ip = status.get("podIP")
-                if not isinstance(ip, str) or not is_ip(ip):
-                    raise obj.error("status.podIP", f"not an IP address: {ip!r}")
-                ips.append(ip)
-        sidecar, why = self.has_sidecar(obj.namespace, dict(labels), dict(ann), names)
-        return PodInfo(name=obj.name, namespace=obj.namespace, kind=obj.kind, ips=tuple(ips), labels=labels,
-                       annotations=ann, owner_annotations=owner, container_ports=tuple(ports), sidecar=sidecar,
-                       sidecar_why=why, source=obj.source, where=obj.where(), body=obj.body)
-
-    def has_sidecar(self, ns: str, labels: Mapping[str, str], ann: Mapping[str, str],
-                    containers: Sequence[str]) -> tuple[bool, str]:
-        mode = labels.get(TLS_MODE_LABEL)
-        if mode is not None:
-            return mode == "istio", f"label {TLS_MODE_LABEL}={mode}"
-        if "istio-proxy" in containers:
-            return True, "has an istio-proxy container"
-        for src, m in (("label", labels), ("annotation", ann)):
-            v = m.get("sidecar.istio.io/inject")
-            if v is not None:
-                return v.lower() == "true", f"{src} sidecar.istio.io/inject={v}"
-        if "sidecar.istio.io/status" in ann:
-            return True, "annotation sidecar.istio.io/status (injected)"
-        nsl = self.ns_labels.get(ns)
-        if nsl is not None:
-            if nsl.get("istio-injection") == "enabled" or "istio.io/rev" in nsl:
-                return True, f"namespace {ns} has injection enabled"
-            return False, f"namespace {ns} has no injection label"
-        return True, "assumed injected (no sidecar.istio.io/inject=false, no tlsMode label)"
-
-    def endpoint_for(self, ip: str, where: str, extra: Labels = ()) -> Endpoint:
-        pod = self.pod_by_ip.get(ip)
-        if pod is None:
-            return Endpoint(address=ip, labels=extra, workload=where)
-        labels = dict(pod.labels)
-        if pod.sidecar:
-            labels.setdefault(TLS_MODE_LABEL, "istio")
-        else:
-            labels.pop(TLS_MODE_LABEL, None)
-        return Endpoint(address=ip, labels=tuple(labels.items()), workload=f"Pod {pod.namespace}/{pod.name}")
-
-    # -- Kubernetes Service -------------------------------------------------------------------
-    def service(self, obj: K8sObject) -> list[MeshService]:
-        spec = _map(obj, obj.body.get("spec"), "spec")
-        ann = _annotations(obj)
-        export = annotation_export_to(ann)
-        ports = []
-        for i, p in enumerate(_list(obj, spec.get("ports"), "spec.ports")):
-            p = _map(obj, p, f"spec.ports[{i}]")
-            num = _port(obj, p.get("port"), f"spec.ports[{i}].port")
-            name = p.get("name") or ""
-            if not isinstance(name, str):
-                raise obj.error(f"spec.ports[{i}].name", f"must be a string, got {name!r}")
-            proto = str(p.get("protocol") or "TCP")
-            if proto.upper() not in ("TCP", "UDP", "SCTP"):
-                raise obj.error(f"spec.ports[{i}].protocol", f"must be TCP, UDP or SCTP, got {proto!r}")
-            app = p.get("appProtocol")
-            tp = p.get("targetPort")
-            target: int | str | None
-            if tp is None:
-                target = num
-            elif isinstance(tp, int) and not isinstance(tp, bool):
-                target = _port(obj, tp, f"spec.ports[{i}].targetPort")
-            elif isinstance(tp, str):
-                target = int(tp) if tp.isdigit() else tp
-            else:
-                raise obj.error(f"spec.ports[{i}].targetPort", f"must be a port number or name, got {tp!r}")
-            ports.append(ServicePort(name=name, port=num, target_port=target,
-                                     protocol=k8s_port_protocol(num, name, proto,
-                                                                None if app is None else str(app))))
-        hostname = f"{obj.name}.{obj.namespace}.svc.{self.domain}"
-        selector = _labels(obj, spec.get("selector"), "spec.selector") or None
-        base = dict(hostname=hostname, namespace=obj.namespace, name=obj.name, kind="Service",
-                    ports=tuple(ports), creation=obj.created(), export_to=export, selector=selector,
-                    where=obj.where())
-        stype = spec.get("type", "ClusterIP")
-        if stype == "ExternalName":
-            ext = spec.get("externalName")
-            if not isinstance(ext, str) or not ext:
-                raise obj.error("spec.externalName", "missing (a type ExternalName Service needs it)")
-            return [MeshService(resolution=Resolution.DNS_LB, external_name=ext.rstrip("."), mesh_external=True,
-                                **base)]  # type: ignore[arg-type]
-        eps = tuple(self.k8s_endpoints(obj, selector))
-        cip = spec.get("clusterIP")
-        if cip == "None":
-            return [MeshService(resolution=Resolution.PASSTHROUGH, headless=True, endpoints=eps,
-                                **base)]  # type: ignore[arg-type]
-        cips = _strs(obj, spec.get("clusterIPs"), "spec.clusterIPs") or ((str(cip),) if cip else ())
-        if not cips:
-            raise obj.error("spec.clusterIP", "missing (set the ClusterIP, or None for a headless Service)")
-        for i, ip in enumerate(cips):
-            if not is_ip(ip):
-                raise obj.error(f"spec.clusterIPs[{i}]" if spec.get("clusterIPs") else "spec.clusterIP",
-                                f"not an IP address: {ip!r}")
-        return [MeshService(resolution=Resolution.CLIENT_SIDE_LB, address=cips[0], endpoints=eps,
-                            **base)]  # type: ignore[arg-type]
-
-    def k8s_endpoints(self, obj: K8sObject, selector: Labels | None) -> list[Endpoint]:
-        out: list[Endpoint] = []
-        seen: set[str] = set()
-        slices = self.slices.get((obj.namespace, obj.name), [])
-        for sl in slices:
-            for i, e in enumerate(_list(sl, sl.body.get("endpoints"), "endpoints")):
-                e = _map(sl, e, f"endpoints[{i}]")
-                cond = e.get("conditions") or {}
-                if isinstance(cond, Mapping) and cond.get("ready", True) is False:
-                    continue
-                for a in _strs(sl, e.get("addresses"), f"endpoints[{i}].addresses")[:1]:
-                    if a not in seen:
-                        seen.add(a)
-                        out.append(self.endpoint_for(a, f"EndpointSlice {sl.namespace}/{sl.name}"))
-        eo = self.endpoints_objs.get((obj.namespace, obj.name))
-        if eo is not None:
-            for i, subset in enumerate(_list(eo, eo.body.get("subsets"), "subsets")):
-                subset = _map(eo, subset, f"subsets[{i}]")
-                for j, a in enumerate(_list(eo, subset.get("addresses"), f"subsets[{i}].addresses")):
-                    ip = str(_map(eo, a, f"subsets[{i}].addresses[{j}]").get("ip", ""))
-                    if ip and ip not in seen:
-                        seen.add(ip)
-                        out.append(self.endpoint_for(ip, f"Endpoints {eo.namespace}/{eo.name}"))
-        if slices or eo is not None:
-            return out
-        if selector:
-            for pod in self.pods_by_ns.get(obj.namespace, []):
-                if selects(selector, pod.label_map) and pod.ips and pod.ips[0] not in seen:
-                    seen.add(pod.ips[0])
-                    out.append(self.endpoint_for(pod.ips[0], ""))
-        return out
-
-    # -- Istio --------------------------------------------------------------------------------
-    def service_entry(self, obj: K8sObject) -> list[MeshService]:
-        spec = _map(obj, obj.body.get("spec"), "spec")
-        hosts = _strs(obj, spec.get("hosts"), "spec.hosts")
-        if not hosts:
-            raise obj.error("spec.hosts", "a ServiceEntry needs at least one host")
-        addresses = _strs(obj, spec.get("addresses"), "spec.addresses")
-        for i, a in enumerate(addresses):
-            try:
-                ipaddress.ip_network(a, strict=False)
-            except ValueError:
-                raise obj.error(f"spec.addresses[{i}]", f"not an IP address or CIDR: {a!r}") from None
-        resolution = se_resolution(obj, spec)
-        location = str(spec.get("location") or "MESH_EXTERNAL").upper()
-        if location not in ("MESH_EXTERNAL", "MESH_INTERNAL"):
-            raise obj.error("spec.location", f"must be MESH_EXTERNAL or MESH_INTERNAL, got {location!r}")
-        ports = []
-        for i, p in enumerate(_list(obj, spec.get("ports"), "spec.ports")):
-            p = _map(obj, p, f"spec.ports[{i}]")
-            num = _port(obj, p.get("number"), f"spec.ports[{i}].number")
-            tp = p.get("targetPort")
-            ports.append(ServicePort(name=str(p.get("name") or ""), port=num,
-                                     protocol=parse_protocol(str(p.get("protocol") or "")),
-                                     target_port=_port(obj, tp, f"spec.ports[{i}].targetPort") if tp else None))
-        eps: list[Endpoint] = []
-        for i, e in enumerate(_list(obj, spec.get("endpoints"), "spec.endpoints")):
-            e = _map(obj, e, f"spec.endpoints[{i}]")
-            addr = e.get("address")
-            if not isinstance(addr, str) or not addr:
-                raise obj.error(f"spec.endpoints[{i}].address", "missing")
-            eports = tuple((str(k), _port(obj, v, f"spec.endpoints[{i}].ports.{k}"))
-                           for k, v in _map(obj, e.get("ports"), f"spec.endpoints[{i}].ports").items())
-            labels = _labels(obj, e.get("labels"), f"spec.endpoints[{i}].labels")
-            ep = self.endpoint_for(addr, f"ServiceEntry {obj.namespace}/{obj.name} endpoint", labels)
-            eps.append(Endpoint(address=ep.address, labels=ep.labels, workload=ep.workload, ports=eports))
-        sel_raw = spec.get("workloadSelector")
-        selector: Labels | None = None
-        if sel_raw is not None:
-            selector = _labels(obj, _map(obj, sel_raw, "spec.workloadSelector").get("labels"),
-                               "spec.workloadSelector.labels")
-            eps.extend(self.selected_workloads(obj, selector))
-        export = _strs(obj, spec.get("exportTo"), "spec.exportTo")
-        out = []
-        creation = obj.created()
-        for h in hosts:
-            for a in addresses or (UNSPECIFIED,):
-                out.append(MeshService(hostname=h, namespace=obj.namespace, name=obj.name, kind="ServiceEntry",
-                                       resolution=resolution, address=a, ports=tuple(ports),
-                                       endpoints=tuple(eps), creation=creation, export_to=export,
-                                       mesh_external=location == "MESH_EXTERNAL", selector=selector,
-                                       where=obj.where()))
-        return out
-
-    def selected_workloads(self, obj: K8sObject, selector: Labels) -> list[Endpoint]:
-        out: list[Endpoint] = []
-        for we in self.by_kind.get("WorkloadEntry", []):
-            if we.namespace != obj.namespace:
-                continue
-            spec = _map(we, we.body.get("spec"), "spec")
-            labels = _labels(we, spec.get("labels"), "spec.labels") or tuple(we.labels.items())
-            addr = spec.get("address")
-            if selects(selector, dict(labels)) and isinstance(addr, str) and addr:
-                eports = tuple((str(k), _port(we, v, f"spec.ports.{k}"))
-                               for k, v in _map(we, spec.get("ports"), "spec.ports").items())
-                out.append(Endpoint(address=addr, labels=labels, workload=f"WorkloadEntry {we.namespace}/{we.name}",
-                                    ports=eports))
-        for pod in self.pods_by_ns.get(obj.namespace, []):
-            if selects(selector, pod.label_map) and pod.ips:
-                out.append(self.endpoint_for(pod.ips[0], ""))
-        return out
 
     def virtual_service(self, obj: K8sObject) -> VirtualService:
         spec = _map(obj, obj.body.get("spec"), "spec")
@@ -602,19 +249,18 @@ def convert(objects: Iterable[K8sObject], *, domain: str = CLUSTER_DOMAIN,
             errors: Sequence[NetsimError] = ()) -> MeshObjects:
     """Typed mesh objects from ``objects``; each bad or unknown object becomes an error and is skipped.
 
-    Services come out in push-context order: creation time, then hostname, then namespace
-    (``SortServicesByCreationTime``).
+    Services, endpoints and pods come from the service registry (:func:`netsim.registry.build_registry`,
+    the converter ``netsim dns`` uses too), in push-context order; the routing and security kinds are
+    read here.
     """
     objs = list(objects)
-    c = _Converter(objs, domain)
-    services: list[MeshService] = []
+    reg = build_registry(objs, domain=domain)
+    c = _Converter(domain)
     vss: list[VirtualService] = []
     drs: list[DestinationRule] = []
     pas: list[PeerAuthentication] = []
     scs: list[Sidecar] = []
-    # kind -> (reader, where its value goes); Service and ServiceEntry give several services each
     readers: dict[str, tuple[Any, Any]] = {
-        "Service": (c.service, services.extend), "ServiceEntry": (c.service_entry, services.extend),
         "VirtualService": (c.virtual_service, vss.append), "DestinationRule": (c.destination_rule, drs.append),
         "PeerAuthentication": (c.peer_authentication, pas.append), "Sidecar": (c.sidecar, scs.append)}
     for o in objs:
@@ -634,12 +280,9 @@ def convert(objects: Iterable[K8sObject], *, domain: str = CLUSTER_DOMAIN,
         value = c.guard(o, read)
         if value is not None:
             keep(value)
-    services.sort(key=lambda s: (int(s.creation), s.hostname, s.namespace))
-    return MeshObjects(services=tuple(services), virtual_services=tuple(vss), destination_rules=tuple(drs),
-                       peer_authentications=tuple(pas), sidecars=tuple(scs), pods=tuple(c.pods),
-                       namespaces=tuple((n, tuple(lbl.items())) for n, lbl in c.ns_labels.items()),
-                       errors=(*errors, *c.errors),
-                       alloc_inputs=tuple(o for o in objs if o.kind in ("ServiceEntry", "WorkloadEntry")))
+    return MeshObjects(services=reg.services, virtual_services=tuple(vss), destination_rules=tuple(drs),
+                       peer_authentications=tuple(pas), sidecars=tuple(scs), pods=reg.pods,
+                       namespaces=reg.namespaces, errors=(*errors, *reg.errors, *c.errors))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from netsim.dns.table import (
     service_addresses,
 )
 from netsim.k8s import K8sObject
+from netsim.registry import KUBERNETES, SERVICE, SERVICE_ENTRY, ServicePort
 
 DATA = load_dns_vectors()
 FIXTURES: dict[str, Any] = DATA["fixtures"]
@@ -183,9 +184,10 @@ def _endpoint(d: dict[str, Any], port: int | None = None) -> Endpoint:
 
 
 def _service(d: dict[str, Any], endpoints: list[Endpoint]) -> Service:
-    return Service(hostname=d["hostname"], namespace=d["namespace"], name=d["name"], registry=d["registry"],
-                   resolution=Resolution(d["resolution"]), default_address=d["default_address"],
-                   ports=tuple(p.get("port", p.get("number")) for p in d.get("ports", [])),
+    return Service(hostname=d["hostname"], namespace=d["namespace"], name=d["name"],
+                   kind=SERVICE if d["registry"] == KUBERNETES else SERVICE_ENTRY,
+                   resolution=Resolution(d["resolution"]), address=d["default_address"],
+                   ports=tuple(ServicePort(port=p.get("port", p.get("number"))) for p in d.get("ports", [])),
                    endpoints=tuple(endpoints),
                    cluster_vips={k: tuple(v) for k, v in (d.get("cluster_vips") or {}).items()},
                    auto_ipv4=d.get("auto_ipv4"), auto_ipv6=d.get("auto_ipv6"),
@@ -302,7 +304,7 @@ def test_address_selection_vector(v: dict[str, Any] | None) -> None:
     conformance_dir("istio-dns")
     assert v is not None
     s = v["service"]
-    svc = Service(hostname="svc.example", namespace="ns", name="svc", default_address=s["default_address"],
+    svc = Service(hostname="svc.example", namespace="ns", name="svc", address=s["default_address"],
                   cluster_vips={k: tuple(x) for k, x in (s.get("cluster_vips") or {}).items()},
                   auto_ipv4=s.get("auto_ipv4"), auto_ipv6=s.get("auto_ipv6"))
     p = v["proxy"]

@@ -121,7 +121,7 @@ def test_wrong_api_version_and_bad_fields_are_reported(tmp_path: Path) -> None:
     assert errors == [
         f"{p}: document 1: ServiceEntry default/a: apiVersion: 'networking.istio.io/v2' is not "
         "networking.istio.io/v1|v1beta1|v1alpha3",
-        f"{p}: document 2: ServiceEntry default/b: spec.hosts: must be a list of strings",
+        f"{p}: document 2: ServiceEntry default/b: spec.hosts: must be a list, got str",
         f"{p}: document 3: ServiceEntry default/c: spec.ports[0].number: must be a port number 1-65535, got 0",
     ]
 
