@@ -5,9 +5,8 @@ Owns: :class:`Resolution` (istiod's internal service resolution) and the Service
 rule, read from a Service's ``networking.istio.io/exportTo`` annotation (:func:`annotation_export_to`)
 or a config object's ``spec.exportTo`` and checked by :func:`exported`.
 
-Never does: build services. ``netsim.dns.table`` and ``netsim.mesh.objects`` each convert Services and
-ServiceEntries into their own values (the name table needs endpoints and auto-allocation, the hop needs
-ports, protocols and routing), and both read these pieces from here.
+Never does: build services (``netsim.registry`` converts Services and ServiceEntries once, for the DNS
+name table and the mesh hop alike, and reads these pieces from here).
 """
 
 from __future__ import annotations

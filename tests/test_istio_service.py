@@ -26,7 +26,8 @@ def se(spec: dict[str, object]) -> K8sObject:
 def test_dns_table_and_mesh_use_one_resolution_and_one_export_rule() -> None:
     assert dns_table.Resolution is mesh_model.Resolution is Resolution
     assert mesh_build.exported is exported
-    assert dns_table.EXPORT_TO_ANNOTATION == mesh_model.EXPORT_TO_ANNOTATION == EXPORT_TO_ANNOTATION
+    assert mesh_model.EXPORT_TO_ANNOTATION == EXPORT_TO_ANNOTATION
+    assert dns_table.Service is mesh_model.MeshService  # one registry type, two views
 
 
 @pytest.mark.parametrize(("text", "resolution"), [
