@@ -19,7 +19,6 @@ Never does: open files (``netsim.k8s``), allocate VIPs, or decide visibility.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from netsim.errors import NetsimError
@@ -96,6 +95,7 @@ def is_core_service(obj: K8sObject) -> bool:
 class _Converter:
     def __init__(self, objects: Sequence[K8sObject], domain: str) -> None:
         self.domain = domain
+        self.seq = 0
         self.errors: list[NetsimError] = []
         self.by_kind: dict[str, list[K8sObject]] = {}
         for o in objects:
@@ -125,6 +125,11 @@ class _Converter:
             we = self.guard(o, self.workload_entry)
             if we is not None:
                 self.workload_entries.setdefault(o.namespace, []).append(we)
+
+    def tick(self) -> int:
+        """The next position in the order read (``Service.seq``)."""
+        self.seq += 1
+        return self.seq
 
     def guard(self, obj: K8sObject, fn: Any) -> Any:
         try:
@@ -239,27 +244,29 @@ class _Converter:
                                      protocol=k8s_port_protocol(num, name, proto,
                                                                 None if app is None else str(app))))
         selector = f.labels(obj, spec.get("selector"), "spec.selector") or None
-        base = Service(hostname=f"{obj.name}.{obj.namespace}.svc.{self.domain}", namespace=obj.namespace,
-                       name=obj.name, kind=SERVICE, ports=tuple(ports), creation=obj.created(), export_to=export,
-                       selector=selector, object_labels=tuple(obj.labels.items()), where=obj.where())
+        base: dict[str, Any] = dict(
+            hostname=f"{obj.name}.{obj.namespace}.svc.{self.domain}", namespace=obj.namespace, name=obj.name,
+            kind=SERVICE, ports=tuple(ports), creation=obj.created(), export_to=export, selector=selector,
+            object_labels=tuple(obj.labels.items()), where=obj.where(), seq=self.tick())
         stype = spec.get("type", "ClusterIP")
         if stype == "ExternalName":
             ext = spec.get("externalName")
             if not isinstance(ext, str) or not ext:
                 raise obj.error("spec.externalName", "missing (a type ExternalName Service needs it)")
-            return [replace(base, resolution=Resolution.DNS_LB, external_name=ext.rstrip("."), mesh_external=True)]
+            return [Service(resolution=Resolution.DNS_LB, external_name=ext.rstrip("."), mesh_external=True,
+                            **base)]
         eps = tuple(self.k8s_endpoints(obj, selector))
         cip = spec.get("clusterIP")
         if cip == "None":
-            return [replace(base, resolution=Resolution.PASSTHROUGH, headless=True, endpoints=eps,
-                            publish_not_ready=bool(spec.get("publishNotReadyAddresses")))]
+            return [Service(resolution=Resolution.PASSTHROUGH, headless=True, endpoints=eps,
+                            publish_not_ready=bool(spec.get("publishNotReadyAddresses")), **base)]
         cips = f.strings(obj, spec.get("clusterIPs"), "spec.clusterIPs") or ((str(cip),) if cip else ())
         if not cips:
             raise obj.error("spec.clusterIP", "missing (set the ClusterIP, or None for a headless Service)")
         for i, ip in enumerate(cips):
             f.ip(obj, ip, f"spec.clusterIPs[{i}]" if spec.get("clusterIPs") else "spec.clusterIP")
-        return [replace(base, resolution=Resolution.CLIENT_SIDE_LB, address=cips[0], endpoints=eps,
-                        cluster_vips={KUBE_CLUSTER: cips})]
+        return [Service(resolution=Resolution.CLIENT_SIDE_LB, address=cips[0], endpoints=eps,
+                        cluster_vips={KUBE_CLUSTER: cips}, **base)]
 
     def k8s_endpoints(self, obj: K8sObject, selector: Labels | None) -> list[Endpoint]:
         """EndpointSlices and Endpoints of the Service, else the Pods its selector picks; by first address,
@@ -363,12 +370,13 @@ class _Converter:
         st = tuple((str(a.get("host") or ""), str(a["value"]))
                    for a in f.items(obj, status.get("addresses"), "status.addresses")
                    if isinstance(a, Mapping) and a.get("value"))
-        base = Service(hostname="", namespace=obj.namespace, name=obj.name, kind=SERVICE_ENTRY,
-                       resolution=resolution, ports=tuple(ports), endpoints=tuple(eps), creation=obj.created(),
-                       export_to=f.strings(obj, spec.get("exportTo"), "spec.exportTo"),
-                       mesh_external=location == "MESH_EXTERNAL", selector=selector,
-                       object_labels=tuple(obj.labels.items()), status_addresses=st, where=obj.where())
-        return [replace(base, hostname=h, address=a) for h in hosts for a in addresses or (UNSPECIFIED,)]
+        base: dict[str, Any] = dict(
+            namespace=obj.namespace, name=obj.name, kind=SERVICE_ENTRY, resolution=resolution, ports=tuple(ports),
+            endpoints=tuple(eps), creation=obj.created(),
+            export_to=f.strings(obj, spec.get("exportTo"), "spec.exportTo"), mesh_external=location == "MESH_EXTERNAL",
+            selector=selector, object_labels=tuple(obj.labels.items()), status_addresses=st, where=obj.where())
+        return [Service(hostname=h, address=a, seq=self.tick(), **base) for h in hosts
+                for a in addresses or (UNSPECIFIED,)]
 
     def selected_workloads(self, namespace: str, selector: Labels) -> list[Endpoint]:
         out = [ep for labels, ep in self.workload_entries.get(namespace, ())
@@ -398,8 +406,7 @@ def build_registry(objects: Iterable[K8sObject], *, domain: str = CLUSTER_DOMAIN
         else:
             continue
         got = c.guard(o, read)
-        if got:
-            services.extend(replace(s, seq=len(services) + i) for i, s in enumerate(got))
+        services.extend(got or ())
     services.sort(key=push_order)
     return Registry(services=tuple(services), pods=tuple(c.pods),
                     namespaces=tuple((n, tuple(lbl.items())) for n, lbl in c.ns_labels.items()),

@@ -175,8 +175,8 @@ spec: {address: 10.9.0.3, labels: {app: vm}}
 def test_one_error_style_for_every_kind() -> None:
     reg = registry(se("bad-port", "a", "{hosts: [p.example.com], ports: [{number: 80x}]}")
                    + se("bad-addr", "a", "{hosts: [q.example.com], addresses: [not-an-ip]}")
-                   + "---\napiVersion: networking.istio.io/v2\nkind: WorkloadEntry\nmetadata: {name: we, namespace: a}\n"
-                     "spec: {address: 10.0.0.1}\n"
+                   + "---\napiVersion: networking.istio.io/v2\nkind: WorkloadEntry\n"
+                     "metadata: {name: we, namespace: a}\nspec: {address: 10.0.0.1}\n"
                    + "---\napiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: a}\n"
                      "spec: {clusterIP: nope, ports: [{port: 80}]}\n")
     assert sorted(str(e) for e in reg.errors) == sorted([
