@@ -58,6 +58,7 @@ from netsim.registry import (
     host_rule,
     visible,
 )
+from netsim.registry.model import is_ip
 
 _CLUSTERSET = ".svc.clusterset.local"
 
@@ -196,19 +197,11 @@ def service_addresses(svc: Service, proxy: Proxy, flags: IstiodFlags) -> tuple[s
 # --------------------------------------------------------------------------------------------
 # Section 3: BuildNameTable
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def dns_endpoint_ok(ep: Endpoint, svc: Service, flags: IstiodFlags) -> bool:
     """The DNS view's endpoint policy (spec 3 step 2): only IP addresses, and healthy unless the Service
     has ``publishNotReadyAddresses`` or the release still counted unready endpoints (before 1.24).
     Envoy's policy differs: ``netsim.mesh.build.envoy_endpoints``."""
-    if not ep.ips or not all(_is_ip(ip) for ip in ep.ips):
+    if not ep.ips or not all(is_ip(ip) for ip in ep.ips):
         return False
     return svc.publish_not_ready or not flags.unhealthy_excluded or ep.health is Health.HEALTHY
 
@@ -224,7 +217,7 @@ def build_name_table(services: Iterable[Service], proxy: Proxy, flags: IstiodFla
             if a == UNSPECIFIED:
                 headless = True
                 break
-            if _is_ip(a):
+            if is_ip(a):
                 ips.append(a)
         if headless:
             if svc.resolution is not Resolution.PASSTHROUGH or not svc.ports:

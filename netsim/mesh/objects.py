@@ -37,6 +37,7 @@ from netsim.mesh.model import (
 )
 from netsim.registry import build_registry
 from netsim.registry.convert import CLUSTER_DOMAIN, k8s_port_protocol, parse_protocol
+from netsim.registry.fields import guarded
 from netsim.registry.fields import http_status as _direct_status
 from netsim.registry.fields import items as _list
 from netsim.registry.fields import labels as _labels
@@ -90,11 +91,7 @@ class _Converter:
         self.errors: list[NetsimError] = []
 
     def guard(self, obj: K8sObject, fn: Any) -> Any:
-        try:
-            return fn(obj)
-        except NetsimError as e:
-            self.errors.append(e if e.where else e.at(obj.where()))
-            return None
+        return guarded(self.errors, obj, fn)
 
     def virtual_service(self, obj: K8sObject) -> VirtualService:
         spec = _map(obj, obj.body.get("spec"), "spec")

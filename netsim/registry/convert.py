@@ -132,11 +132,7 @@ class _Converter:
         return self.seq
 
     def guard(self, obj: K8sObject, fn: Any) -> Any:
-        try:
-            return fn(obj)
-        except NetsimError as e:
-            self.errors.append(e if e.where else e.at(obj.where()))
-            return None
+        return f.guarded(self.errors, obj, fn)
 
     # -- pods ---------------------------------------------------------------------------------
     def pod(self, obj: K8sObject) -> PodInfo:

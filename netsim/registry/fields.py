@@ -18,11 +18,23 @@ Never does: interpret a field's meaning (the converters do).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
+from netsim.errors import NetsimError
 from netsim.k8s import K8sObject
 from netsim.registry.model import Labels
+
+T = TypeVar("T")
+
+
+def guarded(errors: list[NetsimError], obj: K8sObject, read: Callable[[K8sObject], T]) -> T | None:
+    """``read(obj)``, or None with its error (located at ``obj`` when it has no location) put in ``errors``."""
+    try:
+        return read(obj)
+    except NetsimError as e:
+        errors.append(e if e.where else e.at(obj.where()))
+        return None
 
 
 def mapping(obj: K8sObject, data: Any, path: str) -> Mapping[str, Any]:
@@ -109,5 +121,5 @@ def ip_or_cidr(obj: K8sObject, value: str, path: str) -> str:
     return value
 
 
-__all__ = ["annotations_of", "http_status", "ip", "ip_or_cidr", "items", "labels", "mapping", "one_of", "port",
-           "strings"]
+__all__ = ["annotations_of", "guarded", "http_status", "ip", "ip_or_cidr", "items", "labels", "mapping", "one_of",
+           "port", "strings"]

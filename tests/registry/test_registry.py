@@ -284,3 +284,20 @@ def test_export_to_hides_and_lets_the_other_definition_win() -> None:
 def test_several_addresses_of_one_definition_stay_together() -> None:
     text = se("m", "a", "{hosts: [m.example.com], addresses: [192.0.2.1, 192.0.2.2]}")
     assert seen(text, "z", None) == ["ServiceEntry a/m 192.0.2.1", "ServiceEntry a/m 192.0.2.2"]
+
+
+def test_registry_imports_only_the_layers_below_it() -> None:
+    """STYLE.md §9 layer 2: the registry imports errors, istio_version, k8s, istio_service (and itself)."""
+    import ast
+    from pathlib import Path
+
+    import netsim.registry
+
+    allowed = {"netsim.errors", "netsim.istio_version", "netsim.k8s", "netsim.istio_service"}
+    for path in Path(netsim.registry.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                if name.startswith("netsim"):
+                    assert name in allowed or name.startswith("netsim.registry"), f"{path.name} imports {name}"
