@@ -12,7 +12,7 @@ import netsim.dns.table as dns_table
 from netsim.cli import cli
 from netsim.dns.table import load_config
 from netsim.mesh import MeshConfig, build_index, make_proxy, mesh_profile
-from netsim.mesh.files import read_config
+from netsim.mesh.files import in_document_order, read_config
 from netsim.mesh.model import UNSPECIFIED, MeshService
 
 DNS_CAPTURE_MESH = "defaultConfig:\n  proxyMetadata: {ISTIO_META_DNS_CAPTURE: 'true'}\n"
@@ -31,7 +31,8 @@ def se(name: str, ns: str, spec: str, created: str = "2024-01-01T00:00:00Z") -> 
 
 def dns_view(path: Path, namespace: str, version: str | None = None) -> tuple[dict[str, tuple[str, ...]], list[str]]:
     res = load_config([path], namespace=namespace, istio_version=version)
-    return {h: i.ips for h, i in res.table.entries.items()}, sorted(str(e) for e in res.errors)
+    # located and ordered as both commands print them (`dns table` and `mesh hop` call in_document_order)
+    return {h: i.ips for h, i in res.table.entries.items()}, [str(e) for e in in_document_order(res.errors)]
 
 
 def _address(s: MeshService) -> str:
@@ -40,7 +41,7 @@ def _address(s: MeshService) -> str:
 
 def mesh_view(path: Path, namespace: str, version: str | None = None, *, dns_capture: bool = True
               ) -> tuple[dict[str, tuple[str, ...]], list[str]]:
-    objects = read_config([path])
+    objects = read_config([path]).objects
     # the proxy `dns table` assumes: DNS capture and auto-allocation on
     mesh = MeshConfig(proxy_metadata=(("ISTIO_META_DNS_CAPTURE", "true"), ("ISTIO_META_DNS_AUTO_ALLOCATE", "true"))
                       if dns_capture else ())
@@ -52,8 +53,7 @@ def mesh_view(path: Path, namespace: str, version: str | None = None, *, dns_cap
             addrs = out.setdefault(c.service.hostname, ())
             if _address(c.service) not in addrs:
                 out[c.service.hostname] = (*addrs, _address(c.service))
-    errors = sorted(str(e) for e in (*objects.errors, *index.errors))
-    return out, errors
+    return out, [str(e) for e in in_document_order((*objects.errors, *index.errors))]
 
 
 MIXED = (se("q", "a", "{hosts: [q.example.com], ports: [{number: '80', name: http}], resolution: DNS}")
@@ -74,7 +74,7 @@ def test_dns_table_and_mesh_read_the_same_objects_identically(tmp_path: Path, ve
     listeners, mesh_errors = mesh_view(p, "a", version)
     # same refusals, word for word
     assert dns_errors == mesh_errors
-    assert [e.split(": ")[2] for e in dns_errors] == ["ServiceEntry a/bad-addr", "ServiceEntry a/bad-port",
+    assert [e.split(": ")[3] for e in dns_errors] == ["ServiceEntry a/bad-addr", "ServiceEntry a/bad-port",
                                                       "Service a/nocip"]
     # same addresses for every name of the table
     for host, ips in names.items():
@@ -169,7 +169,7 @@ endpoints:
 """)
     names, _ = dns_view(p, "a")
     assert names["db.a.svc.cluster.local"] == ("10.2.0.1", "10.2.0.2")
-    objects = read_config([p])
+    objects = read_config([p]).objects
     proxy = make_proxy(objects, MeshConfig(), ips=("10.250.0.1",), namespace="a")
     index = build_index(objects, proxy, mesh_profile(None), MeshConfig())
     assert [e.address for e in index.clusters["outbound|5432||db.a.svc.cluster.local"].endpoints] == ["10.2.0.1"]
