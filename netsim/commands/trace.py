@@ -20,12 +20,15 @@ from netsim.commands.options import EndpointType, MarkType, PortListType, config
 from netsim.errors import NetsimError, SpecError
 from netsim.netfilter.model import Family
 from netsim.netfilter.packet import ACK, Address, Conntrack, CtState, Netns, Origin, Packet, Proto, Socket
+from netsim.workload.verdict import EXPECTABLE
 
 if TYPE_CHECKING:  # imported where used: netsim.mesh (and yaml) load only with --config
     from netsim.mesh.build import ProxyIndex
     from netsim.mesh.trace import MeshContinuation
-    from netsim.workload.hops import Followed
+    from netsim.netfilter.trace import Endpoint
+    from netsim.workload.hops import EnvoyHop, Followed
     from netsim.workload.model import Workload
+    from netsim.workload.verdict import Decision, Verdict
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str 
 @click.option("--from", "from_", type=EndpointType(), help="Trace an arriving packet from this IP[:PORT].")
 @click.option("--uid", type=click.IntRange(0), help="Owner uid of the sending socket (default: the app's).")
 @click.option("--gid", type=click.IntRange(0), help="Owner gid of the sending socket (default: the uid).")
-@click.option("--in-iface", default="eth0", show_default=True, help="Device an arriving packet comes in on.")
+@click.option("--in-iface", help="Device an arriving packet (--from) comes in on (default: eth0).")
 @click.option("--pod-ip", "pod_ips", multiple=True, help="The pod's addresses (comma list or repeated).")
 @click.option("--listening", type=PortListType(), help="Ports with a listening socket; empty means none.")
 @click.option("--pcap", type=click.Path(dir_okay=False), help="Trace every IP packet of this capture file.")
@@ -111,6 +114,8 @@ def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str 
                                                 "(the reply with --ct-reply) using the entry the first one left.")
 @click.option("--route-localnet", is_flag=True, help="The node sets net.ipv4.conf.*.route_localnet=1: a loopback "
                                                      "source that nat sends off the host is not dropped.")
+@click.option("--expect", type=click.Choice(EXPECTABLE),
+              help="Exit 0 when the verdict is this (captured: any captured-*), 1 when not; for scripts and CI.")
 def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tuple[str, ...], proto: str,
               src: tuple[Address, int | None] | None, dst: tuple[Address, int | None] | None,
               from_: tuple[Address, int | None] | None, uid: int | None, gid: int | None, in_iface: str,
@@ -118,11 +123,14 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
               matrix: bool, configs: tuple[str, ...], mesh_config: str | None, send: str | None,
               host: str | None, http_path: str | None, sni: str | None, ct_state: str | None,
               ct_zone: int | None, ct_mark: int | None, ct_dnat: tuple[Address, int | None] | None, ct_reply: bool,
-              follow_up: bool, route_localnet: bool = False) -> None:
+              follow_up: bool, expect: str | None, route_localnet: bool = False) -> None:
     """Where does this packet go, and why? Trace it through the pod's iptables rules and the sidecar.
 
     With --config, a connection the sidecar captures continues through its Envoy listener, filter
-    chain, route and cluster (as `netsim mesh hop` decides them), shown after the kernel's steps.
+    chain, route and cluster (as `netsim mesh hop` decides them), shown after the kernel's steps, and
+    the sidecar's connection goes where Envoy sends it.
+
+    Exit status: 0 for any completed answer; with --expect, 1 when the verdict is not the expected one.
     """
     mesh_only = [name for name, value in zip(_MESH_ONLY, (mesh_config, send, host, http_path, sni), strict=True)
                  if value is not None]
@@ -132,6 +140,14 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
     if configs and (matrix or pcap or fmt == "xtables-trace"):
         what = "--matrix" if matrix else "--pcap" if pcap else "--format xtables-trace"
         raise SpecError(f"--config continues one trace in text or JSON; it does not apply to {what}")
+    if expect is not None and (matrix or pcap):
+        what = "--matrix" if matrix else "--pcap"
+        raise SpecError(f"--expect checks one trace's verdict; it does not apply to {what}")
+    if src is not None and from_ is not None:
+        raise SpecError("--src is the source of a locally generated packet, --from the peer of an arriving one: "
+                        "give one of them")
+    if in_iface is not None and from_ is None:
+        raise SpecError("--in-iface is the device an arriving packet comes in on: give --from too")
     ct = _CtRequest(ct_state, ct_zone, ct_mark, ct_dnat, ct_reply, follow_up)
     ct.check(matrix=matrix, pcap=pcap, configs=configs)
     from netsim.workload.model import Workload
@@ -142,9 +158,7 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
         w = Workload.from_pod(pod_file, istio_version=istio_version, pod_ips=pod_ips)
     else:
         w = Workload.from_rules(rules_files, pod_ips=pod_ips, istio_version=istio_version)
-    netns = w.netns(listening)
-    s = _Session(w, replace(netns, route_localnet=True) if route_localnet else netns,
-                 [*w.notes, *w.assumptions(listening)])
+    s = _Session(w, w.netns(listening, route_localnet=route_localnet), [*w.notes, *w.assumptions(listening)])
     if matrix:
         _matrix(s, fmt)
         return
@@ -153,9 +167,12 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
         return
     if dst is None or (dst[1] is None and proto != "icmp"):
         raise SpecError("--dst IP:PORT is required (or --matrix, or --pcap FILE)")
-    packet, who = w.packet(dst, proto=proto, src=src, from_=from_, uid=uid, gid=gid, in_iface=in_iface)
+    w, own_notes = w.for_destination(dst[0], arriving=from_ is not None)
+    if own_notes:
+        s = _Session(w, w.netns(listening, route_localnet=route_localnet), [*w.notes, *w.assumptions(listening)])
+    packet, who = w.packet(dst, proto=proto, src=src, from_=from_, uid=uid, gid=gid, in_iface=in_iface or "eth0")
     if follow_up:
-        _follow_up(s, packet, who, fmt, ct, uid, gid)
+        _exit(_follow_up(s, packet, who, fmt, ct, uid, gid), expect)
         return
     if ct.given:
         packet, who = ct.apply(packet, who, s, uid, gid)
@@ -163,7 +180,13 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
     if configs:
         mesh = _MeshRequest(index=_load_mesh(configs, pod_file, mesh_config, istio_version, s),
                             send=send or "tcp", host=host, path=http_path or "/", sni=sni)
-    _trace_one(s, packet, who, fmt, mesh)
+    _exit(_trace_one(s, packet, who, fmt, mesh), expect)
+
+
+def _exit(decision: Decision, expect: str | None) -> None:
+    """--expect: exit status 1 when the verdict is not the expected one (0 otherwise, as without it)."""
+    if expect is not None and not decision.verdict.holds(expect):
+        raise click.exceptions.Exit(1)
 
 
 _CT_OPTIONS = ("--ct-state", "--ct-zone", "--ct-mark", "--ct-dnat", "--ct-reply", "--follow-up")
@@ -279,7 +302,7 @@ def _entry_text(entry: Conntrack) -> str:
 
 
 def _follow_up(s: _Session, packet: Packet, who: str, fmt: str, ct: _CtRequest, uid: int | None,
-               gid: int | None) -> None:
+               gid: int | None) -> Decision:
     """The connection's first packet, then a second one finding the entry the first left (§1.3): the
     same direction (nat not consulted, the binding reused — istio#33480's UDP tuple reuse), or with
     --ct-reply the reply (the binding undone)."""
@@ -301,17 +324,17 @@ def _follow_up(s: _Session, packet: Packet, who: str, fmt: str, ct: _CtRequest, 
     label2 = "the reply" if ct.reply else "a second packet of the same connection"
     if fmt == "json":
         def part(f: Followed) -> dict[str, Any]:
-            return {"hops": _hops_json(f), "summary": f.summary, "verdict": f.verdict}
+            return {"hops": _hops_json(f), "summary": f.summary, **f.to_json()}
         click.echo(json.dumps({"first": part(first), "entry": _entry_json(entry),
                                "second": None if second is None else {"reply": ct.reply, **part(second)},
                                "notes": s.notes}, indent=2))
-        return
+        return first.decision
     parts = [("first packet", first)] + ([(label2, second)] if second is not None else [])
     if fmt == "xtables-trace":
         for name, f in parts:
             click.echo(f"# {name}")
             _echo_hops(f, fmt)
-        return
+        return first.decision
     for note in s.notes:
         click.echo(f"Note: {note}")
     for n, (name, f) in enumerate(parts):
@@ -324,51 +347,65 @@ def _follow_up(s: _Session, packet: Packet, who: str, fmt: str, ct: _CtRequest, 
         _echo_hops(f, fmt)
         click.echo(f.summary)
         click.echo()
+    return first.decision
 
 
-def _continue(mesh: _MeshRequest, f: Followed, notes: list[str]) -> MeshContinuation | None:
-    """The sidecar's hop after the kernel's verdict (None when no Envoy listener gets the connection)."""
+def _envoy(mesh: _MeshRequest, conts: list[MeshContinuation]) -> EnvoyHop:
+    """The sidecar's Envoy decision as the workload's tracer asks for it (netsim.mesh, imported here):
+    each continuation is kept in ``conts`` for printing, and its upstream address goes back to the
+    tracer, whose next hop goes there."""
     from netsim.mesh.trace import continue_trace
+    from netsim.workload.hops import Upstream
 
-    od = f.original_dst
-    cont = None if od is None else continue_trace(mesh.index, f.verdict, dst_ip=str(od.addr), dst_port=od.port,
-                                                  send=mesh.send, host=mesh.host, path=mesh.path, sni=mesh.sni)
-    if cont is None:
-        notes.append(f"--config: no Envoy hop to show: the connection does not reach the sidecar's outbound or "
-                     f"inbound listener (kernel verdict: {f.verdict})")
-    return cont
+    def decide(verdict: Verdict, od: Endpoint) -> Upstream | None:
+        cont = continue_trace(mesh.index, verdict.value, dst_ip=str(od.addr), dst_port=od.port, send=mesh.send,
+                              host=mesh.host, path=mesh.path, sni=mesh.sni)
+        if cont is None:
+            return None
+        conts.append(cont)
+        up = cont.upstream
+        if up is None:
+            return None
+        addr = ipaddress.ip_address(up.address) if up.address is not None else None
+        if addr is not None and addr.version != od.addr.version:
+            return Upstream(address=None, port=up.port, what=f"{up.what} is an IPv{addr.version} address")
+        return Upstream(address=addr, port=up.port, what=up.what)
+
+    return decide
 
 
-def _trace_one(s: _Session, packet: Packet, who: str, fmt: str, mesh: _MeshRequest | None = None) -> None:
+def _trace_one(s: _Session, packet: Packet, who: str, fmt: str, mesh: _MeshRequest | None = None) -> Decision:
     """Follow ``packet`` (and, with ``mesh``, the sidecar's hop) and print it in ``fmt``.
 
     JSON: ``{"hops": [{"who", **trace (render_trace's schema)}], "summary": the last sentence,
-    "verdict": Followed.verdict, "notes": [str]}``, plus with ``--config`` ``"mesh"``: null, or
-    MeshContinuation.to_json() (``netsim mesh hop``'s fields, ``istio``, ``steps``) with
-    ``config_errors`` and ``conflicts`` as ``netsim mesh hop`` reports them.
+    "verdict", "decided_by", "reason", "listener" (:class:`~netsim.workload.verdict.Decision`),
+    "notes": [str]}``, plus with ``--config`` ``"mesh"``: null, or MeshContinuation.to_json()
+    (``netsim mesh hop``'s fields, ``istio``, ``steps``) with ``config_errors`` and ``conflicts`` as
+    ``netsim mesh hop`` reports them.
     """
-    f = s.workload.follow(packet, who, netns=s.netns)
-    cont = _continue(mesh, f, s.notes) if mesh is not None else None
+    conts: list[MeshContinuation] = []
+    f = s.workload.follow(packet, who, netns=s.netns, envoy=_envoy(mesh, conts) if mesh is not None else None)
+    cont = conts[0] if conts else None
+    if mesh is not None and cont is None:
+        s.notes.append(f"--config: no Envoy hop to show: the connection does not reach the sidecar's outbound or "
+                       f"inbound listener through a capture rule (kernel verdict: {f.verdict})")
     summary = cont.final_sentence(f.summary) if cont is not None else f.summary
     if fmt == "json":
-        out: dict[str, Any] = {"hops": _hops_json(f), "summary": summary, "verdict": f.verdict, "notes": s.notes}
+        out: dict[str, Any] = {"hops": _hops_json(f), "summary": summary, **f.to_json(), "notes": s.notes}
         if mesh is not None:
             out["mesh"] = None if cont is None else {
                 **cont.to_json(), "config_errors": [str(e) for e in (*mesh.index.objects.errors, *mesh.index.errors)],
                 "conflicts": list(mesh.index.conflicts)}
         click.echo(json.dumps(out, indent=2))
-        return
+        return f.decision
     if fmt == "xtables-trace":
         _echo_hops(f, fmt)
-        return
+        return f.decision
     for note in s.notes:
         click.echo(f"Note: {note}")
-    _echo_hops(f, fmt)
-    if cont is not None:
-        for line in cont.text_lines():
-            click.echo(line)
-        click.echo()
+    _echo_hops(f, fmt, envoy_after=cont.text_lines() if cont is not None else None)
     click.echo(summary)
+    return f.decision
 
 
 def _hops_json(f: Followed) -> list[dict[str, Any]]:
@@ -377,9 +414,9 @@ def _hops_json(f: Followed) -> list[dict[str, Any]]:
     return [{"who": h.who, **trace_json(h.trace)} for h in f.hops]
 
 
-def _echo_hops(f: Followed, fmt: str) -> None:
+def _echo_hops(f: Followed, fmt: str, envoy_after: list[str] | None = None) -> None:
     """Each hop's trace: ``xtables-trace`` lines (with a ``# hop N: who`` line when there are several), or
-    text under ``== Hop N: who``."""
+    text under ``== Hop N: who``; ``envoy_after``: the Envoy block, printed after the hop it decides."""
     from netsim.netfilter.render_trace import render_text, render_xtables
 
     for i, h in enumerate(f.hops):
@@ -390,20 +427,28 @@ def _echo_hops(f: Followed, fmt: str) -> None:
         else:
             click.echo(f"== Hop {i + 1}: {h.who}")
             click.echo(render_text(h.trace))
+            if envoy_after is not None and i == 0:
+                for line in envoy_after:
+                    click.echo(line)
+                click.echo()
+                envoy_after = None
+    if envoy_after is not None:
+        for line in envoy_after:
+            click.echo(line)
+        click.echo()
 
 
 def _matrix(s: _Session, fmt: str) -> None:
     out: list[dict[str, Any]] = []
     for fam, rows in s.workload.matrix(netns=s.netns):
-        out.extend({"family": fam.value, "direction": r.direction, "proto": r.proto, "port": r.port, "who": r.who,
-                    "verdict": r.verdict, "rule": r.rule, "summary": r.summary} for r in rows)
+        out.extend({"family": fam.value, **r.to_json()} for r in rows)
     if fmt == "json":
         click.echo(json.dumps(out, indent=2))
         return
     click.echo(f"{'ip':<3} {'direction':<9} {'proto':<5} {'port':>5} {'from':<6} {'verdict':<16} rule")
     for r in out:
         click.echo(f"v{r['family']:<2} {r['direction']:<9} {r['proto']:<5} {r['port']:>5} {r['who']:<6} "
-                   f"{r['verdict']:<16} {r['rule']}")
+                   f"{r['cell']:<16} {r['rule']}")
     click.echo("('?' marks a cell that rests on an assumption: an unknown match, a listener or a random draw)")
 
 
@@ -443,7 +488,7 @@ def _pcap(path: str, sess: _Session, uid: int | None, gid: int | None, fmt: str)
                             tcp_flags=flags, origin=Origin.ARRIVING, in_iface="eth0", socket=None)
         f = sess.workload.follow(packet, "pcap", netns=sess.netns)
         rows.append({"no": i, "proto": proto.value, "src": f"{s}:{l4.sport}", "dst": f"{d}:{l4.dport}",
-                     "verdict": f.verdict, "summary": f.summary})
+                     **f.to_json(), "summary": f.summary})
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
         return

@@ -2,15 +2,17 @@
 
 Owns: :class:`Workload` (the pod, its addresses and uids, the release, the capture options with
 their provenance, the compiled rules, the sidecar's identity, the network-namespace model and the
-default packet; ``model.py``), :class:`SidecarIdentity` (``identity.py``), and the sidecar's hops
-(``hops.py``: :func:`follow`, :func:`capture_matrix`). Layer 4 of docs/design.md: it imports
+default packet; ``model.py``), :class:`SidecarIdentity` (``identity.py``), the sidecar's hops
+(``hops.py``: :func:`follow`, :func:`capture_matrix`) and the verdict computed from them
+(``verdict.py``: :class:`Decision`, :class:`Verdict`). Layer 4 of docs/design.md: it imports
 ``netfilter``, ``spec`` and ``capture``, never ``mesh``, ``lab`` or a command module.
 
 Example::
 
     from netsim.workload import Workload
     w = Workload.from_pod("rules/mtls-503/pod.yaml", istio_version="1.2")
-    print(w.trace("10.244.0.5:80", from_="10.1.2.3").summary)
+    result = w.trace("10.244.0.5:80", from_="10.1.2.3")
+    result.decision.verdict, result.decision.decided_by, result.summary
 
 Importing the package is cheap: its names load on first use (PEP 562).
 """
@@ -21,13 +23,24 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from netsim.workload.hops import APP_SPORT, Followed, KernelHop, MatrixRow, capture_matrix, follow
+    from netsim.workload.hops import (
+        APP_SPORT,
+        EnvoyHop,
+        Followed,
+        KernelHop,
+        MatrixRow,
+        Upstream,
+        capture_matrix,
+        follow,
+    )
     from netsim.workload.identity import SidecarIdentity, envoy_uid
     from netsim.workload.model import DEFAULT_POD_IP, MATRIX_PORTS, Workload, parse_addresses, parse_endpoint
+    from netsim.workload.verdict import DecidedBy, Decision, ListenerRef, Verdict
 
 _LAZY = {
-    **dict.fromkeys(("APP_SPORT", "Followed", "KernelHop", "MatrixRow", "capture_matrix", "follow"),
-                    "netsim.workload.hops"),
+    **dict.fromkeys(("APP_SPORT", "EnvoyHop", "Followed", "KernelHop", "MatrixRow", "Upstream", "capture_matrix",
+                     "follow"), "netsim.workload.hops"),
+    **dict.fromkeys(("DecidedBy", "Decision", "ListenerRef", "Verdict"), "netsim.workload.verdict"),
     **dict.fromkeys(("SidecarIdentity", "envoy_uid"), "netsim.workload.identity"),
     **dict.fromkeys(("DEFAULT_POD_IP", "MATRIX_PORTS", "Workload", "parse_addresses", "parse_endpoint"),
                     "netsim.workload.model"),
@@ -46,11 +59,17 @@ def __getattr__(name: str) -> Any:
 __all__ = [  # noqa: RUF022 (plain sort order, as tests/workload pins it)
     "APP_SPORT",
     "DEFAULT_POD_IP",
+    "DecidedBy",
+    "Decision",
+    "EnvoyHop",
     "Followed",
     "KernelHop",
+    "ListenerRef",
     "MATRIX_PORTS",
     "MatrixRow",
     "SidecarIdentity",
+    "Upstream",
+    "Verdict",
     "Workload",
     "capture_matrix",
     "envoy_uid",

@@ -10,9 +10,10 @@ destination. Never does IO.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Any
 
 from netsim.netfilter.conntrack import entry_after, later_packet
 from netsim.netfilter.engine import CompiledRuleset, describe_failure, trace
@@ -20,6 +21,7 @@ from netsim.netfilter.model import Family
 from netsim.netfilter.packet import Address, Netns, Origin, Packet, Proto, Socket
 from netsim.netfilter.trace import Endpoint, Kind, Outcome, Step, Trace
 from netsim.workload.identity import SidecarIdentity
+from netsim.workload.verdict import DecidedBy, Decision, ListenerRef, Verdict
 
 # Ephemeral source ports the simulated sockets use (any port outside the rules' lists would do).
 APP_SPORT = 43210
@@ -34,53 +36,142 @@ class KernelHop:
     trace: Trace
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Upstream:
+    """Where the sidecar connects for a captured connection, as Envoy decides it (``netsim.mesh``):
+    ``address`` None means it opens no upstream connection (a blackhole, a local 502, a cluster
+    without endpoints, a DNS name netsim cannot resolve). ``what`` names it for the sentence, e.g.
+    "the EDS endpoint of outbound|80||reviews.default.svc.cluster.local"."""
+
+    address: Address | None
+    port: int
+    what: str
+
+
+# The sidecar's decision for a captured connection, given by the caller (the command shell builds
+# it from netsim.mesh, see docs/design.md): the verdict (captured-outbound or captured-inbound) and
+# the original destination → where Envoy connects, or None to let netsim assume the default (the
+# original destination outbound, the app through the passthrough address inbound).
+EnvoyHop = Callable[[Verdict, Endpoint], "Upstream | None"]
+
+
 @dataclass(frozen=True, slots=True)
 class Followed:
     hops: tuple[KernelHop, ...]
-    summary: str  # one plain sentence
-    # captured-outbound, captured-inbound, captured-dns, bypassed, dropped, looped; for a reply-direction
-    # packet delivered, sent or dropped
-    verdict: str
+    decision: Decision
+    summary: str  # one plain sentence, rendered from ``decision`` and the hops
     # What the capture listener learns as the connection's destination (SO_ORIGINAL_DST, or the
     # TPROXY socket's local address): the input of the proxy's own decision (netsim.mesh). Set for
     # captured-outbound and captured-inbound when the kernel has an answer, else None.
     original_dst: Endpoint | None = None
+    upstream: Upstream | None = None  # where the sidecar connected (captured-outbound/-inbound)
+
+    @property
+    def verdict(self) -> str:
+        """The verdict's name (``decision.verdict.value``)."""
+        return self.decision.verdict.value
+
+    def to_json(self) -> dict[str, Any]:
+        """``verdict``, ``decided_by``, ``reason`` and ``listener`` (the contract's fields)."""
+        return self.decision.to_json()
 
 
-def _rule_ref(step: Step) -> str:
-    if step.kind is Kind.CONNTRACK:
-        return f"the conntrack entry's {step.target} binding (nat is not consulted again)"
-    return f"{step.table} {step.chain} rule {step.position} `{step.text}`"
+def _delivered_port(t: Trace) -> int | None:
+    return t.local_port if t.outcome is Outcome.DELIVERED or t.transparent_socket else None
 
 
-def _nat_steps(t: Trace, pass_no: int = 0) -> list[Step]:
-    return [s for s in t.steps if s.table == "nat" and s.pass_no == pass_no and s.kind in (Kind.RULE, Kind.POLICY)]
+_CAPTURE_TARGETS = ("REDIRECT", "TPROXY", "DNAT")
+# Istio's chains that hold nothing but the capture itself (a jump to one of them is a capture rule)
+_CAPTURE_CHAINS = ("ISTIO_IN_REDIRECT", "ISTIO_REDIRECT", "ISTIO_TPROXY", "ISTIO_DIVERT")
 
 
-def _why_not_captured(t: Trace) -> str:
-    """The rule that let the packet bypass capture, or the capture rules that did not match."""
-    nat = _nat_steps(t)
-    if not nat:
+def _jump(step: Step) -> str:
+    """The target a rule's text names (``-j X`` or ``-g X``), "" for none."""
+    tokens = step.text.split()
+    for flag in ("-j", "--jump", "-g", "--goto"):
+        if flag in tokens[:-1]:
+            return tokens[tokens.index(flag) + 1]
+    return ""
+
+
+def _how(t: Trace, port: int, sidecar: SidecarIdentity) -> tuple[DecidedBy | None, str, bool, str]:
+    """How a packet delivered to sidecar ``port`` got there: (deciding rule, phrase, redirected, basis)."""
+    step = t.decided_by
+    if step is not None and step.kind is Kind.RULE and _jump(step) in _CAPTURE_TARGETS:
+        by = DecidedBy.of(step)
+        return by, (f"TPROXY ({by.ref})" if t.transparent_socket else by.ref), True, "rule"
+    binding = next((x for x in t.steps if x.kind is Kind.CONNTRACK and x.verdict == "dst"), None)
+    if binding is not None:
+        return None, f"the conntrack entry's {binding.target} binding (nat is not consulted again)", True, "conntrack"
+    return (None, f"it was addressed to the sidecar's port {port} itself (no rule redirected it)", False,
+            "addressed to it")
+
+
+def _capture_steps(t: Trace) -> list[Step]:
+    """The capture tables' own steps (first pass): nat, and mangle where TPROXY captures."""
+    nat = [s for s in t.steps if s.table == "nat" and s.pass_no == 0 and s.kind in (Kind.RULE, Kind.POLICY)]
+    mangle = [s for s in t.steps if s.table == "mangle" and s.pass_no == 0 and s.kind in (Kind.RULE, Kind.POLICY)]
+    return nat + mangle
+
+
+def _bypass(t: Trace) -> tuple[DecidedBy | None, str, str]:
+    """The rule that let the packet bypass capture (a RETURN in the capture chains), or why none did."""
+    steps = _capture_steps(t)
+    for table in ("nat", "mangle"):
+        returns = [s for s in steps if s.table == table and s.kind is Kind.RULE and s.matched
+                   and s.verdict == "RETURN"]
+        if returns:
+            r = DecidedBy.of(returns[-1])
+            return r, f"{r.ref} returned it before any capture rule", "rule"
+    if not any(s.table == "nat" for s in steps):
         ct = t.packet.ct
         if t.ctstate in ("UNTRACKED", "INVALID"):
-            return f"the packet is {t.ctstate}: without a conntrack entry nat never sees it"
+            return None, f"the packet is {t.ctstate}: without a conntrack entry nat never sees it", "conntrack"
         if ct.exists and t.zone == ct.zone:
             what = "carries no DNAT binding (its first packet was not redirected)" if ct.dnat_to is None else \
                 "keeps its binding"
-            return "nat is not consulted for a packet of an existing connection (conntrack state " \
-                   f"{ct.state.value}), and the entry {what}"
-        return "no nat rule saw it (nat table absent)"
-    returns = [s for s in nat if s.kind is Kind.RULE and s.matched and s.verdict == "RETURN"]
-    capturing = [s for s in nat if s.kind is Kind.RULE and not s.matched and
-                 any(x in s.text for x in ("REDIRECT", "ISTIO_IN_REDIRECT", "ISTIO_REDIRECT"))]
-    if returns:
-        r = returns[-1]
-        return f"{_rule_ref(r)} returned it before any capture rule"
+            return None, ("nat is not consulted for a packet of an existing connection (conntrack state "
+                          f"{ct.state.value}), and the entry {what}"), "conntrack"
+        if not steps:
+            return None, "no nat rule saw it (nat table absent)", "policy"
+    capturing = [s for s in steps if s.kind is Kind.RULE and not s.matched and
+                 (_jump(s) in _CAPTURE_TARGETS or _jump(s) in _CAPTURE_CHAINS)]
     if capturing:
-        missed = "; ".join(f"{_rule_ref(s)} failed on {describe_failure(s, t.packet.family).replace(': ', ' (', 1)})"
+        fam = t.packet.family
+        missed = "; ".join(f"{DecidedBy.of(s).ref} failed on {describe_failure(s, fam).replace(': ', ' (', 1)})"
                            for s in capturing[-3:])
-        return f"no capture rule matched it: {missed}"
-    return "no nat rule redirected it (the chains ended and the policy accepted it unchanged)"
+        return None, f"no capture rule matched it: {missed}", "policy"
+    return None, "no rule redirected it (the chains ended and the policy accepted it unchanged)", "policy"
+
+
+def _decide_first(t: Trace, sidecar: SidecarIdentity) -> Decision:
+    """The verdict of the connection's first hop, from its steps alone."""
+    step = t.decided_by
+    rule = DecidedBy.of(step) if step is not None and step.kind is Kind.RULE else None
+    if t.outcome is Outcome.QUEUED:
+        return Decision(verdict=Verdict.UNCERTAIN, decided_by=rule, reason=t.reason, basis="userspace")
+    if t.outcome is Outcome.DROPPED:
+        return Decision(verdict=Verdict.DROPPED, decided_by=rule, reason=t.reason, basis=_drop_basis(step))
+    port = _delivered_port(t)
+    kinds = _listener_kinds(sidecar)
+    if port is not None and port in kinds:
+        by, how, _, basis = _how(t, port, sidecar)
+        return Decision(verdict=kinds[port], decided_by=by, reason=how, listener=ListenerRef(_listener_addr(t), port),
+                        basis=basis)
+    by, why, basis = _bypass(t)
+    return Decision(verdict=Verdict.BYPASSED, decided_by=by, reason=why, basis=basis)
+
+
+def _drop_basis(step: Step | None) -> str:
+    if step is None:
+        return "routing"
+    return {Kind.RULE: "rule", Kind.POLICY: "policy", Kind.CONNTRACK: "conntrack"}.get(step.kind, "routing")
+
+
+def _listener_addr(t: Trace) -> Address:
+    if t.transparent_socket:  # the IP_TRANSPARENT listener is bound to the wildcard address
+        return IPv4Address("0.0.0.0") if t.packet.family is Family.IPV4 else IPv6Address("::")
+    return t.dst.addr
 
 
 def _proxy_packet(t: Trace, dst: Address, dport: int, sidecar: SidecarIdentity, src: Address | None,
@@ -113,89 +204,121 @@ def _reply(hops: list[KernelHop], t: Trace) -> Followed:
                     for s in moved)
     how = f"its conntrack entry rewrote the {how}" if how else "its conntrack entry has no NAT binding to undo"
     if t.outcome is Outcome.DROPPED:
-        return Followed(tuple(hops), f"The reply is dropped: {t.reason}.", "dropped")
-    verdict = "delivered" if t.outcome is Outcome.DELIVERED else "sent" if t.outcome is Outcome.SENT else \
-        t.outcome.value
-    return Followed(tuple(hops), f"Reply direction: {t.reason}, from {_ep(t.src.addr, t.src.port)}: {how}, "
-                                 "without consulting nat.", verdict)
+        rule = t.decided_by if t.decided_by is not None and t.decided_by.kind is Kind.RULE else None
+        d = Decision(verdict=Verdict.DROPPED, decided_by=None if rule is None else DecidedBy.of(rule), reason=t.reason,
+                     basis=_drop_basis(t.decided_by))
+        return Followed(tuple(hops), d, f"The reply is dropped: {t.reason}.")
+    d = Decision(verdict=Verdict.BYPASSED, decided_by=None,
+                 reason=f"a reply-direction packet: nat is not consulted, {how}", basis="conntrack")
+    return Followed(tuple(hops), d, f"Reply direction: {t.reason}, from {_ep(t.src.addr, t.src.port)}: {how}, "
+                                    "without consulting nat.")
 
 
-def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: SidecarIdentity, who: str) -> Followed:
-    """Trace ``packet`` and, when a capture listener receives it, the proxy's connection onwards (a
+def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: SidecarIdentity, who: str, *,
+           envoy: EnvoyHop | None = None) -> Followed:
+    """Trace ``packet`` and, when a sidecar listener receives it, the sidecar's connection onwards (a
     later packet of it when ``packet`` belongs to an existing connection). A reply-direction packet is
-    one hop: where it is delivered and which bindings its conntrack entry undid."""
-    hops: list[KernelHop] = []
+    one hop: where it is delivered and which bindings its conntrack entry undid.
+
+    ``envoy`` decides where the sidecar connects (see :data:`EnvoyHop`); without it, to the original
+    destination (outbound) or to the app through the passthrough address (inbound). The result's
+    :class:`Decision` is computed from the hops' steps; its sentence is rendered from it.
+    """
     t = trace(rules, packet, netns)
-    hops.append(KernelHop(who, t))
+    hops = [KernelHop(who, t)]
     if packet.ct.reply:
         return _reply(hops, t)
-    proxy = f"sidecar (uid {sidecar.uid}, gid {sidecar.gid})"
-    for _ in range(MAX_HOPS):
-        port = t.local_port if t.outcome is Outcome.DELIVERED or t.transparent_socket else None
-        if t.outcome is Outcome.DROPPED:
-            return Followed(tuple(hops), _sentence(f"Dropped: {t.reason}."), "dropped")
-        if port == sidecar.dns_port and t.packet.dport != sidecar.dns_port:
-            orig = t.packet.dst
-            how = _rule_ref(t.decided_by) if t.decided_by else "redirect"
-            return Followed(tuple(hops), _sentence(f"Captured by the DNS proxy on port {sidecar.dns_port} "
-                                                   f"via {how}; it answers or forwards the query to {orig} "
-                                                   "itself."), "captured-dns")
-        if port == sidecar.outbound_port and t.packet.dport != sidecar.outbound_port:
-            if t.original_dst is None:
-                return Followed(tuple(hops), _sentence(f"Captured by the outbound listener {port}, but "
-                                                       "SO_ORIGINAL_DST has no answer (UDP or a non-default "
-                                                       "conntrack zone), so the sidecar cannot forward it."),
-                                "captured-outbound")
-            od = t.original_dst
-            nxt = _proxy_trace(rules, t.packet, _proxy_packet(t, od.addr, od.port, sidecar, None, netns), netns)
-            hops.append(KernelHop(proxy, nxt))
-            if nxt.outcome is Outcome.SENT:
-                how = _rule_ref(t.decided_by) if t.decided_by else "capture"
-                return Followed(tuple(hops), _sentence(f"Captured by the sidecar's outbound listener {port} "
-                                                       f"via {how}; "
-                                                       f"the sidecar connects to the original destination "
-                                                       f"{_ep(od.addr, od.port)} as uid {sidecar.uid}, which "
-                                                       f"leaves through {nxt.out_iface}."), "captured-outbound",
-                                od)
-            t = nxt
-            continue
-        if port == sidecar.inbound_port and t.packet.dport != sidecar.inbound_port:
-            if t.transparent_socket:
-                od_addr, od_port = t.dst.addr, t.dst.port
-            elif t.original_dst is not None:
-                od_addr, od_port = t.original_dst.addr, t.original_dst.port
-            else:
-                return Followed(tuple(hops), _sentence(f"Captured by the inbound listener {port}, but "
-                                                       "SO_ORIGINAL_DST has no answer."), "captured-inbound")
+    d = _decide_first(t, sidecar)
+    v = d.verdict
+    if v is Verdict.DROPPED:
+        return Followed(tuple(hops), d, _sentence(f"Dropped: {t.reason}."))
+    if v is Verdict.UNCERTAIN:
+        return Followed(tuple(hops), d, _sentence(f"Uncertain: {t.reason}; netsim cannot say more."))
+    if v is Verdict.BYPASSED:
+        reached = "" if _delivered_port(t) is None else ", which is not the sidecar's"
+        return Followed(tuple(hops), d, _sentence(f"Bypasses the sidecar ({t.reason}{reached}) because {d.reason}."))
+    assert d.listener is not None
+    port = d.listener.port
+    name = _LISTENER_NAMES[v]
+    _, how, redirected, _ = _how(t, port, sidecar)
+    if not redirected:
+        return Followed(tuple(hops), d, _sentence(f"Delivered to the sidecar's {name} {port} directly: {how}."))
+    if v is Verdict.CAPTURED_DNS:
+        return Followed(tuple(hops), d, _sentence(
+            f"Captured by the DNS proxy on port {port} via {how}; it answers or forwards the query to "
+            f"{t.packet.dst} itself."))
+    parts = [f"Captured by the sidecar's {name} {port} via {how}"]
+    first_od: Endpoint | None = None
+    first_up: Upstream | None = None
+    stage = v
+    while True:
+        od = Endpoint(t.dst.addr, t.dst.port) if t.transparent_socket else t.original_dst
+        if od is None:
+            parts.append("but SO_ORIGINAL_DST has no answer (UDP or a non-default conntrack zone), so the sidecar "
+                         "cannot forward it")
+            return Followed(tuple(hops), d, _sentence(", ".join(parts) + "."), first_od, first_up)
+        up = envoy(stage, od) if envoy is not None else None
+        up = up or _default_upstream(stage, od, t.packet.family, sidecar)
+        if first_od is None:
+            first_od, first_up = od, up
+        if up.address is None:
+            parts.append(f"the sidecar opens no upstream connection: {up.what}")
+            return Followed(tuple(hops), d, _sentence("; ".join(parts) + "."), first_od, first_up)
+        src = None
+        if stage is Verdict.CAPTURED_INBOUND:
             pt = sidecar.passthrough_v4 if t.packet.family is Family.IPV4 else sidecar.passthrough_v6
-            src = ip_address(pt) if pt else None
-            dst = od_addr
-            if pt is None:  # before 1.10: the inbound cluster was 127.0.0.1:<port>
-                dst = IPv4Address("127.0.0.1") if t.packet.family is Family.IPV4 else IPv6Address("::1")
-                src = dst
-            nxt = _proxy_trace(rules, t.packet, _proxy_packet(t, dst, od_port, sidecar, src, netns), netns)
-            hops.append(KernelHop(proxy, nxt))
-            via = f" from {src}" if src is not None else ""
-            if nxt.outcome in (Outcome.DELIVERED, Outcome.REFUSED) and nxt.local_port == od_port:
-                end = "the app" if nxt.outcome is Outcome.DELIVERED else "the app's port (nothing listens there)"
-                how = (f"TPROXY ({_rule_ref(t.decided_by)})" if t.transparent_socket and t.decided_by
-                       else _rule_ref(t.decided_by) if t.decided_by else "capture")
-                return Followed(tuple(hops), _sentence(f"Captured by the sidecar's inbound listener {port} "
-                                                       f"via {how}; the sidecar forwards it to "
-                                                       f"{_ep(dst, od_port)}{via}, reaching {end}."),
-                                "captured-inbound", Endpoint(od_addr, od_port))
-            t = nxt
-            continue
-        break
-    last = hops[-1].trace
-    if len(hops) > 1:
-        verdict = "looped" if len(hops) > MAX_HOPS else "captured"
-        return Followed(tuple(hops), _sentence(f"The sidecar's own connection: {last.reason}; "
-                                               f"{_why_not_captured(last)}."), verdict)
-    if last.outcome is Outcome.DROPPED:
-        return Followed(tuple(hops), f"Dropped: {last.reason}.", "dropped")
-    return Followed(tuple(hops), f"Bypasses the sidecar ({last.reason}) because "
-                                 f"{_why_not_captured(last)}.", "bypassed")
+            src = ip_address(pt) if pt else up.address if up.address.is_loopback else None
+        nxt = _proxy_trace(rules, t.packet, _proxy_packet(t, up.address, up.port, sidecar, src, netns), netns)
+        hops.append(KernelHop(sidecar.label, nxt))
+        target = f"{up.what} {_ep(up.address, up.port)}".strip()
+        via = f" from {src}" if src is not None else ""
+        nport = _delivered_port(nxt)
+        if nport is not None and nport in _listener_kinds(sidecar):
+            by2, how2, redirected2, basis2 = _how(nxt, nport, sidecar)
+            nstage = _listener_kinds(sidecar)[nport]
+            if redirected2 and nstage is Verdict.CAPTURED_INBOUND and stage is Verdict.CAPTURED_OUTBOUND \
+                    and len(hops) <= MAX_HOPS:
+                # Outbound to the pod's own address: Envoy's connection goes through its inbound listener.
+                parts.append(f"the sidecar connects to {target} as uid {sidecar.uid}, which its inbound "
+                             f"listener {nport} captures via {how2}")
+                t, stage = nxt, nstage
+                continue
+            reason = f"the sidecar's own connection to {target}{via} reaches its {_LISTENER_NAMES[nstage]} {nport} " \
+                     f"again via {how2}"
+            loop = Decision(verdict=Verdict.LOOPED, decided_by=by2, reason=reason, hop=len(hops) - 1, basis=basis2)
+            return Followed(tuple(hops), loop, _sentence("; ".join([*parts, reason]) + ": a loop."), first_od,
+                            first_up)
+        if nxt.outcome is Outcome.SENT:
+            end = f"the sidecar connects to {target} as uid {sidecar.uid}, which leaves through {nxt.out_iface}"
+        elif stage is Verdict.CAPTURED_INBOUND and nxt.outcome in (Outcome.DELIVERED, Outcome.REFUSED) \
+                and nxt.local_port == up.port:
+            app = "the app" if nxt.outcome is Outcome.DELIVERED else "the app's port (nothing listens there)"
+            end = f"the sidecar forwards it to {_ep(up.address, up.port)}{via}, reaching {app}"
+        elif nxt.outcome is Outcome.DROPPED:
+            end = f"the sidecar's connection to {target}{via} is dropped: {nxt.reason}"
+        else:
+            end = f"the sidecar's connection to {target}{via}: {nxt.reason}"
+        return Followed(tuple(hops), d, _sentence("; ".join([*parts, end]) + "."), first_od, first_up)
+
+
+_LISTENER_NAMES = {Verdict.CAPTURED_OUTBOUND: "outbound listener", Verdict.CAPTURED_INBOUND: "inbound listener",
+                   Verdict.CAPTURED_DNS: "DNS proxy on port"}
+
+
+def _listener_kinds(sidecar: SidecarIdentity) -> dict[int, Verdict]:
+    """The sidecar's capture ports → the verdict of a packet delivered there."""
+    return {sidecar.dns_port: Verdict.CAPTURED_DNS, sidecar.outbound_port: Verdict.CAPTURED_OUTBOUND,
+            sidecar.inbound_port: Verdict.CAPTURED_INBOUND}
+
+
+def _default_upstream(v: Verdict, od: Endpoint, family: Family, sidecar: SidecarIdentity) -> Upstream:
+    if v is Verdict.CAPTURED_OUTBOUND:
+        return Upstream(address=od.addr, port=od.port, what="the original destination")
+    pt = sidecar.passthrough_v4 if family is Family.IPV4 else sidecar.passthrough_v6
+    if pt is None:  # before 1.10: the inbound cluster was 127.0.0.1:<port>
+        lo = IPv4Address("127.0.0.1") if family is Family.IPV4 else IPv6Address("::1")
+        return Upstream(address=lo, port=od.port, what="")
+    return Upstream(address=od.addr, port=od.port, what="")
 
 
 def _ep(addr: Address, port: int) -> str:
@@ -212,9 +335,23 @@ class MatrixRow:
     proto: str
     port: int
     who: str  # app / proxy / peer
-    verdict: str
+    decision: Decision
     summary: str
-    rule: str
+    uncertain: bool  # the deciding trace rests on an assumption (an unknown match, a listener, a random draw)
+
+    @property
+    def verdict(self) -> str:
+        """The cell's text: captured / captured (dns) / bypassed / …, with ``?`` when uncertain."""
+        return self.decision.cell + ("?" if self.uncertain else "")
+
+    @property
+    def rule(self) -> str:
+        return self.decision.rule_cell
+
+    def to_json(self) -> dict[str, Any]:
+        return {"direction": self.direction, "proto": self.proto, "port": self.port, "who": self.who,
+                **self.decision.to_json(), "cell": self.verdict, "rule": self.rule, "uncertain": self.uncertain,
+                "summary": self.summary}
 
 
 def capture_matrix(rules: CompiledRuleset, netns: Netns, sidecar: SidecarIdentity, *, app_uid: int, app_gid: int,
@@ -237,19 +374,9 @@ def capture_matrix(rules: CompiledRuleset, netns: Netns, sidecar: SidecarIdentit
 
 
 def _row(direction: str, proto: Proto, port: int, who: str, f: Followed) -> MatrixRow:
-    first = f.hops[0].trace
-    verdict = {"captured-outbound": "captured", "captured-inbound": "captured", "captured-dns": "captured (dns)",
-               "captured": "captured"}.get(f.verdict, f.verdict)
-    decided = first.decided_by
-    rule = ""
-    if decided is not None:
-        rule = f"{decided.table} {decided.chain} #{decided.position}"
-    else:
-        ret = [s for s in _nat_steps(first) if s.kind is Kind.RULE and s.matched and s.verdict == "RETURN"]
-        rule = f"nat {ret[-1].chain} #{ret[-1].position}" if ret else "(no rule: policy)"
-    if first.uncertain or first.branches:
-        verdict += "?"
-    return MatrixRow(direction, proto.value, port, who, verdict, f.summary, rule)
+    decider = f.hops[f.decision.hop].trace
+    return MatrixRow(direction, proto.value, port, who, f.decision, f.summary,
+                     bool(decider.uncertain or decider.branches))
 
 
-__all__ = ["APP_SPORT", "Followed", "KernelHop", "MatrixRow", "capture_matrix", "follow"]
+__all__ = ["APP_SPORT", "EnvoyHop", "Followed", "KernelHop", "MatrixRow", "Upstream", "capture_matrix", "follow"]

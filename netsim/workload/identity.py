@@ -12,11 +12,13 @@ listeners and clusters (``netsim.mesh``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from netsim.capture.config import CaptureConfig
+    from netsim.netfilter.model import Ruleset
     from netsim.spec.versions import VersionProfile
 
 # spec/istio-iptables.md §3: istio-iptables' defaults, which the injector passes unchanged
@@ -103,6 +105,35 @@ class SidecarIdentity:
                    dns=dns, tproxy_mark=int(config.tproxy_mark, 0) if tproxy else None,
                    tproxy_table=_number(config.tproxy_route_table, TPROXY_ROUTE_TABLE), passthrough_v4=pt4,
                    passthrough_v6=pt6)
+
+
+    @classmethod
+    def for_rules(cls, rulesets: Iterable[Ruleset], profile: VersionProfile | None = None) -> SidecarIdentity:
+        """The sidecar a dump's rules were written for: Istio's defaults, in TPROXY mode when a rule
+        TPROXYs (its ``--on-port`` and ``--tproxy-mark``), with DNS capture when a rule redirects to
+        the DNS proxy's port."""
+        base = cls.for_capture(None, profile)
+        mark: int | None = None
+        inbound = base.inbound_port
+        dns = False
+        for rs in rulesets:
+            for table in rs.tables:
+                for chain in table.chains:
+                    for rule in chain.rules:
+                        target = rule.target
+                        if target is None:
+                            continue
+                        if target.name == "TPROXY":
+                            port, tmark = target.option("--on-port"), target.option("--tproxy-mark")
+                            if port is not None and port.args and port.args[0].isdigit():
+                                inbound = int(port.args[0])
+                            if tmark is not None and tmark.args:
+                                mark = int(tmark.args[0].split("/")[0], 0)
+                        to = target.option("--to-ports") if target.name == "REDIRECT" else None
+                        dns = dns or (to is not None and to.args == (str(base.dns_port),))
+        if mark is None:
+            return replace(base, dns=dns)
+        return replace(base, inbound_port=inbound, uid=envoy_uid(base.uid, tproxy=True), dns=dns, tproxy_mark=mark)
 
 
 def _number(text: str, default: int) -> int:

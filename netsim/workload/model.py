@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from netsim.spec.pod import PodSource
     from netsim.spec.resolve import Resolution
     from netsim.spec.versions import VersionProfile
-    from netsim.workload.hops import Followed, MatrixRow
+    from netsim.workload.hops import EnvoyHop, Followed, MatrixRow
 
 DEFAULT_POD_IP = "10.244.0.5"  # the examples' pod IP (rules/README.md) when neither the pod nor --pod-ip has one
 # Ports the capture matrix always probes besides the pod's own (Istio's fixed ports, DNS, web).
@@ -116,6 +116,8 @@ class Workload:
     base_chains: Mapping[Family, frozenset[tuple[str, str]] | None]
     sidecar: SidecarIdentity
     notes: tuple[str, ...] = ()  # what was assumed or warned while building it
+    # neither the manifest (status.podIPs) nor the caller gave an address: ``addresses`` is DEFAULT_POD_IP
+    addresses_assumed: bool = False
     _cache: dict[Family, CompiledRuleset] = field(default_factory=dict, compare=False, repr=False)
 
     # ---- construction ------------------------------------------------------------------------
@@ -170,11 +172,12 @@ class Workload:
         app_uid = uids[0] if uids else 0
         if not uids:
             notes.append("the app's uid is not set in securityContext: assuming the image runs as root (uid 0)")
-        addresses = _default_addresses(addresses, notes)
+        assumed = not addresses
+        addresses = _default_addresses(addresses, notes, pod)
         return cls(source=pod.file, pod=pod, namespace=pod.namespace, addresses=addresses, app_uid=app_uid,
                    app_gid=app_uid, app_ports=tuple(p for c in apps for p in c.ports), profile=profile,
                    resolution=res, compiled=compiled, rulesets=rulesets, base_chains=base, sidecar=sidecar,
-                   notes=tuple(notes))
+                   notes=tuple(notes), addresses_assumed=assumed)
 
     @classmethod
     def from_rules(cls, paths: Iterable[str], *, pod_ips: Iterable[str] = (), istio_version: str | None = None,
@@ -197,11 +200,12 @@ class Workload:
             except NetsimError as e:
                 raise (e if e.where == path else e.at(path)) from None
         notes: list[str] = []
-        addresses = _default_addresses(parse_addresses(pod_ips), notes)
+        given = parse_addresses(pod_ips)
+        addresses = _default_addresses(given, notes, None)
         return cls(source=", ".join(paths), pod=None, namespace="default", addresses=addresses, app_uid=0,
                    app_gid=0, app_ports=(), profile=profile, resolution=None, compiled=None, rulesets=rulesets,
-                   base_chains=dict.fromkeys(rulesets), sidecar=SidecarIdentity.for_capture(None, profile),
-                   notes=tuple(notes))
+                   base_chains=dict.fromkeys(rulesets), sidecar=SidecarIdentity.for_rules(rulesets.values(), profile),
+                   notes=tuple(notes), addresses_assumed=not given)
 
     # ---- what the pod is ---------------------------------------------------------------------
 
@@ -228,6 +232,30 @@ class Workload:
     def own_address(self, family: Family) -> Address | None:
         return next((a for a in self.addresses if a.version == family.value), None)
 
+    def for_destination(self, dst: Address, *, arriving: bool) -> tuple[Workload, bool]:
+        """This workload for a question about a packet to ``dst``: (workload, whether it changed).
+
+        Without a known address (a Deployment's template, a dump without --pod-ip), an arriving
+        packet's destination is taken as the pod's address, with a note. With known addresses, an
+        arriving packet to an address the pod does not own gets a note saying so.
+        """
+        if not arriving or dst.is_loopback or dst.is_multicast:
+            return self, False
+        if self.addresses_assumed:
+            kept = [n for n in self.notes if n != _ASSUMED_NOTE and "has no status.podIP" not in n]
+            what = f"the {self.pod.kind}'s pods have" if self.pod is not None and self.pod.kind != "Pod" else \
+                "the pod has"
+            note = f"{what} no known address (status.podIP, --pod-ip): taking the destination {dst} as the pod's"
+            same = [a for a in self.addresses if a.version != dst.version]
+            return replace(self, addresses=(dst, *same), addresses_assumed=False,
+                           notes=(*kept, note), _cache=self._cache), True
+        if dst not in self.addresses:
+            owned = ", ".join(str(a) for a in self.addresses)
+            return replace(self, notes=(*self.notes, f"{dst} is not an address of the pod ({owned}): the network "
+                                                      "delivers a packet for it to this pod only if it is routed "
+                                                      "there (give --pod-ip if the pod has it)")), True
+        return self, False
+
     # ---- the kernel's view -------------------------------------------------------------------
 
     def rules(self, family: Family) -> CompiledRuleset:
@@ -243,35 +271,32 @@ class Workload:
             crs = self._cache[family] = compile_ruleset(rs, None if base is None else set(base))
         return crs
 
-    def netns(self, listening: tuple[int, ...] | None = None) -> Netns:
+    def netns(self, listening: tuple[int, ...] | None = None, *, route_localnet: bool = False) -> Netns:
         """The pod's network namespace: ``lo`` (with the passthrough address), ``eth0`` with the pod's
         addresses, the listening sockets and TPROXY's ``ip rule``.
 
-        ``listening``: the app's ports with a socket (TCP and UDP); None means unknown. For a pod the
-        sidecar's own listeners are there, and with ``listening`` None every other port is assumed to
-        have one (:meth:`assumptions` says so).
+        The sidecar's own listeners are always there. ``listening``: the app's ports with a socket
+        (TCP and UDP); None means every other port is assumed to have one (:meth:`assumptions` says so).
+        ``route_localnet``: the node sets ``net.ipv4.conf.*.route_localnet=1`` (a pod does not).
         """
         addrs = [f"{a}/{24 if a.version == 4 else 64}" for a in self.addresses]
         lo = Interface.of("lo", "127.0.0.1/8", "::1/128", "::6/128")
         eth = Interface.of("eth0", *addrs)
-        listeners: tuple[Listener, ...] | None = None
         sc = self.sidecar
-        if listening is not None:
-            listeners = tuple(Listener(port=p, proto=pr, transparent=True) for p in listening
-                              for pr in (Proto.TCP, Proto.UDP))
-        elif self.pod is not None:
-            ls = [Listener(port=p, transparent=sc.transparent) for p in sc.listening_ports]
-            ls += [Listener(port=sc.dns_port, proto=pr) for pr in (Proto.TCP, Proto.UDP)] if sc.dns else []
-            listeners = tuple(ls)
+        ls = [Listener(port=p, transparent=sc.transparent) for p in sc.listening_ports]
+        ls += [Listener(port=sc.dns_port, proto=pr) for pr in (Proto.TCP, Proto.UDP)] if sc.dns else []
+        taken = {(x.port, x.proto) for x in ls}
+        ls += [Listener(port=p, proto=pr, transparent=True) for p in listening or () for pr in (Proto.TCP, Proto.UDP)
+               if (p, pr) not in taken]
         routes: tuple[FwmarkRoute, ...] = ()
         if sc.tproxy_mark is not None:
             routes = (FwmarkRoute(mark=sc.tproxy_mark, table=sc.tproxy_table),)
-        return Netns(interfaces=(lo, eth), default_iface="eth0", listeners=listeners, fwmark_routes=routes,
-                     other_ports_listen=self.pod is not None and listening is None)
+        return Netns(interfaces=(lo, eth), default_iface="eth0", listeners=tuple(ls), fwmark_routes=routes,
+                     other_ports_listen=listening is None, route_localnet=route_localnet)
 
     def assumptions(self, listening: tuple[int, ...] | None = None) -> tuple[str, ...]:
         """What :meth:`netns` assumes, as notes."""
-        if self.pod is not None and listening is None:
+        if listening is None:
             return ("the app is assumed to listen on every other port (use --listening to say which)",)
         return ()
 
@@ -319,23 +344,30 @@ class Workload:
     # ---- the front door ----------------------------------------------------------------------
 
     def follow(self, packet: Packet, who: str, *, listening: tuple[int, ...] | None = None,
-               netns: Netns | None = None) -> Followed:
-        """Trace ``packet`` and the sidecar's connections after it (``netsim.workload.hops.follow``)."""
+               netns: Netns | None = None, envoy: EnvoyHop | None = None) -> Followed:
+        """Trace ``packet`` and the sidecar's connections after it (``netsim.workload.hops.follow``);
+        ``envoy`` is the sidecar's own decision of where to connect (``netsim.mesh``, given by the caller)."""
         from netsim.workload.hops import follow
 
-        return follow(self.rules(packet.family), packet, netns or self.netns(listening), self.sidecar, who)
+        return follow(self.rules(packet.family), packet, netns or self.netns(listening), self.sidecar, who,
+                      envoy=envoy)
 
     def trace(self, dst: EndpointLike, *, proto: str = "tcp", src: EndpointLike | None = None,
               from_: EndpointLike | None = None, uid: int | None = None, gid: int | None = None,
-              in_iface: str = "eth0", listening: tuple[int, ...] | None = None) -> Followed:
+              in_iface: str = "eth0", listening: tuple[int, ...] | None = None,
+              envoy: EnvoyHop | None = None) -> Followed:
         """Where does this connection's first packet go, and why: pod → rules → packet → hops.
 
         ``dst``, ``src`` and ``from_`` are ``IP:PORT`` strings or (address, port) tuples; see
-        :meth:`packet` and :meth:`netns` for the rest. Raises SpecError for a question that
-        describes no packet (mixed IP versions, no rules of that family).
+        :meth:`packet` and :meth:`netns` for the rest. The result's ``decision`` is the verdict
+        (:class:`~netsim.workload.verdict.Decision`), ``summary`` the sentence rendered from it. Raises
+        SpecError for a question that describes no packet (mixed IP versions, no rules of that family).
         """
-        packet, who = self.packet(dst, proto=proto, src=src, from_=from_, uid=uid, gid=gid, in_iface=in_iface)
-        return self.follow(packet, who, listening=listening)
+        dst_ep = _endpoint(dst, "--dst")
+        assert dst_ep is not None
+        w, _ = self.for_destination(dst_ep[0], arriving=from_ is not None)
+        packet, who = w.packet(dst_ep, proto=proto, src=src, from_=from_, uid=uid, gid=gid, in_iface=in_iface)
+        return w.follow(packet, who, listening=listening, envoy=envoy)
 
     def matrix(self, *, listening: tuple[int, ...] | None = None,
                netns: Netns | None = None) -> list[tuple[Family, tuple[MatrixRow, ...]]]:
@@ -367,10 +399,17 @@ def _profile(istio_version: str | None) -> VersionProfile:
     return profile_for(istio_version)
 
 
-def _default_addresses(addresses: tuple[Address, ...], notes: list[str]) -> tuple[Address, ...]:
+_ASSUMED_NOTE = "pod IP not given (--pod-ip): assuming " + DEFAULT_POD_IP
+
+
+def _default_addresses(addresses: tuple[Address, ...], notes: list[str],
+                       pod: PodSource | None) -> tuple[Address, ...]:
     if addresses:
         return addresses
-    notes.append(f"pod IP not given (--pod-ip): assuming {DEFAULT_POD_IP}")
+    if pod is not None and pod.kind != "Pod":
+        notes.append(f"a {pod.kind} has no status.podIP: assuming {DEFAULT_POD_IP} (give --pod-ip)")
+    else:
+        notes.append(_ASSUMED_NOTE)
     return (ipaddress.ip_address(DEFAULT_POD_IP),)
 
 

@@ -68,7 +68,8 @@ def test_tproxy_inbound() -> None:
     assert "via TPROXY" in out.strip().splitlines()[-1]
     _, out = run("--pod", str(TPROXY), "--from", "10.1.2.3", "--dst", "10.244.0.5:8080", "--pod-ip", "10.244.0.5",
                  "--listening", "")
-    assert out.strip().splitlines()[-1].startswith("Dropped")
+    # --listening says what the app listens on; the sidecar's transparent 15006 stays (issue 11)
+    assert out.strip().splitlines()[-1].endswith("reaching the app's port (nothing listens there).")
 
 
 def test_src_in_iface_and_listening() -> None:
@@ -88,7 +89,8 @@ def test_matrix() -> None:
     assert row80 and "bypassed" in row80[0]
     code, out = run("--pod", str(MTLS), "--matrix", "--format", "json", "--pod-ip", "10.244.0.5")
     rows = json.loads(out)
-    assert any(r["direction"] == "inbound" and r["port"] == 80 and r["verdict"] == "captured" for r in rows)
+    assert any(r["direction"] == "inbound" and r["port"] == 80 and r["verdict"] == "captured-inbound"
+               and r["cell"] == "captured" and r["listener"]["port"] == 15006 for r in rows)
 
 
 def test_pcap(tmp_path: Path) -> None:
@@ -117,7 +119,10 @@ def test_pcap_json_rows_and_owner(tmp_path: Path) -> None:
     (row,) = json.loads(out)  # the ICMP packet is not traced
     assert row.pop("summary").startswith("Captured by the sidecar's outbound listener 15001")
     assert row == {"no": 1, "proto": "tcp", "src": "10.244.0.5:40000", "dst": "10.0.0.5:80",
-                   "verdict": "captured-outbound"}
+                   "verdict": "captured-outbound", "reason": row["reason"],
+                   "decided_by": {"table": "nat", "chain": "ISTIO_REDIRECT", "position": 1,
+                                  "rule": "-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001"},
+                   "listener": {"address": "127.0.0.1", "port": 15001, "owner": "sidecar"}}
     _, out = run("--rules", str(RULES), "--pcap", str(path), "--pod-ip", "10.244.0.5", "--uid", "1337",
                  "--format", "json")
     assert json.loads(out)[0]["verdict"] == "bypassed"  # the proxy's own uid RETURNs in ISTIO_OUTPUT

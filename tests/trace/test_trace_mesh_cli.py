@@ -77,7 +77,8 @@ def test_outbound_hazelcast_text_after_the_kernel_hops(version: str, listener: s
     assert code == 0
     lines = out.rstrip("\n").splitlines()
     envoy = lines.index(next(ln for ln in lines if ln.startswith("== Envoy")))
-    assert envoy > lines.index("== Hop 2: sidecar (uid 1337, gid 1337)")  # after the kernel's steps
+    # after the app's kernel steps, before the sidecar's connection that Envoy's decision opens
+    assert lines.index("== Hop 1: app (uid 0, gid 0)") < envoy < lines.index("== Hop 2: sidecar (uid 1337, gid 1337)")
     assert lines[envoy + 1].split()[:2] == ["listener", listener]
     assert any(ln.split()[:2] == ["cluster", cluster] for ln in lines[envoy:])
     hop = mesh_hop("--config", HAZEL_OBJ, "--istio-version", version, "--proxy-ip", "10.12.0.11",
@@ -98,9 +99,21 @@ def test_outbound_hazelcast_json_is_mesh_hop_s_decision(version: str) -> None:
     same_decision(data["mesh"], hop)
     assert [s["kind"] for s in data["mesh"]["steps"]] == ["listener", "filter_chain", "cluster", "upstream", "verdict"]
     assert data["mesh"]["config_errors"] == [] and data["summary"].endswith(hop["reason"])
-    # the kernel part is the plain trace's, unchanged
     plain = trace_json("--pod", HAZEL_POD, "--istio-version", version, "--dst", "10.12.2.8:5701")
-    assert data["hops"] == plain["hops"] and "mesh" not in plain
+    assert data["hops"][0] == plain["hops"][0] and "mesh" not in plain  # the app's packet: the plain trace's
+    if version == "current":  # PassthroughCluster: Envoy connects to the original destination, as netsim assumes
+        assert data["hops"] == plain["hops"]
+
+
+def test_hop_2_goes_where_envoy_connects_the_externalname_target() -> None:
+    """Istio 1.5: the ExternalName Service's 0.0.0.0_5701 listener sends 10.12.2.8:5701 to its STRICT_DNS
+    cluster, whose target idle.manager.svc.cluster.local is the Service idle (10.0.31.7): hop 2 goes there,
+    and the sentence says so (today's main traced hop 2 to 10.12.2.8 and said "the original destination")."""
+    data = trace_json("--pod", HAZEL_POD, "--config", HAZEL_OBJ, "--istio-version", "1.5", "--dst", "10.12.2.8:5701")
+    assert data["verdict"] == "captured-outbound" and data["listener"]["port"] == 15001
+    assert (data["hops"][1]["packet"]["dst"], data["hops"][1]["packet"]["dport"]) == ("10.0.31.7", 5701)
+    assert "the DNS target idle.manager.svc.cluster.local" in data["summary"] and "10.0.31.7:5701" in data["summary"]
+    assert "original destination" not in data["summary"]
 
 
 def test_send_http_host_and_path() -> None:
