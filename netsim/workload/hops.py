@@ -270,7 +270,8 @@ def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sideca
             src = ip_address(pt) if pt else up.address if up.address.is_loopback else None
         nxt = _proxy_trace(rules, t.packet, _proxy_packet(t, up.address, up.port, sidecar, src, netns), netns)
         hops.append(KernelHop(sidecar.label, nxt))
-        target = f"{up.what} {_ep(up.address, up.port)}".strip()
+        ep = _ep(up.address, up.port)
+        target = ep if not up.what else f"{up.what} {ep}" if up.what == _ORIGINAL else f"{up.what} at {ep}"
         via = f" from {src}" if src is not None else ""
         nport = _delivered_port(nxt)
         if nport is not None and nport in _listener_kinds(sidecar):
@@ -311,9 +312,12 @@ def _listener_kinds(sidecar: SidecarIdentity) -> dict[int, Verdict]:
             sidecar.inbound_port: Verdict.CAPTURED_INBOUND}
 
 
+_ORIGINAL = "the original destination"
+
+
 def _default_upstream(v: Verdict, od: Endpoint, family: Family, sidecar: SidecarIdentity) -> Upstream:
     if v is Verdict.CAPTURED_OUTBOUND:
-        return Upstream(address=od.addr, port=od.port, what="the original destination")
+        return Upstream(address=od.addr, port=od.port, what=_ORIGINAL)
     pt = sidecar.passthrough_v4 if family is Family.IPV4 else sidecar.passthrough_v6
     if pt is None:  # before 1.10: the inbound cluster was 127.0.0.1:<port>
         lo = IPv4Address("127.0.0.1") if family is Family.IPV4 else IPv6Address("::1")
