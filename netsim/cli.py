@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from netsim.errors import NetsimError
+from netsim.errors import NetsimError, one_line
 
 # name -> "module:attribute" of a click command or group, and its one-line help for `netsim --help`
 # (kept here so that listing the commands imports none of them).
@@ -67,6 +67,11 @@ def cli() -> None:
     """See what Istio's sidecar capture does to a pod's packets and DNS queries, offline."""
 
 
+def _error(message: str) -> None:
+    """Print ``Error: message`` as one line under MAX_ERROR_LINE characters, whatever the message holds."""
+    click.echo(one_line(f"Error: {message}"), err=True)
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: a NetsimError or a usage error becomes one ``Error:`` line and exit status 2, never a
     traceback."""
@@ -82,13 +87,13 @@ def main(argv: list[str] | None = None) -> Any:
         hint = ""
         if not isinstance(e, click.BadParameter):  # a wrong word rather than a wrong value: point at --help
             hint = f" (see '{e.ctx.command_path if e.ctx is not None else 'netsim'} --help')"
-        click.echo(f"Error: {e.format_message()}{hint}", err=True)
+        _error(f"{e.format_message()}{hint}")
         sys.exit(e.exit_code)
     except click.ClickException as e:
-        e.show()
+        _error(e.format_message())
         sys.exit(e.exit_code)
     except NetsimError as e:
-        click.echo(f"Error: {e}", err=True)
+        _error(str(e))
         sys.exit(2)
     except ModuleNotFoundError as e:
         missing = missing_extra(e)

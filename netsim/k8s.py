@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from netsim import reader
 from netsim.errors import ConfigError, NetsimError
 
 SUFFIXES = (".yaml", ".yml", ".json")
@@ -57,22 +58,146 @@ class YAMLSyntaxError(ConfigError):
 
 
 def _syntax_error(e: Exception, first_line: int) -> YAMLSyntaxError:
+    if isinstance(e, RecursionError):  # PyYAML's pure-Python composer, without libyaml
+        return YAMLSyntaxError(f"nested deeper than {MAX_DEPTH} levels", line=None)
     mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
     problem = getattr(e, "problem", None) or getattr(e, "context", None) or str(e).splitlines()[0]
     return YAMLSyntaxError(str(problem), line=first_line + mark.line if mark is not None else None)
 
 
+# Kubernetes decodes YAML with go-yaml, which refuses "excessive aliasing" (CVE-2019-11253, the
+# billion-laughs attack on kube-apiserver): once more than 100 aliases and 1000 nodes have been
+# decoded, aliases may make up at most 99% of the nodes of a document up to 400,000 nodes, falling
+# linearly to 10% at 4,000,000 (gopkg.in/yaml.v3 decode.go, allowedAliasRatio). netsim applies the
+# same rule to the expanded size, before a value is built, so a 700-byte bomb fails at once.
+_ALIAS_RATIO_LOW, _ALIAS_RATIO_HIGH = 400_000, 4_000_000
+# The expanded text of scalars reached through aliases may add at most this many characters.
+MAX_ALIASED_CHARS = 16 * 1024 * 1024
+# Nesting: libyaml refuses more than 1000 levels of syntax; reached through aliases, or in JSON,
+# netsim refuses more than this (a Kubernetes object with its CRD schema is well under 100 deep).
+MAX_DEPTH = 200
+_ANCHOR = re.compile(r"(?:^|[\s\[{,:])&[^\s,\[\]{}]")
+
+
+def _allowed_alias_ratio(nodes: int) -> float:
+    if nodes <= _ALIAS_RATIO_LOW:
+        return 0.99
+    if nodes >= _ALIAS_RATIO_HIGH:
+        return 0.10
+    return 0.99 - 0.89 * (nodes - _ALIAS_RATIO_LOW) / (_ALIAS_RATIO_HIGH - _ALIAS_RATIO_LOW)
+
+
+def _check_node(root: Any, first_line: int) -> None:
+    """Refuse ``root`` (a composed node graph, aliases shared) whose expansion is too large or too deep,
+    or which contains itself. One pass over the distinct nodes, without expanding anything."""
+    # id -> (expanded nodes, expanded scalar characters, height)
+    size: dict[int, tuple[int, int, int]] = {}
+    aliased_nodes: dict[int, Any] = {}  # nodes reached more than once: an anchor's, through its aliases
+    on_path: set[int] = set()
+    distinct = chars_written = 0
+    stack: list[tuple[Any, bool]] = [(root, False)]
+
+    def children(node: Any) -> list[Any]:
+        value = node.value
+        if isinstance(value, str):
+            return []
+        if value and isinstance(value[0], tuple):  # a mapping: (key, value) pairs
+            return [n for pair in value for n in pair]
+        return list(value)
+
+    def line(node: Any) -> int | None:
+        mark = getattr(node, "start_mark", None)
+        return first_line + mark.line if mark is not None else None
+
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            on_path.discard(key)
+            kids = children(node)
+            nodes, chars, height = 1, len(node.value) if isinstance(node.value, str) else 0, 0
+            for kid in kids:
+                n, c, h = size[id(kid)]
+                nodes, chars, height = nodes + n, chars + c, max(height, h)
+            size[key] = (nodes, chars, height + 1)
+            if height + 1 > MAX_DEPTH:
+                raise YAMLSyntaxError(f"nested deeper than {MAX_DEPTH} levels (counting aliases)", line=line(node))
+            continue
+        if key in size:
+            aliased_nodes[key] = node
+            continue
+        if key in on_path:
+            raise YAMLSyntaxError("an alias refers to a node that contains it (a recursive anchor)",
+                                  line=line(node))
+        on_path.add(key)
+        distinct += 1
+        if isinstance(node.value, str):
+            chars_written += len(node.value)
+        stack.append((node, True))
+        for kid in children(node):
+            if id(kid) in size:
+                aliased_nodes[id(kid)] = kid
+            else:
+                stack.append((kid, False))
+    nodes, chars, _ = size[id(root)]
+    aliased = nodes - distinct
+    if (aliased > 100 and nodes > 1000 and aliased / nodes > _allowed_alias_ratio(nodes)) \
+            or chars - chars_written > MAX_ALIASED_CHARS:
+        # the line of the largest anchored value: where the bomb is
+        worst = max(aliased_nodes.values(), key=lambda n: size[id(n)][0], default=root)
+        raise YAMLSyntaxError(f"document contains excessive aliasing: {distinct} nodes written expand to {nodes} "
+                              f"nodes and {chars} characters (refused as Kubernetes' YAML decoder refuses it)",
+                              line=line(worst))
+
+
+def _check_depth(root: Any, first_line: int) -> None:
+    """Refuse ``root`` (a composed node tree without aliases) nested deeper than :data:`MAX_DEPTH`.
+    Level by level: a few operations per node, so normal files keep most of libyaml's speed."""
+    level, depth = [root], 0
+    while level:
+        depth += 1
+        if depth > MAX_DEPTH:
+            mark = getattr(level[0], "start_mark", None)
+            raise YAMLSyntaxError(f"nested deeper than {MAX_DEPTH} levels",
+                                  line=first_line + mark.line if mark is not None else None)
+        below: list[Any] = []
+        for node in level:
+            value = node.value
+            if value.__class__ is list and value:
+                if value[0].__class__ is tuple:
+                    for pair in value:
+                        below.extend(pair)
+                else:
+                    below.extend(value)
+        level = below
+
+
+def _documents(text: str, first_line: int, *, single: bool) -> Iterator[Any]:
+    import yaml
+
+    loader = _loader()(text)
+    aliases = _ANCHOR.search(text) is not None  # without an anchor there can be no alias
+    try:
+        while single or loader.check_node():
+            node = loader.get_single_node() if single else loader.get_node()
+            if node is not None:
+                (_check_node if aliases else _check_depth)(node, first_line)
+            yield None if node is None else loader.construct_document(node)
+            if single:
+                return
+    except (yaml.YAMLError, RecursionError) as e:
+        raise _syntax_error(e, first_line) from None
+    finally:
+        loader.dispose()
+
+
 def load_yaml(text: str, *, first_line: int = 1) -> Any:
     """The value of the one YAML (or JSON) document in ``text``; None for an empty one.
 
-    Raises YAMLSyntaxError, its ``line`` counted from ``first_line`` (the line ``text`` starts at).
+    Raises YAMLSyntaxError, its ``line`` counted from ``first_line`` (the line ``text`` starts at), also
+    for a document whose aliases expand too far or nest too deep (see :data:`MAX_DEPTH`).
     """
-    import yaml
-
-    try:
-        return yaml.load(text, Loader=_loader())
-    except yaml.YAMLError as e:
-        raise _syntax_error(e, first_line) from None
+    return next(_documents(text, first_line, single=True))
 
 
 def load_yaml_all(text: str) -> list[Any]:
@@ -80,12 +205,26 @@ def load_yaml_all(text: str) -> list[Any]:
 
     Raises YAMLSyntaxError with the line in ``text``; nothing of a broken file is returned.
     """
-    import yaml
+    return list(_documents(text, 1, single=False))
+
+
+def load_json(text: str) -> Any:
+    """The value of the JSON ``text``. Raises ValueError for invalid JSON, and ConfigError for a value
+    nested deeper than :data:`MAX_DEPTH` (never RecursionError)."""
+    import json
 
     try:
-        return list(yaml.load_all(text, Loader=_loader()))
-    except yaml.YAMLError as e:
-        raise _syntax_error(e, 1) from None
+        value = json.loads(text)
+    except RecursionError:
+        raise ConfigError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            if level > MAX_DEPTH:
+                raise ConfigError(f"JSON nested deeper than {MAX_DEPTH} levels")
+            stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +232,7 @@ class Document:
     """One document of a multi-document text, cut at its ``---``/``...`` lines, not yet parsed."""
 
     number: int  # 1-based, as yaml.safe_load_all numbers them
-    first_line: int  # the line error lines are counted from (its ``---`` line, or 1)
+    first_line: int  # the line of the file where ``text`` starts (after its ``---`` line, or on it)
     text: str
 
 
@@ -103,7 +242,8 @@ def split_documents(text: str) -> Iterator[Document]:
     chunks: list[tuple[int, list[str]]] = [(1, [])]
     for i, line in enumerate(lines, start=1):
         if _DOC_START.match(line):
-            chunks.append((i, [line[3:].lstrip(" ")] if line[3:].strip() else []))
+            rest = line[3:].lstrip(" ")
+            chunks.append((i, [rest]) if rest.strip() else (i + 1, []))  # where the text starts
         elif _DOC_END.match(line):
             chunks.append((i + 1, []))
         else:
@@ -191,12 +331,12 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def read_text(path: Path) -> str:
-    """The UTF-8 text of ``path``. Raises ConfigError ``path: cannot read: ...``."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read: {e}", where=str(path)) from None
+def read_text(path: str | Path) -> str:
+    """The text of ``path`` through :func:`netsim.reader.read_text` (size, file type and encoding checked).
+
+    Raises InputError ``path: cannot read: ...``.
+    """
+    return reader.read_text(path)
 
 
 def _make(source: str, doc_i: int, item: int | None, raw: Any, default_namespace: str) -> K8sObject:
@@ -283,6 +423,7 @@ def read_objects(paths: Iterable[str | Path], *, default_namespace: str = "defau
 
 
 __all__ = [
+    "MAX_DEPTH",
     "POD_TEMPLATE_PATHS",
     "SUFFIXES",
     "Document",
@@ -291,6 +432,7 @@ __all__ = [
     "YAMLSyntaxError",
     "expand_paths",
     "is_list_kind",
+    "load_json",
     "load_yaml",
     "load_yaml_all",
     "parse_objects",

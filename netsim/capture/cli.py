@@ -31,10 +31,11 @@ import click
 from netsim.capture.compiled import Compiled, compile_config
 from netsim.capture.dryrun import dry_run
 from netsim.capture.nft import render_nft
-from netsim.errors import RulesetError, SpecError
+from netsim.errors import RulesetError, SpecError, one_line
 from netsim.netfilter.matches import Names
 from netsim.netfilter.model import Ruleset
 from netsim.netfilter.render import render_rule, render_save
+from netsim.reader import read_text
 from netsim.spec.explain import explain as make_report
 from netsim.spec.explain import render_json, render_text
 from netsim.spec.flags import (
@@ -224,7 +225,7 @@ def compile_cmd(pod_file: str | None, pod_name: str | None, istio_version: str |
         click.echo(render_json(report) if fmt == "json" else render_text(report), nl=False)
         return
     for warning in res.warnings:
-        click.echo(f"netsim: warning: {warning}", err=True)
+        click.echo(one_line(f"netsim: warning: {warning}"), err=True)
     if fmt is None:
         fmt = "nft" if res.config is not None and res.config.native_nftables else "iptables-save"
     click.echo(render(res, fmt, family, groups=_read_groups(group_file) if group_file else None), nl=False)
@@ -232,11 +233,7 @@ def compile_cmd(pod_file: str | None, pod_name: str | None, istio_version: str |
 
 def _read_groups(path: str) -> tuple[tuple[str, int], ...]:
     """``name:x:gid:members`` lines of an /etc/group-format file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(f"cannot read: {getattr(e, 'strerror', None) or e}", where=path) from None
+    lines = read_text(path).splitlines()
     groups = []
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.startswith("#"):

@@ -20,6 +20,7 @@ from netsim.commands.options import EndpointType, MarkType, PortListType, config
 from netsim.errors import NetsimError, SpecError
 from netsim.netfilter.model import Family
 from netsim.netfilter.packet import ACK, Address, Conntrack, CtState, Netns, Origin, Packet, Proto, Socket
+from netsim.reader import read_bytes
 from netsim.workload.verdict import EXPECTABLE
 
 if TYPE_CHECKING:  # imported where used: netsim.mesh (and yaml) load only with --config
@@ -459,8 +460,11 @@ def _pcap(path: str, sess: _Session, uid: int | None, gid: int | None, fmt: str)
         from scapy.utils import rdpcap
     except ImportError:
         raise NetsimError("--pcap needs scapy: pip install 'netsim[pcap]'") from None
+    import io
+
+    data = read_bytes(path)  # scapy reads what netsim's reader read: a regular file within the limit
     try:
-        packets = rdpcap(path)
+        packets = rdpcap(io.BytesIO(data))
     except Exception as e:  # OSError, or scapy's Scapy_Exception for a file that is not a capture
         raise NetsimError(f"{path}: cannot read capture: {e}") from None
     own = set(sess.workload.addresses)

@@ -47,12 +47,12 @@ from netsim.dns.table import (
     load_config,
     load_ndsz,
 )
-from netsim.errors import NetsimError, SpecError
+from netsim.errors import NetsimError, SpecError, one_line
 from netsim.k8s import expand_paths
 
 
 def _warn(msg: str) -> None:
-    click.echo(f"warning: {msg}", err=True)
+    click.echo(one_line(f"warning: {msg}"), err=True)
 
 
 @dataclass(frozen=True, slots=True)

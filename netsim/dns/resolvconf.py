@@ -12,7 +12,8 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from netsim.errors import ConfigError, SpecError
+from netsim.errors import SpecError
+from netsim.reader import read_text
 
 DNS_PORT = 53
 
@@ -46,10 +47,7 @@ def parse_resolv_conf(text: str) -> ResolvConf:
 
 def read_resolv_conf(path: str | Path) -> ResolvConf:
     """Read and parse ``path``; an unreadable file is an error (the agent stops on it too)."""
-    try:
-        return parse_resolv_conf(Path(path).read_text(encoding="utf-8", errors="replace"))
-    except OSError as e:
-        raise ConfigError(f"cannot read resolv.conf: {e.strerror or e}", where=str(path)) from None
+    return parse_resolv_conf(read_text(path, what="resolv.conf"))
 
 
 def parse_hostport(text: str, *, default_port: int, option: str = "address") -> tuple[str, int]:

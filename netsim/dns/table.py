@@ -45,7 +45,7 @@ from netsim.dns.allocate import (
 from netsim.dns.profile import Profile, profile_for_version
 from netsim.errors import ConfigError, NetsimError
 from netsim.istio_service import Resolution
-from netsim.k8s import K8sObject, YAMLSyntaxError, load_yaml, read_objects, read_text
+from netsim.k8s import K8sObject, YAMLSyntaxError, load_json, load_yaml, read_objects, read_text
 from netsim.registry import (
     EXTERNAL,
     KUBE_CLUSTER,
@@ -508,7 +508,7 @@ def load_ndsz(path: str | Path) -> NameTable:
     p = Path(path)
     text = read_text(p)
     try:
-        data = json.loads(text)
+        data = load_json(text)
     except ValueError:
         try:
             data = load_yaml(text)

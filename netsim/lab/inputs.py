@@ -20,6 +20,7 @@ from netsim.errors import LabError, NetsimError
 from netsim.lab.control import DnsAgent, LabSpec
 from netsim.lab.runner import AddrAdd, Command, Interface, RouteAdd, RuleAdd
 from netsim.netfilter.model import Family
+from netsim.reader import read_bytes
 
 DEFAULT_POD_IP = "10.244.0.5"
 DEFAULT_CLUSTER_DNS = "10.96.0.10"
@@ -56,10 +57,7 @@ def route_command(pod_netns: str, rc: RouteCommand) -> Command:
 
 
 def _digest(path: Path) -> str:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    except OSError as e:
-        raise LabError(f"cannot read: {e.strerror}", where=str(path)) from None
+    return hashlib.sha256(read_bytes(path)).hexdigest()[:16]
 
 
 def lab_spec(pod_file: str, *, name: str | None = None, services: Sequence[str] = (),

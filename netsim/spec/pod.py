@@ -20,6 +20,7 @@ from typing import Any
 
 from netsim.errors import SpecError
 from netsim.k8s import POD_TEMPLATE_PATHS, YAMLSyntaxError, is_list_kind, load_yaml, load_yaml_all
+from netsim.reader import read_text
 from netsim.spec import flags as F
 from netsim.spec.flags import Ignored, Setting, Source
 from netsim.spec.versions import ANNOTATIONS_SINCE, CONTAINER_PORTS, METADATA_SINCE, VersionProfile
@@ -141,13 +142,7 @@ def load_pod(path: str, *, name: str | None = None, text: str | None = None) -> 
     and malformed fields.
     """
     if text is None:
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as e:
-            raise SpecError(f"cannot read: {e.strerror}", where=path) from None
-        except UnicodeDecodeError:
-            raise SpecError("not a UTF-8 text file", where=path) from None
+        text = read_text(path)
     return _pick(path, _objects(path, _yaml_documents(path, text)), name)
 
 

@@ -135,7 +135,7 @@ def test_pcap_that_is_not_a_capture_is_one_line(tmp_path: Path) -> None:
     for path in (str(bad), str(tmp_path / "missing.pcap")):
         r = subprocess.run([sys.executable, "-m", "netsim", "trace", "--rules", str(RULES), "--pcap", path],
                            capture_output=True, text=True)
-        assert r.returncode == 2 and r.stderr.startswith(f"Error: {path}: cannot read capture")
+        assert r.returncode == 2 and r.stderr.startswith(f"Error: {path}: cannot read")
         assert len(r.stderr.strip().splitlines()) == 1
 
 
