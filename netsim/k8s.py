@@ -316,13 +316,16 @@ class LoadResult:
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files named, and the ``*.yaml|*.yml|*.json`` files under directories (sorted, recursive).
+    """Files named (``-``: standard input), and the ``*.yaml|*.yml|*.json`` files under directories (sorted,
+    recursive).
 
     Raises ConfigError for a path that does not exist.
     """
     out: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
+        if str(p) == reader.STDIN:
+            out.append(p)
+        elif p.is_dir():
             out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in SUFFIXES))
         elif p.exists():
             out.append(p)
@@ -415,7 +418,7 @@ def read_objects(paths: Iterable[str | Path], *, default_namespace: str = "defau
     objects: list[K8sObject] = []
     errors: list[NetsimError] = []
     for path in expand_paths(paths):
-        loaded = parse_objects(read_text(path), str(path), default_namespace=default_namespace,
+        loaded = parse_objects(read_text(path), reader.display_name(path), default_namespace=default_namespace,
                                keep_going=keep_going)
         objects.extend(loaded.objects)
         errors.extend(loaded.errors)

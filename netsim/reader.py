@@ -65,22 +65,6 @@ def _kind(mode: int) -> str:
     return next((what for test, what in _KINDS if test(mode)), "not a regular file")
 
 
-def check_file(path: str | Path) -> os.stat_result:
-    """Stat ``path`` and refuse anything but a regular file within :func:`max_input` (for a file that
-    another library opens itself, such as a pcap read by scapy). Raises InputError."""
-    name = str(path)
-    try:
-        st = os.stat(name)
-    except OSError as e:
-        raise InputError(f"cannot read: {e.strerror or e}", where=name) from None
-    if not stat.S_ISREG(st.st_mode):
-        raise InputError(f"cannot read: {_kind(st.st_mode)}, not a regular file", where=name)
-    limit = max_input()
-    if st.st_size > limit:
-        raise _too_large(name, limit)
-    return st
-
-
 def _read_fd(fd: int, name: str, limit: int) -> bytes:
     chunks: list[bytes] = []
     total = 0
@@ -204,5 +188,5 @@ def read_text(path: str | Path, *, what: str = "") -> str:
     return decode(read_bytes(path, what=what), display_name(path))
 
 
-__all__ = ["DEFAULT_MAX_INPUT", "ENCODINGS", "MAX_INPUT_ENV", "STDIN", "check_file", "decode", "display_name",
+__all__ = ["DEFAULT_MAX_INPUT", "ENCODINGS", "MAX_INPUT_ENV", "STDIN", "decode", "display_name",
            "max_input", "read_bytes", "read_text"]

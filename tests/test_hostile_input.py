@@ -442,13 +442,8 @@ def _sample(cases: list[Case]) -> list[Case]:
     return [chosen[i] for i in sorted(chosen)]
 
 
-def corpus() -> list[Case]:
-    base = Path(tempfile.mkdtemp(prefix="netsim-hostile-base-"))
-    return _generate(base)
-
-
-def test_hostile_corpus_exits_0_or_2_with_one_error_line_and_no_traceback() -> None:
-    cases = corpus()
+def test_hostile_corpus_exits_0_or_2_with_one_error_line_and_no_traceback(tmp_path: Path) -> None:
+    cases = _generate(tmp_path)
     assert len(cases) >= 200
     chosen = _sample(cases)
     assert len(chosen) >= 200
@@ -460,10 +455,11 @@ def test_hostile_corpus_exits_0_or_2_with_one_error_line_and_no_traceback() -> N
 
 def _main(argv: list[str]) -> int:
     verbose = "-v" in argv
-    cases = corpus()
-    chosen = cases if "--all" in argv else _sample(cases)
-    start = time.monotonic()
-    results = run_corpus(chosen)
+    with tempfile.TemporaryDirectory(prefix="netsim-hostile-base-") as base:
+        cases = _generate(Path(base))
+        chosen = cases if "--all" in argv else _sample(cases)
+        start = time.monotonic()
+        results = run_corpus(chosen)
     for r in results:
         if verbose or r.problems:
             last = r.stderr.strip().splitlines()[-1:] or [""]

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1] / "netsim"
 
 # top-level module or package of netsim → its layer (docs/design.md, "Layers")
 LAYERS: dict[str, float] = {
-    "errors": 1.0, "istio_version": 1.1, "k8s": 1.1, "istio_service": 1.2,
+    "errors": 1.0, "reader": 1.05, "istio_version": 1.1, "k8s": 1.1, "istio_service": 1.2,
     "netfilter": 2.0, "dns": 2.1, "registry": 2.1,
     "capture": 3.0, "spec": 3.1,
     "workload": 4.0,
