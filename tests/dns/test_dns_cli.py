@@ -166,7 +166,7 @@ def test_bad_object_is_reported_with_location_and_the_rest_load(tmp_path: Path) 
     warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
     assert f"warning: {p}: document 1: line 1: ServiceEntry ns/bad: spec.resolution: 'SOMETIMES' is not one of" \
         in warnings[0]
-    assert f"{p}: document 3: line 10: Service ns/svc: spec.clusterIP: not an IP address: '10.0.0.300'" \
+    assert f"{p}: document 3: line 11: Service ns/svc: spec.clusterIP: not an IP address: '10.0.0.300'" \
         in warnings[1]
     # without --keep-going the first bad document is the answer: exit 2, one line
     assert error_line(run("table", "--config", str(tmp_path), "-n", "ns")).startswith(

@@ -60,8 +60,8 @@ def test_mesh_bad_objects_are_located_and_the_rest_loads_with_keep_going(bad_fil
     assert errors == sorted([
         f"{f}: document 1: line 1: Service default/bad-port: spec.ports[0].port: must be a port number 1-65535, "
         "got 70000",
-        f"{f}: document 2: line 8: ServiceEntry default/no-hosts: spec.hosts: a ServiceEntry needs at least one host",
-        f"{f}: document 4: line 21: invalid YAML: did not find expected ',' or '}}'",
+        f"{f}: document 2: line 9: ServiceEntry default/no-hosts: spec.hosts: a ServiceEntry needs at least one host",
+        f"{f}: document 4: line 22: invalid YAML: did not find expected ',' or '}}'",
     ])
     # an unknown kind is not an error: it is named as ignored, with its file and document
     assert [str(i) for i in read.ignored] == [
@@ -92,7 +92,7 @@ def test_mesh_invalid_yaml_is_an_error_naming_file_document_and_line(tmp_path: P
             main(argv)
         assert e.value.code == 2, argv
         err = capsys.readouterr().err
-        assert err.startswith(f"Error: {p}: document 2: line 6: invalid YAML") and err.count("\n") == 1, err
+        assert err.startswith(f"Error: {p}: document 2: line 7: invalid YAML") and err.count("\n") == 1, err
 
 
 def test_mesh_hop_keep_going_decides_with_the_good_objects_and_names_the_skipped(bad_file: Path) -> None:
@@ -114,7 +114,7 @@ def test_diagnose_keep_going_names_what_was_skipped(bad_file: Path, tmp_path: Pa
     r = CliRunner().invoke(cli, ["diagnose", "--pod", str(pod), "--config", str(bad_file), "--keep-going"])
     assert r.exit_code == 0, r.output
     assert "none of the 11 known capture pitfalls found" in r.stdout
-    assert f"note: skipped (--keep-going): {bad_file}: document 4: line 21: invalid YAML" in r.stdout
+    assert f"note: skipped (--keep-going): {bad_file}: document 4: line 22: invalid YAML" in r.stdout
     assert f"note: {bad_file}: document 3: Frobnicator default/frob: ignored" in r.stdout
 
 
