@@ -158,6 +158,8 @@ def decode(data: bytes, name: str) -> str:
     if data.startswith(_GZIP_MAGIC):
         data = _gunzip(data, name, max_input())
         name = f"{name} (gunzipped)"
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):  # before UTF-16: FF FE starts both
+        raise InputError(f"byte 0: a UTF-32 byte order mark; netsim reads {ENCODINGS}", where=name)
     if data.startswith(codecs.BOM_UTF8):
         data, encoding, skip = data[3:], "utf-8", 0
     elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):

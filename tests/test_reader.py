@@ -70,6 +70,7 @@ def test_a_latin1_byte_is_one_error_naming_file_byte_offset_and_line(tmp_path: P
     (b"\x1f\x8b" + bytes(range(200)), "not a valid gzip stream"),
     ("a: 1\n".encode("utf-16-le"), "a NUL byte, so not a text file (UTF-16 without a BOM?)"),
     (codecs.BOM_UTF16_LE + b"a\x00\x00\xd8", "byte 4: not UTF-16 LE"),
+    (codecs.BOM_UTF32_LE + "a: 1\n".encode("utf-32-le"), "byte 0: a UTF-32 byte order mark"),
 ])
 def test_broken_encodings_are_one_clear_error(tmp_path: Path, data: bytes, says: str) -> None:
     p = tmp_path / "f"
