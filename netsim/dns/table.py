@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
