@@ -14,9 +14,9 @@ dropped, so that no later import can rebind the name to the module.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from netsim.lazy import lazy_exports
 from netsim.netfilter.dump import parse_dump, split_families
 from netsim.netfilter.matches import Names
 from netsim.netfilter.model import (
@@ -54,19 +54,9 @@ if TYPE_CHECKING:
     from netsim.netfilter.engine import CompiledRuleset, compile_ruleset, describe_failure, trace, trace_branches
 
 # name -> the module that defines it, imported on first use
-_LAZY = {
-    **dict.fromkeys(("CompiledRuleset", "compile_ruleset", "describe_failure", "trace", "trace_branches"),
-                    "netsim.netfilter.engine"),
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, {
+    "netsim.netfilter.engine": ("CompiledRuleset", "compile_ruleset", "describe_failure", "trace", "trace_branches"),
+})
 
 
 __all__ = [

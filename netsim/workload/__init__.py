@@ -19,8 +19,9 @@ Importing the package is cheap: its names load on first use (PEP 562).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from netsim.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from netsim.workload.hops import (
@@ -37,23 +38,13 @@ if TYPE_CHECKING:
     from netsim.workload.model import DEFAULT_POD_IP, MATRIX_PORTS, Workload, parse_addresses, parse_endpoint
     from netsim.workload.verdict import DecidedBy, Decision, ListenerRef, Verdict
 
-_LAZY = {
-    **dict.fromkeys(("APP_SPORT", "EnvoyHop", "Followed", "KernelHop", "MatrixRow", "Upstream", "capture_matrix",
-                     "follow"), "netsim.workload.hops"),
-    **dict.fromkeys(("DecidedBy", "Decision", "ListenerRef", "Verdict"), "netsim.workload.verdict"),
-    **dict.fromkeys(("SidecarIdentity", "envoy_uid"), "netsim.workload.identity"),
-    **dict.fromkeys(("DEFAULT_POD_IP", "MATRIX_PORTS", "Workload", "parse_addresses", "parse_endpoint"),
-                    "netsim.workload.model"),
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, {
+    "netsim.workload.hops": ("APP_SPORT", "EnvoyHop", "Followed", "KernelHop", "MatrixRow", "Upstream",
+                             "capture_matrix", "follow"),
+    "netsim.workload.verdict": ("DecidedBy", "Decision", "ListenerRef", "Verdict"),
+    "netsim.workload.identity": ("SidecarIdentity", "envoy_uid"),
+    "netsim.workload.model": ("DEFAULT_POD_IP", "MATRIX_PORTS", "Workload", "parse_addresses", "parse_endpoint"),
+})
 
 
 __all__ = [  # noqa: RUF022 (plain sort order, as tests/workload pins it)
