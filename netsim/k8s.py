@@ -76,6 +76,7 @@ MAX_ALIASED_CHARS = 16 * 1024 * 1024
 # Nesting: libyaml refuses more than 1000 levels of syntax; reached through aliases, or in JSON,
 # netsim refuses more than this (a Kubernetes object with its CRD schema is well under 100 deep).
 MAX_DEPTH = 200
+MAX_NAME, MAX_NAMESPACE = 253, 63  # k8s.io/apimachinery validation: DNS-1123 subdomain and label
 _ANCHOR = re.compile(r"(?:^|[\s\[{,:])&[^\s,\[\]{}]")
 
 
@@ -357,6 +358,12 @@ def _make(source: str, doc_i: int, item: int | None, raw: Any, default_namespace
     if not isinstance(name, str) or not name:
         raise ConfigError("field metadata.name: missing", where=f"{where}: {kind}")
     ns = meta.get("namespace") or default_namespace
+    # the API server's own limits (a DNS-1123 subdomain name, a DNS-1123 label namespace): a longer
+    # value names no object a cluster can hold, and would be carried into every message and index
+    for field_name, value, limit in (("name", name, MAX_NAME), ("namespace", str(ns), MAX_NAMESPACE)):
+        if len(value) > limit:
+            raise ConfigError(f"field metadata.{field_name}: {len(value)} characters, more than Kubernetes' "
+                              f"{limit}", where=f"{where}: {kind}")
     return K8sObject(source=source, document=doc_i, item=item, api_version=str(api), kind=kind,
                      namespace=str(ns), name=name, body=raw)
 

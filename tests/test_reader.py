@@ -233,3 +233,11 @@ def test_the_cli_prints_a_multiline_value_as_one_error_line(tmp_path: Path) -> N
     r = _netsim("compile", "--pod", str(p), stdin=subprocess.DEVNULL)
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and r.stderr.startswith("Error: ")
     assert "Po\\nd\\nTraceback" in r.stderr
+
+
+def test_an_object_name_longer_than_kubernetes_allows_is_refused_and_the_others_load() -> None:
+    text = f"kind: Service\nmetadata: {{name: {'n' * 254}}}\n---\nkind: Service\nmetadata: {{name: {'n' * 253}}}\n"
+    loaded = parse_objects(text, "s.yaml", keep_going=True)
+    assert [len(o.name) for o in loaded.objects] == [253]
+    assert [str(e) for e in loaded.errors] == [
+        "s.yaml: document 1: Service: field metadata.name: 254 characters, more than Kubernetes' 253"]
