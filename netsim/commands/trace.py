@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from netsim.commands.options import EndpointType, MarkType, PortListType, config_option
+from netsim.commands.options import EndpointType, MarkType, PortListType, config_option, keep_going_option
 from netsim.errors import NetsimError, SpecError
 from netsim.netfilter.model import Family
 from netsim.netfilter.packet import ACK, Address, Conntrack, CtState, Netns, Origin, Packet, Proto, Socket
@@ -44,7 +44,7 @@ class _MeshRequest:
 
 
 # the options that only mean something to the sidecar's hop (--config)
-_MESH_ONLY = ("--mesh-config", "--send", "--host", "--path", "--sni")
+_MESH_ONLY = ("--mesh-config", "--send", "--host", "--path", "--sni", "--keep-going")
 
 
 @dataclass
@@ -57,17 +57,19 @@ class _Session:
 
 
 def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str | None,
-               istio_version: str | None, s: _Session) -> ProxyIndex:
+               istio_version: str | None, keep_going: bool, s: _Session) -> ProxyIndex:
     """The sidecar's listener/cluster index for the traced pod (its file, else its IPs), built once.
 
-    Broken documents are notes and the rest still loads (as for ``netsim mesh hop``); a path that
-    does not exist or cannot be read, or a bad mesh config, raises (one ``Error:`` line, exit 2).
+    As for ``netsim mesh hop``: an invalid document raises (one ``Error:`` line, exit 2) unless
+    ``keep_going``, which skips it and names it in the notes; a path that does not exist or cannot be
+    read, or a bad mesh config, always raises.
     """
     from netsim.mesh.files import load_index
 
     index = load_index(configs, pod_file=pod_file, pod_ips=tuple(str(a) for a in s.workload.addresses),
-                       mesh_config=mesh_config, istio_version=istio_version)
-    s.notes.extend(f"--config: {e}" for e in (*index.objects.errors, *index.errors))
+                       mesh_config=mesh_config, istio_version=istio_version, keep_going=keep_going)
+    s.notes.extend(f"skipped (--keep-going): {e}" for e in index.objects.errors)
+    s.notes.extend(f"--config: {e}" for e in index.errors)
     return index
 
 
@@ -94,6 +96,7 @@ def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str 
 @config_option(help="Kubernetes/Istio objects (files or directories, several after one flag or the flag "
                     "repeated): continue a connection captured on 15001/15006 through the sidecar's listener, "
                     "route and cluster.")
+@keep_going_option
 @click.option("--mesh-config", type=click.Path(dir_okay=False),
               help="Mesh config for --config (MeshConfig YAML, the istio ConfigMap, or an IstioOperator).")
 @click.option("--send", type=click.Choice(["tcp", "http", "tls", "mtls"]),
@@ -121,7 +124,7 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
               src: tuple[Address, int | None] | None, dst: tuple[Address, int | None] | None,
               from_: tuple[Address, int | None] | None, uid: int | None, gid: int | None, in_iface: str,
               pod_ips: tuple[str, ...], listening: tuple[int, ...] | None, pcap: str | None, fmt: str,
-              matrix: bool, configs: tuple[str, ...], mesh_config: str | None, send: str | None,
+              matrix: bool, configs: tuple[str, ...], keep_going: bool, mesh_config: str | None, send: str | None,
               host: str | None, http_path: str | None, sni: str | None, ct_state: str | None,
               ct_zone: int | None, ct_mark: int | None, ct_dnat: tuple[Address, int | None] | None, ct_reply: bool,
               follow_up: bool, expect: str | None, route_localnet: bool = False) -> None:
@@ -133,7 +136,8 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
 
     Exit status: 0 for any completed answer; with --expect, 1 when the verdict is not the expected one.
     """
-    mesh_only = [name for name, value in zip(_MESH_ONLY, (mesh_config, send, host, http_path, sni), strict=True)
+    mesh_only = [name for name, value in zip(_MESH_ONLY, (mesh_config, send, host, http_path, sni, keep_going or None),
+                                                strict=True)
                  if value is not None]
     if mesh_only and not configs:
         raise SpecError(f"{', '.join(mesh_only)} describe{'s' if len(mesh_only) == 1 else ''} the sidecar's hop: "
@@ -179,7 +183,7 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
         packet, who = ct.apply(packet, who, s, uid, gid)
     mesh = None
     if configs:
-        mesh = _MeshRequest(index=_load_mesh(configs, pod_file, mesh_config, istio_version, s),
+        mesh = _MeshRequest(index=_load_mesh(configs, pod_file, mesh_config, istio_version, keep_going, s),
                             send=send or "tcp", host=host, path=http_path or "/", sni=sni)
     _exit(_trace_one(s, packet, who, fmt, mesh), expect)
 

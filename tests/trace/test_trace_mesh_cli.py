@@ -218,15 +218,34 @@ def test_bad_mesh_config_is_one_error_line(tmp_path: Path) -> None:
     assert code == 2 and err.startswith(f"Error: {bad}") and "invalid YAML" in err and err.count("\n") == 1
 
 
-def test_broken_document_in_config_is_a_note_and_the_rest_loads(tmp_path: Path) -> None:
+def test_broken_document_in_config_is_an_error_as_for_mesh_hop(tmp_path: Path) -> None:
+    """An invalid document is exit 2 with file, document and line, as `mesh hop` says of the same file
+    (it was a note, and a trace resting on a file that was not read exited 0)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: Service\nmetadata: {name: x, namespace: manager}\nspec: {ports: [{port: abc}]}\n")
+    code, _, err = netsim("trace", "--pod", HAZEL_POD, "--config", HAZEL_OBJ, str(bad), "--istio-version", "1.5",
+                          "--dst", "10.12.2.8:5701")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"Error: {bad}: document 1: line 1: Service manager/x: spec.ports[0].port")
+    hop_code, _, hop_err = netsim("mesh", "hop", "--config", HAZEL_OBJ, str(bad), "--proxy-ip", "10.12.0.11",
+                                  "--namespace", "manager", "--dst", "10.12.2.8:5701")
+    assert hop_code == 2 and hop_err == err
+
+
+def test_broken_document_with_keep_going_is_named_and_the_rest_loads(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: Service\nmetadata: {name: x, namespace: manager}\nspec: {ports: [{port: abc}]}\n")
     data = trace_json("--pod", HAZEL_POD, "--config", HAZEL_OBJ, "--config", str(bad), "--istio-version", "1.5",
-                      "--dst", "10.12.2.8:5701")
+                      "--keep-going", "--dst", "10.12.2.8:5701")
     assert data["mesh"]["listener"] == "0.0.0.0_5701"
-    assert any(n.startswith(f"--config: {bad}: document 1: line 1: Service manager/x: spec.ports[0].port")
-               for n in data["notes"])
+    assert any(n.startswith(f"skipped (--keep-going): {bad}: document 1: line 1: Service manager/x: "
+                            "spec.ports[0].port") for n in data["notes"])
     assert data["mesh"]["config_errors"] and str(bad) in data["mesh"]["config_errors"][0]
+
+
+def test_keep_going_without_config_is_an_error() -> None:
+    code, _, err = netsim("trace", "--pod", HAZEL_POD, "--keep-going", "--dst", "10.12.2.8:5701")
+    assert code == 2 and err.startswith("Error: --keep-going describes the sidecar's hop")
 
 
 @pytest.mark.parametrize(("args", "message"), [
