@@ -593,8 +593,13 @@ def diagnose(index: ProxyIndex, pod: PodInfo, *, notes: Iterable[str] = ()) -> R
     findings = [Finding(check=CODES[d.name], name=d.name, severity=d.severity, message=d.message,
                         evidence=tuple(dict.fromkeys(locate(e) for e in d.evidence if e)), fix=d.fix)
                 for _name, check in _CHECKS for d in check(index, pod)]
-    return Report(pod=pod.ref, istio=index.profile.label, findings=tuple(findings), checks=CHECKS,
-                  notes=tuple(notes))
+    notes = tuple(notes)
+    if pod.sidecar:
+        _res, err = capture_resolution(pod, index.profile.name)
+        if err:  # what `netsim trace --pod` and `compile` refuse: say it rather than answer "none found"
+            notes += (f"{err}: the checks that read the pod's capture rules (NS0001, NS0008) "
+                      "could not run",)
+    return Report(pod=pod.ref, istio=index.profile.label, findings=tuple(findings), checks=CHECKS, notes=notes)
 
 
 def render_text(report: Report) -> str:
