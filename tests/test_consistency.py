@@ -378,3 +378,59 @@ def _service(configs: tuple[Path, ...], host: str) -> Any:
         if (obj or {}).get("kind") == "Service" and host.startswith(f"{meta.get('name')}.{meta.get('namespace')}.svc"):
             return obj
     return None
+
+
+def _readme_lines() -> list[tuple[str, str, str]]:
+    """(folder, command, comment) for each `netsim` line of rules/mesh/README.md's walkthrough, in order."""
+    text = (EXAMPLES / "README.md").read_text()
+    block = text[text.index("```sh\n") + 6:]
+    block = block[:block.index("```")]
+    folder, out = REPO, []
+    for line in block.splitlines():
+        command, _, comment = line.partition("#")
+        command = command.strip()
+        if command.startswith("cd "):
+            folder = (folder / command[3:]).resolve()
+        elif command:
+            assert command.startswith("netsim "), line
+            out.append((str(folder.relative_to(REPO)), command, comment.strip()))
+    return out
+
+
+def test_readme_walkthrough_covers_the_four_examples_in_the_new_user_order() -> None:
+    lines = _readme_lines()
+    folders = {f for f, _, _ in lines}
+    assert folders == {f"rules/mesh/{p.parent.name}" for p in EXAMPLES.glob("*/example.yaml")}
+    for folder in folders:
+        commands = [c.split()[1] for f, c, _ in lines if f == folder]
+        assert commands[0] == "diagnose", (folder, commands)
+        assert {"trace", "mesh", "dns"} <= set(commands), (folder, commands)
+
+
+@pytest.mark.parametrize(("folder", "command", "comment"), _readme_lines(),
+                         ids=[f"{f.rsplit('/', 1)[-1]}:{i}" for i, (f, _, _) in enumerate(_readme_lines())])
+def test_readme_walkthrough_line(folder: str, command: str, comment: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each line runs as written from its folder, with the exit status and findings its comment promises."""
+    monkeypatch.chdir(REPO / folder)
+    result = CliRunner().invoke(cli, command.split()[1:])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == (1 if "exit status 1" in comment else 0), result.output
+    for code in re.findall(r"NS\d{4}", comment):
+        assert code in result.stdout, (code, result.stdout)
+    if comment.startswith("today: nothing found") or "nothing found" in comment:
+        assert "none of the" in result.stdout, result.stdout
+    if "no DNS proxy" in comment or "kube-dns" in comment:
+        assert "not answered by an agent" in result.stdout, result.stdout
+    for ip in re.findall(r"\b\d+\.\d+\.\d+\.\d+\b", comment):
+        assert f"IN\tA\t{ip}" in result.stdout, result.stdout
+
+
+def test_bypass_sentence_names_the_empty_nat_chain_not_an_absent_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Walked through: 1.2's server pod has a nat table (outbound capture) but no PREROUTING rule (-b empty); the
+    sentence said "nat table absent"."""
+    monkeypatch.chdir(EXAMPLES / "mtls-503-containerport")
+    out = run(["trace", "--pod", "pod.yaml", "--config", "objects.yaml", "--istio-version", "1.2", "--from",
+               "10.244.1.20", "--dst", "10.244.1.10:80", "--format", "json"])
+    assert out["verdict"] == "bypassed" and out["decided_by"] is None
+    assert out["summary"].endswith("because no nat rule saw it (nat PREROUTING has no rules)."), out["summary"]

@@ -132,8 +132,9 @@ def _bypass(t: Trace) -> tuple[DecidedBy | None, str, str]:
                 "keeps its binding"
             return None, ("nat is not consulted for a packet of an existing connection (conntrack state "
                           f"{ct.state.value}), and the entry {what}"), "conntrack"
-        if not steps:
-            return None, "no nat rule saw it (nat table absent)", "policy"
+        if not steps:  # no nat chain is hooked where the packet passed: an empty chain, or no nat table at all
+            hook = t.steps[0].hook if t.steps else "its hook"
+            return None, f"no nat rule saw it (nat {hook} has no rules)", "policy"
     capturing = [s for s in steps if s.kind is Kind.RULE and not s.matched and
                  (_jump(s) in _CAPTURE_TARGETS or _jump(s) in _CAPTURE_CHAINS)]
     if capturing:
