@@ -182,11 +182,12 @@ def mesh_hop(s: Scenario, dst: tuple[str, int] | None = None, direction: str | N
     return run(argv)
 
 
-def trace(s: Scenario, pod: Path, dst: tuple[str, int] | None = None) -> Any:
+def trace(s: Scenario, pod: Path, dst: tuple[str, int] | None = None, expect: tuple[str, int] | None = None) -> Any:
     ip, port = dst or s.dst
     where = ["--from", PEER] if s.direction == "inbound" else []
-    return run(["trace", "--pod", str(pod), *_common(s), *where, "--dst", f"{ip}:{port}", *_send(s),
-                "--format", "json"])
+    check = ["--expect", expect[0]] if expect else []
+    return run(["trace", "--pod", str(pod), *_common(s), *where, "--dst", f"{ip}:{port}", *_send(s), *check,
+                "--format", "json"], codes=(expect[1],) if expect else (0,))
 
 
 def dns_query(s: Scenario, pod: Path, name: str) -> Any:
@@ -257,6 +258,16 @@ def test_commands_agree(s: Scenario | None, tmp_path: Path) -> None:
         diff = {k: (hop[k], t["mesh"].get(k)) for k in HOP_KEYS if hop[k] != t["mesh"].get(k)}
         assert not diff, f"mesh hop vs trace's mesh block: {diff}\nhop: {hop['reason']}\ntrace: {t['summary']}"
         assert t["mesh"]["reason"] in t["summary"], t["summary"]
+    # --expect turns the same verdict into the exit status, on both commands
+    held, other = ("bypassed", "captured") if hop["verdict"] == "bypass" else ("captured", "bypassed")
+    trace(s, pod, expect=(held, 0))
+    trace(s, pod, expect=(other, 1))
+    ip, port = s.dst
+    wrong = "blackhole" if hop["verdict"] != "blackhole" else "captured"
+    for verdict, code in ((hop["verdict"], 0), (wrong, 1)):
+        run(["mesh", "hop", *_common(s), "--proxy-ip", s.proxy_ip, "--direction", s.direction, "--dst",
+             f"{ip}:{port}", *_send(s), *(["--namespace", s.namespace] if s.namespace else []),
+             *(["--labels", s.labels] if s.labels else []), "--expect", verdict, "--format", "json"], codes=(code,))
 
     # the name's address: what the pod's agent answers for the host leads to the same cluster
     if s.host and s.direction == "outbound":
