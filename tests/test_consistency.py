@@ -9,14 +9,19 @@ commands are run as a user runs them (CliRunner, ``--format json``) and compared
 
 - the listener, filter chain, cluster, upstream TLS and verdict: trace's ``mesh`` block = mesh hop;
 - the verdict: trace's own verdict is ``captured-*`` exactly when the hop's is not ``bypass``, and then
-  ``listener.owner`` is the sidecar; a bypass has no mesh block;
+  ``listener.owner`` is the sidecar; a bypass has no mesh block; ``--expect`` on trace and mesh hop turns
+  that verdict into exit status 0 (and another into 1);
 - the name's address: when the pod's agent answers the hop's ``--host``, a connection to the answered
   address reaches the same cluster as the hop's (in mesh hop and in trace), and when the hop's cluster
   is a Service's own (``outbound|P||host``) on an address-specific listener the agent's answer for
   ``host`` holds the hop's destination;
 - diagnose: each finding of a pitfall a hop can show (NS0001 bypass, NS0003 a match-all 0.0.0.0_PORT,
   NS0004 tls-error) names a connection that ``mesh hop`` shows failing that way, and each hop of the
-  pod that shows such a failure has the finding.
+  pod that shows such a failure has the finding; NS0007 names a ServiceEntry host exactly when the pod's
+  agent does not answer it (``dns query --pod``).
+
+The README walkthrough of rules/mesh (``diagnose`` first, then ``trace``, ``mesh hop``, ``dns query``) is run
+line by line with the exit status and answers its comments promise.
 
 A disagreement is a bug: it is fixed, or the case is ``xfail(strict=True)`` with the disagreement.
 """
