@@ -77,6 +77,15 @@ class CaptureConfig:
     dns_servers_v4: tuple[str, ...] = ()  # derived from resolv.conf; validated IPv4 text, used verbatim
     dns_servers_v6: tuple[str, ...] = ()  # validated IPv6 text, used verbatim
     native_nftables: bool = False
+    # The istio-iptables release whose rule layout to emit, (major, minor); None = the current layout
+    # (1.25 on). Only releases from LAYOUT_FLOOR are modelled (spec/istio-iptables-history.md).
+    release: tuple[int, int] | None = None
 
 
-__all__ = ["WILDCARD", "CaptureConfig", "CidrList", "InterceptionMode"]
+# The oldest release whose layout ``netsim.capture.iptables.plan`` reproduces; older ones are not modelled.
+LAYOUT_FLOOR: tuple[int, int] = (1, 12)
+# The first release of the current layout (spec/istio-iptables.md), unchanged through today (history §5).
+CURRENT_LAYOUT: tuple[int, int] = (1, 25)
+
+
+__all__ = ["CURRENT_LAYOUT", "LAYOUT_FLOOR", "WILDCARD", "CaptureConfig", "CidrList", "InterceptionMode"]

@@ -16,7 +16,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from netsim.capture.config import WILDCARD, CaptureConfig, CidrList, InterceptionMode
+from netsim.capture.config import CURRENT_LAYOUT, WILDCARD, CaptureConfig, CidrList, InterceptionMode
 from netsim.netfilter.matches import DEFAULT_NAMES, Names
 from netsim.netfilter.model import BUILTIN_CHAINS, Family, RestorePayload, Rule, RuleOp
 from netsim.netfilter.parse import parse_rule_args
@@ -37,6 +37,8 @@ PASSTHROUGH_SOURCE = {Family.IPV4: "127.0.0.6/32", Family.IPV6: "::6/128"}  # En
 IPV6_LOOPBACK = "::1/128"
 
 BUILTIN = frozenset(chain for chains in BUILTIN_CHAINS.values() for chain in chains)
+
+Release = tuple[int, int]
 
 
 class Scope(enum.Enum):
@@ -140,9 +142,12 @@ def plan(config: CaptureConfig) -> tuple[PlannedRule, ...]:
     was built (``netsim.spec.options``), including Istio's step-0 refusal of ``-x '*'``.
     """
     p = _Plan(config.enable_ipv6)
+    rel = layout_release(config)
     tproxy = config.mode is InterceptionMode.TPROXY
-    dns = dns_capture_effective(config)
-    lo = Versioned(config.ipv4_loopback_cidr, IPV6_LOOPBACK)
+    # Before 1.25 any --redirect-dns emitted the DNS rule forms, resolvers or not (history §5).
+    dns = dns_capture_effective(config) if rel >= (1, 25) else config.redirect_dns
+    # ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR exists from 1.21; earlier releases ignore it (history §4.20).
+    lo = Versioned(config.ipv4_loopback_cidr if rel >= (1, 21) else "127.0.0.1/32", IPV6_LOOPBACK)
     pt = Versioned(PASSTHROUGH_SOURCE[Family.IPV4], PASSTHROUGH_SOURCE[Family.IPV6])
     tun = config.inbound_tunnel_port
     mark = config.tproxy_mark
@@ -165,7 +170,10 @@ def plan(config: CaptureConfig) -> tuple[PlannedRule, ...]:
               why=f"VM traffic from {nic} skips inbound capture (§8)")
 
     # Step 3 (§4): out-of-window packets are dropped rather than answered with a RST.
-    if config.drop_invalid:
+    if config.drop_invalid and rel < (1, 24):
+        p.add("mangle", "PREROUTING", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP",
+              why="conntrack-INVALID packets are dropped in place; no ISTIO_DROP chain before 1.24 (history §4.13)")
+    elif config.drop_invalid:
         p.add("mangle", "PREROUTING", "-m", "conntrack", "--ctstate", "INVALID", "-j", ISTIO_DROP,
               why="conntrack-INVALID packets (any protocol) go to ISTIO_DROP (§4 step 3)")
         p.add("mangle", ISTIO_DROP, "-j", "DROP", why="drop instead of resetting the connection (§4 step 3)")
@@ -178,17 +186,22 @@ def plan(config: CaptureConfig) -> tuple[PlannedRule, ...]:
     p.add("nat", ISTIO_IN_REDIRECT, "-p", "tcp", "-j", "REDIRECT", "--to-ports", config.inbound_capture_port,
           why=f"client → app captured inbound → Envoy's inbound listener :{config.inbound_capture_port} (§4 step 4)")
 
-    _inbound(p, config, lo)
+    _inbound(p, config, lo, rel)
 
     # Step 6 (§4): all locally generated traffic (every protocol) goes through ISTIO_OUTPUT.
-    p.add("nat", "OUTPUT", "-j", ISTIO_OUTPUT, why="every outbound packet is judged in ISTIO_OUTPUT (§4 step 6)")
+    if rel >= (1, 25):
+        p.add("nat", "OUTPUT", "-j", ISTIO_OUTPUT, why="every outbound packet is judged in ISTIO_OUTPUT (§4 step 6)")
+    else:
+        p.add("nat", "OUTPUT", "-p", "tcp", "-j", ISTIO_OUTPUT,
+              why="outbound TCP is judged in ISTIO_OUTPUT (all protocols only from 1.25, history §5)")
 
     # Step 7 (§4): excluded outbound ports, before the loopback/self rules.
     for port in config.outbound_ports_exclude:
         p.add("nat", ISTIO_OUTPUT, "-p", "tcp", "--dport", port, "-j", "RETURN",
               why=f"outbound TCP to port {port} is never captured (-o, §4 step 7)")
-        p.add("nat", ISTIO_OUTPUT, "-p", "udp", "--dport", port, "-j", "RETURN",
-              why=f"outbound UDP to port {port} is never captured (-o, §4 step 7)")
+        if rel >= (1, 25):
+            p.add("nat", ISTIO_OUTPUT, "-p", "udp", "--dport", port, "-j", "RETURN",
+                  why=f"outbound UDP to port {port} is never captured (-o, §4 step 7)")
 
     # Step 8 (§4, §4.3): Envoy forwarding inbound traffic to the app binds 127.0.0.6 / ::6.
     p.add("nat", ISTIO_OUTPUT, "-o", "lo", "-s", pt, "-j", "RETURN",
@@ -198,7 +211,14 @@ def plan(config: CaptureConfig) -> tuple[PlannedRule, ...]:
     loopback_included = config.outbound_cidrs.has_loopback
     for kind, ids in (("--uid-owner", config.proxy_uid), ("--gid-owner", config.proxy_gid)):
         for owner in ids:
-            if dns and kind == "--uid-owner":
+            if rel < (1, 18):
+                # Before 1.18 the lo redirect did not skip the tunnel port (history §4.18).
+                skip53 = ("-p", "tcp", "!", "--dport", DNS_PORT) if dns and kind == "--uid-owner" else ()
+                p.add("nat", ISTIO_OUTPUT, "-o", "lo", "!", "-d", lo, *skip53, "-m", "owner", kind, owner,
+                      "-j", ISTIO_IN_REDIRECT,
+                      why="app → VIP → Envoy out → Envoy in (pod IP over lo) → app: back through inbound "
+                      "(no tunnel-port exception before 1.18; DNS on: the UID form skips TCP 53, history §4.7)")
+            elif dns and kind == "--uid-owner":
                 # The agent (same UID) querying a resolver on a local address must reach it, not 15006.
                 p.add("nat", ISTIO_OUTPUT, "-o", "lo", "!", "-d", lo, "-p", "tcp", "-m", "multiport",
                       "!", "--dports", f"{DNS_PORT},{tun}", "-m", "owner", kind, owner, "-j", ISTIO_IN_REDIRECT,
@@ -221,30 +241,25 @@ def plan(config: CaptureConfig) -> tuple[PlannedRule, ...]:
             p.add("nat", ISTIO_OUTPUT, "-m", "owner", kind, owner, "-j", "RETURN",
                   why="the proxy's own traffic (any protocol) is never captured: avoids loops (§4 steps 9-10)")
 
-    # Step 11 (§9): whose outbound traffic is captured at all.
-    except_mode, groups = owner_group_filter(config)
-    if except_mode:
-        for group in groups:
-            p.add("nat", ISTIO_OUTPUT, "-m", "owner", "--gid-owner", group, "-j", "RETURN",
-                  why=f"processes of group {group} are excluded from capture, DNS included (§9)")
-    else:
-        matches = [t for group in groups for t in ("-m", "owner", "!", "--gid-owner", group)]
-        p.add("nat", ISTIO_OUTPUT, *matches, "-j", "RETURN",
-              why="only the listed groups' traffic is captured; an empty list returns everything (§9)")
+    # Step 11 (§9): whose outbound traffic is captured at all (owner groups exist from 1.14, history §4.15).
+    if rel >= (1, 14):
+        _owner_groups(p, config, ISTIO_OUTPUT, ())
 
     # Step 12 (§7).
-    if dns:
+    if dns and rel >= (1, 25):
         _dns(p, config)
+    elif dns:
+        _dns_tcp_legacy(p, config)
 
     # Step 13 (§4): Envoy-aware apps and container-to-container calls use localhost.
     p.add("nat", ISTIO_OUTPUT, "-d", lo, "-j", "RETURN", why="app → loopback destination: not captured (§4 step 13)")
 
     # Step 14 (§4): excluded destinations, each family its own prefixes.
-    for cidr in config.outbound_cidrs_exclude.v4:
-        p.add("nat", ISTIO_OUTPUT, "-d", str(cidr), "-j", "RETURN", scope=Scope.V4,
+    for cidr in _prefixes(config.outbound_cidrs_exclude, Scope.V4, rel):
+        p.add("nat", ISTIO_OUTPUT, "-d", cidr, "-j", "RETURN", scope=Scope.V4,
               why=f"outbound to {cidr} is never captured (-x, §4 step 14)")
-    for cidr6 in config.outbound_cidrs_exclude.v6:
-        p.add("nat", ISTIO_OUTPUT, "-d", str(cidr6), "-j", "RETURN", scope=Scope.V6,
+    for cidr6 in _prefixes(config.outbound_cidrs_exclude, Scope.V6, rel):
+        p.add("nat", ISTIO_OUTPUT, "-d", cidr6, "-j", "RETURN", scope=Scope.V6,
               why=f"outbound to {cidr6} is never captured (-x, §4 step 14)")
 
     # Step 15 (§4): ports captured whatever the destination.
@@ -253,15 +268,43 @@ def plan(config: CaptureConfig) -> tuple[PlannedRule, ...]:
               why=f"outbound TCP to port {port} → Envoy, any destination (-q, §4 step 15)")
 
     # Step 16 (§4, §8): captured destinations, IPv4 then IPv6.
-    _outbound_include(p, config, config.outbound_cidrs, Scope.V4)
-    _outbound_include(p, config, config.outbound_cidrs, Scope.V6)
+    _outbound_include(p, config, config.outbound_cidrs, Scope.V4, rel)
+    _outbound_include(p, config, config.outbound_cidrs, Scope.V6, rel)
+
+    # Before 1.25 the UDP DNS rules came after the include rules, outside ISTIO_OUTPUT_DNS (history §4.22).
+    if dns and rel < (1, 25):
+        _dns_udp_legacy(p, config, rel)
 
     if tproxy:
         _tproxy_tail(p, config, lo, mark)
     return tuple(p.rules)
 
 
-def _inbound(p: _Plan, config: CaptureConfig, lo: Versioned) -> None:
+def layout_release(config: CaptureConfig) -> Release:
+    """The release whose layout :func:`plan` emits for ``config`` (the current one unless ``config.release``)."""
+    return CURRENT_LAYOUT if config.release is None else min(config.release, CURRENT_LAYOUT)
+
+
+def _prefixes(cidrs: CidrList, scope: Scope, rel: Release) -> list[str]:
+    """One family's prefixes as that release printed them: masked to the network before 1.16 (history §4.16)."""
+    items = cidrs.v4 if scope is Scope.V4 else cidrs.v6
+    return [str(c) if rel >= (1, 16) else str(c.network) for c in items]
+
+
+def _owner_groups(p: _Plan, config: CaptureConfig, chain: str, udp: tuple[str, ...]) -> None:
+    """Istio's owner-group RETURNs (§9) in ``chain``; ``udp``: the leading matches of the pre-1.25 UDP copy."""
+    except_mode, groups = owner_group_filter(config)
+    if except_mode:
+        for group in groups:
+            p.add("nat", chain, *udp, "-m", "owner", "--gid-owner", group, "-j", "RETURN",
+                  why=f"processes of group {group} are excluded from capture, DNS included (§9)")
+    else:
+        matches = [t for group in groups for t in ("-m", "owner", "!", "--gid-owner", group)]
+        p.add("nat", chain, *udp, *matches, "-j", "RETURN",
+              why="only the listed groups' traffic is captured; an empty list returns everything (§9)")
+
+
+def _inbound(p: _Plan, config: CaptureConfig, lo: Versioned, rel: Release) -> None:
     """Step 5 (§4, §6): inbound capture, in nat (REDIRECT) or mangle (TPROXY); nothing when -b is empty."""
     if not config.inbound_ports:
         return
@@ -279,6 +322,9 @@ def _inbound(p: _Plan, config: CaptureConfig, lo: Versioned) -> None:
     p.add(table, "PREROUTING", "-p", "tcp", "-j", ISTIO_INBOUND,
           why="inbound TCP is judged in ISTIO_INBOUND (§4 step 5)")
     if config.inbound_ports == (WILDCARD,):
+        if rel < (1, 13):
+            p.add(table, ISTIO_INBOUND, "-p", "tcp", "--dport", "22", "-j", "RETURN",
+                  why="inbound SSH (port 22) is never captured (-b '*' before 1.13, history §4.14)")
         for port in config.inbound_ports_exclude:
             p.add(table, ISTIO_INBOUND, "-p", "tcp", "--dport", port, "-j", "RETURN",
                   why=f"inbound port {port} excluded (-d, only with -b '*', §4 step 5)")
@@ -349,7 +395,63 @@ def _dns(p: _Plan, config: CaptureConfig) -> None:
                   "--zone", "1", scope=scope, why=f"resolver {server} → agent: conntrack zone 1 (§7)")
 
 
-def _outbound_include(p: _Plan, config: CaptureConfig, cidrs: CidrList, scope: Scope) -> None:
+def _dns_tcp_legacy(p: _Plan, config: CaptureConfig) -> None:
+    """Step 12 before 1.25: TCP DNS redirects straight in nat ISTIO_OUTPUT (history §4.7, §4.10, §5)."""
+    if config.capture_all_dns:
+        p.add("nat", ISTIO_OUTPUT, "-p", "tcp", "--dport", DNS_PORT, "-j", "REDIRECT", "--to-ports", AGENT_DNS_PORT,
+              why=f"app → any TCP DNS server → the agent on {AGENT_DNS_PORT} (capture-all, history §4.10)")
+        return
+    for servers, prefix, scope in ((config.dns_servers_v4, 32, Scope.V4), (config.dns_servers_v6, 128, Scope.V6)):
+        for server in servers:
+            p.add("nat", ISTIO_OUTPUT, "-p", "tcp", "--dport", DNS_PORT, "-d", f"{server}/{prefix}", "-j", "REDIRECT",
+                  "--to-ports", AGENT_DNS_PORT, scope=scope,
+                  why=f"app → resolver {server} over TCP → the agent on {AGENT_DNS_PORT} (history §4.7)")
+
+
+def _dns_udp_legacy(p: _Plan, config: CaptureConfig, rel: Release) -> None:
+    """The UDP DNS block of 1.12–1.24, after the include rules: in nat/raw OUTPUT, from 1.23 in ISTIO_OUTPUT
+    behind ``-p udp`` jumps (history §4.9–§4.22)."""
+    chain = ISTIO_OUTPUT if rel >= (1, 23) else "OUTPUT"
+    if rel >= (1, 23):
+        p.add("nat", "OUTPUT", "-p", "udp", "-j", ISTIO_OUTPUT,
+              why="outbound UDP is judged in ISTIO_OUTPUT (1.23, history §4.22)")
+        p.add("raw", "OUTPUT", "-p", "udp", "-j", ISTIO_OUTPUT,
+              why="DNS conntrack zones are set in raw ISTIO_OUTPUT (1.23, history §4.22)")
+    udp53 = ("-p", "udp", "--dport", DNS_PORT)
+    for kind, ids in (("--uid-owner", config.proxy_uid), ("--gid-owner", config.proxy_gid)):
+        for owner in ids:
+            p.add("nat", chain, *udp53, "-m", "owner", kind, owner, "-j", "RETURN",
+                  why="the proxy's own DNS queries (the agent's upstream) are not redirected (history §4.7)")
+    if rel >= (1, 14):
+        _owner_groups(p, config, chain, udp53)
+    if config.capture_all_dns:
+        p.add("nat", chain, *udp53, "-j", "REDIRECT", "--to-port", AGENT_DNS_PORT,
+              why=f"app → any UDP DNS server → the agent on {AGENT_DNS_PORT} (capture-all, history §4.10)")
+    for servers, prefix, scope in ((config.dns_servers_v4, 32, Scope.V4), (config.dns_servers_v6, 128, Scope.V6)):
+        for server in () if config.capture_all_dns else servers:
+            p.add("nat", chain, *udp53, "-d", f"{server}/{prefix}", "-j", "REDIRECT", "--to-port", AGENT_DNS_PORT,
+                  scope=scope, why=f"app → resolver {server} over UDP → the agent on {AGENT_DNS_PORT} (history §4.7)")
+    for kind, ids in (("--uid-owner", config.proxy_uid), ("--gid-owner", config.proxy_gid)):
+        for owner in ids:
+            p.add("raw", chain, *udp53, "-m", "owner", kind, owner, "-j", "CT", "--zone", "1",
+                  why="agent → upstream resolver: conntrack zone 1 (history §4.9)")
+            p.add("raw", chain, "-p", "udp", "--sport", AGENT_DNS_PORT, "-m", "owner", kind, owner,
+                  "-j", "CT", "--zone", "2", why="agent's answers → app: conntrack zone 2 (history §4.9)")
+    if config.capture_all_dns:
+        p.add("raw", chain, *udp53, "-j", "CT", "--zone", "2", why="app → any resolver: conntrack zone 2 (§4.10)")
+        p.add("raw", "PREROUTING", "-p", "udp", "--sport", DNS_PORT, "-j", "CT", "--zone", "1",
+              why="any resolver → agent: conntrack zone 1 (capture-all, history §4.10)")
+        return
+    reply = "-s" if rel >= (1, 20) else "-d"  # the zone-1 rule matched -d until 1.20 (history §4.19)
+    for servers, prefix, scope in ((config.dns_servers_v4, 32, Scope.V4), (config.dns_servers_v6, 128, Scope.V6)):
+        for server in servers:
+            p.add("raw", chain, *udp53, "-d", f"{server}/{prefix}", "-j", "CT", "--zone", "2", scope=scope,
+                  why=f"app → resolver {server}: conntrack zone 2 (history §4.9)")
+            p.add("raw", "PREROUTING", "-p", "udp", "--sport", DNS_PORT, reply, f"{server}/{prefix}", "-j", "CT",
+                  "--zone", "1", scope=scope, why=f"resolver {server} → agent: conntrack zone 1 (history §4.9, §4.19)")
+
+
+def _outbound_include(p: _Plan, config: CaptureConfig, cidrs: CidrList, scope: Scope, rel: Release) -> None:
     """Step 16 (§4, §8) for one family: ``*`` captures everything left, a list only its prefixes."""
     if cidrs.wildcard:
         p.add("nat", ISTIO_OUTPUT, "-j", ISTIO_REDIRECT, scope=scope,
@@ -358,13 +460,16 @@ def _outbound_include(p: _Plan, config: CaptureConfig, cidrs: CidrList, scope: S
             p.add("nat", "PREROUTING", "-i", nic, "-j", ISTIO_REDIRECT, scope=scope, position=1,
                   why=f"VM behind {nic} → anywhere → Envoy outbound; lands above the RETURNs (§4.1, §8)")
         return
-    prefixes = [str(c) for c in (cidrs.v4 if scope is Scope.V4 else cidrs.v6)]
+    prefixes = _prefixes(cidrs, scope, rel)
     for cidr in prefixes:
         for nic in config.kube_virt_interfaces:
             p.add("nat", "PREROUTING", "-i", nic, "-d", cidr, "-j", ISTIO_REDIRECT, scope=scope, position=1,
                   why=f"VM behind {nic} → {cidr} → Envoy outbound (§4 step 16, §8)")
         p.add("nat", ISTIO_OUTPUT, "-d", cidr, "-j", ISTIO_REDIRECT, scope=scope,
               why=f"app → {cidr} → Envoy outbound (-i, §4 step 16)")
+    if prefixes and rel < (1, 23):
+        p.add("nat", ISTIO_OUTPUT, "-j", "RETURN", scope=scope,
+              why="everything else leaves uncaptured (the include list's trailing RETURN, until 1.22, history §4.22)")
 
 
 def _tproxy_tail(p: _Plan, config: CaptureConfig, lo: Versioned, mark: str) -> None:
@@ -496,6 +601,7 @@ __all__ = [
     "build",
     "cleanup_commands",
     "dns_capture_effective",
+    "layout_release",
     "owner_group_filter",
     "payloads",
     "plan",

@@ -44,7 +44,15 @@ from netsim.netfilter.packet import (
     Proto,
     Socket,
 )
-from netsim.netfilter.parse import apply_payload, parse_dry_run, parse_payload, parse_rule_args, parse_ruleset, tokenize
+from netsim.netfilter.parse import (
+    apply_payload,
+    parse_command_log,
+    parse_dry_run,
+    parse_payload,
+    parse_rule_args,
+    parse_ruleset,
+    tokenize,
+)
 from netsim.netfilter.render import render_rule, render_save, rule_tokens
 from netsim.netfilter.trace import Branch, Endpoint, Kind, Outcome, Step, Trace
 
@@ -92,6 +100,7 @@ __all__ = [
     "apply_payload",
     "compile_ruleset",
     "describe_failure",
+    "parse_command_log",
     "parse_dry_run",
     "parse_dump",
     "parse_payload",

@@ -804,9 +804,46 @@ def _parse_payloads(text: str, names: Names, family: Family | None) -> list[Rest
     return payloads
 
 
+_COMMAND_BINARIES = {"iptables": Family.IPV4, "ip6tables": Family.IPV6}
+_CLEANUP_COMMANDS = frozenset({"-D", "--delete", "-F", "--flush", "-X", "--delete-chain", "-N", "--new-chain"})
+
+
+def parse_command_log(text: str, names: Names = DEFAULT_NAMES) -> tuple[RestorePayload, RestorePayload | None]:
+    """Parse a log of ``iptables``/``ip6tables`` commands (Istio's per-command goldens of 1.5–1.23 and the
+    1.0–1.4 script's recorded run) into the IPv4 and, if any ``ip6tables`` rule is there, IPv6 payload.
+
+    Each ``[ip6]tables [-t T] -A|-I CHAIN …`` is a rule op in log order; ``-N`` declares by first use
+    (``model.RestorePayload``); ``-D``/``-F``/``-X`` are skipped: in these logs they are the cleanup run
+    first on a namespace that has no ISTIO chains, or a flush of a chain that is still empty. Every other
+    line (environment dump, ``ip`` commands, ``iptables-save``) is not a rule. RulesetError names the line.
+    """
+    ops: dict[Family, list[RuleOp]] = {Family.IPV4: [], Family.IPV6: []}
+    for line in _lines(text):
+        tokens = tokenize(line.text)
+        if not tokens or tokens[0] not in _COMMAND_BINARIES:
+            continue
+        family = _COMMAND_BINARIES[tokens[0]]
+        try:
+            rest, table = tokens[1:], "filter"
+            if len(rest) >= 2 and rest[0] in ("-t", "--table"):
+                table, rest = rest[1], rest[2:]
+            if not rest or rest[0] in _CLEANUP_COMMANDS:
+                continue
+            if rest[0] not in _RULE_COMMANDS:
+                raise RulesetError(f"expected -N, -A, -I, -D, -F or -X, not {rest[0]}")
+            chain, args, position = _rule_command(rest)
+            ops[family].append(RuleOp(table=table, chain=chain, args=tuple(args),
+                                      rule=parse_rule_args(args, family, names), position=position))
+        except RulesetError as e:
+            raise RulesetError(f"line {line.number}: {e.message}: {line.text}") from None
+    v6 = RestorePayload(Family.IPV6, tuple(ops[Family.IPV6])) if ops[Family.IPV6] else None
+    return RestorePayload(Family.IPV4, tuple(ops[Family.IPV4])), v6
+
+
 __all__ = [
     "apply_payload",
     "guess_family",
+    "parse_command_log",
     "parse_dry_run",
     "parse_payload",
     "parse_rule_args",

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from ipaddress import ip_address
 from typing import TYPE_CHECKING
 
+from netsim.capture.config import CURRENT_LAYOUT, LAYOUT_FLOOR
 from netsim.errors import SpecError
 from netsim.spec import flags as F
 from netsim.spec.flags import Effective, Ignored, Setting, Source
@@ -101,15 +102,23 @@ def resolve(*, flags: Mapping[str, str] | None = None, env: Mapping[str, str] | 
         settings += [*derivation.env, *derivation.args]
     flag_layer = F.flag_settings(flags)
     settings += flag_layer
+    layout = _layout(profile) if profile_given else None
     if profile_given and profile.version != CURRENT:
         for s in flag_layer:
             since = OPTIONS_SINCE.get(s.key)
             if since is not None and not profile.has(since.version):
                 warnings.append(f"{F.OPTIONS_BY_KEY[s.key].flag} does not exist in {profile.label} "
-                                f"(added in {since.text}); netsim applies it anyway")
-        notes.append(f"{profile.label}: only the injector's arguments follow this release ({profile.summary}); "
-                     "the rules are laid out as the current istio-iptables writes them (older releases "
-                     "differ, e.g. no 127.0.0.6 passthrough before 1.3, no ISTIO_OUTPUT_DNS before 1.25)")
+                                f"(added in {since.text}); netsim applies it anyway"
+                                + ("" if layout is None else " where that release's rule layout has it"))
+        if layout is None and profile.version < LAYOUT_FLOOR:
+            notes.append(f"{profile.label}: only the injector's arguments follow this release ({profile.summary}); "
+                         f"the layout of release {profile.name} is not modelled yet (netsim models "
+                         f"{LAYOUT_FLOOR[0]}.{LAYOUT_FLOOR[1]} on), so the rules are laid out as the current "
+                         "istio-iptables writes them (older releases differ, e.g. no 127.0.0.6 passthrough "
+                         "before 1.3, no ISTIO_OUTPUT_DNS before 1.25)")
+        elif layout is not None:
+            notes.append(f"{profile.label}: the injector's arguments ({profile.summary}) and the rules follow "
+                         f"this release (istio-iptables {profile.name} layout, spec/istio-iptables-history.md)")
     if profile_given and any(f.key.startswith("initContainers[") for f in findings):
         notes.append("--istio-version only changes the injector's defaults; this pod is already injected and "
                      "its istio-init arguments are used as they are")
@@ -133,9 +142,19 @@ def resolve(*, flags: Mapping[str, str] | None = None, env: Mapping[str, str] | 
         capture, reason = False, f"--skip-rule-apply ({eff['skip-rule-apply'].setting.origin}): " \
                                  "istio-iptables generates no rules"
     config = config_from_options(F.to_options(eff)) if capture else None
+    if config is not None and layout is not None:
+        config = replace(config, release=layout)
     return Resolution(profile=profile, pod=pod, capture=capture, no_capture_reason=reason,
                       effective=tuple(eff.values()), findings=findings, ignored=tuple(ignored),
                       warnings=tuple(warnings), notes=tuple(notes), config=config)
+
+
+def _layout(profile: VersionProfile) -> tuple[int, int] | None:
+    """The release layout to emit for ``profile``: None for the current layout (1.25 on) and for releases
+    older than the oldest modelled one (``LAYOUT_FLOOR``)."""
+    if profile.version < LAYOUT_FLOOR or profile.version >= CURRENT_LAYOUT:
+        return None
+    return profile.version
 
 
 def _cluster_dns(net: PodNetwork) -> tuple[str, str]:

@@ -8,11 +8,12 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
 
 from netsim.cli import main
-from netsim.spec.flags import ENV_TO_KEY
+from netsim.spec.flags import ENV_TO_KEY, OPTIONS_BY_KEY
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,3 +72,26 @@ def save_tables(text: str) -> dict[str, str]:
             tables[name] = ""
         tables[name] += line + "\n"
     return tables
+
+
+SKIP_KEYS = {"HOST_IP"}
+
+
+def invocation(config: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """The case's config as ``netsim compile`` arguments and environment."""
+    args: list[str] = []
+    env: dict[str, str] = {}
+    for key, value in config.items():
+        if key in SKIP_KEYS:
+            continue
+        if key == "ENABLE_INBOUND_IPV6":
+            args.append(f"--ipv6={str(value).lower()}")
+        elif key in ("DNS_SERVERS_V4", "DNS_SERVERS_V6"):
+            args.append(f"--dns-servers-v{key[-1]}={','.join(value)}")
+        elif key in OPTIONS_BY_KEY and OPTIONS_BY_KEY[key].long is None:
+            env[key] = str(value)
+        elif isinstance(value, bool):
+            args.append(f"--{key}={str(value).lower()}")
+        else:
+            args.append(f"--{key}={value}")
+    return args, env

@@ -9,40 +9,17 @@ from typing import Any
 
 import pytest
 import yaml
-from compile_runner import compile_, save_tables
+from compile_runner import compile_, invocation, save_tables
 from conftest import CONFORMANCE, conformance_dir
-
-from netsim.spec.flags import OPTIONS_BY_KEY
 
 CASES = CONFORMANCE / "istio-iptables"
 NAMES = sorted(p.stem for p in CASES.glob("*.yaml")) if CASES.is_dir() else []
-SKIP_KEYS = {"HOST_IP"}
 
 
 def case(name: str) -> dict[str, Any]:
     data = yaml.safe_load((conformance_dir("istio-iptables") / f"{name}.yaml").read_text())
     assert isinstance(data, dict)
     return data
-
-
-def invocation(config: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
-    """The case's config as ``netsim compile`` arguments and environment."""
-    args: list[str] = []
-    env: dict[str, str] = {}
-    for key, value in config.items():
-        if key in SKIP_KEYS:
-            continue
-        if key == "ENABLE_INBOUND_IPV6":
-            args.append(f"--ipv6={str(value).lower()}")
-        elif key in ("DNS_SERVERS_V4", "DNS_SERVERS_V6"):
-            args.append(f"--dns-servers-v{key[-1]}={','.join(value)}")
-        elif key in OPTIONS_BY_KEY and OPTIONS_BY_KEY[key].long is None:
-            env[key] = str(value)
-        elif isinstance(value, bool):
-            args.append(f"--{key}={str(value).lower()}")
-        else:
-            args.append(f"--{key}={value}")
-    return args, env
 
 
 @pytest.mark.parametrize("name", NAMES)
