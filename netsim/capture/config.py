@@ -83,7 +83,7 @@ class CaptureConfig:
 
 
 # The oldest release whose layout ``netsim.capture.iptables.plan`` reproduces; older ones are not modelled.
-LAYOUT_FLOOR: tuple[int, int] = (1, 12)
+LAYOUT_FLOOR: tuple[int, int] = (1, 6)
 # The first release of the current layout (spec/istio-iptables.md), unchanged through today (history §5).
 CURRENT_LAYOUT: tuple[int, int] = (1, 25)
 

@@ -144,8 +144,9 @@ def plan(config: CaptureConfig) -> tuple[PlannedRule, ...]:
     p = _Plan(config.enable_ipv6)
     rel = layout_release(config)
     tproxy = config.mode is InterceptionMode.TPROXY
-    # Before 1.25 any --redirect-dns emitted the DNS rule forms, resolvers or not (history §5).
-    dns = dns_capture_effective(config) if rel >= (1, 25) else config.redirect_dns
+    # Before 1.25 any --redirect-dns emitted the DNS rule forms, resolvers or not (history §5); 1.6 had only
+    # the experimental DNS_CAPTURE, which nothing sets (history §4.4).
+    dns = dns_capture_effective(config) if rel >= (1, 25) else config.redirect_dns and rel >= (1, 7)
     # ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR exists from 1.21; earlier releases ignore it (history §4.20).
     lo = Versioned(config.ipv4_loopback_cidr if rel >= (1, 21) else "127.0.0.1/32", IPV6_LOOPBACK)
     pt = Versioned(PASSTHROUGH_SOURCE[Family.IPV4], PASSTHROUGH_SOURCE[Family.IPV6])
@@ -153,24 +154,25 @@ def plan(config: CaptureConfig) -> tuple[PlannedRule, ...]:
     mark = config.tproxy_mark
 
     # Step 1 (§4, §8): traffic entering or leaving an excluded interface is never captured, in or out.
-    for nic in config.exclude_interfaces:
+    excluded = config.exclude_interfaces if rel >= (1, 11) else ()  # 1.11.3 (history §4.11)
+    for nic in excluded:
         p.add("nat", "PREROUTING", "-i", nic, "-j", "RETURN", why=f"inbound via excluded {nic}: never captured (§8)")
         p.add("nat", "OUTPUT", "-o", nic, "-j", "RETURN", why=f"outbound via excluded {nic}: never captured (§8)")
     if tproxy:
-        for nic in config.exclude_interfaces:
+        for nic in excluded:
             p.add("mangle", "PREROUTING", "-i", nic, "-j", "RETURN",
                   why=f"TPROXY inbound lives in mangle: excluded {nic} skips it too (§6, §8)")
             p.add("mangle", "OUTPUT", "-o", nic, "-j", "RETURN",
                   why=f"TPROXY marks live in mangle OUTPUT: excluded {nic} skips them (§6, §8)")
 
-    # Step 2 (§4, §8): traffic *arriving* from a VM in the pod is outbound, not inbound; each insert at 1
-    # reverses the list, and step 16's redirect inserts later land above these (§4.1).
-    for nic in config.kube_virt_interfaces:
-        p.add("nat", "PREROUTING", "-i", nic, "-j", "RETURN", position=1,
-              why=f"VM traffic from {nic} skips inbound capture (§8)")
+    # Step 2 (§4, §8).
+    if rel >= (1, 8):  # before 1.8 these came after the -x RETURNs (history §4.6)
+        _kube_virt_returns(p, config)
 
     # Step 3 (§4): out-of-window packets are dropped rather than answered with a RST.
-    if config.drop_invalid and rel < (1, 24):
+    if not config.drop_invalid or rel < (1, 12):  # --drop-invalid: 1.12.9 (history §4.13)
+        pass
+    elif rel < (1, 24):
         p.add("mangle", "PREROUTING", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP",
               why="conntrack-INVALID packets are dropped in place; no ISTIO_DROP chain before 1.24 (history §4.13)")
     elif config.drop_invalid:
@@ -179,8 +181,12 @@ def plan(config: CaptureConfig) -> tuple[PlannedRule, ...]:
         p.add("mangle", ISTIO_DROP, "-j", "DROP", why="drop instead of resetting the connection (§4 step 3)")
 
     # Step 4 (§4): the skeleton every configuration has.
-    p.add("nat", ISTIO_INBOUND, "-p", "tcp", "--dport", tun, "-j", "RETURN",
-          why=f"HBONE tunnel port {tun} is never redirected inbound (§4 step 4, §10)")
+    if rel >= (1, 7):  # history §4.5
+        p.add("nat", ISTIO_INBOUND, "-p", "tcp", "--dport", tun, "-j", "RETURN",
+              why=f"HBONE tunnel port {tun} is never redirected inbound (§4 step 4, §10)")
+    if dns and (1, 8) <= rel < (1, 9):
+        p.add("nat", ISTIO_REDIRECT, "-p", "tcp", "--dport", DNS_PORT, "-j", "REDIRECT", "--to-ports", AGENT_DNS_PORT,
+              why=f"captured TCP DNS → the agent on {AGENT_DNS_PORT} (1.8, history §4.6)")
     p.add("nat", ISTIO_REDIRECT, "-p", "tcp", "-j", "REDIRECT", "--to-ports", config.proxy_port,
           why=f"app → anything captured outbound → Envoy's outbound listener :{config.proxy_port} (§4 step 4)")
     p.add("nat", ISTIO_IN_REDIRECT, "-p", "tcp", "-j", "REDIRECT", "--to-ports", config.inbound_capture_port,
@@ -208,12 +214,13 @@ def plan(config: CaptureConfig) -> tuple[PlannedRule, ...]:
           why="Envoy (inbound passthrough, source 127.0.0.6/::6) → app over lo: not captured (§4 step 8)")
 
     # Steps 9-10 (§4, §4.3): per proxy UID, then per proxy GID, the same triplet.
-    loopback_included = config.outbound_cidrs.has_loopback
+    loopback_included = config.outbound_cidrs.has_loopback and rel >= (1, 7)  # history §4.5
+    dns_lo = dns and rel >= (1, 9)  # the lo rules' port-53 exceptions came with --redirect-dns (history §4.7)
     for kind, ids in (("--uid-owner", config.proxy_uid), ("--gid-owner", config.proxy_gid)):
         for owner in ids:
             if rel < (1, 18):
                 # Before 1.18 the lo redirect did not skip the tunnel port (history §4.18).
-                skip53 = ("-p", "tcp", "!", "--dport", DNS_PORT) if dns and kind == "--uid-owner" else ()
+                skip53 = ("-p", "tcp", "!", "--dport", DNS_PORT) if dns_lo and kind == "--uid-owner" else ()
                 p.add("nat", ISTIO_OUTPUT, "-o", "lo", "!", "-d", lo, *skip53, "-m", "owner", kind, owner,
                       "-j", ISTIO_IN_REDIRECT,
                       why="app → VIP → Envoy out → Envoy in (pod IP over lo) → app: back through inbound "
@@ -230,7 +237,7 @@ def plan(config: CaptureConfig) -> tuple[PlannedRule, ...]:
                       why="app → VIP → Envoy out → Envoy in (pod IP over lo) → app: back through inbound "
                       "(§4 steps 9-10; the GID form never skips 53)")
             if not loopback_included:
-                if dns:
+                if dns_lo:
                     p.add("nat", ISTIO_OUTPUT, "-o", "lo", "-p", "tcp", "!", "--dport", DNS_PORT, "-m", "owner",
                           "!", kind, owner, "-j", "RETURN",
                           why="app → app over lo is not captured; TCP 53 and all UDP still reach the DNS "
@@ -248,8 +255,8 @@ def plan(config: CaptureConfig) -> tuple[PlannedRule, ...]:
     # Step 12 (§7).
     if dns and rel >= (1, 25):
         _dns(p, config)
-    elif dns:
-        _dns_tcp_legacy(p, config)
+    elif dns and rel >= (1, 9):
+        _dns_tcp_legacy(p, config, rel)
 
     # Step 13 (§4): Envoy-aware apps and container-to-container calls use localhost.
     p.add("nat", ISTIO_OUTPUT, "-d", lo, "-j", "RETURN", why="app → loopback destination: not captured (§4 step 13)")
@@ -262,8 +269,11 @@ def plan(config: CaptureConfig) -> tuple[PlannedRule, ...]:
         p.add("nat", ISTIO_OUTPUT, "-d", cidr6, "-j", "RETURN", scope=Scope.V6,
               why=f"outbound to {cidr6} is never captured (-x, §4 step 14)")
 
-    # Step 15 (§4): ports captured whatever the destination.
-    for port in config.outbound_ports:
+    if rel < (1, 8):
+        _kube_virt_returns(p, config)
+
+    # Step 15 (§4): ports captured whatever the destination (-q from 1.7, history §4.5).
+    for port in config.outbound_ports if rel >= (1, 7) else ():
         p.add("nat", ISTIO_OUTPUT, "-p", "tcp", "--dport", port, "-j", ISTIO_REDIRECT,
               why=f"outbound TCP to port {port} → Envoy, any destination (-q, §4 step 15)")
 
@@ -275,9 +285,32 @@ def plan(config: CaptureConfig) -> tuple[PlannedRule, ...]:
     if dns and rel < (1, 25):
         _dns_udp_legacy(p, config, rel)
 
-    if tproxy:
+    if tproxy and rel >= (1, 11):
         _tproxy_tail(p, config, lo, mark)
+    elif tproxy and rel >= (1, 9):
+        _tproxy_tail_connmark(p, mark)
+    elif tproxy:
+        p.add("mangle", "OUTPUT", "-p", "tcp", "-s", "127.0.0.1/32", "!", "-d", "127.0.0.1/32", "-j", "MARK",
+              "--set-mark", mark, why=f"Envoy → app over lo from 127.0.0.1: mark {mark} (1.6–1.8, history §4.4)")
     return tuple(p.rules)
+
+
+def _kube_virt_returns(p: _Plan, config: CaptureConfig) -> None:
+    """Step 2 (§4, §8): traffic *arriving* from a VM in the pod is outbound, not inbound; each insert at 1
+    reverses the list, and step 16's redirect inserts later land above these (§4.1)."""
+    for nic in config.kube_virt_interfaces:
+        p.add("nat", "PREROUTING", "-i", nic, "-j", "RETURN", position=1,
+              why=f"VM traffic from {nic} skips inbound capture (§8)")
+
+
+def _tproxy_tail_connmark(p: _Plan, mark: str) -> None:
+    """The TPROXY tail of 1.9–1.10 (history §4.7): the connection mark round trip and one insert."""
+    p.add("mangle", "PREROUTING", "-p", "tcp", "-m", "mark", "--mark", mark, "-j", "CONNMARK", "--save-mark",
+          why=f"Envoy → app packets marked {mark} save it on the connection (history §4.7)")
+    p.add("mangle", "OUTPUT", "-p", "tcp", "-m", "connmark", "--mark", mark, "-j", "CONNMARK", "--restore-mark",
+          why=f"the app's replies get mark {mark} back: routed to lo, to Envoy (history §4.7)")
+    p.add("mangle", ISTIO_INBOUND, "-p", "tcp", "-m", "mark", "--mark", mark, "-j", "RETURN", position=1,
+          why=f"marked {mark}: never re-captured (history §4.7)")
 
 
 def layout_release(config: CaptureConfig) -> Release:
@@ -316,8 +349,8 @@ def _inbound(p: _Plan, config: CaptureConfig, lo: Versioned, rel: Release) -> No
               why=f"established inbound packets get mark {mark} so policy routing delivers them locally (§6)")
         p.add("mangle", ISTIO_DIVERT, "-j", "ACCEPT", why="…and skip the rest of mangle (§6)")
         p.add("mangle", ISTIO_TPROXY, "!", "-d", lo, "-p", "tcp", "-j", "TPROXY", "--tproxy-mark",
-              f"{mark}/0xffffffff", "--on-port", config.inbound_capture_port,
-              why=f"new inbound TCP → Envoy's transparent listener :{config.inbound_capture_port}, "
+              f"{mark}/0xffffffff", "--on-port", config.inbound_capture_port if rel >= (1, 9) else config.proxy_port,
+              why="new inbound TCP → Envoy's transparent listener (-z; -p before 1.9, history §4.7), "
               "destination unchanged (§6)")
     p.add(table, "PREROUTING", "-p", "tcp", "-j", ISTIO_INBOUND,
           why="inbound TCP is judged in ISTIO_INBOUND (§4 step 5)")
@@ -395,9 +428,9 @@ def _dns(p: _Plan, config: CaptureConfig) -> None:
                   "--zone", "1", scope=scope, why=f"resolver {server} → agent: conntrack zone 1 (§7)")
 
 
-def _dns_tcp_legacy(p: _Plan, config: CaptureConfig) -> None:
-    """Step 12 before 1.25: TCP DNS redirects straight in nat ISTIO_OUTPUT (history §4.7, §4.10, §5)."""
-    if config.capture_all_dns:
+def _dns_tcp_legacy(p: _Plan, config: CaptureConfig, rel: Release) -> None:
+    """Step 12 in 1.9–1.24: TCP DNS redirects straight in nat ISTIO_OUTPUT (history §4.7, §4.10, §5)."""
+    if config.capture_all_dns and rel >= (1, 11):
         p.add("nat", ISTIO_OUTPUT, "-p", "tcp", "--dport", DNS_PORT, "-j", "REDIRECT", "--to-ports", AGENT_DNS_PORT,
               why=f"app → any TCP DNS server → the agent on {AGENT_DNS_PORT} (capture-all, history §4.10)")
         return
@@ -412,6 +445,7 @@ def _dns_udp_legacy(p: _Plan, config: CaptureConfig, rel: Release) -> None:
     """The UDP DNS block of 1.12–1.24, after the include rules: in nat/raw OUTPUT, from 1.23 in ISTIO_OUTPUT
     behind ``-p udp`` jumps (history §4.9–§4.22)."""
     chain = ISTIO_OUTPUT if rel >= (1, 23) else "OUTPUT"
+    all_dns = config.capture_all_dns and rel >= (1, 11)  # --capture-all-dns: 1.11 (history §4.10)
     if rel >= (1, 23):
         p.add("nat", "OUTPUT", "-p", "udp", "-j", ISTIO_OUTPUT,
               why="outbound UDP is judged in ISTIO_OUTPUT (1.23, history §4.22)")
@@ -424,20 +458,30 @@ def _dns_udp_legacy(p: _Plan, config: CaptureConfig, rel: Release) -> None:
                   why="the proxy's own DNS queries (the agent's upstream) are not redirected (history §4.7)")
     if rel >= (1, 14):
         _owner_groups(p, config, chain, udp53)
-    if config.capture_all_dns:
+    if rel < (1, 9):
+        # 1.7–1.8: DNAT to Envoy's 15013 (1.7) or the agent's 15053 (1.8), and SNAT back (history §4.5, §4.6).
+        target = AGENT_DNS_PORT if rel >= (1, 8) else "15013"
+        p.add("nat", "OUTPUT", *udp53, "-j", "DNAT", "--to-destination", f"127.0.0.1:{target}",
+              why=f"app → any UDP DNS server → 127.0.0.1:{target} (history §4.5)")
+        p.add("nat", "POSTROUTING", "-p", "udp", "--dport", target, "-j", "SNAT", "--to-source", "127.0.0.1",
+              why="the DNATed query leaves from 127.0.0.1 (history §4.5)")
+        return
+    if all_dns:
         p.add("nat", chain, *udp53, "-j", "REDIRECT", "--to-port", AGENT_DNS_PORT,
               why=f"app → any UDP DNS server → the agent on {AGENT_DNS_PORT} (capture-all, history §4.10)")
     for servers, prefix, scope in ((config.dns_servers_v4, 32, Scope.V4), (config.dns_servers_v6, 128, Scope.V6)):
-        for server in () if config.capture_all_dns else servers:
+        for server in () if all_dns else servers:
             p.add("nat", chain, *udp53, "-d", f"{server}/{prefix}", "-j", "REDIRECT", "--to-port", AGENT_DNS_PORT,
                   scope=scope, why=f"app → resolver {server} over UDP → the agent on {AGENT_DNS_PORT} (history §4.7)")
+    if rel < (1, 11):  # zones: 1.10.3 only behind ISTIO_META_DNS_CONNTRACK_ZONE (not modelled), 1.11 always
+        return
     for kind, ids in (("--uid-owner", config.proxy_uid), ("--gid-owner", config.proxy_gid)):
         for owner in ids:
             p.add("raw", chain, *udp53, "-m", "owner", kind, owner, "-j", "CT", "--zone", "1",
                   why="agent → upstream resolver: conntrack zone 1 (history §4.9)")
             p.add("raw", chain, "-p", "udp", "--sport", AGENT_DNS_PORT, "-m", "owner", kind, owner,
                   "-j", "CT", "--zone", "2", why="agent's answers → app: conntrack zone 2 (history §4.9)")
-    if config.capture_all_dns:
+    if all_dns:
         p.add("raw", chain, *udp53, "-j", "CT", "--zone", "2", why="app → any resolver: conntrack zone 2 (§4.10)")
         p.add("raw", "PREROUTING", "-p", "udp", "--sport", DNS_PORT, "-j", "CT", "--zone", "1",
               why="any resolver → agent: conntrack zone 1 (capture-all, history §4.10)")

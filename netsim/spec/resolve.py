@@ -143,6 +143,9 @@ def resolve(*, flags: Mapping[str, str] | None = None, env: Mapping[str, str] | 
                                  "istio-iptables generates no rules"
     config = config_from_options(F.to_options(eff)) if capture else None
     if config is not None and layout is not None:
+        if config.enable_ipv6 and layout < (1, 12):
+            raise SpecError(f"--istio-version {profile.name} with IPv6: the ip6tables rules of releases before 1.12 "
+                            "(nat only, spec/istio-iptables-history.md §3) are not modelled yet")
         config = replace(config, release=layout)
     return Resolution(profile=profile, pod=pod, capture=capture, no_capture_reason=reason,
                       effective=tuple(eff.values()), findings=findings, ignored=tuple(ignored),

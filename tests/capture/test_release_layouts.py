@@ -43,3 +43,27 @@ def test_udp_outbound_port_exclusion_only_with_the_all_protocol_jump() -> None:
     config = config_from_options({"istio-local-outbound-ports-exclude": "7000"})
     assert "-p udp --dport 7000 -j RETURN" not in nat_output(config, (1, 24))
     assert "-p udp --dport 7000 -j RETURN" in nat_output(config, None)
+
+
+def test_go_era_before_1_12_tproxy_and_skeleton() -> None:
+    config = config_from_options({"istio-inbound-interception-mode": "TPROXY", "istio-inbound-ports": "*",
+                                  "kube-virt-interfaces": "vm0", "istio-exclude-interfaces": "eth9"})
+
+    def rules(release: tuple[int, int]) -> list[tuple[str, str, str]]:
+        return [(r.table, r.chain, " ".join(r.args)) for r in plan(replace(config, release=release))]
+
+    r16, r19, r111 = rules((1, 6)), rules((1, 9)), rules((1, 11))
+    tproxy = "! -d 127.0.0.1/32 -p tcp -j TPROXY --tproxy-mark 1337/0xffffffff --on-port"
+    assert ("mangle", "ISTIO_TPROXY", f"{tproxy} 15001") in r16  # on-port P until 1.8 (history §4.7)
+    assert ("mangle", "ISTIO_TPROXY", f"{tproxy} 15006") in r19
+    assert ("mangle", "OUTPUT", "-p tcp -s 127.0.0.1/32 ! -d 127.0.0.1/32 -j MARK --set-mark 1337") in r16
+    assert ("mangle", "OUTPUT", "-p tcp -m connmark --mark 1337 -j CONNMARK --restore-mark") in r19
+    assert not any("1338" in rule for _, _, rule in r19) and any("1338" in rule for _, _, rule in r111)
+    assert not any("15008" in rule for _, _, rule in r16) and ("nat", "ISTIO_INBOUND",
+                                                              "-p tcp --dport 15008 -j RETURN") in r19
+    assert not any("eth9" in rule for _, _, rule in r19) and ("nat", "OUTPUT", "-o eth9 -j RETURN") in r111
+    # kube-virt RETURN: after the -x RETURNs before 1.8, first of all from 1.8 (history §4.6)
+    assert r16.index(("nat", "PREROUTING", "-i vm0 -j RETURN")) > r16.index(
+        ("nat", "ISTIO_OUTPUT", "-d 127.0.0.1/32 -j RETURN"))
+    assert r19.index(("nat", "PREROUTING", "-i vm0 -j RETURN")) < r19.index(
+        ("nat", "ISTIO_REDIRECT", "-p tcp -j REDIRECT --to-ports 15001"))
