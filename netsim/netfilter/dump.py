@@ -9,8 +9,12 @@ Never does: IO (the caller reads the file and adds its name to errors with ``Net
 
 from __future__ import annotations
 
+import re
+
 from netsim.errors import RulesetError
 from netsim.netfilter.model import Family, Ruleset
+
+_TABLE_LINE = re.compile(r"^[^\S\n]*\*(.*)$", re.MULTILINE)  # a line that is "*table" once stripped
 
 
 def split_families(text: str) -> list[tuple[Family, str]]:
@@ -18,6 +22,10 @@ def split_families(text: str) -> list[tuple[Family, str]]:
     appears a second time, or a ``# IPv6``/``ip6tables-save`` comment, starts the second part."""
     from netsim.netfilter.parse import guess_family
 
+    if "IPv6" not in text and "ip6tables-save" not in text:  # no comment can start the IPv6 part
+        tables = [m.group(1).strip() for m in _TABLE_LINE.finditer(text)]
+        if len(set(tables)) == len(tables):  # nor a table seen twice: the text is one part, as it is
+            return [(guess_family(text), text)] if tables else []
     parts: list[list[str]] = [[]]
     seen: set[str] = set()
     # split at "\n" only and join back with it: a "\r" stays part of its line, as iptables-restore reads it

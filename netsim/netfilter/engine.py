@@ -41,11 +41,11 @@ import bisect
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 from netsim.errors import RulesetError
 from netsim.netfilter.matches import ICMP6_TYPES, ICMP_TYPES, icmp_type, port_range, value_mask
-from netsim.netfilter.model import BUILTIN_CHAINS, Family, Match, Rule, Ruleset, Target
+from netsim.netfilter.model import BUILTIN_CHAINS, Family, Match, Rule, Ruleset, Target, gc_paused
 from netsim.netfilter.packet import (
     Address,
     Conntrack,
@@ -309,14 +309,15 @@ class _Ctx:
 
 
 class _CRule:
-    __slots__ = ("act", "checks", "dst_key", "has_branch", "kind", "position", "rule", "target", "text",
+    __slots__ = ("_text", "act", "chain", "checks", "dst_key", "has_branch", "kind", "position", "rule", "target",
                  "uncertain_target")
 
-    def __init__(self, rule: Rule, position: int, text: str, checks: tuple[_Check, ...], kind: str,
+    def __init__(self, rule: Rule, position: int, chain: str, checks: tuple[_Check, ...], kind: str,
                  act: _Action, target: str, dst_key: int | None, uncertain_target: str):
         self.rule = rule
         self.position = position
-        self.text = text
+        self.chain = chain
+        self._text: str | None = None
         self.checks = checks
         self.kind = kind  # ACCEPT, DNAT, JUMP, … (JUMP/GOTO: ``target`` is the chain)
         self.act = act  # applies the target, returns the kernel's trace verdict
@@ -324,6 +325,15 @@ class _CRule:
         self.dst_key = dst_key
         self.uncertain_target = uncertain_target
         self.has_branch = any(c.attr == "statistic" for c in checks)
+
+    @property
+    def text(self) -> str:
+        """The rule as ``iptables-save`` prints it (rendered when a trace first shows it: a big ruleset's
+        rules are mostly never shown)."""
+        text = self._text
+        if text is None:
+            text = self._text = render_rule(self.chain, self.rule)
+        return text
 
 
 class _CChain:
@@ -378,9 +388,15 @@ def compile_ruleset(ruleset: Ruleset, base_chains: Iterable[tuple[str, str]] | N
     built-in chain present in the ruleset (what restoring an ``iptables-save`` dump creates). With
     iptables-nft a built-in chain nobody declared or appended to does not exist and prints nothing
     in a trace (spec/netfilter.md §4). Raises RulesetError for a jump to a chain that does not exist."""
+    with gc_paused():
+        return _compile_ruleset(ruleset, base_chains)
+
+
+def _compile_ruleset(ruleset: Ruleset, base_chains: Iterable[tuple[str, str]] | None) -> CompiledRuleset:
     exists = None if base_chains is None else set(base_chains)
     tables: dict[str, dict[str, _CChain]] = {}
     unknown: list[str] = []
+    memo = _Memo()
     for table in ruleset.tables:
         chains: dict[str, _CChain] = {}
         names = {c.name for c in table.chains}
@@ -388,7 +404,7 @@ def compile_ruleset(ruleset: Ruleset, base_chains: Iterable[tuple[str, str]] | N
             ctx = _Ctx(ruleset.family, table.name, chain.name)
             crules = []
             for pos, rule in enumerate(chain.rules, 1):
-                cr = _compile_rule(rule, pos, chain.name, ctx)
+                cr = _compile_rule(rule, pos, chain.name, ctx, memo)
                 if cr.kind in (JUMP, GOTO) and cr.target not in names:
                     raise RulesetError(f"{table.name} {chain.name} rule {pos}: no chain `{cr.target}'")
                 for chk in cr.checks:
@@ -424,34 +440,43 @@ def _neg(label: str, neg: bool) -> str:
     return f"! {label}" if neg else label
 
 
-def _header_checks(rule: Rule, family: Family) -> list[_Check]:
-    out: list[_Check] = []
-    for net, neg, attr, flag in ((rule.src, rule.src_neg, "src", "-s"), (rule.dst, rule.dst_neg, "dst", "-d")):
-        if net is None:
-            continue
-        value, mask = int(net.network_address), int(net.netmask)
-        label = _neg(f"{flag} {format_network(net)}", neg)
+def _header_check(attr: str, value: object, neg: bool) -> _Check:
+    """The check of one header field (``attr`` as in :class:`Rule`: src, dst, in_iface, out_iface, proto,
+    fragment) for ``value`` and its ``!``."""
+    if attr in ("src", "dst"):
+        assert isinstance(value, IPv4Network | IPv6Network)
+        v, m = int(value.network_address), int(value.netmask)
+        label = _neg(f"{'-s' if attr == 'src' else '-d'} {format_network(value)}", neg)
         if attr == "src":
-            out.append(_Check(lambda st, v=value, m=mask, n=neg: ((st.src & m) == v) != n, label, "src"))
-        else:
-            out.append(_Check(lambda st, v=value, m=mask, n=neg: ((st.dst & m) == v) != n, label, "dst"))
-    if rule.in_iface is not None:
-        pat, neg = rule.in_iface, rule.in_neg
-        out.append(_Check(lambda st, p=pat, n=neg: _iface_matches(p, st.in_iface) != n,
-                          _neg(f"-i {pat}", neg), "in_iface"))
-    if rule.out_iface is not None:
-        pat, neg = rule.out_iface, rule.out_neg
-        out.append(_Check(lambda st, p=pat, n=neg: _iface_matches(p, st.out_iface) != n,
-                          _neg(f"-o {pat}", neg), "out_iface"))
-    if rule.proto is not None:
-        proto, neg = rule.proto, rule.proto_neg
-        names = {proto, {"6": "tcp", "17": "udp", "1": "icmp", "58": "ipv6-icmp", "132": "sctp"}.get(proto, proto)}
-        out.append(_Check(lambda st, p=frozenset(names), n=neg: (st.proto in p) != n,
-                          _neg(f"-p {proto}", neg), "proto"))
-    if rule.fragment is not None:
-        # netsim traces whole (first) packets: never a non-first fragment.
-        want = rule.fragment
-        out.append(_Check(lambda st, w=want: not w, "-f" if want else "! -f", "fragment"))
+            return _Check(lambda st: ((st.src & m) == v) != neg, label, "src")
+        return _Check(lambda st: ((st.dst & m) == v) != neg, label, "dst")
+    if attr in ("in_iface", "out_iface"):
+        pat = str(value)
+        if attr == "in_iface":
+            return _Check(lambda st: _iface_matches(pat, st.in_iface) != neg, _neg(f"-i {pat}", neg), "in_iface")
+        return _Check(lambda st: _iface_matches(pat, st.out_iface) != neg, _neg(f"-o {pat}", neg), "out_iface")
+    if attr == "proto":
+        proto = str(value)
+        names = frozenset({proto, {"6": "tcp", "17": "udp", "1": "icmp", "58": "ipv6-icmp",
+                                   "132": "sctp"}.get(proto, proto)})
+        return _Check(lambda st: (st.proto in names) != neg, _neg(f"-p {proto}", neg), "proto")
+    # -f: netsim traces whole (first) packets: never a non-first fragment.
+    return _Check(lambda st: not value, "-f" if value else "! -f", "fragment")
+
+
+def _header_checks(rule: Rule, memo: dict[tuple[str, object, bool], _Check]) -> list[_Check]:
+    """The checks of the rule's fixed header, in iptables' order; equal fields share one check (``memo``)."""
+    out: list[_Check] = []
+    for attr, value, neg in (("src", rule.src, rule.src_neg), ("dst", rule.dst, rule.dst_neg),
+                             ("in_iface", rule.in_iface, rule.in_neg), ("out_iface", rule.out_iface, rule.out_neg),
+                             ("proto", rule.proto, rule.proto_neg), ("fragment", rule.fragment, False)):
+        if value is None:
+            continue
+        key = (attr, value, neg)
+        chk = memo.get(key)
+        if chk is None:
+            chk = memo[key] = _header_check(attr, value, neg)
+        out.append(chk)
     return out
 
 
@@ -926,18 +951,36 @@ def _compile_target(target: Target | None, ctx: _Ctx) -> tuple[str, _Action, str
     return "UNKNOWN", _CONTINUE_ACT, name, f"-j {name}: a target netsim does not model (assumed to continue)"
 
 
-def _compile_rule(rule: Rule, position: int, chain: str, ctx: _Ctx) -> _CRule:
-    checks = _header_checks(rule, ctx.family)
+class _Memo:
+    """What one ruleset's equal header fields, matches and targets compiled to (see :func:`_compile_rule`)."""
+
+    __slots__ = ("header", "matches", "targets")
+
+    def __init__(self) -> None:
+        self.header: dict[tuple[str, object, bool], _Check] = {}
+        self.matches: dict[Match, tuple[_Check, ...]] = {}
+        self.targets: dict[Target | None, tuple[str, _Action, str, str]] = {}
+
+
+def _compile_rule(rule: Rule, position: int, chain: str, ctx: _Ctx, memo: _Memo) -> _CRule:
+    """``memo`` shares what equal header fields, matches and targets compile to between the rules of one
+    ruleset (big ones repeat them by the thousand); checks and actions depend only on them and the family."""
+    checks = _header_checks(rule, memo.header)
     for match in rule.matches:
-        evaluate = MATCHES.get(match.module, _m_unknown)
-        checks.extend(evaluate(match, ctx))
-    kind, act, target, uncertain = _compile_target(rule.target, ctx)
+        mchecks = memo.matches.get(match)
+        if mchecks is None:
+            mchecks = memo.matches[match] = tuple(MATCHES.get(match.module, _m_unknown)(match, ctx))
+        checks.extend(mchecks)
+    compiled = memo.targets.get(rule.target)
+    if compiled is None:
+        compiled = memo.targets[rule.target] = _compile_target(rule.target, ctx)
+    kind, act, target, uncertain = compiled
     if kind == "UNKNOWN" and not target and rule.target is not None:
         target = rule.target.name
     dst_key = None
     if rule.dst is not None and not rule.dst_neg and rule.dst.prefixlen == rule.dst.max_prefixlen:
         dst_key = int(rule.dst.network_address)
-    return _CRule(rule, position, render_rule(chain, rule), tuple(checks), kind, act, target, dst_key, uncertain)
+    return _CRule(rule, position, chain, tuple(checks), kind, act, target, dst_key, uncertain)
 
 
 # ------------------------------------------------------------------------------------------ traversal

@@ -11,6 +11,7 @@ Never evaluates packets (that is ``engine.py``).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -92,6 +93,9 @@ _STRTOUL = re.compile(r"[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-
 def strtoui(text: str, high: int, base: int = 0) -> int | None:
     """``xtables_strtoui(text, NULL, &v, 0, high)``: C's strtoul in base 0 (``0x1f`` hex, ``017`` octal)
     over the whole text, then the range check; None if it fails."""
+    if text.isdigit() and text.isascii() and (base == 10 or text[0] != "0" or len(text) == 1):
+        value = int(text)  # the common case: plain decimal (a leading 0 means octal in base 0)
+        return value if value <= high else None
     m = (_STRTOUL10 if base == 10 else _STRTOUL).fullmatch(text)
     if m is None:
         return None
@@ -590,6 +594,7 @@ def _nft_port_ranges(options: tuple[Option, ...]) -> tuple[tuple[Option, ...], b
     return tuple(out), bool(out) or not dropped_negated
 
 
+@functools.lru_cache(maxsize=1024)
 def option_arity(module: str, option: str) -> int | None:
     """How many arguments ``option`` of ``module`` takes, or None if the module does not know it."""
     spec = known_module(module)

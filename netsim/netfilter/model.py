@@ -11,6 +11,9 @@ round-trips extensions it knows and keeps those it does not.
 from __future__ import annotations
 
 import enum
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 
@@ -162,6 +165,31 @@ class RestorePayload:
     ops: tuple[RuleOp, ...] = ()
 
 
+_paused = 0
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a big ruleset's objects are built (parsed or compiled), and
+    what was built moved out of the collector's sight afterwards (``gc.freeze``, as the DNS server does
+    for its tables). With the collector on, the ~700,000 objects of a 40,000-rule dump set off collections
+    that walk everything built so far, and the first collection after it walks them all once more: 40 %
+    of the time. These objects hold no reference cycles, so reference counting still frees them when they
+    are dropped. Nests; the collector's state is restored on the way out."""
+    global _paused
+    was = gc.isenabled()
+    gc.disable()
+    _paused += 1
+    try:
+        yield
+    finally:
+        _paused -= 1
+        if not _paused:
+            gc.freeze()
+        if was:
+            gc.enable()
+
+
 __all__ = [
     "BUILTIN_CHAINS",
     "TABLES",
@@ -176,4 +204,5 @@ __all__ = [
     "Ruleset",
     "Table",
     "Target",
+    "gc_paused",
 ]

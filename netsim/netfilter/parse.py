@@ -10,6 +10,7 @@ adds the file name (``err.at(path)``). Nothing here does IO.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import re
@@ -39,6 +40,7 @@ from netsim.netfilter.model import (
     RuleOp,
     Ruleset,
     Table,
+    gc_paused,
 )
 from netsim.netfilter.targets import TARGET_OPTIONS, VERDICTS, is_extension_target, normalize_target
 from netsim.netfilter.validate import check_userspace, rule_problem, table_problem
@@ -63,7 +65,42 @@ def tokenize(line: str) -> list[str]:
     blanks, tabs and newlines; ``"`` opens a quote anywhere in a word and the closing ``"`` ends the word
     (so ``""`` is an empty word and ``"a b"c`` two words); inside quotes a backslash takes the next
     character literally, outside it is an ordinary character, as are ``'`` and ``\\r``. An unterminated
-    quote is not an error: the rest of the line, its newline included, is the last word."""
+    quote is not an error: the rest of the line, its newline included, is the last word.
+
+    Lines without a backslash (all of ``iptables-save``'s but the rare escaped comment) are cut with
+    ``str.split`` on the quotes; the rest go character by character (``_tokenize_chars``)."""
+    if "\\" in line:
+        return _tokenize_chars(line)
+    if '"' not in line:
+        return _words(line)
+    tokens: list[str] = []
+    parts = line.split('"')
+    last = len(parts) - 1
+    prefix = ""  # the unquoted start of the word a quote opens (``a"b c"`` is one word)
+    for k, part in enumerate(parts):
+        if k % 2:  # inside quotes
+            if k < last:
+                tokens.append(prefix + part)  # the closing quote ends the word, empty or not
+            elif prefix + part:
+                tokens.append(prefix + part)  # unterminated: the rest of the line is the last word
+            prefix = ""
+            continue
+        words = _words(part)
+        if k < last and part and part[-1] not in " \t\n":
+            prefix = words.pop()  # the word goes on inside the quote
+        tokens.extend(words)
+    return tokens
+
+
+def _words(text: str) -> list[str]:
+    """``text`` split on blanks, tabs and newlines (only those: a ``\\r`` or ``\\v`` is part of a word)."""
+    if "\t" in text or "\n" in text:
+        text = text.replace("\t", " ").replace("\n", " ")
+    return [w for w in text.split(" ") if w]
+
+
+def _tokenize_chars(line: str) -> list[str]:
+    """:func:`tokenize`, one character at a time (the reference; used for lines with a backslash)."""
     tokens: list[str] = []
     cur: list[str] = []
     in_quote = escaped = False
@@ -118,6 +155,14 @@ def _network(text: str, family: Family) -> Network:
     """An ``-s``/``-d`` value as ``xtables_ipparse_any``/``xtables_ip6parse_any`` read it: the mask after the
     last ``/`` (a length in any C base, or a dotted/colon mask; none means a host), then a numeric address
     (no name lookups: netsim refuses a host name the way iptables refuses one it cannot resolve)."""
+    if family is Family.IPV4 and (plain := _PLAIN_V4.fullmatch(text)) is not None:
+        # the common case, dotted decimal with a decimal prefix length: read without the general path
+        a, b, c, d, plen = plain.groups()
+        bytes_ = int(a), int(b), int(c), int(d)
+        prefix4 = 32 if plen is None else int(plen)
+        if max(bytes_) <= 255 and 0 < prefix4 <= 32:
+            value = bytes_[0] << 24 | bytes_[1] << 16 | bytes_[2] << 8 | bytes_[3]
+            return ipaddress.IPv4Network((value & (0xFFFFFFFF << (32 - prefix4)) & 0xFFFFFFFF, prefix4))
     if "," in text:
         raise RulesetError(f"several addresses (`{text}') make several rules; write one rule each")
     bits = 32 if family is Family.IPV4 else 128
@@ -139,7 +184,8 @@ def _network(text: str, family: Family) -> Network:
         return ipaddress.IPv4Network((0, 0)) if family is Family.IPV4 else ipaddress.IPv6Network((0, 0))
     if prefix is None:
         raise RulesetError(f"non-contiguous netmask `{mask_text}' (iptables keeps it; netsim models prefixes only)")
-    if family is Family.IPV4 and (mapped := _ipv6(addr_text)) is not None and mapped.ipv4_mapped:
+    if family is Family.IPV4 and ":" in addr_text and (mapped := _ipv6(addr_text)) is not None \
+            and mapped.ipv4_mapped:
         addr_text = str(mapped.ipv4_mapped)  # glibc's getaddrinfo(AF_INET) answers with the IPv4 address
     other = ":" in addr_text if family is Family.IPV4 else _ipv4_numeric(addr_text, True) is not None
     if other:
@@ -157,6 +203,10 @@ def _network(text: str, family: Family) -> Network:
     if family is Family.IPV4:
         return ipaddress.IPv4Network((address, prefix))
     return ipaddress.IPv6Network((address, prefix))
+
+
+_DEC = r"(0|[1-9][0-9]{0,2})"  # a leading 0 is octal for iptables: left to the general path
+_PLAIN_V4 = re.compile(rf"{_DEC}\.{_DEC}\.{_DEC}\.{_DEC}(?:/(0|[1-9][0-9]?))?")
 
 
 def _ipv6(text: str) -> ipaddress.IPv6Address | None:
@@ -179,6 +229,14 @@ def _proto(text: str) -> str | None:
     if low in KNOWN_PROTO_NAMES or (low.isdigit() and int(low) <= 255):
         return low
     raise RulesetError(f"unknown protocol \"{text}\" specified")
+
+
+# The fixed header's flags → the Rule field each sets (and the field of its ``!``).
+_HEADER = {"-s": "src", "--source": "src", "--src": "src", "-d": "dst", "--destination": "dst",
+           "--dst": "dst", "-i": "in_iface", "--in-interface": "in_iface", "-o": "out_iface",
+           "--out-interface": "out_iface", "-p": "proto", "--protocol": "proto"}
+_HEADER_NEG = {"src": "src_neg", "dst": "dst_neg", "in_iface": "in_neg", "out_iface": "out_neg",
+               "proto": "proto_neg"}
 
 
 @dataclass(slots=True)
@@ -222,9 +280,7 @@ def parse_rule_args(args: Sequence[str], family: Family = Family.IPV4, names: Na
             negate = True
             i += 1
             continue
-        header = {"-s": "src", "--source": "src", "--src": "src", "-d": "dst", "--destination": "dst",
-                  "--dst": "dst", "-i": "in_iface", "--in-interface": "in_iface", "-o": "out_iface",
-                  "--out-interface": "out_iface", "-p": "proto", "--protocol": "proto"}.get(tok)
+        header = _HEADER.get(tok)
         if header is not None:
             (value,) = take(1)
             if header in fields:
@@ -241,7 +297,7 @@ def parse_rule_args(args: Sequence[str], family: Family = Family.IPV4, names: Na
                 fields[header] = _proto(value)
             else:
                 fields[header] = _iface(value)
-            fields[f"{header.split('_')[0]}_neg" if header.endswith("iface") else f"{header}_neg"] = negate
+            fields[_HEADER_NEG[header]] = negate
             negate = False
             i += 2
             continue
@@ -263,7 +319,7 @@ def parse_rule_args(args: Sequence[str], family: Family = Family.IPV4, names: Na
             (name,) = take(1)
             if target_name is not None:
                 raise RulesetError("multiple -j flags not allowed")
-            if not name or len(name) >= MAX_CHAIN_NAME or any(ch.isspace() for ch in name):
+            if not name or len(name) >= MAX_CHAIN_NAME or name.split() != [name]:  # no whitespace in it
                 raise RulesetError(f"Invalid target name `{_shown(name)}'")
             target_name, target_goto = name, tok in ("-g", "--goto")
             i += 2
@@ -302,7 +358,7 @@ def parse_rule_args(args: Sequence[str], family: Family = Family.IPV4, names: Na
         if b.module in ("tcp", "udp") and b.options and fields.get("proto") != b.module:
             raise RulesetError(f"{b.module.upper()} match requires '-p {b.module}'")
     built = tuple(m for m in (_finish_match(b, family, names) for b in matches) if m is not None)
-    target = normalize_target(target_name, target_opts, family, target_goto) if target_name else None
+    target = _normalized_target(target_name, tuple(target_opts), family, target_goto) if target_name else None
     return Rule(matches=built, target=target, counters=counters, **fields)  # type: ignore[arg-type]
 
 
@@ -324,9 +380,16 @@ def _owner_of(option: str, matches: list[_MatchBuilder], proto: object, family: 
 
 def _finish_match(m: _MatchBuilder, family: Family, names: Names) -> Match | None:
     try:
-        return normalize_match(m.module, m.options, names, family)
+        return _normalized_match(m.module, tuple(m.options), names, family)
     except RulesetError as e:
         raise RulesetError(f"-m {m.module}: {e.message}") from None
+
+
+# Rules of big dumps repeat their matches and targets (kube-proxy writes ``-m tcp --dport 80`` and
+# ``-j KUBE-MARK-MASQ`` thousands of times): each distinct one is normalised once and shared, which
+# saves both the time and the memory of equal copies. Values are immutable; errors are not cached.
+_normalized_match = functools.lru_cache(maxsize=4096)(normalize_match)
+_normalized_target = functools.lru_cache(maxsize=4096)(normalize_target)
 
 
 # ------------------------------------------------------------------ restore / save text
@@ -342,7 +405,7 @@ class _TableState:
     rules: dict[str, list[Rule]] = field(default_factory=dict)
 
     def declare(self, chain: Chain) -> None:
-        self.chains[chain.name] = replace(chain, rules=())
+        self.chains[chain.name] = Chain(chain.name, chain.policy, (), chain.counters) if chain.rules else chain
         self.rules[chain.name] = list(chain.rules)
 
     def insert(self, chain: str, rule: Rule, position: int | None) -> None:
@@ -364,7 +427,8 @@ class _TableState:
     def freeze(self) -> Table:
         builtin = [self.chains[c] for c in BUILTIN_CHAINS[self.name] if c in self.chains]
         user = sorted((c for c in self.chains.values() if not c.builtin), key=lambda c: c.name)
-        return Table(self.name, tuple(replace(c, rules=tuple(self.rules[c.name])) for c in builtin + user))
+        return Table(self.name, tuple(Chain(c.name, c.policy, tuple(self.rules[c.name]), c.counters)
+                                      for c in builtin + user))
 
 
 def _empty_table(name: str) -> _TableState:
@@ -486,17 +550,16 @@ def _valid_chain_name(name: str) -> None:
         raise RulesetError(f"chain name not allowed to start with `{name[0]}'")
     if name in TARGET_OPTIONS or name in VERDICTS:
         raise RulesetError("chain name may not clash with target name")
-    if any(ch.isspace() for ch in name):
+    if name.split() != [name]:  # whitespace in it
         raise RulesetError(f"Invalid chain name `{_shown(name)}'")
 
 
 @dataclass(frozen=True, slots=True)
 class _Cmd:
     """A command iptables-restore queues until COMMIT: ``:CHAIN`` (policy None for a user chain), ``-N``,
-    or a rule; ``line``/``text`` say where it was written."""
+    or a rule; ``line`` says where it was written (the reader keeps the lines' text)."""
 
     line: int
-    text: str
     kind: str  # "chain", "new" or "rule"
     chain: str
     policy: str | None = None
@@ -515,8 +578,12 @@ class _Restore:
     family: Family
     names: Names
     noflush: bool
+    text: str  # the whole input, for errors naming a queued command's line
     current: str | None = None
     cmds: list[_Cmd] = field(default_factory=list)
+
+    def line_text(self, number: int) -> str:
+        return self.text.split("\n")[number - 1]
 
     def line(self, number: int, buf: str) -> None:
         if buf.startswith("\n") or buf.startswith("#"):
@@ -555,7 +622,7 @@ class _Restore:
         builtin = words[0] in BUILTIN_CHAINS[self.current]
         counters = _sscanf_counters(words[2]) if len(words) > 2 else None
         # a user chain's policy and counters are ignored ("-" by convention, anything loads)
-        self.cmds.append(_Cmd(number, buf, "chain", words[0], words[1] if builtin else None, counters))
+        self.cmds.append(_Cmd(number, "chain", words[0], words[1] if builtin else None, counters))
 
     def rule_line(self, number: int, buf: str) -> None:
         rest, counters = _rule_counters(buf)
@@ -568,7 +635,7 @@ class _Restore:
         assert self.current is not None
         if cmd in ("-N", "--new-chain") and len(tokens) == 2:
             _valid_chain_name(tokens[1])
-            self.cmds.append(_Cmd(number, buf, "new", tokens[1]))
+            self.cmds.append(_Cmd(number, "new", tokens[1]))
             return
         if cmd not in _RULE_COMMANDS:
             raise RulesetError("unknown command (expected -A, -I, -N, :CHAIN or COMMIT)")
@@ -577,7 +644,7 @@ class _Restore:
         if counters is not None:
             rule = replace(rule, counters=counters)
         check_userspace(self.current, chain, rule)
-        self.cmds.append(_Cmd(number, buf, "rule", chain, rule=rule, position=position))
+        self.cmds.append(_Cmd(number, "rule", chain, rule=rule, position=position))
 
     def commit(self, number: int) -> None:
         """Phase 2 (queued commands in order) and phase 3 (the kernel's batch) for the current table."""
@@ -588,7 +655,8 @@ class _Restore:
         for cmd in self.cmds:
             if cmd.kind == "chain" and cmd.policy is not None:
                 if cmd.policy not in ("ACCEPT", "DROP", "-"):
-                    raise _at(cmd.line, cmd.text, f"bad policy `{_shown(cmd.policy)}' (Bad policy name)")
+                    raise _at(cmd.line, self.line_text(cmd.line),
+                              f"bad policy `{_shown(cmd.policy)}' (Bad policy name)")
                 old = state.chains[cmd.chain]
                 policy = old.policy if cmd.policy == "-" else cmd.policy
                 state.chains[cmd.chain] = replace(old, policy=policy, counters=cmd.counters or (0, 0))
@@ -597,13 +665,14 @@ class _Restore:
                     state.declare(Chain(cmd.chain, None, (), cmd.counters or (0, 0)))
             elif cmd.kind == "new":
                 if cmd.chain in state.chains:
-                    raise _at(cmd.line, cmd.text, f"chain `{cmd.chain}' already exists")
+                    raise _at(cmd.line, self.line_text(cmd.line), f"chain `{cmd.chain}' already exists")
                 state.declare(Chain(cmd.chain))
             else:
                 assert cmd.rule is not None
                 if cmd.chain not in state.rules:
-                    raise _at(cmd.line, cmd.text, f"chain `{cmd.chain}' does not exist in table `{state.name}' "
-                                                  f"(No chain/target/match by that name)")
+                    raise _at(cmd.line, self.line_text(cmd.line),
+                              f"chain `{cmd.chain}' does not exist in table `{state.name}' (No chain/target/match "
+                              f"by that name)")
                 target = cmd.rule.target
                 if target is not None and target.name not in state.chains and (
                         target.goto or not is_extension_target(target.name)):
@@ -612,14 +681,14 @@ class _Restore:
                 try:
                     state.insert(cmd.chain, cmd.rule, cmd.position)
                 except RulesetError as e:
-                    raise _at(cmd.line, cmd.text, e.message) from None
+                    raise _at(cmd.line, self.line_text(cmd.line), e.message) from None
                 added.append(cmd)
         self.cmds = []
         self.current = None
         failed = _first_kernel_failure(before, added, state)
         if failed is not None:
             cmd, problem = failed
-            raise _at(cmd.line, cmd.text, problem)
+            raise _at(cmd.line, self.line_text(cmd.line), problem)
 
 
 def _first_kernel_failure(before: _TableState, added: Sequence[_Cmd],
@@ -671,23 +740,31 @@ def parse_ruleset(text: str, family: Family | None = None, names: Names = DEFAUL
     ``family`` defaults to :func:`guess_family`. Without ``noflush`` every table named in the text starts
     empty, as ``iptables-restore`` does. Lines end at ``\\n`` only: a ``\\r`` before it is part of the line,
     as it is for iptables-restore. Raises RulesetError with ``line N: …`` and the offending text."""
+    with gc_paused():
+        return _parse_ruleset(text, family, names, base, noflush)
+
+
+def _parse_ruleset(text: str, family: Family | None, names: Names, base: Ruleset | None,
+                   noflush: bool) -> Ruleset:
     if family is None:
         family = guess_family(text)
     tables, order = _thaw(base)
-    reader = _Restore(tables, order, family, names, noflush)
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()  # the text ends with a newline (or is empty)
-    for number, raw in enumerate(lines, 1):
-        buf = raw + "\n" if number < len(lines) or text.endswith("\n") else raw
+    reader = _Restore(tables, order, family, names, noflush, text)
+    # line by line, each with its "\n" (the last may have none), without holding a list of them all
+    number = start = 0
+    while start < len(text):
+        end = text.find("\n", start) + 1 or len(text)
+        buf = text[start:end]
+        start = end
+        number += 1
         try:
             reader.line(number, buf)
         except _Located:
             raise
         except RulesetError as e:
-            raise _at(number, raw, e.message) from None
+            raise _at(number, buf, e.message) from None
     if reader.current is not None:
-        raise RulesetError(f"line {len(lines) + 1}: COMMIT expected (table `{reader.current}' is not committed "
+        raise RulesetError(f"line {number + 1}: COMMIT expected (table `{reader.current}' is not committed "
                            f"at the end of the input)")
     return _freeze(tables, order, family)
 
@@ -710,6 +787,8 @@ def guess_family(text: str) -> Family:
     """IPv6 for ``ip6tables-save`` output (its header comment says so) or when an ``-s``/``-d`` address in
     the text is IPv6; else IPv4. A dump without addresses and without its header is ambiguous: callers
     that know the family (an ``ip6tables-save`` file, ``--ipv6``) pass it instead of guessing."""
+    if "ip6tables-" not in text and _V6_ADDRESS_FLAG.search(text) is None:
+        return Family.IPV4  # neither can hold (the search is what the loop below looks for, loosened)
     for raw in text.splitlines():
         if raw.startswith("#"):
             if "ip6tables-save" in raw or "ip6tables-restore" in raw:
@@ -722,6 +801,7 @@ def guess_family(text: str) -> Family:
     return Family.IPV4
 
 
+_V6_ADDRESS_FLAG = re.compile(r"(?:-s|-d|--source|--destination|--src|--dst)\s+\S*:")
 _RULE_COMMANDS = frozenset({"-A", "--append", "-I", "--insert"})
 _PROBES = {"iptables-save": Family.IPV4, "ip6tables-save": Family.IPV6}
 

@@ -59,3 +59,12 @@ def test_arbitrary_text_parses_or_raises_ruleset_error(text: str) -> None:
 
 def test_seeds_were_found() -> None:
     assert len(SEEDS) > 1 or not Path(CONFORMANCE).is_dir()
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet=' \t\n\r\v"\\ab-', max_size=40))
+def test_fast_tokenizer_splits_as_the_character_by_character_one(line: str) -> None:
+    from netsim.netfilter.parse import _tokenize_chars
+
+    assert tokenize(line) == _tokenize_chars(line)
+    assert tokenize(line.replace("\\", "")) == _tokenize_chars(line.replace("\\", ""))
