@@ -1,6 +1,9 @@
-"""Compile benchmark: cold start of ``netsim compile --pod`` and pods compiled per second in one process.
+"""Compile benchmark: cold start of ``netsim compile --pod`` and ``netsim trace --pod``, and pods compiled
+per second in one process.
 
-Targets (issue 2): cold start <= 0.25 s (median of 10), >= 2,000 pods/s. Prints figures; asserts nothing.
+Targets (issues 2 and 11): each cold start <= 0.25 s (median of 10), >= 2,000 pods/s. The machine's own
+start-up (``python -c pass``) is printed beside them: on a loaded machine compare against it.
+Prints figures; asserts nothing.
 Run: .venv/bin/python bench/compile_bench.py [POD_FILE]
 """
 
@@ -16,12 +19,17 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_POD = REPO / "rules" / "mtls-503" / "pod.yaml"
 
 
-def cold_start(pod: Path, runs: int = 10) -> list[float]:
+# the README's first trace: an inbound connection to the mtls-503 pod
+TRACE_ARGS = ("--from", "10.1.2.3", "--dst", "10.244.0.5:80")
+
+
+def cold_start(pod: Path, command: tuple[str, ...] = ("compile",), runs: int = 10) -> list[float]:
     netsim = Path(sys.executable).parent / "netsim"
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run([str(netsim), "compile", "--pod", str(pod)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([str(netsim), *command[:1], "--pod", str(pod), *command[1:]], check=True,
+                       stdout=subprocess.DEVNULL)
         times.append(time.perf_counter() - start)
     return times
 
@@ -58,6 +66,9 @@ def main() -> None:
     times = cold_start(pod)
     print(f"python -c pass:                  median {python_start() * 1000:.0f} ms")
     print(f"netsim compile --pod cold start: median {statistics.median(times) * 1000:.0f} ms "
+          f"(min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f}; target <= 250 ms)")
+    times = cold_start(pod, ("trace", *TRACE_ARGS))
+    print(f"netsim trace --pod cold start:   median {statistics.median(times) * 1000:.0f} ms "
           f"(min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f}; target <= 250 ms)")
     rate = throughput(pod)
     print(f"in-process compile + render:     {rate:,.0f} pods/s (target >= 2,000)")
