@@ -215,3 +215,18 @@ def test_route_localnet_decides_a_loopback_source_sent_off_the_host(tmp_path: Pa
     assert code == 0 and "re-routing" in json.loads(out)["summary"]
     code, out = run(*args, "--route-localnet")
     assert code == 0 and "re-routing" not in json.loads(out)["summary"]
+
+
+def test_route_localnet_flag_keeps_a_loopback_source_that_nat_sends_off_the_host(tmp_path: Path) -> None:
+    """README: without --route-localnet the kernel drops it at re-routing; with it the packet leaves."""
+    rules = tmp_path / "nat.txt"
+    rules.write_text("*nat\n-A OUTPUT -d 127.0.0.1/32 -p tcp -m tcp --dport 8081 "
+                     "-j DNAT --to-destination 10.244.0.1:8081\nCOMMIT\n")
+    base = ("--rules", str(rules), "--pod-ip", "10.244.0.5", "--src", "127.0.0.1", "--dst", "127.0.0.1:8081",
+            "--format", "json")
+    code, out = run(*base)
+    dropped = json.loads(out)
+    assert code == 0 and dropped["verdict"] == "dropped" and "re-routing" in dropped["summary"]
+    code, out = run(*base, "--route-localnet")
+    sent = json.loads(out)
+    assert code == 0 and sent["verdict"] == "bypassed" and "sent out eth0 to 10.244.0.1:8081" in sent["summary"]
