@@ -169,12 +169,11 @@ def _network(text: str, family: Family) -> Network:
     addr_text, sep, mask_text = text.rpartition("/")
     if not sep:
         addr_text, mask_text = text, ""
-    if not sep:
         prefix: int | None = bits
     elif family is Family.IPV4 and (dotted := _ipv4_numeric(mask_text, True)) is not None:
         prefix = _prefix(dotted, 32)
-    elif family is Family.IPV6 and ":" in mask_text and _ipv6(mask_text) is not None:
-        prefix = _prefix(int(_ipv6(mask_text) or 0), 128)
+    elif family is Family.IPV6 and ":" in mask_text and (mask6 := _ipv6(mask_text)) is not None:
+        prefix = _prefix(int(mask6), 128)
     else:
         prefix = strtoui(mask_text, bits)
         if prefix is None:
@@ -288,7 +287,6 @@ def parse_rule_args(args: Sequence[str], family: Family = Family.IPV4, names: Na
             if header in ("src", "dst"):
                 net = _network(value, family)
                 if net.prefixlen == 0 and not negate:  # "any": the kernel stores no address match
-                    negate = False
                     i += 2
                     fields[header] = None
                     continue
