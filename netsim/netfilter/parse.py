@@ -725,8 +725,7 @@ def _first_kernel_failure(before: _TableState, added: Sequence[_Cmd],
                 low = mid
             else:
                 high = mid
-        if first is None:
-            first = (high - 1, table_problem(table, prefix(high).rules) or "")
+        first = (high - 1, table_problem(table, prefix(high).rules) or "")
     return None if first is None else (added[first[0]], first[1])
 
 
