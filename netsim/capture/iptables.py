@@ -175,7 +175,7 @@ def plan(config: CaptureConfig) -> tuple[PlannedRule, ...]:
     elif rel < (1, 24):
         p.add("mangle", "PREROUTING", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP",
               why="conntrack-INVALID packets are dropped in place; no ISTIO_DROP chain before 1.24 (history §4.13)")
-    elif config.drop_invalid:
+    else:
         p.add("mangle", "PREROUTING", "-m", "conntrack", "--ctstate", "INVALID", "-j", ISTIO_DROP,
               why="conntrack-INVALID packets (any protocol) go to ISTIO_DROP (§4 step 3)")
         p.add("mangle", ISTIO_DROP, "-j", "DROP", why="drop instead of resetting the connection (§4 step 3)")
