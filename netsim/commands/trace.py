@@ -458,13 +458,12 @@ def _matrix(s: _Session, fmt: str) -> None:
 
 
 def _pcap(path: str, sess: _Session, uid: int | None, gid: int | None, fmt: str) -> None:
-    try:
-        from scapy.layers.inet import IP, TCP, UDP
-        from scapy.layers.inet6 import IPv6
-        from scapy.utils import rdpcap
-    except ImportError:
-        raise NetsimError("--pcap needs scapy: pip install 'netsim[pcap]'") from None
     import io
+
+    # without scapy, netsim.cli.main names the extra to install (one mechanism for every command)
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.utils import rdpcap
 
     data = read_bytes(path)  # scapy reads what netsim's reader read: a regular file within the limit
     try:
