@@ -4,7 +4,9 @@ Owns: the one YAML reader of netsim (libyaml's CSafeLoader when PyYAML has it, i
 text is parsed, so importing this module stays cheap), the numbering of documents as
 ``yaml.safe_load_all`` numbers them, the line of a YAML error (:class:`YAMLSyntaxError`), ``List``
 flattening, and turning paths into :class:`K8sObject` values that remember where they came from
-(file, document index, item index), with the one-line location used in every error about an object.
+(file, document index, item index), with the one-line location used in every error about an object
+(and, for those errors, the line their document starts at and file-then-document order: :func:`locate`,
+:func:`in_document_order`).
 
 Never does: interpret an object's ``spec`` (each consumer does that and reports field errors through
 :meth:`K8sObject.where`), write files, or talk to a cluster.
@@ -12,6 +14,7 @@ Never does: interpret an object's ``spec`` (each consumer does that and reports 
 
 from __future__ import annotations
 
+import copy
 import functools
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -432,6 +435,49 @@ def read_objects(paths: Iterable[str | Path], *, default_namespace: str = "defau
     return LoadResult(objects=tuple(objects), errors=tuple(errors))
 
 
+@functools.lru_cache(maxsize=64)
+def _first_lines(source: str) -> dict[int, int]:
+    try:
+        return {d.number: d.first_line for d in split_documents(read_text(Path(source)))}
+    except NetsimError:
+        return {}
+
+
+_DOC_WHERE = re.compile(r"^(?P<src>.+?): document (?P<doc>\d+)(?P<rest>(?: item \d+)?(?::.*)?)$")
+
+
+def locate(error: NetsimError) -> NetsimError:
+    """``error`` with the line its document starts at, when it names a document but no line
+    (``file: document 2: line 14: ServiceEntry default/x: spec.ports[0].number: ...``)."""
+    m = _DOC_WHERE.match(error.where)
+    if m is None or m["rest"].startswith(": line ") or error.message.startswith("line "):
+        return error
+    line = _first_lines(m["src"]).get(int(m["doc"]))
+    if line is None:
+        return error
+    located = copy.copy(error)
+    located.where = f"{m['src']}: document {m['doc']}: line {line}{m['rest']}"
+    located.args = (str(located),)
+    return located
+
+
+def in_document_order(errors: Iterable[NetsimError], files: Iterable[str] = ()) -> tuple[NetsimError, ...]:
+    """``errors`` located (:func:`locate`) and sorted by file (in ``files``' order, then as met), then document;
+    the first is the one to stop at."""
+    located = [locate(e) for e in errors]
+    order = {f: i for i, f in enumerate(dict.fromkeys(files))}
+    for e in located:
+        m = _DOC_WHERE.match(e.where)
+        if m is not None:
+            order.setdefault(m["src"], len(order))
+
+    def key(e: NetsimError) -> tuple[int, int]:
+        m = _DOC_WHERE.match(e.where)
+        return (len(order), 0) if m is None else (order[m["src"]], int(m["doc"]))
+
+    return tuple(sorted(located, key=key))
+
+
 __all__ = [
     "MAX_DEPTH",
     "POD_TEMPLATE_PATHS",
@@ -441,10 +487,12 @@ __all__ = [
     "LoadResult",
     "YAMLSyntaxError",
     "expand_paths",
+    "in_document_order",
     "is_list_kind",
     "load_json",
     "load_yaml",
     "load_yaml_all",
+    "locate",
     "parse_objects",
     "read_objects",
     "read_text",

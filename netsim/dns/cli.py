@@ -90,7 +90,7 @@ class _Source:
                       dns_capture=self.dns_capture, dns_auto_allocate=self.dns_auto_allocate)
         res = load_config(self.config, namespace=self.namespace, domain=self.domain,
                           generation=self.profile.generation, istio_version=self.profile.version, proxy=proxy)
-        from netsim.mesh.files import in_document_order
+        from netsim.k8s import in_document_order
 
         errors = in_document_order(res.errors, (str(f) for f in self.files()))
         if (strict or not self.keep_going) and errors:

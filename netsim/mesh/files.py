@@ -11,15 +11,12 @@ Never does: interpret objects (``netsim.mesh.objects`` does).
 
 from __future__ import annotations
 
-import copy
-import functools
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from netsim.errors import NetsimError
-from netsim.k8s import K8sObject, YAMLSyntaxError, load_yaml, read_objects, read_text, split_documents
+from netsim.k8s import K8sObject, YAMLSyntaxError, in_document_order, load_yaml, read_objects, read_text
 from netsim.mesh.build import ProxyIndex
 from netsim.mesh.model import MeshConfig, MeshObjects
 from netsim.mesh.objects import IGNORED_KINDS, MESH_KINDS, convert, parse_mesh_config
@@ -79,49 +76,6 @@ def _ignored(obj: K8sObject) -> Ignored:
     else:
         why = f"{obj.kind} ({obj.api_version}) is not a kind netsim reads"
     return Ignored(kind=obj.kind, ref=f"{obj.kind} {obj.namespace}/{obj.name}", where=obj.where(), why=why)
-
-
-@functools.lru_cache(maxsize=64)
-def _first_lines(source: str) -> dict[int, int]:
-    try:
-        return {d.number: d.first_line for d in split_documents(read_text(Path(source)))}
-    except NetsimError:
-        return {}
-
-
-_DOC_WHERE = re.compile(r"^(?P<src>.+?): document (?P<doc>\d+)(?P<rest>(?: item \d+)?(?::.*)?)$")
-
-
-def locate(error: NetsimError) -> NetsimError:
-    """``error`` with the line its document starts at, when it names a document but no line
-    (``file: document 2: line 14: ServiceEntry default/x: spec.ports[0].number: ...``)."""
-    m = _DOC_WHERE.match(error.where)
-    if m is None or m["rest"].startswith(": line ") or error.message.startswith("line "):
-        return error
-    line = _first_lines(m["src"]).get(int(m["doc"]))
-    if line is None:
-        return error
-    located = copy.copy(error)
-    located.where = f"{m['src']}: document {m['doc']}: line {line}{m['rest']}"
-    located.args = (str(located),)
-    return located
-
-
-def in_document_order(errors: Iterable[NetsimError], files: Iterable[str] = ()) -> tuple[NetsimError, ...]:
-    """``errors`` located (:func:`locate`) and sorted by file (in ``files``' order, then as met), then document;
-    the first is the one to stop at."""
-    located = [locate(e) for e in errors]
-    order = {f: i for i, f in enumerate(dict.fromkeys(files))}
-    for e in located:
-        m = _DOC_WHERE.match(e.where)
-        if m is not None:
-            order.setdefault(m["src"], len(order))
-
-    def key(e: NetsimError) -> tuple[int, int]:
-        m = _DOC_WHERE.match(e.where)
-        return (len(order), 0) if m is None else (order[m["src"]], int(m["doc"]))
-
-    return tuple(sorted(located, key=key))
 
 
 def read_config(paths: Iterable[str | Path], *, keep_going: bool = True) -> ConfigRead:
@@ -186,4 +140,4 @@ def load_index(configs: Iterable[str | Path], *, pod_file: str | None = None, po
     return build_index(objects, proxy, profile, mesh)
 
 
-__all__ = ["ConfigRead", "Ignored", "in_document_order", "load_index", "locate", "read_config", "read_mesh_config"]
+__all__ = ["ConfigRead", "Ignored", "load_index", "read_config", "read_mesh_config"]

@@ -11,8 +11,9 @@ from click.testing import CliRunner
 import netsim.dns.table as dns_table
 from netsim.cli import cli
 from netsim.dns.table import load_config
+from netsim.k8s import in_document_order
 from netsim.mesh import MeshConfig, build_index, make_proxy, mesh_profile
-from netsim.mesh.files import in_document_order, read_config
+from netsim.mesh.files import read_config
 from netsim.mesh.model import UNSPECIFIED, MeshService
 
 DNS_CAPTURE_MESH = "defaultConfig:\n  proxyMetadata: {ISTIO_META_DNS_CAPTURE: 'true'}\n"
