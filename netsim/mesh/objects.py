@@ -36,7 +36,7 @@ from netsim.mesh.model import (
     VirtualService,
 )
 from netsim.registry import build_registry
-from netsim.registry.convert import CLUSTER_DOMAIN, k8s_port_protocol, parse_protocol
+from netsim.registry.convert import CLUSTER_DOMAIN
 from netsim.registry.fields import guarded
 from netsim.registry.fields import http_status as _direct_status
 from netsim.registry.fields import items as _list
@@ -356,9 +356,7 @@ __all__ = [
     "PROXY_CONFIG_ANNOTATION",
     "convert",
     "fqdn",
-    "k8s_port_protocol",
     "parse_mesh_config",
-    "parse_protocol",
     "parse_text",
     "proxy_metadata",
     "truthy",
