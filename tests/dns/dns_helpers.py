@@ -8,17 +8,45 @@ import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from click.testing import CliRunner
 from conftest import CONFORMANCE
 from dnslib import QTYPE, RCODE, RR, A, DNSHeader, DNSRecord
 
+from netsim.cli import main
 from netsim.dns.resolve import Lookup, build_lookup
 from netsim.dns.table import NameInfo, NameTable
 
 DNS_VECTORS = CONFORMANCE / "istio-dns" / "dns-vectors.yaml"
+
+
+@dataclass(frozen=True)
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+    exception: BaseException | None = None  # always None: anything but SystemExit escapes and fails the test
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run_main(*argv: str) -> Result:
+    """``netsim ARGV`` in-process through ``netsim.cli.main``, exactly as the console script runs it."""
+    with CliRunner().isolation() as (out, err, _):
+        code: int | str | None = 0
+        try:
+            main(list(argv))
+        except SystemExit as e:
+            code = e.code
+        stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
+    assert isinstance(code, int) or code is None, code
+    return Result(code or 0, stdout, stderr)
 
 
 def load_dns_vectors() -> dict[str, Any]:

@@ -11,46 +11,22 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dns.message
 import dns.query
 import pytest
-from click.testing import CliRunner
-from dns_helpers import FakeUpstream
-
-from netsim.cli import main
+from dns_helpers import FakeUpstream, Result, run_main
 
 REPO = Path(__file__).resolve().parents[2]
 NGINX = str(REPO / "rules" / "dns" / "nginx-x.yaml")
 MESH = str(REPO / "rules" / "dns" / "mesh.yaml")
 
 
-@dataclass(frozen=True)
-class Result:
-    exit_code: int
-    stdout: str
-    stderr: str
-    exception: BaseException | None = None  # always None: anything but SystemExit escapes and fails the test
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-
 def run(*args: str) -> Result:
     """``netsim dns ARGS`` in-process through ``netsim.cli.main``, exactly as the console script runs it."""
-    with CliRunner().isolation() as (out, err, _):
-        code: int | str | None = 0
-        try:
-            main(["dns", *args])
-        except SystemExit as e:
-            code = e.code
-        stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
-    assert isinstance(code, int) or code is None, code
-    return Result(code or 0, stdout, stderr)
+    return run_main("dns", *args)
 
 
 def error_line(r: Result) -> str:

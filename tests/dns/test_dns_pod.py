@@ -4,24 +4,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
-from netsim.cli import main
-
-
-@dataclass(frozen=True)
-class Result:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
+from dns_helpers import run_main as run
 
 OBJECTS = """\
 apiVersion: networking.istio.io/v1
@@ -71,18 +57,6 @@ def write_pod(tmp_path: Path, text: str) -> str:
     p = tmp_path / "pod.yaml"
     p.write_text(text)
     return str(p)
-
-
-def run(*argv: str) -> Result:
-    """``netsim ARGV`` through ``netsim.cli.main``, as the console script runs it (errors: exit 2)."""
-    with CliRunner().isolation() as (out, err, _):
-        code: int | str | None = 0
-        try:
-            main(list(argv))
-        except SystemExit as e:
-            code = e.code
-        result = Result(int(code or 0), out.getvalue().decode(), err.getvalue().decode())
-    return result
 
 
 def query(name: str, *argv: str) -> dict[str, object]:
