@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> Any:
         missing = missing_extra(e)
         if missing is None:
             raise
-        click.echo(f"Error: {missing}", err=True)
+        _error(missing)
         sys.exit(2)
     except BrokenPipeError:
         sys.exit(1)
