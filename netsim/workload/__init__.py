@@ -2,7 +2,9 @@
 
 Owns: :class:`Workload` (the pod, its addresses and uids, the release, the capture options with
 their provenance, the compiled rules, the sidecar's identity, the network-namespace model and the
-default packet; ``model.py``), :class:`SidecarIdentity` (``identity.py``), the sidecar's hops
+default packet; ``model.py``), the packets after a connection's first (the conntrack entry, the
+reply, a follow-up, a capture file's packets; ``packets.py``), :class:`SidecarIdentity`
+(``identity.py``), the sidecar's hops
 (``hops.py``: :func:`follow`, :func:`capture_matrix`) and the verdict computed from them
 (``verdict.py``: :class:`Decision`, :class:`Verdict`). Layer 4 of docs/design.md: it imports
 ``netfilter``, ``spec`` and ``capture``, never ``mesh``, ``lab`` or a command module.
@@ -36,6 +38,15 @@ if TYPE_CHECKING:
     )
     from netsim.workload.identity import SidecarIdentity, envoy_uid
     from netsim.workload.model import DEFAULT_POD_IP, MATRIX_PORTS, Workload, parse_addresses, parse_endpoint
+    from netsim.workload.packets import (
+        CapturedPacket,
+        FollowUp,
+        conntrack_entry,
+        follow_up,
+        reply_to,
+        trace_capture,
+        with_entry,
+    )
     from netsim.workload.verdict import DecidedBy, Decision, ListenerRef, Verdict
 
 __getattr__ = lazy_exports(__name__, {
@@ -44,15 +55,19 @@ __getattr__ = lazy_exports(__name__, {
     "netsim.workload.verdict": ("DecidedBy", "Decision", "ListenerRef", "Verdict"),
     "netsim.workload.identity": ("SidecarIdentity", "envoy_uid"),
     "netsim.workload.model": ("DEFAULT_POD_IP", "MATRIX_PORTS", "Workload", "parse_addresses", "parse_endpoint"),
+    "netsim.workload.packets": ("CapturedPacket", "FollowUp", "conntrack_entry", "follow_up", "reply_to",
+                                "trace_capture", "with_entry"),
 })
 
 
 __all__ = [  # noqa: RUF022 (plain sort order, as tests/workload pins it)
     "APP_SPORT",
+    "CapturedPacket",
     "DEFAULT_POD_IP",
     "DecidedBy",
     "Decision",
     "EnvoyHop",
+    "FollowUp",
     "Followed",
     "KernelHop",
     "ListenerRef",
@@ -63,8 +78,13 @@ __all__ = [  # noqa: RUF022 (plain sort order, as tests/workload pins it)
     "Verdict",
     "Workload",
     "capture_matrix",
+    "conntrack_entry",
     "envoy_uid",
     "follow",
+    "follow_up",
     "parse_addresses",
     "parse_endpoint",
+    "reply_to",
+    "trace_capture",
+    "with_entry",
 ]
