@@ -30,6 +30,7 @@ import click
 
 from netsim.capture.compiled import Compiled, compile_config
 from netsim.capture.dryrun import dry_run
+from netsim.capture.iptables import writes_ip6tables
 from netsim.capture.nft import render_nft
 from netsim.errors import RulesetError, SpecError, one_line
 from netsim.netfilter.matches import Names
@@ -266,7 +267,7 @@ def render(res: Resolution, fmt: str, family: str = "all",
         return dry_run(config)
     if fmt == "nft":
         return render_nft(config)
-    if family == "6" and not config.enable_ipv6:
+    if family == "6" and not writes_ip6tables(config):
         origin = res.winner("ENABLE_INBOUND_IPV6").origin
         raise SpecError(f"option --family 6: this pod gets no ip6tables rules (IPv6 is off: {origin})")
     names = Names(system=True) if groups is None else Names(groups=(("root", 0), *groups))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from netsim.capture.config import CaptureConfig
-from netsim.capture.iptables import PlannedRule, RouteCommand, payloads, plan, route_commands
+from netsim.capture.iptables import PlannedRule, RouteCommand, payloads, plan, route_commands, writes_ip6tables
 from netsim.netfilter.matches import DEFAULT_NAMES, Names
 from netsim.netfilter.model import RestorePayload, Ruleset
 from netsim.netfilter.parse import apply_payload
@@ -19,7 +19,7 @@ from netsim.netfilter.parse import apply_payload
 class Compiled:
     """What istio-iptables would do for one config.
 
-    ``v4``/``v6``: the ``iptables-restore --noflush`` payloads (``v6`` None with IPv6 off);
+    ``v4``/``v6``: the ``iptables-restore --noflush`` payloads (``v6`` None when no ip6tables rule is written);
     ``ruleset_v4``/``ruleset_v6``: what the kernel holds after loading them into an empty namespace;
     ``routes``: the netlink steps that follow (``ip`` argv); ``rules``: the plan, with each rule's reason.
     """
@@ -40,7 +40,7 @@ def compile_config(config: CaptureConfig, *, names: Names = DEFAULT_NAMES) -> Co
     RulesetError when a name is unknown, as loading would fail.
     """
     rules = plan(config)
-    v4, v6 = payloads(rules, ipv6=config.enable_ipv6, names=names)
+    v4, v6 = payloads(rules, ipv6=writes_ip6tables(config), names=names)
     return Compiled(
         config=config,
         rules=rules,

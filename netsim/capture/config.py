@@ -77,13 +77,18 @@ class CaptureConfig:
     dns_servers_v4: tuple[str, ...] = ()  # derived from resolv.conf; validated IPv4 text, used verbatim
     dns_servers_v6: tuple[str, ...] = ()  # validated IPv6 text, used verbatim
     native_nftables: bool = False
-    # The istio-iptables release whose rule layout to emit, (major, minor); None = the current layout
-    # (1.25 on). Only releases from LAYOUT_FLOOR are modelled (spec/istio-iptables-history.md).
-    release: tuple[int, int] | None = None
+    # Inputs only older releases had (spec/istio-iptables-history.md); every later release ignores them.
+    dns_capture: bool = False  # env DNS_CAPTURE, 1.6.x only: UDP 53 → Envoy's 15013 (history §4.4)
+    dns_conntrack_zone: bool = False  # env ISTIO_META_DNS_CONNTRACK_ZONE, 1.10.3–1.10.x (history §4.9)
+    disable_loopback_redirect: bool = False  # env DISABLE_REDIRECTION_ON_LOCAL_LOOPBACK, 1.1–1.4 (§2.2)
+    # The istio-iptables release whose rule layout to emit: (major, minor) or (major, minor, patch), a
+    # missing patch meaning .0; None = the current layout (1.25 on). Every release from LAYOUT_FLOOR on is
+    # modelled (spec/istio-iptables-history.md), patch-level changes included.
+    release: tuple[int, ...] | None = None
 
 
-# The oldest release whose layout ``netsim.capture.iptables.plan`` reproduces; older ones are not modelled.
-LAYOUT_FLOOR: tuple[int, int] = (1, 6)
+# The oldest release whose layout ``netsim.capture.iptables.plan`` reproduces (the 1.0 script).
+LAYOUT_FLOOR: tuple[int, int] = (1, 0)
 # The first release of the current layout (spec/istio-iptables.md), unchanged through today (history §5).
 CURRENT_LAYOUT: tuple[int, int] = (1, 25)
 

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from netsim.capture.config import CaptureConfig
-from netsim.capture.iptables import BUILTIN, PlannedRule, plan
+from netsim.capture.iptables import BUILTIN, PlannedRule, plan, writes_ip6tables
 from netsim.netfilter.model import Family, RestorePayload
 
 # Istio's BuiltInChainsMap: never declared with -N (verdicts included, for "-j RETURN" as a jump target).
-_UNDECLARED = BUILTIN | {"ACCEPT", "RETURN", "DROP"}
+_UNDECLARED = BUILTIN | {"ACCEPT", "RETURN", "DROP", "REJECT"}
 
 
 class _Op(Protocol):
@@ -98,7 +98,7 @@ def dry_run(config: CaptureConfig) -> str:
     """``render_dry_run`` straight from a config: no rule is parsed, so group names need no lookup."""
     rules = plan(config)
     v4 = [r for r in rules if r.family is Family.IPV4]
-    v6 = [r for r in rules if r.family is Family.IPV6] if config.enable_ipv6 else None
+    v6 = [r for r in rules if r.family is Family.IPV6] if writes_ip6tables(config) else None
     return render_dry_run(v4, v6)
 
 

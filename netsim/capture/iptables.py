@@ -38,7 +38,7 @@ IPV6_LOOPBACK = "::1/128"
 
 BUILTIN = frozenset(chain for chains in BUILTIN_CHAINS.values() for chain in chains)
 
-Release = tuple[int, int]
+Release = tuple[int, ...]  # (major, minor[, patch]); a missing patch is .0
 
 
 class Scope(enum.Enum):
@@ -90,8 +90,8 @@ class RouteCommand:
 class _Plan:
     """Collects rules per family in emission order (only inside :func:`plan`)."""
 
-    def __init__(self, ipv6: bool) -> None:
-        self.families = (Family.IPV4, Family.IPV6) if ipv6 else (Family.IPV4,)
+    def __init__(self, ipv6: bool, *, families: tuple[Family, ...] | None = None) -> None:
+        self.families = families or ((Family.IPV4, Family.IPV6) if ipv6 else (Family.IPV4,))
         self.rules: list[PlannedRule] = []
 
     def add(
@@ -141,8 +141,11 @@ def plan(config: CaptureConfig) -> tuple[PlannedRule, ...]:
     IPv6 rules exist only when ``config.enable_ipv6``. Raises nothing: ``config`` was validated when it
     was built (``netsim.spec.options``), including Istio's step-0 refusal of ``-x '*'``.
     """
-    p = _Plan(config.enable_ipv6)
     rel = layout_release(config)
+    if rel < (1, 5):
+        return _plan_script(config, rel)
+    # 1.5–1.11 wrote a separate, nat-only IPv6 list (history §3); 1.12 unified the families (§4.12).
+    p = _Plan(config.enable_ipv6 and rel >= (1, 12))
     tproxy = config.mode is InterceptionMode.TPROXY
     # Before 1.25 any --redirect-dns emitted the DNS rule forms, resolvers or not (history §5); 1.6 had only
     # the experimental DNS_CAPTURE, which nothing sets (history §4.4).
@@ -154,7 +157,7 @@ def plan(config: CaptureConfig) -> tuple[PlannedRule, ...]:
     mark = config.tproxy_mark
 
     # Step 1 (§4, §8): traffic entering or leaving an excluded interface is never captured, in or out.
-    excluded = config.exclude_interfaces if rel >= (1, 11) else ()  # 1.11.3 (history §4.11)
+    excluded = config.exclude_interfaces if rel >= (1, 11, 3) else ()  # 1.11.3 (history §4.11)
     for nic in excluded:
         p.add("nat", "PREROUTING", "-i", nic, "-j", "RETURN", why=f"inbound via excluded {nic}: never captured (§8)")
         p.add("nat", "OUTPUT", "-o", nic, "-j", "RETURN", why=f"outbound via excluded {nic}: never captured (§8)")
@@ -170,7 +173,7 @@ def plan(config: CaptureConfig) -> tuple[PlannedRule, ...]:
         _kube_virt_returns(p, config)
 
     # Step 3 (§4): out-of-window packets are dropped rather than answered with a RST.
-    if not config.drop_invalid or rel < (1, 12):  # --drop-invalid: 1.12.9 (history §4.13)
+    if not config.drop_invalid or rel < (1, 12, 9):  # --drop-invalid: 1.12.9 (history §4.13)
         pass
     elif rel < (1, 24):
         p.add("mangle", "PREROUTING", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP",
@@ -187,10 +190,7 @@ def plan(config: CaptureConfig) -> tuple[PlannedRule, ...]:
     if dns and (1, 8) <= rel < (1, 9):
         p.add("nat", ISTIO_REDIRECT, "-p", "tcp", "--dport", DNS_PORT, "-j", "REDIRECT", "--to-ports", AGENT_DNS_PORT,
               why=f"captured TCP DNS → the agent on {AGENT_DNS_PORT} (1.8, history §4.6)")
-    p.add("nat", ISTIO_REDIRECT, "-p", "tcp", "-j", "REDIRECT", "--to-ports", config.proxy_port,
-          why=f"app → anything captured outbound → Envoy's outbound listener :{config.proxy_port} (§4 step 4)")
-    p.add("nat", ISTIO_IN_REDIRECT, "-p", "tcp", "-j", "REDIRECT", "--to-ports", config.inbound_capture_port,
-          why=f"client → app captured inbound → Envoy's inbound listener :{config.inbound_capture_port} (§4 step 4)")
+    _redirect_chains(p, config, rel)
 
     _inbound(p, config, lo, rel)
 
@@ -285,14 +285,245 @@ def plan(config: CaptureConfig) -> tuple[PlannedRule, ...]:
     if dns and rel < (1, 25):
         _dns_udp_legacy(p, config, rel)
 
+    if config.dns_capture and (1, 6) <= rel < (1, 7):
+        # 1.6's experimental env DNS_CAPTURE: UDP DNS to Envoy's DNS listener, the proxy GIDs exempt (§4.4).
+        for gid in config.proxy_gid:
+            if gid != "0":
+                p.add("nat", "OUTPUT", "-p", "udp", "--dport", DNS_PORT, "-m", "owner", "--gid-owner", gid,
+                      "-j", "RETURN", why="the proxy's own DNS queries are not redirected (DNS_CAPTURE, history §4.4)")
+        p.add("nat", "OUTPUT", "-p", "udp", "--dport", DNS_PORT, "-j", "REDIRECT", "--to-ports", "15013",
+              why="app → any UDP DNS server → Envoy's DNS listener :15013 (DNS_CAPTURE, history §4.4)")
+
     if tproxy and rel >= (1, 11):
         _tproxy_tail(p, config, lo, mark)
     elif tproxy and rel >= (1, 9):
         _tproxy_tail_connmark(p, mark)
-    elif tproxy:
+    elif tproxy and rel >= (1, 6):
         p.add("mangle", "OUTPUT", "-p", "tcp", "-s", "127.0.0.1/32", "!", "-d", "127.0.0.1/32", "-j", "MARK",
               "--set-mark", mark, why=f"Envoy → app over lo from 127.0.0.1: mark {mark} (1.6–1.8, history §4.4)")
+    if config.enable_ipv6 and rel < (1, 12):
+        _v6_nat_only(p, config, rel)
     return tuple(p.rules)
+
+
+def _plan_script(config: CaptureConfig, rel: Release) -> tuple[PlannedRule, ...]:
+    """The 1.0–1.4 shell script's rules (history §2), in the order it ran its commands.
+
+    No 127.0.0.6 passthrough before 1.3, the lo rule not owner-scoped and to ISTIO_REDIRECT before 1.3,
+    the SSH port 22 RETURN, the ``-m socket`` DIVERT rule twice per port, TPROXY ``--on-port`` = -p, the
+    kube-virt RETURNs after the -x RETURNs, a nat-only IPv6 list (1.1+) and, with IPv6 off, the ip6tables
+    filter INPUT lock-down. The cleanup commands it ran first (up to 1.3) add no rule to an empty namespace.
+    """
+    p = _Plan(False)
+    tproxy = config.mode is InterceptionMode.TPROXY
+    inbound_port, to = _redirect_ports(config, rel)
+    lo4 = "127.0.0.1/32"
+
+    def skeleton(q: _Plan, family: Family) -> None:
+        q.add("nat", ISTIO_REDIRECT, "-p", "tcp", "-j", "REDIRECT", to, config.proxy_port,
+              why=f"app → anything captured outbound → Envoy :{config.proxy_port} (history §2.1)")
+        q.add("nat", ISTIO_IN_REDIRECT, "-p", "tcp", "-j", "REDIRECT", to, inbound_port,
+              why=f"client → app captured inbound → Envoy :{inbound_port}; before 1.3 Envoy's one listener "
+              "told inbound apart by destination (history §2.1, §2.4)")
+        v6 = family is Family.IPV6
+        table = "mangle" if tproxy and not v6 else "nat"  # TPROXY is ignored for IPv6 (history §2.2)
+        if config.inbound_ports:
+            if table == "mangle":
+                q.add("mangle", ISTIO_DIVERT, "-j", "MARK", "--set-mark", config.tproxy_mark,
+                      why=f"established inbound packets get mark {config.tproxy_mark} (history §2.1)")
+                q.add("mangle", ISTIO_DIVERT, "-j", "ACCEPT", why="…and skip the rest of mangle (history §2.1)")
+                q.add("mangle", ISTIO_TPROXY, "!", "-d", lo4, "-p", "tcp", "-j", "TPROXY", "--tproxy-mark",
+                      f"{config.tproxy_mark}/0xffffffff", "--on-port", config.proxy_port,
+                      why="new inbound TCP → Envoy's transparent listener -p (history §2.1)")
+            q.add(table, "PREROUTING", "-p", "tcp", "-j", ISTIO_INBOUND, why="inbound TCP → ISTIO_INBOUND (§2.1)")
+            if config.inbound_ports == (WILDCARD,):
+                for port in ("22", *config.inbound_ports_exclude):
+                    q.add(table, ISTIO_INBOUND, "-p", "tcp", "--dport", port, "-j", "RETURN",
+                          why=f"inbound port {port} not captured (22: SSH; -d, history §2.1)")
+                if table == "mangle":
+                    q.add("mangle", ISTIO_INBOUND, "-p", "tcp", "-m", "socket", "-j", ISTIO_DIVERT,
+                          why="packets with a local socket (accepted connections) → ISTIO_DIVERT (§2.1)")
+                    q.add("mangle", ISTIO_INBOUND, "-p", "tcp", "-j", ISTIO_TPROXY, why="new connection → TPROXY")
+                elif not v6:  # the IPv6 list never redirects with -b * (history §2.2, until 1.5)
+                    q.add("nat", ISTIO_INBOUND, "-p", "tcp", "-j", ISTIO_IN_REDIRECT,
+                          why="client → app on any other port → Envoy (history §2.1)")
+            else:
+                for port in config.inbound_ports:
+                    if table == "mangle":
+                        for _ in range(2):  # the script's bug, kept until 1.5.2 (history §2.1)
+                            q.add("mangle", ISTIO_INBOUND, "-p", "tcp", "--dport", port, "-m", "socket", "-j",
+                                  ISTIO_DIVERT, why=f"accepted connection to port {port} → ISTIO_DIVERT (§2.1)")
+                        q.add("mangle", ISTIO_INBOUND, "-p", "tcp", "--dport", port, "-j", ISTIO_TPROXY,
+                              why=f"new connection to port {port} → TPROXY (history §2.1)")
+                    else:
+                        q.add("nat", ISTIO_INBOUND, "-p", "tcp", "--dport", port, "-j", ISTIO_IN_REDIRECT,
+                              why=f"client → app port {port} → Envoy (history §2.1)")
+        q.add("nat", "OUTPUT", "-p", "tcp", "-j", ISTIO_OUTPUT, why="outbound TCP → ISTIO_OUTPUT (history §2.1)")
+        for port in config.outbound_ports_exclude if rel >= (1, 2) else ():
+            q.add("nat", ISTIO_OUTPUT, "-p", "tcp", "--dport", port, "-j", "RETURN",
+                  why=f"outbound TCP to port {port} never captured (-o, 1.2, history §2.3)")
+        if rel >= (1, 3):
+            q.add("nat", ISTIO_OUTPUT, "-o", "lo", "-s", PASSTHROUGH_SOURCE[family], "-j", "RETURN",
+                  why="Envoy's inbound passthrough (127.0.0.6/::6) → app over lo: not captured (1.3, §2.4)")
+        loopback = lo4 if not v6 else IPV6_LOOPBACK
+        if v6 or rel < (1, 1) or not config.disable_loopback_redirect:
+            target = ISTIO_IN_REDIRECT if rel >= (1, 3) else ISTIO_REDIRECT
+            q.add("nat", ISTIO_OUTPUT, "-o", "lo", "!", "-d", loopback, "-j", target,
+                  why="anything to a non-loopback address over lo (the pod's own IP) → Envoy, whoever sends it; "
+                  f"{target} (history §2.1, §2.4)")
+        for kind, ids in (("--uid-owner", config.proxy_uid), ("--gid-owner", config.proxy_gid)):
+            for owner in ids:
+                q.add("nat", ISTIO_OUTPUT, "-m", "owner", kind, owner, "-j", "RETURN",
+                      why="the proxy's own traffic is never captured (history §2.1)")
+        q.add("nat", ISTIO_OUTPUT, "-d", loopback, "-j", "RETURN", why="loopback destination: not captured")
+
+    # IPv4 (history §2.1-§2.5).
+    skeleton(p, Family.IPV4)
+    for cidr in _script_cidrs(config.outbound_cidrs_exclude, Scope.V4):
+        p.add("nat", ISTIO_OUTPUT, "-d", cidr, "-j", "RETURN", why=f"outbound to {cidr} never captured (-x)")
+    kube_virt = config.kube_virt_interfaces if rel >= (1, 1) else ()  # -k: 1.1 (history §2.2)
+    for nic in kube_virt:
+        p.add("nat", "PREROUTING", "-i", nic, "-j", "RETURN", position=1,
+              why=f"VM traffic from {nic} skips inbound capture (history §2.2)")
+    if config.outbound_cidrs.wildcard:
+        p.add("nat", ISTIO_OUTPUT, "-j", ISTIO_REDIRECT, why="app → any other destination → Envoy (-i '*')")
+        for nic in kube_virt:
+            p.add("nat", "PREROUTING", "-i", nic, "-j", ISTIO_REDIRECT, position=1,
+                  why=f"VM behind {nic} → anywhere → Envoy outbound (history §2.2)")
+    else:
+        prefixes = _script_cidrs(config.outbound_cidrs, Scope.V4)
+        for cidr in prefixes:
+            for nic in kube_virt:
+                p.add("nat", "PREROUTING", "-i", nic, "-d", cidr, "-j", ISTIO_REDIRECT, position=1,
+                      why=f"VM behind {nic} → {cidr} → Envoy outbound (history §2.2)")
+            p.add("nat", ISTIO_OUTPUT, "-d", cidr, "-j", ISTIO_REDIRECT, why=f"app → {cidr} → Envoy (-i)")
+        if prefixes:
+            p.add("nat", ISTIO_OUTPUT, "-j", "RETURN", why="everything else leaves uncaptured (-i list)")
+
+    # IPv6: a nat-only list from 1.1 when the pod is IPv6; otherwise (and in 1.0, unless ENABLE_INBOUND_IPV6
+    # was set by hand) the filter INPUT lock-down (history §2.1, §2.2).
+    if config.enable_ipv6 and rel >= (1, 1):
+        q = _Plan(True, families=(Family.IPV6,))
+        skeleton(q, Family.IPV6)
+        if rel >= (1, 2):  # 1.1 ignored -x and CIDR lists for IPv6 (history §2.2)
+            for cidr in _script_cidrs(config.outbound_cidrs_exclude, Scope.V6):
+                q.add("nat", ISTIO_OUTPUT, "-d", cidr, "-j", "RETURN", why=f"outbound to {cidr} never captured")
+        _include_v6_legacy(q, config, rel)
+        p.rules.extend(q.rules)
+    elif not config.enable_ipv6:
+        q = _Plan(True, families=(Family.IPV6,))
+        q.add("filter", "INPUT", "-m", "state", "--state", "ESTABLISHED", "-j", "ACCEPT",
+              why="IPv6 off: only replies to the pod's own IPv6 connections are let in (history §2.1)")
+        if rel >= (1, 1):
+            q.add("filter", "INPUT", "-i", "lo", "-d", "::1", "-j", "ACCEPT", why="IPv6 loopback (1.1, §2.2)")
+        q.add("filter", "INPUT", "-j", "REJECT", why="IPv6 off: every other inbound IPv6 packet is rejected (§2.1)")
+        p.rules.extend(q.rules)
+    return tuple(p.rules)
+
+
+def _script_cidrs(cidrs: CidrList, scope: Scope) -> list[str]:
+    """The script printed list items as written; 1.2 split them by family (history §2.3) — netsim has
+    already refused an item that is no CIDR, and 1.0–1.1 had no IPv6 rules to put the others in."""
+    return [str(c) for c in (cidrs.v4 if scope is Scope.V4 else cidrs.v6)]
+
+
+def writes_ip6tables(config: CaptureConfig) -> bool:
+    """Whether the release writes any ip6tables rule: IPv6 on, or (up to 1.4) the lock-down with IPv6 off."""
+    rel = layout_release(config)
+    if rel < (1, 1):
+        return not config.enable_ipv6
+    return config.enable_ipv6 or rel < (1, 5)
+
+
+def _redirect_ports(config: CaptureConfig, rel: Release) -> tuple[str, str]:
+    """ISTIO_IN_REDIRECT's target and REDIRECT's port option spelling: the inbound port is -z only with
+    ``-b *`` until 1.6 (-p before; and no -z at all before 1.3, history §2.4, §4.4); ``--to-port`` until 1.5.3."""
+    inbound = config.inbound_capture_port
+    if rel < (1, 6) and config.inbound_ports != (WILDCARD,):
+        inbound = config.proxy_port
+    return inbound, "--to-ports" if rel >= (1, 5, 3) else "--to-port"
+
+
+def _redirect_chains(p: _Plan, config: CaptureConfig, rel: Release) -> None:
+    """Step 4 (§4): the two REDIRECT chains, Envoy's outbound and inbound listeners."""
+    inbound, to = _redirect_ports(config, rel)
+    p.add("nat", ISTIO_REDIRECT, "-p", "tcp", "-j", "REDIRECT", to, config.proxy_port,
+          why=f"app → anything captured outbound → Envoy's outbound listener :{config.proxy_port} (§4 step 4)")
+    p.add("nat", ISTIO_IN_REDIRECT, "-p", "tcp", "-j", "REDIRECT", to, inbound,
+          why=f"client → app captured inbound → Envoy's inbound listener :{inbound} (§4 step 4; before 1.6 "
+          "the -p listener unless -b is *, history §2.4)")
+
+
+def _v6_nat_only(p: _Plan, config: CaptureConfig, rel: Release) -> None:
+    """The IPv6 list of 1.5–1.11 (history §3 and the deltas of §4): nat only whatever -m says, no DNS, no
+    TPROXY, the loopback-include exception not applied, kube-virt inserts RETURN with ``-i *``."""
+    v6 = _Plan(True, families=(Family.IPV6,))
+    for nic in config.exclude_interfaces if rel >= (1, 11, 3) else ():
+        v6.add("nat", "PREROUTING", "-i", nic, "-j", "RETURN", why=f"inbound via excluded {nic} (history §4.11)")
+        v6.add("nat", "OUTPUT", "-o", nic, "-j", "RETURN", why=f"outbound via excluded {nic} (history §4.11)")
+    if rel >= (1, 8):
+        _kube_virt_returns(v6, config)
+    if rel >= (1, 7):
+        v6.add("nat", ISTIO_INBOUND, "-p", "tcp", "--dport", config.inbound_tunnel_port, "-j", "RETURN",
+               why="HBONE tunnel port never redirected inbound (history §4.5)")
+    _redirect_chains(v6, config, rel)
+    if config.inbound_ports:
+        v6.add("nat", "PREROUTING", "-p", "tcp", "-j", ISTIO_INBOUND, why="inbound TCP (IPv6: nat only, history §3)")
+        if config.inbound_ports == (WILDCARD,):
+            ports = ("22", *config.inbound_ports_exclude)
+            for port in ports:
+                v6.add("nat", ISTIO_INBOUND, "-p", "tcp", "--dport", port, "-j", "RETURN",
+                       why=f"inbound port {port} not captured (22: SSH, until 1.13; -d)")
+            v6.add("nat", ISTIO_INBOUND, "-p", "tcp", "-j", ISTIO_IN_REDIRECT,
+                   why="client → app on any other port → Envoy inbound (IPv6 from 1.5, history §3)")
+        else:
+            for port in config.inbound_ports:
+                v6.add("nat", ISTIO_INBOUND, "-p", "tcp", "--dport", port, "-j", ISTIO_IN_REDIRECT,
+                       why=f"client → app port {port} → Envoy inbound (history §3)")
+    v6.add("nat", "OUTPUT", "-p", "tcp", "-j", ISTIO_OUTPUT, why="outbound TCP is judged in ISTIO_OUTPUT (history §3)")
+    for port in config.outbound_ports_exclude:
+        v6.add("nat", ISTIO_OUTPUT, "-p", "tcp", "--dport", port, "-j", "RETURN",
+               why=f"outbound TCP to port {port} never captured (-o)")
+    v6.add("nat", ISTIO_OUTPUT, "-o", "lo", "-s", PASSTHROUGH_SOURCE[Family.IPV6], "-j", "RETURN",
+           why="Envoy inbound passthrough (::6) → app over lo: not captured (history §3)")
+    for kind, ids in (("--uid-owner", config.proxy_uid), ("--gid-owner", config.proxy_gid)):
+        for owner in ids:
+            v6.add("nat", ISTIO_OUTPUT, "-o", "lo", "!", "-d", IPV6_LOOPBACK, "-m", "owner", kind, owner,
+                   "-j", ISTIO_IN_REDIRECT, why="Envoy → pod IP over lo → back through inbound (history §3)")
+            v6.add("nat", ISTIO_OUTPUT, "-o", "lo", "-m", "owner", "!", kind, owner, "-j", "RETURN",
+                   why="app → app over lo: not captured (history §3)")
+            v6.add("nat", ISTIO_OUTPUT, "-m", "owner", kind, owner, "-j", "RETURN",
+                   why="the proxy's own traffic is never captured (history §3)")
+    v6.add("nat", ISTIO_OUTPUT, "-d", IPV6_LOOPBACK, "-j", "RETURN", why="loopback destination: not captured")
+    for cidr in _prefixes(config.outbound_cidrs_exclude, Scope.V6, rel):
+        v6.add("nat", ISTIO_OUTPUT, "-d", cidr, "-j", "RETURN", why=f"outbound to {cidr} never captured (-x)")
+    if rel >= (1, 9, 6) and not (1, 10) <= rel < (1, 10, 2):  # IPv6 -q: 1.9.6 and 1.10.2 (history §4.8)
+        for port in config.outbound_ports:
+            v6.add("nat", ISTIO_OUTPUT, "-p", "tcp", "--dport", port, "-j", ISTIO_REDIRECT,
+                   why=f"outbound TCP to port {port} → Envoy, any destination (-q, history §4.8)")
+    _include_v6_legacy(v6, config, rel)
+    p.rules.extend(v6.rules)
+
+
+def _include_v6_legacy(p: _Plan, config: CaptureConfig, rel: Release) -> None:
+    """IPv6 include rules of 1.1–1.11: ``*`` appends the jump, then each kube-virt insert is a RETURN (not a
+    redirect, and before 1.2 whatever -i is); a list gets the v4 treatment without the RETURN block (§2.2-§3)."""
+    cidrs = config.outbound_cidrs
+    if cidrs.wildcard:
+        p.add("nat", ISTIO_OUTPUT, "-j", ISTIO_REDIRECT, why="app → any other destination → Envoy outbound (-i '*')")
+    elif rel >= (1, 2):
+        prefixes = _prefixes(cidrs, Scope.V6, rel)
+        for cidr in prefixes:
+            for nic in config.kube_virt_interfaces:
+                p.add("nat", "PREROUTING", "-i", nic, "-d", cidr, "-j", ISTIO_REDIRECT, position=1,
+                      why=f"VM behind {nic} → {cidr} → Envoy outbound")
+            p.add("nat", ISTIO_OUTPUT, "-d", cidr, "-j", ISTIO_REDIRECT, why=f"app → {cidr} → Envoy outbound (-i)")
+        if prefixes:
+            p.add("nat", ISTIO_OUTPUT, "-j", "RETURN", why="everything else leaves uncaptured (include list)")
+        return
+    for nic in config.kube_virt_interfaces if cidrs.wildcard or rel < (1, 2) else ():
+        p.add("nat", "PREROUTING", "-i", nic, "-j", "RETURN", position=1,
+              why=f"VM traffic from {nic} skips IPv6 inbound capture (history §2.2)")
 
 
 def _kube_virt_returns(p: _Plan, config: CaptureConfig) -> None:
@@ -344,6 +575,7 @@ def _inbound(p: _Plan, config: CaptureConfig, lo: Versioned, rel: Release) -> No
     tproxy = config.mode is InterceptionMode.TPROXY
     table = "mangle" if tproxy else "nat"
     mark = config.tproxy_mark
+    established = ("-m", "socket") if rel < (1, 5, 2) else ("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED")
     if tproxy:
         p.add("mangle", ISTIO_DIVERT, "-j", "MARK", "--set-mark", mark,
               why=f"established inbound packets get mark {mark} so policy routing delivers them locally (§6)")
@@ -362,8 +594,8 @@ def _inbound(p: _Plan, config: CaptureConfig, lo: Versioned, rel: Release) -> No
             p.add(table, ISTIO_INBOUND, "-p", "tcp", "--dport", port, "-j", "RETURN",
                   why=f"inbound port {port} excluded (-d, only with -b '*', §4 step 5)")
         if tproxy:
-            p.add("mangle", ISTIO_INBOUND, "-p", "tcp", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
-                  "-j", ISTIO_DIVERT, why="packets of an accepted inbound connection → ISTIO_DIVERT (§6)")
+            p.add("mangle", ISTIO_INBOUND, "-p", "tcp", *established, "-j", ISTIO_DIVERT,
+                  why="packets of an accepted inbound connection → ISTIO_DIVERT (§6; -m socket until 1.5.2)")
             p.add("mangle", ISTIO_INBOUND, "-p", "tcp", "-j", ISTIO_TPROXY,
                   why="a new inbound connection on any port → TPROXY (§6)")
         else:
@@ -372,9 +604,9 @@ def _inbound(p: _Plan, config: CaptureConfig, lo: Versioned, rel: Release) -> No
         return
     for port in config.inbound_ports:
         if tproxy:
-            p.add("mangle", ISTIO_INBOUND, "-p", "tcp", "--dport", port, "-m", "conntrack", "--ctstate",
-                  "RELATED,ESTABLISHED", "-j", ISTIO_DIVERT,
-                  why=f"packets of an accepted connection to port {port} → ISTIO_DIVERT (§6)")
+            for _ in range(2 if rel < (1, 5, 2) else 1):  # emitted twice until 1.5.2 (history §2.1, §4.1)
+                p.add("mangle", ISTIO_INBOUND, "-p", "tcp", "--dport", port, *established, "-j", ISTIO_DIVERT,
+                      why=f"packets of an accepted connection to port {port} → ISTIO_DIVERT (§6)")
             p.add("mangle", ISTIO_INBOUND, "-p", "tcp", "--dport", port, "-j", ISTIO_TPROXY,
                   why=f"a new connection to port {port} → TPROXY (§6)")
         else:
@@ -473,8 +705,8 @@ def _dns_udp_legacy(p: _Plan, config: CaptureConfig, rel: Release) -> None:
         for server in () if all_dns else servers:
             p.add("nat", chain, *udp53, "-d", f"{server}/{prefix}", "-j", "REDIRECT", "--to-port", AGENT_DNS_PORT,
                   scope=scope, why=f"app → resolver {server} over UDP → the agent on {AGENT_DNS_PORT} (history §4.7)")
-    if rel < (1, 11):  # zones: 1.10.3 only behind ISTIO_META_DNS_CONNTRACK_ZONE (not modelled), 1.11 always
-        return
+    if rel < (1, 10, 3) or (rel < (1, 11) and not config.dns_conntrack_zone):
+        return  # zones: 1.10.3–1.10.x only behind ISTIO_META_DNS_CONNTRACK_ZONE, 1.11 on always (history §4.9)
     for kind, ids in (("--uid-owner", config.proxy_uid), ("--gid-owner", config.proxy_gid)):
         for owner in ids:
             p.add("raw", chain, *udp53, "-m", "owner", kind, owner, "-j", "CT", "--zone", "1",
@@ -582,7 +814,7 @@ def build(
     iptables-restore fails on a group that does not exist. The dry-run text needs no names
     (``dryrun.render_dry_run`` over :func:`plan`).
     """
-    return payloads(plan(config), ipv6=config.enable_ipv6, names=names)
+    return payloads(plan(config), ipv6=writes_ip6tables(config), names=names)
 
 
 def route_commands(config: CaptureConfig) -> tuple[RouteCommand, ...]:
@@ -592,12 +824,13 @@ def route_commands(config: CaptureConfig) -> tuple[RouteCommand, ...]:
     non-empty ``-b``: a policy rule sending mark M to table T, and a local default route in T, per family.
     """
     cmds: list[RouteCommand] = []
-    if config.enable_ipv6:
+    rel = layout_release(config)
+    if config.enable_ipv6 and rel >= (1, 3):  # the ::6 address came with the 127.0.0.6 rule (history §2.4)
         cmds.append(RouteCommand(("ip", "-6", "addr", "add", "::6/128", "dev", "lo"), True,
                                  "Envoy binds ::6 for inbound passthrough; IPv6 lo only has ::1/128 (§1 step 6)"))
     if config.mode is InterceptionMode.TPROXY and config.inbound_ports:
         mark, table = config.tproxy_mark, config.tproxy_route_table
-        families = ("-4", "-6") if config.enable_ipv6 else ("-4",)
+        families = ("-4", "-6") if config.enable_ipv6 and rel >= (1, 12) else ("-4",)  # IPv6 TPROXY: 1.12
         for fam in families:
             cmds.append(RouteCommand(("ip", fam, "rule", "add", "fwmark", mark, "lookup", table), False,
                                      f"packets marked {mark} (TPROXY, ISTIO_DIVERT) use table {table} (§6)"))
@@ -650,4 +883,5 @@ __all__ = [
     "payloads",
     "plan",
     "route_commands",
+    "writes_ip6tables",
 ]

@@ -16,6 +16,7 @@ from typing import Any
 from netsim.spec import flags as F
 from netsim.spec.flags import Ignored, Source
 from netsim.spec.pod import Finding
+from netsim.spec.releases import BY_KEY, OPTIONS_BY_RELEASE, SCRIPT_UNTIL
 from netsim.spec.resolve import Resolution
 
 # Inputs istio-iptables derives from the pod, and how the report names them.
@@ -41,6 +42,19 @@ class OptionRow:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NameRow:
+    """How one input was named in the chosen release: netsim's option key (istio-iptables' long name),
+    the flag and environment variable that release read, the script's variable (1.0–1.4), the Go
+    config fields / test package variables (1.5 on) that conformance YAMLs record."""
+
+    key: str
+    flag: str
+    env: str
+    script_var: str
+    go_names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Explanation:
     subject: str
     choice: str
@@ -53,17 +67,39 @@ class Explanation:
     ignored: tuple[Ignored, ...]
     warnings: tuple[str, ...]
     notes: tuple[str, ...]
+    names: tuple[NameRow, ...] = ()  # only when a release was given
+
+
+def _names(release: tuple[int, ...]) -> tuple[NameRow, ...]:
+    """The inputs ``release`` had, each with its names in that release (netsim.spec.releases)."""
+    rows = []
+    script = release < SCRIPT_UNTIL
+    for r in OPTIONS_BY_RELEASE:
+        if not (r.flag_in(release) or r.env_in(release)):
+            continue
+        spec = F.OPTIONS_BY_KEY.get(r.key)
+        flag = ""
+        if spec is not None and spec.long is not None and r.flag_in(release):
+            flag = f"-{spec.short}" if script and spec.short else spec.flag
+        env = ",".join(spec.envs) if spec is not None and r.env_in(release) and spec.envs else ""
+        rows.append(NameRow(key=r.key, flag=flag, env=env, script_var=r.script_var if script else "",
+                            go_names=() if script else r.go_names))
+    return tuple(rows)
 
 
 def explain(res: Resolution) -> Explanation:
     """The report for ``res``: every finding, and every option that affects the rules (plus any
     other option that was set explicitly)."""
     rows = []
+    release = res.release or res.profile.release
     for eff in res.effective:
         s = eff.setting
         spec = F.OPTIONS_BY_KEY.get(s.key)
         if spec is not None and spec.effect and s.source is Source.DEFAULT:
             continue
+        row = BY_KEY.get(s.key)
+        if s.source is Source.DEFAULT and row is not None and not (row.flag_in(release) or row.env_in(release)):
+            continue  # an input the release did not have, left at its default
         name = spec.flag if spec is not None else _DERIVED_LABELS.get(s.key, s.key)
         overrides = tuple(f"{o.origin} = {o.value!r}" for o in eff.shadowed if o.source is not Source.DEFAULT)
         rows.append(OptionRow(key=s.key, name=name, value=s.value, source=s.source.value, origin=s.origin,
@@ -81,6 +117,7 @@ def explain(res: Resolution) -> Explanation:
         ignored=res.ignored,
         warnings=res.warnings,
         notes=res.notes,
+        names=_names(res.release) if res.release is not None else (),
     )
 
 
@@ -111,6 +148,15 @@ def render_text(ex: Explanation) -> str:
                 out.append(f"  {'':<{width}}    overrides {o}")
             if r.effect:
                 out.append(f"  {'':<{width}}    no effect on the rules: {r.effect}")
+    if ex.names:
+        out.append("")
+        out.append(f"Option names in {ex.profile} (netsim option ← flag, env; script variable or Go config names):")
+        width = max(len(n.key) for n in ex.names)
+        for n in ex.names:
+            parts = [p for p in (n.flag, f"env {n.env}" if n.env else "",
+                                 f"script {n.script_var}" if n.script_var else "",
+                                 f"Go {'/'.join(n.go_names)}" if n.go_names else "") if p]
+            out.append(f"  {n.key:<{width}}  ← {'; '.join(parts)}")
     for title, items in (("Ignored inputs", [f"{i.origin} = {i.value!r}: {i.reason}" for i in ex.ignored]),
                          ("Warnings", list(ex.warnings)), ("Notes", list(ex.notes))):
         if items:
@@ -136,6 +182,8 @@ def to_json(ex: Explanation) -> dict[str, Any]:
         "ignored": [{"origin": i.origin, "value": i.value, "reason": i.reason} for i in ex.ignored],
         "warnings": list(ex.warnings),
         "notes": list(ex.notes),
+        "names": [{"key": n.key, "flag": n.flag, "env": n.env, "script_var": n.script_var,
+                   "go_names": list(n.go_names)} for n in ex.names],
     }
 
 
@@ -145,4 +193,4 @@ def render_json(ex: Explanation) -> str:
     return json.dumps(to_json(ex), indent=2) + "\n"
 
 
-__all__ = ["Explanation", "OptionRow", "explain", "render_json", "render_text", "to_json"]
+__all__ = ["Explanation", "NameRow", "OptionRow", "explain", "render_json", "render_text", "to_json"]

@@ -165,6 +165,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec(key="ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR", long=None, short=None,
                envs=("ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR",), kind=Kind.LOOPBACK_CIDR, default="127.0.0.1/32",
                help="what counts as an IPv4 loopback destination"),
+    # Inputs only old releases read (spec/istio-iptables-history.md; netsim.spec.releases says when).
+    OptionSpec(key="DISABLE_REDIRECTION_ON_LOCAL_LOOPBACK", long=None, short=None,
+               envs=("DISABLE_REDIRECTION_ON_LOCAL_LOOPBACK",), kind=Kind.TEXT, default="",
+               help="1.1-1.4 script: non-empty drops the lo → Envoy rule"),
+    OptionSpec(key="DNS_CAPTURE", long=None, short=None, envs=("DNS_CAPTURE",), kind=Kind.TEXT, default="",
+               help="1.6: non-empty redirects UDP DNS to Envoy's 15013"),
+    OptionSpec(key="ISTIO_META_DNS_CONNTRACK_ZONE", long=None, short=None, envs=("ISTIO_META_DNS_CONNTRACK_ZONE",),
+               kind=Kind.BOOL, default="false", help="1.10.3-1.10.x: DNS conntrack zones"),
 )
 
 OPTIONS_BY_KEY: dict[str, OptionSpec] = {o.key: o for o in OPTIONS}

@@ -61,6 +61,12 @@ _BOOL_OPTIONS: dict[str, str] = {
     "dual-stack": "dual_stack",
     "native-nftables": "native_nftables",
     "ENABLE_INBOUND_IPV6": "enable_ipv6",
+    "ISTIO_META_DNS_CONNTRACK_ZONE": "dns_conntrack_zone",
+}
+# The old script's switches: on when non-empty (bash ``[ -n "$X" ]``, history §2.2, §4.4).
+_NON_EMPTY_OPTIONS: dict[str, str] = {
+    "DISABLE_REDIRECTION_ON_LOCAL_LOOPBACK": "disable_loopback_redirect",
+    "DNS_CAPTURE": "dns_capture",
 }
 # Every name the mapping may hold: the option table's keys, the inputs the CLI derives from the pod,
 # and two that istio-iptables reads but that never reach the generator.
@@ -178,6 +184,8 @@ def config_from_options(options: Mapping[str, object]) -> CaptureConfig:
             fields[_LIST_OPTIONS[option]] = split_list(_string(option, value))
         elif option in _BOOL_OPTIONS:
             fields[_BOOL_OPTIONS[option]] = parse_bool(option, value)
+        elif option in _NON_EMPTY_OPTIONS:
+            fields[_NON_EMPTY_OPTIONS[option]] = value not in ("", False, None)
 
     def raw(option: str, default: str) -> str:
         return _string(option, options[option]) if option in options else default

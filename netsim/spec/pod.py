@@ -488,8 +488,9 @@ def derive(pod: PodSource, profile: VersionProfile, *, cluster_dns: str = F.DEFA
     tproxy = mode == "TPROXY"
 
     arg("envoy-port", MESH_DEFAULTS["envoy-port"], Source.PROFILE, "template -p = meshConfig proxyListenPort")
-    arg("inbound-capture-port", MESH_DEFAULTS["inbound-capture-port"], Source.PROFILE,
-        "template -z = meshConfig proxyInboundListenPort")
+    if profile.has((1, 3)):  # the injector passes -z from 1.3 (spec/istio-iptables-history.md §2.4)
+        arg("inbound-capture-port", MESH_DEFAULTS["inbound-capture-port"], Source.PROFILE,
+            "template -z = meshConfig proxyInboundListenPort")
 
     # -u: 1337 (TPROXY always 1337); a user-supplied istio-proxy container's runAsUser wins if non-zero.
     uid, uid_origin = PROXY_UID, ("template: TPROXY mode always passes -u 1337 (Envoy runs as UID 0, GID 1337)"

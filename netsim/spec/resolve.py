@@ -23,12 +23,13 @@ from dataclasses import dataclass, replace
 from ipaddress import ip_address
 from typing import TYPE_CHECKING
 
-from netsim.capture.config import CURRENT_LAYOUT, LAYOUT_FLOOR
+from netsim.capture.config import CURRENT_LAYOUT
 from netsim.errors import SpecError
 from netsim.spec import flags as F
 from netsim.spec.flags import Effective, Ignored, Setting, Source
 from netsim.spec.pod import Finding, PodDerivation, PodSource, derive
-from netsim.spec.versions import CURRENT, OPTIONS_SINCE, VersionProfile, profile_for
+from netsim.spec.releases import BY_KEY, SCRIPT_UNTIL, release_text
+from netsim.spec.versions import VersionProfile, profile_for
 
 if TYPE_CHECKING:
     from netsim.capture.config import CaptureConfig
@@ -59,6 +60,7 @@ class Resolution:
     warnings: tuple[str, ...]
     notes: tuple[str, ...]
     config: CaptureConfig | None
+    release: tuple[int, ...] | None = None  # the release whose inputs and layout apply (None: not given)
 
     def winner(self, key: str) -> Setting:
         for e in self.effective:
@@ -88,8 +90,11 @@ def resolve(*, flags: Mapping[str, str] | None = None, env: Mapping[str, str] | 
     warnings: list[str] = []
     notes: list[str] = []
 
+    layout = _layout(profile) if profile_given else None
+    release = profile.release if profile_given else profile_for(None).release  # which inputs exist
     settings: list[Setting] = F.defaults()
     env_layer, ignored = F.env_settings(env)
+    env_layer, ignored = _release_env(env_layer, ignored, release, profile.label)
     settings += env_layer
     findings: tuple[Finding, ...] = ()
     cluster_dns, cluster_origin = _cluster_dns(net)
@@ -101,24 +106,12 @@ def resolve(*, flags: Mapping[str, str] | None = None, env: Mapping[str, str] | 
         ignored += derivation.ignored_env
         settings += [*derivation.env, *derivation.args]
     flag_layer = F.flag_settings(flags)
+    _refuse_missing_flags(flag_layer, release, profile.label)
     settings += flag_layer
-    layout = _layout(profile) if profile_given else None
-    if profile_given and profile.version != CURRENT:
-        for s in flag_layer:
-            since = OPTIONS_SINCE.get(s.key)
-            if since is not None and not profile.has(since.version):
-                warnings.append(f"{F.OPTIONS_BY_KEY[s.key].flag} does not exist in {profile.label} "
-                                f"(added in {since.text}); netsim applies it anyway"
-                                + ("" if layout is None else " where that release's rule layout has it"))
-        if layout is None and profile.version < LAYOUT_FLOOR:
-            notes.append(f"{profile.label}: only the injector's arguments follow this release ({profile.summary}); "
-                         f"the layout of release {profile.name} is not modelled yet (netsim models "
-                         f"{LAYOUT_FLOOR[0]}.{LAYOUT_FLOOR[1]} on), so the rules are laid out as the current "
-                         "istio-iptables writes them (older releases differ, e.g. no 127.0.0.6 passthrough "
-                         "before 1.3, no ISTIO_OUTPUT_DNS before 1.25)")
-        elif layout is not None:
-            notes.append(f"{profile.label}: the injector's arguments ({profile.summary}) and the rules follow "
-                         f"this release (istio-iptables {profile.name} layout, spec/istio-iptables-history.md)")
+    if layout is not None:
+        generator = "the istio-iptables.sh script" if layout < SCRIPT_UNTIL else "istio-iptables"
+        notes.append(f"{profile.label}: the injector's arguments ({profile.summary}) and the rules follow "
+                     f"this release ({generator} {profile.name} layout, spec/istio-iptables-history.md)")
     if profile_given and any(f.key.startswith("initContainers[") for f in findings):
         notes.append("--istio-version only changes the injector's defaults; this pod is already injected and "
                      "its istio-init arguments are used as they are")
@@ -126,10 +119,11 @@ def resolve(*, flags: Mapping[str, str] | None = None, env: Mapping[str, str] | 
         return Resolution(profile=profile, pod=pod, capture=False, no_capture_reason=derivation.no_capture_reason,
                           effective=tuple(Effective(setting=s) for s in settings if s.source is Source.FLAG),
                           findings=findings, ignored=tuple(ignored), warnings=tuple(warnings),
-                          notes=tuple(notes), config=None)
+                          notes=tuple(notes), config=None, release=release if profile_given else None)
 
     eff = F.layer(settings)
-    _fill_ids(eff)
+    _fill_ids(eff, release)
+    _inbound_port_default(eff, release)
     ipv6 = _ipv6(eff, net, pod, notes)
     eff["ENABLE_INBOUND_IPV6"] = ipv6
     for key, value in _dns(eff, net, derivation, cluster_dns, cluster_origin, notes, warnings).items():
@@ -143,21 +137,56 @@ def resolve(*, flags: Mapping[str, str] | None = None, env: Mapping[str, str] | 
                                  "istio-iptables generates no rules"
     config = config_from_options(F.to_options(eff)) if capture else None
     if config is not None and layout is not None:
-        if config.enable_ipv6 and layout < (1, 12):
-            raise SpecError(f"--istio-version {profile.name} with IPv6: the ip6tables rules of releases before 1.12 "
-                            "(nat only, spec/istio-iptables-history.md §3) are not modelled yet")
         config = replace(config, release=layout)
     return Resolution(profile=profile, pod=pod, capture=capture, no_capture_reason=reason,
                       effective=tuple(eff.values()), findings=findings, ignored=tuple(ignored),
-                      warnings=tuple(warnings), notes=tuple(notes), config=config)
+                      warnings=tuple(warnings), notes=tuple(notes), config=config,
+                      release=release if profile_given else None)
 
 
-def _layout(profile: VersionProfile) -> tuple[int, int] | None:
-    """The release layout to emit for ``profile``: None for the current layout (1.25 on) and for releases
-    older than the oldest modelled one (``LAYOUT_FLOOR``)."""
-    if profile.version < LAYOUT_FLOOR or profile.version >= CURRENT_LAYOUT:
-        return None
-    return profile.version
+def _layout(profile: VersionProfile) -> tuple[int, int, int] | None:
+    """The release layout to emit for ``profile`` (major, minor, patch); None for the current one (1.25 on)."""
+    return None if profile.version >= CURRENT_LAYOUT else profile.release
+
+
+def _refuse_missing_flags(flag_layer: list[Setting], release: tuple[int, ...], label: str) -> None:
+    """A flag the release did not have is refused, as the script's getopts and Go's pflag refuse it."""
+    for s in flag_layer:
+        row = BY_KEY.get(s.key)
+        if row is None or row.flag_in(release):
+            continue
+        spec = F.OPTIONS_BY_KEY[s.key]
+        since = "" if row.flag_since is None else f" (added in {release_text(row.flag_since)})"
+        who = "its istio-iptables.sh script" if release < SCRIPT_UNTIL else "its istio-iptables"
+        raise SpecError(f"option {spec.flag}: {label} has no such option{since}; {who} refuses it")
+
+
+def _release_env(layer: list[Setting], ignored: list[Ignored], release: tuple[int, ...],
+                 label: str) -> tuple[list[Setting], list[Ignored]]:
+    """Environment variables the release did not read are ignored, as that release ignored them."""
+    kept: list[Setting] = []
+    out = list(ignored)
+    for s in layer:
+        row = BY_KEY.get(s.key)
+        if row is None or row.env_in(release):
+            kept.append(s)
+            continue
+        span = "" if row.env_since is None else f" (read from {release_text(row.env_since)}" + (
+            f" to before {release_text(row.until)})" if row.until else ")")
+        out.append(Ignored(origin=s.origin, value=s.value, reason=f"{label} does not read it{span}"))
+    return kept, out
+
+
+def _inbound_port_default(eff: dict[str, Effective], release: tuple[int, ...]) -> None:
+    """Before 1.3 there was no -z: INBOUND_CAPTURE_PORT defaulted to -p, so inbound went to 15001 (§2.1)."""
+    port = eff["inbound-capture-port"]
+    if release >= (1, 3) or port.setting.source is not Source.DEFAULT:
+        return
+    proxy = eff["envoy-port"].setting.value
+    eff["inbound-capture-port"] = Effective(
+        setting=Setting(key="inbound-capture-port", value=proxy, source=Source.DERIVED,
+                        origin="no -z before 1.3: INBOUND_CAPTURE_PORT defaults to -p"),
+        shadowed=(*port.shadowed, port.setting))
 
 
 def _cluster_dns(net: PodNetwork) -> tuple[str, str]:
@@ -168,14 +197,16 @@ def _cluster_dns(net: PodNetwork) -> tuple[str, str]:
     return net.cluster_dns, f"--cluster-dns {net.cluster_dns}"
 
 
-def _fill_ids(eff: dict[str, Effective]) -> None:
-    """istio-iptables' FillConfigFromEnvironment for the proxy UID/GID (spec §1 step 2)."""
+def _fill_ids(eff: dict[str, Effective], release: tuple[int, ...]) -> None:
+    """istio-iptables' FillConfigFromEnvironment for the proxy UID/GID (spec §1 step 2); up to 1.7 it
+    appended root's UID 0 to the looked-up one (history §4.6)."""
     uid = eff["proxy-uid"]
     if uid.setting.value == "":
+        root = release < (1, 8)
         eff["proxy-uid"] = Effective(
-            setting=Setting(key="proxy-uid", value="1337", source=Source.DERIVED,
+            setting=Setting(key="proxy-uid", value="1337,0" if root else "1337", source=Source.DERIVED,
                             origin="no -u: istio-iptables uses the UID of user istio-proxy (ENVOY_USER) in its "
-                                   "image, 1337"),
+                                   "image, 1337" + (", then appends 0 (until 1.7)" if root else "")),
             shadowed=(*uid.shadowed, uid.setting))
     gid = eff["proxy-gid"]
     if gid.setting.value == "":

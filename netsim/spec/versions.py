@@ -4,9 +4,9 @@ Owns: one :class:`VersionProfile` per range of releases whose injector derives i
 arguments differently (spec/istio-iptables.md §13.1 and §14), and the table of which annotation,
 proxyMetadata key and flag first appeared in which release.
 
-Never does: change the rule *layout*. netsim always emits the current generator's rules; a profile
-only changes the arguments the injector would have passed (notably ``-b`` before 1.3 and the
-``-d`` prefix before 1.6). Releases marked ``estimated`` are not stated by the spec's history
+Never does: lay out rules. A profile changes the arguments the injector would have passed (notably
+``-b`` before 1.3 and the ``-d`` prefix before 1.6); its :attr:`VersionProfile.release` picks the
+generator's layout (``netsim.capture.iptables``) in ``netsim.spec.resolve``. Releases marked ``estimated`` are not stated by the spec's history
 table; they are netsim's best reading and are labelled so wherever they are reported.
 """
 
@@ -33,6 +33,12 @@ class VersionProfile:
     exclude_prefix: str  # prepended to -d by the template: "", "15090,", "15090,15021,"
     status_port: str  # default status port appended to -d ("" = none)
     summary: str
+    patch: int = 0  # the patch release given (1.12.9 → 9); layouts change at some patches (history §4)
+
+    @property
+    def release(self) -> tuple[int, int, int]:
+        """(major, minor, patch): what the rule layout is chosen by."""
+        return (*self.version, self.patch)
 
     def has(self, since: Version) -> bool:
         return self.version >= since
@@ -131,17 +137,18 @@ def parse_version(text: str) -> Version:
 
 def profile_for(text: str | None) -> VersionProfile:
     """The profile in force for Istio release ``text`` (None: the current injector)."""
-    version = CURRENT if text is None else parse_version(text)
+    full = istio_version.CURRENT if text is None else istio_version.parse_istio_version(text)
+    version = (full.major, full.minor)
     chosen = _PROFILES[0]
     for p in _PROFILES:
         if version >= p.version:
             chosen = p
     if version == CURRENT:
         return chosen
-    name = f"{version[0]}.{version[1]}"
+    name = f"{version[0]}.{version[1]}" + (f".{full.patch}" if full.patch else "")
     return VersionProfile(name=name, version=version, inbound_ports_default=chosen.inbound_ports_default,
                           exclude_prefix=chosen.exclude_prefix, status_port=chosen.status_port,
-                          summary=chosen.summary)
+                          summary=chosen.summary, patch=full.patch)
 
 
 __all__ = [

@@ -9,7 +9,7 @@ from netsim.capture.iptables import plan
 from netsim.spec.options import config_from_options
 
 
-def nat_output(config: CaptureConfig, release: tuple[int, int] | None) -> list[str]:
+def nat_output(config: CaptureConfig, release: tuple[int, ...] | None) -> list[str]:
     return [" ".join(r.args) for r in plan(replace(config, release=release))
             if r.table == "nat" and r.chain == "ISTIO_OUTPUT"]
 
@@ -49,10 +49,10 @@ def test_go_era_before_1_12_tproxy_and_skeleton() -> None:
     config = config_from_options({"istio-inbound-interception-mode": "TPROXY", "istio-inbound-ports": "*",
                                   "kube-virt-interfaces": "vm0", "istio-exclude-interfaces": "eth9"})
 
-    def rules(release: tuple[int, int]) -> list[tuple[str, str, str]]:
+    def rules(release: tuple[int, ...]) -> list[tuple[str, str, str]]:
         return [(r.table, r.chain, " ".join(r.args)) for r in plan(replace(config, release=release))]
 
-    r16, r19, r111 = rules((1, 6)), rules((1, 9)), rules((1, 11))
+    r16, r19, r111 = rules((1, 6)), rules((1, 9)), rules((1, 11, 3))
     tproxy = "! -d 127.0.0.1/32 -p tcp -j TPROXY --tproxy-mark 1337/0xffffffff --on-port"
     assert ("mangle", "ISTIO_TPROXY", f"{tproxy} 15001") in r16  # on-port P until 1.8 (history §4.7)
     assert ("mangle", "ISTIO_TPROXY", f"{tproxy} 15006") in r19

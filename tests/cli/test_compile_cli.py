@@ -334,9 +334,24 @@ def test_annotation_missing_from_the_release_is_warned_and_not_used(tmp_path: Pa
     assert "-A PREROUTING -i eth1 -j RETURN" in compile_("--pod", str(f)).stdout
 
 
-def test_flag_missing_from_the_release_is_warned() -> None:
+def test_flag_missing_from_the_release_is_refused_as_it_was() -> None:
+    """The 1.2 script's getopts and 1.8's pflag refused an option they did not have (history §7)."""
     r = compile_("--istio-version", "1.2", "--redirect-dns", "-b", "*")
-    assert "netsim: warning: --redirect-dns does not exist in Istio 1.2 (added in 1.9)" in r.stderr
+    assert r.code == 2 and r.error_lines == [
+        "Error: option --redirect-dns: Istio 1.2 has no such option (added in 1.9); its istio-iptables.sh "
+        "script refuses it"], r.stderr
+    assert compile_("--istio-version", "1.2", "-z", "15006").code == 2  # -z: 1.3
+    assert compile_("--istio-version", "1.3", "-z", "15006").code == 0
+    assert compile_("--istio-version", "1.12.8", "--drop-invalid").code == 2  # 1.12.9 (history §4.13)
+    assert "INVALID -j DROP" in compile_("--istio-version", "1.12.9", "--drop-invalid").stdout
+
+
+def test_environment_variable_missing_from_the_release_is_ignored_as_it_was() -> None:
+    r = compile_("--istio-version", "1.8", "-i", "*", "--explain", env={"ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE": "5001"})
+    assert "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE = '5001': Istio 1.8 does not read it (read from 1.14)" in r.stdout
+    r = compile_("--istio-version", "1.6", "-i", "*", env={"DNS_CAPTURE": "1"})
+    assert "-A OUTPUT -p udp -m udp --dport 53 -j REDIRECT --to-ports 15013" in r.stdout
+    assert "15013" not in compile_("-i", "*", env={"DNS_CAPTURE": "1"}).stdout  # 1.6 only (history §4.4)
 
 
 def test_interception_mode_none_writes_no_rules_and_says_why(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ strict xfail list (a golden that starts passing fails the run until the list is 
 from __future__ import annotations
 
 import re
+import shlex
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ import yaml
 from compile_runner import compile_, invocation, run, save_tables
 from conftest import CONFORMANCE, conformance_dir
 
-from netsim.capture.config import LAYOUT_FLOOR
+from netsim.spec.flags import OPTIONS_BY_KEY
+from netsim.spec.releases import GO_NAME_TO_KEY
 from netsim.netfilter import Family, Names, apply_payload, parse_command_log, parse_dry_run, render_save
 from netsim.netfilter.model import RestorePayload
 
@@ -24,28 +26,13 @@ HISTORY = CONFORMANCE / "istio-iptables-history"
 GOLDENS = sorted(str(p.relative_to(HISTORY).with_suffix("")) for p in HISTORY.glob("*/*.golden")) \
     if HISTORY.is_dir() else []
 
-# The Go config field names of the history YAMLs → the conformance-YAML keys of ../istio-iptables/
-# (istio-iptables long option, or the env/input name), one to one (history README).
-GO_FIELDS = {
-    "ProxyPort": "envoy-port", "InboundCapturePort": "inbound-capture-port",
-    "InboundTunnelPort": "inbound-tunnel-port", "ProxyUID": "proxy-uid", "ProxyGID": "proxy-gid",
-    "InboundInterceptionMode": "istio-inbound-interception-mode", "InboundTProxyMark": "istio-inbound-tproxy-mark",
-    "InboundTProxyRouteTable": "istio-inbound-tproxy-route-table", "InboundPortsInclude": "istio-inbound-ports",
-    "InboundPortsExclude": "istio-local-exclude-ports", "ExcludeInterfaces": "istio-exclude-interfaces",
-    "OutboundIPRangesInclude": "istio-service-cidr", "OutboundIPRangesExclude": "istio-service-exclude-cidr",
-    "OutboundPortsInclude": "istio-outbound-ports", "OutboundPortsExclude": "istio-local-outbound-ports-exclude",
-    "KubevirtInterfaces": "kube-virt-interfaces", "RedirectDNS": "redirect-dns", "CaptureAllDNS": "capture-all-dns",
-    "DropInvalid": "drop-invalid", "OwnerGroupsInclude": "ISTIO_OUTBOUND_OWNER_GROUPS",
-    "OwnerGroupsExclude": "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE",
-    "HostIPv4LoopbackCidr": "ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR", "EnableIPv6": "ENABLE_INBOUND_IPV6",
-    "EnableInboundIPv6": "ENABLE_INBOUND_IPV6", "DNSServersV4": "DNS_SERVERS_V4", "DNSServersV6": "DNS_SERVERS_V6",
-}
 NO_RULE_EFFECT = {"RestoreFormat", "DryRun"}
-# 1.7/1.8 switched DNS capture on through package variables the tests set; the CLI's switch was
-# ISTIO_META_DNS_CAPTURE (history §4.5, §4.6), which netsim reads as --redirect-dns.
-DNS_SWITCHES = {"package var dnsCaptureByEnvoy", "package var dnsCaptureByAgent"}
 # Owner groups named in the goldens resolve as in today's corpus (its README "How the kernel/ files were made").
 GROUPS = (("root", 0), ("java", 5001), ("ftp", 5002))
+# Inputs a golden's rules show were on but its YAML does not record: 1.6's goldens end with the experimental
+# DNS_CAPTURE block (UDP 53 → 15013 with the proxy-GID RETURNs, history §4.4), an environment variable
+# the Go test harness had set; no other input produces those rules.
+UNRECORDED = {"1.6/ipv4-uid-gid": {"DNS_CAPTURE": "1"}, "1.6/rules-with-ip-range": {"DNS_CAPTURE": "1"}}
 
 
 @cache
@@ -56,38 +43,45 @@ def meta(name: str) -> dict[str, Any]:
 
 
 def releases(name: str) -> list[str]:
-    """The first and the last minor release the golden applies to (``applies_to_releases: "1.14.0-1.17.8 …"``)."""
-    found = re.findall(r"\b(1\.\d+)\.\d+", meta(name)["applies_to_releases"])
+    """The first and the last release the golden applies to (``applies_to_releases: "1.14.0-1.17.8 …"``),
+    patch included: several layouts changed at a patch release (history §4)."""
+    found = re.findall(r"\b1\.\d+\.\d+", meta(name)["applies_to_releases"])
     first, last = (found[0], found[1]) if len(found) >= 2 else (name.split("/")[0],) * 2
     return [first] if first == last else [first, last]
 
 
-def modelled(release: str) -> bool:
-    major, minor = (int(x) for x in release.split("."))
-    return (major, minor) >= LAYOUT_FLOOR
-
-
-def options(name: str) -> dict[str, Any] | None:
-    """The golden's options as conformance-YAML keys over the Go zero values (today's ``empty`` case),
-    or None when it sets something that is not a Go config field (a script command line, package vars)."""
-    base = yaml.safe_load((CONFORMANCE / "istio-iptables" / "empty.yaml").read_text())["config"]
-    config = {**base, "istio-inbound-tproxy-mark": "1337"}
-    for key, value in (meta(name).get("options") or {}).items():
-        field = key.removeprefix("default ")
-        if field in NO_RULE_EFFECT or (field in DNS_SWITCHES and not value):
+def options(name: str) -> tuple[list[str], dict[str, str]]:
+    """The golden's options as ``netsim compile`` arguments and environment: a recorded command line (the
+    script era and 1.5) is passed as it is; Go config fields and package variables are mapped by
+    ``netsim.spec.releases`` (one name, one option); what is not recorded keeps istio-iptables' default."""
+    data = meta(name)
+    recorded = data.get("options") or {}
+    if "command_line" in recorded:
+        line = recorded["command_line"]
+        args = [] if line.startswith("(") else shlex.split(line)
+        env_text = " ".join(str(v) for v in (data.get("environment") or {}).values())
+        if "-u" not in args and "id prints 0" in env_text:
+            args += ["-u", "0,0"]  # the stubbed `id -u istio-proxy` printed 0, then the script appended ",0"
+        ipv6 = re.search(r"hostname stub: ['\"]?([0-9a-f:]+:[0-9a-f:]*) via STUB_IP", yaml.safe_dump(data))
+        args += [f"--pod-ip={ipv6[1]}"] if ipv6 else ["--ipv6=false"]
+        return args, dict(UNRECORDED.get(name, {}))
+    config: dict[str, Any] = {"ENABLE_INBOUND_IPV6": False, "DNS_SERVERS_V4": [], "DNS_SERVERS_V6": [],
+                              **UNRECORDED.get(name, {})}
+    env: dict[str, str] = {}
+    for key, value in recorded.items():
+        field = key.removeprefix("default ").removeprefix("package var ")
+        if field in NO_RULE_EFFECT:
             continue
-        if field in DNS_SWITCHES:
-            config["redirect-dns"] = True
+        assert field in GO_NAME_TO_KEY, f"{name}: {field} has no netsim option"
+        if key.startswith("package var ") and value in ("", False):
             continue
-        if field not in GO_FIELDS:
-            return None
-        config[GO_FIELDS[field]] = value
-    return config
-
-
-def unmapped(name: str) -> list[str]:
-    fields = [k.removeprefix("default ") for k in meta(name).get("options") or {}]
-    return [f for f in fields if f not in GO_FIELDS and f not in NO_RULE_EFFECT and f not in DNS_SWITCHES]
+        option = GO_NAME_TO_KEY[field]
+        if key.startswith("package var "):  # the test set the variable its environment variable feeds
+            env[OPTIONS_BY_KEY[option].envs[-1]] = "true"
+        else:
+            config[option] = value
+    args, more = invocation(config)
+    return args, {**more, **env}
 
 
 def golden_payloads(name: str) -> tuple[RestorePayload, RestorePayload | None]:
@@ -97,52 +91,27 @@ def golden_payloads(name: str) -> tuple[RestorePayload, RestorePayload | None]:
     return parse_dry_run(text, names) if "* nat" in text else parse_command_log(text, names)
 
 
-# 1.6's goldens end with the experimental DNS_CAPTURE block (UDP 53 → 15013, history §4.4) that their YAML
-# options do not record; netsim has no DNS_CAPTURE input (nothing ever set it for an injected pod).
-DNS_CAPTURE_1_6 = {"1.6/ipv4-uid-gid", "1.6/rules-with-ip-range"}
-
-
-def why_not(name: str, release: str) -> str | None:
-    """Why this golden cannot be reproduced yet, or None."""
-    if not modelled(release):
-        return f"layout of release {release} not modelled yet"
-    if options(name) is None:
-        return f"an option of {name} has no netsim equivalent yet: {unmapped(name)}"
-    if name in DNS_CAPTURE_1_6:
-        return "1.6's experimental DNS_CAPTURE rules (not in the golden's recorded options) not modelled yet"
-    return None
-
-
 def cases() -> list[Any]:
-    out = []
-    for name in GOLDENS:
-        for release in releases(name):
-            reason = why_not(name, release)
-            marks = [] if reason is None else [pytest.mark.xfail(strict=True, reason=reason)]
-            out.append(pytest.param(name, release, id=f"{name}@{release}", marks=marks))
-    return out
+    return [pytest.param(name, release, id=f"{name}@{release}") for name in GOLDENS for release in releases(name)]
 
 
 CASES = cases()
-NOT_MODELLED = [c for c in CASES if c.marks]
 
 
-def test_the_not_modelled_list_is_explicit_and_counted() -> None:
-    """What is left is said, not hidden: every release before LAYOUT_FLOOR and the goldens listed by why_not."""
+def test_every_golden_is_a_case_and_none_is_left_out() -> None:
+    """Every golden is checked at the first and the last release it applies to, 1.2 through 1.25."""
     if not GOLDENS:
         pytest.skip(f"conformance data not found at {HISTORY}")
-    assert len(CASES) >= len(GOLDENS)
-    assert {r for c in CASES for r in [c.values[1]] if not modelled(r)} <= {c.values[1] for c in NOT_MODELLED}
-    # 1.2–1.5 (12: the script era and 1.5), the 1.10 conntrack-zone golden (its package variable), 1.6 (2).
-    assert len(NOT_MODELLED) == 15, [c.id for c in NOT_MODELLED]
+    assert {c.values[0] for c in CASES} == set(GOLDENS)
+    assert {c.values[1].rsplit(".", 1)[0] for c in CASES} >= {f"1.{m}" for m in range(2, 26)} - {"1.15", "1.16",
+                                                                                                "1.17", "1.19",
+                                                                                                "1.22"}
 
 
 @pytest.mark.parametrize(("name", "release"), CASES)
 def test_compile_reproduces_the_releases_golden(name: str, release: str, tmp_path: Path) -> None:
-    config = options(name)
-    assert config is not None, f"{name}: options netsim cannot spell as istio-iptables options yet"
+    args, env = options(name)
     v4, v6 = golden_payloads(name)
-    args, env = invocation(config)
     group_file = tmp_path / "group"
     group_file.write_text("".join(f"{group}:x:{gid}:\n" for group, gid in GROUPS))
     args.append(f"--group-file={group_file}")
@@ -176,9 +145,13 @@ def test_trace_walks_the_releases_own_rules(release: str | None, chain: str) -> 
     assert f"Captured by the DNS proxy on port 15053 via {chain} rule" in r.stdout, r.stdout
 
 
-def test_ipv6_before_1_12_is_refused_not_guessed() -> None:
-    r = compile_("--istio-version", "1.11", "--ipv6")
-    assert r.code == 2 and r.error_lines == [
-        "Error: --istio-version 1.11 with IPv6: the ip6tables rules of releases before 1.12 (nat only, "
-        "spec/istio-iptables-history.md §3) are not modelled yet"], r.stderr
-    assert compile_("--istio-version", "1.12", "--ipv6").code == 0
+def test_ipv6_before_1_12_is_the_nat_only_list() -> None:
+    """1.5–1.11 wrote a separate IPv6 list: nat only whatever -m says, the ``-b *`` redirect (history §3)."""
+    r = compile_("--istio-version", "1.11", "--ipv6", "-m", "TPROXY", "-b", "*", "-i", "*", "--family", "6")
+    assert r.code == 0, r.stderr
+    tables = save_tables(r.stdout)
+    assert set(tables) == {"nat"}, tables
+    assert "-A ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT" in tables["nat"]
+    assert "-A ISTIO_OUTPUT -s ::6/128 -o lo -j RETURN" in tables["nat"]
+    r12 = compile_("--istio-version", "1.12", "--ipv6", "-m", "TPROXY", "-b", "*", "-i", "*", "--family", "6")
+    assert "mangle" in save_tables(r12.stdout)  # 1.12: IPv6 gets TPROXY (history §4.12)
