@@ -444,6 +444,16 @@ def _redirect_ports(config: CaptureConfig, rel: Release) -> tuple[str, str]:
     return inbound, "--to-ports" if rel >= (1, 5, 3) else "--to-port"
 
 
+def inbound_listener_port(config: CaptureConfig) -> str:
+    """The port the release's rules deliver new inbound connections to: ISTIO_IN_REDIRECT's target, or
+    TPROXY's ``--on-port`` (-p until 1.9, history §4.7). Before 1.3 (and up to 1.5 with a -b list) that is
+    -p itself: Envoy's one listener told inbound from outbound by the original destination (history §2.4)."""
+    rel = layout_release(config)
+    if config.mode is InterceptionMode.TPROXY and config.inbound_ports:
+        return config.inbound_capture_port if rel >= (1, 9) else config.proxy_port
+    return _redirect_ports(config, rel)[0]
+
+
 def _redirect_chains(p: _Plan, config: CaptureConfig, rel: Release) -> None:
     """Step 4 (§4): the two REDIRECT chains, Envoy's outbound and inbound listeners."""
     inbound, to = _redirect_ports(config, rel)
@@ -878,6 +888,7 @@ __all__ = [
     "build",
     "cleanup_commands",
     "dns_capture_effective",
+    "inbound_listener_port",
     "layout_release",
     "owner_group_filter",
     "payloads",

@@ -145,7 +145,7 @@ def _bypass(t: Trace) -> tuple[DecidedBy | None, str, str]:
     return None, "no rule redirected it (the chains ended and the policy accepted it unchanged)", "policy"
 
 
-def _decide_first(t: Trace, sidecar: SidecarIdentity) -> Decision:
+def _decide_first(t: Trace, sidecar: SidecarIdentity, netns: Netns) -> Decision:
     """The verdict of the connection's first hop, from its steps alone."""
     step = t.decided_by
     rule = DecidedBy.of(step) if step is not None and step.kind is Kind.RULE else None
@@ -154,10 +154,10 @@ def _decide_first(t: Trace, sidecar: SidecarIdentity) -> Decision:
     if t.outcome is Outcome.DROPPED:
         return Decision(verdict=Verdict.DROPPED, decided_by=rule, reason=t.reason, basis=_drop_basis(step))
     port = _delivered_port(t)
-    kinds = _listener_kinds(sidecar)
-    if port is not None and port in kinds:
+    kind = _listener_kind(sidecar, port, t, netns)
+    if port is not None and kind is not None:
         by, how, _, basis = _how(t, port, sidecar)
-        return Decision(verdict=kinds[port], decided_by=by, reason=how, listener=ListenerRef(_listener_addr(t), port),
+        return Decision(verdict=kind, decided_by=by, reason=how, listener=ListenerRef(_listener_addr(t), port),
                         basis=basis)
     by, why, basis = _bypass(t)
     return Decision(verdict=Verdict.BYPASSED, decided_by=by, reason=why, basis=basis)
@@ -229,7 +229,7 @@ def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sideca
     hops = [KernelHop(who, t)]
     if packet.ct.reply:
         return _reply(hops, t)
-    d = _decide_first(t, sidecar)
+    d = _decide_first(t, sidecar, netns)
     v = d.verdict
     if v is Verdict.DROPPED:
         return Followed(tuple(hops), d, _sentence(f"Dropped: {t.reason}."))
@@ -275,9 +275,10 @@ def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sideca
         target = ep if not up.what else f"{up.what} {ep}" if up.what == _ORIGINAL else f"{up.what} at {ep}"
         via = f" from {src}" if src is not None else ""
         nport = _delivered_port(nxt)
-        if nport is not None and nport in _listener_kinds(sidecar):
+        nstage_or_none = _listener_kind(sidecar, nport, nxt, netns)
+        if nport is not None and nstage_or_none is not None:
             by2, how2, redirected2, basis2 = _how(nxt, nport, sidecar)
-            nstage = _listener_kinds(sidecar)[nport]
+            nstage = nstage_or_none
             if redirected2 and nstage is Verdict.CAPTURED_INBOUND and stage is Verdict.CAPTURED_OUTBOUND \
                     and len(hops) <= MAX_HOPS:
                 # Outbound to the pod's own address: Envoy's connection goes through its inbound listener.
@@ -307,10 +308,22 @@ _LISTENER_NAMES = {Verdict.CAPTURED_OUTBOUND: "outbound listener", Verdict.CAPTU
                    Verdict.CAPTURED_DNS: "DNS proxy on port"}
 
 
-def _listener_kinds(sidecar: SidecarIdentity) -> dict[int, Verdict]:
-    """The sidecar's capture ports → the verdict of a packet delivered there."""
-    return {sidecar.dns_port: Verdict.CAPTURED_DNS, sidecar.outbound_port: Verdict.CAPTURED_OUTBOUND,
-            sidecar.inbound_port: Verdict.CAPTURED_INBOUND}
+def _listener_kind(sidecar: SidecarIdentity, port: int | None, t: Trace, netns: Netns) -> Verdict | None:
+    """The verdict of a packet ``t`` delivered to sidecar ``port`` (None: not a capture listener).
+
+    A listener shared by both directions (before Istio 1.3) is Envoy's 15001 handing each connection
+    to the listener of its original destination: the pod's own address is inbound, anything else
+    outbound (spec/istio-iptables-history.md §2.1).
+    """
+    if port is None:
+        return None
+    if port == sidecar.dns_port:
+        return Verdict.CAPTURED_DNS
+    if sidecar.shared_listener and port == sidecar.outbound_port:
+        od = Endpoint(t.dst.addr, t.dst.port) if t.transparent_socket else t.original_dst
+        own = od is not None and not od.addr.is_loopback and netns.is_local(od.addr)
+        return Verdict.CAPTURED_INBOUND if own else Verdict.CAPTURED_OUTBOUND
+    return {sidecar.outbound_port: Verdict.CAPTURED_OUTBOUND, sidecar.inbound_port: Verdict.CAPTURED_INBOUND}.get(port)
 
 
 _ORIGINAL = "the original destination"

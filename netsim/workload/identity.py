@@ -71,6 +71,12 @@ class SidecarIdentity:
         return self.tproxy_mark is not None
 
     @property
+    def shared_listener(self) -> bool:
+        """One listener for both directions (Istio before 1.3: inbound went to 15001 too, and Envoy told
+        the directions apart by the original destination, spec/istio-iptables-history.md §2.1)."""
+        return self.inbound_port == self.outbound_port
+
+    @property
     def capture_ports(self) -> tuple[int, int, int]:
         """The ports a captured packet is delivered to: outbound, inbound, DNS."""
         return self.outbound_port, self.inbound_port, self.dns_port
@@ -97,8 +103,10 @@ class SidecarIdentity:
             return cls(passthrough_v4=pt4, passthrough_v6=pt6, dns=dns)
         tproxy = config.mode.value == "TPROXY"
         uid = _number(config.proxy_uid[0] if config.proxy_uid else "", PROXY_UID)
+        from netsim.capture.iptables import inbound_listener_port  # the release's own inbound target
+
         return cls(outbound_port=_number(config.proxy_port, OUTBOUND_PORT),
-                   inbound_port=_number(config.inbound_capture_port, INBOUND_PORT),
+                   inbound_port=_number(inbound_listener_port(config), INBOUND_PORT),
                    tunnel_port=_number(config.inbound_tunnel_port, TUNNEL_PORT),
                    uid=envoy_uid(uid, tproxy=tproxy),
                    gid=_number(config.proxy_gid[0] if config.proxy_gid else "", PROXY_GID),

@@ -155,3 +155,39 @@ def test_ipv6_before_1_12_is_the_nat_only_list() -> None:
     assert "-A ISTIO_OUTPUT -s ::6/128 -o lo -j RETURN" in tables["nat"]
     r12 = compile_("--istio-version", "1.12", "--ipv6", "-m", "TPROXY", "-b", "*", "-i", "*", "--family", "6")
     assert "mangle" in save_tables(r12.stdout)  # 1.12: IPv6 gets TPROXY (history §4.12)
+
+
+def trace_json(*args: str) -> dict[str, Any]:
+    import json
+
+    r = run(["trace", "--pod", "rules/mtls-503/pod.yaml", *args, "--format", "json"])
+    assert r.code == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.mark.parametrize("release", ["1.0", "1.2"])
+def test_before_1_3_one_listener_tells_inbound_from_outbound_by_destination(release: str) -> None:
+    """Before 1.3 inbound went to 15001 as well and Envoy handed each connection to the listener of its
+    original destination (history §2.1): an inbound connection is captured inbound (not a loop back
+    into 15001), an outbound one outbound, through that release's own rules."""
+    inbound = trace_json("--istio-version", release, "--from", "10.1.2.3", "--dst", "10.244.0.5:8080")
+    assert (inbound["verdict"], inbound["listener"]["port"]) == ("captured-inbound", 15001), inbound["summary"]
+    assert "reaching the app" in inbound["summary"]
+    outbound = trace_json("--istio-version", release, "--dst", "10.96.0.1:80")
+    assert (outbound["verdict"], outbound["listener"]["port"]) == ("captured-outbound", 15001), outbound["summary"]
+    current = trace_json("--from", "10.1.2.3", "--dst", "10.244.0.5:8080")
+    assert (current["verdict"], current["listener"]["port"]) == ("captured-inbound", 15006)
+
+
+def test_mtls_503_under_1_2_bypasses_the_sidecar_on_the_undeclared_port() -> None:
+    """The seeds' story, as a user types it: under 1.2 the injector passed ``-b 8080`` (the declared
+    containerPort), so a connection to :80 is not captured (the mTLS client's bytes reach nginx: 503);
+    1.2's own rules are walked (no 15008 RETURN, no 127.0.0.6 rule), and today's -b * captures it."""
+    old = trace_json("--istio-version", "1.2", "--from", "10.1.2.3", "--dst", "10.244.0.5:80")
+    assert old["verdict"] == "bypassed", old["summary"]
+    assert "--dport 8080 -j ISTIO_IN_REDIRECT` failed on -m tcp --dport 8080 (destination port is 80)" in old["summary"]
+    walked = [step["rule"] for hop in old["hops"] for step in hop["steps"] if step.get("rule")]
+    assert walked and not any("15008" in text or "127.0.0.6" in text for text in walked), walked
+    assert trace_json("--from", "10.1.2.3", "--dst", "10.244.0.5:80")["verdict"] == "captured-inbound"
