@@ -6,8 +6,9 @@ proxyMetadata key and flag first appeared in which release.
 
 Never does: lay out rules. A profile changes the arguments the injector would have passed (notably
 ``-b`` before 1.3 and the ``-d`` prefix before 1.6); its :attr:`VersionProfile.release` picks the
-generator's layout (``netsim.capture.iptables``) in ``netsim.spec.resolve``. Releases marked ``estimated`` are not stated by the spec's history
-table; they are netsim's best reading and are labelled so wherever they are reported.
+generator's layout (``netsim.capture.iptables``) in ``netsim.spec.resolve``. Releases marked
+``estimated`` are not stated by the spec's history table; they are netsim's best reading and are
+labelled so wherever they are reported.
 """
 
 from __future__ import annotations

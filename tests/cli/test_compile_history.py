@@ -17,10 +17,10 @@ import yaml
 from compile_runner import compile_, invocation, run, save_tables
 from conftest import CONFORMANCE, conformance_dir
 
-from netsim.spec.flags import OPTIONS_BY_KEY
-from netsim.spec.releases import GO_NAME_TO_KEY
 from netsim.netfilter import Family, Names, apply_payload, parse_command_log, parse_dry_run, render_save
 from netsim.netfilter.model import RestorePayload
+from netsim.spec.flags import OPTIONS_BY_KEY
+from netsim.spec.releases import GO_NAME_TO_KEY
 
 HISTORY = CONFORMANCE / "istio-iptables-history"
 GOLDENS = sorted(str(p.relative_to(HISTORY).with_suffix("")) for p in HISTORY.glob("*/*.golden")) \
