@@ -51,3 +51,29 @@ def netns() -> Iterator[str]:
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+NETNS_TIMEOUT = 60
+
+
+def run_in_netns(ns: str, argv: list[str], stdin: str | None = None, group_file: Path | None = None,
+                 *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` inside network namespace ``ns``; with ``group_file``, in a private mount namespace
+    (``unshare -m``) where it is bind-mounted over /etc/group (invisible outside: the host's file is
+    never touched). ``check``: a failure fails the test, naming the command and its stderr."""
+    cmd = ["ip", "netns", "exec", ns, *argv]
+    if group_file is not None:
+        script = 'mount --bind "$1" /etc/group && shift && exec "$@"'
+        cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", str(group_file), *cmd]
+    done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=NETNS_TIMEOUT, check=False)
+    if check:
+        assert done.returncode == 0, f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}"
+    return done
+
+
+def group_file_with(path: Path, groups: dict[str, int]) -> Path:
+    """Write a copy of /etc/group plus ``groups`` to ``path``, for :func:`run_in_netns`."""
+    base = Path("/etc/group").read_text() if Path("/etc/group").is_file() else ""
+    extra = "".join(f"{name}:x:{gid}:\n" for name, gid in groups.items())
+    path.write_text(base + ("" if base.endswith("\n") or not base else "\n") + extra)
+    return path

@@ -8,7 +8,6 @@ where a copy of /etc/group with the fixture groups is bind-mounted; the host's /
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from capture_cases import (
     case_names,
     expected,
 )
+from conftest import group_file_with, run_in_netns
 
 from netsim.capture.compiled import compile_config
 from netsim.capture.config import CaptureConfig
@@ -51,28 +51,16 @@ SYNTHETIC: dict[str, dict[str, object]] = {
                         "istio-service-exclude-cidr": "10.1.2.3/16", "istio-outbound-ports": "8080",
                         "istio-local-outbound-ports-exclude": "25", "proxy-uid": "0", "proxy-gid": "1337,1338"},
 }
-TIMEOUT = 60
 
 
 @pytest.fixture(scope="module")
 def group_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of /etc/group plus the fixture groups, for bind-mounting in a private mount namespace."""
-    path = tmp_path_factory.mktemp("groups") / "group"
-    base = Path("/etc/group").read_text() if Path("/etc/group").is_file() else ""
-    extra = "".join(f"{name}:x:{gid}:\n" for name, gid in FIXTURE_GROUPS.items())
-    path.write_text(base + ("" if base.endswith("\n") or not base else "\n") + extra)
-    return path
+    return group_file_with(tmp_path_factory.mktemp("groups") / "group", FIXTURE_GROUPS)
 
 
 def _run(ns: str, argv: list[str], stdin: str | None = None, group_file: Path | None = None) -> str:
-    cmd = ["ip", "netns", "exec", ns, *argv]
-    if group_file is not None:
-        # Private mount namespace: the bind mount of the fixture group file is invisible outside it.
-        script = 'mount --bind "$1" /etc/group && shift && exec "$@"'
-        cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", str(group_file), *cmd]
-    done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=TIMEOUT, check=False)
-    assert done.returncode == 0, f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}"
-    return done.stdout
+    return run_in_netns(ns, argv, stdin, group_file).stdout
 
 
 def _config(name: str) -> CaptureConfig:

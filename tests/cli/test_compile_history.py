@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,9 @@ from typing import Any
 import pytest
 import yaml
 from compile_runner import compile_, invocation, run, save_tables
-from conftest import CONFORMANCE, conformance_dir
+from conftest import CONFORMANCE, conformance_dir, group_file_with, run_in_netns
 
+from netsim.capture.dryrun import render_restore
 from netsim.netfilter import Family, Names, apply_payload, parse_command_log, parse_dry_run, render_save
 from netsim.netfilter.model import RestorePayload
 from netsim.spec.flags import OPTIONS_BY_KEY
@@ -191,3 +193,48 @@ def test_mtls_503_under_1_2_bypasses_the_sidecar_on_the_undeclared_port() -> Non
     walked = [step["rule"] for hop in old["hops"] for step in hop["steps"] if step.get("rule")]
     assert walked and not any("15008" in text or "127.0.0.6" in text for text in walked), walked
     assert trace_json("--from", "10.1.2.3", "--dst", "10.244.0.5:80")["verdict"] == "captured-inbound"
+
+
+_LOG_BINARIES = ("iptables", "ip6tables", "ip")
+_IGNORED_FAILURES = ("-D", "-F", "-X")  # the script's cleanup of old chains, run with errors ignored
+
+
+@pytest.mark.root
+@pytest.mark.parametrize(("name", "release"), CASES)
+def test_golden_applied_to_a_kernel_saves_as_netsim_renders(name: str, release: str, netns: str,
+                                                            tmp_path: Path) -> None:
+    """Each golden applied to a fresh namespace as its release applied it (the command log run command by
+    command, in order; the restore text loaded with ``iptables-restore --noflush``): the kernel's
+    ``iptables-save`` equals netsim's rendering of that release's rules under the golden's options."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare missing: cannot provide the golden's groups without touching /etc/group")
+    groups = group_file_with(tmp_path / "group", {g: gid for g, gid in GROUPS if g != "root"})
+    text = (HISTORY / f"{name}.golden").read_text()
+    v4, v6 = golden_payloads(name)
+    if "* nat" in text:
+        lines = [line.strip() for line in text.splitlines()]
+        for payload in (v4, v6):
+            if payload is None:
+                continue
+            restore = render_restore(payload)
+            rule_lines = [line for line in restore.splitlines() if line.startswith(("-A", "-I"))]
+            assert all(line in lines for line in rule_lines), f"{name}: netsim re-read the golden differently"
+            run_in_netns(netns, [payload.family.restore_command, "--noflush"], restore, groups)
+    else:
+        for line in text.splitlines():
+            argv = shlex.split(line)
+            if not argv or argv[0] not in _LOG_BINARIES or len(argv) == 1:
+                continue
+            ignored = argv[0] != "ip" and any(flag in argv for flag in _IGNORED_FAILURES)
+            run_in_netns(netns, argv, group_file=groups, check=not ignored)
+    args, env = options(name)
+    group_arg = tmp_path / "group-arg"
+    group_arg.write_text("".join(f"{group}:x:{gid}:\n" for group, gid in GROUPS))
+    for family, payload in ((Family.IPV4, v4), (Family.IPV6, v6)):
+        if payload is None:
+            continue
+        saved = run_in_netns(netns, [family.save_command]).stdout
+        r = compile_(*args, f"--group-file={group_arg}", "--istio-version", release,
+                     "--family", "4" if family is Family.IPV4 else "6", env=env)
+        assert r.code == 0, r.stderr
+        assert save_tables(r.stdout) == save_tables(saved), f"{name} at {release}, {family.save_command}"
