@@ -51,7 +51,7 @@ class CaptureConfig:
     """The generator's full input. Defaults are istio-iptables' CLI defaults (not the unit tests')."""
 
     proxy_port: str = "15001"  # -p --envoy-port
-    inbound_capture_port: str = "15006"  # -z
+    inbound_capture_port: str = "15006"  # -z; before 1.3 env INBOUND_CAPTURE_PORT, default -p (spec.resolve)
     inbound_tunnel_port: str = "15008"  # -e
     proxy_uid: tuple[str, ...] = ("1337",)  # -u
     proxy_gid: tuple[str, ...] = ("1337",)  # -g

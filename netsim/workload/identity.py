@@ -123,6 +123,7 @@ class SidecarIdentity:
         base = cls.for_capture(None, profile)
         mark: int | None = None
         inbound = base.inbound_port
+        redirected: dict[str, int] = {}  # ISTIO_REDIRECT / ISTIO_IN_REDIRECT → their REDIRECT port
         dns = False
         for rs in rulesets:
             for table in rs.tables:
@@ -139,6 +140,12 @@ class SidecarIdentity:
                                 mark = int(tmark.args[0].split("/")[0], 0)
                         to = target.option("--to-ports") if target.name == "REDIRECT" else None
                         dns = dns or (to is not None and to.args == (str(base.dns_port),))
+                        if to is not None and to.args and to.args[0].isdigit() and not rule.matches \
+                                and chain.name in ("ISTIO_REDIRECT", "ISTIO_IN_REDIRECT"):
+                            redirected[chain.name] = int(to.args[0])
+        # A dump of an old release names its listeners itself: inbound went to 15001 before 1.3.
+        base = replace(base, outbound_port=redirected.get("ISTIO_REDIRECT", base.outbound_port),
+                       inbound_port=redirected.get("ISTIO_IN_REDIRECT", base.inbound_port))
         if mark is None:
             return replace(base, dns=dns)
         return replace(base, inbound_port=inbound, uid=envoy_uid(base.uid, tproxy=True), dns=dns, tproxy_mark=mark)

@@ -238,3 +238,56 @@ def test_golden_applied_to_a_kernel_saves_as_netsim_renders(name: str, release: 
                      "--family", "4" if family is Family.IPV4 else "6", env=env)
         assert r.code == 0, r.stderr
         assert save_tables(r.stdout) == save_tables(saved), f"{name} at {release}, {family.save_command}"
+
+
+def test_explain_prints_the_releases_option_names_one_to_one() -> None:
+    """``compile --istio-version V --explain`` lists the names release V had: the script's variables (what
+    a 1.2 golden's "Variables:" dump prints) and, from 1.5, the Go config names the YAMLs record; each
+    name maps to exactly one netsim option."""
+    import json
+
+    if not GOLDENS:
+        pytest.skip(f"conformance data not found at {HISTORY}")
+    for name in GOLDENS:
+        release = releases(name)[0]
+        r = compile_("--istio-version", release, "--explain", "--format", "json")
+        assert r.code == 0, r.stderr
+        rows = json.loads(r.stdout)["names"]
+        by_go = {go: row["key"] for row in rows for go in row["go_names"]}
+        by_var = {row["script_var"]: row["key"] for row in rows if row["script_var"]}
+        recorded = meta(name).get("options") or {}
+        for key in recorded:
+            field = key.removeprefix("default ").removeprefix("package var ")
+            if field in NO_RULE_EFFECT or field == "command_line":
+                continue
+            assert by_go.get(field) == GO_NAME_TO_KEY[field], (name, release, field)
+        text = (HISTORY / f"{name}.golden").read_text()
+        if tuple(int(x) for x in release.split(".")) < (1, 5):  # the script's "Variables:" dump
+            dumped = re.findall(r"^([A-Z_]+)=", text.split("Variables:")[1], re.M)
+            known = [v for v in dumped if v in by_var]
+            assert {"PROXY_PORT", "PROXY_UID", "INBOUND_PORTS_INCLUDE"} <= set(known), (name, dumped)
+    text = compile_("--istio-version", "1.2", "--explain").stdout
+    assert "envoy-port                             ← -p; script PROXY_PORT" in text, text
+
+
+def test_a_pasted_1_2_dump_names_its_own_listeners(tmp_path: Path) -> None:
+    """``trace --rules`` on 1.2's rules: the listener ports come from the dump (ISTIO_IN_REDIRECT → 15001),
+    so the inbound capture is classified inbound; with ``--istio-version 1.2`` Envoy reaches the app from
+    127.0.0.1 (no passthrough address before 1.10), without it today's Envoy (127.0.0.6) loops through
+    1.2's un-owned lo rule, as it would in such a pod."""
+    import json
+
+    r = compile_("--pod", "rules/mtls-503/pod.yaml", "--istio-version", "1.2", "--pod-ip", "10.244.0.5",
+                 "--family", "4")
+    dump = tmp_path / "rules.save"
+    dump.write_text(r.stdout)
+
+    def verdict(*args: str) -> str:
+        t = run(["trace", "--rules", str(dump), *args, "--format", "json"])
+        assert t.code == 0, t.stderr
+        return str(json.loads(t.stdout)["verdict"])
+
+    inbound = ("--from", "10.1.2.3", "--dst", "10.244.0.5:8080")
+    assert verdict("--istio-version", "1.2", *inbound) == "captured-inbound"
+    assert verdict(*inbound) == "looped"
+    assert verdict("--dst", "10.96.0.1:80") == "captured-outbound"
