@@ -695,7 +695,10 @@ def _listener_for(st: _State, addr: int, port: int, proto: str) -> Listener | bo
 
 def _m_socket(match: Match, ctx: _Ctx) -> list[_Check]:
     """xt_socket: a socket for the packet's tuple (an assigned TPROXY socket, else a listener on
-    dst:dport); ``--transparent`` needs IP_TRANSPARENT, ``--nowildcard`` ignores 0.0.0.0 binds."""
+    dst:dport, or for a later packet the connection's own socket); ``--transparent`` needs
+    IP_TRANSPARENT. A listener bound to the wildcard address is ignored unless ``--nowildcard``
+    (socket_match: ``wildcard || !transparent`` → no socket); the accepted socket of an existing
+    connection is bound to its address, so it counts."""
     transparent = match.option("--transparent") is not None
     nowildcard = match.option("--nowildcard") is not None
 
@@ -707,7 +710,7 @@ def _m_socket(match: Match, ctx: _Ctx) -> list[_Check]:
             return None
         if found is None or found is False:
             return False
-        if nowildcard and found.addr is None:
+        if found.addr is None and not nowildcard and st.ctstate == "NEW":
             return False
         return found.transparent or not transparent
 

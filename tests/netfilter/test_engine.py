@@ -122,11 +122,17 @@ def test_match(name: str, chain: str, match: str, packet: Packet, expected: bool
     assert marked(chain, match, packet) is expected
 
 
-def test_socket_match_needs_a_listener() -> None:
-    with_listener = Netns.pod(f"{POD}/24", listeners=(Listener(port=8080),))
-    assert marked("PREROUTING", "-p tcp -m socket", inb(), with_listener)
+def test_socket_match_needs_a_socket_bound_to_the_address() -> None:
+    """xt_socket ignores a listener on the wildcard address unless --nowildcard (found by the kernel
+    differential test on 1.0's `-m socket` DIVERT rule); an existing connection's own socket counts."""
+    wildcard = Netns.pod(f"{POD}/24", listeners=(Listener(port=8080),))
+    bound = Netns.pod(f"{POD}/24", listeners=(Listener(port=8080, addr=ip_address(POD)),))
+    assert not marked("PREROUTING", "-p tcp -m socket", inb(), wildcard)
+    assert marked("PREROUTING", "-p tcp -m socket --nowildcard", inb(), wildcard)
+    assert marked("PREROUTING", "-p tcp -m socket", inb(), bound)
+    assert marked("PREROUTING", "-p tcp -m socket", inb(ct=Conntrack(state=CtState.ESTABLISHED)), wildcard)
     assert not marked("PREROUTING", "-p tcp -m socket", inb(), NS)
-    assert not marked("PREROUTING", "-p tcp -m socket --transparent", inb(), with_listener)
+    assert not marked("PREROUTING", "-p tcp -m socket --transparent", inb(), bound)
 
 
 def test_unknown_match_is_reported_uncertain_and_assumed_to_match() -> None:
