@@ -1,9 +1,10 @@
 """Kernel-differential test: netsim's xtables-trace equals the kernel's ``xtables-monitor --trace``.
 
 For every conformance ruleset (``kernel/*.iptables-save`` and ``*.ip6tables-save``), every
-``rules/`` example dump (both families) and each release layout compiled from two configurations, seeded random probes are sent for real inside namespaces
-this test creates and deletes (tests/trace/kernel_diff.py; IPv6 is read with ``nft monitor trace``
-because the pinned xtables-monitor cannot print IPv6 rules with layer-4 matches).
+``rules/`` example dump (both families) and each release layout compiled from two configurations,
+seeded random probes are sent for real inside namespaces this test creates and deletes
+(tests/trace/kernel_diff.py; IPv6 is read with ``nft monitor trace`` because the pinned
+xtables-monitor cannot print IPv6 rules with layer-4 matches).
 Needs root, iproute2, iptables-nft, nft and xtables-monitor; skipped with the reason otherwise.
 """
 
