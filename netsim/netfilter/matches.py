@@ -112,7 +112,13 @@ def strtoui(text: str, high: int, base: int = 0) -> int | None:
 def parse_port(text: str, base: int = 0, services: bool = True) -> int:
     """A port number or service name → int (0–65535). tcp (x6 parser) reads numbers in any C base
     (``0x50`` is 80, ``080`` is refused), udp and dccp in base 10 (``080`` is 80, ``0x50`` refused);
-    /etc/services names only tcp and udp ports."""
+    /etc/services names only tcp and udp ports. Base 10 is C's strtoul with no range check but its own
+    (ULONG_MAX) and the result cut to 16 bits, as libxt_udp/libxt_dccp store it (verified: ``--sport 65537``
+    loads as 1, ``70000:80000`` as 4464:14464, 2**64 is refused)."""
+    if base == 10:
+        wide = strtoui(text, 2**64 - 1, 10)
+        if wide is not None:
+            return wide & 0xFFFF
     value = strtoui(text, 65535, base)
     if value is not None:
         return value

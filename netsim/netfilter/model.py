@@ -15,9 +15,33 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 Network = IPv4Network | IPv6Network
+
+
+class MaskedNetwork:
+    """An address with a non-contiguous mask, as ``-s 10.0.0.0/255.0.255.0`` stores it: the kernel compares
+    ``(addr & mask) == value`` whatever the mask, and iptables-save prints the mask instead of a length
+    (``10.0.2.0/255.0.255.0``; verified). ``ipaddress`` refuses such networks, so these subclasses set their
+    fields directly: ``network_address`` is the masked address, ``netmask`` the mask, and ``prefixlen`` the
+    number of mask bits (never 0 nor the full length, which are contiguous), so ``net.prefixlen == 0`` and
+    ``== max_prefixlen`` keep meaning "any" and "one host"; ``addr in net`` compares under the mask."""
+
+    def __str__(self) -> str:
+        return f"{self.__dict__['network_address']}/{self.__dict__['netmask']}"
+
+
+class MaskedIPv4Network(MaskedNetwork, IPv4Network):
+    def __init__(self, address: int, mask: int) -> None:
+        self.__dict__.update(network_address=IPv4Address(address & mask), netmask=IPv4Address(mask),
+                             _prefixlen=mask.bit_count())
+
+
+class MaskedIPv6Network(MaskedNetwork, IPv6Network):
+    def __init__(self, address: int, mask: int) -> None:
+        self.__dict__.update(network_address=IPv6Address(address & mask), netmask=IPv6Address(mask),
+                             _prefixlen=mask.bit_count())
 
 
 class Family(enum.Enum):
@@ -195,6 +219,9 @@ __all__ = [
     "TABLES",
     "Chain",
     "Family",
+    "MaskedIPv4Network",
+    "MaskedIPv6Network",
+    "MaskedNetwork",
     "Match",
     "Network",
     "Option",

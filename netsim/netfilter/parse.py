@@ -14,7 +14,7 @@ import functools
 import ipaddress
 import itertools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from netsim.errors import RulesetError
@@ -32,6 +32,8 @@ from netsim.netfilter.model import (
     BUILTIN_CHAINS,
     Chain,
     Family,
+    MaskedIPv4Network,
+    MaskedIPv6Network,
     Match,
     Network,
     Option,
@@ -151,10 +153,20 @@ def _prefix(mask: int, bits: int) -> int | None:
     return bits - inverted.bit_length() if inverted & (inverted + 1) == 0 else None
 
 
+def _networks(text: str, family: Family) -> list[Network]:
+    """An ``-s``/``-d`` value that may list several addresses (``a,b``: ``xtables_ipparse_multiple``, one rule
+    per address, each with its own mask; an empty item is "host/network `' not found")."""
+    if "," not in text:
+        return [_network(text, family)]
+    return [_network(item, family) for item in text.split(",")]
+
+
 def _network(text: str, family: Family) -> Network:
-    """An ``-s``/``-d`` value as ``xtables_ipparse_any``/``xtables_ip6parse_any`` read it: the mask after the
-    last ``/`` (a length in any C base, or a dotted/colon mask; none means a host), then a numeric address
-    (no name lookups: netsim refuses a host name the way iptables refuses one it cannot resolve)."""
+    """One ``-s``/``-d`` address as ``xtables_ipparse_any``/``xtables_ip6parse_any`` read it: the mask after the
+    last ``/`` (a length in any C base, or a dotted/colon mask, contiguous or not; none means a host), then a
+    numeric address. Names: iptables resolves a host name when it loads the rules (getaddrinfo: /etc/hosts,
+    then DNS); netsim reads rules offline, so it resolves only ``localhost`` (127.0.0.1, or ::1 for IPv6, as
+    RFC 6761 §6.3 has it) and refuses any other name with a message asking for an address."""
     if family is Family.IPV4 and (plain := _PLAIN_V4.fullmatch(text)) is not None:
         # the common case, dotted decimal with a decimal prefix length: read without the general path
         a, b, c, d, plen = plain.groups()
@@ -163,17 +175,19 @@ def _network(text: str, family: Family) -> Network:
         if max(bytes_) <= 255 and 0 < prefix4 <= 32:
             value = bytes_[0] << 24 | bytes_[1] << 16 | bytes_[2] << 8 | bytes_[3]
             return ipaddress.IPv4Network((value & (0xFFFFFFFF << (32 - prefix4)) & 0xFFFFFFFF, prefix4))
-    if "," in text:
-        raise RulesetError(f"several addresses (`{text}') make several rules; write one rule each")
     bits = 32 if family is Family.IPV4 else 128
+    full = (1 << bits) - 1
     addr_text, sep, mask_text = text.rpartition("/")
+    mask: int | None = None
     if not sep:
         addr_text, mask_text = text, ""
         prefix: int | None = bits
     elif family is Family.IPV4 and (dotted := _ipv4_numeric(mask_text, True)) is not None:
+        mask = dotted
         prefix = _prefix(dotted, 32)
     elif family is Family.IPV6 and ":" in mask_text and (mask6 := _ipv6(mask_text)) is not None:
-        prefix = _prefix(int(mask6), 128)
+        mask = int(mask6)
+        prefix = _prefix(mask, 128)
     else:
         prefix = strtoui(mask_text, bits)
         if prefix is None:
@@ -181,8 +195,6 @@ def _network(text: str, family: Family) -> Network:
             raise RulesetError(f"invalid mask `{_shown(mask_text)}' specified{hint}")
     if prefix == 0:  # "a null mask is given, the name is ignored, like in any/0"
         return ipaddress.IPv4Network((0, 0)) if family is Family.IPV4 else ipaddress.IPv6Network((0, 0))
-    if prefix is None:
-        raise RulesetError(f"non-contiguous netmask `{mask_text}' (iptables keeps it; netsim models prefixes only)")
     if family is Family.IPV4 and ":" in addr_text and (mapped := _ipv6(addr_text)) is not None \
             and mapped.ipv4_mapped:
         addr_text = str(mapped.ipv4_mapped)  # glibc's getaddrinfo(AF_INET) answers with the IPv4 address
@@ -196,14 +208,27 @@ def _network(text: str, family: Family) -> Network:
     else:
         v6 = _ipv6(addr_text)
         address = None if v6 is None else int(v6)
+    if address is None and addr_text.lower() == "localhost":
+        address = 0x7F000001 if family is Family.IPV4 else 1
     if address is None:
-        raise RulesetError(f"host/network `{addr_text}' not found")
-    address &= ~((1 << (bits - prefix)) - 1) & ((1 << bits) - 1)
+        if _HOST_NAME.fullmatch(addr_text):
+            raise RulesetError(f"`{_shown(addr_text)}' is a host name: iptables-restore resolves names when it "
+                               f"loads the rules, netsim reads them offline and resolves only localhost: write "
+                               f"the address")
+        raise RulesetError(f"host/network `{_shown(addr_text)}' not found")
+    if prefix is None:  # a non-contiguous mask: kept as it is (spec: model.MaskedNetwork)
+        assert mask is not None
+        if family is Family.IPV4:
+            return MaskedIPv4Network(address, mask)
+        return MaskedIPv6Network(address, mask)
+    address &= ~((1 << (bits - prefix)) - 1) & full
     if family is Family.IPV4:
         return ipaddress.IPv4Network((address, prefix))
     return ipaddress.IPv6Network((address, prefix))
 
 
+# a word that can only be a host name (a letter in it; numeric forms were tried first)
+_HOST_NAME = re.compile(r"(?=[^/]*[A-Za-z_])[A-Za-z0-9_.-]+")
 _DEC = r"(0|[1-9][0-9]{0,2})"  # a leading 0 is octal for iptables: left to the general path
 _PLAIN_V4 = re.compile(rf"{_DEC}\.{_DEC}\.{_DEC}\.{_DEC}(?:/(0|[1-9][0-9]?))?")
 
@@ -249,8 +274,22 @@ def parse_rule_args(args: Sequence[str], family: Family = Family.IPV4, names: Na
 
     Options are dispatched as iptables does: to the match currently being written, else to an
     already loaded match that owns the option, else to the match the protocol loads implicitly
-    (``-p tcp --dport 80`` gains ``-m tcp``). Raises RulesetError naming the bad token."""
+    (``-p tcp --dport 80`` gains ``-m tcp``). Raises RulesetError naming the bad token, and for an address
+    list (``-s a,b``: several rules, see :func:`parse_rules_args`)."""
+    rules = parse_rules_args(args, family, names)
+    if len(rules) > 1:
+        raise RulesetError("several addresses (-s/-d a,b) make several rules; write one rule each")
+    return rules[0]
+
+
+def parse_rules_args(args: Sequence[str], family: Family = Family.IPV4,
+                     names: Names = DEFAULT_NAMES) -> tuple[Rule, ...]:
+    """:func:`parse_rule_args` for a command that may list addresses: ``-s a,b -d c,d`` is one rule per
+    source and destination, sources outermost (a,c a,d b,c b,d: what ``iptables-save`` shows after it;
+    verified), and none of them may be negated ("! not allowed with multiple source or destination IP
+    addresses")."""
     fields: dict[str, object] = {}
+    several: dict[str, list[Network | None]] = {}
     matches: list[_MatchBuilder] = []
     target_name: str | None = None
     target_goto = False
@@ -285,7 +324,10 @@ def parse_rule_args(args: Sequence[str], family: Family = Family.IPV4, names: Na
             if header in fields:
                 raise RulesetError(f"multiple {tok} flags not allowed")
             if header in ("src", "dst"):
-                net = _network(value, family)
+                nets = _networks(value, family)
+                if len(nets) > 1:
+                    several[header] = [None if net.prefixlen == 0 else net for net in nets]
+                net = nets[0]
                 if net.prefixlen == 0 and not negate:  # "any": the kernel stores no address match
                     i += 2
                     fields[header] = None
@@ -357,7 +399,13 @@ def parse_rule_args(args: Sequence[str], family: Family = Family.IPV4, names: Na
             raise RulesetError(f"{b.module.upper()} match requires '-p {b.module}'")
     built = tuple(m for m in (_finish_match(b, family, names) for b in matches) if m is not None)
     target = _normalized_target(target_name, tuple(target_opts), family, target_goto) if target_name else None
-    return Rule(matches=built, target=target, counters=counters, **fields)  # type: ignore[arg-type]
+    rule = Rule(matches=built, target=target, counters=counters, **fields)  # type: ignore[arg-type]
+    if not several:
+        return (rule,)
+    if fields.get("src_neg") or fields.get("dst_neg"):
+        raise RulesetError("! not allowed with multiple source or destination IP addresses")
+    return tuple(replace(rule, src=src, dst=dst) for src in several.get("src", (rule.src,))
+                 for dst in several.get("dst", (rule.dst,)))
 
 
 def _owner_of(option: str, matches: list[_MatchBuilder], proto: object, family: Family) -> _MatchBuilder | None:
@@ -401,6 +449,10 @@ class _TableState:
     name: str
     chains: dict[str, Chain] = field(default_factory=dict)
     rules: dict[str, list[Rule]] = field(default_factory=dict)
+    # the built-in chains iptables-nft has made (declared, written to or given a policy); -Z refuses the others
+    made: set[str] = field(default_factory=set)
+    # each built-in chain's policy as the block began (what the kernel holds until the commit; -Z puts it back)
+    held: dict[str, str] = field(default_factory=dict)
 
     def declare(self, chain: Chain) -> None:
         self.chains[chain.name] = Chain(chain.name, chain.policy, (), chain.counters) if chain.rules else chain
@@ -419,8 +471,23 @@ class _TableState:
         else:
             rules.insert(position - 1, rule)
 
+    @staticmethod
+    def find(rules: Sequence[Rule], rule: Rule) -> int | None:
+        """The index of the first rule equal to ``rule`` (counters aside), as -D and -C look one up."""
+        if rule.counters is not None:
+            rule = replace(rule, counters=None)
+        for k, r in enumerate(rules):
+            if (r if r.counters is None else replace(r, counters=None)) == rule:
+                return k
+        return None
+
+    def referenced(self, chain: str) -> bool:
+        """Whether a rule of the table jumps or goes to ``chain``."""
+        return any(r.target is not None and r.target.name == chain for rules in self.rules.values() for r in rules)
+
     def copy(self) -> _TableState:
-        return _TableState(self.name, dict(self.chains), {c: list(r) for c, r in self.rules.items()})
+        return _TableState(self.name, dict(self.chains), {c: list(r) for c, r in self.rules.items()}, set(self.made),
+                           self.held)
 
     def freeze(self) -> Table:
         builtin = [self.chains[c] for c in BUILTIN_CHAINS[self.name] if c in self.chains]
@@ -454,6 +521,7 @@ def _thaw(ruleset: Ruleset | None) -> tuple[dict[str, _TableState], list[str]]:
         state = tables[table.name] = _TableState(table.name)
         for chain in table.chains:
             state.declare(chain)
+        state.made = {c.name for c in table.chains if c.builtin}
     return tables, [t.name for t in ruleset.tables]
 
 
@@ -554,16 +622,261 @@ def _valid_chain_name(name: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Cmd:
-    """A command iptables-restore queues until COMMIT: ``:CHAIN`` (policy None for a user chain), ``-N``,
-    or a rule; ``line`` says where it was written (the reader keeps the lines' text)."""
+    """A command iptables-restore queues until COMMIT; ``line`` says where it was written (the reader keeps
+    the lines' text). ``kind``: ``chain`` (``:CHAIN``; policy None for a user chain), ``new`` (-N), ``rule``
+    (-A, or -I at ``position``), ``delete`` (-D with a rule), ``delete-num`` (-D N), ``replace`` (-R N),
+    ``check`` (-C), ``flush`` (-F), ``delchain`` (-X), ``policy`` (-P), ``zero`` (-Z); a ``chain`` of None
+    is every chain of the table (-F, -X, -Z without one)."""
 
     line: int
-    kind: str  # "chain", "new" or "rule"
-    chain: str
+    kind: str
+    chain: str | None
     policy: str | None = None
     counters: tuple[int, int] | None = None
     rule: Rule | None = None
     position: int | None = None
+
+
+# The commands iptables-restore runs besides -A/-I/-N (do_commandx takes any iptables command in a restore
+# file): long and short spellings → the _Cmd kind.
+_OTHER_COMMANDS = {"-D": "delete", "--delete": "delete", "-R": "replace", "--replace": "replace",
+                   "-C": "check", "--check": "check", "-F": "flush", "--flush": "flush", "-X": "delchain",
+                   "--delete-chain": "delchain", "-P": "policy", "--policy": "policy", "-Z": "zero",
+                   "--zero": "zero"}
+# add_argv's MAX_ARGC (255) less the program name, -t and the table iptables-restore puts first, and
+# add_param_to_argv's 1024-byte parameter buffer (verified: 251 words load, 252 do not; 1023 characters do,
+# 1024 do not).
+MAX_WORDS = 251
+MAX_WORD = 1023
+# fgets into iptables-restore's 10,240-byte buffer: a longer line is read as several lines, each counted.
+MAX_LINE = 10239
+_INT_MAX = 2**31 - 1
+
+
+def _rule_number(text: str) -> int:
+    """``parse_rulenumber``: 1 to INT_MAX in any C base."""
+    number = strtoui(text, _INT_MAX)
+    if number is None or number < 1:
+        raise RulesetError(f"Invalid rule number `{_shown(text)}'")
+    return number
+
+
+def _operand(tokens: Sequence[str], i: int) -> str | None:
+    """The optional argument of a command at ``tokens[i]`` (getopt's: a word not starting with - or !)."""
+    return tokens[i] if i < len(tokens) and tokens[i][:1] not in ("-", "!") else None
+
+
+def _command(tokens: list[str], table: str, family: Family, names: Names,
+             counters: tuple[int, int] | None, number: int) -> list[_Cmd]:
+    """One restore line's command (phase 1: what iptables checks while it reads the line)."""
+    cmd = tokens[0]
+    if cmd in ("-N", "--new-chain") and len(tokens) == 2:
+        _valid_chain_name(tokens[1])
+        return [_Cmd(number, "new", tokens[1])]
+    kind = "rule" if cmd in _RULE_COMMANDS else _OTHER_COMMANDS.get(cmd)
+    if kind is None:
+        raise RulesetError("unknown command (expected -A, -I, -D, -R, -C, -N, -F, -X, -P, -Z, :CHAIN or COMMIT)")
+    chain = _operand(tokens, 1)
+    if kind in ("flush", "delchain", "zero", "policy"):
+        rest = tokens[1 + (chain is not None):]
+        position = None
+        policy = None
+        if kind == "policy":
+            policy = _operand(tokens, 2)
+            if chain is None or policy is None:
+                raise RulesetError("-P requires a chain and a policy")
+            rest = tokens[3:]
+            if rest[:1] in (["-c"], ["--set-counters"]) and len(rest) == 3:
+                rest = []  # "-P CHAIN POLICY -c P B" loads (the counters are not kept)
+            if table == "nat" and policy == "DROP":
+                raise RulesetError('the "nat" table is not intended for filtering, the use of DROP is therefore '
+                                   'inhibited')
+        elif kind == "zero" and chain is not None and _operand(tokens, 2) is not None:
+            position = _rule_number(tokens[2])
+            rest = tokens[3:]
+        if rest:
+            raise RulesetError(f"Bad argument `{_shown(rest[0])}'" if rest[0][:1] not in ("-", "!")
+                               else f"Illegal option `{_shown(rest[0])}' with this command")
+        return [_Cmd(number, kind, chain, policy=policy, position=position)]
+    if chain is None:
+        raise RulesetError(f"{cmd} needs a chain")
+    args = tokens[2:]
+    position = None
+    if kind == "rule" and cmd in ("-I", "--insert"):
+        position = 1
+        if (text := _operand(tokens, 2)) is not None:
+            position, args = _rule_number(text), tokens[3:]
+    elif kind == "replace" or (kind == "delete" and _operand(tokens, 2) is not None):
+        text = _operand(tokens, 2)
+        if text is None:
+            raise RulesetError(f"{cmd} needs a rule number")
+        position, args = _rule_number(text), tokens[3:]
+        if kind == "delete":
+            if args:
+                raise RulesetError(f"Illegal option `{_shown(args[0])}' with -D and a rule number")
+            return [_Cmd(number, "delete-num", chain, position=position)]
+    rules = parse_rules_args(args, family, names)
+    if kind == "replace" and len(rules) > 1:
+        raise RulesetError("Replacement rule does not specify a unique address")
+    out = []
+    for rule in rules:
+        if counters is not None:
+            rule = replace(rule, counters=counters)
+        check_userspace(table, chain, rule)
+        out.append(_Cmd(number, kind, chain, rule=rule, position=position))
+    return out
+
+
+def _apply(state: _TableState, cmd: _Cmd, line_of: Callable[[int], str], commit_line: int,
+           noflush: bool) -> str | None:
+    """Run one queued command on ``state`` as ``nft_prepare`` does (phase 2), raising a located error for
+    what iptables refuses there; returns why the kernel's batch will refuse it (phase 3), if it will.
+
+    ``-F`` without a chain in a restore without ``--noflush`` (whose table was flushed as the block began)
+    leaves the rules: iptables-nft 1.8.9 flushes nothing more there, not even the rules the same block
+    wrote before it (verified); with ``--noflush`` it empties every chain, and ``-F CHAIN`` always empties
+    that chain. ``-Z`` of a built-in chain puts back the policy it had when the block began (iptables-nft
+    re-sends the chain as it holds it: ``-P INPUT DROP`` then ``-Z`` leaves ACCEPT; verified).
+    Not modelled: after such a ``-F`` or any ``-X``, iptables-restore 1.8.9 loses sight of the
+    rules the block wrote before them (verified: a later ``-D``/``-C`` of one says "Bad rule", ``-D N`` and
+    ``-R N`` say "No chain" or crash); netsim keeps seeing them, as the commands are documented."""
+
+    def fail(message: str, line: int = cmd.line) -> _Located:
+        return _at(line, line_of(line), message)
+
+    chain = cmd.chain
+    if chain is not None and cmd.kind in ("chain", "rule", "replace", "policy") and chain in state.chains:
+        state.made.add(chain)
+    if cmd.kind == "chain" and cmd.policy is not None:
+        assert chain is not None
+        if cmd.policy not in ("ACCEPT", "DROP", "-"):
+            raise fail(f"bad policy `{_shown(cmd.policy)}' (Bad policy name)")
+        old = state.chains[chain]
+        policy = old.policy if cmd.policy == "-" else cmd.policy
+        state.chains[chain] = replace(old, policy=policy, counters=cmd.counters or (0, 0))
+        return None
+    if cmd.kind == "chain":
+        assert chain is not None
+        if chain not in state.chains:
+            state.declare(Chain(chain, None, (), cmd.counters or (0, 0)))
+        return None
+    if cmd.kind == "new":
+        assert chain is not None
+        if chain in state.chains:
+            raise fail(f"chain `{chain}' already exists")
+        state.declare(Chain(chain))
+        return None
+    if chain is not None and chain not in state.rules:
+        raise fail(f"chain `{chain}' does not exist in table `{state.name}' (No chain/target/match by that name)")
+    rules = state.rules[chain] if chain is not None else []
+    if cmd.kind in ("rule", "replace"):
+        assert cmd.rule is not None and chain is not None
+        target = cmd.rule.target
+        if target is not None and target.name not in state.chains and (
+                target.goto or not is_extension_target(target.name)):
+            raise fail(f"Chain '{target.name}' does not exist (the jump on line {cmd.line}; iptables-restore "
+                       f"names the COMMIT line)", commit_line)
+        if cmd.kind == "replace":
+            assert cmd.position is not None
+            if cmd.position > len(rules):
+                raise fail(f"Index of replacement too big (rule {cmd.position} of {len(rules)} in {chain})")
+            rules[cmd.position - 1] = cmd.rule
+            return None
+        try:
+            state.insert(chain, cmd.rule, cmd.position)
+        except RulesetError as e:
+            raise fail(e.message) from None
+    elif cmd.kind in ("delete", "check"):
+        assert cmd.rule is not None
+        found = state.find(rules, cmd.rule)
+        if found is None:
+            raise fail(f"Bad rule (does a matching rule exist in {chain}?)")
+        if cmd.kind == "delete":
+            del rules[found]
+    elif cmd.kind == "delete-num":
+        assert cmd.position is not None
+        if cmd.position > len(rules):
+            raise fail(f"Index of deletion too big (rule {cmd.position} of {len(rules)} in {chain})")
+        del rules[cmd.position - 1]
+    elif cmd.kind == "flush" and (chain is not None or noflush):
+        for name in [chain] if chain is not None else list(state.rules):
+            state.rules[name].clear()
+    elif cmd.kind == "policy":
+        assert chain is not None and cmd.policy is not None
+        old = state.chains[chain]
+        if old.policy is None:
+            raise fail(f"Bad built-in chain name `{chain}' (-P sets the policy of a built-in chain)")
+        if cmd.policy not in ("ACCEPT", "DROP"):
+            raise fail(f"bad policy `{_shown(cmd.policy)}' (Bad policy name)")
+        state.chains[chain] = replace(old, policy=cmd.policy)
+    elif cmd.kind == "zero":
+        if chain is not None and state.chains[chain].builtin and chain not in state.made:
+            raise fail(f"chain `{chain}' does not exist in table `{state.name}' (iptables-nft makes a built-in "
+                       f"chain when it is declared or written to; No chain/target/match by that name)")
+        names = [chain] if chain is not None else list(state.rules)
+        if cmd.position is not None and cmd.position > len(rules):
+            raise fail(f"Index of rule too big (rule {cmd.position} of {len(rules)} in {chain})")
+        for name in names:
+            if cmd.position is None:
+                state.chains[name] = replace(state.chains[name], counters=(0, 0))
+                if state.chains[name].builtin:  # iptables-nft re-sends the chain with the policy it had
+                    state.chains[name] = replace(state.chains[name], policy=state.held.get(name, "ACCEPT"))
+            for k, rule in enumerate(state.rules[name]):
+                if rule.counters is not None and (cmd.position is None or k == cmd.position - 1):
+                    state.rules[name][k] = replace(rule, counters=(0, 0))
+    elif cmd.kind == "delchain":
+        # the kernel refuses to delete a chain that holds rules, is jumped to, or is built in (EBUSY, verified)
+        busy = None
+        for name in [chain] if chain is not None else [c for c, h in state.chains.items() if not h.builtin]:
+            if busy is None and (state.rules[name] or state.chains[name].builtin or state.referenced(name)):
+                busy = f"CHAIN_DEL failed (Device or resource busy): chain {name}"
+            del state.chains[name], state.rules[name]
+        return busy
+    return None
+
+
+def _first_kernel_failure(before: _TableState, batch: Sequence[tuple[_Cmd, str | None]], after: _TableState,
+                          line_of: Callable[[int], str], commit_line: int, noflush: bool) -> tuple[_Cmd, str] | None:
+    """The command the kernel names first (phase 3), with why. The batch adds the rules one by one and refuses
+    those it cannot initialise on their own (wrong table, a built-in chain's own hook, …) and chain deletions
+    it cannot do (busy); only a batch without such errors reaches the commit, where the table is validated,
+    and on failure the batch is replayed validating after every rule, which names the first rule after which
+    the table is invalid. (Verified: that holds in a namespace whose last commit succeeded; after a failed
+    validation and until the next successful commit, the kernel validates from the start and names the
+    earlier of the two.) Adding rules only makes validation worse, so without deletions in the batch the
+    first failing prefix is found by bisection; with them, by trying each prefix in turn."""
+    table = after.name
+    adds = []  # indexes in ``batch`` of the commands that add a rule
+    for i, (cmd, busy) in enumerate(batch):
+        if busy is not None:
+            return cmd, busy
+        if cmd.kind in ("rule", "replace"):
+            assert cmd.rule is not None and cmd.chain is not None
+            problem = rule_problem(table, cmd.chain, cmd.rule)
+            if problem is not None:
+                return cmd, problem
+            adds.append(i)
+    if table_problem(table, after.rules) is None:
+        return None
+
+    def prefix(k: int) -> _TableState:
+        """The table after the batch up to its k-th added rule."""
+        state = before.copy()
+        for cmd, _ in batch[: adds[k - 1] + 1] if k else ():
+            _apply(state, cmd, line_of, commit_line, noflush)
+        return state
+
+    if any(cmd.kind not in ("rule", "chain", "new", "check") for cmd, _ in batch):
+        high = next(k for k in range(1, len(adds) + 1) if table_problem(table, prefix(k).rules) is not None)
+    else:
+        low, high = 0, len(adds)  # prefix(low) is valid, prefix(high) is not
+        while high - low > 1:
+            mid = (low + high) // 2
+            if table_problem(table, prefix(mid).rules) is None:
+                low = mid
+            else:
+                high = mid
+    return batch[adds[high - 1]][0], table_problem(table, prefix(high).rules) or ""
 
 
 @dataclass(slots=True)
@@ -581,7 +894,10 @@ class _Restore:
     cmds: list[_Cmd] = field(default_factory=list)
 
     def line_text(self, number: int) -> str:
-        return self.text.split("\n")[number - 1]
+        for k, (_, chunk) in enumerate(_chunks(self.text), 1):
+            if k == number:
+                return chunk
+        return ""
 
     def line(self, number: int, buf: str) -> None:
         if buf.startswith("\n") or buf.startswith("#"):
@@ -608,6 +924,8 @@ class _Restore:
                 self.order.append(name)
             self.tables[name] = _empty_table(name)
         self.current = name
+        state = self.tables[name]
+        state.held = {c.name: c.policy for c in state.chains.values() if c.policy is not None}
 
     def chain_line(self, number: int, buf: str) -> None:
         words = _strtok(buf[1:])
@@ -627,106 +945,42 @@ class _Restore:
         tokens = tokenize(rest)
         if not tokens:
             raise RulesetError("no command specified")
-        cmd = tokens[0]
-        if not cmd.startswith("-"):
-            raise RulesetError(f"Bad argument `{_shown(cmd)}'")
+        if len(tokens) > MAX_WORDS:
+            raise RulesetError(f"Parser cannot handle more arguments ({len(tokens)} words; iptables-restore "
+                               f"reads at most {MAX_WORDS})")
+        if len(rest) > MAX_WORD and max(map(len, tokens)) > MAX_WORD:
+            raise RulesetError(f"Parameter too long! (a word of more than {MAX_WORD} characters)")
+        if not tokens[0].startswith("-"):
+            raise RulesetError(f"Bad argument `{_shown(tokens[0])}'")
         assert self.current is not None
-        if cmd in ("-N", "--new-chain") and len(tokens) == 2:
-            _valid_chain_name(tokens[1])
-            self.cmds.append(_Cmd(number, "new", tokens[1]))
-            return
-        if cmd not in _RULE_COMMANDS:
-            raise RulesetError("unknown command (expected -A, -I, -N, :CHAIN or COMMIT)")
-        chain, args, position = _rule_command(tokens)
-        rule = parse_rule_args(args, self.family, self.names)
-        if counters is not None:
-            rule = replace(rule, counters=counters)
-        check_userspace(self.current, chain, rule)
-        self.cmds.append(_Cmd(number, "rule", chain, rule=rule, position=position))
+        self.cmds += _command(tokens, self.current, self.family, self.names, counters, number)
 
     def commit(self, number: int) -> None:
         """Phase 2 (queued commands in order) and phase 3 (the kernel's batch) for the current table."""
         assert self.current is not None
         state = self.tables[self.current]
         before = state.copy()
-        added: list[_Cmd] = []
-        for cmd in self.cmds:
-            if cmd.kind == "chain" and cmd.policy is not None:
-                if cmd.policy not in ("ACCEPT", "DROP", "-"):
-                    raise _at(cmd.line, self.line_text(cmd.line),
-                              f"bad policy `{_shown(cmd.policy)}' (Bad policy name)")
-                old = state.chains[cmd.chain]
-                policy = old.policy if cmd.policy == "-" else cmd.policy
-                state.chains[cmd.chain] = replace(old, policy=policy, counters=cmd.counters or (0, 0))
-            elif cmd.kind == "chain":
-                if cmd.chain not in state.chains:
-                    state.declare(Chain(cmd.chain, None, (), cmd.counters or (0, 0)))
-            elif cmd.kind == "new":
-                if cmd.chain in state.chains:
-                    raise _at(cmd.line, self.line_text(cmd.line), f"chain `{cmd.chain}' already exists")
-                state.declare(Chain(cmd.chain))
-            else:
-                assert cmd.rule is not None
-                if cmd.chain not in state.rules:
-                    raise _at(cmd.line, self.line_text(cmd.line),
-                              f"chain `{cmd.chain}' does not exist in table `{state.name}' (No chain/target/match "
-                              f"by that name)")
-                target = cmd.rule.target
-                if target is not None and target.name not in state.chains and (
-                        target.goto or not is_extension_target(target.name)):
-                    raise _at(number, "COMMIT", f"Chain '{target.name}' does not exist (the jump on line "
-                                                f"{cmd.line}; iptables-restore names the COMMIT line)")
-                try:
-                    state.insert(cmd.chain, cmd.rule, cmd.position)
-                except RulesetError as e:
-                    raise _at(cmd.line, self.line_text(cmd.line), e.message) from None
-                added.append(cmd)
+        batch = [(cmd, _apply(state, cmd, self.line_text, number, self.noflush)) for cmd in self.cmds]
         self.cmds = []
         self.current = None
-        failed = _first_kernel_failure(before, added, state)
+        failed = _first_kernel_failure(before, batch, state, self.line_text, number, self.noflush)
         if failed is not None:
             cmd, problem = failed
             raise _at(cmd.line, self.line_text(cmd.line), problem)
 
 
-def _first_kernel_failure(before: _TableState, added: Sequence[_Cmd],
-                          after: _TableState) -> tuple[_Cmd, str] | None:
-    """The rule the kernel names first (phase 3), with why. The batch adds the rules one by one and refuses
-    those it cannot initialise on their own (wrong table, a built-in chain's own hook, …); only a batch
-    without such errors reaches the commit, where the table is validated, and on failure the batch is
-    replayed validating after every rule, which names the first rule after which the table is invalid.
-    (Verified: that holds in a namespace whose last commit succeeded; after a failed validation and until
-    the next successful commit, the kernel validates from the start and names the earlier of the two.)
-    Validation only gets worse as rules are added, so the first failing prefix is found by bisection."""
-    table = after.name
-    first: tuple[int, str] | None = None
-    for i, cmd in enumerate(added):
-        assert cmd.rule is not None
-        problem = rule_problem(table, cmd.chain, cmd.rule)
-        if problem is not None:
-            first = (i, problem)
-            break
-    if first is None and table_problem(table, after.rules) is not None:
-
-        def prefix(k: int) -> _TableState:
-            state = before.copy()
-            for name, chain in after.chains.items():
-                if name not in state.chains:
-                    state.declare(replace(chain, rules=()))
-            for cmd in added[:k]:
-                assert cmd.rule is not None
-                state.insert(cmd.chain, cmd.rule, cmd.position)
-            return state
-
-        low, high = 0, len(added)  # prefix(low) is valid, prefix(high) is not
-        while high - low > 1:
-            mid = (low + high) // 2
-            if table_problem(table, prefix(mid).rules) is None:
-                low = mid
-            else:
-                high = mid
-        first = (high - 1, table_problem(table, prefix(high).rules) or "")
-    return None if first is None else (added[first[0]], first[1])
+def _chunks(text: str) -> Iterator[tuple[int, str]]:
+    """The lines iptables-restore reads, each with its "\\n" (the last may have none): ``fgets`` into a
+    10,240-byte buffer, so a line longer than :data:`MAX_LINE` is read as several, each counted (verified:
+    the part after 10,239 characters is parsed as a line of its own). Yields (offset, line) lazily."""
+    start = 0
+    size = len(text)
+    while start < size:
+        end = text.find("\n", start) + 1 or size
+        if end - start > MAX_LINE:
+            end = start + MAX_LINE
+        yield start, text[start:end]
+        start = end
 
 
 def parse_ruleset(text: str, family: Family | None = None, names: Names = DEFAULT_NAMES,
@@ -747,13 +1001,8 @@ def _parse_ruleset(text: str, family: Family | None, names: Names, base: Ruleset
         family = guess_family(text)
     tables, order = _thaw(base)
     reader = _Restore(tables, order, family, names, noflush, text)
-    # line by line, each with its "\n" (the last may have none), without holding a list of them all
-    number = start = 0
-    while start < len(text):
-        end = text.find("\n", start) + 1 or len(text)
-        buf = text[start:end]
-        start = end
-        number += 1
+    number = 0
+    for number, (_, buf) in enumerate(_chunks(text), 1):
         try:
             reader.line(number, buf)
         except _Located:
@@ -924,6 +1173,7 @@ __all__ = [
     "parse_dry_run",
     "parse_payload",
     "parse_rule_args",
+    "parse_rules_args",
     "parse_ruleset",
     "tokenize",
 ]

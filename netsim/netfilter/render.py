@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
-from netsim.netfilter.model import Chain, Match, Network, Option, Rule, Ruleset, Table, Target
+from netsim.netfilter.model import Chain, MaskedNetwork, Match, Network, Option, Rule, Ruleset, Table, Target
 
 _NO_QUOTE = frozenset("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 # Options whose argument iptables prints through xtables_save_string.
@@ -41,6 +41,8 @@ def inet_ntop(address: IPv4Address | IPv6Address) -> str:
 
 
 def format_network(net: Network) -> str:
+    if isinstance(net, MaskedNetwork):  # a non-contiguous mask is printed as a mask, not a length
+        return f"{inet_ntop(net.network_address)}/{inet_ntop(net.netmask)}"
     return f"{inet_ntop(net.network_address)}/{net.prefixlen}"
 
 

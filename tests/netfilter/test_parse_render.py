@@ -156,10 +156,11 @@ def test_save_string_quotes_like_xtables() -> None:
         ("*nat\n-A OUTPUT -j RETURN\n", "line 3: COMMIT expected"),
         ("-A OUTPUT -j RETURN\n", "line 1: not in a table"),
         ("*nat\n-A OUTPUT -j RETURN\r\nCOMMIT\n", "line 2: Invalid target name `RETURN\\r'"),
-        ("*nat\n-A OUTPUT -s 10.0.0.1,10.0.0.2 -j RETURN\nCOMMIT\n", "several addresses"),
+        ("*nat\n-A OUTPUT ! -s 10.0.0.1,10.0.0.2 -j RETURN\nCOMMIT\n", "line 2: ! not allowed with multiple"),
+        ("*nat\n-A OUTPUT -d pod.example -j RETURN\nCOMMIT\n", "line 2: `pod.example' is a host name"),
         ("*nat\n-A OUTPUT -c x y -j RETURN\nCOMMIT\n", "line 2: -c takes two numbers"),
         ("*nat\n-A OUTPUT -p 999 -j RETURN\nCOMMIT\n", "line 2: unknown protocol \"999\""),
-        ("*nat\n-I OUTPUT 0 -j RETURN\nCOMMIT\n", "line 2: rule positions start at 1, not 0"),
+        ("*nat\n-I OUTPUT 0 -j RETURN\nCOMMIT\n", "line 2: Invalid rule number `0'"),
         ("*nat\n-A OUTPUT -p tcp -j REDIRECT --to-ports abc\nCOMMIT\n", "line 2: invalid port range `abc'"),
     ],
 )
