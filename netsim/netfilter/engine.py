@@ -1290,6 +1290,9 @@ def _walk(crs: CompiledRuleset, st: _State, packet: Packet) -> _End:
         if verdict != ACCEPT:
             return _stopped(st, verdict)
         if out != "lo":
+            if st.v6 and st.src == 1:  # no IPv6 counterpart of the IPv4 drop above: it leaves (verified)
+                return _End(Outcome.SENT, f"sent out {out} to {st.ip(st.dst)}:{st.dport} with source ::1, "
+                                          f"which every receiver drops (ip6_rcv_core: a loopback source)")
             return _End(Outcome.SENT, f"sent out {out} to {st.ip(st.dst)}:{st.dport}")
         # §1.2(c): loopback re-entry — same skb, same conntrack, nat not consulted.
         st.loopback = True
