@@ -20,7 +20,7 @@ from netsim.errors import RulesetError
 from netsim.netfilter import Family, parse_ruleset
 
 SEED = 20261202
-COUNT = 320
+COUNT = 400
 # Every message form iptables-restore uses names its line so: "Error occurred at line: N",
 # "line N: RULE_APPEND failed", "line N failed", "COMMIT expected at line N", "Bad line N: need ]".
 _KERNEL_LINE = re.compile(r"line:? (\d+)")
