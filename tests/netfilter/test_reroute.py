@@ -8,6 +8,8 @@ rule counts the SYN, filter OUTPUT and mangle POSTROUTING count nothing; after
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import replace
 from ipaddress import ip_address
 
@@ -66,28 +68,43 @@ def _counts(ns: str) -> dict[str, int]:
     return counts
 
 
-@pytest.mark.root
-@pytest.mark.parametrize("localnet", [False, True])
-def test_the_kernel_agrees(netns: str, localnet: bool) -> None:
+@contextlib.contextmanager
+def veth_peer(netns: str, pod: str, peer: str) -> Iterator[str]:
+    """A peer namespace on a veth pair with ``netns`` (each side's device named eth0, addresses ``pod`` and
+    ``peer`` with their prefix, IPv6 without duplicate address detection); deleted on the way out."""
     import subprocess
     import uuid
 
-    peer = f"nstest-{uuid.uuid4().hex[:8]}"
+    name = f"nstest-{uuid.uuid4().hex[:8]}"
     veth = f"v{uuid.uuid4().hex[:8]}"
+    nodad = ["nodad"] if ":" in pod else []
 
     def run(*cmd: str) -> None:
         subprocess.run(list(cmd), check=True)
 
-    run("ip", "netns", "add", peer)
+    run("ip", "netns", "add", name)
     try:
-        run("ip", "link", "add", veth, "netns", netns, "type", "veth", "peer", "name", "eth0", "netns", peer)
+        run("ip", "link", "add", veth, "netns", netns, "type", "veth", "peer", "name", "eth0", "netns", name)
         run("ip", "-n", netns, "link", "set", veth, "name", "eth0")
-        run("ip", "-n", netns, "addr", "add", "10.244.0.5/24", "dev", "eth0")
+        run("ip", "-n", netns, "link", "set", "lo", "up")
+        run("ip", "-n", netns, "addr", "add", pod, "dev", "eth0", *nodad)
         run("ip", "-n", netns, "link", "set", "eth0", "up")
-        run("ip", "-n", peer, "addr", "add", "10.244.0.1/24", "dev", "eth0")
-        run("ip", "-n", peer, "link", "set", "eth0", "up")
+        run("ip", "-n", name, "addr", "add", peer, "dev", "eth0", *nodad)
+        run("ip", "-n", name, "link", "set", "eth0", "up")
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("localnet", [False, True])
+def test_the_kernel_agrees(netns: str, localnet: bool) -> None:
+    import subprocess
+
+    with veth_peer(netns, "10.244.0.5/24", "10.244.0.1/24"):
         if localnet:
-            run("ip", "netns", "exec", netns, "sysctl", "-qw", "net.ipv4.conf.eth0.route_localnet=1")
+            subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-qw", "net.ipv4.conf.eth0.route_localnet=1"],
+                           check=True)
         rules = ("*nat\n-A OUTPUT -d 127.0.0.1/32 -p tcp -m tcp --dport 8081 -j DNAT --to-destination "
                  "10.244.0.1:8081\nCOMMIT\n*filter\n-A OUTPUT -p tcp -m tcp --dport 8081 -j ACCEPT\nCOMMIT\n")
         subprocess.run(["ip", "netns", "exec", netns, "iptables-restore"], input=rules, text=True, check=True)
@@ -99,5 +116,3 @@ def test_the_kernel_agrees(netns: str, localnet: bool) -> None:
         assert (counts["OUTPUT ACCE"] > 0) == localnet
         ours = trace(RULES, _packet(), replace(NS, route_localnet=localnet))
         assert (ours.outcome is Outcome.SENT) == localnet
-    finally:
-        subprocess.run(["ip", "netns", "del", peer], check=False)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import subprocess
 import time
-import uuid
 from ipaddress import ip_address
 
 import pytest
+from test_reroute import veth_peer
 
 from netsim.netfilter import Family, parse_ruleset
 from netsim.netfilter.engine import trace
@@ -64,21 +64,7 @@ def _hdr_errors(ns: str) -> int:
 
 @pytest.mark.root
 def test_the_kernel_agrees(netns: str) -> None:
-    peer = f"nstest-{uuid.uuid4().hex[:8]}"
-    veth = f"v{uuid.uuid4().hex[:8]}"
-
-    def run(*cmd: str) -> None:
-        subprocess.run(list(cmd), check=True)
-
-    run("ip", "netns", "add", peer)
-    try:
-        run("ip", "link", "add", veth, "netns", netns, "type", "veth", "peer", "name", "eth0", "netns", peer)
-        run("ip", "-n", netns, "link", "set", veth, "name", "eth0")
-        run("ip", "-n", netns, "link", "set", "lo", "up")
-        run("ip", "-n", netns, "addr", "add", "fd00::5/64", "dev", "eth0", "nodad")
-        run("ip", "-n", netns, "link", "set", "eth0", "up")
-        run("ip", "-n", peer, "addr", "add", "fd00::1/64", "dev", "eth0", "nodad")
-        run("ip", "-n", peer, "link", "set", "eth0", "up")
+    with veth_peer(netns, "fd00::5/64", "fd00::1/64") as peer:
         subprocess.run(["ip", "netns", "exec", netns, "ip6tables-restore"], input=TEXT, text=True, check=True)
         subprocess.run(["ip", "netns", "exec", peer, "ip6tables-restore"], text=True, check=True,
                        input="*raw\n-A PREROUTING -p tcp -m tcp --dport 8081\nCOMMIT\n")
@@ -98,5 +84,3 @@ def test_the_kernel_agrees(netns: str) -> None:
         assert _hdr_errors(peer) > errors_before  # dropped on arrival ...
         assert "[0:0] -A PREROUTING" in _save_c(peer)  # ... before the peer's first hook
         assert _trace().outcome is Outcome.SENT  # type: ignore[attr-defined]
-    finally:
-        subprocess.run(["ip", "netns", "del", peer], check=False)
