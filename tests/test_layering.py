@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1] / "netsim"
 LAYERS: dict[str, float] = {
     "errors": 1.0, "lazy": 1.0, "reader": 1.05, "istio_version": 1.1, "k8s": 1.1, "istio_service": 1.2,
     "netfilter": 2.0, "registry": 2.05, "dns": 2.1,  # the DNS name table is a view of the registry
-    "capture": 3.0, "spec": 3.1,
+    "capture": 3.0, "spec": 3.1, "infer": 3.2,  # infer compiles (capture) and names annotations (spec)
     "workload": 4.0,
     "mesh": 5.0, "lab": 5.0,
     "commands": 6.0,  # netsim.cli, netsim.__main__, netsim.commands.*, netsim.<package>.cli

@@ -1,0 +1,156 @@
+"""A pod's live rules → which generator wrote them, which release, with which options, and what is foreign.
+
+Owns: :func:`infer_rules` (rulesets → one :class:`Inference` per generator found) and :func:`infer_text`
+(pasted text → the same, through ``netsim.netfilter.dump.read_pasted``). istio-iptables' part is
+verified by compiling (``sidecar.fit``); the other generators are recognised by their chains
+(``generators``). Every rule no generator accounts for is foreign, with its table, chain and position.
+
+Never does: IO or rendering (``netsim.commands.infer`` prints; ``as_dict`` is the JSON contract of
+issue 14: generator, releases, options, annotations, foreign, notes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from netsim.capture.config import CURRENT_LAYOUT, LAYOUT_FLOOR, CaptureConfig
+from netsim.infer import generators
+from netsim.infer.options import annotations_of, cni_signature, options_of
+from netsim.infer.sidecar import SIDECAR_CHAINS, SidecarFit, fit
+from netsim.infer.view import ChainKey, View, line
+from netsim.netfilter.dump import read_pasted
+from netsim.netfilter.matches import DEFAULT_NAMES, Names
+from netsim.netfilter.model import Family, Ruleset
+
+Release = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Foreign:
+    """A rule the inferred generator would not have written."""
+
+    family: Family
+    table: str
+    chain: str
+    position: int  # 1-based, in the chain as the dump holds it
+    rule: str  # ``-A CHAIN …`` as iptables-save prints it
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Inference:
+    """One generator's share of a dump."""
+
+    generator: str  # istio-sidecar, istio-cni, istio-ambient, linkerd, kube-proxy, other, unknown
+    releases: tuple[str, str] | None  # (from, to); "current" as ``to`` for the current layout
+    options: Mapping[str, object]
+    annotations: Mapping[str, str]
+    foreign: tuple[Foreign, ...]
+    notes: tuple[str, ...]
+    config: CaptureConfig | None = None  # istio-iptables' inferred input (istio-sidecar / istio-cni)
+    exact: bool = True  # the options and releases reproduce the generator's rules exactly
+
+    def as_dict(self) -> dict[str, object]:
+        """The JSON contract (issue 14, Deliver 3)."""
+        return {
+            "generator": self.generator,
+            "releases": None if self.releases is None else {"from": self.releases[0], "to": self.releases[1]},
+            "options": dict(self.options),
+            "annotations": dict(self.annotations),
+            "foreign": [{"table": f.table, "chain": f.chain, "position": f.position, "rule": f.rule}
+                        for f in self.foreign],
+            "notes": list(self.notes),
+        }
+
+
+def _name(release: Release) -> str:
+    return f"{release[0]}.{release[1]}"
+
+
+def _release_range(rels: tuple[Release, ...]) -> tuple[tuple[str, str], list[str]]:
+    first, last = rels[0], rels[-1]
+    notes = []
+    if len(rels) != last[1] - first[1] + 1:
+        notes.append("the consistent releases are not contiguous: " + ", ".join(_name(r) for r in rels))
+    return (_name(first), "current" if last >= CURRENT_LAYOUT else _name(last)), notes
+
+
+def _sidecar(result: SidecarFit) -> Inference:
+    config = result.config
+    notes = list(result.notes)
+    releases = None
+    if result.releases:
+        releases, more = _release_range(result.releases)
+        notes += more
+    cni = cni_signature(config)
+    generator = "istio-cni" if cni else "istio-sidecar"
+    if cni:
+        notes.append(f"written by the istio-cni plugin: {cni}; it writes the same rules as istio-init")
+    else:
+        notes.append("read as istio-init's: the istio-cni plugin writes the same rules, and nothing here shows "
+                     "its defaults (-d ending 15020,15021,15090, outbound port 15020 excluded)")
+    if not result.exact:
+        floor = _name(LAYOUT_FLOOR)
+        notes.append(f"no modelled release ({floor} to today) writes exactly these rules: {result.missing} rule(s) "
+                     "the closest one writes are missing (damaged rules, another generator, or a release before "
+                     f"{floor})")
+    first = result.releases[0] if result.releases else None
+    annotations, more_notes = annotations_of(config, None if first is None or first >= CURRENT_LAYOUT else first,
+                                             cni=bool(cni))
+    notes += more_notes
+    return Inference(generator=generator, releases=releases, options=options_of(config), annotations=annotations,
+                     foreign=(), notes=tuple(notes), config=config, exact=result.exact)
+
+
+def infer_rules(rulesets: Mapping[Family, Ruleset]) -> tuple[Inference, ...]:
+    """Which generators wrote ``rulesets`` (a dump's IPv4 and IPv6 rules), one :class:`Inference` each,
+    istio-iptables first; several when several generators' rules are there. A dump without any rule,
+    or with none a known generator writes, gives one ``unknown`` inference. Raises nothing for any
+    ruleset: what is not recognised is foreign."""
+    view = View.of(rulesets)
+    found: list[Inference] = []
+    claimed: set[tuple[ChainKey, int]] = set()
+    sidecar = any(rules for (_, _, c), rules in view.chains.items() if c in SIDECAR_CHAINS)
+    if sidecar:
+        result = fit(view)
+        tables = ("nat", "mangle", "raw")
+        claimed |= {(key, pos) for key, pos, _ in view.all_rules() if key[1] in tables} - result.leftover
+        found.append(_sidecar(result))
+    claims = [c for c in (generators.ambient(view, sidecar), generators.linkerd(view), generators.kube_proxy(view),
+                          generators.others(view)) if c is not None]
+    for claim in claims:
+        claim.rules -= claimed
+        claimed |= claim.rules
+    foreign = tuple(Foreign(family=key[0], table=key[1], chain=key[2], position=pos, rule=line(key[2], tokens))
+                    for key, pos, tokens in view.all_rules() if (key, pos) not in claimed)
+    for claim in claims:
+        releases = (claim.releases["from"], claim.releases["to"]) if claim.releases else None
+        found.append(Inference(generator=claim.generator, releases=releases, options=claim.options,
+                               annotations={}, foreign=(), notes=tuple(claim.notes)))
+    if not found:
+        note = ("no rules at all: nothing captures or filters this pod's traffic" if view.empty
+                else "no known generator's rules (istio-iptables, istio-cni ambient, Linkerd proxy-init, kube-proxy, "
+                     "CNI plugins): every rule is listed as foreign")
+        found.append(Inference(generator="unknown", releases=None, options={}, annotations={}, foreign=(),
+                               notes=(note,)))
+    out = []
+    for inference in found:
+        notes = inference.notes
+        if foreign:
+            notes = (*notes, f"{len(foreign)} rule(s) no recognised generator writes (listed as foreign)")
+        if len(found) > 1:
+            others = ", ".join(i.generator for i in found if i is not inference)
+            notes = (*notes, f"the dump also holds rules of {others} (a separate object each)")
+        out.append(Inference(generator=inference.generator, releases=inference.releases, options=inference.options,
+                             annotations=inference.annotations, foreign=foreign, notes=notes,
+                             config=inference.config, exact=inference.exact))
+    return tuple(out)
+
+
+def infer_text(text: str, names: Names = DEFAULT_NAMES) -> tuple[Inference, ...]:
+    """:func:`infer_rules` on pasted text (any form ``read_pasted`` reads; ``names`` resolves owner names in
+    Istio's payloads). Raises RulesetError naming the line."""
+    return infer_rules(read_pasted(text, names).rulesets)
+
+
+__all__ = ["Foreign", "Inference", "infer_rules", "infer_text"]
