@@ -102,7 +102,8 @@ def compare(want: Mapping[ChainKey, tuple[Tokens, ...]], view: View, release: Re
     dump's ``tables`` left unmatched are the leftover."""
     missing = 0
     leftover: set[tuple[ChainKey, int]] = set()
-    for key in {*want, *(k for k in view.chains if k[1] in tables)}:
+    families = {k[0] for k in view.chains}  # a family not pasted at all is not compared (only ip6tables-save)
+    for key in {*(k for k in want if k[0] in families), *(k for k in view.chains if k[1] in tables)}:
         have = view.chains.get(key, ())
         need = want.get(key, ())
         j = 0
@@ -175,9 +176,12 @@ def _difference(a: CaptureConfig, b: CaptureConfig) -> str:
 # --- reading candidate values off the rules -----------------------------------------------------------
 
 def _candidates(view: View, ipv6: bool) -> list[CaptureConfig]:
-    nat = functools.partial(view.rules, V4, "nat")
-    mangle = functools.partial(view.rules, V4, "mangle")
-    out4 = nat(ISTIO_OUTPUT)
+    # the values every family shares are read off IPv4's rules, or IPv6's when only those were pasted
+    main = V4 if any(rules for (f, _, c), rules in view.chains.items() if f is V4 and c in SIDECAR_CHAINS) else V6
+    nat = functools.partial(view.rules, main, "nat")
+    mangle = functools.partial(view.rules, main, "mangle")
+    out4 = view.rules(V4, "nat", ISTIO_OUTPUT)
+    out = nat(ISTIO_OUTPUT)
 
     tproxy = any(target(t) in ("TPROXY", "CONNMARK", "MARK", "ISTIO_DIVERT", "ISTIO_TPROXY")
                  for chain in ("PREROUTING", "OUTPUT", ISTIO_INBOUND, "ISTIO_DIVERT", "ISTIO_TPROXY")
@@ -186,16 +190,18 @@ def _candidates(view: View, ipv6: bool) -> list[CaptureConfig]:
                         if target(t) == "REDIRECT" and value(t, "--dport") is None) or "15001"
     inbound_port = _first(value(t, "--to-ports") for t in nat(ISTIO_IN_REDIRECT) if target(t) == "REDIRECT")
     inbound_port = inbound_port or _first(value(t, "--on-port") for t in mangle("ISTIO_TPROXY")) or "15006"
-    tunnel = _tunnel_port(nat(ISTIO_INBOUND), out4)
+    tunnel = _tunnel_port(nat(ISTIO_INBOUND), out)
     mark = _mark(mangle)
 
-    uids = _owners(out4, "--uid-owner")
-    gids = _owners(out4, "--gid-owner")
-    lo = _first(value(t, "-d") for t in out4 if negated(t, "-d") and value(t, "-o") == "lo") or "127.0.0.1/32"
+    uids = _owners(out, "--uid-owner")
+    gids = _owners(out, "--gid-owner")
+    lo = _first(value(t, "-d") for t in view.rules(V4, "nat", ISTIO_OUTPUT)
+                if negated(t, "-d") and value(t, "-o") == "lo" and (value(t, "-d") or "").startswith("127."))
+    lo = lo or "127.0.0.1/32"  # ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR: a loopback prefix (Istio refuses others)
 
     table = "mangle" if tproxy else "nat"
-    inbound_rules = view.rules(V4, table, ISTIO_INBOUND)
-    jumps_in = any(target(t) == ISTIO_INBOUND for t in view.rules(V4, table, "PREROUTING"))
+    inbound_rules = view.rules(main, table, ISTIO_INBOUND)
+    jumps_in = any(target(t) == ISTIO_INBOUND for t in view.rules(main, table, "PREROUTING"))
     capture_target = "ISTIO_TPROXY" if tproxy else ISTIO_IN_REDIRECT
     wildcard = any(target(t) == capture_target and value(t, "--dport") is None for t in inbound_rules)
     excludes: list[str] = []
@@ -214,7 +220,8 @@ def _candidates(view: View, ipv6: bool) -> list[CaptureConfig]:
                             if target(t) == "RETURN" and value(t, "-o") and len(t) == 4)
     virt = _kube_virt(nat("PREROUTING"), excluded_ifaces)
 
-    include4, exclude4, out_ports, out_excl = _outbound(out4, lo)
+    include4, exclude4, _, _ = _outbound(out4, lo)
+    _, _, out_ports, out_excl = _outbound(out, lo if main is V4 else "::1/128")
     include6, exclude6 = CidrList(), CidrList()
     if ipv6:
         include6, exclude6, _, _ = _outbound(view.rules(V6, "nat", ISTIO_OUTPUT), "::1/128")
@@ -229,7 +236,7 @@ def _candidates(view: View, ipv6: bool) -> list[CaptureConfig]:
         redirect_dns, capture_all = redirect_dns or dns6, capture_all or all6
 
     drop_invalid = any(value(t, "--ctstate") == "INVALID" for t in mangle("PREROUTING"))
-    include_groups, exclude_groups = _owner_groups(out4, gids, lo)
+    include_groups, exclude_groups = _owner_groups(out, gids, lo if main is V4 else "::1/128")
 
     base = CaptureConfig(
         proxy_port=proxy_port, inbound_capture_port=inbound_port, inbound_tunnel_port=tunnel,
@@ -243,12 +250,10 @@ def _candidates(view: View, ipv6: bool) -> list[CaptureConfig]:
         ipv4_loopback_cidr=lo if lo != "127.0.0.1/32" else "127.0.0.1/32",
         enable_ipv6=ipv6, dns_servers_v4=servers4, dns_servers_v6=servers6,
     )
-    out = [base]
     # -b '*' wrote an inbound SSH RETURN before 1.13 (history §4.14): a leading 22 may be that rule, or -d 22.
     if base.inbound_ports == (WILDCARD,) and base.inbound_ports_exclude[:1] == ("22",):
-        out = [replace(base, inbound_ports_exclude=base.inbound_ports_exclude[1:]), base]
-    # Before 1.8 the proxy UID list defaulted to "<uid>,0" (history §4.6): a trailing 0 is that default or -u.
-    return out
+        return [replace(base, inbound_ports_exclude=base.inbound_ports_exclude[1:]), base]
+    return [base]
 
 
 def _first(items: Iterable[str | None]) -> str | None:
@@ -274,8 +279,8 @@ def _mark(mangle: Callable[[str], tuple[Tokens, ...]]) -> str:
             raw = value(t, "--tproxy-mark") or (value(t, "--mark") if target(t) == "CONNMARK" else None)
             if target(t) == "MARK" and (chain == "ISTIO_DIVERT" or value(t, "-s")):
                 raw = value(t, "--set-xmark")
-            if raw:
-                return str(int(raw.split("/")[0], 0))
+            if raw and raw.split("/")[0].startswith("0x"):
+                return str(int(raw.split("/")[0], 16))
     return "1337"
 
 

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from compile_runner import compile_, invocation, run, save_tables
 from conftest import CONFORMANCE, conformance_dir
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_compile_history import GOLDENS, GROUPS, HISTORY, golden_payloads, why_not
 
 from netsim.capture.compiled import compile_config
@@ -366,3 +368,27 @@ def test_two_files_of_one_family_are_refused(tmp_path: Path) -> None:
     b.write_text(_dump(DEFAULT_POD))
     r = run(["infer", "--rules", str(a), str(b)])
     assert r.code == 2 and "hold IPv4 rules" in r.stderr
+
+
+FRAGMENTS = ["*nat", "* nat", "*mangle", "COMMIT", ":ISTIO_OUTPUT - [0:0]", "-N ISTIO_OUTPUT", "-P OUTPUT ACCEPT",
+             "-A ISTIO_OUTPUT -j RETURN", "-A OUTPUT -p tcp -j ISTIO_OUTPUT", "-A ISTIO_REDIRECT -j REDIRECT",
+             "-A ISTIO_INBOUND -p tcp --dport 22 -j RETURN", "-I PREROUTING 1 -i eth1 -j RETURN",
+             "iptables -t nat -A ISTIO_OUTPUT -d 10.0.0.0/8 -j RETURN", "ip6tables -t nat -N ISTIO_OUTPUT",
+             "$ iptables -t mangle -S", '{"log":"*nat\\n"}', "2026-12-01T10:00:00Z info x", "# IPv6", "", "-A",
+             "-P", "[1:2] -A OUTPUT -j ISTIO_OUTPUT", "-A ISTIO_TPROXY -p tcp -j TPROXY --on-port 15006 "
+             "--tproxy-mark 0x539/0xffffffff", "-A ISTIO_DIVERT -j MARK --set-mark 0x539", "iptables-save"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(FRAGMENTS), max_size=14))
+def test_any_paste_is_read_or_refused_with_a_netsim_error(lines: list[str]) -> None:
+    """h11's invariant for the reader and the inference: an answer or a NetsimError, never anything else."""
+    from netsim.errors import NetsimError
+    from netsim.netfilter.dump import read_pasted
+
+    try:
+        rulesets = read_pasted("\n".join(lines)).rulesets
+    except NetsimError:
+        return
+    for inference in infer_rules(rulesets):
+        json.dumps(inference.as_dict())
