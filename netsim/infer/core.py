@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from netsim.capture.config import CURRENT_LAYOUT, LAYOUT_FLOOR, CaptureConfig
 from netsim.infer import generators
 from netsim.infer.options import annotations_of, cni_signature, options_of
-from netsim.infer.sidecar import SIDECAR_CHAINS, SidecarFit, fit
+from netsim.infer.sidecar import SIDECAR_CHAINS, SidecarFit, fit, releases
 from netsim.infer.view import ChainKey, View, line
 from netsim.netfilter.dump import read_pasted
 from netsim.netfilter.matches import DEFAULT_NAMES, Names
 from netsim.netfilter.model import Family, Ruleset
+from netsim.spec.releases import release_text
 
-Release = tuple[int, int]
+Release = tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,24 +64,28 @@ class Inference:
         }
 
 
-def _name(release: Release) -> str:
-    return f"{release[0]}.{release[1]}"
-
-
 def _release_range(rels: tuple[Release, ...]) -> tuple[tuple[str, str], list[str]]:
+    """(from, to) of the consistent layouts: ``to`` is the last release before the next layout that is not
+    consistent (``1.10.1`` when 1.10.2 changed the rules, ``1.17`` for every 1.17.x), or ``current``."""
+    points = releases()
     first, last = rels[0], rels[-1]
     notes = []
-    if len(rels) != last[1] - first[1] + 1:
-        notes.append("the consistent releases are not contiguous: " + ", ".join(_name(r) for r in rels))
-    return (_name(first), "current" if last >= CURRENT_LAYOUT else _name(last)), notes
+    span = points[points.index(first):points.index(last) + 1]
+    if tuple(rels) != span:
+        notes.append("the consistent releases are not contiguous: " + ", ".join(release_text(r) for r in rels))
+    if last >= CURRENT_LAYOUT:
+        return (release_text(first), "current"), notes
+    after = points[points.index(last) + 1]
+    to = release_text((*after[:2], after[2] - 1)) if len(after) == 3 else release_text(last[:2])
+    return (release_text(first), to), notes
 
 
 def _sidecar(result: SidecarFit) -> Inference:
     config = result.config
     notes = list(result.notes)
-    releases = None
+    span = None
     if result.releases:
-        releases, more = _release_range(result.releases)
+        span, more = _release_range(result.releases)
         notes += more
     cni = cni_signature(config)
     generator = "istio-cni" if cni else "istio-sidecar"
@@ -90,7 +95,7 @@ def _sidecar(result: SidecarFit) -> Inference:
         notes.append("read as istio-init's: the istio-cni plugin writes the same rules, and nothing here shows "
                      "its defaults (-d ending 15020,15021,15090, outbound port 15020 excluded)")
     if not result.exact:
-        floor = _name(LAYOUT_FLOOR)
+        floor = release_text(LAYOUT_FLOOR)
         notes.append(f"no modelled release ({floor} to today) writes exactly these rules: {result.missing} rule(s) "
                      "the closest one writes are missing (damaged rules, another generator, or a release before "
                      f"{floor})")
@@ -98,7 +103,8 @@ def _sidecar(result: SidecarFit) -> Inference:
     annotations, more_notes = annotations_of(config, None if first is None or first >= CURRENT_LAYOUT else first,
                                              cni=bool(cni))
     notes += more_notes
-    return Inference(generator=generator, releases=releases, options=options_of(config), annotations=annotations,
+    at = None if first is None or first >= CURRENT_LAYOUT else first
+    return Inference(generator=generator, releases=span, options=options_of(config, at), annotations=annotations,
                      foreign=(), notes=tuple(notes), config=config, exact=result.exact)
 
 
@@ -113,8 +119,7 @@ def infer_rules(rulesets: Mapping[Family, Ruleset]) -> tuple[Inference, ...]:
     sidecar = any(rules for (_, _, c), rules in view.chains.items() if c in SIDECAR_CHAINS)
     if sidecar:
         result = fit(view)
-        tables = ("nat", "mangle", "raw")
-        claimed |= {(key, pos) for key, pos, _ in view.all_rules() if key[1] in tables} - result.leftover
+        claimed |= result.matched
         found.append(_sidecar(result))
     claims = [c for c in (generators.ambient(view, sidecar), generators.linkerd(view), generators.kube_proxy(view),
                           generators.others(view)) if c is not None]

@@ -26,9 +26,10 @@ from netsim.spec.pod import (
     ANN_REROUTE,
     ANN_STATUS_PORT,
 )
+from netsim.spec.releases import BY_KEY, release_text
 from netsim.spec.versions import ANNOTATIONS_SINCE, profile_for
 
-Release = tuple[int, int]
+Release = tuple[int, ...]
 STATUS_PORT = "15020"  # the injector's default status port (values.global.proxy.statusPort, §13.1)
 CNI_EXCLUDES = ("15020", "15021", "15090")  # what the CNI plugin appends to -d, in its order (§13.2)
 
@@ -39,10 +40,13 @@ def _cidrs(cidrs: CidrList) -> str:
     return ",".join(str(c) for c in (*cidrs.v4, *cidrs.v6))
 
 
-def options_of(config: CaptureConfig) -> dict[str, object]:
+def options_of(config: CaptureConfig, release: Release | None = None) -> dict[str, object]:
     """Every input of ``config`` that shapes the rules, under istio-iptables' names (lists as comma strings,
-    booleans as booleans, DNS servers as lists), so that ``config_from_options`` gives ``config`` back."""
-    return {
+    booleans as booleans, DNS servers as lists), so that ``config_from_options`` gives ``config`` back.
+
+    With ``release``, only the inputs that release had (as a flag or an environment variable,
+    ``netsim.spec.releases``): ``netsim compile --istio-version`` refuses a flag its release did not have."""
+    everything: dict[str, object] = {
         "envoy-port": config.proxy_port,
         "inbound-capture-port": config.inbound_capture_port,
         "inbound-tunnel-port": config.inbound_tunnel_port,
@@ -67,7 +71,13 @@ def options_of(config: CaptureConfig) -> dict[str, object]:
         "ENABLE_INBOUND_IPV6": config.enable_ipv6,
         "DNS_SERVERS_V4": list(config.dns_servers_v4),
         "DNS_SERVERS_V6": list(config.dns_servers_v6),
+        "DISABLE_REDIRECTION_ON_LOCAL_LOOPBACK": "1" if config.disable_loopback_redirect else "",
+        "DNS_CAPTURE": "1" if config.dns_capture else "",
+        "ISTIO_META_DNS_CONNTRACK_ZONE": config.dns_conntrack_zone,
     }
+    at = release or (1, 10_000)  # None: today
+    return {key: value for key, value in everything.items()
+            if key not in BY_KEY or BY_KEY[key].flag_in(at) or BY_KEY[key].env_in(at)}
 
 
 def cni_signature(config: CaptureConfig) -> str | None:
@@ -92,7 +102,7 @@ def annotations_of(config: CaptureConfig, release: Release | None, *, cni: bool)
     ann: dict[str, str] = {}
     notes: list[str] = []
     version = release or (1, 10_000)
-    profile = profile_for(None if release is None else f"{release[0]}.{release[1]}")
+    profile = profile_for(None if release is None else release_text(release))
 
     def has(name: str) -> bool:
         return version >= ANNOTATIONS_SINCE[name].version

@@ -28,6 +28,7 @@ from netsim.capture.iptables import (
     ISTIO_REDIRECT,
     payloads,
     plan,
+    writes_ip6tables,
 )
 from netsim.errors import RulesetError
 from netsim.infer.view import ChainKey, Tokens, View, negated, target, value, values
@@ -35,18 +36,20 @@ from netsim.netfilter.model import Family
 from netsim.netfilter.parse import apply_payload
 from netsim.netfilter.render import rule_tokens
 
-Release = tuple[int, int]
+Release = tuple[int, ...]  # (major, minor[, patch]), as CaptureConfig.release
 V4, V6 = Family.IPV4, Family.IPV6
 # Chains only istio-iptables creates (ISTIO_OUTPUT is shared with ambient, told apart in generators.py).
 SIDECAR_CHAINS = frozenset({ISTIO_INBOUND, ISTIO_REDIRECT, ISTIO_IN_REDIRECT, "ISTIO_DIVERT", "ISTIO_TPROXY",
                             "ISTIO_OUTPUT_DNS", "ISTIO_DROP"})
-# IPv6 rules of releases before 1.12 are not modelled (history §3: nat only); netsim refuses them too.
-IPV6_FLOOR: Release = (1, 12)
+# The patch releases whose rules differ from their minor's .0 (history §0, §4; capture.iptables' layouts).
+PATCH_POINTS: tuple[Release, ...] = ((1, 5, 2), (1, 5, 3), (1, 9, 6), (1, 10, 2), (1, 10, 3), (1, 11, 3), (1, 12, 9))
 
 
 def releases() -> tuple[Release, ...]:
-    """Every release whose layout netsim models, oldest first; the last is the current layout (1.25 on)."""
-    return tuple((1, minor) for minor in range(LAYOUT_FLOOR[1], CURRENT_LAYOUT[1] + 1))
+    """Every release layout netsim models, oldest first: each minor's .0 and the patch releases that
+    changed the rules; the last is the current layout (1.25 on)."""
+    minors = [(1, minor) for minor in range(LAYOUT_FLOOR[1], CURRENT_LAYOUT[1] + 1)]
+    return tuple(sorted([*minors, *(p for p in PATCH_POINTS if p[:2] >= LAYOUT_FLOOR)]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,7 @@ class Match:
     release: Release
     missing: int  # compiled rules not found in the dump (in order)
     leftover: frozenset[tuple[ChainKey, int]]  # dump rules (chain, 1-based position) the compile does not account for
+    matched: frozenset[tuple[ChainKey, int]]  # dump rules the compile wrote
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,7 @@ class SidecarFit:
     exact: bool  # every compiled rule found in the dump
     missing: int
     leftover: frozenset[tuple[ChainKey, int]]
+    matched: frozenset[tuple[ChainKey, int]]  # the dump's rules istio-iptables wrote (chain, 1-based position)
     notes: tuple[str, ...]
 
 
@@ -81,7 +86,7 @@ def expected(config: CaptureConfig) -> Mapping[ChainKey, tuple[Tokens, ...]]:
     key = tuple((r.family, r.table, r.chain, r.args, r.position) for r in rules)
     found = _LOADED.get(key)
     if found is None:
-        v4, v6 = payloads(rules, ipv6=config.enable_ipv6)
+        v4, v6 = payloads(rules, ipv6=writes_ip6tables(config))
         rulesets = {V4: apply_payload(v4), **({V6: apply_payload(v6)} if v6 is not None else {})}
         found = {(family, table.name, chain.name): tuple(tuple(rule_tokens(r)) for r in chain.rules)
                  for family, rs in rulesets.items() for table in rs.tables for chain in table.chains if chain.rules}
@@ -99,9 +104,11 @@ _MAX_LOADED = 4096
 def compare(want: Mapping[ChainKey, tuple[Tokens, ...]], view: View, release: Release,
             tables: frozenset[str]) -> Match:
     """Find ``want``'s rules in the dump, each chain in order (a greedy subsequence match); rules of the
-    dump's ``tables`` left unmatched are the leftover."""
+    dump's ``tables`` (and of the tables ``want`` writes to) left unmatched are the leftover."""
+    tables = tables | {k[1] for k in want}
     missing = 0
     leftover: set[tuple[ChainKey, int]] = set()
+    matched: set[tuple[ChainKey, int]] = set()
     families = {k[0] for k in view.chains}  # a family not pasted at all is not compared (only ip6tables-save)
     for key in {*(k for k in want if k[0] in families), *(k for k in view.chains if k[1] in tables)}:
         have = view.chains.get(key, ())
@@ -110,10 +117,11 @@ def compare(want: Mapping[ChainKey, tuple[Tokens, ...]], view: View, release: Re
         for position, tokens in enumerate(have, 1):
             if j < len(need) and tokens == need[j]:
                 j += 1
+                matched.add((key, position))
             else:
                 leftover.add((key, position))
         missing += len(need) - j
-    return Match(release=release, missing=missing, leftover=frozenset(leftover))
+    return Match(release=release, missing=missing, leftover=frozenset(leftover), matched=frozenset(matched))
 
 
 def fit(view: View) -> SidecarFit:
@@ -128,8 +136,6 @@ def fit(view: View) -> SidecarFit:
     for config in candidates:
         matches: list[Match] = []
         for rel in releases():
-            if ipv6 and rel < IPV6_FLOOR:
-                continue
             try:
                 want = expected(replace(config, release=None if rel >= CURRENT_LAYOUT else rel))
             except RulesetError:
@@ -145,7 +151,7 @@ def fit(view: View) -> SidecarFit:
             best = (score, config, matches)
     if best is None:  # nothing compiles (not reached for values read off loaded rules)
         return SidecarFit(config=CaptureConfig(), releases=(), exact=False, missing=0, leftover=frozenset(),
-                          notes=("no candidate options could be compiled",))
+                          matched=frozenset(), notes=("no candidate options could be compiled",))
     (missing, extra), config, matches = best
     chosen = [m for m in matches if (m.missing, len(m.leftover)) == (missing, extra)]
     notes: list[str] = []
@@ -157,7 +163,8 @@ def fit(view: View) -> SidecarFit:
             notes.append(f"also consistent with releases {_span(alt)} under other options: "
                          + _difference(config, other))
     return SidecarFit(config=replace(config, release=None), releases=tuple(m.release for m in chosen),
-                      exact=missing == 0, missing=missing, leftover=chosen[0].leftover, notes=tuple(notes))
+                      exact=missing == 0, missing=missing, leftover=chosen[0].leftover, matched=chosen[0].matched,
+                      notes=tuple(notes))
 
 
 def _span(rels: Iterable[Release]) -> str:
@@ -236,6 +243,11 @@ def _candidates(view: View, ipv6: bool) -> list[CaptureConfig]:
         redirect_dns, capture_all = redirect_dns or dns6, capture_all or all6
 
     drop_invalid = any(value(t, "--ctstate") == "INVALID" for t in mangle("PREROUTING"))
+    # inputs only old releases read (history §2.2, §4.4, §4.9); every other release ignores them
+    dns_capture = any(value(t, "--to-ports") == "15013" and target(t) == "REDIRECT" for t in nat("OUTPUT"))
+    zones = any(target(t) == "CT" for chain in ("OUTPUT", "PREROUTING") for t in view.rules(main, "raw", chain))
+    lo_redirect = any(value(t, "-o") == "lo" and negated(t, "-d") and target(t) in (ISTIO_REDIRECT, ISTIO_IN_REDIRECT)
+                      for t in out)
     include_groups, exclude_groups = _owner_groups(out, gids, lo if main is V4 else "::1/128")
 
     base = CaptureConfig(
@@ -249,6 +261,7 @@ def _candidates(view: View, ipv6: bool) -> list[CaptureConfig]:
         owner_groups_include=include_groups, owner_groups_exclude=exclude_groups,
         ipv4_loopback_cidr=lo if lo != "127.0.0.1/32" else "127.0.0.1/32",
         enable_ipv6=ipv6, dns_servers_v4=servers4, dns_servers_v6=servers6,
+        dns_capture=dns_capture, dns_conntrack_zone=zones, disable_loopback_redirect=not lo_redirect,
     )
     # -b '*' wrote an inbound SSH RETURN before 1.13 (history §4.14): a leading 22 may be that rule, or -d 22.
     if base.inbound_ports == (WILDCARD,) and base.inbound_ports_exclude[:1] == ("22",):
@@ -294,7 +307,7 @@ def _owners(out: tuple[Tokens, ...], kind: str) -> tuple[str, ...]:
     if not found:
         found = [v for t in out if target(t) == "RETURN" and len(t) == 6
                  for v, neg in values(t, kind) if not neg]
-    return tuple(dict.fromkeys(found))
+    return tuple(found)
 
 
 def _kube_virt(prerouting: tuple[Tokens, ...], excluded: tuple[str, ...]) -> tuple[str, ...]:
@@ -396,4 +409,4 @@ def _owner_groups(out: tuple[Tokens, ...], gids: tuple[str, ...], lo: str) -> tu
     return WILDCARD, ",".join(exclude)
 
 
-__all__ = ["IPV6_FLOOR", "SIDECAR_CHAINS", "Match", "SidecarFit", "compare", "expected", "fit", "releases"]
+__all__ = ["PATCH_POINTS", "SIDECAR_CHAINS", "Match", "SidecarFit", "compare", "expected", "fit", "releases"]

@@ -10,22 +10,22 @@ from ipaddress import IPv4Interface, IPv6Interface
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netsim.capture.config import CURRENT_LAYOUT, LAYOUT_FLOOR, WILDCARD, CaptureConfig, CidrList, InterceptionMode
+from netsim.capture.config import CURRENT_LAYOUT, WILDCARD, CaptureConfig, CidrList, InterceptionMode
 from netsim.infer import infer_text
-from netsim.infer.sidecar import expected
+from netsim.infer.sidecar import expected, releases
 from netsim.spec.options import config_from_options
 
 PORTS = st.sampled_from(["80", "443", "8080", "9090", "5701"])
 IDS = st.lists(st.sampled_from(["1337", "1", "2", "101"]), min_size=1, max_size=2, unique=True)
 V4 = st.lists(st.sampled_from(["10.0.0.0/8", "192.168.1.0/24", "172.16.0.0/12"]), max_size=2, unique=True)
 V6 = st.lists(st.sampled_from(["fd00::/8", "2001:db8::/32"]), max_size=1, unique=True)
-RELEASES = [(1, m) for m in range(LAYOUT_FLOOR[1], CURRENT_LAYOUT[1] + 1)]
+RELEASES = releases()  # every modelled layout: each minor's .0 and the patch releases that changed rules
 
 
 @st.composite
 def configs(draw: st.DrawFn) -> CaptureConfig:
     release = draw(st.sampled_from(RELEASES))
-    ipv6 = release >= (1, 12) and draw(st.booleans())
+    ipv6 = draw(st.booleans())
     inbound = draw(st.sampled_from(["", "*", "list"]))
     include = draw(st.sampled_from(["", "*", "list"]))
     groups = draw(st.sampled_from(["*", "5001", "5001,5002", ""]))
@@ -56,6 +56,8 @@ def configs(draw: st.DrawFn) -> CaptureConfig:
         enable_ipv6=ipv6,
         dns_servers_v4=tuple(draw(st.lists(st.sampled_from(["10.96.0.10", "127.0.0.53"]), max_size=2, unique=True))),
         dns_servers_v6=tuple(draw(st.lists(st.sampled_from(["fd00::a"]), max_size=1))) if ipv6 else (),
+        dns_capture=draw(st.booleans()), dns_conntrack_zone=draw(st.booleans()),
+        disable_loopback_redirect=draw(st.booleans()),
         release=None if release >= CURRENT_LAYOUT else release,
     )
 
@@ -91,8 +93,10 @@ def test_compile_infer_compile_is_the_same_ruleset(config: CaptureConfig) -> Non
     assert inference.releases is not None
     first, last = inference.releases
     low = tuple(int(x) for x in first.split("."))
-    assert low <= release and (last == "current" or release <= tuple(int(x) for x in last.split("."))), \
+    high = (1, 10_000) if last == "current" else tuple(int(x) for x in last.split("."))
+    assert low <= release and (release[:2] <= high if len(high) == 2 else release <= high), \
         (inference.releases, release, inference.notes)
     again = config_from_options(dict(inference.options))
     at = None if low >= CURRENT_LAYOUT else low
-    assert expected(replace(again, release=at)) == rules
+    pasted = {key[0] for key in rules}  # a family the rules do not write cannot be read back
+    assert {k: v for k, v in expected(replace(again, release=at)).items() if k[0] in pasted} == rules
