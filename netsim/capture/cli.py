@@ -53,6 +53,7 @@ from netsim.spec.resolve import PodNetwork, Resolution, resolve
 from netsim.spec.versions import parse_version, profile_for
 
 FORMATS = ("iptables-save", "iptables-restore", "istio-dry-run", "nft", "json")
+NFT_SINCE = (1, 27)  # --native-nftables (spec/istio-iptables-history.md §5)
 
 
 class IstioValue(click.ParamType[str]):
@@ -266,10 +267,15 @@ def render(res: Resolution, fmt: str, family: str = "all",
     if fmt == "istio-dry-run":
         return dry_run(config)
     if fmt == "nft":
+        if res.release is not None and res.release < NFT_SINCE:
+            raise SpecError(f"option --format nft: {res.profile.label} wrote no nftables rules (istio-iptables' "
+                            "nftables backend came in 1.27); its rules are iptables rules: use --format "
+                            "iptables-save")
         return render_nft(config)
     if family == "6" and not writes_ip6tables(config):
         origin = res.winner("ENABLE_INBOUND_IPV6").origin
-        raise SpecError(f"option --family 6: this pod gets no ip6tables rules (IPv6 is off: {origin})")
+        why = "the 1.0 script never wrote IPv6 rules" if config.enable_ipv6 else f"IPv6 is off: {origin}"
+        raise SpecError(f"option --family 6: this pod gets no ip6tables rules ({why})")
     names = Names(system=True) if groups is None else Names(groups=(("root", 0), *groups))
     try:
         compiled = compile_config(config, names=names)

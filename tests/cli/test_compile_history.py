@@ -291,3 +291,17 @@ def test_a_pasted_1_2_dump_names_its_own_listeners(tmp_path: Path) -> None:
     assert verdict("--istio-version", "1.2", *inbound) == "captured-inbound"
     assert verdict(*inbound) == "looped"
     assert verdict("--dst", "10.96.0.1:80") == "captured-outbound"
+
+
+def test_1_0_writes_no_ipv6_rules_even_for_an_ipv6_pod() -> None:
+    """History §2.1: the 1.0 script never decided IPv6 itself; with ENABLE_INBOUND_IPV6 set it ran no ip6tables."""
+    r = compile_("--istio-version", "1.0", "--ipv6", "-i", "*", "--family", "6")
+    assert r.code == 2 and r.error_lines == [
+        "Error: option --family 6: this pod gets no ip6tables rules (the 1.0 script never wrote IPv6 rules)"]
+    assert "-A INPUT -j REJECT" in compile_("--istio-version", "1.0", "-i", "*", "--family", "6").stdout
+
+
+def test_nft_format_is_refused_for_a_release_without_the_nftables_backend() -> None:
+    r = compile_("--istio-version", "1.2", "-i", "*", "--format", "nft")
+    assert r.code == 2 and r.error_lines[0].startswith("Error: option --format nft: Istio 1.2 wrote no nftables rules")
+    assert compile_("--istio-version", "1.27", "-i", "*", "--format", "nft").code == 0

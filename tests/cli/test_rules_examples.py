@@ -21,7 +21,9 @@ FORMATS = {  # golden suffix → extra arguments
     "explain.txt": ["--explain"],
 }
 REFRESH = os.environ.get("NETSIM_REFRESH_GOLDEN") == "1"
-CASES = [(ex, variant, suffix) for ex, variants in EXAMPLES.items() for variant in variants for suffix in FORMATS]
+# A release before 1.27 had no nftables backend: `--format nft` is refused for it (test_compile_history).
+CASES = [(ex, variant, suffix) for ex, variants in EXAMPLES.items() for variant in variants for suffix in FORMATS
+         if not (suffix == "nft" and "--istio-version" in variants[variant])]
 
 
 def check_golden(path: Path, actual: str) -> None:
