@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -111,7 +112,10 @@ def test_exec_reports_a_command_killed_by_a_signal_as_a_shell_does() -> None:
 
 # --- verify's progress line ------------------------------------------------------------------------------
 
-def test_the_progress_line_is_written_only_to_a_terminal_and_erased_at_the_end() -> None:
+def test_the_progress_line_is_written_only_to_a_terminal_and_erased_at_the_end(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ticks = iter(range(10**6))  # a clock 1 ms per reading: a loaded machine must not widen the interval
+    monkeypatch.setattr(lab_cli, "time", SimpleNamespace(monotonic=lambda: 100.0 + next(ticks) / 1000))
     leader, follower = pty.openpty()
     with os.fdopen(follower, "w") as tty:
         line = lab_cli.ProgressLine(tty)
@@ -119,10 +123,16 @@ def test_the_progress_line_is_written_only_to_a_terminal_and_erased_at_the_end()
         line(26, 1000)  # within the interval: not redrawn
         line(1000, 1000)  # the last one always is
         line.done()
-    seen = os.read(leader, 4096)
+    expected = (b"\rverify: 25/1000 probes sent and traced\rverify: 1000/1000 probes sent and traced"
+                b"\r\x1b[K")
+    seen = b""
+    while len(seen) < len(expected):  # a pty may hand the bytes over in more than one read
+        chunk = os.read(leader, 4096)
+        if not chunk:
+            break
+        seen += chunk
     os.close(leader)
-    assert seen == (b"\rverify: 25/1000 probes sent and traced\rverify: 1000/1000 probes sent and traced"
-                    b"\r\x1b[K")
+    assert seen == expected
     read, write = os.pipe()
     with os.fdopen(write, "w") as pipe:
         quiet = lab_cli.ProgressLine(pipe)
