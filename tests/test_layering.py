@@ -19,7 +19,7 @@ LAYERS: dict[str, float] = {
     "errors": 1.0, "lazy": 1.0, "reader": 1.05, "istio_version": 1.1, "k8s": 1.1, "istio_service": 1.2,
     "netfilter": 2.0, "registry": 2.05, "dns": 2.1,  # the DNS name table is a view of the registry
     "capture": 3.0, "spec": 3.1, "infer": 3.2,  # infer compiles (capture) and names annotations (spec)
-    "workload": 4.0,
+    "workload": 4.0, "drift": 4.5,  # drift compares a workload's compiled rules with a dump
     "mesh": 5.0, "lab": 5.0,
     "commands": 6.0,  # netsim.cli, netsim.__main__, netsim.commands.*, netsim.<package>.cli
 }

@@ -17,10 +17,11 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from netsim.commands.progress import ProgressLine
 from netsim.errors import LabError
 
 if TYPE_CHECKING:
@@ -277,7 +278,7 @@ def verify_cmd(name: str, probes: int, seed: int | None, family: str, verbose: b
 
     runner = _runner()
     state = _state(name)
-    progress = ProgressLine(sys.stderr)
+    progress = ProgressLine(sys.stderr, "verify", "probes sent and traced")
     try:
         report = verify(runner, state, probes=probes, seed=seed, families=() if family == "all" else (int(family),),
                         progress=progress)
@@ -290,33 +291,6 @@ def verify_cmd(name: str, probes: int, seed: int | None, family: str, verbose: b
             click.echo(line)
     if not report.agreed:
         sys.exit(1)
-
-
-class ProgressLine:
-    """``verify: 125/1000 probes`` rewritten in place on ``stream``, only when it is a terminal (at most
-    every PROGRESS_INTERVAL seconds), and erased when done."""
-
-    PROGRESS_INTERVAL = 0.1
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
-        self.live = stream.isatty()
-        self.shown = False
-        self.last = 0.0
-
-    def __call__(self, sent: int, total: int) -> None:
-        now = time.monotonic()
-        if not self.live or (now - self.last < self.PROGRESS_INTERVAL and sent < total):
-            return
-        self.last = now
-        self.stream.write(f"\rverify: {sent}/{total} probes sent and traced")
-        self.stream.flush()
-        self.shown = True
-
-    def done(self) -> None:
-        if self.shown:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
 
 
 @lab_group.command("list")

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from lab_helpers import EXAMPLE, REPO, exit_on_signal, run_cli, run_root_fixture  # noqa: F401  (the run_root fixture)
 
+from netsim.commands.progress import ProgressLine
 from netsim.dns.resolve import Forward, Reply, make_query, resolve
 from netsim.k8s import parse_objects
 from netsim.lab import cli as lab_cli
@@ -118,7 +119,7 @@ def test_the_progress_line_is_written_only_to_a_terminal_and_erased_at_the_end(
     monkeypatch.setattr(lab_cli, "time", SimpleNamespace(monotonic=lambda: 100.0 + next(ticks) / 1000))
     leader, follower = pty.openpty()
     with os.fdopen(follower, "w") as tty:
-        line = lab_cli.ProgressLine(tty)
+        line = ProgressLine(tty, "verify", "probes sent and traced")
         line(25, 1000)
         line(26, 1000)  # within the interval: not redrawn
         line(1000, 1000)  # the last one always is
@@ -135,7 +136,7 @@ def test_the_progress_line_is_written_only_to_a_terminal_and_erased_at_the_end(
     assert seen == expected
     read, write = os.pipe()
     with os.fdopen(write, "w") as pipe:
-        quiet = lab_cli.ProgressLine(pipe)
+        quiet = ProgressLine(pipe, "verify", "probes sent and traced")
         quiet(1, 2)
         quiet.done()
     with os.fdopen(read) as got:

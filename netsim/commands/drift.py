@@ -1,0 +1,155 @@
+"""``netsim drift``: the rules a pod has against the rules its spec gives, one dump or a directory of them.
+
+A thin shell over :mod:`netsim.drift`: reads the options and the pod manifests, hands each dump to one
+:class:`~netsim.drift.DriftChecker` (so identical dumps and pod specs are computed once), and renders
+the reports as text or JSON. The exit status is the answer: 0 no drift, 1 drift, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import click
+
+from netsim.commands.options import PathsOption
+from netsim.errors import NetsimError, SpecError
+
+if TYPE_CHECKING:
+    from netsim.drift.fleet import DriftChecker, DriftReport
+    from netsim.spec.pod import PodSource
+
+
+@click.command("drift")
+@click.option("--rules", "rules_path", required=True, type=click.Path(),
+              help="A pod's iptables-save (and ip6tables-save) output, or a directory of them: one file per "
+                   "pod, named after it (NAME, NAMESPACE_NAME or a workload's pod name, optionally .txt/.gz).")
+@click.option("--pod", "pod_file", type=click.Path(dir_okay=False),
+              help="The pod's manifest (Pod, or a Deployment/StatefulSet/… whose template it runs); with a "
+                   "directory of dumps, every pod-bearing object of the file.")
+@click.option("--pods", "--config", "pod_paths", cls=PathsOption, multiple=True, type=click.Path(),
+              metavar="PATH…", help="Pod manifests, files or directories (e.g. kubectl get pods -A -o yaml), "
+                                    "matched to the dumps by name.")
+@click.option("--name", help="With --pod FILE and one dump: the object of the file to use (default: the first).")
+@click.option("--istio-version", help="The Istio release whose rules the pods should have (default: current).")
+@click.option("--pod-ip", "pod_ips", multiple=True, help="The pod's addresses (comma list or repeated; default: "
+                                                          "the manifest's status.podIPs).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def drift_cmd(rules_path: str, pod_file: str | None, pod_paths: tuple[str, ...], name: str | None,
+              istio_version: str | None, pod_ips: tuple[str, ...], fmt: str) -> None:
+    """Has this pod's capture drifted from what its spec gives? Compare a dump with the compiled rules.
+
+    Each difference is a finding with a stable code: absent, partial, duplicated, stale-release,
+    foreign, annotation-not-applied, dns-capture-off, reordered. Rules are compared as iptables-save
+    prints them, so spacing, option order and counters never count.
+
+    With a directory of dumps: one line per pod and a summary (a progress line on a terminal).
+
+    Exit status: 0 no drift, 1 drift, 2 bad input (with a directory: any dump or pod that could not
+    be read, reported on its line).
+    """
+    from netsim.drift.fleet import DriftChecker
+    from netsim.workload.model import parse_addresses
+
+    if pod_file is None and not pod_paths:
+        raise SpecError("give the pod's manifest with --pod FILE (or manifests with --pods PATH…)")
+    if pod_file is not None and pod_paths:
+        raise SpecError("--pod and --pods both name the pods: give one of them")
+    if istio_version is not None:
+        from netsim.istio_version import parse_istio_version
+
+        parse_istio_version(istio_version, option="--istio-version")
+    checker = DriftChecker(istio_version=istio_version, pod_ips=parse_addresses(pod_ips))
+    if os.path.isdir(rules_path):
+        if name is not None:
+            raise SpecError("--name picks one pod for one dump; with a directory the dumps' names pick the pods")
+        status = _many(checker, rules_path, pod_file, pod_paths, fmt)
+        if status:
+            raise click.exceptions.Exit(status)
+        return
+    report = checker.check_file(_one_pod(rules_path, pod_file, pod_paths, name), rules_path)
+    if fmt == "json":
+        click.echo(json.dumps(report.as_json(), indent=2))
+    else:
+        for line in _text(report):
+            click.echo(line)
+    if report.drift:
+        raise click.exceptions.Exit(1)
+
+
+def _one_pod(rules_path: str, pod_file: str | None, pod_paths: tuple[str, ...], name: str | None) -> PodSource:
+    from netsim.drift.fleet import PodCatalog, load_pods, pod_name_of
+    from netsim.spec.pod import load_pod
+
+    if pod_file is not None:
+        return load_pod(pod_file, name=name)
+    catalog = PodCatalog(load_pods(pod_paths))
+    return catalog.for_dump(name if name is not None else pod_name_of(os.path.basename(rules_path)))
+
+
+def _text(report: DriftReport) -> list[str]:
+    head = f"pod {report.pod}, rules {report.rules}, expected from Istio {report.release}"
+    if not report.drift:
+        return [f"{head}: no drift (the rules are exactly those its spec gives)"]
+    n = len(report.findings)
+    out = [f"{head}: drift, {n} finding{'s' if n != 1 else ''}"]
+    for f in report.findings:
+        out.append(f"  {f.severity.value:<7} {f.check.value}: {f.message}")
+        out.extend(f"      expected: {r}" for r in f.expected)
+        out.extend(f"      found:    {r}" for r in f.found)
+    return out
+
+
+def _many(checker: DriftChecker, directory: str, pod_file: str | None, pod_paths: tuple[str, ...],
+          fmt: str) -> int:
+    """Every dump of ``directory`` against its pod: one line each, a summary; returns the exit status."""
+    from netsim.commands.progress import ProgressLine
+    from netsim.drift.fleet import PodCatalog, dump_files, load_pods, pod_name_of
+    from netsim.reader import read_bytes
+
+    files = dump_files(directory)
+    catalog = PodCatalog(load_pods([pod_file] if pod_file is not None else pod_paths))
+    rows: list[tuple[str, DriftReport | NetsimError]] = []
+    progress = ProgressLine(sys.stderr, "drift", "dumps")
+    try:
+        for i, path in enumerate(files, 1):
+            dump = pod_name_of(path.name)
+            try:
+                pod = catalog.for_dump(dump)
+                rows.append((dump, checker.check(pod, read_bytes(path), str(path))))
+            except NetsimError as e:
+                rows.append((dump, e if e.where else e.at(str(path))))
+            progress(i, len(files))
+    finally:
+        progress.done()
+    reports = [r for _, r in rows if not isinstance(r, NetsimError)]
+    errors = len(rows) - len(reports)
+    drifted = [r for r in reports if r.drift]
+    checks = Counter(f.check.value for r in drifted for f in r.findings)
+    summary = {"dumps": len(rows), "distinct_rulesets": checker.distinct_dumps, "clean": len(reports) - len(drifted),
+               "drift": len(drifted), "errors": errors, "checks": dict(sorted(checks.items()))}
+    if fmt == "json":
+        pods = [{"dump": dump, "error": str(r)} if isinstance(r, NetsimError) else {"dump": dump, **r.as_json()}
+                for dump, r in rows]
+        click.echo(json.dumps({"pods": pods, "summary": summary}, indent=2))
+    else:
+        width = max(len(dump) for dump, _ in rows)
+        for dump, r in rows:
+            if isinstance(r, NetsimError):
+                click.echo(f"{dump:<{width}}  error  {r}")
+            elif r.drift:
+                codes = ", ".join(dict.fromkeys(f.check.value for f in r.findings))
+                click.echo(f"{dump:<{width}}  drift  {r.pod}: {codes}")
+            else:
+                click.echo(f"{dump:<{width}}  ok     {r.pod}")
+        by_check = ", ".join(f"{code} {n}" for code, n in summary["checks"].items())  # type: ignore[attr-defined]
+        click.echo(f"{len(rows)} dumps ({checker.distinct_dumps} distinct): {summary['clean']} without drift, "
+                   f"{len(drifted)} with drift{f' ({by_check})' if by_check else ''}, {errors} "
+                   f"error{'s' if errors != 1 else ''}")
+    return 2 if errors else 1 if drifted else 0
+
+
+__all__ = ["drift_cmd"]
