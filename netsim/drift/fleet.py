@@ -1,10 +1,11 @@
 """Drift of one dump or of a fleet's worth: reading dumps, matching them to pods, computing each distinct
 question once.
 
-Owns: :class:`DriftReport` (one pod's answer), :class:`DriftChecker` (dumps read and parsed once per
-distinct content, keyed by a hash of their bytes; expectations built once per distinct pod spec; each
-(dump, spec) pair classified once), :class:`PodCatalog` (which pod manifest a dump file belongs to)
-and :func:`dump_files` / :func:`pod_name_of` (a directory of dumps, one file per pod, named after it).
+Owns: :class:`DriftReport` (one pod's answer), :class:`DriftChecker` (dumps parsed once per
+distinct ruleset, keyed by a hash of their bytes without comment lines and counters, :func:`ruleset_key`;
+expectations built once per distinct pod spec; each (ruleset, spec) pair classified once),
+:class:`PodCatalog` (which pod manifest a dump file belongs to) and :func:`dump_files` /
+:func:`pod_name_of` (a directory of dumps, one file per pod, named after it).
 
 A fleet has few distinct rulesets (one per template and release) among many pods: 10,000 dumps of 200
 rulesets cost 200 parses and classifications plus 10,000 reads and hashes (bench/drift_bench.py).
@@ -166,8 +167,16 @@ class DriftChecker:
         self.istio_version = istio_version
         self.pod_ips = pod_ips
         self._expected: dict[PodSource, Expectation | NetsimError] = {}
-        self._found: dict[bytes, Canon | NetsimError] = {}
+        self._found: dict[bytes, Canon] = {}
         self._pairs: dict[tuple[bytes, PodSource], tuple[DriftFinding, ...]] = {}
+        self._specs: dict[int, tuple[PodSource, PodSource]] = {}  # id(pod) → (pod, its spec key): a catalog's
+        # pods come back as the same objects dump after dump
+
+    def _spec(self, pod: PodSource) -> PodSource:
+        known = self._specs.get(id(pod))
+        if known is None or known[0] is not pod:
+            known = self._specs[id(pod)] = (pod, _spec_key(pod))
+        return known[1]
 
     @property
     def distinct_dumps(self) -> int:
@@ -175,7 +184,9 @@ class DriftChecker:
 
     def expectation(self, pod: PodSource) -> Expectation:
         """The pod's expected rules (built once per distinct spec). Raises NetsimError for a bad pod."""
-        key = _spec_key(pod)
+        return self._expectation(self._spec(pod), pod)
+
+    def _expectation(self, key: PodSource, pod: PodSource) -> Expectation:
         exp = self._expected.get(key)
         if exp is None:
             try:
@@ -187,16 +198,10 @@ class DriftChecker:
             raise exp
         return exp
 
-    def _canon(self, digest: bytes, data: bytes, name: str) -> Canon:
-        found = self._found.get(digest)
-        if found is None:
-            try:
-                found = parse_found(data, name)
-            except NetsimError as e:
-                found = e
-            self._found[digest] = found
-        if isinstance(found, NetsimError):
-            raise found if found.where.startswith(name) else found.at(name)
+    def _canon(self, key: bytes, data: bytes, name: str) -> Canon:
+        found = self._found.get(key)
+        if found is None:  # an error is not kept: another file with these rules may have other comment lines
+            found = self._found[key] = parse_found(data, name)
         return found
 
     def check(self, pod: PodSource, data: bytes, name: str) -> DriftReport:
@@ -205,19 +210,51 @@ class DriftChecker:
         Raises NetsimError naming the file and line for a dump that is not a ruleset, or the pod's file
         for a pod whose rules cannot be derived.
         """
-        digest = hashlib.blake2b(data, digest_size=16).digest()
-        exp = self.expectation(pod)
-        pair = (digest, _spec_key(pod))
-        findings = self._pairs.get(pair)
+        key = ruleset_key(data)
+        spec = self._spec(pod)
+        exp = self._expectation(spec, pod)
+        findings = self._pairs.get((key, spec))
         if findings is None:
-            found = self._canon(digest, data, name)
-            findings = self._pairs[pair] = classify(found, exp.canon, exp.candidates, dns_off=exp.dns_off())
+            found = self._canon(key, data, name)
+            findings = self._pairs[key, spec] = classify(found, exp.canon, exp.candidates, dns_off=exp.dns_off())
         return DriftReport(pod=f"{pod.namespace}/{pod.name}", rules=name, release=exp.release, findings=findings)
 
     def check_file(self, pod: PodSource, path: str | Path) -> DriftReport:
         from netsim.reader import display_name, read_bytes
 
         return self.check(pod, read_bytes(path), display_name(path))
+
+
+def _counters(text: bytes) -> bool:
+    """Whether ``text`` is ``[packets:bytes]``'s inside, two decimal numbers."""
+    packets, sep, count = text.partition(b":")
+    return bool(sep) and packets.isdigit() and count.isdigit()
+
+
+def ruleset_key(data: bytes) -> bytes:
+    """A digest of a dump's bytes that is the same for two dumps of the same rules written at different
+    times: without what is not a rule, i.e. comment lines (iptables-save's ``# Generated by … on <date>``),
+    the built-in chains' counters (legacy iptables-save always prints them) and the rules' counters
+    (``iptables-save -c``). Blank lines go too; a compressed or UTF-16 dump is taken as it is.
+
+    A line by line scan: three regular expressions over the text cost eight times as much (bench/drift_bench.py).
+    """
+    if data.startswith((b"\x1f\x8b", b"\xff\xfe", b"\xfe\xff")):
+        return hashlib.blake2b(data, digest_size=16).digest()
+    kept = []
+    for line in data.split(b"\n"):
+        if not line or line[0] == 0x23:  # "#" first: a comment, as iptables-restore reads it
+            continue
+        if line[0] == 0x3A and line.endswith(b"]"):  # ":CHAIN POLICY [packets:bytes]"
+            head, sep, tail = line.rpartition(b" [")
+            if sep and _counters(tail[:-1]):
+                line = head
+        elif line[0] == 0x5B:  # "[packets:bytes] -A CHAIN …"
+            head, sep, tail = line.partition(b"] ")
+            if sep and _counters(head[1:]):
+                line = tail
+        kept.append(line)
+    return hashlib.blake2b(b"\n".join(kept), digest_size=16).digest()
 
 
 def parse_found(data: bytes, name: str) -> Canon:
@@ -237,4 +274,4 @@ def parse_found(data: bytes, name: str) -> Canon:
 
 
 __all__ = ["DUMP_SUFFIXES", "DriftChecker", "DriftReport", "PodCatalog", "dump_files", "load_pods",
-           "parse_found", "pod_name_of"]
+           "parse_found", "pod_name_of", "ruleset_key"]
