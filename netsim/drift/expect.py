@@ -24,21 +24,45 @@ if TYPE_CHECKING:
     from netsim.workload.model import Workload
 
 
-def _release_name(release: tuple[int, int]) -> str:
-    return f"{release[0]}.{release[1]}"
+# The patch releases whose rules differ from their minor's first release (spec/istio-iptables-history.md
+# §0: 1.5.2 TPROXY conntrack match, 1.5.3 --to-ports, 1.9.6 and 1.10.2 IPv6 -q, 1.10.3 DNS conntrack
+# zones, 1.11.3 exclude-interfaces, 1.12.9 --drop-invalid); each is compiled besides the minors.
+LAYOUT_PATCHES: tuple[tuple[int, int, int], ...] = ((1, 5, 2), (1, 5, 3), (1, 9, 6), (1, 10, 2), (1, 10, 3),
+                                                    (1, 11, 3), (1, 12, 9))
 
 
-def modelled_releases() -> tuple[tuple[int, int], ...]:
-    """Every minor release whose rule layout netsim reproduces, oldest first; the last one
-    (``CURRENT_LAYOUT``) stands for itself and every later release."""
-    return tuple((1, minor) for minor in range(LAYOUT_FLOOR[1], CURRENT_LAYOUT[1] + 1))
+def _release_name(release: tuple[int, ...]) -> str:
+    return ".".join(str(n) for n in (release[:2] if len(release) < 3 or not release[2] else release[:3]))
 
 
-def release_label(release: tuple[int, int] | None) -> str:
-    """``1.20``; the current layout's first release and after is ``1.25+``; None is the current one."""
+def modelled_releases() -> tuple[tuple[int, ...], ...]:
+    """Every release whose rule layout netsim reproduces and that writes other rules than the one before
+    it may: each minor from ``LAYOUT_FLOOR`` and the patches of :data:`LAYOUT_PATCHES`, oldest first;
+    the last one (``CURRENT_LAYOUT``) stands for itself and every later release."""
+    minors = [(1, minor, 0) for minor in range(LAYOUT_FLOOR[1], CURRENT_LAYOUT[1] + 1)]
+    return tuple(sorted(minors + [p for p in LAYOUT_PATCHES if p >= LAYOUT_FLOOR]))
+
+
+def release_label(release: tuple[int, ...] | None) -> str:
+    """``1.20``, ``1.12.9``; the current layout's first release and after is ``1.25+``; None is the current one."""
     if release is None or release >= CURRENT_LAYOUT:
         return f"{_release_name(CURRENT_LAYOUT)}+"
     return _release_name(release)
+
+
+def _span(first: tuple[int, ...], last: tuple[int, ...]) -> str:
+    """The releases from ``first`` to the one before the modelled release after ``last``: ``1.1–1.2``,
+    ``1.5.0–1.5.1``, ``1.5.2–1.5.x`` (to the minor's last patch), ``1.20–1.25+``."""
+    releases = modelled_releases()
+    after = releases[releases.index(last) + 1] if last != releases[-1] else None
+    if after is None:
+        end = release_label(CURRENT_LAYOUT)
+    elif after[:2] == last[:2]:  # a later patch of the same minor writes other rules
+        end = f"{last[0]}.{last[1]}.{after[2] - 1}"
+    else:
+        end = f"{last[0]}.{last[1]}" + (".x" if first[:2] == last[:2] and first[2] else "")
+    start = f"{first[0]}.{first[1]}" + (f".{first[2]}" if first[2] or end.count(".") == 2 else "")
+    return start if start == end else f"{start}–{end}"
 
 
 @dataclass(slots=True)
@@ -144,20 +168,23 @@ class Expectation:
     def _release_candidates(self) -> list[Candidate]:
         from netsim.spec.versions import profile_for
 
-        by_canon: dict[Canon, list[tuple[int, int]]] = {}
+        runs: dict[Canon, list[list[tuple[int, ...]]]] = {}  # canon → runs of consecutive releases
+        previous: Canon | None = None
         for release in modelled_releases():
             canon = self._compile(self.pod, profile_for(_release_name(release)), True)
             if canon is not None and canon != self.canon:
-                by_canon.setdefault(canon, []).append(release)
+                if canon == previous:
+                    runs[canon][-1].append(release)
+                else:
+                    runs.setdefault(canon, []).append([release])
+            previous = canon
         out = []
-        for canon, releases in by_canon.items():
-            first, last = releases[0], releases[-1]
-            span = release_label(first) if first == last else f"{_release_name(first)}–{release_label(last)}"
+        for canon, spans in runs.items():
+            span = ", ".join(_span(r[0], r[-1]) for r in spans)
             out.append(Candidate(Check.STALE_RELEASE, f"Istio {span}", canon,
-                                 f"the rules are those Istio {span} writes for this pod, not {self.release}'s: the "
-                                 "pod was injected by another release than the one given (restart it to get the "
-                                 "current injector's rules)"))
+                                 f"the rules are those Istio {span} writes for this pod, not {self.release}'s: a "
+                                 "pod keeps the rules of the release that injected it until it is restarted"))
         return out
 
 
-__all__ = ["Expectation", "modelled_releases", "release_label"]
+__all__ = ["LAYOUT_PATCHES", "Expectation", "modelled_releases", "release_label"]
