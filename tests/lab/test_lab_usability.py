@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from lab_helpers import EXAMPLE, REPO, exit_on_signal, run_cli, run_root_fixture  # noqa: F401  (the run_root fixture)
 
+from netsim.commands import progress
 from netsim.commands.progress import ProgressLine
 from netsim.dns.resolve import Forward, Reply, make_query, resolve
 from netsim.k8s import parse_objects
@@ -116,7 +117,7 @@ def test_exec_reports_a_command_killed_by_a_signal_as_a_shell_does() -> None:
 def test_the_progress_line_is_written_only_to_a_terminal_and_erased_at_the_end(
         monkeypatch: pytest.MonkeyPatch) -> None:
     ticks = iter(range(10**6))  # a clock 1 ms per reading: a loaded machine must not widen the interval
-    monkeypatch.setattr(lab_cli, "time", SimpleNamespace(monotonic=lambda: 100.0 + next(ticks) / 1000))
+    monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=lambda: 100.0 + next(ticks) / 1000))
     leader, follower = pty.openpty()
     with os.fdopen(follower, "w") as tty:
         line = ProgressLine(tty, "verify", "probes sent and traced")
