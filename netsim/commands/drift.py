@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 
 @click.command("drift")
 @click.option("--rules", "rules_path", required=True, type=click.Path(),
-              help="A pod's iptables-save (and ip6tables-save) output, or a directory of them: one file per "
-                   "pod, named after it (NAME, NAMESPACE_NAME or a workload's pod name, optionally .txt/.gz).")
+              help="A pod's iptables-save (and ip6tables-save) output, or any form infer reads, or a directory "
+                   "of them: one file per pod, named after it (NAME, NAMESPACE_NAME or a workload's pod name, "
+                   "optionally .txt/.gz).")
 @click.option("--pod", "pod_file", type=click.Path(dir_okay=False),
               help="The pod's manifest (Pod, or a Deployment/StatefulSet/… whose template it runs); with a "
                    "directory of dumps, every pod-bearing object of the file.")

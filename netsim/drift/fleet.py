@@ -258,17 +258,20 @@ def ruleset_key(data: bytes) -> bytes:
 
 
 def parse_found(data: bytes, name: str) -> Canon:
-    """The canonical form of the dump ``data`` (``iptables-save`` / ``ip6tables-save`` output, with or
-    without counters, gzip or not). A dump without any table or rule (an empty file, comments only) is
-    a pod with no rules at all. Raises NetsimError ``name:line: …`` for text that is not a dump."""
-    from netsim.netfilter.dump import parse_dump
+    """The canonical form of the rules in ``data``, in any form a user pastes them
+    (``netsim.netfilter.dump.read_pasted``: ``iptables-save``/``ip6tables-save`` output with or without
+    counters, Istio's restore payload or command log, ``iptables -S`` listings, an istio-init log
+    holding one; gzip or not). A text without anything but comments (an empty file, a save of a
+    namespace without rules) is a pod with no rules at all. Raises NetsimError ``name: line N: …`` for
+    text that holds no rules or a bad rule line."""
+    from netsim.netfilter.dump import read_pasted
     from netsim.reader import decode
 
     text = decode(data, name)
     if not any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines()):
         return Canon()
     try:
-        return canon_of(parse_dump(text).values())
+        return canon_of(read_pasted(text).rulesets.values())
     except NetsimError as e:
         raise e.at(name) from None
 
