@@ -91,6 +91,20 @@ class CaptureConfig:
 LAYOUT_FLOOR: tuple[int, int] = (1, 0)
 # The first release of the current layout (spec/istio-iptables.md), unchanged through today (history §5).
 CURRENT_LAYOUT: tuple[int, int] = (1, 25)
+# The patch releases whose rules differ from their minor's .0 (spec/istio-iptables-history.md §0: 1.5.2 TPROXY
+# conntrack match, 1.5.3 --to-ports, 1.9.6 and 1.10.2 IPv6 -q, 1.10.3 DNS conntrack zones, 1.11.3
+# exclude-interfaces, 1.12.9 --drop-invalid); ``netsim.capture.iptables.plan`` tests for exactly these.
+LAYOUT_PATCHES: tuple[tuple[int, int, int], ...] = ((1, 5, 2), (1, 5, 3), (1, 9, 6), (1, 10, 2), (1, 10, 3),
+                                                    (1, 11, 3), (1, 12, 9))
 
 
-__all__ = ["CURRENT_LAYOUT", "LAYOUT_FLOOR", "WILDCARD", "CaptureConfig", "CidrList", "InterceptionMode"]
+def layout_releases() -> tuple[tuple[int, int, int], ...]:
+    """Every release whose layout may differ from the one before it, oldest first: each minor's .0 from
+    ``LAYOUT_FLOOR`` and the patches of ``LAYOUT_PATCHES``; the last (``CURRENT_LAYOUT``) stands for itself
+    and every later release."""
+    minors = [(1, minor, 0) for minor in range(LAYOUT_FLOOR[1], CURRENT_LAYOUT[1] + 1)]
+    return tuple(sorted(minors + [p for p in LAYOUT_PATCHES if p >= LAYOUT_FLOOR]))
+
+
+__all__ = ["CURRENT_LAYOUT", "LAYOUT_FLOOR", "LAYOUT_PATCHES", "WILDCARD", "CaptureConfig", "CidrList",
+           "InterceptionMode", "layout_releases"]

@@ -25,7 +25,7 @@ from netsim.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from netsim.drift.compare import Candidate, Canon, Check, DriftFinding, Placement, Severity, canon_of, classify
-    from netsim.drift.expect import Expectation, modelled_releases, release_label
+    from netsim.drift.expect import Expectation, release_label
     from netsim.drift.fleet import (
         DriftChecker,
         DriftReport,
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 __getattr__ = lazy_exports(__name__, {
     "netsim.drift.compare": ("Candidate", "Canon", "Check", "DriftFinding", "Placement", "Severity", "canon_of",
                              "classify"),
-    "netsim.drift.expect": ("Expectation", "modelled_releases", "release_label"),
+    "netsim.drift.expect": ("Expectation", "release_label"),
     "netsim.drift.fleet": ("DriftChecker", "DriftReport", "PodCatalog", "dump_files", "load_pods", "parse_found",
                            "pod_name_of"),
 })
@@ -59,7 +59,6 @@ __all__ = [
     "classify",
     "dump_files",
     "load_pods",
-    "modelled_releases",
     "parse_found",
     "pod_name_of",
     "release_label",

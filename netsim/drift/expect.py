@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from netsim.capture.config import CURRENT_LAYOUT, LAYOUT_FLOOR
+from netsim.capture.config import CURRENT_LAYOUT, layout_releases
 from netsim.drift.compare import Candidate, Canon, Check, canon_of
 from netsim.errors import NetsimError
 
@@ -24,23 +24,8 @@ if TYPE_CHECKING:
     from netsim.workload.model import Workload
 
 
-# The patch releases whose rules differ from their minor's first release (spec/istio-iptables-history.md
-# §0: 1.5.2 TPROXY conntrack match, 1.5.3 --to-ports, 1.9.6 and 1.10.2 IPv6 -q, 1.10.3 DNS conntrack
-# zones, 1.11.3 exclude-interfaces, 1.12.9 --drop-invalid); each is compiled besides the minors.
-LAYOUT_PATCHES: tuple[tuple[int, int, int], ...] = ((1, 5, 2), (1, 5, 3), (1, 9, 6), (1, 10, 2), (1, 10, 3),
-                                                    (1, 11, 3), (1, 12, 9))
-
-
 def _release_name(release: tuple[int, ...]) -> str:
     return ".".join(str(n) for n in (release[:2] if len(release) < 3 or not release[2] else release[:3]))
-
-
-def modelled_releases() -> tuple[tuple[int, ...], ...]:
-    """Every release whose rule layout netsim reproduces and that writes other rules than the one before
-    it may: each minor from ``LAYOUT_FLOOR`` and the patches of :data:`LAYOUT_PATCHES`, oldest first;
-    the last one (``CURRENT_LAYOUT``) stands for itself and every later release."""
-    minors = [(1, minor, 0) for minor in range(LAYOUT_FLOOR[1], CURRENT_LAYOUT[1] + 1)]
-    return tuple(sorted(minors + [p for p in LAYOUT_PATCHES if p >= LAYOUT_FLOOR]))
 
 
 def release_label(release: tuple[int, ...] | None) -> str:
@@ -53,7 +38,7 @@ def release_label(release: tuple[int, ...] | None) -> str:
 def _span(first: tuple[int, ...], last: tuple[int, ...]) -> str:
     """The releases from ``first`` to the one before the modelled release after ``last``: ``1.1–1.2``,
     ``1.5.0–1.5.1``, ``1.5.2–1.5.x`` (to the minor's last patch), ``1.20–1.25+``."""
-    releases = modelled_releases()
+    releases = layout_releases()
     after = releases[releases.index(last) + 1] if last != releases[-1] else None
     if after is None:
         end = release_label(CURRENT_LAYOUT)
@@ -170,7 +155,7 @@ class Expectation:
 
         runs: dict[Canon, list[list[tuple[int, ...]]]] = {}  # canon → runs of consecutive releases
         previous: Canon | None = None
-        for release in modelled_releases():
+        for release in layout_releases():
             canon = self._compile(self.pod, profile_for(_release_name(release)), True)
             if canon is not None and canon != self.canon:
                 if canon == previous:
@@ -187,4 +172,4 @@ class Expectation:
         return out
 
 
-__all__ = ["LAYOUT_PATCHES", "Expectation", "modelled_releases", "release_label"]
+__all__ = ["Expectation", "release_label"]

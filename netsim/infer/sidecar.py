@@ -19,7 +19,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Interface, IPv6Interface, ip_interface
 
-from netsim.capture.config import CURRENT_LAYOUT, LAYOUT_FLOOR, WILDCARD, CaptureConfig, CidrList, InterceptionMode
+from netsim.capture.config import (
+    CURRENT_LAYOUT,
+    WILDCARD,
+    CaptureConfig,
+    CidrList,
+    InterceptionMode,
+    layout_releases,
+)
 from netsim.capture.iptables import (
     AGENT_DNS_PORT,
     ISTIO_IN_REDIRECT,
@@ -41,15 +48,12 @@ V4, V6 = Family.IPV4, Family.IPV6
 # Chains only istio-iptables creates (ISTIO_OUTPUT is shared with ambient, told apart in generators.py).
 SIDECAR_CHAINS = frozenset({ISTIO_INBOUND, ISTIO_REDIRECT, ISTIO_IN_REDIRECT, "ISTIO_DIVERT", "ISTIO_TPROXY",
                             "ISTIO_OUTPUT_DNS", "ISTIO_DROP"})
-# The patch releases whose rules differ from their minor's .0 (history §0, §4; capture.iptables' layouts).
-PATCH_POINTS: tuple[Release, ...] = ((1, 5, 2), (1, 5, 3), (1, 9, 6), (1, 10, 2), (1, 10, 3), (1, 11, 3), (1, 12, 9))
 
 
 def releases() -> tuple[Release, ...]:
-    """Every release layout netsim models, oldest first: each minor's .0 and the patch releases that
-    changed the rules; the last is the current layout (1.25 on)."""
-    minors = [(1, minor) for minor in range(LAYOUT_FLOOR[1], CURRENT_LAYOUT[1] + 1)]
-    return tuple(sorted([*minors, *(p for p in PATCH_POINTS if p[:2] >= LAYOUT_FLOOR)]))
+    """Every release layout netsim models, oldest first (``capture.config.layout_releases``), a minor's
+    .0 written as (major, minor); the last is the current layout (1.25 on)."""
+    return tuple(r[:2] if r[2] == 0 else r for r in layout_releases())
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,4 +413,4 @@ def _owner_groups(out: tuple[Tokens, ...], gids: tuple[str, ...], lo: str) -> tu
     return WILDCARD, ",".join(exclude)
 
 
-__all__ = ["PATCH_POINTS", "SIDECAR_CHAINS", "Match", "SidecarFit", "compare", "expected", "fit", "releases"]
+__all__ = ["SIDECAR_CHAINS", "Match", "SidecarFit", "compare", "expected", "fit", "releases"]
