@@ -42,6 +42,7 @@ import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from typing import NamedTuple
 
 from netsim.errors import RulesetError
 from netsim.netfilter.matches import ICMP6_TYPES, ICMP_TYPES, icmp_type, port_range, value_mask
@@ -57,7 +58,7 @@ from netsim.netfilter.packet import (
     Proto,
 )
 from netsim.netfilter.render import format_network, match_tokens, render_rule
-from netsim.netfilter.trace import Branch, Endpoint, Kind, Outcome, Step, Trace
+from netsim.netfilter.trace import BaseChain, Branch, Endpoint, Kind, Outcome, Step, Trace
 from netsim.netfilter.validate import MAX_JUMP_LEVEL
 
 # §1.1: tables per hook in priority order (lower priority value first).
@@ -70,8 +71,11 @@ HOOK_TABLES: dict[str, tuple[str, ...]] = {
 }
 # nf_nat manip type per hook: DST at PREROUTING/OUTPUT, SRC at INPUT/POSTROUTING (§1.3).
 _NAT_DST_HOOKS = frozenset({"PREROUTING", "OUTPUT"})
-# Tables after NAT_DST (-100) at OUTPUT: an entry's DST binding applies before them (§1.1).
-_AFTER_NAT_DST = frozenset({"filter", "security"})
+# enum nf_ip_hook_priorities (§1.1): the iptables tables' fixed priorities, conntrack's, and nat's. Every nat
+# chain of a hook (nft or iptables) runs inside nf_nat's one hook at NAT_DST/NAT_SRC, the chains ordered by
+# their own priorities (nf_nat_register_fn inserts them into one list); other chains run at their own.
+TABLE_PRIORITY: dict[str, int] = {"raw": -300, "mangle": -150, "filter": 0, "security": 50}
+PRI_CONNTRACK, PRI_NAT_DST, PRI_NAT_SRC = -200, -100, 100
 
 # A chain shorter than this is scanned rule by rule; longer ones get a destination index.
 INDEX_MIN_RULES = 16
@@ -115,6 +119,7 @@ class _State:
         "icmp_code",
         "icmp_type",
         "in_iface",
+        "jump_to",
         "loopback",
         "mark",
         "nat_dst_done",
@@ -124,6 +129,7 @@ class _State:
         "orig",
         "out_iface",
         "pass_no",
+        "picked",
         "proto",
         "reply",
         "snat",
@@ -187,6 +193,8 @@ class _State:
         self.choices = list(choices)
         self.explain = explain
         self.decider: Step | None = None
+        self.jump_to = ""  # the chain a verdict map's element jumps to
+        self.picked = CONTINUE  # and its verdict
         self.drop_reason: str | None = None  # a drop no rule decided (the re-routing after nat)
 
     def _bind(self, ct: Conntrack) -> None:
@@ -312,12 +320,12 @@ class _CRule:
     __slots__ = ("_text", "act", "chain", "checks", "dst_key", "has_branch", "kind", "position", "rule", "target",
                  "uncertain_target")
 
-    def __init__(self, rule: Rule, position: int, chain: str, checks: tuple[_Check, ...], kind: str,
-                 act: _Action, target: str, dst_key: int | None, uncertain_target: str):
-        self.rule = rule
+    def __init__(self, rule: Rule | None, position: int, chain: str, checks: tuple[_Check, ...], kind: str,
+                 act: _Action, target: str, dst_key: int | None, uncertain_target: str, text: str | None = None):
+        self.rule = rule  # None for a rule another backend compiled (its ``text`` given)
         self.position = position
         self.chain = chain
-        self._text: str | None = None
+        self._text: str | None = text
         self.checks = checks
         self.kind = kind  # ACCEPT, DNAT, JUMP, … (JUMP/GOTO: ``target`` is the chain)
         self.act = act  # applies the target, returns the kernel's trace verdict
@@ -332,6 +340,7 @@ class _CRule:
         rules are mostly never shown)."""
         text = self._text
         if text is None:
+            assert self.rule is not None
             text = self._text = render_rule(self.chain, self.rule)
         return text
 
@@ -368,17 +377,59 @@ class _CChain:
         return sorted(specific + self.generic)  # both short: C sort beats a heapq.merge generator
 
 
+class HookEntry(NamedTuple):
+    """One base chain on a hook: who wrote it and where it runs, its compiled chain, and its table's chains."""
+
+    base: BaseChain
+    chain: _CChain
+    chains: Mapping[str, _CChain]
+
+
+def _run_priority(e: HookEntry) -> tuple[int, int]:
+    """Where the kernel runs a base chain in its hook: nat chains inside nf_nat's hook (see TABLE_PRIORITY)."""
+    b = e.base
+    if b.nat:
+        return (PRI_NAT_DST if b.hook in _NAT_DST_HOOKS else PRI_NAT_SRC), b.priority
+    return b.priority, 0
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledRuleset:
-    """A Ruleset compiled for tracing: chains per table with rule predicates and indexes.
+    """A namespace's netfilter state compiled for tracing: chains per table with rule predicates and indexes,
+    and per hook the base chains in the order the kernel runs them, whichever backend wrote them.
 
-    Build it once with :func:`compile_ruleset` and trace many packets through it."""
+    Build it once with :func:`compile_ruleset` (iptables) or ``netsim.netfilter.nft.compile_nft`` and
+    :func:`combine` them; trace many packets through it."""
 
-    ruleset: Ruleset
+    ruleset: Ruleset  # the iptables ruleset (empty when only nftables rules were given); its family is the trace's
     tables: Mapping[str, Mapping[str, _CChain]]
     unknown: tuple[str, ...]  # "table chain rule N: -m foo" for every construct netsim cannot evaluate
-    # per hook, the (table, base chain, table's chains) that exist, in priority order
-    hooks: Mapping[str, tuple[tuple[str, _CChain, Mapping[str, _CChain]], ...]]
+    # per hook, the base chains that exist, in the order the kernel runs them (ties: the order given)
+    hooks: Mapping[str, tuple[HookEntry, ...]]
+
+
+def order_hooks(entries: Iterable[HookEntry]) -> dict[str, tuple[HookEntry, ...]]:
+    """Base chains per hook in the kernel's order: by priority (nat chains at nf_nat's), ties as given
+    (nf_hook_entries_grow puts a new hook after those of equal priority)."""
+    out: dict[str, list[HookEntry]] = {h: [] for h in HOOK_TABLES}
+    for e in entries:
+        out[e.base.hook].append(e)
+    return {h: tuple(sorted(es, key=_run_priority)) for h, es in out.items()}
+
+
+def combine(parts: Sequence[CompiledRuleset]) -> CompiledRuleset:
+    """One namespace's state from several compiled rulesets of the same family (e.g. iptables-nft and nft)."""
+    if len(parts) == 1:
+        return parts[0]
+    family = parts[0].ruleset.family
+    if any(p.ruleset.family is not family for p in parts):
+        raise RulesetError("rulesets of different IP families cannot make one namespace's state")
+    tables: dict[str, Mapping[str, _CChain]] = {}
+    for p in parts:
+        tables.update(p.tables)
+    ruleset = next((p.ruleset for p in parts if p.ruleset.tables), parts[0].ruleset)
+    entries = [e for p in parts for h in HOOK_TABLES for e in p.hooks[h]]
+    return CompiledRuleset(ruleset, tables, tuple(u for p in parts for u in p.unknown), order_hooks(entries))
 
 
 def compile_ruleset(ruleset: Ruleset, base_chains: Iterable[tuple[str, str]] | None = None) -> CompiledRuleset:
@@ -417,12 +468,15 @@ def _compile_ruleset(ruleset: Ruleset, base_chains: Iterable[tuple[str, str]] | 
             present = builtin and (exists is None or (table.name, chain.name) in exists or bool(chain.rules))
             chains[chain.name] = _CChain(chain.name, chain.policy if builtin else None, crules, present)
         tables[table.name] = chains
-    hooks = {
-        hook: tuple((t, tables[t][hook], tables[t]) for t in order
-                    if t in tables and hook in tables[t] and tables[t][hook].exists)
-        for hook, order in HOOK_TABLES.items()
-    }
-    return CompiledRuleset(ruleset, tables, tuple(unknown), hooks)
+    fam = "ip" if ruleset.family is Family.IPV4 else "ip6"
+    entries = [
+        HookEntry(BaseChain(backend="iptables-nft", family=fam, table=t, chain=hook, hook=hook,
+                            priority=(PRI_NAT_DST if hook in _NAT_DST_HOOKS else PRI_NAT_SRC) if t == "nat"
+                            else TABLE_PRIORITY[t], nat=t == "nat"), tables[t][hook], tables[t])
+        for hook, order in HOOK_TABLES.items() for t in order
+        if t in tables and hook in tables[t] and tables[t][hook].exists
+    ]
+    return CompiledRuleset(ruleset, tables, tuple(unknown), order_hooks(entries))
 
 
 # ------------------------------------------------------------------------------------------ header checks
@@ -989,8 +1043,9 @@ def _compile_rule(rule: Rule, position: int, chain: str, ctx: _Ctx, memo: _Memo)
 # ------------------------------------------------------------------------------------------ traversal
 
 
-def _run_table(st: _State, table: str, hook: str, base: _CChain, chains: Mapping[str, _CChain]) -> str:
-    """Walk ``table``'s base chain ``hook``; return ACCEPT, DROP or QUEUE."""
+def _run_table(st: _State, info: BaseChain, base: _CChain, chains: Mapping[str, _CChain]) -> str:
+    """Walk the base chain ``base`` (``info`` says whose and where); return ACCEPT, DROP or QUEUE."""
+    table, hook = info.table, info.hook
     steps = st.steps
     explain = st.explain
     pass_no = st.pass_no
@@ -999,7 +1054,7 @@ def _run_table(st: _State, table: str, hook: str, base: _CChain, chains: Mapping
     table_idx = len(steps)
     entry_mark = st.mark
     first = True
-    steps.append(Step(pass_no, hook, table, hook, _TABLE, 0, "", False, "", "", None, "", 0, st.snapshot()))
+    steps.append(Step(pass_no, hook, table, base.name, _TABLE, 0, "", False, "", "", None, "", 0, st.snapshot(), info))
     stack: list[tuple[_CChain, int, int]] = []
     level = 0  # jumps and gotos between the base chain and the current chain
     chain = base
@@ -1016,7 +1071,7 @@ def _run_table(st: _State, table: str, hook: str, base: _CChain, chains: Mapping
             r = rules[ri]
             if explain and ri > last + 1:
                 steps.append(Step(pass_no, hook, table, chain.name, _SKIPPED, last + 2,
-                                  "", failed=("-d", "dst", st.dst), end=ri))
+                                  "", failed=("-d", "dst", st.dst), end=ri, base=info))
             last = ri
             unc = ""
             failed = None
@@ -1038,7 +1093,7 @@ def _run_table(st: _State, table: str, hook: str, base: _CChain, chains: Mapping
                     attr = failed.attr
                     value = getattr(st, attr) if attr in _PLAIN_ATTRS else _value_of(st, attr)
                     steps.append(Step(pass_no, hook, table, chain.name, _RULE, r.position, r.text, False, "", "",
-                                      (failed.label, attr, value), unc))
+                                      (failed.label, attr, value), unc, base=info))
                 if unc:
                     st.uncertain.append(f"{table} {chain.name} rule {r.position}: {unc}")
                 continue
@@ -1051,7 +1106,11 @@ def _run_table(st: _State, table: str, hook: str, base: _CChain, chains: Mapping
                 first = False
                 if st.mark != entry_mark and r.kind not in _NAT_KINDS:
                     steps[table_idx] = steps[table_idx]._replace(packet=st.snapshot())
-            step = Step(pass_no, hook, table, chain.name, _RULE, r.position, r.text, True, verdict, r.target, None, unc)
+            target = r.target
+            if verdict in (JUMP, GOTO) and not target:
+                target = st.jump_to  # a verdict map's element chose the chain
+            step = Step(pass_no, hook, table, chain.name, _RULE, r.position, r.text, True, verdict, target, None, unc,
+                        base=info)
             steps.append(step)
             if verdict == CONTINUE:
                 continue
@@ -1060,10 +1119,10 @@ def _run_table(st: _State, table: str, hook: str, base: _CChain, chains: Mapping
                     stack.append((chain, ri + 1, level))
                 level += 1
                 if level >= MAX_JUMP_LEVEL:
-                    raise RulesetError(f"{table} {chain.name} rule {r.position}: chain {r.target} entered at jump "
+                    raise RulesetError(f"{table} {chain.name} rule {r.position}: chain {target} entered at jump "
                                        f"level {level}; the kernel refuses such a ruleset at load (a jump loop or "
                                        f"chains nested too deep), so this one was not loaded through the parser")
-                chain = chains[r.target]
+                chain = chains[target]
                 cands = chain.candidates(st.dst)
                 ci = 0
                 last = -1
@@ -1078,7 +1137,7 @@ def _run_table(st: _State, table: str, hook: str, base: _CChain, chains: Mapping
             continue
         if not returned and explain and last + 1 < len(rules):
             steps.append(Step(pass_no, hook, table, chain.name, _SKIPPED, last + 2, "",
-                              failed=("-d", "dst", st.dst), end=len(rules)))
+                              failed=("-d", "dst", st.dst), end=len(rules), base=info))
         if stack:
             # RETURN or falling off pops the jump stack; a chain entered by -g pushed nothing, so
             # this resumes in the chain that called the goto-ing chain (§1.8).
@@ -1088,7 +1147,7 @@ def _run_table(st: _State, table: str, hook: str, base: _CChain, chains: Mapping
             last = resume - 1
             continue
         policy = base.policy or "ACCEPT"
-        step = Step(pass_no, hook, table, hook, _POLICY, 0, policy, True, policy)
+        step = Step(pass_no, hook, table, base.name, _POLICY, 0, policy, True, policy, base=info)
         steps.append(step)
         if policy != ACCEPT:
             st.decider = step
@@ -1103,7 +1162,7 @@ def _value_of(st: _State, attr: str) -> object:
         return _addr_type(st, st.src)
     if attr in ("dst_type",):
         return _addr_type(st, st.dst)
-    if attr in ("statistic", "unknown", "fragment", "ctdir"):
+    if attr in ("statistic", "unknown", "fragment", "ctdir", "other"):
         return None
     if attr == "ctstate":
         return ",".join(sorted(_ct_states(st, True)))
@@ -1122,40 +1181,47 @@ def _note(st: _State, hook: str, text: str) -> None:
 
 
 def _hook(crs: CompiledRuleset, st: _State, hook: str) -> str:
-    """Run every table of ``hook`` in priority order, with conntrack after raw and NAT-once (§1.1, §1.3)."""
+    """Run every base chain of ``hook`` in the kernel's order, with conntrack at its priority and NAT-once
+    (§1.1, §1.3): the nat chains run for a connection's first packet only, in order, until one binds."""
     st.hook = hook
     # nf_conntrack_in runs after raw at PREROUTING/OUTPUT, never again for a looped packet (§1.2(c)).
     pending_ct = hook in _NAT_DST_HOOKS and not st.loopback
     dst_manip = hook in _NAT_DST_HOOKS
-    for table, base, chains in crs.hooks[hook]:
-        if pending_ct and table != "raw":
+    nat_done = False  # the nat decision of this hook was made before it (an entry, the loopback pass)
+    nat_seen = False
+    for info, base, chains in crs.hooks[hook]:
+        if pending_ct and _run_priority(HookEntry(info, base, chains))[0] > PRI_CONNTRACK:
             _conntrack_in(st, hook)
             pending_ct = False
-        if table == "nat":
+        if info.nat:
             if st.ctstate in ("UNTRACKED", "INVALID"):
                 continue  # no conntrack entry, nothing for nf_nat to bind
-            if (st.nat_dst_done if dst_manip else st.nat_src_done):
-                if st.loopback and hook == "PREROUTING":
-                    _note(st, hook, "nat PREROUTING not consulted: the looped packet's connection already "
-                                    "has its NAT binding (nf_nat_inet_fn)")
-                elif st.explain and not st.loopback and st.ct_in.exists:
-                    _note(st, hook, f"nat {hook} not consulted: the packet belongs to an existing conntrack "
-                                    f"entry ({st.ctstate}{', reply direction' if st.reply else ''}; "
-                                    "nf_nat_inet_fn)")
-                if st.bound:
-                    _apply_binding(st, hook, dst_manip)
-                continue
-            if dst_manip:
-                st.nat_dst_done = True
-            else:
-                st.nat_src_done = True
-        elif st.bound and dst_manip and table in _AFTER_NAT_DST:
+            if not nat_seen:
+                nat_seen = True
+                nat_done = st.nat_dst_done if dst_manip else st.nat_src_done
+                if nat_done:
+                    if st.loopback and hook == "PREROUTING":
+                        _note(st, hook, "nat PREROUTING not consulted: the looped packet's connection already "
+                                        "has its NAT binding (nf_nat_inet_fn)")
+                    elif st.explain and not st.loopback and st.ct_in.exists:
+                        _note(st, hook, f"nat {hook} not consulted: the packet belongs to an existing conntrack "
+                                        f"entry ({st.ctstate}{', reply direction' if st.reply else ''}; "
+                                        "nf_nat_inet_fn)")
+                    if st.bound:
+                        _apply_binding(st, hook, dst_manip)
+                if dst_manip:
+                    st.nat_dst_done = True
+                else:
+                    st.nat_src_done = True
+            if nat_done or (st.dnat if dst_manip else st.snat):
+                continue  # decided before this hook, or an earlier nat chain bound the connection
+        elif st.bound and dst_manip and info.priority > PRI_NAT_DST:
             _apply_binding(st, hook, dst_manip)  # no nat chain here: the manip still runs at NAT_DST
         dst_before = st.dst
-        verdict = _run_table(st, table, hook, base, chains)
+        verdict = _run_table(st, info, base, chains)
         if verdict != ACCEPT:
             return verdict
-        if table == "nat" and hook == "OUTPUT" and st.dst != dst_before and _loopback_source_leaves(st):
+        if info.nat and hook == "OUTPUT" and st.dst != dst_before and _loopback_source_leaves(st):
             return DROP
     if pending_ct:
         _conntrack_in(st, hook)
@@ -1471,6 +1537,8 @@ def _explain_value(attr: str, value: object, family: Family) -> str:
         return f"the packet has no {'input' if attr == 'in_iface' else 'output'} device at this hook"
     if attr == "proto":
         return f"protocol is {value}"
+    if attr == "family":
+        return f"the packet is IPv{value.value if isinstance(value, Family) else value}"
     if attr in ("sport", "dport"):
         return f"{'source' if attr == 'sport' else 'destination'} port is {value}"
     if attr == "ports":

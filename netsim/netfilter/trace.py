@@ -17,6 +17,21 @@ from typing import NamedTuple
 from netsim.netfilter.packet import Address, Packet
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BaseChain:
+    """One base chain registered on a hook, whoever wrote it: ``backend`` is ``nft``, ``iptables-nft`` or
+    ``iptables-legacy``; ``family`` nft's (``ip``, ``ip6``, ``inet``); ``priority`` the chain's own (nat chains
+    all run at the nat hook's priority, ordered among themselves by theirs: spec/netfilter.md §1.1)."""
+
+    backend: str
+    family: str
+    table: str
+    chain: str
+    hook: str
+    priority: int
+    nat: bool = False
+
+
 class Kind(enum.Enum):
     RULE = "rule"  # a rule was evaluated (matched or not)
     POLICY = "policy"  # the packet fell off a base chain (or RETURNed from it)
@@ -51,6 +66,7 @@ class Step(NamedTuple):
     uncertain: str = ""
     end: int = 0
     packet: tuple[object, ...] = ()
+    base: BaseChain | None = None  # the base chain whose traversal this step is part of (None: a kernel note)
 
 
 class Outcome(enum.Enum):
@@ -115,4 +131,4 @@ class Trace:
         return tuple(s for s in self.steps if s.kind is Kind.RULE and s.matched)
 
 
-__all__ = ["Branch", "Endpoint", "Kind", "Outcome", "Step", "Trace"]
+__all__ = ["BaseChain", "Branch", "Endpoint", "Kind", "Outcome", "Step", "Trace"]

@@ -1,0 +1,494 @@
+"""nftables rules compiled into the engine's own form, so one walker traces every backend (engine.py).
+
+Each :class:`~netsim.netfilter.nft.model.Match` becomes a predicate over the walker's state and each rule's
+statements one action returning the kernel's verdict; base chains become :class:`HookEntry` values that
+:func:`netsim.netfilter.engine.combine` orders with the iptables tables of the same namespace.
+
+The kernel behaviours kept here (each checked against ``nft monitor trace`` on Linux 6.18):
+
+1. A field whose implicit dependency fails (``ip daddr`` on an IPv6 packet in an ``inet`` table, ``tcp dport``
+   on UDP) makes the rule not match, negated or not (the dependency is a match of its own).
+2. ``meta skuid``/``skgid``, ``ct mark``/``ct zone`` with nothing to read (no socket, a kernel socket without a
+   file, no conntrack) end the rule (NFT_BREAK): ``!=`` does not match either. Arriving packets carry no
+   socket; before conntrack (raw priority) a packet's ``ct state`` reads ``invalid`` (nft_ct_get_eval).
+3. ``tproxy`` without a transparent socket ends the rule (NFT_BREAK), unlike xt_TPROXY's drop; it sets no
+   mark itself. NAT statements end the rule with accept; ``reject`` is traced as drop.
+4. ``ct zone set`` and ``notrack`` follow xt_CT: the first one a packet meets wins (§1.9).
+5. A verdict map without an element for the key ends the rule; ``numgen random`` is a draw netsim cannot
+   know: the trace assumes 0 and says so.
+
+Never does IO; knows no Istio port, uid or chain name.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from netsim.errors import RulesetError
+from netsim.netfilter.engine import (
+    ACCEPT,
+    CONTINUE,
+    DROP,
+    GOTO,
+    JUMP,
+    QUEUE,
+    RETURN,
+    CompiledRuleset,
+    HookEntry,
+    _Action,
+    _addr_type,
+    _CChain,
+    _Check,
+    _CRule,
+    _ct,
+    _listener_for,
+    _manip_dst,
+    _manip_src,
+    _masquerade,
+    _redirect,
+    _State,
+    order_hooks,
+)
+from netsim.netfilter.model import Family, Ruleset
+from netsim.netfilter.nft.model import (
+    CT_STATES,
+    FIB_TYPES,
+    FIELDS,
+    HOOKS,
+    L4PROTOS,
+    TCP_FLAGS,
+    Atom,
+    Element,
+    Elements,
+    Kind,
+    Match,
+    Nat,
+    NftRuleset,
+    Notrack,
+    Other,
+    Rule,
+    SetRef,
+    SetStmt,
+    Table,
+    Tproxy,
+    Unknown,
+    Verdict,
+    VerdictMap,
+    expr_text,
+    rule_text,
+)
+from netsim.netfilter.trace import BaseChain
+
+_Getter = Callable[[_State], Any]
+_VERDICT_OF = {"accept": ACCEPT, "drop": DROP, "reject": DROP, "return": RETURN, "continue": CONTINUE,
+               "queue": QUEUE, "jump": JUMP, "goto": GOTO}
+_TH_PROTOS = frozenset({"tcp", "udp", "sctp", "dccp", "udplite"})
+# which walker field explains a failed match (engine.describe_failure)
+_ATTR = {"ip saddr": "src", "ip6 saddr": "src", "ip daddr": "dst", "ip6 daddr": "dst", "iifname": "in_iface",
+         "oifname": "out_iface", "meta l4proto": "proto", "ip protocol": "proto", "ip6 nexthdr": "proto",
+         "tcp sport": "sport", "udp sport": "sport", "th sport": "sport", "sctp sport": "sport",
+         "tcp dport": "dport", "udp dport": "dport", "th dport": "dport", "sctp dport": "dport",
+         "meta mark": "mark", "ct mark": "ctmark", "ct state": "ctstate", "meta skuid": "owner",
+         "meta skgid": "owner", "fib daddr type": "dst_type", "fib saddr type": "src_type", "tcp flags": "flags"}
+_LOCAL_HOOKS = frozenset({"OUTPUT", "POSTROUTING"})
+
+
+def _l4(st: _State) -> int:
+    return L4PROTOS.get(st.proto, 255)
+
+
+def _owner(attr: str) -> _Getter:
+    def get(st: _State) -> int | None:
+        sk = st.socket
+        if sk is None or sk.kernel or st.hook not in _LOCAL_HOOKS:
+            return None  # NFT_BREAK: no socket with a file (an arriving packet carries none)
+        return int(getattr(sk, attr))
+
+    return get
+
+
+def _ct_state(st: _State) -> int:
+    if st.ctstate == "UNTRACKED":
+        return CT_STATES["untracked"]
+    if not st.ct_attached:
+        return CT_STATES["invalid"]  # before conntrack: no ct on the skb (nft_ct_get_eval)
+    return CT_STATES[st.ctstate.lower()]
+
+
+def _tracked(st: _State) -> bool:
+    return st.ct_attached and st.ctstate not in ("UNTRACKED", "INVALID")
+
+
+def _flags(st: _State) -> int:
+    return sum(b for n, b in TCP_FLAGS.items() if n.upper() in st.flags)
+
+
+def _fib(addr: str) -> _Getter:
+    def get(st: _State) -> int:
+        return FIB_TYPES.index(_addr_type(st, st.src if addr == "saddr" else st.dst).lower())
+
+    return get
+
+
+def _getter(name: str) -> _Getter:
+    """The field's value for the walker's packet, None where the kernel's expression breaks the rule."""
+    getters: dict[str, _Getter] = {
+        "ip saddr": lambda st: st.src, "ip daddr": lambda st: st.dst,
+        "ip6 saddr": lambda st: st.src, "ip6 daddr": lambda st: st.dst,
+        "ip protocol": _l4, "ip6 nexthdr": _l4, "meta l4proto": _l4,
+        "meta nfproto": lambda st: 10 if st.v6 else 2,
+        "meta mark": lambda st: st.mark,
+        "meta skuid": _owner("uid"), "meta skgid": _owner("gid"),
+        "iifname": lambda st: st.in_iface or "", "oifname": lambda st: st.out_iface or "",
+        "ct state": _ct_state,
+        "ct mark": lambda st: st.ctmark if _tracked(st) else None,
+        "ct zone": lambda st: st.zone if st.ct_attached else None,
+        "fib daddr type": _fib("daddr"), "fib saddr type": _fib("saddr"),
+        "tcp flags": _flags,
+        "numgen": lambda st: 0,
+    }
+    if name in getters:
+        return getters[name]
+    if name.endswith("sport"):
+        return lambda st: st.sport
+    return lambda st: st.dport
+
+
+def _dependency(name: str) -> tuple[str, Callable[[_State], bool]] | None:
+    """The implicit match a field needs: (its text, its test)."""
+    _, fam, l4 = FIELDS[name]
+    if fam is Family.IPV4:
+        return "meta nfproto ipv4", lambda st: not st.v6
+    if fam is Family.IPV6:
+        return "meta nfproto ipv6", lambda st: st.v6
+    if l4 == "th":
+        return "meta l4proto { tcp, udp, sctp, dccp, udplite }", lambda st: st.proto in _TH_PROTOS
+    if l4 is not None:
+        return f"meta l4proto {l4}", lambda st, p=l4: st.proto == p
+    return None
+
+
+def _atom_test(kind: Kind, atom: Atom) -> Callable[[Any], bool]:
+    if isinstance(atom, str):
+        if atom.endswith("*"):
+            prefix = atom[:-1]
+            return lambda v: isinstance(v, str) and v.startswith(prefix)
+        return lambda v: v == atom
+    lo, hi = atom
+    if kind in (Kind.CTSTATE, Kind.TCPFLAGS):
+        return lambda v: bool(v & lo)
+    if lo == hi:
+        return lambda v: v == lo
+    return lambda v: lo <= v <= hi
+
+
+def _element_test(kinds: tuple[Kind, ...], e: Element) -> Callable[[Any], bool]:
+    tests = [_atom_test(k, a) for k, a in zip(kinds, e, strict=True)]
+
+    def test(v: Any) -> bool:
+        return all(t(x) for t, x in zip(tests, v if isinstance(v, tuple) else (v,), strict=True))
+
+    return test
+
+
+class _Lookup:
+    """Membership in a set (or the data of a map): exact elements hashed, intervals by bisection, the rest
+    (wildcard names, concatenations with ranges) scanned."""
+
+    def __init__(self, kinds: tuple[Kind, ...], items: Sequence[Element], data: Sequence[Verdict]) -> None:
+        self.exact: dict[object, int] = {}
+        starts: list[tuple[int, int, int]] = []
+        self.scan: list[tuple[Callable[[Any], bool], int]] = []
+        for i, e in enumerate(items):
+            if all(not isinstance(a, str) and a[0] == a[1] for a in e) and \
+                    not any(k in (Kind.CTSTATE, Kind.TCPFLAGS) for k in kinds):
+                key = e[0][0] if len(e) == 1 else tuple(a[0] for a in e)
+                self.exact.setdefault(key, i)
+            elif len(e) == 1 and not isinstance(e[0], str) and kinds[0] not in (Kind.CTSTATE, Kind.TCPFLAGS):
+                starts.append((e[0][0], e[0][1], i))
+            else:
+                self.scan.append((_element_test(kinds, e), i))
+        starts.sort()
+        self.starts = [s[0] for s in starts]
+        self.ranges = starts
+        self.data = tuple(data)
+
+    def find(self, value: Any) -> int | None:
+        """The index of the element ``value`` falls in, or None."""
+        hit = self.exact.get(value)
+        if hit is not None:
+            return hit
+        if self.ranges and not isinstance(value, tuple | str):
+            # the ranges of one set do not overlap (nft refuses or merges them): the last start at or
+            # before the value is the only candidate
+            j = bisect.bisect_right(self.starts, value) - 1
+            if j >= 0 and value <= self.ranges[j][1]:
+                return self.ranges[j][2]
+        for test, i in self.scan:
+            if test(value):
+                return i
+        return None
+
+
+def _resolve(value: Elements | SetRef, table: Table) -> Elements:
+    if isinstance(value, Elements):
+        return value
+    s = table.set(value.name)
+    if s is None:  # parse.py checks references; a hand-built ruleset may not
+        raise RulesetError(f"table {table.family.value} {table.name}: no set @{value.name}")
+    return s.elements
+
+
+def _value_getter(fields: tuple[str, ...]) -> _Getter:
+    getters = [_getter(f) for f in fields]
+    if len(getters) == 1:
+        return getters[0]
+
+    def concat(st: _State) -> tuple[Any, ...] | None:
+        out = tuple(g(st) for g in getters)
+        return None if any(v is None for v in out) else out
+
+    return concat
+
+
+def _deps(fields: tuple[str, ...], seen: set[str]) -> list[_Check]:
+    out = []
+    for f in fields:
+        dep = _dependency(f)
+        if dep is not None and dep[0] not in seen:
+            seen.add(dep[0])
+            label, test = dep
+            out.append(_Check(test, label, "family" if "nfproto" in label else "proto"))
+    return out
+
+
+def _match_check(m: Match, table: Table) -> _Check:
+    kinds = tuple(FIELDS[f][0] for f in m.fields)
+    get = _value_getter(m.fields)
+    mask = m.mask
+    label = expr_text(m)
+    attr = _ATTR.get(m.fields[0], "other") if len(m.fields) == 1 else "other"
+    neg = m.op == "!="
+    elements = _resolve(m.value, table)
+    test: Callable[[Any], bool]
+    if not elements.braces and isinstance(m.value, Elements):
+        one = _atom_test(kinds[0], elements.items[0][0]) if len(kinds) == 1 else None
+        if one is None:
+            lookup = _Lookup(kinds, elements.items, ())
+            test = lambda v: lookup.find(v) is not None  # noqa: E731
+        elif m.op in ("==", "!="):
+            test = one
+        else:
+            atom = elements.items[0][0]
+            assert not isinstance(atom, str)
+            bound = atom[0]
+            test = {"<": lambda v: v < bound, ">": lambda v: v > bound, "<=": lambda v: v <= bound,
+                    ">=": lambda v: v >= bound}[m.op]
+            neg = False
+    else:
+        lookup = _Lookup(kinds, elements.items, ())
+        test = lambda v: lookup.find(v) is not None  # noqa: E731
+
+    def check(st: _State) -> bool:
+        v = get(st)
+        if v is None:
+            return False  # NFT_BREAK
+        if mask is not None:
+            v &= mask
+        return test(v) != neg
+
+    return _Check(check, label, attr)
+
+
+def _tproxy_check(t: Tproxy) -> _Check:
+    """nft_tproxy_eval: a transparent socket on (addr or the incoming device's primary address or the
+    destination, port or dport), else the rule ends (NFT_BREAK; no drop, no mark)."""
+    want_v6 = {"ip": False, "ip6": True}.get(t.family)
+
+    def check(st: _State) -> bool | None:
+        if want_v6 is not None and want_v6 != st.v6:
+            return False
+        port = t.port or st.dport
+        primary = st.netns.primary_address(st.in_iface, st.family)
+        laddr = t.addr or (int(primary) if primary else 0) or st.dst
+        found = _listener_for(st, laddr, port, st.proto)
+        if found is True:
+            st.uncertain.append(f"tproxy to port {port}: listeners unknown, assumed a transparent one exists")
+        elif not (found is not None and found is not False and found.transparent):
+            return False
+        st.tproxy_port = port
+        return True
+
+    return _Check(check, expr_text(t), "socket")
+
+
+def _vmap_check(vm: VerdictMap, table: Table) -> _Check:
+    kinds = tuple(FIELDS[f][0] for f in vm.fields)
+    elements = _resolve(vm.value, table)
+    lookup = _Lookup(kinds, elements.items, elements.data)
+    get = _value_getter(vm.fields)
+
+    def check(st: _State) -> bool | None:
+        v = get(st)
+        i = None if v is None else lookup.find(v)
+        if i is None:
+            return False  # no element: NFT_BREAK
+        verdict = lookup.data[i]
+        st.jump_to = verdict.chain
+        st.picked = _VERDICT_OF[verdict.kind]
+        return True
+
+    return _Check(check, expr_text(vm), "other")
+
+
+def _set_action(s: SetStmt) -> _Action:
+    if s.key == "ct zone":
+        assert s.value is not None
+        return _ct(False, s.value)
+
+    def read(st: _State) -> int:
+        if not s.source:
+            assert s.value is not None
+            return s.value
+        v = st.mark if s.source == "meta mark" else st.ctmark
+        if s.op == "&":
+            v &= s.operand
+        elif s.op == "|":
+            v |= s.operand
+        elif s.op == "^":
+            v ^= s.operand
+        return v & 0xFFFFFFFF
+
+    if s.key == "meta mark":
+        def set_mark(st: _State) -> str:
+            st.mark = read(st)
+            return CONTINUE
+
+        return set_mark
+
+    def set_ctmark(st: _State) -> str:
+        if _tracked(st):
+            st.ctmark = read(st)
+        return CONTINUE
+
+    return set_ctmark
+
+
+def _nat_action(n: Nat) -> _Action:
+    if n.kind == "redirect":
+        return _redirect(n.ports)
+    if n.kind == "masquerade":
+        return _masquerade(n.ports)
+    addr, ports = n.addr, n.ports
+    manip = _manip_dst if n.kind == "dnat" else _manip_src
+    return lambda st: manip(st, addr, ports)
+
+
+def _tproxy_assign(st: _State) -> str:
+    st.tproxy_transparent = True
+    return CONTINUE
+
+
+def _constant(verdict: str) -> _Action:
+    return lambda st: verdict
+
+
+def _picked(st: _State) -> str:
+    return str(st.picked)
+
+
+def _compile_rule(rule: Rule, position: int, chain: str, table: Table, unknown: list[str]) -> _CRule:
+    checks: list[_Check] = []
+    acts: list[_Action] = []
+    seen: set[str] = set()
+    kind, target, uncertain = "NFT", "", ""
+    where = f"{table.family.value} {table.name} {chain} rule {position} (line {rule.line})"
+    for e in rule.exprs:
+        if isinstance(e, Match):
+            checks += _deps(e.fields, seen)
+            checks.append(_match_check(e, table))
+            if "numgen" in e.fields:
+                uncertain = uncertain or f"{expr_text(e)}: a random number; this trace assumes it drew 0"
+        elif isinstance(e, VerdictMap):
+            checks += _deps(e.fields, seen)
+            checks.append(_vmap_check(e, table))
+            acts.append(_picked)
+            if "numgen" in e.fields:
+                uncertain = uncertain or f"{expr_text(e)}: a random number; this trace assumes it drew 0"
+        elif isinstance(e, Tproxy):
+            checks.append(_tproxy_check(e))
+            acts.append(_tproxy_assign)
+            kind = "TPROXY"
+        elif isinstance(e, Verdict):
+            acts.append(_constant(_VERDICT_OF[e.kind]))
+            if e.kind in ("jump", "goto"):
+                target = e.chain
+            if e.kind == "queue":
+                uncertain = uncertain or "queue: the packet goes to a userspace program netsim cannot see"
+        elif isinstance(e, Nat):
+            acts.append(_nat_action(e))
+            kind = {"redirect": "REDIRECT", "dnat": "DNAT", "snat": "SNAT", "masquerade": "MASQUERADE"}[e.kind]
+        elif isinstance(e, SetStmt):
+            acts.append(_set_action(e))
+        elif isinstance(e, Notrack):
+            acts.append(_ct(True, 0))
+        elif isinstance(e, Unknown):
+            unknown.append(f"{where}: {e.text}")
+            checks.append(_Check(lambda st: None, e.text, "unknown"))
+        else:
+            assert isinstance(e, Other)
+    act: _Action
+    if not acts:
+        act = lambda st: CONTINUE  # noqa: E731
+    elif len(acts) == 1:
+        act = acts[0]
+    else:
+        def act(st: _State) -> str:
+            v = CONTINUE
+            for a in acts:
+                v = a(st)
+                if v != CONTINUE:
+                    return v
+            return v
+
+    return _CRule(None, position, chain, tuple(checks), kind, act, target, None, uncertain, rule_text(rule))
+
+
+def compile_nft(ruleset: NftRuleset, family: Family, *, start: int = 0) -> CompiledRuleset:
+    """The base and regular chains of every table of ``ruleset`` that a packet of ``family`` passes
+    (ip/ip6/inet), compiled for :func:`netsim.netfilter.engine.trace`. Tables of other families are skipped
+    (:func:`untraced` names them). Rule positions are handles when the input had them."""
+    tables: dict[str, dict[str, _CChain]] = {}
+    entries: list[HookEntry] = []
+    unknown: list[str] = []
+    for table in ruleset.tables:
+        if not table.family.sees(family):
+            continue
+        chains: dict[str, _CChain] = {}
+        for chain in table.chains:
+            crules = [_compile_rule(r, r.handle if ruleset.has_handles and r.handle is not None else i, chain.name,
+                                    table, unknown)
+                      for i, r in enumerate(chain.rules, 1)]
+            chains[chain.name] = _CChain(chain.name, chain.policy.upper() if chain.base else None, crules, chain.base)
+        tables[f"{table.family.value} {table.name}"] = chains
+        for chain in table.chains:
+            if chain.hook is None or chain.hook not in HOOKS:
+                continue
+            base = BaseChain(backend="nft", family=table.family.value, table=table.name, chain=chain.name,
+                             hook=HOOKS[chain.hook], priority=chain.priority, nat=chain.type == "nat")
+            entries.append(HookEntry(base, chains[chain.name], chains))
+    return CompiledRuleset(Ruleset(family, ()), tables, tuple(unknown), order_hooks(entries))
+
+
+def untraced(ruleset: NftRuleset) -> list[str]:
+    """What netsim does not walk: tables of the bridge/arp/netdev families, and base chains on other hooks."""
+    out = [f"table {t.family.value} {t.name}: the {t.family.value} family is not traced"
+           for t in ruleset.tables if not t.family.traced]
+    out += [f"chain {t.family.value} {t.name} {c.name}: hook {c.hook} is not traced"
+            for t in ruleset.tables if t.family.traced for c in t.chains if c.hook and c.hook not in HOOKS]
+    return out
+
+
+__all__ = ["compile_nft", "untraced"]

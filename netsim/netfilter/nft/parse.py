@@ -1,0 +1,955 @@
+"""Reading nftables text into :class:`NftRuleset`: ``nft list ruleset`` output (``nft -a`` handles kept) and
+``nft -f`` transactions (``add``/``insert``/``flush``/``delete`` commands, as Istio's backend writes them).
+
+Raises :class:`RulesetError` with ``line N:`` for input nft itself would refuse (an unknown command or
+family, a bad address, a jump to a chain that does not exist, an unclosed brace); the caller adds the
+file. An expression netsim cannot evaluate is not an error: it is kept as :class:`Unknown` with its line,
+and the trace says where its answer became uncertain. Never does IO, never evaluates a packet.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+
+from netsim.errors import RulesetError
+from netsim.netfilter.nft.model import (
+    CHAIN_TYPES,
+    CT_STATES,
+    FIB_TYPES,
+    FIELD_ALIASES,
+    FIELDS,
+    L4PROTOS,
+    NAMED_PRIORITIES,
+    NFPROTOS,
+    TCP_FLAGS,
+    Atom,
+    Chain,
+    Element,
+    Elements,
+    Expr,
+    Kind,
+    Match,
+    NamedSet,
+    Nat,
+    NftFamily,
+    NftRuleset,
+    Notrack,
+    Other,
+    Rule,
+    SetRef,
+    SetStmt,
+    Table,
+    Tproxy,
+    Unknown,
+    Verdict,
+    VerdictMap,
+)
+
+_TOKEN = re.compile(r'[ \t\r]+|(#[^\n]*)|("(?:[^"\\\n]|\\.)*")|(\n)|([{}();,])|([^ \t\r\n{}();,"#]+)')
+_HANDLE = re.compile(r"#\s*handle\s+(\d+)\s*$")
+_FAMILIES = {f.value: f for f in NftFamily}
+_VERDICTS = ("accept", "drop", "continue", "return", "queue")
+_OPS = {"==": "==", "eq": "==", "!=": "!=", "ne": "!=", "<": "<", "lt": "<", ">": ">", "gt": ">", "<=": "<=",
+        "le": "<=", ">=": ">=", "ge": ">="}
+_SET_OPS = {"and": "&", "&": "&", "or": "|", "|": "|", "xor": "^", "^": "^"}
+_SERVICES = {"ftp": 21, "ssh": 22, "smtp": 25, "domain": 53, "http": 80, "https": 443, "ntp": 123}
+_KINDS_BY_TYPE = {k.value: k for k in Kind} | {"ipv4_addr": Kind.IPV4, "ipv6_addr": Kind.IPV6,
+                                               "inet_service": Kind.PORT, "mark": Kind.MARK, "ifname": Kind.IFNAME,
+                                               "inet_proto": Kind.L4PROTO, "ct_state": Kind.CTSTATE}
+# MAX_SET_ELEMENTS: a sanity bound on one set (kube-proxy writes one element per Service port; 10^6 is far past
+# any real cluster and keeps a hostile file from building a structure larger than the input limit suggests).
+MAX_SET_ELEMENTS = 1_000_000
+
+
+@dataclass(slots=True)
+class _Tok:
+    text: str
+    line: int
+    kind: str  # w word, s string, p punctuation, n newline, h handle comment
+
+
+def _tokenize(text: str) -> list[_Tok]:
+    out: list[_Tok] = []
+    line = 1
+    pos = 0
+    n = len(text)
+    while pos < n:
+        m = _TOKEN.match(text, pos)
+        if m is None:
+            raise RulesetError(f"line {line}: unterminated string")
+        pos = m.end()
+        comment, string, newline, punct, word = m.groups()
+        if comment is not None:
+            h = _HANDLE.search(comment)
+            if h:
+                out.append(_Tok(h.group(1), line, "h"))
+        elif string is not None:
+            out.append(_Tok(string[1:-1], line, "s"))
+        elif newline is not None:
+            out.append(_Tok("\n", line, "n"))
+            line += 1
+        elif punct is not None:
+            out.append(_Tok(punct, line, "p"))
+        elif word is not None:
+            out.append(_Tok(word, line, "w"))
+    return out
+
+
+# A rule's tokens with ``{ … }`` groups nested.
+_Item = _Tok | list["_Item"]
+
+
+@dataclass
+class _ChainB:
+    name: str
+    line: int
+    rules: list[Rule] = field(default_factory=list)
+    type: str | None = None
+    hook: str | None = None
+    priority: int = 0
+    policy: str = "accept"
+
+
+@dataclass
+class _TableB:
+    family: NftFamily
+    name: str
+    chains: dict[str, _ChainB] = field(default_factory=dict)
+    sets: dict[str, NamedSet] = field(default_factory=dict)
+
+
+def _err(line: int, message: str) -> RulesetError:
+    return RulesetError(f"line {line}: {message}")
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.toks = _tokenize(text)
+        self.i = 0
+        self.tables: dict[tuple[NftFamily, str], _TableB] = {}
+        self.handles = False
+
+    # ---- token helpers
+
+    def _peek(self) -> _Tok | None:
+        return self.toks[self.i] if self.i < len(self.toks) else None
+
+    def _next(self, what: str = "a word") -> _Tok:
+        t = self._peek()
+        if t is None:
+            last = self.toks[-1].line if self.toks else 1
+            raise _err(last, f"unexpected end of input, expected {what}")
+        self.i += 1
+        return t
+
+    def _word(self, what: str) -> _Tok:
+        t = self._next(what)
+        if t.kind not in ("w", "s"):
+            raise _err(t.line, f"expected {what}, got `{t.text.strip()}'")
+        return t
+
+    def _skip_separators(self) -> None:
+        while (t := self._peek()) is not None and (t.kind in ("n", "h") or t.text == ";"):
+            self.i += 1
+
+    def _at_end_of_statement(self) -> bool:
+        t = self._peek()
+        return t is None or t.kind == "n" or t.text in (";", "}")
+
+    def _statement(self) -> list[_Item]:
+        """Tokens up to the end of the line (or ``;`` / a closing brace), ``{ … }`` nested; a handle comment
+        is kept as the last token."""
+        items: list[_Item] = []
+        stack: list[list[_Item]] = [items]
+        while (t := self._peek()) is not None:
+            if len(stack) == 1 and (t.kind == "n" or t.text in (";", "}")):
+                break
+            self.i += 1
+            if t.text == "{" and t.kind == "p":
+                group: list[_Item] = []
+                stack[-1].append(group)
+                stack.append(group)
+            elif t.text == "}" and t.kind == "p":
+                stack.pop()
+            elif t.kind != "n" or len(stack) == 1:
+                stack[-1].append(t)
+        if len(stack) > 1:
+            raise _err(self.toks[-1].line, "unclosed `{'")
+        return items
+
+    # ---- top level
+
+    def parse(self) -> NftRuleset:
+        while True:
+            self._skip_separators()
+            t = self._peek()
+            if t is None:
+                break
+            self._command(self._word("a command"))
+        return self._freeze()
+
+    def _family_name(self, count: int) -> tuple[NftFamily, list[_Tok]]:
+        """``[family] name…``: nft's default family is ip."""
+        first = self._word("a family or table name")
+        fam = _FAMILIES.get(first.text)
+        names = [] if fam is not None else [first]
+        while len(names) < count:
+            names.append(self._word("a name"))
+        return fam or NftFamily.IP, names
+
+    def _table(self, fam: NftFamily, tok: _Tok, create: bool = True) -> _TableB:
+        key = (fam, tok.text)
+        tb = self.tables.get(key)
+        if tb is None:
+            if not create:
+                raise _err(tok.line, f"no table `{fam.value} {tok.text}' (No such file or directory)")
+            tb = self.tables[key] = _TableB(fam, tok.text)
+        return tb
+
+    def _chain(self, tb: _TableB, tok: _Tok, create: bool = False) -> _ChainB:
+        ch = tb.chains.get(tok.text)
+        if ch is None:
+            if not create:
+                raise _err(tok.line, f"no chain `{tok.text}' in table `{tb.family.value} {tb.name}' "
+                                     "(No such file or directory)")
+            ch = tb.chains[tok.text] = _ChainB(tok.text, tok.line)
+        return ch
+
+    def _command(self, cmd: _Tok) -> None:
+        verb = cmd.text
+        if verb == "table":
+            fam, (name,) = self._family_name(1)
+            self._table_block(self._table(fam, name))
+            return
+        if verb in ("add", "create", "insert", "replace", "flush", "delete", "destroy"):
+            what = self._word("an object (table, chain, rule, set, map, element)")
+            obj = what.text
+            if verb == "flush" and obj == "ruleset":
+                self.tables.clear()
+                return
+            if obj == "table":
+                fam, (name,) = self._family_name(1)
+                if verb in ("delete", "destroy"):
+                    self.tables.pop((fam, name.text), None)
+                    self._statement()
+                    return
+                tb = self._table(fam, name, create=verb != "flush")
+                if verb == "flush":
+                    for ch in tb.chains.values():
+                        ch.rules.clear()
+                else:
+                    self._table_block(tb)
+                return
+            if obj == "chain":
+                fam, (tname, cname) = self._family_name(2)
+                tb = self._table(fam, tname, create=False)
+                if verb in ("delete", "destroy"):
+                    tb.chains.pop(cname.text, None)
+                    self._statement()
+                    return
+                ch = self._chain(tb, cname, create=verb != "flush")
+                if verb == "flush":
+                    ch.rules.clear()
+                else:
+                    self._chain_header(ch)
+                return
+            if obj == "rule" and verb in ("add", "insert", "create"):
+                fam, (tname, cname) = self._family_name(2)
+                ch = self._chain(self._table(fam, tname, create=False), cname)
+                self._rule_command(ch, fam, insert=verb == "insert", line=what.line)
+                return
+            if obj in ("set", "map") and verb in ("add", "create"):
+                fam, (tname, sname) = self._family_name(2)
+                tb = self._table(fam, tname, create=False)
+                self._set_block(tb, sname, obj == "map")
+                return
+            if obj == "element" and verb in ("add", "create"):
+                fam, (tname, sname) = self._family_name(2)
+                tb = self._table(fam, tname, create=False)
+                s = tb.sets.get(sname.text)
+                if s is None:
+                    raise _err(sname.line, f"no set `{sname.text}' in table `{fam.value} {tname.text}'")
+                items = self._statement()
+                group = next((x for x in items if isinstance(x, list)), None)
+                if group is None:
+                    raise _err(sname.line, "expected `{ elements }'")
+                more = _elements(group, s.kinds, s.is_map, sname.line)
+                tb.sets[s.name] = replace(s, elements=Elements(items=s.elements.items + more.items,
+                                                               data=s.elements.data + more.data))
+                return
+        raise _err(cmd.line, f"unknown or unsupported command `{cmd.text}'")
+
+    # ---- blocks
+
+    def _expect_open(self) -> bool:
+        """Consume ``{`` if it comes next (on this line); True if it did."""
+        t = self._peek()
+        if t is not None and t.text == "{" and t.kind == "p":
+            self.i += 1
+            return True
+        return False
+
+    def _close(self) -> None:
+        self._skip_separators()
+        t = self._next("`}'")
+        if t.text != "}":
+            raise _err(t.line, f"expected `}}', got `{t.text}'")
+
+    def _table_block(self, tb: _TableB) -> None:
+        if not self._expect_open():
+            self._statement()
+            return
+        while True:
+            self._skip_separators()
+            t = self._peek()
+            if t is None:
+                raise _err(self.toks[-1].line, f"table `{tb.name}': unclosed `{{'")
+            if t.text == "}":
+                self.i += 1
+                return
+            word = self._word("chain, set, map, flags or }")
+            if word.text == "chain":
+                ch = self._chain(tb, self._word("a chain name"), create=True)
+                self._chain_block(ch, tb.family)
+            elif word.text in ("set", "map"):
+                self._set_block(tb, self._word("a set name"), word.text == "map")
+            elif word.text in ("flags", "comment"):
+                self._statement()
+            else:
+                raise _err(word.line, f"unknown or unsupported table statement `{word.text}'")
+
+    def _chain_header(self, ch: _ChainB) -> None:
+        """``add chain … { type T hook H priority P ; policy X ; }``"""
+        if not self._expect_open():
+            self._statement()
+            return
+        while True:
+            self._skip_separators()
+            t = self._peek()
+            if t is None:
+                raise _err(ch.line, f"chain `{ch.name}': unclosed `{{'")
+            if t.text == "}":
+                self.i += 1
+                return
+            self._chain_statement(ch, self._statement(), None)
+
+    def _chain_block(self, ch: _ChainB, fam: NftFamily) -> None:
+        if not self._expect_open():
+            raise _err(ch.line, f"chain `{ch.name}': expected `{{'")
+        while True:
+            self._skip_separators()
+            t = self._peek()
+            if t is None:
+                raise _err(ch.line, f"chain `{ch.name}': unclosed `{{'")
+            if t.text == "}":
+                self.i += 1
+                return
+            self._chain_statement(ch, self._statement(), fam)
+
+    def _chain_statement(self, ch: _ChainB, items: list[_Item], fam: NftFamily | None) -> None:
+        if not items:
+            return
+        head = items[0]
+        if isinstance(head, _Tok) and head.text == "type" and head.kind == "w":
+            self._base_spec(ch, items)
+        elif isinstance(head, _Tok) and head.text == "policy" and head.kind == "w":
+            pol = items[1] if len(items) > 1 else head
+            if not isinstance(pol, _Tok) or pol.text not in ("accept", "drop"):
+                raise _err(head.line, "policy must be accept or drop")
+            ch.policy = pol.text
+        elif isinstance(head, _Tok) and head.text in ("comment", "devices", "device") and head.kind == "w":
+            return
+        elif fam is None:
+            raise _err(_line(head), "expected type, policy or }")
+        else:
+            ch.rules.append(_rule(items, fam, self))
+
+    def _base_spec(self, ch: _ChainB, items: list[_Item]) -> None:
+        words = [x for x in items if isinstance(x, _Tok)]
+        line = words[0].line
+        kv: dict[str, list[str]] = {}
+        key = ""
+        for w in words:
+            if w.text in ("type", "hook", "priority", "device", "policy"):
+                key = w.text
+                kv[key] = []
+            elif key:
+                kv[key].append(w.text)
+        typ, hook, prio = kv.get("type", [""]), kv.get("hook", [""]), kv.get("priority")
+        if typ[0] not in CHAIN_TYPES:
+            raise _err(line, f"unknown chain type `{typ[0]}' (filter, nat or route)")
+        if not hook or not hook[0]:
+            raise _err(line, "a base chain needs a hook")
+        if prio is None or not prio:
+            raise _err(line, "a base chain needs a priority")
+        ch.type, ch.hook, ch.priority = typ[0], hook[0], _priority(prio, line)
+        if kv.get("policy"):
+            ch.policy = kv["policy"][0]
+
+    def _set_block(self, tb: _TableB, name: _Tok, is_map: bool) -> None:
+        if not self._expect_open():
+            raise _err(name.line, f"set `{name.text}': expected `{{'")
+        kinds: tuple[Kind, ...] = ()
+        interval = False
+        elements = Elements(items=())
+        while True:
+            self._skip_separators()
+            t = self._peek()
+            if t is None:
+                raise _err(name.line, f"set `{name.text}': unclosed `{{'")
+            if t.text == "}":
+                self.i += 1
+                break
+            items = self._statement()
+            head = items[0] if items else None
+            if not isinstance(head, _Tok):
+                continue
+            words = [x.text for x in items if isinstance(x, _Tok)]
+            if head.text == "type":
+                keys = words[1:words.index(":")] if ":" in words else words[1:]
+                kinds = tuple(_set_kind(k, head.line) for k in keys if k != ".")
+            elif head.text == "typeof":
+                keys_text = " ".join(words[1:words.index(":")] if ":" in words else words[1:])
+                kinds = tuple(FIELDS[_field_name(k.strip(), head.line)][0] for k in keys_text.split(" . "))
+            elif head.text == "flags":
+                interval = "interval" in words
+            elif head.text == "elements":
+                if not kinds:
+                    raise _err(head.line, f"set `{name.text}': elements before its type")
+                group = next((x for x in items if isinstance(x, list)), [])
+                elements = _elements(group, kinds, is_map, head.line)
+        if not kinds:
+            raise _err(name.line, f"set `{name.text}' has no type")
+        tb.sets[name.text] = NamedSet(name=name.text, kinds=kinds, elements=elements, interval=interval,
+                                      is_map=is_map, line=name.line)
+
+    def _rule_command(self, ch: _ChainB, fam: NftFamily, *, insert: bool, line: int) -> None:
+        items = self._statement()
+        index: int | None = 0 if insert else None
+        if len(items) >= 2 and isinstance(items[0], _Tok) and items[0].text in ("index", "position", "handle"):
+            where, num = items[0], items[1]
+            assert isinstance(num, _Tok)
+            if where.text == "index":
+                index = int(num.text) + (0 if insert else 1)
+            else:
+                handle = int(num.text)
+                pos = next((i for i, r in enumerate(ch.rules) if r.handle == handle), None)
+                if pos is None:
+                    raise _err(where.line, f"no rule with handle {handle} in chain `{ch.name}'")
+                index = pos + (0 if insert else 1)
+            items = items[2:]
+        rule = _rule(items, fam, self, line)
+        if index is None or index >= len(ch.rules):
+            ch.rules.append(rule)
+        else:
+            ch.rules.insert(index, rule)
+
+    # ---- result
+
+    def _freeze(self) -> NftRuleset:
+        tables = []
+        for tb in self.tables.values():
+            chains = tuple(Chain(name=c.name, rules=tuple(c.rules), type=c.type, hook=c.hook, priority=c.priority,
+                                 policy=c.policy, line=c.line) for c in tb.chains.values())
+            table = Table(family=tb.family, name=tb.name, chains=chains, sets=tuple(tb.sets.values()))
+            _check_references(table)
+            tables.append(table)
+        return NftRuleset(tuple(tables), self.handles)
+
+
+def _line(item: _Item) -> int:
+    while isinstance(item, list):
+        if not item:
+            return 0
+        item = item[0]
+    return item.line
+
+
+def _priority(words: list[str], line: int) -> int:
+    text = "".join(words)
+    m = re.fullmatch(r"([a-z]+)?([+-]?\d+)?", text)
+    if m is None or not text:
+        raise _err(line, f"bad priority `{' '.join(words)}'")
+    name, num = m.groups()
+    base = 0
+    if name is not None:
+        if name not in NAMED_PRIORITIES:
+            raise _err(line, f"unknown priority name `{name}'")
+        base = NAMED_PRIORITIES[name]
+    return base + (int(num) if num else 0)
+
+
+def _set_kind(name: str, line: int) -> Kind:
+    kind = _KINDS_BY_TYPE.get(name)
+    if kind is None:
+        raise _err(line, f"unsupported set type `{name}'")
+    return kind
+
+
+def _check_references(table: Table) -> None:
+    names = {c.name for c in table.chains}
+    for c in table.chains:
+        if c.hook is not None and c.type == "nat" and c.hook not in ("prerouting", "input", "output", "postrouting"):
+            raise _err(c.line, f"chain `{c.name}': a nat chain cannot hook {c.hook}")
+        for r in c.rules:
+            for e in r.exprs:
+                targets = [e] if isinstance(e, Verdict) else []
+                if isinstance(e, VerdictMap) and isinstance(e.value, Elements):
+                    targets = list(e.value.data)
+                for v in targets:
+                    if v.kind in ("jump", "goto") and v.chain not in names:
+                        raise _err(r.line, f"{v.kind} {v.chain}: no such chain in table `{table.family.value} "
+                                           f"{table.name}' (Could not process rule: No such file or directory)")
+                value = e.value if isinstance(e, Match | VerdictMap) else None
+                if isinstance(value, SetRef) and table.set(value.name) is None:
+                    raise _err(r.line, f"@{value.name}: no such set in table `{table.family.value} {table.name}'")
+
+
+# ------------------------------------------------------------------------------------------ values
+
+
+def _int(text: str, line: int, what: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise _err(line, f"`{text}' is not a valid {what}") from None
+
+
+def _ip_interval(text: str, kind: Kind, line: int) -> tuple[int, int]:
+    want = 4 if kind is Kind.IPV4 else 6
+    try:
+        if "/" in text:
+            net = IPv4Network(text, strict=False) if want == 4 else IPv6Network(text, strict=False)
+            return int(net.network_address), int(net.broadcast_address)
+        if ("-" in text and want == 4) or (want == 6 and "-" in text):
+            a, b = text.split("-", 1)
+            lo, hi = ip_address(a), ip_address(b)
+            if lo.version != want or hi.version != want:
+                raise ValueError
+            return int(lo), int(hi)
+        addr = IPv4Address(text) if want == 4 else IPv6Address(text)
+        return int(addr), int(addr)
+    except ValueError:
+        raise _err(line, f"`{text}' is not an IPv{want} address, prefix or range") from None
+
+
+def _range(text: str, line: int, what: str, names: dict[str, int] | None = None) -> tuple[int, int]:
+    def one(t: str) -> int:
+        if names is not None and t in names:
+            return names[t]
+        return _int(t, line, what)
+
+    if "-" in text[1:]:
+        a, b = text.split("-", 1) if not text.startswith("-") else ("-" + text[1:].split("-", 1)[0],
+                                                                    text[1:].split("-", 1)[1])
+        lo, hi = one(a), one(b)
+        if lo > hi:
+            raise _err(line, f"range `{text}' ends before it starts")
+        return lo, hi
+    v = one(text)
+    return v, v
+
+
+def _atom(text: str, kind: Kind, line: int) -> Atom:
+    """One value of ``kind`` as written (a word, or the content of a string)."""
+    if kind in (Kind.IPV4, Kind.IPV6):
+        return _ip_interval(text, kind, line)
+    if kind is Kind.PORT:
+        lo, hi = _range(text, line, "port", _SERVICES)
+        if not 0 <= lo <= hi <= 65535:
+            raise _err(line, f"port `{text}' out of range")
+        return lo, hi
+    if kind in (Kind.INT, Kind.MARK):
+        lo, hi = _range(text, line, "number")
+        if lo < 0 or hi > 0xFFFFFFFF:
+            raise _err(line, f"`{text}' out of range")
+        return lo, hi
+    if kind is Kind.IFNAME:
+        return text
+    if kind is Kind.L4PROTO:
+        return _range(text, line, "protocol", L4PROTOS)
+    if kind is Kind.NFPROTO:
+        v = NFPROTOS.get(text)
+        if v is None:
+            raise _err(line, f"`{text}' is not ipv4 or ipv6")
+        return v, v
+    if kind is Kind.FIBTYPE:
+        if text not in FIB_TYPES:
+            raise _err(line, f"`{text}' is not an address type ({', '.join(FIB_TYPES)})")
+        i = FIB_TYPES.index(text)
+        return i, i
+    bits = CT_STATES if kind is Kind.CTSTATE else TCP_FLAGS
+    value = 0
+    for part in text.split(","):
+        if part not in bits and not part.startswith("0x"):
+            raise _err(line, f"`{part}' is not a {kind.value} ({', '.join(bits)})")
+        value |= bits[part] if part in bits else int(part, 16)
+    return value, value
+
+
+def _words_split(items: list[_Item], sep: str) -> list[list[_Tok]]:
+    """Flat tokens of a ``{ … }`` group split at ``sep`` punctuation (newlines dropped)."""
+    out: list[list[_Tok]] = [[]]
+    for x in items:
+        if isinstance(x, list):
+            out[-1].extend(t for t in _flatten(x))
+        elif x.text == sep and x.kind == "p":
+            out.append([])
+        elif x.kind in ("w", "s"):
+            out[-1].append(x)
+    return [g for g in out if g]
+
+
+def _flatten(items: list[_Item]) -> list[_Tok]:
+    out: list[_Tok] = []
+    for x in items:
+        out.extend(_flatten(x) if isinstance(x, list) else [x])
+    return out
+
+
+def _element(toks: list[_Tok], kinds: tuple[Kind, ...], line: int) -> Element:
+    """``a . b . c`` (element options such as ``timeout 1s`` or ``counter …`` after it are ignored)."""
+    parts: list[Atom] = []
+    want_value = True
+    for t in toks:
+        if want_value:
+            if len(parts) == len(kinds):
+                break
+            kind = kinds[len(parts)]
+            parts.append(_atom(t.text, kind, t.line))
+            want_value = False
+        elif t.text == ".":
+            want_value = True
+        else:
+            break
+    if len(parts) != len(kinds):
+        raise _err(line, f"element `{' '.join(t.text for t in toks)}' does not fit the key "
+                         f"({' . '.join(k.value for k in kinds)})")
+    return tuple(parts)
+
+
+def _elements(group: list[_Item], kinds: tuple[Kind, ...], is_map: bool, line: int) -> Elements:
+    items: list[Element] = []
+    data: list[Verdict] = []
+    for toks in _words_split(group, ","):
+        if len(items) >= MAX_SET_ELEMENTS:
+            raise _err(line, f"more than {MAX_SET_ELEMENTS} elements in one set")
+        if is_map:
+            cut = next((i for i, t in enumerate(toks) if t.text == ":"), None)
+            if cut is None:
+                raise _err(toks[0].line, "a map element needs `: verdict'")
+            items.append(_element(toks[:cut], kinds, toks[0].line))
+            v = _verdict([t.text for t in toks[cut + 1:]])
+            if v is None:
+                raise _err(toks[0].line, f"unsupported map data `{' '.join(t.text for t in toks[cut + 1:])}'")
+            data.append(v)
+        else:
+            items.append(_element(toks, kinds, toks[0].line))
+    return Elements(items=tuple(items), data=tuple(data))
+
+
+def _verdict(words: list[str]) -> Verdict | None:
+    if len(words) == 1 and words[0] in _VERDICTS:
+        return Verdict(kind=words[0])
+    if len(words) == 2 and words[0] in ("jump", "goto"):
+        return Verdict(kind=words[0], chain=words[1])
+    return None
+
+
+# ------------------------------------------------------------------------------------------ rules
+
+
+def _field_name(text: str, line: int) -> str:
+    name = FIELD_ALIASES.get(text, text)
+    if name not in FIELDS:
+        raise _err(line, f"unsupported field `{text}'")
+    return name
+
+
+class _RuleReader:
+    """Expressions and statements of one rule, left to right."""
+
+    def __init__(self, items: list[_Item], fam: NftFamily, line: int) -> None:
+        self.items = items
+        self.i = 0
+        self.fam = fam
+        self.line = line
+
+    def peek(self, k: int = 0) -> str | None:
+        j = self.i + k
+        if j < len(self.items):
+            x = self.items[j]
+            return "{" if isinstance(x, list) else x.text
+        return None
+
+    def take(self) -> _Item:
+        x = self.items[self.i]
+        self.i += 1
+        return x
+
+    def word(self) -> str:
+        x = self.take()
+        if isinstance(x, list):
+            raise _err(self.line, "unexpected `{'")
+        return x.text
+
+    def selector(self) -> tuple[str, int] | None:
+        """A field at the cursor (consumed), with numgen's modulus; None if none starts here."""
+        a, b = self.peek(), self.peek(1)
+        for name in (f"{a} {b}", a, f"{a} {b} {self.peek(2)}"):
+            if name is None:
+                continue
+            canon = FIELD_ALIASES.get(name, name)
+            if canon in FIELDS and canon != "numgen":
+                self.i += len(name.split(" "))
+                return canon, 0
+        if a == "numgen" and b == "random" and self.peek(2) == "mod":
+            self.i += 3
+            mod = _int(self.word(), self.line, "modulus")
+            if self.peek() == "offset":
+                return None
+            return "numgen", mod
+        return None
+
+
+def _rule(items: list[_Item], fam: NftFamily, parser: _Parser, line: int | None = None) -> Rule:
+    handle = None
+    if items and isinstance(items[-1], _Tok) and items[-1].kind == "h":
+        handle = int(items[-1].text)
+        parser.handles = True
+        items = items[:-1]
+    line = line if line is not None else (_line(items[0]) if items else 0)
+    r = _RuleReader(items, fam, line)
+    exprs: list[Expr] = []
+    comment = None
+    while r.peek() is not None:
+        start = r.i
+        word = r.peek()
+        assert word is not None
+        if word == "comment":
+            r.take()
+            comment = r.word()
+            continue
+        expr = _statement(r, word)
+        if expr is None:
+            r.i = start
+            expr = _match(r)
+        if expr is None:
+            r.i = start
+            exprs.extend(_unknown(r))
+            break
+        exprs.append(expr)
+    return Rule(exprs=tuple(exprs), line=line, handle=handle, comment=comment)
+
+
+def _unknown(r: _RuleReader) -> list[Expr]:
+    """The rest of the rule as one Unknown, but a final verdict kept as a verdict."""
+    rest = r.items[r.i:]
+    r.i = len(r.items)
+    words = [" ".join(t.text for t in _flatten(x)) if isinstance(x, list) else x.text for x in rest]
+    tail: list[Expr] = []
+    for n in (2, 1):
+        if len(words) > n and (v := _verdict(words[-n:])) is not None:
+            tail = [v]
+            words = words[:-n]
+            break
+    text = " ".join("{ " + w + " }" if isinstance(x, list) else w for x, w in zip(rest, words, strict=False))
+    return [Unknown(text=text), *tail]
+
+
+def _statement(r: _RuleReader, word: str) -> Expr | None:
+    if word in _VERDICTS:
+        r.take()
+        return Verdict(kind=word)
+    if word in ("jump", "goto"):
+        r.take()
+        return Verdict(kind=word, chain=r.word())
+    if word == "reject":
+        r.take()
+        words = ["reject"]
+        if r.peek() == "with":
+            words.append(r.word())
+            while r.peek() is not None and r.peek() not in ("comment",) and len(words) < 5:
+                words.append(r.word())
+        return Verdict(kind="reject", text=" ".join(words))
+    if word == "counter":
+        r.take()
+        if r.peek() == "packets":
+            r.i += 4
+        elif r.peek() == "name":
+            r.i += 2
+        return Other(kind="counter", text="counter packets 0 bytes 0")
+    if word == "log":
+        r.take()
+        words = ["log"]
+        while r.peek() in ("prefix", "level", "group", "snaplen", "queue-threshold", "flags"):
+            key = r.word()
+            val = r.take()
+            assert not isinstance(val, list)
+            words += [key, f'"{val.text}"' if val.kind == "s" else val.text]
+        return Other(kind="log", text=" ".join(words))
+    if word == "limit":
+        r.take()
+        words = ["limit"]
+        while (r.peek() is not None and r.peek() in ("rate", "over", "burst", "packets", "bytes")) or \
+                (r.peek() or "")[:1].isdigit():
+            words.append(r.word())
+        return Other(kind="limit", text=" ".join(words))
+    if word == "notrack":
+        r.take()
+        return Notrack()
+    if word in ("redirect", "dnat", "snat", "masquerade"):
+        return _nat(r)
+    if word == "tproxy":
+        return _tproxy(r)
+    return None
+
+
+def _nat(r: _RuleReader) -> Expr | None:
+    kind = r.word()
+    fam = ""
+    if r.peek() in ("ip", "ip6") and r.peek(1) == "to":
+        fam = r.word()
+    addr: int | None = None
+    addr_text = ""
+    ports = None
+    if r.peek() == "to":
+        r.take()
+        target = r.word()
+        if r.peek() in ("map", ".") or target in ("ip", "ip6", "tcp", "udp", "meta", "th"):
+            return None  # ``dnat to ip daddr map { … }``: a map netsim does not evaluate
+        host, port = _split_target(target, kind in ("redirect", "masquerade"))
+        if host:
+            want = 6 if ":" in host else 4
+            first = host.split("-")[0]
+            try:
+                a = ip_address(first)
+            except ValueError:
+                raise _err(r.line, f"{kind} to `{target}': not an address") from None
+            if a.version != want:
+                raise _err(r.line, f"{kind} to `{target}': not an address")
+            addr, addr_text = int(a), host
+        if port:
+            ports = _range(port, r.line, "port")
+    flags: list[str] = []
+    while r.peek() in ("random", "fully-random", "persistent"):
+        flags.append(r.word())
+        if r.peek() == ",":
+            r.take()
+    return Nat(kind=kind, family=fam, addr=addr, addr_text=addr_text, ports=ports, flags=tuple(flags))
+
+
+def _split_target(text: str, port_only: bool) -> tuple[str, str]:
+    """``10.0.0.1:80``, ``[::1]:80``, ``::1``, ``:80`` → (host, port)."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, rest[1:] if rest.startswith(":") else ""
+    if text.startswith(":"):
+        return "", text[1:]
+    if port_only and text.isdigit():
+        return "", text
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, port
+    return text, ""
+
+
+def _tproxy(r: _RuleReader) -> Expr | None:
+    r.take()
+    fam = ""
+    if r.peek() in ("ip", "ip6"):
+        fam = r.word()
+    if r.word() != "to":
+        return None
+    host, port = _split_target(r.word(), False)
+    addr = None
+    if host:
+        try:
+            addr = int(ip_address(host))
+        except ValueError:
+            raise _err(r.line, f"tproxy to `{host}': not an address") from None
+    return Tproxy(family=fam, addr=addr, addr_text=host, port=_int(port, r.line, "port") if port else 0)
+
+
+def _match(r: _RuleReader) -> Expr | None:
+    first = r.selector()
+    if first is None:
+        return None
+    fields = [first[0]]
+    mod = first[1]
+    while r.peek() == ".":
+        r.take()
+        more = r.selector()
+        if more is None:
+            return None
+        fields.append(more[0])
+    kinds = tuple(FIELDS[f][0] for f in fields)
+    mask = None
+    if r.peek() in ("and", "&"):
+        r.take()
+        mask_atom = _atom(r.word(), kinds[0], r.line)
+        if isinstance(mask_atom, str):
+            return None
+        mask = mask_atom[0]
+    nxt = r.peek()
+    if nxt == "set" and len(fields) == 1:
+        r.take()
+        return _set_stmt(r, fields[0])
+    if nxt == "vmap":
+        r.take()
+        return VerdictMap(fields=tuple(fields), value=_value(r, kinds, is_map=True), numgen_mod=mod)
+    op = "=="
+    if nxt in _OPS:
+        op = _OPS[r.word()]
+    if r.peek() is None:
+        return None
+    return Match(fields=tuple(fields), op=op, value=_value(r, kinds, is_map=False), mask=mask, numgen_mod=mod)
+
+
+def _value(r: _RuleReader, kinds: tuple[Kind, ...], *, is_map: bool) -> Elements | SetRef:
+    x = r.take()
+    if isinstance(x, list):
+        return _elements(x, kinds, is_map, r.line)
+    if x.text.startswith("@"):
+        return SetRef(name=x.text[1:])
+    if is_map:
+        raise _err(r.line, f"vmap needs `{{ … }}' or `@map', got `{x.text}'")
+    toks = [x]
+    while r.peek() == "." and len(toks) < 2 * len(kinds) - 1:
+        toks.append(r.take())  # type: ignore[arg-type]
+        toks.append(r.take())  # type: ignore[arg-type]
+    if kinds[0] in (Kind.CTSTATE, Kind.TCPFLAGS):
+        text = x.text
+        while r.peek() == ",":
+            r.take()
+            text += "," + r.word()
+        toks = [_Tok(text, x.line, "w")]
+    return Elements(items=(_element(toks, kinds, r.line),), braces=False)
+
+
+def _set_stmt(r: _RuleReader, key: str) -> Expr | None:
+    if key not in ("meta mark", "ct mark", "ct zone"):
+        return None
+    src = r.selector()
+    if src is not None:
+        if src[0] not in ("meta mark", "ct mark"):
+            return None
+        op, operand = "", 0
+        if r.peek() in _SET_OPS:
+            op = _SET_OPS[r.word()]
+            operand = _int(r.word(), r.line, "number")
+        return SetStmt(key=key, source=src[0], op=op, operand=operand)
+    value = _int(r.word(), r.line, "number")
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise _err(r.line, f"{key} set {value}: out of range")
+    return SetStmt(key=key, value=value)
+
+
+def parse_nft(text: str) -> NftRuleset:
+    """Parse ``nft list ruleset`` output or an ``nft -f`` transaction. Raises RulesetError (``line N: …``)."""
+    return _Parser(text).parse()
+
+
+__all__ = ["MAX_SET_ELEMENTS", "parse_nft"]
