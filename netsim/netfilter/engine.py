@@ -1147,7 +1147,7 @@ def _run_table(st: _State, info: BaseChain, base: _CChain, chains: Mapping[str, 
             last = resume - 1
             continue
         policy = base.policy or "ACCEPT"
-        step = Step(pass_no, hook, table, base.name, _POLICY, 0, policy, True, policy, base=info)
+        step = Step(pass_no, hook, table, base.name, _POLICY, 0, policy, True, policy, packet=st.snapshot(), base=info)
         steps.append(step)
         if policy != ACCEPT:
             st.decider = step

@@ -13,11 +13,24 @@ CONTINUE (non-terminating targets), ACCEPT (also NAT targets), DROP (also REJECT
 pinned xtables-monitor prints ``0xfffffffb``; pass ``return_verdict`` to reproduce it), JUMP:X,
 GOTO:X. PACKET lines carry IN/OUT, LOOPBACK, SRC, DST, SPORT, DPORT and MARK (when non-zero).
 
+``nft-trace``: the lines ``nft -a monitor trace`` prints, from ``trace id`` on, with the id as ``ID``::
+
+    trace id ID inet t output packet: oif "eth0" ip saddr 10.0.0.5 ip daddr 10.0.0.9 ip protocol tcp tcp …
+    trace id ID inet t output rule tcp dport 80 counter packets 0 bytes 0 jump redir # handle 2 (verdict jump redir)
+    trace id ID inet t output policy accept meta mark 0x00000007
+
+one ``packet:`` line per base chain entered (with the fields netsim models: devices, addresses, protocol,
+ports; the kernel adds header fields such as ``ip ttl``), one line per rule that matched, in nft's listing
+wording, counters 0, ``# handle N`` the input's handle (``nft -a list ruleset``) or else the rule's position,
+NAT statements as ``verdict accept``, reject as ``verdict drop``; ``policy`` lines with a non-zero mark; no
+line when a regular chain simply ends. Base chains of the iptables backends print as their tables.
+
 JSON schema (``--format json``), one object::
 
     {"packet": {family, proto, src, sport, dst, dport, origin, in_iface, out_iface, uid, gid, mark,
                 ctstate, "ct": {zone, mark, reply, dnat_to, snat_to ("ip:port" | null)}},
-     "steps": [{"pass": 0|1, "hook", "table", "chain",
+     "steps": [{"pass": 0|1, "hook", "table", "chain", "backend": "nft"|"iptables-nft", "family": "ip"|"ip6"|"inet",
+                "priority" (the base chain's; rule, policy and skipped steps),
                 "kind": "rule"|"policy"|"skipped"|"note"|"conntrack",
                 "position", "end" (skipped only), "rule" (iptables-save text), "matched", "verdict",
                 "target", "failed": {"condition", "why"} | null, "uncertain": str | null,
@@ -82,6 +95,8 @@ def render_xtables(trace: Trace, *, return_verdict: str = "RETURN", packets: boo
     """The trace as ``xtables-monitor --trace`` lines (see the module docstring)."""
     lines: list[str] = []
     for s in trace.steps:
+        if s.base is not None and s.base.backend == "nft":
+            continue  # native nftables chains: --format nft-trace
         if s.kind is Kind.TABLE:
             if packets:
                 lines.append(_packet_line(s.packet))
@@ -90,6 +105,46 @@ def render_xtables(trace: Trace, *, return_verdict: str = "RETURN", packets: boo
         elif s.kind is Kind.RULE and s.matched:
             lines.append(f"TRACE: {s.table}:{s.chain}:rule:{s.position}:{_verdict(s, return_verdict)}  {s.text}")
     return "\n".join(lines) + "\n"
+
+
+_NFT_VERDICTS = {"ACCEPT": "accept", "DROP": "drop", "RETURN": "return", "CONTINUE": "continue", "QUEUE": "queue"}
+
+
+def _nft_packet_line(snapshot: tuple[object, ...]) -> str:
+    in_iface, out_iface, _loopback, src_i, dst_i, sport, dport, _mark, proto, version = snapshot
+    conv = IPv4Address if version == 4 else IPv6Address
+    parts = []
+    if in_iface:
+        parts.append(f'iif "{in_iface}"')
+    if out_iface:
+        parts.append(f'oif "{out_iface}"')
+    l3 = "ip" if version == 4 else "ip6"
+    parts += [f"{l3} saddr {inet_ntop(conv(src_i))}", f"{l3} daddr {inet_ntop(conv(dst_i))}",
+              f"{l3} {'protocol' if version == 4 else 'nexthdr'} {proto}"]
+    if proto in ("tcp", "udp", "sctp"):
+        parts += [f"{proto} sport {sport}", f"{proto} dport {dport}"]
+    return " ".join(parts)
+
+
+def render_nft_trace(trace: Trace) -> str:
+    """The trace as ``nft -a monitor trace`` lines (see the module docstring)."""
+    lines: list[str] = []
+    for s in trace.steps:
+        b = s.base
+        if b is None or b.backend == "iptables-legacy":
+            continue  # legacy x_tables never appear in nft's trace
+        if s.kind is Kind.TABLE:
+            lines.append(f"trace id ID {b.family} {b.table} {b.chain} packet: {_nft_packet_line(s.packet)}")
+        elif s.kind is Kind.POLICY:
+            mark = s.packet[7] if s.packet else 0
+            extra = f" meta mark 0x{mark:08x}" if mark else ""
+            lines.append(f"trace id ID {b.family} {b.table} {b.chain} policy {s.verdict.lower()}{extra}")
+        elif s.kind is Kind.RULE and s.matched:
+            verdict = f"{s.verdict.lower()} {s.target}" if s.verdict in ("JUMP", "GOTO") else \
+                _NFT_VERDICTS.get(s.verdict, s.verdict.lower())
+            lines.append(f"trace id ID {b.family} {b.table} {s.chain} rule {s.text} # handle {s.position} "
+                         f"(verdict {verdict})")
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def _step_json(s: Step, trace: Trace) -> dict[str, Any]:
@@ -103,6 +158,10 @@ def _step_json(s: Step, trace: Trace) -> dict[str, Any]:
         "chain": s.chain or None,
         "kind": s.kind.value,
     }
+    if s.base is not None:
+        out.update(backend=s.base.backend, family=s.base.family)
+        if s.kind is not Kind.TABLE:
+            out["priority"] = s.base.priority
     if s.kind is Kind.RULE:
         out.update(position=s.position, rule=s.text, matched=s.matched, verdict=s.verdict or None,
                    target=s.target or None, failed=failed, uncertain=s.uncertain or None)
@@ -201,13 +260,18 @@ def render_text(trace: Trace, *, all_rules: bool = True) -> str:
     that did not match the first condition that failed and why."""
     lines = [f"Packet: {describe_packet(trace)}"]
     fam = trace.packet.family
+    # which backend wrote a base chain is said once several did (an iptables-only trace reads as before)
+    mixed = any(s.base is not None and s.base.backend != "iptables-nft" for s in trace.steps)
     hook = None
     for s in trace.steps:
         if s.hook and (s.pass_no, s.hook) != hook:
             hook = (s.pass_no, s.hook)
             lines.append(f"{s.hook}{' (after loopback re-entry)' if s.pass_no else ''}")
         if s.kind is Kind.TABLE:
-            lines.append(f"  {s.table} {s.chain}   [{_packet_line(s.packet).removeprefix('PACKET: ')}]")
+            base = s.base
+            who = f"{base.family} {s.table} {s.chain} ({base.backend}, priority {base.priority})" \
+                if mixed and base else f"{s.table} {s.chain}"
+            lines.append(f"  {who}   [{_packet_line(s.packet).removeprefix('PACKET: ')}]")
         elif s.kind is Kind.NOTE:
             lines.append(f"  · {s.text}")
         elif s.kind is Kind.CONNTRACK:
@@ -237,4 +301,4 @@ def render_text(trace: Trace, *, all_rules: bool = True) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["describe_packet", "render_json", "render_text", "render_xtables", "trace_json"]
+__all__ = ["describe_packet", "render_json", "render_nft_trace", "render_text", "render_xtables", "trace_json"]

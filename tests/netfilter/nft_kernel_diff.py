@@ -1,0 +1,205 @@
+"""The nftables kernel-differential harness: load a ruleset with ``nft -f`` into the pod namespace of
+``tests/trace/kernel_diff.py``, send probes for real, read ``nft -a monitor trace``, and compare it with
+netsim's ``--format nft-trace`` line for line.
+
+The probes are selected by a table of this harness (``inet nsim-trace``, priority -500, before everything)
+whose chains set ``meta nftrace`` on the probes' first packets; its own lines are left out. Packet lines are
+compared on the fields netsim models (devices, addresses, protocol, ports: :func:`packet_fields`); rule
+lines whole, with the kernel's handle turned into the rule's position (netsim's, as the input had none).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import subprocess
+import threading
+import time
+from dataclasses import replace
+
+from netsim.lab.verify import Probe
+from netsim.netfilter.engine import trace
+from netsim.netfilter.model import Family
+from netsim.netfilter.nft import compile_nft, parse_nft
+from netsim.netfilter.nft.model import Elements, Match, NftRuleset
+from netsim.netfilter.render_trace import render_nft_trace
+from tests.trace.kernel_diff import PEER4, PEER6, POD4, POD6, SPORT_HI, SPORT_LO, Pair, Result, _send, pod_netns, sh
+
+TRACE_TABLE = "nsim-trace"
+TRACE_RULES = f"""table inet {TRACE_TABLE} {{
+  chain pre {{ type filter hook prerouting priority -500; policy accept;
+    tcp sport {SPORT_LO}-{SPORT_HI} tcp flags & (fin|syn|rst|ack) == syn meta nftrace set 1
+    udp sport {SPORT_LO}-{SPORT_HI} meta nftrace set 1
+  }}
+  chain out {{ type filter hook output priority -500; policy accept;
+    tcp sport {SPORT_LO}-{SPORT_HI} tcp flags & (fin|syn|rst|ack) == syn meta nftrace set 1
+    udp sport {SPORT_LO}-{SPORT_HI} meta nftrace set 1
+  }}
+}}
+"""
+_EVENT = re.compile(r"^trace id ([0-9a-f]+) (\S+) (\S+) (\S+) (packet|rule|policy): (.*?)\s*$|"
+                    r"^trace id ([0-9a-f]+) (\S+) (\S+) (\S+) (rule|policy) (.*?)\s*$")
+_FIELDS = re.compile(r'\b(?:iif|oif) "[^"]*"|\bip6? [sd]addr \S+|\bip protocol \S+|\bip6 nexthdr \S+|'
+                     r"\b(?:tcp|udp|sctp) [sd]port \d+")
+_HANDLE = re.compile(r"# handle (\d+) \(verdict")
+
+
+def packet_fields(text: str) -> str:
+    """A ``packet:`` line's fields netsim models, in the kernel's order."""
+    return " ".join(_FIELDS.findall(text))
+
+
+def _ports(rs: NftRuleset) -> set[int]:
+    out: set[int] = set()
+    for m in _matches(rs):
+        if isinstance(m.value, Elements) and any(f.endswith("port") for f in m.fields):
+            for e in m.value.items:
+                for a in e:
+                    if isinstance(a, tuple):
+                        out.update({a[0], a[1]})
+    return {p for p in out if 0 < p < SPORT_LO or p > SPORT_HI}
+
+
+def _ids(rs: NftRuleset) -> set[int]:
+    return {a[0] for m in _matches(rs) if m.fields[0] in ("meta skuid", "meta skgid") and isinstance(m.value, Elements)
+            for e in m.value.items for a in e if isinstance(a, tuple)}
+
+
+def _addrs(rs: NftRuleset, rng: random.Random) -> set[str]:
+    from ipaddress import ip_address
+
+    out: set[str] = set()
+    for m in _matches(rs):
+        if m.fields[0] in ("ip saddr", "ip daddr", "ip6 saddr", "ip6 daddr") and isinstance(m.value, Elements):
+            for e in m.value.items:
+                lo, hi = e[0]  # type: ignore[misc]
+                out.add(str(ip_address(lo if lo == hi else lo + 1 + rng.randrange(max(min(hi - lo - 1, 1 << 16), 1)))))
+    return out
+
+
+def _matches(rs: NftRuleset) -> list[Match]:
+    return [e for t in rs.tables for c in t.chains for r in c.rules for e in r.exprs if isinstance(e, Match)]
+
+
+def make_nft_probes(rs: NftRuleset, family: Family, seed: str, count: int, sports: object) -> list[Probe]:
+    """Seeded probes as tests/trace/kernel_diff.make_probes makes them, from the nft ruleset's ports, ids
+    and addresses."""
+    rng = random.Random(seed)
+    v4 = family is Family.IPV4
+    pod, peer = (POD4, PEER4) if v4 else (POD6, PEER6)
+    loopbacks = ["127.0.0.1", "127.0.0.6", "127.0.0.53"] if v4 else ["::1", "::6"]
+    remote = ["10.0.0.5", "10.96.0.10", "1.1.1.1", peer] if v4 else ["fd00:abcd::5", "2001:db8::1", peer]
+    rule_addrs = sorted(a for a in _addrs(rs, rng) if (":" in a) != v4)
+    ports = sorted(_ports(rs) | {53, 80, 8080, 15001, 15006, 15008, 15053})
+    ids = sorted(_ids(rs) | {0, 1337, 1000})
+    probes: list[Probe] = []
+    for i in range(count):
+        proto = rng.choice(["tcp", "tcp", "udp"])
+        dport = rng.choice(ports) if rng.random() < 0.8 else rng.randrange(1, SPORT_LO)
+        sport = next(sports)  # type: ignore[call-overload]
+        if i % 5 in (1, 3):
+            dst = pod if rng.random() < 0.85 else rng.choice([a for a in rule_addrs if a not in loopbacks
+                                                              and not a.startswith("127.")] or [pod])
+            probes.append(Probe(proto=proto, src=peer, sport=sport, dst=dst, dport=dport, inbound=True))
+            continue
+        dst = rng.choice(loopbacks + [pod] * 2 + remote * 3 + rule_addrs)
+        local = dst in loopbacks or dst == pod or dst.startswith("127.")
+        src = rng.choice([*loopbacks[:2], pod]) if local else pod
+        probes.append(Probe(proto=proto, src=src, sport=sport, dst=dst, dport=dport, uid=rng.choice(ids),
+                            gid=rng.choice(ids)))
+    return probes
+
+
+def kernel_lines(text: str, positions: dict[tuple[str, str, str, int], int]) -> dict[int, list[str]]:
+    """``nft -a monitor trace`` output → per probe source port, its lines as netsim prints them."""
+    sport_of: dict[str, int] = {}
+    out: dict[int, list[str]] = {}
+    for raw in text.splitlines():
+        m = _EVENT.match(raw.strip())
+        if not m:
+            continue
+        g = m.groups()
+        tid, fam, table, chain, kind, rest = g[:6] if g[0] else g[6:]
+        if kind == "packet":
+            sp = re.search(r"\b(?:tcp|udp) sport (\d+)", rest)
+            if sp and SPORT_LO <= int(sp.group(1)) <= SPORT_HI:
+                sport_of[tid] = int(sp.group(1))
+            else:
+                sport_of.pop(tid, None)
+        sport = sport_of.get(tid)
+        if sport is None or table == TRACE_TABLE:
+            continue
+        head = f"trace id ID {fam} {table} {chain}"
+        if kind == "packet":
+            line = f"{head} packet: {packet_fields(rest)}"
+        elif kind == "rule":
+            h = _HANDLE.search(rest)
+            if h is not None:
+                pos = positions.get((fam, table, chain, int(h.group(1))), -1)
+                rest = rest[:h.start()] + f"# handle {pos} (verdict" + rest[h.end():]
+            line = f"{head} rule {rest}"
+        else:
+            line = f"{head} policy {rest}"
+        out.setdefault(sport, []).append(line)
+    return out
+
+
+def _positions(pod: str) -> dict[tuple[str, str, str, int], int]:
+    listing = sh("ip", "netns", "exec", pod, "nft", "-a", "list", "ruleset").stdout
+    rs = parse_nft(listing)
+    return {(t.family.value, t.name, c.name, r.handle): i for t in rs.tables for c in t.chains
+            for i, r in enumerate(c.rules, 1) if r.handle is not None}
+
+
+def run_nft_ruleset(pair: Pair, name: str, text: str, probes: list[Probe]) -> tuple[Result, int]:
+    """Load ``text`` (+ the trace table) into the pod, send ``probes`` (both families), compare kernel and
+    netsim. The probes go in one batch per namespace: nft's monitor keeps up with a few dozen packets.
+    Returns the result and how many probes the kernel traced at all (a ruleset without chains on a probe's
+    path traces nothing, on both sides)."""
+    res = Result(name, len(probes))
+    sh("ip", "netns", "exec", pair.pod, "nft", "flush", "ruleset")
+    sh("ip", "netns", "exec", pair.pod, "nft", "-f", "-", stdin=text)
+    sh("ip", "netns", "exec", pair.pod, "nft", "-f", "-", stdin=TRACE_RULES)
+    positions = _positions(pair.pod)
+    monitor = subprocess.Popen(["ip", "netns", "exec", pair.pod, "stdbuf", "-oL", "nft", "-a", "monitor", "trace"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(monitor.stdout.readline, "")),  # type: ignore[union-attr]
+                              daemon=True)
+    reader.start()
+    sentinel = Probe(proto="udp", src=POD4, sport=SPORT_HI, dst=PEER4, dport=9)
+    try:
+        deadline = time.monotonic() + 5
+        while not any(f"sport {SPORT_HI} " in ln for ln in list(lines)) and time.monotonic() < deadline:
+            _send(pair.pod, [sentinel])
+            time.sleep(0.05)
+        seen = len(lines)
+        local = [p for p in probes if not p.inbound]
+        inbound = [p for p in probes if p.inbound]
+        for ns, group in ((pair.pod, local), (pair.peer, inbound)):
+            if group:
+                _send(ns, group)
+        _send(pair.pod, [replace(sentinel, sport=SPORT_HI - 1)])
+        deadline = time.monotonic() + 5
+        while not any(f"sport {SPORT_HI - 1} " in ln for ln in lines[seen:]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        monitor.terminate()
+        monitor.wait(timeout=5)
+        reader.join(timeout=5)
+    kernel = kernel_lines("".join(lines), positions)
+    rs = parse_nft(text)
+    compiled = {f: compile_nft(rs, f) for f in Family}
+    ns = pod_netns()
+    for p in probes:
+        got = kernel.get(p.sport, [])
+        want = render_nft_trace(trace(compiled[Family(p.version)], p.packet(), ns)).splitlines()
+        want = [f"{ln.partition(' packet: ')[0]} packet: {packet_fields(ln.partition(' packet: ')[2])}"
+                if " packet: " in ln else ln for ln in want]
+        res.compared += 1
+        if got != want:
+            import difflib
+
+            diff = "\n".join(difflib.unified_diff(got, want, "kernel", "netsim", lineterm=""))
+            res.mismatches.append(f"{name} {p.describe()}:\n{diff}")
+    return res, sum(1 for p in probes if kernel.get(p.sport))
