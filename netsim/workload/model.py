@@ -31,6 +31,7 @@ from netsim.workload.identity import SidecarIdentity
 if TYPE_CHECKING:
     from netsim.capture.compiled import Compiled
     from netsim.netfilter.engine import CompiledRuleset
+    from netsim.netfilter.nft.model import NftRuleset
     from netsim.spec.pod import PodSource
     from netsim.spec.resolve import Resolution
     from netsim.spec.versions import VersionProfile
@@ -116,6 +117,9 @@ class Workload:
     base_chains: Mapping[Family, frozenset[tuple[str, str]] | None]
     sidecar: SidecarIdentity
     notes: tuple[str, ...] = ()  # what was assumed or warned while building it
+    # nftables rulesets of the same namespace (``--nft``, or the pod's rules with ``--backend nft``), traced
+    # together with ``rulesets``: every base chain in the kernel's order (netsim.netfilter.engine.combine)
+    nft: tuple[NftRuleset, ...] = ()
     # neither the manifest (status.podIPs) nor the caller gave an address: ``addresses`` is DEFAULT_POD_IP
     addresses_assumed: bool = False
     _cache: dict[Family, CompiledRuleset] = field(default_factory=dict, compare=False, repr=False)
@@ -124,7 +128,7 @@ class Workload:
 
     @classmethod
     def from_pod(cls, path: str, *, istio_version: str | None = None, pod_ips: Iterable[str] = (),
-                 text: str | None = None) -> Workload:
+                 text: str | None = None, backend: str = "iptables") -> Workload:
         """The workload of the Pod (or the pod template of the Deployment, StatefulSet, …) in ``path``.
 
         ``istio_version``: the release whose injector defaults apply (None: current); ``pod_ips``:
@@ -135,8 +139,23 @@ class Workload:
 
         profile = _profile(istio_version)
         pod = load_pod(path, text=text)
-        return cls.from_pod_source(pod, profile, profile_given=istio_version is not None,
-                                   pod_ips=parse_addresses(pod_ips))
+        w = cls.from_pod_source(pod, profile, profile_given=istio_version is not None,
+                                pod_ips=parse_addresses(pod_ips))
+        return w.with_nft_backend() if backend == "nft" else w
+
+    def with_nft_backend(self) -> Workload:
+        """The same pod captured by Istio's native nftables backend (``--native-nftables``, spec/istio-iptables.md
+        §12): its ``inet`` tables hold the rules of both families, so IPv4 and IPv6 are both traced."""
+        from netsim.capture.nft import render_nft
+        from netsim.netfilter.nft import parse_nft
+
+        res = self.resolution
+        if res is None or res.config is None or not res.capture:
+            return self
+        nft = parse_nft(render_nft(replace(res.config, native_nftables=True)))
+        empty = {f: Ruleset(f, ()) for f in Family}
+        return replace(self, rulesets=empty, base_chains=dict.fromkeys(empty, frozenset()), nft=(nft,),
+                       _cache={})
 
     @classmethod
     def from_pod_source(cls, pod: PodSource, profile: VersionProfile, *, profile_given: bool = True,
@@ -181,7 +200,7 @@ class Workload:
 
     @classmethod
     def from_rules(cls, paths: Iterable[str], *, pod_ips: Iterable[str] = (), istio_version: str | None = None,
-                   texts: Mapping[str, str] | None = None) -> Workload:
+                   texts: Mapping[str, str] | None = None, nft_paths: Iterable[str] = ()) -> Workload:
         """A workload whose rules are ``iptables-save`` (and ``ip6tables-save``) dumps, e.g. from a node.
 
         Without a manifest the app runs as uid 0 and the sidecar is Istio's default one; ``texts``
@@ -200,12 +219,27 @@ class Workload:
             except NetsimError as e:
                 raise (e if e.where == path else e.at(path)) from None
         notes: list[str] = []
+        nft = []
+        nft_paths = tuple(nft_paths)
+        if nft_paths:
+            from netsim.netfilter.nft import parse_nft, untraced
+
+            for path in nft_paths:
+                try:
+                    text = texts[path] if texts is not None and path in texts else read_text(Path(path))
+                    nft.append(parse_nft(text))
+                except NetsimError as e:
+                    raise (e if e.where == path else e.at(path)) from None
+                notes.extend(f"{path}: {u}" for u in untraced(nft[-1]))
+            for fam in Family:  # nft's inet tables see both families; an empty iptables side where none was given
+                rulesets.setdefault(fam, Ruleset(fam, ()))
         given = parse_addresses(pod_ips)
         addresses = _default_addresses(given, notes, None)
-        return cls(source=", ".join(paths), pod=None, namespace="default", addresses=addresses, app_uid=0,
-                   app_gid=0, app_ports=(), profile=profile, resolution=None, compiled=None, rulesets=rulesets,
-                   base_chains=dict.fromkeys(rulesets), sidecar=SidecarIdentity.for_rules(rulesets.values(), profile),
-                   notes=tuple(notes), addresses_assumed=not given)
+        return cls(source=", ".join((*paths, *nft_paths)), pod=None, namespace="default", addresses=addresses,
+                   app_uid=0, app_gid=0, app_ports=(), profile=profile, resolution=None, compiled=None,
+                   rulesets=rulesets, base_chains=dict.fromkeys(rulesets),
+                   sidecar=SidecarIdentity.for_rules(rulesets.values(), profile), notes=tuple(notes),
+                   addresses_assumed=not given, nft=tuple(nft))
 
     # ---- what the pod is ---------------------------------------------------------------------
 
@@ -268,7 +302,13 @@ class Workload:
             if rs is None:
                 raise SpecError(f"no IPv{family.value} rules to trace an IPv{family.value} packet through")
             base = self.base_chains.get(family)
-            crs = self._cache[family] = compile_ruleset(rs, None if base is None else set(base))
+            crs = compile_ruleset(rs, None if base is None else set(base))
+            if self.nft:
+                from netsim.netfilter.engine import combine
+                from netsim.netfilter.nft import compile_nft
+
+                crs = combine([crs, *(compile_nft(n, family) for n in self.nft)])
+            self._cache[family] = crs
         return crs
 
     def netns(self, listening: tuple[int, ...] | None = None, *, route_localnet: bool = False) -> Netns:
@@ -380,7 +420,7 @@ class Workload:
         out = []
         for fam, rs in self.rulesets.items():
             own = self.own_address(fam)
-            if own is None or not rs.tables:
+            if own is None or not (rs.tables or self.nft):
                 continue
             rows = capture_matrix(self.rules(fam), ns, self.sidecar, app_uid=self.app_uid, app_gid=self.app_gid,
                                   ports=ports, remote=ipaddress.ip_address(MATRIX_REMOTE[fam]), pod_ip=own,
