@@ -177,6 +177,8 @@ _EPILOG = (
               help="iptables-save (default; alias iptables-restore): what iptables-save prints after "
                    "loading; istio-dry-run: Istio's golden format; nft: Istio's nftables transaction "
                    "(default with --native-nftables); json: config, rules and routes.")
+@click.option("--backend", type=click.Choice(["iptables", "nft"]), default=None,
+              help="nft: Istio's native nftables backend (the same as --native-nftables).")
 @click.option("--family", type=click.Choice(["4", "6", "all"]), default="all", show_default=True,
               help="iptables-save/json: which address family to print.")
 @click.option("--ipv6", "ipv6", type=GoBool(), is_flag=False, flag_value="true", default=None, metavar="[BOOL]",
@@ -197,7 +199,7 @@ _EPILOG = (
               help="accepted for compatibility with istio-iptables; no effect")
 @_istio_options
 def compile_cmd(pod_file: str | None, pod_name: str | None, istio_version: str | None, explain: bool,
-                fmt: str | None, family: str, ipv6: str | None, pod_ips: tuple[tuple[str, ...], ...],
+                fmt: str | None, backend: str | None, family: str, ipv6: str | None, pod_ips: tuple[tuple[str, ...], ...],
                 dns_servers_v4: str | None, dns_servers_v6: str | None, cluster_dns: str | None,
                 group_file: str | None, log_output_level: str | None, **istio: str | None) -> None:
     """Print the rules Istio's sidecar capture (istio-iptables) writes into a pod.
@@ -213,6 +215,8 @@ def compile_cmd(pod_file: str | None, pod_name: str | None, istio_version: str |
       netsim compile --pod pod.yaml --explain
     """
     flags = {key.replace("_", "-"): value for key, value in istio.items() if value is not None}
+    if backend == "nft":
+        flags["native-nftables"] = "true"
     profile = profile_for(istio_version)
     pod = load_pod(pod_file, name=pod_name) if pod_file is not None else None
     if pod_name is not None and pod_file is None:
