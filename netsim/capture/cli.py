@@ -199,7 +199,8 @@ _EPILOG = (
               help="accepted for compatibility with istio-iptables; no effect")
 @_istio_options
 def compile_cmd(pod_file: str | None, pod_name: str | None, istio_version: str | None, explain: bool,
-                fmt: str | None, backend: str | None, family: str, ipv6: str | None, pod_ips: tuple[tuple[str, ...], ...],
+                fmt: str | None, backend: str | None, family: str, ipv6: str | None,
+                pod_ips: tuple[tuple[str, ...], ...],
                 dns_servers_v4: str | None, dns_servers_v6: str | None, cluster_dns: str | None,
                 group_file: str | None, log_output_level: str | None, **istio: str | None) -> None:
     """Print the rules Istio's sidecar capture (istio-iptables) writes into a pod.

@@ -343,3 +343,40 @@ def test_iptables_and_nft_chains_interleave_by_priority_and_nat_binds_once() -> 
     assert "iptables" not in render_nft_trace(t) and "trace id ID inet mine late rule" in render_nft_trace(t)
     js = render_json(t)
     assert '"backend": "nft"' in js and '"priority": 10' in js and '"family": "inet"' in js
+
+
+JSON = """{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
+{"table": {"family": "ip", "name": "kp", "handle": 1}},
+{"map": {"family": "ip", "name": "svc", "table": "kp", "type": ["ipv4_addr", "inet_proto", "inet_service"],
+  "handle": 8, "map": "verdict", "elem": [[{"concat": ["10.96.0.10", "tcp", 53]}, {"goto": {"target": "s1"}}]]}},
+{"chain": {"family": "ip", "table": "kp", "name": "s1", "handle": 1}},
+{"chain": {"family": "ip", "table": "kp", "name": "out", "handle": 4, "type": "nat", "hook": "output", "prio": -100,
+  "policy": "accept"}},
+{"rule": {"family": "ip", "table": "kp", "chain": "s1", "handle": 12, "expr": [{"match": {"op": "==",
+  "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}}, {"dnat": {"addr": "10.1.0.1", "port": 53}}]}},
+{"rule": {"family": "ip", "table": "kp", "chain": "out", "handle": 14, "expr": [{"vmap": {"key": {"concat": [
+  {"payload": {"protocol": "ip", "field": "daddr"}}, {"meta": {"key": "l4proto"}},
+  {"payload": {"protocol": "th", "field": "dport"}}]}, "data": "@svc"}}]}},
+{"rule": {"family": "ip", "table": "kp", "chain": "out", "handle": 15, "expr": [{"match": {"op": "==",
+  "left": {"&": [{"meta": {"key": "mark"}}, 16384]}, "right": 16384}}, {"counter": {"packets": 3, "bytes": 9}},
+  {"xt": {"type": "target", "name": "CT"}}, {"drop": null}]}}]}"""
+
+
+def test_json_ruleset_reads_as_its_text_and_traces() -> None:
+    from netsim.netfilter.nft.json_input import parse_nft_any
+
+    rs = parse_nft_any(JSON)
+    assert rs.has_handles
+    assert [(r.handle, rule_text(r)) for c in rs.tables[0].chains for r in c.rules] == [
+        (12, "meta l4proto tcp dnat to 10.1.0.1:53"),
+        (14, "ip daddr . meta l4proto . th dport vmap @svc"),
+        (15, "meta mark & 0x00004000 == 0x00004000 counter packets 0 bytes 0 xt drop"),
+    ]
+    t = trace(compile_nft(rs, Family.IPV4), local("10.96.0.10", 53), NS)
+    assert (str(t.dst.addr), t.dst.port) == ("10.1.0.1", 53)
+    assert "trace id ID ip kp s1 rule meta l4proto tcp dnat to 10.1.0.1:53 # handle 12 (verdict accept)" in \
+        render_nft_trace(t)
+    t = trace(compile_nft(rs, Family.IPV4), local("10.96.0.10", 54, mark=0x4000), NS)
+    assert t.outcome is Outcome.DROPPED and any("xt" in u for u in t.uncertain)
+    with pytest.raises(RulesetError, match="not an nft -j ruleset"):
+        parse_nft_any('{"tables": []}')

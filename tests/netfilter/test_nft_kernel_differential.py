@@ -20,7 +20,7 @@ from conftest import CONFORMANCE, require_root
 from nft_kernel_diff import make_nft_probes, run_nft_ruleset
 
 from netsim.netfilter.model import Family
-from netsim.netfilter.nft import parse_nft
+from netsim.netfilter.nft import NftRuleset, parse_nft
 from tests.trace.kernel_diff import SPORT_LO, Pair, namespaces
 
 pytestmark = pytest.mark.root
@@ -65,3 +65,33 @@ def test_nft_monitor_trace_equals_netsim(pair: Pair, name: str, path: Path) -> N
     assert not result.mismatches, "\n\n".join(result.mismatches)
     assert result.compared == result.probes
     assert traced >= len(probes) // 2, "the kernel traced too few probes: the monitor missed them"
+
+
+@pytest.mark.parametrize(("name", "path"), _CASES, ids=[c[0] for c in _CASES])
+def test_listing_text_and_json_read_back_as_the_kernel_lists_them(pair: Pair, name: str, path: Path) -> None:
+    """Each rule of the golden as netsim prints it is the line ``nft -a list ruleset`` prints; the ``nft -j``
+    listing reads back to the same rules, positions and handles."""
+    import re
+
+    from netsim.netfilter.nft import rule_text
+    from netsim.netfilter.nft.json_input import parse_nft_json
+    from tests.trace.kernel_diff import sh
+
+    if not _loads(path):
+        pytest.skip(f"{path.name}: nft -f does not load it on its own")
+    sh("ip", "netns", "exec", pair.pod, "nft", "flush", "ruleset")
+    sh("ip", "netns", "exec", pair.pod, "nft", "-f", str(path))
+    listing = sh("ip", "netns", "exec", pair.pod, "nft", "-a", "list", "ruleset").stdout
+    kernel = [re.sub(r" # handle \d+$", "", ln.strip()).replace(re.search(r"packets \d+ bytes \d+", ln).group(0)
+                                                                 if "packets" in ln else "\0", "packets 0 bytes 0")
+              for ln in listing.splitlines() if re.search(r"# handle \d+$", ln)
+              and not re.match(r"\s*(table|chain|set|map) ", ln)]
+    mine = [rule_text(r) for t in parse_nft(path.read_text()).tables for c in t.chains for r in c.rules]
+    assert sorted(mine) == sorted(kernel)  # tables and chains are listed in the kernel's order
+    text = parse_nft(listing)
+    js = parse_nft_json(sh("ip", "netns", "exec", pair.pod, "nft", "-j", "-a", "list", "ruleset").stdout)
+    def rows(rs: NftRuleset) -> list[tuple[object, ...]]:
+        return [(t.name, c.name, c.priority, r.handle, rule_text(r)) for t in rs.tables for c in t.chains
+                for r in c.rules]
+
+    assert rows(js) == rows(text)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
 from netsim.netfilter.model import Family
+from netsim.netfilter.render import inet_ntop
 
 
 class NftFamily(enum.Enum):
@@ -286,7 +287,7 @@ class NftRuleset:
 
 
 def _addr(kind: Kind, value: int) -> str:
-    return str(IPv4Address(value)) if kind is Kind.IPV4 else str(IPv6Address(value))
+    return inet_ntop(IPv4Address(value) if kind is Kind.IPV4 else IPv6Address(value))
 
 
 def atom_text(kind: Kind, atom: Atom) -> str:
@@ -358,7 +359,7 @@ def expr_text(e: Expr) -> str:
         sel = _selector(e.fields, e.numgen_mod)
         if e.mask is not None:
             sel += f" & {atom_text(kinds[0], (e.mask, e.mask))}" if kinds[0] is Kind.MARK else f" & {e.mask:#x}"
-        op = "" if e.op == "==" else f"{e.op} "
+        op = "" if e.op == "==" and e.mask is None else f"{e.op} "
         return f"{sel} {op}{_value_text(kinds, e.value)}"
     if isinstance(e, VerdictMap):
         return f"{_selector(e.fields, e.numgen_mod)} vmap {_value_text(_kinds(e.fields), e.value)}"

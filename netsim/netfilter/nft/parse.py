@@ -46,6 +46,7 @@ from netsim.netfilter.nft.model import (
     Verdict,
     VerdictMap,
 )
+from netsim.netfilter.render import inet_ntop
 
 _TOKEN = re.compile(r'[ \t\r]+|(#[^\n]*)|("(?:[^"\\\n]|\\.)*")|(\n)|([{}();,])|([^ \t\r\n{}();,"#]+)')
 _HANDLE = re.compile(r"#\s*handle\s+(\d+)\s*$")
@@ -830,7 +831,7 @@ def _nat(r: _RuleReader) -> Expr | None:
                 raise _err(r.line, f"{kind} to `{target}': not an address") from None
             if a.version != want:
                 raise _err(r.line, f"{kind} to `{target}': not an address")
-            addr, addr_text = int(a), host
+            addr, addr_text = int(a), "-".join(inet_ntop(ip_address(x)) for x in host.split("-"))
         if port:
             ports = _range(port, r.line, "port")
     flags: list[str] = []
@@ -870,6 +871,7 @@ def _tproxy(r: _RuleReader) -> Expr | None:
             addr = int(ip_address(host))
         except ValueError:
             raise _err(r.line, f"tproxy to `{host}': not an address") from None
+        host = inet_ntop(ip_address(host))
     return Tproxy(family=fam, addr=addr, addr_text=host, port=_int(port, r.line, "port") if port else 0)
 
 
