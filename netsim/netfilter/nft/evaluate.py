@@ -62,6 +62,7 @@ from netsim.netfilter.nft.model import (
     Atom,
     Element,
     Elements,
+    Expr,
     Kind,
     Match,
     Nat,
@@ -132,25 +133,28 @@ def _fib(addr: str) -> _Getter:
     return get
 
 
+_GETTERS: dict[str, _Getter] = {
+    "ip saddr": lambda st: st.src, "ip daddr": lambda st: st.dst,
+    "ip6 saddr": lambda st: st.src, "ip6 daddr": lambda st: st.dst,
+    "ip protocol": _l4, "ip6 nexthdr": _l4, "meta l4proto": _l4,
+    "meta nfproto": lambda st: 10 if st.v6 else 2,
+    "meta mark": lambda st: st.mark,
+    "meta skuid": _owner("uid"), "meta skgid": _owner("gid"),
+    "iifname": lambda st: st.in_iface or "", "oifname": lambda st: st.out_iface or "",
+    "ct state": _ct_state,
+    "ct mark": lambda st: st.ctmark if _tracked(st) else None,
+    "ct zone": lambda st: st.zone if st.ct_attached else None,
+    "fib daddr type": _fib("daddr"), "fib saddr type": _fib("saddr"),
+    "tcp flags": _flags,
+    "numgen": lambda st: 0,
+}
+
+
 def _getter(name: str) -> _Getter:
     """The field's value for the walker's packet, None where the kernel's expression breaks the rule."""
-    getters: dict[str, _Getter] = {
-        "ip saddr": lambda st: st.src, "ip daddr": lambda st: st.dst,
-        "ip6 saddr": lambda st: st.src, "ip6 daddr": lambda st: st.dst,
-        "ip protocol": _l4, "ip6 nexthdr": _l4, "meta l4proto": _l4,
-        "meta nfproto": lambda st: 10 if st.v6 else 2,
-        "meta mark": lambda st: st.mark,
-        "meta skuid": _owner("uid"), "meta skgid": _owner("gid"),
-        "iifname": lambda st: st.in_iface or "", "oifname": lambda st: st.out_iface or "",
-        "ct state": _ct_state,
-        "ct mark": lambda st: st.ctmark if _tracked(st) else None,
-        "ct zone": lambda st: st.zone if st.ct_attached else None,
-        "fib daddr type": _fib("daddr"), "fib saddr type": _fib("saddr"),
-        "tcp flags": _flags,
-        "numgen": lambda st: 0,
-    }
-    if name in getters:
-        return getters[name]
+    get = _GETTERS.get(name)
+    if get is not None:
+        return get
     if name.endswith("sport"):
         return lambda st: st.sport
     return lambda st: st.dport
@@ -191,6 +195,34 @@ def _element_test(kinds: tuple[Kind, ...], e: Element) -> Callable[[Any], bool]:
         return all(t(x) for t, x in zip(tests, v if isinstance(v, tuple) else (v,), strict=True))
 
     return test
+
+
+class _LazyCheck(_Check):
+    """A check whose label (the expression's listing text) is rendered when a trace first shows it."""
+
+    __slots__ = ("expr",)
+
+    def __init__(self, fn: Callable[..., bool | None], expr: Expr, attr: str) -> None:
+        self.fn = fn  # the base class's label slot is shadowed by the property below
+        self.attr = attr
+        self.expr = expr
+
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        return expr_text(self.expr)
+
+
+class _NftCRule(_CRule):
+    """A compiled nft rule: its text is nft's listing of it, rendered when a trace first shows it."""
+
+    __slots__ = ("nft_rule",)
+    nft_rule: Rule
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = rule_text(self.nft_rule)
+        return self._text
 
 
 class _Lookup:
@@ -268,7 +300,6 @@ def _match_check(m: Match, table: Table) -> _Check:
     kinds = tuple(FIELDS[f][0] for f in m.fields)
     get = _value_getter(m.fields)
     mask = m.mask
-    label = expr_text(m)
     attr = _ATTR.get(m.fields[0], "other") if len(m.fields) == 1 else "other"
     neg = m.op == "!="
     elements = _resolve(m.value, table)
@@ -299,7 +330,7 @@ def _match_check(m: Match, table: Table) -> _Check:
             v &= mask
         return test(v) != neg
 
-    return _Check(check, label, attr)
+    return _LazyCheck(check, m, attr)
 
 
 def _tproxy_check(t: Tproxy) -> _Check:
@@ -340,7 +371,7 @@ def _vmap_check(vm: VerdictMap, table: Table) -> _Check:
         st.picked = _VERDICT_OF[verdict.kind]
         return True
 
-    return _Check(check, expr_text(vm), "other")
+    return _LazyCheck(check, vm, "other")
 
 
 def _set_action(s: SetStmt) -> _Action:
@@ -399,7 +430,8 @@ def _picked(st: _State) -> str:
     return str(st.picked)
 
 
-def _compile_rule(rule: Rule, position: int, chain: str, table: Table, unknown: list[str]) -> _CRule:
+def _compile_rule(rule: Rule, position: int, chain: str, table: Table, unknown: list[str],
+                  memo: dict[Match, _Check]) -> _CRule:
     checks: list[_Check] = []
     acts: list[_Action] = []
     seen: set[str] = set()
@@ -408,7 +440,10 @@ def _compile_rule(rule: Rule, position: int, chain: str, table: Table, unknown: 
     for e in rule.exprs:
         if isinstance(e, Match):
             checks += _deps(e.fields, seen)
-            checks.append(_match_check(e, table))
+            chk = memo.get(e)
+            if chk is None:
+                chk = memo[e] = _match_check(e, table)
+            checks.append(chk)
             if "numgen" in e.fields:
                 uncertain = uncertain or f"{expr_text(e)}: a random number; this trace assumes it drew 0"
         elif isinstance(e, VerdictMap):
@@ -453,7 +488,9 @@ def _compile_rule(rule: Rule, position: int, chain: str, table: Table, unknown: 
                     return v
             return v
 
-    return _CRule(None, position, chain, tuple(checks), kind, act, target, None, uncertain, rule_text(rule))
+    cr = _NftCRule(None, position, chain, tuple(checks), kind, act, target, None, uncertain)
+    cr.nft_rule = rule
+    return cr
 
 
 def compile_nft(ruleset: NftRuleset, family: Family, *, start: int = 0) -> CompiledRuleset:
@@ -466,10 +503,11 @@ def compile_nft(ruleset: NftRuleset, family: Family, *, start: int = 0) -> Compi
     for table in ruleset.tables:
         if not table.family.sees(family):
             continue
+        memo: dict[Match, _Check] = {}  # equal matches of one table share their check (sets are per table)
         chains: dict[str, _CChain] = {}
         for chain in table.chains:
             crules = [_compile_rule(r, r.handle if ruleset.has_handles and r.handle is not None else i, chain.name,
-                                    table, unknown)
+                                    table, unknown, memo)
                       for i, r in enumerate(chain.rules, 1)]
             chains[chain.name] = _CChain(chain.name, chain.policy.upper() if chain.base else None, crules, chain.base)
         tables[f"{table.family.value} {table.name}"] = chains
