@@ -110,7 +110,9 @@ def render_xtables(trace: Trace, *, return_verdict: str = "RETURN", packets: boo
 _NFT_VERDICTS = {"ACCEPT": "accept", "DROP": "drop", "RETURN": "return", "CONTINUE": "continue", "QUEUE": "queue"}
 
 
-def _nft_packet_line(snapshot: tuple[object, ...]) -> str:
+def _nft_packet_line(snapshot: tuple[object, ...], family: str) -> str:
+    """nft's packet line: in an ip/ip6 table the transport header implies the protocol, which nft's
+    dependency elimination then leaves out (an inet table prints it)."""
     in_iface, out_iface, _loopback, src_i, dst_i, sport, dport, _mark, proto, version = snapshot
     conv = IPv4Address if version == 4 else IPv6Address
     parts = []
@@ -119,9 +121,11 @@ def _nft_packet_line(snapshot: tuple[object, ...]) -> str:
     if out_iface:
         parts.append(f'oif "{out_iface}"')
     l3 = "ip" if version == 4 else "ip6"
-    parts += [f"{l3} saddr {inet_ntop(conv(src_i))}", f"{l3} daddr {inet_ntop(conv(dst_i))}",
-              f"{l3} {'protocol' if version == 4 else 'nexthdr'} {proto}"]
-    if proto in ("tcp", "udp", "sctp"):
+    parts += [f"{l3} saddr {inet_ntop(conv(src_i))}", f"{l3} daddr {inet_ntop(conv(dst_i))}"]
+    l4 = proto in ("tcp", "udp", "sctp")
+    if family == "inet" or not l4:
+        parts.append(f"{l3} {'protocol' if version == 4 else 'nexthdr'} {proto}")
+    if l4:
         parts += [f"{proto} sport {sport}", f"{proto} dport {dport}"]
     return " ".join(parts)
 
@@ -134,7 +138,7 @@ def render_nft_trace(trace: Trace) -> str:
         if b is None or b.backend == "iptables-legacy":
             continue  # legacy x_tables never appear in nft's trace
         if s.kind is Kind.TABLE:
-            lines.append(f"trace id ID {b.family} {b.table} {b.chain} packet: {_nft_packet_line(s.packet)}")
+            lines.append(f"trace id ID {b.family} {b.table} {b.chain} packet: {_nft_packet_line(s.packet, b.family)}")
         elif s.kind is Kind.POLICY:
             mark = s.packet[7] if s.packet else 0
             extra = f" meta mark 0x{mark:08x}" if mark else ""

@@ -95,3 +95,40 @@ def test_listing_text_and_json_read_back_as_the_kernel_lists_them(pair: Pair, na
                 for r in c.rules]
 
     assert rows(js) == rows(text)
+
+
+# A mixed namespace: iptables-nft tables restored first, then native nft chains. Istio's two backends at once
+# (their nat chains tie at -100: the iptables one, registered first, runs first and its binding skips the nft
+# one), and a neutral nft table with chains between and after the iptables tables.
+MIXED_NFT = """table ip between {
+  chain out { type filter hook output priority -120; policy accept;
+    tcp dport 80 meta mark set 0x7 counter
+  }
+  chain natout { type nat hook output priority -90; policy accept;
+    tcp dport 8081 dnat to 10.0.0.7:80
+    tcp dport 15001 counter
+  }
+  chain late { type filter hook output priority 10; policy accept;
+    tcp dport 9999 counter drop
+    meta mark 0x7 counter
+  }
+  chain pre { type filter hook prerouting priority -160; policy accept;
+    tcp dport 8080 counter
+  }
+}
+"""
+_MIXED = [("ipnets+tproxy", "ipnets.v4.iptables-save", GOLDENS / "tproxy.nftables.golden"),
+          ("ipnets+neutral", "ipnets.v4.iptables-save", None)]
+
+
+@pytest.mark.parametrize(("name", "dump", "nft"), _MIXED, ids=[c[0] for c in _MIXED])
+def test_mixed_namespace_nft_chains_equal_the_kernels(pair: Pair, name: str, dump: str, nft: Path | None) -> None:
+    ipt = (GOLDENS / "kernel" / dump).read_text()
+    text = nft.read_text() if nft is not None else MIXED_NFT
+    rs = parse_nft(text)
+    probes = make_nft_probes(rs, Family.IPV4, name, 2 * PROBES, _SPORTS)
+    result, traced = run_nft_ruleset(pair, name, text, probes, iptables=ipt)
+    print(f"{name}: {result.compared}/{result.probes} probes compared ({traced} traced by the kernel), "
+          f"{len(result.mismatches)} mismatches")
+    assert not result.mismatches, "\n\n".join(result.mismatches)
+    assert traced >= len(probes) // 2
