@@ -42,6 +42,8 @@ class _MeshRequest:
     sni: str | None
 
 
+# formats that print the kernel's own trace lines
+_KERNEL_FORMATS = ("xtables-trace", "nft-trace")
 # the options that only mean something to the sidecar's hop (--config)
 _MESH_ONLY = ("--mesh-config", "--send", "--host", "--path", "--sni", "--keep-going")
 
@@ -79,6 +81,11 @@ def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str 
                                       "(--config) apply (default: current).")
 @click.option("--rules", "rules_files", multiple=True, type=click.Path(dir_okay=False),
               help="iptables-save (and ip6tables-save) output to trace through instead of --pod.")
+@click.option("--nft", "nft_files", multiple=True, type=click.Path(dir_okay=False),
+              help="nft list ruleset output (text or -j JSON) or an nft -f file, instead of --pod; with --rules, "
+                   "one namespace holding both (base chains run in priority order).")
+@click.option("--backend", type=click.Choice(["iptables", "nft"]), default=None,
+              help="With --pod: the capture backend (nft: Istio's native nftables rules, --native-nftables).")
 @click.option("--proto", type=click.Choice(["tcp", "udp", "icmp"]), default="tcp", show_default=True)
 @click.option("--src", type=EndpointType(), help="Source IP[:PORT] of a locally generated packet.")
 @click.option("--dst", type=EndpointType(), help="Destination IP:PORT.")
@@ -89,8 +96,9 @@ def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str 
 @click.option("--pod-ip", "pod_ips", multiple=True, help="The pod's addresses (comma list or repeated).")
 @click.option("--listening", type=PortListType(), help="Ports with a listening socket; empty means none.")
 @click.option("--pcap", type=click.Path(dir_okay=False), help="Trace every IP packet of this capture file.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "xtables-trace"]), default="text",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "xtables-trace", "nft-trace"]), default="text",
+              show_default=True, help="xtables-trace: xtables-monitor --trace lines of the iptables chains; "
+                                      "nft-trace: nft monitor trace lines of the nftables chains.")
 @click.option("--matrix", is_flag=True, help="Print the capture matrix instead of one trace.")
 @config_option(help="Kubernetes/Istio objects (files or directories, several after one flag or the flag "
                     "repeated): continue a connection captured on 15001/15006 through the sidecar's listener, "
@@ -119,7 +127,8 @@ def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str 
                                                      "source that nat sends off the host is not dropped.")
 @click.option("--expect", type=click.Choice(EXPECTABLE),
               help="Exit 0 when the verdict is this (captured: any captured-*), 1 when not; for scripts and CI.")
-def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tuple[str, ...], proto: str,
+def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tuple[str, ...],
+              nft_files: tuple[str, ...], backend: str | None, proto: str,
               src: tuple[Address, int | None] | None, dst: tuple[Address, int | None] | None,
               from_: tuple[Address, int | None] | None, uid: int | None, gid: int | None, in_iface: str,
               pod_ips: tuple[str, ...], listening: tuple[int, ...] | None, pcap: str | None, fmt: str,
@@ -141,8 +150,8 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
     if mesh_only and not configs:
         raise SpecError(f"{', '.join(mesh_only)} describe{'s' if len(mesh_only) == 1 else ''} the sidecar's hop: "
                         "give the mesh objects with --config PATH")
-    if configs and (matrix or pcap or fmt == "xtables-trace"):
-        what = "--matrix" if matrix else "--pcap" if pcap else "--format xtables-trace"
+    if configs and (matrix or pcap or fmt in _KERNEL_FORMATS):
+        what = "--matrix" if matrix else "--pcap" if pcap else f"--format {fmt}"
         raise SpecError(f"--config continues one trace in text or JSON; it does not apply to {what}")
     if expect is not None and (matrix or pcap):
         what = "--matrix" if matrix else "--pcap"
@@ -156,12 +165,15 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
     ct.check(matrix=matrix, pcap=pcap, configs=configs)
     from netsim.workload.model import Workload
 
-    if bool(pod_file) == bool(rules_files):
-        raise SpecError("give exactly one of --pod FILE or --rules FILE")
+    if bool(pod_file) == bool(rules_files or nft_files):
+        raise SpecError("give exactly one of --pod FILE or --rules/--nft FILE")
+    if backend is not None and not pod_file:
+        raise SpecError("--backend chooses how --pod's rules are written: give --pod FILE (--rules and --nft "
+                        "name their backend themselves)")
     if pod_file:
-        w = Workload.from_pod(pod_file, istio_version=istio_version, pod_ips=pod_ips)
+        w = Workload.from_pod(pod_file, istio_version=istio_version, pod_ips=pod_ips, backend=backend or "iptables")
     else:
-        w = Workload.from_rules(rules_files, pod_ips=pod_ips, istio_version=istio_version)
+        w = Workload.from_rules(rules_files, pod_ips=pod_ips, istio_version=istio_version, nft_paths=nft_files)
     s = _Session(w, w.netns(listening, route_localnet=route_localnet), [*w.notes, *w.assumptions(listening)])
     if matrix:
         _matrix(s, fmt)
@@ -291,7 +303,7 @@ def _follow_up(s: _Session, packet: Packet, who: str, fmt: str, ct: _CtRequest, 
                                "notes": s.notes}, indent=2))
         return first.decision
     parts = [("first packet", first)] + ([(label2, second)] if second is not None else [])
-    if fmt == "xtables-trace":
+    if fmt in _KERNEL_FORMATS:
         for name, f in parts:
             click.echo(f"# {name}")
             _echo_hops(f, fmt)
@@ -359,7 +371,7 @@ def _trace_one(s: _Session, packet: Packet, who: str, fmt: str, mesh: _MeshReque
                 "conflicts": list(mesh.index.conflicts)}
         click.echo(json.dumps(out, indent=2))
         return f.decision
-    if fmt == "xtables-trace":
+    if fmt in _KERNEL_FORMATS:
         _echo_hops(f, fmt)
         return f.decision
     for note in s.notes:
@@ -376,15 +388,15 @@ def _hops_json(f: Followed) -> list[dict[str, Any]]:
 
 
 def _echo_hops(f: Followed, fmt: str, envoy_after: list[str] | None = None) -> None:
-    """Each hop's trace: ``xtables-trace`` lines (with a ``# hop N: who`` line when there are several), or
-    text under ``== Hop N: who``; ``envoy_after``: the Envoy block, printed after the hop it decides."""
-    from netsim.netfilter.render_trace import render_text, render_xtables
+    """Each hop's trace: ``xtables-trace`` or ``nft-trace`` lines (with a ``# hop N: who`` line when there are
+    several), or text under ``== Hop N: who``; ``envoy_after``: the Envoy block, printed after the hop it decides."""
+    from netsim.netfilter.render_trace import render_nft_trace, render_text, render_xtables
 
     for i, h in enumerate(f.hops):
-        if fmt == "xtables-trace":
+        if fmt in _KERNEL_FORMATS:
             if len(f.hops) > 1:
                 click.echo(f"# hop {i + 1}: {h.who}")
-            click.echo(render_xtables(h.trace), nl=False)
+            click.echo((render_xtables if fmt == "xtables-trace" else render_nft_trace)(h.trace), nl=False)
         else:
             click.echo(f"== Hop {i + 1}: {h.who}")
             click.echo(render_text(h.trace))

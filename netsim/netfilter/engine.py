@@ -1213,8 +1213,14 @@ def _hook(crs: CompiledRuleset, st: _State, hook: str) -> str:
                     st.nat_dst_done = True
                 else:
                     st.nat_src_done = True
-            if nat_done or (st.dnat if dst_manip else st.snat):
-                continue  # decided before this hook, or an earlier nat chain bound the connection
+            if nat_done:
+                continue  # decided before this hook
+            if st.dnat if dst_manip else st.snat:
+                # nf_nat_inet_fn stops at the first nat chain that sets up the binding (§1.3)
+                _note(st, hook, f"{info.family} {info.table} {info.chain} ({info.backend} nat, priority "
+                                f"{info.priority}) not consulted: an earlier nat chain of this hook bound the "
+                                "connection")
+                continue
         elif st.bound and dst_manip and info.priority > PRI_NAT_DST:
             _apply_binding(st, hook, dst_manip)  # no nat chain here: the manip still runs at NAT_DST
         dst_before = st.dst

@@ -82,12 +82,22 @@ def _delivered_port(t: Trace) -> int | None:
 
 _CAPTURE_TARGETS = ("REDIRECT", "TPROXY", "DNAT")
 # Istio's chains that hold nothing but the capture itself (a jump to one of them is a capture rule)
-_CAPTURE_CHAINS = ("ISTIO_IN_REDIRECT", "ISTIO_REDIRECT", "ISTIO_TPROXY", "ISTIO_DIVERT")
+_CAPTURE_CHAINS = ("ISTIO_IN_REDIRECT", "ISTIO_REDIRECT", "ISTIO_TPROXY", "ISTIO_DIVERT",
+                   "istio-in-redirect", "istio-redirect", "istio-tproxy", "istio-divert")  # the nftables backend's
+_NFT_CAPTURE = {"redirect": "REDIRECT", "dnat": "DNAT", "tproxy": "TPROXY"}
 
 
 def _jump(step: Step) -> str:
-    """The target a rule's text names (``-j X`` or ``-g X``), "" for none."""
+    """The target a rule's text names (``-j X`` or ``-g X``; nft's ``jump X``, ``goto X``, or its ``redirect``,
+    ``dnat``, ``tproxy`` statement as the iptables target's name), "" for none."""
     tokens = step.text.split()
+    if step.base is not None and step.base.backend == "nft":
+        for i, word in enumerate(tokens):
+            if word in _NFT_CAPTURE:
+                return _NFT_CAPTURE[word]
+            if word in ("jump", "goto") and i + 1 < len(tokens):
+                return tokens[i + 1]
+        return ""
     for flag in ("-j", "--jump", "-g", "--goto"):
         if flag in tokens[:-1]:
             return tokens[tokens.index(flag) + 1]
@@ -107,10 +117,19 @@ def _how(t: Trace, port: int, sidecar: SidecarIdentity) -> tuple[DecidedBy | Non
             "addressed to it")
 
 
+def _role(step: Step) -> str:
+    """The iptables table a step's chain plays the part of: nft's nat-type chains are "nat", its chains at the
+    mangle priority "mangle" (Istio's nftables backend keeps the iptables layout, spec/istio-iptables.md §12)."""
+    b = step.base
+    if b is None or b.backend != "nft":
+        return step.table
+    return "nat" if b.nat else "mangle" if b.priority == -150 else step.table
+
+
 def _capture_steps(t: Trace) -> list[Step]:
     """The capture tables' own steps (first pass): nat, and mangle where TPROXY captures."""
-    nat = [s for s in t.steps if s.table == "nat" and s.pass_no == 0 and s.kind in (Kind.RULE, Kind.POLICY)]
-    mangle = [s for s in t.steps if s.table == "mangle" and s.pass_no == 0 and s.kind in (Kind.RULE, Kind.POLICY)]
+    nat = [s for s in t.steps if _role(s) == "nat" and s.pass_no == 0 and s.kind in (Kind.RULE, Kind.POLICY)]
+    mangle = [s for s in t.steps if _role(s) == "mangle" and s.pass_no == 0 and s.kind in (Kind.RULE, Kind.POLICY)]
     return nat + mangle
 
 
@@ -118,12 +137,12 @@ def _bypass(t: Trace) -> tuple[DecidedBy | None, str, str]:
     """The rule that let the packet bypass capture (a RETURN in the capture chains), or why none did."""
     steps = _capture_steps(t)
     for table in ("nat", "mangle"):
-        returns = [s for s in steps if s.table == table and s.kind is Kind.RULE and s.matched
+        returns = [s for s in steps if _role(s) == table and s.kind is Kind.RULE and s.matched
                    and s.verdict == "RETURN"]
         if returns:
             r = DecidedBy.of(returns[-1])
             return r, f"{r.ref} returned it before any capture rule", "rule"
-    if not any(s.table == "nat" for s in steps):
+    if not any(_role(s) == "nat" for s in steps):
         ct = t.packet.ct
         if t.ctstate in ("UNTRACKED", "INVALID"):
             return None, f"the packet is {t.ctstate}: without a conntrack entry nat never sees it", "conntrack"

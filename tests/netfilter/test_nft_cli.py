@@ -1,0 +1,90 @@
+"""``netsim trace --nft``, ``--backend nft`` and ``--format nft-trace``; ``netsim compile --backend nft``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+from conftest import CONFORMANCE, REPO
+
+from netsim.capture.cli import compile_cmd
+from netsim.commands.trace import trace_cmd
+from tests.dns.dns_helpers import run_main
+
+TPROXY_NFT = CONFORMANCE / "istio-iptables" / "tproxy.nftables.golden"
+IPNETS_V4 = CONFORMANCE / "istio-iptables" / "kernel" / "ipnets.v4.iptables-save"
+POD = REPO / "rules" / "mtls-503" / "pod.yaml"
+
+
+def run(cmd: object, *args: str) -> tuple[int, str]:
+    r = CliRunner().invoke(cmd, list(args))  # type: ignore[arg-type]
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    return r.exit_code, r.output
+
+
+def test_trace_nft_file_in_nft_monitor_trace_lines() -> None:
+    code, out = run(trace_cmd, "--nft", str(TPROXY_NFT), "--dst", "9.9.1.1:80", "--uid", "1000",
+                    "--format", "nft-trace")
+    assert code == 0
+    lines = out.splitlines()
+    assert "trace id ID inet istio-proxy-nat istio-redirect rule meta l4proto tcp counter packets 0 bytes 0 " \
+           "redirect to :15001 # handle 1 (verdict accept)" in lines
+    assert lines[:2] == ["# hop 1: app (uid 1000, gid 1000)", lines[1]]
+    assert lines[1].startswith('trace id ID inet istio-proxy-raw output packet: oif "eth0" ip saddr ')
+    assert "# hop 2: sidecar (uid 1337, gid 1337)" in lines
+
+
+def test_trace_nft_text_names_backend_priority_and_captures() -> None:
+    code, out = run(trace_cmd, "--nft", str(TPROXY_NFT), "--dst", "9.9.1.1:80", "--uid", "1000")
+    assert code == 0
+    assert "inet istio-proxy-nat output (nft, priority -100)" in out
+    assert "Captured by the sidecar's outbound listener 15001" in out
+
+
+def test_trace_json_steps_carry_backend_family_table_chain_priority() -> None:
+    code, out = run(trace_cmd, "--nft", str(TPROXY_NFT), "--rules", str(IPNETS_V4), "--dst", "9.9.1.1:80",
+                    "--uid", "1000", "--format", "json")
+    assert code == 0
+    steps = json.loads(out)["hops"][0]["steps"]
+    bases = {(s["backend"], s["family"], s["table"], s["priority"]) for s in steps if "backend" in s}
+    assert ("nft", "inet", "istio-proxy-nat", -100) in bases and ("iptables-nft", "ip", "nat", -100) in bases
+
+
+def test_both_backends_one_namespace_first_nat_binding_wins() -> None:
+    # the iptables-nft nat OUTPUT chain and the nft nat output chain both sit at -100; iptables' came first
+    code, out = run(trace_cmd, "--rules", str(IPNETS_V4), "--nft", str(TPROXY_NFT), "--dst", "9.9.1.1:80",
+                    "--uid", "1000")
+    assert code == 0
+    nat_tables = [ln.strip() for ln in out.splitlines() if " (iptables-nft, priority -100)" in ln
+                  or " (nft, priority -100)" in ln]
+    assert nat_tables and nat_tables[0].startswith("ip nat OUTPUT")
+
+
+def test_trace_pod_with_the_nft_backend() -> None:
+    code, out = run(trace_cmd, "--pod", str(POD), "--backend", "nft", "--dst", "10.0.0.9:80", "--uid", "1000",
+                    "--format", "nft-trace")
+    assert code == 0
+    assert "istio-proxy-nat istio-redirect rule meta l4proto tcp counter packets 0 bytes 0 redirect to :15001" in out
+    code, out = run(trace_cmd, "--pod", str(POD), "--backend", "iptables", "--dst", "10.0.0.9:80", "--uid", "1000",
+                    "--format", "nft-trace")
+    assert code == 0 and "istio-proxy-nat" not in out
+
+
+def test_compile_backend_nft_is_native_nftables() -> None:
+    a = run(compile_cmd, "--pod", str(POD), "--backend", "nft")
+    b = run(compile_cmd, "--pod", str(POD), "--native-nftables")
+    assert a == b and a[0] == 0 and a[1].startswith("add table inet istio-proxy-nat")
+
+
+def test_bad_nft_file_is_one_error_line_with_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.nft"
+    bad.write_text("table inet t {\n chain c {\n  ip daddr 10.0.0.300 accept\n }\n}\n")
+    r = run_main("trace", "--nft", str(bad), "--dst", "10.0.0.9:80")
+    assert r.exit_code == 2
+    assert r.stderr == f"Error: {bad}: line 3: `10.0.0.300' is not an IPv4 address, prefix or range\n"
+
+
+def test_backend_without_pod_is_an_error() -> None:
+    r = run_main("trace", "--nft", str(TPROXY_NFT), "--backend", "nft", "--dst", "10.0.0.9:80")
+    assert r.exit_code == 2 and r.stderr.startswith("Error: --backend") and len(r.stderr.splitlines()) == 1
