@@ -18,10 +18,10 @@ value by the caller, see ``docs/design.md``). Reading files happens only in the 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from netsim.errors import NetsimError, SpecError
 from netsim.netfilter.model import BUILTIN_CHAINS, Family, RestorePayload, Ruleset
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from netsim.spec.versions import VersionProfile
     from netsim.workload.hops import EnvoyHop, Followed, MatrixRow
 
+_T = TypeVar("_T")
 DEFAULT_POD_IP = "10.244.0.5"  # the examples' pod IP (rules/README.md) when neither the pod nor --pod-ip has one
 # Ports the capture matrix always probes besides the pod's own (Istio's fixed ports, DNS, web).
 MATRIX_PORTS = (53, 80, 443, 8080, 15001, 15006, 15008, 15020, 15021, 15053, 15090)
@@ -210,26 +211,24 @@ class Workload:
         from netsim.netfilter.dump import parse_dump
 
         profile = _profile(istio_version) if istio_version is not None else None
+        def read(path: str, parse: Callable[[str], _T]) -> _T:
+            try:
+                return parse(texts[path] if texts is not None and path in texts else read_text(Path(path)))
+            except NetsimError as e:
+                raise (e if e.where == path else e.at(path)) from None
+
         rulesets: dict[Family, Ruleset] = {}
         paths = tuple(paths)
         for path in paths:
-            try:
-                text = texts[path] if texts is not None and path in texts else read_text(Path(path))
-                rulesets.update(parse_dump(text))
-            except NetsimError as e:
-                raise (e if e.where == path else e.at(path)) from None
+            rulesets.update(read(path, parse_dump))
         notes: list[str] = []
         nft = []
         nft_paths = tuple(nft_paths)
         if nft_paths:
-            from netsim.netfilter.nft import parse_nft, untraced
+            from netsim.netfilter.nft import parse_nft_any, untraced
 
             for path in nft_paths:
-                try:
-                    text = texts[path] if texts is not None and path in texts else read_text(Path(path))
-                    nft.append(parse_nft(text))
-                except NetsimError as e:
-                    raise (e if e.where == path else e.at(path)) from None
+                nft.append(read(path, parse_nft_any))
                 notes.extend(f"{path}: {u}" for u in untraced(nft[-1]))
             for fam in Family:  # nft's inet tables see both families; an empty iptables side where none was given
                 rulesets.setdefault(fam, Ruleset(fam, ()))

@@ -88,3 +88,14 @@ def test_bad_nft_file_is_one_error_line_with_file_and_line(tmp_path: Path) -> No
 def test_backend_without_pod_is_an_error() -> None:
     r = run_main("trace", "--nft", str(TPROXY_NFT), "--backend", "nft", "--dst", "10.0.0.9:80")
     assert r.exit_code == 2 and r.stderr.startswith("Error: --backend") and len(r.stderr.splitlines()) == 1
+
+
+def test_trace_nft_json_listing(tmp_path: Path) -> None:
+    from test_nft import JSON
+
+    path = tmp_path / "ruleset.json"
+    path.write_text(JSON)
+    code, out = run(trace_cmd, "--nft", str(path), "--dst", "10.96.0.10:53", "--format", "nft-trace")
+    assert code == 0
+    assert "trace id ID ip kp out rule ip daddr . meta l4proto . th dport vmap @svc # handle 14 (verdict goto s1)" \
+        in out.splitlines()

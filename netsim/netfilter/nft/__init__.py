@@ -3,7 +3,7 @@ rules as typed expressions), its reader, and its compilation into the engine's f
 traced through a namespace's nftables and iptables rules by one walker (``netsim.netfilter.engine``).
 
 Knows nothing about Istio. ``model.py`` holds the values and their listing text, ``parse.py`` reads text,
-``evaluate.py`` compiles for the engine (loaded on first use, as the engine is).
+``json_input.py`` reads ``nft -j`` JSON, ``evaluate.py`` compiles for the engine (both loaded on first use).
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ from netsim.netfilter.nft.parse import parse_nft
 
 if TYPE_CHECKING:
     from netsim.netfilter.nft.evaluate import compile_nft, untraced
+    from netsim.netfilter.nft.json_input import parse_nft_any, parse_nft_json
 
-__getattr__ = lazy_exports(__name__, {"netsim.netfilter.nft.evaluate": ("compile_nft", "untraced")})
+__getattr__ = lazy_exports(__name__, {"netsim.netfilter.nft.evaluate": ("compile_nft", "untraced"),
+                                      "netsim.netfilter.nft.json_input": ("parse_nft_any", "parse_nft_json")})
 
-__all__ = ["Chain", "NftFamily", "NftRuleset", "Rule", "Table", "compile_nft", "parse_nft", "rule_text", "untraced"]
+__all__ = ["Chain", "NftFamily", "NftRuleset", "Rule", "Table", "compile_nft", "parse_nft", "parse_nft_any",
+           "parse_nft_json", "rule_text", "untraced"]

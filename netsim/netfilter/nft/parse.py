@@ -10,6 +10,7 @@ and the trace says where its answer became uncertain. Never does IO, never evalu
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 
@@ -292,24 +293,23 @@ class _Parser:
             return True
         return False
 
-    def _close(self) -> None:
-        self._skip_separators()
-        t = self._next("`}'")
-        if t.text != "}":
-            raise _err(t.line, f"expected `}}', got `{t.text}'")
+    def _block(self, what: str, line: int) -> Iterator[_Tok]:
+        """The first token of each statement of a ``{ … }`` block whose ``{`` was read, up to its ``}``."""
+        while True:
+            self._skip_separators()
+            t = self._peek()
+            if t is None:
+                raise _err(line, f"{what}: unclosed `{{'")
+            if t.text == "}":
+                self.i += 1
+                return
+            yield t
 
     def _table_block(self, tb: _TableB) -> None:
         if not self._expect_open():
             self._statement()
             return
-        while True:
-            self._skip_separators()
-            t = self._peek()
-            if t is None:
-                raise _err(self.toks[-1].line, f"table `{tb.name}': unclosed `{{'")
-            if t.text == "}":
-                self.i += 1
-                return
+        for _ in self._block(f"table `{tb.name}'", self.toks[-1].line):
             word = self._word("chain, set, map, flags or }")
             if word.text == "chain":
                 ch = self._chain(tb, self._word("a chain name"), create=True)
@@ -326,27 +326,13 @@ class _Parser:
         if not self._expect_open():
             self._statement()
             return
-        while True:
-            self._skip_separators()
-            t = self._peek()
-            if t is None:
-                raise _err(ch.line, f"chain `{ch.name}': unclosed `{{'")
-            if t.text == "}":
-                self.i += 1
-                return
+        for _ in self._block(f"chain `{ch.name}'", ch.line):
             self._chain_statement(ch, self._statement(), None)
 
     def _chain_block(self, ch: _ChainB, fam: NftFamily) -> None:
         if not self._expect_open():
             raise _err(ch.line, f"chain `{ch.name}': expected `{{'")
-        while True:
-            self._skip_separators()
-            t = self._peek()
-            if t is None:
-                raise _err(ch.line, f"chain `{ch.name}': unclosed `{{'")
-            if t.text == "}":
-                self.i += 1
-                return
+        for _ in self._block(f"chain `{ch.name}'", ch.line):
             self._chain_statement(ch, self._statement(), fam)
 
     def _chain_statement(self, ch: _ChainB, items: list[_Item], fam: NftFamily | None) -> None:
@@ -395,14 +381,7 @@ class _Parser:
         kinds: tuple[Kind, ...] = ()
         interval = False
         elements = Elements(items=())
-        while True:
-            self._skip_separators()
-            t = self._peek()
-            if t is None:
-                raise _err(name.line, f"set `{name.text}': unclosed `{{'")
-            if t.text == "}":
-                self.i += 1
-                break
+        for _ in self._block(f"set `{name.text}'", name.line):
             items = self._statement()
             head = items[0] if items else None
             if not isinstance(head, _Tok):
