@@ -7,13 +7,17 @@ as matched. Numbers and names are neutral (no Istio port, uid or chain).
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from ipaddress import ip_address
+from pathlib import Path
 
 import pytest
+from conftest import CONFORMANCE
 
 from netsim.errors import RulesetError
 from netsim.netfilter.engine import combine, compile_ruleset, trace
+from netsim.netfilter.matches import Names
 from netsim.netfilter.model import Family
 from netsim.netfilter.nft import compile_nft, parse_nft, rule_text, untraced
 from netsim.netfilter.packet import (
@@ -380,3 +384,27 @@ def test_json_ruleset_reads_as_its_text_and_traces() -> None:
     assert t.outcome is Outcome.DROPPED and any("xt" in u for u in t.uncertain)
     with pytest.raises(RulesetError, match="not an nft -j ruleset"):
         parse_nft_any('{"tables": []}')
+
+
+def _listing_rules(text: str) -> list[str]:
+    return [re.sub(r"packets \d+ bytes \d+", "packets 0 bytes 0", ln.strip()) for ln in text.splitlines()
+            if ln.startswith("\t\t") and not ln.strip().startswith(("type ", "elements", "flags"))]
+
+
+KERNEL_LISTINGS = sorted((CONFORMANCE / "istio-iptables" / "kernel").glob("*.nft-list"))
+
+
+@pytest.mark.parametrize("listing", KERNEL_LISTINGS, ids=[p.stem for p in KERNEL_LISTINGS])
+def test_each_goldens_rules_print_as_the_kernel_listed_them(listing: Path) -> None:
+    """The corpus's ``nft list ruleset`` after ``nft -f`` of each Istio nftables golden (names java=5001,
+    ftp=5002): netsim's listing text of the golden's rules is the kernel's, rule for rule."""
+    golden = CONFORMANCE / "istio-iptables" / f"{listing.stem}.nftables.golden"
+    names = Names(groups=(("java", 5001), ("ftp", 5002)))
+    rs = parse_nft(golden.read_text(), names)
+    assert [rule_text(r) for t in rs.tables for c in t.chains for r in c.rules] == \
+        _listing_rules(listing.read_text())
+
+
+def test_unknown_owner_name_is_an_error_as_nft_gives() -> None:
+    with pytest.raises(RulesetError, match="Group `java' does not exist"):
+        parse_nft("table inet t { chain c { skgid != java return } }")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 
 from netsim.errors import RulesetError
+from netsim.netfilter.matches import Names
 from netsim.netfilter.nft.model import (
     CHAIN_TYPES,
     CT_STATES,
@@ -52,6 +53,7 @@ from netsim.netfilter.render import inet_ntop
 _TOKEN = re.compile(r'[ \t\r]+|(#[^\n]*)|("(?:[^"\\\n]|\\.)*")|(\n)|([{}();,])|([^ \t\r\n{}();,"#]+)')
 _HANDLE = re.compile(r"#\s*handle\s+(\d+)\s*$")
 _FAMILIES = {f.value: f for f in NftFamily}
+DEFAULT_NAMES = Names()
 _VERDICTS = ("accept", "drop", "continue", "return", "queue")
 _OPS = {"==": "==", "eq": "==", "!=": "!=", "ne": "!=", "<": "<", "lt": "<", ">": ">", "gt": ">", "<=": "<=",
         "le": "<=", ">=": ">=", "ge": ">="}
@@ -127,7 +129,8 @@ def _err(line: int, message: str) -> RulesetError:
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, names: Names) -> None:
+        self.names = names
         self.toks = _tokenize(text)
         self.i = 0
         self.tables: dict[tuple[NftFamily, str], _TableB] = {}
@@ -651,7 +654,8 @@ def _field_name(text: str, line: int) -> str:
 class _RuleReader:
     """Expressions and statements of one rule, left to right."""
 
-    def __init__(self, items: list[_Item], fam: NftFamily, line: int) -> None:
+    def __init__(self, items: list[_Item], fam: NftFamily, line: int, names: Names) -> None:
+        self.names = names
         self.items = items
         self.i = 0
         self.fam = fam
@@ -701,7 +705,7 @@ def _rule(items: list[_Item], fam: NftFamily, parser: _Parser, line: int | None 
         parser.handles = True
         items = items[:-1]
     line = line if line is not None else (_line(items[0]) if items else 0)
-    r = _RuleReader(items, fam, line)
+    r = _RuleReader(items, fam, line, parser.names)
     exprs: list[Expr] = []
     comment = None
     while r.peek() is not None:
@@ -886,6 +890,8 @@ def _match(r: _RuleReader) -> Expr | None:
         op = _OPS[r.word()]
     if r.peek() is None:
         return None
+    if fields[0] in ("meta skuid", "meta skgid"):
+        _resolve_owner(r, fields[0] == "meta skuid")
     return Match(fields=tuple(fields), op=op, value=_value(r, kinds, is_map=False), mask=mask, numgen_mod=mod)
 
 
@@ -910,6 +916,18 @@ def _value(r: _RuleReader, kinds: tuple[Kind, ...], *, is_map: bool) -> Elements
     return Elements(items=(_element(toks, kinds, r.line),), braces=False)
 
 
+def _resolve_owner(r: _RuleReader, user: bool) -> None:
+    """A user or group name becomes its number, as nft resolves it when loading (and fails without it)."""
+    x = r.items[r.i]
+    if isinstance(x, list) or x.text[:1].isdigit():
+        return
+    number = r.names.uid(x.text) if user else r.names.gid(x.text)
+    if number is None:
+        raise _err(r.line, f"{'User' if user else 'Group'} `{x.text}' does not exist (nft resolves names when it "
+                           "loads the rules)")
+    r.items[r.i] = _Tok(str(number), x.line, x.kind)
+
+
 def _set_stmt(r: _RuleReader, key: str) -> Expr | None:
     if key not in ("meta mark", "ct mark", "ct zone"):
         return None
@@ -928,9 +946,10 @@ def _set_stmt(r: _RuleReader, key: str) -> Expr | None:
     return SetStmt(key=key, value=value)
 
 
-def parse_nft(text: str) -> NftRuleset:
-    """Parse ``nft list ruleset`` output or an ``nft -f`` transaction. Raises RulesetError (``line N: …``)."""
-    return _Parser(text).parse()
+def parse_nft(text: str, names: Names = DEFAULT_NAMES) -> NftRuleset:
+    """Parse ``nft list ruleset`` output or an ``nft -f`` transaction; ``names`` resolves ``skuid``/``skgid``
+    names. Raises RulesetError (``line N: …``)."""
+    return _Parser(text, names).parse()
 
 
 __all__ = ["MAX_SET_ELEMENTS", "parse_nft"]
