@@ -409,16 +409,19 @@ class CompiledRuleset:
 
 
 def order_hooks(entries: Iterable[HookEntry]) -> dict[str, tuple[HookEntry, ...]]:
-    """Base chains per hook in the kernel's order: by priority (nat chains at nf_nat's), ties as given
-    (nf_hook_entries_grow puts a new hook after those of equal priority)."""
+    """Base chains per hook in the kernel's order: by priority (nat chains at nf_nat's), ``entries`` given in
+    the order they were registered (loaded); of equal priorities the one registered last runs first
+    (nf_hook_entries_grow inserts a new hook before the first of equal or higher priority; verified: an
+    inet nat chain loaded after iptables-nft's nat table, both at -100, runs before it)."""
     out: dict[str, list[HookEntry]] = {h: [] for h in HOOK_TABLES}
     for e in entries:
         out[e.base.hook].append(e)
-    return {h: tuple(sorted(es, key=_run_priority)) for h, es in out.items()}
+    return {h: tuple(sorted(reversed(es), key=_run_priority)) for h, es in out.items()}
 
 
 def combine(parts: Sequence[CompiledRuleset]) -> CompiledRuleset:
-    """One namespace's state from several compiled rulesets of the same family (e.g. iptables-nft and nft)."""
+    """One namespace's state from several compiled rulesets of the same family (e.g. iptables-nft and nft),
+    in the order they were loaded (which decides ties of priority, see :func:`order_hooks`)."""
     if len(parts) == 1:
         return parts[0]
     family = parts[0].ruleset.family
@@ -428,7 +431,8 @@ def combine(parts: Sequence[CompiledRuleset]) -> CompiledRuleset:
     for p in parts:
         tables.update(p.tables)
     ruleset = next((p.ruleset for p in parts if p.ruleset.tables), parts[0].ruleset)
-    entries = [e for p in parts for h in HOOK_TABLES for e in p.hooks[h]]
+    # each part's hooks are in run order; reversed back to its load order before all are ordered together
+    entries = [e for p in parts for h in HOOK_TABLES for e in reversed(p.hooks[h])]
     return CompiledRuleset(ruleset, tables, tuple(u for p in parts for u in p.unknown), order_hooks(entries))
 
 

@@ -23,7 +23,8 @@ one ``packet:`` line per base chain entered (with the fields netsim models: devi
 ports; the kernel adds header fields such as ``ip ttl``), one line per rule that matched, in nft's listing
 wording, counters 0, ``# handle N`` the input's handle (``nft -a list ruleset``) or else the rule's position,
 NAT statements as ``verdict accept``, reject as ``verdict drop``; ``policy`` lines with a non-zero mark; no
-line when a regular chain simply ends. Base chains of the iptables backends print as their tables.
+line when a regular chain simply ends. Rules of iptables-nft print in the words nft lists them with
+(``nft/xlate.py``: ``skuid 7``, ``xt target CT``); legacy x_tables never appear.
 
 JSON schema (``--format json``), one object::
 
@@ -47,11 +48,13 @@ Never evaluates rules, never does IO.
 
 from __future__ import annotations
 
+import functools
 import json
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from netsim.netfilter.engine import describe_failure
+from netsim.netfilter.model import Family
 from netsim.netfilter.packet import Address, Conntrack
 from netsim.netfilter.render import inet_ntop
 from netsim.netfilter.trace import Endpoint, Kind, Step, Trace
@@ -130,6 +133,15 @@ def _nft_packet_line(snapshot: tuple[object, ...], family: str) -> str:
     return " ".join(parts)
 
 
+@functools.lru_cache(maxsize=1024)
+def _iptables_nft_text(save_text: str, family: str) -> str:
+    """An iptables-nft rule (``-A CHAIN …`` as the step shows it) in the words nft prints for it."""
+    from netsim.netfilter.nft.xlate import iptables_nft_text
+    from netsim.netfilter.parse import parse_rule_args, tokenize
+
+    return iptables_nft_text(parse_rule_args(tokenize(save_text)[2:], Family.IPV4 if family == "ip" else Family.IPV6))
+
+
 def render_nft_trace(trace: Trace) -> str:
     """The trace as ``nft -a monitor trace`` lines (see the module docstring)."""
     lines: list[str] = []
@@ -146,7 +158,8 @@ def render_nft_trace(trace: Trace) -> str:
         elif s.kind is Kind.RULE and s.matched:
             verdict = f"{s.verdict.lower()} {s.target}" if s.verdict in ("JUMP", "GOTO") else \
                 _NFT_VERDICTS.get(s.verdict, s.verdict.lower())
-            lines.append(f"trace id ID {b.family} {b.table} {s.chain} rule {s.text} # handle {s.position} "
+            text = s.text if b.backend == "nft" else _iptables_nft_text(s.text, b.family)
+            lines.append(f"trace id ID {b.family} {b.table} {s.chain} rule {text} # handle {s.position} "
                          f"(verdict {verdict})")
     return "\n".join(lines) + "\n" if lines else ""
 

@@ -408,3 +408,30 @@ def test_each_goldens_rules_print_as_the_kernel_listed_them(listing: Path) -> No
 def test_unknown_owner_name_is_an_error_as_nft_gives() -> None:
     with pytest.raises(RulesetError, match="Group `java' does not exist"):
         parse_nft("table inet t { chain c { skgid != java return } }")
+
+
+@pytest.mark.parametrize(("save", "nft"), [
+    ("-A X ! -d 127.0.0.1/32 -o lo -p tcp -m tcp ! --dport 8008 -m owner --uid-owner 7 -j Y",
+     'oifname "lo" ip daddr != 127.0.0.1 tcp dport != 8008 skuid 7 counter packets 0 bytes 0 jump Y'),
+    ("-A X ! -d 127.0.0.1/32 -o lo -p tcp -m multiport ! --dports 53,8008 -m owner --uid-owner 7 -j Y",
+     'oifname "lo" meta l4proto tcp ip daddr != 127.0.0.1 tcp dport != { 53, 8008 } skuid 7 counter packets 0 '
+     "bytes 0 jump Y"),
+    ("-A X -s 127.0.0.9/32 -i lo -p tcp -j RETURN",
+     'iifname "lo" meta l4proto tcp ip saddr 127.0.0.9 counter packets 0 bytes 0 return'),
+    ("-A X -p tcp -m mark --mark 0x7 -j CONNMARK --save-mark --nfmask 0xffffffff --ctmask 0xffffffff",
+     "meta l4proto tcp meta mark 0x00000007 counter packets 0 bytes 0 ct mark set mark"),
+    ("-A X -p tcp -m connmark --mark 0x7 -j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff",
+     "meta l4proto tcp ct mark 0x7 counter packets 0 bytes 0 meta mark set ct mark"),
+    ("-A X -j MARK --set-xmark 0x7/0xffffffff", "counter packets 0 bytes 0 meta mark set 0x7"),
+    ("-A X -p tcp -m conntrack --ctstate RELATED,ESTABLISHED -j Y",
+     "meta l4proto tcp ct state related,established counter packets 0 bytes 0 jump Y"),
+    ("-A X -p udp -m udp --dport 53 -j CT --zone 2", "udp dport 53 counter packets 0 bytes 0 xt target CT"),
+    ("-A X -p tcp -j REDIRECT --to-ports 8001", "meta l4proto tcp counter packets 0 bytes 0 redirect to :8001"),
+    ("-A X -d ::1/128 -j RETURN", "ip6 daddr ::1 counter packets 0 bytes 0 return"),
+])
+def test_iptables_nft_rule_in_nfts_words(save: str, nft: str) -> None:
+    from netsim.netfilter.nft.xlate import iptables_nft_text
+    from netsim.netfilter.parse import parse_rule_args, tokenize
+
+    family = Family.IPV6 if "::" in save else Family.IPV4
+    assert iptables_nft_text(parse_rule_args(tokenize(save)[2:], family)) == nft

@@ -15,6 +15,7 @@ from tests.dns.dns_helpers import run_main
 TPROXY_NFT = CONFORMANCE / "istio-iptables" / "tproxy.nftables.golden"
 IPNETS_V4 = CONFORMANCE / "istio-iptables" / "kernel" / "ipnets.v4.iptables-save"
 POD = REPO / "rules" / "mtls-503" / "pod.yaml"
+NAT_NFT = REPO / "tests" / "netfilter" / "data" / "nat-output.nft"
 
 
 def run(cmd: object, *args: str) -> tuple[int, str]:
@@ -48,17 +49,23 @@ def test_trace_json_steps_carry_backend_family_table_chain_priority() -> None:
     assert code == 0
     steps = json.loads(out)["hops"][0]["steps"]
     bases = {(s["backend"], s["family"], s["table"], s["priority"]) for s in steps if "backend" in s}
-    assert ("nft", "inet", "istio-proxy-nat", -100) in bases and ("iptables-nft", "ip", "nat", -100) in bases
+    # the nft nat chain (loaded last) redirects first; iptables' nat OUTPUT is skipped, its POSTROUTING runs
+    assert ("nft", "inet", "istio-proxy-nat", -100) in bases and ("iptables-nft", "ip", "nat", 100) in bases
+    assert ("iptables-nft", "ip", "nat", -100) not in bases
 
 
 def test_both_backends_one_namespace_first_nat_binding_wins() -> None:
-    # the iptables-nft nat OUTPUT chain and the nft nat output chain both sit at -100; iptables' came first
-    code, out = run(trace_cmd, "--rules", str(IPNETS_V4), "--nft", str(TPROXY_NFT), "--dst", "9.9.1.1:80",
+    # iptables-nft's nat OUTPUT and the nft nat output chain both sit at -100: the one loaded last (--nft,
+    # after --rules) runs first; its REDIRECT of 10.0.0.9 binds the connection, so iptables' nat is skipped
+    code, out = run(trace_cmd, "--rules", str(IPNETS_V4), "--nft", str(NAT_NFT), "--dst", "10.0.0.9:80",
                     "--uid", "1000")
     assert code == 0
     nat_tables = [ln.strip() for ln in out.splitlines() if " (iptables-nft, priority -100)" in ln
                   or " (nft, priority -100)" in ln]
-    assert nat_tables and nat_tables[0].startswith("ip nat OUTPUT")
+    assert nat_tables == ["inet mine output (nft, priority -100)   [OUT=eth0 SRC=10.244.0.5 DST=10.0.0.9 SPORT=43210 "
+                          "DPORT=80]"]
+    assert "· ip nat OUTPUT (iptables-nft nat, priority -100) not consulted: an earlier nat chain of this hook " \
+           "bound the connection" in out
 
 
 def test_trace_pod_with_the_nft_backend() -> None:

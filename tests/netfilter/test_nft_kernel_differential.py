@@ -118,6 +118,8 @@ MIXED_NFT = """table ip between {
 }
 """
 _MIXED = [("ipnets+tproxy", "ipnets.v4.iptables-save", GOLDENS / "tproxy.nftables.golden"),
+          ("tproxy+dns", "tproxy.v4.iptables-save", GOLDENS / "dns-uid-gid.nftables.golden"),
+          ("dns+neutral", "dns-uid-gid.v4.iptables-save", None),
           ("ipnets+neutral", "ipnets.v4.iptables-save", None)]
 
 
@@ -132,3 +134,38 @@ def test_mixed_namespace_nft_chains_equal_the_kernels(pair: Pair, name: str, dum
           f"{len(result.mismatches)} mismatches")
     assert not result.mismatches, "\n\n".join(result.mismatches)
     assert traced >= len(probes) // 2
+
+
+DUMPS = [*sorted((GOLDENS / "kernel").glob("*.v4.iptables-save")),
+         *sorted((GOLDENS / "kernel").glob("*.v6.ip6tables-save"))]
+
+
+def test_iptables_nft_rules_print_as_nft_lists_them(pair: Pair) -> None:
+    """Every rule of every Istio dump in the corpus, restored with iptables-nft: netsim's nft wording of it
+    (what ``--format nft-trace`` prints for an iptables-nft rule) is the kernel's listing, chain by chain."""
+    from netsim.netfilter import parse_ruleset
+    from netsim.netfilter.nft.xlate import iptables_nft_text
+    from tests.trace.kernel_diff import sh
+
+    compared = 0
+    for dump in DUMPS:
+        v6 = dump.name.endswith(".ip6tables-save")
+        sh("ip", "netns", "exec", pair.pod, "nft", "flush", "ruleset")
+        sh("ip", "netns", "exec", pair.pod, "ip6tables-restore" if v6 else "iptables-restore", stdin=dump.read_text())
+        listing = {}
+        chain: list[str] = []
+        for ln in sh("ip", "netns", "exec", pair.pod, "nft", "list", "ruleset").stdout.splitlines():
+            words = ln.split()
+            if ln.startswith("table "):
+                table = words[2]
+            elif ln.startswith("\tchain "):
+                chain = listing[(table, words[1])] = []
+            elif ln.startswith("\t\t") and words[0] not in ("type", "policy"):
+                chain.append(ln.strip())
+        rs = parse_ruleset(dump.read_text(), Family.IPV6 if v6 else Family.IPV4)
+        for t in rs.tables:
+            for c in t.chains:
+                assert [iptables_nft_text(r) for r in c.rules] == listing.get((t.name, c.name), []), \
+                    f"{dump.name} {t.name} {c.name}"
+                compared += len(c.rules)
+    assert compared > 100
