@@ -74,31 +74,44 @@ class _Tok:
     kind: str  # w word, s string, p punctuation, n newline, h handle comment
 
 
+_FAST = re.compile(r"[{}();,]|[^ \t\r{}();,]+")
+_PUNCT = frozenset("{}();,")
+
+
 def _tokenize(text: str) -> list[_Tok]:
+    """Tokens with their lines; a line without quotes or comments (most of a big listing) is cut in one
+    regular-expression pass."""
     out: list[_Tok] = []
-    line = 1
+    append = out.append
+    for line, ln in enumerate(text.split("\n"), 1):
+        if '"' not in ln and "#" not in ln:
+            for w in _FAST.findall(ln):
+                append(_Tok(w, line, "p" if w in _PUNCT else "w"))
+        else:
+            _tokenize_line(ln, line, out)
+        append(_Tok("\n", line, "n"))
+    return out
+
+
+def _tokenize_line(ln: str, line: int, out: list[_Tok]) -> None:
     pos = 0
-    n = len(text)
+    n = len(ln)
     while pos < n:
-        m = _TOKEN.match(text, pos)
+        m = _TOKEN.match(ln, pos)
         if m is None:
             raise RulesetError(f"line {line}: unterminated string")
         pos = m.end()
-        comment, string, newline, punct, word = m.groups()
+        comment, string, _newline, punct, word = m.groups()
         if comment is not None:
             h = _HANDLE.search(comment)
             if h:
                 out.append(_Tok(h.group(1), line, "h"))
         elif string is not None:
             out.append(_Tok(string[1:-1], line, "s"))
-        elif newline is not None:
-            out.append(_Tok("\n", line, "n"))
-            line += 1
         elif punct is not None:
             out.append(_Tok(punct, line, "p"))
         elif word is not None:
             out.append(_Tok(word, line, "w"))
-    return out
 
 
 # A rule's tokens with ``{ … }`` groups nested.
