@@ -166,7 +166,7 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
     from netsim.workload.model import Workload
 
     if bool(pod_file) == bool(rules_files or nft_files):
-        raise SpecError("give exactly one of --pod FILE or --rules/--nft FILE")
+        raise SpecError("give exactly one of --pod FILE or --rules FILE (and/or --nft FILE)")
     if backend is not None and not pod_file:
         raise SpecError("--backend chooses how --pod's rules are written: give --pod FILE (--rules and --nft "
                         "name their backend themselves)")
