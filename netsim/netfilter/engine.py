@@ -42,11 +42,11 @@ import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 from netsim.errors import RulesetError
 from netsim.netfilter.matches import ICMP6_TYPES, ICMP_TYPES, icmp_type, port_range, value_mask
-from netsim.netfilter.model import BUILTIN_CHAINS, Family, Match, Rule, Ruleset, Target, gc_paused
+from netsim.netfilter.model import BUILTIN_CHAINS, Chain, Family, Match, Rule, Ruleset, Target, gc_paused
 from netsim.netfilter.packet import (
     Address,
     Conntrack,
@@ -345,10 +345,40 @@ class _CRule:
         return text
 
 
+class _LazyRules(Sequence["_CRule"]):
+    """A chain's rules, each compiled when a trace first reaches it (a 40,000-rule dump is mostly rules no
+    packet of a trace meets: an indexed chain only ever looks at the rules for the packet's destination)."""
+
+    __slots__ = ("_chain", "_ctx", "_done", "_memo")
+
+    def __init__(self, chain: Chain, ctx: _Ctx, memo: _Memo):
+        self._chain, self._ctx, self._memo = chain, ctx, memo
+        self._done: list[_CRule | None] = [None] * len(chain.rules)
+
+    def __len__(self) -> int:
+        return len(self._done)
+
+    @overload
+    def __getitem__(self, i: int) -> _CRule: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[_CRule]: ...
+
+    def __getitem__(self, i: int | slice) -> _CRule | Sequence[_CRule]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(len(self))[i]]
+        done = self._done[i]
+        if done is None:
+            k = i % len(self._done)
+            done = self._done[k] = _compile_rule(self._chain.rules[k], k + 1, self._chain.name, self._ctx,
+                                                 self._memo)
+        return done
+
+
 class _CChain:
     __slots__ = ("exists", "generic", "index", "name", "policy", "rules")
 
-    def __init__(self, name: str, policy: str | None, rules: list[_CRule], exists: bool):
+    def __init__(self, name: str, policy: str | None, rules: Sequence[_CRule], exists: bool,
+                 dst_keys: Sequence[int | None] | None = None):
         self.name = name
         self.policy = policy
         self.rules = rules
@@ -357,11 +387,12 @@ class _CChain:
         self.generic: list[int] = []
         if len(rules) >= INDEX_MIN_RULES:
             index: dict[int, list[int]] = {}
-            for i, r in enumerate(rules):
-                if r.dst_key is None:
+            keys = dst_keys if dst_keys is not None else [r.dst_key for r in rules]
+            for i, key in enumerate(keys):
+                if key is None:
                     self.generic.append(i)
                 else:
-                    index.setdefault(r.dst_key, []).append(i)
+                    index.setdefault(key, []).append(i)
             if len(self.generic) < len(rules):
                 self.index = index
 
@@ -403,9 +434,48 @@ class CompiledRuleset:
 
     ruleset: Ruleset  # the iptables ruleset (empty when only nftables rules were given); its family is the trace's
     tables: Mapping[str, Mapping[str, _CChain]]
-    unknown: tuple[str, ...]  # "table chain rule N: -m foo" for every construct netsim cannot evaluate
+    # "table chain rule N: -m foo" for every construct netsim cannot evaluate (read it as ``unknown``); for
+    # iptables rules a view that compiles every rule when first read
+    unknowns: Sequence[str]
     # per hook, the base chains that exist, in the order the kernel runs them (ties: the order given)
     hooks: Mapping[str, tuple[HookEntry, ...]]
+
+    @property
+    def unknown(self) -> tuple[str, ...]:
+        """"table chain rule N: -m foo" for every construct netsim cannot evaluate."""
+        return tuple(self.unknowns)
+
+
+class _Unknowns(Sequence[str]):
+    """:attr:`CompiledRuleset.unknown` of iptables rules compiled lazily: every rule compiled when first read."""
+
+    def __init__(self, tables: Mapping[str, Mapping[str, _CChain]]):
+        self._tables = tables
+        self._found: tuple[str, ...] | None = None
+
+    def _all(self) -> tuple[str, ...]:
+        if self._found is None:
+            out = []
+            for table, chains in self._tables.items():
+                for chain in chains.values():
+                    for cr in chain.rules:
+                        out += [f"{table} {chain.name} rule {cr.position}: {chk.label}" for chk in cr.checks
+                                if chk.attr == "unknown"]
+                        if cr.uncertain_target:
+                            out.append(f"{table} {chain.name} rule {cr.position}: -j {cr.target}")
+            self._found = tuple(out)
+        return self._found
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[str]: ...
+
+    def __getitem__(self, i: int | slice) -> str | Sequence[str]:
+        return self._all()[i]
 
 
 def order_hooks(entries: Iterable[HookEntry]) -> dict[str, tuple[HookEntry, ...]]:
@@ -436,6 +506,7 @@ def combine(parts: Sequence[CompiledRuleset]) -> CompiledRuleset:
     return CompiledRuleset(ruleset, tables, tuple(u for p in parts for u in p.unknown), order_hooks(entries))
 
 
+
 def compile_ruleset(ruleset: Ruleset, base_chains: Iterable[tuple[str, str]] | None = None) -> CompiledRuleset:
     """Compile ``ruleset`` for :func:`trace`.
 
@@ -448,29 +519,24 @@ def compile_ruleset(ruleset: Ruleset, base_chains: Iterable[tuple[str, str]] | N
 
 
 def _compile_ruleset(ruleset: Ruleset, base_chains: Iterable[tuple[str, str]] | None) -> CompiledRuleset:
+    from netsim.netfilter.targets import is_extension_target
+
     exists = None if base_chains is None else set(base_chains)
     tables: dict[str, dict[str, _CChain]] = {}
-    unknown: list[str] = []
     memo = _Memo()
     for table in ruleset.tables:
         chains: dict[str, _CChain] = {}
         names = {c.name for c in table.chains}
         for chain in table.chains:
-            ctx = _Ctx(ruleset.family, table.name, chain.name)
-            crules = []
-            for pos, rule in enumerate(chain.rules, 1):
-                cr = _compile_rule(rule, pos, chain.name, ctx, memo)
-                if cr.kind in (JUMP, GOTO) and cr.target not in names:
-                    raise RulesetError(f"{table.name} {chain.name} rule {pos}: no chain `{cr.target}'")
-                for chk in cr.checks:
-                    if chk.attr == "unknown":
-                        unknown.append(f"{table.name} {chain.name} rule {pos}: {chk.label}")
-                if cr.uncertain_target:
-                    unknown.append(f"{table.name} {chain.name} rule {pos}: -j {cr.target}")
-                crules.append(cr)
+            for pos, rule in enumerate(chain.rules, 1):  # what compiling the jump would find, checked now
+                t = rule.target
+                if t is not None and t.name not in names and not is_extension_target(t.name):
+                    raise RulesetError(f"{table.name} {chain.name} rule {pos}: no chain `{t.name}'")
             builtin = chain.name in BUILTIN_CHAINS.get(table.name, ())
             present = builtin and (exists is None or (table.name, chain.name) in exists or bool(chain.rules))
-            chains[chain.name] = _CChain(chain.name, chain.policy if builtin else None, crules, present)
+            rules = _LazyRules(chain, _Ctx(ruleset.family, table.name, chain.name), memo)
+            keys = [_dst_key(rule) for rule in chain.rules] if len(chain.rules) >= INDEX_MIN_RULES else None
+            chains[chain.name] = _CChain(chain.name, chain.policy if builtin else None, rules, present, keys)
         tables[table.name] = chains
     fam = "ip" if ruleset.family is Family.IPV4 else "ip6"
     entries = [
@@ -480,7 +546,7 @@ def _compile_ruleset(ruleset: Ruleset, base_chains: Iterable[tuple[str, str]] | 
         for hook, order in HOOK_TABLES.items() for t in order
         if t in tables and hook in tables[t] and tables[t][hook].exists
     ]
-    return CompiledRuleset(ruleset, tables, tuple(unknown), order_hooks(entries))
+    return CompiledRuleset(ruleset, tables, _Unknowns(tables), order_hooks(entries))
 
 
 # ------------------------------------------------------------------------------------------ header checks
@@ -1038,10 +1104,15 @@ def _compile_rule(rule: Rule, position: int, chain: str, ctx: _Ctx, memo: _Memo)
     kind, act, target, uncertain = compiled
     if kind == "UNKNOWN" and not target and rule.target is not None:
         target = rule.target.name
-    dst_key = None
-    if rule.dst is not None and not rule.dst_neg and rule.dst.prefixlen == rule.dst.max_prefixlen:
-        dst_key = int(rule.dst.network_address)
-    return _CRule(rule, position, chain, tuple(checks), kind, act, target, dst_key, uncertain)
+    return _CRule(rule, position, chain, tuple(checks), kind, act, target, _dst_key(rule), uncertain)
+
+
+def _dst_key(rule: Rule) -> int | None:
+    """The one destination the rule can match (the chain's index key), or None."""
+    dst = rule.dst
+    if dst is not None and not rule.dst_neg and dst.prefixlen == dst.max_prefixlen:
+        return int(dst.network_address)
+    return None
 
 
 # ------------------------------------------------------------------------------------------ traversal

@@ -374,8 +374,12 @@ def _probability(name: str, args: tuple[str, ...], names: Names) -> tuple[str, .
     return (f"{stored / 0x80000000:.11f}",)
 
 
-def _same(name: str, args: tuple[str, ...], names: Names) -> tuple[str, ...]:
+def same_value(name: str, args: tuple[str, ...], names: Names) -> tuple[str, ...]:
+    """The normaliser of an option kept as written (a comment)."""
     return args
+
+
+_same = same_value
 
 
 def _int(name: str, args: tuple[str, ...], names: Names) -> tuple[str, ...]:
@@ -620,6 +624,7 @@ __all__ = [
     "normalize_match",
     "option_arity",
     "port_range",
+    "same_value",
     "strtoui",
     "value_mask",
 ]

@@ -26,6 +26,7 @@ from netsim.netfilter.matches import (
     loadable,
     normalize_match,
     option_arity,
+    same_value,
     strtoui,
 )
 from netsim.netfilter.model import (
@@ -42,10 +43,11 @@ from netsim.netfilter.model import (
     RuleOp,
     Ruleset,
     Table,
+    Target,
     gc_paused,
 )
 from netsim.netfilter.targets import TARGET_OPTIONS, VERDICTS, is_extension_target, normalize_target
-from netsim.netfilter.validate import check_userspace, rule_problem, table_problem
+from netsim.netfilter.validate import check_userspace, loads, rule_problem, table_problem
 
 # Protocol numbers iptables-save prints by name (/etc/protocols names; "all" is printed as nothing).
 PROTOCOLS = {
@@ -96,9 +98,15 @@ def tokenize(line: str) -> list[str]:
 
 def _words(text: str) -> list[str]:
     """``text`` split on blanks, tabs and newlines (only those: a ``\\r`` or ``\\v`` is part of a word)."""
+    if _OTHER_SPACE.search(text) is None:  # then str.split splits exactly there
+        return text.split()
     if "\t" in text or "\n" in text:
         text = text.replace("\t", " ").replace("\n", " ")
     return [w for w in text.split(" ") if w]
+
+
+# what str.split() takes for whitespace besides blank, tab and newline
+_OTHER_SPACE = re.compile("[\r\x0b\x0c\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
 
 
 def _tokenize_chars(line: str) -> list[str]:
@@ -174,7 +182,7 @@ def _network(text: str, family: Family) -> Network:
         prefix4 = 32 if plen is None else int(plen)
         if max(bytes_) <= 255 and 0 < prefix4 <= 32:
             value = bytes_[0] << 24 | bytes_[1] << 16 | bytes_[2] << 8 | bytes_[3]
-            return ipaddress.IPv4Network((value & (0xFFFFFFFF << (32 - prefix4)) & 0xFFFFFFFF, prefix4))
+            return _v4_network(value & (0xFFFFFFFF << (32 - prefix4)) & 0xFFFFFFFF, prefix4)
     bits = 32 if family is Family.IPV4 else 128
     full = (1 << bits) - 1
     addr_text, sep, mask_text = text.rpartition("/")
@@ -225,6 +233,24 @@ def _network(text: str, family: Family) -> Network:
     if family is Family.IPV4:
         return ipaddress.IPv4Network((address, prefix))
     return ipaddress.IPv6Network((address, prefix))
+
+
+_V4_MASKS = tuple(ipaddress.IPv4Network((0, p)).netmask for p in range(33))
+
+
+def _v4_network(value: int, prefix: int) -> ipaddress.IPv4Network:
+    """``IPv4Network((value, prefix))`` for a value without host bits, built as its constructor builds it but
+    without reading its argument again (a third of a big dump's parse went there)."""
+    net = ipaddress.IPv4Network.__new__(ipaddress.IPv4Network)
+    fields = net.__dict__
+    fields["network_address"] = address = ipaddress.IPv4Address(value)
+    fields["netmask"] = _V4_MASKS[prefix]
+    fields["_prefixlen"] = prefix
+    if prefix == 31:
+        fields["hosts"] = net.__iter__
+    elif prefix == 32:
+        fields["hosts"] = lambda: [address]
+    return net
 
 
 # a word that can only be a host name (a letter in it; numeric forms were tried first)
@@ -288,6 +314,14 @@ def parse_rules_args(args: Sequence[str], family: Family = Family.IPV4,
     source and destination, sources outermost (a,c a,d b,c b,d: what ``iptables-save`` shows after it;
     verified), and none of them may be negated ("! not allowed with multiple source or destination IP
     addresses")."""
+    return _parse_args(args, family, names, None)
+
+
+def _parse_args(args: Sequence[str], family: Family, names: Names,
+                roles: dict[int, tuple[object, ...]] | None) -> tuple[Rule, ...]:
+    """:func:`parse_rules_args`; ``roles``, when given, is filled with what each value word became (for
+    :class:`_Shape`): ``("hdr", field)``, ``("jump",)``, ``("mopt", match, option, arg)``, ``("topt", option,
+    arg)``, and ``roles[-1]`` with the parts the rule was built from."""
     fields: dict[str, object] = {}
     several: dict[str, list[Network | None]] = {}
     matches: list[_MatchBuilder] = []
@@ -321,6 +355,8 @@ def parse_rules_args(args: Sequence[str], family: Family = Family.IPV4,
         header = _HEADER.get(tok)
         if header is not None:
             (value,) = take(1)
+            if roles is not None:
+                roles[i + 1] = ("hdr", header)
             if header in fields:
                 raise RulesetError(f"multiple {tok} flags not allowed")
             if header in ("src", "dst"):
@@ -362,6 +398,8 @@ def parse_rules_args(args: Sequence[str], family: Family = Family.IPV4,
             if not name or len(name) >= MAX_CHAIN_NAME or name.split() != [name]:  # no whitespace in it
                 raise RulesetError(f"Invalid target name `{_shown(name)}'")
             target_name, target_goto = name, tok in ("-g", "--goto")
+            if roles is not None:
+                roles[i + 1] = ("jump",)
             i += 2
             continue
         if tok in ("-c", "--set-counters"):
@@ -378,6 +416,8 @@ def parse_rules_args(args: Sequence[str], family: Family = Family.IPV4,
         if target_name is not None:
             known = TARGET_OPTIONS.get(target_name)
             values = take(known[tok]) if known is not None and tok in known else greedy()
+            if roles is not None:
+                roles.update((i + 1 + k, ("topt", len(target_opts), k)) for k in range(len(values)))
             target_opts.append(Option(tok, values, negate))
         else:
             owner = _owner_of(tok, matches, fields.get("proto"), family)
@@ -385,6 +425,9 @@ def parse_rules_args(args: Sequence[str], family: Family = Family.IPV4,
                 raise RulesetError(f"unknown option \"{tok}\"")
             arity = option_arity(owner.module, tok)
             values = greedy() if arity is None else take(arity)
+            if roles is not None:
+                at = matches.index(owner), len(owner.options)
+                roles.update((i + 1 + k, ("mopt", *at, k)) for k in range(len(values)))
             owner.options.append(Option(tok, values, negate))
         negate = False
         i += 1 + len(values)
@@ -397,15 +440,31 @@ def parse_rules_args(args: Sequence[str], family: Family = Family.IPV4,
     for b in matches:  # iptables-nft turns tcp/udp options into nft payload matches, checking -p first
         if b.module in ("tcp", "udp") and b.options and fields.get("proto") != b.module:
             raise RulesetError(f"{b.module.upper()} match requires '-p {b.module}'")
-    built = tuple(m for m in (_finish_match(b, family, names) for b in matches) if m is not None)
+    finished = [_finish_match(b, family, names) for b in matches]
+    built = tuple(m for m in finished if m is not None)
     target = _normalized_target(target_name, tuple(target_opts), family, target_goto) if target_name else None
     rule = Rule(matches=built, target=target, counters=counters, **fields)  # type: ignore[arg-type]
+    if roles is not None:
+        roles[-1] = (fields, [(b.module, list(b.options)) for b in matches], finished,
+                     [_plain(b.module, b.options, m) for b, m in zip(matches, finished, strict=True)], target_name,
+                     target_goto, target_opts, target, counters)
     if not several:
         return (rule,)
     if fields.get("src_neg") or fields.get("dst_neg"):
         raise RulesetError("! not allowed with multiple source or destination IP addresses")
     return tuple(replace(rule, src=src, dst=dst) for src in several.get("src", (rule.src,))
                  for dst in several.get("dst", (rule.dst,)))
+
+
+def _plain(module: str, options: Sequence[Option], done: Match | None) -> bool:
+    """Whether the match is one option that normalises to itself (``-m comment --comment TEXT``): a rule of
+    the same shape gets the match with its own text, without normalising it again."""
+    spec = known_module(module)
+    if spec is None or len(options) != 1 or spec.rewrite is not None or module in ("tcp", "udp", "statistic"):
+        return False
+    ospec = spec.lookup(options[0].name)
+    return ospec is not None and ospec.normalize is same_value and len(options[0].args) == 1 and done is not None \
+        and done.options == (Option(ospec.name, options[0].args, options[0].negated),)
 
 
 def _owner_of(option: str, matches: list[_MatchBuilder], proto: object, family: Family) -> _MatchBuilder | None:
@@ -436,6 +495,198 @@ def _finish_match(m: _MatchBuilder, family: Family, names: Names) -> Match | Non
 # saves both the time and the memory of equal copies. Values are immutable; errors are not cached.
 _normalized_match = functools.lru_cache(maxsize=4096)(normalize_match)
 _normalized_target = functools.lru_cache(maxsize=4096)(normalize_target)
+
+
+# ------------------------------------------------------------------ rules of the same shape
+
+# The words after these flags are values that never change how the rest of the rule is read (an address, an
+# interface, a comment, a port, a NAT destination, a user chain): two rules that differ only there have the
+# same shape. kube-proxy writes tens of thousands of rules in a handful of shapes.
+_VALUE_FLAGS = frozenset({"-s", "--source", "--src", "-d", "--destination", "--dst", "-i", "--in-interface",
+                          "-o", "--out-interface", "--comment", "--dport", "--sport", "--destination-port",
+                          "--source-port", "--to-destination", "--to-source", "-j", "--jump", "-g", "--goto"})
+_JUMPS = frozenset({"-j", "--jump", "-g", "--goto"})
+
+
+@dataclass(slots=True)
+class _Shape:
+    """What a rule of one shape was built from (``_parse_args``' ``roles``), and where its values go: parse
+    the shape once, then each rule of that shape only reads its own values (:meth:`fill`). Exact: a value word
+    is taken only where the full parse took it as that value, and any error falls back to the full parse,
+    so the same error is raised."""
+
+    header: list[tuple[int, str]]  # (word, Rule field)
+    match_args: list[tuple[int, int, int, int]]  # (word, match, option, argument)
+    target_args: list[tuple[int, int, int]]  # (word, option, argument)
+    jump: int | None  # the word naming the user chain jumped to
+    fields: dict[str, object]
+    raw: list[tuple[str, list[Option]]]  # each match's module and options as written
+    finished: list[Match | None]  # each match normalised
+    plain: list[bool]  # whether a match is one option normalised as written (a comment): rebuilt directly
+    target_name: str | None
+    goto: bool
+    target_opts: list[Option]
+    target: Target | None
+    counters: tuple[int, int] | None
+    compiled: Callable[[Sequence[str]], Rule] | None = None
+
+    def fill(self, args: Sequence[str], family: Family, names: Names) -> Rule:
+        """The rule of this shape with ``args``' values (RulesetError or _Unshaped if one does not fit)."""
+        if self.compiled is None:
+            self.compiled = self._compile(family, names)
+        return self.compiled(args)
+
+    def _compile(self, family: Family, names: Names) -> Callable[[Sequence[str]], Rule]:
+        """:meth:`fill` as straight-line code for this shape (a dump has a handful of shapes and tens of
+        thousands of rules): each value read where it goes, everything else a constant."""
+        consts: dict[str, object] = {"_network": _network, "_iface": _iface, "_Unshaped": _Unshaped,
+                                     "_Rule": Rule, "_Match": Match, "_Option": Option,
+                                     "_finish": _refinish, "_sub": _substitute, "_target": _normalized_target,
+                                     "family": family, "names": names, "MAXNAME": MAX_CHAIN_NAME}
+        body = []
+        kwargs = {name: f"K_{name}" for name in self.fields}
+        consts.update({f"K_{name}": value for name, value in self.fields.items()})
+        for index, name in self.header:
+            if name in ("src", "dst"):
+                negated = bool(self.fields.get(_HEADER_NEG[name]))
+                body += [f"v = args[{index}]", "if ',' in v: raise _Unshaped",
+                         f"h_{name} = _network(v, family)"]
+                if not negated:  # "any" stores no address
+                    body.append(f"if h_{name}.prefixlen == 0: h_{name} = None")
+            else:
+                body.append(f"h_{name} = _iface(args[{index}])")
+            kwargs[name] = f"h_{name}"
+        by_match: dict[int, list[tuple[int, int, int]]] = {}
+        for index, m, o, a in self.match_args:
+            by_match.setdefault(m, []).append((index, o, a))
+        parts = []
+        general = False
+        for m, done in enumerate(self.finished):
+            slots = by_match.get(m)
+            if slots is None:
+                if done is not None:
+                    consts[f"M{m}"] = done
+                    parts.append(f"M{m}")
+                continue
+            if self.plain[m]:
+                assert done is not None
+                consts[f"MOD{m}"], consts[f"ON{m}"] = done.module, done.options[0].name
+                parts.append(f"_Match(MOD{m}, (_Option(ON{m}, (args[{slots[0][0]}],), "
+                             f"{done.options[0].negated}),))")
+                continue
+            general = True
+            module, options = self.raw[m]
+            consts[f"MOD{m}"] = module
+            opts = []
+            for o, opt in enumerate(options):
+                consts[f"O{m}_{o}"] = opt
+                expr = f"O{m}_{o}"
+                for index, so, a in slots:
+                    if so == o:
+                        expr = f"_sub({expr}, {a}, args[{index}])"
+                opts.append(expr)
+            parts.append(f"_finish(MOD{m}, ({', '.join(opts)},), family, names)")
+        matches = f"({', '.join(parts)},)" if parts else "()"
+        if general:
+            matches = f"tuple([m for m in {matches} if m is not None])"
+        consts["TARGET"], consts["COUNTERS"] = self.target, self.counters
+        target = "TARGET"
+        if self.jump is not None or self.target_args:
+            name = "TNAME"
+            consts["TNAME"] = self.target_name
+            if self.jump is not None:
+                body += [f"t = args[{self.jump}]", "if len(t) >= MAXNAME or t.split() != [t]: raise _Unshaped"]
+                name = "t"
+            if not self.target_args:  # a jump to a user chain: one shared Target per chain, as parse_rule_args
+                target = f"_target({name}, (), family, {self.goto})"
+            else:
+                opts = []
+                for o, opt in enumerate(self.target_opts):
+                    consts[f"T{o}"] = opt
+                    expr = f"T{o}"
+                    for index, so, a in self.target_args:
+                        if so == o:
+                            expr = f"_sub({expr}, {a}, args[{index}])"
+                    opts.append(expr)
+                target = f"_target({name}, ({''.join(e + ', ' for e in opts)}), family, {self.goto})"
+        call = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+        body.append(f"return _Rule({call}{', ' if call else ''}matches={matches}, target={target}, "
+                    f"counters=COUNTERS)")
+        source = "def fill(args):\n" + "".join(f"    {line}\n" for line in body)
+        exec(source, consts)  # code generated above from this shape's own fields
+        return consts["fill"]  # type: ignore[return-value]
+
+    @classmethod
+    def make(cls, free: Sequence[int], roles: dict[int, tuple[object, ...]]) -> _Shape | None:
+        """The shape of the rule whose parse recorded ``roles``, or None if a free word was not a value."""
+        shape = cls([], [], [], None, *roles[-1])  # type: ignore[arg-type]
+        for index in free:
+            role = roles.get(index)
+            if role is None:
+                return None
+            if role[0] == "hdr" and role[1] != "proto":
+                shape.header.append((index, role[1]))  # type: ignore[arg-type]
+            elif role[0] == "mopt":
+                shape.match_args.append((index, *role[1:]))  # type: ignore[arg-type]
+            elif role[0] == "topt":
+                shape.target_args.append((index, *role[1:]))  # type: ignore[arg-type]
+            elif role[0] == "jump":
+                shape.jump = index
+            else:
+                return None
+        return shape
+
+
+def _substitute(option: Option, at: int, value: str) -> Option:
+    """``option`` with its argument ``at`` replaced by ``value``."""
+    if option.args[at] == value:
+        return option
+    return Option(option.name, (*option.args[:at], value, *option.args[at + 1:]), option.negated)
+
+
+def _refinish(module: str, options: tuple[Option, ...], family: Family, names: Names) -> Match | None:
+    return _finish_match(_MatchBuilder(module, list(options)), family, names)
+
+
+class _Unshaped(Exception):
+    """A value the shape cannot take as it is (a list of addresses, a bad chain name): parse the rule whole."""
+
+
+# shape key → its _Shape, or None for a shape whose values are not all where expected (parsed whole each time)
+_ShapeCache = dict[tuple[str | None, ...], "_Shape | None"]
+
+
+def _shape_key(args: Sequence[str]) -> tuple[tuple[str | None, ...], list[int]]:
+    """The rule's words with its free values blanked, and where they were (see :data:`_VALUE_FLAGS`)."""
+    free = [i for i, (prev, word) in enumerate(itertools.pairwise(args), 1) if prev in _VALUE_FLAGS and word
+            and word[0] not in "-!" and not (prev in _JUMPS and is_extension_target(word))]
+    if not free:
+        return (), free
+    key: list[str | None] = list(args)
+    for i in free:
+        key[i] = None
+    return tuple(key), free
+
+
+def _parse_shaped(args: Sequence[str], family: Family, names: Names, cache: _ShapeCache) -> tuple[Rule, ...]:
+    """:func:`parse_rules_args` through the shape cache (``cache`` is one ruleset's: rules are read with one
+    family and one ``names``)."""
+    key, free = _shape_key(args)
+    if not free:
+        return _parse_args(args, family, names, None)
+    if key not in cache:
+        roles: dict[int, tuple[object, ...]] = {}
+        rules = _parse_args(args, family, names, roles)
+        if len(rules) == 1:
+            cache[key] = _Shape.make(free, roles)
+        return rules
+    shape = cache[key]
+    if shape is None:
+        return _parse_args(args, family, names, None)
+    try:
+        return (shape.fill(args, family, names),)
+    except (_Unshaped, RulesetError):
+        return _parse_args(args, family, names, None)  # the full parse raises the error, or reads the list
 
 
 # ------------------------------------------------------------------ restore / save text
@@ -574,11 +825,13 @@ def _at(number: int, text: str, message: str) -> _Located:
 def _strtok(text: str) -> list[str]:
     """C's ``strtok(…, " \\t\\n")`` run to the end: words between blanks, tabs and newlines (a ``\\r``
     stays part of its word)."""
-    return [w for w in re.split(r"[ \t\n]+", text) if w]
+    return _words(text)
 
 
 def _sscanf_counters(text: str) -> tuple[int, int] | None:
     """``sscanf(text, "[%llu:%llu]")`` == 2 (trailing text ignored), as iptables reads chain counters."""
+    if text == "[0:0]":
+        return 0, 0
     m = re.match(r"\[\s*([+-]?\d+):\s*([+-]?\d+)", text)
     return (int(m.group(1)) % 2**64, int(m.group(2)) % 2**64) if m else None
 
@@ -667,9 +920,17 @@ def _operand(tokens: Sequence[str], i: int) -> str | None:
 
 
 def _command(tokens: list[str], table: str, family: Family, names: Names,
-             counters: tuple[int, int] | None, number: int) -> list[_Cmd]:
+             counters: tuple[int, int] | None, number: int, shapes: _ShapeCache) -> list[_Cmd]:
     """One restore line's command (phase 1: what iptables checks while it reads the line)."""
     cmd = tokens[0]
+    if cmd == "-A" and len(tokens) > 2 and tokens[1][:1] not in ("-", "!"):  # the common case, as below
+        appended = []
+        for rule in _parse_shaped(tokens[2:], family, names, shapes):
+            if counters is not None:
+                rule = replace(rule, counters=counters)
+            check_userspace(table, tokens[1], rule)
+            appended.append(_Cmd(number, "rule", tokens[1], rule=rule))
+        return appended
     if cmd in ("-N", "--new-chain") and len(tokens) == 2:
         _valid_chain_name(tokens[1])
         return [_Cmd(number, "new", tokens[1])]
@@ -715,7 +976,7 @@ def _command(tokens: list[str], table: str, family: Family, names: Names,
             if args:
                 raise RulesetError(f"Illegal option `{_shown(args[0])}' with -D and a rule number")
             return [_Cmd(number, "delete-num", chain, position=position)]
-    rules = parse_rules_args(args, family, names)
+    rules = _parse_shaped(args, family, names, shapes)
     if kind == "replace" and len(rules) > 1:
         raise RulesetError("Replacement rule does not specify a unique address")
     out = []
@@ -741,10 +1002,19 @@ def _apply(state: _TableState, cmd: _Cmd, line_of: Callable[[int], str], commit_
     rules the block wrote before them (verified: a later ``-D``/``-C`` of one says "Bad rule", ``-D N`` and
     ``-R N`` say "No chain" or crash); netsim keeps seeing them, as the commands are documented."""
 
+    chain = cmd.chain
+    if cmd.kind == "rule" and cmd.position is None:  # -A, the common case: as below
+        rules = state.rules.get(chain)  # type: ignore[arg-type]
+        target = cmd.rule.target  # type: ignore[union-attr]
+        if rules is not None and (target is None or target.name in state.chains or (
+                not target.goto and is_extension_target(target.name))):
+            state.made.add(chain)  # type: ignore[arg-type]
+            rules.append(cmd.rule)  # type: ignore[arg-type]
+            return None
+
     def fail(message: str, line: int = cmd.line) -> _Located:
         return _at(line, line_of(line), message)
 
-    chain = cmd.chain
     if chain is not None and cmd.kind in ("chain", "rule", "replace", "policy") and chain in state.chains:
         state.made.add(chain)
     if cmd.kind == "chain" and cmd.policy is not None:
@@ -846,6 +1116,8 @@ def _first_kernel_failure(before: _TableState, batch: Sequence[tuple[_Cmd, str |
     earlier of the two.) Adding rules only makes validation worse, so without deletions in the batch the
     first failing prefix is found by bisection; with them, by trying each prefix in turn."""
     table = after.name
+    if all(busy is None for _, busy in batch) and loads(table, after.rules):
+        return None
     adds = []  # indexes in ``batch`` of the commands that add a rule
     for i, (cmd, busy) in enumerate(batch):
         if busy is not None:
@@ -892,6 +1164,7 @@ class _Restore:
     text: str  # the whole input, for errors naming a queued command's line
     current: str | None = None
     cmds: list[_Cmd] = field(default_factory=list)
+    shapes: _ShapeCache = field(default_factory=dict)
 
     def line_text(self, number: int) -> str:
         for k, (_, chunk) in enumerate(_chunks(self.text), 1):
@@ -953,7 +1226,7 @@ class _Restore:
         if not tokens[0].startswith("-"):
             raise RulesetError(f"Bad argument `{_shown(tokens[0])}'")
         assert self.current is not None
-        self.cmds += _command(tokens, self.current, self.family, self.names, counters, number)
+        self.cmds += _command(tokens, self.current, self.family, self.names, counters, number, self.shapes)
 
     def commit(self, number: int) -> None:
         """Phase 2 (queued commands in order) and phase 3 (the kernel's batch) for the current table."""

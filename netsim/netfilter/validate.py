@@ -105,8 +105,13 @@ def check_rule(table: str, chain: str, rule: Rule, hooks: frozenset[str] | set[s
 
 def reachable_hooks(table: str, rules: Mapping[str, Sequence[Rule]]) -> dict[str, frozenset[str]]:
     """Each chain → the hooks it is reachable from (a built-in chain is its own hook)."""
+    builtin = BUILTIN_CHAINS.get(table, ())
+    jumps: dict[str, set[str]] = {}  # chain → the user chains its rules jump or go to
+    for name, chain_rules in rules.items():
+        jumps[name] = {t.name for r in chain_rules if (t := r.target) is not None and t.name in rules
+                       and t.name not in builtin}
     out: dict[str, set[str]] = {}
-    for base in BUILTIN_CHAINS.get(table, ()):
+    for base in builtin:
         if base not in rules:
             continue
         todo = [base]
@@ -116,10 +121,7 @@ def reachable_hooks(table: str, rules: Mapping[str, Sequence[Rule]]) -> dict[str
             if base in seen:
                 continue
             seen.add(base)
-            for rule in rules[name]:
-                t = rule.target
-                if t is not None and t.name in rules and t.name not in BUILTIN_CHAINS[table]:
-                    todo.append(t.name)
+            todo.extend(jumps[name])
     return {name: frozenset(hooks) for name, hooks in out.items()}
 
 
@@ -174,6 +176,22 @@ def table_problem(table: str, rules: Mapping[str, Sequence[Rule]]) -> str | None
     return _too_deep(table, rules)
 
 
+def loads(table: str, rules: Mapping[str, Sequence[Rule]]) -> bool:
+    """Whether the kernel takes the whole table, rule by rule and as a whole (a quick yes for the common case:
+    every rule checked once, in the hooks its chain is reachable from, or its own, or none; a rule that
+    passes there passes every check :func:`rule_problem` and :func:`table_problem` make)."""
+    hooks = reachable_hooks(table, rules)
+    none: frozenset[str] = frozenset()
+    try:
+        for name, chain_rules in rules.items():
+            reached = hooks.get(name, none)
+            for rule in chain_rules:
+                check_rule(table, name, rule, reached)
+    except RulesetError:
+        return False
+    return _too_deep(table, rules) is None
+
+
 def rule_problem(table: str, chain: str, rule: Rule) -> str | None:
     """Why the kernel refuses ``rule`` as it adds it to ``chain`` (its own hook for a built-in chain)."""
     hooks = frozenset({chain}) if chain in BUILTIN_CHAINS.get(table, ()) else frozenset()
@@ -190,6 +208,7 @@ __all__ = [
     "TARGET_PLACES",
     "check_rule",
     "check_userspace",
+    "loads",
     "reachable_hooks",
     "rule_problem",
     "table_problem",

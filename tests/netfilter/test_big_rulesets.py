@@ -59,3 +59,36 @@ def test_compiled_rules_show_their_saved_text() -> None:
     crs = compile_ruleset(parse_ruleset(DUMP))
     shown = [r.text for chain in crs.tables["nat"].values() for r in chain.rules]
     assert shown == _lines_in_save_order()
+
+
+# Values put in the shaped words of DUMP's first rule (address, comment, port, chain): good ones, and ones the
+# shape cannot take or that are wrong, each of which must give what reading the rule on its own gives.
+_SLOT_VALUES = {3: ["10.96.0.9/32", "0/0", "1.2.3", "10.1.2.3/255.0.255.0", "1.1.1.1,2.2.2.2", "localhost",
+                    "pod.example", "1.2.3.4/33", "::1"],
+                8: ["x", "two words", "", "a\\b", "--dport"],
+                12: ["80", "0x50", "65536", "http", "10:5", "1:1024", "0:65535"],
+                14: ["KUBE-SEP-B", "KUBE-MARK-MASQ", "A" * 29, "ACCEPT", "has space"]}
+
+
+@pytest.mark.parametrize("slot", sorted(_SLOT_VALUES))
+def test_a_rule_of_a_known_shape_reads_as_it_reads_alone(slot: int) -> None:
+    from netsim.netfilter.model import Family
+    from netsim.netfilter.parse import _parse_args, _parse_shaped
+
+    template = tokenize(DUMP.splitlines()[6])[2:]
+    cache: dict = {}  # type: ignore[type-arg]
+    _parse_shaped(template, Family.IPV4, parse_rule_args.__defaults__[1], cache)  # type: ignore[index]
+    assert [s for s in cache.values() if s is not None], "the template made a shape"
+    for value in _SLOT_VALUES[slot]:
+        args = [*template[:slot], value, *template[slot + 1:]]
+        names = parse_rule_args.__defaults__[1]  # type: ignore[index]
+
+        def read(shaped: bool, args: list[str] = args, names: object = names) -> object:
+            try:
+                if shaped:
+                    return _parse_shaped(args, Family.IPV4, names, cache)  # type: ignore[arg-type]
+                return _parse_args(args, Family.IPV4, names, None)  # type: ignore[arg-type]
+            except RulesetError as e:
+                return e.message
+
+        assert read(True) == read(False), value
