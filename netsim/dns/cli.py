@@ -154,22 +154,25 @@ def _pod_agent(pod_file: str | None, mesh_config: str | None, istio_version: str
             raise SpecError("--mesh-config gives the proxyMetadata of a --pod: give the pod with --pod FILE")
         return _Agent(runs=True, why="")
     from netsim.mesh.files import read_config, read_mesh_config
-    from netsim.mesh.proxy import pick_pod, proxy_for_pod
+    from netsim.mesh.proxy import pick_pod
+    from netsim.workload.model import Workload
 
     read = read_config([pod_file], keep_going=keep_going)
     pod = pick_pod(read.objects.pods)
     if pod is None:
         raise SpecError("no Pod or workload found", where=pod_file)
-    proxy = proxy_for_pod(read.objects, read_mesh_config(mesh_config), pod)
-    where = proxy.metadata_origin or "no proxyMetadata set"
+    mesh = read_mesh_config(mesh_config)
+    w = Workload.from_pod_info(pod, istio_version=istio_version).with_mesh_defaults(mesh.proxy_metadata, mesh.source)
+    sidecar, sidecar_why = w.injection
     why = ""
-    if not pod.sidecar:
-        why = f"{pod.ref} has no sidecar ({pod.sidecar_why}): no pilot-agent answers its queries"
-    elif not proxy.dns_capture:
-        why = (f"{pod.ref} does not set ISTIO_META_DNS_CAPTURE ({where}): pilot-agent runs no DNS proxy and the "
-               "app's queries go to its nameservers (kube-dns)")
-    return _Agent(runs=not why, why=why, namespace=pod.namespace, pod_ips=pod.ips, dns_capture=proxy.dns_capture,
-                  dns_auto_allocate=proxy.dns_auto_allocate)
+    if not sidecar:
+        why = f"{w.ref} has no sidecar ({sidecar_why}): no pilot-agent answers its queries"
+    elif not w.dns_capture:
+        why = (f"{w.ref} does not set ISTIO_META_DNS_CAPTURE ({w.metadata_origin or 'no proxyMetadata set'}): "
+               "pilot-agent runs no DNS proxy and the app's queries go to its nameservers (kube-dns)")
+    return _Agent(runs=not why, why=why, namespace=w.namespace,
+                  pod_ips=() if w.addresses_assumed else tuple(str(a) for a in w.addresses),
+                  dns_capture=w.dns_capture, dns_auto_allocate=w.dns_auto_allocate)
 
 
 def _pod_options(fn: Callable[..., Any]) -> Callable[..., Any]:

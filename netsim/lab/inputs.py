@@ -16,7 +16,7 @@ from ipaddress import ip_address, ip_interface, ip_network
 from pathlib import Path
 
 from netsim.capture.iptables import RouteCommand
-from netsim.errors import LabError, NetsimError
+from netsim.errors import LabError
 from netsim.lab.control import DnsAgent, LabSpec
 from netsim.lab.runner import AddrAdd, Command, Interface, RouteAdd, RuleAdd
 from netsim.netfilter.model import Family
@@ -71,14 +71,14 @@ def lab_spec(pod_file: str, *, name: str | None = None, services: Sequence[str] 
     Raises NetsimError (one line, naming file and field) when the pod does not compile, and LabError when
     it compiles to no capture at all (nothing for a lab to show).
     """
-    from netsim.capture.compiled import compile_config
     from netsim.capture.config import InterceptionMode
     from netsim.capture.dryrun import render_restore
+    from netsim.errors import RulesetError
     from netsim.k8s import expand_paths
     from netsim.netfilter.matches import Names
     from netsim.spec.pod import load_pod
-    from netsim.spec.resolve import PodNetwork, resolve
     from netsim.spec.versions import profile_for
+    from netsim.workload.model import Workload
 
     pod = load_pod(pod_file)
     notes: tuple[str, ...] = ()
@@ -88,15 +88,16 @@ def lab_spec(pod_file: str, *, name: str | None = None, services: Sequence[str] 
         notes = (f"namespace {namespace} (from --namespace; {pod_file} says {pod.namespace})",)
     pod_ips = tuple(pod_interface(ip) for ip in (pod.pod_ips or (DEFAULT_POD_IP,)))
     dns = tuple(ip_address(a) for a in (pod.dns_nameservers or (DEFAULT_CLUSTER_DNS,)))
-    net = PodNetwork(pod_ips=tuple(str(i.ip) for i in pod_ips), cluster_dns=str(dns[0]))
-    res = resolve(env={}, net=net, pod=pod, profile=profile_for(istio_version), profile_given=istio_version is not None)
-    if not res.capture or res.config is None:
-        raise LabError(f"{pod_file}: no capture to run: {res.no_capture_reason}")
-    config = res.config
-    try:
-        compiled = compile_config(config, names=Names(system=True))
-    except NetsimError as e:
+    try:  # the rules load on this machine: owner-group names resolve against its groups
+        w = Workload.from_pod_source(pod, profile_for(istio_version), profile_given=istio_version is not None,
+                                     pod_ips=tuple(i.ip for i in pod_ips), cluster_dns=str(dns[0]),
+                                     names=Names(system=True))
+    except RulesetError as e:
         raise e.at(pod_file) from None
+    res, compiled = w.resolution, w.compiled
+    if res is None or res.config is None or compiled is None:
+        raise LabError(f"{pod_file}: no capture to run: {res.no_capture_reason if res is not None else ''}")
+    config = res.config
     lab_name = name or pod.name
     if not lab_name or len(lab_name) > MAX_NAME or not all(c.isalnum() or c in "-_" for c in lab_name):
         raise LabError(f'lab name "{lab_name}": use 1-{MAX_NAME} letters, digits, "-" or "_" (give --name)')

@@ -21,7 +21,7 @@ from netsim.mesh.model import (
     Verdict,
 )
 from netsim.mesh.objects import convert, parse_mesh_config, parse_text
-from netsim.mesh.proxy import make_proxy, proxy_for_pod
+from netsim.mesh.proxy import make_proxy, proxy_for_workload
 from netsim.mesh.versions import MeshProfile, mesh_profile
 
 __all__ = [
@@ -48,5 +48,5 @@ __all__ = [
     "mesh_profile",
     "parse_mesh_config",
     "parse_text",
-    "proxy_for_pod",
+    "proxy_for_workload",
 ]

@@ -165,7 +165,8 @@ def _pod_proxy(configs: tuple[str, ...], pod_file: str, pod_name: str | None, me
 
     from netsim.mesh.build import build_index
     from netsim.mesh.files import read_config
-    from netsim.mesh.proxy import pick_pod, proxy_for_pod, with_pods
+    from netsim.mesh.proxy import pick_pod, proxy_for_workload, with_pods
+    from netsim.workload.model import Workload
 
     read, mesh, profile = _load(configs, mesh_config, istio_version, keep_going)
     objects = read.objects
@@ -176,7 +177,8 @@ def _pod_proxy(configs: tuple[str, ...], pod_file: str, pod_name: str | None, me
     # the pod file's own objects count too (a pod next to its Service is common)
     if pod_file not in configs:
         objects = replace(with_pods(objects, pod_read.objects), errors=objects.errors + pod_read.objects.errors)
-    index = build_index(objects, proxy_for_pod(objects, mesh, pod), profile, mesh)
+    w = Workload.from_pod_info(pod, istio_version=istio_version)
+    index = build_index(objects, proxy_for_workload(w, mesh), profile, mesh)
     notes = _input_notes(replace(read, objects=objects), index)
     notes += [f"{i}" for i in pod_read.ignored if pod_file not in configs and i.kind != pod.kind]
     notes += [str(e) for e in index.errors]

@@ -120,8 +120,9 @@ def load_index(configs: Iterable[str | Path], *, pod_file: str | None = None, po
     for an invalid document, as :func:`read_config`).
     """
     from netsim.mesh.build import build_index
-    from netsim.mesh.proxy import PLACEHOLDER_IP, make_proxy, pick_pod, with_pods
+    from netsim.mesh.proxy import PLACEHOLDER_IP, make_proxy, pick_pod, proxy_for_workload, with_pods
     from netsim.mesh.versions import mesh_profile
+    from netsim.workload.model import Workload
 
     profile = mesh_profile(istio_version)
     objects = read_config(list(configs), keep_going=keep_going).objects
@@ -134,9 +135,11 @@ def load_index(configs: Iterable[str | Path], *, pod_file: str | None = None, po
             if pod_ips:
                 pod = replace(pod, ips=pod_ips)
             objects = with_pods(objects, extra)
-    ips = pod_ips or (pod.ips if pod is not None and pod.ips else (PLACEHOLDER_IP,))
-    proxy = make_proxy(objects, mesh, ips=ips, namespace=namespace or (pod.namespace if pod else None),
-                       labels=labels if labels is not None else (pod.labels if pod else None), pod=pod)
+    if pod is not None:
+        w = Workload.from_pod_info(pod, istio_version=istio_version, pod_ips=pod_ips)
+        proxy = proxy_for_workload(w, mesh, namespace=namespace, labels=labels)
+    else:
+        proxy = make_proxy(objects, mesh, ips=pod_ips or (PLACEHOLDER_IP,), namespace=namespace, labels=labels)
     return build_index(objects, proxy, profile, mesh)
 
 

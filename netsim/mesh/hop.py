@@ -133,19 +133,12 @@ def _route_ok(matches: tuple[tuple[str, str], ...], path: str) -> bool:
 
 @lru_cache(maxsize=4096)
 def capture_resolution(pod: PodInfo, version_name: str) -> tuple[Any, str]:
-    """``netsim.spec``'s Resolution for ``pod`` under a release (the injector's istio-iptables
-    arguments), or (None, why it could not be derived)."""
-    from netsim.errors import NetsimError
-    from netsim.spec.pod import pod_from_object
-    from netsim.spec.resolve import resolve
-    from netsim.spec.versions import profile_for
+    """The capture options of ``pod`` under a release (its :class:`~netsim.workload.Workload`'s
+    Resolution: the injector's istio-iptables arguments), or (None, why they could not be derived)."""
+    from netsim.workload.model import Workload
 
-    try:
-        src = pod_from_object(pod.body, source=pod.source or pod.where, name=pod.name)
-        return resolve(pod=src, profile=profile_for(None if version_name == "current" else version_name),
-                       profile_given=True), ""
-    except NetsimError as e:
-        return None, f"capture config not derived: {e}"
+    w = Workload.from_pod_info(pod, istio_version=None if version_name == "current" else version_name)
+    return w.resolution, w.capture_error
 
 
 def inbound_capture(pod: PodInfo, version_name: str) -> tuple[bool | None, frozenset[int] | None,

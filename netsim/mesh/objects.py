@@ -5,7 +5,8 @@ through :mod:`netsim.k8s`), converting :class:`~netsim.k8s.K8sObject` values int
 :class:`~netsim.mesh.model.MeshObjects` (:func:`convert`: services, endpoints and pods through the
 service registry, ``netsim.registry``, and the routing and security kinds with its field readers,
 ``netsim.registry.fields``), reading the mesh config
-(:func:`parse_mesh_config`) and the proxy's DNS metadata (:func:`proxy_metadata`).
+(:func:`parse_mesh_config`; its ``defaultConfig.proxyMetadata`` is overlaid by the pod's annotation in
+``netsim.spec.pod.proxy_metadata``, read through ``netsim.workload.Workload``).
 
 Never does: open files (``netsim.mesh.files`` does, then calls :func:`parse_text`), or build
 listeners. Every bad object becomes one ConfigError located at file, document, kind ns/name and
@@ -29,7 +30,6 @@ from netsim.mesh.model import (
     MeshConfig,
     MeshObjects,
     PeerAuthentication,
-    PodInfo,
     Sidecar,
     Subset,
     TrafficTLS,
@@ -57,9 +57,6 @@ MESH_KINDS = frozenset({"Service", "Endpoints", "EndpointSlice", "ServiceEntry",
                         *POD_TEMPLATE_PATHS})
 _PA_MODES = ("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
 _TLS_MODES = ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
-DNS_CAPTURE = "ISTIO_META_DNS_CAPTURE"
-DNS_AUTO_ALLOCATE = "ISTIO_META_DNS_AUTO_ALLOCATE"
-PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,39 +322,10 @@ def parse_mesh_config(data: Any, source: str) -> MeshConfig:
                       proxy_metadata=tuple((str(k), str(v)) for k, v in pm.items()), source=source)
 
 
-def proxy_metadata(mesh: MeshConfig, pod: PodInfo | None) -> tuple[dict[str, str], str]:
-    """The proxy's metadata: mesh ``defaultConfig.proxyMetadata`` overlaid by the pod's
-    ``proxy.istio.io/config`` annotation. Returns (metadata, where each came from)."""
-    md = dict(mesh.proxy_metadata)
-    origin = f"{mesh.source} defaultConfig.proxyMetadata" if md else ""
-    if pod is not None:
-        raw = pod.annotation_map.get(PROXY_CONFIG_ANNOTATION)
-        if raw:
-            try:
-                pc = load_yaml(raw)
-            except YAMLSyntaxError as e:
-                raise ConfigError(f"annotation {PROXY_CONFIG_ANNOTATION}: invalid YAML: {e.problem}",
-                                  where=pod.where) from None
-            meta = pc.get("proxyMetadata") if isinstance(pc, Mapping) else None
-            if isinstance(meta, Mapping) and meta:
-                md.update({str(k): str(v) for k, v in meta.items()})
-                origin = f"{pod.ref} annotation {PROXY_CONFIG_ANNOTATION}" + (f" over {origin}" if origin else "")
-    return md, origin
-
-
-def truthy(value: str | None) -> bool:
-    return value is not None and value.strip().lower() in ("true", "1", "yes", "on")
-
-
 __all__ = [
     "CLUSTER_DOMAIN",
-    "DNS_AUTO_ALLOCATE",
-    "DNS_CAPTURE",
-    "PROXY_CONFIG_ANNOTATION",
     "convert",
     "fqdn",
     "parse_mesh_config",
     "parse_text",
-    "proxy_metadata",
-    "truthy",
 ]

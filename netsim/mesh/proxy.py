@@ -2,8 +2,9 @@
 
 Owns: :func:`make_proxy` (finds the proxy's pod among the Pods read, takes its labels when none are
 given, and reads DNS capture / auto-allocation from the mesh config's ``defaultConfig.proxyMetadata``
-overlaid by the pod's ``proxy.istio.io/config`` annotation), :func:`proxy_for_pod`, and picking the
-pod of a ``--pod`` file (:func:`pick_pod`, :func:`with_pods`).
+overlaid by the pod's ``proxy.istio.io/config`` annotation, ``netsim.spec.pod.proxy_metadata``),
+:func:`proxy_for_workload` (the sidecar of a pod read through ``netsim.workload.Workload``), and
+picking the pod of a ``--pod`` file (:func:`pick_pod`, :func:`with_pods`).
 
 Never does: IO, or build listeners.
 """
@@ -12,10 +13,14 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from netsim.errors import SpecError
 from netsim.mesh.model import Labels, MeshConfig, MeshObjects, PodInfo, Proxy
-from netsim.mesh.objects import DNS_AUTO_ALLOCATE, DNS_CAPTURE, proxy_metadata, truthy
+from netsim.spec.pod import DNS_AUTO_ALLOCATE, DNS_CAPTURE, proxy_metadata, truthy
+
+if TYPE_CHECKING:
+    from netsim.workload.model import Workload
 
 
 def make_proxy(objects: MeshObjects, mesh: MeshConfig, *, ips: tuple[str, ...], namespace: str | None,
@@ -34,7 +39,8 @@ def make_proxy(objects: MeshObjects, mesh: MeshConfig, *, ips: tuple[str, ...], 
     ns = namespace or (pod.namespace if pod is not None else "default")
     if labels is None:
         labels = pod.labels if pod is not None else ()
-    md, origin = proxy_metadata(mesh, pod)
+    md, origin = proxy_metadata(pod.annotation_map if pod is not None else {}, where=pod.where if pod else "",
+                                ref=pod.ref if pod else "", defaults=mesh.proxy_metadata, defaults_source=mesh.source)
     return Proxy(ips=ips, namespace=ns, labels=labels, pod=pod, metadata_origin=origin,
                  dns_capture=truthy(md.get(DNS_CAPTURE)), dns_auto_allocate=truthy(md.get(DNS_AUTO_ALLOCATE)))
 
@@ -43,10 +49,16 @@ def make_proxy(objects: MeshObjects, mesh: MeshConfig, *, ips: tuple[str, ...], 
 PLACEHOLDER_IP = "10.255.255.254"
 
 
-def proxy_for_pod(objects: MeshObjects, mesh: MeshConfig, pod: PodInfo) -> Proxy:
-    """The sidecar of ``pod`` (a Pod with an IP, or a workload template: then a placeholder IP)."""
-    ips = pod.ips or (PLACEHOLDER_IP,)
-    return make_proxy(objects, mesh, ips=ips, namespace=pod.namespace, labels=pod.labels, pod=pod)
+def proxy_for_workload(w: Workload, mesh: MeshConfig, *, namespace: str | None = None,
+                       labels: Labels | None = None) -> Proxy:
+    """The sidecar of ``w`` (read with :meth:`~netsim.workload.Workload.from_pod_info`): its addresses (a
+    placeholder IP for a workload template or a pod without one), namespace, labels and the proxyMetadata
+    ``mesh``'s ``defaultConfig`` and the pod's annotation give it; ``namespace``/``labels`` override."""
+    w = w.with_mesh_defaults(mesh.proxy_metadata, mesh.source)
+    ips = (PLACEHOLDER_IP,) if w.addresses_assumed else tuple(str(a) for a in w.addresses)
+    return Proxy(ips=ips, namespace=namespace or w.namespace,
+                 labels=labels if labels is not None else tuple(w.labels.items()), pod=w.pod_info,
+                 metadata_origin=w.metadata_origin, dns_capture=w.dns_capture, dns_auto_allocate=w.dns_auto_allocate)
 
 
 def pick_pod(pods: tuple[PodInfo, ...], name: str | None = None) -> PodInfo | None:
@@ -78,4 +90,4 @@ def parse_labels(text: str | None) -> Labels | None:
     return tuple(out)
 
 
-__all__ = ["PLACEHOLDER_IP", "make_proxy", "parse_labels", "pick_pod", "proxy_for_pod", "with_pods"]
+__all__ = ["PLACEHOLDER_IP", "make_proxy", "parse_labels", "pick_pod", "proxy_for_workload", "with_pods"]

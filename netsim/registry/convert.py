@@ -92,6 +92,29 @@ def is_core_service(obj: K8sObject) -> bool:
     return obj.kind == "Service" and obj.api_version in ("v1", "")
 
 
+def sidecar_injected(ns: str, labels: Mapping[str, str], ann: Mapping[str, str], containers: Sequence[str],
+                     ns_labels: Mapping[str, str] | None) -> tuple[bool, str]:
+    """Whether a pod (or template) in namespace ``ns`` runs a sidecar, and why: its ``security.istio.io/tlsMode``
+    label, an istio-proxy container, ``sidecar.istio.io/inject`` (label, then annotation), the injected
+    status annotation, then its namespace's labels (``ns_labels``; None when the Namespace was not read)."""
+    mode = labels.get(TLS_MODE_LABEL)
+    if mode is not None:
+        return mode == "istio", f"label {TLS_MODE_LABEL}={mode}"
+    if "istio-proxy" in containers:
+        return True, "has an istio-proxy container"
+    for src, m in (("label", labels), ("annotation", ann)):
+        v = m.get("sidecar.istio.io/inject")
+        if v is not None:
+            return v.lower() == "true", f"{src} sidecar.istio.io/inject={v}"
+    if "sidecar.istio.io/status" in ann:
+        return True, "annotation sidecar.istio.io/status (injected)"
+    if ns_labels is not None:
+        if ns_labels.get("istio-injection") == "enabled" or "istio.io/rev" in ns_labels:
+            return True, f"namespace {ns} has injection enabled"
+        return False, f"namespace {ns} has no injection label"
+    return True, "assumed injected (no sidecar.istio.io/inject=false, no tlsMode label)"
+
+
 class _Converter:
     def __init__(self, objects: Sequence[K8sObject], domain: str) -> None:
         self.domain = domain
@@ -172,32 +195,14 @@ class _Converter:
             conditions = f.items(obj, status.get("conditions"), "status.conditions")
             ready = not conditions or any(isinstance(c, Mapping) and c.get("type") == "Ready"
                                           and str(c.get("status")) == "True" for c in conditions)
-        sidecar, why = self.has_sidecar(obj.namespace, dict(labels), dict(ann), names)
+        sidecar, why = sidecar_injected(obj.namespace, dict(labels), dict(ann), names,
+                                        self.ns_labels.get(obj.namespace))
         return PodInfo(name=obj.name, namespace=obj.namespace, kind=obj.kind, ips=tuple(ips), labels=labels,
                        annotations=ann, owner_annotations=owner, container_ports=tuple(ports), sidecar=sidecar,
                        sidecar_why=why, hostname=str(spec.get("hostname") or ""),
                        subdomain=str(spec.get("subdomain") or ""), ready=ready, source=obj.source,
                        where=obj.where(), body=obj.body)
 
-    def has_sidecar(self, ns: str, labels: Mapping[str, str], ann: Mapping[str, str],
-                    containers: Sequence[str]) -> tuple[bool, str]:
-        mode = labels.get(TLS_MODE_LABEL)
-        if mode is not None:
-            return mode == "istio", f"label {TLS_MODE_LABEL}={mode}"
-        if "istio-proxy" in containers:
-            return True, "has an istio-proxy container"
-        for src, m in (("label", labels), ("annotation", ann)):
-            v = m.get("sidecar.istio.io/inject")
-            if v is not None:
-                return v.lower() == "true", f"{src} sidecar.istio.io/inject={v}"
-        if "sidecar.istio.io/status" in ann:
-            return True, "annotation sidecar.istio.io/status (injected)"
-        nsl = self.ns_labels.get(ns)
-        if nsl is not None:
-            if nsl.get("istio-injection") == "enabled" or "istio.io/rev" in nsl:
-                return True, f"namespace {ns} has injection enabled"
-            return False, f"namespace {ns} has no injection label"
-        return True, "assumed injected (no sidecar.istio.io/inject=false, no tlsMode label)"
 
     def endpoint(self, ips: tuple[str, ...], workload: str, extra: Labels = (), **kw: Any) -> Endpoint:
         """An endpoint at ``ips``; a pod's labels (with its tlsMode) when ``ips[0]`` is a pod's IP."""
@@ -410,4 +415,4 @@ def build_registry(objects: Iterable[K8sObject], *, domain: str = CLUSTER_DOMAIN
 
 
 __all__ = ["CLUSTER_DOMAIN", "KUBE_CLUSTER", "build_registry", "check_istio_api", "is_core_service",
-           "k8s_port_protocol", "parse_protocol"]
+           "k8s_port_protocol", "parse_protocol", "sidecar_injected"]

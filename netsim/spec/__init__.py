@@ -1,8 +1,9 @@
 """netsim.spec: Kubernetes manifests and istio-iptables flags → CaptureConfig, with Istio-version defaults.
 
 Owns: the option table and its validation (``flags``), Istio-version profiles (``versions``), reading
-pods and deriving the injector's arguments (``pod``), combining all sources (``resolve``), the
-``--explain`` report (``explain``) and Istio's option-string parser (``options``).
+pods and deriving the injector's arguments and the agent's proxyMetadata (``pod``), combining all
+sources (``resolve``), the ``--explain`` report (``explain``) and Istio's option-string parser
+(``options``).
 Never does: IO beyond reading the one manifest it is given, or building rules (``netsim.capture``).
 """
 

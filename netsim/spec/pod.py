@@ -5,7 +5,9 @@ file into a typed :class:`PodSource`, and :func:`derive`, which turns it into op
 exactly as the injection template does (spec/istio-iptables.md §13.1): annotations → args,
 ``proxy.istio.io/config`` proxyMetadata → env, containerPorts (before 1.3), the istio-proxy
 ``runAsUser``, TPROXY, the ``-d`` status-port logic; plus every capture-related key it saw, as
-:class:`Finding` values for ``--explain``.
+:class:`Finding` values for ``--explain``. Also pilot-agent's proxyMetadata (:func:`proxy_metadata`: the
+mesh config's ``defaultConfig`` overlaid by the annotation, whatever the release), read through
+``netsim.workload.Workload`` by every command.
 
 Never does: merge with flags or the environment (``resolve``), build rules, parse YAML itself
 (:mod:`netsim.k8s` does, lazily), or read anything but the one file it is given. Errors are
@@ -14,11 +16,11 @@ Never does: merge with flags or the environment (``resolve``), build rules, pars
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from netsim.errors import SpecError
+from netsim.errors import ConfigError, SpecError
 from netsim.k8s import POD_TEMPLATE_PATHS, YAMLSyntaxError, is_list_kind, load_yaml, load_yaml_all
 from netsim.reader import read_text
 from netsim.spec import flags as F
@@ -726,21 +728,38 @@ def _proxy_config(pod: PodSource, ann: Mapping[str, str], profile: VersionProfil
     return pc, env, ignored
 
 
-def proxy_metadata(pod: PodSource) -> dict[str, str]:
-    """All of the pod's ``proxy.istio.io/config`` proxyMetadata (pilot-agent's env: DNS capture,
-    auto-allocation, …), whatever the release. Raises SpecError for an annotation that is not a
-    ProxyConfig mapping."""
-    raw = dict(pod.annotations).get(ANN_PROXY_CONFIG)
-    if raw is None:
-        return {}
-    where = f"{pod.where}: annotation {ANN_PROXY_CONFIG}"
-    try:
-        pc = load_yaml(raw)
-    except YAMLSyntaxError as e:
-        raise SpecError(f"not valid YAML/JSON: {e.problem}", where=where) from None
-    if not isinstance(pc, dict) or pc.get("proxyMetadata") is None:
-        return {}
-    return dict(_string_map(pc["proxyMetadata"], "proxyMetadata", where))
+# pilot-agent's proxyMetadata keys that turn on its DNS proxy and the auto-allocation of ServiceEntry VIPs
+DNS_CAPTURE = "ISTIO_META_DNS_CAPTURE"
+DNS_AUTO_ALLOCATE = "ISTIO_META_DNS_AUTO_ALLOCATE"
+
+
+def proxy_metadata(annotations: Mapping[str, str], *, where: str, ref: str,
+                   defaults: Iterable[tuple[str, str]] = (), defaults_source: str = "") -> tuple[dict[str, str], str]:
+    """pilot-agent's proxyMetadata (its env: DNS capture, auto-allocation, ...), whatever the release: the
+    mesh config's ``defaultConfig.proxyMetadata`` (``defaults``, read from ``defaults_source``) overlaid
+    by the ``proxy.istio.io/config`` annotation in ``annotations`` (the pod ``ref``, located at ``where``).
+
+    Returns (metadata, where it came from: "" when nothing set it). Raises ConfigError for an annotation
+    that is not YAML; a ProxyConfig without a proxyMetadata mapping adds nothing.
+    """
+    md = dict(defaults)
+    origin = f"{defaults_source} defaultConfig.proxyMetadata" if md else ""
+    raw = annotations.get(ANN_PROXY_CONFIG)
+    if raw:
+        try:
+            pc = load_yaml(raw)
+        except YAMLSyntaxError as e:
+            raise ConfigError(f"annotation {ANN_PROXY_CONFIG}: invalid YAML: {e.problem}", where=where) from None
+        meta = pc.get("proxyMetadata") if isinstance(pc, Mapping) else None
+        if isinstance(meta, Mapping) and meta:
+            md.update({str(k): str(v) for k, v in meta.items()})
+            origin = f"{ref} annotation {ANN_PROXY_CONFIG}" + (f" over {origin}" if origin else "")
+    return md, origin
+
+
+def truthy(value: str | None) -> bool:
+    """pilot-agent's reading of a boolean proxyMetadata value."""
+    return value is not None and value.strip().lower() in ("true", "1", "yes", "on")
 
 
 def _dns_servers(pod: PodSource, cluster_dns: str, cluster_dns_origin: str) -> tuple[tuple[str, ...], str]:
@@ -757,6 +776,8 @@ def _dns_servers(pod: PodSource, cluster_dns: str, cluster_dns_origin: str) -> t
 
 __all__ = [
     "CAPTURE_ANNOTATIONS",
+    "DNS_AUTO_ALLOCATE",
+    "DNS_CAPTURE",
     "Container",
     "Finding",
     "PodDerivation",
@@ -765,4 +786,5 @@ __all__ = [
     "exclude_inbound_port",
     "load_pod",
     "proxy_metadata",
+    "truthy",
 ]

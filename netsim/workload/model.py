@@ -1,15 +1,19 @@
 """The captured workload, built once: what every command reads about "a pod in the mesh".
 
 Owns: :class:`Workload`: the pod (or workload template) and its namespace, addresses, containers,
-app uid and ports, annotations and proxyMetadata; the Istio release profile; the capture options
+app uid and ports, annotations; its proxyMetadata (the mesh config's ``defaultConfig`` overlaid by the
+pod's ``proxy.istio.io/config``: DNS capture, auto-allocation) and whether it runs a sidecar at all
+(injection, as the registry decides it); the Istio release profile; the capture options
 with their provenance (``netsim.spec.resolve``'s :class:`~netsim.spec.resolve.Resolution`); the
 compiled rules (``netsim.capture``), or a user's ``iptables-save`` dump instead; the sidecar's
 identity (:class:`~netsim.workload.identity.SidecarIdentity`); the network-namespace model the kernel
 tracer needs (:meth:`Workload.netns`); the default packet of a question (:meth:`Workload.packet`);
 and the front door :meth:`Workload.trace` (pod → options → rules → packet → hops).
 
-Build it with :meth:`Workload.from_pod` or :meth:`Workload.from_rules`. It is usable without click:
-the ``trace`` command is a thin shell over it, and scenario tests call it directly.
+Build it with :meth:`Workload.from_pod` (a manifest file), :meth:`Workload.from_pod_info` (a pod read
+among Kubernetes objects, as ``dns --pod``, ``mesh`` and ``diagnose`` read it) or
+:meth:`Workload.from_rules`. It is usable without click: ``trace``, ``compile --pod``'s sibling
+commands and the lab are thin shells over it, and scenario tests call it directly.
 
 Never does: print, or import ``netsim.mesh`` (the sidecar's Envoy hop is given to :meth:`trace` as a
 value by the caller, see ``docs/design.md``). Reading files happens only in the two constructors.
@@ -31,7 +35,9 @@ from netsim.workload.identity import SidecarIdentity
 if TYPE_CHECKING:
     from netsim.capture.compiled import Compiled
     from netsim.netfilter.engine import CompiledRuleset
+    from netsim.netfilter.matches import Names
     from netsim.netfilter.nft.model import NftRuleset
+    from netsim.registry.model import PodInfo
     from netsim.spec.pod import PodSource
     from netsim.spec.resolve import Resolution
     from netsim.spec.versions import VersionProfile
@@ -123,25 +129,34 @@ class Workload:
     nft: tuple[NftRuleset, ...] = ()
     # neither the manifest (status.podIPs) nor the caller gave an address: ``addresses`` is DEFAULT_POD_IP
     addresses_assumed: bool = False
+    pod_info: PodInfo | None = None  # the registry's view of the pod, when it was read among Kubernetes objects
+    capture_error: str = ""  # from_pod_info: why the capture options could not be derived ("" when they were)
+    # the mesh config's defaultConfig.proxyMetadata and the file it came from (:meth:`with_mesh_defaults`)
+    mesh_metadata: tuple[tuple[str, str], ...] = ()
+    mesh_source: str = ""
     _cache: dict[Family, CompiledRuleset] = field(default_factory=dict, compare=False, repr=False)
 
     # ---- construction ------------------------------------------------------------------------
 
     @classmethod
     def from_pod(cls, path: str, *, istio_version: str | None = None, pod_ips: Iterable[str] = (),
-                 text: str | None = None, backend: str = "iptables") -> Workload:
+                 text: str | None = None, backend: str = "iptables", cluster_dns: str | None = None,
+                 names: Names | None = None) -> Workload:
         """The workload of the Pod (or the pod template of the Deployment, StatefulSet, …) in ``path``.
 
         ``istio_version``: the release whose injector defaults apply (None: current); ``pod_ips``:
         addresses overriding the manifest's ``status.podIPs``; ``text``: the file's content, when
-        already read. Raises SpecError / ConfigError naming file, document and field.
+        already read; ``cluster_dns``: the cluster DNS address kubelet writes into resolv.conf (default
+        10.96.0.10); ``names``: how owner-group names resolve when the rules load (default: no system
+        lookup); ``backend``: ``nft`` for Istio's native nftables rules (:meth:`with_nft_backend`). Raises
+        SpecError / ConfigError naming file, document and field.
         """
         from netsim.spec.pod import load_pod
 
         profile = _profile(istio_version)
         pod = load_pod(path, text=text)
         w = cls.from_pod_source(pod, profile, profile_given=istio_version is not None,
-                                pod_ips=parse_addresses(pod_ips))
+                                pod_ips=parse_addresses(pod_ips), cluster_dns=cluster_dns, names=names)
         return w.with_nft_backend() if backend == "nft" else w
 
     def with_nft_backend(self) -> Workload:
@@ -159,15 +174,47 @@ class Workload:
                        _cache={})
 
     @classmethod
+    def from_pod_info(cls, pod: PodInfo, *, istio_version: str | None = None,
+                      pod_ips: Iterable[str] = ()) -> Workload:
+        """The workload of a pod read among Kubernetes objects (``netsim.registry``'s PodInfo, e.g. the
+        ``--pod`` file or a server pod in ``--config``), kept as :attr:`pod_info`: its labels and its
+        sidecar decision in its namespace's context come from there.
+
+        Lenient where :meth:`from_pod` is strict: when the capture options cannot be derived (an
+        annotation the injector refuses), the workload has no rules and :attr:`capture_error` says why,
+        as the mesh reports it. ``istio_version`` must already be valid.
+        """
+        from netsim.spec.pod import pod_from_object
+        from netsim.spec.versions import profile_for
+
+        profile = profile_for(istio_version)
+        ips = parse_addresses(pod_ips)
+        try:
+            src = pod_from_object(pod.body, source=pod.source or pod.where, name=pod.name)
+            w = cls.from_pod_source(src, profile, profile_given=True, pod_ips=ips)
+        except NetsimError as e:
+            why = f"capture config not derived: {e}"
+            notes = [why]
+            given = ips or tuple(ipaddress.ip_address(a) for a in pod.ips)
+            return cls(source=pod.source or pod.where, pod=None, namespace=pod.namespace,
+                       addresses=_default_addresses(given, notes, pod.kind), app_uid=0, app_gid=0,
+                       app_ports=tuple(p.port for p in pod.container_ports), profile=profile, resolution=None,
+                       compiled=None, rulesets={Family.IPV4: Ruleset(Family.IPV4, ())},
+                       base_chains={Family.IPV4: frozenset()}, sidecar=SidecarIdentity.for_capture(None, profile),
+                       notes=tuple(notes), addresses_assumed=not given, pod_info=pod, capture_error=why)
+        return replace(w, pod_info=pod, _cache=w._cache)
+
+    @classmethod
     def from_pod_source(cls, pod: PodSource, profile: VersionProfile, *, profile_given: bool = True,
-                        pod_ips: tuple[Address, ...] = ()) -> Workload:
+                        pod_ips: tuple[Address, ...] = (), cluster_dns: str | None = None,
+                        names: Names | None = None) -> Workload:
         """:meth:`from_pod` for an already-read pod."""
         from netsim.capture.compiled import compile_config
         from netsim.capture.iptables import dns_capture_effective
         from netsim.spec.resolve import PodNetwork, resolve
 
         notes: list[str] = []
-        net = PodNetwork(pod_ips=tuple(str(a) for a in pod_ips))
+        net = PodNetwork(pod_ips=tuple(str(a) for a in pod_ips), cluster_dns=cluster_dns)
         res = resolve(pod=pod, net=net, profile=profile, profile_given=profile_given)
         notes.extend(res.warnings)
         rulesets: dict[Family, Ruleset] = {}
@@ -179,7 +226,7 @@ class Workload:
             base[Family.IPV4] = frozenset()
             sidecar = SidecarIdentity.for_capture(None, profile)
         else:
-            compiled = compile_config(res.config)
+            compiled = compile_config(res.config) if names is None else compile_config(res.config, names=names)
             rulesets[Family.IPV4] = compiled.ruleset_v4
             base[Family.IPV4] = _payload_chains(compiled.v4)
             if compiled.ruleset_v6 is not None and compiled.v6 is not None:
@@ -193,7 +240,7 @@ class Workload:
         if not uids:
             notes.append("the app's uid is not set in securityContext: assuming the image runs as root (uid 0)")
         assumed = not addresses
-        addresses = _default_addresses(addresses, notes, pod)
+        addresses = _default_addresses(addresses, notes, pod.kind)
         return cls(source=pod.file, pod=pod, namespace=pod.namespace, addresses=addresses, app_uid=app_uid,
                    app_gid=app_uid, app_ports=tuple(p for c in apps for p in c.ports), profile=profile,
                    resolution=res, compiled=compiled, rulesets=rulesets, base_chains=base, sidecar=sidecar,
@@ -244,18 +291,76 @@ class Workload:
 
     @property
     def annotations(self) -> dict[str, str]:
-        return dict(self.pod.annotations) if self.pod is not None else {}
+        pod = self.pod or self.pod_info
+        return dict(pod.annotations) if pod is not None else {}
 
     @property
     def labels(self) -> dict[str, str]:
-        return dict(self.pod.labels) if self.pod is not None else {}
+        pod = self.pod_info or self.pod
+        return dict(pod.labels) if pod is not None else {}
+
+    @property
+    def ref(self) -> str:
+        """``Kind namespace/name`` of the pod or workload ("" for a dump)."""
+        pod = self.pod_info or self.pod
+        return f"{pod.kind} {pod.namespace}/{pod.name}" if pod is not None else ""
+
+    def with_mesh_defaults(self, metadata: Iterable[tuple[str, str]], source: str) -> Workload:
+        """This workload under a mesh config whose ``defaultConfig.proxyMetadata`` is ``metadata``
+        (read from ``source``): :attr:`proxy_metadata` overlays the pod's annotation on it."""
+        return replace(self, mesh_metadata=tuple(metadata), mesh_source=source, _cache=self._cache)
+
+    def _metadata(self) -> tuple[dict[str, str], str]:
+        from netsim.spec.pod import proxy_metadata
+
+        pod = self.pod_info or self.pod
+        return proxy_metadata(self.annotations, where=pod.where if pod is not None else self.source, ref=self.ref,
+                              defaults=self.mesh_metadata, defaults_source=self.mesh_source)
 
     @property
     def proxy_metadata(self) -> dict[str, str]:
-        """The pod's ``proxy.istio.io/config`` proxyMetadata (all of it, not only istio-iptables' keys)."""
-        from netsim.spec.pod import proxy_metadata
+        """pilot-agent's proxyMetadata (all of it, not only istio-iptables' keys): the mesh config's
+        ``defaultConfig.proxyMetadata`` overlaid by the pod's ``proxy.istio.io/config`` annotation.
+        Raises ConfigError for an annotation that is not YAML."""
+        return self._metadata()[0]
 
-        return proxy_metadata(self.pod) if self.pod is not None else {}
+    @property
+    def metadata_origin(self) -> str:
+        """Where :attr:`proxy_metadata` came from ("" when nothing set it)."""
+        return self._metadata()[1]
+
+    @property
+    def dns_capture(self) -> bool:
+        """proxyMetadata ``ISTIO_META_DNS_CAPTURE``: pilot-agent runs its DNS proxy."""
+        from netsim.spec.pod import DNS_CAPTURE, truthy
+
+        return truthy(self.proxy_metadata.get(DNS_CAPTURE))
+
+    @property
+    def dns_auto_allocate(self) -> bool:
+        """proxyMetadata ``ISTIO_META_DNS_AUTO_ALLOCATE``: the agent answers ServiceEntries without
+        addresses with auto-allocated VIPs."""
+        from netsim.spec.pod import DNS_AUTO_ALLOCATE, truthy
+
+        return truthy(self.proxy_metadata.get(DNS_AUTO_ALLOCATE))
+
+    @property
+    def injection(self) -> tuple[bool, str]:
+        """Whether the pod runs a sidecar at all, and why (``netsim.registry.convert.sidecar_injected``:
+        tlsMode label, istio-proxy container, sidecar.istio.io/inject, its namespace's labels when they
+        were read). A dump (``--rules``) is taken as a sidecar's."""
+        from netsim.registry.convert import sidecar_injected
+
+        if self.pod_info is not None:
+            return self.pod_info.sidecar, self.pod_info.sidecar_why
+        if self.pod is None:
+            return True, "the rules are given (--rules)"
+        return sidecar_injected(self.namespace, self.labels, self.annotations,
+                                [c.name for c in self.pod.containers], None)
+
+    @property
+    def has_sidecar(self) -> bool:
+        return self.injection[0]
 
     def owner(self, uid: int | None = None, gid: int | None = None) -> tuple[int, int]:
         """The app socket's uid and gid: ``uid``/``gid``, else the app's (the gid follows a given uid)."""
@@ -441,12 +546,11 @@ def _profile(istio_version: str | None) -> VersionProfile:
 _ASSUMED_NOTE = "pod IP not given (--pod-ip): assuming " + DEFAULT_POD_IP
 
 
-def _default_addresses(addresses: tuple[Address, ...], notes: list[str],
-                       pod: PodSource | None) -> tuple[Address, ...]:
+def _default_addresses(addresses: tuple[Address, ...], notes: list[str], kind: str | None) -> tuple[Address, ...]:
     if addresses:
         return addresses
-    if pod is not None and pod.kind != "Pod":
-        notes.append(f"a {pod.kind} has no status.podIP: assuming {DEFAULT_POD_IP} (give --pod-ip)")
+    if kind is not None and kind != "Pod":
+        notes.append(f"a {kind} has no status.podIP: assuming {DEFAULT_POD_IP} (give --pod-ip)")
     else:
         notes.append(_ASSUMED_NOTE)
     return (ipaddress.ip_address(DEFAULT_POD_IP),)
