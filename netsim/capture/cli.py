@@ -4,8 +4,8 @@ Owns: the click command: one option per istio-iptables option (long and short na
 ``netsim.spec.flags.OPTIONS``), netsim's pod-network options, click types that call the spec's
 validators, and choosing the renderer for ``--format``. Never does: decide an option's value
 (``netsim.spec.resolve``), build rules (``netsim.capture``), or import anything heavy: it needs only
-netsim's pure core (PyYAML is loaded by ``netsim.k8s`` when a manifest is read), so ``netsim compile``
-starts fast.
+netsim's pure core (PyYAML is loaded by ``netsim.k8s`` when a manifest is read; the ``--explain``
+report and the dry-run and nft renderers when asked for), so ``netsim compile`` starts fast.
 
 JSON schema (``--format json``, ``"schema": "netsim.compile/v1"``)::
 
@@ -29,16 +29,12 @@ from typing import Any
 import click
 
 from netsim.capture.compiled import Compiled, compile_config
-from netsim.capture.dryrun import dry_run
 from netsim.capture.iptables import writes_ip6tables
-from netsim.capture.nft import render_nft
 from netsim.errors import RulesetError, SpecError, one_line
 from netsim.netfilter.matches import Names
 from netsim.netfilter.model import Ruleset
 from netsim.netfilter.render import render_rule, render_save
 from netsim.reader import read_text
-from netsim.spec.explain import explain as make_report
-from netsim.spec.explain import render_json, render_text
 from netsim.spec.flags import (
     OPTIONS,
     Kind,
@@ -228,6 +224,9 @@ def compile_cmd(pod_file: str | None, pod_name: str | None, istio_version: str |
     res = resolve(flags=flags, env=os.environ, net=net, pod=pod, profile=profile,
                   profile_given=istio_version is not None)
     if explain:
+        from netsim.spec.explain import explain as make_report
+        from netsim.spec.explain import render_json, render_text
+
         report = make_report(res)
         click.echo(render_json(report) if fmt == "json" else render_text(report), nl=False)
         return
@@ -270,12 +269,16 @@ def render(res: Resolution, fmt: str, family: str = "all",
         why = "it records the whole run" if fmt == "istio-dry-run" else "one inet table holds both families"
         raise SpecError(f"option --family {family}: not available with --format {fmt} ({why})")
     if fmt == "istio-dry-run":
+        from netsim.capture.dryrun import dry_run
+
         return dry_run(config)
     if fmt == "nft":
         if res.release is not None and res.release < NFT_SINCE:
             raise SpecError(f"option --format nft: {res.profile.label} wrote no nftables rules (istio-iptables' "
                             "nftables backend came in 1.27); its rules are iptables rules: use --format "
                             "iptables-save")
+        from netsim.capture.nft import render_nft
+
         return render_nft(config)
     if family == "6" and not writes_ip6tables(config):
         origin = res.winner("ENABLE_INBOUND_IPV6").origin

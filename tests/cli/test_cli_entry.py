@@ -56,3 +56,34 @@ def test_start_up_loads_nothing_heavy(argv: list[str]) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert json.loads(proc.stderr.strip().splitlines()[-1]) == []
+
+
+# what a plain `compile --pod` / `trace --pod` never needs: --explain's report, the other compile formats'
+# renderers, the Envoy model, the whole-dump reader of --rules (each a cost at every cold start)
+NEEDLESS = ("netsim.spec.explain", "netsim.capture.nft", "netsim.capture.dryrun", "netsim.mesh", "netsim.dns",
+            "netsim.registry", "netsim.lab")
+
+
+@pytest.mark.parametrize("argv", [["compile", "--pod", "rules/mtls-503/pod.yaml"],
+                                  ["trace", "--pod", "rules/mtls-503/pod.yaml", "--from", "10.1.2.3", "--dst",
+                                   "10.244.0.5:80"]])
+def test_the_pod_commands_load_only_what_they_use(argv: list[str]) -> None:
+    from conftest import REPO
+
+    code = (
+        "import sys, json; from netsim.cli import main\n"
+        "try:\n    main(" + repr(argv) + ")\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        f"print(json.dumps([m for m in sys.modules if m.startswith({NEEDLESS!r})]), file=sys.stderr)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stderr.strip().splitlines()[-1]) == []
+
+
+def test_spec_exports_stay_functions_after_their_modules_load_lazily() -> None:
+    code = ("import sys, netsim.spec\nassert 'netsim.spec.explain' not in sys.modules\n"
+            "import netsim.spec.explain, netsim.spec.resolve\n"
+            "from netsim.spec import explain, resolve\nfrom netsim.spec.explain import render_text\n"
+            "print(explain.__module__, resolve.__module__, callable(render_text))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.split() == ["netsim.spec.explain", "netsim.spec.resolve", "True"], proc.stderr
