@@ -24,7 +24,7 @@ import click
 from netsim.commands.options import PathsOption, SecondsType, keep_going_option
 from netsim.dns.allocate import Generation, generation_for_version
 from netsim.dns.profile import Profile, profile_for_version
-from netsim.dns.resolvconf import expand_localhost, parse_hostport, read_resolv_conf
+from netsim.dns.resolvconf import expand_localhost, parse_hostport, read_resolv_conf, search_names
 from netsim.dns.resolve import (
     QTYPE_A,
     QTYPE_AAAA,
@@ -331,12 +331,31 @@ def query_cmd(ctx: click.Context, name: str, qtype: str, config: tuple[str, ...]
     table, errors, unresolved = src.load_explained(strict=False)
     search = search or _default_search(namespace, src.domain)
     lookup = src.lookup(table, search)
-    wire = make_query(fqdn, _QTYPES[qtype.upper()], qid=1)
     for e in errors:
         _warn(str(e))
-    decision = resolve(wire, lookup, transport=Transport.UDP)
+    decision = resolve(make_query(fqdn, _QTYPES[qtype.upper()], qid=1), lookup, transport=Transport.UDP)
+    q, forwarded = fqdn, list[str]()
+    if isinstance(decision, Forward) and not name.endswith("."):
+        q, decision, forwarded = _search_answer(name, search, lookup, qtype, decision, fqdn)
     why = _why_unresolved(fqdn, search, unresolved) if isinstance(decision, Forward) else None
-    _print_decision(decision, fqdn, qtype.upper(), fmt, why)
+    _print_decision(decision, q, qtype.upper(), fmt, why, forwarded=forwarded)
+
+
+def _search_answer(name: str, search: Sequence[str], lookup: Any, qtype: str, forwarded_decision: Forward,
+                   fqdn: str) -> tuple[str, Reply | Forward, list[str]]:
+    """A relative NAME whose absolute form the agent forwards: the pod's resolver also asks the search-list
+    names (``search_names``, ndots:5), and the agent answers those it knows (spec/istio-dns.md §4-5: the
+    FQDNs and the first search domain's CNAME shortcuts). Returns (the name answered, the agent's answer,
+    the names asked before it, which the agent forwards), or the absolute name's forward when none is known.
+    A name whose absolute form the agent knows is answered as asked: each search name it knows is a CNAME
+    to the same entry, so the addresses are the same."""
+    asked: list[str] = []
+    for cand in search_names(name, search):
+        decision = resolve(make_query(cand, _QTYPES[qtype.upper()], qid=1), lookup, transport=Transport.UDP)
+        if isinstance(decision, Reply):
+            return cand, decision, asked
+        asked.append(cand)
+    return fqdn, forwarded_decision, []
 
 
 def _why_unresolved(fqdn: str, search: Sequence[str], unresolved: Sequence[Unresolved]) -> Unresolved | None:
@@ -377,17 +396,26 @@ def _print_forward(name: str, qtype: str, fmt: str, why: Unresolved | None, *,
         click.echo(f";;   from {why.source}")
 
 
-def _print_decision(decision: object, name: str, qtype: str, fmt: str, why: Unresolved | None) -> None:
+def _print_decision(decision: object, name: str, qtype: str, fmt: str, why: Unresolved | None, *,
+                    forwarded: Sequence[str] = ()) -> None:
+    """The agent's answer to ``name``; ``forwarded``: the names the pod's resolver asked before ``name``, a
+    search-list name (``_search_answer``), which the agent forwards upstream (JSON ``search_forwarded``,
+    there only for such an answer)."""
     if isinstance(decision, Forward):
         _print_forward(name, qtype, fmt, why)
         return
     assert isinstance(decision, Reply)
     flags, recs, rcode = _records(decision.wire)
     if fmt == "json":
-        click.echo(json.dumps({"name": name, "type": qtype, "handled_by": "table",
-                               "rcode": {0: "NOERROR"}.get(rcode, str(rcode)), "flags": flags.split(),
-                               "answer": recs}, indent=2))
+        out = {"name": name, "type": qtype, "handled_by": "table", "rcode": {0: "NOERROR"}.get(rcode, str(rcode)),
+               "flags": flags.split(), "answer": recs}
+        if forwarded:
+            out["search_forwarded"] = list(forwarded)
+        click.echo(json.dumps(out, indent=2))
         return
+    if forwarded:
+        click.echo(f";; the agent forwards {', '.join(forwarded)} upstream; the pod's resolver then asks {name} "
+                   "from its search list (when the upstream answered NXDOMAIN)")
     click.echo(f";; answered by the agent from its name table: NOERROR, flags: {flags}")
     if not recs:
         click.echo(f";; {name} is known but has no {qtype} records (empty NOERROR, never NXDOMAIN)")

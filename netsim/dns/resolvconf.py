@@ -1,7 +1,8 @@
 """resolv.conf and ``host:port`` parsing for the DNS agent (spec/istio-dns.md section 2).
 
 Owns: miekg's resolv.conf rules (``nameserver`` appended verbatim, the last ``search``/``domain``
-wins, ``options`` ignored, port always 53) and the listen/upstream address syntax.
+wins, ``options`` ignored, port always 53), the order in which a pod's stub resolver asks the search
+list (:func:`search_names`) and the listen/upstream address syntax.
 
 Never does: open sockets or resolve host names.
 """
@@ -9,6 +10,7 @@ Never does: open sockets or resolve host names.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +50,21 @@ def parse_resolv_conf(text: str) -> ResolvConf:
 def read_resolv_conf(path: str | Path) -> ResolvConf:
     """Read and parse ``path``; an unreadable file is an error (the agent stops on it too)."""
     return parse_resolv_conf(read_text(path, what="resolv.conf"))
+
+
+# kubelet writes ``options ndots:5`` into a ClusterFirst pod's resolv.conf (the agent itself ignores options)
+KUBELET_NDOTS = 5
+
+
+def search_names(name: str, search: Sequence[str], ndots: int = KUBELET_NDOTS) -> tuple[str, ...]:
+    """The absolute names a pod's stub resolver asks, in order, when the app resolves ``name``
+    (glibc ``res_search``, musl alike): an absolute name (trailing dot) as it is; a name with fewer
+    than ``ndots`` dots each search domain first, then the name itself; else the name first, then
+    the search domains. The agent answers only the absolute names it knows (spec/istio-dns.md §5)."""
+    if name.endswith("."):
+        return (name,)
+    expanded = tuple(f"{name}.{d.strip('.')}." for d in search if d.strip("."))
+    return (f"{name}.", *expanded) if name.count(".") >= ndots else (*expanded, f"{name}.")
 
 
 def parse_hostport(text: str, *, default_port: int, option: str = "address") -> tuple[str, int]:
@@ -106,5 +123,5 @@ def expand_localhost(listen: tuple[str, int], resolv: ResolvConf, *,
     return out if both_families else out[:1]
 
 
-__all__ = ["DNS_PORT", "ResolvConf", "expand_localhost", "parse_hostport", "parse_resolv_conf",
-           "read_resolv_conf"]
+__all__ = ["DNS_PORT", "KUBELET_NDOTS", "ResolvConf", "expand_localhost", "parse_hostport", "parse_resolv_conf",
+           "read_resolv_conf", "search_names"]

@@ -85,6 +85,33 @@ def test_query_forwarded_short_names_and_search_cnames() -> None:
     assert "CNAME\tproductpage.shop." in r.stdout
 
 
+def test_search_names_follow_the_stub_resolvers_order() -> None:
+    from netsim.dns.resolvconf import search_names
+
+    search = ("shop.svc.cluster.local", "svc.cluster.local.")
+    assert search_names("db", search) == ("db.shop.svc.cluster.local.", "db.svc.cluster.local.", "db.")
+    assert search_names("a.b.c.d.e.f", search)[0] == "a.b.c.d.e.f."  # ndots:5 reached: as is first
+    assert search_names("db.", search) == ("db.",) and search_names("db", ()) == ("db.",)
+
+
+def test_a_short_name_the_agent_knows_only_through_the_search_list_is_answered() -> None:
+    """The app's resolver (ndots:5) sends the search-list names too; the agent answers the FQDN it knows."""
+    absolute = run("query", "productpage.", "--config", MESH, "-n", "other", "--search", "shop.svc.cluster.local")
+    assert "forwards it to the upstream" in absolute.stdout  # an absolute name is asked as it is
+    r = run("query", "productpage", "--config", MESH, "-n", "other", "--search", "a.example",
+            "--search", "shop.svc.cluster.local", "--format", "json")
+    out = json.loads(r.stdout)
+    assert (out["handled_by"], out["name"], out["search_forwarded"]) == (
+        "table", "productpage.shop.svc.cluster.local.", ["productpage.a.example."])
+    assert [a["data"] for a in out["answer"]] == ["10.96.0.10"]
+    text = run("query", "productpage", "--config", MESH, "-n", "other", "--search", "a.example",
+               "--search", "shop.svc.cluster.local").stdout
+    assert ";; the agent forwards productpage.a.example. upstream; the pod's resolver then asks " \
+           "productpage.shop.svc.cluster.local. from its search list" in text
+    same = json.loads(run("query", "productpage", "--config", MESH, "-n", "shop", "--format", "json").stdout)
+    assert same["name"] == "productpage." and "search_forwarded" not in same  # known as asked: unchanged
+
+
 def test_query_resolv_conf_and_name_table(tmp_path: Path) -> None:
     rc = tmp_path / "resolv.conf"
     rc.write_text("nameserver 10.96.0.10\nsearch shop.svc.cluster.local svc.cluster.local\n")
