@@ -5,7 +5,8 @@ text is parsed, so importing this module stays cheap), the numbering of document
 ``yaml.safe_load_all`` numbers them, the line of a YAML error (:class:`YAMLSyntaxError`), ``List``
 flattening, and turning paths into :class:`K8sObject` values that remember where they came from
 (file, document index, item index), with the one-line location used in every error about an object
-(and, for those errors, the line their document starts at and file-then-document order: :func:`locate`,
+(and, for those errors, the line their document, or their item of a ``List``, starts at and
+file-then-document order: :func:`locate`,
 :func:`in_document_order`).
 
 Never does: interpret an object's ``spec`` (each consumer does that and reports field errors through
@@ -443,16 +444,45 @@ def _first_lines(source: str) -> dict[int, int]:
         return {}
 
 
-_DOC_WHERE = re.compile(r"^(?P<src>.+?): document (?P<doc>\d+)(?P<rest>(?: item \d+)?(?::.*)?)$")
+@functools.lru_cache(maxsize=64)
+def _item_lines(source: str, doc: int) -> tuple[int, ...]:
+    """The line each item of the ``List`` document ``doc`` of ``source`` starts at (() when unknown)."""
+    import yaml
+
+    try:
+        d = next((d for d in split_documents(read_text(Path(source))) if d.number == doc), None)
+        if d is None:
+            return ()
+        loader = _loader()(d.text)
+        try:
+            node = loader.get_single_node()  # composed only: nothing is constructed or expanded
+        finally:
+            loader.dispose()
+    except (NetsimError, yaml.YAMLError, RecursionError):
+        return ()
+    if not isinstance(node, yaml.MappingNode):
+        return ()
+    items = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == "items"), None)
+    if not isinstance(items, yaml.SequenceNode):
+        return ()
+    return tuple(d.first_line + item.start_mark.line for item in items.value)
+
+
+_DOC_WHERE = re.compile(r"^(?P<src>.+?): document (?P<doc>\d+)(?P<rest>(?: item (?P<item>\d+))?(?::.*)?)$")
 
 
 def locate(error: NetsimError) -> NetsimError:
-    """``error`` with the line its document starts at, when it names a document but no line
-    (``file: document 2: line 14: ServiceEntry default/x: spec.ports[0].number: ...``)."""
+    """``error`` with the line its document starts at (an item of a ``List``: the line the item starts
+    at), when it names a document but no line (``file: document 2: line 14: ServiceEntry default/x:
+    spec.ports[0].number: ...``, ``file: document 1: line 1049 item 51: Service default/y: ...``)."""
     m = _DOC_WHERE.match(error.where)
     if m is None or m["rest"].startswith(": line ") or error.message.startswith("line "):
         return error
     line = _first_lines(m["src"]).get(int(m["doc"]))
+    if m["item"] is not None:
+        items = _item_lines(m["src"], int(m["doc"]))
+        if 0 < int(m["item"]) <= len(items):
+            line = items[int(m["item"]) - 1]
     if line is None:
         return error
     located = copy.copy(error)

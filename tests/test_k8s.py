@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +42,16 @@ def test_importing_the_reader_and_spec_does_not_load_pyyaml() -> None:
     code = "import sys, json, netsim.k8s, netsim.spec; print(json.dumps('yaml' in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert json.loads(out) is False
+
+
+def test_an_error_in_an_item_of_a_list_names_the_items_own_line(tmp_path: Path) -> None:
+    from netsim.k8s import in_document_order, read_objects
+
+    items = "".join(f"- apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: c{i}\n" for i in range(50))
+    bad = "- apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: ''\n"
+    path = tmp_path / "list.yaml"
+    path.write_text("# objects\n---\napiVersion: v1\nkind: List\nitems:\n" + items + bad)
+    loaded = read_objects([path], keep_going=True)
+    (error,) = in_document_order(loaded.errors)
+    # the bad item's "- apiVersion" line: 5 lines of header, 50 items of 4 lines before it (on main: line 3)
+    assert str(error).startswith(f"{path}: document 1: line 206 item 51: ConfigMap"), str(error)
