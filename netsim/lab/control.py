@@ -164,7 +164,8 @@ def _hostport(a: Address, port: int) -> str:
 
 
 def listener_roles(spec: LabSpec) -> tuple[Role, ...]:
-    """Each process ``up`` starts: the DNS agent, the two relays, the cluster DNS stand-in.
+    """Each process ``up`` starts: the DNS agent, the two relays (one before 1.3, whose rules sent both
+    directions to 15001), the cluster DNS stand-in.
 
     All start as root and drop to the proxy uid/gid themselves (module docstring), so their own dials are not
     captured again (ISTIO_OUTPUT's owner RETURN); in TPROXY mode the injector runs Envoy as uid 0 / gid 1337
@@ -183,9 +184,14 @@ def listener_roles(spec: LabSpec) -> tuple[Role, ...]:
         argv += ["--upstream", up]
     argv += ["--user", str(spec.proxy_uid), "--group", str(spec.proxy_gid)]
     out = [Role("dns", tuple(argv), spec.name, spec.dns_port, udp=True)]
-    for role, port, upstream in (("outbound", spec.proxy_port, "original"), ("inbound", spec.inbound_port, "app")):
+    relays = [("outbound", spec.proxy_port, "original"), ("inbound", spec.inbound_port, "app")]
+    if spec.proxy_port == spec.inbound_port:  # before 1.3: one listener, told apart by the original destination
+        relays = [("inbound", spec.proxy_port, "by-destination")]
+    for role, port, upstream in relays:
         transparent = spec.tproxy and role == "inbound"
         argv = [*spec.listener_argv, "--port", str(port), "--dial", upstream]
+        if upstream == "by-destination":
+            argv += [arg for a in spec.pod_ips for arg in ("--local", str(a.ip))]
         if ipv6:
             argv.append("--ipv6")
         if transparent:

@@ -4,7 +4,11 @@ and relay it, so real clients in the pod work end to end.
 Run as ``python -m netsim.lab.listeners --port 15001 --dial original`` (outbound: dial the original
 destination; the process drops to the proxy uid/gid once its sockets are bound, so ISTIO_OUTPUT's owner
 rule lets the dial out uncaptured) or ``--port 15006 --dial app`` (inbound: dial the original destination
-from 127.0.0.6 / ::6, the source ISTIO_OUTPUT returns early for, spec/netfilter.md §1.11).
+from 127.0.0.6 / ::6, the source ISTIO_OUTPUT returns early for, spec/netfilter.md §1.11). Before Istio 1.3
+one listener, 15001, took both directions and Envoy told them apart by the original destination:
+``--dial by-destination --local POD_IP…`` relays a connection to one of the pod's own addresses to the app on
+loopback (127.0.0.1 / ::1, as the inbound clusters of those releases did) and any other one to its original
+destination.
 
 Each connection is two JSON lines on stdout (the lab points stdout at ``<run dir>/listener-<port>.log``):
 ``"stage": "accept"`` the moment it is accepted (original destination, peer, time), then ``"stage": "dial"``
@@ -42,6 +46,7 @@ IP_TRANSPARENT = 19  # linux/in.h
 IPV6_TRANSPARENT = 75  # linux/in6.h
 SOL_IPV6 = socket.IPPROTO_IPV6  # 41; the socket module has no SOL_IPV6 name
 INBOUND_SOURCE = {socket.AF_INET: "127.0.0.6", socket.AF_INET6: "::6"}  # "6 is the magical number for inbound"
+APP_LOOPBACK = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}  # where inbound went before 1.3
 DIAL_TIMEOUT_SECONDS = 5.0
 BUFFER = 65536
 BACKLOG = 128
@@ -72,11 +77,16 @@ def parse_original_dst(family: int, raw: bytes) -> tuple[str, int]:
     return socket.inet_ntop(socket.AF_INET6, raw[8:24]), port
 
 
-def original_dst(conn: socket.socket, transparent: bool) -> tuple[str, int]:
-    """Where the client meant to connect. Raises OSError (ENOENT: no conntrack NAT entry) if unknown."""
+def original_dst(conn: socket.socket, transparent: bool, shared_port: int | None = None) -> tuple[str, int]:
+    """Where the client meant to connect. Raises OSError (ENOENT: no conntrack NAT entry) if unknown.
+
+    On a transparent socket a TPROXY'd connection keeps its original destination as its own address. When
+    the socket also takes REDIRECTed connections (``shared_port``, before 1.3), one whose own address has that
+    port was REDIRECTed to it and has a NAT entry."""
     if transparent:
         local = conn.getsockname()
-        return local[0], local[1]
+        if local[1] != shared_port:
+            return local[0], local[1]
     if conn.family == socket.AF_INET:
         return parse_original_dst(conn.family, conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16))
     return parse_original_dst(conn.family, conn.getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST, 28))
@@ -94,7 +104,7 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
 
 
 def handle(conn: socket.socket, listen_port: int, dial: str, transparent: bool,
-           probe_sports: range = range(0)) -> None:
+           probe_sports: range = range(0), local: frozenset[str] = frozenset()) -> None:
     peer = conn.getpeername()
     record: dict[str, Any] = {"conn": next(_conn_ids), "listener": listen_port, "peer": endpoint(peer),
                               "local": endpoint(conn.getsockname())}
@@ -103,7 +113,7 @@ def handle(conn: socket.socket, listen_port: int, dial: str, transparent: bool,
     upstream: socket.socket | None = None
     try:
         try:
-            host, port = original_dst(conn, transparent)
+            host, port = original_dst(conn, transparent, listen_port if dial == "by-destination" else None)
         except OSError as e:
             record["original_dst"] = None
             emit({**record, "stage": "accept"})
@@ -118,6 +128,8 @@ def handle(conn: socket.socket, listen_port: int, dial: str, transparent: bool,
         upstream.settimeout(DIAL_TIMEOUT_SECONDS)
         if dial == "app":
             upstream.bind((INBOUND_SOURCE[conn.family], 0))
+        elif dial == "by-destination" and host in local:  # inbound, before 1.3: the app on loopback
+            host = APP_LOOPBACK[conn.family]
         try:
             upstream.connect((host, port))
         except OSError as e:
@@ -140,10 +152,12 @@ def handle(conn: socket.socket, listen_port: int, dial: str, transparent: bool,
                     s.close()
 
 
-def serve(sock: socket.socket, port: int, dial: str, transparent: bool, probe_sports: range = range(0)) -> None:
+def serve(sock: socket.socket, port: int, dial: str, transparent: bool, probe_sports: range = range(0),
+          local: frozenset[str] = frozenset()) -> None:
     while True:
         conn, _ = sock.accept()
-        threading.Thread(target=handle, args=(conn, port, dial, transparent, probe_sports), daemon=True).start()
+        threading.Thread(target=handle, args=(conn, port, dial, transparent, probe_sports, local),
+                         daemon=True).start()
 
 
 def listen(family: int, port: int, transparent: bool, backlog: int = BACKLOG) -> socket.socket:
@@ -171,7 +185,9 @@ def port_range(text: str) -> range:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m netsim.lab.listeners", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--dial", choices=("original", "app"), required=True)
+    parser.add_argument("--dial", choices=("original", "app", "by-destination"), required=True)
+    parser.add_argument("--local", action="append", default=[], metavar="ADDR",
+                        help="with --dial by-destination: the pod's own addresses (inbound); repeat per address")
     parser.add_argument("--ipv6", action="store_true", help="also listen on IPv6")
     parser.add_argument("--transparent", action="store_true", help="IP_TRANSPARENT (TPROXY): no SO_ORIGINAL_DST")
     parser.add_argument("--user", type=int, default=None, help="uid to become once the sockets are bound")
@@ -189,7 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     emit({"event": "listening", "listener": args.port, "dial": args.dial, "transparent": args.transparent,
           "addresses": [endpoint(s.getsockname()) for s in socks], "uid": os.getuid(), "gid": os.getgid()})
-    threads = [threading.Thread(target=serve, args=(s, args.port, args.dial, args.transparent, args.probe_sports),
+    threads = [threading.Thread(target=serve, args=(s, args.port, args.dial, args.transparent, args.probe_sports,
+                                                          frozenset(args.local)),
                                 daemon=True) for s in socks]
     for t in threads:
         t.start()

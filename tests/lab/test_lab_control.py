@@ -86,6 +86,16 @@ def test_up_restores_rules_then_writes_resolv_conf_and_starts_agent_and_listener
     assert AddrAdd(netns="t1-node", ifname="lo", address=IPv4Interface("10.96.0.10/32")) in r.log
 
 
+def test_before_1_3_one_relay_on_15001_takes_both_directions_by_destination(run_root: Path) -> None:
+    r = RecordingRunner()
+    up(r, spec(proxy_port=15001, inbound_port=15001))
+    listeners = [c.argv for c in r.log if isinstance(c, Spawn) and "--port" in c.argv]
+    assert len(listeners) == 1, listeners
+    (argv,) = listeners
+    assert argv[argv.index("--port"):argv.index("--port") + 6] == ("--port", "15001", "--dial", "by-destination",
+                                                                   "--local", "10.244.0.5")
+
+
 def test_down_undoes_exactly_what_up_made_in_reverse(run_root: Path) -> None:
     r = RecordingRunner()
     up(r, spec())

@@ -465,6 +465,48 @@ def test_a_dual_stack_tproxy_pod_gets_policy_routing_and_a_transparent_15006(tmp
         assert_nothing_left(name, pids)
 
 
+def test_a_1_2_pod_has_one_15001_relay_for_both_directions_told_apart_by_destination() -> None:
+    """Before 1.3 the rules sent inbound and outbound alike to 15001: the lab runs one relay there, which hands
+    a connection to the pod's own address to the app on loopback (1.2's inbound cluster) and relays any other
+    to its original destination; none loops through the rules again."""
+    require_root("iptables-restore", "iptables-save", "setpriv", "ss")
+    name = f"no{uuid.uuid4().hex[:6]}"
+    node = f"{name}-node"
+    helpers: list[subprocess.Popen[bytes]] = []
+    pids: list[int] = []
+    try:
+        netsim("lab", "up", "--pod", str(REPO / "rules" / "mtls-503" / "pod.yaml"), "--name", name,
+               "--istio-version", "1.2")
+        pids = recorded_pids(name)
+        state = json.loads((run_dir(name) / "state.json").read_text())
+        roles = sorted(r["role"] for r in state["resources"] if r["kind"] == "process")
+        assert roles == ["cluster-dns", "dns", "listener-15001"], roles
+        subprocess.run(["ip", "-n", node, "addr", "add", f"{CLUSTER_IP}/32", "dev", "lo"], check=True)
+        helpers.append(subprocess.Popen(in_ns(node, PY, "-c", BACKEND, CLUSTER_IP, "80")))
+        helpers.append(subprocess.Popen(in_ns(name, APP_PY, "-c", BACKEND, "0.0.0.0", "8080", uid=APP_UID)))
+        wait_listening(node, 80)
+        wait_listening(name, 8080)
+        out = subprocess.run(in_ns(node, PY, "-c", CLIENT, POD_IP, "8080"), capture_output=True, text=True,
+                             check=True, timeout=30).stdout
+        assert out.strip() == "hello from 0.0.0.0:8080 to 127.0.0.1", out  # inbound: the app on loopback
+        log = run_dir(name) / "listener-15001.log"
+        rec = wait_record(log, lambda r: r.get("original_dst") == f"{POD_IP}:8080" and r["stage"] == "dial")
+        assert rec["upstream"] == "127.0.0.1:8080" and rec["result"] == "relayed", rec
+        out = netsim("lab", "exec", name, "--", APP_PY, "-c", CLIENT, CLUSTER_IP, "80").stdout
+        assert out.strip() == f"hello from {CLUSTER_IP}:80 to {POD_IP}", out  # outbound: the original destination
+        rec = wait_record(log, lambda r: r.get("original_dst") == f"{CLUSTER_IP}:80" and r["stage"] == "dial")
+        assert rec["upstream"] == f"{CLUSTER_IP}:80" and rec["result"] == "relayed", rec
+        status = netsim("lab", "status", name, check=False)
+        assert "not running" not in status.stdout + status.stderr, status.stdout
+    finally:
+        for p in helpers:
+            p.kill()
+            p.wait()
+        down = netsim("lab", "down", name, check=False)
+        assert down.returncode == 0, down.stderr
+        assert_nothing_left(name, pids)
+
+
 @pytest.mark.parametrize("then", ["down", "up"])
 @pytest.mark.parametrize("after", ["namespaces", "listener"])
 def test_an_up_killed_midway_is_finished_by_down_or_rebuilt_by_up(after: str, then: str) -> None:
