@@ -95,8 +95,9 @@ def up_cmd(pod_file: str, name: str | None, services_flag: bool, services: tuple
     from netsim.lab.state import run_dir
 
     dns = ", ".join(str(a) for a in spec.cluster_dns)
+    relays = ", ".join(dict.fromkeys(str(p) for p in (spec.proxy_port, spec.inbound_port)))  # one before 1.3
     click.echo(f"lab {spec.name} up: pod netns {spec.name} ({pods}, namespace {spec.dns.namespace}), node netns "
-               f"{spec.node} ({nodes}, cluster DNS {dns}); relays {spec.proxy_port}, {spec.inbound_port}"
+               f"{spec.node} ({nodes}, cluster DNS {dns}); relays {relays}"
                f", DNS agent {spec.dns_port}; logs in {run_dir(spec.name)}")
 
 

@@ -475,8 +475,9 @@ def test_a_1_2_pod_has_one_15001_relay_for_both_directions_told_apart_by_destina
     helpers: list[subprocess.Popen[bytes]] = []
     pids: list[int] = []
     try:
-        netsim("lab", "up", "--pod", str(REPO / "rules" / "mtls-503" / "pod.yaml"), "--name", name,
-               "--istio-version", "1.2")
+        up = netsim("lab", "up", "--pod", str(REPO / "rules" / "mtls-503" / "pod.yaml"), "--name", name,
+                    "--istio-version", "1.2")
+        assert "; relays 15001, DNS agent 15053;" in up.stdout, up.stdout
         pids = recorded_pids(name)
         state = json.loads((run_dir(name) / "state.json").read_text())
         roles = sorted(r["role"] for r in state["resources"] if r["kind"] == "process")
