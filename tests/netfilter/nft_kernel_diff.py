@@ -24,7 +24,20 @@ from netsim.netfilter.nft import compile_nft, parse_nft
 from netsim.netfilter.nft.model import Elements, Match, NftRuleset
 from netsim.netfilter.parse import parse_ruleset
 from netsim.netfilter.render_trace import render_nft_trace
-from tests.trace.kernel_diff import PEER4, PEER6, POD4, POD6, SPORT_HI, SPORT_LO, Pair, Result, _send, pod_netns, sh
+from tests.trace.kernel_diff import (
+    MONITOR_WAIT_SECONDS,
+    PEER4,
+    PEER6,
+    POD4,
+    POD6,
+    SPORT_HI,
+    SPORT_LO,
+    Pair,
+    Result,
+    _send,
+    pod_netns,
+    sh,
+)
 
 TRACE_TABLE = "nsim-trace"
 TRACE_RULES = f"""table inet {TRACE_TABLE} {{
@@ -177,7 +190,7 @@ def run_nft_ruleset(pair: Pair, name: str, text: str, probes: list[Probe], iptab
     reader.start()
     sentinel = Probe(proto="udp", src=POD4, sport=SPORT_HI, dst=PEER4, dport=9)
     try:
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + MONITOR_WAIT_SECONDS
         while not any(f"sport {SPORT_HI} " in ln for ln in list(lines)) and time.monotonic() < deadline:
             _send(pair.pod, [sentinel])
             time.sleep(0.05)
@@ -188,7 +201,7 @@ def run_nft_ruleset(pair: Pair, name: str, text: str, probes: list[Probe], iptab
             if group:
                 _send(ns, group)
         _send(pair.pod, [replace(sentinel, sport=SPORT_HI - 1)])
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + MONITOR_WAIT_SECONDS
         while not any(f"sport {SPORT_HI - 1} " in ln for ln in lines[seen:]) and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:

@@ -52,6 +52,8 @@ POD4, PEER4, POD6, PEER6 = "10.244.0.5", "10.244.0.1", "fd00:244::5", "fd00:244:
 SPORT_LO, SPORT_HI = 20000, 59999  # the two highest are the sentinels'
 DEBUG = False
 BATCH = 4
+# How long to wait for the monitor to show a sentinel: at load 10+ on 2 cores subscribing took over 5 s.
+MONITOR_WAIT_SECONDS = 20
 
 
 def sh(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -257,7 +259,7 @@ def run_ruleset(pair: Pair, name: str, ruleset: Ruleset, probes: list[Probe]) ->
         peer_ip = PEER4 if family is Family.IPV4 else PEER6
         sentinel = Probe(proto="udp", src=pod_ip, sport=SPORT_HI, dst=peer_ip, dport=9)
         # Wait until the monitor is subscribed: send sentinels until one is seen.
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + MONITOR_WAIT_SECONDS
         mark_start = f"sport {SPORT_HI} " if v6 else f"SPORT={SPORT_HI} "
         mark_end = f"sport {SPORT_HI - 1} " if v6 else f"SPORT={SPORT_HI - 1} "
         while not any(mark_start in ln for ln in list(lines)) and time.monotonic() < deadline \
@@ -273,7 +275,7 @@ def run_ruleset(pair: Pair, name: str, ruleset: Ruleset, probes: list[Probe]) ->
         # Then flush: a last sentinel whose trace ends the probes' output, plus a quiet period.
         time.sleep(0.2)
         _send(pair.pod, [replace(sentinel, sport=SPORT_HI - 1)])
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + MONITOR_WAIT_SECONDS
         while (not any(mark_end in ln for ln in lines[seen:])) and time.monotonic() < deadline \
                 and monitor.poll() is None:
             time.sleep(0.05)
