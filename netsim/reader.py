@@ -20,7 +20,7 @@ import stat
 import sys
 from pathlib import Path
 
-from netsim.errors import InputError
+from netsim.errors import InputError, SpecError
 
 # Generous for any manifest or rules dump a person feeds a CLI (a `kubectl get -A -o yaml` of a
 # large cluster is tens of MB), small enough that /dev/urandom or a runaway file cannot exhaust memory.
@@ -190,5 +190,28 @@ def read_text(path: str | Path, *, what: str = "") -> str:
     return decode(read_bytes(path, what=what), display_name(path))
 
 
-__all__ = ["DEFAULT_MAX_INPUT", "ENCODINGS", "MAX_INPUT_ENV", "STDIN", "decode", "display_name",
-           "max_input", "read_bytes", "read_text"]
+def read_group_file(path: str) -> tuple[tuple[str, int], ...]:
+    """The (name, gid) of each ``name:x:gid:members`` line of an /etc/group-format file (``--group-file``)."""
+    groups = []
+    for number, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split(":")
+        if len(fields) < 3 or not fields[2].isdigit():
+            raise SpecError(f"{line!r}: expected name:password:GID:members", where=f"{path}:{number}")
+        groups.append((fields[0], int(fields[2])))
+    return tuple(groups)
+
+
+__all__ = [
+    "DEFAULT_MAX_INPUT",
+    "ENCODINGS",
+    "MAX_INPUT_ENV",
+    "STDIN",
+    "decode",
+    "display_name",
+    "max_input",
+    "read_bytes",
+    "read_group_file",
+    "read_text",
+]

@@ -34,7 +34,7 @@ from netsim.errors import RulesetError, SpecError, one_line
 from netsim.netfilter.matches import Names
 from netsim.netfilter.model import Ruleset
 from netsim.netfilter.render import render_rule, render_save
-from netsim.reader import read_text
+from netsim.reader import read_group_file
 from netsim.spec.flags import (
     OPTIONS,
     Kind,
@@ -234,21 +234,7 @@ def compile_cmd(pod_file: str | None, pod_name: str | None, istio_version: str |
         click.echo(one_line(f"netsim: warning: {warning}"), err=True)
     if fmt is None:
         fmt = "nft" if res.config is not None and res.config.native_nftables else "iptables-save"
-    click.echo(render(res, fmt, family, groups=_read_groups(group_file) if group_file else None), nl=False)
-
-
-def _read_groups(path: str) -> tuple[tuple[str, int], ...]:
-    """``name:x:gid:members`` lines of an /etc/group-format file."""
-    lines = read_text(path).splitlines()
-    groups = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        fields = line.split(":")
-        if len(fields) < 3 or not fields[2].isdigit():
-            raise SpecError(f"{line!r}: expected name:password:GID:members", where=f"{path}:{number}")
-        groups.append((fields[0], int(fields[2])))
-    return tuple(groups)
+    click.echo(render(res, fmt, family, groups=read_group_file(group_file) if group_file else None), nl=False)
 
 
 def render(res: Resolution, fmt: str, family: str = "all",

@@ -15,7 +15,7 @@ import click
 
 from netsim.commands.options import PathsOption
 from netsim.errors import NetsimError, RulesetError
-from netsim.reader import display_name, read_text
+from netsim.reader import display_name, read_group_file, read_text
 
 if TYPE_CHECKING:
     from netsim.infer import Inference
@@ -45,13 +45,12 @@ def infer_cmd(rules_files: tuple[str, ...], fmt: str, group_file: str | None) ->
       kubectl exec POD -c istio-proxy -- iptables-save > pod.rules; netsim infer --rules pod.rules
       kubectl logs POD -c istio-init | netsim infer --rules - --format json
     """
-    from netsim.capture.cli import _read_groups
     from netsim.infer import infer_rules
     from netsim.netfilter.dump import read_pasted
     from netsim.netfilter.matches import Names
     from netsim.netfilter.model import Family, Ruleset
 
-    names = Names(system=True) if group_file is None else Names(groups=(("root", 0), *_read_groups(group_file)))
+    names = Names(system=True) if group_file is None else Names(groups=(("root", 0), *read_group_file(group_file)))
     rulesets: dict[Family, Ruleset] = {}
     origin: dict[Family, str] = {}
     for path in rules_files:
