@@ -86,6 +86,14 @@ def namespaces() -> Iterator[Pair]:
         sh("ip", "-n", pair.peer, "addr", "add", f"{PEER4}/24", "dev", "v1")
         sh("ip", "-n", pair.peer, "addr", "add", f"{PEER6}/64", "dev", "v1", "nodad")
         sh("ip", "-n", pair.peer, "link", "set", "v1", "up")
+        # Permanent neighbour entries: a ruleset whose filter INPUT rejects ICMPv6 (the ip6tables lock-down of the
+        # 1.0-1.4 script) would otherwise stop neighbour discovery, and inbound probes would depend on a cache
+        # entry left over from the ruleset before.
+        macs = {ns: json.loads(sh("ip", "-n", ns, "-j", "link", "show", "dev", dev).stdout)[0]["address"]
+                for ns, dev in ((pair.pod, "eth0"), (pair.peer, "v1"))}
+        for ns, dev, addr, other in ((pair.peer, "v1", POD4, pair.pod), (pair.peer, "v1", POD6, pair.pod),
+                                     (pair.pod, "eth0", PEER4, pair.peer), (pair.pod, "eth0", PEER6, pair.peer)):
+            sh("ip", "-n", ns, "neigh", "replace", addr, "lladdr", macs[other], "dev", dev, "nud", "permanent")
         sh("ip", "-n", pair.pod, "route", "add", "default", "via", PEER4)
         sh("ip", "-n", pair.pod, "-6", "route", "add", "default", "via", PEER6)
         # The peer sends everything else to the pod, so inbound probes may carry any destination.
