@@ -291,17 +291,22 @@ def _tproxy_tail(p: _Plan, config: CaptureConfig, lo4: str, mark: str) -> None:
           "return", index=2, why=f"app → app over lo (not marked {OUTBOUND_MARK}): not captured (§6)")
 
 
-def render_transaction(rules: tuple[NftRule, ...]) -> str:
-    """The knftables transaction text for ``rules`` (valid ``nft -f`` input), one operation a line."""
+def render_transaction(rules: tuple[NftRule, ...],
+                       chains_of: dict[str, tuple[tuple[str, str | None], ...]] | None = None) -> str:
+    """The knftables transaction text for ``rules`` (valid ``nft -f`` input), one operation a line.
+    ``chains_of``: per table, its chains in declaration order with their base-chain specs (default: the
+    sidecar's :data:`CHAINS`; ambient passes its own, ``ambient.CHAINS``)."""
     lines: list[str] = []
-    for table, chains in CHAINS.items():
+    for table, chains in (CHAINS if chains_of is None else chains_of).items():
         mine = [r for r in rules if r.table == table]
         used = {r.chain for r in mine}
         if not used:
             continue  # tables without rules are not touched at all (§12)
         lines += [f"add table inet {table}", f"flush table inet {table}"]
+        # a chain only jumped to is declared too (ambient's ingress mode: an empty istio-prerouting)
+        targets = {r.rule.rsplit(" ", 1)[1] for r in mine if r.rule.rsplit(" ", 2)[-2:-1] == ["jump"]}
         for chain, spec in chains:
-            if chain in used:
+            if chain in used or chain in targets:
                 lines.append(f"add chain inet {table} {chain}" + (f" {{ {spec} }}" if spec else ""))
         count: dict[str, int] = {}
         for r in mine:

@@ -384,12 +384,13 @@ def _set_action(s: SetStmt) -> _Action:
             assert s.value is not None
             return s.value
         v = st.mark if s.source == "meta mark" else st.ctmark
-        if s.op == "&":
-            v &= s.operand
-        elif s.op == "|":
-            v |= s.operand
-        elif s.op == "^":
-            v ^= s.operand
+        for op, operand in ((s.op, s.operand), (s.op2, s.operand2)):
+            if op == "&":
+                v &= operand
+            elif op == "|":
+                v |= operand
+            elif op == "^":
+                v ^= operand
         return v & 0xFFFFFFFF
 
     if s.key == "meta mark":

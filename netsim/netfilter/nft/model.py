@@ -197,6 +197,8 @@ class SetStmt:
     source: str = ""
     op: str = ""
     operand: int = 0
+    op2: str = ""  # a second operator applied after the first: ``ct mark & 0xfffff000 | 0x111``
+    operand2: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -381,6 +383,11 @@ def expr_text(e: Expr) -> str:
     if isinstance(e, SetStmt):
         if e.source:
             val = e.source + (f" {e.op} 0x{e.operand:08x}" if e.op else "")  # op: & | ^
+            if e.op == "&" and e.op2 == "|":  # nft lists (x & A) | B as x & (A & ~B | B) | B
+                mask = (e.operand & ~e.operand2 | e.operand2) & 0xFFFFFFFF
+                val = f"{e.source} & 0x{mask:08x} | 0x{e.operand2:08x}"
+            elif e.op2:
+                val += f" {e.op2} 0x{e.operand2:08x}"
         else:
             assert e.value is not None
             val = f"0x{e.value:08x}" if e.key in ("meta mark", "ct mark") else str(e.value)

@@ -835,6 +835,8 @@ def _nat(r: _RuleReader) -> Expr | None:
         flags.append(r.word())
         if r.peek() == ",":
             r.take()
+    if not fam and addr is not None and r.fam is NftFamily.INET and kind in ("snat", "dnat"):
+        fam = "ip6" if ":" in addr_text else "ip"  # an inet table's nat names its family (nft lists it so)
     return Nat(kind=kind, family=fam, addr=addr, addr_text=addr_text, ports=ports, flags=tuple(flags))
 
 
@@ -948,11 +950,12 @@ def _set_stmt(r: _RuleReader, key: str) -> Expr | None:
     if src is not None:
         if src[0] not in ("meta mark", "ct mark"):
             return None
-        op, operand = "", 0
-        if r.peek() in _SET_OPS:
+        ops: list[tuple[str, int]] = []
+        while r.peek() in _SET_OPS and len(ops) < 2:
             op = _SET_OPS[r.word()]
-            operand = _int(r.word(), r.line, "number")
-        return SetStmt(key=key, source=src[0], op=op, operand=operand)
+            ops.append((op, _int(r.word(), r.line, "number")))
+        (op, operand), (op2, operand2) = [*ops, ("", 0), ("", 0)][:2]
+        return SetStmt(key=key, source=src[0], op=op, operand=operand, op2=op2, operand2=operand2)
     value = _int(r.word(), r.line, "number")
     if not 0 <= value <= 0xFFFFFFFF:
         raise _err(r.line, f"{key} set {value}: out of range")
