@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -86,13 +86,23 @@ def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str 
                    "one namespace holding both (base chains run in priority order).")
 @click.option("--backend", type=click.Choice(["iptables", "nft"]), default=None,
               help="With --pod: the capture backend (nft: Istio's native nftables rules, --native-nftables).")
+@click.option("--mode", type=click.Choice(["sidecar", "ambient"]), default=None,
+              help="ambient: the rules are istio-cni's in-pod rules and the proxy is ztunnel (listeners 15001, 15006, "
+                   "15008, DNS 15053, mark 0x539; its policy routes assumed with --rules/--nft). Default: sidecar.")
 @click.option("--proto", type=click.Choice(["tcp", "udp", "icmp"]), default="tcp", show_default=True)
 @click.option("--src", type=EndpointType(), help="Source IP[:PORT] of a locally generated packet.")
 @click.option("--dst", type=EndpointType(), help="Destination IP:PORT.")
 @click.option("--from", "from_", type=EndpointType(), help="Trace an arriving packet from this IP[:PORT].")
 @click.option("--uid", type=click.IntRange(0), help="Owner uid of the sending socket (default: the app's).")
 @click.option("--gid", type=click.IntRange(0), help="Owner gid of the sending socket (default: the uid).")
-@click.option("--in-iface", help="Device an arriving packet (--from) comes in on (default: eth0).")
+@click.option("--mark", type=MarkType(), help="SO_MARK of the sending socket (a locally generated packet's mark; "
+                                              "decimal or 0x hex).")
+@click.option("--as", "as_", type=click.Choice(["ztunnel"]),
+              help="Send as ztunnel: its uid and gid and its sockets' mark 0x539 (short for --uid/--gid/--mark).")
+@click.option("--in-iface", help="Device an arriving packet (--from) comes in on (default: eth0); a virtual "
+                                 "interface needs an address (--iface-addr, or the pod's network-status annotation).")
+@click.option("--iface-addr", "iface_addrs", multiple=True, metavar="NAME=IP",
+              help="An address of device NAME (e.g. a virtual interface), which REDIRECT of what arrives on it needs.")
 @click.option("--pod-ip", "pod_ips", multiple=True, help="The pod's addresses (comma list or repeated).")
 @click.option("--listening", type=PortListType(), help="Ports with a listening socket; empty means none.")
 @click.option("--pcap", type=click.Path(dir_okay=False), help="Trace every IP packet of this capture file.")
@@ -128,9 +138,10 @@ def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str 
 @click.option("--expect", type=click.Choice(EXPECTABLE),
               help="Exit 0 when the verdict is this (captured: any captured-*), 1 when not; for scripts and CI.")
 def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tuple[str, ...],
-              nft_files: tuple[str, ...], backend: str | None, proto: str,
+              nft_files: tuple[str, ...], backend: str | None, mode: str | None, proto: str,
               src: tuple[Address, int | None] | None, dst: tuple[Address, int | None] | None,
-              from_: tuple[Address, int | None] | None, uid: int | None, gid: int | None, in_iface: str,
+              from_: tuple[Address, int | None] | None, uid: int | None, gid: int | None, mark: int | None,
+              as_: str | None, in_iface: str, iface_addrs: tuple[str, ...],
               pod_ips: tuple[str, ...], listening: tuple[int, ...] | None, pcap: str | None, fmt: str,
               matrix: bool, configs: tuple[str, ...], keep_going: bool, mesh_config: str | None, send: str | None,
               host: str | None, http_path: str | None, sni: str | None, ct_state: str | None,
@@ -161,6 +172,9 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
                         "give one of them")
     if in_iface is not None and from_ is None:
         raise SpecError("--in-iface is the device an arriving packet comes in on: give --from too")
+    if (mark is not None or as_ is not None) and (matrix or pcap):
+        raise SpecError(f"{'--as' if as_ is not None else '--mark'} describes one traced packet's socket; it does not "
+                        f"apply to {'--matrix' if matrix else '--pcap'}")
     ct = _CtRequest(ct_state, ct_zone, ct_mark, ct_dnat, ct_reply, follow_up)
     ct.check(matrix=matrix, pcap=pcap, configs=configs)
     from netsim.workload.model import Workload
@@ -170,10 +184,21 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
     if backend is not None and not pod_file:
         raise SpecError("--backend chooses how --pod's rules are written: give --pod FILE (--rules and --nft "
                         "name their backend themselves)")
+    ifaces = _iface_addrs(iface_addrs)
     if pod_file:
+        if mode == "ambient":
+            raise SpecError("--pod with --mode ambient: netsim does not compile ambient rules yet; trace a dump of "
+                            "the pod's rules with --rules/--nft FILE --mode ambient")
         w = Workload.from_pod(pod_file, istio_version=istio_version, pod_ips=pod_ips, backend=backend or "iptables")
     else:
         w = Workload.from_rules(rules_files, pod_ips=pod_ips, istio_version=istio_version, nft_paths=nft_files)
+        if mode == "ambient":
+            w = w.as_ambient()
+    w = w.with_iface_addrs((*w.annotated_iface_addrs(), *ifaces))
+    if in_iface is not None and in_iface not in ("lo", "eth0") and in_iface not in dict(w.iface_addrs):
+        w = replace(w, notes=(*w.notes, f"--in-iface {in_iface}: no address known for it (give --iface-addr "
+                                        f"{in_iface}=IP): REDIRECT in PREROUTING drops what arrives on a device "
+                                        "without one"))
     s = _Session(w, w.netns(listening, route_localnet=route_localnet), [*w.notes, *w.assumptions(listening)])
     if matrix:
         _matrix(s, fmt)
@@ -186,7 +211,8 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
     w, own_notes = w.for_destination(dst[0], arriving=from_ is not None)
     if own_notes:
         s = _Session(w, w.netns(listening, route_localnet=route_localnet), [*w.notes, *w.assumptions(listening)])
-    packet, who = w.packet(dst, proto=proto, src=src, from_=from_, uid=uid, gid=gid, in_iface=in_iface or "eth0")
+    packet, who = w.packet(dst, proto=proto, src=src, from_=from_, uid=uid, gid=gid, in_iface=in_iface or "eth0",
+                           mark=mark, as_=as_)
     if follow_up:
         _exit(_follow_up(s, packet, who, fmt, ct, uid, gid), expect)
         return
@@ -197,6 +223,20 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
         mesh = _MeshRequest(index=_load_mesh(configs, pod_file, mesh_config, istio_version, keep_going, s),
                             send=send or "tcp", host=host, path=http_path or "/", sni=sni)
     _exit(_trace_one(s, packet, who, fmt, mesh), expect)
+
+
+def _iface_addrs(items: tuple[str, ...]) -> list[tuple[str, Address]]:
+    """``--iface-addr NAME=IP`` → (NAME, address); one clear error for anything else."""
+    out = []
+    for item in items:
+        name, sep, ip = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            out.append((name.strip(), ipaddress.ip_address(ip.strip())))
+        except ValueError:
+            raise SpecError(f"--iface-addr {item!r}: expected NAME=IP (e.g. net1=10.10.0.5)") from None
+    return out
 
 
 def _exit(decision: Decision, expect: str | None) -> None:

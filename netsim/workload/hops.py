@@ -113,7 +113,7 @@ def _how(t: Trace, port: int, sidecar: SidecarIdentity) -> tuple[DecidedBy | Non
     binding = next((x for x in t.steps if x.kind is Kind.CONNTRACK and x.verdict == "dst"), None)
     if binding is not None:
         return None, f"the conntrack entry's {binding.target} binding (nat is not consulted again)", True, "conntrack"
-    return (None, f"it was addressed to the sidecar's port {port} itself (no rule redirected it)", False,
+    return (None, f"it was addressed to {sidecar.possessive} port {port} itself (no rule redirected it)", False,
             "addressed to it")
 
 
@@ -137,11 +137,14 @@ def _bypass(t: Trace) -> tuple[DecidedBy | None, str, str]:
     """The rule that let the packet bypass capture (a RETURN in the capture chains), or why none did."""
     steps = _capture_steps(t)
     for table in ("nat", "mangle"):
-        returns = [s for s in steps if _role(s) == table and s.kind is Kind.RULE and s.matched
-                   and s.verdict == "RETURN"]
+        # a RETURN out of the capture chains; in nat also an ACCEPT (ambient's probe, own-pod and 0x111
+        # rules, spec/istio-ambient-capture.md §3 rules 9, 10, 17, 18), which ends nat for the packet
+        ends = ("RETURN", "ACCEPT") if table == "nat" else ("RETURN",)
+        returns = [s for s in steps if _role(s) == table and s.kind is Kind.RULE and s.matched and s.verdict in ends]
         if returns:
             r = DecidedBy.of(returns[-1])
-            return r, f"{r.ref} returned it before any capture rule", "rule"
+            did = "returned" if returns[-1].verdict == "RETURN" else "accepted"
+            return r, f"{r.ref} {did} it before any capture rule", "rule"
     if not any(_role(s) == "nat" for s in steps):
         ct = t.packet.ct
         if t.ctstate in ("UNTRACKED", "INVALID"):
@@ -176,8 +179,8 @@ def _decide_first(t: Trace, sidecar: SidecarIdentity, netns: Netns) -> Decision:
     kind = _listener_kind(sidecar, port, t, netns)
     if port is not None and kind is not None:
         by, how, _, basis = _how(t, port, sidecar)
-        return Decision(verdict=kind, decided_by=by, reason=how, listener=ListenerRef(_listener_addr(t), port),
-                        basis=basis)
+        return Decision(verdict=kind, decided_by=by, reason=how,
+                        listener=ListenerRef(_listener_addr(t), port, sidecar.owner), basis=basis)
     by, why, basis = _bypass(t)
     return Decision(verdict=Verdict.BYPASSED, decided_by=by, reason=why, basis=basis)
 
@@ -204,7 +207,7 @@ def _proxy_packet(t: Trace, dst: Address, dport: int, sidecar: SidecarIdentity, 
         if netns.is_local(dst) and dst.is_loopback:
             src = dst
     return Packet(family=fam, proto=t.packet.proto, src=src, dst=dst, sport=PROXY_SPORT, dport=dport,
-                  origin=Origin.LOCAL, socket=Socket(uid=sidecar.uid, gid=sidecar.gid))
+                  origin=Origin.LOCAL, socket=Socket(uid=sidecar.uid, gid=sidecar.gid), mark=sidecar.mark)
 
 
 def _proxy_trace(rules: CompiledRuleset, client: Packet, proxy: Packet, netns: Netns) -> Trace:
@@ -254,27 +257,29 @@ def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sideca
         return Followed(tuple(hops), d, _sentence(f"Dropped: {t.reason}."))
     if v is Verdict.UNCERTAIN:
         return Followed(tuple(hops), d, _sentence(f"Uncertain: {t.reason}; netsim cannot say more."))
+    sc, sc_s = sidecar.name, sidecar.possessive
     if v is Verdict.BYPASSED:
-        reached = "" if _delivered_port(t) is None else ", which is not the sidecar's"
-        return Followed(tuple(hops), d, _sentence(f"Bypasses the sidecar ({t.reason}{reached}) because {d.reason}."))
+        reached = "" if _delivered_port(t) is None else f", which is not {sc_s}"
+        return Followed(tuple(hops), d, _sentence(f"Bypasses {sc} ({t.reason}{reached}) because {d.reason}."))
     assert d.listener is not None
     port = d.listener.port
-    name = _LISTENER_NAMES[v]
+    name = _listener_name(v, port, sidecar)
     _, how, redirected, _ = _how(t, port, sidecar)
     if not redirected:
-        return Followed(tuple(hops), d, _sentence(f"Delivered to the sidecar's {name} {port} directly: {how}."))
+        return Followed(tuple(hops), d, _sentence(f"Delivered to {sc_s} {name} {port} directly: {how}."))
     if v is Verdict.CAPTURED_DNS:
+        proxy = f"{sc_s} DNS proxy" if sidecar.ambient else "the DNS proxy"
         return Followed(tuple(hops), d, _sentence(
-            f"Captured by the DNS proxy on port {port} via {how}; it answers or forwards the query to "
+            f"Captured by {proxy} on port {port} via {how}; it answers or forwards the query to "
             f"{t.packet.dst} itself."))
-    parts = [f"Captured by the sidecar's {name} {port} via {how}"]
+    parts = [f"Captured by {sc_s} {name} {port} via {how}"]
     first_od: Endpoint | None = None
     first_up: Upstream | None = None
     stage = v
     while True:
         od = Endpoint(t.dst.addr, t.dst.port) if t.transparent_socket else t.original_dst
         if od is None:
-            parts.append("but SO_ORIGINAL_DST has no answer (UDP or a non-default conntrack zone), so the sidecar "
+            parts.append(f"but SO_ORIGINAL_DST has no answer (UDP or a non-default conntrack zone), so {sc} "
                          "cannot forward it")
             return Followed(tuple(hops), d, _sentence(", ".join(parts) + "."), first_od, first_up)
         up = envoy(stage, od) if envoy is not None else None
@@ -282,10 +287,15 @@ def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sideca
         if first_od is None:
             first_od, first_up = od, up
         if up.address is None:
-            parts.append(f"the sidecar opens no upstream connection: {up.what}")
+            parts.append(f"{sc} opens no upstream connection: {up.what}")
             return Followed(tuple(hops), d, _sentence("; ".join(parts) + "."), first_od, first_up)
         src = None
-        if stage is Verdict.CAPTURED_INBOUND:
+        if stage is Verdict.CAPTURED_INBOUND and sidecar.spoofs_client:
+            # ztunnel connects to the app from the client's own address (IP_TRANSPARENT, ambient §8), unless
+            # the two are equal
+            client = t.packet.src
+            src = client if client != up.address else None
+        elif stage is Verdict.CAPTURED_INBOUND:
             pt = sidecar.passthrough_v4 if t.packet.family is Family.IPV4 else sidecar.passthrough_v6
             src = ip_address(pt) if pt else up.address if up.address.is_loopback else None
         nxt = _proxy_trace(rules, t.packet, _proxy_packet(t, up.address, up.port, sidecar, src, netns), netns)
@@ -301,30 +311,38 @@ def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sideca
             if redirected2 and nstage is Verdict.CAPTURED_INBOUND and stage is Verdict.CAPTURED_OUTBOUND \
                     and len(hops) <= MAX_HOPS:
                 # Outbound to the pod's own address: Envoy's connection goes through its inbound listener.
-                parts.append(f"the sidecar connects to {target} as uid {sidecar.uid}, which its inbound "
+                parts.append(f"{sc} connects to {target} as {sidecar.credentials}, which its inbound "
                              f"listener {nport} captures via {how2}")
                 t, stage = nxt, nstage
                 continue
-            reason = f"the sidecar's own connection to {target}{via} reaches its {_LISTENER_NAMES[nstage]} {nport} " \
-                     f"again via {how2}"
+            reason = f"{sc_s} own connection to {target}{via} reaches its {_listener_name(nstage, nport, sidecar)} " \
+                     f"{nport} again via {how2}"
             loop = Decision(verdict=Verdict.LOOPED, decided_by=by2, reason=reason, hop=len(hops) - 1, basis=basis2)
             return Followed(tuple(hops), loop, _sentence("; ".join([*parts, reason]) + ": a loop."), first_od,
                             first_up)
         if nxt.outcome is Outcome.SENT:
-            end = f"the sidecar connects to {target} as uid {sidecar.uid}, which leaves through {nxt.out_iface}"
+            end = f"{sc} connects to {target} as {sidecar.credentials}, which leaves through {nxt.out_iface}"
         elif stage is Verdict.CAPTURED_INBOUND and nxt.outcome in (Outcome.DELIVERED, Outcome.REFUSED) \
                 and nxt.local_port == up.port:
             app = "the app" if nxt.outcome is Outcome.DELIVERED else "the app's port (nothing listens there)"
-            end = f"the sidecar forwards it to {_ep(up.address, up.port)}{via}, reaching {app}"
+            end = f"{sc} forwards it to {_ep(up.address, up.port)}{via}, reaching {app}"
+            if sidecar.policy_route is not None and nxt.ctmark & sidecar.policy_route[1] == sidecar.policy_route[0]:
+                end += (f"; the connection is marked {nxt.ctmark:#x}, so the app's replies are routed back to "
+                        f"{sc} through table {sidecar.policy_route[2]}")
         elif nxt.outcome is Outcome.DROPPED:
-            end = f"the sidecar's connection to {target}{via} is dropped: {nxt.reason}"
+            end = f"{sc_s} connection to {target}{via} is dropped: {nxt.reason}"
         else:
-            end = f"the sidecar's connection to {target}{via}: {nxt.reason}"
+            end = f"{sc_s} connection to {target}{via}: {nxt.reason}"
         return Followed(tuple(hops), d, _sentence("; ".join([*parts, end]) + "."), first_od, first_up)
 
 
 _LISTENER_NAMES = {Verdict.CAPTURED_OUTBOUND: "outbound listener", Verdict.CAPTURED_INBOUND: "inbound listener",
                    Verdict.CAPTURED_DNS: "DNS proxy on port"}
+
+
+def _listener_name(v: Verdict, port: int, sidecar: SidecarIdentity) -> str:
+    """"outbound listener", "inbound listener", "DNS proxy on port"; ztunnel's 15008 "HBONE inbound listener"."""
+    return "HBONE inbound listener" if port in sidecar.direct_inbound else _LISTENER_NAMES[v]
 
 
 def _listener_kind(sidecar: SidecarIdentity, port: int | None, t: Trace, netns: Netns) -> Verdict | None:
@@ -338,6 +356,8 @@ def _listener_kind(sidecar: SidecarIdentity, port: int | None, t: Trace, netns: 
         return None
     if port == sidecar.dns_port:
         return Verdict.CAPTURED_DNS
+    if port in sidecar.direct_inbound:  # ztunnel's HBONE listener: inbound, whether or not a rule sent it there
+        return Verdict.CAPTURED_INBOUND
     if sidecar.shared_listener and port == sidecar.outbound_port:
         od = Endpoint(t.dst.addr, t.dst.port) if t.transparent_socket else t.original_dst
         own = od is not None and not od.addr.is_loopback and netns.is_local(od.addr)
@@ -352,7 +372,7 @@ def _default_upstream(v: Verdict, od: Endpoint, family: Family, sidecar: Sidecar
     if v is Verdict.CAPTURED_OUTBOUND:
         return Upstream(address=od.addr, port=od.port, what=_ORIGINAL)
     pt = sidecar.passthrough_v4 if family is Family.IPV4 else sidecar.passthrough_v6
-    if pt is None:  # before 1.10: the inbound cluster was 127.0.0.1:<port>
+    if pt is None and not sidecar.spoofs_client:  # before 1.10: the inbound cluster was 127.0.0.1:<port>
         lo = IPv4Address("127.0.0.1") if family is Family.IPV4 else IPv6Address("::1")
         return Upstream(address=lo, port=od.port, what="")
     return Upstream(address=od.addr, port=od.port, what="")

@@ -1,8 +1,11 @@
-"""The sidecar's identity as the kernel sees it: its ports, its credentials, its bind addresses.
+"""The local proxy's identity as the kernel sees it: its ports, its credentials, its socket mark, its bind
+addresses, for a sidecar and for ztunnel in an ambient pod.
 
 Owns: :class:`SidecarIdentity` (the capture listeners 15001/15006/15053, the other ports Envoy and
 pilot-agent listen on, the uid/gid its sockets carry, the passthrough bind address 127.0.0.6/::6,
-TPROXY's mark and route table) and :func:`envoy_uid`, the one home of the injector's rule that
+TPROXY's mark and route table; for ambient, :meth:`SidecarIdentity.ztunnel`: ztunnel's four sockets, its
+mark 0x539, its spoofed client source and the connmark 0x111 policy route, spec/istio-ambient-capture.md
+§2.3, §7, §8) and :func:`envoy_uid`, the one home of the injector's rule that
 Envoy runs as uid 0 (gid 1337) in TPROXY mode. Every other module (the tracer's hops, the lab's
 listeners) reads these values from here instead of writing the numbers again.
 
@@ -35,6 +38,15 @@ TPROXY_ROUTE_TABLE = 133  # -r
 PASSTHROUGH_V4 = "127.0.0.6"
 PASSTHROUGH_V6 = "::6"
 PASSTHROUGH_SINCE = (1, 10)
+# spec/istio-ambient-capture.md §2.3, §7, §8: ztunnel inside an ambient pod's namespace
+ZTUNNEL_MARK = 0x539  # SO_MARK of every socket ztunnel opens in the pod (DEFAULT_INPOD_MARK, 1337)
+AMBIENT_MARK_MASK = 0xFFF  # the rules compare the mark's low 12 bits
+AMBIENT_CONNMARK = 0x111  # the connection mark of connections ztunnel opened into the pod (§10 return path)
+AMBIENT_ROUTE_TABLE = 100  # ip rule fwmark 0x111/0xfff lookup 100 (local default dev lo), §7
+# ztunnel's container runs as uid 0, gid 1337 (Istio's ztunnel chart: runAsUser 0, runAsGroup 1337); no
+# ambient rule matches an owner, so only the text shows them.
+ZTUNNEL_UID = 0
+ZTUNNEL_GID = 1337
 
 
 def envoy_uid(proxy_uid: int, *, tproxy: bool) -> int:
@@ -64,6 +76,52 @@ class SidecarIdentity:
     dns: bool = False  # pilot-agent's DNS proxy listens on dns_port (DNS capture is on)
     tproxy_mark: int | None = None  # TPROXY mode: the mark its rules set and the route table that delivers it
     tproxy_table: int = TPROXY_ROUTE_TABLE
+    # who listens: "sidecar" (Envoy and pilot-agent) or "ztunnel" (ambient); the JSON's listener.owner
+    owner: str = "sidecar"
+    mark: int = 0  # SO_MARK of the proxy's own sockets (ztunnel: 0x539), the mark its packets start with
+    # listeners that receive inbound connections addressed to them, no rule needed (ztunnel's HBONE 15008)
+    direct_inbound: tuple[int, ...] = ()
+    # inbound connections to the app come from the original client's address (IP_TRANSPARENT + IP_FREEBIND,
+    # ztunnel's freebind_connect), not from the passthrough address
+    spoofs_client: bool = False
+    # ip rule fwmark MARK/MASK lookup TABLE with "local default dev lo" (ambient's return path, §7)
+    policy_route: tuple[int, int, int] | None = None
+    dns_loopback: bool = False  # the DNS proxy listens on 127.0.0.1 / ::1 only (ztunnel), not the wildcard
+
+    @classmethod
+    def ztunnel(cls, *, dns: bool = True) -> SidecarIdentity:
+        """ztunnel as an ambient pod's namespace sees it (spec/istio-ambient-capture.md §8): listeners 15001
+        (outbound), 15006 (plaintext inbound), 15008 (HBONE, reached directly) on the wildcard address with
+        IP_TRANSPARENT, the DNS proxy 15053 on loopback (``dns``: the rules redirect to it), every socket
+        marked 0x539, inbound connections to the app from the client's own address, and the connmark 0x111
+        policy route of §7 that brings the app's replies back to it."""
+        return cls(outbound_port=OUTBOUND_PORT, inbound_port=INBOUND_PORT, dns_port=DNS_PORT, tunnel_port=TUNNEL_PORT,
+                   other_ports=(), uid=ZTUNNEL_UID, gid=ZTUNNEL_GID, passthrough_v4=None, passthrough_v6=None,
+                   dns=dns, owner="ztunnel", mark=ZTUNNEL_MARK, direct_inbound=(TUNNEL_PORT,), spoofs_client=True,
+                   policy_route=(AMBIENT_CONNMARK, AMBIENT_MARK_MASK, AMBIENT_ROUTE_TABLE), dns_loopback=True)
+
+    @property
+    def ambient(self) -> bool:
+        return self.owner == "ztunnel"
+
+    @property
+    def name(self) -> str:
+        """How a sentence names it: "the sidecar", "ztunnel"."""
+        return "ztunnel" if self.ambient else "the sidecar"
+
+    @property
+    def possessive(self) -> str:
+        return "ztunnel's" if self.ambient else "the sidecar's"
+
+    @property
+    def credentials(self) -> str:
+        """"uid 1337"; with a socket mark "uid 0, mark 0x539"."""
+        return f"uid {self.uid}" + (f", mark {self.mark:#x}" if self.mark else "")
+
+    @property
+    def receiving_ports(self) -> tuple[int, ...]:
+        """Every port a connection it receives can be delivered to: the capture ports and :attr:`direct_inbound`."""
+        return (*self.capture_ports, *self.direct_inbound)
 
     @property
     def transparent(self) -> bool:
@@ -88,7 +146,7 @@ class SidecarIdentity:
 
     @property
     def label(self) -> str:
-        return f"sidecar (uid {self.uid}, gid {self.gid})"
+        return f"{self.owner} (uid {self.uid}, gid {self.gid}" + (f", mark {self.mark:#x})" if self.mark else ")")
 
     @classmethod
     def for_capture(cls, config: CaptureConfig | None, profile: VersionProfile | None = None, *,
@@ -155,4 +213,5 @@ def _number(text: str, default: int) -> int:
     return int(text) if text.isdigit() else default
 
 
-__all__ = ["DNS_PORT", "INBOUND_PORT", "OUTBOUND_PORT", "SidecarIdentity", "envoy_uid"]
+__all__ = ["AMBIENT_CONNMARK", "AMBIENT_MARK_MASK", "AMBIENT_ROUTE_TABLE", "DNS_PORT", "INBOUND_PORT", "OUTBOUND_PORT",
+           "ZTUNNEL_GID", "ZTUNNEL_MARK", "ZTUNNEL_UID", "SidecarIdentity", "envoy_uid"]

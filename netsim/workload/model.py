@@ -134,6 +134,9 @@ class Workload:
     # the mesh config's defaultConfig.proxyMetadata and the file it came from (:meth:`with_mesh_defaults`)
     mesh_metadata: tuple[tuple[str, str], ...] = ()
     mesh_source: str = ""
+    # addresses of devices besides lo and eth0 (``--iface-addr NAME=IP``, or a virtual interface's address from
+    # the manifest's network-status annotation): an arriving packet's device needs one for REDIRECT
+    iface_addrs: tuple[tuple[str, Address], ...] = ()
     _cache: dict[Family, CompiledRuleset] = field(default_factory=dict, compare=False, repr=False)
 
     # ---- construction ------------------------------------------------------------------------
@@ -287,6 +290,57 @@ class Workload:
                    sidecar=SidecarIdentity.for_rules(rulesets.values(), profile), notes=tuple(notes),
                    addresses_assumed=not given, nft=tuple(nft))
 
+    def as_ambient(self) -> Workload:
+        """This dump read as an ambient pod's (``--rules|--nft FILE --mode ambient``): the proxy is ztunnel
+        (:meth:`SidecarIdentity.ztunnel`, with its DNS proxy when a rule redirects to 15053), and the policy
+        routes of spec/istio-ambient-capture.md §7, which a dump does not show, are assumed present (a note
+        says so)."""
+        dns = _redirects_to(self.rulesets.values(), self.nft, SidecarIdentity().dns_port)
+        return replace(self, sidecar=SidecarIdentity.ztunnel(dns=dns), notes=(*self.notes, AMBIENT_ROUTES_NOTE),
+                       _cache=self._cache)
+
+    def with_iface_addrs(self, pairs: Iterable[tuple[str, Address]]) -> Workload:
+        """This workload with more devices, each with one address (a virtual interface named by
+        ``istio.io/reroute-virtual-interfaces`` or ``traffic.sidecar.istio.io/kubevirtInterfaces``)."""
+        given = dict(self.iface_addrs)
+        given.update(pairs)
+        if not given:
+            return self
+        return replace(self, iface_addrs=tuple(given.items()), _cache=self._cache)
+
+    def virtual_interfaces(self) -> tuple[str, ...]:
+        """The pod's virtual interfaces as its annotations name them: ambient's
+        ``istio.io/reroute-virtual-interfaces`` (trimmed, empty items dropped, spec/istio-ambient-capture.md
+        §2.2) and the sidecar's ``traffic.sidecar.istio.io/kubevirtInterfaces``."""
+        ann = self.annotations
+        out: list[str] = []
+        for key in (REROUTE_VIRTUAL_INTERFACES, KUBEVIRT_INTERFACES):
+            out += [x.strip() for x in ann.get(key, "").split(",") if x.strip() and x.strip() not in out]
+        return tuple(out)
+
+    def annotated_iface_addrs(self) -> tuple[tuple[str, Address], ...]:
+        """Addresses of the pod's devices from its Multus ``k8s.v1.cni.cncf.io/network-status`` annotation
+        (``[{"interface": NAME, "ips": [IP, …]}, …]``): the first address of each family per device. A value
+        that is not that JSON gives nothing (``--iface-addr`` can still say it)."""
+        import json
+
+        text = self.annotations.get(NETWORK_STATUS, "")
+        try:
+            items = json.loads(text) if text else []
+        except ValueError:
+            return ()
+        out: list[tuple[str, Address]] = []
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, dict) or not isinstance(item.get("interface"), str):
+                continue
+            for ip in item.get("ips") or []:
+                try:
+                    out.append((item["interface"], ipaddress.ip_address(str(ip))))
+                except ValueError:
+                    continue
+                break
+        return tuple(out)
+
     # ---- what the pod is ---------------------------------------------------------------------
 
     @property
@@ -427,15 +481,23 @@ class Workload:
         lo = Interface.of("lo", "127.0.0.1/8", "::1/128", "::6/128")
         eth = Interface.of("eth0", *addrs)
         sc = self.sidecar
-        ls = [Listener(port=p, transparent=sc.transparent) for p in sc.listening_ports]
-        ls += [Listener(port=sc.dns_port, proto=pr) for pr in (Proto.TCP, Proto.UDP)] if sc.dns else []
+        # ztunnel's listeners try IP_TRANSPARENT (ambient §8); TPROXY's inbound listener needs it
+        ls = [Listener(port=p, transparent=sc.transparent or sc.ambient) for p in sc.listening_ports]
+        dns_at: tuple[Address | None, ...] = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")) \
+            if sc.dns_loopback else (None,)
+        ls += [Listener(port=sc.dns_port, proto=pr, addr=a) for pr in (Proto.TCP, Proto.UDP) for a in dns_at] \
+            if sc.dns else []
         taken = {(x.port, x.proto) for x in ls}
         ls += [Listener(port=p, proto=pr, transparent=True) for p in listening or () for pr in (Proto.TCP, Proto.UDP)
                if (p, pr) not in taken]
         routes: tuple[FwmarkRoute, ...] = ()
         if sc.tproxy_mark is not None:
             routes = (FwmarkRoute(mark=sc.tproxy_mark, table=sc.tproxy_table),)
-        return Netns(interfaces=(lo, eth), default_iface="eth0", listeners=tuple(ls), fwmark_routes=routes,
+        if sc.policy_route is not None:
+            mark, mask, table = sc.policy_route
+            routes = (*routes, FwmarkRoute(mark=mark, mask=mask, table=table))
+        extra = tuple(Interface.of(name, f"{a}/{32 if a.version == 4 else 128}") for name, a in self.iface_addrs)
+        return Netns(interfaces=(lo, eth, *extra), default_iface="eth0", listeners=tuple(ls), fwmark_routes=routes,
                      other_ports_listen=listening is None, route_localnet=route_localnet)
 
     def assumptions(self, listening: tuple[int, ...] | None = None) -> tuple[str, ...]:
@@ -446,12 +508,14 @@ class Workload:
 
     def packet(self, dst: EndpointLike, *, proto: str = "tcp", src: EndpointLike | None = None,
                from_: EndpointLike | None = None, uid: int | None = None, gid: int | None = None,
-               in_iface: str = "eth0") -> tuple[Packet, str]:
+               in_iface: str = "eth0", mark: int | None = None, as_: str | None = None) -> tuple[Packet, str]:
         """The first packet of the connection a question describes, and who sends it.
 
         ``from_``: an arriving packet from this peer (on ``in_iface``); else a locally generated one
         from ``src`` (default: the pod's address of ``dst``'s family, or ``dst`` itself when it is a
-        loopback address) by a socket of ``uid``/``gid`` (default: the app's).
+        loopback address) by a socket of ``uid``/``gid`` (default: the app's) whose ``SO_MARK`` is ``mark``
+        (the packet's mark as it enters OUTPUT and its first route lookup; default 0). ``as_="ztunnel"``:
+        sent by ztunnel's socket (its uid, gid and mark 0x539, :meth:`SidecarIdentity.ztunnel`).
         """
         from netsim.workload.hops import APP_SPORT
 
@@ -463,7 +527,19 @@ class Workload:
         pr = Proto.parse(proto)
         if pr is Proto.ICMP and fam is Family.IPV6:
             pr = Proto.ICMPV6
+        sender = ""
+        if as_ is not None:
+            if as_ != "ztunnel":
+                raise SpecError(f"--as {as_!r}: the sender netsim knows is ztunnel")
+            given = [n for n, v in (("--uid", uid), ("--gid", gid), ("--mark", mark)) if v is not None]
+            if given:
+                raise SpecError(f"--as ztunnel gives the socket's uid, gid and mark: drop {', '.join(given)}")
+            z = self.sidecar if self.sidecar.ambient else SidecarIdentity.ztunnel()
+            uid, gid, mark, sender = z.uid, z.gid, z.mark, z.label
         if from_ep is not None:
+            if mark is not None or as_ is not None:
+                raise SpecError(f"{'--as' if as_ is not None else '--mark'} describes the socket of a locally "
+                                "generated packet; an arriving one (--from) has no socket")
             saddr, sport = from_ep
             if saddr.version != daddr.version:
                 raise SpecError("--from and --dst must be the same IP version")
@@ -482,8 +558,10 @@ class Workload:
                                                      else ipaddress.ip_address("::1"))
         if saddr.version != daddr.version:
             raise SpecError("--src and --dst must be the same IP version")
+        m = mark or 0
         return (Packet(family=fam, proto=pr, src=saddr, dst=daddr, sport=sport, dport=dport or 0,
-                       socket=Socket(uid=u, gid=g)), f"app (uid {u}, gid {g})")
+                       socket=Socket(uid=u, gid=g), mark=m),
+                sender or f"app (uid {u}, gid {g}" + (f", mark {m:#x})" if m else ")"))
 
     # ---- the front door ----------------------------------------------------------------------
 
@@ -499,7 +577,7 @@ class Workload:
     def trace(self, dst: EndpointLike, *, proto: str = "tcp", src: EndpointLike | None = None,
               from_: EndpointLike | None = None, uid: int | None = None, gid: int | None = None,
               in_iface: str = "eth0", listening: tuple[int, ...] | None = None,
-              envoy: EnvoyHop | None = None) -> Followed:
+              envoy: EnvoyHop | None = None, mark: int | None = None, as_: str | None = None) -> Followed:
         """Where does this connection's first packet go, and why: pod → rules → packet → hops.
 
         ``dst``, ``src`` and ``from_`` are ``IP:PORT`` strings or (address, port) tuples; see
@@ -510,7 +588,8 @@ class Workload:
         dst_ep = _endpoint(dst, "--dst")
         assert dst_ep is not None
         w, _ = self.for_destination(dst_ep[0], arriving=from_ is not None)
-        packet, who = w.packet(dst_ep, proto=proto, src=src, from_=from_, uid=uid, gid=gid, in_iface=in_iface)
+        packet, who = w.packet(dst_ep, proto=proto, src=src, from_=from_, uid=uid, gid=gid, in_iface=in_iface,
+                               mark=mark, as_=as_)
         return w.follow(packet, who, listening=listening, envoy=envoy)
 
     def matrix(self, *, listening: tuple[int, ...] | None = None,
@@ -544,6 +623,29 @@ def _profile(istio_version: str | None) -> VersionProfile:
 
 
 _ASSUMED_NOTE = "pod IP not given (--pod-ip): assuming " + DEFAULT_POD_IP
+AMBIENT_ROUTES_NOTE = ("ambient: the dump shows no policy routing; assuming istio-cni's routes are present "
+                       "(ip rule fwmark 0x111/0xfff lookup 100, table 100: local default dev lo; "
+                       "spec/istio-ambient-capture.md §7)")
+REROUTE_VIRTUAL_INTERFACES = "istio.io/reroute-virtual-interfaces"
+KUBEVIRT_INTERFACES = "traffic.sidecar.istio.io/kubevirtInterfaces"
+NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
+
+
+def _redirects_to(rulesets: Iterable[Ruleset], nft: Iterable[NftRuleset], port: int) -> bool:
+    """Whether a REDIRECT (iptables) or ``redirect to :PORT`` (nftables) rule sends packets to ``port``."""
+    from netsim.netfilter.nft.model import Nat
+
+    for rs in rulesets:
+        for table in rs.tables:
+            for chain in table.chains:
+                for rule in chain.rules:
+                    if rule.target is None or rule.target.name != "REDIRECT":
+                        continue
+                    to = rule.target.option("--to-ports") or rule.target.option("--to-port")
+                    if to is not None and to.args == (str(port),):
+                        return True
+    return any(isinstance(e, Nat) and e.kind == "redirect" and e.ports == (port, port)
+               for n in nft for t in n.tables for c in t.chains for r in c.rules for e in r.exprs)
 
 
 def _default_addresses(addresses: tuple[Address, ...], notes: list[str], kind: str | None) -> tuple[Address, ...]:

@@ -61,8 +61,10 @@ def reply_to(w: Workload, packet: Packet, entry: Conntrack, netns: Netns, *, uid
 
     src_port = entry.dnat_to[1] if entry.dnat_to else packet.dport
     sidecar = w.sidecar
-    if src_port in sidecar.capture_ports:
-        sock, who = Socket(uid=sidecar.uid, gid=sidecar.gid), f"reply from the sidecar (uid {sidecar.uid})"
+    mark = 0
+    if src_port in sidecar.receiving_ports:
+        sock, who = Socket(uid=sidecar.uid, gid=sidecar.gid), f"reply from {sidecar.name} ({sidecar.credentials})"
+        mark = sidecar.mark  # its socket's SO_MARK (ztunnel's 0x539)
     else:
         u, g = w.owner(uid, gid)
         sock, who = Socket(uid=u, gid=g), f"reply from the app (uid {u}, gid {g})"
@@ -72,6 +74,8 @@ def reply_to(w: Workload, packet: Packet, entry: Conntrack, netns: Netns, *, uid
         raise SpecError(f"--ct-reply: {e}") from None
     if reply.origin is Origin.ARRIVING:
         who = f"reply from {reply.src}"
+    elif mark:
+        reply = replace(reply, mark=mark)
     return reply, who
 
 
