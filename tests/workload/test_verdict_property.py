@@ -18,15 +18,25 @@ from netsim.workload.hops import Followed, _row
 
 KERNEL = CONFORMANCE / "istio-iptables" / "kernel"
 DUMPS = sorted(KERNEL.glob("*.v4.iptables-save")) + sorted(KERNEL.glob("*.v6.ip6tables-save"))
+# istio-cni's ambient in-pod rules, traced with ztunnel as the proxy (--mode ambient)
+AMBIENT = CONFORMANCE / "istio-ambient" / "kernel"
+AMBIENT_DUMPS = sorted((AMBIENT / "iptables").glob("*.iptables-save")) + \
+    sorted((AMBIENT / "iptables").glob("*.ip6tables-save")) + sorted((AMBIENT / "nftables").glob("*.nft-list"))
 POD = {4: "10.244.0.5", 6: "fd00:10:244::5"}
 ADDRESSES = {4: ("10.244.0.5", "10.96.0.10", "127.0.0.1", "127.0.0.6", "10.1.2.3", "8.8.8.8"),
              6: ("fd00:10:244::5", "fd00:96::10", "::1", "::6", "fd00:1::3", "2001:db8::8")}
 PORTS = (22, 53, 80, 443, 3306, 5701, 8080, 9000, 15001, 15006, 15008, 15020, 15021, 15053, 15090)
 
 
+def _version(path: Path) -> int:
+    return 6 if path.name.endswith(".ip6tables-save") else 4
+
+
 def _workload(path: Path) -> Workload:
-    version = 6 if path.name.endswith(".v6.ip6tables-save") else 4
-    return Workload.from_rules([str(path)], pod_ips=[POD[version]])
+    if path.suffix == ".nft-list":
+        return Workload.from_rules([], nft_paths=[str(path)], pod_ips=[POD[4], POD[6]]).as_ambient()
+    w = Workload.from_rules([str(path)], pod_ips=[POD[_version(path)]])
+    return w.as_ambient() if AMBIENT in path.parents else w
 
 
 _CACHE: dict[Path, Workload] = {}
@@ -46,9 +56,10 @@ def packets(draw: st.DrawFn, version: int) -> tuple[Packet, str]:
                        in_iface=draw(st.sampled_from(("eth0", "lo"))), socket=None), "peer")
     uid = draw(st.sampled_from((0, 1000, 1337)))
     gid = draw(st.sampled_from((uid, 1337, 5)))
+    mark = draw(st.sampled_from((0, 0, 0x539, 0x111)))  # the socket's SO_MARK (ztunnel's, ambient's connmark)
     src = dst if dst.is_loopback else ip_address(POD[version])
     return (Packet(family=fam, proto=proto, src=src, dst=dst, sport=40000, dport=dport,
-                   socket=Socket(uid=uid, gid=gid)), "app")
+                   socket=Socket(uid=uid, gid=gid), mark=mark), "app")
 
 
 def _delivered(t: Trace) -> int | None:
@@ -58,12 +69,12 @@ def _delivered(t: Trace) -> int | None:
 def check(w: Workload, f: Followed) -> None:
     d = f.decision
     decider = f.hops[d.hop].trace
-    capture_ports = w.sidecar.capture_ports
+    capture_ports = w.sidecar.receiving_ports
     port = _delivered(decider)
     # the verdict follows from the deciding hop's steps
     if d.verdict.captured:
         assert d.hop == 0 and port in capture_ports and d.listener is not None and d.listener.port == port
-        assert d.listener.owner == "sidecar"
+        assert d.listener.owner == w.sidecar.owner
     elif d.verdict is Verdict.LOOPED:
         assert d.hop >= 1 and port in capture_ports and d.listener is None
     elif d.verdict is Verdict.DROPPED:
@@ -82,12 +93,13 @@ def check(w: Workload, f: Followed) -> None:
     else:
         assert d.basis != "rule" and d.reason
     # the sentence
-    start = {Verdict.BYPASSED: "Bypasses the sidecar", Verdict.DROPPED: "Dropped", Verdict.UNCERTAIN: "Uncertain"}
+    start = {Verdict.BYPASSED: f"Bypasses {w.sidecar.name}", Verdict.DROPPED: "Dropped", Verdict.UNCERTAIN: "Uncertain"}
     if d.verdict.captured:
         name = {Verdict.CAPTURED_OUTBOUND: "outbound listener", Verdict.CAPTURED_INBOUND: "inbound listener",
                 Verdict.CAPTURED_DNS: "DNS proxy on port"}[d.verdict]
         assert f"{name} {port}" in f.summary.split(";")[0]
-        assert f.summary.startswith(("Captured by the", "Delivered to the sidecar's"))
+        assert f.summary.startswith(("Captured by the" if not w.sidecar.ambient else f"Captured by {w.sidecar.possessive}",
+                                     f"Delivered to {w.sidecar.possessive}"))
     elif d.verdict is Verdict.LOOPED:
         assert f.summary.endswith(": a loop.")
     else:
@@ -107,12 +119,12 @@ def check(w: Workload, f: Followed) -> None:
         assert cell["rule"] == f"{d.decided_by.table} {d.decided_by.chain} #{d.decided_by.position}"
 
 
-@pytest.mark.parametrize("dump", DUMPS, ids=lambda p: p.name)
+@pytest.mark.parametrize("dump", DUMPS + AMBIENT_DUMPS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_verdict_sentence_json_and_matrix_agree_with_the_steps(dump: Path) -> None:
     if not KERNEL.is_dir():
         pytest.skip(f"conformance data not found at {KERNEL} (set NETSIM_CONFORMANCE)")
     w = _CACHE.setdefault(dump, _workload(dump))
-    version = 6 if ".v6." in dump.name else 4
+    version = _version(dump)
 
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(packets(version))
