@@ -76,7 +76,8 @@ def test_every_row_of_the_spec_table(case: str, backend: str, version: int) -> N
     # app → remote TCP: REDIRECT to ztunnel's outbound 15001 (rule 19 / n10); ztunnel's own connection leaves
     f = w.trace(ep(remote, 80))
     assert f.decision.verdict is Verdict.CAPTURED_OUTBOUND
-    assert f.decision.listener is not None and (f.decision.listener.port, f.decision.listener.owner) == (15001, "ztunnel")
+    listener = f.decision.listener
+    assert listener is not None and (listener.port, listener.owner) == (15001, "ztunnel")
     assert f.decision.decided_by is not None and "15001" in f.decision.decided_by.rule
     assert len(f.hops) == 2 and f.hops[1].trace.packet.mark == ZTUNNEL_MARK and f.hops[1].trace.outcome is Outcome.SENT
     # app → own pod IP (via lo): rule 18 accepts it; app → loopback: never captured
@@ -195,7 +196,8 @@ def test_cli_json_names_ztunnel_and_notes_the_assumed_routes() -> None:
                      "--dst", "10.96.0.10:80", "--format", "json")
     assert code == 0, out
     j = json.loads(out)
-    assert j["verdict"] == "captured-outbound" and j["listener"]["owner"] == "ztunnel" and j["listener"]["port"] == 15001
+    assert j["verdict"] == "captured-outbound"
+    assert (j["listener"]["owner"], j["listener"]["port"]) == ("ztunnel", 15001)
     assert any("fwmark 0x111/0xfff lookup 100" in n for n in j["notes"])
     assert j["hops"][1]["who"].startswith("ztunnel (") and "mark 0x539" in j["hops"][1]["who"]
     # --expect reads the same decision

@@ -98,8 +98,8 @@ def check(w: Workload, f: Followed) -> None:
         name = {Verdict.CAPTURED_OUTBOUND: "outbound listener", Verdict.CAPTURED_INBOUND: "inbound listener",
                 Verdict.CAPTURED_DNS: "DNS proxy on port"}[d.verdict]
         assert f"{name} {port}" in f.summary.split(";")[0]
-        assert f.summary.startswith(("Captured by the" if not w.sidecar.ambient else f"Captured by {w.sidecar.possessive}",
-                                     f"Delivered to {w.sidecar.possessive}"))
+        captured = f"Captured by {w.sidecar.possessive}" if w.sidecar.ambient else "Captured by the"
+        assert f.summary.startswith((captured, f"Delivered to {w.sidecar.possessive}"))
     elif d.verdict is Verdict.LOOPED:
         assert f.summary.endswith(": a loop.")
     else:
