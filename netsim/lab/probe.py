@@ -1,11 +1,11 @@
 """Send ``lab verify``'s probe packets: run as root inside a lab namespace, probes as JSON on stdin.
 
-Each probe ``{"proto", "family", "src", "sport", "dst", "dport", "uid", "gid"}`` is sent from its own forked
-child, which drops to the probe's gid and uid *before* creating the socket (xt_owner compares the socket
-file's credentials at creation, spec/netfilter.md §1.6), binds the probe's unique source port (the TRACE
-rules select it) and sends one SYN or one datagram. Prints ``{"unsent": [source ports]}`` for the probes
-whose packet never left (socket or bind failure). Standard library only (and ``netsim.lab.privileges``), so it
-starts fast.
+Each probe ``{"proto", "family", "src", "sport", "dst", "dport", "uid", "gid"}`` (optional ``"mark"``: the
+socket's SO_MARK, ``"transparent"``: IP_TRANSPARENT) is sent from its own forked child, which drops to the
+probe's gid and uid *before* creating the socket (xt_owner compares the socket file's credentials at creation,
+spec/netfilter.md §1.6), binds the probe's unique source port (the TRACE rules select it) and sends one SYN or
+one datagram. Prints ``{"unsent": [source ports]}`` for the probes whose packet never left (socket or bind
+failure). Standard library only (and ``netsim.lab.privileges``), so it starts fast.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ SYN_WAIT_SECONDS = 0.3
 # Between two probes: xtables-monitor looks each traced rule up before printing it and is slow; a burst of
 # probes overflows its netlink socket (ENOBUFS) and it exits.
 PACE_SECONDS = 0.005  # below the first SYN retransmission (1 s): exactly one SYN per TCP probe
+SO_MARK, IP_TRANSPARENT, IPV6_TRANSPARENT = 36, 19, 75  # <asm-generic/socket.h>, <linux/in.h>, <linux/in6.h>
 
 
 def send(p: dict[str, object]) -> None:
@@ -38,6 +39,14 @@ def send(p: dict[str, object]) -> None:
     with socket.socket(fam, kind) as s:
         # a previous run's connection from this port may still be in TIME_WAIT
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # ztunnel's sockets: SO_MARK, and IP_TRANSPARENT to bind a client's address (both need CAP_NET_ADMIN: uid 0)
+        if int(str(p.get("mark", 0))):
+            s.setsockopt(socket.SOL_SOCKET, SO_MARK, int(str(p["mark"])))
+        if p.get("transparent"):
+            if fam == socket.AF_INET:
+                s.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+            else:
+                s.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
         s.bind((str(p["src"]), int(str(p["sport"]))))
         dst = (str(p["dst"]), int(str(p["dport"])))
         with contextlib.suppress(OSError):

@@ -100,13 +100,18 @@ class Probe:
     uid: int = 0
     gid: int = 0
     inbound: bool = False
+    mark: int = 0  # SO_MARK of a local probe's socket (ztunnel's 0x539, spec/istio-ambient-capture.md §8)
+    # a local probe's socket binds its (non-local) source with IP_TRANSPARENT, as ztunnel's connections to the app do
+    transparent: bool = False
+    in_iface: str = "eth0"  # the device an inbound probe arrives on
 
     @property
     def version(self) -> int:
         return ip_address(self.src).version
 
     def describe(self) -> str:
-        who = "from the node" if self.inbound else f"uid {self.uid} gid {self.gid}"
+        who = "from the node" if self.inbound else f"uid {self.uid} gid {self.gid}" + \
+            (f" mark {self.mark:#x}" if self.mark else "") + (" transparent" if self.transparent else "")
         src = f"[{self.src}]" if self.version == 6 else self.src
         dst = f"[{self.dst}]" if self.version == 6 else self.dst
         return f"{self.proto} {src}:{self.sport} -> {dst}:{self.dport} ({who})"
@@ -114,7 +119,8 @@ class Probe:
     def wire(self) -> dict[str, object]:
         """The probe as ``python -m netsim.lab.probe`` reads it."""
         return {"proto": self.proto, "family": self.version, "src": self.src, "sport": self.sport,
-                "dst": self.dst, "dport": self.dport, "uid": self.uid, "gid": self.gid}
+                "dst": self.dst, "dport": self.dport, "uid": self.uid, "gid": self.gid, "mark": self.mark,
+                "transparent": self.transparent}
 
     def packet(self) -> Packet:
         """The probe's first packet as netsim's tracer takes it: an inbound one arrives on ``eth0``, any other
@@ -124,8 +130,9 @@ class Probe:
         return Packet(family=Family(self.version), proto=Proto.parse(self.proto), src=ip_address(self.src),
                       dst=ip_address(self.dst), sport=self.sport, dport=self.dport,
                       origin=Origin.ARRIVING if self.inbound else Origin.LOCAL,
-                      in_iface="eth0" if self.inbound else None,
-                      socket=None if self.inbound else Socket(uid=self.uid, gid=self.gid))
+                      in_iface=self.in_iface if self.inbound else None,
+                      socket=None if self.inbound else Socket(uid=self.uid, gid=self.gid),
+                      mark=0 if self.inbound else self.mark)
 
 
 def _rule_addresses(rules_text: str, version: int) -> list[str]:

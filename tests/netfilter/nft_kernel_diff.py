@@ -22,6 +22,7 @@ from netsim.netfilter.engine import combine, compile_ruleset, trace
 from netsim.netfilter.model import Family
 from netsim.netfilter.nft import compile_nft, parse_nft
 from netsim.netfilter.nft.model import Elements, Match, NftRuleset
+from netsim.netfilter.packet import Netns
 from netsim.netfilter.parse import parse_ruleset
 from netsim.netfilter.render_trace import render_nft_trace
 from tests.trace.kernel_diff import (
@@ -166,8 +167,8 @@ def _positions(pod: str) -> dict[tuple[str, str, str, int], int]:
             for i, r in enumerate(c.rules, 1) if r.handle is not None}
 
 
-def run_nft_ruleset(pair: Pair, name: str, text: str, probes: list[Probe], iptables: str | None = None
-                    ) -> tuple[Result, int]:
+def run_nft_ruleset(pair: Pair, name: str, text: str, probes: list[Probe], iptables: str | None = None,
+                    netns: Netns | None = None) -> tuple[Result, int]:
     """Load ``text`` (+ the trace table) into the pod, send ``probes`` (both families), compare kernel and
     netsim. The probes go in one batch per namespace: nft's monitor keeps up with a few dozen packets.
     Returns the result and how many probes the kernel traced at all (a ruleset without chains on a probe's
@@ -214,7 +215,7 @@ def run_nft_ruleset(pair: Pair, name: str, text: str, probes: list[Probe], iptab
     if iptables is not None:
         compiled[Family.IPV4] = combine([compile_ruleset(parse_ruleset(iptables)), compiled[Family.IPV4]])
 
-    ns = pod_netns()
+    ns = netns or pod_netns()
     for p in probes:
         got = kernel.get(p.sport, [])
         t = trace(compiled[Family(p.version)], p.packet(), ns)

@@ -47,6 +47,10 @@ from netsim.netfilter.render_trace import render_xtables
 LISTENER = Path(__file__).with_name("listen_helper.py")
 TPROXY_MARK, TPROXY_TABLE = 0x539, 133  # Istio's (spec/istio-iptables.md §6)
 POD4, PEER4, POD6, PEER6 = "10.244.0.5", "10.244.0.1", "fd00:244::5", "fd00:244::1"
+# ambient (spec/istio-ambient-capture.md §7): ip rule fwmark 0x111/0xfff lookup 100 pref 32764, local default dev lo
+AMBIENT_ROUTE = (0x111, 0xFFF, 100, 32764)
+# a second device for ambient's virtual interfaces (§2.2, rule 7): its name comes from the caller
+VIRT4, VPEER4, VIRT6, VPEER6 = "10.10.0.5", "10.10.0.1", "fd00:10::5", "fd00:10::1"
 # Probes use source ports in this range, selected by the TRACE rules; destination ports are kept
 # outside it so that replies (whose source port is the probe's destination port) are never traced.
 SPORT_LO, SPORT_HI = 20000, 59999  # the two highest are the sentinels'
@@ -67,9 +71,14 @@ class Pair:
 
 
 @contextmanager
-def namespaces() -> Iterator[Pair]:
+def namespaces(*, ambient: bool = False, peer_addrs: tuple[str, ...] = (), virtual: str | None = None
+               ) -> Iterator[Pair]:
     """A pod netns (eth0 10.244.0.5/24, fd00:244::5/64, lo with ::6) and a peer netns over a veth.
-    Always deleted afterwards."""
+    Always deleted afterwards.
+
+    ``ambient``: the pod has istio-cni's policy routing (:data:`AMBIENT_ROUTE`) instead of TPROXY's;
+    ``peer_addrs``: more addresses the peer may send from (ambient's probe SNAT addresses); ``virtual``: a
+    second veth named so in the pod (VIRT4/VIRT6, the peer's end VPEER4/VPEER6)."""
     tag = uuid.uuid4().hex[:6]
     pair = Pair(f"nsim-pod-{tag}", f"nsim-peer-{tag}")
     try:
@@ -99,11 +108,25 @@ def namespaces() -> Iterator[Pair]:
         # The peer sends everything else to the pod, so inbound probes may carry any destination.
         sh("ip", "-n", pair.peer, "route", "add", "default", "via", POD4)
         sh("ip", "-n", pair.peer, "-6", "route", "add", "default", "via", POD6)
-        # TPROXY's policy routing, as istio-iptables sets it up (spec/netfilter.md §1.7).
+        # TPROXY's policy routing, as istio-iptables sets it up (spec/netfilter.md §1.7), or ambient's (§7).
+        mark, mask, table, pref = AMBIENT_ROUTE if ambient else (TPROXY_MARK, 0xFFFFFFFF, TPROXY_TABLE, 0)
         for v in ("-4", "-6"):
-            sh("ip", "-n", pair.pod, v, "rule", "add", "fwmark", hex(TPROXY_MARK), "lookup", str(TPROXY_TABLE))
+            sh("ip", "-n", pair.pod, v, "rule", "add", "fwmark", f"{mark:#x}/{mask:#x}", "lookup", str(table),
+               *(("pref", str(pref)) if pref else ()))
             sh("ip", "-n", pair.pod, v, "route", "add", "local", "0.0.0.0/0" if v == "-4" else "::/0", "dev", "lo",
-               "table", str(TPROXY_TABLE))
+               "table", str(table))
+        for addr in peer_addrs:
+            six = ":" in addr
+            sh("ip", "-n", pair.peer, "addr", "add", f"{addr}/{128 if six else 32}", "dev", "v1",
+               *(("nodad",) if six else ()))
+        if virtual is not None:
+            sh("ip", "link", "add", f"v2{tag}", "netns", pair.pod, "type", "veth", "peer", "name", "v2", "netns",
+               pair.peer)
+            sh("ip", "-n", pair.pod, "link", "set", f"v2{tag}", "name", virtual)
+            for ns, dev, a4, a6 in ((pair.pod, virtual, VIRT4, VIRT6), (pair.peer, "v2", VPEER4, VPEER6)):
+                sh("ip", "-n", ns, "addr", "add", f"{a4}/24", "dev", dev)
+                sh("ip", "-n", ns, "addr", "add", f"{a6}/64", "dev", dev, "nodad")
+                sh("ip", "-n", ns, "link", "set", dev, "up")
         listener = subprocess.Popen(["ip", "netns", "exec", pair.pod, sys.executable, str(LISTENER)],
                                     stdout=subprocess.PIPE, text=True)
         try:
@@ -117,14 +140,16 @@ def namespaces() -> Iterator[Pair]:
         sh("ip", "netns", "del", pair.peer, check=False)
 
 
-def pod_netns() -> Netns:
+def pod_netns(*, ambient: bool = False, virtual: str | None = None) -> Netns:
     """The pod namespace as :func:`namespaces` builds it, and listen_helper.py's sockets."""
     lo = Interface.of("lo", "127.0.0.1/8", "::1/128", "::6/128")
     eth = Interface.of("eth0", f"{POD4}/24", f"{POD6}/64")
+    extra = (Interface.of(virtual, f"{VIRT4}/24", f"{VIRT6}/64"),) if virtual is not None else ()
     listeners = (Listener(port=15006, transparent=True), Listener(port=15001), Listener(port=8080),
                  Listener(port=15053, proto=Proto.UDP))
-    return Netns(interfaces=(lo, eth), default_iface="eth0", listeners=listeners,
-                 fwmark_routes=(FwmarkRoute(mark=TPROXY_MARK, table=TPROXY_TABLE),))
+    mark, mask, table, _ = AMBIENT_ROUTE if ambient else (TPROXY_MARK, 0xFFFFFFFF, TPROXY_TABLE, 0)
+    return Netns(interfaces=(lo, eth, *extra), default_iface="eth0", listeners=listeners,
+                 fwmark_routes=(FwmarkRoute(mark=mark, mask=mask, table=table),))
 
 
 def with_trace_rules(ruleset: Ruleset) -> Ruleset:
@@ -242,8 +267,10 @@ class Result:
     skipped: list[str] = field(default_factory=list)
 
 
-def run_ruleset(pair: Pair, name: str, ruleset: Ruleset, probes: list[Probe]) -> Result:
-    """Load ``ruleset`` (+ TRACE rules) into the pod, send ``probes``, compare kernel and netsim."""
+def run_ruleset(pair: Pair, name: str, ruleset: Ruleset, probes: list[Probe], netns: Netns | None = None
+                ) -> Result:
+    """Load ``ruleset`` (+ TRACE rules) into the pod, send ``probes``, compare kernel and netsim (the namespace
+    modelled as ``netns``, default :func:`pod_netns`)."""
     res = Result(name, len(probes))
     traced = with_trace_rules(ruleset)
     family = ruleset.family
@@ -298,7 +325,7 @@ def run_ruleset(pair: Pair, name: str, ruleset: Ruleset, probes: list[Probe]) ->
     if DEBUG:
         print(text[:3000], odd[:5], positions)
     crs = compile_ruleset(traced)
-    ns = pod_netns()
+    ns = netns or pod_netns()
     for p in probes:
         got = kernel.get(p.sport, [])
         t = trace(crs, p.packet(), ns)
