@@ -308,16 +308,6 @@ class Workload:
             return self
         return replace(self, iface_addrs=tuple(given.items()), _cache=self._cache)
 
-    def virtual_interfaces(self) -> tuple[str, ...]:
-        """The pod's virtual interfaces as its annotations name them: ambient's
-        ``istio.io/reroute-virtual-interfaces`` (trimmed, empty items dropped, spec/istio-ambient-capture.md
-        §2.2) and the sidecar's ``traffic.sidecar.istio.io/kubevirtInterfaces``."""
-        ann = self.annotations
-        out: list[str] = []
-        for key in (REROUTE_VIRTUAL_INTERFACES, KUBEVIRT_INTERFACES):
-            out += [x.strip() for x in ann.get(key, "").split(",") if x.strip() and x.strip() not in out]
-        return tuple(out)
-
     def annotated_iface_addrs(self) -> tuple[tuple[str, Address], ...]:
         """Addresses of the pod's devices from its Multus ``k8s.v1.cni.cncf.io/network-status`` annotation
         (``[{"interface": NAME, "ips": [IP, …]}, …]``): the first address of each family per device. A value
@@ -496,7 +486,8 @@ class Workload:
         if sc.policy_route is not None:
             mark, mask, table = sc.policy_route
             routes = (*routes, FwmarkRoute(mark=mark, mask=mask, table=table))
-        extra = tuple(Interface.of(name, f"{a}/{32 if a.version == 4 else 128}") for name, a in self.iface_addrs)
+        extra = tuple(Interface.of(name, f"{a}/{32 if a.version == 4 else 128}") for name, a in self.iface_addrs
+                      if name not in ("lo", "eth0"))  # the pod's own devices keep their addresses
         return Netns(interfaces=(lo, eth, *extra), default_iface="eth0", listeners=tuple(ls), fwmark_routes=routes,
                      other_ports_listen=listening is None, route_localnet=route_localnet)
 
@@ -626,8 +617,6 @@ _ASSUMED_NOTE = "pod IP not given (--pod-ip): assuming " + DEFAULT_POD_IP
 AMBIENT_ROUTES_NOTE = ("ambient: the dump shows no policy routing; assuming istio-cni's routes are present "
                        "(ip rule fwmark 0x111/0xfff lookup 100, table 100: local default dev lo; "
                        "spec/istio-ambient-capture.md §7)")
-REROUTE_VIRTUAL_INTERFACES = "istio.io/reroute-virtual-interfaces"
-KUBEVIRT_INTERFACES = "traffic.sidecar.istio.io/kubevirtInterfaces"
 NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
 
 

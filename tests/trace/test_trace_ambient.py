@@ -264,3 +264,21 @@ def test_cli_virtual_interface_address_from_the_manifest_or_the_option(tmp_path:
     assert j["verdict"] == "dropped" and any("--iface-addr fake1s0f0=IP" in n for n in j["notes"])
     j = json.loads(_cli(*base, "--iface-addr", "fake1s0f0=10.10.0.5")[1])
     assert j["verdict"] == "captured-outbound" and j["listener"]["address"] == "10.10.0.5"
+
+
+def test_virtual_interface_addresses_from_the_network_status_annotation(tmp_path: Path) -> None:
+    """Multus' network-status annotation names each device's addresses: the first of each device is used, a
+    value that is not that JSON gives none."""
+    status = json.dumps([{"name": "default", "interface": "eth0", "ips": ["10.244.0.5"]},
+                         {"name": "ns/vm", "interface": "net1", "ips": ["10.10.0.5", "fd00:10::5"]},
+                         {"name": "bad", "interface": "net2", "ips": ["not-an-ip", "10.20.0.5"]},
+                         {"interface": 7}, "junk"])
+    pod = tmp_path / "pod.yaml"
+    pod.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "p", "annotations": {"k8s.v1.cni.cncf.io/network-status": status}},
+        "spec": {"containers": [{"name": "app", "image": "x"}]}}))
+    w = Workload.from_pod(str(pod))
+    got = {name: str(a) for name, a in w.annotated_iface_addrs()}
+    assert got == {"eth0": "10.244.0.5", "net1": "10.10.0.5", "net2": "10.20.0.5"}
+    pod.write_text(pod.read_text().replace("k8s.v1.cni.cncf.io/network-status", "other"))
+    assert Workload.from_pod(str(pod)).annotated_iface_addrs() == ()
