@@ -15,11 +15,14 @@ Never does: IO, read options or annotations (``netsim.spec.ambient`` does), trac
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from netsim.capture.iptables import PlannedRule, RouteCommand, payloads
-from netsim.capture.nft import NftRule, render_transaction
 from netsim.netfilter.matches import DEFAULT_NAMES
 from netsim.netfilter.model import Family, RestorePayload, Ruleset
+
+if TYPE_CHECKING:
+    from netsim.capture.nft import NftRule  # loaded with the nft backend only: an iptables compile never needs it
 
 # Fixed values (§2.3).
 INPOD_MARK = "0x539/0xfff"  # ztunnel's socket mark 1337, as the iptables rules write it
@@ -278,6 +281,8 @@ class _Nft:
         self.rules: list[NftRule] = []
 
     def add(self, table: str, chain: str, *parts: str, why: str, v6: bool = False) -> None:
+        from netsim.capture.nft import NftRule
+
         if v6 and not self.ipv6:
             return
         self.rules.append(NftRule(table=table, chain=chain, rule=" ".join(parts), why=why))
@@ -412,6 +417,8 @@ def render_golden(config: AmbientConfig, rules: tuple[PlannedRule, ...]) -> str:
 
 def render_nft(rules: tuple[NftRule, ...]) -> str:
     """Istio's nftables transaction for ``rules`` (§4.1; the nft golden format)."""
+    from netsim.capture.nft import render_transaction
+
     return render_transaction(rules, CHAINS)
 
 

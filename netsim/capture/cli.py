@@ -44,11 +44,11 @@ from netsim.spec.flags import (
     parse_bool,
     parse_dns_servers,
 )
-from netsim.spec.pod import load_pod
+from netsim.spec.pod import load_pod_with_objects
 from netsim.spec.resolve import PodNetwork, Resolution, resolve
 from netsim.spec.versions import parse_version, profile_for
 
-FORMATS = ("iptables-save", "iptables-restore", "istio-dry-run", "nft", "json")
+FORMATS = ("iptables-save", "iptables-restore", "istio-dry-run", "golden", "nft", "json")
 NFT_SINCE = (1, 27)  # --native-nftables (spec/istio-iptables-history.md §5)
 
 
@@ -173,6 +173,17 @@ _EPILOG = (
               help="iptables-save (default; alias iptables-restore): what iptables-save prints after "
                    "loading; istio-dry-run: Istio's golden format; nft: Istio's nftables transaction "
                    "(default with --native-nftables); json: config, rules and routes.")
+@click.option("--mode", type=click.Choice(["ambient", "sidecar"]), default=None,
+              help="Ambient (istio-cni's in-pod rules for ztunnel) or sidecar capture (default: ambient when the "
+                   "pod or its namespace has the label istio.io/dataplane-mode=ambient and the pod is not opted "
+                   "out with istio.io/dataplane-mode=none).")
+@click.option("--ambient-config", "ambient_settings", multiple=True, metavar="KEY=VALUE,...",
+              help="Ambient: the node agent's settings by their names (EnableIPv6, RedirectDNS, "
+                   "HostProbeSNATAddress, HostProbeV6SNATAddress, NativeNftables; also KubeletUID, "
+                   "TPROXYRedirection); default: a real agent's of the release.")
+@click.option("--node", is_flag=True, help="Ambient: the node namespace's kubelet-probe rules instead of the pod's.")
+@click.option("--config", "config_paths", multiple=True, metavar="PATH",
+              help="Kubernetes objects (files or directories): the pod's Namespace and its labels.")
 @click.option("--backend", type=click.Choice(["iptables", "nft"]), default=None,
               help="nft: Istio's native nftables backend (the same as --native-nftables).")
 @click.option("--family", type=click.Choice(["4", "6", "all"]), default="all", show_default=True,
@@ -195,7 +206,8 @@ _EPILOG = (
               help="accepted for compatibility with istio-iptables; no effect")
 @_istio_options
 def compile_cmd(pod_file: str | None, pod_name: str | None, istio_version: str | None, explain: bool,
-                fmt: str | None, backend: str | None, family: str, ipv6: str | None,
+                fmt: str | None, mode: str | None, ambient_settings: tuple[str, ...], node: bool,
+                config_paths: tuple[str, ...], backend: str | None, family: str, ipv6: str | None,
                 pod_ips: tuple[tuple[str, ...], ...],
                 dns_servers_v4: str | None, dns_servers_v6: str | None, cluster_dns: str | None,
                 group_file: str | None, log_output_level: str | None, **istio: str | None) -> None:
@@ -212,12 +224,41 @@ def compile_cmd(pod_file: str | None, pod_name: str | None, istio_version: str |
       netsim compile --pod pod.yaml --explain
     """
     flags = {key.replace("_", "-"): value for key, value in istio.items() if value is not None}
+    if pod_name is not None and pod_file is None:
+        raise SpecError("option --name: needs --pod FILE")
+    pod, objects = load_pod_with_objects(pod_file, name=pod_name) if pod_file is not None else (None, ())
+    if mode != "sidecar" and (pod is not None or mode == "ambient" or node or ambient_settings):
+        from netsim.spec.ambient import decide_mode, namespace_labels
+
+        if config_paths:
+            from netsim.k8s import read_objects
+
+            objects += tuple(dict(o.body) for o in read_objects(config_paths).objects)
+        decision = decide_mode(pod, namespace_labels(objects), mode)
+        if node and not decision.ambient and not decision.opted_out:
+            from netsim.spec.ambient import ModeDecision
+
+            decision = ModeDecision(mode="ambient", reason="--node: the node namespace's kubelet-probe rules")
+        if decision.ambient:
+            sidecar_only = {"--ipv6": ipv6, "--pod-ip": pod_ips, "--dns-servers-v4": dns_servers_v4,
+                            "--dns-servers-v6": dns_servers_v6, "--cluster-dns": cluster_dns,
+                            "--group-file": group_file, "--explain": explain or None,
+                            **{f"--{k}": v for k, v in flags.items()}}
+            given = [name for name, value in sidecar_only.items() if value]
+            if given:
+                raise SpecError(f"option {given[0]}: istio-iptables' option, not ambient's ({decision.reason}); "
+                                "ambient takes --ambient-config KEY=VALUE,...")
+            click.echo(_ambient(decision, pod, istio_version, ambient_settings, node, fmt, backend, family), nl=False)
+            return
+        if ambient_settings or node:
+            what = "--node" if node else "--ambient-config"
+            raise SpecError(f"option {what}: the pod is compiled in sidecar mode ({decision.reason}); "
+                            "add --mode ambient")
+        if decision.opted_out:
+            click.echo(one_line(f"netsim: note: sidecar capture: {decision.reason}"), err=True)
     if backend == "nft":
         flags["native-nftables"] = "true"
     profile = profile_for(istio_version)
-    pod = load_pod(pod_file, name=pod_name) if pod_file is not None else None
-    if pod_name is not None and pod_file is None:
-        raise SpecError("option --name: needs --pod FILE")
     net = PodNetwork(ipv6=None if ipv6 is None else ipv6 == "true",
                      pod_ips=tuple(ip for group in pod_ips for ip in group),
                      dns_servers_v4=dns_servers_v4, dns_servers_v6=dns_servers_v6, cluster_dns=cluster_dns)
@@ -251,10 +292,10 @@ def render(res: Resolution, fmt: str, family: str = "all",
         click.echo(f"netsim: no capture rules: {res.no_capture_reason}", err=True)
         return ""
     config = res.config
-    if family != "all" and fmt in ("istio-dry-run", "nft"):
-        why = "it records the whole run" if fmt == "istio-dry-run" else "one inet table holds both families"
+    if family != "all" and fmt in ("istio-dry-run", "golden", "nft"):
+        why = "it records the whole run" if fmt != "nft" else "one inet table holds both families"
         raise SpecError(f"option --family {family}: not available with --format {fmt} ({why})")
-    if fmt == "istio-dry-run":
+    if fmt in ("istio-dry-run", "golden"):
         from netsim.capture.dryrun import dry_run
 
         return dry_run(config)
@@ -287,6 +328,54 @@ def render(res: Resolution, fmt: str, family: str = "all",
         return render_save(compiled.ruleset_v6)
     return ("# IPv4: iptables-save\n" + render_save(compiled.ruleset_v4)
             + "# IPv6: ip6tables-save\n" + render_save(compiled.ruleset_v6))
+
+
+def _ambient(decision: Any, pod: Any, istio_version: str | None, settings: tuple[str, ...], node: bool,
+             fmt: str | None, backend: str | None, family: str) -> str:
+    """The ambient compile: the agent's config for the release and ``settings``, the pod's overrides, rendered."""
+    import dataclasses as dc
+
+    from netsim.capture.ambient import PodOverrides, compile_ambient
+    from netsim.capture.ambient_render import render_iptables_save, render_json, render_nft_text
+    from netsim.istio_version import CURRENT, parse_istio_version
+    from netsim.spec.ambient import ambient_config, pod_overrides
+
+    version = parse_istio_version(istio_version, option="--istio-version")
+    release = None if version == CURRENT else tuple(version)
+    config = ambient_config(release, settings)
+    if decision.opted_out:
+        click.echo(one_line(f"netsim: no ambient rules: {decision.reason}"), err=True)
+        return ""
+    if backend is not None:
+        config = dc.replace(config, native_nftables=backend == "nft")
+    if fmt is None:
+        fmt = "nft" if config.native_nftables else "iptables-save"
+    if fmt == "nft" and not config.native_nftables:
+        config = dc.replace(config, native_nftables=True)
+    if fmt in ("iptables-save", "iptables-restore") and config.native_nftables:
+        config = dc.replace(config, native_nftables=False)
+    if family != "all" and fmt in ("istio-dry-run", "golden", "nft"):
+        raise SpecError(f"option --family {family}: not available with --format {fmt} (it holds both families)")
+    overrides = PodOverrides() if pod is None else pod_overrides(pod.annotation_map, where=pod.where)
+    try:
+        compiled = compile_ambient(config, overrides, node=node)
+    except ValueError as e:
+        raise SpecError(f"ambient mode of {istio_version or 'the current release'}: {e}") from None
+    click.echo(one_line(f"netsim: note: ambient mode: {decision.reason}"), err=True)
+    for note in compiled.notes:
+        click.echo(one_line(f"netsim: note: {note}"), err=True)
+    try:
+        if fmt in ("istio-dry-run", "golden"):
+            return compiled.golden()
+        if fmt == "nft":
+            return render_nft_text(compiled)
+        if fmt == "json":
+            return render_json(compiled, decision.reason, family)
+        return render_iptables_save(compiled, family)
+    except ValueError as e:
+        raise SpecError(f"option --format {fmt}: {e}") from None
+    except RulesetError as e:
+        raise SpecError(f"these ambient rules would not load: {e}") from None
 
 
 def _json(compiled: Compiled, family: str) -> str:

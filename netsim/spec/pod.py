@@ -148,6 +148,13 @@ def load_pod(path: str, *, name: str | None = None, text: str | None = None) -> 
     return _pick(path, _objects(path, _yaml_documents(path, text)), name)
 
 
+def load_pod_with_objects(path: str, *, name: str | None = None) -> tuple[PodSource, tuple[dict[str, Any], ...]]:
+    """:func:`load_pod`, plus every object of the file (``List`` items expanded), read once: the Namespace
+    objects beside a pod decide whether it is enrolled in ambient (``netsim.spec.ambient``)."""
+    objects = _objects(path, _yaml_documents(path, read_text(path)))
+    return _pick(path, objects, name), tuple(obj for _, obj in objects)
+
+
 def pod_from_object(obj: Mapping[str, Any], *, source: str, name: str | None = None) -> PodSource:
     """The PodSource of one already-parsed object (as :mod:`netsim.k8s` reads it), named ``source``.
 

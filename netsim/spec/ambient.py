@@ -1,0 +1,188 @@
+"""Manifests and options → ambient mode's inputs: whether a pod is enrolled in ambient (its labels and its
+namespace's), the node agent's settings (``--ambient-config KEY=VALUE,…`` by the names of
+spec/istio-ambient-capture.md §2.1) and the pod's overrides (its annotations, §2.2).
+
+Owns: :func:`decide_mode` (ambient, sidecar, or opted out, with the reason), :func:`parse_ambient_config`,
+:func:`pod_overrides`, :func:`ambient_config` (a real agent's defaults for the release, then the settings).
+Never does: read files (``spec.pod`` and ``netsim.k8s`` do), build rules (``netsim.capture.ambient``).
+Errors are SpecError, one line naming the option or annotation and the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from netsim.errors import SpecError
+from netsim.spec.flags import parse_bool
+
+if TYPE_CHECKING:
+    from netsim.capture.ambient import AmbientConfig, PodOverrides
+    from netsim.spec.pod import PodSource
+
+DATAPLANE_MODE = "istio.io/dataplane-mode"  # label on a pod or its namespace: ambient | none
+ANN_BYPASS_INBOUND = "ambient.istio.io/bypass-inbound-capture"
+ANN_DNS_CAPTURE = "ambient.istio.io/dns-capture"
+ANN_REROUTE = "istio.io/reroute-virtual-interfaces"
+AMBIENT_ANNOTATIONS = (ANN_BYPASS_INBOUND, ANN_DNS_CAPTURE, ANN_REROUTE)
+
+# --ambient-config key → (AmbientConfig field, kind). §2.1's names, then two netsim adds: the kubelet UID the nft
+# backend's /proc scan finds, and 1.23.1–1.24's AMBIENT_TPROXY_REDIRECTION.
+SETTINGS: dict[str, tuple[str, str]] = {
+    "EnableIPv6": ("enable_ipv6", "bool"),
+    "RedirectDNS": ("redirect_dns", "bool"),
+    "HostProbeSNATAddress": ("host_probe_snat_address", "ipv4"),
+    "HostProbeV6SNATAddress": ("host_probe_v6_snat_address", "ipv6"),
+    "NativeNftables": ("native_nftables", "bool"),
+    "KubeletUID": ("kubelet_uid", "uid"),
+    "TPROXYRedirection": ("tproxy_redirection", "bool"),
+}
+OPTION = "option --ambient-config"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModeDecision:
+    """Which capture a pod gets: ``ambient`` (istio-cni's in-pod rules for ztunnel), ``sidecar`` (istio-init's
+    rules), and why; ``opted_out``: the pod's own ``istio.io/dataplane-mode: none`` keeps it out of ambient."""
+
+    mode: str
+    reason: str
+    opted_out: bool = False
+
+    @property
+    def ambient(self) -> bool:
+        return self.mode == "ambient"
+
+
+def namespace_labels(objects: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """Namespace name → its labels, from parsed Kubernetes objects (``List`` items already unwrapped)."""
+    out: dict[str, dict[str, str]] = {}
+    for obj in objects:
+        if obj.get("kind") != "Namespace":
+            continue
+        meta = obj.get("metadata")
+        if not isinstance(meta, Mapping) or not isinstance(meta.get("name"), str):
+            continue
+        labels = meta.get("labels")
+        out[meta["name"]] = {str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else {}
+    return out
+
+
+def decide_mode(pod: PodSource | None, namespaces: Mapping[str, Mapping[str, str]], forced: str | None = None
+                ) -> ModeDecision:
+    """Ambient when the pod or its namespace is labelled ``istio.io/dataplane-mode: ambient`` and the pod is
+    neither opted out (its own label ``none``) nor running a sidecar (the agent skips such pods); else
+    sidecar. ``forced`` (``--mode``) wins, except that an opted-out pod never gets ambient rules."""
+    if pod is None:
+        mode = forced or "sidecar"
+        return ModeDecision(mode=mode, reason=f"--mode {mode}" if forced else "no pod given")
+    labels = dict(pod.labels)
+    own = labels.get(DATAPLANE_MODE)
+    ns_mode = namespaces.get(pod.namespace, {}).get(DATAPLANE_MODE)
+    if own == "none":
+        why = f"the pod's label {DATAPLANE_MODE}=none opts it out of ambient"
+        return ModeDecision(mode="sidecar" if forced != "ambient" else "ambient", reason=why, opted_out=True)
+    if forced is not None:
+        return ModeDecision(mode=forced, reason=f"--mode {forced}")
+    if own == "ambient":
+        where = f"the pod's label {DATAPLANE_MODE}=ambient"
+    elif ns_mode == "ambient":
+        where = f"namespace {pod.namespace}'s label {DATAPLANE_MODE}=ambient"
+    else:
+        ns = f"namespace {pod.namespace}" + ("" if pod.namespace in namespaces else " (no Namespace object given)")
+        return ModeDecision(mode="sidecar", reason=f"not enrolled in ambient: neither the pod nor {ns} has the "
+                            f"label {DATAPLANE_MODE}=ambient")
+    ann = pod.annotation_map
+    if any(c.name == "istio-proxy" for c in (*pod.containers, *pod.init_containers)) or \
+            "sidecar.istio.io/status" in ann:
+        return ModeDecision(mode="sidecar", reason=f"{where}, but the pod runs a sidecar: the ambient agent "
+                            "skips pods with sidecars")
+    return ModeDecision(mode="ambient", reason=where)
+
+
+def _value(key: str, kind: str, text: str) -> object:
+    if kind == "bool":
+        try:
+            return parse_bool(text)
+        except SpecError:
+            raise SpecError(f'{OPTION} {key}="{text}": not a boolean; use true or false') from None
+    if kind == "uid":
+        if not text.isdigit() or int(text) > 0xFFFFFFFE:
+            raise SpecError(f'{OPTION} {key}="{text}": not a UID (0-4294967294)')
+        return int(text)
+    try:
+        addr = ipaddress.IPv4Address(text) if kind == "ipv4" else ipaddress.IPv6Address(text)
+    except ValueError:
+        raise SpecError(f'{OPTION} {key}="{text}": not an IPv{kind[-1]} address') from None
+    return str(addr)  # Go's canonical text (lower case, :: compression), as the agent prints it
+
+
+def parse_ambient_config(text: str) -> dict[str, object]:
+    """``KEY=VALUE,…`` (§2.1 names) → AmbientConfig field changes; SpecError for an unknown key or bad value."""
+    changes: dict[str, object] = {}
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq:
+            raise SpecError(f'{OPTION} "{item}": expected KEY=VALUE (keys: {", ".join(SETTINGS)})')
+        if key not in SETTINGS:
+            raise SpecError(f'{OPTION} "{key}": unknown setting (known: {", ".join(SETTINGS)})')
+        field_name, kind = SETTINGS[key]
+        changes[field_name] = _value(key, kind, value.strip())
+    return changes
+
+
+def ambient_config(release: tuple[int, ...] | None, settings: Iterable[str] = ()) -> AmbientConfig:
+    """A real agent's config for ``release`` (None: current), changed by each ``--ambient-config`` text."""
+    from netsim.capture.ambient import agent_defaults
+
+    changes: dict[str, Any] = {}
+    for text in settings:
+        changes.update(parse_ambient_config(text))
+    return dataclasses.replace(agent_defaults(release), **changes)
+
+
+def _bool_annotation(ann: Mapping[str, str], key: str, where: str) -> bool | None:
+    value = ann.get(key)
+    if value is None:
+        return None
+    try:
+        return parse_bool(value.strip())
+    except SpecError:
+        raise SpecError(f'annotation {key}: "{value}": not a boolean; use true or false', where=where) from None
+
+
+def split_interfaces(value: str) -> tuple[str, ...]:
+    """``istio.io/reroute-virtual-interfaces``: split on ``,``, each item trimmed, empty items dropped (§2.2)."""
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def pod_overrides(annotations: Mapping[str, str], *, where: str = "") -> PodOverrides:
+    """The pod's ambient overrides from its annotations (§2.2); SpecError for a non-boolean boolean."""
+    from netsim.capture.ambient import PodOverrides
+
+    return PodOverrides(ingress_mode=bool(_bool_annotation(annotations, ANN_BYPASS_INBOUND, where)),
+                        dns_capture=_bool_annotation(annotations, ANN_DNS_CAPTURE, where),
+                        virtual_interfaces=split_interfaces(annotations.get(ANN_REROUTE, "")))
+
+
+__all__ = [
+    "AMBIENT_ANNOTATIONS",
+    "ANN_BYPASS_INBOUND",
+    "ANN_DNS_CAPTURE",
+    "ANN_REROUTE",
+    "DATAPLANE_MODE",
+    "SETTINGS",
+    "ModeDecision",
+    "ambient_config",
+    "decide_mode",
+    "namespace_labels",
+    "parse_ambient_config",
+    "pod_overrides",
+    "split_interfaces",
+]
