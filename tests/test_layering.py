@@ -21,6 +21,7 @@ LAYERS: dict[str, float] = {
     "capture": 3.0, "spec": 3.1, "infer": 3.2,  # infer compiles (capture) and names annotations (spec)
     "workload": 4.0, "drift": 4.5,  # drift compares a workload's compiled rules with a dump
     "mesh": 5.0, "lab": 5.0,
+    "picture": 5.5,  # the pictures (--format html|svg) of what workload and mesh computed
     "commands": 6.0,  # netsim.cli, netsim.__main__, netsim.commands.*, netsim.<package>.cli
 }
 COMMAND_LAYER = 6.0

@@ -134,11 +134,39 @@ def config_option(*, required: bool = False, help: str | None = None) -> Callabl
                                      "or the flag repeated).")
 
 
+def output_option(command: _F) -> _F:
+    """``--output FILE``: where ``--format html|svg`` writes the picture (default: standard output)."""
+    return click.option("--output", "-o", "output", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                        help="With --format html or svg: write the page to FILE instead of standard output.")(command)
+
+
+PICTURE_FORMATS = ("html", "svg")
+
+
+def check_output(fmt: str, output: str | None) -> None:
+    """``--output`` goes with a picture format only (one ``Error:`` line otherwise)."""
+    if output is not None and fmt not in PICTURE_FORMATS:
+        raise SpecError(f"--output writes a picture (--format html or svg), not --format {fmt}: redirect standard "
+                        "output instead")
+
+
+def write_picture(text: str, output: str | None) -> None:
+    """The page or SVG to ``output`` (UTF-8), or to standard output."""
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as e:
+        raise SpecError(f"--output {output!r}: {e.strerror or e}") from None
+
+
 keep_going_option = click.option(
     "--keep-going", is_flag=True, default=False,
     help="Skip a --config document that is invalid (bad YAML, an object that does not convert) and name it in "
          "the answer, instead of stopping with an error.")
 
 
-__all__ = ["EndpointType", "MarkType", "PathsOption", "PortListType", "SecondsType", "config_option",
-           "keep_going_option"]
+__all__ = ["PICTURE_FORMATS", "EndpointType", "MarkType", "PathsOption", "PortListType", "SecondsType",
+           "check_output", "config_option", "keep_going_option", "output_option", "write_picture"]

@@ -17,7 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from netsim.commands.options import EndpointType, MarkType, PortListType, config_option, keep_going_option
+from netsim.commands.options import (
+    PICTURE_FORMATS,
+    EndpointType,
+    MarkType,
+    PortListType,
+    check_output,
+    config_option,
+    keep_going_option,
+    output_option,
+    write_picture,
+)
 from netsim.errors import SpecError
 from netsim.netfilter.packet import Address, Conntrack, CtState, Netns, Packet
 from netsim.workload.verdict import EXPECTABLE
@@ -55,6 +65,7 @@ class _Session:
     workload: Workload
     netns: Netns
     notes: list[str]
+    output: str | None = None  # --output: where --format html|svg writes the picture
 
 
 def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str | None,
@@ -106,9 +117,12 @@ def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str 
 @click.option("--pod-ip", "pod_ips", multiple=True, help="The pod's addresses (comma list or repeated).")
 @click.option("--listening", type=PortListType(), help="Ports with a listening socket; empty means none.")
 @click.option("--pcap", type=click.Path(dir_okay=False), help="Trace every IP packet of this capture file.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "xtables-trace", "nft-trace"]), default="text",
-              show_default=True, help="xtables-trace: xtables-monitor --trace lines of the iptables chains; "
-                                      "nft-trace: nft monitor trace lines of the nftables chains.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "xtables-trace", "nft-trace", *PICTURE_FORMATS]),
+              default="text", show_default=True,
+              help="xtables-trace: xtables-monitor --trace lines of the iptables chains; nft-trace: nft monitor "
+                   "trace lines of the nftables chains; html: one self-contained page (the hooks, chains and rules "
+                   "with the path marked); svg: the path alone.")
+@output_option
 @click.option("--matrix", is_flag=True, help="Print the capture matrix instead of one trace.")
 @config_option(help="Kubernetes/Istio objects (files or directories, several after one flag or the flag "
                     "repeated): continue a connection captured on 15001/15006 through the sidecar's listener, "
@@ -143,7 +157,8 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
               from_: tuple[Address, int | None] | None, uid: int | None, gid: int | None, mark: int | None,
               as_: str | None, in_iface: str, iface_addrs: tuple[str, ...],
               pod_ips: tuple[str, ...], listening: tuple[int, ...] | None, pcap: str | None, fmt: str,
-              matrix: bool, configs: tuple[str, ...], keep_going: bool, mesh_config: str | None, send: str | None,
+              output: str | None, matrix: bool, configs: tuple[str, ...], keep_going: bool, mesh_config: str | None,
+              send: str | None,
               host: str | None, http_path: str | None, sni: str | None, ct_state: str | None,
               ct_zone: int | None, ct_mark: int | None, ct_dnat: tuple[Address, int | None] | None, ct_reply: bool,
               follow_up: bool, expect: str | None, route_localnet: bool = False) -> None:
@@ -161,6 +176,12 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
     if mesh_only and not configs:
         raise SpecError(f"{', '.join(mesh_only)} describe{'s' if len(mesh_only) == 1 else ''} the sidecar's hop: "
                         "give the mesh objects with --config PATH")
+    check_output(fmt, output)
+    if fmt in PICTURE_FORMATS and pcap:
+        raise SpecError(f"--format {fmt} draws one trace (or --follow-up, or --matrix as html); not --pcap")
+    if fmt == "svg" and (matrix or follow_up):
+        raise SpecError(f"--format svg draws one packet's path; for {'--matrix' if matrix else '--follow-up'} use "
+                        "--format html")
     if configs and (matrix or pcap or fmt in _KERNEL_FORMATS):
         what = "--matrix" if matrix else "--pcap" if pcap else f"--format {fmt}"
         raise SpecError(f"--config continues one trace in text or JSON; it does not apply to {what}")
@@ -199,7 +220,8 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
         w = replace(w, notes=(*w.notes, f"--in-iface {in_iface}: no address known for it (give --iface-addr "
                                         f"{in_iface}=IP): REDIRECT in PREROUTING drops what arrives on a device "
                                         "without one"))
-    s = _Session(w, w.netns(listening, route_localnet=route_localnet), [*w.notes, *w.assumptions(listening)])
+    s = _Session(w, w.netns(listening, route_localnet=route_localnet), [*w.notes, *w.assumptions(listening)],
+                 output)
     if matrix:
         _matrix(s, fmt)
         return
@@ -210,7 +232,8 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
         raise SpecError("--dst IP:PORT is required (or --matrix, or --pcap FILE)")
     w, own_notes = w.for_destination(dst[0], arriving=from_ is not None)
     if own_notes:
-        s = _Session(w, w.netns(listening, route_localnet=route_localnet), [*w.notes, *w.assumptions(listening)])
+        s = _Session(w, w.netns(listening, route_localnet=route_localnet), [*w.notes, *w.assumptions(listening)],
+                     output)
     packet, who = w.packet(dst, proto=proto, src=src, from_=from_, uid=uid, gid=gid, in_iface=in_iface or "eth0",
                            mark=mark, as_=as_)
     if follow_up:
@@ -342,6 +365,14 @@ def _follow_up(s: _Session, packet: Packet, who: str, fmt: str, ct: _CtRequest, 
                                "second": None if second is None else {"reply": ct.reply, **part(second)},
                                "notes": s.notes}, indent=2))
         return first.decision
+    if fmt == "html":
+        from netsim.picture.html import follow_up_page
+        from netsim.picture.view import trace_view
+
+        write_picture(follow_up_page(trace_view(first, notes=s.notes),
+                                     None if second is None else trace_view(second), None if entry is None else
+                                     f"ESTABLISHED, {_entry_text(entry)}", label2), s.output)
+        return first.decision
     parts = [("first packet", first)] + ([(label2, second)] if second is not None else [])
     if fmt in _KERNEL_FORMATS:
         for name, f in parts:
@@ -411,6 +442,20 @@ def _trace_one(s: _Session, packet: Packet, who: str, fmt: str, mesh: _MeshReque
                 "conflicts": list(mesh.index.conflicts)}
         click.echo(json.dumps(out, indent=2))
         return f.decision
+    if fmt in PICTURE_FORMATS:
+        from netsim.picture.view import trace_view
+
+        view = trace_view(f, summary=summary, notes=s.notes, mesh=cont)
+        title = f"netsim trace: {view.lanes[0].packet}"
+        if fmt == "svg":
+            from netsim.picture.svg import trace_svg
+
+            write_picture(trace_svg(view, title=title), s.output)
+        else:
+            from netsim.picture.html import trace_page
+
+            write_picture(trace_page(view, title=title), s.output)
+        return f.decision
     if fmt in _KERNEL_FORMATS:
         _echo_hops(f, fmt)
         return f.decision
@@ -457,6 +502,11 @@ def _matrix(s: _Session, fmt: str) -> None:
         out.extend({"family": fam.value, **r.to_json()} for r in rows)
     if fmt == "json":
         click.echo(json.dumps(out, indent=2))
+        return
+    if fmt == "html":
+        from netsim.picture.html import matrix_page
+
+        write_picture(matrix_page(out), s.output)
         return
     click.echo(f"{'ip':<3} {'direction':<9} {'proto':<5} {'port':>5} {'from':<6} {'verdict':<16} rule")
     for r in out:

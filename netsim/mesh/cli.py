@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from netsim.commands.options import config_option, keep_going_option
+from netsim.commands.options import check_output, config_option, keep_going_option, output_option, write_picture
 from netsim.errors import NetsimError
 
 
@@ -103,11 +103,14 @@ _VERDICTS = ("captured", "passthrough", "blackhole", "direct-502", "reset-no-fil
 @click.option("--sni", default=None, help="TLS SNI (default: --host for --send tls).")
 @click.option("--expect", type=click.Choice(_VERDICTS), default=None,
               help="Exit status 0 when the verdict is this one, 1 when it is not (for scripts and CI).")
-@_format_opt
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "html", "svg"]), default="text",
+              show_default=True, help="html: a self-contained page (listener → filter chain → route → cluster); "
+                                      "svg: the same path alone.")
+@output_option
 def hop_cmd(configs: tuple[str, ...], keep_going: bool, mesh_config: str | None, istio_version: str | None,
             proxy_ips: tuple[str, ...], namespace: str | None, labels: str | None, direction: str,
             dst: tuple[str, int], send: str, host: str | None, path_: str, sni: str | None, expect: str | None,
-            fmt: str) -> None:
+            fmt: str, output: str | None) -> None:
     """Which listener, filter chain, route and cluster one connection reaches, and why.
 
     Exit status 0 on any decision (with --expect: 0 when it is the expected one, 1 when not), 2 on bad
@@ -120,6 +123,7 @@ def hop_cmd(configs: tuple[str, ...], keep_going: bool, mesh_config: str | None,
     from netsim.mesh.model import Connection, Direction, Send
     from netsim.mesh.proxy import make_proxy, parse_labels
 
+    check_output(fmt, output)
     proxy_labels = parse_labels(labels)  # the options first: a bad one is reported before any file is read
     read, mesh, profile = _load(configs, mesh_config, istio_version, keep_going)
     objects = read.objects
@@ -129,8 +133,25 @@ def hop_cmd(configs: tuple[str, ...], keep_going: bool, mesh_config: str | None,
                       host=host, path=path_, sni=sni)
     result = hop(index, conn)
     result = replace(result, notes=(*result.notes, *_input_notes(read, index), *map(str, index.errors)))
-    if fmt == "json":
+    if fmt in ("html", "svg"):
+        from netsim.mesh.trace import hop_steps
+        from netsim.picture.view import mesh_lane
+
+        lane = mesh_lane(result, profile.label, hop_steps(result))
+        title = f"netsim mesh hop: {', '.join(proxy_ips)} \u2192 {dst[0]}:{dst[1]} ({direction})"
+        if fmt == "svg":
+            from netsim.picture.svg import hop_svg
+
+            write_picture(hop_svg(lane, title=title), output)
+        else:
+            from netsim.picture.html import hop_page
+
+            write_picture(hop_page(lane, title=title), output)
+    elif fmt == "json":
+        from netsim.mesh.trace import hop_steps
+
         out = result.to_json()
+        out["steps"] = [{"kind": s.kind, "name": s.name, "detail": s.detail} for s in hop_steps(result)]
         out["istio_version"] = profile.name
         out["config_errors"] = [str(e) for e in (*objects.errors, *index.errors)]
         out["ignored"] = [i.to_json() for i in read.ignored]
@@ -149,11 +170,11 @@ _pod_opt = click.option("--pod", "pod_file", required=True, type=click.Path(exis
 _name_opt = click.option("--name", "pod_name", default=None, help="Pick this object from --pod's file.")
 
 
-def _pod_options(command: _F) -> _F:
+def _pod_options(command: _F, format_opt: Callable[[_F], _F] = _format_opt) -> _F:
     """The options of every command about one pod's sidecar, in this order: --pod, --name, --config,
     --keep-going, --mesh-config, --istio-version, --format."""
     for option in reversed((_pod_opt, _name_opt, _config_opt, keep_going_option, _mesh_opt, _version_opt,
-                            _format_opt)):
+                            format_opt)):
         command = option(command)
     return command
 
@@ -216,16 +237,32 @@ def clusters_cmd(pod_file: str, pod_name: str | None, configs: tuple[str, ...], 
     click.echo(json.dumps(clusters_json(index), indent=2) if fmt == "json" else clusters_table(index))
 
 
+def _pod_options_with(format_opt: Callable[[_F], _F]) -> Callable[[_F], _F]:
+    return lambda command: _pod_options(command, format_opt)
+
+
+_diagnose_format = click.option("--format", "fmt", type=click.Choice(["text", "json", "html"]), default="text",
+                                show_default=True, help="html: a self-contained page, each finding's evidence "
+                                                        "linked to the objects, listeners and clusters it names.")
+
+
 @click.command("diagnose")
-@_pod_options
+@output_option
+@_pod_options_with(_diagnose_format)
 def diagnose_cmd(pod_file: str, pod_name: str | None, configs: tuple[str, ...], keep_going: bool,
-                 mesh_config: str | None, istio_version: str | None, fmt: str) -> None:
+                 mesh_config: str | None, istio_version: str | None, fmt: str, output: str | None) -> None:
     """Check one workload for the known capture pitfalls; exit status 1 when something was found."""
     from netsim.mesh.diagnose import diagnose, render_json, render_text
 
+    check_output(fmt, output)
     index, pod, notes = _pod_proxy(configs, pod_file, pod_name, mesh_config, istio_version, keep_going)
     report = diagnose(index, pod, notes=tuple(notes))
-    click.echo(json.dumps(render_json(report), indent=2) if fmt == "json" else render_text(report))
+    if fmt == "html":
+        from netsim.picture.html import diagnose_page
+
+        write_picture(diagnose_page(report, index), output)
+    else:
+        click.echo(json.dumps(render_json(report), indent=2) if fmt == "json" else render_text(report))
     if report.findings:
         raise click.exceptions.Exit(1)
 

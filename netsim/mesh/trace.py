@@ -86,6 +86,13 @@ def continue_trace(index: ProxyIndex, followed_verdict: str, *, dst_ip: str, dst
     conn = Connection(direction=direction, dst_ip=dst_ip, dst_port=dst_port, send=Send(send), host=host, path=path,
                       sni=sni)
     h = hop(index, conn, assume_captured=True)
+    return MeshContinuation(hop=h, steps=hop_steps(h), istio=index.profile.label,
+                            upstream=upstream_of(index, h, conn) if direction is Direction.OUTBOUND else None)
+
+
+def hop_steps(h: Hop) -> tuple[MeshStep, ...]:
+    """The steps of hop ``h`` in Envoy's order (listener, filter chain, route, cluster, upstream TLS, verdict):
+    ``trace --config``'s ``mesh.steps`` and the lanes of the pictures."""
     # a real listener names the object that made it; the virtual ones were made by no object
     made_by = h.evidence[0] if h.evidence and h.listener not in ("virtualOutbound", "virtualInbound") else ""
     steps = [MeshStep(kind="listener", name=h.listener, detail=made_by)]
@@ -100,8 +107,7 @@ def continue_trace(index: ProxyIndex, followed_verdict: str, *, dst_ip: str, dst
     if h.upstream_tls:
         steps.append(MeshStep(kind="upstream", name=h.upstream_tls))
     steps.append(MeshStep(kind="verdict", name=h.verdict.value))
-    return MeshContinuation(hop=h, steps=tuple(steps), istio=index.profile.label,
-                            upstream=upstream_of(index, h, conn) if direction is Direction.OUTBOUND else None)
+    return tuple(steps)
 
 
 # the hop verdicts after which Envoy opens no upstream connection (a reset or TLS error with a
@@ -163,4 +169,4 @@ def _ip(text: str) -> bool:
         return False
 
 
-__all__ = ["MeshContinuation", "MeshStep", "MeshUpstream", "continue_trace", "upstream_of"]
+__all__ = ["MeshContinuation", "MeshStep", "MeshUpstream", "continue_trace", "hop_steps", "upstream_of"]

@@ -86,6 +86,9 @@ def _packet_line(snapshot: tuple[object, ...]) -> str:
     return " ".join(parts)
 
 
+packet_line = _packet_line  # the PACKET: line of a step's packet snapshot (the text trace and pictures use it)
+
+
 def _verdict(step: Step, return_verdict: str) -> str:
     if step.verdict in ("JUMP", "GOTO"):
         return f"{step.verdict}:{step.target}"
@@ -318,4 +321,5 @@ def render_text(trace: Trace, *, all_rules: bool = True) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["describe_packet", "render_json", "render_nft_trace", "render_text", "render_xtables", "trace_json"]
+__all__ = ["describe_packet", "packet_line", "render_json", "render_nft_trace", "render_text", "render_xtables",
+           "trace_json"]
