@@ -118,7 +118,8 @@ def _step_li(s: StepView, hop: int, prefix: str, decides_id: str) -> str:
 
 
 def _lane_html(lane: LaneView, prefix: str, decides_id: str) -> str:
-    out = [f"<section class=\"lane{' decided' if lane.decided else ''}\" aria-labelledby=\"{prefix}lane{lane.index}\">",
+    out = [f"<div class=\"lane{' decided' if lane.decided else ''}\" role=\"group\" "
+           f"aria-labelledby=\"{prefix}lane{lane.index}\">",
            f"<div class=\"lane-head\"><h2 id=\"{prefix}lane{lane.index}\">Hop {lane.index + 1}: {e(lane.who)}</h2>"
            f"<span class=\"meta\">{e(lane.packet)}</span></div>", "<div class=\"hooks\">"]
     for h in lane.hooks:
@@ -148,7 +149,7 @@ def _lane_html(lane: LaneView, prefix: str, decides_id: str) -> str:
     if lane.original_dst:
         out.append(f"<p class=\"meta\">Original destination (SO_ORIGINAL_DST): <code>{e(lane.original_dst)}</code></p>")
     out += [f"<p class=\"meta\">Uncertain: {e(u)}</p>" for u in lane.uncertain]
-    out.append("</section>")
+    out.append("</div>")
     return "\n".join(out)
 
 
@@ -163,17 +164,17 @@ def _mesh_html(m: MeshLane, prefix: str, decides_id: str | None) -> str:
                 f"{' decides' if dec else ''}\"><span class=\"kind\">{e(s.kind.replace('_', ' '))}</span>"
                 f"<code>{e(s.name)}</code>{detail}{flag}</div></li>")
 
-    out = [f"<section class=\"lane\" aria-labelledby=\"{prefix}lane-mesh\">",
+    out = [f"<div class=\"lane\" role=\"group\" aria-labelledby=\"{prefix}lane-mesh\">",
            f"<div class=\"lane-head\"><h2 id=\"{prefix}lane-mesh\">{e(m.title)}</h2>"
            f"<span class=\"meta\">verdict {e(m.verdict)}</span></div>",
            "<ol class=\"envoy\">" + "".join(box(s) for s in m.steps) + "</ol>",
            f"<p class=\"outcome\">{e(m.reason)}</p>"]
     out += [f"<p class=\"meta\">Note: {e(n)}</p>" for n in m.notes]
-    out.append("</section>")
+    out.append("</div>")
     return "\n".join(out)
 
 
-def _overview(v: TraceView, prefix: str, decides_id: str) -> str:
+def _overview(v: TraceView, prefix: str, decides_id: str, heading: str) -> str:
     """The path at a glance: each lane and the steps the packet took in it, linked to their place below."""
     rows: list[str] = []
     items: list[str] = []
@@ -213,7 +214,7 @@ def _overview(v: TraceView, prefix: str, decides_id: str) -> str:
                          "</li>" for s in v.mesh.steps if s.kind != "verdict")
             items.append(f"<li><span>{e(v.mesh.verdict)}</span></li>")
             row()
-    return f"<nav aria-label=\"The path at a glance\">{''.join(rows)}</nav>"
+    return f"<nav aria-label=\"{e(heading)}: the path at a glance\">{''.join(rows)}</nav>"
 
 
 def _trace_body(v: TraceView, prefix: str, decides_id: str, heading: str) -> str:
@@ -222,10 +223,10 @@ def _trace_body(v: TraceView, prefix: str, decides_id: str, heading: str) -> str
     if d is not None:
         lines.append(f"Decided by <a href=\"#{decides_id}\">{e(d['table'])} {e(d['chain'])} rule {e(d['position'])}"
                      f"</a>: <code>{e(d['rule'])}</code>")
-    elif v.deciding() is not None:
-        lines.append(f"No rule decided it: {e(v.reason)} (<a href=\"#{decides_id}\">the deciding step</a>)")
     else:
-        lines.append(f"No rule decided it: {e(v.reason)}")
+        why = "" if v.reason in v.summary else f": {e(v.reason)}"
+        step = f" (<a href=\"#{decides_id}\">the deciding step</a>)" if v.deciding() is not None else ""
+        lines.append(f"No rule decided it{why}{step}.")
     if v.listener is not None:
         lines.append(f"Listener: <code>{e(v.listener['address'])}:{e(v.listener['port'])}</code> "
                      f"({e(v.listener['owner'])})")
@@ -233,7 +234,7 @@ def _trace_body(v: TraceView, prefix: str, decides_id: str, heading: str) -> str
     if v.notes:
         out.append("<ul class=\"notes\" aria-label=\"Notes\">" + "".join(f"<li>Note: {e(n)}</li>" for n in v.notes)
                    + "</ul>")
-    out.append(_overview(v, prefix, decides_id))
+    out.append(_overview(v, prefix, decides_id, heading))
     for lane in v.lanes:
         out.append(_lane_html(lane, prefix, decides_id))
         if lane.index == 0 and v.mesh is not None:

@@ -47,7 +47,7 @@ font-size:13px;text-decoration:none;color:var(--ink);background:#fff}
 .lane.decided{border-width:3px;border-color:var(--ink)}
 .lane-head{display:flex;flex-wrap:wrap;gap:4px 12px;align-items:baseline}
 .hooks{display:flex;flex-wrap:wrap;gap:10px;margin-top:8px}
-.hook{flex:1 1 360px;min-width:0;border:1px solid var(--line);border-radius:6px;padding:8px}
+.hook{flex:1 1 500px;min-width:0;border:1px solid var(--line);border-radius:6px;padding:8px}
 .hook h3 .pass{font-weight:400;color:var(--muted)}
 .chain{margin:6px 0 2px;padding:4px 6px;background:#f3f3f3;border-radius:4px}
 .chain .pkt{display:block;color:var(--muted);font-size:12px}

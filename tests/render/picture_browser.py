@@ -41,11 +41,16 @@ class Browser:
         self._dir = tempfile.mkdtemp(prefix="netsim-chromium-")
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
-        # the protocol pipe is the child's fds 3 (commands) and 4 (replies and events)
+
+        def protocol_fds() -> None:
+            """In the child: the protocol pipe as its fds 3 (commands) and 4 (replies and events)."""
+            os.dup2(to_child_r, 3)
+            os.dup2(from_child_w, 4)
+
         self.proc = subprocess.Popen(
             [CHROMIUM, *FLAGS, f"--user-data-dir={self._dir}", "--remote-debugging-pipe", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            pass_fds=(3, 4), preexec_fn=lambda: None)
+            pass_fds=(3, 4), preexec_fn=protocol_fds)
         os.close(to_child_r)
         os.close(from_child_w)
         self._buf = b""
