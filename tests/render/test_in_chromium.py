@@ -49,8 +49,10 @@ def shots(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
     yield out
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     taken = sorted(p.name for p in out.glob("*.png"))
-    if reporter is not None and taken:
-        reporter.write_line(f"\npictures: {len(taken)} screenshots of netsim's pages in Chromium: {out}")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None and taken:
+        with capture.global_and_fixture_disabled():  # past pytest's capture: a line in the test output
+            reporter.write_line(f"\npictures: {len(taken)} screenshots of netsim's pages in Chromium: {out}")
 
 
 @pytest.fixture(scope="module")
