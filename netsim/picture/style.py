@@ -53,7 +53,8 @@ font-size:13px;text-decoration:none;color:var(--ink);background:#fff}
 .chain .pkt{display:block;color:var(--muted);font-size:12px}
 ol.steps{list-style:none;margin:2px 0 6px;padding:0}
 ol.steps li{margin:2px 0;padding:3px 6px;border-left:5px solid transparent;display:grid;
-grid-template-columns:1.6em minmax(7em,max-content) 1fr;gap:0 6px;align-items:baseline}
+grid-template-columns:1.6em 11.5em 1fr;gap:0 6px;align-items:baseline}
+ol.steps li>.mono{overflow-wrap:anywhere}
 ol.steps li>.why,ol.steps li>.rw,ol.steps li>.flag{grid-column:3}
 ol.steps .mark{font-weight:700}
 .hit{border-left-color:var(--hit)!important;border-left-style:solid!important;background:var(--hitbg);font-weight:600}
