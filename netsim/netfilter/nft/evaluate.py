@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, overload
 
 from netsim.errors import RulesetError
 from netsim.netfilter.engine import (
@@ -32,6 +32,7 @@ from netsim.netfilter.engine import (
     CONTINUE,
     DROP,
     GOTO,
+    INDEX_MIN_RULES,
     JUMP,
     QUEUE,
     RETURN,
@@ -60,6 +61,7 @@ from netsim.netfilter.nft.model import (
     L4PROTOS,
     TCP_FLAGS,
     Atom,
+    Chain,
     Element,
     Elements,
     Expr,
@@ -494,10 +496,42 @@ def _compile_rule(rule: Rule, position: int, chain: str, table: Table, unknown: 
     return cr
 
 
+class _NftLazyRules(Sequence[_CRule]):
+    """A chain's rules, each compiled when a trace first reaches it (a kube-proxy ruleset of 10,000 Services
+    is some 60,000 rules in 30,000 chains, of which a trace meets a handful)."""
+
+    __slots__ = ("_args", "_chain", "_done")
+
+    def __init__(self, chain: Chain, positions: list[int], table: Table, memo: dict[Match, _Check]) -> None:
+        self._chain = chain
+        self._args = (positions, table, memo)
+        self._done: list[_CRule | None] = [None] * len(chain.rules)
+
+    def __len__(self) -> int:
+        return len(self._done)
+
+    @overload
+    def __getitem__(self, i: int) -> _CRule: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[_CRule]: ...
+
+    def __getitem__(self, i: int | slice) -> _CRule | Sequence[_CRule]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(len(self))[i]]
+        done = self._done[i]
+        if done is None:
+            k = i % len(self._done)
+            positions, table, memo = self._args
+            done = self._done[k] = _compile_rule(self._chain.rules[k], positions[k], self._chain.name, table, [],
+                                                 memo)
+        return done
+
+
 def compile_nft(ruleset: NftRuleset, family: Family, *, start: int = 0) -> CompiledRuleset:
     """The base and regular chains of every table of ``ruleset`` that a packet of ``family`` passes
-    (ip/ip6/inet), compiled for :func:`netsim.netfilter.engine.trace`. Tables of other families are skipped
-    (:func:`untraced` names them). Rule positions are handles when the input had them."""
+    (ip/ip6/inet), compiled for :func:`netsim.netfilter.engine.trace` (each rule when a trace first meets
+    it). Tables of other families are skipped (:func:`untraced` names them). Rule positions are handles
+    when the input had them."""
     tables: dict[str, dict[str, _CChain]] = {}
     entries: list[HookEntry] = []
     unknown: list[str] = []
@@ -507,10 +541,17 @@ def compile_nft(ruleset: NftRuleset, family: Family, *, start: int = 0) -> Compi
         memo: dict[Match, _Check] = {}  # equal matches of one table share their check (sets are per table)
         chains: dict[str, _CChain] = {}
         for chain in table.chains:
-            crules = [_compile_rule(r, r.handle if ruleset.has_handles and r.handle is not None else i, chain.name,
-                                    table, unknown, memo)
-                      for i, r in enumerate(chain.rules, 1)]
-            chains[chain.name] = _CChain(chain.name, chain.policy.upper() if chain.base else None, crules, chain.base)
+            positions = [r.handle if ruleset.has_handles and r.handle is not None else i
+                         for i, r in enumerate(chain.rules, 1)]
+            for pos, r in zip(positions, chain.rules, strict=True):
+                for e in r.exprs:
+                    if isinstance(e, Unknown):
+                        unknown.append(f"{table.family.value} {table.name} {chain.name} rule {pos} (line {r.line}): "
+                                       f"{e.text}")
+            n = len(chain.rules)
+            chains[chain.name] = _CChain(chain.name, chain.policy.upper() if chain.base else None,
+                                         _NftLazyRules(chain, positions, table, memo), chain.base,
+                                         [None] * n if n >= INDEX_MIN_RULES else None)
         tables[f"{table.family.value} {table.name}"] = chains
         for chain in table.chains:
             if chain.hook is None or chain.hook not in HOOKS:

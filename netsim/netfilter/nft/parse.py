@@ -10,12 +10,14 @@ and the trace says where its answer became uncertain. Never does IO, never evalu
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 
 from netsim.errors import RulesetError
 from netsim.netfilter.matches import Names
+from netsim.netfilter.model import gc_paused
 from netsim.netfilter.nft.model import (
     CHAIN_TYPES,
     CT_STATES,
@@ -76,14 +78,83 @@ class _Tok:
 
 _FAST = re.compile(r"[{}();,]|[^ \t\r{}();,]+")
 _PUNCT = frozenset("{}();,")
+# the words that open a chain block's statements other than rules
+_CHAIN_WORDS = frozenset({"type", "policy", "comment", "devices", "device", "}"})
 
 
-def _tokenize(text: str) -> list[_Tok]:
+_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
+
+
+def _bare(ln: str) -> str:
+    """The line without strings and comments (for counting its braces)."""
+    if '"' in ln:
+        ln = _STRING.sub('""', ln)
+    return ln.partition("#")[0] if "#" in ln else ln
+
+
+def _tokenize(text: str, fast: bool = True) -> list[_Tok]:
     """Tokens with their lines; a line without quotes or comments (most of a big listing) is cut in one
-    regular-expression pass."""
+    regular-expression pass.
+
+    Lines are followed through their blocks (``table``/``chain``/``set``/``map`` … ``{`` up to its ``}``): a
+    whole rule line of a chain block becomes one ``r`` token and the ``{ … }`` of a set's ``elements =`` one
+    ``e`` token, read by the shape cache (:class:`_Shapes`) instead of token by token. Anything the line
+    walk is unsure of (a brace left open inside a rule, a continued line) ends it: the rest is tokenized."""
     out: list[_Tok] = []
     append = out.append
-    for line, ln in enumerate(text.split("\n"), 1):
+    lines = text.split("\n")
+    stack: list[str] = []  # the kinds of the open blocks
+    n = 0
+    count = len(lines)
+    while n < count:
+        ln = lines[n]
+        n += 1
+        line = n
+        if fast:
+            body = ln.strip()
+            bare = _bare(body) if ('"' in body or "#" in body) else body
+            opens, closes = bare.count("{"), bare.count("}")
+            top = stack[-1] if stack else ""
+            if bare.endswith("\\"):
+                fast = False
+            elif opens == closes:
+                if top == "chain" and bare and ";" not in bare and bare.split(" ", 1)[0] not in _CHAIN_WORDS:
+                    append(_Tok(body, line, "r"))
+                    append(_Tok("\n", line, "n"))
+                    continue
+                if top in ("set", "map") and bare.startswith("elements = {") and '"' not in body:
+                    append(_Tok("elements", line, "w"))
+                    append(_Tok(body[body.index("{") + 1:body.rindex("}")], line, "e"))
+                    append(_Tok("\n", line, "n"))
+                    continue
+            elif opens == closes + 1 and bare.endswith("{"):
+                word = bare.split(" ", 1)[0]
+                stack.append(word if word in ("table", "chain", "set", "map") else "other")
+            elif top in ("set", "map") and bare.startswith("elements = {") and opens == 1 and not closes \
+                    and '"' not in body:
+                # the elements of a listing, one or a few per line up to the closing brace
+                parts = [body[body.index("{") + 1:]]
+                while n < count and "}" not in lines[n] and '"' not in lines[n] and "#" not in lines[n] \
+                        and "{" not in lines[n]:
+                    parts.append(lines[n])
+                    n += 1
+                last = lines[n] if n < count else ""
+                if n < count and last.count("}") == 1 and "{" not in last and '"' not in last \
+                        and "#" not in last and last.rstrip().endswith("}"):
+                    parts.append(last.rstrip()[:-1])
+                    n += 1
+                    append(_Tok("elements", line, "w"))
+                    append(_Tok("\n".join(parts), line, "e"))
+                    append(_Tok("\n", n, "n"))
+                    continue
+                n = line  # not the shape expected: this line and the rest token by token
+                fast = False
+                ln = lines[n - 1]
+            elif closes == opens + 1 and bare == "}":
+                if stack:
+                    stack.pop()
+            else:
+                fast = False
         if '"' not in ln and "#" not in ln:
             for w in _FAST.findall(ln):
                 append(_Tok(w, line, "p" if w in _PUNCT else "w"))
@@ -142,12 +213,13 @@ def _err(line: int, message: str) -> RulesetError:
 
 
 class _Parser:
-    def __init__(self, text: str, names: Names) -> None:
+    def __init__(self, text: str, names: Names, fast: bool = True) -> None:
         self.names = names
-        self.toks = _tokenize(text)
+        self.toks = _tokenize(text, fast)
         self.i = 0
         self.tables: dict[tuple[NftFamily, str], _TableB] = {}
         self.handles = False
+        self.shapes = _Shapes()
 
     # ---- token helpers
 
@@ -348,8 +420,14 @@ class _Parser:
     def _chain_block(self, ch: _ChainB, fam: NftFamily) -> None:
         if not self._expect_open():
             raise _err(ch.line, f"chain `{ch.name}': expected `{{'")
+        shapes, rules = self.shapes, ch.rules
         for _ in self._block(f"chain `{ch.name}'", ch.line):
-            self._chain_statement(ch, self._statement(), fam)
+            # a run of whole rule lines (the tokenizer's ``r`` tokens, each followed by its newline)
+            while (t := self._peek()) is not None and t.kind == "r":
+                rules.append(shapes.rule(t.text, t.line, fam, self))
+                self.i += 2
+            if t is None or t.text != "}":
+                self._chain_statement(ch, self._statement(), fam)
 
     def _chain_statement(self, ch: _ChainB, items: list[_Item], fam: NftFamily | None) -> None:
         if not items:
@@ -366,6 +444,8 @@ class _Parser:
             return
         elif fam is None:
             raise _err(_line(head), "expected type, policy or }")
+        elif isinstance(head, _Tok) and head.kind == "r":
+            ch.rules.append(self.shapes.rule(head.text, head.line, fam, self))
         else:
             ch.rules.append(_rule(items, fam, self))
 
@@ -414,8 +494,12 @@ class _Parser:
             elif head.text == "elements":
                 if not kinds:
                     raise _err(head.line, f"set `{name.text}': elements before its type")
-                group = next((x for x in items if isinstance(x, list)), [])
-                elements = _elements(group, kinds, is_map, head.line)
+                raw = next((x for x in items if isinstance(x, _Tok) and x.kind == "e"), None)
+                if raw is not None:
+                    elements = self.shapes.elements(raw.text, raw.line, kinds, is_map)
+                else:
+                    group = next((x for x in items if isinstance(x, list)), [])
+                    elements = _elements(group, kinds, is_map, head.line)
         if not kinds:
             raise _err(name.line, f"set `{name.text}' has no type")
         tb.sets[name.text] = NamedSet(name=name.text, kinds=kinds, elements=elements, interval=interval,
@@ -962,10 +1046,289 @@ def _set_stmt(r: _RuleReader, key: str) -> Expr | None:
     return SetStmt(key=key, value=value)
 
 
+# ------------------------------------------------------------------------------------------ the shape cache
+
+# A big listing (kube-proxy's: tens of thousands of rules and map elements) repeats a handful of shapes that
+# differ only in IPv4 addresses and chain names. A rule or element is cut at those values into a key; the
+# first of a key is parsed in full with a distinct stand-in value in each place (255.254.x.y, a chain
+# name no input has), and what each stand-in became in the parsed expressions is recorded, so every later
+# one of that key is its values put in those places. Anything else (a shape whose stand-ins did not all
+# come through, an address the full parse would refuse, a line with strings) is parsed in full, so errors
+# are the full parser's. IPv4 only: an address next to ``-`` or ``/`` stays part of the key.
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+# an IPv4 address as the full parse reads it (an octet out of range or with a leading zero stays in the key,
+# and the shape's full parse names the error)
+_ADDR = re.compile(rf"(?<![\w.:/-]){_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}(?![\w./-])")
+_CHAIN_REF = re.compile(r"\b(jump|goto) +([^\s{}();,:]+)")
+_STAND_IN = 0xFFFE0000  # 255.254.0.0: stand-in k is _STAND_IN + k
+_HANDLE_TAIL = re.compile(r"\s*#\s*handle\s+(\d+)\s*$")
+
+# what a stand-in became: ("a", k) address k, ("c", k) chain k; else the value itself
+_Slot = tuple[str, int]
+
+
+def _stand_ins(text: str) -> tuple[str, list[str], list[str]] | None:
+    """(key, addresses, chains) of ``text``; None where stand-ins could be confused with its values."""
+    if "255.254." in text or "0xfffe" in text or "__nsim" in text:
+        return None
+    addrs = _ADDR.findall(text)
+    key = _ADDR.sub("\x00", text) if addrs else text
+    if "jump" not in key and "goto" not in key:
+        return key, addrs, []
+    return _CHAIN_REF.sub("\\1 \x01", key), addrs, [m[1] for m in _CHAIN_REF.findall(key)]
+
+
+def _stand_in_text(key: str) -> str:
+    out = []
+    a = c = 0
+    for ch in key:
+        if ch == "\x00":
+            out.append(f"255.254.{a >> 8}.{a & 255}")
+            a += 1
+        elif ch == "\x01":
+            out.append(f"__nsim{c}")
+            c += 1
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _addr_values(addrs: list[str]) -> list[int]:
+    return [int.from_bytes(socket.inet_aton(a), "big") for a in addrs]
+
+
+class _Recipe:
+    """Where the stand-ins of one parsed shape went, to rebuild it with other values."""
+
+    def __init__(self, n_addrs: int, n_chains: int) -> None:
+        self.n_addrs, self.n_chains = n_addrs, n_chains
+        self.used: list[_Slot] = []
+
+    def atom(self, a: Atom) -> object:
+        if isinstance(a, tuple) and a[0] == a[1] and _STAND_IN <= a[0] < _STAND_IN + self.n_addrs:
+            slot = ("a", a[0] - _STAND_IN)
+            self.used.append(slot)
+            return slot
+        return a
+
+    def chain(self, name: str) -> object:
+        if name.startswith("__nsim") and name[6:].isdigit() and int(name[6:]) < self.n_chains:
+            slot = ("c", int(name[6:]))
+            self.used.append(slot)
+            return slot
+        return name
+
+    def complete(self) -> bool:
+        """Every stand-in came through exactly once."""
+        return sorted(self.used) == [("a", k) for k in range(self.n_addrs)] + [("c", k) for k in range(self.n_chains)]
+
+
+_Fill = Callable[[list[int], list[str], list[str]], object]
+
+
+def _const(value: object) -> _Fill:
+    return lambda a, at, c: value
+
+
+def _atom_fill(r: _Recipe, atom: Atom) -> _Fill | None:
+    slot = r.atom(atom)
+    if slot is atom:
+        return None
+    k = slot[1]  # type: ignore[index]
+    return lambda a, at, c: (a[k], a[k])
+
+
+def _verdict_fill(r: _Recipe, v: Verdict) -> _Fill | None:
+    if v.kind not in ("jump", "goto"):
+        return None
+    slot = r.chain(v.chain)
+    if slot == v.chain:
+        return None
+    k, kind = slot[1], v.kind  # type: ignore[index]
+
+    def fill(a: list[int], at: list[str], c: list[str]) -> Verdict:
+        name = c[k]
+        got = _VERDICT_MEMO.get((kind, name))
+        if got is None:
+            got = _VERDICT_MEMO[(kind, name)] = Verdict(kind=kind, chain=name)
+        return got
+
+    return fill
+
+
+_VERDICT_MEMO: dict[tuple[str, str], Verdict] = {}
+
+
+def _elements_fill(r: _Recipe, el: Elements) -> _Fill | None:
+    item_fills = [[_atom_fill(r, x) for x in e] for e in el.items]
+    data_fills = [_verdict_fill(r, d) for d in el.data]
+    if not any(f for fs in item_fills for f in fs) and not any(data_fills):
+        return None
+    items = el.items
+    data = el.data
+    braces = el.braces
+
+    def fill(a: list[int], at: list[str], c: list[str]) -> Elements:
+        new_items = tuple(tuple(f(a, at, c) if f else x for f, x in zip(fs, e, strict=True))
+                          for fs, e in zip(item_fills, items, strict=True))
+        new_data = tuple(f(a, at, c) if f else d for f, d in zip(data_fills, data, strict=True))
+        return Elements(items=new_items, braces=braces, data=new_data)  # type: ignore[arg-type]
+
+    return fill
+
+
+def _expr_fill(r: _Recipe, e: Expr) -> _Fill | None:
+    if isinstance(e, Match | VerdictMap) and isinstance(e.value, Elements):
+        f = _elements_fill(r, e.value)
+        if f is None:
+            return None
+        fields, mod = e.fields, e.numgen_mod
+        if isinstance(e, VerdictMap):
+            return lambda a, at, c: VerdictMap(fields=fields, value=f(a, at, c), numgen_mod=mod)  # type: ignore[arg-type]
+        op, mask = e.op, e.mask
+        return lambda a, at, c: Match(fields=fields, op=op, value=f(a, at, c), mask=mask,  # type: ignore[arg-type]
+                                      numgen_mod=mod)
+    if isinstance(e, Verdict):
+        return _verdict_fill(r, e)
+    if isinstance(e, Nat | Tproxy) and e.addr is not None:
+        slot = r.atom((e.addr, e.addr))
+        if slot == (e.addr, e.addr):
+            return None
+        k = slot[1]  # type: ignore[index]
+        return lambda a, at, c: replace(e, addr=a[k], addr_text=at[k])
+    return None
+
+
+class _Shapes:
+    """The shape cache of one parse."""
+
+    def __init__(self) -> None:
+        self.rules: dict[tuple[NftFamily, str], tuple[Rule, list[_Fill | None]] | None] = {}
+        self.items: dict[tuple[tuple[Kind, ...], bool, str], tuple[_Fill, _Fill] | None] = {}
+
+    def rule(self, text: str, line: int, fam: NftFamily, parser: _Parser) -> Rule:
+        handle = None
+        if "#" in text:
+            m = _HANDLE_TAIL.search(text)
+            if m is not None:
+                handle = int(m.group(1))
+                parser.handles = True
+                text = text[:m.start()]
+        cut = None if '"' in text or "#" in text else _stand_ins(text)
+        if cut is None:
+            return self._full_rule(text, line, fam, parser, handle)
+        key, addrs, chains = cut
+        if (fam, key) not in self.rules:
+            self.rules[(fam, key)] = self._learn_rule(key, len(addrs), len(chains), fam, parser)
+        shape = self.rules[(fam, key)]
+        if shape is None:
+            return self._full_rule(text, line, fam, parser, handle)
+        values = _addr_values(addrs)
+        template, fills = shape
+        exprs = tuple(f(values, addrs, chains) if f else e for f, e in zip(fills, template.exprs, strict=True))
+        return Rule(exprs=exprs, line=line, handle=handle, comment=template.comment)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _full_rule(text: str, line: int, fam: NftFamily, parser: _Parser, handle: int | None) -> Rule:
+        toks: list[_Tok] = []
+        _tokenize_line(text, line, toks)
+        rule = _rule(_group(toks, line), fam, parser, line)
+        return rule if handle is None else replace(rule, handle=handle)
+
+    @staticmethod
+    def _learn_rule(key: str, n_addrs: int, n_chains: int, fam: NftFamily, parser: _Parser
+                    ) -> tuple[Rule, list[_Fill | None]] | None:
+        try:
+            rule = _Shapes._full_rule(_stand_in_text(key), 0, fam, parser, None)
+        except RulesetError:
+            return None
+        r = _Recipe(n_addrs, n_chains)
+        fills = [_expr_fill(r, e) for e in rule.exprs]
+        if not r.complete() or any(isinstance(e, Unknown | Other) and "255.254." in e.text for e in rule.exprs):
+            return None
+        return rule, fills
+
+    def elements(self, text: str, line: int, kinds: tuple[Kind, ...], is_map: bool) -> Elements:
+        """The ``{ … }`` of ``elements =`` (its braces cut off), starting on ``line``."""
+        items: list[Element] = []
+        data: list[Verdict] = []
+        for one in text.split(","):
+            cut = _stand_ins(one.strip())
+            if cut is None:
+                return self._full_elements(text, line, kinds, is_map)
+            key, addrs, chains = cut
+            if (kinds, is_map, key) not in self.items:
+                self.items[(kinds, is_map, key)] = self._learn_element(key, len(addrs), len(chains), kinds, is_map)
+            shape = self.items[(kinds, is_map, key)]
+            if shape is None or len(items) >= MAX_SET_ELEMENTS:
+                return self._full_elements(text, line, kinds, is_map)
+            values = _addr_values(addrs)
+            item, datum = shape
+            items.append(item(values, addrs, chains))  # type: ignore[arg-type]
+            if is_map:
+                data.append(datum(values, addrs, chains))  # type: ignore[arg-type]
+        return Elements(items=tuple(items), data=tuple(data))
+
+    @staticmethod
+    def _full_elements(text: str, line: int, kinds: tuple[Kind, ...], is_map: bool) -> Elements:
+        toks = [_Tok(t.text, t.line + line - 1, t.kind) for t in _tokenize_plain(text)]
+        return _elements(_group(toks, line), kinds, is_map, line)
+
+    @staticmethod
+    def _learn_element(key: str, n_addrs: int, n_chains: int, kinds: tuple[Kind, ...], is_map: bool
+                       ) -> tuple[_Fill, _Fill] | None:
+        try:
+            el = _Shapes._full_elements(_stand_in_text(key), 0, kinds, is_map)
+        except RulesetError:
+            return None
+        if len(el.items) != 1:
+            return None
+        r = _Recipe(n_addrs, n_chains)
+        fills = [_atom_fill(r, x) for x in el.items[0]]
+        dfill = _verdict_fill(r, el.data[0]) if is_map else None
+        if not r.complete():
+            return None
+        element = el.items[0]
+        datum = el.data[0] if is_map else None
+
+        def item(a: list[int], at: list[str], c: list[str]) -> Element:
+            return tuple(f(a, at, c) if f else x for f, x in zip(fills, element, strict=True))  # type: ignore[misc]
+
+        return item, (dfill or _const(datum))
+
+
+def _tokenize_plain(text: str) -> list[_Tok]:
+    out: list[_Tok] = []
+    for line, ln in enumerate(text.split("\n"), 1):
+        _tokenize_line(ln, line, out)
+    return out
+
+
+def _group(toks: list[_Tok], line: int) -> list[_Item]:
+    """Tokens of one statement with ``{ … }`` nested (as :meth:`_Parser._statement` gives them)."""
+    items: list[_Item] = []
+    stack: list[list[_Item]] = [items]
+    for t in toks:
+        if t.text == "{" and t.kind == "p":
+            group: list[_Item] = []
+            stack[-1].append(group)
+            stack.append(group)
+        elif t.text == "}" and t.kind == "p":
+            if len(stack) == 1:
+                raise _err(t.line, "unexpected `}'")
+            stack.pop()
+        else:
+            stack[-1].append(t)
+    if len(stack) > 1:
+        raise _err(line, "unclosed `{'")
+    return items
+
+
 def parse_nft(text: str, names: Names = DEFAULT_NAMES) -> NftRuleset:
     """Parse ``nft list ruleset`` output or an ``nft -f`` transaction; ``names`` resolves ``skuid``/``skgid``
     names. Raises RulesetError (``line N: …``)."""
-    return _Parser(text, names).parse()
+    with gc_paused():
+        return _Parser(text, names).parse()
 
 
 __all__ = ["MAX_SET_ELEMENTS", "parse_nft"]

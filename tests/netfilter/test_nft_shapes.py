@@ -1,0 +1,100 @@
+"""The nft parser's shape cache (parse._Shapes): a listing read through it is the listing read token by token,
+errors included, and the generated kube-proxy ruleset reads and traces as kube-proxy's rules do."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+import pytest
+from kube_proxy_nft import NODE_IP, cluster_ip, endpoint_ip, endpoints, kube_proxy_nft, node_port
+
+from netsim.errors import RulesetError
+from netsim.netfilter.engine import trace
+from netsim.netfilter.model import Family
+from netsim.netfilter.nft import compile_nft, parse_nft
+from netsim.netfilter.nft.parse import DEFAULT_NAMES, _Parser
+from netsim.netfilter.packet import Netns, Origin, Packet, Socket
+from netsim.netfilter.trace import Outcome
+
+
+def slow(text: str) -> object:
+    return _Parser(text, DEFAULT_NAMES, fast=False).parse()
+
+
+def test_kube_proxy_listing_reads_the_same_through_the_shape_cache() -> None:
+    text = kube_proxy_nft(120)
+    fast = parse_nft(text)
+    assert fast == slow(text)
+    rules = sum(len(c.rules) for t in fast.tables for c in t.chains)
+    assert rules > 300
+
+
+def test_handles_and_mixed_shapes_read_the_same() -> None:
+    text = """table ip t { # handle 1
+\tchain a { # handle 2
+\t\ttype filter hook output priority filter; policy accept;
+\t\tip daddr 10.0.0.1 tcp dport 80 jump b # handle 3
+\t\tip daddr 10.0.0.2 tcp dport 80 jump c # handle 4
+\t\tip daddr 10.0.0.3-10.0.0.9 accept # handle 5
+\t\tip saddr 10.0.0.0/8 ip daddr 1.2.3.4 counter packets 3 bytes 180 drop # handle 6
+\t\tip daddr { 1.1.1.1, 2.2.2.2 } meta l4proto tcp dnat to 10.1.1.1:8080 # handle 7
+\t\tip daddr 1.1.1.3 meta l4proto tcp dnat to 10.1.1.2:8080 comment "x y" # handle 8
+\t}
+\tchain b { # handle 9
+\t\tip saddr 10.9.9.9 return # handle 10
+\t}
+\tchain c { # handle 11
+\t\tip saddr 10.9.9.8 return # handle 12
+\t}
+}
+"""
+    fast = parse_nft(text)
+    assert fast == slow(text)
+    assert fast.has_handles
+    chain = fast.tables[0].chains[0]
+    assert [r.handle for r in chain.rules] == [3, 4, 5, 6, 7, 8]
+    assert [r.line for r in chain.rules] == [4, 5, 6, 7, 8, 9]
+
+
+@pytest.mark.parametrize("bad", ["10.0.0.256", "10.0.01.2", "10.0.0"])
+def test_a_bad_address_in_a_known_shape_is_the_full_parse_error(bad: str) -> None:
+    text = kube_proxy_nft(5)
+    good = f"ip saddr {endpoint_ip(3, 0)} jump mark-for-masquerade"
+    assert good in text
+    broken = text.replace(good, f"ip saddr {bad} jump mark-for-masquerade")
+    with pytest.raises(RulesetError) as fast:
+        parse_nft(broken)
+    with pytest.raises(RulesetError) as full:
+        slow(broken)
+    assert str(fast.value) == str(full.value)
+    assert f"line {text[:text.index(good)].count(chr(10)) + 1}:" in str(fast.value)
+
+
+def test_a_jump_to_a_missing_chain_in_a_known_shape_is_refused() -> None:
+    text = kube_proxy_nft(5).replace("jump mark-for-masquerade", "jump mark-for-masq", 1)
+    with pytest.raises(RulesetError, match="jump mark-for-masq: no such chain"):
+        parse_nft(text)
+
+
+def test_kube_proxy_ruleset_dnats_a_cluster_ip_to_its_endpoint_and_rejects_a_service_without_one() -> None:
+    rs = compile_nft(parse_nft(kube_proxy_nft(60)), Family.IPV4)
+    ns = Netns.pod("10.244.0.5/24", listeners=None)
+    i = 7
+    assert endpoints(i) >= 1
+    t = trace(rs, Packet(src=IPv4Address("10.244.0.5"), dst=IPv4Address(cluster_ip(i)), sport=40000, dport=80,
+                         socket=Socket(uid=1000, gid=1000)), ns)
+    assert str(t.dst.addr) == endpoint_ip(i, 0) and t.dst.port == 8080
+    # a port the Service does not have: the vmap has no element, cluster-ips-check rejects it
+    t = trace(rs, Packet(src=IPv4Address("10.244.0.5"), dst=IPv4Address(cluster_ip(i)), sport=40000, dport=81,
+                         socket=Socket(uid=1000, gid=1000)), ns)
+    assert t.outcome is Outcome.DROPPED
+    # every 50th Service has no endpoints: no-endpoint-services sends it to reject-chain
+    assert endpoints(49) == 0
+    t = trace(rs, Packet(src=IPv4Address("10.244.0.5"), dst=IPv4Address(cluster_ip(49)), sport=40000, dport=80,
+                         socket=Socket(uid=1000, gid=1000)), ns)
+    assert t.outcome is Outcome.DROPPED
+    np = node_port(10)
+    assert np is not None
+    t = trace(rs, Packet(src=IPv4Address("10.1.2.3"), dst=IPv4Address(NODE_IP), sport=40000, dport=np,
+                         origin=Origin.ARRIVING, in_iface="eth0", socket=None), ns)
+    assert str(t.dst.addr) == endpoint_ip(10, 0)
