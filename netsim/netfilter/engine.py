@@ -439,6 +439,8 @@ class CompiledRuleset:
     unknowns: Sequence[str]
     # per hook, the base chains that exist, in the order the kernel runs them (ties: the order given)
     hooks: Mapping[str, tuple[HookEntry, ...]]
+    # the same base chains in the order they were loaded (registered), which :func:`combine` orders again
+    loaded: tuple[HookEntry, ...] = ()
 
     @property
     def unknown(self) -> tuple[str, ...]:
@@ -482,11 +484,26 @@ def order_hooks(entries: Iterable[HookEntry]) -> dict[str, tuple[HookEntry, ...]
     """Base chains per hook in the kernel's order: by priority (nat chains at nf_nat's), ``entries`` given in
     the order they were registered (loaded); of equal priorities the one registered last runs first
     (nf_hook_entries_grow inserts a new hook before the first of equal or higher priority; verified: an
-    inet nat chain loaded after iptables-nft's nat table, both at -100, runs before it)."""
+    inet nat chain loaded after iptables-nft's nat table, both at -100, runs before it). nf_nat's own hook
+    is registered with the hook's first nat chain (nf_nat_register_fn), so that chain's load time places all
+    the nat chains among other base chains of nf_nat's priority (a filter chain at -100 loaded before the
+    first nat chain runs after them, one loaded after it before them); among themselves the nat chains run by
+    their own priorities, ties again last registered first."""
     out: dict[str, list[HookEntry]] = {h: [] for h in HOOK_TABLES}
     for e in entries:
         out[e.base.hook].append(e)
-    return {h: tuple(sorted(reversed(es), key=_run_priority)) for h, es in out.items()}
+    ordered: dict[str, tuple[HookEntry, ...]] = {}
+    for h, es in out.items():
+        first_nat = next((i for i, e in enumerate(es) if e.base.nat), 0)
+
+        def key(item: tuple[int, HookEntry], first_nat: int = first_nat) -> tuple[int, int, int, int]:
+            i, e = item
+            if e.base.nat:
+                return _run_priority(e)[0], -first_nat, e.base.priority, -i
+            return e.base.priority, -i, 0, 0
+
+        ordered[h] = tuple(e for _, e in sorted(enumerate(es), key=key))
+    return ordered
 
 
 def combine(parts: Sequence[CompiledRuleset]) -> CompiledRuleset:
@@ -501,9 +518,9 @@ def combine(parts: Sequence[CompiledRuleset]) -> CompiledRuleset:
     for p in parts:
         tables.update(p.tables)
     ruleset = next((p.ruleset for p in parts if p.ruleset.tables), parts[0].ruleset)
-    # each part's hooks are in run order; reversed back to its load order before all are ordered together
-    entries = [e for p in parts for h in HOOK_TABLES for e in reversed(p.hooks[h])]
-    return CompiledRuleset(ruleset, tables, tuple(u for p in parts for u in p.unknown), order_hooks(entries))
+    entries = [e for p in parts for e in p.loaded]
+    return CompiledRuleset(ruleset, tables, tuple(u for p in parts for u in p.unknown), order_hooks(entries),
+                           tuple(entries))
 
 
 
@@ -546,7 +563,7 @@ def _compile_ruleset(ruleset: Ruleset, base_chains: Iterable[tuple[str, str]] | 
         for hook, order in HOOK_TABLES.items() for t in order
         if t in tables and hook in tables[t] and tables[t][hook].exists
     ]
-    return CompiledRuleset(ruleset, tables, _Unknowns(tables), order_hooks(entries))
+    return CompiledRuleset(ruleset, tables, _Unknowns(tables), order_hooks(entries), tuple(entries))
 
 
 # ------------------------------------------------------------------------------------------ header checks
@@ -1161,8 +1178,10 @@ def _run_table(st: _State, info: BaseChain, base: _CChain, chains: Mapping[str, 
                     break
             if branch_mark >= 0 and len(st.branches) > branch_mark:
                 b = st.branches[-1]
-                st.branches[-1] = Branch(table, chain.name, r.position, r.text, b.taken)
-                unc = unc or f"{b.text}: a random draw; this trace assumes it {'matched' if b.taken else 'did not'}"
+                for j in range(branch_mark, len(st.branches)):  # nft's numgen draws one per value but the last
+                    st.branches[j] = Branch(table, chain.name, r.position, r.text, st.branches[j].taken)
+                unc = unc or (b.text if b.text.startswith("numgen ") else
+                              f"{b.text}: a random draw; this trace assumes it {'matched' if b.taken else 'did not'}")
             if failed is not None:
                 if explain:
                     attr = failed.attr
@@ -1580,8 +1599,8 @@ def trace(
 def trace_branches(
     rules: Ruleset | CompiledRuleset, packet: Packet, netns: Netns | None = None, *, explain: bool = True
 ) -> tuple[Trace, ...]:
-    """Every trace the ``-m statistic`` draws allow (at most MAX_BRANCH_TRACES), first the one where
-    every draw matched."""
+    """Every trace the ``-m statistic`` draws (and nft's ``numgen random mod N`` values) allow (at most
+    MAX_BRANCH_TRACES), first the one where every draw matched (numgen: drew 0)."""
     out: list[Trace] = []
     pending: list[tuple[bool, ...]] = [()]
     while pending and len(out) < MAX_BRANCH_TRACES:

@@ -16,7 +16,7 @@ import pytest
 from conftest import CONFORMANCE
 
 from netsim.errors import RulesetError
-from netsim.netfilter.engine import combine, compile_ruleset, trace
+from netsim.netfilter.engine import combine, compile_ruleset, trace, trace_branches
 from netsim.netfilter.matches import Names
 from netsim.netfilter.model import Family
 from netsim.netfilter.nft import compile_nft, parse_nft, rule_text, untraced
@@ -242,7 +242,7 @@ def test_verdict_map_jumps_to_the_elements_chain_and_else_continues() -> None:
 
 def test_numgen_and_unknown_expressions_make_the_trace_uncertain() -> None:
     t = run("numgen random mod 2 vmap { 0 : jump other, 1 : accept }", local())
-    assert t.uncertain and "numgen" in t.uncertain[0]
+    assert t.uncertain and "numgen" in t.uncertain[0] and "drew 0" in t.uncertain[0]
     t = run("ct original ip daddr 10.0.0.9 accept", local())
     assert any("ct original ip daddr" in u for u in t.uncertain)
     rs = parse_nft("table inet t { chain c { type filter hook output priority 0; ct helper \"ftp\" accept } }")
@@ -435,3 +435,70 @@ def test_iptables_nft_rule_in_nfts_words(save: str, nft: str) -> None:
 
     family = Family.IPV6 if "::" in save else Family.IPV4
     assert iptables_nft_text(parse_rule_args(tokenize(save)[2:], family)) == nft
+
+
+# ---- numgen: branches, as -m statistic
+
+
+def _numgen_traces(rule: str, packet: Packet, extra: str = "") -> tuple[Trace, ...]:
+    text = (f"table ip t {{\n{extra}\n chain c {{ type filter hook output priority 0; policy accept;\n  {rule}\n }}\n"
+            " chain e0 { counter }\n chain e1 { drop }\n chain e2 { counter }\n}\n")
+    return trace_branches(compile_nft(parse_nft(text), packet.family), packet, NS)
+
+
+def test_numgen_vmap_is_one_branch_per_value() -> None:
+    traces = _numgen_traces("numgen random mod 3 vmap { 0 : goto e0, 1 : goto e1, 2 : goto e2 }", local())
+    assert len(traces) == 3
+    went = [next(s.target for s in t.steps if s.kind is Kind.RULE and s.matched and s.chain == "c") for t in traces]
+    assert went == ["e0", "e1", "e2"]
+    assert [t.outcome for t in traces] == [Outcome.SENT, Outcome.DROPPED, Outcome.SENT]
+    for k, t in enumerate(traces):
+        assert t.branches and all(b.chain == "c" and b.position == 1 for b in t.branches)
+        assert any(f"drew {k}" in u for u in t.uncertain), t.uncertain
+    # one value: no draw, no branch
+    [one] = _numgen_traces("numgen random mod 1 vmap { 0 : goto e1 }", local())
+    assert one.outcome is Outcome.DROPPED and not one.branches
+
+
+def test_numgen_match_matches_on_its_value_and_not_on_another() -> None:
+    yes, no = _numgen_traces("numgen random mod 2 == 1 drop", local())
+    assert yes.outcome is Outcome.SENT and no.outcome is Outcome.DROPPED  # drew 0: no match; drew 1: match
+    assert [b.taken for b in yes.branches] == [True] and [b.taken for b in no.branches] == [False]
+
+
+def test_a_statement_before_a_match_takes_effect_whether_or_not_the_match_holds() -> None:
+    # meta mark set before tcp dport: the kernel sets the mark, then the match fails (no verdict)
+    rule = "meta mark set 0x00000007 tcp dport 81 drop"
+    t = run(rule, local(dport=80))
+    assert t.outcome is Outcome.SENT and t.mark == 7
+    t = run(rule, local(dport=81))
+    assert t.outcome is Outcome.DROPPED and t.mark == 7
+    # after the match it is applied only when the rule matched
+    t = run("tcp dport 81 meta mark set 0x00000007 accept", local(dport=80))
+    assert t.mark == 0
+    t = run("tcp dport 81 meta mark set 0x00000007 accept", local(dport=81))
+    assert t.mark == 7
+    # a statement feeds a later match of the same rule
+    assert matched("meta mark set 0x00000005 meta mark 0x00000005 accept", local())
+    assert not matched("meta mark set 0x00000005 meta mark 0x00000006 accept", local())
+
+
+def test_a_filter_chain_at_nf_nats_priority_runs_by_when_nat_was_first_registered() -> None:
+    # nf_nat's hook (-100) is registered with the first nat chain; of equal priorities the later registered
+    # runs first. A filter chain at -100 loaded before any nat chain runs after the nat chains...
+    nat = "table ip n { chain o { type nat hook output priority -100; counter } }"
+    nat2 = "table ip n2 { chain o { type nat hook output priority 0; counter } }"
+    flt = "table ip f { chain o { type filter hook output priority -100; counter } }"
+
+    def order(text: str) -> list[str]:
+        t = trace(compile_nft(parse_nft(text), Family.IPV4), local(), NS)
+        return [s.table for s in t.steps if s.kind is Kind.TABLE]
+
+    assert order(f"{flt}\n{nat}") == ["n", "f"]
+    # ... one loaded after the first nat chain before them, even when another nat chain comes later
+    assert order(f"{nat}\n{flt}") == ["f", "n"]
+    assert order(f"{nat}\n{flt}\n{nat2}") == ["f", "n", "n2"]
+    # across backends (combine keeps the load order of each part): iptables-nft's nat table loaded first
+    ipt = compile_ruleset(parse_ruleset("*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p tcp -j RETURN\nCOMMIT\n"))
+    t = trace(combine([ipt, compile_nft(parse_nft(flt), Family.IPV4)]), local(), NS)
+    assert [s.table for s in t.steps if s.kind is Kind.TABLE][:2] == ["f", "nat"]

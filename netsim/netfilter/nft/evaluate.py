@@ -14,8 +14,9 @@ The kernel behaviours kept here (each checked against ``nft monitor trace`` on L
 3. ``tproxy`` without a transparent socket ends the rule (NFT_BREAK), unlike xt_TPROXY's drop; it sets no
    mark itself. NAT statements end the rule with accept; ``reject`` is traced as drop.
 4. ``ct zone set`` and ``notrack`` follow xt_CT: the first one a packet meets wins (§1.9).
-5. A verdict map without an element for the key ends the rule; ``numgen random`` is a draw netsim cannot
-   know: the trace assumes 0 and says so.
+5. A verdict map without an element for the key ends the rule; ``numgen random mod N`` is a draw netsim
+   cannot know: it is reported as branches, as ``-m statistic`` is (value k is k+1 binary draws, the first
+   k not taken; the default trace draws 0, ``engine.trace_branches`` walks every value).
 
 Never does IO; knows no Istio port, uid or chain name.
 """
@@ -82,7 +83,7 @@ from netsim.netfilter.nft.model import (
     expr_text,
     rule_text,
 )
-from netsim.netfilter.trace import BaseChain
+from netsim.netfilter.trace import BaseChain, Branch
 
 _Getter = Callable[[_State], Any]
 _VERDICT_OF = {"accept": ACCEPT, "drop": DROP, "reject": DROP, "return": RETURN, "continue": CONTINUE,
@@ -148,8 +149,27 @@ _GETTERS: dict[str, _Getter] = {
     "ct zone": lambda st: st.zone if st.ct_attached else None,
     "fib daddr type": _fib("daddr"), "fib saddr type": _fib("saddr"),
     "tcp flags": _flags,
-    "numgen": lambda st: 0,
 }
+
+
+def _numgen(mod: int) -> _Getter:
+    """``numgen random mod N``: the value the caller's choices fix (engine._State.choices), each value a
+    branch of the trace (engine.trace_branches walks all N)."""
+
+    def draw(st: _State) -> int:
+        for k in range(mod - 1):
+            i = len(st.branches)
+            taken = st.choices[i] if i < len(st.choices) else True
+            st.branches.append(Branch("", "", 0, f"numgen random mod {mod}: a random number; this trace assumes it "
+                                                 f"drew {k}" if taken else "", taken))
+            if taken:
+                return k
+        if mod > 1:
+            st.branches[-1] = Branch("", "", 0, f"numgen random mod {mod}: a random number; this trace assumes it "
+                                                f"drew {mod - 1}", False)
+        return mod - 1
+
+    return draw
 
 
 def _getter(name: str) -> _Getter:
@@ -275,8 +295,8 @@ def _resolve(value: Elements | SetRef, table: Table) -> Elements:
     return s.elements
 
 
-def _value_getter(fields: tuple[str, ...]) -> _Getter:
-    getters = [_getter(f) for f in fields]
+def _value_getter(fields: tuple[str, ...], mod: int = 0) -> _Getter:
+    getters = [_numgen(mod) if f == "numgen" else _getter(f) for f in fields]
     if len(getters) == 1:
         return getters[0]
 
@@ -300,9 +320,11 @@ def _deps(fields: tuple[str, ...], seen: set[str]) -> list[_Check]:
 
 def _match_check(m: Match, table: Table) -> _Check:
     kinds = tuple(FIELDS[f][0] for f in m.fields)
-    get = _value_getter(m.fields)
+    get = _value_getter(m.fields, m.numgen_mod)
     mask = m.mask
     attr = _ATTR.get(m.fields[0], "other") if len(m.fields) == 1 else "other"
+    if "numgen" in m.fields:
+        attr = "statistic"  # a draw: the engine records its branches
     neg = m.op == "!="
     elements = _resolve(m.value, table)
     test: Callable[[Any], bool]
@@ -361,7 +383,7 @@ def _vmap_check(vm: VerdictMap, table: Table) -> _Check:
     kinds = tuple(FIELDS[f][0] for f in vm.fields)
     elements = _resolve(vm.value, table)
     lookup = _Lookup(kinds, elements.items, elements.data)
-    get = _value_getter(vm.fields)
+    get = _value_getter(vm.fields, vm.numgen_mod)
 
     def check(st: _State) -> bool | None:
         v = get(st)
@@ -373,7 +395,7 @@ def _vmap_check(vm: VerdictMap, table: Table) -> _Check:
         st.picked = _VERDICT_OF[verdict.kind]
         return True
 
-    return _LazyCheck(check, vm, "other")
+    return _LazyCheck(check, vm, "statistic" if "numgen" in vm.fields else "other")
 
 
 def _set_action(s: SetStmt) -> _Action:
@@ -433,6 +455,16 @@ def _picked(st: _State) -> str:
     return str(st.picked)
 
 
+def _in_order(action: _Action) -> Callable[[_State], bool]:
+    """A statement met before a rule's last match: applied where it stands, and the rule goes on."""
+
+    def apply(st: _State) -> bool:
+        action(st)
+        return True
+
+    return apply
+
+
 def _compile_rule(rule: Rule, position: int, chain: str, table: Table, unknown: list[str],
                   memo: dict[Match, _Check]) -> _CRule:
     checks: list[_Check] = []
@@ -440,21 +472,24 @@ def _compile_rule(rule: Rule, position: int, chain: str, table: Table, unknown: 
     seen: set[str] = set()
     kind, target, uncertain = "NFT", "", ""
     where = f"{table.family.value} {table.name} {chain} rule {position} (line {rule.line})"
-    for e in rule.exprs:
-        if isinstance(e, Match):
+    # the kernel runs a rule's expressions left to right: a statement before a match takes effect whether or
+    # not the match then holds, so it runs in its place among the checks
+    last_check = max((i for i, e in enumerate(rule.exprs) if isinstance(e, Match | VerdictMap | Tproxy | Unknown)),
+                     default=-1)
+    for i, e in enumerate(rule.exprs):
+        if isinstance(e, SetStmt | Notrack) and i < last_check:
+            checks.append(_Check(_in_order(_set_action(e) if isinstance(e, SetStmt) else _ct(True, 0)), expr_text(e),
+                                 "other"))
+        elif isinstance(e, Match):
             checks += _deps(e.fields, seen)
             chk = memo.get(e)
             if chk is None:
                 chk = memo[e] = _match_check(e, table)
             checks.append(chk)
-            if "numgen" in e.fields:
-                uncertain = uncertain or f"{expr_text(e)}: a random number; this trace assumes it drew 0"
         elif isinstance(e, VerdictMap):
             checks += _deps(e.fields, seen)
             checks.append(_vmap_check(e, table))
             acts.append(_picked)
-            if "numgen" in e.fields:
-                uncertain = uncertain or f"{expr_text(e)}: a random number; this trace assumes it drew 0"
         elif isinstance(e, Tproxy):
             checks.append(_tproxy_check(e))
             acts.append(_tproxy_assign)
@@ -559,7 +594,7 @@ def compile_nft(ruleset: NftRuleset, family: Family, *, start: int = 0) -> Compi
             base = BaseChain(backend="nft", family=table.family.value, table=table.name, chain=chain.name,
                              hook=HOOKS[chain.hook], priority=chain.priority, nat=chain.type == "nat")
             entries.append(HookEntry(base, chains[chain.name], chains))
-    return CompiledRuleset(Ruleset(family, ()), tables, tuple(unknown), order_hooks(entries))
+    return CompiledRuleset(Ruleset(family, ()), tables, tuple(unknown), order_hooks(entries), tuple(entries))
 
 
 def untraced(ruleset: NftRuleset) -> list[str]:
