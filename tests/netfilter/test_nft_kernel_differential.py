@@ -117,22 +117,66 @@ MIXED_NFT = """table ip between {
   }
 }
 """
-_MIXED = [("ipnets+tproxy", "ipnets.v4.iptables-save", GOLDENS / "tproxy.nftables.golden"),
+# filter chains at nf_nat's own priorities, loaded after iptables-nft's nat table registered nf_nat's hooks:
+# they run before the nat chains (of equal priorities the later registered first)
+AT_NAT = """table ip atnat {
+  chain out { type filter hook output priority -100; policy accept;
+    tcp dport 80 counter
+    meta l4proto udp counter
+  }
+  chain post { type filter hook postrouting priority 100; policy accept;
+    oifname "lo" counter
+  }
+}
+"""
+_MIXED = [("ipnets+at-nat", "ipnets.v4.iptables-save", AT_NAT),
+          ("ipnets+tproxy", "ipnets.v4.iptables-save", GOLDENS / "tproxy.nftables.golden"),
           ("tproxy+dns", "tproxy.v4.iptables-save", GOLDENS / "dns-uid-gid.nftables.golden"),
           ("dns+neutral", "dns-uid-gid.v4.iptables-save", None),
           ("ipnets+neutral", "ipnets.v4.iptables-save", None)]
 
 
 @pytest.mark.parametrize(("name", "dump", "nft"), _MIXED, ids=[c[0] for c in _MIXED])
-def test_mixed_namespace_nft_chains_equal_the_kernels(pair: Pair, name: str, dump: str, nft: Path | None) -> None:
+def test_mixed_namespace_nft_chains_equal_the_kernels(pair: Pair, name: str, dump: str, nft: Path | str | None
+                                                      ) -> None:
     ipt = (GOLDENS / "kernel" / dump).read_text()
-    text = nft.read_text() if nft is not None else MIXED_NFT
+    text = nft if isinstance(nft, str) else nft.read_text() if nft is not None else MIXED_NFT
     rs = parse_nft(text)
     probes = make_nft_probes(rs, Family.IPV4, name, 2 * PROBES, _SPORTS)
     result, traced = run_nft_ruleset(pair, name, text, probes, iptables=ipt)
     print(f"{name}: {result.compared}/{result.probes} probes compared ({traced} traced by the kernel), "
           f"{len(result.mismatches)} mismatches")
     assert not result.mismatches, "\n\n".join(result.mismatches)
+    assert traced >= len(probes) // 2
+
+
+def test_kube_proxy_nftables_mode_equals_the_kernels(pair: Pair) -> None:
+    """kube-proxy's nftables-mode ruleset for 20 Services (tests/netfilter/kube_proxy_nft.py): probes to the
+    Services' cluster IPs and ports (from the pod and arriving), to ports they do not have, to Services
+    without endpoints, besides the generic ones. A Service of several endpoints picks one with numgen: the
+    kernel's trace must be one of netsim's branches."""
+    import random
+
+    from kube_proxy_nft import cluster_ip, kube_proxy_nft
+
+    from netsim.lab.verify import Probe
+    from tests.trace.kernel_diff import PEER4, POD4
+
+    text = kube_proxy_nft(20)
+    rs = parse_nft(text)
+    rng = random.Random("kube-proxy")
+    probes = make_nft_probes(rs, Family.IPV4, "kube-proxy", 2 * PROBES, _SPORTS)
+    for k in range(4 * PROBES):
+        i = rng.randrange(20)
+        proto, dport = rng.choice([("tcp", 80), ("tcp", 80), ("tcp", 81), ("udp", 80)])
+        inbound = k % 2 == 1
+        probes.append(Probe(proto=proto, src=PEER4 if inbound else POD4, sport=next(_SPORTS), dst=cluster_ip(i),
+                            dport=dport, uid=1000, gid=1000, inbound=inbound))
+    result, traced = run_nft_ruleset(pair, "kube-proxy", text, probes)
+    print(f"kube-proxy: {result.compared}/{result.probes} probes compared ({traced} traced by the kernel), "
+          f"{len(result.mismatches)} mismatches")
+    assert not result.mismatches, "\n\n".join(result.mismatches)
+    assert result.compared == result.probes
     assert traced >= len(probes) // 2
 
 
