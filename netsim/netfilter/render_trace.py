@@ -57,7 +57,7 @@ from netsim.netfilter.engine import describe_failure
 from netsim.netfilter.model import Family
 from netsim.netfilter.packet import Address, Conntrack
 from netsim.netfilter.render import inet_ntop
-from netsim.netfilter.trace import Endpoint, Kind, Step, Trace
+from netsim.netfilter.trace import BaseChain, Endpoint, Kind, Step, Trace
 
 
 def _ep(ep: Endpoint | None) -> str | None:
@@ -179,7 +179,7 @@ def _step_json(s: Step, trace: Trace) -> dict[str, Any]:
         "kind": s.kind.value,
     }
     if s.base is not None:
-        out.update(backend=s.base.backend, family=s.base.family)
+        out.update(backend=s.base.written_by, family=s.base.family)
         if s.kind is not Kind.TABLE:
             out["priority"] = s.base.priority
     if s.kind is Kind.RULE:
@@ -275,6 +275,32 @@ def describe_packet(trace: Trace) -> str:
     return f"{p.proto.value} {src} → {dst}, {origin}, conntrack {ct.state.value}{entry}"
 
 
+def _base_name(b: BaseChain) -> str:
+    by = f"{b.writer}, as nft lists it" if b.writer else b.backend
+    return f"{b.family} {b.table} {b.chain} ({by}, priority {b.priority})"
+
+
+def _why_this_backend(trace: Trace) -> list[str]:
+    """In a namespace several backends wrote: which base chain's rule decided, and the base chains of its hook
+    that ran before it and let the packet on (so a reader sees why that backend's rule, not another's)."""
+    d = trace.decided_by
+    if d is None or d.base is None:
+        return []
+    i = trace.steps.index(d)
+    before = []
+    for s in trace.steps[:i]:
+        if s.kind is Kind.TABLE and s.base is not None and (s.pass_no, s.hook) == (d.pass_no, d.hook) \
+                and s.base != d.base:
+            before.append(_base_name(s.base))
+    b = d.base
+    line = f"Decided by: {b.written_by} {b.family} {d.table} {d.chain} rule {d.position}, in {_base_name(b)}"
+    if before:
+        line += (f"; before it on {d.hook}: {', '.join(before)}, which let the packet on (a hook's base chains run "
+                 "by priority, of equal priorities the one loaded later first; nat chains run inside nf_nat's hook, "
+                 "the first to bind a connection ending nat for it)")
+    return [line]
+
+
 def render_text(trace: Trace, *, all_rules: bool = True) -> str:
     """Human text: each hook and table, every rule evaluated (iptables-save text), and for a rule
     that did not match the first condition that failed and why."""
@@ -289,7 +315,8 @@ def render_text(trace: Trace, *, all_rules: bool = True) -> str:
             lines.append(f"{s.hook}{' (after loopback re-entry)' if s.pass_no else ''}")
         if s.kind is Kind.TABLE:
             base = s.base
-            who = f"{base.family} {s.table} {s.chain} ({base.backend}, priority {base.priority})" \
+            by = f"{base.writer}, as nft lists it" if base and base.writer else base.backend if base else ""
+            who = f"{base.family} {s.table} {s.chain} ({by}, priority {base.priority})" \
                 if mixed and base else f"{s.table} {s.chain}"
             lines.append(f"  {who}   [{_packet_line(s.packet).removeprefix('PACKET: ')}]")
         elif s.kind is Kind.NOTE:
@@ -311,6 +338,8 @@ def render_text(trace: Trace, *, all_rules: bool = True) -> str:
             if s.uncertain:
                 lines.append(f"        uncertain: {s.uncertain}")
     lines.append(f"Result: {trace.reason}")
+    if mixed:
+        lines += _why_this_backend(trace)
     if trace.original_dst is not None and trace.original_dst != trace.dst:
         lines.append(f"Original destination (SO_ORIGINAL_DST): {_ep(trace.original_dst)}")
     for u in trace.uncertain:

@@ -30,6 +30,14 @@ class BaseChain:
     hook: str
     priority: int
     nat: bool = False
+    # who wrote the table when an nft listing shows it was not nft itself: "iptables-nft" for a table with
+    # iptables-nft's layout (its rules are then in nft's words, ``backend`` stays "nft")
+    writer: str = ""
+
+    @property
+    def written_by(self) -> str:
+        """The backend that wrote the chain, as a user names it (JSON ``backend``)."""
+        return self.writer or self.backend
 
 
 class Kind(enum.Enum):

@@ -50,17 +50,25 @@ class DecidedBy:
     chain: str
     position: int
     rule: str
+    # who wrote an nftables-listed chain and its family (an iptables-only trace names neither)
+    backend: str = ""
+    family: str = ""
 
     @classmethod
     def of(cls, step: Step) -> DecidedBy:
+        b = step.base
+        if b is not None and b.backend == "nft":
+            return cls(step.table, step.chain, step.position, step.text, b.written_by, b.family)
         return cls(step.table, step.chain, step.position, step.text)
 
     def to_json(self) -> dict[str, Any]:
-        return {"table": self.table, "chain": self.chain, "position": self.position, "rule": self.rule}
+        out = {"table": self.table, "chain": self.chain, "position": self.position, "rule": self.rule}
+        return out | ({"backend": self.backend, "family": self.family} if self.backend else {})
 
     @property
     def ref(self) -> str:
-        return f"{self.table} {self.chain} rule {self.position} `{self.rule}`"
+        where = f"{self.backend} {self.family} " if self.backend else ""
+        return f"{where}{self.table} {self.chain} rule {self.position} `{self.rule}`"
 
     def is_step(self, step: Step) -> bool:
         return step.kind is Kind.RULE and (step.table, step.chain, step.position, step.text) == (

@@ -60,8 +60,8 @@ def test_both_backends_one_namespace_first_nat_binding_wins() -> None:
     code, out = run(trace_cmd, "--rules", str(IPNETS_V4), "--nft", str(NAT_NFT), "--dst", "10.0.0.9:80",
                     "--uid", "1000")
     assert code == 0
-    nat_tables = [ln.strip() for ln in out.splitlines() if " (iptables-nft, priority -100)" in ln
-                  or " (nft, priority -100)" in ln]
+    nat_tables = [ln.strip() for ln in out.splitlines() if (" (iptables-nft, priority -100)" in ln
+                  or " (nft, priority -100)" in ln) and not ln.startswith("Decided by")]
     assert nat_tables == ["inet mine output (nft, priority -100)   [OUT=eth0 SRC=10.244.0.5 DST=10.0.0.9 SPORT=43210 "
                           "DPORT=80]"]
     assert "· ip nat OUTPUT (iptables-nft nat, priority -100) not consulted: an earlier nat chain of this hook " \
@@ -106,3 +106,65 @@ def test_trace_nft_json_listing(tmp_path: Path) -> None:
     assert code == 0
     assert "trace id ID ip kp out rule ip daddr . meta l4proto . th dport vmap @svc # handle 14 (verdict goto s1)" \
         in out.splitlines()
+
+
+# What a user pastes: `nft list ruleset` of a pod holding Istio's nft backend and an iptables-nft leftover (older
+# nft prints no mark of who wrote a table). The leftover's nat table has iptables-nft's layout.
+PASTED = """table ip nat {
+\tchain PREROUTING {
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t}
+\tchain OUTPUT {
+\t\ttype nat hook output priority -100; policy accept;
+\t\tcounter packets 0 bytes 0 jump ISTIO_OUTPUT
+\t}
+\tchain ISTIO_OUTPUT {
+\t\tskuid 1337 counter packets 0 bytes 0 return
+\t\tip daddr 10.0.0.0/8 counter packets 0 bytes 0 jump ISTIO_REDIRECT
+\t}
+\tchain ISTIO_REDIRECT {
+\t\tmeta l4proto tcp counter packets 0 bytes 0 redirect to :15001
+\t}
+}
+table inet istio-proxy-nat {
+\tchain output {
+\t\ttype nat hook output priority -100; policy accept;
+\t\tcounter packets 0 bytes 0 jump istio-output
+\t}
+\tchain istio-output {
+\t\tmeta skuid 1337 counter packets 0 bytes 0 return
+\t\tip daddr 9.9.0.0/16 counter packets 0 bytes 0 jump istio-redirect
+\t}
+\tchain istio-redirect {
+\t\tmeta l4proto tcp counter packets 0 bytes 0 redirect to :15001
+\t}
+}
+"""
+
+
+def test_a_pasted_listing_names_the_iptables_nft_leftover_that_redirected(tmp_path: Path) -> None:
+    f = tmp_path / "ruleset.nft"
+    f.write_text(PASTED)
+    # 10.1.2.3: Istio's nft chain (loaded later, so first at -100) lets it on; the leftover redirects it
+    code, out = run(trace_cmd, "--nft", str(f), "--dst", "10.1.2.3:80", "--uid", "1000")
+    assert code == 0
+    assert "ip nat OUTPUT (iptables-nft, as nft lists it, priority -100)" in out
+    assert "via iptables-nft ip nat ISTIO_REDIRECT rule 1 `meta l4proto tcp" in out
+    assert ("Decided by: iptables-nft ip nat ISTIO_REDIRECT rule 1, in ip nat OUTPUT (iptables-nft, as nft lists it, "
+            "priority -100); before it on OUTPUT: inet istio-proxy-nat output (nft, priority -100)") in out
+    code, out = run(trace_cmd, "--nft", str(f), "--dst", "10.1.2.3:80", "--uid", "1000", "--format", "json")
+    steps = json.loads(out)["hops"][0]["steps"]
+    assert {s["backend"] for s in steps if s.get("table") == "nat"} == {"iptables-nft"}
+    assert {s["backend"] for s in steps if s.get("table") == "istio-proxy-nat"} == {"nft"}
+    assert json.loads(out)["decided_by"]["backend"] == "iptables-nft"
+    # 9.9.1.1: Istio's nft chain redirects it first; the binding ends nat, the leftover is not consulted
+    code, out = run(trace_cmd, "--nft", str(f), "--dst", "9.9.1.1:80", "--uid", "1000")
+    assert "via nft inet istio-proxy-nat istio-redirect rule 1" in out
+    # a table named like iptables' but with a base chain of its own (or at another priority) is nft's
+    from netsim.netfilter.nft import parse_nft
+    from netsim.netfilter.nft.evaluate import iptables_nft_layout
+
+    nat, istio = parse_nft(PASTED).tables
+    assert iptables_nft_layout(nat) and not iptables_nft_layout(istio)
+    assert not iptables_nft_layout(parse_nft(PASTED.replace("chain OUTPUT {", "chain out {")).tables[0])
+    assert not iptables_nft_layout(parse_nft(PASTED.replace("output priority -100", "output priority -90")).tables[0])

@@ -562,6 +562,29 @@ class _NftLazyRules(Sequence[_CRule]):
         return done
 
 
+# iptables-nft's tables as an nft listing shows them: table → {built-in chain: (hook, priority)}
+_XTABLES: dict[str, dict[str, int]] = {
+    "raw": {"PREROUTING": -300, "OUTPUT": -300},
+    "mangle": {"PREROUTING": -150, "INPUT": -150, "FORWARD": -150, "OUTPUT": -150, "POSTROUTING": -150},
+    "nat": {"PREROUTING": -100, "INPUT": 100, "OUTPUT": -100, "POSTROUTING": 100},
+    "filter": {"INPUT": 0, "FORWARD": 0, "OUTPUT": 0},
+    "security": {"INPUT": 50, "FORWARD": 50, "OUTPUT": 50},
+}
+
+
+def iptables_nft_layout(table: Table) -> bool:
+    """Whether a table of an nft listing has the layout iptables-nft gives its tables (family ip/ip6, an
+    iptables table's name, only its built-in chains as base chains, on their own hooks and priorities): a
+    pasted ``nft list ruleset`` holds iptables-nft's rules in nft's words, and older nft prints no mark of
+    who wrote them."""
+    builtins = _XTABLES.get(table.name)
+    if builtins is None or table.family.value not in ("ip", "ip6"):
+        return False
+    bases = [c for c in table.chains if c.base]
+    return bool(bases) and all(c.name in builtins and c.hook == c.name.lower() and c.priority == builtins[c.name]
+                               and c.type == ("nat" if table.name == "nat" else "filter") for c in bases)
+
+
 def compile_nft(ruleset: NftRuleset, family: Family, *, start: int = 0) -> CompiledRuleset:
     """The base and regular chains of every table of ``ruleset`` that a packet of ``family`` passes
     (ip/ip6/inet), compiled for :func:`netsim.netfilter.engine.trace` (each rule when a trace first meets
@@ -588,11 +611,13 @@ def compile_nft(ruleset: NftRuleset, family: Family, *, start: int = 0) -> Compi
                                          _NftLazyRules(chain, positions, table, memo), chain.base,
                                          [None] * n if n >= INDEX_MIN_RULES else None)
         tables[f"{table.family.value} {table.name}"] = chains
+        xtables = iptables_nft_layout(table)
         for chain in table.chains:
             if chain.hook is None or chain.hook not in HOOKS:
                 continue
             base = BaseChain(backend="nft", family=table.family.value, table=table.name, chain=chain.name,
-                             hook=HOOKS[chain.hook], priority=chain.priority, nat=chain.type == "nat")
+                             hook=HOOKS[chain.hook], priority=chain.priority, nat=chain.type == "nat",
+                             writer="iptables-nft" if xtables else "")
             entries.append(HookEntry(base, chains[chain.name], chains))
     return CompiledRuleset(Ruleset(family, ()), tables, tuple(unknown), order_hooks(entries), tuple(entries))
 
@@ -606,4 +631,4 @@ def untraced(ruleset: NftRuleset) -> list[str]:
     return out
 
 
-__all__ = ["compile_nft", "untraced"]
+__all__ = ["compile_nft", "iptables_nft_layout", "untraced"]
