@@ -95,6 +95,9 @@ def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str 
 @click.option("--nft", "nft_files", multiple=True, type=click.Path(dir_okay=False),
               help="nft list ruleset output (text or -j JSON) or an nft -f file, instead of --pod; with --rules, "
                    "one namespace holding both (base chains run in priority order).")
+@click.option("--rules-legacy", "legacy_files", multiple=True, type=click.Path(dir_okay=False),
+              help="iptables-legacy-save output (legacy x_tables at their fixed priorities), instead of --pod or with "
+                   "--rules/--nft: one namespace (loaded first); never in --format nft-trace.")
 @click.option("--backend", type=click.Choice(["iptables", "nft"]), default=None,
               help="With --pod: the capture backend (nft: Istio's native nftables rules, --native-nftables).")
 @click.option("--mode", type=click.Choice(["sidecar", "ambient"]), default=None,
@@ -161,7 +164,8 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
               send: str | None,
               host: str | None, http_path: str | None, sni: str | None, ct_state: str | None,
               ct_zone: int | None, ct_mark: int | None, ct_dnat: tuple[Address, int | None] | None, ct_reply: bool,
-              follow_up: bool, expect: str | None, route_localnet: bool = False) -> None:
+              follow_up: bool, expect: str | None, route_localnet: bool = False,
+              legacy_files: tuple[str, ...] = ()) -> None:
     """Where does this packet go, and why? Trace it through the pod's iptables rules and the sidecar.
 
     With --config, a connection the sidecar captures continues through its Envoy listener, filter
@@ -200,8 +204,8 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
     ct.check(matrix=matrix, pcap=pcap, configs=configs)
     from netsim.workload.model import Workload
 
-    if bool(pod_file) == bool(rules_files or nft_files):
-        raise SpecError("give exactly one of --pod FILE or --rules FILE (and/or --nft FILE)")
+    if bool(pod_file) == bool(rules_files or nft_files or legacy_files):
+        raise SpecError("give exactly one of --pod FILE or --rules FILE (and/or --nft FILE, --rules-legacy FILE)")
     if backend is not None and not pod_file:
         raise SpecError("--backend chooses how --pod's rules are written: give --pod FILE (--rules and --nft "
                         "name their backend themselves)")
@@ -212,7 +216,8 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
                             "the pod's rules with --rules/--nft FILE --mode ambient")
         w = Workload.from_pod(pod_file, istio_version=istio_version, pod_ips=pod_ips, backend=backend or "iptables")
     else:
-        w = Workload.from_rules(rules_files, pod_ips=pod_ips, istio_version=istio_version, nft_paths=nft_files)
+        w = Workload.from_rules(rules_files, pod_ips=pod_ips, istio_version=istio_version, nft_paths=nft_files,
+                                legacy_paths=legacy_files)
         if mode == "ambient":
             w = w.as_ambient()
     w = w.with_iface_addrs((*w.annotated_iface_addrs(), *ifaces))

@@ -524,18 +524,24 @@ def combine(parts: Sequence[CompiledRuleset]) -> CompiledRuleset:
 
 
 
-def compile_ruleset(ruleset: Ruleset, base_chains: Iterable[tuple[str, str]] | None = None) -> CompiledRuleset:
+def compile_ruleset(ruleset: Ruleset, base_chains: Iterable[tuple[str, str]] | None = None, *,
+                    backend: str = "iptables-nft") -> CompiledRuleset:
     """Compile ``ruleset`` for :func:`trace`.
 
     ``base_chains`` lists the (table, chain) built-in chains that exist in the kernel; default: every
     built-in chain present in the ruleset (what restoring an ``iptables-save`` dump creates). With
     iptables-nft a built-in chain nobody declared or appended to does not exist and prints nothing
-    in a trace (spec/netfilter.md §4). Raises RulesetError for a jump to a chain that does not exist."""
+    in a trace (spec/netfilter.md §4). ``backend="iptables-legacy"``: the rules of an
+    ``iptables-legacy-save``, legacy x_tables whose tables hook every built-in chain at the table's fixed
+    priority (raw -300, mangle -150, nat -100/100, filter 0, security 50) and never appear in ``nft monitor
+    trace``; their tables are named ``legacy TABLE`` in :attr:`CompiledRuleset.tables` (beside
+    iptables-nft's of the same name). Raises RulesetError for a jump to a chain that does not exist."""
     with gc_paused():
-        return _compile_ruleset(ruleset, base_chains)
+        return _compile_ruleset(ruleset, base_chains, backend)
 
 
-def _compile_ruleset(ruleset: Ruleset, base_chains: Iterable[tuple[str, str]] | None) -> CompiledRuleset:
+def _compile_ruleset(ruleset: Ruleset, base_chains: Iterable[tuple[str, str]] | None,
+                     backend: str = "iptables-nft") -> CompiledRuleset:
     from netsim.netfilter.targets import is_extension_target
 
     exists = None if base_chains is None else set(base_chains)
@@ -550,20 +556,23 @@ def _compile_ruleset(ruleset: Ruleset, base_chains: Iterable[tuple[str, str]] | 
                 if t is not None and t.name not in names and not is_extension_target(t.name):
                     raise RulesetError(f"{table.name} {chain.name} rule {pos}: no chain `{t.name}'")
             builtin = chain.name in BUILTIN_CHAINS.get(table.name, ())
-            present = builtin and (exists is None or (table.name, chain.name) in exists or bool(chain.rules))
+            present = builtin and (exists is None or (table.name, chain.name) in exists or bool(chain.rules)
+                                   or backend == "iptables-legacy")
             rules = _LazyRules(chain, _Ctx(ruleset.family, table.name, chain.name), memo)
             keys = [_dst_key(rule) for rule in chain.rules] if len(chain.rules) >= INDEX_MIN_RULES else None
             chains[chain.name] = _CChain(chain.name, chain.policy if builtin else None, rules, present, keys)
         tables[table.name] = chains
     fam = "ip" if ruleset.family is Family.IPV4 else "ip6"
     entries = [
-        HookEntry(BaseChain(backend="iptables-nft", family=fam, table=t, chain=hook, hook=hook,
+        HookEntry(BaseChain(backend=backend, family=fam, table=t, chain=hook, hook=hook,
                             priority=(PRI_NAT_DST if hook in _NAT_DST_HOOKS else PRI_NAT_SRC) if t == "nat"
                             else TABLE_PRIORITY[t], nat=t == "nat"), tables[t][hook], tables[t])
         for hook, order in HOOK_TABLES.items() for t in order
         if t in tables and hook in tables[t] and tables[t][hook].exists
     ]
-    return CompiledRuleset(ruleset, tables, _Unknowns(tables), order_hooks(entries), tuple(entries))
+    named: dict[str, dict[str, _CChain]] = tables if backend != "iptables-legacy" else \
+        {f"legacy {t}": chains for t, chains in tables.items()}
+    return CompiledRuleset(ruleset, named, _Unknowns(named), order_hooks(entries), tuple(entries))
 
 
 # ------------------------------------------------------------------------------------------ header checks

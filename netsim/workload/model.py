@@ -127,6 +127,9 @@ class Workload:
     # nftables rulesets of the same namespace (``--nft``, or the pod's rules with ``--backend nft``), traced
     # together with ``rulesets``: every base chain in the kernel's order (netsim.netfilter.engine.combine)
     nft: tuple[NftRuleset, ...] = ()
+    # legacy x_tables of the same namespace (``--rules-legacy``: iptables-legacy-save dumps), loaded before
+    # the iptables-nft and nftables rules
+    legacy: tuple[Ruleset, ...] = ()
     # neither the manifest (status.podIPs) nor the caller gave an address: ``addresses`` is DEFAULT_POD_IP
     addresses_assumed: bool = False
     pod_info: PodInfo | None = None  # the registry's view of the pod, when it was read among Kubernetes objects
@@ -251,7 +254,8 @@ class Workload:
 
     @classmethod
     def from_rules(cls, paths: Iterable[str], *, pod_ips: Iterable[str] = (), istio_version: str | None = None,
-                   texts: Mapping[str, str] | None = None, nft_paths: Iterable[str] = ()) -> Workload:
+                   texts: Mapping[str, str] | None = None, nft_paths: Iterable[str] = (),
+                   legacy_paths: Iterable[str] = ()) -> Workload:
         """A workload whose rules are ``iptables-save`` (and ``ip6tables-save``) dumps, e.g. from a node.
 
         Without a manifest the app runs as uid 0 and the sidecar is Istio's default one; ``texts``
@@ -282,13 +286,19 @@ class Workload:
                 notes.extend(f"{path}: {u}" for u in untraced(nft[-1]))
             for fam in Family:  # nft's inet tables see both families; an empty iptables side where none was given
                 rulesets.setdefault(fam, Ruleset(fam, ()))
+        legacy: list[Ruleset] = []
+        legacy_paths = tuple(legacy_paths)
+        for path in legacy_paths:
+            legacy.extend(read(path, parse_dump).values())
+        for rs in legacy:
+            rulesets.setdefault(rs.family, Ruleset(rs.family, ()))
         given = parse_addresses(pod_ips)
         addresses = _default_addresses(given, notes, None)
-        return cls(source=", ".join((*paths, *nft_paths)), pod=None, namespace="default", addresses=addresses,
-                   app_uid=0, app_gid=0, app_ports=(), profile=profile, resolution=None, compiled=None,
-                   rulesets=rulesets, base_chains=dict.fromkeys(rulesets),
-                   sidecar=SidecarIdentity.for_rules(rulesets.values(), profile), notes=tuple(notes),
-                   addresses_assumed=not given, nft=tuple(nft))
+        return cls(source=", ".join((*legacy_paths, *paths, *nft_paths)), pod=None, namespace="default",
+                   addresses=addresses, app_uid=0, app_gid=0, app_ports=(), profile=profile, resolution=None,
+                   compiled=None, rulesets=rulesets, base_chains=dict.fromkeys(rulesets),
+                   sidecar=SidecarIdentity.for_rules((*legacy, *rulesets.values()), profile), notes=tuple(notes),
+                   addresses_assumed=not given, nft=tuple(nft), legacy=tuple(legacy))
 
     def as_ambient(self) -> Workload:
         """This dump read as an ambient pod's (``--rules|--nft FILE --mode ambient``): the proxy is ztunnel
@@ -451,11 +461,12 @@ class Workload:
                 raise SpecError(f"no IPv{family.value} rules to trace an IPv{family.value} packet through")
             base = self.base_chains.get(family)
             crs = compile_ruleset(rs, None if base is None else set(base))
-            if self.nft:
+            legacy = [compile_ruleset(r, backend="iptables-legacy") for r in self.legacy if r.family is family]
+            if self.nft or legacy:
                 from netsim.netfilter.engine import combine
                 from netsim.netfilter.nft import compile_nft
 
-                crs = combine([crs, *(compile_nft(n, family) for n in self.nft)])
+                crs = combine([*legacy, crs, *(compile_nft(n, family) for n in self.nft)])
             self._cache[family] = crs
         return crs
 

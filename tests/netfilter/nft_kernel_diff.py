@@ -17,14 +17,16 @@ import threading
 import time
 from dataclasses import replace
 
+from netsim.lab.probe import WARMUP_SPORT
 from netsim.lab.verify import Probe
-from netsim.netfilter.engine import combine, compile_ruleset, trace_branches
+from netsim.netfilter.engine import combine, compile_ruleset, trace, trace_branches
 from netsim.netfilter.model import Family
 from netsim.netfilter.nft import compile_nft, parse_nft
 from netsim.netfilter.nft.model import Elements, Match, NftRuleset
 from netsim.netfilter.packet import Netns
 from netsim.netfilter.parse import parse_ruleset
 from netsim.netfilter.render_trace import render_nft_trace
+from netsim.netfilter.trace import Kind, Trace
 from tests.trace.kernel_diff import (
     MONITOR_WAIT_SECONDS,
     PEER4,
@@ -167,17 +169,51 @@ def _positions(pod: str) -> dict[tuple[str, str, str, int], int]:
             for i, r in enumerate(c.rules, 1) if r.handle is not None}
 
 
+_COUNTED = re.compile(r"^\[(\d+):\d+\] -A (\S+) ")
+
+
+def legacy_nat_hits(pod: str) -> list[tuple[str, int]]:
+    """The legacy nat rules whose packet counters moved since they were last zeroed: (chain, position);
+    zeroes them. nat is consulted for a connection's first packet only, so a probe counts once there."""
+    out = sh("ip", "netns", "exec", pod, "iptables-legacy-save", "-c", "-t", "nat").stdout
+    sh("ip", "netns", "exec", pod, "iptables-legacy", "-t", "nat", "-Z")
+    hits: list[tuple[str, int]] = []
+    seen: dict[str, int] = {}
+    for ln in out.splitlines():
+        m = _COUNTED.match(ln)
+        if m is None:
+            continue
+        chain = m.group(2)
+        seen[chain] = seen.get(chain, 0) + 1
+        if int(m.group(1)):
+            hits.append((chain, seen[chain]))
+    return hits
+
+
+def _legacy_hits(t: Trace) -> set[str]:
+    return {f"legacy nat {s.chain} rule {s.position} matched" for s in t.steps
+            if s.base is not None and s.base.backend == "iptables-legacy" and s.table == "nat"
+            and s.kind is Kind.RULE and s.matched}
+
+
 def run_nft_ruleset(pair: Pair, name: str, text: str, probes: list[Probe], iptables: str | None = None,
-                    netns: Netns | None = None) -> tuple[Result, int]:
+                    netns: Netns | None = None, legacy: str | None = None) -> tuple[Result, int]:
     """Load ``text`` (+ the trace table) into the pod, send ``probes`` (both families), compare kernel and
     netsim. The probes go in one batch per namespace: nft's monitor keeps up with a few dozen packets.
     Returns the result and how many probes the kernel traced at all (a ruleset without chains on a probe's
     path traces nothing, on both sides).
 
     ``iptables``: an ``iptables-save`` (IPv4) restored with iptables-nft first, so the namespace holds both
-    backends; every line is compared, the iptables-nft chains' in nft's wording of their rules."""
+    backends; every line is compared, the iptables-nft chains' in nft's wording of their rules.
+
+    ``legacy``: an ``iptables-save`` (IPv4) restored with iptables-legacy first (legacy x_tables, which the
+    kernel's nft trace never shows): the nft lines are compared as always, and for the legacy side which nat
+    rules each probe matched (their packet counters, read after each probe, sent one at a time)."""
     res = Result(name, len(probes))
     sh("ip", "netns", "exec", pair.pod, "nft", "flush", "ruleset")
+    if legacy is not None:
+        sh("ip", "netns", "exec", pair.pod, "iptables-legacy-restore", stdin=legacy)
+        sh("ip", "netns", "exec", pair.pod, "iptables-legacy", "-t", "nat", "-Z")
     if iptables is not None:
         sh("ip", "netns", "exec", pair.pod, "iptables-restore", stdin=iptables)
     sh("ip", "netns", "exec", pair.pod, "nft", "-f", "-", stdin=text)
@@ -198,9 +234,15 @@ def run_nft_ruleset(pair: Pair, name: str, text: str, probes: list[Probe], iptab
         seen = len(lines)
         local = [p for p in probes if not p.inbound]
         inbound = [p for p in probes if p.inbound]
-        for ns, group in ((pair.pod, local), (pair.peer, inbound)):
-            if group:
-                _send(ns, group)
+        legacy_hits: dict[int, list[tuple[str, int]]] = {}
+        if legacy is not None:
+            for p in probes:
+                _send(pair.peer if p.inbound else pair.pod, [p])
+                legacy_hits[p.sport] = legacy_nat_hits(pair.pod)
+        else:
+            for ns, group in ((pair.pod, local), (pair.peer, inbound)):
+                if group:
+                    _send(ns, group)
         _send(pair.pod, [replace(sentinel, sport=SPORT_HI - 1)])
         deadline = time.monotonic() + MONITOR_WAIT_SECONDS
         while not any(f"sport {SPORT_HI - 1} " in ln for ln in lines[seen:]) and time.monotonic() < deadline:
@@ -212,17 +254,29 @@ def run_nft_ruleset(pair: Pair, name: str, text: str, probes: list[Probe], iptab
     kernel = kernel_lines("".join(lines), positions)
     rs = parse_nft(text)
     compiled = {f: compile_nft(rs, f) for f in Family}
+    parts = [compile_ruleset(parse_ruleset(legacy), backend="iptables-legacy")] if legacy is not None else []
     if iptables is not None:
-        compiled[Family.IPV4] = combine([compile_ruleset(parse_ruleset(iptables)), compiled[Family.IPV4]])
+        parts.append(compile_ruleset(parse_ruleset(iptables)))
+    if parts:
+        compiled[Family.IPV4] = combine([*parts, compiled[Family.IPV4]])
 
     ns = netns or pod_netns()
     for p in probes:
         got = kernel.get(p.sport, [])
         # a random draw (numgen) is one trace per value: the kernel's must be one of them
         wants = []
+        warm: set[str] = set()
+        if legacy is not None:
+            got = [*got, *sorted({f"legacy nat {c} rule {n} matched" for c, n in legacy_hits.get(p.sport, [])})]
+            # the probe tool's untraced warm-up datagram (uid 0, same addresses) passes the legacy nat chains too
+            w = replace(p, proto="udp", sport=WARMUP_SPORT, uid=0, gid=0)
+            warm = _legacy_hits(trace(compiled[Family(p.version)], w.packet(), ns))
         for t in trace_branches(compiled[Family(p.version)], p.packet(), ns):
             want = [f"{ln.partition(' packet: ')[0]} packet: {packet_fields(ln.partition(' packet: ')[2])}"
                     if " packet: " in ln else ln for ln in render_nft_trace(t).splitlines()]
+            if legacy is not None:  # the warm-up is not NEW when an earlier one went to the same address
+                wants.append(want + sorted(_legacy_hits(t)))
+                want = want + sorted(_legacy_hits(t) | warm)
             wants.append(want)
         want = next((w for w in wants if w == got), wants[0])
         res.compared += 1

@@ -168,3 +168,45 @@ def test_a_pasted_listing_names_the_iptables_nft_leftover_that_redirected(tmp_pa
     assert iptables_nft_layout(nat) and not iptables_nft_layout(istio)
     assert not iptables_nft_layout(parse_nft(PASTED.replace("chain OUTPUT {", "chain out {")).tables[0])
     assert not iptables_nft_layout(parse_nft(PASTED.replace("output priority -100", "output priority -90")).tables[0])
+
+
+LEGACY = """*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A OUTPUT -m owner --uid-owner 1337 -j RETURN
+-A OUTPUT -p tcp --dport 80 -j REDIRECT --to-ports 15001
+COMMIT
+"""
+
+
+def test_rules_legacy_x_tables_with_nft_chains_in_one_namespace(tmp_path: Path) -> None:
+    legacy = tmp_path / "legacy.save"
+    legacy.write_text(LEGACY)
+    # alone: legacy x_tables at their fixed priorities, named in JSON, absent from nft's trace
+    code, out = run(trace_cmd, "--rules-legacy", str(legacy), "--dst", "10.1.1.1:80", "--format", "json")
+    assert code == 0
+    doc = json.loads(out)
+    steps = doc["hops"][0]["steps"]
+    assert {(s["backend"], s.get("priority")) for s in steps if s.get("table") == "nat" and s["hook"] == "OUTPUT"
+            and s["kind"] == "rule"} == {("iptables-legacy", -100)}
+    assert doc["verdict"] == "captured-outbound"
+    code, out = run(trace_cmd, "--rules-legacy", str(legacy), "--dst", "10.1.1.1:80", "--format", "nft-trace")
+    assert code == 0 and "trace id" not in out
+    # with an nft nat chain loaded after it at the same priority: the nft chain runs first; its DNAT of port 80
+    # to 10.0.0.7 binds the connection and the legacy REDIRECT is not consulted; port 81 is not DNATed
+    nft = tmp_path / "nat.nft"
+    nft.write_text("table ip k {\n chain o {\n  type nat hook output priority -100; policy accept;\n"
+                   "  ip daddr 10.1.1.1 tcp dport 80 dnat to 10.0.0.7\n }\n}\n")
+    code, out = run(trace_cmd, "--rules-legacy", str(legacy), "--nft", str(nft), "--dst", "10.1.1.1:80")
+    assert code == 0
+    assert "ip nat OUTPUT (iptables-legacy nat, priority -100) not consulted" in out
+    assert "sent out eth0 to 10.0.0.7:80" in out
+    code, out = run(trace_cmd, "--rules-legacy", str(legacy), "--nft", str(nft), "--dst", "10.1.2.2:80")
+    assert "ip nat OUTPUT (iptables-legacy, priority -100)" in out and "Captured by the sidecar" in out
+    # a bad dump: one line naming the file, exit 2
+    bad = tmp_path / "bad.save"
+    bad.write_text("*nat\n-A NOPE -j RETURN\nCOMMIT\n")
+    r = run_main("trace", "--rules-legacy", str(bad), "--dst", "10.1.1.1:80")
+    assert r.exit_code == 2 and r.stderr.startswith(f"Error: {bad}: line 2: ") and len(r.stderr.splitlines()) == 1

@@ -180,6 +180,40 @@ def test_kube_proxy_nftables_mode_equals_the_kernels(pair: Pair) -> None:
     assert traced >= len(probes) // 2
 
 
+def test_legacy_x_tables_with_nft_chains_equal_the_kernels() -> None:
+    """Istio's iptables rules restored with iptables-legacy (x_tables at fixed priorities), then kube-proxy's
+    nftables-mode ruleset: the kernel's nft trace shows only the nft side (netsim's nft-trace leaves the legacy
+    chains out as well), and which legacy nat rules each probe matched is read from their counters. The nat
+    chains tie at -100: kube-proxy's, registered later, run first, and a Service's DNAT ends nat for the
+    connection before Istio's legacy REDIRECT is consulted; other destinations are redirected by it."""
+    import random
+    import shutil
+
+    from kube_proxy_nft import cluster_ip, kube_proxy_nft
+
+    from netsim.lab.verify import Probe
+    from tests.trace.kernel_diff import PEER4, POD4
+
+    require_root("nft", "stdbuf")
+    if shutil.which("iptables-legacy-restore") is None:
+        pytest.skip("iptables-legacy-restore is not installed")
+    legacy = (GOLDENS / "kernel" / "ipnets.v4.iptables-save").read_text()
+    text = kube_proxy_nft(6)
+    rng = random.Random("legacy")
+    probes = make_nft_probes(parse_nft(text), Family.IPV4, "legacy", PROBES, _SPORTS)
+    for k in range(2 * PROBES):
+        inbound = k % 3 == 2
+        probes.append(Probe(proto="tcp", src=PEER4 if inbound else POD4, sport=next(_SPORTS),
+                            dst=cluster_ip(rng.randrange(6)), dport=80, uid=rng.choice([0, 1000, 1337]), gid=1000,
+                            inbound=inbound))
+    with namespaces() as own:  # legacy tables stay registered until their namespace is deleted
+        result, traced = run_nft_ruleset(own, "legacy+kube-proxy", text, probes, legacy=legacy)
+    print(f"legacy+kube-proxy: {result.compared}/{result.probes} probes compared ({traced} traced by the kernel), "
+          f"{len(result.mismatches)} mismatches")
+    assert not result.mismatches, "\n\n".join(result.mismatches)
+    assert result.compared == result.probes
+
+
 DUMPS = [*sorted((GOLDENS / "kernel").glob("*.v4.iptables-save")),
          *sorted((GOLDENS / "kernel").glob("*.v6.ip6tables-save"))]
 
