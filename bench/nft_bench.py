@@ -77,15 +77,19 @@ def kube_probes(rng: random.Random, n: int) -> list[Packet]:
 
 
 def rate(crs: CompiledRuleset, packets: list[Packet], netns: Netns, explain: bool, seconds: float) -> float:
+    """Probes per second of this process's CPU time (the machine is shared: wall time would count the other
+    jobs' turns), best of five windows after one untimed pass (rules compile when first met)."""
+    for p in packets:
+        trace(crs, p, netns, explain=explain)
     best = 0.0
     for _ in range(5):
         done = 0
-        start = time.perf_counter()
+        start = time.process_time()
         while True:
             for p in packets:
                 trace(crs, p, netns, explain=explain)
             done += len(packets)
-            elapsed = time.perf_counter() - start
+            elapsed = time.process_time() - start
             if elapsed >= seconds / 5:
                 break
         best = max(best, done / elapsed)

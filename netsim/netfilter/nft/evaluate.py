@@ -222,16 +222,20 @@ def _element_test(kinds: tuple[Kind, ...], e: Element) -> Callable[[Any], bool]:
 class _LazyCheck(_Check):
     """A check whose label (the expression's listing text) is rendered when a trace first shows it."""
 
-    __slots__ = ("expr",)
+    __slots__ = ("_text", "expr")
 
     def __init__(self, fn: Callable[..., bool | None], expr: Expr, attr: str) -> None:
         self.fn = fn  # the base class's label slot is shadowed by the property below
         self.attr = attr
         self.expr = expr
+        self._text: str | None = None
 
     @property
     def label(self) -> str:  # type: ignore[override]
-        return expr_text(self.expr)
+        text = self._text
+        if text is None:
+            text = self._text = expr_text(self.expr)
+        return text
 
 
 class _NftCRule(_CRule):
@@ -535,12 +539,14 @@ class _NftLazyRules(Sequence[_CRule]):
     """A chain's rules, each compiled when a trace first reaches it (a kube-proxy ruleset of 10,000 Services
     is some 60,000 rules in 30,000 chains, of which a trace meets a handful)."""
 
-    __slots__ = ("_args", "_chain", "_done")
+    __slots__ = ("_args", "_chain", "_done", "_left", "owner")
 
     def __init__(self, chain: Chain, positions: list[int], table: Table, memo: dict[Match, _Check]) -> None:
         self._chain = chain
         self._args = (positions, table, memo)
         self._done: list[_CRule | None] = [None] * len(chain.rules)
+        self._left = len(chain.rules)
+        self.owner: _CChain | None = None  # once every rule is compiled, its chain gets them as a plain list
 
     def __len__(self) -> int:
         return len(self._done)
@@ -559,6 +565,9 @@ class _NftLazyRules(Sequence[_CRule]):
             positions, table, memo = self._args
             done = self._done[k] = _compile_rule(self._chain.rules[k], positions[k], self._chain.name, table, [],
                                                  memo)
+            self._left -= 1
+            if not self._left and self.owner is not None:
+                self.owner.rules = self._done  # type: ignore[assignment]
         return done
 
 
@@ -607,9 +616,10 @@ def compile_nft(ruleset: NftRuleset, family: Family, *, start: int = 0) -> Compi
                         unknown.append(f"{table.family.value} {table.name} {chain.name} rule {pos} (line {r.line}): "
                                        f"{e.text}")
             n = len(chain.rules)
-            chains[chain.name] = _CChain(chain.name, chain.policy.upper() if chain.base else None,
-                                         _NftLazyRules(chain, positions, table, memo), chain.base,
-                                         [None] * n if n >= INDEX_MIN_RULES else None)
+            lazy = _NftLazyRules(chain, positions, table, memo)
+            cchain = chains[chain.name] = _CChain(chain.name, chain.policy.upper() if chain.base else None, lazy,
+                                                  chain.base, [None] * n if n >= INDEX_MIN_RULES else None)
+            lazy.owner = cchain
         tables[f"{table.family.value} {table.name}"] = chains
         xtables = iptables_nft_layout(table)
         for chain in table.chains:

@@ -14,6 +14,7 @@ import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+from typing import cast
 
 from netsim.errors import RulesetError
 from netsim.netfilter.matches import Names
@@ -1058,43 +1059,75 @@ def _set_stmt(r: _RuleReader, key: str) -> Expr | None:
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 # an IPv4 address as the full parse reads it (an octet out of range or with a leading zero stays in the key,
 # and the shape's full parse names the error)
-_ADDR = re.compile(rf"(?<![\w.:/-]){_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}(?![\w./-])")
-_CHAIN_REF = re.compile(r"\b(jump|goto) +([^\s{}();,:]+)")
+_DIGITS = frozenset("0123456789")
 _STAND_IN = 0xFFFE0000  # 255.254.0.0: stand-in k is _STAND_IN + k
 _HANDLE_TAIL = re.compile(r"\s*#\s*handle\s+(\d+)\s*$")
+_MISSING = object()
 
 # what a stand-in became: ("a", k) address k, ("c", k) chain k; else the value itself
 _Slot = tuple[str, int]
 
 
-def _stand_ins(text: str) -> tuple[str, list[str], list[str]] | None:
-    """(key, addresses, chains) of ``text``; None where stand-ins could be confused with its values."""
+def _cut(text: str) -> tuple[str, list[str]] | None:
+    """(key, values) of ``text``: each value's place in the key a NUL; None where a stand-in could be confused
+    with one of its values. A value is a word right after ``jump``/``goto`` (a chain's name), or else a word of
+    four dotted parts (an IPv4 address, its octets checked when it is read: one the full parse would refuse
+    sends the rule there), with a ``:port`` or a list's comma after it; one with ``/`` or ``-`` stays in the
+    key."""
     if "255.254." in text or "0xfffe" in text or "__nsim" in text:
         return None
-    addrs = _ADDR.findall(text)
-    key = _ADDR.sub("\x00", text) if addrs else text
-    if "jump" not in key and "goto" not in key:
-        return key, addrs, []
-    return _CHAIN_REF.sub("\\1 \x01", key), addrs, [m[1] for m in _CHAIN_REF.findall(key)]
+    words = text.split(" ")
+    values: list[str] = []
+    prev = ""
+    for i, w in enumerate(words):
+        if prev == "jump" or prev == "goto":
+            if w.endswith(","):
+                values.append(w[:-1])
+                words[i] = "\x00,"
+            else:
+                values.append(w)
+                words[i] = "\x00"
+        elif w[:1] in _DIGITS and w.count(".") == 3 and "/" not in w and "-" not in w:
+            core, sep, rest = w.partition(":") if ":" in w else w.partition(",")
+            if core.endswith(","):
+                core, sep, rest = core[:-1], ",", rest
+            values.append(core)
+            words[i] = "\x00" + sep + rest
+        prev = w
+    return (" ".join(words) if values else text), values
 
 
-def _stand_in_text(key: str) -> str:
+def _slots(key: str) -> tuple[str, list[int], list[int]]:
+    """The stand-in text of a key, and which of its values are addresses and which chain names (a value right
+    after ``jump ``/``goto `` is a chain's)."""
+    out: list[str] = []
+    addrs: list[int] = []
+    chains: list[int] = []
+    for i, part in enumerate(key.split("\x00")):
+        if i:
+            if out[-1][-5:] in ("jump ", "goto "):
+                out.append(f"__nsim{len(chains)}")
+                chains.append(i - 1)
+            else:
+                out.append(f"255.254.{len(addrs) >> 8}.{len(addrs) & 255}")
+                addrs.append(i - 1)
+        out.append(part)
+    return "".join(out), addrs, chains
+
+
+def _addr_values(addrs: list[str]) -> list[int] | None:
+    """The addresses as integers; None if one is not in the form the full parse reads (an octet over 255 or
+    with a leading zero: ``inet_ntoa`` would not give the text back)."""
     out = []
-    a = c = 0
-    for ch in key:
-        if ch == "\x00":
-            out.append(f"255.254.{a >> 8}.{a & 255}")
-            a += 1
-        elif ch == "\x01":
-            out.append(f"__nsim{c}")
-            c += 1
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def _addr_values(addrs: list[str]) -> list[int]:
-    return [int.from_bytes(socket.inet_aton(a), "big") for a in addrs]
+    for a in addrs:
+        try:
+            b = socket.inet_aton(a)
+        except OSError:
+            return None
+        if socket.inet_ntoa(b) != a:
+            return None
+        out.append(int.from_bytes(b, "big"))
+    return out
 
 
 class _Recipe:
@@ -1178,6 +1211,21 @@ def _elements_fill(r: _Recipe, el: Elements) -> _Fill | None:
 
 
 def _expr_fill(r: _Recipe, e: Expr) -> _Fill | None:
+    if isinstance(e, Match) and isinstance(e.value, Elements) and len(e.value.items) == 1 \
+            and len(e.value.items[0]) == 1 and not e.value.data:
+        # ``ip daddr 10.0.0.1``: one address (most rules of a big listing)
+        slot = r.atom(e.value.items[0][0])
+        if slot is e.value.items[0][0]:
+            return None
+        k = slot[1]  # type: ignore[index]
+        fields, op, mask, mod, braces = e.fields, e.op, e.mask, e.numgen_mod, e.value.braces
+
+        def one(a: list[int], at: list[str], c: list[str]) -> Match:
+            v = a[k]
+            return Match(fields=fields, op=op, value=Elements(items=(((v, v),),), braces=braces), mask=mask,
+                         numgen_mod=mod)
+
+        return one
     if isinstance(e, Match | VerdictMap) and isinstance(e.value, Elements):
         f = _elements_fill(r, e.value)
         if f is None:
@@ -1199,12 +1247,18 @@ def _expr_fill(r: _Recipe, e: Expr) -> _Fill | None:
     return None
 
 
+# a rule's shape: the rule parsed with stand-ins, (expression index, its fill), which values are addresses,
+# which chain names
+_RuleShape = tuple[Rule, list[tuple[int, _Fill]], list[int], list[int]]
+_ElementShape = tuple[_Fill, _Fill, list[int], list[int]]
+
+
 class _Shapes:
     """The shape cache of one parse."""
 
     def __init__(self) -> None:
-        self.rules: dict[tuple[NftFamily, str], tuple[Rule, list[_Fill | None]] | None] = {}
-        self.items: dict[tuple[tuple[Kind, ...], bool, str], tuple[_Fill, _Fill] | None] = {}
+        self.rules: dict[tuple[NftFamily, str], _RuleShape | None] = {}
+        self.items: dict[tuple[tuple[Kind, ...], bool, str], _ElementShape | None] = {}
 
     def rule(self, text: str, line: int, fam: NftFamily, parser: _Parser) -> Rule:
         handle = None
@@ -1214,19 +1268,25 @@ class _Shapes:
                 handle = int(m.group(1))
                 parser.handles = True
                 text = text[:m.start()]
-        cut = None if '"' in text or "#" in text else _stand_ins(text)
+        cut = None if '"' in text or "#" in text else _cut(text)
         if cut is None:
             return self._full_rule(text, line, fam, parser, handle)
-        key, addrs, chains = cut
-        if (fam, key) not in self.rules:
-            self.rules[(fam, key)] = self._learn_rule(key, len(addrs), len(chains), fam, parser)
-        shape = self.rules[(fam, key)]
+        key, vals = cut
+        shape = self.rules.get((fam, key), _MISSING)
+        if shape is _MISSING:
+            shape = self.rules[(fam, key)] = self._learn_rule(key, fam, parser)
         if shape is None:
             return self._full_rule(text, line, fam, parser, handle)
+        template, fills, a_idx, c_idx = cast(_RuleShape, shape)
+        addrs = [vals[i] for i in a_idx]
+        chains = [vals[i] for i in c_idx]
         values = _addr_values(addrs)
-        template, fills = shape
-        exprs = tuple(f(values, addrs, chains) if f else e for f, e in zip(fills, template.exprs, strict=True))
-        return Rule(exprs=exprs, line=line, handle=handle, comment=template.comment)  # type: ignore[arg-type]
+        if values is None:
+            return self._full_rule(text, line, fam, parser, handle)
+        exprs = list(template.exprs)
+        for i, f in fills:
+            exprs[i] = f(values, addrs, chains)  # type: ignore[call-overload]
+        return Rule(exprs=tuple(exprs), line=line, handle=handle, comment=template.comment)
 
     @staticmethod
     def _full_rule(text: str, line: int, fam: NftFamily, parser: _Parser, handle: int | None) -> Rule:
@@ -1236,34 +1296,38 @@ class _Shapes:
         return rule if handle is None else replace(rule, handle=handle)
 
     @staticmethod
-    def _learn_rule(key: str, n_addrs: int, n_chains: int, fam: NftFamily, parser: _Parser
-                    ) -> tuple[Rule, list[_Fill | None]] | None:
+    def _learn_rule(key: str, fam: NftFamily, parser: _Parser) -> _RuleShape | None:
+        text, a_idx, c_idx = _slots(key)
         try:
-            rule = _Shapes._full_rule(_stand_in_text(key), 0, fam, parser, None)
+            rule = _Shapes._full_rule(text, 0, fam, parser, None)
         except RulesetError:
             return None
-        r = _Recipe(n_addrs, n_chains)
-        fills = [_expr_fill(r, e) for e in rule.exprs]
+        r = _Recipe(len(a_idx), len(c_idx))
+        fills = [(i, f) for i, e in enumerate(rule.exprs) if (f := _expr_fill(r, e)) is not None]
         if not r.complete() or any(isinstance(e, Unknown | Other) and "255.254." in e.text for e in rule.exprs):
             return None
-        return rule, fills
+        return rule, fills, a_idx, c_idx
 
     def elements(self, text: str, line: int, kinds: tuple[Kind, ...], is_map: bool) -> Elements:
         """The ``{ … }`` of ``elements =`` (its braces cut off), starting on ``line``."""
         items: list[Element] = []
         data: list[Verdict] = []
         for one in text.split(","):
-            cut = _stand_ins(one.strip())
+            cut = _cut(one.strip())
             if cut is None:
                 return self._full_elements(text, line, kinds, is_map)
-            key, addrs, chains = cut
-            if (kinds, is_map, key) not in self.items:
-                self.items[(kinds, is_map, key)] = self._learn_element(key, len(addrs), len(chains), kinds, is_map)
-            shape = self.items[(kinds, is_map, key)]
+            key, vals = cut
+            shape = self.items.get((kinds, is_map, key), _MISSING)
+            if shape is _MISSING:
+                shape = self.items[(kinds, is_map, key)] = self._learn_element(key, kinds, is_map)
             if shape is None or len(items) >= MAX_SET_ELEMENTS:
                 return self._full_elements(text, line, kinds, is_map)
+            item, datum, a_idx, c_idx = cast(_ElementShape, shape)
+            addrs = [vals[i] for i in a_idx]
+            chains = [vals[i] for i in c_idx]
             values = _addr_values(addrs)
-            item, datum = shape
+            if values is None:
+                return self._full_elements(text, line, kinds, is_map)
             items.append(item(values, addrs, chains))  # type: ignore[arg-type]
             if is_map:
                 data.append(datum(values, addrs, chains))  # type: ignore[arg-type]
@@ -1275,15 +1339,15 @@ class _Shapes:
         return _elements(_group(toks, line), kinds, is_map, line)
 
     @staticmethod
-    def _learn_element(key: str, n_addrs: int, n_chains: int, kinds: tuple[Kind, ...], is_map: bool
-                       ) -> tuple[_Fill, _Fill] | None:
+    def _learn_element(key: str, kinds: tuple[Kind, ...], is_map: bool) -> _ElementShape | None:
+        text, a_idx, c_idx = _slots(key)
         try:
-            el = _Shapes._full_elements(_stand_in_text(key), 0, kinds, is_map)
+            el = _Shapes._full_elements(text, 0, kinds, is_map)
         except RulesetError:
             return None
         if len(el.items) != 1:
             return None
-        r = _Recipe(n_addrs, n_chains)
+        r = _Recipe(len(a_idx), len(c_idx))
         fills = [_atom_fill(r, x) for x in el.items[0]]
         dfill = _verdict_fill(r, el.data[0]) if is_map else None
         if not r.complete():
@@ -1294,7 +1358,7 @@ class _Shapes:
         def item(a: list[int], at: list[str], c: list[str]) -> Element:
             return tuple(f(a, at, c) if f else x for f, x in zip(fills, element, strict=True))  # type: ignore[misc]
 
-        return item, (dfill or _const(datum))
+        return item, (dfill or _const(datum)), a_idx, c_idx
 
 
 def _tokenize_plain(text: str) -> list[_Tok]:
