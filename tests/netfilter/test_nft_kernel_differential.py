@@ -98,7 +98,7 @@ def test_listing_text_and_json_read_back_as_the_kernel_lists_them(pair: Pair, na
 
 
 # A mixed namespace: iptables-nft tables restored first, then native nft chains. Istio's two backends at once
-# (their nat chains tie at -100: the iptables one, registered first, runs first and its binding skips the nft
+# (their nat chains tie at -100: the nft one, registered later, runs first, and its binding skips the iptables
 # one), and a neutral nft table with chains between and after the iptables tables.
 MIXED_NFT = """table ip between {
   chain out { type filter hook output priority -120; policy accept;
