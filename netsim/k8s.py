@@ -262,6 +262,170 @@ def split_documents(text: str) -> Iterator[Document]:
         yield Document(number=n, first_line=start, text="".join(body))
 
 
+def _split_all(text: str) -> list[Document]:
+    """:func:`split_documents` as a list; one regular-expression search instead of a line loop when the text
+    has no ``---``/``...`` line (a ``kubectl get -o yaml`` List, a JSON file)."""
+    if _SEPARATOR.search(text) is not None:
+        return list(split_documents(text))
+    return [Document(number=1, first_line=1, text=text)] if _CONTENT.search(text) is not None else []
+
+
+_SEPARATOR = re.compile(r"^(?:---|\.\.\.)(?:\s|$)", re.M)
+_CONTENT = re.compile(r"^[ \t]*[^\s#]", re.M)
+_ALIAS = re.compile(r"(?:^|[\s\[{,:])\*[^\s,\[\]{}]")
+
+# Large inputs (a whole cluster's `kubectl get -A -o yaml|json`) are read by a faster reader when one is
+# installed and the text holds nothing it could read differently from PyYAML; anything else, and every
+# smaller input, goes through PyYAML with netsim's alias and nesting bounds, as before.
+FAST_MIN = 1 << 20
+# plain scalars that PyYAML (YAML 1.1) resolves to something else than the JSON that rapidyaml emits for them:
+# 1.1 booleans and nulls, octal/hex/binary/sexagesimal/underscored ints, exponent-only and special floats,
+# timestamps, merge keys and the value key
+_RISKY = (r"(?:yes|Yes|YES|no|No|NO|True|TRUE|False|FALSE|on|On|ON|off|Off|OFF|~|Null|NULL|<<|="
+          r"|[-+]?0[0-7_]+|[-+]?0[bxo][0-9a-fA-F_]+|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?"
+          r"|[-+]?[0-9.][0-9_.]*[eE][-+]?[0-9]+|[-+]?[0-9]+_[0-9_]*|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"
+          r"|[0-9]{4}-[0-9][0-9]?-[0-9][0-9]?(?:[Tt ][^\n]*)?)")
+_RISKY_VALUE = re.compile(r"(?:[:?-][ \t]+|[\[,{][ \t]*)" + _RISKY + r"[ \t]*(?:#[^\n]*)?(?:$|[,\]}])", re.M)
+# keys PyYAML reads as something other than a string (8080: → int), complex keys, tags
+_RISKY_KEY = re.compile(r"(?:^[ \t]*(?:-[ \t]+)*|[\[,{][ \t]*)(?:[-+]?[0-9.][^:\n]*|" + _RISKY + r")[ \t]*:(?:[ \t]|$)"
+                        r"|^[ \t]*\?(?:[ \t]|$)|(?:^|[ \t\[,{])![^\s]*", re.M)
+
+
+def _json_depth_ok(value: Any) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if item.__class__ is dict or item.__class__ is list:
+            if level > MAX_DEPTH:
+                return False
+            stack.extend((v, level + 1) for v in (item.values() if item.__class__ is dict else item)
+                         if v.__class__ is dict or v.__class__ is list)
+    return True
+
+
+class _QuietStderr:
+    """rapidyaml's C++ error handler writes to file descriptor 2 before it raises: keep that off the terminal
+    (the input then goes through PyYAML, whose error is the one reported)."""
+
+    def __enter__(self) -> None:
+        import os
+
+        sys_stderr = 2
+        self.saved = os.dup(sys_stderr)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys_stderr)
+        os.close(null)
+
+    def __exit__(self, *exc: object) -> None:
+        import os
+
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+
+
+def fast_documents(text: str, docs: list[Document] | None = None) -> list[Any] | None:
+    """The values of ``docs`` (the documents of ``text``), read by orjson (a JSON text) or rapidyaml (YAML,
+    emitted as JSON and read by orjson), or None when PyYAML must read them: a text under
+    :data:`FAST_MIN`, without those libraries, with anchors, aliases or tags (PyYAML applies Kubernetes'
+    alias bounds), with a plain scalar or key that YAML 1.1 reads otherwise (``yes``, ``010``, ``8080:``,
+    timestamps), nested deeper than :data:`MAX_DEPTH` (or than rapidyaml emits), or that either library
+    refuses. The values equal what PyYAML gives for such a text."""
+    if len(text) < FAST_MIN:
+        return None
+    try:
+        import orjson
+    except ImportError:
+        return None
+    docs = _split_all(text) if docs is None else docs
+    if len(docs) == 1 and text.lstrip()[:1] in ("{", "["):
+        try:
+            value = orjson.loads(docs[0].text)
+        except (orjson.JSONDecodeError, RecursionError):
+            return None
+        return [value] if _json_depth_ok(value) else None
+    if _ANCHOR.search(text) is not None or _ALIAS.search(text) is not None \
+            or _RISKY_VALUE.search(text) is not None or _RISKY_KEY.search(text) is not None:
+        return None
+    try:
+        import ryml
+    except ImportError:
+        return None
+    out: list[Any] = []
+    with _QuietStderr():
+        for doc in docs:
+            try:
+                tree = ryml.parse_in_arena(doc.text.encode())
+                if tree.size() <= 1 and not tree.has_children(tree.root_id()) and not tree.has_val(tree.root_id()):
+                    out.append(None)
+                    continue
+                value = orjson.loads(ryml.emit_json(tree))
+            except Exception:  # rapidyaml's parse and visit errors, orjson's: PyYAML says what is wrong
+                return None
+            out.append(value)
+    return out if all(v is None or _json_depth_ok(v) for v in out) else None
+
+
+def list_item_lines(text: str, first_line: int, count: int) -> tuple[int, ...]:
+    """The line where each of the ``count`` items of the ``List`` document ``text`` (starting at line
+    ``first_line``) starts. The items of a block sequence under a top-level ``items:`` key (``kubectl -o
+    yaml``) or of a pretty-printed JSON ``"items": [`` (``kubectl -o json``) are found from their
+    indentation when exactly ``count`` of them are; otherwise PyYAML composes the document (slower, exact).
+    () when it cannot be read."""
+    found = _item_starts(text, count)
+    if found is None:
+        found = _composed_item_starts(text)
+    return tuple(first_line + n for n in found)
+
+
+def _item_starts(text: str, count: int) -> list[int] | None:
+    """0-based line of each item, from indentation alone; None unless exactly ``count`` are found."""
+    m = re.search(r'^items:[ \t]*(?:#[^\n]*)?\n(?:[ \t]*(?:#[^\n]*)?\n)*([ ]*)-(?:[ \t]|$)', text, re.M)
+    if m is not None:
+        ind = m.group(1)
+        start = m.start(1)
+        end_m = re.compile(r"^(?!" + ind + r"-(?:[ \t]|$))[ ]{0," + str(len(ind)) + r"}[^\s#]",
+                           re.M).search(text, start)
+        end = end_m.start() if end_m is not None else len(text)
+        item = re.compile(r"^" + ind + r"-(?:[ \t]|$)", re.M)
+        starts = [x.start() for x in item.finditer(text, start, end)]
+    else:
+        j = re.search(r'^([ ]*)"items":[ ]*\[[ ]*\n([ ]*)\{', text, re.M)
+        if j is None:
+            return [0] * count if count and "\n" not in text.strip() else None  # one line: every item on it
+        ind = j.group(2)
+        starts = [x.start() for x in re.compile(r"^" + ind + r"\{", re.M).finditer(text, j.start(2))]
+        closing = re.compile(r"^" + j.group(1) + r"\]", re.M).search(text, j.start(2))
+        if closing is not None:
+            starts = [s for s in starts if s < closing.start()]
+    if len(starts) != count:
+        return None
+    out, line, pos = [], 0, 0
+    for s in starts:
+        line += text.count("\n", pos, s)
+        pos = s
+        out.append(line)
+    return out
+
+
+def _composed_item_starts(text: str) -> list[int]:
+    import yaml
+
+    try:
+        loader = _loader()(text)
+        try:
+            node = loader.get_single_node()  # composed only: nothing is constructed or expanded
+        finally:
+            loader.dispose()
+    except (yaml.YAMLError, RecursionError):
+        return []
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    items = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == "items"), None)
+    if not isinstance(items, yaml.SequenceNode):
+        return []
+    return [item.start_mark.line for item in items.value]
+
+
 def is_list_kind(raw: Any) -> bool:
     """Whether ``raw`` is a ``List`` wrapper (``kind: List``, ``ServiceList``, ...) whose ``items`` are objects."""
     return isinstance(raw, Mapping) and isinstance(raw.get("kind"), str) and raw["kind"].endswith("List")
@@ -279,6 +443,8 @@ class K8sObject:
     namespace: str
     name: str
     body: Mapping[str, Any] = field(repr=False, compare=False)
+    # the line of ``source`` where the object's document (or its item of a ``List``) starts; None: not known
+    line: int | None = field(default=None, compare=False)
 
     @property
     def group(self) -> str:
@@ -347,7 +513,8 @@ def read_text(path: str | Path) -> str:
     return reader.read_text(path)
 
 
-def _make(source: str, doc_i: int, item: int | None, raw: Any, default_namespace: str) -> K8sObject:
+def _make(source: str, doc_i: int, item: int | None, raw: Any, default_namespace: str,
+          line: int | None = None) -> K8sObject:
     where = f"{source}: document {doc_i}" + (f" item {item}" if item is not None else "")
     if not isinstance(raw, Mapping):
         raise ConfigError(f"expected a Kubernetes object (a mapping), got {type(raw).__name__}", where=where)
@@ -369,22 +536,29 @@ def _make(source: str, doc_i: int, item: int | None, raw: Any, default_namespace
             raise ConfigError(f"field metadata.{field_name}: {len(value)} characters, more than Kubernetes' "
                               f"{limit}", where=f"{where}: {kind}")
     return K8sObject(source=source, document=doc_i, item=item, api_version=str(api), kind=kind,
-                     namespace=str(ns), name=name, body=raw)
+                     namespace=str(ns), name=name, body=raw, line=line)
 
 
 def _add(objects: list[K8sObject], errors: list[NetsimError], source: str, doc_i: int, raw: Any,
-         default_namespace: str) -> None:
-    """The object(s) of one parsed document into ``objects``; the unusable ones into ``errors``."""
+         default_namespace: str, doc: Document | None = None) -> None:
+    """The object(s) of one parsed document into ``objects``; the unusable ones into ``errors``. ``doc``: the
+    document's text and first line, from which each object's :attr:`K8sObject.line` is found."""
     if raw is None:
         return
     items: list[tuple[int | None, Any]]
+    lines: tuple[int, ...] = ()
     if is_list_kind(raw) and isinstance(raw.get("items"), list):
         items = list(enumerate(raw["items"], start=1))
+        if doc is not None:
+            lines = list_item_lines(doc.text, doc.first_line, len(items))
     else:
         items = [(None, raw)]
     for item_i, item in items:
+        line = doc.first_line if doc is not None else None
+        if item_i is not None:
+            line = lines[item_i - 1] if lines else None
         try:
-            objects.append(_make(source, doc_i, item_i, item, default_namespace))
+            objects.append(_make(source, doc_i, item_i, item, default_namespace, line))
         except NetsimError as e:
             errors.append(e)
 
@@ -401,21 +575,27 @@ def parse_objects(text: str, source: str, *, default_namespace: str = "default",
     """
     objects: list[K8sObject] = []
     errors: list[NetsimError] = []
-    if keep_going:
-        for doc in split_documents(text):
+    docs = _split_all(text)
+    fast = fast_documents(text, docs)
+    if fast is not None:
+        for doc, raw in zip(docs, fast, strict=True):
+            _add(objects, errors, source, doc.number, raw, default_namespace, doc)
+    elif keep_going:
+        for doc in docs:
             try:
                 raw = load_yaml(doc.text, first_line=doc.first_line)
             except YAMLSyntaxError as e:
                 errors.append(e.at(f"{source}: document {doc.number}"))
                 continue
-            _add(objects, errors, source, doc.number, raw, default_namespace)
+            _add(objects, errors, source, doc.number, raw, default_namespace, doc)
     else:
         try:
-            docs = load_yaml_all(text)
+            values = load_yaml_all(text)
         except YAMLSyntaxError as e:
             raise e.at(source) from None
-        for doc_i, raw in enumerate(docs, start=1):
-            _add(objects, errors, source, doc_i, raw, default_namespace)
+        by_number = {d.number: d for d in docs} if len(docs) == len(values) else {}
+        for doc_i, raw in enumerate(values, start=1):
+            _add(objects, errors, source, doc_i, raw, default_namespace, by_number.get(doc_i))
     return LoadResult(objects=tuple(objects), errors=tuple(errors))
 
 
@@ -447,25 +627,14 @@ def _first_lines(source: str) -> dict[int, int]:
 @functools.lru_cache(maxsize=64)
 def _item_lines(source: str, doc: int) -> tuple[int, ...]:
     """The line each item of the ``List`` document ``doc`` of ``source`` starts at (() when unknown)."""
-    import yaml
-
     try:
         d = next((d for d in split_documents(read_text(Path(source))) if d.number == doc), None)
-        if d is None:
-            return ()
-        loader = _loader()(d.text)
-        try:
-            node = loader.get_single_node()  # composed only: nothing is constructed or expanded
-        finally:
-            loader.dispose()
-    except (NetsimError, yaml.YAMLError, RecursionError):
+    except NetsimError:
         return ()
-    if not isinstance(node, yaml.MappingNode):
+    if d is None:
         return ()
-    items = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == "items"), None)
-    if not isinstance(items, yaml.SequenceNode):
-        return ()
-    return tuple(d.first_line + item.start_mark.line for item in items.value)
+    found = _composed_item_starts(d.text)
+    return tuple(d.first_line + n for n in found)
 
 
 _DOC_WHERE = re.compile(r"^(?P<src>.+?): document (?P<doc>\d+)(?P<rest>(?: item (?P<item>\d+))?(?::.*)?)$")
@@ -509,6 +678,7 @@ def in_document_order(errors: Iterable[NetsimError], files: Iterable[str] = ()) 
 
 
 __all__ = [
+    "FAST_MIN",
     "MAX_DEPTH",
     "POD_TEMPLATE_PATHS",
     "SUFFIXES",
@@ -517,8 +687,10 @@ __all__ = [
     "LoadResult",
     "YAMLSyntaxError",
     "expand_paths",
+    "fast_documents",
     "in_document_order",
     "is_list_kind",
+    "list_item_lines",
     "load_json",
     "load_yaml",
     "load_yaml_all",

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from netsim.istio_service import exported
 from netsim.k8s import POD_TEMPLATE_PATHS
 from netsim.mesh.build import BLACKHOLE, INBOUND_PASSTHROUGH, PASSTHROUGH, ProxyIndex, peer_mode, resolve_target_port
 from netsim.mesh.hop import capture_resolution, hop, no_endpoints_note, port_captured
@@ -48,6 +49,7 @@ from netsim.mesh.model import (
     Verdict,
     selects,
 )
+from netsim.workload.identity import DNS_PORT, INBOUND_PORT, OTHER_PORTS, OUTBOUND_PORT, TUNNEL_PORT
 
 ISTIO_PREFIXES = ("sidecar.istio.io/", "traffic.sidecar.istio.io/", "proxy.istio.io/", "status.sidecar.istio.io/",
                   "readiness.status.sidecar.istio.io/", "istio.io/rev")
@@ -123,6 +125,106 @@ class Report:
     notes: tuple[str, ...] = ()
 
 
+# the ports the sidecar itself listens on (Envoy admin 15000, the capture and tunnel listeners, pilot-agent's
+# DNS, merged Prometheus, health and Envoy's stats): never the app's, though the injected istio-proxy container
+# declares some of them (15090) and a metrics Service may target them
+SIDECAR_PORTS = frozenset({15000, OUTBOUND_PORT, INBOUND_PORT, TUNNEL_PORT, DNS_PORT, *OTHER_PORTS})
+
+
+def app_ports(pod: PodInfo) -> list[int]:
+    """The TCP container ports of ``pod``'s app: its containerPorts without the sidecar's own."""
+    return [cp.port for cp in pod.container_ports if cp.port not in SIDECAR_PORTS]
+
+
+@dataclass(frozen=True, slots=True)
+class _MeshFacts:
+    """What the checks ask of every object read, computed once per :class:`MeshObjects` (a whole mesh's
+    worth of workloads is diagnosed against one)."""
+
+    owners: Mapping[tuple[str, str, str], PodInfo]  # (namespace, kind, name) → its top-level controller
+    workloads: tuple[PodInfo, ...]  # controllers without an owner among the objects, and bare Pods
+    used_ports: Mapping[int, str]  # a port the app of some workload serves → which workload (the first)
+    without_sidecar: tuple[PodInfo, ...]  # workloads without a sidecar
+    services_by_ns: Mapping[str, tuple[MeshService, ...]]
+    se_by_endpoint: Mapping[str, tuple[MeshService, ...]]
+    position: Mapping[int, int]  # id(service) → its place in push-context order
+
+
+_FACTS: dict[int, tuple[Any, _MeshFacts]] = {}
+
+
+def _owner_refs(pod: PodInfo) -> list[tuple[str, str]]:
+    meta = pod.body.get("metadata") if isinstance(pod.body, Mapping) else None
+    refs = meta.get("ownerReferences") if isinstance(meta, Mapping) else None
+    return [(str(r.get("kind")), str(r.get("name"))) for r in refs or () if isinstance(r, Mapping)] \
+        if isinstance(refs, list) else []
+
+
+def top_level(pods: Iterable[PodInfo]) -> dict[tuple[str, str, str], PodInfo]:
+    """Each pod or workload → the controller it is reported under: the first of its ``ownerReferences``
+    found among ``pods`` (a Pod → its ReplicaSet → its Deployment; a Job → its CronJob), else itself."""
+    pods = list(pods)
+    by_key = {(p.namespace, p.kind, p.name): p for p in pods}
+    out: dict[tuple[str, str, str], PodInfo] = {}
+    for p in pods:
+        cur, seen = p, {(p.namespace, p.kind, p.name)}
+        while True:
+            parent = next((by_key[(cur.namespace, k, n)] for k, n in _owner_refs(cur)
+                           if (cur.namespace, k, n) in by_key), None)
+            if parent is None or (parent.namespace, parent.kind, parent.name) in seen:
+                break
+            seen.add((parent.namespace, parent.kind, parent.name))
+            cur = parent
+        out[(p.namespace, p.kind, p.name)] = cur
+    return out
+
+
+def mesh_facts(objects: Any) -> _MeshFacts:
+    """:class:`_MeshFacts` of ``objects`` (a :class:`~netsim.mesh.model.MeshObjects`), memoised."""
+    hit = _FACTS.get(id(objects))
+    if hit is not None and hit[0] is objects:
+        return hit[1]
+    owners = top_level(objects.pods)
+    workloads = tuple(p for p in objects.pods if owners[(p.namespace, p.kind, p.name)] is p)
+    used: dict[int, str] = {}
+    for p in workloads:
+        for port in app_ports(p):
+            used.setdefault(port, f"port {port} of {p.ref}")
+    by_ns: dict[str, list[MeshService]] = {}
+    by_ep: dict[str, list[MeshService]] = {}
+    for s in objects.services:
+        by_ns.setdefault(s.namespace, []).append(s)
+        if s.kind == "ServiceEntry":
+            for e in s.endpoints:
+                by_ep.setdefault(e.address, []).append(s)
+    facts = _MeshFacts(owners=owners, workloads=workloads, used_ports=used,
+                       without_sidecar=tuple(p for p in workloads if not p.sidecar),
+                       services_by_ns={k: tuple(v) for k, v in by_ns.items()},
+                       se_by_endpoint={k: tuple(v) for k, v in by_ep.items()},
+                       position={id(s): i for i, s in enumerate(objects.services)})
+    if len(_FACTS) >= 8:
+        _FACTS.clear()
+    _FACTS[id(objects)] = (objects, facts)
+    return facts
+
+
+# drafts of the checks that depend on the proxy's view (its listeners and clusters), not on the pod: computed
+# once per index, which workloads seeing the same config share (``netsim.check``), keyed by its clusters
+_VIEW_DRAFTS: dict[tuple[int, str], tuple[Any, Any]] = {}
+
+
+def _per_view(name: str, index: ProxyIndex, compute: Any) -> Any:
+    key = (id(index.clusters), name)
+    hit = _VIEW_DRAFTS.get(key)
+    if hit is not None and hit[0] is index.clusters:
+        return hit[1]
+    drafts = compute()
+    if len(_VIEW_DRAFTS) >= 4096:
+        _VIEW_DRAFTS.clear()
+    _VIEW_DRAFTS[key] = (index.clusters, drafts)
+    return drafts
+
+
 def _locator(index: ProxyIndex) -> Any:
     """Text evidence → :class:`Evidence`: a ``file: document N: ...`` location is split; text that names an
     object (``Service shop/web port http``, ``listener 0.0.0.0_80 (from Service app/x)``) gets the file and
@@ -156,7 +258,13 @@ def _locator(index: ProxyIndex) -> Any:
 def _selecting_services(index: ProxyIndex, pod: PodInfo) -> list[MeshService]:
     labels = pod.label_map
     out = []
-    for s in index.objects.services:
+    facts = mesh_facts(index.objects)
+    candidates = list(facts.services_by_ns.get(pod.namespace, ()))
+    seen = {id(s) for s in candidates}
+    extra = [s for ip in pod.ips for s in facts.se_by_endpoint.get(ip, ()) if id(s) not in seen]
+    if extra:
+        candidates = sorted({id(s): s for s in candidates + extra}.values(), key=lambda s: facts.position[id(s)])
+    for s in candidates:
         k8s = s.kind == "Service" and s.namespace == pod.namespace and selects(s.selector, labels)
         se = s.kind == "ServiceEntry" and (any(e.address in pod.ips for e in s.endpoints) or (
             s.namespace == pod.namespace and selects(s.selector, labels)))
@@ -173,7 +281,7 @@ def _declared_ports(index: ProxyIndex, pod: PodInfo) -> dict[int, str]:
             if sp.protocol is Protocol.UDP:
                 continue
             tp = resolve_target_port(sp, pod)
-            if tp is not None:
+            if tp is not None and tp not in SIDECAR_PORTS:
                 out.setdefault(tp, f"{s.ref} port {sp.name or sp.port} ({sp.port} → {tp})")
     return out
 
@@ -181,8 +289,8 @@ def _declared_ports(index: ProxyIndex, pod: PodInfo) -> dict[int, str]:
 def _inbound_ports(index: ProxyIndex, pod: PodInfo) -> dict[int, str]:
     """Ports the workload serves → what declares them."""
     out = _declared_ports(index, pod)
-    for cp in pod.container_ports:
-        out.setdefault(cp.port, f"{pod.ref} containerPort {cp.port}")
+    for port in app_ports(pod):
+        out.setdefault(port, f"{pod.ref} containerPort {port}")
     return out
 
 
@@ -231,26 +339,48 @@ def check_workload_annotations(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
     return out
 
 
-def _used_ports(index: ProxyIndex, pod: PodInfo) -> dict[int, str]:
-    used = {p: f"the workload's own port {p} ({d})" for p, d in _inbound_ports(index, pod).items()}
-    for (addr, port), ln in index.exact.items():
-        used.setdefault(port, f"port {port} of {', '.join(ln.origins[:2])} ({addr})")
-    return used
+def _used_port(index: ProxyIndex, pod: PodInfo, port: int) -> str | None:
+    """Why ``port`` is one this pod connects to or serves: its own port, a port with its own ``ip_PORT``
+    listener here, or a port some workload in the mesh serves (None: none of these)."""
+    own = _inbound_ports(index, pod).get(port)
+    if own is not None:
+        return f"the workload's own port {port} ({own})"
+
+    def exact() -> dict[int, str]:
+        out: dict[int, str] = {}
+        for (addr, p), ln in index.exact.items():
+            out.setdefault(p, f"port {p} of {', '.join(ln.origins[:2])} ({addr})")
+        return out
+
+    found: str | None = _per_view("exact-ports", index, exact).get(port)
+    if found is None:
+        found = mesh_facts(index.objects).used_ports.get(port)
+    return found
 
 
-def check_wildcard_listeners(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
+def _wildcard_catches(index: ProxyIndex) -> list[tuple[int, Any, Any, Any, MeshService]]:
     out = []
-    used = _used_ports(index, pod)
     for port, ln in sorted(index.wildcard.items()):
         catch = ln.default_chain if ln.default_chain is not None else (
             ln.chains[0] if len(ln.chains) == 1 and ln.chains[0].match_all else None)
         if catch is None or catch.is_http or catch.cluster in (PASSTHROUGH, BLACKHOLE, INBOUND_PASSTHROUGH, None):
             continue
-        if port not in used:
-            continue
         cl = index.clusters.get(catch.cluster)
         svc = cl.service if cl is not None else None
         if svc is None:
+            continue
+        out.append((port, ln, catch, cl, svc))
+    return out
+
+
+def check_wildcard_listeners(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
+    """A match-all TCP chain on ``0.0.0.0_PORT`` (a service without a VIP, an ExternalName before 1.21) on a
+    port this workload serves or connects to, or that any workload in the mesh serves: its connections to
+    any address on that port without an ``ip_PORT`` listener go to that one service."""
+    out: list[_Draft] = []
+    for port, ln, catch, cl, svc in _per_view("wildcard", index, lambda: _wildcard_catches(index)):
+        used = _used_port(index, pod, port)
+        if used is None:
             continue
         if svc.kind == "Service" and svc.external_name:
             how = f"ExternalName Service {svc.namespace}/{svc.name} → {svc.external_name}"
@@ -269,12 +399,16 @@ def check_wildcard_listeners(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
                      f"connection from this pod to any IP on port {port} without its own ip_{port} listener (pod IPs, "
                      "external IPs) is hijacked to that service"),
             evidence=(svc.where, *ln.origins, f"listener 0.0.0.0_{port}: {catch.match_text()} → "
-                      f"{catch.destination_text()} (from {svc.ref})", used[port]),
+                      f"{catch.destination_text()} (from {svc.ref})", used),
             fix=fix))
     return out
 
 
 def check_mtls_targets(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
+    return _per_view("mtls-targets", index, lambda: _mtls_targets(index))  # type: ignore[no-any-return]
+
+
+def _mtls_targets(index: ProxyIndex) -> list[_Draft]:
     out = []
     seen: set[str] = set()
     for cl in index.clusters.values():
@@ -310,8 +444,13 @@ def check_mtls_targets(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
 
 
 def check_headless_mixed(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
+    """Headless services this proxy sees (exportTo, its Sidecar) with endpoints with and without a sidecar."""
+    return _per_view("headless-mixed", index, lambda: _headless_mixed(index))  # type: ignore[no-any-return]
+
+
+def _headless_mixed(index: ProxyIndex) -> list[_Draft]:
     out = []
-    for s in index.objects.services:
+    for s in _visible(index):
         if not (s.headless or s.resolution is Resolution.PASSTHROUGH) or len(s.endpoints) < 2:
             continue
         with_sc = [e for e in s.endpoints if e.sidecar]
@@ -344,7 +483,9 @@ def check_strict_callers(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
             where = w
     if not strict:
         return []
-    callers = [p for p in index.objects.pods if p.kind == "Pod" and not p.sidecar and p.name != pod.name]
+    # workloads without a sidecar anywhere in the mesh: a controller's pods once, under it
+    callers = [p for p in mesh_facts(index.objects).without_sidecar
+               if (p.namespace, p.kind, p.name) != (pod.namespace, pod.kind, pod.name)]
     if not callers:
         return []
     return [_Draft(
@@ -357,16 +498,23 @@ def check_strict_callers(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
 
 
 def check_serviceentry_dns(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
+    """ServiceEntry hosts without addresses, exported to this proxy's namespace, that its agent does not answer."""
+    return _per_view("se-dns", index, lambda: _serviceentry_dns(index))  # type: ignore[no-any-return]
+
+
+def _serviceentry_dns(index: ProxyIndex) -> list[_Draft]:
     out = []
     proxy = index.proxy
     seen: set[str] = set()
+    visible = {v.hostname for v in _visible(index) if v.auto_ipv4}
     for s in index.objects.services:
         if s.kind != "ServiceEntry" or s.address != UNSPECIFIED or s.hostname.startswith("*"):
             continue
+        if not exported(s.export_to, s.namespace, proxy.namespace):
+            continue
         if s.resolution is Resolution.DNS_LB and _PUBLIC_TLD.search(s.hostname) and not s.endpoints:
             continue  # a public name: kube-dns forwards it upstream
-        visible = any(v.hostname == s.hostname and v.auto_ipv4 for v in _visible(index))
-        if visible or s.hostname in seen:
+        if s.hostname in visible or s.hostname in seen:
             continue
         seen.add(s.hostname)
         off = []
@@ -391,7 +539,12 @@ def check_serviceentry_dns(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
 
 
 def _visible(index: ProxyIndex) -> list[MeshService]:
-    return [c.service for c in index.clusters.values() if c.service is not None]
+    """The services this proxy has clusters for (what it sees: exportTo, one definition per host, its
+    Sidecar), each once."""
+    def compute() -> list[MeshService]:
+        return list({id(c.service): c.service for c in index.clusters.values() if c.service is not None}.values())
+
+    return _per_view("visible", index, compute)  # type: ignore[no-any-return]
 
 
 def check_dns_capture(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
@@ -478,13 +631,13 @@ def check_plaintext_to_strict(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
         probes += [(e.address, cl.port, f"{cl.service.ref} port {cl.port}", fix)
                    for e in cl.endpoints if e.address not in own]
     declared = set(_declared_ports(index, pod))
-    for cp in pod.container_ports:
-        if cp.port in declared:
+    for port in app_ports(pod):
+        if port in declared:
             continue
-        fix = (f"declare port {cp.port} in a Service that selects {pod.ref} (e.g. its headless Service, named "
-               f"tcp-...), so the client sidecar has a cluster with mTLS for it, or set portLevelMtls {cp.port}: "
+        fix = (f"declare port {port} in a Service that selects {pod.ref} (e.g. its headless Service, named "
+               f"tcp-...), so the client sidecar has a cluster with mTLS for it, or set portLevelMtls {port}: "
                "PERMISSIVE on the PeerAuthentication")
-        probes += [(p.ips[0], cp.port, f"{pod.ref} containerPort {cp.port} (in no Service)", fix)
+        probes += [(p.ips[0], port, f"{pod.ref} containerPort {port} (in no Service)", fix)
                    for p in _peers(index, pod)]
     groups: dict[str, tuple[list[str], list[str], str, set[str]]] = {}
     for ip, port, what, fix in probes[:MAX_HOPS_PER_CHECK]:
@@ -519,8 +672,10 @@ def check_plaintext_to_strict(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
 def check_host_in_two_namespaces(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
     """A hostname with ServiceEntries (or a Service and a ServiceEntry) in two namespaces, both visible
     from this proxy's namespace (exportTo)."""
-    from netsim.istio_service import exported
+    return _per_view("host-twice", index, lambda: _host_in_two_namespaces(index))  # type: ignore[no-any-return]
 
+
+def _host_in_two_namespaces(index: ProxyIndex) -> list[_Draft]:
     ns = index.proxy.namespace
     by_host: dict[str, dict[tuple[str, str, str], MeshService]] = {}
     for s in index.objects.services:
@@ -548,15 +703,28 @@ def check_clusters_without_endpoints(index: ProxyIndex, pod: PodInfo) -> list[_D
     """EDS clusters of this proxy with no endpoint among the objects read. Silent for a service whose
     namespace has no Pod and no endpoint of any service among the objects: then the files say nothing
     about that namespace's endpoints."""
-    described = {p.namespace for p in index.objects.pods if p.kind == "Pod" and p.where != pod.where}
-    described |= {s.namespace for s in index.objects.services if s.endpoints}
+    def empty() -> tuple[dict[str, int], set[str], list[Any]]:
+        pods_in: dict[str, int] = {}
+        for p in index.objects.pods:
+            if p.kind == "Pod":
+                pods_in[p.namespace] = pods_in.get(p.namespace, 0) + 1
+        with_endpoints = {s.namespace for s in index.objects.services if s.endpoints}
+        clusters = [cl for cl in index.clusters.values()
+                    if cl.direction == "outbound" and cl.service is not None and cl.type == "EDS"
+                    and not cl.endpoints and not cl.subset]
+        return pods_in, with_endpoints, clusters
+
+    pods_in, with_endpoints, clusters = _per_view("no-endpoints", index, empty)
+    if not clusters:
+        return []
+    own = 1 if pod.kind == "Pod" else 0  # the diagnosed pod says nothing about the others
     out = []
     # the services of the workload diagnosed: its pods are what the template would make
     seen = {f"{s.kind} {s.namespace}/{s.name}" for s in _selecting_services(index, pod)}
-    for cl in index.clusters.values():
+    for cl in clusters:
         svc = cl.service
-        if cl.direction != "outbound" or svc is None or cl.type != "EDS" or cl.endpoints or cl.subset \
-                or svc.namespace not in described:
+        ns = svc.namespace
+        if ns not in with_endpoints and pods_in.get(ns, 0) - (own if ns == pod.namespace else 0) <= 0:
             continue
         key = f"{svc.kind} {svc.namespace}/{svc.name}"
         if key in seen:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from typing import Any
 
 from netsim.mesh.build import (
@@ -131,14 +130,48 @@ def _route_ok(matches: tuple[tuple[str, str], ...], path: str) -> bool:
 # -------------------------------------------------------------------------------------------------
 # the server side, where the server pod is known (section 4's failure table)
 
-@lru_cache(maxsize=4096)
 def capture_resolution(pod: PodInfo, version_name: str) -> tuple[Any, str]:
     """The capture options of ``pod`` under a release (its :class:`~netsim.workload.Workload`'s
-    Resolution: the injector's istio-iptables arguments), or (None, why they could not be derived)."""
+    Resolution: the injector's istio-iptables arguments), or (None, why they could not be derived).
+    Computed once per distinct pod template (:func:`template_key`): the replicas of a fleet, and
+    workloads stamped from one chart, share it."""
+    key = (template_key(pod), version_name)
+    found = _RESOLUTIONS.get(key)
+    if found is None:
+        if len(_RESOLUTIONS) >= 65536:
+            _RESOLUTIONS.clear()
+        found = _RESOLUTIONS[key] = _capture_resolution(pod, version_name)
+    return found
+
+
+def _capture_resolution(pod: PodInfo, version_name: str) -> tuple[Any, str]:
     from netsim.workload.model import Workload
 
     w = Workload.from_pod_info(pod, istio_version=None if version_name == "current" else version_name)
     return w.resolution, w.capture_error
+
+
+_RESOLUTIONS: dict[tuple[str, str], tuple[Any, str]] = {}
+
+
+def template_key(pod: PodInfo) -> str:
+    """A digest of what a pod's capture options depend on: its kind, namespace, IPs, and its pod template's
+    annotations and spec (not the object's name or labels, nor the workload's other fields), as
+    ``netsim.drift.fleet`` keys pod specs."""
+    import hashlib
+    import json
+
+    from netsim.k8s import POD_TEMPLATE_PATHS
+
+    body: Any = pod.body
+    for k in POD_TEMPLATE_PATHS.get(pod.kind, ()):
+        body = body.get(k) if isinstance(body, dict) else None
+    body = body if isinstance(body, dict) else {}
+    meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+    what = [pod.kind, pod.namespace, list(pod.ips), pod.sidecar, meta.get("annotations"), body.get("spec"),
+            pod.body.get("status") if pod.kind == "Pod" else None]
+    text = json.dumps(what, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def inbound_capture(pod: PodInfo, version_name: str) -> tuple[bool | None, frozenset[int] | None,
@@ -452,4 +485,5 @@ def hop(idx: ProxyIndex, conn: Connection, *, assume_captured: bool = False) -> 
                evidence=evidence, notes=notes, reason=reason)
 
 
-__all__ = ["Hop", "capture_resolution", "hop", "inbound_capture", "match_chain", "no_endpoints_note", "port_captured"]
+__all__ = ["Hop", "capture_resolution", "hop", "inbound_capture", "match_chain", "no_endpoints_note", "port_captured",
+           "template_key"]
