@@ -23,6 +23,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "lab": ("netsim.lab.cli:lab_group", "A real pod network namespace running the rules and the agent."),
     "mesh": ("netsim.mesh.cli:mesh_group", "Which Envoy listener and cluster a captured connection reaches."),
     "diagnose": ("netsim.mesh.cli:diagnose_cmd", "Check one workload for the known capture pitfalls."),
+    "check": ("netsim.commands.check:check_cmd", "Check every workload of manifests or a cluster dump, for CI."),
     "drift": ("netsim.commands.drift:drift_cmd", "Compare a pod's rules (iptables-save) with what its spec gives."),
     "infer": ("netsim.commands.infer:infer_cmd", "Tell which generator, release and options wrote a pod's rules."),
 }

@@ -22,6 +22,7 @@ LAYERS: dict[str, float] = {
     "workload": 4.0, "drift": 4.5,  # drift compares a workload's compiled rules with a dump
     "mesh": 5.0, "lab": 5.0,
     "picture": 5.5,  # the pictures (--format html|svg) of what workload and mesh computed
+    "check": 5.5,  # every workload of a mesh through mesh's diagnose
     "commands": 6.0,  # netsim.cli, netsim.__main__, netsim.commands.*, netsim.<package>.cli
 }
 COMMAND_LAYER = 6.0

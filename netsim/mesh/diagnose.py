@@ -72,7 +72,21 @@ CODES: dict[str, str] = {
     "serviceentry-host-in-two-namespaces": "NS0010",
     "cluster-without-endpoints": "NS0011",
 }
-_WHERE = re.compile(r"^(?P<file>.+?): document (?P<doc>\d+)(?: item \d+)?(?:: (?P<what>.*))?$", re.S)
+# name → what it finds, one line (the table above; SARIF's rule descriptions)
+SUMMARIES: dict[str, str] = {
+    "inbound-port-not-captured": "a port the workload serves bypasses its sidecar",
+    "annotations-on-workload-metadata": "Istio annotations on the workload's own metadata, not its pod template",
+    "wildcard-tcp-listener": "a match-all 0.0.0.0_PORT TCP chain takes every connection on a port in use",
+    "mtls-to-pod-without-sidecar": "a cluster sends Istio mTLS to a pod (or port) without a sidecar",
+    "headless-mixed-sidecars": "a headless service mixes endpoints with and without a sidecar",
+    "strict-mtls-callers-without-sidecar": "the workload is STRICT and workloads without a sidecar exist",
+    "serviceentry-host-unresolvable": "a ServiceEntry host without addresses is NXDOMAIN for this workload",
+    "dns-not-captured": "DNS capture is on but the app's nameserver is not redirected",
+    "plaintext-to-strict-peer": "plaintext (passthrough or ORIGINAL_DST) to a STRICT peer is reset",
+    "serviceentry-host-in-two-namespaces": "one host defined in two namespaces, both visible to this workload",
+    "cluster-without-endpoints": "an EDS cluster without an endpoint among the objects read",
+}
+_WHERE = re.compile(r"^(?P<file>.+?): document (?P<doc>\d+)(?: item (?P<item>\d+))?(?:: (?P<what>.*))?$", re.S)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,6 +97,7 @@ class Evidence:
     what: str
     file: str | None = None
     document: int | None = None
+    item: int | None = None  # the item of a ``List`` document
 
     def to_json(self) -> dict[str, Any]:
         return {"what": self.what, "file": self.file, "document": self.document}
@@ -245,11 +260,13 @@ def _locator(index: ProxyIndex) -> Any:
     def locate(text: str) -> Evidence:
         m = _WHERE.match(text)
         if m is not None:
-            return Evidence(what=m["what"] or text, file=m["file"], document=int(m["doc"]))
+            return Evidence(what=m["what"] or text, file=m["file"], document=int(m["doc"]),
+                            item=int(m["item"]) if m["item"] else None)
         named = pattern.search(text) if pattern is not None else None
         w = _WHERE.match(refs[named.group(0)]) if named is not None else None
         if w is not None:
-            return Evidence(what=text, file=w["file"], document=int(w["doc"]))
+            return Evidence(what=text, file=w["file"], document=int(w["doc"]),
+                            item=int(w["item"]) if w["item"] else None)
         return Evidence(what=text)
 
     return locate
@@ -757,7 +774,7 @@ CHECKS = tuple(CODES[name] for name, _ in _CHECKS)
 def diagnose(index: ProxyIndex, pod: PodInfo, *, notes: Iterable[str] = ()) -> Report:
     """Run every check for ``pod`` whose sidecar ``index`` was built for. ``notes``: what the answer rests
     on (objects ignored, documents skipped), carried into the report."""
-    locate = _locator(index)
+    locate = _per_view("locator", index, lambda: _locator(index))
     findings = [Finding(check=CODES[d.name], name=d.name, severity=d.severity, message=d.message,
                         evidence=tuple(dict.fromkeys(locate(e) for e in d.evidence if e)), fix=d.fix)
                 for _name, check in _CHECKS for d in check(index, pod)]
@@ -792,5 +809,19 @@ def render_json(report: Report) -> dict[str, Any]:
             "findings": [f.to_json() for f in report.findings], "notes": list(report.notes)}
 
 
-__all__ = ["CHECKS", "CODES", "MAX_HOPS_PER_CHECK", "Evidence", "Finding", "Report", "diagnose", "render_json",
-           "render_text"]
+__all__ = [
+    "CHECKS",
+    "CODES",
+    "MAX_HOPS_PER_CHECK",
+    "SIDECAR_PORTS",
+    "SUMMARIES",
+    "Evidence",
+    "Finding",
+    "Report",
+    "app_ports",
+    "diagnose",
+    "mesh_facts",
+    "render_json",
+    "render_text",
+    "top_level",
+]

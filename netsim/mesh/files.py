@@ -62,6 +62,7 @@ class ConfigRead:
 
     objects: MeshObjects
     ignored: tuple[Ignored, ...] = ()
+    loaded: tuple[K8sObject, ...] = ()  # every object read, as read (with the line each starts at)
 
     @property
     def skipped(self) -> tuple[NetsimError, ...]:
@@ -93,7 +94,7 @@ def read_config(paths: Iterable[str | Path], *, keep_going: bool = True) -> Conf
     errors = in_document_order(objects.errors, (o.source for o in loaded.objects))
     if errors and not keep_going:
         raise errors[0]
-    return ConfigRead(objects=replace(objects, errors=errors), ignored=ignored)
+    return ConfigRead(objects=replace(objects, errors=errors), ignored=ignored, loaded=loaded.objects)
 
 
 def read_mesh_config(path: str | Path | None) -> MeshConfig:

@@ -1,0 +1,206 @@
+"""``netsim check``: every workload found in files or directories, each with ``netsim diagnose``'s findings.
+
+Owns: finding the workloads among the objects read (a controller without an owner among them, or a bare
+Pod; a Pod, ReplicaSet or Job whose ``ownerReferences`` name a controller in the files is reported under
+it: :func:`netsim.mesh.diagnose.top_level`), the mesh config read from the same files (the ``istio``
+ConfigMap of the root namespace, or an IstioOperator), building each workload's sidecar view, running
+:func:`netsim.mesh.diagnose.diagnose` on it, and placing every finding and its evidence at the line of
+the manifest where its object's document (or its item of a ``List``) starts (:class:`CheckFinding`,
+:class:`CheckReport`).
+
+Many workloads see the same Envoy config: the outbound view depends on the proxy's namespace, its
+addresses, its DNS proxy flags, the Sidecar resource that selects it and the DestinationRules whose
+workloadSelector picks it, not on its name or other labels. One :class:`~netsim.mesh.build.ProxyIndex`
+is built per such view and shared (with each workload's own proxy put in); diagnose reads only its
+outbound listeners, routes and clusters, and memoises what depends on the view alone. Identical pod
+templates are resolved and compiled once (:func:`netsim.mesh.hop.template_key`).
+
+Never does: print, or decide anything diagnose does not: ``diagnose`` and ``check`` agree by
+construction, finding for finding.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from netsim.errors import ConfigError
+from netsim.k8s import K8sObject
+from netsim.mesh.build import ProxyIndex, build_index, sidecar_for
+from netsim.mesh.diagnose import Evidence, Finding, diagnose, mesh_facts
+from netsim.mesh.model import MeshConfig, MeshObjects, PodInfo, selects
+from netsim.mesh.objects import parse_mesh_config
+from netsim.mesh.proxy import PLACEHOLDER_IP, make_proxy
+from netsim.mesh.versions import MeshProfile, mesh_profile
+
+SEVERITIES = ("info", "warning", "error")  # in increasing order: --fail-on's levels
+_WHERE = re.compile(r"^(?P<file>.+?): document (?P<doc>\d+)(?: item (?P<item>\d+))?(?::|$)")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Located:
+    """A piece of evidence: what it is, and the file and line of the object it names (None: derived)."""
+
+    what: str
+    file: str | None = None
+    line: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"what": self.what, "file": self.file, "line": self.line}
+
+    def __str__(self) -> str:
+        return f"{self.what} ({self.file}:{self.line})" if self.file else self.what
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckFinding:
+    """One ``diagnose`` finding of one workload, at the line where the workload's manifest starts."""
+
+    check: str  # the stable code, NS0001...
+    name: str
+    severity: str
+    workload: str  # Kind namespace/name
+    file: str | None
+    line: int | None
+    message: str
+    evidence: tuple[Located, ...]
+    fix: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"check": self.check, "severity": self.severity, "workload": self.workload, "file": self.file,
+                "line": self.line, "message": self.message, "evidence": [e.to_json() for e in self.evidence],
+                "fix": self.fix}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckReport:
+    workloads: int
+    istio: str
+    findings: tuple[CheckFinding, ...]
+    views: int = 0  # distinct sidecar views built
+    notes: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"workloads": self.workloads, "findings": [f.to_json() for f in self.findings]}
+
+    def reaches(self, level: str) -> bool:
+        """Whether a finding is at ``level`` or above (``--fail-on``)."""
+        floor = SEVERITIES.index(level)
+        return any(SEVERITIES.index(f.severity) >= floor for f in self.findings)
+
+
+def _mesh_config(loaded: Iterable[K8sObject], root: str = "istio-system") -> MeshConfig:
+    """The mesh config among the objects: the ``istio`` ConfigMap of the root namespace (``data.mesh``),
+    else an IstioOperator's ``spec.meshConfig``; the defaults when there is none."""
+    found: K8sObject | None = None
+    for o in loaded:
+        if o.kind == "ConfigMap" and o.namespace == root and o.name == "istio":
+            found = o
+            break
+        if o.kind == "IstioOperator" and found is None:
+            found = o
+    if found is None:
+        return MeshConfig()
+    return parse_mesh_config(found.body, found.where())
+
+
+class _Lines:
+    """``file: document N [item M]`` → the line the object starts at, from the objects read."""
+
+    def __init__(self, loaded: Iterable[K8sObject]) -> None:
+        self.lines: dict[tuple[str, int, int | None], int | None] = {
+            (o.source, o.document, o.item): o.line for o in loaded}
+
+    def of(self, file: str | None, document: int | None, item: int | None) -> int | None:
+        if file is None or document is None:
+            return None
+        return self.lines.get((file, document, item))
+
+    def where(self, where: str) -> tuple[str | None, int | None]:
+        m = _WHERE.match(where)
+        if m is None:
+            return None, None
+        return m["file"], self.of(m["file"], int(m["doc"]), int(m["item"]) if m["item"] else None)
+
+    def evidence(self, e: Evidence) -> Located:
+        return Located(what=e.what, file=e.file, line=self.of(e.file, e.document, e.item))
+
+
+def _view_key(objects: MeshObjects, mesh: MeshConfig, proxy: Any) -> tuple[Any, ...]:
+    """What a proxy's outbound Envoy config depends on besides the objects (see the module docstring)."""
+    sc = sidecar_for(objects, proxy, mesh.root_namespace)
+    labels = proxy.label_map
+    drs = tuple(i for i, dr in enumerate(objects.destination_rules) if dr.selector and selects(dr.selector, labels))
+    return (proxy.namespace, proxy.ips, proxy.dns_capture, proxy.dns_auto_allocate,
+            None if sc is None else (sc.namespace, sc.name), drs)
+
+
+def check_objects(objects: MeshObjects, loaded: tuple[K8sObject, ...], *, mesh: MeshConfig | None = None,
+                  profile: MeshProfile | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> CheckReport:
+    """Every workload of ``objects`` (read from ``loaded``) diagnosed; findings in file and line order."""
+    profile = profile or mesh_profile(None)
+    mesh = mesh if mesh is not None else _mesh_config(loaded)
+    lines = _Lines(loaded)
+    workloads = mesh_facts(objects).workloads
+    views: dict[tuple[Any, ...], ProxyIndex] = {}
+    findings: list[CheckFinding] = []
+    for i, pod in enumerate(workloads, 1):
+        proxy = make_proxy(objects, mesh, ips=pod.ips or (PLACEHOLDER_IP,), namespace=pod.namespace,
+                           labels=pod.labels, pod=pod)
+        key = _view_key(objects, mesh, proxy)
+        base = views.get(key)
+        if base is None:
+            base = views[key] = build_index(objects, proxy, profile, mesh)
+        index = base if base.proxy == proxy else replace(base, proxy=proxy)
+        findings += _located(diagnose(index, pod).findings, pod, lines)
+        if progress is not None:
+            progress(i, len(workloads))
+    findings.sort(key=lambda f: (f.file or "", f.line or 0, f.workload, f.check))
+    return CheckReport(workloads=len(workloads), istio=profile.label, findings=tuple(findings), views=len(views))
+
+
+def _located(found: Iterable[Finding], pod: PodInfo, lines: _Lines) -> list[CheckFinding]:
+    file, line = lines.where(pod.where)
+    out: list[CheckFinding] = []
+    seen: set[tuple[str, str]] = set()
+    for f in found:
+        if (f.check, f.message) in seen:
+            continue
+        seen.add((f.check, f.message))
+        out.append(CheckFinding(check=f.check, name=f.name, severity=f.severity, workload=pod.ref, file=file,
+                                line=line, message=f.message, evidence=tuple(lines.evidence(e) for e in f.evidence),
+                                fix=f.fix))
+    return out
+
+
+def check_paths(paths: Iterable[str | Path], *, istio_version: str | None = None,
+                progress: Callable[[int, int], None] | None = None) -> CheckReport:
+    """Read ``paths`` (files or directories, ``-`` for standard input) and check every workload in them.
+
+    Raises NetsimError (ConfigError, InputError, SpecError) naming the file, document, line and field of the
+    first object that cannot be read, as ``netsim diagnose --config`` does without ``--keep-going``.
+    """
+    from netsim.mesh.files import read_config
+
+    paths = list(paths)
+    profile = mesh_profile(istio_version)
+    read = read_config(paths, keep_going=False)
+    mesh = _mesh_config(read.loaded)
+    if not mesh_facts(read.objects).workloads:
+        raise ConfigError("no workload found (a Pod, or a Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or "
+                          "CronJob with a pod template)", where=", ".join(str(p) for p in paths)[:200])
+    report = check_objects(read.objects, read.loaded, mesh=mesh, profile=profile, progress=progress)
+    return replace(report, notes=tuple(str(i) for i in read.ignored if i.kind not in _QUIET_KINDS))
+
+
+# kinds a cluster dump is full of, whose being ignored says nothing about the answer
+_QUIET_KINDS = frozenset({"ConfigMap", "Secret", "ServiceAccount", "Namespace", "Role", "RoleBinding", "ClusterRole",
+                          "ClusterRoleBinding", "CustomResourceDefinition", "PodDisruptionBudget",
+                          "HorizontalPodAutoscaler", "Ingress", "Event", "ControllerRevision", "Lease"})
+
+
+__all__ = ["SEVERITIES", "CheckFinding", "CheckReport", "Located", "check_objects", "check_paths"]
