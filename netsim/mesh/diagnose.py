@@ -442,6 +442,8 @@ def _mtls_targets(index: ProxyIndex) -> list[_Draft]:
             if cl.tls == "auto" and not epod.sidecar:
                 continue  # auto mTLS sends plaintext there
             port = resolve_target_port(sp, epod) if sp else None
+            if (port or cl.port) in SIDECAR_PORTS:
+                continue  # the sidecar's own listener (15090 for a metrics Service), not the app's port
             ok, why = port_captured(epod, port or (cl.port or 0), index.profile)
             if not ok:
                 bad.append(f"{e.address}:{port}: {why}")
