@@ -224,6 +224,31 @@ class ProxyIndex:
         return out
 
 
+class _LazyRoutes(Mapping[str, RouteConfig]):
+    """The route configurations by name, each built when first read: a proxy of a large mesh has a virtual
+    host per service port in each, and a hop reads one (``netsim check`` builds many indexes and reads few)."""
+
+    def __init__(self, names: Sequence[str], make: Any) -> None:
+        self._names = tuple(names)
+        self._known = frozenset(names)
+        self._make = make
+        self._built: dict[str, RouteConfig] = {}
+
+    def __getitem__(self, name: str) -> RouteConfig:
+        rc = self._built.get(name)
+        if rc is None:
+            if name not in self._known:
+                raise KeyError(name)
+            rc = self._built[name] = self._make(name)
+        return rc
+
+    def __iter__(self) -> Any:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
 # -------------------------------------------------------------------------------------------------
 # policy lookups (shared with hop and diagnose)
 
@@ -706,7 +731,7 @@ class _Builder:
         return RouteConfig(name=name, vhosts=(*vhosts, catch), exact=MappingProxyType(exact),
                            suffixes=tuple(suffixes), prefixes=tuple(prefixes), catch_all=catch)
 
-    def build_routes(self, listeners: Iterable[Listener]) -> dict[str, RouteConfig]:
+    def build_routes(self, listeners: Iterable[Listener]) -> Mapping[str, RouteConfig]:
         names: set[str] = set()
         for ln in listeners:
             for c in (*ln.chains, *((ln.default_chain,) if ln.default_chain else ())):
@@ -722,13 +747,10 @@ class _Builder:
                 if cls in (_Class.HTTP, _Class.AUTO):
                     by_port.setdefault(sp.port, []).append((s, sp))
                     by_host.setdefault(f"{s.hostname}:{sp.port}", (s, sp))
-        out: dict[str, RouteConfig] = {}
-        for n in names:
-            if n.isdigit():
-                out[n] = self.route_config(n, by_port.get(int(n), []))
-            elif n in by_host:
-                out[n] = self.route_config(n, [by_host[n]])
-        return out
+        def make(n: str) -> RouteConfig:
+            return self.route_config(n, by_port.get(int(n), []) if n.isdigit() else [by_host[n]])
+
+        return _LazyRoutes(sorted(n for n in names if n.isdigit() or n in by_host), make)
 
     # -- clusters ------------------------------------------------------------------------------
     def upstream_tls(self, s: MeshService, sp: ServicePort, subset: str, dr: DestinationRule | None,
@@ -941,7 +963,7 @@ def build_index(objects: MeshObjects, proxy: Proxy, profile: MeshProfile, mesh: 
     return ProxyIndex(proxy=proxy, profile=profile, mesh=mesh, policy=b.policy, policy_origin=b.policy_origin,
                       auto_mtls=b.auto_mtls, exact=MappingProxyType(exact), wildcard=MappingProxyType(wildcard),
                       virtual_outbound=b.virtual_outbound(), virtual_inbound=vin,
-                      inbound_exact=MappingProxyType(inbound_exact), routes=MappingProxyType(routes),
+                      inbound_exact=MappingProxyType(inbound_exact), routes=routes,
                       clusters=MappingProxyType(clusters), objects=objects,
                       pods_by_ip=MappingProxyType(b.pods_by_ip), conflicts=tuple(c for c in b.conflicts if c),
                       errors=tuple(b.errors), hidden=b.hidden)

@@ -163,6 +163,7 @@ class _MeshFacts:
     services_by_ns: Mapping[str, tuple[MeshService, ...]]
     se_by_endpoint: Mapping[str, tuple[MeshService, ...]]
     position: Mapping[int, int]  # id(service) → its place in push-context order
+    by_selector: Mapping[tuple[str, str, str], tuple[MeshService, ...]]  # (ns, k, v) of a selector's first pair
 
 
 _FACTS: dict[int, tuple[Any, _MeshFacts]] = {}
@@ -207,7 +208,11 @@ def mesh_facts(objects: Any) -> _MeshFacts:
             used.setdefault(port, f"port {port} of {p.ref}")
     by_ns: dict[str, list[MeshService]] = {}
     by_ep: dict[str, list[MeshService]] = {}
+    by_sel: dict[tuple[str, str, str], list[MeshService]] = {}
     for s in objects.services:
+        if s.selector:
+            k, v = s.selector[0]
+            by_sel.setdefault((s.namespace, k, v), []).append(s)
         by_ns.setdefault(s.namespace, []).append(s)
         if s.kind == "ServiceEntry":
             for e in s.endpoints:
@@ -216,11 +221,28 @@ def mesh_facts(objects: Any) -> _MeshFacts:
                        without_sidecar=tuple(p for p in workloads if not p.sidecar),
                        services_by_ns={k: tuple(v) for k, v in by_ns.items()},
                        se_by_endpoint={k: tuple(v) for k, v in by_ep.items()},
-                       position={id(s): i for i, s in enumerate(objects.services)})
+                       position={id(s): i for i, s in enumerate(objects.services)},
+                       by_selector={k: tuple(v) for k, v in by_sel.items()})
     if len(_FACTS) >= 8:
         _FACTS.clear()
     _FACTS[id(objects)] = (objects, facts)
     return facts
+
+
+_OBJECT_MEMO: dict[tuple[int, str], tuple[Any, Any]] = {}
+
+
+def _per_objects(name: str, objects: Any, compute: Any) -> Any:
+    """``compute()`` once per :class:`MeshObjects` (what depends on the objects read alone)."""
+    key = (id(objects), name)
+    hit = _OBJECT_MEMO.get(key)
+    if hit is not None and hit[0] is objects:
+        return hit[1]
+    value = compute()
+    if len(_OBJECT_MEMO) >= 64:
+        _OBJECT_MEMO.clear()
+    _OBJECT_MEMO[key] = (objects, value)
+    return value
 
 
 # drafts of the checks that depend on the proxy's view (its listeners and clusters), not on the pod: computed
@@ -273,21 +295,15 @@ def _locator(index: ProxyIndex) -> Any:
 
 
 def _selecting_services(index: ProxyIndex, pod: PodInfo) -> list[MeshService]:
+    """The Services of the pod's namespace whose selector picks it, and the ServiceEntries that select it
+    (workloadSelector) or list its address, in push-context order."""
     labels = pod.label_map
-    out = []
     facts = mesh_facts(index.objects)
-    candidates = list(facts.services_by_ns.get(pod.namespace, ()))
-    seen = {id(s) for s in candidates}
-    extra = [s for ip in pod.ips for s in facts.se_by_endpoint.get(ip, ()) if id(s) not in seen]
-    if extra:
-        candidates = sorted({id(s): s for s in candidates + extra}.values(), key=lambda s: facts.position[id(s)])
-    for s in candidates:
-        k8s = s.kind == "Service" and s.namespace == pod.namespace and selects(s.selector, labels)
-        se = s.kind == "ServiceEntry" and (any(e.address in pod.ips for e in s.endpoints) or (
-            s.namespace == pod.namespace and selects(s.selector, labels)))
-        if k8s or se:
-            out.append(s)
-    return out
+    found = {id(s): s for k, v in pod.labels for s in facts.by_selector.get((pod.namespace, k, v), ())
+             if selects(s.selector, labels)}
+    for ip in pod.ips:
+        found.update((id(s), s) for s in facts.se_by_endpoint.get(ip, ()))
+    return sorted(found.values(), key=lambda s: facts.position[id(s)]) if len(found) > 1 else list(found.values())
 
 
 def _declared_ports(index: ProxyIndex, pod: PodInfo) -> dict[int, str]:
@@ -637,9 +653,10 @@ def check_plaintext_to_strict(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
     own = set(index.proxy.ips)
     # (dst ip, port, what the client uses, fix)
     probes: list[tuple[str, int, str, str]] = []
-    for cl in index.clusters.values():
-        if cl.type != "ORIGINAL_DST" or cl.direction != "outbound" or cl.service is None or cl.port is None:
-            continue
+    orig_dst = _per_view("original-dst", index, lambda: [
+        cl for cl in index.clusters.values()
+        if cl.type == "ORIGINAL_DST" and cl.direction == "outbound" and cl.service is not None and cl.port is not None])
+    for cl in orig_dst:
         if all(e.sidecar for e in cl.endpoints):
             fix = (f"let {cl.fqdn} get Istio mTLS: a DestinationRule with tls.mode ISTIO_MUTUAL for it, or Istio "
                    "1.10+ (mTLS inferred for an ORIGINAL_DST cluster whose endpoints all have a sidecar); or set "
@@ -722,29 +739,29 @@ def check_clusters_without_endpoints(index: ProxyIndex, pod: PodInfo) -> list[_D
     """EDS clusters of this proxy with no endpoint among the objects read. Silent for a service whose
     namespace has no Pod and no endpoint of any service among the objects: then the files say nothing
     about that namespace's endpoints."""
-    def empty() -> tuple[dict[str, int], set[str], list[Any]]:
+    def empty() -> tuple[dict[str, int], set[str], dict[str, list[Any]]]:
         pods_in: dict[str, int] = {}
         for p in index.objects.pods:
             if p.kind == "Pod":
                 pods_in[p.namespace] = pods_in.get(p.namespace, 0) + 1
         with_endpoints = {s.namespace for s in index.objects.services if s.endpoints}
-        clusters = [cl for cl in index.clusters.values()
-                    if cl.direction == "outbound" and cl.service is not None and cl.type == "EDS"
-                    and not cl.endpoints and not cl.subset]
-        return pods_in, with_endpoints, clusters
+        by_ns: dict[str, list[Any]] = {}
+        for cl in index.clusters.values():
+            if cl.direction == "outbound" and cl.service is not None and cl.type == "EDS" and not cl.endpoints \
+                    and not cl.subset and (cl.service.namespace in with_endpoints or cl.service.namespace in pods_in):
+                by_ns.setdefault(cl.service.namespace, []).append(cl)
+        return pods_in, with_endpoints, by_ns
 
-    pods_in, with_endpoints, clusters = _per_view("no-endpoints", index, empty)
-    if not clusters:
+    pods_in, with_endpoints, by_ns = _per_view("no-endpoints", index, empty)
+    if not by_ns:
         return []
     own = 1 if pod.kind == "Pod" else 0  # the diagnosed pod says nothing about the others
     out = []
     # the services of the workload diagnosed: its pods are what the template would make
     seen = {f"{s.kind} {s.namespace}/{s.name}" for s in _selecting_services(index, pod)}
-    for cl in clusters:
+    for cl in (cl for ns, cls in by_ns.items() for cl in cls
+               if ns in with_endpoints or pods_in.get(ns, 0) - (own if ns == pod.namespace else 0) > 0):
         svc = cl.service
-        ns = svc.namespace
-        if ns not in with_endpoints and pods_in.get(ns, 0) - (own if ns == pod.namespace else 0) <= 0:
-            continue
         key = f"{svc.kind} {svc.namespace}/{svc.name}"
         if key in seen:
             continue
@@ -776,7 +793,7 @@ CHECKS = tuple(CODES[name] for name, _ in _CHECKS)
 def diagnose(index: ProxyIndex, pod: PodInfo, *, notes: Iterable[str] = ()) -> Report:
     """Run every check for ``pod`` whose sidecar ``index`` was built for. ``notes``: what the answer rests
     on (objects ignored, documents skipped), carried into the report."""
-    locate = _per_view("locator", index, lambda: _locator(index))
+    locate = _per_objects("locator", index.objects, lambda: _locator(index))
     findings = [Finding(check=CODES[d.name], name=d.name, severity=d.severity, message=d.message,
                         evidence=tuple(dict.fromkeys(locate(e) for e in d.evidence if e)), fix=d.fix)
                 for _name, check in _CHECKS for d in check(index, pod)]
