@@ -8,11 +8,13 @@ ConfigMap of the root namespace, or an IstioOperator), building each workload's 
 the manifest where its object's document (or its item of a ``List``) starts (:class:`CheckFinding`,
 :class:`CheckReport`).
 
-Many workloads see the same Envoy config: the outbound view depends on the proxy's namespace, its
-addresses, its DNS proxy flags, the Sidecar resource that selects it and the DestinationRules whose
+Many workloads see the same Envoy config: the outbound view depends on the proxy's namespace (only when
+that namespace is special: :func:`_special_namespaces`), its addresses (only where a listener depends
+on them), its DNS proxy flags, the Sidecar resource that selects it and the DestinationRules whose
 workloadSelector picks it, not on its name or other labels. One :class:`~netsim.mesh.build.ProxyIndex`
 is built per such view and shared (with each workload's own proxy put in); diagnose reads only its
-outbound listeners, routes and clusters, and memoises what depends on the view alone. Identical pod
+outbound listeners and clusters (not its inbound listeners, nor the namespace-relative short names of
+its route configurations, which TCP hops never read), and memoises what depends on the view alone. Identical pod
 templates are resolved and compiled once (:func:`netsim.mesh.hop.template_key`).
 
 Never does: print, or decide anything diagnose does not: ``diagnose`` and ``check`` agree by
@@ -129,12 +131,40 @@ class _Lines:
         return Located(what=e.what, file=e.file, line=self.of(e.file, e.document, e.item))
 
 
-def _view_key(objects: MeshObjects, mesh: MeshConfig, proxy: Any) -> tuple[Any, ...]:
-    """What a proxy's outbound Envoy config depends on besides the objects (see the module docstring)."""
+def _special_namespaces(objects: MeshObjects, root: str) -> frozenset[str]:
+    """The namespaces whose proxies may see another outbound config than a proxy of any other namespace:
+    the root namespace; those holding a DestinationRule (it ranks first for its own namespace's proxies) or a
+    Sidecar; those an ``exportTo`` names, or holds an object limited by one; those holding a definition of
+    a hostname defined in several namespaces (1.24+ prefers the proxy's own). Every other namespace sees the
+    same services, routing and TLS settings, so its proxies share one view."""
+    out = {root}
+    out |= {dr.namespace for dr in objects.destination_rules} | {sc.namespace for sc in objects.sidecars}
+    for obj_ns, export in [*((s.namespace, s.export_to) for s in objects.services),
+                           *((v.namespace, v.export_to) for v in objects.virtual_services),
+                           *((d.namespace, d.export_to) for d in objects.destination_rules)]:
+        if export and tuple(export) != ("*",):
+            out.add(obj_ns)
+            out |= {e for e in export if e not in (".", "~", "*")}
+    by_host: dict[str, set[str]] = {}
+    for s in objects.services:
+        by_host.setdefault(s.hostname, set()).add(s.namespace)
+    for namespaces in by_host.values():
+        if len(namespaces) > 1:
+            out |= namespaces
+    return frozenset(out)
+
+
+def _view_key(objects: MeshObjects, mesh: MeshConfig, proxy: Any, special: frozenset[str],
+              ip_sensitive: frozenset[str], profile: MeshProfile) -> tuple[Any, ...]:
+    """What a proxy's outbound Envoy config depends on besides the objects (see the module docstring): its
+    namespace when it is special, its addresses when a listener depends on them (the 1.3-1.5 pod-IP
+    BlackHole chain, a headless service listing it), its DNS flags, its Sidecar and selected
+    DestinationRules."""
     sc = sidecar_for(objects, proxy, mesh.root_namespace)
     labels = proxy.label_map
     drs = tuple(i for i, dr in enumerate(objects.destination_rules) if dr.selector and selects(dr.selector, labels))
-    return (proxy.namespace, proxy.ips, proxy.dns_capture, proxy.dns_auto_allocate,
+    ips = proxy.ips if profile.pod_ip_blackhole or ip_sensitive & set(proxy.ips) else ()
+    return (proxy.namespace if proxy.namespace in special else "*", ips, proxy.dns_capture, proxy.dns_auto_allocate,
             None if sc is None else (sc.namespace, sc.name), drs)
 
 
@@ -148,10 +178,13 @@ def check_objects(objects: MeshObjects, loaded: tuple[K8sObject, ...], *, mesh: 
     workloads = mesh_facts(objects).workloads
     views: dict[tuple[Any, ...], ProxyIndex] = {}
     findings: list[CheckFinding] = []
+    special = _special_namespaces(objects, mesh.root_namespace)
+    headless_ips = frozenset(e.address for s in objects.services if s.headless or s.resolution.name == "PASSTHROUGH"
+                             for e in s.endpoints)
     for i, pod in enumerate(workloads, 1):
         proxy = make_proxy(objects, mesh, ips=pod.ips or (PLACEHOLDER_IP,), namespace=pod.namespace,
                            labels=pod.labels, pod=pod)
-        key = _view_key(objects, mesh, proxy)
+        key = _view_key(objects, mesh, proxy, special, headless_ips, profile)
         base = views.get(key)
         if base is None:
             base = views[key] = build_index(objects, proxy, profile, mesh)

@@ -534,33 +534,18 @@ def check_strict_callers(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
 
 def check_serviceentry_dns(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
     """ServiceEntry hosts without addresses, exported to this proxy's namespace, that its agent does not answer."""
-    return _per_view("se-dns", index, lambda: _serviceentry_dns(index))  # type: ignore[no-any-return]
-
-
-def _serviceentry_dns(index: ProxyIndex) -> list[_Draft]:
     out = []
     proxy = index.proxy
-    seen: set[str] = set()
-    visible = {v.hostname for v in _visible(index) if v.auto_ipv4}
-    for s in index.objects.services:
-        if s.kind != "ServiceEntry" or s.address != UNSPECIFIED or s.hostname.startswith("*"):
-            continue
-        if not exported(s.export_to, s.namespace, proxy.namespace):
-            continue
-        if s.resolution is Resolution.DNS_LB and _PUBLIC_TLD.search(s.hostname) and not s.endpoints:
-            continue  # a public name: kube-dns forwards it upstream
-        if s.hostname in visible or s.hostname in seen:
-            continue
-        seen.add(s.hostname)
-        off = []
-        if not proxy.dns_capture:
-            off.append("DNS capture (ISTIO_META_DNS_CAPTURE) is off")
-        if not proxy.dns_auto_allocate and index.profile.version < (1, 25, 0):
-            off.append("auto-allocation (ISTIO_META_DNS_AUTO_ALLOCATE) is off")
-        if not index.profile.autoalloc:
-            off.append(f"{index.profile.label} has no auto-allocation (1.7+)")
-        if not off:
-            continue
+    off = []
+    if not proxy.dns_capture:
+        off.append("DNS capture (ISTIO_META_DNS_CAPTURE) is off")
+    if not proxy.dns_auto_allocate and index.profile.version < (1, 25, 0):
+        off.append("auto-allocation (ISTIO_META_DNS_AUTO_ALLOCATE) is off")
+    if not index.profile.autoalloc:
+        off.append(f"{index.profile.label} has no auto-allocation (1.7+)")
+    if not off:
+        return []
+    for s in _per_view("se-dns", index, lambda: _unanswered_hosts(index)):
         out.append(_Draft(
             name="serviceentry-host-unresolvable", severity="warning",
             message=(f"{s.ref} has no addresses and {' and '.join(off)}: the app's lookup of {s.hostname} goes to "
@@ -570,6 +555,26 @@ def _serviceentry_dns(index: ProxyIndex) -> list[_Draft]:
             fix=("set proxyMetadata ISTIO_META_DNS_CAPTURE: \"true\" and ISTIO_META_DNS_AUTO_ALLOCATE: \"true\" "
                  "(pod annotation proxy.istio.io/config or mesh defaultConfig), or give the ServiceEntry addresses "
                  "and a DNS record")))
+    return out
+
+
+def _unanswered_hosts(index: ProxyIndex) -> list[MeshService]:
+    """The ServiceEntries without addresses exported to this proxy's namespace whose host it has no VIP for
+    (one per host; public names kube-dns forwards upstream left out)."""
+    out = []
+    seen: set[str] = set()
+    visible = {v.hostname for v in _visible(index) if v.auto_ipv4}
+    for s in index.objects.services:
+        if s.kind != "ServiceEntry" or s.address != UNSPECIFIED or s.hostname.startswith("*"):
+            continue
+        if not exported(s.export_to, s.namespace, index.proxy.namespace):
+            continue
+        if s.resolution is Resolution.DNS_LB and _PUBLIC_TLD.search(s.hostname) and not s.endpoints:
+            continue  # a public name: kube-dns forwards it upstream
+        if s.hostname in visible or s.hostname in seen:
+            continue
+        seen.add(s.hostname)
+        out.append(s)
     return out
 
 
@@ -708,20 +713,9 @@ def check_plaintext_to_strict(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
 def check_host_in_two_namespaces(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
     """A hostname with ServiceEntries (or a Service and a ServiceEntry) in two namespaces, both visible
     from this proxy's namespace (exportTo)."""
-    return _per_view("host-twice", index, lambda: _host_in_two_namespaces(index))  # type: ignore[no-any-return]
-
-
-def _host_in_two_namespaces(index: ProxyIndex) -> list[_Draft]:
     ns = index.proxy.namespace
-    by_host: dict[str, dict[tuple[str, str, str], MeshService]] = {}
-    for s in index.objects.services:
-        if exported(s.export_to, s.namespace, ns):
-            by_host.setdefault(s.hostname, {}).setdefault((s.kind, s.namespace, s.name), s)
     out = []
-    for host, defs in by_host.items():
-        svcs = list(defs.values())
-        if len({s.namespace for s in svcs}) < 2 or not any(s.kind == "ServiceEntry" for s in svcs):
-            continue
+    for host, svcs in _per_view("host-twice", index, lambda: _hosts_in_two_namespaces(index)):
         refs = ", ".join(f"{s.kind} {s.namespace}/{s.name}" for s in svcs)
         out.append(_Draft(
             name="serviceentry-host-in-two-namespaces", severity="warning",
@@ -732,6 +726,20 @@ def _host_in_two_namespaces(index: ProxyIndex) -> list[_Draft]:
             evidence=tuple(s.where for s in svcs),
             fix=("keep one definition per host: exportTo: [\".\"] on the namespace-local ones, or delete the "
                  "duplicate, or give them distinct hosts")))
+    return out
+
+
+def _hosts_in_two_namespaces(index: ProxyIndex) -> list[tuple[str, list[MeshService]]]:
+    ns = index.proxy.namespace
+    by_host: dict[str, dict[tuple[str, str, str], MeshService]] = {}
+    for s in index.objects.services:
+        if exported(s.export_to, s.namespace, ns):
+            by_host.setdefault(s.hostname, {}).setdefault((s.kind, s.namespace, s.name), s)
+    out = []
+    for host, defs in by_host.items():
+        svcs = list(defs.values())
+        if len({s.namespace for s in svcs}) >= 2 and any(s.kind == "ServiceEntry" for s in svcs):
+            out.append((host, svcs))
     return out
 
 
