@@ -272,7 +272,6 @@ def _split_all(text: str) -> list[Document]:
 
 _SEPARATOR = re.compile(r"^(?:---|\.\.\.)(?:\s|$)", re.M)
 _CONTENT = re.compile(r"^[ \t]*[^\s#]", re.M)
-_ALIAS = re.compile(r"(?:^|[\s\[{,:])\*[^\s,\[\]{}]")
 
 # Large inputs (a whole cluster's `kubectl get -A -o yaml|json`) are read by a faster reader when one is
 # installed and the text holds nothing it could read differently from PyYAML; anything else, and every
@@ -285,10 +284,32 @@ _RISKY = (r"(?:yes|Yes|YES|no|No|NO|True|TRUE|False|FALSE|on|On|ON|off|Off|OFF|~
           r"|[-+]?0[0-7_]+|[-+]?0[bxo][0-9a-fA-F_]+|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?"
           r"|[-+]?[0-9.][0-9_.]*[eE][-+]?[0-9]+|[-+]?[0-9]+_[0-9_]*|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"
           r"|[0-9]{4}-[0-9][0-9]?-[0-9][0-9]?(?:[Tt ][^\n]*)?)")
-_RISKY_VALUE = re.compile(r"(?:[:?-][ \t]+|[\[,{][ \t]*)" + _RISKY + r"[ \t]*(?:#[^\n]*)?(?:$|[,\]}])", re.M)
-# keys PyYAML reads as something other than a string (8080: → int), complex keys, tags
-_RISKY_KEY = re.compile(r"(?:^[ \t]*(?:-[ \t]+)*|[\[,{][ \t]*)(?:[-+]?[0-9.][^:\n]*|" + _RISKY + r")[ \t]*:(?:[ \t]|$)"
-                        r"|^[ \t]*\?(?:[ \t]|$)|(?:^|[ \t\[,{])![^\s]*", re.M)
+# each starts with a literal character, so that the regular-expression engine skips ahead to it: a whole
+# cluster's dump is scanned in well under a second
+_FIRST = r"(?=[-+.0-9yYnNtTfFoO~<=])"  # the first character of every risky scalar: most lines fail here
+_RISKY_VALUES = (re.compile(r":[ \t]+" + _FIRST + _RISKY + r"[ \t]*(?:#[^\n]*)?(?=\n)"),
+                 re.compile(r"\n[ \t]*-[ \t]+" + _FIRST + _RISKY + r"[ \t]*(?:#[^\n]*)?(?=\n)"))
+# keys PyYAML reads as something other than a string (8080: → int, yes: → True), complex keys
+_RISKY_KEYS = (re.compile(r"\n[ \t]*(?:-[ \t]+)*" + _FIRST + r"(?:[-+]?\.?[0-9][^:\n]*|" + _RISKY
+                          + r")[ \t]*:(?=[ \t\n])"),
+               re.compile(r"\n[ \t]*\?(?=[ \t\n])"))
+_TAG = re.compile(r"![^\s]*")
+_MARK = re.compile(r"[&*][^\s,\[\]{}]")  # an anchor or alias when it starts a node
+_FLOW = re.compile(r"[\[{][ \t]*[^\s\]}]")  # a flow collection with content (only [] and {} are left alone)
+
+
+def _yaml_risky(text: str) -> bool:
+    """Whether rapidyaml's JSON of ``text`` might differ from PyYAML's value: anchors and aliases (PyYAML
+    applies Kubernetes' alias bounds), tags, flow collections with content, and plain scalars or keys that
+    YAML 1.1 resolves to something else than a string or a JSON number (:data:`_RISKY`)."""
+    text = "\n" + text + "\n"
+    if ("&" in text or "*" in text) and any(text[m.start() - 1] in " \t\n[{,:-" for m in _MARK.finditer(text)):
+        return True
+    if "!" in text and any(text[m.start() - 1] in " \t\n[{,:-" for m in _TAG.finditer(text)):
+        return True
+    if ("[" in text or "{" in text) and any(text[m.start() - 1] in " \t\n,:-" for m in _FLOW.finditer(text)):
+        return True
+    return any(r.search(text) is not None for r in (*_RISKY_VALUES, *_RISKY_KEYS))
 
 
 def _json_depth_ok(value: Any) -> bool:
@@ -343,8 +364,7 @@ def fast_documents(text: str, docs: list[Document] | None = None) -> list[Any] |
         except (orjson.JSONDecodeError, RecursionError):
             return None
         return [value] if _json_depth_ok(value) else None
-    if _ANCHOR.search(text) is not None or _ALIAS.search(text) is not None \
-            or _RISKY_VALUE.search(text) is not None or _RISKY_KEY.search(text) is not None:
+    if _yaml_risky(text):
         return None
     try:
         import ryml
