@@ -312,15 +312,16 @@ def _yaml_risky(text: str) -> bool:
     return any(r.search(text) is not None for r in (*_RISKY_VALUES, *_RISKY_KEYS))
 
 
-def _json_depth_ok(value: Any) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if item.__class__ is dict or item.__class__ is list:
-            if level > MAX_DEPTH:
-                return False
-            stack.extend((v, level + 1) for v in (item.values() if item.__class__ is dict else item)
-                         if v.__class__ is dict or v.__class__ is list)
+def _json_depth_ok(value: Any, level: int = 1) -> bool:
+    """Whether ``value`` (dicts, lists and scalars) nests at most :data:`MAX_DEPTH` levels."""
+    if level > MAX_DEPTH:
+        return False
+    kind = value.__class__
+    items = value.values() if kind is dict else value if kind is list else ()
+    for v in items:
+        k = v.__class__
+        if (k is dict or k is list) and not _json_depth_ok(v, level + 1):
+            return False
     return True
 
 

@@ -262,6 +262,9 @@ def _per_view(name: str, index: ProxyIndex, compute: Any) -> Any:
     return drafts
 
 
+_REF = re.compile(r"(?P<kind>[A-Z][A-Za-z]+) (?P<name>(?:\(mesh\)|[a-z0-9][a-z0-9.-]*)/[a-z0-9][a-z0-9.-]*)")
+
+
 def _locator(index: ProxyIndex) -> Any:
     """Text evidence → :class:`Evidence`: a ``file: document N: ...`` location is split; text that names an
     object (``Service shop/web port http``, ``listener 0.0.0.0_80 (from Service app/x)``) gets the file and
@@ -275,20 +278,20 @@ def _locator(index: ProxyIndex) -> Any:
         refs.setdefault(p.ref, p.where)
     for pa in o.peer_authentications:
         refs.setdefault(f"{pa.kind} {pa.namespace or '(mesh)'}/{pa.name}", pa.where)
-    # the longest reference first at one position ("Service app/app-ext" before "Service app/app")
-    pattern = re.compile("|".join(re.escape(r) for r in sorted(refs, key=len, reverse=True)) + r"(?![\w.-])") \
-        if refs else None
 
     def locate(text: str) -> Evidence:
         m = _WHERE.match(text)
         if m is not None:
             return Evidence(what=m["what"] or text, file=m["file"], document=int(m["doc"]),
                             item=int(m["item"]) if m["item"] else None)
-        named = pattern.search(text) if pattern is not None else None
-        w = _WHERE.match(refs[named.group(0)]) if named is not None else None
-        if w is not None:
-            return Evidence(what=text, file=w["file"], document=int(w["doc"]),
-                            item=int(w["item"]) if w["item"] else None)
+        # the first object the text names ("Service app/app-ext port 80", "listener … (from Service x/y)")
+        for named in _REF.finditer(text):
+            ref = f"{named['kind']} {named['name']}"
+            where = refs.get(ref) or refs.get(ref.rstrip(".-"))
+            w = _WHERE.match(where) if where is not None else None
+            if w is not None:
+                return Evidence(what=text, file=w["file"], document=int(w["doc"]),
+                                item=int(w["item"]) if w["item"] else None)
         return Evidence(what=text)
 
     return locate

@@ -154,10 +154,16 @@ def _capture_resolution(pod: PodInfo, version_name: str) -> tuple[Any, str]:
 _RESOLUTIONS: dict[tuple[str, str], tuple[Any, str]] = {}
 
 
+_KEYS: dict[int, tuple[Any, str]] = {}
+
+
 def template_key(pod: PodInfo) -> str:
     """A digest of what a pod's capture options depend on: its kind, namespace, IPs, and its pod template's
     annotations and spec (not the object's name or labels, nor the workload's other fields), as
     ``netsim.drift.fleet`` keys pod specs."""
+    hit = _KEYS.get(id(pod))
+    if hit is not None and hit[0] is pod:
+        return hit[1]
     import hashlib
     import json
 
@@ -171,7 +177,11 @@ def template_key(pod: PodInfo) -> str:
     what = [pod.kind, pod.namespace, list(pod.ips), pod.sidecar, meta.get("annotations"), body.get("spec"),
             pod.body.get("status") if pod.kind == "Pod" else None]
     text = json.dumps(what, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    key = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    if len(_KEYS) >= 65536:
+        _KEYS.clear()
+    _KEYS[id(pod)] = (pod, key)
+    return key
 
 
 def inbound_capture(pod: PodInfo, version_name: str) -> tuple[bool | None, frozenset[int] | None,
