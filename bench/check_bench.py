@@ -25,10 +25,17 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def dump(workloads: int, namespaces: int, templates: int) -> dict[str, Any]:
+def dump(workloads: int, namespaces: int, templates: int, special: int = 10) -> dict[str, Any]:
     """A List of ``workloads`` Deployments (``templates`` distinct pod specs, as charts stamp them) and one
-    ClusterIP Service each, spread over ``namespaces`` namespaces, plus the mesh's STRICT policy."""
+    ClusterIP Service each, spread over ``namespaces`` namespaces, plus the mesh's STRICT policy; one
+    workload in 100 without a sidecar (so every STRICT workload has a finding), and a DestinationRule in
+    ``special`` namespaces (their proxies get a sidecar view of their own)."""
     items: list[dict[str, Any]] = []
+    for n in range(special):
+        items.append({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                      "metadata": {"name": "local", "namespace": f"team-{n:03d}"},
+                      "spec": {"host": f"*.team-{n:03d}.svc.cluster.local",
+                               "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}})
     for i in range(workloads):
         ns = f"team-{i % namespaces:03d}"
         name = f"svc-{i:05d}"
@@ -40,7 +47,9 @@ def dump(workloads: int, namespaces: int, templates: int) -> dict[str, Any]:
             "metadata": {"name": name, "namespace": ns, "labels": {"app": name},
                          "creationTimestamp": "2026-01-01T00:00:00Z", "uid": f"00000000-0000-0000-0000-{i:012d}"},
             "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}}, "template": {
-                "metadata": {"labels": {"app": name, "version": "v1"}, "annotations": ann},
+                "metadata": {"labels": {"app": name, "version": "v1",
+                                        **({"sidecar.istio.io/inject": "false"} if i % 100 == 99 else {})},
+                             "annotations": ann},
                 "spec": {"containers": [{"name": "app", "image": f"registry.local/app-{t}:1.{t}", "ports": ports,
                                          "resources": {}, "env": [{"name": "MODE", "value": "prod"}]}],
                          "serviceAccountName": "default"}}}})
@@ -82,8 +91,9 @@ def main() -> None:
     ap.add_argument("--workloads", type=int, default=10_000)
     ap.add_argument("--namespaces", type=int, default=100)
     ap.add_argument("--templates", type=int, default=40)
+    ap.add_argument("--special", type=int, default=10, help="namespaces with a DestinationRule of their own")
     args = ap.parse_args()
-    data = dump(args.workloads, args.namespaces, args.templates)
+    data = dump(args.workloads, args.namespaces, args.templates, args.special)
     with tempfile.TemporaryDirectory() as tmp:
         files = {"yaml": Path(tmp) / "cluster.yaml", "json": Path(tmp) / "cluster.json"}
         try:
@@ -93,7 +103,7 @@ def main() -> None:
         files["yaml"].write_text(yaml.dump(data, Dumper=dumper, sort_keys=False))
         files["json"].write_text(json.dumps(data, indent=4))
         print(f"netsim check: {args.workloads} workloads + {args.workloads} Services in {args.namespaces} namespaces, "
-              f"{args.templates} distinct pod templates; load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+              f"{args.templates} distinct pod templates, {args.special} namespaces with a DestinationRule; load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         for fmt, path in files.items():
             wall, peak, status, rep = run(path)
             if status:

@@ -360,6 +360,7 @@ class _Builder:
         self.conflicts: list[str] = []
         self.errors: list[NetsimError] = []
         self.hidden: tuple[Hidden, ...] = ()
+        self._ns_modes: dict[str, tuple[str, str]] = {}
         self.sidecar = sidecar_for(objects, proxy, self.root)
         if self.sidecar is not None and self.sidecar.outbound_policy:
             self.policy = self.sidecar.outbound_policy
@@ -446,6 +447,13 @@ class _Builder:
         return auto_allocate(services, gen, istio_version=version, enabled=flags.ip_autoallocate)
 
     # -- helpers -------------------------------------------------------------------------------
+    def namespace_peer_mode(self, namespace: str) -> tuple[str, str]:
+        """:func:`peer_mode` of a namespace (no workload selector), once per namespace."""
+        found = self._ns_modes.get(namespace)
+        if found is None:
+            found = self._ns_modes[namespace] = peer_mode(self.o, self.root, namespace, None, None)
+        return found
+
     def listener_class(self, p: Protocol, *, inbound: bool = False) -> str | None:
         if p is Protocol.UDP:
             return None
@@ -770,7 +778,7 @@ class _Builder:
         if not self.auto_mtls:
             return "plaintext", (f"auto mTLS is off in {self.profile.label} ({self.mesh.source}) and no "
                                  "DestinationRule sets TLS")
-        ns_mode, ns_where = peer_mode(self.o, self.root, s.namespace, None, None)
+        ns_mode, ns_where = self.namespace_peer_mode(s.namespace)
         if ctype == "ORIGINAL_DST":
             if self.profile.orig_dst_forced_mtls:
                 if ns_mode == "DISABLE":
