@@ -528,7 +528,8 @@ def check_strict_callers(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
         return []
     return [_Draft(
         name="strict-mtls-callers-without-sidecar", severity="warning",
-        message=(f"{pod.ref} requires mTLS ({where}) on port(s) {', '.join(str(p) for p in strict if p)}; "
+        message=(f"{pod.ref} requires mTLS ({where}) on "
+                 f"{'port(s) ' + ', '.join(str(p) for p in strict if p) if any(strict) else 'every port'}; "
                  f"{len(callers)} pod(s) without a sidecar cannot call it (connection reset / 503 UC): "
                  f"{', '.join(c.ref for c in callers[:3])}"),
         evidence=(where, *(f"{c.ref}: {c.sidecar_why}" for c in callers[:5])),
