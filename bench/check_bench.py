@@ -28,14 +28,18 @@ ROOT = Path(__file__).resolve().parents[1]
 def dump(workloads: int, namespaces: int, templates: int, special: int = 10) -> dict[str, Any]:
     """A List of ``workloads`` Deployments (``templates`` distinct pod specs, as charts stamp them) and one
     ClusterIP Service each, spread over ``namespaces`` namespaces, plus the mesh's STRICT policy; one
-    workload in 100 without a sidecar (so every STRICT workload has a finding), and a DestinationRule in
-    ``special`` namespaces (their proxies get a sidecar view of their own)."""
-    items: list[dict[str, Any]] = []
+    workload in 100 without a sidecar (so every STRICT workload has a finding), a mesh-wide DestinationRule
+    and one in each of ``special`` namespaces overriding it there (their proxies get a sidecar view of
+    their own)."""
+    items: list[dict[str, Any]] = [
+        {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+         "metadata": {"name": "default", "namespace": "istio-system"},
+         "spec": {"host": "*.local", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}}]
     for n in range(special):
         items.append({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
                       "metadata": {"name": "local", "namespace": f"team-{n:03d}"},
                       "spec": {"host": f"*.team-{n:03d}.svc.cluster.local",
-                               "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}})
+                               "trafficPolicy": {"tls": {"mode": "DISABLE"}}}})
     for i in range(workloads):
         ns = f"team-{i % namespaces:03d}"
         name = f"svc-{i:05d}"
@@ -103,7 +107,8 @@ def main() -> None:
         files["yaml"].write_text(yaml.dump(data, Dumper=dumper, sort_keys=False))
         files["json"].write_text(json.dumps(data, indent=4))
         print(f"netsim check: {args.workloads} workloads + {args.workloads} Services in {args.namespaces} namespaces, "
-              f"{args.templates} distinct pod templates, {args.special} namespaces with a DestinationRule; load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+              f"{args.templates} distinct pod templates, {args.special} namespaces overriding the mesh's "
+              f"DestinationRule; load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         for fmt, path in files.items():
             wall, peak, status, rep = run(path)
             if status:

@@ -133,12 +133,18 @@ class _Lines:
 
 def _special_namespaces(objects: MeshObjects, root: str) -> frozenset[str]:
     """The namespaces whose proxies may see another outbound config than a proxy of any other namespace:
-    the root namespace; those holding a DestinationRule (it ranks first for its own namespace's proxies) or a
-    Sidecar; those an ``exportTo`` names, or holds an object limited by one; those holding a definition of
-    a hostname defined in several namespaces (1.24+ prefers the proxy's own). Every other namespace sees the
-    same services, routing and TLS settings, so its proxies share one view."""
-    out = {root}
-    out |= {dr.namespace for dr in objects.destination_rules} | {sc.namespace for sc in objects.sidecars}
+    the root namespace; those holding a Sidecar, or a DestinationRule whose hosts a DestinationRule of
+    another namespace matches too (a namespace's own rule ranks first for its proxies); those an
+    ``exportTo`` names, or holds an object limited by one; those holding a definition of a hostname defined
+    in several namespaces (1.24+ prefers the proxy's own). Every other namespace sees the same services,
+    routing and TLS settings, so its proxies share one view."""
+    out = {root} | {sc.namespace for sc in objects.sidecars}
+    # a DestinationRule ranks first for its own namespace's proxies: that changes their choice only where
+    # a DestinationRule of another namespace matches the same hosts
+    drs = objects.destination_rules
+    for a in drs:
+        if any(b.namespace != a.namespace and _hosts_overlap(a.host, b.host) for b in drs):
+            out.add(a.namespace)
     for obj_ns, export in [*((s.namespace, s.export_to) for s in objects.services),
                            *((v.namespace, v.export_to) for v in objects.virtual_services),
                            *((d.namespace, d.export_to) for d in objects.destination_rules)]:
@@ -152,6 +158,13 @@ def _special_namespaces(objects: MeshObjects, root: str) -> frozenset[str]:
         if len(namespaces) > 1:
             out |= namespaces
     return frozenset(out)
+
+
+def _hosts_overlap(a: str, b: str) -> bool:
+    """Whether two host patterns (``*.ns.svc.cluster.local``, ``*``, a name) can match one host."""
+    if a == b or a == "*" or b == "*":
+        return True
+    return (a.startswith("*") and b.endswith(a[1:])) or (b.startswith("*") and a.endswith(b[1:]))
 
 
 def _view_key(objects: MeshObjects, mesh: MeshConfig, proxy: Any, special: frozenset[str],

@@ -135,3 +135,13 @@ def test_a_kubectl_list_dump_works_as_it_is(capsys: pytest.CaptureFixture[str], 
     (strict,) = [x for x in report["findings"] if x["check"] == "NS0006"]
     assert strict["workload"] == "Deployment shop/web" and strict["line"] == starts[0]
     assert {e["line"] for e in strict["evidence"] if e["file"]} == {starts[3], starts[5]}
+
+
+def test_progress_is_reported_for_every_workload(tmp_path: Path) -> None:
+    from netsim.check import check_paths
+
+    f = tmp_path / "cluster.yaml"
+    f.write_text(yaml.safe_dump(_dump(), sort_keys=False))
+    calls: list[tuple[int, int]] = []
+    report = check_paths([f], progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 2), (2, 2)] and report.workloads == 2
