@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import yaml
-from click.testing import CliRunner
 
 from netsim.cli import main
 
@@ -76,7 +75,8 @@ status: {podIP: 10.1.0.1}
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c, image: c}]\n", "line 5: invalid YAML"),
+    ("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c, image: c}]\n",
+     "line 5: invalid YAML"),
     ("apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {clusterIP: 10.0.0.1, ports: [{port: 70000}]}\n",
      "spec.ports[0].port"),
     ("apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {clusterIP: 10.0.0.1}\n", "no workload found"),

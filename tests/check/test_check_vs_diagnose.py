@@ -39,8 +39,8 @@ def test_check_reports_what_diagnose_reports_for_each_workload(folder: Path, ver
     for f in report["findings"]:  # type: ignore[attr-defined]
         by_workload.setdefault(f["workload"], set()).add((f["check"], f["message"]))
     assert code == (1 if by_workload else 0)
-    from netsim.mesh.files import read_config
     from netsim.mesh.diagnose import mesh_facts
+    from netsim.mesh.files import read_config
 
     workloads = mesh_facts(read_config(files).objects).workloads
     assert report["workloads"] == len(workloads) > 0
