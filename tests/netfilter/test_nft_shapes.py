@@ -3,6 +3,7 @@ errors included, and the generated kube-proxy ruleset reads and traces as kube-p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from ipaddress import IPv4Address
 
 import pytest
@@ -98,3 +99,46 @@ def test_kube_proxy_ruleset_dnats_a_cluster_ip_to_its_endpoint_and_rejects_a_ser
     t = trace(rs, Packet(src=IPv4Address("10.1.2.3"), dst=IPv4Address(NODE_IP), sport=40000, dport=np,
                          origin=Origin.ARRIVING, in_iface="eth0", socket=None), ns)
     assert str(t.dst.addr) == endpoint_ip(10, 0)
+
+
+_WEIRD = ["1.2.3.4/33", "1.2.3", "01.2.3.4", "1.2.3.4:99999", "256.1.1.1", "1.2.3.4,", "1.2.3.4-1.2.3.1",
+          "::ffff:1.2.3.4", "1.2.3.4.5", "nosuch-chain", "0.0.0.0", "1.2.3.4:0", "x", "{", "}", "jump", "goto",
+          ",", '"s"', "# handle 7", "@cluster-ips", "type", "elements", "chain"]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_mutated_listings_read_the_same_through_the_shape_cache(seed: int) -> None:
+    """Words of a kube-proxy listing swapped for odd ones (bad addresses, stray braces, keywords, strings,
+    handles): the result, or the error, is the token-by-token parse's, and never anything but a RulesetError."""
+    import random
+
+    base = kube_proxy_nft(8).splitlines()
+    rng = random.Random(seed)
+
+    def outcome(parse: Callable[[str], object], text: str) -> object:
+        try:
+            return parse(text)
+        except RulesetError as e:
+            return f"error: {e}"
+
+    for _ in range(150):
+        lines = list(base)
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(lines))
+            words = lines[i].split(" ")
+            words[rng.randrange(len(words))] = rng.choice(_WEIRD)
+            lines[i] = " ".join(words)
+        text = "\n".join(lines) + "\n"
+        assert outcome(parse_nft, text) == outcome(slow, text), text
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("table ip t {\n chain c {\n  jump\n }\n}\n", 3),
+    ("add table ip t\nadd chain ip t c\nadd rule ip t c meta l4proto tcp dnat to\n", 3),
+    ("table ip t {\n chain c {\n  type\n }\n}\n", 3),
+])
+def test_a_rule_or_chain_cut_short_is_one_error_with_its_line(text: str, line: int) -> None:
+    # (these raised IndexError before: a traceback instead of nft's syntax error)
+    for parse in (parse_nft, slow):
+        with pytest.raises(RulesetError, match=f"^line {line}: "):
+            parse(text)

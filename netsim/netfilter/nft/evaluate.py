@@ -299,10 +299,18 @@ def _resolve(value: Elements | SetRef, table: Table) -> Elements:
     return s.elements
 
 
+# fields whose getter can be None (the kernel's expression breaks the rule: no socket, no conntrack, a draw)
+_MAY_BREAK = frozenset({"meta skuid", "meta skgid", "ct mark", "ct zone", "numgen"})
+
+
 def _value_getter(fields: tuple[str, ...], mod: int = 0) -> _Getter:
     getters = [_numgen(mod) if f == "numgen" else _getter(f) for f in fields]
     if len(getters) == 1:
         return getters[0]
+    if len(fields) == 3 and not _MAY_BREAK.intersection(fields):
+        # ``ip daddr . meta l4proto . th dport`` (kube-proxy's service maps): nothing to break the rule
+        g0, g1, g2 = getters
+        return lambda st: (g0(st), g1(st), g2(st))
 
     def concat(st: _State) -> tuple[Any, ...] | None:
         out = tuple(g(st) for g in getters)

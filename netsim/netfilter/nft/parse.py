@@ -93,6 +93,19 @@ def _bare(ln: str) -> str:
     return ln.partition("#")[0] if "#" in ln else ln
 
 
+def _nested(bare: str) -> bool:
+    """Whether every ``}`` of the line closes a ``{`` of it."""
+    depth = 0
+    for c in bare:
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth < 0:
+                return False
+    return True
+
+
 def _tokenize(text: str, fast: bool = True) -> list[_Tok]:
     """Tokens with their lines; a line without quotes or comments (most of a big listing) is cut in one
     regular-expression pass.
@@ -118,8 +131,10 @@ def _tokenize(text: str, fast: bool = True) -> list[_Tok]:
             top = stack[-1] if stack else ""
             if bare.endswith("\\"):
                 fast = False
-            elif opens == closes:
+            elif opens == closes and (not opens or _nested(bare)):
                 if top == "chain" and bare and ";" not in bare and bare.split(" ", 1)[0] not in _CHAIN_WORDS:
+                    if '"' in body:
+                        _tokenize_line(body, line, [])  # an unterminated string is refused here, as in full
                     append(_Tok(body, line, "r"))
                     append(_Tok("\n", line, "n"))
                     continue
@@ -221,11 +236,40 @@ class _Parser:
         self.tables: dict[tuple[NftFamily, str], _TableB] = {}
         self.handles = False
         self.shapes = _Shapes()
+        # the shortcut tokens the parser takes as they are where it stands now (a chain block's ``r``, a set
+        # block's ``e``); any other meets :meth:`_expand_rest`
+        self.raw: frozenset[str] = frozenset()
 
     # ---- token helpers
 
     def _peek(self) -> _Tok | None:
+        if self.i >= len(self.toks):
+            return None
+        t = self.toks[self.i]
+        if t.kind in self.raw or t.kind not in ("r", "e"):
+            return t
+        self._expand_rest()  # the tokenizer's reading of the blocks and the parser's parted: no more shortcuts
         return self.toks[self.i] if self.i < len(self.toks) else None
+
+    def _expand_rest(self) -> None:
+        """The rest of the input as plain tokens (the whole-line ``r`` and ``e`` tokens cut as the tokenizer
+        cuts any other line): once, when a shortcut token turns up where the parser does not take one."""
+        rest: list[_Tok] = []
+        for t in self.toks[self.i:]:
+            if t.kind == "r":
+                _tokenize_line(t.text, t.line, rest)
+            elif t.kind == "e":
+                rest.append(_Tok("{", t.line, "p"))
+                at = t.line
+                for x in _tokenize_plain(t.text):  # with the tokenizer's newlines inside the group
+                    while at < x.line + t.line - 1:
+                        rest.append(_Tok("\n", at, "n"))
+                        at += 1
+                    rest.append(_Tok(x.text, x.line + t.line - 1, x.kind))
+                rest.append(_Tok("}", t.line + t.text.count("\n"), "p"))
+            else:
+                rest.append(t)
+        self.toks[self.i:] = rest
 
     def _next(self, what: str = "a word") -> _Tok:
         t = self._peek()
@@ -255,6 +299,10 @@ class _Parser:
         items: list[_Item] = []
         stack: list[list[_Item]] = [items]
         while (t := self._peek()) is not None:
+            if (t.kind == "r" and (items or len(stack) > 1)) or (t.kind == "e" and (len(stack) > 1 or not (
+                    len(items) == 1 and isinstance(items[0], _Tok) and items[0].text == "elements"))):
+                self._expand_rest()
+                continue
             if len(stack) == 1 and (t.kind == "n" or t.text in (";", "}")):
                 break
             self.i += 1
@@ -422,13 +470,23 @@ class _Parser:
         if not self._expect_open():
             raise _err(ch.line, f"chain `{ch.name}': expected `{{'")
         shapes, rules = self.shapes, ch.rules
+        outer, self.raw = self.raw, frozenset({"r"})
+        try:
+            self._chain_rules(ch, fam, shapes, rules)
+        finally:
+            self.raw = outer
+
+    def _chain_rules(self, ch: _ChainB, fam: NftFamily, shapes: _Shapes, rules: list[Rule]) -> None:
         for _ in self._block(f"chain `{ch.name}'", ch.line):
             # a run of whole rule lines (the tokenizer's ``r`` tokens, each followed by its newline)
-            while (t := self._peek()) is not None and t.kind == "r":
-                rules.append(shapes.rule(t.text, t.line, fam, self))
-                self.i += 2
-            if t is None or t.text != "}":
-                self._chain_statement(ch, self._statement(), fam)
+            t = self._peek()
+            if t is not None and t.kind == "r":
+                while t is not None and t.kind == "r":
+                    rules.append(shapes.rule(t.text, t.line, fam, self))
+                    self.i += 2
+                    t = self._peek()
+                continue  # separators and the closing brace: the block's own
+            self._chain_statement(ch, self._statement(), fam)
 
     def _chain_statement(self, ch: _ChainB, items: list[_Item], fam: NftFamily | None) -> None:
         if not items:
@@ -461,7 +519,7 @@ class _Parser:
                 kv[key] = []
             elif key:
                 kv[key].append(w.text)
-        typ, hook, prio = kv.get("type", [""]), kv.get("hook", [""]), kv.get("priority")
+        typ, hook, prio = kv.get("type") or [""], kv.get("hook", [""]), kv.get("priority")
         if typ[0] not in CHAIN_TYPES:
             raise _err(line, f"unknown chain type `{typ[0]}' (filter, nat or route)")
         if not hook or not hook[0]:
@@ -475,6 +533,13 @@ class _Parser:
     def _set_block(self, tb: _TableB, name: _Tok, is_map: bool) -> None:
         if not self._expect_open():
             raise _err(name.line, f"set `{name.text}': expected `{{'")
+        outer, self.raw = self.raw, frozenset({"e"})
+        try:
+            self._set_body(tb, name, is_map)
+        finally:
+            self.raw = outer
+
+    def _set_body(self, tb: _TableB, name: _Tok, is_map: bool) -> None:
         kinds: tuple[Kind, ...] = ()
         interval = False
         elements = Elements(items=())
@@ -767,6 +832,10 @@ class _RuleReader:
         return None
 
     def take(self) -> _Item:
+        if self.i >= len(self.items):  # ``jump``, ``dnat to``, … with nothing after them: nft's syntax error
+            last = self.items[-1] if self.items else None
+            after = f" after `{last.text}'" if isinstance(last, _Tok) else ""
+            raise _err(self.line, f"syntax error, unexpected end of rule{after}")
         x = self.items[self.i]
         self.i += 1
         return x
@@ -1060,6 +1129,7 @@ _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 # an IPv4 address as the full parse reads it (an octet out of range or with a leading zero stays in the key,
 # and the shape's full parse names the error)
 _DIGITS = frozenset("0123456789")
+_NOT_IN_NAMES = frozenset('{}();,:"#@\\ \t\r')
 _STAND_IN = 0xFFFE0000  # 255.254.0.0: stand-in k is _STAND_IN + k
 _HANDLE_TAIL = re.compile(r"\s*#\s*handle\s+(\d+)\s*$")
 _MISSING = object()
@@ -1081,12 +1151,11 @@ def _cut(text: str) -> tuple[str, list[str]] | None:
     prev = ""
     for i, w in enumerate(words):
         if prev == "jump" or prev == "goto":
-            if w.endswith(","):
-                values.append(w[:-1])
-                words[i] = "\x00,"
-            else:
-                values.append(w)
-                words[i] = "\x00"
+            name, comma = (w[:-1], ",") if w.endswith(",") else (w, "")
+            if not name or any(c in _NOT_IN_NAMES for c in name):
+                return None  # not a plain chain name: the full parse says what it is
+            values.append(name)
+            words[i] = "\x00" + comma
         elif w[:1] in _DIGITS and w.count(".") == 3 and "/" not in w and "-" not in w:
             core, sep, rest = w.partition(":") if ":" in w else w.partition(",")
             if core.endswith(","):
