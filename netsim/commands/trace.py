@@ -101,8 +101,12 @@ def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str 
 @click.option("--backend", type=click.Choice(["iptables", "nft"]), default=None,
               help="With --pod: the capture backend (nft: Istio's native nftables rules, --native-nftables).")
 @click.option("--mode", type=click.Choice(["sidecar", "ambient"]), default=None,
-              help="ambient: the rules are istio-cni's in-pod rules and the proxy is ztunnel (listeners 15001, 15006, "
-                   "15008, DNS 15053, mark 0x539; its policy routes assumed with --rules/--nft). Default: sidecar.")
+              help="ambient: istio-cni's in-pod rules with ztunnel as the proxy (listeners 15001, 15006, 15008, DNS "
+                   "15053, mark 0x539; its policy routes assumed with --rules/--nft). Default: with --pod, ambient "
+                   "when the pod or its namespace is labelled istio.io/dataplane-mode=ambient; else sidecar.")
+@click.option("--ambient-config", "ambient_settings", multiple=True, metavar="KEY=VALUE,...",
+              help="With --pod in ambient mode: the node agent's settings (EnableIPv6, RedirectDNS, "
+                   "HostProbeSNATAddress, HostProbeV6SNATAddress, NativeNftables); default a real agent's.")
 @click.option("--proto", type=click.Choice(["tcp", "udp", "icmp"]), default="tcp", show_default=True)
 @click.option("--src", type=EndpointType(), help="Source IP[:PORT] of a locally generated packet.")
 @click.option("--dst", type=EndpointType(), help="Destination IP:PORT.")
@@ -155,7 +159,8 @@ def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str 
 @click.option("--expect", type=click.Choice(EXPECTABLE),
               help="Exit 0 when the verdict is this (captured: any captured-*), 1 when not; for scripts and CI.")
 def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tuple[str, ...],
-              nft_files: tuple[str, ...], backend: str | None, mode: str | None, proto: str,
+              nft_files: tuple[str, ...], backend: str | None, mode: str | None, ambient_settings: tuple[str, ...],
+              proto: str,
               src: tuple[Address, int | None] | None, dst: tuple[Address, int | None] | None,
               from_: tuple[Address, int | None] | None, uid: int | None, gid: int | None, mark: int | None,
               as_: str | None, in_iface: str, iface_addrs: tuple[str, ...],
@@ -211,11 +216,12 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
                         "name their backend themselves)")
     ifaces = _iface_addrs(iface_addrs)
     if pod_file:
-        if mode == "ambient":
-            raise SpecError("--pod with --mode ambient: netsim does not compile ambient rules yet; trace a dump of "
-                            "the pod's rules with --rules/--nft FILE --mode ambient")
-        w = Workload.from_pod(pod_file, istio_version=istio_version, pod_ips=pod_ips, backend=backend or "iptables")
+        w = Workload.from_pod(pod_file, istio_version=istio_version, pod_ips=pod_ips, backend=backend or "iptables",
+                              mode=mode, ambient_settings=ambient_settings, config_paths=configs)
     else:
+        if ambient_settings:
+            raise SpecError("--ambient-config sets the node agent that compiles --pod's rules; a dump (--rules, "
+                            "--nft) was written already")
         w = Workload.from_rules(rules_files, pod_ips=pod_ips, istio_version=istio_version, nft_paths=nft_files,
                                 legacy_paths=legacy_files)
         if mode == "ambient":

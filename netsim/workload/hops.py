@@ -133,13 +133,14 @@ def _capture_steps(t: Trace) -> list[Step]:
     return nat + mangle
 
 
-def _bypass(t: Trace) -> tuple[DecidedBy | None, str, str]:
+def _bypass(t: Trace, sidecar: SidecarIdentity) -> tuple[DecidedBy | None, str, str]:
     """The rule that let the packet bypass capture (a RETURN in the capture chains), or why none did."""
     steps = _capture_steps(t)
     for table in ("nat", "mangle"):
         # a RETURN out of the capture chains; in nat also an ACCEPT (ambient's probe, own-pod and 0x111
-        # rules, spec/istio-ambient-capture.md §3 rules 9, 10, 17, 18), which ends nat for the packet
-        ends = ("RETURN", "ACCEPT") if table == "nat" else ("RETURN",)
+        # rules, spec/istio-ambient-capture.md §3 rules 9, 10, 17, 18), which ends nat for the packet, and for
+        # ztunnel in mangle too (1.21-1.24's TPROXY inbound accepts probes and loopback there, §11)
+        ends = ("RETURN", "ACCEPT") if table == "nat" or sidecar.ambient else ("RETURN",)
         returns = [s for s in steps if _role(s) == table and s.kind is Kind.RULE and s.matched and s.verdict in ends]
         if returns:
             r = DecidedBy.of(returns[-1])
@@ -181,7 +182,7 @@ def _decide_first(t: Trace, sidecar: SidecarIdentity, netns: Netns) -> Decision:
         by, how, _, basis = _how(t, port, sidecar)
         return Decision(verdict=kind, decided_by=by, reason=how,
                         listener=ListenerRef(_listener_addr(t), port, sidecar.owner), basis=basis)
-    by, why, basis = _bypass(t)
+    by, why, basis = _bypass(t, sidecar)
     return Decision(verdict=Verdict.BYPASSED, decided_by=by, reason=why, basis=basis)
 
 
@@ -267,6 +268,9 @@ def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sideca
     _, how, redirected, _ = _how(t, port, sidecar)
     if not redirected:
         return Followed(tuple(hops), d, _sentence(f"Delivered to {sc_s} {name} {port} directly: {how}."))
+    if port in sidecar.direct_inbound:  # HBONE: what the tunnel carries is ztunnel's to open, not the kernel's
+        return Followed(tuple(hops), d, _sentence(
+            f"Captured by {sc_s} {name} {port} via {how}; the connection inside the tunnel is {sc}'s to open."))
     if v is Verdict.CAPTURED_DNS:
         proxy = f"{sc_s} DNS proxy" if sidecar.ambient else "the DNS proxy"
         return Followed(tuple(hops), d, _sentence(
@@ -418,9 +422,11 @@ def capture_matrix(rules: CompiledRuleset, netns: Netns, sidecar: SidecarIdentit
     fam = Family.IPV4 if pod_ip.version == 4 else Family.IPV6
     for proto in (Proto.TCP, Proto.UDP):
         for port in ports:
-            for who, uid, gid in (("app", app_uid, app_gid), ("proxy", sidecar.uid, sidecar.gid)):
+            # the proxy's own sockets carry its mark (ztunnel's 0x539)
+            for who, uid, gid, mark in (("app", app_uid, app_gid, 0),
+                                        ("proxy", sidecar.uid, sidecar.gid, sidecar.mark)):
                 p = Packet(family=fam, proto=proto, src=pod_ip, dst=remote, sport=APP_SPORT, dport=port,
-                           socket=Socket(uid=uid, gid=gid))
+                           socket=Socket(uid=uid, gid=gid), mark=mark)
                 f = follow(rules, p, netns, sidecar, who)
                 rows.append(_row("outbound", proto, port, who, f))
             p = Packet(family=fam, proto=proto, src=peer, dst=pod_ip, sport=APP_SPORT, dport=port,

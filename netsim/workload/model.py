@@ -25,7 +25,7 @@ import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from netsim.errors import NetsimError, SpecError
 from netsim.netfilter.model import BUILTIN_CHAINS, Family, RestorePayload, Ruleset
@@ -33,6 +33,7 @@ from netsim.netfilter.packet import Address, FwmarkRoute, Interface, Listener, N
 from netsim.workload.identity import SidecarIdentity
 
 if TYPE_CHECKING:
+    from netsim.capture.ambient import AmbientCompiled
     from netsim.capture.compiled import Compiled
     from netsim.netfilter.engine import CompiledRuleset
     from netsim.netfilter.matches import Names
@@ -140,6 +141,8 @@ class Workload:
     # addresses of devices besides lo and eth0 (``--iface-addr NAME=IP``, or a virtual interface's address from
     # the manifest's network-status annotation): an arriving packet's device needs one for REDIRECT
     iface_addrs: tuple[tuple[str, Address], ...] = ()
+    # an ambient pod's compiled capture (:meth:`from_ambient_pod`): its rules, routes and agent config
+    ambient: AmbientCompiled | None = None
     _cache: dict[Family, CompiledRuleset] = field(default_factory=dict, compare=False, repr=False)
 
     # ---- construction ------------------------------------------------------------------------
@@ -147,7 +150,8 @@ class Workload:
     @classmethod
     def from_pod(cls, path: str, *, istio_version: str | None = None, pod_ips: Iterable[str] = (),
                  text: str | None = None, backend: str = "iptables", cluster_dns: str | None = None,
-                 names: Names | None = None) -> Workload:
+                 names: Names | None = None, mode: str | None = None, ambient_settings: Iterable[str] = (),
+                 config_paths: Iterable[str] = ()) -> Workload:
         """The workload of the Pod (or the pod template of the Deployment, StatefulSet, …) in ``path``.
 
         ``istio_version``: the release whose injector defaults apply (None: current); ``pod_ips``:
@@ -156,14 +160,102 @@ class Workload:
         10.96.0.10); ``names``: how owner-group names resolve when the rules load (default: no system
         lookup); ``backend``: ``nft`` for Istio's native nftables rules (:meth:`with_nft_backend`). Raises
         SpecError / ConfigError naming file, document and field.
+
+        Ambient (``netsim.spec.ambient.decide_mode``): ``mode`` "ambient" or "sidecar" forces one; by default a
+        pod labelled ``istio.io/dataplane-mode=ambient``, or in a namespace so labelled (a Namespace object in
+        the same file or in ``config_paths``), gets istio-cni's in-pod rules and ztunnel
+        (:meth:`from_ambient_pod`, with the agent's ``ambient_settings``: ``KEY=VALUE,…`` texts).
         """
-        from netsim.spec.pod import load_pod
+        from netsim.spec.pod import load_pod, load_pod_with_objects
 
         profile = _profile(istio_version)
-        pod = load_pod(path, text=text)
+        settings = tuple(ambient_settings)
+        objects: tuple[dict[str, Any], ...] = ()
+        if (mode == "sidecar" and not settings) or text is not None:
+            pod = load_pod(path, text=text)
+        else:  # the Namespace objects beside the pod decide whether it is enrolled in ambient
+            pod, objects = load_pod_with_objects(path)
+        decision = None
+        if mode != "sidecar":
+            from netsim.spec.ambient import decide_mode, namespace_labels
+
+            paths = tuple(config_paths)
+            if paths:
+                from netsim.k8s import read_objects
+
+                objects = (*objects, *(dict(o.body) for o in read_objects(paths).objects))
+            decision = decide_mode(pod, namespace_labels(objects), mode)
+            if decision.ambient:
+                return cls.from_ambient_pod(pod, istio_version=istio_version, pod_ips=parse_addresses(pod_ips),
+                                            backend=backend, settings=settings, reason=decision.reason,
+                                            opted_out=decision.opted_out)
+        if settings:
+            why = decision.reason if decision is not None else "--mode sidecar"
+            raise SpecError(f"option --ambient-config: the pod is traced in sidecar mode ({why}); add --mode ambient")
         w = cls.from_pod_source(pod, profile, profile_given=istio_version is not None,
                                 pod_ips=parse_addresses(pod_ips), cluster_dns=cluster_dns, names=names)
+        if decision is not None and decision.opted_out:
+            w = replace(w, notes=(*w.notes, f"sidecar capture: {decision.reason}"), _cache=w._cache)
         return w.with_nft_backend() if backend == "nft" else w
+
+    @classmethod
+    def from_ambient_pod(cls, pod: PodSource, *, istio_version: str | None = None, pod_ips: tuple[Address, ...] = (),
+                         backend: str = "iptables", settings: Iterable[str] = (), reason: str = "--mode ambient",
+                         opted_out: bool = False) -> Workload:
+        """The workload of an ambient pod: istio-cni's in-pod rules for it (``netsim.capture.ambient``: the node
+        agent of ``istio_version`` with its defaults changed by ``settings``, the pod's annotations as its
+        overrides; ``backend`` "nft" for the native nftables backend), §7's policy routes (ztunnel's identity
+        carries them, :meth:`SidecarIdentity.ztunnel`) and ztunnel as the proxy. ``opted_out``: the pod's own
+        ``istio.io/dataplane-mode=none`` label: it gets no rules, and a note says so. ``reason`` (why ambient)
+        is the first note. The result's :attr:`ambient` holds the compiled value (what the lab loads)."""
+        import dataclasses as dc
+
+        from netsim.capture.ambient import compile_ambient
+        from netsim.istio_version import CURRENT, parse_istio_version
+        from netsim.spec.ambient import ambient_config, pod_overrides
+
+        profile = _profile(istio_version)
+        version = parse_istio_version(istio_version, option="--istio-version") if istio_version else CURRENT
+        release = None if version == CURRENT else tuple(version)
+        notes = [f"ambient mode: {reason}"]
+        empty = {Family.IPV4: Ruleset(Family.IPV4, ())}
+        rulesets: dict[Family, Ruleset] = dict(empty)
+        base: dict[Family, frozenset[tuple[str, str]] | None] = {Family.IPV4: frozenset()}
+        nft: tuple[NftRuleset, ...] = ()
+        compiled = None
+        config = dc.replace(ambient_config(release, settings), native_nftables=backend == "nft")
+        if opted_out:
+            notes.append(f"no ambient rules: {reason}")
+            sidecar = SidecarIdentity.ztunnel(dns=False)
+        else:
+            try:
+                compiled = compile_ambient(config, pod_overrides(pod.annotation_map, where=pod.where))
+            except ValueError as e:
+                raise SpecError(f"ambient mode of {istio_version or 'the current release'}: {e}") from None
+            notes.extend(compiled.notes)
+            if compiled.backend == "nft":
+                from netsim.netfilter.nft import parse_nft
+
+                nft = (parse_nft(compiled.nft_text()),)
+                rulesets = {f: Ruleset(f, ()) for f in Family}
+                base = dict.fromkeys(rulesets, frozenset())
+            else:
+                v4, v6 = compiled.payloads()
+                rs4, rs6 = compiled.rulesets()
+                rulesets, base = {Family.IPV4: rs4}, {Family.IPV4: _payload_chains(v4)}
+                if rs6 is not None and v6 is not None:
+                    rulesets[Family.IPV6], base[Family.IPV6] = rs6, _payload_chains(v6)
+            sidecar = SidecarIdentity.ztunnel(dns=compiled.dns)
+            if not config.enable_ipv6:
+                notes.append("the agent's EnableIPv6 is off: no IPv6 policy route (ip -6 rule) is added in the pod")
+        app_uid, app_gid, ports = _app(pod, notes)
+        assumed = not (pod_ips or pod.pod_ips)
+        addresses = _default_addresses(pod_ips or tuple(ipaddress.ip_address(a) for a in pod.pod_ips), notes,
+                                       pod.kind)
+        return cls(source=pod.file, pod=pod, namespace=pod.namespace, addresses=addresses, app_uid=app_uid,
+                   app_gid=app_gid, app_ports=ports, profile=profile, resolution=None, compiled=None,
+                   rulesets=rulesets, base_chains=base, sidecar=sidecar, notes=tuple(notes), nft=nft,
+                   addresses_assumed=assumed, ambient=compiled)
 
     def with_nft_backend(self) -> Workload:
         """The same pod captured by Istio's native nftables backend (``--native-nftables``, spec/istio-iptables.md
@@ -240,15 +332,11 @@ class Workload:
                 base[Family.IPV6] = _payload_chains(compiled.v6)
             sidecar = SidecarIdentity.for_capture(res.config, profile, dns=dns_capture_effective(res.config))
         addresses = pod_ips or tuple(ipaddress.ip_address(a) for a in pod.pod_ips)
-        apps = [c for c in pod.containers if c.name != "istio-proxy"]
-        uids = [c.run_as_user for c in apps if c.run_as_user is not None]
-        app_uid = uids[0] if uids else 0
-        if not uids:
-            notes.append("the app's uid is not set in securityContext: assuming the image runs as root (uid 0)")
+        app_uid, _, app_ports = _app(pod, notes)
         assumed = not addresses
         addresses = _default_addresses(addresses, notes, pod.kind)
         return cls(source=pod.file, pod=pod, namespace=pod.namespace, addresses=addresses, app_uid=app_uid,
-                   app_gid=app_uid, app_ports=tuple(p for c in apps for p in c.ports), profile=profile,
+                   app_gid=app_uid, app_ports=app_ports, profile=profile,
                    resolution=res, compiled=compiled, rulesets=rulesets, base_chains=base, sidecar=sidecar,
                    notes=tuple(notes), addresses_assumed=assumed)
 
@@ -646,6 +734,16 @@ def _redirects_to(rulesets: Iterable[Ruleset], nft: Iterable[NftRuleset], port: 
                         return True
     return any(isinstance(e, Nat) and e.kind == "redirect" and e.ports == (port, port)
                for n in nft for t in n.tables for c in t.chains for r in c.rules for e in r.exprs)
+
+
+def _app(pod: PodSource, notes: list[str]) -> tuple[int, int, tuple[int, ...]]:
+    """The app's uid, gid and ports: its containers' but the sidecar's; uid 0 (noted) when none is set."""
+    apps = [c for c in pod.containers if c.name != "istio-proxy"]
+    uids = [c.run_as_user for c in apps if c.run_as_user is not None]
+    if not uids:
+        notes.append("the app's uid is not set in securityContext: assuming the image runs as root (uid 0)")
+    uid = uids[0] if uids else 0
+    return uid, uid, tuple(p for c in apps for p in c.ports)
 
 
 def _default_addresses(addresses: tuple[Address, ...], notes: list[str], kind: str | None) -> tuple[Address, ...]:

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from conftest import CONFORMANCE
 
 from netsim.commands.trace import trace_cmd
+from netsim.netfilter.model import Family
 from netsim.netfilter.trace import Outcome
 from netsim.workload import Verdict, Workload
 from netsim.workload.identity import AMBIENT_CONNMARK, ZTUNNEL_MARK
@@ -282,3 +283,115 @@ def test_virtual_interface_addresses_from_the_network_status_annotation(tmp_path
     assert got == {"eth0": "10.244.0.5", "net1": "10.10.0.5", "net2": "10.20.0.5"}
     pod.write_text(pod.read_text().replace("k8s.v1.cni.cncf.io/network-status", "other"))
     assert Workload.from_pod(str(pod)).annotated_iface_addrs() == ()
+
+
+SHOP = Path(__file__).resolve().parents[2] / "rules" / "ambient" / "shop.yaml"
+
+
+def _pod(tmp_path: Path, labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None,
+         ns_labels: dict[str, str] | None = None) -> Path:
+    docs: list[dict[str, object]] = []
+    if ns_labels is not None:
+        docs.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": ns_labels}})
+    docs.append({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "p", "namespace": "shop", "labels": labels or {}, "annotations": annotations or {}},
+        "spec": {"containers": [{"name": "app", "image": "x", "ports": [{"containerPort": 8080}]}]},
+        "status": {"podIPs": [{"ip": POD[4]}, {"ip": POD[6]}]}})
+    path = tmp_path / "pod.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    return path
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nft"])
+def test_pod_in_an_ambient_namespace_is_traced_with_ztunnel(backend: str) -> None:
+    """rules/ambient/shop.yaml: the namespace is enrolled, so the Deployment gets istio-cni's rules; its
+    sidecar-era excludeOutboundPorts annotation no longer applies (ambient reads no traffic.sidecar.istio.io/*)."""
+    ann = yaml.safe_load_all(SHOP.read_text())
+    deployment = next(d for d in ann if d["kind"] == "Deployment")
+    excluded = int(deployment["spec"]["template"]["metadata"]["annotations"]
+                   ["traffic.sidecar.istio.io/excludeOutboundPorts"])
+    w = Workload.from_pod(str(SHOP), pod_ips=[POD[4], POD[6]], backend=backend)
+    assert w.sidecar.owner == "ztunnel" and w.ambient is not None and w.ambient.backend == backend
+    assert any("namespace shop" in n and "dataplane-mode=ambient" in n for n in w.notes)
+    assert not any("fwmark 0x111/0xfff lookup 100" in n for n in w.notes)  # compiled: the routes are known
+    for version in (4, 6):
+        f = w.trace(_ep(version, REMOTE[version], excluded))
+        assert f.decision.verdict is Verdict.CAPTURED_OUTBOUND and f.decision.listener is not None
+        assert f.decision.listener.owner == "ztunnel"
+        assert w.trace(_ep(version, POD[version], 15008), from_=PEER[version]).decision.listener is not None
+    side = Workload.from_pod(str(SHOP), pod_ips=[POD[4]], mode="sidecar")
+    assert side.sidecar.owner == "sidecar"
+    assert side.trace(_ep(4, REMOTE[4], excluded)).decision.verdict is Verdict.BYPASSED
+    # the matrix and the trace read the same decision
+    rows = dict(w.matrix())
+    cell = next(r for r in rows[Family.IPV4] if (r.direction, r.proto, r.port, r.who) == ("outbound", "tcp", 80, "app"))
+    assert cell.decision == w.trace(_ep(4, REMOTE[4], 80)).decision
+    proxy = next(r for r in rows[Family.IPV4]
+                 if (r.direction, r.proto, r.port, r.who) == ("outbound", "tcp", 80, "proxy"))
+    assert proxy.decision.verdict is Verdict.BYPASSED  # ztunnel's own socket is marked 0x539
+
+
+def test_pod_mode_from_labels_opt_out_and_settings(tmp_path: Path) -> None:
+    plain = _pod(tmp_path)
+    assert Workload.from_pod(str(plain)).sidecar.owner == "sidecar"
+    assert Workload.from_pod(str(_pod(tmp_path, labels={"istio.io/dataplane-mode": "ambient"}))).sidecar.ambient
+    assert Workload.from_pod(str(_pod(tmp_path, ns_labels={"istio.io/dataplane-mode": "ambient"}))).sidecar.ambient
+    # a Namespace object given apart (trace --config) counts too
+    ns = tmp_path / "ns.yaml"
+    ns.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Namespace",
+                                  "metadata": {"name": "shop", "labels": {"istio.io/dataplane-mode": "ambient"}}}))
+    assert Workload.from_pod(str(plain), config_paths=[str(ns)]).sidecar.ambient
+    # opted out: sidecar rules by default; --mode ambient gives no rules and says so
+    out = _pod(tmp_path, labels={"istio.io/dataplane-mode": "none"}, ns_labels={"istio.io/dataplane-mode": "ambient"})
+    assert Workload.from_pod(str(out)).sidecar.owner == "sidecar"
+    forced = Workload.from_pod(str(out), mode="ambient")
+    assert forced.ambient is None and any(n.startswith("no ambient rules") for n in forced.notes)
+    assert forced.trace(_ep(4, REMOTE[4], 80)).decision.verdict is Verdict.BYPASSED
+    # the agent's settings: DNS capture off
+    amb = _pod(tmp_path, labels={"istio.io/dataplane-mode": "ambient"})
+    assert Workload.from_pod(str(amb)).trace(_ep(4, REMOTE[4], 53), proto="udp").decision.verdict \
+        is Verdict.CAPTURED_DNS
+    off = Workload.from_pod(str(amb), ambient_settings=["RedirectDNS=false"])
+    assert off.trace(_ep(4, REMOTE[4], 53), proto="udp").decision.verdict is Verdict.BYPASSED
+    assert not off.sidecar.dns
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nft"])
+def test_pod_overrides_ingress_and_virtual_interfaces(tmp_path: Path, backend: str) -> None:
+    status = json.dumps([{"interface": "net1", "ips": ["10.10.0.5"]}])
+    pod = _pod(tmp_path, labels={"istio.io/dataplane-mode": "ambient"},
+               annotations={"ambient.istio.io/bypass-inbound-capture": "true",
+                            "istio.io/reroute-virtual-interfaces": " net1 ,, ",
+                            "k8s.v1.cni.cncf.io/network-status": status})
+    r = subprocess.run([sys.executable, "-m", "netsim", "trace", "--pod", str(pod), "--backend", backend, "--from",
+                        PEER[4], "--dst", f"{POD[4]}:8080", "--format", "json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["verdict"] == "bypassed"  # ingress mode: inbound not captured
+    r = subprocess.run([sys.executable, "-m", "netsim", "trace", "--pod", str(pod), "--backend", backend, "--from",
+                        "10.10.0.1", "--in-iface", "net1", "--dst", f"{POD[4]}:8080", "--format", "json"],
+                       capture_output=True, text=True)
+    j = json.loads(r.stdout)
+    assert j["verdict"] == "captured-outbound" and j["listener"] == {"address": "10.10.0.5", "port": 15001,
+                                                                     "owner": "ztunnel"}
+
+
+def test_tproxy_inbound_releases_capture_hbone_too() -> None:
+    """1.21-1.24 captured inbound with TPROXY in mangle (spec §11), 15008 included: still captured-inbound."""
+    w = Workload.from_pod(str(SHOP), istio_version="1.22", pod_ips=[POD[4]])
+    for port, listener in ((8080, 15006), (15008, 15008)):
+        f = w.trace(_ep(4, POD[4], port), from_=PEER[4])
+        assert f.decision.verdict is Verdict.CAPTURED_INBOUND and f.decision.decided_by is not None
+        assert f.decision.listener is not None and f.decision.listener.port == listener
+        assert "TPROXY" in f.decision.decided_by.rule
+    probe = w.trace(_ep(4, POD[4], 8080), from_=_config("default")["HostProbeSNATAddress"])  # type: ignore[arg-type]
+    assert probe.decision.verdict is Verdict.BYPASSED and probe.decision.decided_by is not None
+    assert probe.decision.decided_by.table == "mangle"
+
+
+def test_cli_ambient_config_needs_a_pod_in_ambient_mode(tmp_path: Path) -> None:
+    cases = ((["--rules", _k("iptables", "default.iptables-save")], "--ambient-config sets the node agent"),
+             (["--pod", str(_pod(tmp_path))], "the pod is traced in sidecar mode"))
+    for args, message in cases:
+        r = subprocess.run([sys.executable, "-m", "netsim", "trace", *args, "--ambient-config", "RedirectDNS=false",
+                            "--dst", "10.96.0.10:53"], capture_output=True, text=True)
+        assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
