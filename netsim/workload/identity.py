@@ -38,13 +38,9 @@ TPROXY_ROUTE_TABLE = 133  # -r
 PASSTHROUGH_V4 = "127.0.0.6"
 PASSTHROUGH_V6 = "::6"
 PASSTHROUGH_SINCE = (1, 10)
-# spec/istio-ambient-capture.md §2.3, §7, §8: ztunnel inside an ambient pod's namespace
-ZTUNNEL_MARK = 0x539  # SO_MARK of every socket ztunnel opens in the pod (DEFAULT_INPOD_MARK, 1337)
-AMBIENT_MARK_MASK = 0xFFF  # the rules compare the mark's low 12 bits
-AMBIENT_CONNMARK = 0x111  # the connection mark of connections ztunnel opened into the pod (§10 return path)
-AMBIENT_ROUTE_TABLE = 100  # ip rule fwmark 0x111/0xfff lookup 100 (local default dev lo), §7
-# ztunnel's container runs as uid 0, gid 1337 (Istio's ztunnel chart: runAsUser 0, runAsGroup 1337); no
-# ambient rule matches an owner, so only the text shows them.
+# ztunnel's ports, marks and route table are istio-cni's constants (netsim.capture.ambient, ambient spec §2.3,
+# §7); its container runs as uid 0, gid 1337 (Istio's ztunnel chart: runAsUser 0, runAsGroup 1337); no ambient
+# rule matches an owner, so only the text shows them.
 ZTUNNEL_UID = 0
 ZTUNNEL_GID = 1337
 
@@ -95,10 +91,12 @@ class SidecarIdentity:
         IP_TRANSPARENT, the DNS proxy 15053 on loopback (``dns``: the rules redirect to it), every socket
         marked 0x539, inbound connections to the app from the client's own address, and the connmark 0x111
         policy route of §7 that brings the app's replies back to it."""
-        return cls(outbound_port=OUTBOUND_PORT, inbound_port=INBOUND_PORT, dns_port=DNS_PORT, tunnel_port=TUNNEL_PORT,
-                   other_ports=(), uid=ZTUNNEL_UID, gid=ZTUNNEL_GID, passthrough_v4=None, passthrough_v6=None,
-                   dns=dns, owner="ztunnel", mark=ZTUNNEL_MARK, direct_inbound=(TUNNEL_PORT,), spoofs_client=True,
-                   policy_route=(AMBIENT_CONNMARK, AMBIENT_MARK_MASK, AMBIENT_ROUTE_TABLE), dns_loopback=True)
+        from netsim.capture import ambient as a  # the agent's constants, shared with its rules
+
+        return cls(outbound_port=a.ZTUNNEL_OUTBOUND, inbound_port=a.ZTUNNEL_INBOUND, dns_port=a.ZTUNNEL_DNS,
+                   tunnel_port=a.ZTUNNEL_HBONE, other_ports=(), uid=ZTUNNEL_UID, gid=ZTUNNEL_GID, passthrough_v4=None,
+                   passthrough_v6=None, dns=dns, owner="ztunnel", mark=a.MARK, direct_inbound=(a.ZTUNNEL_HBONE,),
+                   spoofs_client=True, policy_route=(a.CONN, a.CONN_MASK, int(a.ROUTE_TABLE)), dns_loopback=True)
 
     @property
     def ambient(self) -> bool:
@@ -213,5 +211,4 @@ def _number(text: str, default: int) -> int:
     return int(text) if text.isdigit() else default
 
 
-__all__ = ["AMBIENT_CONNMARK", "AMBIENT_MARK_MASK", "AMBIENT_ROUTE_TABLE", "DNS_PORT", "INBOUND_PORT", "OUTBOUND_PORT",
-           "ZTUNNEL_GID", "ZTUNNEL_MARK", "ZTUNNEL_UID", "SidecarIdentity", "envoy_uid"]
+__all__ = ["DNS_PORT", "INBOUND_PORT", "OUTBOUND_PORT", "ZTUNNEL_GID", "ZTUNNEL_UID", "SidecarIdentity", "envoy_uid"]

@@ -25,9 +25,11 @@ import pytest
 import yaml
 from conftest import CONFORMANCE, require_root
 
+from netsim.capture.ambient import CONN as AMBIENT_CONNMARK
+from netsim.capture.ambient import MARK as ZTUNNEL_MARK
 from netsim.lab.verify import Probe
 from netsim.netfilter import Family, parse_ruleset
-from netsim.workload.identity import AMBIENT_CONNMARK, ZTUNNEL_GID, ZTUNNEL_MARK, ZTUNNEL_UID
+from netsim.workload.identity import ZTUNNEL_GID, ZTUNNEL_UID
 from tests.trace.kernel_diff import (
     PEER4,
     PEER6,

@@ -18,11 +18,12 @@ import yaml
 from click.testing import CliRunner
 from conftest import CONFORMANCE
 
+from netsim.capture.ambient import CONN as AMBIENT_CONNMARK
+from netsim.capture.ambient import MARK as ZTUNNEL_MARK
 from netsim.commands.trace import trace_cmd
 from netsim.netfilter.model import Family
 from netsim.netfilter.trace import Outcome
 from netsim.workload import Verdict, Workload
-from netsim.workload.identity import AMBIENT_CONNMARK, ZTUNNEL_MARK
 
 AMBIENT = CONFORMANCE / "istio-ambient"
 KERNEL = AMBIENT / "kernel"
