@@ -142,3 +142,19 @@ def test_a_rule_or_chain_cut_short_is_one_error_with_its_line(text: str, line: i
     for parse in (parse_nft, slow):
         with pytest.raises(RulesetError, match=f"^line {line}: "):
             parse(text)
+
+
+@pytest.mark.parametrize(("hook", "name", "refused"), [
+    ("output", "dstnat", True), ("input", "srcnat", True), ("postrouting", "dstnat", True),
+    ("prerouting", "srcnat", True), ("prerouting", "dstnat", False), ("postrouting", "srcnat", False),
+    ("output", "filter", False), ("input", "mangle", False),
+])
+def test_dstnat_and_srcnat_only_on_their_own_hooks(hook: str, name: str, refused: bool) -> None:
+    # nft: "invalid priority expression value in this context" (checked with nft -c for each hook)
+    text = f"table inet t {{\n chain c {{\n  type filter hook {hook} priority {name} - 10; policy accept;\n }}\n}}\n"
+    if refused:
+        with pytest.raises(RulesetError, match=f"^line 3: priority {name} on hook {hook}"):
+            parse_nft(text)
+    else:
+        assert parse_nft(text).tables[0].chains[0].priority == {"dstnat": -100, "srcnat": 100, "filter": 0,
+                                                               "mangle": -150}[name] - 10

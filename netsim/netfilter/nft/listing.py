@@ -11,12 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from netsim.netfilter.nft.model import Chain, Kind, NamedSet, NftFamily, NftRuleset, Table, rule_text
+from netsim.netfilter.nft.model import (
+    NAMED_PRIORITIES,
+    NAMED_PRIORITY_HOOKS,
+    Chain,
+    Kind,
+    NamedSet,
+    NftFamily,
+    NftRuleset,
+    Table,
+    rule_text,
+)
 
 # name → (priority, the hooks nft prints it for) for the ip, ip6 and inet families (nft(8), "Table 6")
-_STANDARD: tuple[tuple[str, int, tuple[str, ...] | None], ...] = (
-    ("raw", -300, None), ("mangle", -150, None), ("dstnat", -100, ("prerouting",)), ("filter", 0, None),
-    ("security", 50, None), ("srcnat", 100, ("postrouting",)))
+_STANDARD: tuple[tuple[str, int, tuple[str, ...] | None], ...] = tuple(
+    (name, value, NAMED_PRIORITY_HOOKS.get(name)) for name, value in NAMED_PRIORITIES.items())
 _TYPES = {Kind.IPV4: "ipv4_addr", Kind.IPV6: "ipv6_addr"}
 
 

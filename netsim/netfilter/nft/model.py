@@ -40,6 +40,9 @@ class NftFamily(enum.Enum):
 # nft's named priorities for the ip, ip6 and inet families (nft(8) "Table 6. Standard priority names")
 NAMED_PRIORITIES: dict[str, int] = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50,
                                     "srcnat": 100}
+# the names valid only on some hooks (nft refuses others: "invalid priority expression value in this context";
+# verified for input, forward, output and the other nat hook)
+NAMED_PRIORITY_HOOKS: dict[str, tuple[str, ...]] = {"dstnat": ("prerouting",), "srcnat": ("postrouting",)}
 # nft hook name → the engine's hook name
 HOOKS: dict[str, str] = {"prerouting": "PREROUTING", "input": "INPUT", "forward": "FORWARD", "output": "OUTPUT",
                          "postrouting": "POSTROUTING"}
@@ -433,6 +436,7 @@ __all__ = [
     "FIELD_ALIASES",
     "HOOKS",
     "NAMED_PRIORITIES",
+    "NAMED_PRIORITY_HOOKS",
     "Atom",
     "Chain",
     "Element",

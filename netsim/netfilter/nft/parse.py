@@ -27,6 +27,7 @@ from netsim.netfilter.nft.model import (
     FIELDS,
     L4PROTOS,
     NAMED_PRIORITIES,
+    NAMED_PRIORITY_HOOKS,
     NFPROTOS,
     TCP_FLAGS,
     Atom,
@@ -526,7 +527,7 @@ class _Parser:
             raise _err(line, "a base chain needs a hook")
         if prio is None or not prio:
             raise _err(line, "a base chain needs a priority")
-        ch.type, ch.hook, ch.priority = typ[0], hook[0], _priority(prio, line)
+        ch.type, ch.hook, ch.priority = typ[0], hook[0], _priority(prio, line, hook[0])
         if kv.get("policy"):
             ch.policy = kv["policy"][0]
 
@@ -613,7 +614,7 @@ def _line(item: _Item) -> int:
     return item.line
 
 
-def _priority(words: list[str], line: int) -> int:
+def _priority(words: list[str], line: int, hook: str) -> int:
     text = "".join(words)
     m = re.fullmatch(r"([a-z]+)?([+-]?\d+)?", text)
     if m is None or not text:
@@ -623,6 +624,10 @@ def _priority(words: list[str], line: int) -> int:
     if name is not None:
         if name not in NAMED_PRIORITIES:
             raise _err(line, f"unknown priority name `{name}'")
+        if name in NAMED_PRIORITY_HOOKS and hook not in NAMED_PRIORITY_HOOKS[name]:
+            raise _err(line, f"priority {name} on hook {hook}: invalid priority expression value in this context "
+                             f"(nft takes {name} on {' and '.join(NAMED_PRIORITY_HOOKS[name])} only; give the number "
+                             f"{NAMED_PRIORITIES[name]})")
         base = NAMED_PRIORITIES[name]
     return base + (int(num) if num else 0)
 
