@@ -26,6 +26,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("netsim.commands.check:check_cmd", "Check every workload of manifests or a cluster dump, for CI."),
     "drift": ("netsim.commands.drift:drift_cmd", "Compare a pod's rules (iptables-save) with what its spec gives."),
     "infer": ("netsim.commands.infer:infer_cmd", "Tell which generator, release and options wrote a pod's rules."),
+    "migrate": ("netsim.commands.migrate:migrate_cmd", "What changes in a pod's capture when it moves to ambient."),
 }
 
 

@@ -20,6 +20,7 @@ LAYERS: dict[str, float] = {
     "netfilter": 2.0, "registry": 2.05, "dns": 2.1,  # the DNS name table is a view of the registry
     "capture": 3.0, "spec": 3.1, "infer": 3.2,  # infer compiles (capture) and names annotations (spec)
     "workload": 4.0, "drift": 4.5,  # drift compares a workload's compiled rules with a dump
+    "migrate": 4.5,  # migrate compares a pod's sidecar and ambient workloads
     "mesh": 5.0, "lab": 5.0,
     "picture": 5.5,  # the pictures (--format html|svg) of what workload and mesh computed
     "check": 5.5,  # every workload of a mesh through mesh's diagnose
