@@ -233,3 +233,12 @@ def test_enrolment_note_from_the_file_or_config(tmp_path: Path) -> None:
     ns.write_text("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels:\n"
                   "    istio.io/dataplane-mode: ambient\n")
     assert migrate_json(path, "--config", str(ns))["notes"][0].startswith("the pod is already enrolled")
+
+
+def test_nft_backend_gives_the_same_cells() -> None:
+    """NativeNftables=true: ztunnel's side is traced through the nftables rules; every cell is the iptables one."""
+    shop = REPO / "rules" / "ambient" / "shop.yaml"
+    ipt, nft = migrate_json(shop), migrate_json(shop, "--ambient-config", "NativeNftables=true")
+    cells = [[(r["verdict"], r["listener"]) for r in doc["matrix"]["ambient"]] for doc in (ipt, nft)]
+    assert cells[0] == cells[1]
+    assert "istio-ambient-nat istio-output" in find(nft, "excluded-now-captured", "5432")["after"]
