@@ -1424,7 +1424,7 @@ def _route_out(st: _State, dst: int, mark: int) -> str:
     if st.nsinfo.is_local(st.family, dst):
         return "lo"
     for fr in st.netns.fwmark_routes:
-        if (mark & fr.mask) == fr.mark:
+        if fr.selects(mark, st.family):
             return "lo"
     return st.netns.default_iface
 
@@ -1432,7 +1432,7 @@ def _route_out(st: _State, dst: int, mark: int) -> str:
 def _local_input(st: _State) -> bool:
     if st.nsinfo.is_local(st.family, st.dst):
         return True
-    return any((st.mark & fr.mask) == fr.mark for fr in st.netns.fwmark_routes)
+    return any(fr.selects(st.mark, st.family) for fr in st.netns.fwmark_routes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1481,7 +1481,7 @@ def _walk(crs: CompiledRuleset, st: _State, packet: Packet) -> _End:
         return _stopped(st, verdict)
     if st.tproxy_port is not None or _local_input(st):
         if not st.nsinfo.is_local(st.family, st.dst):
-            if not any((st.mark & fr.mask) == fr.mark for fr in st.netns.fwmark_routes):
+            if not any(fr.selects(st.mark, st.family) for fr in st.netns.fwmark_routes):
                 return _forward(crs, st)
             _note(st, "INPUT", f"routing: mark {st.mark:#x} selects a local route (ip rule fwmark)")
         verdict = _hook(crs, st, "INPUT")

@@ -202,6 +202,11 @@ class FwmarkRoute:
     mark: int
     mask: int = 0xFFFFFFFF
     table: int = 133
+    family: Family | None = None  # the rule's family (``ip -4 rule`` / ``ip -6 rule``); None: both
+
+    def selects(self, mark: int, family: Family) -> bool:
+        """Whether this rule sends a packet of ``family`` carrying ``mark`` to its local table."""
+        return (mark & self.mask) == self.mark and (self.family is None or self.family is family)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -82,6 +82,7 @@ class SidecarIdentity:
     spoofs_client: bool = False
     # ip rule fwmark MARK/MASK lookup TABLE with "local default dev lo" (ambient's return path, §7)
     policy_route: tuple[int, int, int] | None = None
+    policy_route_v6: bool = True  # the IPv6 ip rule exists too (istio-cni adds it only with EnableIPv6)
     dns_loopback: bool = False  # the DNS proxy listens on 127.0.0.1 / ::1 only (ztunnel), not the wildcard
 
     @classmethod

@@ -246,8 +246,9 @@ class Workload:
                 if rs6 is not None and v6 is not None:
                     rulesets[Family.IPV6], base[Family.IPV6] = rs6, _payload_chains(v6)
             sidecar = SidecarIdentity.ztunnel(dns=compiled.dns)
-            if not config.enable_ipv6:
-                notes.append("the agent's EnableIPv6 is off: no IPv6 policy route (ip -6 rule) is added in the pod")
+            if not config.enable_ipv6:  # §7: the IPv6 ip rule and route come with EnableIPv6 only
+                sidecar = replace(sidecar, policy_route_v6=False)
+                notes.append("the agent's EnableIPv6 is off: the pod has no IPv6 policy route (ip -6 rule)")
         app_uid, app_gid, ports = _app(pod, notes)
         assumed = not (pod_ips or pod.pod_ips)
         addresses = _default_addresses(pod_ips or tuple(ipaddress.ip_address(a) for a in pod.pod_ips), notes,
@@ -584,7 +585,8 @@ class Workload:
             routes = (FwmarkRoute(mark=sc.tproxy_mark, table=sc.tproxy_table),)
         if sc.policy_route is not None:
             mark, mask, table = sc.policy_route
-            routes = (*routes, FwmarkRoute(mark=mark, mask=mask, table=table))
+            fam = None if sc.policy_route_v6 else Family.IPV4
+            routes = (*routes, FwmarkRoute(mark=mark, mask=mask, table=table, family=fam))
         extra = tuple(Interface.of(name, f"{a}/{32 if a.version == 4 else 128}") for name, a in self.iface_addrs
                       if name not in ("lo", "eth0"))  # the pod's own devices keep their addresses
         return Netns(interfaces=(lo, eth, *extra), default_iface="eth0", listeners=tuple(ls), fwmark_routes=routes,

@@ -396,3 +396,22 @@ def test_cli_ambient_config_needs_a_pod_in_ambient_mode(tmp_path: Path) -> None:
         r = subprocess.run([sys.executable, "-m", "netsim", "trace", *args, "--ambient-config", "RedirectDNS=false",
                             "--dst", "10.96.0.10:53"], capture_output=True, text=True)
         assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_ipv6_policy_route_only_with_enable_ipv6(tmp_path: Path) -> None:
+    """§7: the IPv6 ip rule comes with EnableIPv6 only. The nft backend's family-free rules still mark an IPv6
+    connection of ztunnel's 0x111 and restore it on the app's reply (§10 last row), but with no IPv6 rule that
+    reply leaves through eth0; IPv4's still returns through table 100."""
+    from netsim.workload.packets import follow_up
+
+    pod = _pod(tmp_path, labels={"istio.io/dataplane-mode": "ambient"})
+    outcomes = {}
+    for setting in ("EnableIPv6=true", "EnableIPv6=false"):
+        w = Workload.from_pod(str(pod), backend="nft", ambient_settings=[setting])
+        for version in (4, 6):
+            packet, who = w.packet(_ep(version, POD[version], 8080), src=PEER[version], as_="ztunnel")
+            fu = follow_up(w, packet, who, w.netns(), reply=True)
+            assert fu.entry is not None and fu.entry.mark & 0xFFF == AMBIENT_CONNMARK and fu.second is not None
+            outcomes[setting, version] = fu.second.hops[0].trace.outcome
+    assert outcomes["EnableIPv6=true", 6] is Outcome.DELIVERED and outcomes["EnableIPv6=false", 6] is Outcome.SENT
+    assert outcomes["EnableIPv6=true", 4] is outcomes["EnableIPv6=false", 4] is Outcome.DELIVERED
