@@ -141,6 +141,11 @@ def dnsperf(host: str, port: int, queries: Path, seconds: float, *, pid: int, qp
     return Run(float(m[1]), int(lost[1]) if lost else 0, cpu * 1e6 / max(1, int(done[1])), lat)
 
 
+def load() -> str:
+    """The 1, 5 and 15 minute load averages (the machine may be shared: figures move with it)."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
@@ -161,14 +166,10 @@ def compare(servers: dict[str, tuple[str, int]], procs: dict[str, subprocess.Pop
     for n, rs in runs.items():
         print(f"{mode:15s} {n:14s} {med[n]:9.0f} q/s, {cpu[n]:5.1f} us CPU/query, lost {sum(r.lost for r in rs)}"
               f"  (runs: {', '.join(f'{r.qps:.0f}' for r in rs)})")
-    first = names[0]
-    for n in names[1:]:
-        if n.startswith(first):
-            continue
-        print(f"{mode} ratio {first}/{n}: {med[first] / med[n]:.2f} q/s (target >= 1.0); CPU per query "
-              f"{cpu[first] / cpu[n]:.2f}x")
-        if len(names) > 2 and names[1].startswith(first):
-            print(f"{mode} ratio {names[1]}/{n}: {med[names[1]] / med[n]:.2f} q/s")
+    ref = names[-1]  # dnsmasq or unbound; every agent variant is compared with it
+    for n in names[:-1]:
+        print(f"{mode} ratio {n}/{ref}: {med[n] / med[ref]:.2f} q/s" + (" (target >= 1.0)" if n == "agent" else "")
+              + f"; CPU per query {cpu[n] / cpu[ref]:.2f}x")
 
 
 def unbound_conf(path: Path, port: int, names: Sequence[tuple[str, str, str | None]], upstream: int) -> None:
@@ -197,6 +198,9 @@ def main() -> None:
     ap.add_argument("--skip-tcp", action="store_true")
     ap.add_argument("--agent-repo", type=Path, default=REPO,
                     help="run the agent of this checkout (e.g. an older one, for before/after figures)")
+    ap.add_argument("--baseline-repo", type=Path, default=None,
+                    help="also run the agent of this checkout as 'agent-base', interleaved with the others "
+                         "in the same run (before/after figures under the same load)")
     args = ap.parse_args()
     dnsmasq_bin, unbound_bin = tool("dnsmasq"), tool("unbound")
     if tool("dnsperf") is None or dnsmasq_bin is None:
@@ -234,6 +238,14 @@ def main() -> None:
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True),
         }
         servers = {"agent": (AGENT_HOST, aport), "dnsmasq": (DNSMASQ_HOST, dport)}
+        udp_names = ["agent", "dnsmasq"]
+        if args.baseline_repo is not None:
+            bport_base = free_port(AGENT_HOST)
+            procs["agent-base"] = subprocess.Popen(
+                agent_cmd(bport_base), cwd=args.baseline_repo,
+                env={**os.environ, "PYTHONPATH": str(args.baseline_repo)}, stderr=subprocess.DEVNULL, text=True)
+            servers["agent-base"] = (AGENT_HOST, bport_base)
+            udp_names = ["agent", "agent-base", "dnsmasq"]
         if unbound_bin is not None and not args.skip_tcp:
             if args.agent_repo == REPO:  # older checkouts lack --tcp-max-queries
                 # the same agent without miekg's 128 queries per TCP connection (unbound has no such cap)
@@ -256,8 +268,9 @@ def main() -> None:
             print(f"table: {len(names)} names; mix: " + ", ".join(f"{k} {v:.0%}" for k, v in share.items())
                   + f"; dnsperf -c 4 -T 2 -q 500, {args.seconds:g} s per run, median of {args.runs} "
                   "(runs interleaved); loopback only")
-            compare(servers, procs, ["agent", "dnsmasq"], queries, args, tcp=False)
-            for name in ("agent", "dnsmasq"):
+            print(f"load average at start: {load()}")
+            compare(servers, procs, udp_names, queries, args, tcp=False)
+            for name in udp_names:
                 run = dnsperf(*servers[name], queries, args.seconds, pid=procs[name].pid, qps=args.qps)
                 ms = [x * 1000 for _, x in run.latencies]
                 local = [x * 1000 for n, x in run.latencies if not n.endswith(FORWARDED_ZONE)]
@@ -269,6 +282,7 @@ def main() -> None:
             if "unbound" in servers:
                 compare(servers, procs, [n for n in ("agent", "agent-uncapped", "unbound") if n in servers], queries,
                         args, tcp=True)
+            print(f"load average at end: {load()}")
         finally:
             for pr in procs.values():
                 pr.terminate()

@@ -1,0 +1,190 @@
+"""The server's fast paths answer byte for byte what the core decides.
+
+The running agent answers a query whose bytes after the ID it has answered before from its answer caches
+(one for UDP, one for TCP), with the new ID patched in, and reads its UDP sockets in batches and its TCP
+queries at an offset in the connection's buffer. None of that may change a byte: every query here goes to
+a running agent twice (the second time from the cache) with different IDs, over UDP and over TCP
+(pipelined on one connection), and each reply is compared with what :func:`resolve` (the slow path)
+decides for the same bytes, the agent's random draws mirrored by a second counter. The queries are the
+conformance vectors' (read in place) and seeded random ones: names of the table in mixed case, names it
+does not know (forwarded; with no upstream, SERVFAIL), wildcard and search-domain names, names with
+several addresses (shuffled, never cached), every query type and flag mix, EDNS sizes, oversized
+datagrams, and broken messages.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import struct
+from typing import Any
+
+import pytest
+from conftest import conformance_dir
+from dns_helpers import RunningAgent, fixture_lookup, load_dns_vectors
+
+from netsim.dns.resolve import (
+    UDP_READ_SIZE,
+    CounterRNG,
+    Drop,
+    Forward,
+    Lookup,
+    Reply,
+    Transport,
+    build_lookup,
+    make_query,
+    name_to_wire,
+    resolve,
+    servfail,
+)
+from netsim.dns.table import NameInfo, NameTable
+
+DATA = load_dns_vectors()
+FIXTURES: dict[str, Any] = DATA["fixtures"]
+QTYPES = (1, 28, 1, 28, 5, 16, 33, 255)  # A and AAAA most, then CNAME, TXT, SRV, ANY (forwarded)
+
+
+def _expected(queries: list[bytes], lookup: Lookup, transport: Transport) -> list[bytes | None]:
+    """What the agent must send for each query, in order (None: nothing), with no upstream configured."""
+    rng = CounterRNG()  # the agent's draws, mirrored: they happen in query order, only on the slow path
+    out: list[bytes | None] = []
+    for q in queries:
+        d = resolve(q, lookup, transport=transport, rng=rng)
+        if isinstance(d, Reply):
+            out.append(d.wire)
+        elif isinstance(d, Forward):
+            out.append(servfail(d))  # no upstream: every upstream failed
+        else:
+            assert isinstance(d, Drop)
+            out.append(None)
+    return out
+
+
+def _over_udp(agent: RunningAgent, queries: list[bytes]) -> list[bytes | None]:
+    out: list[bytes | None] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((agent.host, agent.port))
+        for q in queries:
+            s.send(q)
+            s.settimeout(0.3 if _dropped(q) else 5)
+            try:
+                out.append(s.recv(65535))
+            except TimeoutError:
+                out.append(None)
+    return out
+
+
+def _dropped(q: bytes) -> bool:
+    return isinstance(resolve(q, None, transport=Transport.UDP), Drop)
+
+
+def _over_tcp(agent: RunningAgent, queries: list[bytes]) -> list[bytes]:
+    """Every query pipelined on one connection (the agent's limit raised), the replies read in order."""
+    with socket.create_connection((agent.host, agent.port), timeout=10) as s:
+        s.sendall(b"".join(struct.pack("!H", len(q)) + q for q in queries))
+        replies = []
+        f = s.makefile("rb")
+        for _ in range(sum(1 for q in queries if not _dropped_tcp(q))):
+            n = struct.unpack("!H", f.read(2))[0]
+            replies.append(f.read(n))
+        return replies
+
+
+def _dropped_tcp(q: bytes) -> bool:
+    return isinstance(resolve(q, None, transport=Transport.TCP), Drop)
+
+
+def _with_id(q: bytes, qid: int) -> bytes:
+    return struct.pack("!H", qid) + q[2:]
+
+
+def _check(lookup: Lookup, queries: list[bytes]) -> int:
+    """Each query twice (new IDs the second time) over UDP, then over TCP; returns the replies compared."""
+    twice = [x for q in queries for x in (q, _with_id(q, (int.from_bytes(q[:2], "big") + 1) & 0xFFFF))]
+    compared = 0
+    with RunningAgent(lookup, uvloop=True, tcp_max_queries=1_000_000) as agent:
+        udp = _over_udp(agent, twice)
+        want_udp = _expected(twice, lookup, Transport.UDP)
+        for q, got, want in zip(twice, udp, want_udp, strict=True):
+            assert got == want, (q.hex(), got, want)
+            compared += 1
+        cached = agent.call(lambda: len(agent.server.answer_cache))
+    assert cached > 0  # the second asks did come from the cache
+    with RunningAgent(lookup, uvloop=True, tcp_max_queries=1_000_000) as agent:
+        tcp = _over_tcp(agent, twice)
+        want_tcp = [w for w in _expected(twice, lookup, Transport.TCP) if w is not None]
+        assert len(tcp) == len(want_tcp)
+        for got, want in zip(tcp, want_tcp, strict=True):
+            assert got == want
+            compared += 1
+        assert agent.call(lambda: len(agent.server.tcp_answer_cache)) > 0
+    return compared
+
+
+def _random_case(rng: random.Random, wire: bytes) -> bytes:
+    return bytes(b ^ 0x20 if 97 <= b <= 122 and rng.random() < 0.5 else b for b in wire)
+
+
+def _query(rng: random.Random, name: str, qtype: int) -> bytes:
+    """A query for ``name`` in random case, with random RD, opcode, AD/CD bits and EDNS size."""
+    edns = rng.choice((None, None, 512, 1232, 4096, 100))
+    q = bytearray(make_query(name, qtype, qid=rng.getrandbits(16), rd=rng.random() < 0.8, edns_size=edns))
+    q[2] |= rng.choice((0, 0, 0, 0x10, 0x20, 0x08))  # opcode QUERY mostly, STATUS (2), NOTIFY (4), IQUERY (1)
+    q[3] |= rng.choice((0, 0, 0x10, 0x20, 0x30))  # CD, AD
+    n = len(name_to_wire(name))
+    q[12:12 + n] = _random_case(rng, bytes(q[12:12 + n]))
+    return bytes(q)
+
+
+def _random_table(rng: random.Random) -> tuple[NameTable, list[str]]:
+    entries: dict[str, NameInfo] = {}
+    for i in range(150):
+        label = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789-") for _ in range(rng.randint(1, 20)))
+        host = f"{label}{i}.{rng.choice(('svc.cluster.local', 'example.com', 'ns1.svc.cluster.local'))}"
+        n4 = rng.choice((0, 1, 1, 1, 2, 3))
+        n6 = rng.choice((0, 0, 1, 2)) if n4 else rng.choice((1, 2))
+        ips = (*(f"10.{i}.{rng.randint(0, 255)}.{k}" for k in range(n4)), *(f"fd00::{i:x}:{k}" for k in range(n6)))
+        entries[host] = NameInfo(ips=ips, registry=rng.choice(("Kubernetes", "External")), shortname=label + str(i),
+                                 namespace="ns1")
+    entries["*.wild.example.com"] = NameInfo(ips=("192.0.2.7",), registry="External")
+    return NameTable(entries), list(entries)
+
+
+def test_fast_paths_match_the_core_on_random_queries() -> None:
+    rng = random.Random(2026)
+    table, hosts = _random_table(rng)
+    lookup = build_lookup(table, namespace="ns1", search=("ns1.svc.cluster.local", "svc.cluster.local"))
+    names = [h.replace("*", "any") for h in hosts] + [f"x{i}.unknown.example" for i in range(20)]
+    names += [h.split(".")[0] for h in hosts[:40]] + ["deep.er.wild.example.com", "a." * 60 + "long.example"]
+    queries = [_query(rng, rng.choice(names), rng.choice(QTYPES)) for _ in range(500)]
+    # oversized (a UDP read keeps 512 bytes), a response, too short, two questions, a compression loop
+    queries += [make_query(hosts[0], 1, qid=9) + b"\x00" * 600, make_query("x.unknown.example", 1) + b"\x01" * 600]
+    queries += [b"\x12\x34\x81\x00" + make_query("x.example", 1)[4:], b"\x00\x01\x00", make_query("a.example")[:5],
+                make_query("a.b", 1, qid=3)[:4] + b"\x00\x02" + make_query("a.b")[6:] + b"\xc0\x0c\x00\x01\x00\x01",
+                make_query("a.b", 1, qid=4)[:12] + b"\xc0\x0c\x00\x01\x00\x01"]
+    assert sum(len(q) > UDP_READ_SIZE for q in queries) >= 1
+    kinds = {type(resolve(q, lookup, rng=CounterRNG())).__name__ for q in queries}
+    assert kinds == {"Reply", "Forward", "Drop"}  # every decision is among them
+    shuffled = [q for q in queries if isinstance(d := resolve(q, lookup, rng=CounterRNG()), Reply) and not d.cacheable]
+    assert shuffled  # answers that draw from the RNG are among them (never cached)
+    assert _check(lookup, queries) >= 2 * len(queries)
+
+
+AGENT_FIXTURES = sorted(k for k, f in FIXTURES.items() if "name_table" in f)  # the others are upstreams
+
+
+@pytest.mark.parametrize("fixture", AGENT_FIXTURES or ["conformance-missing"])
+def test_fast_paths_match_the_core_on_the_conformance_queries(fixture: str) -> None:
+    conformance_dir("istio-dns")
+    rng = random.Random(fixture)
+    lookup = fixture_lookup(FIXTURES[fixture])
+    queries = []
+    for v in DATA["vectors"]:
+        if v["kind"] == "query" and v["fixture"] == fixture:
+            name = v["query"]["name"]
+            qtype = {"A": 1, "AAAA": 28}.get(v["query"]["type"], 16)
+            queries += [make_query(name, qtype, qid=4242), _query(rng, name, qtype)]
+    for name in [*FIXTURES[fixture]["name_table"]][:30]:
+        queries += [_query(rng, name, 1), _query(rng, name, 28), _query(rng, name.split(".")[0], 1)]
+    assert queries
+    assert _check(lookup, queries) >= 2 * len(queries)
