@@ -1,6 +1,8 @@
 """What istiod's service model says in both the DNS table and the mesh hop: one definition each.
 
-Owns: :class:`Resolution` (istiod's internal service resolution) and the ServiceEntry
+Owns: the sidecar-injection choice of a pod or template (``sidecar.istio.io/inject``, label then
+annotation, read as the injector reads it: :func:`injection_choice`), :class:`Resolution` (istiod's
+internal service resolution) and the ServiceEntry
 ``spec.resolution`` table that maps onto it (:func:`se_resolution`), and the ``exportTo`` visibility
 rule, read from a Service's ``networking.istio.io/exportTo`` annotation (:func:`annotation_export_to`)
 or a config object's ``spec.exportTo`` and checked by :func:`exported`.
@@ -18,6 +20,30 @@ from typing import Any
 from netsim.k8s import K8sObject
 
 EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"
+INJECT = "sidecar.istio.io/inject"
+INJECT_YES = frozenset({"y", "yes", "true", "on"})  # the injector's "http://yaml.org/type/bool.html" spellings
+
+
+def injection_choice(labels: Mapping[str, str], annotations: Mapping[str, str]) -> tuple[bool, str] | None:
+    """What a workload's own ``sidecar.istio.io/inject`` says, as the injector's ``injectRequired`` reads it:
+    (inject?, where it was read), or None when it says nothing and the defaults decide (namespace label,
+    injector policy).
+
+    The label wins when present ("the label is the new API; if both are present we prefer the label"),
+    else the annotation. The value, lower-cased, injects when it is ``y``, ``yes``, ``true`` or ``on``; an
+    empty value leaves it to the defaults; anything else (``false``, ``no``, ``off``, ``0``, a typo)
+    disables injection.
+    """
+    if INJECT in labels:
+        where, value = "label", labels[INJECT]
+    elif INJECT in annotations:
+        where, value = "annotation", annotations[INJECT]
+    else:
+        return None
+    value = str(value)
+    if value == "":
+        return None
+    return value.lower() in INJECT_YES, f"{where} {INJECT}={value}"
 
 
 class Resolution(enum.Enum):
@@ -71,5 +97,14 @@ def exported(export_to: Sequence[str], owner_ns: str, client_ns: str) -> bool:
     return any(e == "*" or e == client_ns or (e == "." and owner_ns == client_ns) for e in export_to)
 
 
-__all__ = ["EXPORT_TO_ANNOTATION", "SE_RESOLUTION", "Resolution", "annotation_export_to", "exported",
-           "se_resolution"]
+__all__ = [
+    "EXPORT_TO_ANNOTATION",
+    "INJECT",
+    "INJECT_YES",
+    "SE_RESOLUTION",
+    "Resolution",
+    "annotation_export_to",
+    "exported",
+    "injection_choice",
+    "se_resolution",
+]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import netsim.dns.table as dns_table
@@ -64,3 +66,43 @@ def test_export_to_annotation_is_a_comma_list() -> None:
 ])
 def test_exported(export_to: tuple[str, ...], owner: str, client: str, visible: bool) -> None:
     assert exported(export_to, owner, client) is visible
+
+
+# --------------------------------------------------------------------------------------------
+# sidecar.istio.io/inject: one reading for the capture derivation and the registry
+
+INJECT_VALUES = (None, "", "true", "TRUE", "True", "y", "Yes", "on", "ON", "false", "False", "n", "no", "off",
+                 "0", "1", "enabled", "disabled", " true", "garbage")
+
+
+def _inject_pod(label: str | None, annotation: str | None) -> str:
+    meta = ["metadata:", "  name: p", "  namespace: ns1"]
+    if label is not None:
+        meta += ["  labels:", f"    sidecar.istio.io/inject: {json.dumps(label)}"]
+    if annotation is not None:
+        meta += ["  annotations:", f"    sidecar.istio.io/inject: {json.dumps(annotation)}"]
+    return "\n".join(["apiVersion: v1", "kind: Pod", *meta, "spec:", "  containers:", "  - name: app",
+                      "status:", "  podIP: 10.0.0.7", ""])
+
+
+@pytest.mark.parametrize("label", INJECT_VALUES)
+@pytest.mark.parametrize("annotation", INJECT_VALUES)
+def test_capture_and_registry_agree_on_sidecar_inject(label: str | None, annotation: str | None) -> None:
+    """The derivation (istio-init or not) and the registry (sidecar or not) read the same choice, the injector's:
+    the label before the annotation, y/yes/true/on in any case inject, empty is no choice, anything else
+    disables; with no choice the pod is taken as injected by both (no Namespace read)."""
+    from netsim.k8s import parse_objects
+    from netsim.registry import build_registry
+    from netsim.spec.pod import derive, load_pod
+    from netsim.spec.versions import profile_for
+
+    text = _inject_pod(label, annotation)
+    captured = derive(load_pod("pod.yaml", text=text), profile_for(None)).capture
+    (info,) = build_registry(parse_objects(text, "pod.yaml").objects).pods
+    assert captured == info.sidecar, (label, annotation, info.sidecar_why)
+    chosen = label if label is not None else annotation
+    if chosen is not None and chosen != "":
+        assert info.sidecar == (chosen.lower() in {"y", "yes", "true", "on"})  # the injector's spellings
+        assert ("label" if label is not None else "annotation") in info.sidecar_why
+    else:
+        assert info.sidecar  # no choice: the defaults (assumed injected without the Namespace)

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from netsim.errors import NetsimError
-from netsim.istio_service import Resolution, annotation_export_to, se_resolution
+from netsim.istio_service import Resolution, annotation_export_to, injection_choice, se_resolution
 from netsim.k8s import POD_TEMPLATE_PATHS, K8sObject
 from netsim.registry import fields as f
 from netsim.registry.model import (
@@ -95,17 +95,17 @@ def is_core_service(obj: K8sObject) -> bool:
 def sidecar_injected(ns: str, labels: Mapping[str, str], ann: Mapping[str, str], containers: Sequence[str],
                      ns_labels: Mapping[str, str] | None) -> tuple[bool, str]:
     """Whether a pod (or template) in namespace ``ns`` runs a sidecar, and why: its ``security.istio.io/tlsMode``
-    label, an istio-proxy container, ``sidecar.istio.io/inject`` (label, then annotation), the injected
-    status annotation, then its namespace's labels (``ns_labels``; None when the Namespace was not read)."""
+    label, an istio-proxy container, ``sidecar.istio.io/inject`` (:func:`netsim.istio_service.injection_choice`),
+    the injected status annotation, then its namespace's labels (``ns_labels``; None when the Namespace was not
+    read)."""
     mode = labels.get(TLS_MODE_LABEL)
     if mode is not None:
         return mode == "istio", f"label {TLS_MODE_LABEL}={mode}"
     if "istio-proxy" in containers:
         return True, "has an istio-proxy container"
-    for src, m in (("label", labels), ("annotation", ann)):
-        v = m.get("sidecar.istio.io/inject")
-        if v is not None:
-            return v.lower() == "true", f"{src} sidecar.istio.io/inject={v}"
+    chosen = injection_choice(labels, ann)
+    if chosen is not None:
+        return chosen
     if "sidecar.istio.io/status" in ann:
         return True, "annotation sidecar.istio.io/status (injected)"
     if ns_labels is not None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from netsim.errors import ConfigError, SpecError
+from netsim.istio_service import INJECT, injection_choice
 from netsim.k8s import POD_TEMPLATE_PATHS, YAMLSyntaxError, is_list_kind, load_yaml, load_yaml_all
 from netsim.reader import read_text
 from netsim.spec import flags as F
@@ -39,7 +40,6 @@ ANN_REROUTE = "istio.io/reroute-virtual-interfaces"
 ANN_KUBEVIRT = "traffic.sidecar.istio.io/kubevirtInterfaces"
 ANN_EXCLUDE_IFACES = "traffic.sidecar.istio.io/excludeInterfaces"
 ANN_PROXY_CONFIG = "proxy.istio.io/config"
-INJECT = "sidecar.istio.io/inject"
 
 # annotation → the istio-iptables option it feeds (for reports)
 CAPTURE_ANNOTATIONS: dict[str, str] = {
@@ -455,13 +455,14 @@ def derive(pod: PodSource, profile: VersionProfile, *, cluster_dns: str = F.DEFA
             warnings.append(f"{key} is on the {pod.kind}'s metadata, not the pod template; Istio ignores it")
 
     # Injection at all.
-    inject = ann.get(INJECT, dict(pod.labels).get(INJECT))
     if pod.host_network:
         return _no_capture(pod, findings, warnings, "hostNetwork: true pods are never injected")
-    if inject is not None and inject.lower() == "false":
+    chosen = injection_choice(dict(pod.labels), ann)
+    if chosen is not None and not chosen[0]:
+        inject = dict(pod.labels).get(INJECT, ann.get(INJECT, ""))
         findings.append(Finding(key=INJECT, value=inject, location=location, used=True,
                                 reason="injection disabled: no istio-init, no capture rules"))
-        return _no_capture(pod, findings, warnings, f'{INJECT}: "false" disables injection (no istio-init)')
+        return _no_capture(pod, findings, warnings, f'{chosen[1]} disables injection (no istio-init)')
 
     init = next((c for c in pod.init_containers if c.name == "istio-init" and c.argv), None)
     if init is not None:
