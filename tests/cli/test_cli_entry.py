@@ -87,3 +87,25 @@ def test_spec_exports_stay_functions_after_their_modules_load_lazily() -> None:
             "print(explain.__module__, resolve.__module__, callable(render_text))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.split() == ["netsim.spec.explain", "netsim.spec.resolve", "True"], proc.stderr
+
+
+def test_compile_pod_loads_no_packet_model_trace_or_dump_reader() -> None:
+    """compile --pod renders rules: the netfilter package's packet model, trace steps, engine and dump reader
+    load only when a command uses them (bench/RESULTS.md: ~10 ms of its cold start)."""
+    from conftest import REPO
+
+    lazy = ("netsim.netfilter.packet", "netsim.netfilter.trace", "netsim.netfilter.engine", "netsim.netfilter.dump")
+    code = (
+        "import sys, json; from netsim.cli import main\n"
+        "try:\n    main(['compile', '--pod', 'rules/mtls-503/pod.yaml'])\nexcept SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        f"print(json.dumps([m for m in {lazy!r} if m in sys.modules]), file=sys.stderr)\n"
+        "from netsim.netfilter import Packet, Step, trace\n"
+        "import netsim.netfilter.trace\n"
+        "import netsim.netfilter as nf\n"
+        "assert callable(nf.trace) and nf.trace is trace and Step.__module__ == 'netsim.netfilter.trace'\n"
+        "assert Packet.__module__ == 'netsim.netfilter.packet'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stderr.strip().splitlines()[-1]) == []
