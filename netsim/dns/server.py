@@ -23,7 +23,6 @@ import gc
 import math
 import signal
 import socket
-import struct
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -1005,17 +1004,45 @@ class DNSServer:
             sock.close()
 
     async def _tcp_exchange(self, server: tuple[str, int], fwd: Forward) -> bytes | None:
-        reader, writer = await asyncio.open_connection(server[0], server[1])
+        """A new connection per exchange, as miekg's ``Client.Exchange`` over TCP: the query with its length,
+        then one length-prefixed reply (a connection closed before it is whole is an error)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bytes] = loop.create_future()
+        tr, _ = await loop.create_connection(lambda: _TCPExchange(done), server[0], server[1])
         try:
-            writer.write(struct.pack("!H", len(fwd.query)) + fwd.query)
-            await writer.drain()
-            n = struct.unpack("!H", await reader.readexactly(2))[0]
-            data = await reader.readexactly(n)
-            return finish_forward(fwd, data)  # an ID mismatch is an error on TCP
+            tr.write(len(fwd.query).to_bytes(2, "big") + fwd.query)
+            return finish_forward(fwd, await done)  # an ID mismatch is an error on TCP
         finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            if done.done():
+                tr.close()
+            else:  # timed out or cancelled: no goodbye
+                tr.abort()
+
+
+class _TCPExchange(asyncio.Protocol):
+    """One forwarded query's upstream TCP connection: collects the length-prefixed reply into ``done``
+    (a protocol, not a stream reader and writer: a quarter of the cost per forwarded TCP query)."""
+
+    def __init__(self, done: asyncio.Future[bytes]) -> None:
+        self.done = done
+        self.buf = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if len(buf) >= 2 and not self.done.done():
+            n = (buf[0] << 8) | buf[1]
+            if len(buf) >= 2 + n:
+                self.done.set_result(bytes(buf[2:2 + n]))
+
+    def eof_received(self) -> bool:
+        if not self.done.done():
+            self.done.set_exception(ConnectionError("upstream closed the connection before a whole reply"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc or ConnectionError("upstream connection lost"))
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
