@@ -121,8 +121,8 @@ class Run:
 
 
 def dnsperf(host: str, port: int, queries: Path, seconds: float, *, pid: int, qps: int | None = None,
-            tcp: bool = False) -> Run:
-    """One dnsperf run against ``host:port`` (the server is process ``pid``)."""
+            tcp: bool = False) -> Run | None:
+    """One dnsperf run against ``host:port`` (the server is process ``pid``); None when dnsperf itself failed."""
     cmd = ["dnsperf", "-s", host, "-p", str(port), "-d", str(queries), "-l", str(seconds), "-c", "4", "-T", "2",
            "-q", "500", "-t", "2"]
     if tcp:
@@ -130,8 +130,15 @@ def dnsperf(host: str, port: int, queries: Path, seconds: float, *, pid: int, qp
     if qps:
         cmd += ["-Q", str(qps), "-v"]
     cpu0 = cpu_seconds(pid)
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     cpu = cpu_seconds(pid) - cpu0
+    out = proc.stdout
+    if proc.returncode and tcp and "Bad file descriptor" in out + proc.stderr:
+        # dnsperf 2.10's TCP reconnect race (DNS-OARC/dnsperf#208, fixed by PR #218): after a server closes a
+        # connection (the agent's 128 queries, miekg's rule) its receive thread may read the closed socket
+        return None
+    if proc.returncode:
+        raise SystemExit(f"dnsperf failed ({proc.returncode}):\n{out}{proc.stderr}")
     m = re.search(r"Queries per second:\s+([\d.]+)", out)
     done = re.search(r"Queries completed:\s+(\d+)", out)
     if not m or not done:
@@ -158,9 +165,22 @@ def compare(servers: dict[str, tuple[str, int]], procs: dict[str, subprocess.Pop
     runs: dict[str, list[Run]] = {n: [] for n in names}
     for n in names:
         dnsperf(*servers[n], queries, 2, pid=procs[n].pid, tcp=tcp)  # warm-up (caches, answer cache)
+    failed: dict[str, int] = dict.fromkeys(names, 0)
     for _ in range(args.runs):
         for n in names:  # interleaved, so drift on a shared machine hits all alike
-            runs[n].append(dnsperf(*servers[n], queries, args.seconds, pid=procs[n].pid, tcp=tcp))
+            r = dnsperf(*servers[n], queries, args.seconds, pid=procs[n].pid, tcp=tcp)
+            if r is None:
+                failed[n] += 1
+            else:
+                runs[n].append(r)
+    for n in names:
+        if failed[n]:
+            print(f"note: {n}: {failed[n]} of {args.runs} dnsperf runs ended in dnsperf's own TCP reconnect race "
+                  "(DNS-OARC/dnsperf#208; 'Bad file descriptor'), left out")
+    names = [n for n in names if runs[n]]
+    runs = {n: runs[n] for n in names}
+    if len(names) < 2:
+        return
     med = {n: statistics.median(r.qps for r in rs) for n, rs in runs.items()}
     cpu = {n: statistics.median(r.cpu_us for r in rs) for n, rs in runs.items()}
     for n, rs in runs.items():
@@ -272,6 +292,7 @@ def main() -> None:
             compare(servers, procs, udp_names, queries, args, tcp=False)
             for name in udp_names:
                 run = dnsperf(*servers[name], queries, args.seconds, pid=procs[name].pid, qps=args.qps)
+                assert run is not None  # UDP: dnsperf's TCP race cannot happen
                 ms = [x * 1000 for _, x in run.latencies]
                 local = [x * 1000 for n, x in run.latencies if not n.endswith(FORWARDED_ZONE)]
                 fwd = [x * 1000 for n, x in run.latencies if n.endswith(FORWARDED_ZONE)] or [0.0]

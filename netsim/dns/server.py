@@ -35,6 +35,7 @@ from netsim.dns.resolve import (
     Forward,
     Lookup,
     Outcome,
+    ParsedQuery,
     Reply,
     Transport,
     finish_forward,
@@ -78,6 +79,7 @@ UDP_BACKLOG_BYTES = 4 << 20  # replies waiting for a full send buffer to drain; 
 UPSTREAM_UDP_SOCKETS = 8
 EPHEMERAL_BIND_ATTEMPTS = 20
 ANSWER_CACHE_MAX = 100_000  # memoised local answers; cleared when full or when the table changes
+FIT_MEMO_MAX = 10_000  # memoised re-packings of upstream UDP replies (each at most 512 bytes); cleared when full
 # Reload: a watched file that is empty or smaller than at the last load may be an editor's truncate-then-write
 # caught half-way; it is read again after RELOAD_SETTLE seconds and taken only if it has not changed by then.
 RELOAD_SETTLE = 0.5
@@ -269,6 +271,14 @@ class _UDP:
         """A datagram the answer cache does not know: through the core."""
         srv = self.server
         c = srv.counters
+        known = srv.forward_cache.get(data[2:])
+        if known is not None:  # forwarded before: the same decision with this query's ID (resolve is pure)
+            q = known.parsed
+            parsed = ParsedQuery(id=(data[0] << 8) | data[1], flags=q.flags, qname=q.qname, qtype=q.qtype,
+                                 qclass=q.qclass, edns_size=q.edns_size, question_wire=q.question_wire)
+            srv.spawn_udp(Forward(query=data, parsed=parsed, transport=Transport.UDP, limit=known.limit,
+                                  read_size=known.read_size), addr, self)
+            return
         d = resolve(data, srv.lookup, transport=Transport.UDP, rng=srv.rng)
         if type(d) is Reply:
             c.reply(d.outcome)
@@ -276,6 +286,8 @@ class _UDP:
                 srv.remember(data, d.wire)
             self.sendto(d.wire, addr)
         elif type(d) is Forward:
+            if len(data) <= UDP_READ_SIZE and srv.config.answer_cache:
+                srv.remember_forward(data, d)
             srv.spawn_udp(d, addr, self)
         else:
             c.malformed += 1
@@ -560,7 +572,7 @@ class _UDPForward(_Waiter):
 
     def reply(self, data: bytes) -> None:
         self._detach()
-        wire = finish_forward(self.fwd, data)
+        wire = self.server.finish_udp(self.fwd, data)
         if wire is None:
             self.next()
         else:
@@ -622,6 +634,10 @@ class DNSServer:
         self.answer_cache: dict[bytes, bytes] = {}
         # the same for TCP (no 512-byte limit, so kept apart): query[2:] → (length prefix, reply[2:])
         self.tcp_answer_cache: dict[bytes, tuple[bytes, bytes]] = {}
+        # query[2:] → the Forward decided for it (UDP, this lookup): a repeat needs no parse, only its own ID
+        self.forward_cache: dict[bytes, Forward] = {}
+        # (client limit, upstream reply[2:]) → what finish_forward made of it, after the ID (any lookup)
+        self.fit_memo: dict[tuple[int, bytes], bytes] = {}
         self._reload_lock = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -771,6 +787,7 @@ class DNSServer:
         self._loaded = stamps
         self.answer_cache = {}
         self.tcp_answer_cache = {}
+        self.forward_cache = {}
         self.counters.reloads += 1
         self.log(f"reloaded ({reason}): {len(new.table)} names")
 
@@ -789,6 +806,30 @@ class DNSServer:
         if len(self.answer_cache) >= ANSWER_CACHE_MAX:
             self.answer_cache.clear()
         self.answer_cache[query[2:]] = reply[2:]
+
+    def remember_forward(self, query: bytes, fwd: Forward) -> None:
+        if len(self.forward_cache) >= ANSWER_CACHE_MAX:
+            self.forward_cache.clear()
+        self.forward_cache[query[2:]] = fwd
+
+    def finish_udp(self, fwd: Forward, reply: bytes) -> bytes | None:
+        """:func:`finish_forward` of a UDP exchange, memoised: an upstream reply whose bytes after the ID were
+        seen before (with the same client limit) gets the same re-packing with its own ID. ``fit`` keeps the
+        reply's ID and reads nothing else of it, so the memo is exact."""
+        if not self.config.answer_cache or len(reply) > UDP_READ_SIZE or len(reply) > fwd.read_size:
+            return finish_forward(fwd, reply)
+        if not upstream_id_matches(fwd, reply):
+            return None
+        key = (fwd.limit, reply[2:])
+        hit = self.fit_memo.get(key)
+        if hit is not None:
+            return reply[:2] + hit
+        wire = finish_forward(fwd, reply)
+        if wire is not None:
+            if len(self.fit_memo) >= FIT_MEMO_MAX:
+                self.fit_memo.clear()
+            self.fit_memo[key] = wire[2:]
+        return wire
 
     def remember_tcp(self, query: bytes, prefix: bytes, reply: bytes) -> None:
         if len(self.tcp_answer_cache) >= ANSWER_CACHE_MAX:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from conftest import conformance_dir
-from dns_helpers import RunningAgent, fixture_lookup, load_dns_vectors
+from dns_helpers import RunningAgent, fake_upstream, fake_upstream_reply, fixture_lookup, load_dns_vectors
 
 from netsim.dns.resolve import (
     UDP_READ_SIZE,
@@ -32,6 +32,7 @@ from netsim.dns.resolve import (
     Reply,
     Transport,
     build_lookup,
+    finish_forward,
     make_query,
     name_to_wire,
     resolve,
@@ -188,3 +189,28 @@ def test_fast_paths_match_the_core_on_the_conformance_queries(fixture: str) -> N
         queries += [_query(rng, name, 1), _query(rng, name, 28), _query(rng, name.split(".")[0], 1)]
     assert queries
     assert _check(lookup, queries) >= 2 * len(queries)
+
+
+def test_forwarded_repeats_match_the_core_with_an_upstream() -> None:
+    """A forwarded query asked again skips the parse (the decision is reused with the new ID) and an upstream
+    reply seen before skips the re-packing: every reply still equals the core's finish_forward of that
+    upstream reply, over plain, EDNS and truncating (giant) answers, NXDOMAIN and a record."""
+    lookup = build_lookup(NameTable({"known.example.com": NameInfo(ips=("192.0.2.1",), registry="External")}),
+                          namespace="ns1")
+    rng = random.Random(7)
+    queries = []
+    for name in ("www.bing.com", "WWW.Bing.com", "nx.unknown.example", "giant", "giant-tc", "x.giant"):
+        for edns in (None, 1232, 4096):
+            base = make_query(name, 1, qid=rng.getrandbits(16), edns_size=edns)
+            queries += [_with_id(base, rng.getrandbits(16)) for _ in range(3)]  # the same bytes, new IDs
+    with fake_upstream() as up, RunningAgent(lookup, uvloop=True, upstreams=(("127.0.0.1", up.port),),
+                                             shuffle_upstreams=False) as agent:
+        got = _over_udp(agent, queries)
+        memo = agent.call(lambda: (len(agent.server.forward_cache), len(agent.server.fit_memo)))
+    for q, reply in zip(queries, got, strict=True):
+        d = resolve(q, lookup, transport=Transport.UDP, rng=CounterRNG())
+        assert isinstance(d, Forward)
+        want = finish_forward(d, fake_upstream_reply(d.query)) or servfail(d)  # too big for the read: SERVFAIL
+        assert reply == want, (q.hex(), reply, want)
+    assert memo[0] == len(queries) // 3  # one decision per distinct query …
+    assert memo[1] > 0  # … and the repeated upstream replies were re-packed from the memo
