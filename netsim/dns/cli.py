@@ -457,7 +457,9 @@ _MAX_TCP_QUERIES = 1_000_000  # as good as unlimited: a connection that lives fo
 @click.option("--reload-interval", type=SecondsType(min=0, max=_MAX_SECONDS), default=1.0, show_default=True,
               help="Seconds between checks of the config files for changes (0: only on SIGHUP).")
 @click.option("--answer-cache/--no-answer-cache", default=True, show_default=True,
-              help="Memoise local answers that involve no shuffle (per table; cleared on reload).")
+              help="Memoise local answers that involve no shuffle, and the parse of forwarded queries and "
+                   "re-packing of upstream replies seen before (exact; per table; cleared on reload). Forwarded "
+                   "queries still go upstream every time.")
 @click.option("--user", "run_uid", type=click.IntRange(0, 2**32 - 2), default=None, metavar="UID",
               help="Once the files are read and the code is loaded, become this uid (with --group's gid, no "
                    "supplementary groups) before binding: start as root, serve as the proxy.")
