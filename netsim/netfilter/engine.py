@@ -345,15 +345,19 @@ class _CRule:
         return text
 
 
-class _LazyRules(Sequence["_CRule"]):
-    """A chain's rules, each compiled when a trace first reaches it (a 40,000-rule dump is mostly rules no
-    packet of a trace meets: an indexed chain only ever looks at the rules for the packet's destination)."""
+class LazyRules(Sequence["_CRule"]):
+    """A chain's rules, each compiled by ``compile(k)`` when a trace first reaches rule ``k`` (a 40,000-rule
+    dump, or a kube-proxy nftables ruleset of 60,000 rules in 30,000 chains, is mostly rules no packet of a
+    trace meets: an indexed chain only ever looks at the rules for the packet's destination). Once every rule
+    is compiled, ``owner`` (the chain, when set) gets them as a plain list."""
 
-    __slots__ = ("_chain", "_ctx", "_done", "_memo")
+    __slots__ = ("_compile", "_done", "_left", "owner")
 
-    def __init__(self, chain: Chain, ctx: _Ctx, memo: _Memo):
-        self._chain, self._ctx, self._memo = chain, ctx, memo
-        self._done: list[_CRule | None] = [None] * len(chain.rules)
+    def __init__(self, count: int, compile: Callable[[int], _CRule]) -> None:
+        self._compile = compile
+        self._done: list[_CRule | None] = [None] * count
+        self._left = count
+        self.owner: _CChain | None = None
 
     def __len__(self) -> int:
         return len(self._done)
@@ -369,9 +373,15 @@ class _LazyRules(Sequence["_CRule"]):
         done = self._done[i]
         if done is None:
             k = i % len(self._done)
-            done = self._done[k] = _compile_rule(self._chain.rules[k], k + 1, self._chain.name, self._ctx,
-                                                 self._memo)
+            done = self._done[k] = self._compile(k)
+            self._left -= 1
+            if not self._left and self.owner is not None:
+                self.owner.rules = self._done  # type: ignore[assignment]
         return done
+
+
+def _compile_at(chain: Chain, ctx: _Ctx, memo: _Memo, k: int) -> _CRule:
+    return _compile_rule(chain.rules[k], k + 1, chain.name, ctx, memo)
 
 
 class _CChain:
@@ -558,7 +568,8 @@ def _compile_ruleset(ruleset: Ruleset, base_chains: Iterable[tuple[str, str]] | 
             builtin = chain.name in BUILTIN_CHAINS.get(table.name, ())
             present = builtin and (exists is None or (table.name, chain.name) in exists or bool(chain.rules)
                                    or backend == "iptables-legacy")
-            rules = _LazyRules(chain, _Ctx(ruleset.family, table.name, chain.name), memo)
+            ctx = _Ctx(ruleset.family, table.name, chain.name)
+            rules = LazyRules(len(chain.rules), functools.partial(_compile_at, chain, ctx, memo))
             keys = [_dst_key(rule) for rule in chain.rules] if len(chain.rules) >= INDEX_MIN_RULES else None
             chains[chain.name] = _CChain(chain.name, chain.policy if builtin else None, rules, present, keys)
         tables[table.name] = chains

@@ -24,8 +24,9 @@ Never does IO; knows no Istio port, uid or chain name.
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Callable, Sequence
-from typing import Any, overload
+from typing import Any
 
 from netsim.errors import RulesetError
 from netsim.netfilter.engine import (
@@ -39,6 +40,7 @@ from netsim.netfilter.engine import (
     RETURN,
     CompiledRuleset,
     HookEntry,
+    LazyRules,
     _Action,
     _addr_type,
     _CChain,
@@ -543,40 +545,8 @@ def _compile_rule(rule: Rule, position: int, chain: str, table: Table, unknown: 
     return cr
 
 
-class _NftLazyRules(Sequence[_CRule]):
-    """A chain's rules, each compiled when a trace first reaches it (a kube-proxy ruleset of 10,000 Services
-    is some 60,000 rules in 30,000 chains, of which a trace meets a handful)."""
-
-    __slots__ = ("_args", "_chain", "_done", "_left", "owner")
-
-    def __init__(self, chain: Chain, positions: list[int], table: Table, memo: dict[Match, _Check]) -> None:
-        self._chain = chain
-        self._args = (positions, table, memo)
-        self._done: list[_CRule | None] = [None] * len(chain.rules)
-        self._left = len(chain.rules)
-        self.owner: _CChain | None = None  # once every rule is compiled, its chain gets them as a plain list
-
-    def __len__(self) -> int:
-        return len(self._done)
-
-    @overload
-    def __getitem__(self, i: int) -> _CRule: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[_CRule]: ...
-
-    def __getitem__(self, i: int | slice) -> _CRule | Sequence[_CRule]:
-        if isinstance(i, slice):
-            return [self[k] for k in range(len(self))[i]]
-        done = self._done[i]
-        if done is None:
-            k = i % len(self._done)
-            positions, table, memo = self._args
-            done = self._done[k] = _compile_rule(self._chain.rules[k], positions[k], self._chain.name, table, [],
-                                                 memo)
-            self._left -= 1
-            if not self._left and self.owner is not None:
-                self.owner.rules = self._done  # type: ignore[assignment]
-        return done
+def _compile_at(chain: Chain, positions: list[int], table: Table, memo: dict[Match, _Check], k: int) -> _CRule:
+    return _compile_rule(chain.rules[k], positions[k], chain.name, table, [], memo)
 
 
 # iptables-nft's tables as an nft listing shows them: table → {built-in chain: (hook, priority)}
@@ -624,7 +594,7 @@ def compile_nft(ruleset: NftRuleset, family: Family, *, start: int = 0) -> Compi
                         unknown.append(f"{table.family.value} {table.name} {chain.name} rule {pos} (line {r.line}): "
                                        f"{e.text}")
             n = len(chain.rules)
-            lazy = _NftLazyRules(chain, positions, table, memo)
+            lazy = LazyRules(n, functools.partial(_compile_at, chain, positions, table, memo))
             cchain = chains[chain.name] = _CChain(chain.name, chain.policy.upper() if chain.base else None, lazy,
                                                   chain.base, [None] * n if n >= INDEX_MIN_RULES else None)
             lazy.owner = cchain
