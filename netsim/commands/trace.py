@@ -216,7 +216,7 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
                         "name their backend themselves)")
     ifaces = _iface_addrs(iface_addrs)
     if pod_file:
-        w = Workload.from_pod(pod_file, istio_version=istio_version, pod_ips=pod_ips, backend=backend or "iptables",
+        w = Workload.from_pod(pod_file, istio_version=istio_version, pod_ips=pod_ips, backend=backend,
                               mode=mode, ambient_settings=ambient_settings, config_paths=configs)
     else:
         if ambient_settings:

@@ -24,7 +24,7 @@ def build_migration(path: str, *, name: str | None = None, istio_version: str | 
 
     from netsim.istio_version import parse_istio_version
     from netsim.migrate.compare import migrate
-    from netsim.spec.ambient import decide_mode, namespace_labels, parse_ambient_config
+    from netsim.spec.ambient import decide_mode, namespace_labels
     from netsim.spec.pod import load_pod_with_objects
     from netsim.spec.versions import profile_for
     from netsim.workload.model import Workload, parse_addresses
@@ -42,9 +42,8 @@ def build_migration(path: str, *, name: str | None = None, istio_version: str | 
     sidecar = Workload.from_pod_source(pod, profile_for(istio_version), profile_given=istio_version is not None,
                                        pod_ips=ips)
     settings = tuple(ambient_settings)
-    nft = any(parse_ambient_config(t).get("native_nftables") for t in settings)  # NativeNftables=true: nft backend
     ambient = Workload.from_ambient_pod(pod, istio_version=istio_version, pod_ips=ips, settings=settings,
-                                        backend="nft" if nft else "iptables", reason="netsim migrate --to ambient")
+                                        reason="netsim migrate --to ambient")
     assert ambient.ambient is not None
     m = migrate(sidecar, ambient, ambient.ambient)
     if now.ambient or now.opted_out:

@@ -149,7 +149,7 @@ class Workload:
 
     @classmethod
     def from_pod(cls, path: str, *, istio_version: str | None = None, pod_ips: Iterable[str] = (),
-                 text: str | None = None, backend: str = "iptables", cluster_dns: str | None = None,
+                 text: str | None = None, backend: str | None = None, cluster_dns: str | None = None,
                  names: Names | None = None, mode: str | None = None, ambient_settings: Iterable[str] = (),
                  config_paths: Iterable[str] = ()) -> Workload:
         """The workload of the Pod (or the pod template of the Deployment, StatefulSet, …) in ``path``.
@@ -200,7 +200,7 @@ class Workload:
 
     @classmethod
     def from_ambient_pod(cls, pod: PodSource, *, istio_version: str | None = None, pod_ips: tuple[Address, ...] = (),
-                         backend: str = "iptables", settings: Iterable[str] = (), reason: str = "--mode ambient",
+                         backend: str | None = None, settings: Iterable[str] = (), reason: str = "--mode ambient",
                          opted_out: bool = False) -> Workload:
         """The workload of an ambient pod: istio-cni's in-pod rules for it (``netsim.capture.ambient``: the node
         agent of ``istio_version`` with its defaults changed by ``settings``, the pod's annotations as its
@@ -223,7 +223,9 @@ class Workload:
         base: dict[Family, frozenset[tuple[str, str]] | None] = {Family.IPV4: frozenset()}
         nft: tuple[NftRuleset, ...] = ()
         compiled = None
-        config = dc.replace(ambient_config(release, settings), native_nftables=backend == "nft")
+        config = ambient_config(release, settings)  # NativeNftables among the settings chooses, unless backend does
+        if backend is not None:
+            config = dc.replace(config, native_nftables=backend == "nft")
         if opted_out:
             notes.append(f"no ambient rules: {reason}")
             sidecar = SidecarIdentity.ztunnel(dns=False)

@@ -415,3 +415,16 @@ def test_ipv6_policy_route_only_with_enable_ipv6(tmp_path: Path) -> None:
             outcomes[setting, version] = fu.second.hops[0].trace.outcome
     assert outcomes["EnableIPv6=true", 6] is Outcome.DELIVERED and outcomes["EnableIPv6=false", 6] is Outcome.SENT
     assert outcomes["EnableIPv6=true", 4] is outcomes["EnableIPv6=false", 4] is Outcome.DELIVERED
+
+
+@pytest.mark.parametrize(("extra", "backend"), [([], "iptables"), (["--ambient-config", "NativeNftables=true"], "nft"),
+                                                (["--ambient-config", "NativeNftables=true", "--backend", "iptables"],
+                                                 "iptables")])
+def test_cli_native_nftables_setting_chooses_the_backend_unless_backend_is_given(extra: list[str],
+                                                                                 backend: str) -> None:
+    """The node agent's NativeNftables setting writes nft rules; --backend, when given, overrides it."""
+    code, out = _cli("--pod", str(SHOP), "--pod-ip", POD[4], "--dst", _ep(4, REMOTE[4], 80), "--format", "json",
+                     *extra)
+    assert code == 0, out
+    hop = json.loads(out)["hops"][0]
+    assert {s["backend"] for s in hop["steps"] if s.get("backend")} == {"nft" if backend == "nft" else "iptables-nft"}
