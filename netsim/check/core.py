@@ -31,7 +31,7 @@ from typing import Any
 
 from netsim.errors import ConfigError
 from netsim.k8s import K8sObject
-from netsim.mesh.build import ProxyIndex, build_index, sidecar_for
+from netsim.mesh.build import ProxyIndex, build_index, host_matches, sidecar_for
 from netsim.mesh.diagnose import Evidence, Finding, diagnose, mesh_facts
 from netsim.mesh.model import MeshConfig, MeshObjects, PodInfo, selects
 from netsim.mesh.objects import parse_mesh_config
@@ -143,7 +143,8 @@ def _special_namespaces(objects: MeshObjects, root: str) -> frozenset[str]:
     # a DestinationRule of another namespace matches the same hosts
     drs = objects.destination_rules
     for a in drs:
-        if any(b.namespace != a.namespace and _hosts_overlap(a.host, b.host) for b in drs):
+        if any(b.namespace != a.namespace and (host_matches(a.host, b.host) or host_matches(b.host, a.host))
+               for b in drs):
             out.add(a.namespace)
     for obj_ns, export in [*((s.namespace, s.export_to) for s in objects.services),
                            *((v.namespace, v.export_to) for v in objects.virtual_services),
@@ -158,13 +159,6 @@ def _special_namespaces(objects: MeshObjects, root: str) -> frozenset[str]:
         if len(namespaces) > 1:
             out |= namespaces
     return frozenset(out)
-
-
-def _hosts_overlap(a: str, b: str) -> bool:
-    """Whether two host patterns (``*.ns.svc.cluster.local``, ``*``, a name) can match one host."""
-    if a == b or a == "*" or b == "*":
-        return True
-    return (a.startswith("*") and b.endswith(a[1:])) or (b.startswith("*") and a.endswith(b[1:]))
 
 
 def _view_key(objects: MeshObjects, mesh: MeshConfig, proxy: Any, special: frozenset[str],

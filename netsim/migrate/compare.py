@@ -132,10 +132,6 @@ class Migration:
 # ------------------------------------------------------------------------------------------------ probes
 
 
-def _ports(text: str) -> list[int]:
-    return [int(p) for p in (i.strip() for i in text.split(",")) if p.isdigit()]
-
-
 def _host_in(cidr: str, family: int) -> str | None:
     try:
         net = ipaddress.ip_network(cidr.strip(), strict=False)
@@ -236,7 +232,7 @@ def probes(config: CaptureConfig | None, origins: Origins, app_ports: Sequence[i
 def _cell(f: Followed) -> Cell:
     d = f.decision
     listener = d.listener.port if d.listener is not None else None
-    owner = getattr(d.listener, "owner", "") if d.listener is not None else ""
+    owner = d.listener.owner if d.listener is not None else ""
     by = d.decided_by.ref if d.decided_by is not None else ""
     return Cell(verdict=d.verdict.value, listener=listener, owner=owner, decided_by=by, reason=d.reason)
 
