@@ -227,6 +227,15 @@ asyncio.run(main())
 
 
 def test_600_slow_tcp_clients_leave_room_for_a_new_one_and_udp_keeps_working() -> None:
+    # Run in a Python process of its own: after other test modules in the same pytest process, the 600 clients
+    # were seen holding no slot at all (peak 0) while every query was answered; cause not yet found (see issue 13)
+    if os.environ.get("NETSIM_SLOW_CLIENTS_ISOLATED") != "1":
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            f"{__file__}::test_600_slow_tcp_clients_leave_room_for_a_new_one_and_udp_keeps_working"],
+                           capture_output=True, text=True, timeout=300, cwd=REPO,
+                           env={**os.environ, "NETSIM_SLOW_CLIENTS_ISOLATED": "1"})
+        assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
+        return
     with RunningAgent(_small_lookup(), uvloop=True) as a:
         frame = _frame()
         slow = subprocess.Popen([sys.executable, "-c", SLOW_CLIENTS, a.host, str(a.port), "600", frame.hex()],
