@@ -1,3 +1,5 @@
+import sys
+
 from netsim.cli import main
 
-main()
+sys.exit(main())

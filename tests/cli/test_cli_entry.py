@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -109,3 +110,15 @@ def test_compile_pod_loads_no_packet_model_trace_or_dump_reader() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stderr.strip().splitlines()[-1]) == []
+
+
+def test_python_dash_m_keeps_the_exit_status() -> None:
+    """``python -m netsim`` exits with the command's status, as the ``netsim`` script does (``--expect``: 1 when
+    the verdict is another)."""
+    pod = Path(__file__).resolve().parents[2] / "rules" / "mtls-503" / "pod.yaml"
+    codes = {}
+    for expect in ("captured", "bypassed"):
+        r = subprocess.run([sys.executable, "-m", "netsim", "trace", "--pod", str(pod), "--from", "10.1.2.3",
+                            "--dst", "10.244.0.5:80", "--expect", expect], capture_output=True, text=True)
+        codes[expect] = r.returncode
+    assert codes == {"captured": 0, "bypassed": 1}
