@@ -227,6 +227,9 @@ def compile_cmd(pod_file: str | None, pod_name: str | None, istio_version: str |
     if pod_name is not None and pod_file is None:
         raise SpecError("option --name: needs --pod FILE")
     pod, objects = load_pod_with_objects(pod_file, name=pod_name) if pod_file is not None else (None, ())
+    if mode == "sidecar" and (ambient_settings or node):
+        raise SpecError(f"option {'--node' if node else '--ambient-config'}: the pod is compiled in sidecar mode "
+                        "(--mode sidecar); ambient's option")
     if mode != "sidecar" and (pod is not None or mode == "ambient" or node or ambient_settings):
         from netsim.spec.ambient import decide_mode, namespace_labels
 
