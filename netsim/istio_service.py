@@ -1,7 +1,9 @@
 """What istiod's service model says in both the DNS table and the mesh hop: one definition each.
 
 Owns: the sidecar-injection choice of a pod or template (``sidecar.istio.io/inject``, label then
-annotation, read as the injector reads it: :func:`injection_choice`), :class:`Resolution` (istiod's
+annotation, read as the injector reads it: :func:`injection_choice`), ambient enrolment (the
+``istio.io/dataplane-mode`` label of a pod or its namespace, read as istio-cni's node agent reads it:
+:func:`dataplane_choice`), :class:`Resolution` (istiod's
 internal service resolution) and the ServiceEntry
 ``spec.resolution`` table that maps onto it (:func:`se_resolution`), and the ``exportTo`` visibility
 rule, read from a Service's ``networking.istio.io/exportTo`` annotation (:func:`annotation_export_to`)
@@ -21,6 +23,7 @@ from netsim.k8s import K8sObject
 
 EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"
 INJECT = "sidecar.istio.io/inject"
+DATAPLANE_MODE = "istio.io/dataplane-mode"  # label on a pod or its namespace: ambient | none
 INJECT_YES = frozenset({"y", "yes", "true", "on"})  # the injector's "http://yaml.org/type/bool.html" spellings
 
 
@@ -44,6 +47,30 @@ def injection_choice(labels: Mapping[str, str], annotations: Mapping[str, str]) 
     if value == "":
         return None
     return value.lower() in INJECT_YES, f"{where} {INJECT}={value}"
+
+
+def dataplane_choice(namespace: str, labels: Mapping[str, str], ns_labels: Mapping[str, str] | None,
+                     runs_sidecar: bool) -> tuple[str, str, bool]:
+    """Whether istio-cni's node agent enrols a pod in ambient: (``"ambient"`` or ``"sidecar"``, why, opted
+    out). Ambient when the pod's own ``istio.io/dataplane-mode`` label or its namespace's (``ns_labels``;
+    None when the Namespace was not read) says ``ambient``, unless the pod's label says ``none`` (opted out)
+    or it ``runs_sidecar`` (the agent skips pods with a sidecar). "sidecar" means "not ambient": whether a
+    sidecar is injected is :func:`injection_choice`'s and the namespace's to say."""
+    own = labels.get(DATAPLANE_MODE)
+    if own == "none":
+        return "sidecar", f"the pod's label {DATAPLANE_MODE}=none opts it out of ambient", True
+    if own == "ambient":
+        where = f"the pod's label {DATAPLANE_MODE}=ambient"
+    elif ns_labels is not None and ns_labels.get(DATAPLANE_MODE) == "ambient":
+        where = f"namespace {namespace}'s label {DATAPLANE_MODE}=ambient"
+    else:
+        ns = f"namespace {namespace}" + ("" if ns_labels is not None else " (no Namespace object given)")
+        why = f"not enrolled in ambient: neither the pod nor {ns} has the label {DATAPLANE_MODE}=ambient"
+        return "sidecar", why, False
+    if runs_sidecar:
+        return "sidecar", f"{where}, but the pod runs a sidecar: the ambient agent skips pods with sidecars", \
+            False
+    return "ambient", where, False
 
 
 class Resolution(enum.Enum):
@@ -98,12 +125,14 @@ def exported(export_to: Sequence[str], owner_ns: str, client_ns: str) -> bool:
 
 
 __all__ = [
+    "DATAPLANE_MODE",
     "EXPORT_TO_ANNOTATION",
     "INJECT",
     "INJECT_YES",
     "SE_RESOLUTION",
     "Resolution",
     "annotation_export_to",
+    "dataplane_choice",
     "exported",
     "injection_choice",
     "se_resolution",

@@ -165,7 +165,9 @@ def _pod_agent(pod_file: str | None, mesh_config: str | None, istio_version: str
     w = Workload.from_pod_info(pod, istio_version=istio_version).with_mesh_defaults(mesh.proxy_metadata, mesh.source)
     sidecar, sidecar_why = w.injection
     why = ""
-    if not sidecar:
+    if pod.ambient:
+        why = _ztunnel_dns(pod, istio_version)
+    elif not sidecar:
         why = f"{w.ref} has no sidecar ({sidecar_why}): no pilot-agent answers its queries"
     elif not w.dns_capture:
         why = (f"{w.ref} does not set ISTIO_META_DNS_CAPTURE ({w.metadata_origin or 'no proxyMetadata set'}): "
@@ -173,6 +175,23 @@ def _pod_agent(pod_file: str | None, mesh_config: str | None, istio_version: str
     return _Agent(runs=not why, why=why, namespace=w.namespace,
                   pod_ips=() if w.addresses_assumed else tuple(str(a) for a in w.addresses),
                   dns_capture=w.dns_capture, dns_auto_allocate=w.dns_auto_allocate)
+
+
+def _ztunnel_dns(pod: Any, istio_version: str | None) -> str:
+    """Why no pilot-agent answers a pod enrolled in ambient: where its queries go instead (ztunnel's DNS proxy
+    when the node agent captures its DNS, else its nameservers)."""
+    from netsim.capture.ambient import dns_effective
+    from netsim.istio_version import CURRENT, parse_istio_version
+    from netsim.spec.ambient import ambient_config, pod_overrides
+
+    version = parse_istio_version(istio_version, option="--istio-version")
+    release = None if version == CURRENT else tuple(version)
+    captured = dns_effective(ambient_config(release), pod_overrides(pod.annotation_map, where=pod.where))
+    where = ("istio-cni captures its DNS to ztunnel's DNS proxy on 15053, which netsim does not model (it models "
+             "pilot-agent's)" if captured else
+             "its DNS is not captured (the node agent's RedirectDNS, or the pod's ambient.istio.io/dns-capture): "
+             "the app's queries go to its nameservers (kube-dns)")
+    return f"{pod.ref} is enrolled in ambient ({pod.ambient_why}), with no sidecar: {where}"
 
 
 def _pod_options(fn: Callable[..., Any]) -> Callable[..., Any]:

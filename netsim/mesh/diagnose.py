@@ -21,6 +21,7 @@ code is never reused for another check:
 | NS0009 | plaintext-to-strict-peer            | error   | passthrough/ORIGINAL_DST plaintext to a STRICT peer (reset) |
 | NS0010 | serviceentry-host-in-two-namespaces | warning | one host defined in two namespaces, both visible here |
 | NS0011 | cluster-without-endpoints           | warning | an EDS cluster with no endpoint among the objects read |
+| NS0012 | sidecar-capture-setting-in-ambient  | warning | a sidecar capture setting on a pod enrolled in ambient |
 
 Never does: IO, or guess: a check that needs what the files do not say stays silent.
 """
@@ -49,6 +50,7 @@ from netsim.mesh.model import (
     Verdict,
     selects,
 )
+from netsim.spec.ambient import ANN_REROUTE as REROUTE_VIRTUAL_INTERFACES
 from netsim.workload.identity import DNS_PORT, INBOUND_PORT, OTHER_PORTS, OUTBOUND_PORT, TUNNEL_PORT
 
 ISTIO_PREFIXES = ("sidecar.istio.io/", "traffic.sidecar.istio.io/", "proxy.istio.io/", "status.sidecar.istio.io/",
@@ -71,6 +73,7 @@ CODES: dict[str, str] = {
     "plaintext-to-strict-peer": "NS0009",
     "serviceentry-host-in-two-namespaces": "NS0010",
     "cluster-without-endpoints": "NS0011",
+    "sidecar-capture-setting-in-ambient": "NS0012",
 }
 # name → what it finds, one line (the table above; SARIF's rule descriptions)
 SUMMARIES: dict[str, str] = {
@@ -787,6 +790,36 @@ def check_clusters_without_endpoints(index: ProxyIndex, pod: PodInfo) -> list[_D
     return out
 
 
+def check_ambient_ignores_sidecar_settings(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
+    """A pod enrolled in ambient still carrying what istio-init would have read (a ``traffic.sidecar.istio.io/*``
+    annotation, a capture key of ``proxy.istio.io/config``'s proxyMetadata): istio-cni's ambient agent reads
+    none of them (spec/istio-ambient-capture.md §2.2), so what they excluded is captured by ztunnel."""
+    if not pod.ambient:
+        return []
+    res, _err = capture_resolution(pod, index.profile.name)
+    if res is None:
+        return []
+    template = ".".join((*POD_TEMPLATE_PATHS.get(pod.kind, ()), "metadata", "annotations"))
+    out = []
+    for f in res.findings:
+        if not f.used or f.key == REROUTE_VIRTUAL_INTERFACES:  # read in both modes (§2.2)
+            continue
+        if f.key.startswith("proxyMetadata."):
+            what = f"proxy.istio.io/config proxyMetadata {f.key.split('.', 1)[1]}={f.value}"
+            where = f"{pod.where}: {template}.proxy.istio.io/config"
+        else:
+            what, where = f"annotation {f.key}={f.value}", f"{pod.where}: {template}.{f.key}"
+        out.append(_Draft(
+            name="sidecar-capture-setting-in-ambient", severity="warning",
+            message=(f"{what}: the pod is enrolled in ambient ({pod.ambient_why}) and istio-cni's ambient agent "
+                     f"ignores it (a sidecar's istio-init would have read it: {f.reason})"),
+            evidence=(where,),
+            fix=("remove it; `netsim migrate --pod FILE --to ambient` shows the traffic it no longer excludes "
+                 "(ambient bypasses capture per pod with istio.io/dataplane-mode=none, or inbound only with "
+                 "ambient.istio.io/bypass-inbound-capture)")))
+    return out
+
+
 # (name, check) in report order; each check's findings carry its name and CODES[name]
 _CHECKS = (("inbound-port-not-captured", check_inbound_ports),
            ("annotations-on-workload-metadata", check_workload_annotations),
@@ -798,7 +831,8 @@ _CHECKS = (("inbound-port-not-captured", check_inbound_ports),
            ("dns-not-captured", check_dns_capture),
            ("plaintext-to-strict-peer", check_plaintext_to_strict),
            ("serviceentry-host-in-two-namespaces", check_host_in_two_namespaces),
-           ("cluster-without-endpoints", check_clusters_without_endpoints))
+           ("cluster-without-endpoints", check_clusters_without_endpoints),
+           ("sidecar-capture-setting-in-ambient", check_ambient_ignores_sidecar_settings))
 CHECKS = tuple(CODES[name] for name, _ in _CHECKS)
 
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from netsim.errors import NetsimError
-from netsim.istio_service import Resolution, annotation_export_to, injection_choice, se_resolution
+from netsim.istio_service import Resolution, annotation_export_to, dataplane_choice, injection_choice, se_resolution
 from netsim.k8s import POD_TEMPLATE_PATHS, K8sObject
 from netsim.registry import fields as f
 from netsim.registry.model import (
@@ -112,7 +112,22 @@ def sidecar_injected(ns: str, labels: Mapping[str, str], ann: Mapping[str, str],
         if ns_labels.get("istio-injection") == "enabled" or "istio.io/rev" in ns_labels:
             return True, f"namespace {ns} has injection enabled"
         return False, f"namespace {ns} has no injection label"
-    return True, "assumed injected (no sidecar.istio.io/inject=false, no tlsMode label)"
+    return True, ASSUMED_INJECTED
+
+
+ASSUMED_INJECTED = "assumed injected (no sidecar.istio.io/inject=false, no tlsMode label)"
+
+
+def capture_of(ns: str, labels: Mapping[str, str], ann: Mapping[str, str], containers: Sequence[str],
+               ns_labels: Mapping[str, str] | None) -> tuple[bool, str, bool, str]:
+    """(sidecar, why, ambient, why): :func:`sidecar_injected`, then ambient enrolment
+    (:func:`netsim.istio_service.dataplane_choice`). A pod enrolled in ambient whose sidecar was only
+    assumed has none: ztunnel captures its traffic."""
+    sidecar, why = sidecar_injected(ns, labels, ann, containers, ns_labels)
+    mode, ambient_why, _ = dataplane_choice(ns, labels, ns_labels, sidecar and why != ASSUMED_INJECTED)
+    if mode == "ambient":
+        return False, f"enrolled in ambient: {ambient_why}", True, ambient_why
+    return sidecar, why, False, ambient_why
 
 
 class _Converter:
@@ -195,13 +210,13 @@ class _Converter:
             conditions = f.items(obj, status.get("conditions"), "status.conditions")
             ready = not conditions or any(isinstance(c, Mapping) and c.get("type") == "Ready"
                                           and str(c.get("status")) == "True" for c in conditions)
-        sidecar, why = sidecar_injected(obj.namespace, dict(labels), dict(ann), names,
-                                        self.ns_labels.get(obj.namespace))
+        sidecar, why, ambient, ambient_why = capture_of(obj.namespace, dict(labels), dict(ann), names,
+                                                        self.ns_labels.get(obj.namespace))
         return PodInfo(name=obj.name, namespace=obj.namespace, kind=obj.kind, ips=tuple(ips), labels=labels,
                        annotations=ann, owner_annotations=owner, container_ports=tuple(ports), sidecar=sidecar,
-                       sidecar_why=why, hostname=str(spec.get("hostname") or ""),
-                       subdomain=str(spec.get("subdomain") or ""), ready=ready, source=obj.source,
-                       where=obj.where(), body=obj.body)
+                       sidecar_why=why, ambient=ambient, ambient_why=ambient_why,
+                       hostname=str(spec.get("hostname") or ""), subdomain=str(spec.get("subdomain") or ""),
+                       ready=ready, source=obj.source, where=obj.where(), body=obj.body)
 
 
     def endpoint(self, ips: tuple[str, ...], workload: str, extra: Labels = (), **kw: Any) -> Endpoint:
@@ -414,5 +429,14 @@ def build_registry(objects: Iterable[K8sObject], *, domain: str = CLUSTER_DOMAIN
                     errors=tuple(c.errors))
 
 
-__all__ = ["CLUSTER_DOMAIN", "KUBE_CLUSTER", "build_registry", "check_istio_api", "is_core_service",
-           "k8s_port_protocol", "parse_protocol", "sidecar_injected"]
+__all__ = [
+    "CLUSTER_DOMAIN",
+    "KUBE_CLUSTER",
+    "build_registry",
+    "capture_of",
+    "check_istio_api",
+    "is_core_service",
+    "k8s_port_protocol",
+    "parse_protocol",
+    "sidecar_injected",
+]

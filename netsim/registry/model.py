@@ -195,6 +195,8 @@ class PodInfo:
     container_ports: tuple[ContainerPort, ...] = ()
     sidecar: bool = True
     sidecar_why: str = ""
+    ambient: bool = False  # enrolled in ambient: ztunnel captures its traffic (then sidecar is False)
+    ambient_why: str = ""  # why it is (or is not) enrolled
     hostname: str = ""  # spec.hostname
     subdomain: str = ""  # spec.subdomain
     ready: bool = True  # status condition Ready (True when the pod has no conditions)

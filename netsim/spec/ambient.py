@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from netsim.errors import SpecError
+from netsim.istio_service import DATAPLANE_MODE, dataplane_choice
 from netsim.spec.flags import parse_bool
 
 if TYPE_CHECKING:
     from netsim.capture.ambient import AmbientConfig, PodOverrides
     from netsim.spec.pod import PodSource
 
-DATAPLANE_MODE = "istio.io/dataplane-mode"  # label on a pod or its namespace: ambient | none
 ANN_BYPASS_INBOUND = "ambient.istio.io/bypass-inbound-capture"
 ANN_DNS_CAPTURE = "ambient.istio.io/dns-capture"
 ANN_REROUTE = "istio.io/reroute-virtual-interfaces"
@@ -79,28 +79,15 @@ def decide_mode(pod: PodSource | None, namespaces: Mapping[str, Mapping[str, str
     if pod is None:
         mode = forced or "sidecar"
         return ModeDecision(mode=mode, reason=f"--mode {mode}" if forced else "no pod given")
-    labels = dict(pod.labels)
-    own = labels.get(DATAPLANE_MODE)
-    ns_mode = namespaces.get(pod.namespace, {}).get(DATAPLANE_MODE)
-    if own == "none":
-        why = f"the pod's label {DATAPLANE_MODE}=none opts it out of ambient"
+    runs_sidecar = any(c.name == "istio-proxy" for c in (*pod.containers, *pod.init_containers)) or \
+        "sidecar.istio.io/status" in pod.annotation_map
+    mode, why, opted_out = dataplane_choice(pod.namespace, dict(pod.labels), namespaces.get(pod.namespace),
+                                            runs_sidecar)
+    if opted_out:
         return ModeDecision(mode="sidecar" if forced != "ambient" else "ambient", reason=why, opted_out=True)
     if forced is not None:
         return ModeDecision(mode=forced, reason=f"--mode {forced}")
-    if own == "ambient":
-        where = f"the pod's label {DATAPLANE_MODE}=ambient"
-    elif ns_mode == "ambient":
-        where = f"namespace {pod.namespace}'s label {DATAPLANE_MODE}=ambient"
-    else:
-        ns = f"namespace {pod.namespace}" + ("" if pod.namespace in namespaces else " (no Namespace object given)")
-        return ModeDecision(mode="sidecar", reason=f"not enrolled in ambient: neither the pod nor {ns} has the "
-                            f"label {DATAPLANE_MODE}=ambient")
-    ann = pod.annotation_map
-    if any(c.name == "istio-proxy" for c in (*pod.containers, *pod.init_containers)) or \
-            "sidecar.istio.io/status" in ann:
-        return ModeDecision(mode="sidecar", reason=f"{where}, but the pod runs a sidecar: the ambient agent "
-                            "skips pods with sidecars")
-    return ModeDecision(mode="ambient", reason=where)
+    return ModeDecision(mode=mode, reason=why)
 
 
 def _value(key: str, kind: str, text: str) -> object:
