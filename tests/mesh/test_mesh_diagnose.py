@@ -169,7 +169,7 @@ def test_mesh_diagnose_reads_the_containers_of_a_cronjob_template(tmp_path: Path
 
 
 def test_mesh_diagnose_lists_its_checks_and_each_finding_names_one(report: dict[str, object]) -> None:
-    assert report["checks"] == [f"NS{i:04d}" for i in range(1, 12)]
+    assert report["checks"] == [f"NS{i:04d}" for i in range(1, 13)]
     assert {f["check"] for f in report["findings"]} <= set(report["checks"])  # type: ignore[attr-defined]
     for f in report["findings"]:  # type: ignore[attr-defined]
         assert set(f) == {"check", "name", "severity", "message", "evidence", "fix"}
