@@ -88,6 +88,7 @@ SUMMARIES: dict[str, str] = {
     "plaintext-to-strict-peer": "plaintext (passthrough or ORIGINAL_DST) to a STRICT peer is reset",
     "serviceentry-host-in-two-namespaces": "one host defined in two namespaces, both visible to this workload",
     "cluster-without-endpoints": "an EDS cluster without an endpoint among the objects read",
+    "sidecar-capture-setting-in-ambient": "a pod enrolled in ambient carries a sidecar capture setting it ignores",
 }
 _WHERE = re.compile(r"^(?P<file>.+?): document (?P<doc>\d+)(?: item (?P<item>\d+))?(?:: (?P<what>.*))?$", re.S)
 
