@@ -253,7 +253,11 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
     if ct.given:
         packet, who = ct.apply(packet, who, s, uid, gid)
     mesh = None
-    if configs:
+    if configs and w.sidecar.owner == "ztunnel":
+        s.notes.append("--config: ztunnel, not an Envoy sidecar, takes this pod's connections; what it does next (the "
+                       "endpoint it picks, HBONE to that endpoint's 15008, a waypoint) is not modelled, so no "
+                       "listener or cluster is shown")
+    elif configs:
         mesh = _MeshRequest(index=_load_mesh(configs, pod_file, mesh_config, istio_version, keep_going, s),
                             send=send or "tcp", host=host, path=http_path or "/", sni=sni)
     _exit(_trace_one(s, packet, who, fmt, mesh), expect)

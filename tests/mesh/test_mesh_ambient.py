@@ -142,3 +142,27 @@ def test_dns_query_says_where_an_ambient_pods_queries_go(tmp_path: Path, version
     t = subprocess.run([sys.executable, "-m", "netsim", *trace], capture_output=True, text=True)
     verdict = json.loads(t.stdout)
     assert (verdict["verdict"] == "captured-dns" and verdict["listener"]["owner"] == "ztunnel") is captured
+
+
+def test_trace_config_shows_no_envoy_hop_for_ztunnel(tmp_path: Path) -> None:
+    """--config continues a sidecar's trace into Envoy; ztunnel is not Envoy, so an ambient pod's trace says
+    what is not modelled instead of a sidecar's listener and cluster. The same pod as a sidecar pod gets them."""
+    config = tmp_path / "mesh.yaml"
+    config.write_text(yaml.safe_dump_all([
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "shop"},
+         "spec": {"clusterIP": "10.96.0.20", "selector": {"app": "web"}, "ports": [{"port": 80, "name": "http"}]}},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "shop", "labels": {"app": "web"}},
+         "spec": {"containers": [{"name": "app", "image": "x", "ports": [{"containerPort": 80}]}]},
+         "status": {"podIP": "10.244.0.9"}}]))
+    out = {}
+    for mode in ("ambient", "sidecar"):
+        path = _manifest(tmp_path, ns_labels={"istio.io/dataplane-mode": "ambient"})
+        r = subprocess.run([sys.executable, "-m", "netsim", "trace", "--pod", str(path), "--config", str(config),
+                            "--mode", mode, "--dst", "10.96.0.20:80", "--format", "json"], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        out[mode] = json.loads(r.stdout)
+    assert out["ambient"]["verdict"] == out["sidecar"]["verdict"] == "captured-outbound"
+    assert out["ambient"].get("mesh") is None and any("ztunnel, not an Envoy sidecar" in n
+                                                  for n in out["ambient"]["notes"])
+    assert out["sidecar"]["mesh"]["listener"] and not any("not an Envoy" in n for n in out["sidecar"]["notes"])
