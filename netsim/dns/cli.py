@@ -141,7 +141,7 @@ class _Agent:
 
 
 def _pod_agent(pod_file: str | None, mesh_config: str | None, istio_version: str | None,
-               keep_going: bool) -> _Agent:
+               keep_going: bool, config: Sequence[str] = ()) -> _Agent:
     """The agent of the pod in ``pod_file``: its namespace, IPs and proxyMetadata (mesh ``defaultConfig``
     overlaid by the pod's ``proxy.istio.io/config``), read by the same code as ``mesh`` and ``diagnose``."""
     from netsim.istio_version import parse_istio_version
@@ -154,11 +154,14 @@ def _pod_agent(pod_file: str | None, mesh_config: str | None, istio_version: str
             raise SpecError("--mesh-config gives the proxyMetadata of a --pod: give the pod with --pod FILE")
         return _Agent(runs=True, why="")
     from netsim.mesh.files import read_config, read_mesh_config
-    from netsim.mesh.proxy import pick_pod
+    from netsim.mesh.proxy import pick_pod, pod_from_file
     from netsim.workload.model import Workload
 
     read = read_config([pod_file], keep_going=keep_going)
     pod = pick_pod(read.objects.pods)
+    if pod is not None and config and pod.namespace not in dict(read.objects.namespaces):
+        # its Namespace (injection and ambient labels) may be among --config's objects
+        pod = pod_from_file(read.objects, read_config(config, keep_going=True).objects)
     if pod is None:
         raise SpecError("no Pod or workload found", where=pod_file)
     mesh = read_mesh_config(mesh_config)
@@ -269,7 +272,7 @@ def table_cmd(ctx: click.Context, config: tuple[str, ...], name_table: str | Non
     With --pod, the agent of that pod: none at all when it does not run a DNS proxy.
     An invalid --config document is an error (exit 2) unless --keep-going.
     """
-    agent = _pod_agent(pod_file, mesh_config, istio_version, keep_going)
+    agent = _pod_agent(pod_file, mesh_config, istio_version, keep_going, config)
     if not agent.runs:
         click.echo("[]" if fmt == "json" else f"(no names: {agent.why})")
         return
@@ -337,7 +340,7 @@ def query_cmd(ctx: click.Context, name: str, qtype: str, config: tuple[str, ...]
     """
     if search and resolv_conf:
         raise SpecError("use --search or --resolv-conf, not both")
-    agent = _pod_agent(pod_file, mesh_config, istio_version, keep_going)
+    agent = _pod_agent(pod_file, mesh_config, istio_version, keep_going, config)
     fqdn = name if name.endswith(".") else name + "."
     if not agent.runs:
         _print_forward(fqdn, qtype.upper(), fmt, None, why_text=agent.why)

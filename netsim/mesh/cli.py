@@ -186,13 +186,13 @@ def _pod_proxy(configs: tuple[str, ...], pod_file: str, pod_name: str | None, me
 
     from netsim.mesh.build import build_index
     from netsim.mesh.files import read_config
-    from netsim.mesh.proxy import pick_pod, proxy_for_workload, with_pods
+    from netsim.mesh.proxy import pod_from_file, proxy_for_workload, with_pods
     from netsim.workload.model import Workload
 
     read, mesh, profile = _load(configs, mesh_config, istio_version, keep_going)
     objects = read.objects
     pod_read = read_config([pod_file], keep_going=keep_going)
-    pod = pick_pod(pod_read.objects.pods, pod_name)
+    pod = pod_from_file(pod_read.objects, objects, pod_name)
     if pod is None:
         raise NetsimError(f"no Pod or workload{' named ' + pod_name if pod_name else ''} found", where=pod_file)
     # the pod file's own objects count too (a pod next to its Service is common)

@@ -121,7 +121,7 @@ def load_index(configs: Iterable[str | Path], *, pod_file: str | None = None, po
     for an invalid document, as :func:`read_config`).
     """
     from netsim.mesh.build import build_index
-    from netsim.mesh.proxy import PLACEHOLDER_IP, make_proxy, pick_pod, proxy_for_workload, with_pods
+    from netsim.mesh.proxy import PLACEHOLDER_IP, make_proxy, pod_from_file, proxy_for_workload, with_pods
     from netsim.mesh.versions import mesh_profile
     from netsim.workload.model import Workload
 
@@ -131,7 +131,7 @@ def load_index(configs: Iterable[str | Path], *, pod_file: str | None = None, po
     pod = None
     if pod_file is not None:
         extra = read_config([pod_file], keep_going=keep_going).objects
-        pod = pick_pod(extra.pods)
+        pod = pod_from_file(extra, objects)
         if pod is not None:
             if pod_ips:
                 pod = replace(pod, ips=pod_ips)

@@ -61,6 +61,19 @@ def proxy_for_workload(w: Workload, mesh: MeshConfig, *, namespace: str | None =
                  metadata_origin=w.metadata_origin, dns_capture=w.dns_capture, dns_auto_allocate=w.dns_auto_allocate)
 
 
+def pod_from_file(pod_objects: MeshObjects, objects: MeshObjects, name: str | None = None) -> PodInfo | None:
+    """The pod a ``--pod`` file means (:func:`pick_pod` of ``pod_objects``, the file's objects), its sidecar
+    and ambient enrolment decided by its Namespace among ``objects`` (``--config``) when the pod file does
+    not hold that Namespace itself."""
+    from netsim.registry.convert import with_namespace
+
+    pod = pick_pod(pod_objects.pods, name)
+    if pod is None or pod.namespace in dict(pod_objects.namespaces):
+        return pod
+    labels = dict(objects.namespaces).get(pod.namespace)
+    return pod if labels is None else with_namespace(pod, dict(labels))
+
+
 def pick_pod(pods: tuple[PodInfo, ...], name: str | None = None) -> PodInfo | None:
     """The pod a ``--pod`` file means: the first Pod named ``name`` (any name when None), else the
     first workload of that name."""
@@ -90,4 +103,5 @@ def parse_labels(text: str | None) -> Labels | None:
     return tuple(out)
 
 
-__all__ = ["PLACEHOLDER_IP", "make_proxy", "parse_labels", "pick_pod", "proxy_for_workload", "with_pods"]
+__all__ = ["PLACEHOLDER_IP", "make_proxy", "parse_labels", "pick_pod", "pod_from_file", "proxy_for_workload",
+           "with_pods"]

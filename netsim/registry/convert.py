@@ -19,6 +19,7 @@ Never does: open files (``netsim.k8s``), allocate VIPs, or decide visibility.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from netsim.errors import NetsimError
@@ -130,6 +131,14 @@ def capture_of(ns: str, labels: Mapping[str, str], ann: Mapping[str, str], conta
     return sidecar, why, False, ambient_why
 
 
+def with_namespace(pod: PodInfo, ns_labels: Mapping[str, str]) -> PodInfo:
+    """``pod`` (read from a file without its Namespace object) with its sidecar and ambient enrolment decided
+    again by its namespace's labels ``ns_labels`` (read from another file)."""
+    sidecar, why, ambient, ambient_why = capture_of(pod.namespace, pod.label_map, pod.annotation_map,
+                                                    pod.containers, ns_labels)
+    return replace(pod, sidecar=sidecar, sidecar_why=why, ambient=ambient, ambient_why=ambient_why)
+
+
 class _Converter:
     def __init__(self, objects: Sequence[K8sObject], domain: str) -> None:
         self.domain = domain
@@ -214,7 +223,7 @@ class _Converter:
                                                         self.ns_labels.get(obj.namespace))
         return PodInfo(name=obj.name, namespace=obj.namespace, kind=obj.kind, ips=tuple(ips), labels=labels,
                        annotations=ann, owner_annotations=owner, container_ports=tuple(ports), sidecar=sidecar,
-                       sidecar_why=why, ambient=ambient, ambient_why=ambient_why,
+                       sidecar_why=why, ambient=ambient, ambient_why=ambient_why, containers=tuple(names),
                        hostname=str(spec.get("hostname") or ""), subdomain=str(spec.get("subdomain") or ""),
                        ready=ready, source=obj.source, where=obj.where(), body=obj.body)
 

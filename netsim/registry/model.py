@@ -197,6 +197,7 @@ class PodInfo:
     sidecar_why: str = ""
     ambient: bool = False  # enrolled in ambient: ztunnel captures its traffic (then sidecar is False)
     ambient_why: str = ""  # why it is (or is not) enrolled
+    containers: tuple[str, ...] = ()  # the containers' names (an istio-proxy one is an injected sidecar)
     hostname: str = ""  # spec.hostname
     subdomain: str = ""  # spec.subdomain
     ready: bool = True  # status condition Ready (True when the pod has no conditions)

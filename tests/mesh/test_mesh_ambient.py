@@ -166,3 +166,25 @@ def test_trace_config_shows_no_envoy_hop_for_ztunnel(tmp_path: Path) -> None:
     assert out["ambient"].get("mesh") is None and any("ztunnel, not an Envoy sidecar" in n
                                                   for n in out["ambient"]["notes"])
     assert out["sidecar"]["mesh"]["listener"] and not any("not an Envoy" in n for n in out["sidecar"]["notes"])
+
+
+def test_the_namespace_may_come_from_config_alone(tmp_path: Path) -> None:
+    """A pod file without its Namespace: the Namespace among --config's objects enrols it, for diagnose and
+    dns query as for trace (and its istio-injection label injects it)."""
+    pod_dir, ns_dir = tmp_path / "pod", tmp_path / "ns"
+    pod_dir.mkdir()
+    ns_dir.mkdir()
+    pod = _manifest(pod_dir, annotations=ANNOTATIONS)
+    for labels, ambient in (({"istio.io/dataplane-mode": "ambient"}, True), ({"istio-injection": "enabled"}, False)):
+        (ns_dir / "ns.yaml").write_text(yaml.safe_dump(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": labels}}))
+        _code, report = _diagnose("--pod", str(pod), "--config", str(ns_dir))
+        assert bool([f for f in report["findings"] if f["check"] == "NS0012"]) is ambient
+        r = subprocess.run([sys.executable, "-m", "netsim", "dns", "query", "kubernetes.default.svc.cluster.local",
+                            "--pod", str(pod), "--config", str(ns_dir)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert ("enrolled in ambient" in r.stdout) is ambient
+        t = subprocess.run([sys.executable, "-m", "netsim", "trace", "--pod", str(pod), "--config", str(ns_dir),
+                            "--dst", "10.96.0.20:80", "--format", "json"], capture_output=True, text=True)
+        owner = json.loads(t.stdout)["listener"]["owner"]
+        assert (owner == "ztunnel") is ambient
