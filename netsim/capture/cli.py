@@ -30,6 +30,7 @@ import click
 
 from netsim.capture.compiled import Compiled, compile_config
 from netsim.capture.iptables import writes_ip6tables
+from netsim.capture.nft import NFT_SINCE
 from netsim.errors import RulesetError, SpecError, one_line
 from netsim.netfilter.matches import Names
 from netsim.netfilter.model import Ruleset
@@ -49,7 +50,6 @@ from netsim.spec.resolve import PodNetwork, Resolution, resolve
 from netsim.spec.versions import parse_version, profile_for
 
 FORMATS = ("iptables-save", "iptables-restore", "istio-dry-run", "golden", "nft", "json")
-NFT_SINCE = (1, 27)  # --native-nftables (spec/istio-iptables-history.md §5)
 
 
 class IstioValue(click.ParamType[str]):

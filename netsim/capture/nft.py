@@ -26,6 +26,8 @@ from netsim.capture.iptables import (
 )
 from netsim.netfilter.model import Family
 
+NFT_SINCE = (1, 27)  # the first release with --native-nftables (spec/istio-iptables-history.md §5)
+
 NAT = "istio-proxy-nat"
 MANGLE = "istio-proxy-mangle"
 RAW = "istio-proxy-raw"
@@ -330,4 +332,4 @@ def render_nft_cleanup() -> str:
     return "".join(f"add table inet {t}\ndelete table inet {t}\n" for t in CHAINS)
 
 
-__all__ = ["CHAINS", "NftRule", "nft_rules", "render_nft", "render_nft_cleanup", "render_transaction"]
+__all__ = ["CHAINS", "NFT_SINCE", "NftRule", "nft_rules", "render_nft", "render_nft_cleanup", "render_transaction"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,8 +69,10 @@ def lab_group() -> None:
 @click.option("--app-uid", default=1000, show_default=True, type=click.IntRange(0, 2**32 - 2),
               help="uid `lab exec` runs commands as")
 @click.option("--istio-version", default=None, metavar="X.Y[.Z]")
+@click.option("--backend", type=click.Choice(["iptables", "nft"]), default="iptables", show_default=True,
+              help="nft: Istio's native nftables rules (netsim compile --backend nft), loaded with nft -f")
 def up_cmd(pod_file: str, name: str | None, services_flag: bool, services: tuple[str, ...], upstreams: tuple[str, ...],
-           namespace: str | None, app_uid: int, istio_version: str | None) -> None:
+           namespace: str | None, app_uid: int, istio_version: str | None, backend: str) -> None:
     """Create the pod and node namespaces, load the rules, start the agent and listeners (idempotent).
 
     Example: netsim lab up --pod pod.yaml --services svc.yaml serviceentries/
@@ -80,8 +83,10 @@ def up_cmd(pod_file: str, name: str | None, services_flag: bool, services: tuple
     from netsim.lab.inputs import lab_spec
 
     runner = _runner()
+    if backend == "nft" and shutil.which("nft") is None:
+        raise LabError("lab up --backend nft needs nft: install the nftables package")
     spec = lab_spec(pod_file, name=name, services=services, upstreams=upstreams, namespace=namespace,
-                    app_uid=app_uid, istio_version=istio_version)
+                    app_uid=app_uid, istio_version=istio_version, backend=backend)
     for note in spec.notes:
         click.echo(note)
     result = up(runner, spec)
@@ -98,7 +103,8 @@ def up_cmd(pod_file: str, name: str | None, services_flag: bool, services: tuple
     relays = ", ".join(dict.fromkeys(str(p) for p in (spec.proxy_port, spec.inbound_port)))  # one before 1.3
     click.echo(f"lab {spec.name} up: pod netns {spec.name} ({pods}, namespace {spec.dns.namespace}), node netns "
                f"{spec.node} ({nodes}, cluster DNS {dns}); relays {relays}"
-               f", DNS agent {spec.dns_port}; logs in {run_dir(spec.name)}")
+               f", DNS agent {spec.dns_port}; {'nftables' if spec.nft_rules is not None else 'iptables'} rules"
+               f"; logs in {run_dir(spec.name)}")
 
 
 @lab_group.command("exec", context_settings={"ignore_unknown_options": True})
@@ -213,7 +219,9 @@ def status_cmd(name: str, fmt: str) -> None:
     state = _state(name)
     rules: dict[str, str] = {}
     saved: dict[Family, str] = {}
-    if runner.run(NetnsInode(name)).inode is not None:
+    if runner.run(NetnsInode(name)).inode is not None and state.backend == "nft":
+        rules["nft"] = runner.run(Exec(netns=name, argv=("nft", "list", "ruleset"))).stdout
+    elif runner.run(NetnsInode(name)).inode is not None:
         for family in Family:
             if family is Family.IPV6 and state.info.get("rules_v6") is None:
                 continue
@@ -250,7 +258,7 @@ def _print_status(name: str, info: dict[str, Any], problems: list[str], procs: l
     for p in procs:
         click.echo(f"process {p['role']}: pid {p['pid']}, log {p['log']}")
     for fam, text in rules.items():
-        click.echo(f"--- {fam} rules [packets:bytes]")
+        click.echo(f"--- {fam} rules" + (" (nft list ruleset)" if fam == "nft" else " [packets:bytes]"))
         click.echo(text.rstrip("\n"))
     for role, conns in recent.items():
         hidden = f" ({probes[role]} lab verify probes not shown)" if probes.get(role) else ""

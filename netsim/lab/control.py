@@ -85,7 +85,8 @@ class DnsAgent:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LabSpec:
-    """Everything one lab is built from. ``rules_v4``/``rules_v6`` are ``iptables-restore --noflush`` text."""
+    """Everything one lab is built from. ``rules_v4``/``rules_v6`` are ``iptables-restore --noflush`` text;
+    ``nft_rules``, when given, is Istio's native nftables transaction (``nft -f``), loaded instead of them."""
 
     name: str
     pod_ips: tuple[Interface, ...] = (IPv4Interface("10.244.0.5/24"),)
@@ -94,6 +95,7 @@ class LabSpec:
     search: tuple[str, ...] = ("default.svc.cluster.local", "svc.cluster.local", "cluster.local")
     rules_v4: str = ""
     rules_v6: str | None = None
+    nft_rules: str | None = None
     pod_routes: tuple[Command, ...] = ()  # capture's route commands (spec §1 step 6, §6), in the pod ns
     proxy_uid: int = 1337
     proxy_gid: int = 1337
@@ -237,10 +239,14 @@ def up_plan(spec: LabSpec) -> tuple[Step, ...]:
     steps += [
         Step(MakeDir(etc), (st.File(str(etc)),)),
         Step(WriteFile(etc / "resolv.conf", spec.resolv_conf()), (st.File(str(etc / "resolv.conf")),)),
-        Step(Restore(pod, Family.IPV4, spec.rules_v4)),
-        Step(Exec(netns=pod, argv=(Family.IPV4.save_command,)), role=LOADED_RULES[Family.IPV4]),
     ]
-    if spec.rules_v6 is not None:
+    if spec.nft_rules is not None:  # the nft backend: its inet tables hold both families' rules
+        steps += [Step(Exec(netns=pod, argv=("nft", "-f", "-"), stdin=spec.nft_rules)),
+                  Step(Exec(netns=pod, argv=NFT_LIST), role=LOADED_NFT)]
+    else:
+        steps += [Step(Restore(pod, Family.IPV4, spec.rules_v4)),
+                  Step(Exec(netns=pod, argv=(Family.IPV4.save_command,)), role=LOADED_RULES[Family.IPV4])]
+    if spec.rules_v6 is not None and spec.nft_rules is None:
         steps.append(Step(Restore(pod, Family.IPV6, spec.rules_v6)))
         steps.append(Step(Exec(netns=pod, argv=(Family.IPV6.save_command,)), role=LOADED_RULES[Family.IPV6]))
     if not spec.dns.configs:
@@ -254,12 +260,21 @@ def up_plan(spec: LabSpec) -> tuple[Step, ...]:
 
 # info keys under which ``up`` keeps what the kernel held right after the restore (``status`` compares)
 LOADED_RULES = {Family.IPV4: "loaded_v4", Family.IPV6: "loaded_v6"}
+LOADED_NFT = "loaded_nft"  # the same for an nft lab: ``nft list ruleset``
+NFT_LIST = ("nft", "list", "ruleset")
 _COUNTERS = re.compile(r"\[\d+:\d+\]")
+_NFT_COUNTERS = re.compile(r"\bcounter packets \d+ bytes \d+")
 
 
 def rules_identity(save_output: str) -> str:
     """``iptables-save`` output without what changes by itself: comments (dates) and packet counters."""
     lines = (_COUNTERS.sub("", ln).strip() for ln in save_output.splitlines() if not ln.startswith("#"))
+    return "\n".join(" ".join(ln.split()) for ln in lines if ln) + "\n"
+
+
+def nft_identity(listing: str) -> str:
+    """``nft list ruleset`` output without what changes by itself: the counters' values."""
+    lines = (_NFT_COUNTERS.sub("counter", ln).strip() for ln in listing.splitlines())
     return "\n".join(" ".join(ln.split()) for ln in lines if ln) + "\n"
 
 
@@ -273,8 +288,9 @@ def _execute(runner: Runner, state: st.LabState, steps: tuple[Step, ...]) -> st.
             runner.restore(step.action.netns, step.action.family, step.action.text)
             continue
         outcome: Outcome = runner.run(step.action)
-        if isinstance(step.action, Exec) and step.role in LOADED_RULES.values():
-            state = replace(state, info={**state.info, step.role: rules_identity(outcome.stdout)})
+        if isinstance(step.action, Exec) and step.role in (*LOADED_RULES.values(), LOADED_NFT):
+            identity = nft_identity if step.role == LOADED_NFT else rules_identity
+            state = replace(state, info={**state.info, step.role: identity(outcome.stdout)})
             st.save(state)
         elif isinstance(step.action, NetnsAdd):
             state = state.replacing(st.Namespace(step.action.name), st.Namespace(step.action.name, outcome.inode))
@@ -338,6 +354,11 @@ def health(runner: Runner, state: st.LabState, saved: dict[Family, str] | None =
         diff = rules_diff(str(loaded), rules_identity(now))
         if diff:
             problems.append(f"the IPv{family.value} rules differ from what up loaded ({diff})")
+    loaded_nft = state.info.get(LOADED_NFT)
+    if loaded_nft is not None and not gone and state.complete:
+        now = nft_identity(runner.run(Exec(netns=state.name, argv=NFT_LIST)).stdout)
+        if diff := rules_diff(str(loaded_nft), now):
+            problems.append(f"the nftables rules differ from what up loaded ({diff})")
     return problems
 
 
@@ -365,6 +386,8 @@ def _info(spec: LabSpec) -> dict[str, Any]:
         "node_ips": [str(i) for i in spec.node_ips],
         "rules_v4": spec.rules_v4,
         "rules_v6": spec.rules_v6,
+        "backend": "nft" if spec.nft_rules is not None else "iptables",
+        "rules_nft": spec.nft_rules,
         "app_uid": spec.app_uid,
         "proxy_uid": spec.proxy_uid,
         "proxy_gid": spec.proxy_gid,
@@ -474,6 +497,7 @@ __all__ = [
     "exec_argv",
     "health",
     "listener_roles",
+    "nft_identity",
     "node_name",
     "rules_diff",
     "rules_identity",

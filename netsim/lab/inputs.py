@@ -19,6 +19,7 @@ from netsim.capture.iptables import RouteCommand
 from netsim.errors import LabError
 from netsim.lab.control import DnsAgent, LabSpec
 from netsim.lab.runner import AddrAdd, Command, Interface, RouteAdd, RuleAdd
+from netsim.lab.state import BACKENDS
 from netsim.netfilter.model import Family
 from netsim.reader import read_bytes
 
@@ -62,11 +63,12 @@ def _digest(path: Path) -> str:
 
 def lab_spec(pod_file: str, *, name: str | None = None, services: Sequence[str] = (),
              upstreams: Sequence[str] = (), namespace: str | None = None, app_uid: int = 1000,
-             istio_version: str | None = None) -> LabSpec:
+             istio_version: str | None = None, backend: str = "iptables") -> LabSpec:
     """Compile ``pod_file`` as ``netsim compile --pod`` does and lay out the lab around it.
 
     The pod's Kubernetes namespace is the manifest's ``metadata.namespace`` (``default`` when it names none);
     an explicit ``namespace`` wins, with a note in ``LabSpec.notes`` when it overrides the manifest's.
+    ``backend`` ``nft``: Istio's native nftables rules (``netsim compile --backend nft``) instead of iptables.
 
     Raises NetsimError (one line, naming file and field) when the pod does not compile, and LabError when
     it compiles to no capture at all (nothing for a lab to show).
@@ -80,6 +82,8 @@ def lab_spec(pod_file: str, *, name: str | None = None, services: Sequence[str] 
     from netsim.spec.versions import profile_for
     from netsim.workload.model import Workload
 
+    if backend not in BACKENDS:
+        raise LabError(f'backend "{backend}": use {" or ".join(BACKENDS)}')
     pod = load_pod(pod_file)
     notes: tuple[str, ...] = ()
     if namespace is None:
@@ -98,6 +102,16 @@ def lab_spec(pod_file: str, *, name: str | None = None, services: Sequence[str] 
     if res is None or res.config is None or compiled is None:
         raise LabError(f"{pod_file}: no capture to run: {res.no_capture_reason if res is not None else ''}")
     config = res.config
+    nft_rules = None
+    if backend == "nft":
+        from dataclasses import replace
+
+        from netsim.capture.nft import NFT_SINCE, render_nft
+
+        if res.release is not None and res.release < NFT_SINCE:
+            raise LabError(f"--backend nft: {res.profile.label} wrote no nftables rules (istio-iptables' nftables "
+                           "backend came in 1.27); leave out --backend nft")
+        nft_rules = render_nft(replace(config, native_nftables=True))
     lab_name = name or pod.name
     if not lab_name or len(lab_name) > MAX_NAME or not all(c.isalnum() or c in "-_" for c in lab_name):
         raise LabError(f'lab name "{lab_name}": use 1-{MAX_NAME} letters, digits, "-" or "_" (give --name)')
@@ -110,8 +124,9 @@ def lab_spec(pod_file: str, *, name: str | None = None, services: Sequence[str] 
         node_ips=tuple(node_interface(i) for i in pod_ips),
         cluster_dns=dns,
         search=(f"{namespace}.svc.cluster.local", "svc.cluster.local", "cluster.local"),
-        rules_v4=render_restore(compiled.v4),
-        rules_v6=render_restore(compiled.v6) if compiled.v6 is not None else None,
+        rules_v4="" if nft_rules is not None else render_restore(compiled.v4),
+        rules_v6=render_restore(compiled.v6) if compiled.v6 is not None and nft_rules is None else None,
+        nft_rules=nft_rules,
         pod_routes=tuple(route_command(lab_name, r) for r in compiled.routes),
         proxy_uid=int(config.proxy_uid[0]),
         proxy_gid=int(config.proxy_gid[0]),

@@ -1,10 +1,12 @@
 """The kernel's own packet traces, read into netsim's ``xtables-trace`` form so the two compare line by line.
 
-Owns (pure, standard library only): the nft rule handle → position map (:func:`handle_positions`), parsing
-``xtables-monitor --trace`` (:func:`parse_monitor`) and ``nft -a monitor trace`` (:func:`parse_nft_monitor`)
-output per probe source port, and the normalising of lines on both sides (:func:`packet_line`,
-:func:`kernel_view`, :func:`monitor_noise`). Used by ``lab verify`` and by the tracer's kernel-differential
-test and bench (``tests/trace/kernel_diff.py``); spec/netfilter.md §4 describes the method.
+Owns (pure, standard library only): the nft rule handle → position map (:func:`handle_positions`,
+:func:`nft_positions`), parsing ``xtables-monitor --trace`` (:func:`parse_monitor`) and ``nft -a monitor trace``
+(:func:`parse_nft_monitor` for iptables rules, verdicts only; :func:`nft_trace_lines` whole lines in
+``--format nft-trace`` form, for nftables rules) output per probe source port, and the normalising of lines on
+both sides (:func:`packet_line`, :func:`packet_fields`, :func:`kernel_view`, :func:`monitor_noise`). Used by
+``lab verify`` and by the kernel-differential tests and bench (``tests/trace/kernel_diff.py``,
+``tests/netfilter/nft_kernel_diff.py``); spec/netfilter.md §4 describes the method.
 
 A probe is its first packet (the SYN, or the one datagram), identified by its unique source port; a packet
 that re-enters through ``lo`` gets a new trace id but keeps its source port, so both passes land on the same
@@ -161,6 +163,78 @@ def parse_nft_monitor(text: str, positions: Positions) -> dict[int, list[str]]:
     return out
 
 
+NftPositions = dict[tuple[str, str, str, int], int]  # (family, table, chain, nft handle) → 1-based position
+
+
+def nft_positions(nft_json: str) -> NftPositions:
+    """From ``nft -j -a list ruleset``: each rule's handle → its 1-based position in its chain, every family.
+    Raises LabError if the text is not nft's JSON."""
+    try:
+        items = json.loads(nft_json)["nftables"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise LabError(f"cannot read nft -j output: {e}") from None
+    counters: dict[tuple[str, str, str], int] = {}
+    out: NftPositions = {}
+    for item in items:
+        rule = item.get("rule") if isinstance(item, dict) else None
+        if not rule:
+            continue
+        key = (rule["family"], rule["table"], rule["chain"])
+        counters[key] = counters.get(key, 0) + 1
+        out[(*key, rule["handle"])] = counters[key]
+    return out
+
+
+_NFT_LINE = re.compile(r"^trace id ([0-9a-f]+) (\S+) (\S+) (\S+) (packet|rule|policy):? (.*?)\s*$")
+_FIELDS = re.compile(r'\b(?:iif|oif) "[^"]*"|\bip6? [sd]addr \S+|\bip protocol \S+|\bip6 nexthdr \S+|'
+                     r"\b(?:tcp|udp|sctp) [sd]port \d+")
+_HANDLE = re.compile(r"# handle (\d+) \(verdict")
+_COUNTER = re.compile(r"packets \d+ bytes \d+")
+
+
+def packet_fields(text: str) -> str:
+    """A ``packet:`` line's fields netsim models (devices, addresses, protocol, ports), in the kernel's order;
+    not lengths, TTLs, ids, MACs or TCP flags, which describe the wire packet."""
+    return " ".join(_FIELDS.findall(text))
+
+
+def nft_trace_lines(text: str, positions: NftPositions, *, sports: tuple[int, int],
+                    skip_table: str = "") -> dict[int, list[str]]:
+    """``nft -a monitor trace`` output → per probe source port (within ``sports``, inclusive), its lines as
+    netsim's ``--format nft-trace`` prints them: trace id ``ID``, ``packet:`` lines reduced to
+    :func:`packet_fields`, each rule's handle turned into its position (-1 if unknown), counters as 0. Lines
+    of ``skip_table`` (the table that sets ``meta nftrace``) are left out."""
+    sport_of: dict[str, int] = {}
+    out: dict[int, list[str]] = {}
+    for raw in text.splitlines():
+        m = _NFT_LINE.match(raw.strip())
+        if not m:
+            continue
+        tid, fam, table, chain, kind, rest = m.groups()
+        if kind == "packet":
+            sp = re.search(r"\b(?:tcp|udp) sport (\d+)", rest)
+            if sp and sports[0] <= int(sp.group(1)) <= sports[1]:
+                sport_of[tid] = int(sp.group(1))
+            else:
+                sport_of.pop(tid, None)
+        sport = sport_of.get(tid)
+        if sport is None or table == skip_table:
+            continue
+        head = f"trace id ID {fam} {table} {chain}"
+        if kind == "packet":
+            line = f"{head} packet: {packet_fields(rest)}"
+        elif kind == "rule":
+            h = _HANDLE.search(rest)
+            if h is not None:
+                pos = positions.get((fam, table, chain, int(h.group(1))), -1)
+                rest = rest[:h.start()] + f"# handle {pos} (verdict" + rest[h.end():]
+            line = f"{head} rule {_COUNTER.sub('packets 0 bytes 0', rest)}"  # the contract: counters as 0
+        else:
+            line = f"{head} policy {rest}"
+        out.setdefault(sport, []).append(line)
+    return out
+
+
 def kernel_view(lines: Iterable[str], version: int) -> list[str]:
     """netsim's xtables-trace lines as the family's monitor can show them: whole for IPv4, each line's
     head (before the two spaces and the rule text) for IPv6, as :func:`parse_nft_monitor` gives them."""
@@ -175,10 +249,14 @@ def monitor_noise(text: str) -> list[str]:
 
 __all__ = [
     "RETURN_AS_PRINTED",
+    "NftPositions",
     "Positions",
     "handle_positions",
     "kernel_view",
     "monitor_noise",
+    "nft_positions",
+    "nft_trace_lines",
+    "packet_fields",
     "packet_line",
     "parse_monitor",
     "parse_nft_monitor",

@@ -25,6 +25,8 @@ from netsim.errors import LabError
 from netsim.lab.runner import Command, Kill, KillNamespace, NetnsDel, RemovePath
 
 DEFAULT_RUN_ROOT = Path("/run/netsim/lab")
+# The capture backends a lab can load: iptables (iptables-restore) or Istio's native nftables (nft -f).
+BACKENDS = ("iptables", "nft")
 STATE_FILE = "state.json"
 STATE_VERSION = 1
 
@@ -92,6 +94,15 @@ class LabState:
 
     def of(self, kind: type[Any]) -> list[Any]:
         return [r for r in self.resources if isinstance(r, kind)]
+
+    @property
+    def backend(self) -> str:
+        """Which rules ``up`` loaded: ``iptables`` or ``nft`` (``info["backend"]``; labs recorded before the
+        nft backend existed are iptables labs)."""
+        backend = str(self.info.get("backend", "iptables"))
+        if backend not in BACKENDS:
+            raise LabError(f"lab {self.name}: unknown backend {backend!r} in its record")
+        return backend
 
 
 def to_json(state: LabState) -> str:
@@ -213,6 +224,7 @@ def cleanup(state: LabState) -> tuple[Command, ...]:
 
 
 __all__ = [
+    "BACKENDS",
     "DEFAULT_RUN_ROOT",
     "File",
     "LabState",

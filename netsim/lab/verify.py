@@ -12,6 +12,13 @@ namespace (its addresses and the sockets that really listen there), and compare.
 ``table:chain:rule:N:VERDICT`` head. The TRACE rules are removed afterwards; the monitor is recorded in the
 lab's state while it runs, so ``down`` cleans it up even if verify is killed.
 
+An nft lab (``lab up --backend nft``, Istio's native nftables rules) is traced the way the nftables
+kernel-differential test does it (``tests/netfilter/nft_kernel_diff.py``): a table of verify's own
+(``inet netsim-verify``, priority -500, before everything) sets ``meta nftrace`` on the probes' first packets;
+``nft -a monitor trace`` is read for both families, and each probe's lines are compared whole with netsim's
+``--format nft-trace`` through the ruleset ``nft list ruleset`` lists (``packet:`` lines on the fields netsim
+models, rule handles as positions, the trace table's own lines left out). The table is deleted afterwards.
+
 Owns: probe generation (seeded, pure), the comparison and its report. Reading the monitors' output is
 ``netsim.lab.kerneltrace``'s, shared with the tracer's kernel-differential test (``tests/trace/kernel_diff.py``).
 Never does: change the lab's rules beyond the TRACE rules it removes again.
@@ -39,6 +46,9 @@ from netsim.lab.kerneltrace import (
     handle_positions,
     kernel_view,
     monitor_noise,
+    nft_positions,
+    nft_trace_lines,
+    packet_fields,
     parse_monitor,
     parse_nft_monitor,
 )
@@ -47,7 +57,7 @@ from netsim.lab.runner import Exec, Kill, RemovePath, Runner, Spawn
 from netsim.netfilter.model import Family
 
 if TYPE_CHECKING:
-    from netsim.netfilter.packet import Packet
+    from netsim.netfilter.packet import Netns, Packet
 
 # Probe source ports (netsim.lab.probe): below the ephemeral range, so the listeners' and the agent's own
 # dials are never selected by the TRACE rules; probe destination ports avoid the range, so replies
@@ -63,6 +73,21 @@ BATCH = 25
 WELL_KNOWN_PORTS = (53, 80, 443, 8080, 15001, 15006, 15008, 15020, 15021, 15053, 15090)
 VERIFY_TOOLS = (("xtables-monitor", "iptables"), ("nft", "nftables"), ("stdbuf", "coreutils"))
 TRACE_RULES = tuple((chain, proto) for chain in ("PREROUTING", "OUTPUT") for proto in ("tcp", "udp"))
+NFT_VERIFY_TOOLS = (("nft", "nftables"), ("stdbuf", "coreutils"))
+NFT_TRACE_TABLE = "netsim-verify"
+# An nft lab's trace selector, as the nftables kernel-differential test's: TCP pure SYNs and UDP from the probes'
+# source ports, at priority -500 (before every other base chain on those hooks).
+_NFT_SELECT = (f"tcp sport {SPORT_LO}-{SPORT_HI} tcp flags & (fin|syn|rst|ack) == syn meta nftrace set 1\n"
+               f"    udp sport {SPORT_LO}-{SPORT_HI} meta nftrace set 1")
+NFT_TRACE_RULES = f"""table inet {NFT_TRACE_TABLE} {{
+  chain pre {{ type filter hook prerouting priority -500; policy accept;
+    {_NFT_SELECT}
+  }}
+  chain out {{ type filter hook output priority -500; policy accept;
+    {_NFT_SELECT}
+  }}
+}}
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,18 +101,25 @@ class _Fam:
     loopback: str
     inbound_loopback: str  # Istio's inbound source (netfilter.md §1.11)
 
+    @property
+    def xtables(self) -> bool:
+        """Whether the monitor is xtables-monitor (else nft's)."""
+        return self.monitor[0] == "xtables-monitor"
+
     def mark(self, sport: int) -> str:
         """How the monitor prints a packet's source port (to find the sentinels)."""
-        return f"SPORT={sport} " if self.version == 4 else f"sport {sport} "
+        return f"SPORT={sport} " if self.xtables else f"sport {sport} "
 
     def is_packet_line(self, line: str) -> bool:
-        return line.startswith("PACKET:") if self.version == 4 else " packet: " in line
+        return line.startswith("PACKET:") if self.xtables else " packet: " in line
 
 
 FAMILIES = {
     4: _Fam(4, "iptables", "ip", ("xtables-monitor", "--trace", "-4"), "127.0.0.1", "127.0.0.6"),
     6: _Fam(6, "ip6tables", "ip6", ("nft", "-a", "monitor", "trace"), "::1", "::6"),
 }
+# An nft lab: nft's monitor for both families.
+NFT_FAMILIES = {v: replace(f, monitor=("nft", "-a", "monitor", "trace")) for v, f in FAMILIES.items()}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,9 +168,10 @@ class Probe:
 
 
 def _rule_addresses(rules_text: str, version: int) -> list[str]:
-    """Single addresses, and the first address of each network, that a rule names with -s/-d."""
+    """Single addresses, and the first address of each network, that a rule names with -s/-d (iptables) or
+    ``ip[6] saddr|daddr`` (nftables)."""
     out: set[str] = set()
-    for m in re.finditer(r"(?:^|\s)-[sd] ([0-9a-fA-F.:]+)(?:/(\d+))?", rules_text):
+    for m in re.finditer(r"(?:(?:^|\s)-[sd]|\bip6? [sd]addr(?: !=)?) ([0-9a-fA-F.:]+)(?:/(\d+))?", rules_text):
         try:
             net = ip_network(f"{m.group(1)}/{m.group(2) or (32 if version == 4 else 128)}", strict=False)
         except ValueError:
@@ -150,17 +183,30 @@ def _rule_addresses(rules_text: str, version: int) -> list[str]:
 
 def _rule_ports(rules_text: str) -> list[int]:
     out: set[int] = set()
-    for m in re.finditer(r"--(?:dports?|sports?|to-ports?|on-port) (\S+)", rules_text):
-        for part in re.split("[,:-]", m.group(1)):
+    for m in re.finditer(r"--(?:dports?|sports?|to-ports?|on-port) (\S+)|"  # iptables, then nftables:
+                         r"\b(?:th|tcp|udp) [sd]port (?:!= )?(\{[^}]*\}|\S+)|\b(?:redirect|tproxy(?: ip6?)?) to :(\d+)",
+                         rules_text):
+        text = next(g for g in m.groups() if g is not None)
+        for part in re.split("[,:-]", text):
+            part = part.strip(" {}")
             if part.isdigit() and 0 < int(part) < 65536:
                 out.add(int(part))
     return sorted(p for p in out if not SPORT_LO <= p <= SPORT_HI)
 
 
 def lab_families(info: dict[str, Any]) -> tuple[int, ...]:
-    """The families a lab can be verified in: those its pod has an address of (and, for IPv6, rules)."""
+    """The families a lab can be verified in: those its pod has an address of (and, for IPv6 with iptables,
+    rules; an nft lab's inet tables hold both families')."""
     versions = {ip_interface(i).version for i in info.get("pod_ips", [])}
-    return tuple(v for v in (4, 6) if v in versions and (v == 4 or info.get("rules_v6") is not None))
+    nft = info.get("backend") == "nft"
+    return tuple(v for v in (4, 6) if v in versions and (v == 4 or nft or info.get("rules_v6") is not None))
+
+
+def _rules_text(info: dict[str, Any], version: int) -> str:
+    """The rules ``up`` loaded that probes are drawn from: the family's iptables text, or the nft transaction."""
+    if info.get("backend") == "nft":
+        return str(info.get("rules_nft") or "")
+    return str(info.get("rules_v4" if version == 4 else "rules_v6") or "")
 
 
 def make_probes(info: dict[str, Any], count: int, seed: int, sport_rng: random.Random | None = None,
@@ -173,7 +219,7 @@ def make_probes(info: dict[str, Any], count: int, seed: int, sport_rng: random.R
     pod_if = next(ip_interface(i) for i in info["pod_ips"] if ip_interface(i).version == version)
     pod = str(pod_if.ip)
     node = next(str(ip_interface(i).ip) for i in info["node_ips"] if ip_interface(i).version == version)
-    rules = str(info.get("rules_v4" if version == 4 else "rules_v6") or "")
+    rules = _rules_text(info, version)
     if version == 4:
         lab_nets: tuple[IPv4Network | IPv6Network, ...] = (IPv4Network("10.96.0.0/16"), pod_if.network,
                                                            IPv4Network("127.0.0.0/8"))
@@ -251,6 +297,7 @@ class Report:
     seed: int
     results: tuple[ProbeResult, ...] = field(default_factory=tuple)
     unsent: tuple[Probe, ...] = ()  # probes whose socket could not be bound: nothing was sent, nothing compared
+    backend: str = "iptables"  # the lab's: which monitor read the kernel's trace
 
     @property
     def agreed(self) -> bool:
@@ -259,7 +306,9 @@ class Report:
     def lines(self, *, verbose: bool = False) -> list[str]:
         ok = sum(r.agreed for r in self.results)
         per = []
-        for v, how in ((4, "xtables-monitor --trace"), (6, "nft monitor trace, verdicts only")):
+        hows = ((4, "nft monitor trace"), (6, "nft monitor trace")) if self.backend == "nft" else (
+            (4, "xtables-monitor --trace"), (6, "nft monitor trace, verdicts only"))
+        for v, how in hows:
             mine = [r for r in self.results if r.probe.version == v]
             if mine:
                 per.append(f"IPv{v} {sum(r.agreed for r in mine)}/{len(mine)} ({how})")
@@ -284,7 +333,8 @@ class Report:
         """The report for tools (``lab verify --format json``): counts per family and every probe's traces."""
         families = {f"ipv{v}": {"probes": len(mine), "agreed": sum(r.agreed for r in mine)}
                     for v in (4, 6) if (mine := [r for r in self.results if r.probe.version == v])}
-        return {"name": self.name, "seed": self.seed, "agreed": self.agreed, "probes": len(self.results),
+        return {"name": self.name, "seed": self.seed, "backend": self.backend, "agreed": self.agreed,
+                "probes": len(self.results),
                 "agreeing": sum(r.agreed for r in self.results), "families": families,
                 "results": [{"probe": r.probe.describe(), **r.probe.wire(), "inbound": r.probe.inbound,
                              "agreed": r.agreed, "kernel": list(r.kernel), "netsim": list(r.netsim)}
@@ -298,13 +348,45 @@ def netsim_lines(rules_dump: str, bases: set[tuple[str, str]], info: dict[str, A
     """netsim's xtables-trace lines for each probe, through ``rules_dump`` in a model of the lab's pod
     (IPv6: each line's head only, as :func:`parse_nft_monitor` gives the kernel's)."""
     from netsim.netfilter.engine import compile_ruleset, trace
-    from netsim.netfilter.packet import FwmarkRoute, Interface, Listener, Netns, Proto
     from netsim.netfilter.parse import parse_ruleset
     from netsim.netfilter.render_trace import render_xtables
 
     family = Family.IPV4 if version == 4 else Family.IPV6
     ruleset = parse_ruleset(rules_dump, family)
     crs = compile_ruleset(ruleset, base_chains=bases)
+    ns = lab_netns(info, sockets)
+    out: list[tuple[str, ...]] = []
+    for p in probes:
+        lines = render_xtables(trace(crs, p.packet(), ns, explain=False), return_verdict=RETURN_AS_PRINTED,
+                               packets=False).splitlines()
+        out.append(tuple(kernel_view(lines, version)))
+    return out
+
+
+def netsim_nft_lines(listing: str, info: dict[str, Any], sockets: Sequence[tuple[str, str | None, int]],
+                     probes: Sequence[Probe], version: int = 4) -> list[tuple[str, ...]]:
+    """netsim's ``--format nft-trace`` lines for each probe, through ``listing`` (``nft list ruleset``, so each
+    rule's handle is its position) in a model of the lab's pod; ``packet:`` lines reduced as
+    :func:`~netsim.lab.kerneltrace.nft_trace_lines` reduces the kernel's."""
+    from netsim.netfilter.engine import trace
+    from netsim.netfilter.nft import compile_nft, parse_nft
+    from netsim.netfilter.render_trace import render_nft_trace
+
+    crs = compile_nft(parse_nft(listing), Family(version))
+    ns = lab_netns(info, sockets)
+    out: list[tuple[str, ...]] = []
+    for p in probes:
+        lines = render_nft_trace(trace(crs, p.packet(), ns, explain=False)).splitlines()
+        out.append(tuple(f"{head} packet: {packet_fields(rest)}" if sep else head
+                         for head, sep, rest in (ln.partition(" packet: ") for ln in lines)))
+    return out
+
+
+def lab_netns(info: dict[str, Any], sockets: Sequence[tuple[str, str | None, int]]) -> Netns:
+    """The lab's pod namespace as netsim's tracer models it: ``lo`` and ``eth0`` with the pod's addresses, the
+    sockets that really listen there (``sockets``, from ``ss``), the policy routes ``up`` added."""
+    from netsim.netfilter.packet import FwmarkRoute, Interface, Listener, Netns, Proto
+
     v6_pod = any(ip_interface(i).version == 6 for i in info["pod_ips"])
     lo = Interface.of("lo", "127.0.0.1/8", "::1/128", *(("::6/128",) if v6_pod else ()))
     eth = Interface.of("eth0", *info["pod_ips"])
@@ -312,13 +394,7 @@ def netsim_lines(rules_dump: str, bases: set[tuple[str, str]], info: dict[str, A
     listeners = tuple(Listener(port=port, proto=Proto.parse(proto), addr=ip_address(addr) if addr else None,
                                transparent=port == tproxy) for proto, addr, port in sockets)
     routes = tuple(FwmarkRoute(mark=m, table=t) for m, t in info.get("fwmark_routes", []))
-    ns = Netns(interfaces=(lo, eth), default_iface="eth0", listeners=listeners, fwmark_routes=routes)
-    out: list[tuple[str, ...]] = []
-    for p in probes:
-        lines = render_xtables(trace(crs, p.packet(), ns, explain=False), return_verdict=RETURN_AS_PRINTED,
-                               packets=False).splitlines()
-        out.append(tuple(kernel_view(lines, version)))
-    return out
+    return Netns(interfaces=(lo, eth), default_iface="eth0", listeners=listeners, fwmark_routes=routes)
 
 
 def _sentinel(runner: Runner, pod: str, log: Path, fam: _Fam, which: str, *, repeat: bool) -> None:
@@ -371,7 +447,8 @@ def verify(runner: Runner, state: st.LabState, *, probes: int, seed: int | None,
         have = ", ".join(f"IPv{v}" for v in available) or "none"
         raise LabError(f"lab {state.name} cannot be verified in "
                        f"{', '.join(f'IPv{v}' for v in chosen_families) or 'any family'} (it has: {have})")
-    for tool, package in VERIFY_TOOLS:
+    nft = state.backend == "nft"
+    for tool, package in NFT_VERIFY_TOOLS if nft else VERIFY_TOOLS:
         if shutil.which(tool) is None:
             raise LabError(f"lab verify needs {tool}: install the {package} package")
     seed = random.randrange(1 << 31) if seed is None else seed
@@ -383,17 +460,23 @@ def verify(runner: Runner, state: st.LabState, *, probes: int, seed: int | None,
             if progress is not None:
                 progress(before + sent, total)
 
-        got, missed = _verify_family(runner, state, FAMILIES[version], probes, seed, told)
+        run = _verify_family_nft if nft else _verify_family
+        got, missed = run(runner, state, probes, seed, version, told)
         results += got
         unsent += missed
-    return Report(state.name, seed, tuple(results), tuple(unsent))
+    return Report(state.name, seed, tuple(results), tuple(unsent), backend=state.backend)
 
 
-def _verify_family(runner: Runner, state: st.LabState, fam: _Fam, count: int, seed: int,
+def _chosen(runner: Runner, state: st.LabState, count: int, seed: int, version: int) -> tuple[Probe, ...]:
+    held = runner.run(Exec(netns=state.name, argv=("cat", "/proc/net/nf_conntrack"), check=False)).stdout
+    return make_probes(state.info, count, seed, avoid=conntrack_ports(held), version=version)
+
+
+def _verify_family(runner: Runner, state: st.LabState, count: int, seed: int, version: int,
                    progress: Callable[[int], None]) -> tuple[list[ProbeResult], list[Probe]]:
-    pod, node = state.name, str(state.info["node_netns"])
-    held = runner.run(Exec(netns=pod, argv=("cat", "/proc/net/nf_conntrack"), check=False)).stdout
-    chosen = make_probes(state.info, count, seed, avoid=conntrack_ports(held), version=fam.version)
+    fam = FAMILIES[version]
+    pod = state.name
+    chosen = _chosen(runner, state, count, seed, version)
     span = f"{SPORT_LO}:{SPORT_HI}"
 
     def trace_rule(op: str, chain: str, proto: str) -> Exec:
@@ -406,14 +489,57 @@ def _verify_family(runner: Runner, state: st.LabState, fam: _Fam, count: int, se
 
     for chain, proto in reversed(TRACE_RULES):
         runner.run(trace_rule("-I", chain, proto))
-    log = st.run_dir(pod) / f"verify-monitor-{fam.version}.log"
-    monitor: st.Process | None = None
-    unsent: set[int] = set()
     try:
         dump = runner.run(Exec(netns=pod, argv=(Family(fam.version).save_command,))).stdout
         nft = runner.run(Exec(netns=pod, argv=("nft", "-j", "-a", "list", "ruleset"))).stdout
         positions, bases = handle_positions(nft, fam.nft_family)
         sockets = listeners_from_ss(runner.run(Exec(netns=pod, argv=("ss", "-Hlntu"))).stdout, fam.version)
+        text, unsent = _traced(runner, state, fam, chosen, progress)
+    finally:
+        for chain, proto in TRACE_RULES:
+            runner.run(trace_rule("-D", chain, proto))
+    kernel = parse_monitor(text, positions) if fam.version == 4 else parse_nft_monitor(text, positions)
+    ours = netsim_lines(dump, bases, state.info, sockets, chosen, fam.version)
+    return _compared(chosen, kernel, ours, unsent)
+
+
+def _verify_family_nft(runner: Runner, state: st.LabState, count: int, seed: int, version: int,
+                       progress: Callable[[int], None]) -> tuple[list[ProbeResult], list[Probe]]:
+    """One family of an nft lab: the ruleset as listed before verify's trace table is added (netsim's input, and
+    the rules' positions), ``nft monitor trace`` compared whole."""
+    fam = NFT_FAMILIES[version]
+    pod = state.name
+    chosen = _chosen(runner, state, count, seed, version)
+    listing = runner.run(Exec(netns=pod, argv=("nft", "list", "ruleset"))).stdout
+    positions = nft_positions(runner.run(Exec(netns=pod, argv=("nft", "-j", "-a", "list", "ruleset"))).stdout)
+    sockets = listeners_from_ss(runner.run(Exec(netns=pod, argv=("ss", "-Hlntu"))).stdout, fam.version)
+    runner.run(Exec(netns=pod, argv=("nft", "-f", "-"), stdin=NFT_TRACE_RULES))
+    try:
+        text, unsent = _traced(runner, state, fam, chosen, progress)
+    finally:
+        runner.run(Exec(netns=pod, argv=("nft", "delete", "table", "inet", NFT_TRACE_TABLE)))
+    kernel = nft_trace_lines(text, positions, sports=(SPORT_LO, SPORT_HI), skip_table=NFT_TRACE_TABLE)
+    ours = netsim_nft_lines(listing, state.info, sockets, chosen, fam.version)
+    return _compared(chosen, kernel, ours, unsent)
+
+
+def _compared(chosen: Sequence[Probe], kernel: dict[int, list[str]], ours: Sequence[tuple[str, ...]],
+              unsent: set[int]) -> tuple[list[ProbeResult], list[Probe]]:
+    results = [ProbeResult(p, tuple(kernel.get(p.sport, [])), mine) for p, mine in zip(chosen, ours, strict=True)
+               if p.sport not in unsent]
+    return results, [p for p in chosen if p.sport in unsent]
+
+
+def _traced(runner: Runner, state: st.LabState, fam: _Fam, chosen: Sequence[Probe],
+            progress: Callable[[int], None]) -> tuple[str, set[int]]:
+    """Run the family's monitor in the pod (recorded in the lab's state while it runs), send ``chosen`` in
+    batches between sentinels, and return what the monitor printed and the source ports of the probes that
+    could not be sent."""
+    pod, node = state.name, str(state.info["node_netns"])
+    log = st.run_dir(pod) / f"verify-monitor-{fam.version}.log"
+    monitor: st.Process | None = None
+    unsent: set[int] = set()
+    try:
         state = state.adding(st.File(str(log)))
         st.save(state)
         spawned = runner.run(Spawn(netns=pod, argv=("stdbuf", "-oL", *fam.monitor), log=log))
@@ -441,13 +567,7 @@ def _verify_family(runner: Runner, state: st.LabState, fam: _Fam, count: int, se
             text = ""
         runner.run(RemovePath(log))
         st.save(replace(state, resources=tuple(r for r in state.resources if r not in (monitor, st.File(str(log))))))
-        for chain, proto in TRACE_RULES:
-            runner.run(trace_rule("-D", chain, proto))
-    kernel = parse_monitor(text, positions) if fam.version == 4 else parse_nft_monitor(text, positions)
-    ours = netsim_lines(dump, bases, state.info, sockets, chosen, fam.version)
-    results = [ProbeResult(p, tuple(kernel.get(p.sport, [])), mine) for p, mine in zip(chosen, ours, strict=True)
-               if p.sport not in unsent]
-    return results, [p for p in chosen if p.sport in unsent]
+    return text, unsent
 
 
 def _unsent(stdout: str) -> list[int]:
@@ -461,13 +581,16 @@ def _unsent(stdout: str) -> list[int]:
 
 __all__ = [
     "FAMILIES",
+    "NFT_TRACE_RULES",
     "Probe",
     "ProbeResult",
     "Report",
     "conntrack_ports",
     "lab_families",
+    "lab_netns",
     "listeners_from_ss",
     "make_probes",
     "netsim_lines",
+    "netsim_nft_lines",
     "verify",
 ]

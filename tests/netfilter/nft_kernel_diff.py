@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import replace
 
+from netsim.lab.kerneltrace import nft_trace_lines, packet_fields
 from netsim.lab.probe import WARMUP_SPORT
 from netsim.lab.verify import Probe
 from netsim.netfilter.engine import combine, compile_ruleset, trace, trace_branches
@@ -54,19 +55,6 @@ TRACE_RULES = f"""table inet {TRACE_TABLE} {{
   }}
 }}
 """
-_EVENT = re.compile(r"^trace id ([0-9a-f]+) (\S+) (\S+) (\S+) (packet|rule|policy): (.*?)\s*$|"
-                    r"^trace id ([0-9a-f]+) (\S+) (\S+) (\S+) (rule|policy) (.*?)\s*$")
-_FIELDS = re.compile(r'\b(?:iif|oif) "[^"]*"|\bip6? [sd]addr \S+|\bip protocol \S+|\bip6 nexthdr \S+|'
-                     r"\b(?:tcp|udp|sctp) [sd]port \d+")
-_HANDLE = re.compile(r"# handle (\d+) \(verdict")
-_COUNTER = re.compile(r"packets \d+ bytes \d+")
-
-
-def packet_fields(text: str) -> str:
-    """A ``packet:`` line's fields netsim models, in the kernel's order."""
-    return " ".join(_FIELDS.findall(text))
-
-
 def _ports(rs: NftRuleset) -> set[int]:
     out: set[int] = set()
     for m in _matches(rs):
@@ -129,37 +117,9 @@ def make_nft_probes(rs: NftRuleset, family: Family, seed: str, count: int, sport
 
 
 def kernel_lines(text: str, positions: dict[tuple[str, str, str, int], int]) -> dict[int, list[str]]:
-    """``nft -a monitor trace`` output → per probe source port, its lines as netsim prints them."""
-    sport_of: dict[str, int] = {}
-    out: dict[int, list[str]] = {}
-    for raw in text.splitlines():
-        m = _EVENT.match(raw.strip())
-        if not m:
-            continue
-        g = m.groups()
-        tid, fam, table, chain, kind, rest = g[:6] if g[0] else g[6:]
-        if kind == "packet":
-            sp = re.search(r"\b(?:tcp|udp) sport (\d+)", rest)
-            if sp and SPORT_LO <= int(sp.group(1)) <= SPORT_HI:
-                sport_of[tid] = int(sp.group(1))
-            else:
-                sport_of.pop(tid, None)
-        sport = sport_of.get(tid)
-        if sport is None or table == TRACE_TABLE:
-            continue
-        head = f"trace id ID {fam} {table} {chain}"
-        if kind == "packet":
-            line = f"{head} packet: {packet_fields(rest)}"
-        elif kind == "rule":
-            h = _HANDLE.search(rest)
-            if h is not None:
-                pos = positions.get((fam, table, chain, int(h.group(1))), -1)
-                rest = rest[:h.start()] + f"# handle {pos} (verdict" + rest[h.end():]
-            line = f"{head} rule {_COUNTER.sub('packets 0 bytes 0', rest)}"  # the contract: counters as 0
-        else:
-            line = f"{head} policy {rest}"
-        out.setdefault(sport, []).append(line)
-    return out
+    """``nft -a monitor trace`` output → per probe source port, its lines as netsim prints them
+    (``netsim.lab.kerneltrace.nft_trace_lines``, shared with ``lab verify``), the trace table's left out."""
+    return nft_trace_lines(text, positions, sports=(SPORT_LO, SPORT_HI), skip_table=TRACE_TABLE)
 
 
 def _positions(pod: str) -> dict[tuple[str, str, str, int], int]:
