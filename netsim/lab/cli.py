@@ -281,7 +281,8 @@ def _print_status(name: str, info: dict[str, Any], problems: list[str], procs: l
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def verify_cmd(name: str, probes: int, seed: int | None, family: str, verbose: bool, fmt: str) -> None:
     """Send random probes (per family); compare the kernel's trace (`xtables-monitor --trace`, IPv6: `nft monitor
-    trace`) with `netsim trace` on the same rules. Exit status 1 when they differ. On a terminal, a progress
+    trace`; a lab up with --backend nft: `nft monitor trace` against --format nft-trace) with `netsim trace` on the
+    same rules. Exit status 1 when they differ. On a terminal, a progress
     line on stderr."""
     from netsim.lab.verify import verify
 
