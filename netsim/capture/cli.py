@@ -30,7 +30,6 @@ import click
 
 from netsim.capture.compiled import Compiled, compile_config
 from netsim.capture.iptables import writes_ip6tables
-from netsim.capture.nft import NFT_SINCE
 from netsim.errors import RulesetError, SpecError, one_line
 from netsim.netfilter.matches import Names
 from netsim.netfilter.model import Ruleset
@@ -303,12 +302,12 @@ def render(res: Resolution, fmt: str, family: str = "all",
 
         return dry_run(config)
     if fmt == "nft":
+        from netsim.capture.nft import NFT_SINCE, render_nft
+
         if res.release is not None and res.release < NFT_SINCE:
             raise SpecError(f"option --format nft: {res.profile.label} wrote no nftables rules (istio-iptables' "
                             "nftables backend came in 1.27); its rules are iptables rules: use --format "
                             "iptables-save")
-        from netsim.capture.nft import render_nft
-
         return render_nft(config)
     if family == "6" and not writes_ip6tables(config):
         origin = res.winner("ENABLE_INBOUND_IPV6").origin

@@ -79,6 +79,7 @@ NFT_TRACE_TABLE = "netsim-verify"
 # source ports, at priority -500 (before every other base chain on those hooks).
 _NFT_SELECT = (f"tcp sport {SPORT_LO}-{SPORT_HI} tcp flags & (fin|syn|rst|ack) == syn meta nftrace set 1\n"
                f"    udp sport {SPORT_LO}-{SPORT_HI} meta nftrace set 1")
+NFT_TRACE_DROP = f"add table inet {NFT_TRACE_TABLE}\ndelete table inet {NFT_TRACE_TABLE}\n"
 NFT_TRACE_RULES = f"""table inet {NFT_TRACE_TABLE} {{
   chain pre {{ type filter hook prerouting priority -500; policy accept;
     {_NFT_SELECT}
@@ -510,6 +511,8 @@ def _verify_family_nft(runner: Runner, state: st.LabState, count: int, seed: int
     fam = NFT_FAMILIES[version]
     pod = state.name
     chosen = _chosen(runner, state, count, seed, version)
+    # a table left by a verify that was killed goes first (adding a table, then deleting it, works either way)
+    runner.run(Exec(netns=pod, argv=("nft", "-f", "-"), stdin=NFT_TRACE_DROP))
     listing = runner.run(Exec(netns=pod, argv=("nft", "list", "ruleset"))).stdout
     positions = nft_positions(runner.run(Exec(netns=pod, argv=("nft", "-j", "-a", "list", "ruleset"))).stdout)
     sockets = listeners_from_ss(runner.run(Exec(netns=pod, argv=("ss", "-Hlntu"))).stdout, fam.version)

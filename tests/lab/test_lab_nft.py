@@ -21,6 +21,7 @@ from test_lab_root import TPROXY_POD, assert_nothing_left, netsim, recorded_pids
 from netsim.lab.control import nft_identity
 from netsim.lab.inputs import lab_spec
 from netsim.lab.state import run_dir
+from netsim.lab.verify import NFT_TRACE_RULES
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "rules"
@@ -96,6 +97,12 @@ def test_an_nft_labs_status_sees_a_changed_rule_and_up_with_the_other_backend_is
         assert "is already up; nothing changed" in again.stdout
         other = netsim("lab", "up", "--pod", pod, "--name", name, check=False)
         assert other.returncode == 2 and "is up from other inputs" in other.stderr, other.stderr
+        # a verify killed midway leaves its trace table: status says so, the next verify removes it first
+        subprocess.run(["ip", "netns", "exec", name, "nft", "-f", "-"], input=NFT_TRACE_RULES, text=True, check=True)
+        assert netsim("lab", "status", name, check=False).returncode == 1
+        done = netsim("lab", "verify", name, "--probes", "10", check=False)
+        assert done.returncode == 0 and "agreement: 10/10 probes" in done.stdout, done.stdout + done.stderr
+        assert netsim("lab", "status", name).returncode == 0
         subprocess.run(["ip", "netns", "exec", name, "nft", "add", "rule", "inet", "istio-proxy-nat", "istio-output",
                         "counter", "return"], check=True)
         status = netsim("lab", "status", name, check=False)
