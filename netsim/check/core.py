@@ -31,7 +31,7 @@ from typing import Any
 
 from netsim.errors import ConfigError
 from netsim.k8s import K8sObject
-from netsim.mesh.build import ProxyIndex, build_index, host_matches, sidecar_for
+from netsim.mesh.build import ProxyIndex, ViewCache, build_index, host_matches, sidecar_for
 from netsim.mesh.diagnose import Evidence, Finding, diagnose, mesh_facts
 from netsim.mesh.model import MeshConfig, MeshObjects, PodInfo, selects
 from netsim.mesh.objects import parse_mesh_config
@@ -188,13 +188,14 @@ def check_objects(objects: MeshObjects, loaded: tuple[K8sObject, ...], *, mesh: 
     special = _special_namespaces(objects, mesh.root_namespace)
     headless_ips = frozenset(e.address for s in objects.services if s.headless or s.resolution.name == "PASSTHROUGH"
                              for e in s.endpoints)
+    cache = ViewCache(objects, profile, mesh)
     for i, pod in enumerate(workloads, 1):
         proxy = make_proxy(objects, mesh, ips=pod.ips or (PLACEHOLDER_IP,), namespace=pod.namespace,
                            labels=pod.labels, pod=pod)
         key = _view_key(objects, mesh, proxy, special, headless_ips, profile)
         base = views.get(key)
         if base is None:
-            base = views[key] = build_index(objects, proxy, profile, mesh)
+            base = views[key] = build_index(objects, proxy, profile, mesh, cache=cache)
         index = base if base.proxy == proxy else replace(base, proxy=proxy)
         findings += _located(diagnose(index, pod).findings, pod, lines)
         if progress is not None:

@@ -296,24 +296,9 @@ def peer_mode(objects: MeshObjects, root_ns: str, namespace: str, labels: Mappin
 
 def destination_rule_for(objects: MeshObjects, proxy: Proxy, root_ns: str, svc: MeshService
                          ) -> DestinationRule | None:
-    best: tuple[int, int, DestinationRule] | None = None
-    for dr in objects.destination_rules:
-        if not host_matches(dr.host, svc.hostname) or not exported(dr.export_to, dr.namespace, proxy.namespace):
-            continue
-        if dr.selector and not selects(dr.selector, proxy.label_map):
-            continue
-        if dr.namespace == proxy.namespace:
-            rank = 0
-        elif dr.namespace == svc.namespace:
-            rank = 1
-        elif dr.namespace == root_ns:
-            rank = 2
-        else:
-            rank = 3
-        spec = 0 if dr.host == svc.hostname else 10_000 - len(dr.host)
-        if best is None or (rank, spec) < best[:2]:
-            best = (rank, spec, dr)
-    return best[2] if best else None
+    """The DestinationRule that applies to ``svc`` for ``proxy`` (see :func:`_pick_destination_rule`)."""
+    return _pick_destination_rule((dr for dr in objects.destination_rules if host_matches(dr.host, svc.hostname)),
+                                  proxy, None, root_ns, svc)
 
 
 def envoy_endpoints(s: MeshService) -> tuple[Endpoint, ...]:
@@ -350,8 +335,101 @@ class _Entry:
     locked: bool = False
 
 
+class ViewCache:
+    """What the views (:class:`ProxyIndex`) of many proxies over the same objects, release and mesh config
+    share, so that each view is built from what differs for its proxy (``netsim check`` builds one per
+    namespace that sees its own config).
+
+    Every entry is a pure function of its key: the services a namespace sees (exportTo, one definition per
+    hostname, the Sidecar's egress), the DestinationRules that may apply to a hostname, a service's clusters
+    under a given DestinationRule, and whole components (the outbound listeners; the outbound clusters)
+    keyed by everything they read, so a proxy whose inputs equal an earlier one's gets the same values. A
+    view built through a cache equals the view built without one (``build_index`` without ``cache`` uses a
+    fresh one). Lists of services are interned by content, and the cache holds every object whose ``id`` is
+    part of a key, so an id is never reused while it is cached."""
+
+    def __init__(self, objects: MeshObjects, profile: MeshProfile, mesh: MeshConfig) -> None:
+        self.objects = objects
+        self.profile = profile
+        self.mesh = mesh
+        root = mesh.root_namespace or ROOT_NAMESPACE
+        self.pods_by_ip = MappingProxyType({ip: p for p in objects.pods if p.kind == "Pod" for ip in p.ips})
+        self.endpoint_ips = frozenset(e.address for s in objects.services for e in s.endpoints)
+        self._position = {id(dr): i for i, dr in enumerate(objects.destination_rules)}
+        self._dr_exact: dict[str, list[DestinationRule]] = {}
+        self._dr_wild: list[DestinationRule] = []
+        for dr in objects.destination_rules:
+            if dr.host.startswith("*"):
+                self._dr_wild.append(dr)
+            else:
+                self._dr_exact.setdefault(dr.host, []).append(dr)
+        self._dr_candidates: dict[str, tuple[DestinationRule, ...]] = {}
+        self.ns_modes: dict[str, tuple[str, str]] = {}
+        self.root = root
+        self.auto_allocated: dict[tuple[Any, ...], Sequence[MeshService]] = {}
+        self.visible: dict[tuple[Any, ...], tuple[list[MeshService], tuple[Hidden, ...]]] = {}
+        self.envoy: dict[int, tuple[MeshService, MeshService]] = {}
+        self.interned: dict[tuple[int, ...], list[MeshService]] = {}
+        self.outbound: dict[tuple[Any, ...], tuple[dict[tuple[str, int], Listener], dict[int, Listener],
+                                                   tuple[str, ...], frozenset[str]]] = {}
+        self.clusters: dict[tuple[Any, ...], dict[str, Cluster]] = {}
+        self.service_clusters: dict[tuple[int, int], tuple[Any, list[tuple[str, Cluster]]]] = {}
+        self.route_inputs: dict[int, tuple[dict[int, list[tuple[MeshService, ServicePort]]],
+                                           dict[str, tuple[MeshService, ServicePort]]]] = {}
+
+    def matches(self, objects: MeshObjects, profile: MeshProfile, mesh: MeshConfig) -> bool:
+        return objects is self.objects and profile is self.profile and mesh is self.mesh
+
+    def dr_candidates(self, hostname: str) -> tuple[DestinationRule, ...]:
+        """The DestinationRules whose host matches ``hostname``, in the order read (:func:`destination_rule_for`
+        then picks by exportTo, selector and rank)."""
+        found = self._dr_candidates.get(hostname)
+        if found is None:
+            hits = [dr for dr in self._dr_wild if host_matches(dr.host, hostname)]
+            hits += self._dr_exact.get(hostname, ())
+            if len(hits) > 1:
+                hits.sort(key=lambda dr: self._position[id(dr)])
+            found = self._dr_candidates[hostname] = tuple(hits)
+        return found
+
+    def intern(self, services: list[MeshService]) -> list[MeshService]:
+        """One list object per content (by identity of its services), so components key on its ``id``."""
+        return self.interned.setdefault(tuple(map(id, services)), services)
+
+
+def _pick_destination_rule(candidates: Iterable[DestinationRule], proxy: Proxy, labels: Mapping[str, str] | None,
+                           root_ns: str, svc: MeshService) -> DestinationRule | None:
+    """istiod's choice among the DestinationRules whose host matches ``svc``'s: exported to the proxy's
+    namespace and selecting it; the proxy's own namespace first, then the service's, then the root
+    namespace's, then any other; the exact host before the longest wildcard; the first read on a tie."""
+    best: tuple[int, int, DestinationRule] | None = None
+    for dr in candidates:
+        if not exported(dr.export_to, dr.namespace, proxy.namespace):
+            continue
+        if dr.selector and not selects(dr.selector, labels if labels is not None else proxy.label_map):
+            continue
+        if dr.namespace == proxy.namespace:
+            rank = 0
+        elif dr.namespace == svc.namespace:
+            rank = 1
+        elif dr.namespace == root_ns:
+            rank = 2
+        else:
+            rank = 3
+        spec = 0 if dr.host == svc.hostname else 10_000 - len(dr.host)
+        if best is None or (rank, spec) < best[:2]:
+            best = (rank, spec, dr)
+    return best[2] if best else None
+
+
 class _Builder:
-    def __init__(self, objects: MeshObjects, proxy: Proxy, profile: MeshProfile, mesh: MeshConfig) -> None:
+    def __init__(self, objects: MeshObjects, proxy: Proxy, profile: MeshProfile, mesh: MeshConfig,
+                 cache: ViewCache | None = None) -> None:
+        if cache is None:
+            cache = ViewCache(objects, profile, mesh)
+        elif not cache.matches(objects, profile, mesh):
+            raise ValueError("a ViewCache serves the objects, release profile and mesh config it was made for")
+        self.cache = cache
         self.o = objects
         self.proxy = proxy
         self.profile = profile
@@ -360,7 +438,8 @@ class _Builder:
         self.conflicts: list[str] = []
         self.errors: list[NetsimError] = []
         self.hidden: tuple[Hidden, ...] = ()
-        self._ns_modes: dict[str, tuple[str, str]] = {}
+        self._ns_modes = cache.ns_modes
+        self._labels = proxy.label_map
         self.sidecar = sidecar_for(objects, proxy, self.root)
         if self.sidecar is not None and self.sidecar.outbound_policy:
             self.policy = self.sidecar.outbound_policy
@@ -374,7 +453,7 @@ class _Builder:
             self.auto_mtls = False
         self.vss = [v for v in objects.virtual_services
                     if v.applies_to_mesh and exported(v.export_to, v.namespace, proxy.namespace)]
-        self.pods_by_ip = {ip: p for p in objects.pods if p.kind == "Pod" for ip in p.ips}
+        self.pods_by_ip = cache.pods_by_ip
         self.services = self.visible_services()
         self.aliases: dict[str, list[MeshService]] = {}
         for s in self.services:
@@ -394,8 +473,16 @@ class _Builder:
         """The registry's services this proxy sees: auto VIPs added once, then the namespace's view
         (``netsim.registry.visible``: exportTo, one definition per hostname by release), then the Sidecar's
         egress hosts; each with the endpoints Envoy gets (:func:`envoy_endpoints`)."""
-        seen = visible(self.auto_allocated(self.o.services), self.proxy.namespace, host_rule(self.profile.version))
-        self.hidden = seen.hidden
+        allocated = self.auto_allocated(self.o.services)
+        key = (id(allocated), self.proxy.namespace, id(self.sidecar))
+        found = self.cache.visible.get(key)
+        if found is None:
+            found = self.cache.visible[key] = self._visible_services(allocated)
+        self.hidden = found[1]
+        return found[0]
+
+    def _visible_services(self, allocated: Sequence[MeshService]) -> tuple[list[MeshService], tuple[Hidden, ...]]:
+        seen = visible(allocated, self.proxy.namespace, host_rule(self.profile.version))
         out = []
         egress = self.sidecar.egress if self.sidecar is not None else ()
         catch_all_hosts = next((e.hosts for e in egress if e.port is None), None) if egress else None
@@ -405,13 +492,23 @@ class _Builder:
                 continue
             if egress and catch_all_hosts is None and not any(self.egress_allows(e.hosts, s) for e in egress):
                 continue
-            if s.kind == "Service" and s.external_name and self.profile.externalname_alias:
-                s = replace(s, resolution=Resolution.ALIAS)
-            eps = envoy_endpoints(s)
-            if len(eps) != len(s.endpoints):
-                s = replace(s, endpoints=eps)
-            out.append(s)
-        return out
+            out.append(self.envoy_service(s))
+        return self.cache.intern(out), seen.hidden
+
+    def envoy_service(self, s: MeshService) -> MeshService:
+        """``s`` as Envoy gets it: an ExternalName Service as an alias (when the release makes one), and only
+        the endpoints Envoy load-balances to (:func:`envoy_endpoints`); once per service."""
+        found = self.cache.envoy.get(id(s))
+        if found is not None:
+            return found[1]
+        orig = s
+        if s.kind == "Service" and s.external_name and self.profile.externalname_alias:
+            s = replace(s, resolution=Resolution.ALIAS)
+        eps = envoy_endpoints(s)
+        if len(eps) != len(s.endpoints):
+            s = replace(s, endpoints=eps)
+        self.cache.envoy[id(orig)] = (orig, s)
+        return s
 
     def egress_allows(self, hosts: Iterable[str], s: MeshService) -> bool:
         for h in hosts:
@@ -444,7 +541,14 @@ class _Builder:
                           dns_auto_allocate=self.proxy.dns_auto_allocate)
         if not consumes_auto_vips(dproxy, flags):
             return services
-        return auto_allocate(services, gen, istio_version=version, enabled=flags.ip_autoallocate)
+        if services is not self.o.services:
+            return auto_allocate(services, gen, istio_version=version, enabled=flags.ip_autoallocate)
+        key = (gen, flags)
+        found = self.cache.auto_allocated.get(key)
+        if found is None:
+            found = self.cache.auto_allocated[key] = auto_allocate(services, gen, istio_version=version,
+                                                                   enabled=flags.ip_autoallocate)
+        return found
 
     # -- helpers -------------------------------------------------------------------------------
     def namespace_peer_mode(self, namespace: str) -> tuple[str, str]:
@@ -516,6 +620,37 @@ class _Builder:
                 return out
         out.append(FilterChain(cidrs=cidrs, cluster=default_cluster, origin=s.ref))
         return out
+
+    def outbound_listeners(self) -> tuple[dict[tuple[str, int], Listener], dict[int, Listener], tuple[str, ...],
+                                          frozenset[str]]:
+        """The outbound listeners by (address, port) and wildcard ones by port, the conflicts met building
+        them, and the route configuration names they use. Keyed by everything they read: the services
+        seen, the Sidecar (egress, policy), the VirtualServices seen, the proxy's namespace when the
+        Sidecar's egress names ``.``, and its IP only where a listener depends on it (a headless
+        service's endpoint, the 1.3-1.5 pod-IP BlackHole chain)."""
+        sc = self.sidecar
+        if self.profile.pod_ip_blackhole:
+            ips: Any = self.proxy.ips
+        else:
+            ips = self.proxy.ip if self.proxy.ip in self.cache.endpoint_ips else None
+        key = (id(self.services), id(sc), self.proxy.namespace if sc is not None and sc.egress else None,
+               tuple(map(id, self.vss)), ips)
+        found = self.cache.outbound.get(key)
+        if found is None:
+            lmap = self.build_outbound()
+            exact: dict[tuple[str, int], Listener] = {}
+            wildcard: dict[int, Listener] = {}
+            for (bind, port), entry in lmap.items():
+                ln = self.finalize(entry)
+                if bind == WILDCARD:
+                    wildcard[port] = ln
+                else:
+                    exact[(bind, port)] = ln
+            names = frozenset(c.rds for ln in (*exact.values(), *wildcard.values())
+                              for c in (*ln.chains, *((ln.default_chain,) if ln.default_chain else ()))
+                              if c.rds is not None)
+            found = self.cache.outbound[key] = (exact, wildcard, tuple(c for c in self.conflicts if c), names)
+        return found
 
     def build_outbound(self) -> dict[tuple[str, int], _Entry]:
         lmap: dict[tuple[str, int], _Entry] = {}
@@ -739,12 +874,21 @@ class _Builder:
         return RouteConfig(name=name, vhosts=(*vhosts, catch), exact=MappingProxyType(exact),
                            suffixes=tuple(suffixes), prefixes=tuple(prefixes), catch_all=catch)
 
-    def build_routes(self, listeners: Iterable[Listener]) -> Mapping[str, RouteConfig]:
-        names: set[str] = set()
-        for ln in listeners:
-            for c in (*ln.chains, *((ln.default_chain,) if ln.default_chain else ())):
-                if c.rds is not None:
-                    names.add(c.rds)
+    def build_routes(self, names: Iterable[str]) -> Mapping[str, RouteConfig]:
+        """The route configurations ``names`` (the RDS names of the outbound listeners), built when read."""
+        found = self.cache.route_inputs.get(id(self.services))
+        if found is None:
+            found = self.cache.route_inputs[id(self.services)] = self._route_inputs()
+        by_port, by_host = found
+
+        def make(n: str) -> RouteConfig:
+            return self.route_config(n, by_port.get(int(n), []) if n.isdigit() else [by_host[n]])
+
+        return _LazyRoutes(sorted(n for n in names if n.isdigit() or n in by_host), make)
+
+    def _route_inputs(self) -> tuple[dict[int, list[tuple[MeshService, ServicePort]]],
+                                     dict[str, tuple[MeshService, ServicePort]]]:
+        """The HTTP (and sniffed) service ports of this view by port and by ``host:port``."""
         by_port: dict[int, list[tuple[MeshService, ServicePort]]] = {}
         by_host: dict[str, tuple[MeshService, ServicePort]] = {}
         for s in self.services:
@@ -755,10 +899,7 @@ class _Builder:
                 if cls in (_Class.HTTP, _Class.AUTO):
                     by_port.setdefault(sp.port, []).append((s, sp))
                     by_host.setdefault(f"{s.hostname}:{sp.port}", (s, sp))
-        def make(n: str) -> RouteConfig:
-            return self.route_config(n, by_port.get(int(n), []) if n.isdigit() else [by_host[n]])
-
-        return _LazyRoutes(sorted(n for n in names if n.isdigit() or n in by_host), make)
+        return by_port, by_host
 
     # -- clusters ------------------------------------------------------------------------------
     def upstream_tls(self, s: MeshService, sp: ServicePort, subset: str, dr: DestinationRule | None,
@@ -802,38 +943,60 @@ class _Builder:
                         "plaintext to the rest")
 
     def build_clusters(self) -> dict[str, Cluster]:
+        """The outbound clusters (a new dict: the inbound ones are added to it). The DestinationRule of each
+        service is chosen for this proxy; the clusters of the same services under the same rules are
+        the same values whichever proxy asks (:class:`ViewCache`)."""
+        services = [s for s in self.services if s.resolution is not Resolution.ALIAS]
+        candidates = self.cache.dr_candidates
+        drs = [_pick_destination_rule(found, self.proxy, self._labels, self.root, s)
+               if (found := candidates(s.hostname)) else None for s in services]
+        key = (id(self.services), tuple(map(id, drs)))
+        out = self.cache.clusters.get(key)
+        if out is None:
+            out = {}
+            for s, dr in zip(services, drs, strict=True):
+                for name, cluster in self.service_clusters(s, dr):
+                    if name not in out:
+                        out[name] = cluster
+            for name, ctype in ((BLACKHOLE, "STATIC"), (PASSTHROUGH, "ORIGINAL_DST"),
+                                (INBOUND_PASSTHROUGH, "ORIGINAL_DST")):
+                out[name] = Cluster(name=name, type=ctype, direction="",
+                                    tls="none" if name == BLACKHOLE else "plaintext")
+            self.cache.clusters[key] = out
+        return dict(out)
+
+    def service_clusters(self, s: MeshService, dr: DestinationRule | None) -> list[tuple[str, Cluster]]:
+        """The clusters of ``s`` under ``dr`` (a port and each subset), each name once; once per pair."""
+        found = self.cache.service_clusters.get((id(s), id(dr)))
+        if found is not None:
+            return found[1]
         out: dict[str, Cluster] = {}
-        for s in self.services:
-            if s.resolution is Resolution.ALIAS:
+        ctype = {Resolution.CLIENT_SIDE_LB: "EDS", Resolution.DNS_LB: "STRICT_DNS",
+                 Resolution.DNS_ROUND_ROBIN_LB: "LOGICAL_DNS", Resolution.PASSTHROUGH: "ORIGINAL_DST",
+                 Resolution.DYNAMIC_DNS: "DYNAMIC_FORWARD_PROXY"}[s.resolution]
+        if dr is not None and dr.tls.passthrough_lb:
+            ctype = "ORIGINAL_DST"
+        for sp in s.ports:
+            if sp.protocol is Protocol.UDP:
                 continue
-            dr = destination_rule_for(self.o, self.proxy, self.root, s)
-            ctype = {Resolution.CLIENT_SIDE_LB: "EDS", Resolution.DNS_LB: "STRICT_DNS",
-                     Resolution.DNS_ROUND_ROBIN_LB: "LOGICAL_DNS", Resolution.PASSTHROUGH: "ORIGINAL_DST",
-                     Resolution.DYNAMIC_DNS: "DYNAMIC_FORWARD_PROXY"}[s.resolution]
-            if dr is not None and dr.tls.passthrough_lb:
-                ctype = "ORIGINAL_DST"
-            for sp in s.ports:
-                if sp.protocol is Protocol.UDP:
+            for subset in ("", *(x.name for x in (dr.subsets if dr else ()))):
+                name = self.cluster_name(sp.port, subset, s.hostname)
+                if name in out:
                     continue
-                for subset in ("", *(x.name for x in (dr.subsets if dr else ()))):
-                    name = self.cluster_name(sp.port, subset, s.hostname)
-                    if name in out:
-                        continue
-                    tls, why = self.upstream_tls(s, sp, subset, dr, ctype)
-                    target = ""
-                    if ctype in ("STRICT_DNS", "LOGICAL_DNS"):
-                        target = f"{s.external_name or s.hostname}:{sp.port}"
-                    eps = s.endpoints
-                    if subset and dr is not None:
-                        sub = next(x for x in dr.subsets if x.name == subset)
-                        eps = tuple(e for e in eps if all(dict(e.labels).get(k) == v for k, v in sub.labels))
-                    out[name] = Cluster(name=name, type=ctype, fqdn=s.hostname, port=sp.port, subset=subset,
-                                        destination_rule=f"{dr.name}.{dr.namespace}" if dr else "", tls=tls,
-                                        tls_reason=why, endpoints=eps, target=target, service=s, service_port=sp)
-        for name, ctype in ((BLACKHOLE, "STATIC"), (PASSTHROUGH, "ORIGINAL_DST"),
-                            (INBOUND_PASSTHROUGH, "ORIGINAL_DST")):
-            out[name] = Cluster(name=name, type=ctype, direction="", tls="none" if name == BLACKHOLE else "plaintext")
-        return out
+                tls, why = self.upstream_tls(s, sp, subset, dr, ctype)
+                target = ""
+                if ctype in ("STRICT_DNS", "LOGICAL_DNS"):
+                    target = f"{s.external_name or s.hostname}:{sp.port}"
+                eps = s.endpoints
+                if subset and dr is not None:
+                    sub = next(x for x in dr.subsets if x.name == subset)
+                    eps = tuple(e for e in eps if all(dict(e.labels).get(k) == v for k, v in sub.labels))
+                out[name] = Cluster(name=name, type=ctype, fqdn=s.hostname, port=sp.port, subset=subset,
+                                    destination_rule=f"{dr.name}.{dr.namespace}" if dr else "", tls=tls,
+                                    tls_reason=why, endpoints=eps, target=target, service=s, service_port=sp)
+        made = list(out.items())
+        self.cache.service_clusters[(id(s), id(dr))] = ((s, dr), made)
+        return made
 
     # -- inbound -------------------------------------------------------------------------------
     def inbound_ports(self) -> list[tuple[int, ServicePort, MeshService]]:
@@ -950,31 +1113,25 @@ class _Builder:
                         origins=tuple(dict.fromkeys(s.ref for _, _, s in declared))), exact
 
 
-def build_index(objects: MeshObjects, proxy: Proxy, profile: MeshProfile, mesh: MeshConfig) -> ProxyIndex:
+def build_index(objects: MeshObjects, proxy: Proxy, profile: MeshProfile, mesh: MeshConfig, *,
+                cache: ViewCache | None = None) -> ProxyIndex:
     """Build the Envoy config istiod would send ``proxy`` under ``profile``, indexed for :func:`hop`.
 
     Pure and deterministic; cost is linear in services × ports (+ endpoints of headless services).
+    ``cache``: shared with other proxies' builds over the same objects, profile and mesh config (the
+    result is the same; what they share is computed once).
     """
-    b = _Builder(objects, proxy, profile, mesh)
-    lmap = b.build_outbound()
-    exact: dict[tuple[str, int], Listener] = {}
-    wildcard: dict[int, Listener] = {}
-    for (bind, port), entry in lmap.items():
-        ln = b.finalize(entry)
-        if bind == WILDCARD:
-            wildcard[port] = ln
-        else:
-            exact[(bind, port)] = ln
+    b = _Builder(objects, proxy, profile, mesh, cache)
+    exact, wildcard, conflicts, rds = b.outbound_listeners()
     clusters = b.build_clusters()
     vin, inbound_exact = b.build_inbound(clusters)
-    routes = b.build_routes([*exact.values(), *wildcard.values()])
+    routes = b.build_routes(rds)
     return ProxyIndex(proxy=proxy, profile=profile, mesh=mesh, policy=b.policy, policy_origin=b.policy_origin,
                       auto_mtls=b.auto_mtls, exact=MappingProxyType(exact), wildcard=MappingProxyType(wildcard),
                       virtual_outbound=b.virtual_outbound(), virtual_inbound=vin,
                       inbound_exact=MappingProxyType(inbound_exact), routes=routes,
                       clusters=MappingProxyType(clusters), objects=objects,
-                      pods_by_ip=MappingProxyType(b.pods_by_ip), conflicts=tuple(c for c in b.conflicts if c),
-                      errors=tuple(b.errors), hidden=b.hidden)
+                      pods_by_ip=b.pods_by_ip, conflicts=conflicts, errors=tuple(b.errors), hidden=b.hidden)
 
 
 __all__ = [
@@ -990,6 +1147,7 @@ __all__ = [
     "ProxyIndex",
     "Route",
     "RouteConfig",
+    "ViewCache",
     "VirtualHost",
     "build_index",
     "destination_rule_for",

@@ -164,6 +164,7 @@ class _MeshFacts:
     workloads: tuple[PodInfo, ...]  # controllers without an owner among the objects, and bare Pods
     used_ports: Mapping[int, str]  # a port the app of some workload serves → which workload (the first)
     without_sidecar: tuple[PodInfo, ...]  # workloads without a sidecar
+    without_sidecar_keys: frozenset[tuple[str, str, str]]  # their (namespace, kind, name)
     services_by_ns: Mapping[str, tuple[MeshService, ...]]
     se_by_endpoint: Mapping[str, tuple[MeshService, ...]]
     position: Mapping[int, int]  # id(service) → its place in push-context order
@@ -221,8 +222,9 @@ def mesh_facts(objects: Any) -> _MeshFacts:
         if s.kind == "ServiceEntry":
             for e in s.endpoints:
                 by_ep.setdefault(e.address, []).append(s)
-    facts = _MeshFacts(owners=owners, workloads=workloads, used_ports=used,
-                       without_sidecar=tuple(p for p in workloads if not p.sidecar),
+    without = tuple(p for p in workloads if not p.sidecar)
+    facts = _MeshFacts(owners=owners, workloads=workloads, used_ports=used, without_sidecar=without,
+                       without_sidecar_keys=frozenset((p.namespace, p.kind, p.name) for p in without),
                        services_by_ns={k: tuple(v) for k, v in by_ns.items()},
                        se_by_endpoint={k: tuple(v) for k, v in by_ep.items()},
                        position={id(s): i for i, s in enumerate(objects.services)},
@@ -313,8 +315,14 @@ def _selecting_services(index: ProxyIndex, pod: PodInfo) -> list[MeshService]:
     return sorted(found.values(), key=lambda s: facts.position[id(s)]) if len(found) > 1 else list(found.values())
 
 
+_LAST_DECLARED: list[tuple[Any, PodInfo, dict[int, str]]] = []
+
+
 def _declared_ports(index: ProxyIndex, pod: PodInfo) -> dict[int, str]:
-    """The workload's TCP ports that a Service (or ServiceEntry) selecting it declares → which port declares them."""
+    """The workload's TCP ports that a Service (or ServiceEntry) selecting it declares → which port declares
+    them (not to be changed: the last pod's answer is kept for the other checks that ask)."""
+    if _LAST_DECLARED and _LAST_DECLARED[0][0] is index.objects and _LAST_DECLARED[0][1] is pod:
+        return _LAST_DECLARED[0][2]
     out: dict[int, str] = {}
     for s in _selecting_services(index, pod):
         for sp in s.ports:
@@ -323,12 +331,13 @@ def _declared_ports(index: ProxyIndex, pod: PodInfo) -> dict[int, str]:
             tp = resolve_target_port(sp, pod)
             if tp is not None and tp not in SIDECAR_PORTS:
                 out.setdefault(tp, f"{s.ref} port {sp.name or sp.port} ({sp.port} → {tp})")
+    _LAST_DECLARED[:] = [(index.objects, pod, out)]
     return out
 
 
 def _inbound_ports(index: ProxyIndex, pod: PodInfo) -> dict[int, str]:
     """Ports the workload serves → what declares them."""
-    out = _declared_ports(index, pod)
+    out = dict(_declared_ports(index, pod))
     for port in app_ports(pod):
         out.setdefault(port, f"{pod.ref} containerPort {port}")
     return out
@@ -525,16 +534,19 @@ def check_strict_callers(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
             where = w
     if not strict:
         return []
-    # workloads without a sidecar anywhere in the mesh: a controller's pods once, under it
-    callers = [p for p in mesh_facts(index.objects).without_sidecar
-               if (p.namespace, p.kind, p.name) != (pod.namespace, pod.kind, pod.name)]
-    if not callers:
+    # workloads without a sidecar anywhere in the mesh: a controller's pods once, under it (the first six
+    # are enough for the message and the evidence; the count comes from the set of their keys)
+    facts = mesh_facts(index.objects)
+    me = (pod.namespace, pod.kind, pod.name)
+    count = len(facts.without_sidecar) - (me in facts.without_sidecar_keys)
+    if not count:
         return []
+    callers = [p for p in facts.without_sidecar[:6] if (p.namespace, p.kind, p.name) != me]
     return [_Draft(
         name="strict-mtls-callers-without-sidecar", severity="warning",
         message=(f"{pod.ref} requires mTLS ({where}) on "
                  f"{'port(s) ' + ', '.join(str(p) for p in strict if p) if any(strict) else 'every port'}; "
-                 f"{len(callers)} pod(s) without a sidecar cannot call it (connection reset / 503 UC): "
+                 f"{count} pod(s) without a sidecar cannot call it (connection reset / 503 UC): "
                  f"{', '.join(c.ref for c in callers[:3])}"),
         evidence=(where, *(f"{c.ref}: {c.sidecar_why}" for c in callers[:5])),
         fix="inject the callers, or set PERMISSIVE for these ports (PeerAuthentication portLevelMtls)")]
@@ -738,17 +750,32 @@ def check_host_in_two_namespaces(index: ProxyIndex, pod: PodInfo) -> list[_Draft
 
 
 def _hosts_in_two_namespaces(index: ProxyIndex) -> list[tuple[str, list[MeshService]]]:
+    """The hostnames defined in two namespaces (one definition at least a ServiceEntry) among the services
+    exported to the proxy's namespace, with those definitions, in the order first met."""
     ns = index.proxy.namespace
-    by_host: dict[str, dict[tuple[str, str, str], MeshService]] = {}
-    for s in index.objects.services:
-        if exported(s.export_to, s.namespace, ns):
-            by_host.setdefault(s.hostname, {}).setdefault((s.kind, s.namespace, s.name), s)
-    out = []
-    for host, defs in by_host.items():
+    found = []
+    for services in _per_objects("shared-hosts", index.objects, lambda: _shared_hosts(index.objects.services)):
+        defs: dict[tuple[str, str, str], MeshService] = {}
+        first = -1
+        for i, s in services:
+            if exported(s.export_to, s.namespace, ns):
+                defs.setdefault((s.kind, s.namespace, s.name), s)
+                first = i if first < 0 else first
         svcs = list(defs.values())
         if len({s.namespace for s in svcs}) >= 2 and any(s.kind == "ServiceEntry" for s in svcs):
-            out.append((host, svcs))
-    return out
+            found.append((first, svcs[0].hostname, svcs))
+    found.sort(key=lambda t: t[0])
+    return [(host, svcs) for _first, host, svcs in found]
+
+
+def _shared_hosts(services: Iterable[MeshService]) -> list[list[tuple[int, MeshService]]]:
+    """The services (with their place in push-context order) of each hostname that has definitions in two
+    namespaces and a ServiceEntry among them: what :func:`_hosts_in_two_namespaces` narrows by exportTo."""
+    by_host: dict[str, list[tuple[int, MeshService]]] = {}
+    for i, s in enumerate(services):
+        by_host.setdefault(s.hostname, []).append((i, s))
+    return [group for group in by_host.values()
+            if len({s.namespace for _, s in group}) >= 2 and any(s.kind == "ServiceEntry" for _, s in group)]
 
 
 def check_clusters_without_endpoints(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
