@@ -177,8 +177,11 @@ def _view_key(objects: MeshObjects, mesh: MeshConfig, proxy: Any, special: froze
 
 def check_objects(objects: MeshObjects, loaded: tuple[K8sObject, ...], *, mesh: MeshConfig | None = None,
                   profile: MeshProfile | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> CheckReport:
-    """Every workload of ``objects`` (read from ``loaded``) diagnosed; findings in file and line order."""
+                  progress: Callable[[int, int], None] | None = None, fresh_views: bool = False) -> CheckReport:
+    """Every workload of ``objects`` (read from ``loaded``) diagnosed; findings in file and line order.
+
+    ``fresh_views``: build each workload's view from scratch, shared with no other workload and through no
+    :class:`~netsim.mesh.build.ViewCache` (slow; what the shared views are tested against)."""
     profile = profile or mesh_profile(None)
     mesh = mesh if mesh is not None else _mesh_config(loaded)
     lines = _Lines(loaded)
@@ -192,10 +195,10 @@ def check_objects(objects: MeshObjects, loaded: tuple[K8sObject, ...], *, mesh: 
     for i, pod in enumerate(workloads, 1):
         proxy = make_proxy(objects, mesh, ips=pod.ips or (PLACEHOLDER_IP,), namespace=pod.namespace,
                            labels=pod.labels, pod=pod)
-        key = _view_key(objects, mesh, proxy, special, headless_ips, profile)
+        key = (i,) if fresh_views else _view_key(objects, mesh, proxy, special, headless_ips, profile)
         base = views.get(key)
         if base is None:
-            base = views[key] = build_index(objects, proxy, profile, mesh, cache=cache)
+            base = views[key] = build_index(objects, proxy, profile, mesh, cache=None if fresh_views else cache)
         index = base if base.proxy == proxy else replace(base, proxy=proxy)
         findings += _located(diagnose(index, pod).findings, pod, lines)
         if progress is not None:
