@@ -386,13 +386,13 @@ def fast_documents(text: str, docs: list[Document] | None = None) -> list[Any] |
     return out if all(v is None or _json_depth_ok(v) for v in out) else None
 
 
-def list_item_lines(text: str, first_line: int, count: int) -> tuple[int, ...]:
-    """The line where each of the ``count`` items of the ``List`` document ``text`` (starting at line
-    ``first_line``) starts. The items of a block sequence under a top-level ``items:`` key (``kubectl -o
-    yaml``) or of a pretty-printed JSON ``"items": [`` (``kubectl -o json``) are found from their
-    indentation when exactly ``count`` of them are; otherwise PyYAML composes the document (slower, exact).
-    () when it cannot be read."""
-    found = _item_starts(text, count)
+def list_item_lines(text: str, first_line: int, count: int | None = None) -> tuple[int, ...]:
+    """The line where each item of the ``List`` document ``text`` (starting at line ``first_line``) starts:
+    the one finder of item lines. With ``count`` (the items read), the items of a block sequence under a
+    top-level ``items:`` key (``kubectl -o yaml``) or of a pretty-printed JSON ``"items": [`` (``kubectl -o
+    json``) are found from their indentation when exactly ``count`` of them are; otherwise (and without
+    ``count``) PyYAML composes the document (slower, exact). () when it cannot be read."""
+    found = _item_starts(text, count) if count is not None else None
     if found is None:
         found = _composed_item_starts(text)
     return tuple(first_line + n for n in found)
@@ -453,6 +453,18 @@ def is_list_kind(raw: Any) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """Where an object was read, as data (what every message's ``file: document N [item M]: Kind ns/name``
+    text says, and the line): a finding or an error about the object is placed by it, not by its text."""
+
+    source: str  # the file (as displayed), or "-" for standard input
+    document: int  # 1-based index of the YAML document in ``source``
+    item: int | None  # 1-based index inside a ``List``, if it came from one
+    line: int | None  # the line where its document (or its item of a ``List``) starts; None: not known
+    object: str  # "Kind namespace/name"
+
+
+@dataclass(frozen=True, slots=True)
 class K8sObject:
     """One object as read, with its origin. ``body`` is the parsed mapping, unchanged."""
 
@@ -476,6 +488,12 @@ class K8sObject:
         meta = self.body.get("metadata") or {}
         labels = meta.get("labels") if isinstance(meta, Mapping) else None
         return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else {}
+
+    @property
+    def origin(self) -> Origin:
+        """Where the object was read (:class:`Origin`)."""
+        return Origin(source=self.source, document=self.document, item=self.item, line=self.line,
+                      object=f"{self.kind} {self.namespace}/{self.name}")
 
     def where(self) -> str:
         """``file: document 2: ServiceEntry ns/name`` (``item 3`` added inside a List)."""
@@ -654,8 +672,7 @@ def _item_lines(source: str, doc: int) -> tuple[int, ...]:
         return ()
     if d is None:
         return ()
-    found = _composed_item_starts(d.text)
-    return tuple(d.first_line + n for n in found)
+    return list_item_lines(d.text, d.first_line)
 
 
 _DOC_WHERE = re.compile(r"^(?P<src>.+?): document (?P<doc>\d+)(?P<rest>(?: item (?P<item>\d+))?(?::.*)?)$")
@@ -706,6 +723,7 @@ __all__ = [
     "Document",
     "K8sObject",
     "LoadResult",
+    "Origin",
     "YAMLSyntaxError",
     "expand_paths",
     "fast_documents",

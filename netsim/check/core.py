@@ -23,7 +23,6 @@ construction, finding for finding.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,14 +31,13 @@ from typing import Any
 from netsim.errors import ConfigError
 from netsim.k8s import K8sObject
 from netsim.mesh.build import ProxyIndex, ViewCache, build_index, host_matches, sidecar_for
-from netsim.mesh.diagnose import Evidence, Finding, diagnose, mesh_facts
+from netsim.mesh.diagnose import Finding, diagnose, mesh_facts
 from netsim.mesh.model import MeshConfig, MeshObjects, PodInfo, selects
 from netsim.mesh.objects import parse_mesh_config
 from netsim.mesh.proxy import PLACEHOLDER_IP, make_proxy
 from netsim.mesh.versions import MeshProfile, mesh_profile
 
 SEVERITIES = ("info", "warning", "error")  # in increasing order: --fail-on's levels
-_WHERE = re.compile(r"^(?P<file>.+?): document (?P<doc>\d+)(?: item (?P<item>\d+))?(?::|$)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,28 +107,6 @@ def _mesh_config(loaded: Iterable[K8sObject], root: str = "istio-system") -> Mes
     return parse_mesh_config(found.body, found.where())
 
 
-class _Lines:
-    """``file: document N [item M]`` → the line the object starts at, from the objects read."""
-
-    def __init__(self, loaded: Iterable[K8sObject]) -> None:
-        self.lines: dict[tuple[str, int, int | None], int | None] = {
-            (o.source, o.document, o.item): o.line for o in loaded}
-
-    def of(self, file: str | None, document: int | None, item: int | None) -> int | None:
-        if file is None or document is None:
-            return None
-        return self.lines.get((file, document, item))
-
-    def where(self, where: str) -> tuple[str | None, int | None]:
-        m = _WHERE.match(where)
-        if m is None:
-            return None, None
-        return m["file"], self.of(m["file"], int(m["doc"]), int(m["item"]) if m["item"] else None)
-
-    def evidence(self, e: Evidence) -> Located:
-        return Located(what=e.what, file=e.file, line=self.of(e.file, e.document, e.item))
-
-
 def _special_namespaces(objects: MeshObjects, root: str) -> frozenset[str]:
     """The namespaces whose proxies may see another outbound config than a proxy of any other namespace:
     the root namespace; those holding a Sidecar, or a DestinationRule whose hosts a DestinationRule of
@@ -184,7 +160,6 @@ def check_objects(objects: MeshObjects, loaded: tuple[K8sObject, ...], *, mesh: 
     :class:`~netsim.mesh.build.ViewCache` (slow; what the shared views are tested against)."""
     profile = profile or mesh_profile(None)
     mesh = mesh if mesh is not None else _mesh_config(loaded)
-    lines = _Lines(loaded)
     workloads = mesh_facts(objects).workloads
     views: dict[tuple[Any, ...], ProxyIndex] = {}
     findings: list[CheckFinding] = []
@@ -200,25 +175,23 @@ def check_objects(objects: MeshObjects, loaded: tuple[K8sObject, ...], *, mesh: 
         if base is None:
             base = views[key] = build_index(objects, proxy, profile, mesh, cache=None if fresh_views else cache)
         index = base if base.proxy == proxy else replace(base, proxy=proxy)
-        findings += _located(diagnose(index, pod).findings, pod, lines)
+        findings += _located(diagnose(index, pod).findings, pod)
         if progress is not None:
             progress(i, len(workloads))
     findings.sort(key=lambda f: (f.file or "", f.line or 0, f.workload, f.check))
     return CheckReport(workloads=len(workloads), istio=profile.label, findings=tuple(findings), views=len(views))
 
 
-def _located(found: Iterable[Finding], pod: PodInfo, lines: _Lines) -> list[CheckFinding]:
-    file, line = lines.where(pod.where)
-    out: list[CheckFinding] = []
-    seen: set[tuple[str, str]] = set()
-    for f in found:
-        if (f.check, f.message) in seen:
-            continue
-        seen.add((f.check, f.message))
-        out.append(CheckFinding(check=f.check, name=f.name, severity=f.severity, workload=pod.ref, file=file,
-                                line=line, message=f.message, evidence=tuple(lines.evidence(e) for e in f.evidence),
-                                fix=f.fix))
-    return out
+def _located(found: Iterable[Finding], pod: PodInfo) -> list[CheckFinding]:
+    """``pod``'s findings at the line where its manifest starts, and each piece of evidence at its object's
+    (both from the :class:`~netsim.k8s.Origin` the objects were read with). Every finding diagnose reports
+    is kept: two alike but for their evidence are two findings."""
+    origin = pod.origin
+    file, line = (origin.source, origin.line) if origin is not None else (None, None)
+    return [CheckFinding(check=f.check, name=f.name, severity=f.severity, workload=pod.ref, file=file, line=line,
+                         message=f.message, evidence=tuple(Located(what=e.what, file=e.file, line=e.line)
+                                                           for e in f.evidence), fix=f.fix)
+            for f in found]
 
 
 def check_paths(paths: Iterable[str | Path], *, istio_version: str | None = None,

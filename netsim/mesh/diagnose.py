@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from netsim.istio_service import exported
-from netsim.k8s import POD_TEMPLATE_PATHS
+from netsim.k8s import POD_TEMPLATE_PATHS, Origin
 from netsim.mesh.build import BLACKHOLE, INBOUND_PASSTHROUGH, PASSTHROUGH, ProxyIndex, peer_mode, resolve_target_port
 from netsim.mesh.hop import capture_resolution, hop, no_endpoints_note, port_captured
 from netsim.mesh.model import (
@@ -90,18 +90,23 @@ SUMMARIES: dict[str, str] = {
     "cluster-without-endpoints": "an EDS cluster without an endpoint among the objects read",
     "sidecar-capture-setting-in-ambient": "a pod enrolled in ambient carries a sidecar capture setting it ignores",
 }
-_WHERE = re.compile(r"^(?P<file>.+?): document (?P<doc>\d+)(?: item (?P<item>\d+))?(?:: (?P<what>.*))?$", re.S)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Evidence:
-    """One object, rule or listener a finding rests on, and the file and document it came from (None for
-    what netsim derived: a listener, an iptables argument)."""
+    """One object, rule or listener a finding rests on, and the file, document and line it came from (None
+    for what netsim derived: a listener, an iptables argument), taken from the object's
+    :class:`~netsim.k8s.Origin`."""
 
     what: str
     file: str | None = None
     document: int | None = None
     item: int | None = None  # the item of a ``List`` document
+    line: int | None = None  # the line where the object's document (or its item) starts
+
+    @classmethod
+    def at(cls, origin: Origin, what: str) -> Evidence:
+        return cls(what=what, file=origin.source, document=origin.document, item=origin.item, line=origin.line)
 
     def to_json(self) -> dict[str, Any]:
         return {"what": self.what, "file": self.file, "document": self.document}
@@ -126,13 +131,23 @@ class Finding:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Draft:
-    """A finding as a check writes it: evidence as text, located by :func:`diagnose`."""
+    """A finding as a check writes it: evidence about an object read as :class:`Evidence` (:func:`_at`), the
+    rest as text, located by :func:`diagnose` from the first object it names."""
 
     name: str
     severity: str
     message: str
-    evidence: tuple[str, ...]
+    evidence: tuple[str | Evidence, ...]
     fix: str
+
+
+def _at(obj: Any, detail: str = "") -> str | Evidence:
+    """Evidence that is ``obj`` itself (a pod, a service, ...), or ``detail`` of it, located by the
+    :class:`~netsim.k8s.Origin` it was read with; its ``where`` text when it was not read from a file."""
+    origin: Origin | None = obj.origin
+    if origin is None:
+        return f"{obj.where}{detail}"
+    return Evidence.at(origin, f"{origin.object}{detail}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -272,33 +287,29 @@ _REF = re.compile(r"(?P<kind>[A-Z][A-Za-z]+) (?P<name>(?:\(mesh\)|[a-z0-9][a-z0-
 
 
 def _locator(index: ProxyIndex) -> Any:
-    """Text evidence → :class:`Evidence`: a ``file: document N: ...`` location is split; text that names an
-    object (``Service shop/web port http``, ``listener 0.0.0.0_80 (from Service app/x)``) gets the file and
-    document of the first object it names."""
-    refs: dict[str, str] = {}
+    """Evidence → :class:`Evidence`: text that names an object read (``Service shop/web port http``,
+    ``listener 0.0.0.0_80 (from Service app/x)``) gets the file, document and line of the first object
+    it names, from its :class:`~netsim.k8s.Origin`."""
+    refs: dict[str, Origin | None] = {}
     o = index.objects
     for s in o.services:
-        refs.setdefault(s.ref, s.where)
-        refs.setdefault(f"{s.kind} {s.namespace}/{s.name}", s.where)
+        refs.setdefault(s.ref, s.origin)
+        refs.setdefault(f"{s.kind} {s.namespace}/{s.name}", s.origin)
     for p in o.pods:
-        refs.setdefault(p.ref, p.where)
+        refs.setdefault(p.ref, p.origin)
     for pa in o.peer_authentications:
-        refs.setdefault(f"{pa.kind} {pa.namespace or '(mesh)'}/{pa.name}", pa.where)
+        refs.setdefault(f"{pa.kind} {pa.namespace or '(mesh)'}/{pa.name}", pa.origin)
 
-    def locate(text: str) -> Evidence:
-        m = _WHERE.match(text)
-        if m is not None:
-            return Evidence(what=m["what"] or text, file=m["file"], document=int(m["doc"]),
-                            item=int(m["item"]) if m["item"] else None)
+    def locate(item: str | Evidence) -> Evidence:
+        if isinstance(item, Evidence):
+            return item
         # the first object the text names ("Service app/app-ext port 80", "listener … (from Service x/y)")
-        for named in _REF.finditer(text):
+        for named in _REF.finditer(item):
             ref = f"{named['kind']} {named['name']}"
-            where = refs.get(ref) or refs.get(ref.rstrip(".-"))
-            w = _WHERE.match(where) if where is not None else None
-            if w is not None:
-                return Evidence(what=text, file=w["file"], document=int(w["doc"]),
-                                item=int(w["item"]) if w["item"] else None)
-        return Evidence(what=text)
+            origin = refs.get(ref) or refs.get(ref.rstrip(".-"))
+            if origin is not None:
+                return Evidence.at(origin, item)
+        return Evidence(what=item)
 
     return locate
 
@@ -367,7 +378,7 @@ def check_inbound_ports(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
                            message=(f"inbound capture misses it: {why}; a client sidecar that "
                                     "sends Istio mTLS (auto mTLS or an ISTIO_MUTUAL DestinationRule) reaches the app "
                                     "with TLS bytes → 503 connection failure, and STRICT mTLS is not enforced"),
-                           evidence=(decl, pod.where), fix=fix))
+                           evidence=(decl, _at(pod)), fix=fix))
     return out
 
 
@@ -383,7 +394,7 @@ def check_workload_annotations(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
                 message=(f"annotation {k}: {v!r} is on the {pod.kind}'s own metadata; the injector reads only the "
                          "pod template's annotations, so it has no effect"
                          + (f" (the template says {template[k]!r})" if k in template else "")),
-                evidence=(f"{pod.where}: metadata.annotations.{k}",),
+                evidence=(_at(pod, f": metadata.annotations.{k}"),),
                 fix=f"move {k} to spec.template.metadata.annotations"))
     return out
 
@@ -447,7 +458,7 @@ def check_wildcard_listeners(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
             message=(f"0.0.0.0_{port} has a match-all TCP chain → {catch.cluster} ({typ}), created by {how}: every "
                      f"connection from this pod to any IP on port {port} without its own ip_{port} listener (pod IPs, "
                      "external IPs) is hijacked to that service"),
-            evidence=(svc.where, *ln.origins, f"listener 0.0.0.0_{port}: {catch.match_text()} → "
+            evidence=(_at(svc), *ln.origins, f"listener 0.0.0.0_{port}: {catch.match_text()} → "
                       f"{catch.destination_text()} (from {svc.ref})", used),
             fix=fix))
     return out
@@ -487,7 +498,7 @@ def _mtls_targets(index: ProxyIndex) -> list[_Draft]:
             name="mtls-to-pod-without-sidecar", severity="error",
             message=(f"{cl.name} ({cl.type}) originates Istio mTLS ({cl.tls_reason}) but "
                      f"{'; '.join(bad[:3])} → the TLS handshake to a plaintext app fails (503 UF,URX)"),
-            evidence=(cl.service.where, *(f"endpoint {b}" for b in bad[:5])),
+            evidence=(_at(cl.service), *(f"endpoint {b}" for b in bad[:5])),
             fix=("set the DestinationRule tls.mode DISABLE for that host, inject the server pods (or capture the "
                  "port)" + (", or upgrade to Istio ≥1.6.6 (no forced mTLS on ORIGINAL_DST clusters)"
                             if index.profile.orig_dst_forced_mtls and cl.type == "ORIGINAL_DST" else ""))))
@@ -514,7 +525,7 @@ def _headless_mixed(index: ProxyIndex) -> list[_Draft]:
                      f"and without ({', '.join(e.address for e in without[:3])}): its ORIGINAL_DST cluster has one "
                      "TLS mode for all of them, so auto mTLS falls back to plaintext (1.10+) or breaks the "
                      "plaintext ones (1.5.0-1.6.5)"),
-            evidence=(s.where, *(f"{e.address}: {e.workload or 'endpoint'} tlsMode={e.tls_mode}"
+            evidence=(_at(s), *(f"{e.address}: {e.workload or 'endpoint'} tlsMode={e.tls_mode}"
                                  for e in s.endpoints[:6])),
             fix="inject every pod behind the service, or split the service; set DestinationRule tls.mode explicitly"))
     return out
@@ -570,7 +581,7 @@ def check_serviceentry_dns(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
             name="serviceentry-host-unresolvable", severity="warning",
             message=(f"{s.ref} has no addresses and {' and '.join(off)}: the app's lookup of {s.hostname} goes to "
                      "kube-dns, which does not know it (NXDOMAIN) unless a real DNS record exists"),
-            evidence=(s.where, proxy.metadata_origin or "proxyMetadata: not set (mesh defaultConfig or pod "
+            evidence=(_at(s), proxy.metadata_origin or "proxyMetadata: not set (mesh defaultConfig or pod "
                                                        "proxy.istio.io/config)"),
             fix=("set proxyMetadata ISTIO_META_DNS_CAPTURE: \"true\" and ISTIO_META_DNS_AUTO_ALLOCATE: \"true\" "
                  "(pod annotation proxy.istio.io/config or mesh defaultConfig), or give the ServiceEntry addresses "
@@ -623,7 +634,7 @@ def check_dns_capture(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
             name="dns-not-captured", severity="error",
             message=("DNS capture is on but istio-iptables redirects no nameserver (it only redirects the "
                      "resolv.conf nameservers without CAPTURE_ALL_DNS): the app's DNS bypasses the agent"),
-            evidence=(pod.where, *(w for w in res.warnings if "DNS" in w or "dns" in w)),
+            evidence=(_at(pod), *(w for w in res.warnings if "DNS" in w or "dns" in w)),
             fix="set proxyMetadata CAPTURE_ALL_DNS: \"true\" (every port-53 query is captured), or give the pod "
                 "a resolv.conf nameserver (dnsPolicy ClusterFirst)"))
         return out
@@ -650,7 +661,7 @@ def check_dns_capture(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
                         message=(f"container {c.get('name')} queries nameserver {ip}, which is not among the "
                                  f"redirected ones ({', '.join(sorted(redirected))}): its DNS bypasses the agent, so "
                                  "ServiceEntry hosts and auto-allocated VIPs do not resolve"),
-                        evidence=(f"{pod.where}: container {c.get('name')}: {t}",
+                        evidence=(_at(pod, f": container {c.get('name')}: {t}"),
                                   f"istio-iptables DNS_SERVERS_V4={','.join(cfg.dns_servers_v4)}"),
                         fix=(f"point the app at {sorted(redirected)[0]} (the pod's resolv.conf), or set proxyMetadata "
                              "CAPTURE_ALL_DNS: \"true\" so every port-53 query is captured")))
@@ -700,7 +711,7 @@ def check_plaintext_to_strict(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
                "PERMISSIVE on the PeerAuthentication")
         probes += [(p.ips[0], port, f"{pod.ref} containerPort {port} (in no Service)", fix)
                    for p in _peers(index, pod)]
-    groups: dict[str, tuple[list[str], list[str], str, set[str]]] = {}
+    groups: dict[str, tuple[list[str], list[str | Evidence], str, set[str]]] = {}
     for ip, port, what, fix in probes[:MAX_HOPS_PER_CHECK]:
         h = _hop_tcp(index, ip, port)
         if h.verdict is not Verdict.RESET or h.cluster is None:
@@ -714,7 +725,7 @@ def check_plaintext_to_strict(index: ProxyIndex, pod: PodInfo) -> list[_Draft]:
                                                         f"{h.filter_chain or h.filter_chain_match} → {h.cluster} "
                                                         f"({h.cluster_type}, upstream {h.upstream_tls})"], fix, set()))
         ips.append(f"{ip}:{port} ({server.ref})")
-        ev.append(server.where)
+        ev.append(_at(server))
         pas.add(pa)
     out = []
     for key, (ips, ev, fix, pas) in groups.items():
@@ -743,7 +754,7 @@ def check_host_in_two_namespaces(index: ProxyIndex, pod: PodInfo) -> list[_Draft
                      f"exported to {ns}: istiod gives this proxy one definition (a Kubernetes Service before a "
                      "ServiceEntry; since 1.24 the proxy's own namespace first; otherwise the oldest), so the "
                      "others' addresses, ports and endpoints are unused here while pods elsewhere may see another"),
-            evidence=tuple(s.where for s in svcs),
+            evidence=tuple(_at(s) for s in svcs),
             fix=("keep one definition per host: exportTo: [\".\"] on the namespace-local ones, or delete the "
                  "duplicate, or give them distinct hosts")))
     return out
@@ -811,7 +822,7 @@ def check_clusters_without_endpoints(index: ProxyIndex, pod: PodInfo) -> list[_D
         seen.add(key)
         out.append(_Draft(
             name="cluster-without-endpoints", severity="warning", message=no_endpoints_note(cl),
-            evidence=(svc.where, f"cluster {cl.name} (EDS)"),
+            evidence=(_at(svc), f"cluster {cl.name} (EDS)"),
             fix=(f"make {svc.kind} {svc.namespace}/{svc.name} select running pods (its selector against the pods' "
                  "labels; kubectl get endpointslices -l kubernetes.io/service-name=" + svc.name + "), or add the "
                  "EndpointSlices / Pods / WorkloadEntries to --config")))

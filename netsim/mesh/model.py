@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from netsim.errors import NetsimError
 from netsim.istio_service import EXPORT_TO_ANNOTATION, Resolution
+from netsim.k8s import Origin
 from netsim.registry.model import (
     TLS_MODE_LABEL,
     UNSPECIFIED,
@@ -96,6 +97,7 @@ class VirtualService:
     tcp: tuple[L4Route, ...] = ()
     tls: tuple[L4Route, ...] = ()
     where: str = ""
+    origin: Origin | None = field(default=None, compare=False)  # where it was read, as data
 
     @property
     def applies_to_mesh(self) -> bool:
@@ -134,6 +136,7 @@ class DestinationRule:
     subsets: tuple[Subset, ...] = ()
     selector: Labels | None = None
     where: str = ""
+    origin: Origin | None = field(default=None, compare=False)  # where it was read, as data
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,6 +150,7 @@ class PeerAuthentication:
     ports: tuple[tuple[int, str], ...] = ()
     kind: str = "PeerAuthentication"
     where: str = ""
+    origin: Origin | None = field(default=None, compare=False)  # where it was read, as data
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,6 +168,7 @@ class Sidecar:
     egress: tuple[EgressListener, ...] = ()
     outbound_policy: str | None = None
     where: str = ""
+    origin: Origin | None = field(default=None, compare=False)  # where it was read, as data
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -146,7 +146,7 @@ class _Converter:
         return VirtualService(name=obj.name, namespace=obj.namespace, hosts=hosts,
                               gateways=_strs(obj, spec.get("gateways"), "spec.gateways"),
                               export_to=_strs(obj, spec.get("exportTo"), "spec.exportTo"), http=tuple(http),
-                              tcp=tuple(l4["tcp"]), tls=tuple(l4["tls"]), where=obj.where())
+                              tcp=tuple(l4["tcp"]), tls=tuple(l4["tls"]), where=obj.where(), origin=obj.origin)
 
     def traffic_tls(self, obj: K8sObject, tp: Any, path: str) -> TrafficTLS:
         tp = _map(obj, tp, path)
@@ -181,7 +181,7 @@ class _Converter:
         return DestinationRule(name=obj.name, namespace=obj.namespace, host=fqdn(host, obj.namespace, self.domain),
                                export_to=_strs(obj, spec.get("exportTo"), "spec.exportTo"),
                                tls=self.traffic_tls(obj, spec.get("trafficPolicy"), "spec.trafficPolicy"),
-                               subsets=tuple(subsets), where=obj.where(),
+                               subsets=tuple(subsets), where=obj.where(), origin=obj.origin,
                                selector=_labels(obj, _map(obj, sel, "spec.workloadSelector").get("matchLabels"),
                                                 "spec.workloadSelector.matchLabels") if sel else None)
 
@@ -197,7 +197,7 @@ class _Converter:
                           self.pa_mode(obj, _map(obj, v, f"spec.portLevelMtls.{k}").get("mode"),
                                        f"spec.portLevelMtls.{k}.mode")))
         return PeerAuthentication(
-            name=obj.name, namespace=obj.namespace, where=obj.where(),
+            name=obj.name, namespace=obj.namespace, where=obj.where(), origin=obj.origin,
             selector=_labels(obj, _map(obj, sel, "spec.selector").get("matchLabels"),
                              "spec.selector.matchLabels") or None if sel else None,
             mode=self.pa_mode(obj, _map(obj, spec.get("mtls"), "spec.mtls").get("mode"), "spec.mtls.mode"),
@@ -217,7 +217,8 @@ class _Converter:
         ns = obj.namespace
         if obj.kind == "MeshPolicy":
             ns = ""  # cluster scoped: the mesh-wide policy
-        return PeerAuthentication(name=obj.name, namespace=ns, mode=mode, kind=obj.kind, where=obj.where())
+        return PeerAuthentication(name=obj.name, namespace=ns, mode=mode, kind=obj.kind, where=obj.where(),
+                                  origin=obj.origin)
 
     def sidecar(self, obj: K8sObject) -> Sidecar:
         spec = _map(obj, obj.body.get("spec"), "spec")
@@ -234,6 +235,7 @@ class _Converter:
         otp = _map(obj, spec.get("outboundTrafficPolicy"), "spec.outboundTrafficPolicy").get("mode")
         sel = spec.get("workloadSelector")
         return Sidecar(name=obj.name, namespace=obj.namespace, egress=tuple(egress), where=obj.where(),
+                       origin=obj.origin,
                        outbound_policy=str(otp).upper() if otp else None,
                        selector=_labels(obj, _map(obj, sel, "spec.workloadSelector").get("labels"),
                                         "spec.workloadSelector.labels") if sel else None)

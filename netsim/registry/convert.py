@@ -225,7 +225,7 @@ class _Converter:
                        annotations=ann, owner_annotations=owner, container_ports=tuple(ports), sidecar=sidecar,
                        sidecar_why=why, ambient=ambient, ambient_why=ambient_why, containers=tuple(names),
                        hostname=str(spec.get("hostname") or ""), subdomain=str(spec.get("subdomain") or ""),
-                       ready=ready, source=obj.source, where=obj.where(), body=obj.body)
+                       ready=ready, source=obj.source, where=obj.where(), origin=obj.origin, body=obj.body)
 
 
     def endpoint(self, ips: tuple[str, ...], workload: str, extra: Labels = (), **kw: Any) -> Endpoint:
@@ -272,7 +272,7 @@ class _Converter:
         base: dict[str, Any] = dict(
             hostname=f"{obj.name}.{obj.namespace}.svc.{self.domain}", namespace=obj.namespace, name=obj.name,
             kind=SERVICE, ports=tuple(ports), creation=obj.created(), export_to=export, selector=selector,
-            object_labels=tuple(obj.labels.items()), where=obj.where(), seq=self.tick())
+            object_labels=tuple(obj.labels.items()), where=obj.where(), origin=obj.origin, seq=self.tick())
         stype = spec.get("type", "ClusterIP")
         if stype == "ExternalName":
             ext = spec.get("externalName")
@@ -399,7 +399,8 @@ class _Converter:
             namespace=obj.namespace, name=obj.name, kind=SERVICE_ENTRY, resolution=resolution, ports=tuple(ports),
             endpoints=tuple(eps), creation=obj.created(),
             export_to=f.strings(obj, spec.get("exportTo"), "spec.exportTo"), mesh_external=location == "MESH_EXTERNAL",
-            selector=selector, object_labels=tuple(obj.labels.items()), status_addresses=st, where=obj.where())
+            selector=selector, object_labels=tuple(obj.labels.items()), status_addresses=st, where=obj.where(),
+            origin=obj.origin)
         return [Service(hostname=h, address=a, seq=self.tick(), **base) for h in hosts
                 for a in addresses or (UNSPECIFIED,)]
 

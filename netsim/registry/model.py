@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from netsim.errors import NetsimError
 from netsim.istio_service import Resolution
+from netsim.k8s import Origin
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -141,6 +142,7 @@ class Service:
     object_labels: Labels = ()  # the object's metadata.labels (auto-allocation opt-out)
     status_addresses: tuple[tuple[str, str], ...] = ()  # SE status.addresses (host, value) as read
     where: str = ""
+    origin: Origin | None = field(default=None, compare=False)  # where it was read, as data (None: not from a file)
     auto_ipv4: str | None = None  # auto-allocated VIPs (ServiceEntries without addresses), set by a view
     auto_ipv6: str | None = None
     allocator: str | None = None  # the generation that allocated them
@@ -203,6 +205,7 @@ class PodInfo:
     ready: bool = True  # status condition Ready (True when the pod has no conditions)
     source: str = ""  # file it came from
     where: str = ""
+    origin: Origin | None = field(default=None, compare=False)  # where it was read, as data (None: not from a file)
     body: Mapping[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     @property

@@ -53,3 +53,18 @@ def test_texts_yaml_1_1_reads_otherwise_go_to_pyyaml(risky: str) -> None:
     head, sep, tail = text.partition("  metadata:\n")
     assert sep and k8s.fast_documents(head + sep + "    b: x\n" + tail) is not None
     assert k8s.fast_documents(head + sep + risky + tail) is None
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "json"])
+def test_list_item_lines_from_indentation_equal_the_composed_ones(fmt: str) -> None:
+    """One finder of List item lines: from the items' indentation when the count read agrees (large dumps),
+    else from PyYAML's composed document (what locating an error in an item uses); both give the same."""
+    data = _list(40)
+    text = yaml.dump(data, Dumper=yaml.CSafeDumper, sort_keys=False) if fmt == "yaml" else json.dumps(data, indent=4)
+    by_indent = k8s.list_item_lines(text, 3, len(data["items"]))
+    composed = k8s.list_item_lines(text, 3)
+    assert by_indent == composed and len(composed) == 40 and composed[0] > 3
+    # a count that disagrees with the indentation is not trusted: the composed lines are given
+    assert k8s.list_item_lines(text, 3, 39) == composed
+    lines = text.split("\n")
+    assert all(lines[n - 3].lstrip().startswith(("- ", "{")) for n in composed)
