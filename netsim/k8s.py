@@ -523,6 +523,7 @@ class LoadResult:
 
     objects: tuple[K8sObject, ...]
     errors: tuple[NetsimError, ...]
+    skipped: tuple[str, ...] = ()  # documents that are no Kubernetes object, each a note (``skip_non_objects``)
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
@@ -578,12 +579,44 @@ def _make(source: str, doc_i: int, item: int | None, raw: Any, default_namespace
                      namespace=str(ns), name=name, body=raw, line=line)
 
 
+# apiVersion groups of files that sit among manifests but are build or tool configuration, never served
+# by an API server (kustomize's kustomization.yaml: Kustomization, Component)
+_TOOL_GROUPS = frozenset({"kustomize.config.k8s.io", "config.kubernetes.io"})
+
+
+def not_an_object(raw: Any) -> str | None:
+    """Why a parsed document is not a Kubernetes object at all, so that a reader of a manifests directory may
+    skip it (a Helm ``values.yaml``, a ``kustomization.yaml``, a tool's JSON config); None when it is an
+    object, or meant as one (an object with a mistake, such as ``kind`` without a name, is an error).
+
+    Not an object: a value that is not a mapping; a mapping with neither ``apiVersion`` nor ``kind``; a
+    kustomize file (its ``apiVersion`` group is kustomize's)."""
+    if not isinstance(raw, Mapping):
+        return f"a {_YAML_TYPE.get(type(raw).__name__, type(raw).__name__)}, not a Kubernetes object"
+    if "apiVersion" not in raw and "kind" not in raw:
+        return "not a Kubernetes object (no apiVersion or kind: a Helm values file, a tool's configuration?)"
+    api = raw.get("apiVersion")
+    if isinstance(api, str) and api.partition("/")[0] in _TOOL_GROUPS:
+        return f"{raw.get('kind') or 'a file'} ({api}) is kustomize's configuration, not a Kubernetes object"
+    return None
+
+
+_YAML_TYPE = {"list": "sequence", "str": "string", "int": "number", "float": "number", "bool": "boolean"}
+
+
 def _add(objects: list[K8sObject], errors: list[NetsimError], source: str, doc_i: int, raw: Any,
-         default_namespace: str, doc: Document | None = None) -> None:
+         default_namespace: str, doc: Document | None = None, skipped: list[str] | None = None) -> None:
     """The object(s) of one parsed document into ``objects``; the unusable ones into ``errors``. ``doc``: the
-    document's text and first line, from which each object's :attr:`K8sObject.line` is found."""
+    document's text and first line, from which each object's :attr:`K8sObject.line` is found. ``skipped``:
+    a document that is not an object at all (:func:`not_an_object`) is noted there instead of an error."""
     if raw is None:
         return
+    if skipped is not None:
+        why = not_an_object(raw)
+        if why is not None:
+            at = f" (line {doc.first_line})" if doc is not None else ""
+            skipped.append(f"{source}: document {doc_i}{at}: {why}: skipped")
+            return
     items: list[tuple[int | None, Any]]
     lines: tuple[int, ...] = ()
     if is_list_kind(raw) and isinstance(raw.get("items"), list):
@@ -603,22 +636,24 @@ def _add(objects: list[K8sObject], errors: list[NetsimError], source: str, doc_i
 
 
 def parse_objects(text: str, source: str, *, default_namespace: str = "default",
-                  keep_going: bool = False) -> LoadResult:
+                  keep_going: bool = False, skip_non_objects: bool = False) -> LoadResult:
     """Every object of ``text`` (multi-document, ``List`` kinds), reported as coming from ``source``.
 
     A document that is not a usable object is skipped and reported in ``errors``. Invalid YAML raises
     YAMLSyntaxError ``source: line N: invalid YAML: ...``; with ``keep_going`` each document is parsed
     on its own instead, and a broken one is reported (``source: document N: line L: invalid YAML: ...``)
     and skipped while the others still load. Objects without ``metadata.namespace`` get
-    ``default_namespace``.
+    ``default_namespace``. With ``skip_non_objects``, a document that is not a Kubernetes object at all
+    (:func:`not_an_object`) is skipped and noted in ``skipped``, not an error.
     """
     objects: list[K8sObject] = []
     errors: list[NetsimError] = []
+    skipped: list[str] | None = [] if skip_non_objects else None
     docs = _split_all(text)
     fast = fast_documents(text, docs)
     if fast is not None:
         for doc, raw in zip(docs, fast, strict=True):
-            _add(objects, errors, source, doc.number, raw, default_namespace, doc)
+            _add(objects, errors, source, doc.number, raw, default_namespace, doc, skipped)
     elif keep_going:
         for doc in docs:
             try:
@@ -626,7 +661,7 @@ def parse_objects(text: str, source: str, *, default_namespace: str = "default",
             except YAMLSyntaxError as e:
                 errors.append(e.at(f"{source}: document {doc.number}"))
                 continue
-            _add(objects, errors, source, doc.number, raw, default_namespace, doc)
+            _add(objects, errors, source, doc.number, raw, default_namespace, doc, skipped)
     else:
         try:
             values = load_yaml_all(text)
@@ -634,12 +669,12 @@ def parse_objects(text: str, source: str, *, default_namespace: str = "default",
             raise e.at(source) from None
         by_number = {d.number: d for d in docs} if len(docs) == len(values) else {}
         for doc_i, raw in enumerate(values, start=1):
-            _add(objects, errors, source, doc_i, raw, default_namespace, by_number.get(doc_i))
-    return LoadResult(objects=tuple(objects), errors=tuple(errors))
+            _add(objects, errors, source, doc_i, raw, default_namespace, by_number.get(doc_i), skipped)
+    return LoadResult(objects=tuple(objects), errors=tuple(errors), skipped=tuple(skipped or ()))
 
 
 def read_objects(paths: Iterable[str | Path], *, default_namespace: str = "default",
-                 keep_going: bool = False) -> LoadResult:
+                 keep_going: bool = False, skip_non_objects: bool = False) -> LoadResult:
     """Read every object of ``paths`` (files or directories), as :func:`parse_objects` does for each file.
 
     Raises ConfigError for a path that does not exist or cannot be read, and (without ``keep_going``)
@@ -647,12 +682,14 @@ def read_objects(paths: Iterable[str | Path], *, default_namespace: str = "defau
     """
     objects: list[K8sObject] = []
     errors: list[NetsimError] = []
+    skipped: list[str] = []
     for path in expand_paths(paths):
         loaded = parse_objects(read_text(path), reader.display_name(path), default_namespace=default_namespace,
-                               keep_going=keep_going)
+                               keep_going=keep_going, skip_non_objects=skip_non_objects)
         objects.extend(loaded.objects)
         errors.extend(loaded.errors)
-    return LoadResult(objects=tuple(objects), errors=tuple(errors))
+        skipped.extend(loaded.skipped)
+    return LoadResult(objects=tuple(objects), errors=tuple(errors), skipped=tuple(skipped))
 
 
 @functools.lru_cache(maxsize=64)
@@ -734,6 +771,7 @@ __all__ = [
     "load_yaml",
     "load_yaml_all",
     "locate",
+    "not_an_object",
     "parse_objects",
     "read_objects",
     "read_text",

@@ -199,19 +199,23 @@ def check_paths(paths: Iterable[str | Path], *, istio_version: str | None = None
     """Read ``paths`` (files or directories, ``-`` for standard input) and check every workload in them.
 
     Raises NetsimError (ConfigError, InputError, SpecError) naming the file, document, line and field of the
-    first object that cannot be read, as ``netsim diagnose --config`` does without ``--keep-going``.
+    first object that cannot be read, as ``netsim diagnose --config`` does without ``--keep-going``, or the
+    file and line of YAML that does not parse. A document that is no Kubernetes object at all (a Helm values
+    file, a kustomization: :func:`netsim.k8s.not_an_object`) is skipped, and named in the report's notes.
     """
     from netsim.mesh.files import read_config
 
     paths = list(paths)
     profile = mesh_profile(istio_version)
-    read = read_config(paths, keep_going=False)
+    # a manifests directory often holds a kustomization.yaml or a Helm values.yaml: skipped with a note
+    read = read_config(paths, keep_going=False, skip_non_objects=True)
     mesh = _mesh_config(read.loaded)
     if not mesh_facts(read.objects).workloads:
         raise ConfigError("no workload found (a Pod, or a Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or "
                           "CronJob with a pod template)", where=", ".join(str(p) for p in paths)[:200])
     report = check_objects(read.objects, read.loaded, mesh=mesh, profile=profile, progress=progress)
-    return replace(report, notes=tuple(str(i) for i in read.ignored if i.kind not in _QUIET_KINDS))
+    return replace(report, notes=(*read.not_objects,
+                                  *(str(i) for i in read.ignored if i.kind not in _QUIET_KINDS)))
 
 
 # kinds a cluster dump is full of, whose being ignored says nothing about the answer

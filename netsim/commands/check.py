@@ -53,6 +53,9 @@ def check_cmd(paths: tuple[str, ...], fmt: str, fail_on: str, istio_version: str
         click.echo(json.dumps(sarif(report), indent=2))
     else:
         click.echo(render_text(report))
+    if fmt != "text":  # what the answer rests on (files skipped, kinds ignored), outside the JSON or SARIF
+        for n in report.notes:
+            click.echo(f"note: {n}", err=True)
     if report.reaches(fail_on):
         raise click.exceptions.Exit(1)
 

@@ -63,6 +63,7 @@ class ConfigRead:
     objects: MeshObjects
     ignored: tuple[Ignored, ...] = ()
     loaded: tuple[K8sObject, ...] = ()  # every object read, as read (with the line each starts at)
+    not_objects: tuple[str, ...] = ()  # documents skipped as no Kubernetes object at all (``skip_non_objects``)
 
     @property
     def skipped(self) -> tuple[NetsimError, ...]:
@@ -79,22 +80,24 @@ def _ignored(obj: K8sObject) -> Ignored:
     return Ignored(kind=obj.kind, ref=f"{obj.kind} {obj.namespace}/{obj.name}", where=obj.where(), why=why)
 
 
-def read_config(paths: Iterable[str | Path], *, keep_going: bool = True) -> ConfigRead:
+def read_config(paths: Iterable[str | Path], *, keep_going: bool = True, skip_non_objects: bool = False) -> ConfigRead:
     """Every object under ``paths``, typed; the objects of kinds the model does not use as :class:`Ignored`.
 
     Raises ConfigError for a path that does not exist or cannot be read, and, without ``keep_going``,
     for the first invalid document (bad YAML, an object that does not convert), located by file,
     document and line. With ``keep_going`` the invalid documents are skipped and listed in
-    ``objects.errors``.
+    ``objects.errors``. With ``skip_non_objects``, documents that are no Kubernetes object at all (a Helm
+    values file, a kustomization: :func:`netsim.k8s.not_an_object`) are skipped and listed in ``not_objects``.
     """
-    loaded = read_objects(paths, keep_going=True)
+    loaded = read_objects(paths, keep_going=True, skip_non_objects=skip_non_objects)
     used = [o for o in loaded.objects if o.kind in MESH_KINDS or o.kind in _CONTEXT_KINDS]
     ignored = tuple(_ignored(o) for o in loaded.objects if o.kind not in MESH_KINDS and o.kind not in _CONTEXT_KINDS)
     objects = convert(used, errors=loaded.errors)
     errors = in_document_order(objects.errors, (o.source for o in loaded.objects))
     if errors and not keep_going:
         raise errors[0]
-    return ConfigRead(objects=replace(objects, errors=errors), ignored=ignored, loaded=loaded.objects)
+    return ConfigRead(objects=replace(objects, errors=errors), ignored=ignored, loaded=loaded.objects,
+                      not_objects=loaded.skipped)
 
 
 def read_mesh_config(path: str | Path | None) -> MeshConfig:
