@@ -59,6 +59,9 @@ MTLS_TCP_ALPNS = ("istio-peer-exchange", "istio")
 ALL_MTLS_ALPNS = ("istio", "istio-peer-exchange", "istio-http/1.0", "istio-http/1.1", "istio-h2")
 
 
+_NO_CLASS = object()
+
+
 class _Class:
     HTTP = "HTTP"
     TCP = "TCP"
@@ -356,17 +359,26 @@ class ViewCache:
         self.pods_by_ip = MappingProxyType({ip: p for p in objects.pods if p.kind == "Pod" for ip in p.ips})
         self.endpoint_ips = frozenset(e.address for s in objects.services for e in s.endpoints)
         self._position = {id(dr): i for i, dr in enumerate(objects.destination_rules)}
+        # by host: exact ones by host; "*.suffix" ones by ".suffix" (host_matches is host.endswith(".suffix")
+        # for them, or the host itself); other wildcards ("*", "*suffix") tried one by one
         self._dr_exact: dict[str, list[DestinationRule]] = {}
+        self._dr_suffix: dict[str, list[DestinationRule]] = {}
         self._dr_wild: list[DestinationRule] = []
         for dr in objects.destination_rules:
-            if dr.host.startswith("*"):
+            if dr.host.startswith("*."):
+                self._dr_suffix.setdefault(dr.host[1:], []).append(dr)
+            elif dr.host.startswith("*"):
                 self._dr_wild.append(dr)
             else:
                 self._dr_exact.setdefault(dr.host, []).append(dr)
         self._dr_candidates: dict[str, tuple[DestinationRule, ...]] = {}
+        self._dr_sets: dict[tuple[int, ...], tuple[DestinationRule, ...]] = {}
+        self._dr_choice: dict[tuple[Any, ...], DestinationRule | None] = {}
         self.ns_modes: dict[str, tuple[str, str]] = {}
+        self.classes: dict[tuple[int, bool], object] = {}
         self.root = root
         self.auto_allocated: dict[tuple[Any, ...], Sequence[MeshService]] = {}
+        self._sensitive: dict[int, bool] = {}
         self.visible: dict[tuple[Any, ...], tuple[list[MeshService], tuple[Hidden, ...]]] = {}
         self.envoy: dict[int, tuple[MeshService, MeshService]] = {}
         self.interned: dict[tuple[int, ...], list[MeshService]] = {}
@@ -387,9 +399,50 @@ class ViewCache:
         if found is None:
             hits = [dr for dr in self._dr_wild if host_matches(dr.host, hostname)]
             hits += self._dr_exact.get(hostname, ())
+            if self._dr_suffix:
+                at = hostname.find(".")
+                while at >= 0:
+                    hits += self._dr_suffix.get(hostname[at:], ())
+                    at = hostname.find(".", at + 1)
             if len(hits) > 1:
                 hits.sort(key=lambda dr: self._position[id(dr)])
-            found = self._dr_candidates[hostname] = tuple(hits)
+            # one tuple per set of rules, so that choices among them are memoised (:meth:`pick`)
+            found = self._dr_candidates[hostname] = self._dr_sets.setdefault(tuple(map(id, hits)), tuple(hits))
+        return found
+
+    def pick(self, proxy: Proxy, labels: Mapping[str, str], svc: MeshService) -> DestinationRule | None:
+        """:func:`_pick_destination_rule` among :meth:`dr_candidates` of ``svc``: memoised by what the choice
+        reads (the candidates, the proxy's namespace, the service's, whether a candidate's host is the
+        service's hostname, and the proxy's labels when a candidate has a workload selector)."""
+        candidates = self.dr_candidates(svc.hostname)
+        if not candidates:
+            return None
+        exact = any(dr.host == svc.hostname for dr in candidates)
+        selecting = any(dr.selector for dr in candidates)
+        key = (id(candidates), proxy.namespace, svc.namespace, svc.hostname if exact else None,
+               proxy.labels if selecting else None)
+        try:
+            return self._dr_choice[key]
+        except KeyError:
+            found = self._dr_choice[key] = _pick_destination_rule(candidates, proxy, labels, self.root, svc)
+            return found
+
+    def namespace_sensitive(self, services: Sequence[MeshService]) -> bool:
+        """Whether :func:`netsim.registry.visible` may give proxies of two namespaces different views of
+        ``services``: an ``exportTo`` that is not everywhere, or a hostname with definitions of two
+        (kind, namespace) pairs. Once per sequence (which the cache holds)."""
+        found = self._sensitive.get(id(services))
+        if found is None:
+            owner: dict[str, tuple[str, str]] = {}
+            found = False
+            for s in services:
+                if s.export_to and "*" not in s.export_to:
+                    found = True
+                    break
+                if owner.setdefault(s.hostname, (s.kind, s.namespace)) != (s.kind, s.namespace):
+                    found = True
+                    break
+            self._sensitive[id(services)] = found
         return found
 
     def intern(self, services: list[MeshService]) -> list[MeshService]:
@@ -439,6 +492,7 @@ class _Builder:
         self.errors: list[NetsimError] = []
         self.hidden: tuple[Hidden, ...] = ()
         self._ns_modes = cache.ns_modes
+        self._classes = cache.classes
         self._labels = proxy.label_map
         self.sidecar = sidecar_for(objects, proxy, self.root)
         if self.sidecar is not None and self.sidecar.outbound_policy:
@@ -474,7 +528,11 @@ class _Builder:
         (``netsim.registry.visible``: exportTo, one definition per hostname by release), then the Sidecar's
         egress hosts; each with the endpoints Envoy gets (:func:`envoy_endpoints`)."""
         allocated = self.auto_allocated(self.o.services)
-        key = (id(allocated), self.proxy.namespace, id(self.sidecar))
+        # the namespace matters only where an exportTo limits a service, a hostname has definitions in two
+        # registries or namespaces (which one a namespace sees), or a Sidecar's egress names hosts
+        ns = self.proxy.namespace \
+            if self.sidecar is not None or self.cache.namespace_sensitive(allocated) else None
+        key = (id(allocated), ns, id(self.sidecar))
         found = self.cache.visible.get(key)
         if found is None:
             found = self.cache.visible[key] = self._visible_services(allocated)
@@ -559,6 +617,15 @@ class _Builder:
         return found
 
     def listener_class(self, p: Protocol, *, inbound: bool = False) -> str | None:
+        """The listener class of a port protocol (HTTP, TCP, AUTO when sniffed, None for UDP); memoised per
+        protocol member (by identity: an Enum's hash is a Python call)."""
+        key = (id(p), inbound)
+        found = self._classes.get(key, _NO_CLASS)
+        if found is _NO_CLASS:
+            found = self._classes[key] = self._listener_class(p, inbound=inbound)
+        return found  # type: ignore[return-value]
+
+    def _listener_class(self, p: Protocol, *, inbound: bool = False) -> str | None:
         if p is Protocol.UDP:
             return None
         if p.is_http:
@@ -947,9 +1014,8 @@ class _Builder:
         service is chosen for this proxy; the clusters of the same services under the same rules are
         the same values whichever proxy asks (:class:`ViewCache`)."""
         services = [s for s in self.services if s.resolution is not Resolution.ALIAS]
-        candidates = self.cache.dr_candidates
-        drs = [_pick_destination_rule(found, self.proxy, self._labels, self.root, s)
-               if (found := candidates(s.hostname)) else None for s in services]
+        pick, proxy, labels = self.cache.pick, self.proxy, self._labels
+        drs = [pick(proxy, labels, s) for s in services]
         key = (id(self.services), tuple(map(id, drs)))
         out = self.cache.clusters.get(key)
         if out is None:
