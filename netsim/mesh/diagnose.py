@@ -845,9 +845,9 @@ def check_ambient_ignores_sidecar_settings(index: ProxyIndex, pod: PodInfo) -> l
             continue
         if f.key.startswith("proxyMetadata."):
             what = f"proxy.istio.io/config proxyMetadata {f.key.split('.', 1)[1]}={f.value}"
-            where = f"{pod.where}: {template}.proxy.istio.io/config"
+            where = _at(pod, f": {template}.proxy.istio.io/config")
         else:
-            what, where = f"annotation {f.key}={f.value}", f"{pod.where}: {template}.{f.key}"
+            what, where = f"annotation {f.key}={f.value}", _at(pod, f": {template}.{f.key}")
         out.append(_Draft(
             name="sidecar-capture-setting-in-ambient", severity="warning",
             message=(f"{what}: the pod is enrolled in ambient ({pod.ambient_why}) and istio-cni's ambient agent "
