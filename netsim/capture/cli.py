@@ -230,13 +230,9 @@ def compile_cmd(pod_file: str | None, pod_name: str | None, istio_version: str |
         raise SpecError(f"option {'--node' if node else '--ambient-config'}: the pod is compiled in sidecar mode "
                         "(--mode sidecar); ambient's option")
     if mode != "sidecar" and (pod is not None or mode == "ambient" or node or ambient_settings):
-        from netsim.spec.ambient import decide_mode, namespace_labels
+        from netsim.spec.ambient import pod_mode
 
-        if config_paths:
-            from netsim.k8s import read_objects
-
-            objects += tuple(dict(o.body) for o in read_objects(config_paths).objects)
-        decision = decide_mode(pod, namespace_labels(objects), mode)
+        decision = pod_mode(pod, objects, config_paths, mode)
         if node and not decision.ambient and not decision.opted_out:
             from netsim.spec.ambient import ModeDecision
 

@@ -24,7 +24,7 @@ def build_migration(path: str, *, name: str | None = None, istio_version: str | 
 
     from netsim.istio_version import parse_istio_version
     from netsim.migrate.compare import migrate
-    from netsim.spec.ambient import decide_mode, namespace_labels
+    from netsim.spec.ambient import pod_mode
     from netsim.spec.pod import load_pod_with_objects
     from netsim.spec.versions import profile_for
     from netsim.workload.model import Workload, parse_addresses
@@ -32,12 +32,7 @@ def build_migration(path: str, *, name: str | None = None, istio_version: str | 
     if istio_version is not None:
         parse_istio_version(istio_version, option="--istio-version")
     pod, objects = load_pod_with_objects(path, name=name)
-    paths = tuple(config_paths)
-    if paths:
-        from netsim.k8s import read_objects
-
-        objects += tuple(dict(o.body) for o in read_objects(paths).objects)
-    now = decide_mode(pod, namespace_labels(objects))
+    now = pod_mode(pod, objects, config_paths)
     ips = parse_addresses(pod_ips)
     sidecar = Workload.from_pod_source(pod, profile_for(istio_version), profile_given=istio_version is not None,
                                        pod_ips=ips)

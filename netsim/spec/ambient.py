@@ -2,9 +2,10 @@
 namespace's), the node agent's settings (``--ambient-config KEY=VALUE,…`` by the names of
 spec/istio-ambient-capture.md §2.1) and the pod's overrides (its annotations, §2.2).
 
-Owns: :func:`decide_mode` (ambient, sidecar, or opted out, with the reason), :func:`parse_ambient_config`,
+Owns: :func:`decide_mode` (ambient, sidecar, or opted out, with the reason) and :func:`pod_mode` (the same
+with the Namespace objects beside the pod and in ``--config``), :func:`parse_ambient_config`,
 :func:`pod_overrides`, :func:`ambient_config` (a real agent's defaults for the release, then the settings).
-Never does: read files (``spec.pod`` and ``netsim.k8s`` do), build rules (``netsim.capture.ambient``).
+Never does: read files itself (``spec.pod`` and ``netsim.k8s`` do), build rules (``netsim.capture.ambient``).
 Errors are SpecError, one line naming the option or annotation and the value.
 """
 
@@ -90,6 +91,19 @@ def decide_mode(pod: PodSource | None, namespaces: Mapping[str, Mapping[str, str
     return ModeDecision(mode=mode, reason=why)
 
 
+def pod_mode(pod: PodSource | None, objects: Iterable[Mapping[str, Any]] = (), config_paths: Iterable[str] = (),
+             forced: str | None = None) -> ModeDecision:
+    """:func:`decide_mode` for ``pod`` with the Namespace objects read beside it (``objects``, the pod file's
+    other documents) and in ``config_paths`` (``--config`` files or directories, read by ``netsim.k8s``)."""
+    found = list(objects)
+    paths = tuple(config_paths)
+    if paths:
+        from netsim.k8s import read_objects
+
+        found += [dict(o.body) for o in read_objects(paths).objects]
+    return decide_mode(pod, namespace_labels(found), forced)
+
+
 def _value(key: str, kind: str, text: str) -> object:
     if kind == "bool":
         try:
@@ -170,6 +184,7 @@ __all__ = [
     "decide_mode",
     "namespace_labels",
     "parse_ambient_config",
+    "pod_mode",
     "pod_overrides",
     "split_interfaces",
 ]

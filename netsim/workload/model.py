@@ -177,14 +177,9 @@ class Workload:
             pod, objects = load_pod_with_objects(path)
         decision = None
         if mode != "sidecar":
-            from netsim.spec.ambient import decide_mode, namespace_labels
+            from netsim.spec.ambient import pod_mode
 
-            paths = tuple(config_paths)
-            if paths:
-                from netsim.k8s import read_objects
-
-                objects = (*objects, *(dict(o.body) for o in read_objects(paths).objects))
-            decision = decide_mode(pod, namespace_labels(objects), mode)
+            decision = pod_mode(pod, objects, config_paths, mode)
             if decision.ambient:
                 return cls.from_ambient_pod(pod, istio_version=istio_version, pod_ips=parse_addresses(pod_ips),
                                             backend=backend, settings=settings, reason=decision.reason,
