@@ -333,14 +333,10 @@ def _ambient(decision: Any, pod: Any, istio_version: str | None, settings: tuple
     """The ambient compile: the agent's config for the release and ``settings``, the pod's overrides, rendered."""
     import dataclasses as dc
 
-    from netsim.capture.ambient import PodOverrides, compile_ambient
     from netsim.capture.ambient_render import render_iptables_save, render_json, render_nft_text
-    from netsim.istio_version import CURRENT, parse_istio_version
-    from netsim.spec.ambient import ambient_config, pod_overrides
+    from netsim.spec.ambient import ambient_config, ambient_release, compile_pod, pod_overrides
 
-    version = parse_istio_version(istio_version, option="--istio-version")
-    release = None if version == CURRENT else tuple(version)
-    config = ambient_config(release, settings)
+    config = ambient_config(ambient_release(istio_version), settings)
     if decision.opted_out:
         click.echo(one_line(f"netsim: no ambient rules: {decision.reason}"), err=True)
         return ""
@@ -354,11 +350,8 @@ def _ambient(decision: Any, pod: Any, istio_version: str | None, settings: tuple
         config = dc.replace(config, native_nftables=False)
     if family != "all" and fmt in ("istio-dry-run", "golden", "nft"):
         raise SpecError(f"option --family {family}: not available with --format {fmt} (it holds both families)")
-    overrides = PodOverrides() if pod is None else pod_overrides(pod.annotation_map, where=pod.where)
-    try:
-        compiled = compile_ambient(config, overrides, node=node)
-    except ValueError as e:
-        raise SpecError(f"ambient mode of {istio_version or 'the current release'}: {e}") from None
+    overrides = None if pod is None else pod_overrides(pod.annotation_map, where=pod.where)
+    compiled = compile_pod(istio_version, config, overrides, node=node)
     click.echo(one_line(f"netsim: note: ambient mode: {decision.reason}"), err=True)
     for note in compiled.notes:
         click.echo(one_line(f"netsim: note: {note}"), err=True)

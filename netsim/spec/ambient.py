@@ -4,7 +4,9 @@ spec/istio-ambient-capture.md §2.1) and the pod's overrides (its annotations, �
 
 Owns: :func:`decide_mode` (ambient, sidecar, or opted out, with the reason) and :func:`pod_mode` (the same
 with the Namespace objects beside the pod and in ``--config``), :func:`parse_ambient_config`,
-:func:`pod_overrides`, :func:`ambient_config` (a real agent's defaults for the release, then the settings).
+:func:`pod_overrides`, :func:`ambient_release` (``--istio-version`` → the release the ambient compiler takes),
+:func:`ambient_config` (a real agent's defaults for the release, then the settings) and :func:`compile_pod`
+(``netsim.capture.ambient``'s compile with its refusal as one SpecError naming the release).
 Never does: read files itself (``spec.pod`` and ``netsim.k8s`` do), build rules (``netsim.capture.ambient``).
 Errors are SpecError, one line naming the option or annotation and the value.
 """
@@ -22,7 +24,7 @@ from netsim.istio_service import DATAPLANE_MODE, dataplane_choice
 from netsim.spec.flags import parse_bool
 
 if TYPE_CHECKING:
-    from netsim.capture.ambient import AmbientConfig, PodOverrides
+    from netsim.capture.ambient import AmbientCompiled, AmbientConfig, PodOverrides, Release
     from netsim.spec.pod import PodSource
 
 ANN_BYPASS_INBOUND = "ambient.istio.io/bypass-inbound-capture"
@@ -148,6 +150,30 @@ def ambient_config(release: tuple[int, ...] | None, settings: Iterable[str] = ()
     return dataclasses.replace(agent_defaults(release), **changes)
 
 
+def ambient_release(istio_version: str | None) -> Release | None:
+    """``--istio-version`` → the release :class:`~netsim.capture.ambient.AmbientConfig` takes (None: the current
+    layout, also for the current release's own number). SpecError naming ``--istio-version`` for a bad name."""
+    from netsim.istio_version import CURRENT, parse_istio_version
+
+    if not istio_version:
+        return None
+    version = parse_istio_version(istio_version, option="--istio-version")
+    return None if version == CURRENT else tuple(version)
+
+
+def compile_pod(istio_version: str | None, config: AmbientConfig, pod: PodOverrides | None = None, *,
+                node: bool = False) -> AmbientCompiled:
+    """``netsim.capture.ambient.compile_ambient``; a release or setting it refuses (no ambient capture before
+    1.21, no nftables backend before 1.28, TPROXY redirection outside 1.23.1–1.24) is one SpecError naming
+    ``istio_version``."""
+    from netsim.capture.ambient import PodOverrides, compile_ambient
+
+    try:
+        return compile_ambient(config, pod if pod is not None else PodOverrides(), node=node)
+    except ValueError as e:
+        raise SpecError(f"ambient mode of {istio_version or 'the current release'}: {e}") from None
+
+
 def _bool_annotation(ann: Mapping[str, str], key: str, where: str) -> bool | None:
     value = ann.get(key)
     if value is None:
@@ -181,6 +207,8 @@ __all__ = [
     "SETTINGS",
     "ModeDecision",
     "ambient_config",
+    "ambient_release",
+    "compile_pod",
     "decide_mode",
     "namespace_labels",
     "parse_ambient_config",

@@ -205,13 +205,10 @@ class Workload:
         is the first note. The result's :attr:`ambient` holds the compiled value (what the lab loads)."""
         import dataclasses as dc
 
-        from netsim.capture.ambient import compile_ambient
-        from netsim.istio_version import CURRENT, parse_istio_version
-        from netsim.spec.ambient import ambient_config, pod_overrides
+        from netsim.spec.ambient import ambient_config, ambient_release, compile_pod, pod_overrides
 
         profile = _profile(istio_version)
-        version = parse_istio_version(istio_version, option="--istio-version") if istio_version else CURRENT
-        release = None if version == CURRENT else tuple(version)
+        release = ambient_release(istio_version)
         notes = [f"ambient mode: {reason}"]
         empty = {Family.IPV4: Ruleset(Family.IPV4, ())}
         rulesets: dict[Family, Ruleset] = dict(empty)
@@ -225,10 +222,7 @@ class Workload:
             notes.append(f"no ambient rules: {reason}")
             sidecar = SidecarIdentity.ztunnel(dns=False)
         else:
-            try:
-                compiled = compile_ambient(config, pod_overrides(pod.annotation_map, where=pod.where))
-            except ValueError as e:
-                raise SpecError(f"ambient mode of {istio_version or 'the current release'}: {e}") from None
+            compiled = compile_pod(istio_version, config, pod_overrides(pod.annotation_map, where=pod.where))
             notes.extend(compiled.notes)
             if compiled.backend == "nft":
                 from netsim.netfilter.nft import parse_nft
