@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from netsim.capture.config import CaptureConfig
     from netsim.netfilter.model import Ruleset
+    from netsim.netfilter.nft.model import NftRuleset
     from netsim.spec.versions import VersionProfile
 
 # spec/istio-iptables.md §3: istio-iptables' defaults, which the injector passes unchanged
@@ -173,10 +174,11 @@ class SidecarIdentity:
 
 
     @classmethod
-    def for_rules(cls, rulesets: Iterable[Ruleset], profile: VersionProfile | None = None) -> SidecarIdentity:
+    def for_rules(cls, rulesets: Iterable[Ruleset], profile: VersionProfile | None = None,
+                  nft: Iterable[NftRuleset] = ()) -> SidecarIdentity:
         """The sidecar a dump's rules were written for: Istio's defaults, in TPROXY mode when a rule
         TPROXYs (its ``--on-port`` and ``--tproxy-mark``), with DNS capture when a rule redirects to
-        the DNS proxy's port."""
+        the DNS proxy's port (an iptables REDIRECT, or ``redirect to :PORT`` in the ``nft`` rulesets)."""
         base = cls.for_capture(None, profile)
         mark: int | None = None
         inbound = base.inbound_port
@@ -195,11 +197,17 @@ class SidecarIdentity:
                                 inbound = int(port.args[0])
                             if tmark is not None and tmark.args:
                                 mark = int(tmark.args[0].split("/")[0], 0)
-                        to = target.option("--to-ports") if target.name == "REDIRECT" else None
+                        to = (target.option("--to-ports") or target.option("--to-port")) \
+                            if target.name == "REDIRECT" else None
                         dns = dns or (to is not None and to.args == (str(base.dns_port),))
                         if to is not None and to.args and to.args[0].isdigit() and not rule.matches \
                                 and chain.name in ("ISTIO_REDIRECT", "ISTIO_IN_REDIRECT"):
                             redirected[chain.name] = int(to.args[0])
+        if not dns and nft:
+            from netsim.netfilter.nft.model import Nat
+
+            dns = any(isinstance(e, Nat) and e.kind == "redirect" and e.ports == (base.dns_port, base.dns_port)
+                      for n in nft for t in n.tables for c in t.chains for r in c.rules for e in r.exprs)
         # A dump of an old release names its listeners itself: inbound went to 15001 before 1.3.
         base = replace(base, outbound_port=redirected.get("ISTIO_REDIRECT", base.outbound_port),
                        inbound_port=redirected.get("ISTIO_IN_REDIRECT", base.inbound_port))

@@ -377,17 +377,16 @@ class Workload:
         return cls(source=", ".join((*legacy_paths, *paths, *nft_paths)), pod=None, namespace="default",
                    addresses=addresses, app_uid=0, app_gid=0, app_ports=(), profile=profile, resolution=None,
                    compiled=None, rulesets=rulesets, base_chains=dict.fromkeys(rulesets),
-                   sidecar=SidecarIdentity.for_rules((*legacy, *rulesets.values()), profile), notes=tuple(notes),
+                   sidecar=SidecarIdentity.for_rules((*legacy, *rulesets.values()), profile, nft), notes=tuple(notes),
                    addresses_assumed=not given, nft=tuple(nft), legacy=tuple(legacy))
 
     def as_ambient(self) -> Workload:
         """This dump read as an ambient pod's (``--rules|--nft FILE --mode ambient``): the proxy is ztunnel
-        (:meth:`SidecarIdentity.ztunnel`, with its DNS proxy when a rule redirects to 15053), and the policy
-        routes of spec/istio-ambient-capture.md §7, which a dump does not show, are assumed present (a note
-        says so)."""
-        dns = _redirects_to(self.rulesets.values(), self.nft, SidecarIdentity().dns_port)
-        return replace(self, sidecar=SidecarIdentity.ztunnel(dns=dns), notes=(*self.notes, AMBIENT_ROUTES_NOTE),
-                       _cache=self._cache)
+        (:meth:`SidecarIdentity.ztunnel`, with its DNS proxy when a rule redirects to 15053: what
+        :meth:`SidecarIdentity.for_rules` found in the dump), and the policy routes of
+        spec/istio-ambient-capture.md §7, which a dump does not show, are assumed present (a note says so)."""
+        return replace(self, sidecar=SidecarIdentity.ztunnel(dns=self.sidecar.dns),
+                       notes=(*self.notes, AMBIENT_ROUTES_NOTE), _cache=self._cache)
 
     def with_iface_addrs(self, pairs: Iterable[tuple[str, Address]]) -> Workload:
         """This workload with more devices, each with one address (a virtual interface named by
@@ -710,23 +709,6 @@ AMBIENT_ROUTES_NOTE = ("ambient: the dump shows no policy routing; assuming isti
                        "(ip rule fwmark 0x111/0xfff lookup 100, table 100: local default dev lo; "
                        "spec/istio-ambient-capture.md §7)")
 NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
-
-
-def _redirects_to(rulesets: Iterable[Ruleset], nft: Iterable[NftRuleset], port: int) -> bool:
-    """Whether a REDIRECT (iptables) or ``redirect to :PORT`` (nftables) rule sends packets to ``port``."""
-    from netsim.netfilter.nft.model import Nat
-
-    for rs in rulesets:
-        for table in rs.tables:
-            for chain in table.chains:
-                for rule in chain.rules:
-                    if rule.target is None or rule.target.name != "REDIRECT":
-                        continue
-                    to = rule.target.option("--to-ports") or rule.target.option("--to-port")
-                    if to is not None and to.args == (str(port),):
-                        return True
-    return any(isinstance(e, Nat) and e.kind == "redirect" and e.ports == (port, port)
-               for n in nft for t in n.tables for c in t.chains for r in c.rules for e in r.exprs)
 
 
 def _app(pod: PodSource, notes: list[str]) -> tuple[int, int, tuple[int, ...]]:
