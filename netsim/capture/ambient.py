@@ -451,11 +451,13 @@ class AmbientCompiled:
         RulesetError when iptables would refuse a rule (before 1.23, an IPv4 address in an IPv6 rule)."""
         return payloads(self.rules, ipv6=self.config.enable_ipv6, names=DEFAULT_NAMES)
 
-    def rulesets(self) -> tuple[Ruleset, Ruleset | None]:
-        """What the kernel holds after loading :meth:`payloads` into an empty namespace."""
+    def rulesets(self, payloads: tuple[RestorePayload, RestorePayload | None] | None = None
+                 ) -> tuple[Ruleset, Ruleset | None]:
+        """What the kernel holds after loading :meth:`payloads` (``payloads``, when the caller has them
+        already) into an empty namespace."""
         from netsim.netfilter.parse import apply_payload
 
-        v4, v6 = self.payloads()
+        v4, v6 = payloads if payloads is not None else self.payloads()
         return apply_payload(v4), apply_payload(v6) if v6 is not None else None
 
     def golden(self) -> str:

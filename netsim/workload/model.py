@@ -231,8 +231,8 @@ class Workload:
                 rulesets = {f: Ruleset(f, ()) for f in Family}
                 base = dict.fromkeys(rulesets, frozenset())
             else:
-                v4, v6 = compiled.payloads()
-                rs4, rs6 = compiled.rulesets()
+                v4, v6 = loaded = compiled.payloads()
+                rs4, rs6 = compiled.rulesets(loaded)
                 rulesets, base = {Family.IPV4: rs4}, {Family.IPV4: _payload_chains(v4)}
                 if rs6 is not None and v6 is not None:
                     rulesets[Family.IPV6], base[Family.IPV6] = rs6, _payload_chains(v6)
