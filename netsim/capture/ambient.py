@@ -124,9 +124,22 @@ def tproxy_inbound(config: AmbientConfig) -> bool:
     return rel < (1, 23, 1) or (rel < (1, 25) and config.tproxy_redirection)
 
 
+INGRESS_SINCE, VIFS_SINCE, POD_DNS_SINCE = (1, 24), (1, 25), (1, 26)  # when the agent began reading each override
+
+
+def ingress_mode(config: AmbientConfig, pod: PodOverrides) -> bool:
+    """Whether ingress mode is in effect: the pod's ``bypass-inbound-capture``, read from 1.24 (§2.2, §11)."""
+    return pod.ingress_mode and layout(config) >= INGRESS_SINCE
+
+
+def dns_by_pod(config: AmbientConfig, pod: PodOverrides) -> bool:
+    """Whether the pod's ``ambient.istio.io/dns-capture`` decides DNS capture: set, and read (1.26 on, §2.2)."""
+    return pod.dns_capture is not None and layout(config) >= POD_DNS_SINCE
+
+
 def dns_effective(config: AmbientConfig, pod: PodOverrides) -> bool:
     """Effective DNS capture (§2.2): the pod's annotation when set (1.26 on), else RedirectDNS."""
-    if pod.dns_capture is not None and layout(config) >= (1, 26):
+    if pod.dns_capture is not None and dns_by_pod(config, pod):
         return pod.dns_capture
     return config.redirect_dns
 
@@ -134,11 +147,11 @@ def dns_effective(config: AmbientConfig, pod: PodOverrides) -> bool:
 def ignored_overrides(config: AmbientConfig, pod: PodOverrides) -> tuple[str, ...]:
     """The pod's overrides this release did not read (§11), each as a sentence."""
     rel, out = layout(config), []
-    if pod.ingress_mode and rel < (1, 24):
+    if pod.ingress_mode and not ingress_mode(config, pod):
         out.append("ambient.istio.io/bypass-inbound-capture is ignored before 1.24 (ingress mode came in 1.24)")
-    if pod.virtual_interfaces and rel < (1, 25):
+    if pod.virtual_interfaces and rel < VIFS_SINCE:
         out.append("istio.io/reroute-virtual-interfaces is ignored by the ambient agent before 1.25")
-    if pod.dns_capture is not None and rel < (1, 26):
+    if pod.dns_capture is not None and not dns_by_pod(config, pod):
         out.append("ambient.istio.io/dns-capture is ignored before 1.26 (per-pod DNS capture came in 1.26)")
     return tuple(out)
 
@@ -172,9 +185,9 @@ def inpod_rules(config: AmbientConfig, pod: PodOverrides = PodOverrides()) -> tu
     r = _Rules((Family.IPV4, Family.IPV6) if config.enable_ipv6 else (Family.IPV4,))
     dns = dns_effective(config, pod)
     new_dns = rel >= (1, 24)  # TCP DNS, the mark exclusion on UDP and the CT zones came in 1.24 (§11)
-    ingress = pod.ingress_mode and rel >= (1, 24)
+    ingress = ingress_mode(config, pod)
     tproxy = tproxy_inbound(config)
-    vifs = pod.virtual_interfaces if rel >= (1, 25) else ()
+    vifs = pod.virtual_interfaces if rel >= VIFS_SINCE else ()
     # before 1.23 the in-pod IPv6 rules carried the IPv4 probe address (§11)
     snat = _snat(config, per_family=rel >= (1, 23))
     lo = LOOPBACK
@@ -295,7 +308,7 @@ def inpod_nft_rules(config: AmbientConfig, pod: PodOverrides = PodOverrides()) -
     _need_nft(rel)
     p = _Nft(config.enable_ipv6 or rel < (1, 28, 1))
     dns = dns_effective(config, pod)
-    ingress = pod.ingress_mode
+    ingress = ingress_mode(config, pod)  # nft came in 1.28: the annotation is always read
     s4, s6 = config.host_probe_snat_address, config.host_probe_v6_snat_address
     not_mark = "mark and 0xfff != 0x539"
     p.add(NFT_NAT, "output", "jump istio-output", why="every local packet is judged in istio-output (§4 n1)")
@@ -517,8 +530,10 @@ __all__ = [
     "PodOverrides",
     "agent_defaults",
     "compile_ambient",
+    "dns_by_pod",
     "dns_effective",
     "ignored_overrides",
+    "ingress_mode",
     "inpod_nft_rules",
     "inpod_rules",
     "layout",

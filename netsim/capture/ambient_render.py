@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from netsim.capture.ambient import AmbientCompiled, layout, tproxy_inbound
+from netsim.capture.ambient import AmbientCompiled, ingress_mode, tproxy_inbound
 from netsim.netfilter.model import Ruleset
 from netsim.netfilter.render import render_rule, render_save
 
@@ -89,7 +89,7 @@ def render_json(compiled: AmbientCompiled, reason: str, family: str = "all") -> 
         planned = [{"family": r.family.value, "table": r.table, "chain": r.chain,
                     "op": "-A" if r.position is None else "-I", "position": r.position, "args": " ".join(r.args),
                     "why": r.why} for r in compiled.rules if family == "all" or str(r.family.value) == family]
-    inbound = "bypassed" if compiled.pod.ingress_mode and layout(cfg) >= (1, 24) else \
+    inbound = "bypassed" if ingress_mode(cfg, compiled.pod) else \
         "tproxy" if tproxy_inbound(cfg) else "redirect"
     doc = {"schema": "netsim.compile.ambient/v1", "mode": "ambient", "reason": reason, "node": compiled.node,
            "release": None if cfg.release is None else ".".join(map(str, cfg.release)),

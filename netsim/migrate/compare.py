@@ -382,7 +382,7 @@ def _input_findings(sidecar: Workload, compiled: AmbientCompiled, rows: Sequence
 
 
 def _mode_findings(sidecar: Workload, compiled: AmbientCompiled) -> list[MigrateFinding]:
-    from netsim.capture.ambient import layout, tproxy_inbound
+    from netsim.capture.ambient import dns_by_pod, tproxy_inbound
 
     out: list[MigrateFinding] = []
     res = sidecar.resolution
@@ -405,8 +405,7 @@ def _mode_findings(sidecar: Workload, compiled: AmbientCompiled) -> list[Migrate
         after_dns = compiled.dns
         b = f"on: UDP and TCP port 53 to the pod's nameservers ({servers}) → the agent on 15053" if before_dns \
             else "off: DNS goes to the nameservers directly"
-        by_pod = compiled.pod.dns_capture is not None and layout(compiled.config) >= (1, 26)
-        why = "the pod's ambient.istio.io/dns-capture" if by_pod else \
+        why = "the pod's ambient.istio.io/dns-capture" if dns_by_pod(compiled.config, compiled.pod) else \
             "the agent's RedirectDNS (Helm ambient.dnsCapture)"
         a = f"on ({why}): UDP port 53 to any server not via lo, TCP port 53 to any non-loopback address → ztunnel " \
             "on 15053" if after_dns else f"off ({why})"
