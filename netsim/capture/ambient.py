@@ -517,6 +517,8 @@ __all__ = [
     "AMBIENT_LAYOUTS",
     "CHAINS",
     "CONN_MARK",
+    "DEFAULT_SNAT_V4",
+    "DEFAULT_SNAT_V6",
     "INPOD_MARK",
     "NFT_SINCE",
     "PROBE_SETS",

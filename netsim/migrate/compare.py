@@ -17,6 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from netsim.capture.ambient import DEFAULT_SNAT_V4, ZTUNNEL_HBONE
+from netsim.workload.identity import OTHER_PORTS, PROXY_GID, PROXY_UID
+
 if TYPE_CHECKING:
     from netsim.capture.ambient import AmbientCompiled
     from netsim.capture.config import CaptureConfig
@@ -31,8 +34,10 @@ REMOTE = {4: "10.96.0.20", 6: "fd00:96::20"}
 PEER = {4: "10.1.2.3", 6: "fd00:1::3"}
 NODE = {4: "10.244.0.1", 6: "fd00:10:244::1"}
 OTHER_RESOLVER = {4: "8.8.8.8", 6: "2001:4860:4860::8888"}
-SIDECAR_PORTS = (15020, 15021, 15090)  # pilot-agent's and Envoy's own ports, excluded inbound by the injector
-HBONE = 15008
+# pilot-agent's and Envoy's own ports (excluded inbound by the injector), ztunnel's HBONE port, the proxy's uid
+# and gid, and the agent's default probe SNAT address: their homes' values
+SIDECAR_PORTS = OTHER_PORTS
+HBONE = ZTUNNEL_HBONE
 
 # annotation (or proxyMetadata key) → (what it did for the sidecar, the spec section that says so)
 BEFORE: dict[str, str] = {
@@ -167,7 +172,7 @@ def _label(origin: str, option: str, value: str) -> str:
 
 
 def probes(config: CaptureConfig | None, origins: Origins, app_ports: Sequence[int], cluster_dns: str, *,
-           family: int = 4, snat: str = "169.254.7.127") -> tuple[Probe, ...]:
+           family: int = 4, snat: str = DEFAULT_SNAT_V4) -> tuple[Probe, ...]:
     """The rows of both matrices for a pod whose sidecar capture is ``config`` (its ports and ranges, each row
     named after the input that set it), in the pod's address ``family`` (``cluster_dns``: its resolv.conf's
     nameserver; ``snat``: ambient's probe source of that family)."""
@@ -209,8 +214,8 @@ def probes(config: CaptureConfig | None, origins: Origins, app_ports: Sequence[i
     for port in (80, 443):
         add(Probe(direction="outbound", proto="tcp", peer=remote, port=port, why="outbound TCP"))
     add(Probe(direction="outbound", proto="udp", peer=remote, port=8125, why="outbound UDP (not DNS)"))
-    add(Probe(direction="outbound", proto="tcp", peer=remote, port=80, why="the proxy's uid 1337", kind="uid",
-              uid=1337))
+    add(Probe(direction="outbound", proto="tcp", peer=remote, port=80, why=f"the proxy's uid {PROXY_UID}",
+              kind="uid", uid=PROXY_UID))
     add(Probe(direction="outbound", proto="udp", peer=cluster_dns, port=53, why="DNS to the cluster DNS", kind="dns"))
     add(Probe(direction="outbound", proto="tcp", peer=cluster_dns, port=53, why="DNS over TCP", kind="dns"))
     add(Probe(direction="outbound", proto="udp", peer=OTHER_RESOLVER[family], port=53, why="DNS to another resolver",
@@ -282,7 +287,7 @@ def cause(r: Row, config: CaptureConfig | None, origins: Origins) -> str:
                                                                                                        *incl.v6)]):
             return origins.of("istio-service-cidr")
     rule = r.sidecar.decided_by
-    if "--gid-owner" in rule and "--gid-owner 1337 " not in rule:  # the owner-group filter (spec §9)
+    if "--gid-owner" in rule and f"--gid-owner {PROXY_GID} " not in rule:  # the owner-group filter (spec §9)
         return origins.of("ISTIO_OUTBOUND_OWNER_GROUPS" if "! --gid-owner" in rule else
                           "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE")
     return ""
