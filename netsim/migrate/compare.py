@@ -250,10 +250,8 @@ def _trace(w: Workload, p: Probe, ambient: bool) -> Cell:
     return _cell(w.trace((pod_ip, p.port), proto=p.proto, from_=(peer, 40000)))
 
 
-def compare(sidecar: Workload, ambient: Workload, compiled: AmbientCompiled, probes_: Sequence[Probe]
-            ) -> tuple[Row, ...]:
+def compare(sidecar: Workload, ambient: Workload, probes_: Sequence[Probe]) -> tuple[Row, ...]:
     """Each probe traced in both modes."""
-    del compiled
     return tuple(Row(probe=p, sidecar=_trace(sidecar, p, False), ambient=_trace(ambient, p, True)) for p in probes_)
 
 
@@ -439,8 +437,7 @@ def migrate(sidecar: Workload, ambient: Workload, compiled: AmbientCompiled, *, 
     servers = (config.dns_servers_v4 if family == 4 else config.dns_servers_v6) if config is not None else ()
     dns = servers[0] if servers else cluster_dns if family == 4 else "fd00:96::a"
     snat = compiled.config.host_probe_snat_address if family == 4 else compiled.config.host_probe_v6_snat_address
-    rows = compare(sidecar, ambient, compiled, probes(config, origins, sidecar.app_ports, dns, family=family,
-                                                      snat=snat))
+    rows = compare(sidecar, ambient, probes(config, origins, sidecar.app_ports, dns, family=family, snat=snat))
     findings = [*_input_findings(sidecar, compiled, rows, origins), *_mode_findings(sidecar, compiled)]
     findings += [f for f in (_row_finding(r, config, origins) for r in rows) if f is not None]
     notes = [*compiled.notes]
