@@ -290,9 +290,7 @@ def render(res: Resolution, fmt: str, family: str = "all",
         click.echo(f"netsim: no capture rules: {res.no_capture_reason}", err=True)
         return ""
     config = res.config
-    if family != "all" and fmt in ("istio-dry-run", "golden", "nft"):
-        why = "it records the whole run" if fmt != "nft" else "one inet table holds both families"
-        raise SpecError(f"option --family {family}: not available with --format {fmt} ({why})")
+    _check_family(fmt, family)
     if fmt in ("istio-dry-run", "golden"):
         from netsim.capture.dryrun import dry_run
 
@@ -328,28 +326,50 @@ def render(res: Resolution, fmt: str, family: str = "all",
             + "# IPv6: ip6tables-save\n" + render_save(compiled.ruleset_v6))
 
 
+def _check_family(fmt: str, family: str) -> None:
+    """``--family 4|6`` picks one family's rules, which the whole-run formats cannot (sidecar and ambient)."""
+    if family != "all" and fmt in ("istio-dry-run", "golden", "nft"):
+        why = "it records the whole run" if fmt != "nft" else "one inet table holds both families"
+        raise SpecError(f"option --family {family}: not available with --format {fmt} ({why})")
+
+
+def _ambient_backend(fmt: str | None, backend: str | None, given: dict[str, object], default: bool) -> bool:
+    """Whether the agent writes nftables rules: ``--backend``, else ``--ambient-config NativeNftables``, else the
+    format (``nft``), else the release's default. A format the chosen backend does not write is an error."""
+    if backend is not None:
+        chosen: bool | None = backend == "nft"
+        source = f"--backend {backend}"
+    elif "native_nftables" in given:
+        chosen = bool(given["native_nftables"])
+        source = f"--ambient-config NativeNftables={'true' if chosen else 'false'}"
+    else:
+        chosen, source = None, ""
+    if fmt == "nft" and chosen is False:
+        raise SpecError(f"option --format nft: {source} chooses the agent's iptables backend, which writes no "
+                        "nftables rules (use one of them)")
+    if fmt in ("iptables-save", "iptables-restore") and chosen:
+        raise SpecError(f"option --format {fmt}: {source} chooses the agent's native nftables backend, which "
+                        "writes no iptables rules (use --format nft)")
+    return chosen if chosen is not None else fmt == "nft" or default
+
+
 def _ambient(decision: Any, pod: Any, istio_version: str | None, settings: tuple[str, ...], node: bool,
              fmt: str | None, backend: str | None, family: str) -> str:
     """The ambient compile: the agent's config for the release and ``settings``, the pod's overrides, rendered."""
     import dataclasses as dc
 
     from netsim.capture.ambient_render import render_iptables_save, render_json, render_nft_text
-    from netsim.spec.ambient import ambient_config, ambient_release, compile_pod, pod_overrides
+    from netsim.spec.ambient import ambient_config, ambient_release, compile_pod, pod_overrides, settings_given
 
-    config = ambient_config(ambient_release(istio_version), settings)
+    given = settings_given(settings)
+    config = ambient_config(ambient_release(istio_version), given)
     if decision.opted_out:
         click.echo(one_line(f"netsim: no ambient rules: {decision.reason}"), err=True)
         return ""
-    if backend is not None:
-        config = dc.replace(config, native_nftables=backend == "nft")
+    config = dc.replace(config, native_nftables=_ambient_backend(fmt, backend, given, config.native_nftables))
     if fmt is None:
         fmt = "nft" if config.native_nftables else "iptables-save"
-    if fmt == "nft" and not config.native_nftables:
-        config = dc.replace(config, native_nftables=True)
-    if fmt in ("iptables-save", "iptables-restore") and config.native_nftables:
-        config = dc.replace(config, native_nftables=False)
-    if family != "all" and fmt in ("istio-dry-run", "golden", "nft"):
-        raise SpecError(f"option --family {family}: not available with --format {fmt} (it holds both families)")
+    _check_family(fmt, family)
     overrides = None if pod is None else pod_overrides(pod.annotation_map, where=pod.where)
     compiled = compile_pod(istio_version, config, overrides, node=node)
     click.echo(one_line(f"netsim: note: ambient mode: {decision.reason}"), err=True)

@@ -140,13 +140,21 @@ def parse_ambient_config(text: str) -> dict[str, object]:
     return changes
 
 
-def ambient_config(release: tuple[int, ...] | None, settings: Iterable[str] = ()) -> AmbientConfig:
-    """A real agent's config for ``release`` (None: current), changed by each ``--ambient-config`` text."""
-    from netsim.capture.ambient import agent_defaults
-
-    changes: dict[str, Any] = {}
+def settings_given(settings: Iterable[str]) -> dict[str, object]:
+    """The AmbientConfig fields the ``--ambient-config`` texts set (a later text wins)."""
+    changes: dict[str, object] = {}
     for text in settings:
         changes.update(parse_ambient_config(text))
+    return changes
+
+
+def ambient_config(release: tuple[int, ...] | None, settings: Iterable[str] | Mapping[str, object] = ()
+                   ) -> AmbientConfig:
+    """A real agent's config for ``release`` (None: current), changed by each ``--ambient-config`` text (or by
+    the field changes :func:`settings_given` read from them)."""
+    from netsim.capture.ambient import agent_defaults
+
+    changes: Mapping[str, Any] = settings if isinstance(settings, Mapping) else settings_given(settings)
     return dataclasses.replace(agent_defaults(release), **changes)
 
 
@@ -214,5 +222,6 @@ __all__ = [
     "parse_ambient_config",
     "pod_mode",
     "pod_overrides",
+    "settings_given",
     "split_interfaces",
 ]

@@ -198,6 +198,35 @@ def test_nft_and_json_formats() -> None:
     assert all(p["why"] for p in doc["planned"])
 
 
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--format", "nft", "--ambient-config", "NativeNftables=false"],
+     "option --format nft: --ambient-config NativeNftables=false chooses the agent's iptables backend"),
+    (["--format", "nft", "--backend", "iptables"], "option --format nft: --backend iptables chooses"),
+    (["--format", "iptables-save", "--ambient-config", "NativeNftables=true"],
+     "option --format iptables-save: --ambient-config NativeNftables=true chooses the agent's native nftables"),
+    (["--format", "iptables-restore", "--backend", "nft"], "option --format iptables-restore: --backend nft"),
+    (["--format", "golden", "--family", "6"], "option --family 6: not available with --format golden"),
+    (["--format", "nft", "--family", "4"], "option --family 4: not available with --format nft (one inet table"),
+])
+def test_a_format_the_chosen_backend_does_not_write_is_one_error(args: list[str], needle: str) -> None:
+    _one_error(*netsim("compile", "--pod", str(SHOP), *args)[::2], needle)
+
+
+def test_the_format_chooses_the_backend_only_when_nothing_else_does() -> None:
+    """``--format nft`` alone compiles the nft backend; an explicit choice that agrees is no conflict; the
+    golden and JSON formats follow the chosen backend."""
+    nft = compile_ambient(dataclasses.replace(agent_defaults(), native_nftables=True)).nft_text()
+    for extra in ([], ["--ambient-config", "NativeNftables=true"], ["--backend", "nft"]):
+        code, out, err = netsim("compile", "--pod", str(SHOP), "--format", "nft", *extra)
+        assert code == 0 and out.startswith(nft), err
+    doc = json.loads(netsim("compile", "--pod", str(SHOP), "--format", "json", "--ambient-config",
+                            "NativeNftables=false")[1])
+    assert doc["backend"] == "iptables"
+    code, out, _ = netsim("compile", "--pod", str(SHOP), "--format", "golden", "--ambient-config",
+                          "NativeNftables=true")
+    assert code == 0 and out == compile_ambient(dataclasses.replace(agent_defaults(), native_nftables=True)).golden()
+
+
 def test_node_rules() -> None:
     code, out, _ = netsim("compile", "--node", "--format", "golden")
     assert code == 0 and out == compile_ambient(agent_defaults(), node=True).golden()
