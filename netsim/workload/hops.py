@@ -319,8 +319,9 @@ def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sideca
                              f"listener {nport} captures via {how2}")
                 t, stage = nxt, nstage
                 continue
+            reached = f"again via {how2}" if redirected2 else "directly (addressed to it; no rule redirected it)"
             reason = f"{sc_s} own connection to {target}{via} reaches its {_listener_name(nstage, nport, sidecar)} " \
-                     f"{nport} again via {how2}"
+                     f"{nport} {reached}"
             loop = Decision(verdict=Verdict.LOOPED, decided_by=by2, reason=reason, hop=len(hops) - 1, basis=basis2)
             return Followed(tuple(hops), loop, _sentence("; ".join([*parts, reason]) + ": a loop."), first_od,
                             first_up)

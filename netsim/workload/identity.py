@@ -76,7 +76,9 @@ class SidecarIdentity:
     # who listens: "sidecar" (Envoy and pilot-agent) or "ztunnel" (ambient); the JSON's listener.owner
     owner: str = "sidecar"
     mark: int = 0  # SO_MARK of the proxy's own sockets (ztunnel: 0x539), the mark its packets start with
-    # listeners that receive inbound connections addressed to them, no rule needed (ztunnel's HBONE 15008)
+    # listeners that receive inbound connections addressed to them, no rule needed: the HBONE tunnel port 15008
+    # (the sidecar's, which istio-iptables exempts from inbound capture, spec/istio-iptables.md §2 -e, §10;
+    # ztunnel's, ambient §10)
     direct_inbound: tuple[int, ...] = ()
     # inbound connections to the app come from the original client's address (IP_TRANSPARENT + IP_FREEBIND,
     # ztunnel's freebind_connect), not from the passthrough address
@@ -158,14 +160,15 @@ class SidecarIdentity:
         passthrough = profile is None or profile.version >= PASSTHROUGH_SINCE
         pt4, pt6 = (PASSTHROUGH_V4, PASSTHROUGH_V6) if passthrough else (None, None)
         if config is None:
-            return cls(passthrough_v4=pt4, passthrough_v6=pt6, dns=dns)
+            return cls(passthrough_v4=pt4, passthrough_v6=pt6, dns=dns, direct_inbound=(TUNNEL_PORT,))
         tproxy = config.mode.value == "TPROXY"
         uid = _number(config.proxy_uid[0] if config.proxy_uid else "", PROXY_UID)
+        tunnel = _number(config.inbound_tunnel_port, TUNNEL_PORT)
         from netsim.capture.iptables import inbound_listener_port  # the release's own inbound target
 
         return cls(outbound_port=_number(config.proxy_port, OUTBOUND_PORT),
                    inbound_port=_number(inbound_listener_port(config), INBOUND_PORT),
-                   tunnel_port=_number(config.inbound_tunnel_port, TUNNEL_PORT),
+                   tunnel_port=tunnel, direct_inbound=(tunnel,),
                    uid=envoy_uid(uid, tproxy=tproxy),
                    gid=_number(config.proxy_gid[0] if config.proxy_gid else "", PROXY_GID),
                    dns=dns, tproxy_mark=int(config.tproxy_mark, 0) if tproxy else None,

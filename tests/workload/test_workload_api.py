@@ -90,3 +90,29 @@ def test_a_bad_endpoint_is_a_located_error() -> None:
     w = Workload.from_pod(str(MTLS / "pod.yaml"))
     with pytest.raises(SpecError, match=r"^--dst '10.0.0.300:80': '10.0.0.300' is not an IP address$"):
         w.trace("10.0.0.300:80")
+
+
+@pytest.mark.parametrize("source", ["pod", "dump"])
+def test_a_direct_connection_to_the_sidecars_tunnel_port_reaches_its_hbone_listener(source: str) -> None:
+    """istio-iptables exempts the HBONE tunnel port (-e, 15008) from inbound capture because Envoy listens there
+    itself (spec/istio-iptables.md §2, §10): a peer's connection to it is received by the sidecar, through no
+    rule, not a bypass to the app. In TPROXY mode the mangle chain has no such exemption, so 15006 gets it."""
+    pod = str(MTLS / "pod.yaml")
+    w = Workload.from_pod(pod, pod_ips=["10.244.0.5"]) if source == "pod" else \
+        Workload.from_rules([str(MTLS / "current.iptables-save")], pod_ips=["10.244.0.5"])
+    f = w.trace("10.244.0.5:15008", from_="10.1.2.3")
+    d = f.decision
+    assert d.verdict.value == "captured-inbound" and d.decided_by is None and d.basis == "addressed to it"
+    assert d.listener is not None and (d.listener.port, d.listener.owner) == (w.sidecar.tunnel_port, "sidecar")
+    assert "the sidecar's HBONE inbound listener 15008 directly" in f.summary
+    other = w.trace("10.244.0.5:8080", from_="10.1.2.3").decision  # any other port: redirected to 15006
+    assert other.listener is not None and other.listener.port == 15006 and other.decided_by is not None
+    # TPROXY: captured on 15006 by the mangle rule; Envoy's onward connection to the pod's 15008 then meets its
+    # own HBONE listener (the OUTPUT rules exempt 15008 from the loopback → inbound redirect), not the app
+    tp = Workload.from_pod(str(TPROXY / "pod.yaml"), pod_ips=["10.244.0.5"]).trace("10.244.0.5:15008",
+                                                                                   from_="10.1.2.3")
+    first = tp.hops[0].trace
+    assert first.transparent_socket and first.local_port == 15006
+    assert first.decided_by is not None and "-j TPROXY" in first.decided_by.text
+    assert tp.decision.verdict.value == "looped" and tp.decision.hop == 1
+    assert "reaches its HBONE inbound listener 15008 directly" in tp.summary
