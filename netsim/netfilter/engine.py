@@ -113,6 +113,7 @@ class _State:
         "dst",
         "dst_bind",
         "explain",
+        "fam_no",
         "family",
         "flags",
         "hook",
@@ -147,6 +148,7 @@ class _State:
 
     def __init__(self, packet: Packet, netns: Netns, nsinfo: _NsInfo, choices: Sequence[bool], explain: bool):
         self.family = packet.family
+        self.fam_no = packet.family.value  # the snapshot's, read without the enum's descriptor (hot path)
         self.v6 = packet.family is Family.IPV6
         self.proto = packet.proto.value
         self.src = int(packet.src)
@@ -230,7 +232,7 @@ class _State:
     def snapshot(self) -> tuple[object, ...]:
         # Raw ints: converted to addresses only when a renderer prints the PACKET line.
         return (self.in_iface, self.out_iface, self.loopback, self.src, self.dst,
-                self.sport, self.dport, self.mark, self.proto, self.family.value)
+                self.sport, self.dport, self.mark, self.proto, self.fam_no)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -241,6 +243,15 @@ def _to_addr(v6: bool, value: int) -> Address:
 @functools.lru_cache(maxsize=4096)
 def _ip_str(v6: bool, value: int) -> str:
     return str(_to_addr(v6, value))
+
+
+# Steps of the hot path are built as plain tuples of Step's 15 fields in order (``Step(...)`` is a Python-level
+# ``__new__``; this is the C one): pass_no, hook, table, chain, kind, position, text, matched, verdict, target,
+# failed, uncertain, end, packet, base.
+_tuple_new = tuple.__new__
+if Step._fields != ("pass_no", "hook", "table", "chain", "kind", "position", "text", "matched", "verdict", "target",
+                    "failed", "uncertain", "end", "packet", "base"):
+    raise RuntimeError("trace.Step's fields changed: update the engine's tuples")
 
 
 # Enum members bound once: attribute access on an Enum class goes through a descriptor (hot path).
@@ -571,7 +582,8 @@ def _compile_ruleset(ruleset: Ruleset, base_chains: Iterable[tuple[str, str]] | 
             ctx = _Ctx(ruleset.family, table.name, chain.name)
             rules = LazyRules(len(chain.rules), functools.partial(_compile_at, chain, ctx, memo))
             keys = [_dst_key(rule) for rule in chain.rules] if len(chain.rules) >= INDEX_MIN_RULES else None
-            chains[chain.name] = _CChain(chain.name, chain.policy if builtin else None, rules, present, keys)
+            chains[chain.name] = rules.owner = _CChain(chain.name, chain.policy if builtin else None, rules, present,
+                                                       keys)
         tables[table.name] = chains
     fam = "ip" if ruleset.family is Family.IPV4 else "ip6"
     entries = [
@@ -1166,7 +1178,19 @@ def _run_table(st: _State, info: BaseChain, base: _CChain, chains: Mapping[str, 
     table_idx = len(steps)
     entry_mark = st.mark
     first = True
-    steps.append(Step(pass_no, hook, table, base.name, _TABLE, 0, "", False, "", "", None, "", 0, st.snapshot(), info))
+    if not base.rules:  # an empty base chain: its policy decides, and the packet is as it entered
+        snap = st.snapshot()
+        policy = base.policy or "ACCEPT"
+        steps.append(_tuple_new(Step, (pass_no, hook, table, base.name, _TABLE, 0, "", False, "", "", None, "", 0,
+                                       snap, info)))
+        step = _tuple_new(Step, (pass_no, hook, table, base.name, _POLICY, 0, policy, True, policy, "", None, "", 0,
+                                 snap, info))
+        steps.append(step)
+        if policy != ACCEPT:
+            st.decider = step
+        return policy
+    steps.append(_tuple_new(Step, (pass_no, hook, table, base.name, _TABLE, 0, "", False, "", "", None, "", 0,
+                                   st.snapshot(), info)))
     stack: list[tuple[_CChain, int, int]] = []
     level = 0  # jumps and gotos between the base chain and the current chain
     chain = base
@@ -1206,8 +1230,9 @@ def _run_table(st: _State, info: BaseChain, base: _CChain, chains: Mapping[str, 
                 if explain:
                     attr = failed.attr
                     value = getattr(st, attr) if attr in _PLAIN_ATTRS else _value_of(st, attr)
-                    steps.append(Step(pass_no, hook, table, chain.name, _RULE, r.position, r.text, False, "", "",
-                                      (failed.label, attr, value), unc, base=info))
+                    steps.append(_tuple_new(Step, (pass_no, hook, table, chain.name, _RULE, r.position,
+                                                   r._text or r.text, False, "", "", (failed.label, attr, value), unc,
+                                                   0, (), info)))
                 if unc:
                     st.uncertain.append(f"{table} {chain.name} rule {r.position}: {unc}")
                 continue
@@ -1223,8 +1248,8 @@ def _run_table(st: _State, info: BaseChain, base: _CChain, chains: Mapping[str, 
             target = r.target
             if verdict in (JUMP, GOTO) and not target:
                 target = st.jump_to  # a verdict map's element chose the chain
-            step = Step(pass_no, hook, table, chain.name, _RULE, r.position, r.text, True, verdict, target, None, unc,
-                        base=info)
+            step = _tuple_new(Step, (pass_no, hook, table, chain.name, _RULE, r.position, r._text or r.text, True,
+                                     verdict, target, None, unc, 0, (), info))
             steps.append(step)
             if verdict == CONTINUE:
                 continue
@@ -1261,7 +1286,8 @@ def _run_table(st: _State, info: BaseChain, base: _CChain, chains: Mapping[str, 
             last = resume - 1
             continue
         policy = base.policy or "ACCEPT"
-        step = Step(pass_no, hook, table, base.name, _POLICY, 0, policy, True, policy, packet=st.snapshot(), base=info)
+        step = _tuple_new(Step, (pass_no, hook, table, base.name, _POLICY, 0, policy, True, policy, "", None, "", 0,
+                                 st.snapshot(), info))
         steps.append(step)
         if policy != ACCEPT:
             st.decider = step
@@ -1291,7 +1317,8 @@ def _value_of(st: _State, attr: str) -> object:
 
 def _note(st: _State, hook: str, text: str) -> None:
     if st.explain:
-        st.steps.append(Step(st.pass_no, hook, "", "", _NOTE, text=text))
+        st.steps.append(_tuple_new(Step, (st.pass_no, hook, "", "", _NOTE, 0, text, False, "", "", None, "", 0, (),
+                                          None)))
 
 
 def _hook(crs: CompiledRuleset, st: _State, hook: str) -> str:
@@ -1303,8 +1330,9 @@ def _hook(crs: CompiledRuleset, st: _State, hook: str) -> str:
     dst_manip = hook in _NAT_DST_HOOKS
     nat_done = False  # the nat decision of this hook was made before it (an entry, the loopback pass)
     nat_seen = False
-    for info, base, chains in crs.hooks[hook]:
-        if pending_ct and _run_priority(HookEntry(info, base, chains))[0] > PRI_CONNTRACK:
+    for entry in crs.hooks[hook]:
+        info, base, chains = entry
+        if pending_ct and _run_priority(entry)[0] > PRI_CONNTRACK:
             _conntrack_in(st, hook)
             pending_ct = False
         if info.nat:
