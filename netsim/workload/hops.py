@@ -85,6 +85,7 @@ _CAPTURE_TARGETS = ("REDIRECT", "TPROXY", "DNAT")
 _CAPTURE_CHAINS = ("ISTIO_IN_REDIRECT", "ISTIO_REDIRECT", "ISTIO_TPROXY", "ISTIO_DIVERT",
                    "istio-in-redirect", "istio-redirect", "istio-tproxy", "istio-divert")  # the nftables backend's
 _NFT_CAPTURE = {"redirect": "REDIRECT", "dnat": "DNAT", "tproxy": "TPROXY"}
+_CAPTURES = frozenset((*_CAPTURE_TARGETS, *_CAPTURE_CHAINS))  # a rule jumping to one of them captures
 
 
 def _jump(step: Step) -> str:
@@ -126,27 +127,40 @@ def _role(step: Step) -> str:
     return "nat" if b.nat else "mangle" if b.priority == -150 else step.table
 
 
-def _capture_steps(t: Trace) -> list[Step]:
-    """The capture tables' own steps (first pass): nat, and mangle where TPROXY captures."""
-    nat = [s for s in t.steps if _role(s) == "nat" and s.pass_no == 0 and s.kind in (Kind.RULE, Kind.POLICY)]
-    mangle = [s for s in t.steps if _role(s) == "mangle" and s.pass_no == 0 and s.kind in (Kind.RULE, Kind.POLICY)]
-    return nat + mangle
+_RULE_OR_POLICY = (Kind.RULE, Kind.POLICY)
+
+
+def _capture_steps(t: Trace) -> tuple[list[Step], list[Step]]:
+    """The capture tables' own steps (first pass): nat, and mangle where TPROXY captures (each step's role read
+    once)."""
+    nat: list[Step] = []
+    mangle: list[Step] = []
+    for s in t.steps:
+        if s.pass_no == 0 and s.kind in _RULE_OR_POLICY:
+            role = _role(s)
+            if role == "nat":
+                nat.append(s)
+            elif role == "mangle":
+                mangle.append(s)
+    return nat, mangle
 
 
 def _bypass(t: Trace, sidecar: SidecarIdentity) -> tuple[DecidedBy | None, str, str]:
     """The rule that let the packet bypass capture (a RETURN in the capture chains), or why none did."""
-    steps = _capture_steps(t)
-    for table in ("nat", "mangle"):
+    nat, mangle = _capture_steps(t)
+    steps = nat + mangle
+    rule = Kind.RULE
+    for table, mine in (("nat", nat), ("mangle", mangle)):
         # a RETURN out of the capture chains; in nat also an ACCEPT (ambient's probe, own-pod and 0x111
         # rules, spec/istio-ambient-capture.md §3 rules 9, 10, 17, 18), which ends nat for the packet, and for
         # ztunnel in mangle too (1.21-1.24's TPROXY inbound accepts probes and loopback there, §11)
         ends = ("RETURN", "ACCEPT") if table == "nat" or sidecar.ambient else ("RETURN",)
-        returns = [s for s in steps if _role(s) == table and s.kind is Kind.RULE and s.matched and s.verdict in ends]
+        returns = [s for s in mine if s.kind is rule and s.matched and s.verdict in ends]
         if returns:
             r = DecidedBy.of(returns[-1])
             did = "returned" if returns[-1].verdict == "RETURN" else "accepted"
             return r, f"{r.ref} {did} it before any capture rule", "rule"
-    if not any(_role(s) == "nat" for s in steps):
+    if not nat:
         ct = t.packet.ct
         if t.ctstate in ("UNTRACKED", "INVALID"):
             return None, f"the packet is {t.ctstate}: without a conntrack entry nat never sees it", "conntrack"
@@ -158,8 +172,7 @@ def _bypass(t: Trace, sidecar: SidecarIdentity) -> tuple[DecidedBy | None, str, 
         if not steps:  # no nat chain is hooked where the packet passed: an empty chain, or no nat table at all
             hook = t.steps[0].hook if t.steps else "its hook"
             return None, f"no nat rule saw it (nat {hook} has no rules)", "policy"
-    capturing = [s for s in steps if s.kind is Kind.RULE and not s.matched and
-                 (_jump(s) in _CAPTURE_TARGETS or _jump(s) in _CAPTURE_CHAINS)]
+    capturing = [s for s in steps if s.kind is rule and not s.matched and _jump(s) in _CAPTURES]
     if capturing:
         fam = t.packet.family
         missed = "; ".join(f"{DecidedBy.of(s).ref} failed on {describe_failure(s, fam).replace(': ', ' (', 1)})"
