@@ -1,5 +1,6 @@
-"""Ambient compile benchmark: cold start of ``netsim compile --pod`` for an ambient pod (each format) and of
-``netsim migrate``, and ambient pods compiled per second in one process.
+"""Ambient compile benchmark: cold start of ``netsim compile --pod`` for an ambient pod (each format), of
+``netsim trace --pod`` (one question, and ``--matrix``) and of ``netsim migrate``, and ambient pods compiled per
+second in one process.
 
 Target (issue 16, as for sidecars): cold start <= 0.25 s (median of 10). The machine's own start-up
 (``python -c pass``) and each run's CPU time are printed beside them (on a loaded machine, compare those).
@@ -59,6 +60,8 @@ def main() -> None:
                         ("compile --pod --format nft", ["compile", "--pod", str(POD), "--format", "nft"]),
                         ("compile --pod --format json", ["compile", "--pod", str(POD), "--format", "json"]),
                         ("compile --node --format golden", ["compile", "--node", "--format", "golden"]),
+                        ("trace --pod --dst (ambient)", ["trace", "--pod", str(POD), "--dst", "10.96.0.10:80"]),
+                        ("trace --pod --matrix (ambient)", ["trace", "--pod", str(POD), "--matrix"]),
                         ("migrate --pod --to ambient", ["migrate", "--pod", str(POD), "--to", "ambient"])):
         wall, cpu = cold(args)
         print(f"{label:<40} cold start median of 10: {wall * 1000:.0f} ms wall, {cpu * 1000:.0f} ms CPU "
