@@ -396,7 +396,7 @@ def _compile_at(chain: Chain, ctx: _Ctx, memo: _Memo, k: int) -> _CRule:
 
 
 class _CChain:
-    __slots__ = ("exists", "generic", "index", "name", "policy", "rules")
+    __slots__ = ("every", "exists", "generic", "index", "name", "policy", "rules")
 
     def __init__(self, name: str, policy: str | None, rules: Sequence[_CRule], exists: bool,
                  dst_keys: Sequence[int | None] | None = None):
@@ -406,6 +406,7 @@ class _CChain:
         self.exists = exists
         self.index: dict[int, list[int]] | None = None
         self.generic: list[int] = []
+        self.every = range(len(rules))  # the candidates of a chain without an index (its length never changes)
         if len(rules) >= INDEX_MIN_RULES:
             index: dict[int, list[int]] = {}
             keys = dst_keys if dst_keys is not None else [r.dst_key for r in rules]
@@ -420,7 +421,7 @@ class _CChain:
     def candidates(self, dst: int) -> Sequence[int]:
         """Rule indexes that can match a packet to ``dst``, in order (all of them without an index)."""
         if self.index is None:
-            return range(len(self.rules))
+            return self.every
         specific = self.index.get(dst)
         if not specific:
             return self.generic
@@ -1194,7 +1195,7 @@ def _run_table(st: _State, info: BaseChain, base: _CChain, chains: Mapping[str, 
     stack: list[tuple[_CChain, int, int]] = []
     level = 0  # jumps and gotos between the base chain and the current chain
     chain = base
-    cands = chain.candidates(st.dst)
+    cands = chain.every if chain.index is None else chain.candidates(st.dst)
     ci = 0
     last = -1
     while True:
@@ -1262,7 +1263,7 @@ def _run_table(st: _State, info: BaseChain, base: _CChain, chains: Mapping[str, 
                                        f"level {level}; the kernel refuses such a ruleset at load (a jump loop or "
                                        f"chains nested too deep), so this one was not loaded through the parser")
                 chain = chains[target]
-                cands = chain.candidates(st.dst)
+                cands = chain.every if chain.index is None else chain.candidates(st.dst)
                 ci = 0
                 last = -1
                 jumped = True
@@ -1281,7 +1282,7 @@ def _run_table(st: _State, info: BaseChain, base: _CChain, chains: Mapping[str, 
             # RETURN or falling off pops the jump stack; a chain entered by -g pushed nothing, so
             # this resumes in the chain that called the goto-ing chain (§1.8).
             chain, resume, level = stack.pop()
-            cands = chain.candidates(st.dst)
+            cands = chain.every if chain.index is None else chain.candidates(st.dst)
             ci = bisect.bisect_left(cands, resume)
             last = resume - 1
             continue
