@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from netsim.capture.config import CURRENT_LAYOUT, LAYOUT_FLOOR, CaptureConfig
 from netsim.infer import generators
+from netsim.infer.ambient import AmbientFit
 from netsim.infer.options import annotations_of, cni_signature, options_of
 from netsim.infer.sidecar import SIDECAR_CHAINS, SidecarFit, fit, releases
 from netsim.infer.view import ChainKey, View, line
@@ -108,6 +109,24 @@ def _sidecar(result: SidecarFit) -> Inference:
                      foreign=(), notes=tuple(notes), config=config, exact=result.exact)
 
 
+def _ambient_fit(view: View) -> AmbientFit | None:
+    from netsim.infer.ambient import fit as ambient_fit
+
+    return ambient_fit(view)
+
+
+def _ambient(result: AmbientFit) -> Inference:
+    from netsim.infer.ambient import reproduce
+
+    notes = ["istio-cni's ambient in-pod rules, verified by compiling every ambient release layout: "
+             f"{reproduce(result)} writes them" + ("" if result.exact else " (the closest compile, not exactly)"),
+             *result.notes,
+             "the pod's policy routes (ip rule fwmark 0x111/0xfff lookup 100, table 100's local routes; "
+             "spec/istio-ambient-capture.md §7) are not in a netfilter dump: nothing here shows them"]
+    return Inference(generator="istio-ambient", releases=result.span, options=result.settings(),
+                     annotations=result.annotations(), foreign=(), notes=tuple(notes), exact=result.exact)
+
+
 def infer_rules(rulesets: Mapping[Family, Ruleset]) -> tuple[Inference, ...]:
     """Which generators wrote ``rulesets`` (a dump's IPv4 and IPv6 rules), one :class:`Inference` each,
     istio-iptables first; several when several generators' rules are there. A dump without any rule,
@@ -121,8 +140,13 @@ def infer_rules(rulesets: Mapping[Family, Ruleset]) -> tuple[Inference, ...]:
         result = fit(view)
         claimed |= result.matched
         found.append(_sidecar(result))
-    claims = [c for c in (generators.ambient(view, sidecar), generators.linkerd(view), generators.kube_proxy(view),
-                          generators.others(view)) if c is not None]
+    ambient_fit = None if sidecar else _ambient_fit(view)
+    if ambient_fit is not None:
+        claimed |= ambient_fit.matched
+        found.append(_ambient(ambient_fit))
+    claims = [c for c in (None if ambient_fit is not None else generators.ambient(view, sidecar, claimed),
+                          generators.linkerd(view),
+                          generators.kube_proxy(view), generators.others(view)) if c is not None]
     for claim in claims:
         claim.rules -= claimed
         claimed |= claim.rules

@@ -3,8 +3,9 @@
 Owns: the recognisers of istio-cni's ambient in-pod rules (spec/istio-ambient-capture.md §3), Linkerd's
 proxy-init (``PROXY_INIT_REDIRECT``/``PROXY_INIT_OUTPUT``), kube-proxy and kubelet (``KUBE-*``) and
 common CNI plugins' chains; each claims its chains and the jumps into them, and reads what its rules
-show. netsim compiles none of these, so their options are read off the rules, not verified by a
-compile, and no release range is given (the notes say so). Never does: read files or render output.
+show. netsim compiles none of these (a pod's ambient in-pod rules alone are verified by compiling, in
+``ambient.py``; the node's probe rule is read here), so their options are read off the rules, not verified
+by a compile, and no release range is given (the notes say so). Never does: read files or render output.
 """
 
 from __future__ import annotations
@@ -12,11 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from netsim.infer.view import ChainKey, View, negated, target, value, values
+from netsim.infer.view import ChainKey, View, target, value, values
 from netsim.netfilter.model import Family
-
-AMBIENT_MARK = "0x539/0xfff"  # ztunnel's socket mark (ambient §2.3)
-AMBIENT_CONNMARK = "0x111/0xfff"
 
 
 @dataclass(slots=True)
@@ -38,45 +36,33 @@ def _claim(view: View, generator: str, owns: Callable[[str], bool]) -> Claim | N
     return claim if claim.rules else None
 
 
-def ambient(view: View, sidecar: bool) -> Claim | None:
-    """istio-cni's ambient rules: in the pod ISTIO_PRERT (and ISTIO_OUTPUT when no sidecar chain exists),
-    on the node ISTIO_POSTRT (the kubelet-probe SNAT, ambient §6)."""
+def ambient(view: View, sidecar: bool, claimed: set[tuple[ChainKey, int]]) -> Claim | None:
+    """istio-cni's ambient rules this module reads by their shape: the node's ISTIO_POSTRT (the kubelet-probe
+    SNAT, ambient §6), and in-pod rules beside a sidecar's (ISTIO_PRERT only; ISTIO_OUTPUT is the sidecar's).
+    A pod's in-pod rules alone are verified by compiling (``infer.ambient``) and already ``claimed``."""
     node = view.has_chain("nat", "ISTIO_POSTRT")
-    if not any(view.has_chain(t, "ISTIO_PRERT") for t in ("nat", "mangle", "raw")) and not node:
+    in_pod = any(view.has_chain(t, "ISTIO_PRERT") for t in ("nat", "mangle", "raw"))
+    if not in_pod and not node:
         return None
     chains = {"ISTIO_PRERT", "ISTIO_POSTRT"} if sidecar else {"ISTIO_PRERT", "ISTIO_POSTRT", "ISTIO_OUTPUT"}
     claim = _claim(view, "istio-ambient", chains.__contains__)
     if claim is None:
         return None
+    claim.rules -= claimed
+    if not claim.rules:
+        return None
     v4 = Family.IPV4
-    if node and not any(view.has_chain(t, "ISTIO_PRERT") for t in ("nat", "mangle", "raw")):
+    if node and not in_pod:
         snat = [value(t, "--to-source") for t in view.rules(v4, "nat", "ISTIO_POSTRT")]
-        claim.options = {"HOST_PROBE_SNAT_IP": next((s for s in snat if s), "")}
-        claim.notes.append("the node's kubelet-probe SNAT rule of istio-cni's ambient agent (not a pod's rules)")
+        claim.options = {"HostProbeSNATAddress": next((s for s in snat if s), "")}
+        claim.notes.append("the node's kubelet-probe SNAT rule of istio-cni's ambient agent (not a pod's rules; "
+                           "read by its shape: `netsim compile --mode ambient --node` prints what the agent writes)")
         return claim
-    nat_out = view.rules(v4, "nat", "ISTIO_OUTPUT")
     prert = (*view.rules(v4, "nat", "ISTIO_PRERT"), *view.rules(v4, "mangle", "ISTIO_PRERT"))
-    tproxy = any(target(t) == "TPROXY" for t in prert)
-    dns = any(value(t, "--to-ports") == "15053" for t in nat_out)
     inbound = any(value(t, "--to-ports") == "15006" or value(t, "--on-port") == "15006" for t in prert)
-    virt = [value(t, "-i") for t in prert if value(t, "--to-ports") == "15001" and value(t, "-i")]
-    snat = [value(t, "-d") for t in nat_out if target(t) == "ACCEPT" and value(t, "-d") and not negated(t, "-d")]
-    claim.options = {"redirect-dns": dns, "ENABLE_INBOUND_IPV6": any(key[0] is Family.IPV6 for key, _ in claim.rules),
-                     "kube-virt-interfaces": ",".join(v for v in virt if v),
-                     "HOST_PROBE_SNAT_IP": (snat[0] or "").split("/")[0] if snat else "",
-                     "ambient.istio.io/bypass-inbound-capture": not inbound}
-    connmark = any(value(t, "--set-xmark") == AMBIENT_CONNMARK for t in view.rules(v4, "mangle", "ISTIO_PRERT"))
-    shape = "ambient in-pod rules (ztunnel ports 15001/15006/15008/15053, mark 0x539) read by their shape; " \
-            "netsim does not compile ambient rules yet, so nothing was verified by a compile"
-    if tproxy:
-        claim.options["TPROXY_REDIRECTION"] = True
-        claim.releases = {"from": "1.21", "to": "1.24"}
-        claim.notes.append(shape + "; inbound by TPROXY in mangle: the in-pod design of 1.21-1.24 (removed in 1.25)")
-    elif connmark:
-        claim.releases = {"from": "1.29", "to": "current"}
-        claim.notes.append(shape + "; the mangle connmark rule on ztunnel's mark exists from 1.29")
-    else:
-        claim.notes.append(shape + "; REDIRECT without the 1.29 connmark rule: before 1.29 (no range given)")
+    claim.options = {"TPROXYRedirection": any(target(t) == "TPROXY" for t in prert)}
+    claim.notes.append("ambient in-pod rules (ISTIO_PRERT) beside a sidecar's: read by their shape, not verified "
+                       "by a compile (the agent skips pods with a sidecar, so one of them is left over)")
     if not inbound:
         claim.notes.append("no inbound redirect to 15006: annotation ambient.istio.io/bypass-inbound-capture")
     return claim

@@ -277,9 +277,10 @@ def test_ambient_rules_are_recognised() -> None:
         [inference] = infer_text(path.read_text())
         assert inference.generator == "istio-ambient" and inference.foreign == (), path.name
         if "hostprobe" not in path.name:
-            assert inference.options["redirect-dns"] is ("dns_pod_disabled" not in path.name and (
+            assert inference.options["RedirectDNS"] is ("dns_pod_disabled" not in path.name and (
                 "default" in path.name or "dns_pod_enabled" in path.name or "tproxy" in path.name)), path.name
-            assert inference.options["ambient.istio.io/bypass-inbound-capture"] is ("ingress" in path.name), path.name
+            ingress = inference.annotations.get("ambient.istio.io/bypass-inbound-capture") == "true"
+            assert ingress is ("ingress" in path.name), path.name
 
 
 # --- what users paste ------------------------------------------------------------------------------
