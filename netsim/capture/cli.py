@@ -30,6 +30,7 @@ import click
 
 from netsim.capture.compiled import Compiled, compile_config
 from netsim.capture.iptables import writes_ip6tables
+from netsim.commands.options import ambient_config_option, mode_option
 from netsim.errors import RulesetError, SpecError, one_line
 from netsim.netfilter.matches import Names
 from netsim.netfilter.model import Ruleset
@@ -172,14 +173,8 @@ _EPILOG = (
               help="iptables-save (default; alias iptables-restore): what iptables-save prints after "
                    "loading; istio-dry-run: Istio's golden format; nft: Istio's nftables transaction "
                    "(default with --native-nftables); json: config, rules and routes.")
-@click.option("--mode", type=click.Choice(["ambient", "sidecar"]), default=None,
-              help="Ambient (istio-cni's in-pod rules for ztunnel) or sidecar capture (default: ambient when the "
-                   "pod or its namespace has the label istio.io/dataplane-mode=ambient and the pod is not opted "
-                   "out with istio.io/dataplane-mode=none).")
-@click.option("--ambient-config", "ambient_settings", multiple=True, metavar="KEY=VALUE,...",
-              help="Ambient: the node agent's settings by their names (EnableIPv6, RedirectDNS, "
-                   "HostProbeSNATAddress, HostProbeV6SNATAddress, NativeNftables; also KubeletUID, "
-                   "TPROXYRedirection); default: a real agent's of the release.")
+@mode_option()
+@ambient_config_option()
 @click.option("--node", is_flag=True, help="Ambient: the node namespace's kubelet-probe rules instead of the pod's.")
 @click.option("--config", "config_paths", multiple=True, metavar="PATH",
               help="Kubernetes objects (files or directories): the pod's Namespace and its labels.")

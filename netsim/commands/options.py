@@ -13,13 +13,15 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from netsim.errors import SpecError
 from netsim.k8s import SUFFIXES
-from netsim.netfilter.packet import Address
+
+if TYPE_CHECKING:
+    from netsim.netfilter.packet import Address
 
 
 def _opt(param: click.Parameter | None) -> str:
@@ -162,6 +164,26 @@ def write_picture(text: str, output: str | None) -> None:
         raise SpecError(f"--output {output!r}: {e.strerror or e}") from None
 
 
+def mode_option(extra: str = "") -> Callable[[_F], _F]:
+    """``--mode ambient|sidecar`` (compile, trace, drift): which capture a pod gets; None lets
+    ``netsim.spec.ambient.decide_mode`` read its labels and its namespace's."""
+    return click.option("--mode", type=click.Choice(["ambient", "sidecar"]), default=None,
+                        help="ambient: istio-cni's in-pod rules for ztunnel (listeners 15001, 15006, 15008, DNS 15053, "
+                             "mark 0x539); sidecar: istio-init's. Default: ambient when the pod or its namespace is "
+                             "labelled istio.io/dataplane-mode=ambient and the pod is not opted out with "
+                             "istio.io/dataplane-mode=none" + (f"; {extra}" if extra else "") + ".")
+
+
+def ambient_config_option(extra: str = "") -> Callable[[_F], _F]:
+    """``--ambient-config KEY=VALUE,…`` (compile, trace, drift): the node agent's settings by the names of
+    spec/istio-ambient-capture.md §2.1, read by ``netsim.spec.ambient.parse_ambient_config``."""
+    return click.option("--ambient-config", "ambient_settings", multiple=True, metavar="KEY=VALUE,...",
+                        help="Ambient: the node agent's settings by their names (EnableIPv6, RedirectDNS, "
+                             "HostProbeSNATAddress, HostProbeV6SNATAddress, NativeNftables; also KubeletUID, "
+                             "TPROXYRedirection); default: a real agent's of the release"
+                             + (f"; {extra}" if extra else "") + ".")
+
+
 keep_going_option = click.option(
     "--keep-going", is_flag=True, default=False,
     help="Skip a --config document that is invalid (bad YAML, an object that does not convert) and name it in "
@@ -169,4 +191,5 @@ keep_going_option = click.option(
 
 
 __all__ = ["PICTURE_FORMATS", "EndpointType", "MarkType", "PathsOption", "PortListType", "SecondsType",
-           "check_output", "config_option", "keep_going_option", "output_option", "write_picture"]
+           "ambient_config_option", "check_output", "config_option", "keep_going_option", "mode_option",
+           "output_option", "write_picture"]

@@ -22,9 +22,11 @@ from netsim.commands.options import (
     EndpointType,
     MarkType,
     PortListType,
+    ambient_config_option,
     check_output,
     config_option,
     keep_going_option,
+    mode_option,
     output_option,
     write_picture,
 )
@@ -100,13 +102,8 @@ def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str 
                    "--rules/--nft: one namespace (loaded first); never in --format nft-trace.")
 @click.option("--backend", type=click.Choice(["iptables", "nft"]), default=None,
               help="With --pod: the capture backend (nft: Istio's native nftables rules, --native-nftables).")
-@click.option("--mode", type=click.Choice(["sidecar", "ambient"]), default=None,
-              help="ambient: istio-cni's in-pod rules with ztunnel as the proxy (listeners 15001, 15006, 15008, DNS "
-                   "15053, mark 0x539; its policy routes assumed with --rules/--nft). Default: with --pod, ambient "
-                   "when the pod or its namespace is labelled istio.io/dataplane-mode=ambient; else sidecar.")
-@click.option("--ambient-config", "ambient_settings", multiple=True, metavar="KEY=VALUE,...",
-              help="With --pod in ambient mode: the node agent's settings (EnableIPv6, RedirectDNS, "
-                   "HostProbeSNATAddress, HostProbeV6SNATAddress, NativeNftables); default a real agent's.")
+@mode_option("with --rules/--nft, the dump is traced with ztunnel and its policy routes are assumed")
+@ambient_config_option("with --pod")
 @click.option("--proto", type=click.Choice(["tcp", "udp", "icmp"]), default="tcp", show_default=True)
 @click.option("--src", type=EndpointType(), help="Source IP[:PORT] of a locally generated packet.")
 @click.option("--dst", type=EndpointType(), help="Destination IP:PORT.")

@@ -29,14 +29,35 @@ import enum
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netsim.netfilter.model import BUILTIN_CHAINS, Family, Ruleset
 from netsim.netfilter.render import render_rule
 
+if TYPE_CHECKING:
+    from netsim.netfilter.nft import NftRuleset
+
 ISTIO_PREFIX = "ISTIO_"  # every chain istio-iptables has ever created (spec/istio-iptables-history.md)
 
-Key = tuple[Family, str, str]  # family, table, chain
+NFT_ISTIO_PREFIX = "istio-"  # every nftables table Istio writes (istio-proxy-*, istio-ambient-*)
+# family, table, chain: an iptables family, or an nft family's name ("inet", "ip", …) for a table of an nft listing
+Key = tuple[Family | str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Voice:
+    """Who writes the rules the findings talk about, and the sentences that name it (sidecar or ambient)."""
+
+    writer: str = "istio-iptables"
+    absent: str = ("no Istio capture at all: none of the rules the pod's spec gives is in the dump (istio-init did "
+                   "not run, failed, or the rules were flushed)")
+    duplicated: str = ("more often than istio-iptables writes them (it ran twice without cleaning up, e.g. a "
+                       "restarted istio-init in per-command mode)")
+    dns_off: str = ("DNS capture is off although the pod asks for it (ISTIO_META_DNS_CAPTURE / --redirect-dns): "
+                    "queries go to the cluster's resolver, not to the sidecar's agent")
+
+
+SIDECAR_VOICE = Voice()
 
 
 class Check(enum.Enum):
@@ -50,6 +71,8 @@ class Check(enum.Enum):
     ANNOTATION_NOT_APPLIED = "annotation-not-applied"
     DNS_CAPTURE_OFF = "dns-capture-off"
     REORDERED = "reordered"
+    AGENT_CONFIG = "agent-config"  # ambient: the rules of the node agent with other settings
+    TWO_BACKENDS = "two-backends"  # ambient: iptables rules and native nftables tables both in the pod
 
 
 class Severity(enum.Enum):
@@ -65,6 +88,8 @@ class Canon:
 
     rules: Mapping[Key, tuple[str, ...]] = field(default_factory=dict)
     chains: frozenset[Key] = frozenset()
+    # the iptables families the dump held (an ip6tables-save without rules too), "nft" for a listing; not compared
+    families: frozenset[Family | str] = frozenset()
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Canon) and self.chains == other.chains and dict(self.rules) == dict(other.rules)
@@ -83,15 +108,53 @@ class Canon:
 
     def has_istio(self) -> bool:
         """Whether any chain is Istio's or any rule jumps to one."""
-        return any(k[2].startswith(ISTIO_PREFIX) for k in self.chains) or any(
+        return any(k[2].startswith(ISTIO_PREFIX) or _nft_istio(k) for k in self.chains) or any(
             _jumps_to_istio(line) for _, line in self.lines())
+
+    def part(self, keep: Callable[[Key], bool]) -> Canon:
+        """The chains of this ruleset ``keep`` accepts."""
+        return Canon(rules={k: v for k, v in self.rules.items() if keep(k)},
+                     chains=frozenset(k for k in self.chains if keep(k)))
+
+    def __or__(self, other: Canon) -> Canon:
+        return Canon(rules={**self.rules, **other.rules}, chains=self.chains | other.chains,
+                     families=self.families | other.families)
+
+
+def _nft_istio(key: Key) -> bool:
+    return isinstance(key[0], str) and key[1].startswith(NFT_ISTIO_PREFIX)
+
+
+def iptables_side(key: Key) -> bool:
+    """Whether a chain is written through iptables: an iptables-save chain, or a table of an nft listing with an
+    iptables table's name in the ip/ip6 family (iptables-nft's tables as ``nft list ruleset`` shows them)."""
+    return not isinstance(key[0], str) or (key[0] in ("ip", "ip6") and key[1] in BUILTIN_CHAINS)
+
+
+def canon_of_nft(ruleset: NftRuleset) -> Canon:
+    """The canonical form of an nft ruleset: per (family name, table, chain) its rules in nft's normal form
+    (``nft list ruleset``'s text, counters 0, no handles); every chain, empty ones included, among the chains
+    (an nft chain exists whether or not it holds rules; a base chain's hook is not compared)."""
+    from netsim.netfilter.nft import rule_text
+
+    rules: dict[Key, tuple[str, ...]] = {}
+    chains: set[Key] = set()
+    for table in ruleset.tables:
+        for chain in table.chains:
+            key: Key = (table.family.value, table.name, chain.name)
+            chains.add(key)
+            if chain.rules:
+                rules[key] = tuple(rule_text(r) for r in chain.rules)
+    return Canon(rules=rules, chains=frozenset(chains), families=frozenset({"nft"}))
 
 
 def canon_of(rulesets: Iterable[Ruleset]) -> Canon:
     """The canonical form of parsed or compiled rulesets (see :class:`Canon`)."""
     rules: dict[Key, tuple[str, ...]] = {}
     chains: set[Key] = set()
+    families: set[Family | str] = set()
     for rs in rulesets:
+        families.add(rs.family)
         for table in rs.tables:
             builtin = BUILTIN_CHAINS.get(table.name, ())
             for chain in table.chains:
@@ -100,7 +163,7 @@ def canon_of(rulesets: Iterable[Ruleset]) -> Canon:
                     chains.add(key)
                 if chain.rules:
                     rules[key] = tuple(render_rule(chain.name, r) for r in chain.rules)
-    return Canon(rules=rules, chains=frozenset(chains))
+    return Canon(rules=rules, chains=frozenset(chains), families=frozenset(families))
 
 
 def _jumps_to_istio(line: str) -> bool:
@@ -108,11 +171,16 @@ def _jumps_to_istio(line: str) -> bool:
 
 
 def show(key: Key, line: str) -> str:
-    """A rule as the command that adds it: ``iptables -t nat -A OUTPUT -j ISTIO_OUTPUT``."""
+    """A rule as the command that adds it: ``iptables -t nat -A OUTPUT -j ISTIO_OUTPUT``, ``nft add rule inet
+    istio-ambient-nat istio-output …``."""
+    if isinstance(key[0], str):
+        return f"nft add rule {key[0]} {key[1]} {key[2]} {line}"
     return f"{'iptables' if key[0] is Family.IPV4 else 'ip6tables'} -t {key[1]} {line}"
 
 
 def show_chain(key: Key) -> str:
+    if isinstance(key[0], str):
+        return f"nft add chain {key[0]} {key[1]} {key[2]}"
     return f"{'iptables' if key[0] is Family.IPV4 else 'ip6tables'} -t {key[1]} -N {key[2]}"
 
 
@@ -132,14 +200,15 @@ class Placement:
     """Where a foreign rule sits in the dump: 1-based position in its chain, and whether it runs
     before Istio's first rule there (None: a chain Istio has no rule in)."""
 
-    family: Family
+    family: Family | str  # an nft listing's table: its family's name
     table: str
     chain: str
     position: int
     before_istio: bool | None
 
     def as_json(self) -> dict[str, Any]:
-        return {"family": self.family.name.lower(), "table": self.table, "chain": self.chain,
+        family = self.family if isinstance(self.family, str) else self.family.name.lower()
+        return {"family": family, "table": self.table, "chain": self.chain,
                 "position": self.position, "before_istio": self.before_istio}
 
 
@@ -173,16 +242,16 @@ def _all(canon: Canon) -> list[str]:
                                                                                        key=_key_order)]
 
 
-def _key_order(key: Key) -> tuple[int, str, str]:
-    return (key[0].value, key[1], key[2])
+def _key_order(key: Key) -> tuple[str, str, str]:
+    return (key[0] if isinstance(key[0], str) else f"{key[0].value}", key[1], key[2])
 
 
 def classify(found: Canon, expected: Canon, candidates: Callable[[], Sequence[Candidate]], *,
-             dns_off: Canon | None = None) -> tuple[DriftFinding, ...]:
+             dns_off: Canon | None = None, voice: Voice = SIDECAR_VOICE) -> tuple[DriftFinding, ...]:
     """How ``found`` differs from ``expected``, as findings (empty: no drift). See the module docstring.
 
     ``candidates`` gives the alternatives (asked only when the rules differ); ``dns_off``: the
-    expected rules with DNS capture off, when the spec asks for DNS capture.
+    expected rules with DNS capture off, when the spec asks for DNS capture; ``voice``: who writes them.
     """
     if found == expected:
         return ()
@@ -190,8 +259,7 @@ def classify(found: Canon, expected: Canon, candidates: Callable[[], Sequence[Ca
         if expected.empty or not expected.has_istio():
             return ()  # the spec gives no capture, and there is none: whatever else is there is not Istio's
         return (DriftFinding(check=Check.ABSENT, severity=Severity.ERROR,
-                             message="no Istio capture at all: none of the rules the pod's spec gives is in the "
-                                     "dump (istio-init did not run, failed, or the rules were flushed)",
+                             message=voice.absent,
                              expected=tuple(_all(expected)), found=tuple(_all(found))),)
     alternatives = tuple(candidates())
     known = [expected, *(c.canon for c in alternatives)]
@@ -226,8 +294,7 @@ def classify(found: Canon, expected: Canon, candidates: Callable[[], Sequence[Ca
         findings.append(DriftFinding(
             check=Check.DUPLICATED, severity=Severity.WARNING,
             message=f"{len(dups)} rule{'s' if len(dups) != 1 else ''} appear{'' if len(dups) != 1 else 's'} "
-                    "more often than istio-iptables writes them (it ran twice without cleaning up, e.g. "
-                    "a restarted istio-init in per-command mode)",
+                    + voice.duplicated,
             expected=(), found=tuple(dups)))
     if rest != expected:
         match = next((c for c in alternatives if c.canon == rest), None)
@@ -235,14 +302,14 @@ def classify(found: Canon, expected: Canon, candidates: Callable[[], Sequence[Ca
             severity = Severity.WARNING if match.check is Check.STALE_RELEASE else Severity.ERROR
             findings.append(_whole(match, expected, rest, severity))
         else:
-            diff, extra = _diff(expected, rest, dns_off)
+            diff, extra = _diff(expected, rest, dns_off, voice)
             findings.extend(diff)
             nth: Counter[tuple[Key, str]] = Counter()
             for key, line in extra:  # rules Istio writes for other options or releases: foreign to this spec
                 nth[key, line] += 1
                 foreign.append((key, line, _position(found.rules.get(key, ()), line, nth[key, line])))
     if foreign or foreign_chains:
-        findings.append(_foreign(found, foreign, foreign_chains, istio_chains, most))
+        findings.append(_foreign(found, foreign, foreign_chains, istio_chains, most, voice))
     return tuple(findings)
 
 
@@ -277,8 +344,8 @@ def _take(mine: Counter[tuple[Key, str]], theirs: Counter[tuple[Key, str]], x: t
     return True
 
 
-def _diff(expected: Canon, rest: Canon,
-          dns_off: Canon | None) -> tuple[list[DriftFinding], list[tuple[Key, str]]]:
+def _diff(expected: Canon, rest: Canon, dns_off: Canon | None,
+          voice: Voice) -> tuple[list[DriftFinding], list[tuple[Key, str]]]:
     """The rules differ from every alternative: how they differ from the expected ones, rule by rule.
 
     Returns the findings and the found rules none of them accounts for.
@@ -294,8 +361,7 @@ def _diff(expected: Canon, rest: Canon,
             present = [x for x in off_rules if x in set(extra)]
             out.append(DriftFinding(
                 check=Check.DNS_CAPTURE_OFF, severity=Severity.ERROR,
-                message="DNS capture is off although the pod asks for it (ISTIO_META_DNS_CAPTURE / "
-                        "--redirect-dns): queries go to the cluster's resolver, not to the sidecar's agent",
+                message=voice.dns_off,
                 expected=tuple([show(k, line) for k, line in dns_rules]
                                + [show_chain(k) for k in dns_chains if k in missing_chains]),
                 found=tuple(show(k, line) for k, line in present)))
@@ -335,7 +401,7 @@ def _position(lines: Sequence[str], line: str, nth: int) -> int:
 
 
 def _foreign(found: Canon, foreign: list[tuple[Key, str, int]], chains: list[Key], istio_chains: set[Key],
-             most: Counter[tuple[Key, str]]) -> DriftFinding:
+             most: Counter[tuple[Key, str]], voice: Voice) -> DriftFinding:
     """Rules no Istio generator wrote for this pod, and whether they run before Istio's."""
     placements: list[Placement] = []
     before_any = False
@@ -345,7 +411,7 @@ def _foreign(found: Canon, foreign: list[tuple[Key, str, int]], chains: list[Key
         lines = found.rules.get(key, ())
         istio_at = [i for i, other in enumerate(lines, 1)
                     if (key, other) in most or _jumps_to_istio(other)]
-        if key in istio_chains or chain.startswith(ISTIO_PREFIX):
+        if key in istio_chains or chain.startswith(ISTIO_PREFIX) or _nft_istio(key):
             before = any(i > pos for i in istio_at) if istio_at else None
         elif istio_at:
             before = any(i > pos for i in istio_at)
@@ -358,7 +424,7 @@ def _foreign(found: Canon, foreign: list[tuple[Key, str, int]], chains: list[Key
              f"position {first.position}) and can take packets away from the capture") if first is not None \
         else "; none runs before Istio's rules"
     extra_chains = f" and {len(chains)} chain{'s' if len(chains) != 1 else ''}" if chains else ""
-    message = (f"{n} rule{'s' if n != 1 else ''}{extra_chains} that istio-iptables does not write for this pod"
+    message = (f"{n} rule{'s' if n != 1 else ''}{extra_chains} that {voice.writer} does not write for this pod"
                f"{where if n else ''}")
     severity = Severity.ERROR if before_any else Severity.WARNING if first is not None or any(
         p.chain.startswith(ISTIO_PREFIX) for p in placements) else Severity.INFO
@@ -367,5 +433,5 @@ def _foreign(found: Canon, foreign: list[tuple[Key, str, int]], chains: list[Key
                         placements=tuple(placements))
 
 
-__all__ = ["Candidate", "Canon", "Check", "DriftFinding", "Placement", "Severity", "canon_of", "classify", "show",
-           "show_chain"]
+__all__ = ["SIDECAR_VOICE", "Candidate", "Canon", "Check", "DriftFinding", "Placement", "Severity", "Voice", "canon_of",
+           "canon_of_nft", "classify", "iptables_side", "show", "show_chain"]

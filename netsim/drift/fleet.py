@@ -18,21 +18,23 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from netsim.drift.compare import Canon, DriftFinding, canon_of, classify
+from netsim.drift.compare import Canon, DriftFinding, canon_of, canon_of_nft, classify
 from netsim.drift.expect import Expectation
 from netsim.errors import NetsimError, SpecError
 
 if TYPE_CHECKING:
+    from netsim.drift.ambient import AmbientExpectation
     from netsim.netfilter.packet import Address
+    from netsim.spec.ambient import ModeDecision
     from netsim.spec.pod import PodSource
 
 # what a dump file's name may end with after the pod's name (iptables-save > NAME.txt, NAME.rules.gz, …)
-DUMP_SUFFIXES = (".txt", ".save", ".rules", ".iptables", ".iptables-save", ".dump", ".log")
+DUMP_SUFFIXES = (".txt", ".save", ".rules", ".iptables", ".iptables-save", ".dump", ".log", ".nft", ".nft-list")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,14 +46,16 @@ class DriftReport:
     rules: str
     release: str
     findings: tuple[DriftFinding, ...]
+    mode: str = "sidecar"  # sidecar | ambient: whose rules the dump was compared with
+    notes: tuple[str, ...] = ()  # why this mode, and what was not compared (ambient's policy routes)
 
     @property
     def drift(self) -> bool:
         return bool(self.findings)
 
     def as_json(self) -> dict[str, Any]:
-        return {"pod": self.pod, "rules": self.rules, "release": self.release, "drift": self.drift,
-                "findings": [f.as_json() for f in self.findings]}
+        return {"pod": self.pod, "rules": self.rules, "release": self.release, "mode": self.mode,
+                "drift": self.drift, "findings": [f.as_json() for f in self.findings], "notes": list(self.notes)}
 
 
 def pod_name_of(filename: str) -> str:
@@ -127,20 +131,29 @@ def load_pods(paths: Iterable[str]) -> list[PodSource]:
     Raises ConfigError / SpecError naming the file and document, as ``netsim.k8s`` and ``netsim.spec.pod``
     do; a path without any pod-bearing object is an error.
     """
+    return load_pods_and_namespaces(paths)[0]
+
+
+def load_pods_and_namespaces(paths: Iterable[str]) -> tuple[list[PodSource], dict[str, dict[str, str]]]:
+    """:func:`load_pods`, and the labels of the Namespace objects among them (whether a pod is enrolled in
+    ambient depends on its namespace's ``istio.io/dataplane-mode``)."""
     from netsim.k8s import POD_TEMPLATE_PATHS, read_objects
+    from netsim.spec.ambient import namespace_labels
     from netsim.spec.pod import pod_from_object
 
     out: list[PodSource] = []
+    namespaces: dict[str, dict[str, str]] = {}
     for path in paths:
         loaded = read_objects([path])
         if loaded.errors:
             raise loaded.errors[0]
+        namespaces.update(namespace_labels(dict(o.body) for o in loaded.objects))
         found = [o for o in loaded.objects if o.kind in POD_TEMPLATE_PATHS]
         if not found:
             raise SpecError("no Pod or workload with a pod template (Deployment, StatefulSet, DaemonSet, "
                             "ReplicaSet, Job, CronJob) found", where=path)
         out.extend(pod_from_object(o.body, source=o.source) for o in found)
-    return out
+    return out, namespaces
 
 
 def _spec_key(pod: PodSource) -> PodSource:
@@ -163,12 +176,18 @@ class DriftChecker:
     """Checks dumps against pods, computing each distinct dump, pod spec and pair once (see the module
     docstring). ``istio_version``: the release the pods' rules should follow (None: current)."""
 
-    def __init__(self, *, istio_version: str | None = None, pod_ips: tuple[Address, ...] = ()) -> None:
+    def __init__(self, *, istio_version: str | None = None, pod_ips: tuple[Address, ...] = (), mode: str | None = None,
+                 ambient_settings: tuple[str, ...] = (),
+                 namespaces: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self.istio_version = istio_version
         self.pod_ips = pod_ips
+        self.mode = mode  # --mode: ambient or sidecar for every pod; None: each pod's labels decide
+        self.ambient_settings = ambient_settings
+        self.namespaces: Mapping[str, Mapping[str, str]] = namespaces or {}
         self._expected: dict[PodSource, Expectation | NetsimError] = {}
+        self._ambient: dict[tuple[PodSource, str], AmbientExpectation | NetsimError] = {}
         self._found: dict[bytes, Canon] = {}
-        self._pairs: dict[tuple[bytes, PodSource], tuple[DriftFinding, ...]] = {}
+        self._pairs: dict[tuple[bytes, PodSource, str], tuple[DriftFinding, ...]] = {}
         self._specs: dict[int, tuple[PodSource, PodSource]] = {}  # id(pod) → (pod, its spec key): a catalog's
         # pods come back as the same objects dump after dump
 
@@ -204,25 +223,91 @@ class DriftChecker:
             found = self._found[key] = parse_found(data, name)
         return found
 
+    def decision(self, pod: PodSource) -> ModeDecision:
+        """Whether ``pod`` is compared with ambient's rules or a sidecar's (``netsim.spec.ambient.decide_mode``:
+        its labels, its namespace's, ``--mode``)."""
+        from netsim.spec.ambient import decide_mode
+
+        return decide_mode(pod, self.namespaces, self.mode)
+
+    def _ambient_expectation(self, key: PodSource, pod: PodSource, decision: ModeDecision,
+                             backend: str) -> AmbientExpectation:
+        exp = self._ambient.get((key, backend))
+        if exp is None:
+            from netsim.drift.ambient import AmbientExpectation
+
+            try:
+                exp = AmbientExpectation.of(pod, decision, istio_version=self.istio_version,
+                                            settings=self.ambient_settings, backend=backend, pod_ips=self.pod_ips)
+            except NetsimError as e:
+                exp = e
+            self._ambient[key, backend] = exp
+        if isinstance(exp, NetsimError):
+            raise exp
+        return exp
+
     def check(self, pod: PodSource, data: bytes, name: str) -> DriftReport:
-        """The drift of the dump ``data`` (the bytes of the file ``name``) against ``pod``.
+        """The drift of the dump ``data`` (the bytes of the file ``name``: iptables-save output or any form
+        ``read_pasted`` reads, or an ``nft list ruleset`` listing) against ``pod``.
 
         Raises NetsimError naming the file and line for a dump that is not a ruleset, or the pod's file
         for a pod whose rules cannot be derived.
         """
         key = ruleset_key(data)
+        return self._check(pod, key, lambda: self._canon(key, data, name), name)
+
+    def _check(self, pod: PodSource, key: bytes, found: Callable[[], Canon], name: str) -> DriftReport:
         spec = self._spec(pod)
-        exp = self._expectation(spec, pod)
-        findings = self._pairs.get((key, spec))
+        decision = self.decision(pod)
+        where = f"{pod.namespace}/{pod.name}"
+        if not decision.ambient:
+            exp = self._expectation(spec, pod)
+            findings = self._pairs.get((key, spec, "sidecar"))
+            if findings is None:
+                canon = found()
+                findings = self._pairs[key, spec, "sidecar"] = classify(canon, exp.canon, exp.candidates,
+                                                                         dns_off=exp.dns_off())
+            notes: tuple[str, ...] = (f"sidecar capture: {decision.reason}",) if decision.opted_out else ()
+            return DriftReport(pod=where, rules=name, release=exp.release, findings=findings, notes=notes)
+        from netsim.drift.ambient import ROUTES_NOTE, classify_ambient, found_backend, unpasted_ipv6
+
+        canon = found()
+        backend = found_backend(canon)
+        aexp = self._ambient_expectation(spec, pod, decision, backend)
+        findings = self._pairs.get((key, spec, "ambient-" + backend))
         if findings is None:
-            found = self._canon(key, data, name)
-            findings = self._pairs[key, spec] = classify(found, exp.canon, exp.candidates, dns_off=exp.dns_off())
-        return DriftReport(pod=f"{pod.namespace}/{pod.name}", rules=name, release=exp.release, findings=findings)
+            findings = self._pairs[key, spec, "ambient-" + backend] = classify_ambient(canon, aexp)
+        notes = (f"ambient mode: {decision.reason}", *aexp.notes, ROUTES_NOTE)
+        if unpasted_ipv6(canon, aexp):
+            notes += ("the dump holds no IPv6 rules (no ip6tables-save given) while the agent's EnableIPv6 is on: "
+                      "only IPv4 was compared (give the pod's ip6tables-save too, or --ambient-config "
+                      "EnableIPv6=false)",)
+        return DriftReport(pod=where, rules=name, release=aexp.release, findings=findings, mode="ambient",
+                           notes=notes)
 
     def check_file(self, pod: PodSource, path: str | Path) -> DriftReport:
         from netsim.reader import display_name, read_bytes
 
         return self.check(pod, read_bytes(path), display_name(path))
+
+    def check_files(self, pod: PodSource, paths: Sequence[str | Path]) -> DriftReport:
+        """The drift of several dumps of one pod's namespace taken together (its ``iptables-save`` and its
+        ``nft list ruleset``: a namespace holds both backends' rules)."""
+        from netsim.reader import display_name, read_bytes
+
+        if len(paths) == 1:
+            return self.check_file(pod, paths[0])
+        parts = [(read_bytes(p), display_name(p)) for p in paths]
+        keys = [ruleset_key(data) for data, _ in parts]
+        key = hashlib.blake2b(b"".join(keys), digest_size=16).digest()
+
+        def found() -> Canon:
+            canon = Canon()
+            for k, (data, name) in zip(keys, parts, strict=True):
+                canon = canon | self._canon(k, data, name)
+            return canon
+
+        return self._check(pod, key, found, ", ".join(name for _, name in parts))
 
 
 def _counters(text: bytes) -> bool:
@@ -261,20 +346,30 @@ def parse_found(data: bytes, name: str) -> Canon:
     """The canonical form of the rules in ``data``, in any form a user pastes them
     (``netsim.netfilter.dump.read_pasted``: ``iptables-save``/``ip6tables-save`` output with or without
     counters, Istio's restore payload or command log, ``iptables -S`` listings, an istio-init log
-    holding one; gzip or not). A text without anything but comments (an empty file, a save of a
-    namespace without rules) is a pod with no rules at all. Raises NetsimError ``name: line N: …`` for
-    text that holds no rules or a bad rule line."""
+    holding one; gzip or not), or an ``nft list ruleset`` listing (text or ``-j`` JSON, or an ``nft -f``
+    transaction: ``netsim.netfilter.nft.parse_nft_any``). A text without anything but comments (an empty
+    file, a save of a namespace without rules) is a pod with no rules at all. Raises NetsimError
+    ``name: line N: …`` for text that holds no rules or a bad rule line."""
     from netsim.netfilter.dump import read_pasted
     from netsim.reader import decode
 
     text = decode(data, name)
-    if not any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines()):
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
         return Canon()
     try:
+        if lines[0].startswith(_NFT_STARTS):
+            from netsim.netfilter.nft import parse_nft_any
+
+            return canon_of_nft(parse_nft_any(text))
         return canon_of(read_pasted(text).rulesets.values())
     except NetsimError as e:
         raise e.at(name) from None
 
 
+# how an nft listing, transaction or JSON dump begins (no iptables form begins so)
+_NFT_STARTS = ("table ", "flush ruleset", "add table ", "{")
+
+
 __all__ = ["DUMP_SUFFIXES", "DriftChecker", "DriftReport", "PodCatalog", "dump_files", "load_pods",
-           "parse_found", "pod_name_of", "ruleset_key"]
+           "load_pods_and_namespaces", "parse_found", "pod_name_of", "ruleset_key"]
