@@ -89,6 +89,13 @@ def drift_cmd(rules_path: str | None, nft_path: str | None, pod_file: str | None
         if status:
             raise click.exceptions.Exit(status)
         return
+    if nft_path is not None:
+        from netsim.drift.fleet import is_nft
+        from netsim.reader import display_name, read_bytes
+
+        if not is_nft(read_bytes(nft_path), display_name(nft_path)):
+            raise SpecError(f"option --nft: {display_name(nft_path)} is not an nft list ruleset (iptables-save "
+                            "output goes to --rules)")
     paths = [p for p in (rules_path, nft_path) if p is not None]
     pod, namespaces = _one_pod(paths[0], pod_file, pod_paths, name)
     checker.namespaces = namespaces

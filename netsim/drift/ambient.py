@@ -200,9 +200,11 @@ class AmbientExpectation:
         changes: dict[str, Any] = {**self.given, "native_nftables": mine.config.native_nftables}
         found: dict[Canon, list[tuple[int, int, int]]] = {}
         for rel in AMBIENT_LAYOUTS:
-            configs = [dataclasses.replace(ambient_config(release_of(rel)), **changes)]
+            # that release's agent with its defaults and the settings given, and with the expected agent's settings
+            configs = [dataclasses.replace(ambient_config(release_of(rel)), **changes),
+                       dataclasses.replace(mine.config, release=release_of(rel), tproxy_redirection=False)]
             if (1, 23, 1) <= rel < (1, 25, 0):  # 1.23.1–1.24's opt-in TPROXY inbound
-                configs.append(dataclasses.replace(configs[0], tproxy_redirection=True))
+                configs += [dataclasses.replace(c, tproxy_redirection=True) for c in configs]
             for config in configs:
                 canon = _try(config, mine.pod)
                 if canon is not None and canon != self.canon and rel not in found.setdefault(canon, []):

@@ -354,7 +354,7 @@ def parse_found(data: bytes, name: str) -> Canon:
     from netsim.reader import decode
 
     text = decode(data, name)
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    lines = _rule_lines(text)
     if not lines:
         return Canon()
     try:
@@ -371,5 +371,17 @@ def parse_found(data: bytes, name: str) -> Canon:
 _NFT_STARTS = ("table ", "flush ruleset", "add table ", "{")
 
 
-__all__ = ["DUMP_SUFFIXES", "DriftChecker", "DriftReport", "PodCatalog", "dump_files", "load_pods",
+def _rule_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def is_nft(data: bytes, name: str) -> bool:
+    """Whether ``data`` reads as nftables (a listing, a transaction, ``nft -j`` JSON) or holds no rules."""
+    from netsim.reader import decode
+
+    lines = _rule_lines(decode(data, name))
+    return not lines or lines[0].startswith(_NFT_STARTS)
+
+
+__all__ = ["DUMP_SUFFIXES", "DriftChecker", "DriftReport", "PodCatalog", "dump_files", "is_nft", "load_pods",
            "load_pods_and_namespaces", "parse_found", "pod_name_of", "ruleset_key"]
