@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 @click.option("--rules", "rules_files", cls=PathsOption, multiple=True, required=True, type=click.Path(),
               metavar="FILE…",
               help="The pod's rules as pasted: iptables-save / ip6tables-save (legacy or nft, with or without "
-                   "counters), iptables -S listings, an istio-init log, or Istio's golden formats. Several "
+                   "counters), iptables -S listings, an istio-init log, Istio's golden formats, or an nft list "
+                   "ruleset (ambient's nftables tables are inferred from it). Several "
                    "files are one pod's (e.g. its iptables-save and ip6tables-save); - is standard input.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--group-file", metavar="FILE", default=None,
@@ -53,9 +54,17 @@ def infer_cmd(rules_files: tuple[str, ...], fmt: str, group_file: str | None) ->
     names = Names(system=True) if group_file is None else Names(groups=(("root", 0), *read_group_file(group_file)))
     rulesets: dict[Family, Ruleset] = {}
     origin: dict[Family, str] = {}
+    nft: list[Inference] = []
     for path in rules_files:
         try:
-            pasted = read_pasted(read_text(path), names)
+            text = read_text(path)
+            if _nft_text(text):
+                from netsim.infer import infer_nft
+                from netsim.netfilter.nft import parse_nft_any
+
+                nft.extend(infer_nft(parse_nft_any(text)))
+                continue
+            pasted = read_pasted(text, names)
         except NetsimError as e:
             raise (e if e.where else e.at(display_name(path))) from None
         for family, ruleset in pasted.rulesets.items():
@@ -63,12 +72,18 @@ def infer_cmd(rules_files: tuple[str, ...], fmt: str, group_file: str | None) ->
                 raise RulesetError(f"both {origin[family]} and {display_name(path)} hold IPv{family.value} rules: "
                                    "give one pod's rules (its iptables-save and ip6tables-save)")
             rulesets[family], origin[family] = ruleset, display_name(path)
-    inferences = infer_rules(rulesets)
+    inferences = (*infer_rules(rulesets), *nft) if rulesets or not nft else tuple(nft)
     if fmt == "json":
         docs = [i.as_dict() for i in inferences]
         click.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
         return
     click.echo(_text(inferences), nl=False)
+
+
+def _nft_text(text: str) -> bool:
+    """Whether a pasted text is nftables (``nft list ruleset``, an ``nft -f`` transaction or ``nft -j`` JSON)."""
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")), "")
+    return first.startswith(("table ", "flush ruleset", "add table ", "{"))
 
 
 def _text(inferences: tuple[Inference, ...]) -> str:

@@ -19,10 +19,12 @@ import dataclasses
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from netsim.capture.ambient import (
     AMBIENT_LAYOUTS,
     DEFAULT_SNAT_V6,
+    NFT_NAT,
     OUTPUT,
     POSTRT,
     PRERT,
@@ -39,7 +41,11 @@ from netsim.infer.view import ChainKey, Tokens, View, negated, target, value
 from netsim.netfilter.model import Family
 from netsim.netfilter.render import rule_tokens
 
+if TYPE_CHECKING:
+    from netsim.netfilter.nft import NftRuleset
+
 Layout = tuple[int, int, int]
+NFT_PREFIX = "istio-ambient-"
 V4, V6 = Family.IPV4, Family.IPV6
 AMBIENT_CHAINS = frozenset({PRERT, OUTPUT, POSTRT})
 
@@ -108,7 +114,8 @@ class AmbientFit:
         c = self.config
         out: dict[str, object] = {"EnableIPv6": c.enable_ipv6, "RedirectDNS": c.redirect_dns,
                                   "HostProbeSNATAddress": c.host_probe_snat_address,
-                                  "HostProbeV6SNATAddress": c.host_probe_v6_snat_address, "NativeNftables": False}
+                                  "HostProbeV6SNATAddress": c.host_probe_v6_snat_address,
+                                  "NativeNftables": c.native_nftables}
         if c.tproxy_redirection:
             out["TPROXYRedirection"] = True
         return out
@@ -220,6 +227,84 @@ def _istio(view: View, item: tuple[ChainKey, int]) -> bool:
     return (target(tokens) or "") in AMBIENT_CHAINS
 
 
+NftChains = Mapping[tuple[str, str], tuple[str, ...]]  # (table, chain) → rules in nft's normal form
+
+
+def nft_chains(ruleset: NftRuleset) -> NftChains:
+    """The ``inet istio-ambient-*`` tables' chains of an nft ruleset, every chain (empty ones too)."""
+    from netsim.netfilter.nft import NftFamily, rule_text
+
+    return {(t.name, c.name): tuple(rule_text(r) for r in c.rules) for t in ruleset.tables
+            if t.family is NftFamily.INET and t.name.startswith(NFT_PREFIX) for c in t.chains}
+
+
+@functools.lru_cache(maxsize=256)
+def expected_nft(config: AmbientConfig, pod: PodOverrides) -> NftChains | None:
+    """The agent's in-pod nftables tables for ``config`` and ``pod`` as ``nft list ruleset`` shows them after
+    the transaction is loaded; None where the release has no nftables backend (before 1.28)."""
+    from netsim.netfilter.nft import parse_nft
+
+    try:
+        return nft_chains(parse_nft(compile_ambient(dataclasses.replace(config, native_nftables=True), pod).nft_text()))
+    except (ValueError, NetsimError):
+        return None
+
+
+def _nft_candidates(chains: NftChains) -> list[tuple[AmbientConfig, PodOverrides]]:
+    import re
+
+    rules = [r for rs in chains.values() for r in rs]
+    out_rules = chains.get((NFT_NAT, "istio-output"), ())
+    pre_rules = chains.get((NFT_NAT, "istio-prerouting"), ())
+
+    def accept(family: str) -> str | None:
+        for r in (*out_rules, *pre_rules):
+            m = re.match(rf"meta l4proto tcp {family} [sd]addr (\S+) counter .*accept$", r)
+            if m:
+                return m.group(1)
+        return None
+
+    ipv6 = any(" ip6 " in f" {r} " for r in rules)
+    dns = any(f"redirect to :{ZTUNNEL_DNS}" in r for r in rules)
+    inbound = any(f"redirect to :{ZTUNNEL_INBOUND}" in r for r in pre_rules)
+    vifs = tuple(dict.fromkeys(m.group(1) for r in pre_rules
+                               if (m := re.match(r'iifname "?([^" ]+)"? .*redirect to :15001$', r))))
+    base = AmbientConfig(enable_ipv6=ipv6, redirect_dns=dns, native_nftables=True,
+                         host_probe_snat_address=accept("ip") or AmbientConfig().host_probe_snat_address,
+                         host_probe_v6_snat_address=accept("ip6") or DEFAULT_SNAT_V6)
+    pod = PodOverrides(ingress_mode=not inbound, virtual_interfaces=vifs)
+    return [(base, pod)] + ([(dataclasses.replace(base, enable_ipv6=False), pod)] if ipv6 else [])
+
+
+def fit_nft(ruleset: NftRuleset) -> AmbientFit | None:
+    """:func:`fit` for an ``nft list ruleset`` dump: the agent's native nftables tables (1.28 on), each chain
+    compared exactly; None when the dump has no ``istio-ambient-*`` table."""
+    found = nft_chains(ruleset)
+    if not found or ((NFT_NAT, "postrouting") in found and not found.get((NFT_NAT, "istio-output"))):
+        return None  # none, or the node's probe SNAT table
+    best: tuple[int, AmbientConfig, PodOverrides, list[Layout]] | None = None
+    for config, pod in _nft_candidates(found):
+        for rel in AMBIENT_LAYOUTS:
+            want = expected_nft(dataclasses.replace(config, release=release_of(rel)), pod)
+            if want is None:
+                continue
+            differ = sum(1 for k in {*want, *found} if want.get(k) != found.get(k))
+            if best is None or differ < best[0] or (differ == best[0] and config == best[1] and pod == best[2]):
+                if best is None or differ < best[0]:
+                    best = (differ, config, pod, [])
+                best[3].append(rel)
+    if best is None:
+        return None
+    differ, config, pod, rels = best
+    notes = [] if differ == 0 else [f"no modelled release (1.28 to today) writes exactly these nftables tables: "
+                                    f"{differ} chain(s) differ from the closest compile"]
+    if config.enable_ipv6 and (1, 28, 0) in rels:
+        notes.append("at 1.28.0 the same tables also come from EnableIPv6=false (1.28.0 wrote its IPv6 rules "
+                     "regardless; fixed in 1.28.1)")
+    return AmbientFit(config=dataclasses.replace(config, release=None), pod=pod, releases=tuple(rels),
+                      exact=differ == 0, missing=differ, matched=frozenset(), notes=tuple(notes))
+
+
 def reproduce(fit: AmbientFit) -> str:
     """The ``netsim compile`` command line that reproduces the dump at the range's first release."""
     settings = ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in fit.settings().items())
@@ -230,5 +315,5 @@ def reproduce(fit: AmbientFit) -> str:
     return f"netsim compile --mode ambient{version} --ambient-config {settings}{pod}"
 
 
-__all__ = ["AMBIENT_CHAINS", "AmbientFit", "expected", "fit", "layout_span", "layout_text", "release_of",
-           "reproduce"]
+__all__ = ["AMBIENT_CHAINS", "AmbientFit", "expected", "expected_nft", "fit", "fit_nft", "layout_span", "layout_text",
+           "nft_chains", "release_of", "reproduce"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from netsim.capture.config import CURRENT_LAYOUT, LAYOUT_FLOOR, CaptureConfig
 from netsim.infer import generators
@@ -24,6 +25,9 @@ from netsim.netfilter.dump import read_pasted
 from netsim.netfilter.matches import DEFAULT_NAMES, Names
 from netsim.netfilter.model import Family, Ruleset
 from netsim.spec.releases import release_text
+
+if TYPE_CHECKING:
+    from netsim.netfilter.nft import NftRuleset
 
 Release = tuple[int, ...]
 
@@ -176,10 +180,36 @@ def infer_rules(rulesets: Mapping[Family, Ruleset]) -> tuple[Inference, ...]:
     return tuple(out)
 
 
+def infer_nft(ruleset: NftRuleset) -> tuple[Inference, ...]:
+    """Which generator wrote an ``nft list ruleset`` dump: istio-cni's ambient tables (``inet istio-ambient-*``,
+    verified by compiling every release with the nftables backend, ``ambient.fit_nft``), the node's probe SNAT
+    table (read by its shape), else ``unknown`` (netsim infers no other nftables generator)."""
+    import re
+
+    from netsim.infer.ambient import fit_nft, nft_chains
+
+    result = fit_nft(ruleset)
+    if result is not None:
+        return (_ambient(result),)
+    chains = nft_chains(ruleset)
+    if chains:
+        snat = next((m.group(1) for r in chains.get(("istio-ambient-nat", "postrouting"), ())
+                     if (m := re.search(r"ip daddr @\S+ .*snat (?:ip )?to (\S+)", r))), "")
+        return (Inference(generator="istio-ambient", releases=None, options={"HostProbeSNATAddress": snat},
+                          annotations={}, foreign=(), notes=(
+                              "the node's kubelet-probe SNAT table of istio-cni's ambient agent (nftables backend; "
+                              "not a pod's rules; read by its shape: `netsim compile --mode ambient --node "
+                              "--backend nft` prints what the agent writes)",)),)
+    tables = ", ".join(f"{t.family.value} {t.name}" for t in ruleset.tables)
+    return (Inference(generator="unknown", releases=None, options={}, annotations={}, foreign=(), notes=(
+        f"an nftables ruleset without istio-cni's ambient tables ({tables or 'no tables'}): netsim infers "
+        "ambient's nftables tables only (for other generators, give iptables-save output)",)),)
+
+
 def infer_text(text: str, names: Names = DEFAULT_NAMES) -> tuple[Inference, ...]:
     """:func:`infer_rules` on pasted text (any form ``read_pasted`` reads; ``names`` resolves owner names in
     Istio's payloads). Raises RulesetError naming the line."""
     return infer_rules(read_pasted(text, names).rulesets)
 
 
-__all__ = ["Foreign", "Inference", "infer_rules", "infer_text"]
+__all__ = ["Foreign", "Inference", "infer_nft", "infer_rules", "infer_text"]

@@ -136,3 +136,45 @@ def test_ranges_name_the_layouts() -> None:
     for (first, to), nxt in zip(spans, AMBIENT_LAYOUTS[1:], strict=False):
         span = {"from": first, "to": to}
         assert _inside(span, first) and not _inside(span, layout_text(nxt)), (span, nxt)
+
+
+def _nft_cases() -> list[Path]:
+    kernel = conformance_dir("istio-ambient") / "kernel" / "nftables"
+    return sorted(p for p in kernel.glob("*.nft-list") if not p.name.startswith("hostprobe"))
+
+
+@pytest.mark.parametrize("listing", _nft_cases(), ids=lambda p: p.name)
+def test_nft_readback_is_inferred_and_recompiled(listing: Path, tmp_path: Path) -> None:
+    """An ``nft list ruleset`` of ambient's tables: the inferred settings (NativeNftables=true) compile, at the
+    first and the last release of the range, to exactly its tables; the golden's releases are inside it."""
+    from netsim.infer.ambient import nft_chains
+    from netsim.netfilter.nft import parse_nft_any
+
+    r = run(["infer", "--format", "json", "--rules", str(listing)])
+    assert r.code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["generator"] == "istio-ambient" and doc["options"]["NativeNftables"] is True, doc
+    span = doc["releases"]
+    want = nft_chains(parse_nft_any(listing.read_text()))
+    for version in (span["from"], None if span["to"] == "current" else span["to"]):
+        pod = tmp_path / "pod.yaml"
+        pod.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "name": "p", "annotations": doc["annotations"]}, "spec": {"containers": [{"name": "a", "image": "a"}]}}))
+        settings = ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in doc["options"].items())
+        args = ["compile", "--pod", str(pod), "--mode", "ambient", "--ambient-config", settings, "--format", "nft"]
+        out = run([*args, *(["--istio-version", version] if version else [])])
+        assert out.code == 0, out.stderr
+        assert nft_chains(parse_nft_any(out.stdout)) == want, version
+    case = listing.name.removesuffix(".nft-list")
+    meta = yaml.safe_load((conformance_dir("istio-ambient") / "nftables" / f"{case}.yaml").read_text())
+    for group in meta["source"]["releases_with_identical_golden"].split(", "):
+        first, last = group.split("..")
+        assert _inside(span, first) and _inside(span, last), (span, group)
+
+
+def test_the_node_probe_table_is_named_not_fitted() -> None:
+    node = conformance_dir("istio-ambient") / "kernel" / "nftables" / "hostprobe.nft-list"
+    r = run(["infer", "--format", "json", "--rules", str(node)])
+    doc = json.loads(r.stdout)
+    assert r.code == 0 and doc["generator"] == "istio-ambient" and doc["releases"] is None
+    assert doc["options"] == {"HostProbeSNATAddress": "169.254.7.127"} and "node" in doc["notes"][0]
