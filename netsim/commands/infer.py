@@ -47,6 +47,7 @@ def infer_cmd(rules_files: tuple[str, ...], fmt: str, group_file: str | None) ->
       kubectl logs POD -c istio-init | netsim infer --rules - --format json
     """
     from netsim.infer import infer_rules
+    from netsim.infer.core import is_nft_text
     from netsim.netfilter.dump import read_pasted
     from netsim.netfilter.matches import Names
     from netsim.netfilter.model import Family, Ruleset
@@ -58,7 +59,7 @@ def infer_cmd(rules_files: tuple[str, ...], fmt: str, group_file: str | None) ->
     for path in rules_files:
         try:
             text = read_text(path)
-            if _nft_text(text):
+            if is_nft_text(text):
                 from netsim.infer import infer_nft
                 from netsim.netfilter.nft import parse_nft_any
 
@@ -78,12 +79,6 @@ def infer_cmd(rules_files: tuple[str, ...], fmt: str, group_file: str | None) ->
         click.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
         return
     click.echo(_text(inferences), nl=False)
-
-
-def _nft_text(text: str) -> bool:
-    """Whether a pasted text is nftables (``nft list ruleset``, an ``nft -f`` transaction or ``nft -j`` JSON)."""
-    first = next((ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")), "")
-    return first.startswith(("table ", "flush ruleset", "add table ", "{"))
 
 
 def _text(inferences: tuple[Inference, ...]) -> str:

@@ -350,6 +350,7 @@ def parse_found(data: bytes, name: str) -> Canon:
     transaction: ``netsim.netfilter.nft.parse_nft_any``). A text without anything but comments (an empty
     file, a save of a namespace without rules) is a pod with no rules at all. Raises NetsimError
     ``name: line N: …`` for text that holds no rules or a bad rule line."""
+    from netsim.infer.core import is_nft_text
     from netsim.netfilter.dump import read_pasted
     from netsim.reader import decode
 
@@ -358,7 +359,7 @@ def parse_found(data: bytes, name: str) -> Canon:
     if not lines:
         return Canon()
     try:
-        if lines[0].startswith(_NFT_STARTS):
+        if is_nft_text(text):
             from netsim.netfilter.nft import parse_nft_any
 
             return canon_of_nft(parse_nft_any(text))
@@ -367,20 +368,17 @@ def parse_found(data: bytes, name: str) -> Canon:
         raise e.at(name) from None
 
 
-# how an nft listing, transaction or JSON dump begins (no iptables form begins so)
-_NFT_STARTS = ("table ", "flush ruleset", "add table ", "{")
-
-
 def _rule_lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def is_nft(data: bytes, name: str) -> bool:
     """Whether ``data`` reads as nftables (a listing, a transaction, ``nft -j`` JSON) or holds no rules."""
+    from netsim.infer.core import is_nft_text
     from netsim.reader import decode
 
-    lines = _rule_lines(decode(data, name))
-    return not lines or lines[0].startswith(_NFT_STARTS)
+    text = decode(data, name)
+    return not _rule_lines(text) or is_nft_text(text)
 
 
 __all__ = ["DUMP_SUFFIXES", "DriftChecker", "DriftReport", "PodCatalog", "dump_files", "is_nft", "load_pods",

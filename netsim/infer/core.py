@@ -180,6 +180,14 @@ def infer_rules(rulesets: Mapping[Family, Ruleset]) -> tuple[Inference, ...]:
     return tuple(out)
 
 
+def is_nft_text(text: str) -> bool:
+    """Whether pasted text is nftables: an ``nft list ruleset`` listing, an ``nft -f`` transaction or ``nft -j``
+    JSON (its first non-comment line begins so; no iptables form, istio-init log or container log does)."""
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")), "")
+    return first.startswith(("table ", "flush ruleset", "add table ")) or first.replace(" ", "").startswith(
+        '{"nftables"')
+
+
 def infer_nft(ruleset: NftRuleset) -> tuple[Inference, ...]:
     """Which generator wrote an ``nft list ruleset`` dump: istio-cni's ambient tables (``inet istio-ambient-*``,
     verified by compiling every release with the nftables backend, ``ambient.fit_nft``), the node's probe SNAT
@@ -212,4 +220,4 @@ def infer_text(text: str, names: Names = DEFAULT_NAMES) -> tuple[Inference, ...]
     return infer_rules(read_pasted(text, names).rulesets)
 
 
-__all__ = ["Foreign", "Inference", "infer_nft", "infer_rules", "infer_text"]
+__all__ = ["Foreign", "Inference", "infer_nft", "infer_rules", "infer_text", "is_nft_text"]
