@@ -198,7 +198,7 @@ def fit(view: View) -> AmbientFit | None:
         return None
     (missing, extra), config, pod, matches = best
     chosen = [m for m in matches if (m.missing, len(m.leftover)) == (missing, extra)]
-    exact = missing == 0 and extra == 0
+    exact = missing == 0  # as for istio-iptables: every rule the compile writes is there, in order
     notes: list[str] = []
     rels = tuple(r for r in AMBIENT_LAYOUTS if any(m.release == r for m in chosen))
     contiguous = AMBIENT_LAYOUTS[AMBIENT_LAYOUTS.index(rels[0]):AMBIENT_LAYOUTS.index(rels[-1]) + 1]
@@ -213,7 +213,9 @@ def fit(view: View) -> AmbientFit | None:
                      "(give its ip6tables-save too)")
     if not exact:
         notes.append(f"no modelled release (1.21 to today) writes exactly these rules: {missing} rule(s) the "
-                     f"closest compile writes are missing and {extra} rule(s) in Istio's chains are left over")
+                     "closest compile writes are missing (damaged rules, or another generator)")
+    if extra:
+        notes.append(f"{extra} rule(s) in ambient's chains the agent does not write (listed as foreign)")
     return AmbientFit(config=dataclasses.replace(config, release=None), pod=pod, releases=rels, exact=exact,
                       missing=missing, matched=chosen[0].matched, notes=tuple(notes))
 

@@ -119,12 +119,20 @@ def test_historical_tproxy_goldens_are_inferred_at_their_release(tmp_path: Path)
 def test_a_damaged_dump_is_closest_not_exact() -> None:
     """A rule taken out of a read-back: no release compiles to it, so the answer says closest and not exact."""
     text = (conformance_dir("istio-ambient") / "kernel" / "iptables" / "default.iptables-save").read_text()
-    damaged = "\n".join(line for line in text.splitlines() if "--to-ports 15006" not in line) + "\n"
+    damaged = "\n".join(line for line in text.splitlines() if "--to-ports 15001" not in line) + "\n"
     [inference] = infer_text(damaged)
     assert inference.generator == "istio-ambient" and not inference.exact
     assert any("not exactly" in n for n in inference.notes)
     [whole] = infer_text(text)
-    assert whole.exact
+    assert whole.exact and whole.foreign == ()
+    # a rule added to the agent's chain: the agent's rules are all there (exact), the added one is foreign
+    added = text.replace("-A ISTIO_OUTPUT -p tcp -m mark --mark 0x111/0xfff -j ACCEPT",
+                         "-A ISTIO_OUTPUT -d 10.0.0.0/8 -j ACCEPT\n-A ISTIO_OUTPUT -p tcp -m mark --mark 0x111/0xfff "
+                         "-j ACCEPT")
+    [extra] = infer_text(added)
+    assert extra.exact and extra.releases == whole.releases
+    assert [(f.chain, f.position, f.rule) for f in extra.foreign] == [
+        ("ISTIO_OUTPUT", 4, "-A ISTIO_OUTPUT -d 10.0.0.0/8 -j ACCEPT")]
 
 
 def test_ranges_name_the_layouts() -> None:
