@@ -68,10 +68,9 @@ def drift_cmd(rules_path: str | None, nft_path: str | None, pod_file: str | None
     if rules_path is None and nft_path is None:
         raise SpecError("give the pod's rules with --rules FILE|DIR (iptables-save or nft list ruleset) or --nft FILE")
     if ambient_settings:
-        from netsim.spec.ambient import parse_ambient_config
+        from netsim.spec.ambient import settings_given
 
-        for text in ambient_settings:
-            parse_ambient_config(text)
+        settings_given(ambient_settings)  # a bad setting is one error before any dump is read
     if pod_file is not None and pod_paths:
         raise SpecError("--pod and --pods both name the pods: give one of them")
     if istio_version is not None:

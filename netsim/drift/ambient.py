@@ -102,12 +102,10 @@ class AmbientExpectation:
         """The expectation for ``pod`` enrolled in ambient (``decision``), under the agent of ``istio_version``
         (None: current) with ``settings`` (``--ambient-config`` texts). ``backend``: the backend to expect when
         the settings do not name one (NativeNftables). Raises SpecError for a bad setting, release or annotation."""
-        from netsim.spec.ambient import parse_ambient_config
+        from netsim.spec.ambient import settings_given
         from netsim.workload.model import Workload
 
-        given: dict[str, object] = {}
-        for text in settings:
-            given.update(parse_ambient_config(text))
+        given = settings_given(settings)
         chosen = None if "native_nftables" in given else backend
         w = Workload.from_ambient_pod(pod, istio_version=istio_version, pod_ips=pod_ips, backend=chosen,
                                       settings=settings, reason=decision.reason, opted_out=decision.opted_out)
