@@ -12,13 +12,14 @@ from typing import Any
 
 import click
 
+from netsim.commands.options import pod_name_option
 from netsim.errors import one_line
 
 
 @click.command("migrate", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--pod", "pod_file", required=True, metavar="FILE",
               help="The sidecar pod (or Deployment, StatefulSet, …) as it runs now.")
-@click.option("--name", "pod_name", metavar="NAME", help="The object to use (default: the first).")
+@pod_name_option
 @click.option("--config", "config_paths", multiple=True, metavar="PATH",
               help="More Kubernetes objects (files or directories): the pod's Namespace, to say whether it is "
                    "enrolled already.")

@@ -189,7 +189,10 @@ keep_going_option = click.option(
     help="Skip a --config document that is invalid (bad YAML, an object that does not convert) and name it in "
          "the answer, instead of stopping with an error.")
 
+pod_name_option = click.option("--name", "pod_name", metavar="NAME", default=None,
+                               help="With --pod: the object of the file to use (default: the first).")
+
 
 __all__ = ["PICTURE_FORMATS", "EndpointType", "MarkType", "PathsOption", "PortListType", "SecondsType",
            "ambient_config_option", "check_output", "config_option", "keep_going_option", "mode_option",
-           "output_option", "write_picture"]
+           "output_option", "pod_name_option", "write_picture"]

@@ -28,6 +28,7 @@ from netsim.commands.options import (
     keep_going_option,
     mode_option,
     output_option,
+    pod_name_option,
     write_picture,
 )
 from netsim.errors import SpecError
@@ -71,7 +72,7 @@ class _Session:
 
 
 def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str | None,
-               istio_version: str | None, keep_going: bool, s: _Session) -> ProxyIndex:
+               istio_version: str | None, keep_going: bool, s: _Session, pod_name: str | None = None) -> ProxyIndex:
     """The sidecar's listener/cluster index for the traced pod (its file, else its IPs), built once.
 
     As for ``netsim mesh hop``: an invalid document raises (one ``Error:`` line, exit 2) unless
@@ -81,7 +82,8 @@ def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str 
     from netsim.mesh.files import load_index
 
     index = load_index(configs, pod_file=pod_file, pod_ips=tuple(str(a) for a in s.workload.addresses),
-                       mesh_config=mesh_config, istio_version=istio_version, keep_going=keep_going)
+                       mesh_config=mesh_config, istio_version=istio_version, keep_going=keep_going,
+                       pod_name=pod_name)
     s.notes.extend(f"skipped (--keep-going): {e}" for e in index.objects.errors)
     s.notes.extend(f"--config: {e}" for e in index.errors)
     return index
@@ -90,6 +92,7 @@ def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str 
 @click.command("trace")
 @click.option("--pod", "pod_file", type=click.Path(dir_okay=False),
               help="Pod/Deployment manifest: compile its capture rules.")
+@pod_name_option
 @click.option("--istio-version", help="Istio release whose injector defaults (--pod) and sidecar behaviour "
                                       "(--config) apply (default: current).")
 @click.option("--rules", "rules_files", multiple=True, type=click.Path(dir_okay=False),
@@ -155,7 +158,7 @@ def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str 
                                                      "source that nat sends off the host is not dropped.")
 @click.option("--expect", type=click.Choice(EXPECTABLE),
               help="Exit 0 when the verdict is this (captured: any captured-*), 1 when not; for scripts and CI.")
-def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tuple[str, ...],
+def trace_cmd(pod_file: str | None, pod_name: str | None, istio_version: str | None, rules_files: tuple[str, ...],
               nft_files: tuple[str, ...], backend: str | None, mode: str | None, ambient_settings: tuple[str, ...],
               proto: str,
               src: tuple[Address, int | None] | None, dst: tuple[Address, int | None] | None,
@@ -208,13 +211,15 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
 
     if bool(pod_file) == bool(rules_files or nft_files or legacy_files):
         raise SpecError("give exactly one of --pod FILE or --rules FILE (and/or --nft FILE, --rules-legacy FILE)")
+    if pod_name is not None and not pod_file:
+        raise SpecError("option --name: needs --pod FILE")
     if backend is not None and not pod_file:
         raise SpecError("--backend chooses how --pod's rules are written: give --pod FILE (--rules and --nft "
                         "name their backend themselves)")
     ifaces = _iface_addrs(iface_addrs)
     if pod_file:
         w = Workload.from_pod(pod_file, istio_version=istio_version, pod_ips=pod_ips, backend=backend,
-                              mode=mode, ambient_settings=ambient_settings, config_paths=configs)
+                              mode=mode, ambient_settings=ambient_settings, config_paths=configs, name=pod_name)
     else:
         if ambient_settings:
             raise SpecError("--ambient-config sets the node agent that compiles --pod's rules; a dump (--rules, "
@@ -255,7 +260,7 @@ def trace_cmd(pod_file: str | None, istio_version: str | None, rules_files: tupl
                        "endpoint it picks, HBONE to that endpoint's 15008, a waypoint) is not modelled, so no "
                        "listener or cluster is shown")
     elif configs:
-        mesh = _MeshRequest(index=_load_mesh(configs, pod_file, mesh_config, istio_version, keep_going, s),
+        mesh = _MeshRequest(index=_load_mesh(configs, pod_file, mesh_config, istio_version, keep_going, s, pod_name),
                             send=send or "tcp", host=host, path=http_path or "/", sni=sni)
     _exit(_trace_one(s, packet, who, fmt, mesh), expect)
 

@@ -14,7 +14,14 @@ from typing import Any, TypeVar
 
 import click
 
-from netsim.commands.options import check_output, config_option, keep_going_option, output_option, write_picture
+from netsim.commands.options import (
+    check_output,
+    config_option,
+    keep_going_option,
+    output_option,
+    pod_name_option,
+    write_picture,
+)
 from netsim.errors import NetsimError
 
 
@@ -167,7 +174,7 @@ def hop_cmd(configs: tuple[str, ...], keep_going: bool, mesh_config: str | None,
 
 _pod_opt = click.option("--pod", "pod_file", required=True, type=click.Path(exists=True, dir_okay=False),
                         help="The pod (or Deployment, ...) whose sidecar to show.")
-_name_opt = click.option("--name", "pod_name", default=None, help="Pick this object from --pod's file.")
+_name_opt = pod_name_option
 
 
 def _pod_options(command: _F, format_opt: Callable[[_F], _F] = _format_opt) -> _F:

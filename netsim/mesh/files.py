@@ -115,11 +115,11 @@ def read_mesh_config(path: str | Path | None) -> MeshConfig:
 def load_index(configs: Iterable[str | Path], *, pod_file: str | None = None, pod_ips: tuple[str, ...] = (),
                namespace: str | None = None, labels: tuple[tuple[str, str], ...] | None = None,
                mesh_config: str | None = None, istio_version: str | None = None,
-               keep_going: bool = True) -> ProxyIndex:
+               keep_going: bool = True, pod_name: str | None = None) -> ProxyIndex:
     """Read ``configs`` (+ the pod file) and build the index for the pod's sidecar, for ``netsim trace``.
 
-    The proxy is the pod in ``pod_file`` (its first Pod or workload), with ``pod_ips`` overriding
-    its status IPs; without a pod file, ``pod_ips`` and ``namespace`` describe it.
+    The proxy is the pod in ``pod_file`` (its first Pod or workload, or the one named ``pod_name``), with
+    ``pod_ips`` overriding its status IPs; without a pod file, ``pod_ips`` and ``namespace`` describe it.
     Raises ConfigError / SpecError for unreadable files and bad values (and, without ``keep_going``,
     for an invalid document, as :func:`read_config`).
     """
@@ -134,7 +134,7 @@ def load_index(configs: Iterable[str | Path], *, pod_file: str | None = None, po
     pod = None
     if pod_file is not None:
         extra = read_config([pod_file], keep_going=keep_going).objects
-        pod = pod_from_file(extra, objects)
+        pod = pod_from_file(extra, objects, pod_name)
         if pod is not None:
             if pod_ips:
                 pod = replace(pod, ips=pod_ips)

@@ -151,8 +151,9 @@ class Workload:
     def from_pod(cls, path: str, *, istio_version: str | None = None, pod_ips: Iterable[str] = (),
                  text: str | None = None, backend: str | None = None, cluster_dns: str | None = None,
                  names: Names | None = None, mode: str | None = None, ambient_settings: Iterable[str] = (),
-                 config_paths: Iterable[str] = ()) -> Workload:
-        """The workload of the Pod (or the pod template of the Deployment, StatefulSet, …) in ``path``.
+                 config_paths: Iterable[str] = (), name: str | None = None) -> Workload:
+        """The workload of the Pod (or the pod template of the Deployment, StatefulSet, …) in ``path`` (the
+        object named ``name``, else the first).
 
         ``istio_version``: the release whose injector defaults apply (None: current); ``pod_ips``:
         addresses overriding the manifest's ``status.podIPs``; ``text``: the file's content, when
@@ -172,9 +173,9 @@ class Workload:
         settings = tuple(ambient_settings)
         objects: tuple[dict[str, Any], ...] = ()
         if (mode == "sidecar" and not settings) or text is not None:
-            pod = load_pod(path, text=text)
+            pod = load_pod(path, text=text, name=name)
         else:  # the Namespace objects beside the pod decide whether it is enrolled in ambient
-            pod, objects = load_pod_with_objects(path)
+            pod, objects = load_pod_with_objects(path, name=name)
         decision = None
         if mode != "sidecar":
             from netsim.spec.ambient import pod_mode

@@ -188,3 +188,27 @@ def test_the_namespace_may_come_from_config_alone(tmp_path: Path) -> None:
                             "--dst", "10.96.0.20:80", "--format", "json"], capture_output=True, text=True)
         owner = json.loads(t.stdout)["listener"]["owner"]
         assert (owner == "ztunnel") is ambient
+
+
+def test_trace_name_picks_the_object_for_the_rules_and_the_envoy_hop(tmp_path: Path) -> None:
+    """trace --name, as compile's and diagnose's: the named object of a file with several (here a sidecar
+    pod after an ambient one) gives both the capture rules and --config's sidecar."""
+    path = tmp_path / "two.yaml"
+    docs = [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": n, "namespace": "shop", "labels": lbl},
+             "spec": {"containers": [{"name": "app", "image": "x", "ports": [{"containerPort": 80}]}]},
+             "status": {"podIP": ip}}
+            for n, lbl, ip in (("client", {"istio.io/dataplane-mode": "ambient"}, "10.244.0.5"),
+                               ("web", {"app": "web"}, "10.244.0.9"))]
+    path.write_text(yaml.safe_dump_all(docs))
+    owners = {}
+    for name in ("client", "web"):
+        r = subprocess.run([sys.executable, "-m", "netsim", "trace", "--pod", str(path), "--name", name,
+                            "--config", str(path), "--dst", "10.96.0.20:80", "--format", "json"],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        j = json.loads(r.stdout)
+        owners[name] = (j["listener"]["owner"], j.get("mesh") is not None)
+    assert owners == {"client": ("ztunnel", False), "web": ("sidecar", True)}
+    r = subprocess.run([sys.executable, "-m", "netsim", "trace", "--pod", str(path), "--name", "nope", "--dst",
+                        "10.96.0.20:80"], capture_output=True, text=True)
+    assert r.returncode == 2 and 'no pod-bearing object named "nope"' in r.stderr
