@@ -121,7 +121,8 @@ def handle(conn: socket.socket, listen_port: int, dial: str, transparent: bool,
             return
         record["original_dst"] = endpoint((host, port))
         emit({**record, "stage": "accept"})  # at once: the dial below may take DIAL_TIMEOUT_SECONDS
-        if port == listen_port and not transparent:
+        # TPROXY's inbound relay: a connection to the pod's own 15006 would be relayed to the pod's 15006 again
+        if port == listen_port and (not transparent or dial == "app"):
             record["result"] = "refused: the original destination is this listener (would loop)"
             return
         upstream = socket.socket(conn.family, socket.SOCK_STREAM)

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from netsim.errors import LabError
 from netsim.lab import state as st
+from netsim.lab.control import LOADED_RULES
 from netsim.lab.kerneltrace import (
     RETURN_AS_PRINTED,
     handle_positions,
@@ -499,6 +500,9 @@ def _verify_family(runner: Runner, state: st.LabState, count: int, seed: int, ve
     finally:
         for chain, proto in TRACE_RULES:
             runner.run(trace_rule("-D", chain, proto))
+        if "*raw\n" not in str(state.info.get(LOADED_RULES[Family(fam.version)], "")):
+            # the TRACE rules made the raw table: it goes with them, or status sees rules up did not load
+            runner.run(Exec(netns=pod, argv=("nft", "delete", "table", fam.nft_family, "raw"), check=False))
     kernel = parse_monitor(text, positions) if fam.version == 4 else parse_nft_monitor(text, positions)
     ours = netsim_lines(dump, bases, state.info, sockets, chosen, fam.version)
     return _compared(chosen, kernel, ours, unsent)

@@ -16,7 +16,17 @@ from pathlib import Path
 
 import pytest
 from conftest import require_root
-from test_lab_root import TPROXY_POD, assert_nothing_left, netsim, recorded_pids
+from test_lab_root import (
+    POD_IP,
+    PY,
+    TPROXY_POD,
+    assert_nothing_left,
+    in_ns,
+    log_records,
+    netsim,
+    recorded_pids,
+    wait_record,
+)
 
 from netsim.lab.control import nft_identity
 from netsim.lab.inputs import lab_spec
@@ -127,3 +137,38 @@ def test_nft_before_1_27_and_a_bad_backend_are_one_line_exit_2_and_leave_nothing
     bad = netsim("lab", "up", "--pod", pod, "--name", name, "--backend", "bpf", check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "'bpf' is not one of 'iptables', 'nft'" in bad.stderr
     assert_nothing_left(name, [])
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nft"])
+def test_a_tproxy_labs_15006_survives_a_connection_to_itself_and_verify_leaves_the_lab_healthy(backend: str) -> None:
+    """A connection from the node to the pod's own 15006 is TPROXYed to the inbound relay, whose upstream would
+    be that same 15006 again: the relay refuses it (Envoy's inbound listener has no route for its own port)
+    instead of relaying to itself until it runs out of descriptors and dies, after which the kernel's tproxy
+    finds no socket and nft's trace no longer matches. And verify leaves no table behind that up did not make."""
+    require_root("nft", "stdbuf", "setpriv", "ss")
+    name = f"nn{uuid.uuid4().hex[:6]}"
+    pids: list[int] = []
+    try:
+        netsim("lab", "up", "--pod", str(RULES / "tproxy" / "pod.yaml"), "--name", name, "--backend", backend)
+        pids = recorded_pids(name)
+        for _ in range(3):
+            subprocess.run(in_ns(f"{name}-node", PY, "-c", LOOP_CLIENT, POD_IP, "15006"), check=True, timeout=30)
+        rec = wait_record(run_dir(name) / "listener-15006.log", lambda r: r.get("stage") == "dial")
+        assert rec["result"] == "refused: the original destination is this listener (would loop)", rec
+        assert len([r for r in log_records(run_dir(name) / "listener-15006.log") if r.get("stage") == "accept"]) == 3
+        done = netsim("lab", "verify", name, "--probes", "20", check=False)
+        assert done.returncode == 0 and "agreement: 20/20 probes" in done.stdout, done.stdout + done.stderr
+        status = netsim("lab", "status", name, check=False)
+        assert status.returncode == 0, status.stdout.splitlines()[0]
+    finally:
+        down = netsim("lab", "down", name, check=False)
+        assert down.returncode == 0, down.stderr
+        assert_nothing_left(name, pids)
+
+
+# connect, wait for the relay to close the connection (it must not hang on a relay to itself)
+LOOP_CLIENT = """
+import socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+assert c.recv(10) == b""
+"""
