@@ -291,12 +291,11 @@ def render(res: Resolution, fmt: str, family: str = "all",
 
         return dry_run(config)
     if fmt == "nft":
-        from netsim.capture.nft import NFT_SINCE, render_nft
+        from netsim.capture.nft import nft_refusal, render_nft
 
-        if res.release is not None and res.release < NFT_SINCE:
-            raise SpecError(f"option --format nft: {res.profile.label} wrote no nftables rules (istio-iptables' "
-                            "nftables backend came in 1.27); its rules are iptables rules: use --format "
-                            "iptables-save")
+        refused = nft_refusal(res.release, res.profile.label, "option --format nft")
+        if refused:
+            raise SpecError(f"{refused}; its rules are iptables rules: use --format iptables-save")
         return render_nft(config)
     if family == "6" and not writes_ip6tables(config):
         origin = res.winner("ENABLE_INBOUND_IPV6").origin

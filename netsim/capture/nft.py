@@ -28,6 +28,14 @@ from netsim.netfilter.model import Family
 
 NFT_SINCE = (1, 27)  # the first release with --native-nftables (spec/istio-iptables-history.md §5)
 
+
+def nft_refusal(release: tuple[int, ...] | None, label: str, option: str) -> str | None:
+    """Why ``option`` cannot ask for the nftables rules of ``release`` (``label`` names it), or None: releases
+    before 1.27 wrote iptables rules only."""
+    if release is not None and tuple(release) < NFT_SINCE:
+        return f"{option}: {label} wrote no nftables rules (istio-iptables' nftables backend came in 1.27)"
+    return None
+
 NAT = "istio-proxy-nat"
 MANGLE = "istio-proxy-mangle"
 RAW = "istio-proxy-raw"
@@ -332,4 +340,5 @@ def render_nft_cleanup() -> str:
     return "".join(f"add table inet {t}\ndelete table inet {t}\n" for t in CHAINS)
 
 
-__all__ = ["CHAINS", "NFT_SINCE", "NftRule", "nft_rules", "render_nft", "render_nft_cleanup", "render_transaction"]
+__all__ = ["CHAINS", "NFT_SINCE", "NftRule", "nft_refusal", "nft_rules", "render_nft", "render_nft_cleanup",
+           "render_transaction"]

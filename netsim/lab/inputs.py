@@ -106,11 +106,11 @@ def lab_spec(pod_file: str, *, name: str | None = None, services: Sequence[str] 
     if backend == "nft":
         from dataclasses import replace
 
-        from netsim.capture.nft import NFT_SINCE, render_nft
+        from netsim.capture.nft import nft_refusal, render_nft
 
-        if res.release is not None and res.release < NFT_SINCE:
-            raise LabError(f"--backend nft: {res.profile.label} wrote no nftables rules (istio-iptables' nftables "
-                           "backend came in 1.27); leave out --backend nft")
+        refused = nft_refusal(res.release, res.profile.label, "--backend nft")
+        if refused:
+            raise LabError(f"{refused}; leave out --backend nft")
         nft_rules = render_nft(replace(config, native_nftables=True))
     lab_name = name or pod.name
     if not lab_name or len(lab_name) > MAX_NAME or not all(c.isalnum() or c in "-_" for c in lab_name):

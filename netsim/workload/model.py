@@ -253,12 +253,15 @@ class Workload:
     def with_nft_backend(self) -> Workload:
         """The same pod captured by Istio's native nftables backend (``--native-nftables``, spec/istio-iptables.md
         §12): its ``inet`` tables hold the rules of both families, so IPv4 and IPv6 are both traced."""
-        from netsim.capture.nft import render_nft
+        from netsim.capture.nft import nft_refusal, render_nft
         from netsim.netfilter.nft import parse_nft
 
         res = self.resolution
         if res is None or res.config is None or not res.capture:
             return self
+        refused = nft_refusal(res.release, res.profile.label, "--backend nft")
+        if refused:
+            raise SpecError(f"{refused}; leave out --backend nft")
         nft = parse_nft(render_nft(replace(res.config, native_nftables=True)))
         empty = {f: Ruleset(f, ()) for f in Family}
         return replace(self, rulesets=empty, base_chains=dict.fromkeys(empty, frozenset()), nft=(nft,),

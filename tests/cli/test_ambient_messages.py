@@ -106,3 +106,17 @@ def test_trace_mode_sidecar_forces_the_sidecar_on_an_enrolled_pod(tmp_path: Path
         assert j["verdict"] == "captured-outbound"
         owners[mode] = j["listener"]["owner"]
     assert owners["ambient"] == "ztunnel" and owners["sidecar"] != "ztunnel"
+
+
+@pytest.mark.parametrize(("version", "refused"), [("1.2", True), ("1.26", True), ("1.27", False)])
+def test_nft_backend_before_1_27_is_refused_by_trace_as_by_compile(tmp_path: Path, version: str,
+                                                                    refused: bool) -> None:
+    """trace --backend nft traced nft rules Istio 1.2 never wrote; it now refuses as compile --format nft does."""
+    pod = str(_pod(tmp_path))
+    trace = _run("trace", "--pod", pod, "--backend", "nft", "--istio-version", version, "--dst", "10.96.0.10:80")
+    compiled = _run("compile", "--pod", pod, "--format", "nft", "--istio-version", version)
+    for code, out, err in (trace, compiled):
+        if refused:
+            assert code == 2 and "wrote no nftables rules (istio-iptables' nftables backend came in 1.27)" in err
+        else:
+            assert code == 0 and "istio-proxy-nat" in out, err
