@@ -275,9 +275,14 @@ def describe_packet(trace: Trace) -> str:
     return f"{p.proto.value} {src} → {dst}, {origin}, conntrack {ct.state.value}{entry}"
 
 
+def backend_label(b: BaseChain) -> str:
+    """Who wrote a base chain, as the text trace (and the pictures) name it: the detected writer of a table
+    an nft listing shows (``iptables-nft, as nft lists it``), else its backend."""
+    return f"{b.writer}, as nft lists it" if b.writer else b.backend
+
+
 def _base_name(b: BaseChain) -> str:
-    by = f"{b.writer}, as nft lists it" if b.writer else b.backend
-    return f"{b.family} {b.table} {b.chain} ({by}, priority {b.priority})"
+    return f"{b.family} {b.table} {b.chain} ({backend_label(b)}, priority {b.priority})"
 
 
 def _why_this_backend(trace: Trace) -> list[str]:
@@ -315,8 +320,7 @@ def render_text(trace: Trace, *, all_rules: bool = True) -> str:
             lines.append(f"{s.hook}{' (after loopback re-entry)' if s.pass_no else ''}")
         if s.kind is Kind.TABLE:
             base = s.base
-            by = f"{base.writer}, as nft lists it" if base and base.writer else base.backend if base else ""
-            who = f"{base.family} {s.table} {s.chain} ({by}, priority {base.priority})" \
+            who = f"{base.family} {s.table} {s.chain} ({backend_label(base)}, priority {base.priority})" \
                 if mixed and base else f"{s.table} {s.chain}"
             lines.append(f"  {who}   [{_packet_line(s.packet).removeprefix('PACKET: ')}]")
         elif s.kind is Kind.NOTE:
@@ -350,5 +354,5 @@ def render_text(trace: Trace, *, all_rules: bool = True) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["describe_packet", "packet_line", "render_json", "render_nft_trace", "render_text", "render_xtables",
-           "trace_json"]
+__all__ = ["backend_label", "describe_packet", "packet_line", "render_json", "render_nft_trace", "render_text",
+           "render_xtables", "trace_json"]

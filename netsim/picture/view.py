@@ -50,7 +50,7 @@ class ChainBlock:
     """A base chain entered at a hook (the kernel's PACKET: line) and the steps of its traversal."""
 
     title: str  # "nat PREROUTING"
-    detail: str  # "iptables-nft, ip, priority -100"
+    detail: str  # "nft, inet, priority -100" (who wrote it as the text trace says: render_trace.backend_label)
     packet: str  # the packet as the chain saw it: "IN=eth0 SRC=… DST=… SPORT=… DPORT=…"
     steps: tuple[StepView, ...]
 
@@ -163,7 +163,7 @@ def _is_deciding(js: dict[str, Any], decided_by: dict[str, Any] | None) -> bool:
 
 
 def _lane(i: int, who: str, t: Trace, decided: bool, decided_by: dict[str, Any] | None, basis: str) -> LaneView:
-    from netsim.netfilter.render_trace import describe_packet, trace_json
+    from netsim.netfilter.render_trace import backend_label, describe_packet, trace_json
     from netsim.netfilter.trace import Kind
 
     js = trace_json(t)
@@ -217,7 +217,7 @@ def _lane(i: int, who: str, t: Trace, decided: bool, decided_by: dict[str, Any] 
         if k is None:
             close_block()
             b = s.base
-            detail = f"{b.backend}, {b.family}, priority {b.priority}" if b is not None else ""
+            detail = f"{backend_label(b)}, {b.family}, priority {b.priority}" if b is not None else ""
             block = (f"{s.table} {s.chain}", detail, _packet_text(s.packet), [], pos)
             continue
         sj = steps_json[k]

@@ -201,3 +201,41 @@ def test_diagnose_evidence_links_to_the_picture() -> None:
     linked = [h for h in page.hrefs if h.startswith("#ln-") or h.startswith("#obj-")]
     assert any(h.startswith("#ln-") for h in linked) and any(h.startswith("#obj-") for h in linked)
     assert all(h[1:] in page.ids for h in linked)
+
+
+# an ``nft list ruleset`` pasted from a namespace where iptables-nft left a nat table (its layout: only the
+# built-in chains as base chains, on their own hooks and priorities) beside Istio's native nft table
+_PASTED = """table ip nat {
+\tchain OUTPUT {
+\t\ttype nat hook output priority -100; policy accept;
+\t\tcounter packets 0 bytes 0 jump ISTIO_REDIRECT
+\t}
+\tchain ISTIO_REDIRECT {
+\t\tmeta l4proto tcp counter packets 0 bytes 0 redirect to :15001
+\t}
+}
+table inet istio-proxy-nat {
+\tchain output {
+\t\ttype nat hook output priority -100; policy accept;
+\t\tmeta skuid 1337 counter packets 0 bytes 0 return
+\t}
+}
+"""
+
+
+def test_a_detected_iptables_nft_table_is_named_as_the_text_trace_names_it(tmp_path: Path) -> None:
+    f = tmp_path / "pasted.nft"
+    f.write_text(_PASTED)
+    args = ["trace", "--nft", str(f), "--dst", "10.1.2.3:80", "--uid", "1000"]
+    text = run(args)
+    assert text.code == 0, text.stderr
+    # the text trace names each base chain's writer; the picture's chain blocks use the same words
+    named = {ln.split("(", 1)[1].split(", priority")[0] for ln in text.stdout.splitlines()
+             if ln.startswith("  ") and ", priority -100)" in ln}
+    assert named == {"iptables-nft, as nft lists it", "nft"}
+    page = run([*args, "--format", "html"])
+    assert page.code == 0, page.stderr
+    body = unescape(page.stdout)
+    assert "iptables-nft, as nft lists it, ip, priority -100" in body
+    assert "nft, inet, priority -100" in body
+    assert "nft, ip, priority -100" not in body  # the raw backend of the iptables-nft table
