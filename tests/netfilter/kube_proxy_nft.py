@@ -129,5 +129,53 @@ def kube_proxy_nft(services: int) -> str:
     )
 
 
+def kube_proxy_nft_transaction(services: int) -> str:
+    """The same ruleset as the ``nft -f`` transaction kube-proxy pipes to nft (pkg/proxy/nftables writes ``add``
+    commands, one object, rule or element a line): the table, every chain (base chains with their spec), the
+    sets and maps, one ``add element`` per element, then every rule; made from :func:`kube_proxy_nft`'s
+    listing, so both read as the same ruleset."""
+    lines = kube_proxy_nft(services).split("\n")
+    fam_table = ""
+    chains: list[str] = []
+    sets: list[str] = []
+    elements: list[str] = []
+    rules: list[str] = []
+    i = 0
+    while i < len(lines):
+        ln = lines[i].strip()
+        i += 1
+        if ln.startswith("table "):
+            fam_table = ln[len("table "):-2]
+        elif ln.startswith(("set ", "map ")):
+            kind, name = ln.split(" ")[:2]
+            spec: list[str] = []
+            while (body := lines[i].strip()) != "}":
+                i += 1
+                if body.startswith("elements = {"):
+                    items = [body[len("elements = {"):]]
+                    while not items[-1].rstrip().endswith("}"):
+                        items.append(lines[i].strip())
+                        i += 1
+                    items[-1] = items[-1].rstrip()[:-1]
+                    elements += [f"add element {fam_table} {name} {{ {e.strip()} }}"
+                                 for e in " ".join(items).split(",")]
+                else:
+                    spec.append(body)
+            i += 1
+            sets.append(f"add {kind} {fam_table} {name} {{ {' ; '.join(spec)} ; }}")
+        elif ln.startswith("chain "):
+            name = ln.split(" ")[1]
+            base = ""
+            while (body := lines[i].strip()) != "}":
+                i += 1
+                if body.startswith("type "):
+                    base = f" {{ {body.replace(';', ' ;')} }}"
+                elif not body.startswith("comment "):
+                    rules.append(f"add rule {fam_table} {name} {body}")
+            i += 1
+            chains.append(f"add chain {fam_table} {name}{base}")
+    return "\n".join([f"add table {fam_table}", *chains, *sets, *elements, *rules]) + "\n"
+
+
 __all__ = ["NODE_IP", "POD_CIDR", "SERVICE_CIDR", "cluster_ip", "endpoint_ip", "endpoints", "kube_proxy_nft",
-           "node_port"]
+           "kube_proxy_nft_transaction", "node_port"]

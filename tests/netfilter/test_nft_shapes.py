@@ -7,12 +7,21 @@ from collections.abc import Callable
 from ipaddress import IPv4Address
 
 import pytest
-from kube_proxy_nft import NODE_IP, cluster_ip, endpoint_ip, endpoints, kube_proxy_nft, node_port
+from kube_proxy_nft import (
+    NODE_IP,
+    cluster_ip,
+    endpoint_ip,
+    endpoints,
+    kube_proxy_nft,
+    kube_proxy_nft_transaction,
+    node_port,
+)
 
 from netsim.errors import RulesetError
 from netsim.netfilter.engine import trace
 from netsim.netfilter.model import Family
 from netsim.netfilter.nft import compile_nft, parse_nft
+from netsim.netfilter.nft.model import NftRuleset, rule_text
 from netsim.netfilter.nft.parse import DEFAULT_NAMES, _Parser
 from netsim.netfilter.packet import Netns, Origin, Packet, Socket
 from netsim.netfilter.trace import Outcome
@@ -158,3 +167,73 @@ def test_dstnat_and_srcnat_only_on_their_own_hooks(hook: str, name: str, refused
     else:
         assert parse_nft(text).tables[0].chains[0].priority == {"dstnat": -100, "srcnat": 100, "filter": 0,
                                                                "mangle": -150}[name] - 10
+
+
+def _same_ruleset(a: NftRuleset, b: NftRuleset) -> bool:
+    """Equal but for lines (a transaction's lines are not its listing's)."""
+    def norm(rs: NftRuleset) -> object:
+        return [(t.family, t.name, sorted((c.name, c.type, c.hook, c.priority, c.policy,
+                                           [rule_text(r) for r in c.rules]) for c in t.chains),
+                 sorted(((s.name, s.kinds, s.elements.items, s.elements.data, s.is_map) for s in t.sets), key=str))
+                for t in rs.tables]
+
+    return norm(a) == norm(b)
+
+
+def test_a_kube_proxy_transaction_reads_as_its_listing_and_as_token_by_token() -> None:
+    text = kube_proxy_nft_transaction(120)
+    fast = parse_nft(text)
+    assert fast == slow(text)
+    assert _same_ruleset(fast, parse_nft(kube_proxy_nft(120)))
+    svc = next(s for s in fast.tables[0].sets if s.name == "service-ips")
+    assert len(svc.elements.items) == len(svc.elements.data) == sum(1 for i in range(120) if endpoints(i))
+
+
+_TX_WEIRD = [*_WEIRD, "ip", "inet", "index", "position", "handle", "0", "insert", "create", "element", "rule", ";",
+             "", "  ", "\t", "{ 1.2.3.4 }", "@x"]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_mutated_transactions_read_the_same_through_the_shape_cache(seed: int) -> None:
+    """Words of a kube-proxy transaction (add rule/element/chain commands) swapped for odd ones, lines
+    inserted with another verb: the result, or the error, is the token-by-token parse's."""
+    import random
+
+    base = kube_proxy_nft_transaction(6).splitlines()
+    rng = random.Random(seed)
+
+    def outcome(parse: Callable[[str], object], text: str) -> object:
+        try:
+            return parse(text)
+        except RulesetError as e:
+            return f"error: {e}"
+
+    for _ in range(200):
+        lines = list(base)
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(lines))
+            words = lines[i].split(" ")
+            if rng.random() < 0.2:
+                words[0] = rng.choice(["insert", "create", "add"])
+            else:
+                words[rng.randrange(len(words))] = rng.choice(_TX_WEIRD)
+            lines[i] = " ".join(words)
+        text = "\n".join(lines) + "\n"
+        assert outcome(parse_nft, text) == outcome(slow, text), text
+
+
+def test_insert_and_index_in_a_transaction_keep_their_order() -> None:
+    text = ("add table ip t\nadd chain ip t c\nadd rule ip t c ip daddr 10.0.0.1 accept\n"
+            "insert rule ip t c ip daddr 10.0.0.2 accept\nadd rule ip t c index 0 ip daddr 10.0.0.3 drop\n"
+            "add rule ip t c ip daddr 10.0.0.4 jump d\nadd chain ip t d\n"
+            "add set ip t s { type ipv4_addr ; }\nadd element ip t s { 10.1.0.1, 10.1.0.2 }\n"
+            "add element ip t s { 10.1.0.3 }\n")
+    fast = parse_nft(text)
+    assert fast == slow(text)
+    chain = fast.tables[0].chains[0]
+    assert [rule_text(r) for r in chain.rules] == ["ip daddr 10.0.0.2 accept", "ip daddr 10.0.0.3 drop",
+                                                   "ip daddr 10.0.0.1 accept", "ip daddr 10.0.0.4 jump d"]
+    assert len(fast.tables[0].sets[0].elements.items) == 3
+    # a set defined again starts from its own elements, as before the elements were joined at the end
+    again = parse_nft(text + "add set ip t s { type ipv4_addr ; }\nadd element ip t s { 10.1.0.9 }\n")
+    assert again.tables[0].sets[0].elements.items == (((0x0A010009, 0x0A010009),),)

@@ -82,6 +82,9 @@ _FAST = re.compile(r"[{}();,]|[^ \t\r{}();,]+")
 _PUNCT = frozenset("{}();,")
 # the words that open a chain block's statements other than rules
 _CHAIN_WORDS = frozenset({"type", "policy", "comment", "devices", "device", "}"})
+# the commands of an ``nft -f`` transaction read whole (a ``t`` token) when they stand on a line of their own
+_TX_PREFIXES = ("add rule ", "insert rule ", "create rule ", "add element ", "create element ", "add chain ",
+                "create chain ")
 
 
 _STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
@@ -96,6 +99,8 @@ def _bare(ln: str) -> str:
 
 def _nested(bare: str) -> bool:
     """Whether every ``}`` of the line closes a ``{`` of it."""
+    if bare.count("{") == 1:
+        return bare.index("{") < bare.index("}")
     depth = 0
     for c in bare:
         if c == "{":
@@ -113,8 +118,10 @@ def _tokenize(text: str, fast: bool = True) -> list[_Tok]:
 
     Lines are followed through their blocks (``table``/``chain``/``set``/``map`` … ``{`` up to its ``}``): a
     whole rule line of a chain block becomes one ``r`` token and the ``{ … }`` of a set's ``elements =`` one
-    ``e`` token, read by the shape cache (:class:`_Shapes`) instead of token by token. Anything the line
-    walk is unsure of (a brace left open inside a rule, a continued line) ends it: the rest is tokenized."""
+    ``e`` token, read by the shape cache (:class:`_Shapes`) instead of token by token; outside any block, an
+    ``add rule``/``add element`` command of a transaction on a line of its own becomes one ``t`` token
+    (:meth:`_Parser._transaction_line`). Anything the line walk is unsure of (a brace left open inside a
+    rule, a continued line) ends it: the rest is tokenized."""
     out: list[_Tok] = []
     append = out.append
     lines = text.split("\n")
@@ -142,6 +149,12 @@ def _tokenize(text: str, fast: bool = True) -> list[_Tok]:
                 if top in ("set", "map") and bare.startswith("elements = {") and '"' not in body:
                     append(_Tok("elements", line, "w"))
                     append(_Tok(body[body.index("{") + 1:body.rindex("}")], line, "e"))
+                    append(_Tok("\n", line, "n"))
+                    continue
+                if not top and body.startswith(_TX_PREFIXES) and ";" not in bare and "#" not in bare:
+                    if '"' in body:
+                        _tokenize_line(body, line, [])  # an unterminated string is refused here, as in full
+                    append(_Tok(body, line, "t"))
                     append(_Tok("\n", line, "n"))
                     continue
             elif opens == closes + 1 and bare.endswith("{"):
@@ -223,6 +236,22 @@ class _TableB:
     name: str
     chains: dict[str, _ChainB] = field(default_factory=dict)
     sets: dict[str, NamedSet] = field(default_factory=dict)
+    # elements ``add element`` appended to a set since it was defined (its items, its data), joined at the end
+    added: dict[str, tuple[list[Element], list[Verdict]]] = field(default_factory=dict)
+
+
+def _add_elements(tb: _TableB, s: NamedSet, more: Elements) -> None:
+    items, data = tb.added.setdefault(s.name, ([], []))
+    items += more.items
+    data += more.data
+
+
+def _with_added(tb: _TableB, s: NamedSet) -> NamedSet:
+    added = tb.added.get(s.name)
+    if not added:
+        return s
+    items, data = added
+    return replace(s, elements=Elements(items=s.elements.items + tuple(items), data=s.elements.data + tuple(data)))
 
 
 def _err(line: int, message: str) -> RulesetError:
@@ -247,7 +276,7 @@ class _Parser:
         if self.i >= len(self.toks):
             return None
         t = self.toks[self.i]
-        if t.kind in self.raw or t.kind not in ("r", "e"):
+        if t.kind in self.raw or t.kind not in ("r", "e", "t"):
             return t
         self._expand_rest()  # the tokenizer's reading of the blocks and the parser's parted: no more shortcuts
         return self.toks[self.i] if self.i < len(self.toks) else None
@@ -257,7 +286,7 @@ class _Parser:
         cuts any other line): once, when a shortcut token turns up where the parser does not take one."""
         rest: list[_Tok] = []
         for t in self.toks[self.i:]:
-            if t.kind == "r":
+            if t.kind in ("r", "t"):
                 _tokenize_line(t.text, t.line, rest)
             elif t.kind == "e":
                 rest.append(_Tok("{", t.line, "p"))
@@ -323,12 +352,65 @@ class _Parser:
 
     def parse(self) -> NftRuleset:
         while True:
+            self.raw = _TOP_RAW
             self._skip_separators()
             t = self._peek()
             if t is None:
                 break
+            if t.kind == "t":
+                toks = self.toks
+                while self._transaction_line(t):
+                    self.i += 2  # the line and its newline
+                    if self.i >= len(toks) or (t := toks[self.i]).kind != "t":
+                        break
+                else:
+                    self._expand_rest()  # a form the shortcut does not take: the rest token by token
+                continue
+            self.raw = frozenset()
             self._command(self._word("a command"))
         return self._freeze()
+
+    def _transaction_line(self, t: _Tok) -> bool:
+        """A whole ``add rule``/``add element``/``add chain`` line (a ``t`` token) read as :meth:`_command`
+        reads its tokens, the rule or the elements through the shape cache; False (nothing done) for a form it
+        leaves to the token-by-token read: a name that is not a plain word, ``index``/``position``/``handle``,
+        elements that are not exactly one ``{ … }`` group without nested braces, a chain with more than its
+        name."""
+        m = _TX_HEAD.match(t.text)
+        if m is None:
+            return False
+        verb, obj, family, tname, name = m.groups()
+        if (family is None and tname in _FAMILIES) or (obj == "element" and verb == "insert"):
+            return False  # the expression matched by giving up the family word: not the command's reading
+        fam = _FAMILIES[family] if family else NftFamily.IP
+        rest = t.text[m.end():]
+        line = t.line
+        if obj == "chain":
+            if rest:
+                return False
+            self._chain(self._table(fam, _Tok(tname, line, "w"), create=False), _Tok(name, line, "w"), create=True)
+            return True
+        if not rest or rest[0] == " ":
+            return False
+        if obj == "rule":
+            if rest.split(" ", 1)[0] in ("index", "position", "handle"):
+                return False
+            ch = self._chain(self._table(fam, _Tok(tname, line, "w"), create=False), _Tok(name, line, "w"))
+            rule = self.shapes.rule(rest, line, fam, self)
+            if verb == "insert":
+                ch.rules.insert(0, rule)
+            else:
+                ch.rules.append(rule)
+            return True
+        if not (rest.startswith("{") and rest.endswith("}") and "{" not in rest[1:-1] and "}" not in rest[1:-1]):
+            return False
+        tb = self._table(fam, _Tok(tname, line, "w"), create=False)
+        s = tb.sets.get(name)
+        if s is None:
+            raise _err(line, f"no set `{name}' in table `{fam.value} {tname}'")
+        more = self.shapes.elements(rest[1:-1], line, s.kinds, s.is_map)
+        _add_elements(tb, s, more)
+        return True
 
     def _family_name(self, count: int) -> tuple[NftFamily, list[_Tok]]:
         """``[family] name…``: nft's default family is ip."""
@@ -415,9 +497,7 @@ class _Parser:
                 group = next((x for x in items if isinstance(x, list)), None)
                 if group is None:
                     raise _err(sname.line, "expected `{ elements }'")
-                more = _elements(group, s.kinds, s.is_map, sname.line)
-                tb.sets[s.name] = replace(s, elements=Elements(items=s.elements.items + more.items,
-                                                               data=s.elements.data + more.data))
+                _add_elements(tb, s, _elements(group, s.kinds, s.is_map, sname.line))
                 return
         raise _err(cmd.line, f"unknown or unsupported command `{cmd.text}'")
 
@@ -571,17 +651,19 @@ class _Parser:
             raise _err(name.line, f"set `{name.text}' has no type")
         tb.sets[name.text] = NamedSet(name=name.text, kinds=kinds, elements=elements, interval=interval,
                                       is_map=is_map, line=name.line)
+        tb.added.pop(name.text, None)  # a set defined again starts from its own elements
 
     def _rule_command(self, ch: _ChainB, fam: NftFamily, *, insert: bool, line: int) -> None:
         items = self._statement()
         index: int | None = 0 if insert else None
         if len(items) >= 2 and isinstance(items[0], _Tok) and items[0].text in ("index", "position", "handle"):
             where, num = items[0], items[1]
-            assert isinstance(num, _Tok)
+            if not isinstance(num, _Tok):
+                raise _err(where.line, f"{where.text}: expected a number")
             if where.text == "index":
-                index = int(num.text) + (0 if insert else 1)
+                index = _int(num.text, num.line, "index") + (0 if insert else 1)
             else:
-                handle = int(num.text)
+                handle = _int(num.text, num.line, where.text)
                 pos = next((i for i, r in enumerate(ch.rules) if r.handle == handle), None)
                 if pos is None:
                     raise _err(where.line, f"no rule with handle {handle} in chain `{ch.name}'")
@@ -600,7 +682,8 @@ class _Parser:
         for tb in self.tables.values():
             chains = tuple(Chain(name=c.name, rules=tuple(c.rules), type=c.type, hook=c.hook, priority=c.priority,
                                  policy=c.policy, line=c.line) for c in tb.chains.values())
-            table = Table(family=tb.family, name=tb.name, chains=chains, sets=tuple(tb.sets.values()))
+            table = Table(family=tb.family, name=tb.name, chains=chains,
+                          sets=tuple(_with_added(tb, s) for s in tb.sets.values()))
             _check_references(table)
             tables.append(table)
         return NftRuleset(tuple(tables), self.handles)
@@ -1136,6 +1219,13 @@ _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _DIGITS = frozenset("0123456789")
 _NOT_IN_NAMES = frozenset('{}();,:"#@\\ \t\r')
 _STAND_IN = 0xFFFE0000  # 255.254.0.0: stand-in k is _STAND_IN + k
+_TOP_RAW = frozenset({"t"})  # the shortcut tokens the parser takes between commands
+# a ``t`` token's command, family (nft's default ip when it is not one), table and chain or set, each a plain word,
+# then the end or one space and the rest
+_NAME = r'[^{}();,:"#@\\ \t\r]+'
+_TX_HEAD = re.compile(rf"(add|insert|create) (rule|element|chain) (?:({'|'.join(f.value for f in NftFamily)}) )?"
+                      rf"({_NAME}) ({_NAME})(?: |\Z)")
+_BAD_IN_NAME = re.compile(r'[{}();,:"#@\\ \t\r]')
 _HANDLE_TAIL = re.compile(r"\s*#\s*handle\s+(\d+)\s*$")
 _MISSING = object()
 
@@ -1157,7 +1247,7 @@ def _cut(text: str) -> tuple[str, list[str]] | None:
     for i, w in enumerate(words):
         if prev == "jump" or prev == "goto":
             name, comma = (w[:-1], ",") if w.endswith(",") else (w, "")
-            if not name or any(c in _NOT_IN_NAMES for c in name):
+            if not name or _BAD_IN_NAME.search(name):
                 return None  # not a plain chain name: the full parse says what it is
             values.append(name)
             words[i] = "\x00" + comma
