@@ -328,8 +328,8 @@ class _Ctx:
 
 
 class _CRule:
-    __slots__ = ("_text", "act", "chain", "checks", "dst_key", "has_branch", "kind", "position", "rule", "target",
-                 "uncertain_target")
+    __slots__ = ("_text", "act", "chain", "checks", "const", "dst_key", "has_branch", "kind", "position", "rule",
+                 "target", "uncertain_target")
 
     def __init__(self, rule: Rule | None, position: int, chain: str, checks: tuple[_Check, ...], kind: str,
                  act: _Action, target: str, dst_key: int | None, uncertain_target: str, text: str | None = None):
@@ -344,6 +344,7 @@ class _CRule:
         self.dst_key = dst_key
         self.uncertain_target = uncertain_target
         self.has_branch = any(c.attr == "statistic" for c in checks)
+        self.const = ""  # the verdict ``act`` always returns, doing nothing else (a plain accept, jump, …): not called
 
     @property
     def text(self) -> str:
@@ -1241,7 +1242,7 @@ def _run_table(st: _State, info: BaseChain, base: _CChain, chains: Mapping[str, 
                 unc = unc or r.uncertain_target
             if unc:
                 st.uncertain.append(f"{table} {chain.name} rule {r.position}: {unc}")
-            verdict = r.act(st)
+            verdict = r.const or r.act(st)
             if first:
                 first = False
                 if st.mark != entry_mark and r.kind not in _NAT_KINDS:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -71,6 +72,7 @@ from netsim.netfilter.nft.model import (
     Kind,
     Match,
     Nat,
+    NftFamily,
     NftRuleset,
     Notrack,
     Other,
@@ -99,6 +101,10 @@ _ATTR = {"ip saddr": "src", "ip6 saddr": "src", "ip daddr": "dst", "ip6 daddr": 
          "meta mark": "mark", "ct mark": "ctmark", "ct state": "ctstate", "meta skuid": "owner",
          "meta skgid": "owner", "fib daddr type": "dst_type", "fib saddr type": "src_type", "tcp flags": "flags"}
 _LOCAL_HOOKS = frozenset({"OUTPUT", "POSTROUTING"})
+_FAMILY_DEP = {NftFamily.IP: "meta nfproto ipv4", NftFamily.IP6: "meta nfproto ipv6"}
+# the one-call forms of common checks and actions (_fast_check, the exact verdict map, a constant verdict, the
+# concatenated key in one expression): off only to test that they trace as the general forms do
+SPECIALISE = True
 
 
 def _l4(st: _State) -> int:
@@ -158,20 +164,31 @@ def _numgen(mod: int) -> _Getter:
     """``numgen random mod N``: the value the caller's choices fix (engine._State.choices), each value a
     branch of the trace (engine.trace_branches walks all N)."""
 
+    drew = [f"numgen random mod {mod}: a random number; this trace assumes it drew {k}" for k in range(mod)]
+
     def draw(st: _State) -> int:
         for k in range(mod - 1):
             i = len(st.branches)
             taken = st.choices[i] if i < len(st.choices) else True
-            st.branches.append(Branch("", "", 0, f"numgen random mod {mod}: a random number; this trace assumes it "
-                                                 f"drew {k}" if taken else "", taken))
+            st.branches.append(Branch("", "", 0, drew[k] if taken else "", taken))
             if taken:
                 return k
         if mod > 1:
-            st.branches[-1] = Branch("", "", 0, f"numgen random mod {mod}: a random number; this trace assumes it "
-                                                f"drew {mod - 1}", False)
+            st.branches[-1] = Branch("", "", 0, drew[mod - 1], False)
         return mod - 1
 
     return draw
+
+
+# fields read straight off the walker's state: the field's value is that attribute (an int, never None)
+_PLAIN: dict[str, str] = {"ip saddr": "src", "ip6 saddr": "src", "ip daddr": "dst", "ip6 daddr": "dst",
+                          "meta mark": "mark"} | {f: f.rsplit(" ", 1)[1] for f, (k, _, l4) in FIELDS.items()
+                                                  if k is Kind.PORT and l4 is not None}
+# the same fields, and others that cannot break a rule, as Python expressions over the state ``st`` (for a
+# concatenation's key read in one call: :func:`_value_getter`)
+_EXPRESSIONS: dict[str, str] = {f: f"st.{a}" for f, a in _PLAIN.items()} | {
+    "meta l4proto": "_l4(st.proto, 255)", "ip protocol": "_l4(st.proto, 255)", "ip6 nexthdr": "_l4(st.proto, 255)",
+    "meta nfproto": "(10 if st.v6 else 2)", "iifname": "(st.in_iface or '')", "oifname": "(st.out_iface or '')"}
 
 
 def _getter(name: str) -> _Getter:
@@ -309,10 +326,14 @@ def _value_getter(fields: tuple[str, ...], mod: int = 0) -> _Getter:
     getters = [_numgen(mod) if f == "numgen" else _getter(f) for f in fields]
     if len(getters) == 1:
         return getters[0]
-    if len(fields) == 3 and not _MAY_BREAK.intersection(fields):
-        # ``ip daddr . meta l4proto . th dport`` (kube-proxy's service maps): nothing to break the rule
-        g0, g1, g2 = getters
+    if not SPECIALISE and len(fields) == 3 and not _MAY_BREAK.intersection(fields):
+        g0, g1, g2 = getters  # the general form of a key that cannot break the rule
         return lambda st: (g0(st), g1(st), g2(st))
+    if SPECIALISE and all(f in _EXPRESSIONS for f in fields):
+        # ``ip daddr . meta l4proto . th dport`` (kube-proxy's service maps): nothing to break the rule, the key
+        # read in one call (the expressions are this module's own table, never input)
+        key = ", ".join(_EXPRESSIONS[f] for f in fields)
+        return eval(f"lambda st: ({key},)", {"_l4": L4PROTOS.get})  # type: ignore[no-any-return]
 
     def concat(st: _State) -> tuple[Any, ...] | None:
         out = tuple(g(st) for g in getters)
@@ -321,10 +342,14 @@ def _value_getter(fields: tuple[str, ...], mod: int = 0) -> _Getter:
     return concat
 
 
-def _deps(fields: tuple[str, ...], seen: set[str]) -> list[_Check]:
+def _deps(fields: tuple[str, ...], seen: set[str], family: NftFamily) -> list[_Check]:
+    """The implicit matches of ``fields`` not met yet in the rule; not ``meta nfproto`` in a table of that
+    family (only packets of its family pass it: the dependency always holds)."""
     out = []
     for f in fields:
         dep = _dependency(f)
+        if SPECIALISE and dep is not None and dep[0] == _FAMILY_DEP.get(family):
+            continue
         if dep is not None and dep[0] not in seen:
             seen.add(dep[0])
             label, test = dep
@@ -341,6 +366,9 @@ def _match_check(m: Match, table: Table) -> _Check:
         attr = "statistic"  # a draw: the engine records its branches
     neg = m.op == "!="
     elements = _resolve(m.value, table)
+    fast = _fast_check(m, kinds, elements, neg) if SPECIALISE else None
+    if fast is not None:
+        return _LazyCheck(fast, m, attr)
     test: Callable[[Any], bool]
     if not elements.braces and isinstance(m.value, Elements):
         one = _atom_test(kinds[0], elements.items[0][0]) if len(kinds) == 1 else None
@@ -371,6 +399,37 @@ def _match_check(m: Match, table: Table) -> _Check:
     return _LazyCheck(check, m, attr)
 
 
+def _fast_check(m: Match, kinds: tuple[Kind, ...], elements: Elements, neg: bool) -> Callable[[_State], bool] | None:
+    """The check of the most common matches in one call, where :func:`_match_check`'s general one takes three
+    (get, test, compare): one value or interval of a field read straight off the state (``ip daddr
+    10.0.0.1``, ``tcp dport != 15008``, ``ip saddr != 10.0.0.0/8``), ``ct state`` bits, membership in a set of
+    exact keys (``ip daddr @cluster-ips``). None where the general one is needed."""
+    if m.mask is not None or m.op not in ("==", "!=") or m.numgen_mod or len(m.fields) != 1:
+        return None
+    attr = _PLAIN.get(m.fields[0])
+    if elements.braces or not isinstance(m.value, Elements):  # a set: anonymous ``{ … }`` or named ``@s``
+        if attr is None:
+            return None
+        lookup = _Lookup(kinds, elements.items, ())
+        if lookup.ranges or lookup.scan:
+            return None
+        keys = frozenset(lookup.exact)
+        g = operator.attrgetter(attr)
+        return (lambda st: g(st) not in keys) if neg else (lambda st: g(st) in keys)
+    atom = elements.items[0][0]
+    if isinstance(atom, str):
+        return None
+    lo, hi = atom
+    if kinds[0] is Kind.CTSTATE:
+        return (lambda st: not _ct_state(st) & lo) if neg else (lambda st: bool(_ct_state(st) & lo))
+    if attr is None or kinds[0] is Kind.TCPFLAGS:
+        return None
+    g = operator.attrgetter(attr)
+    if lo == hi:
+        return (lambda st: g(st) != lo) if neg else (lambda st: g(st) == lo)
+    return (lambda st: not lo <= g(st) <= hi) if neg else (lambda st: lo <= g(st) <= hi)
+
+
 def _tproxy_check(t: Tproxy) -> _Check:
     """nft_tproxy_eval: a transparent socket on (addr or the incoming device's primary address or the
     destination, port or dport), else the rule ends (NFT_BREAK; no drop, no mark)."""
@@ -398,6 +457,20 @@ def _vmap_check(vm: VerdictMap, table: Table) -> _Check:
     elements = _resolve(vm.value, table)
     lookup = _Lookup(kinds, elements.items, elements.data)
     get = _value_getter(vm.fields, vm.numgen_mod)
+    label_attr = "statistic" if "numgen" in vm.fields else "other"
+    if SPECIALISE and not lookup.ranges and not lookup.scan and not _MAY_BREAK.intersection(vm.fields):
+        # exact keys only, a key that is never None (kube-proxy's service maps): one hash lookup
+        exact = lookup.exact
+        picks = [(v.chain, _VERDICT_OF[v.kind]) for v in lookup.data]
+
+        def exact_check(st: _State) -> bool:
+            i = exact.get(get(st))
+            if i is None:
+                return False  # no element: NFT_BREAK
+            st.jump_to, st.picked = picks[i]
+            return True
+
+        return _LazyCheck(exact_check, vm, label_attr)
 
     def check(st: _State) -> bool | None:
         v = get(st)
@@ -409,7 +482,7 @@ def _vmap_check(vm: VerdictMap, table: Table) -> _Check:
         st.picked = _VERDICT_OF[verdict.kind]
         return True
 
-    return _LazyCheck(check, vm, "statistic" if "numgen" in vm.fields else "other")
+    return _LazyCheck(check, vm, label_attr)
 
 
 def _set_action(s: SetStmt) -> _Action:
@@ -465,6 +538,8 @@ def _constant(verdict: str) -> _Action:
     return lambda st: verdict
 
 
+_CONSTANT = {kind: _constant(v) for kind, v in _VERDICT_OF.items()}  # one action per verdict
+
 def _picked(st: _State) -> str:
     return str(st.picked)
 
@@ -495,13 +570,13 @@ def _compile_rule(rule: Rule, position: int, chain: str, table: Table, unknown: 
             checks.append(_Check(_in_order(_set_action(e) if isinstance(e, SetStmt) else _ct(True, 0)), expr_text(e),
                                  "other"))
         elif isinstance(e, Match):
-            checks += _deps(e.fields, seen)
+            checks += _deps(e.fields, seen, table.family)
             chk = memo.get(e)
             if chk is None:
                 chk = memo[e] = _match_check(e, table)
             checks.append(chk)
         elif isinstance(e, VerdictMap):
-            checks += _deps(e.fields, seen)
+            checks += _deps(e.fields, seen, table.family)
             checks.append(_vmap_check(e, table))
             acts.append(_picked)
         elif isinstance(e, Tproxy):
@@ -509,7 +584,7 @@ def _compile_rule(rule: Rule, position: int, chain: str, table: Table, unknown: 
             acts.append(_tproxy_assign)
             kind = "TPROXY"
         elif isinstance(e, Verdict):
-            acts.append(_constant(_VERDICT_OF[e.kind]))
+            acts.append(_CONSTANT[e.kind])
             if e.kind in ("jump", "goto"):
                 target = e.chain
             if e.kind == "queue":
@@ -542,6 +617,9 @@ def _compile_rule(rule: Rule, position: int, chain: str, table: Table, unknown: 
 
     cr = _NftCRule(None, position, chain, tuple(checks), kind, act, target, None, uncertain)
     cr.nft_rule = rule
+    last = rule.exprs[-1] if rule.exprs else None
+    if SPECIALISE and len(acts) == 1 and isinstance(last, Verdict) and acts[0] is _CONSTANT.get(last.kind):
+        cr.const = _VERDICT_OF[last.kind]
     return cr
 
 
