@@ -6,12 +6,11 @@ rulesets and packets, every step compared, with and without the full explanation
 from __future__ import annotations
 
 import random
-import sys
 from collections.abc import Iterator
 from ipaddress import ip_address
-from pathlib import Path
 
 import pytest
+from conftest import CONFORMANCE
 from kube_proxy_nft import cluster_ip, kube_proxy_nft
 
 from netsim.netfilter.engine import trace
@@ -142,7 +141,5 @@ def test_kube_proxy_and_istio_rulesets_trace_the_same_specialised_or_not(monkeyp
     packets = [Packet(src=ip_address(rng.choice(["10.0.0.5", "10.1.2.3"])), dst=ip_address(cluster_ip(i)),
                       sport=40000, dport=rng.choice([80, 81]), socket=Socket(uid=1000, gid=1000)) for i in range(60)]
     _same(kube_proxy_nft(60), packets, monkeypatch)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-    from nft_bench import ISTIO, istio_probes
-
-    _same(ISTIO.read_text(), istio_probes(rng, 300), monkeypatch)
+    istio = (CONFORMANCE / "istio-iptables" / "inbound-ports-include.nftables.golden").read_text()
+    _same(istio, list(_packets(rng, 300)), monkeypatch)
