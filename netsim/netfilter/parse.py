@@ -81,6 +81,7 @@ def tokenize(line: str) -> list[str]:
     parts = line.split('"')
     last = len(parts) - 1
     prefix = ""  # the unquoted start of the word a quote opens (``a"b c"`` is one word)
+    words_of = str.split if _OTHER_SPACE.search(line) is None else _words  # then str.split splits exactly there
     for k, part in enumerate(parts):
         if k % 2:  # inside quotes
             if k < last:
@@ -89,7 +90,7 @@ def tokenize(line: str) -> list[str]:
                 tokens.append(prefix + part)  # unterminated: the rest of the line is the last word
             prefix = ""
             continue
-        words = _words(part)
+        words = words_of(part)
         if k < last and part and part[-1] not in " \t\n":
             prefix = words.pop()  # the word goes on inside the quote
         tokens.extend(words)
@@ -1173,6 +1174,9 @@ class _Restore:
         return ""
 
     def line(self, number: int, buf: str) -> None:
+        if buf[:1] == "-" and self.current is not None:  # a rule line, most of a dump: as the last branch below
+            self.rule_line(number, buf)
+            return
         if buf.startswith("\n") or buf.startswith("#"):
             return
         if self.current is not None and buf.startswith("COMMIT") and buf[6:] in ("", "\n"):
