@@ -98,24 +98,30 @@ def rate(crs: CompiledRuleset, packets: list[Packet], netns: Netns, explain: boo
 
 
 def command(args: list[str], runs: int = 3, cached: bool = False) -> tuple[float, float, float]:
-    """(best wall s, its CPU s, peak RSS MB) of ``netsim ARGS`` in a new process, best of ``runs``. ``cached``:
-    with Python's bytecode cache (as an installed netsim runs; this environment sets PYTHONDONTWRITEBYTECODE,
-    so every run compiles netsim's sources again), written by one untimed run first."""
+    """(best wall s, its CPU s, peak RSS MB) of ``netsim ARGS`` in a new process, best of ``runs``. Python's
+    bytecode cache lives in a directory of this call's own (``PYTHONPYCACHEPREFIX``), so the sources' own
+    ``__pycache__`` left by other runs is never read: without ``cached`` every run compiles netsim's sources
+    (this environment's ``PYTHONDONTWRITEBYTECODE``); with it, as an installed netsim runs, the cache is
+    written by one untimed run first."""
     cmd = [str(REPO / ".venv" / "bin" / "netsim"), *args]
-    env = {k: v for k, v in os.environ.items() if not (cached and k == "PYTHONDONTWRITEBYTECODE")}
-    if cached:
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, env=env, check=False)
-    best, cpu, rss = float("inf"), 0.0, 0.0
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"{' '.join(cmd)} failed")
-        rss = max(rss, usage.ru_maxrss / 1024)
-        if wall < best:
-            best, cpu = wall, usage.ru_utime + usage.ru_stime
+    with tempfile.TemporaryDirectory() as pycache:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPYCACHEPREFIX"] = pycache
+        if cached:
+            subprocess.run(cmd, stdout=subprocess.DEVNULL, env=env, check=False)
+        else:
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+        best, cpu, rss = float("inf"), 0.0, 0.0
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - t0
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise SystemExit(f"{' '.join(cmd)} failed")
+            rss = max(rss, usage.ru_maxrss / 1024)
+            if wall < best:
+                best, cpu = wall, usage.ru_utime + usage.ru_stime
     return best, cpu, rss
 
 
