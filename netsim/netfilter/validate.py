@@ -105,11 +105,19 @@ def check_rule(table: str, chain: str, rule: Rule, hooks: frozenset[str] | set[s
 
 def reachable_hooks(table: str, rules: Mapping[str, Sequence[Rule]]) -> dict[str, frozenset[str]]:
     """Each chain → the hooks it is reachable from (a built-in chain is its own hook)."""
+    return _reachable(table, rules, _jumps(table, rules))
+
+
+def _jumps(table: str, rules: Mapping[str, Sequence[Rule]]) -> dict[str, set[str]]:
+    """Each chain → the user chains its rules jump or go to."""
     builtin = BUILTIN_CHAINS.get(table, ())
-    jumps: dict[str, set[str]] = {}  # chain → the user chains its rules jump or go to
-    for name, chain_rules in rules.items():
-        jumps[name] = {t.name for r in chain_rules if (t := r.target) is not None and t.name in rules
-                       and t.name not in builtin}
+    return {name: {t.name for r in chain_rules if (t := r.target) is not None and t.name in rules
+                   and t.name not in builtin} for name, chain_rules in rules.items()}
+
+
+def _reachable(table: str, rules: Mapping[str, Sequence[Rule]],
+               jumps: dict[str, set[str]]) -> dict[str, frozenset[str]]:
+    builtin = BUILTIN_CHAINS.get(table, ())
     out: dict[str, set[str]] = {}
     for base in builtin:
         if base not in rules:
@@ -165,6 +173,31 @@ def _too_deep(table: str, rules: Mapping[str, Sequence[Rule]]) -> str | None:
     return None
 
 
+def _deep(table: str, rules: Mapping[str, Sequence[Rule]], jumps: Mapping[str, set[str]]) -> bool:
+    """Whether :func:`_too_deep` finds a path (a loop, or jumps nested MAX_JUMP_LEVEL deep), from the jump sets
+    :func:`_jumps` made (the longest path below a chain does not depend on the order of its rules; the path
+    itself, for the message, does: :func:`_too_deep` names it)."""
+    longest: dict[str, int] = {}
+    on_path: set[str] = set()
+
+    def depth(name: str) -> int:
+        if name in longest:
+            return longest[name]
+        if name in on_path:
+            return MAX_JUMP_LEVEL
+        on_path.add(name)
+        best = 0
+        for t in jumps[name]:
+            best = max(best, min(1 + depth(t), MAX_JUMP_LEVEL))
+            if best >= MAX_JUMP_LEVEL:
+                break
+        on_path.discard(name)
+        longest[name] = best
+        return best
+
+    return any(base in rules and depth(base) >= MAX_JUMP_LEVEL for base in BUILTIN_CHAINS.get(table, ()))
+
+
 def table_problem(table: str, rules: Mapping[str, Sequence[Rule]]) -> str | None:
     """Why the kernel refuses this table as it stands (phase 3, whole table), or None if it loads."""
     try:
@@ -180,7 +213,8 @@ def loads(table: str, rules: Mapping[str, Sequence[Rule]]) -> bool:
     """Whether the kernel takes the whole table, rule by rule and as a whole (a quick yes for the common case:
     every rule checked once, in the hooks its chain is reachable from, or its own, or none; a rule that
     passes there passes every check :func:`rule_problem` and :func:`table_problem` make)."""
-    hooks = reachable_hooks(table, rules)
+    jumps = _jumps(table, rules)  # once, for the hooks and the depth
+    hooks = _reachable(table, rules, jumps)
     none: frozenset[str] = frozenset()
     try:
         for name, chain_rules in rules.items():
@@ -189,7 +223,7 @@ def loads(table: str, rules: Mapping[str, Sequence[Rule]]) -> bool:
                 check_rule(table, name, rule, reached)
     except RulesetError:
         return False
-    return _too_deep(table, rules) is None
+    return not _deep(table, rules, jumps)
 
 
 def rule_problem(table: str, chain: str, rule: Rule) -> str | None:

@@ -60,3 +60,36 @@ def test_the_kernel_agrees(netns: str, text: str, error: str | None) -> None:
     proc = subprocess.run(["ip", "netns", "exec", netns, "iptables-restore"], input=text + "\nCOMMIT\n",
                           text=True, capture_output=True)
     assert (proc.returncode == 0) == (error is None), proc.stderr
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_quick_depth_check_agrees_with_the_path_finder(seed: int) -> None:
+    """validate.loads decides "too deep" from each chain's set of jump targets (validate._deep); the path finder
+    that names the path (validate._too_deep) walks the rules in order. Seeded random jump graphs (loops, deep
+    nests, jumps to built-in chains, repeated targets): the same answer."""
+    import random
+
+    from netsim.netfilter.model import Rule, Target
+    from netsim.netfilter.validate import MAX_JUMP_LEVEL, _deep, _jumps, _too_deep
+
+    rng = random.Random(seed)
+    seen = set()
+    for _ in range(400):
+        n = rng.randint(1, MAX_JUMP_LEVEL + 4)
+        users = [f"C{i}" for i in range(n)]
+        rules: dict[str, list[Rule]] = {"OUTPUT": [], "PREROUTING": [], **{u: [] for u in users}}
+        chain_mode = rng.random() < 0.5  # a long nest C0 → C1 → … as well as random edges
+        for i, name in enumerate(["OUTPUT", "PREROUTING", *users]):
+            targets = rng.choices([*users, "OUTPUT", "ACCEPT"], k=rng.randint(0, 3))
+            if chain_mode and name.startswith("C") and i - 2 + 1 < n:
+                targets.append(f"C{i - 2 + 1}")
+            if chain_mode and name == "OUTPUT":
+                targets.append("C0")
+            if rng.random() < 0.6:  # mostly forward: deep nests without loops
+                targets = [t for t in targets if not t.startswith("C") or int(t[1:]) > (int(name[1:]) if
+                                                                                      name.startswith("C") else -1)]
+            rules[name] = [Rule(target=Target(t)) for t in targets]
+        quick = _deep("filter", rules, _jumps("filter", rules))
+        assert quick == (_too_deep("filter", rules) is not None), rules
+        seen.add(quick)
+    assert seen == {True, False}
