@@ -1283,8 +1283,11 @@ def _run_table(st: _State, info: BaseChain, base: _CChain, chains: Mapping[str, 
             # RETURN or falling off pops the jump stack; a chain entered by -g pushed nothing, so
             # this resumes in the chain that called the goto-ing chain (§1.8).
             chain, resume, level = stack.pop()
-            cands = chain.every if chain.index is None else chain.candidates(st.dst)
-            ci = bisect.bisect_left(cands, resume)
+            if chain.index is None:
+                cands, ci = chain.every, resume  # every rule a candidate: rule ``resume`` is at ``resume``
+            else:
+                cands = chain.candidates(st.dst)
+                ci = bisect.bisect_left(cands, resume)
             last = resume - 1
             continue
         policy = base.policy or "ACCEPT"
