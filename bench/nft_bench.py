@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -98,21 +99,25 @@ def rate(crs: CompiledRuleset, packets: list[Packet], netns: Netns, explain: boo
 
 
 def command(args: list[str], runs: int = 3, cached: bool = False) -> tuple[float, float, float]:
-    """(best wall s, its CPU s, peak RSS MB) of ``netsim ARGS`` in a new process, best of ``runs``. Python's
-    bytecode cache lives in a directory of this call's own (``PYTHONPYCACHEPREFIX``), so the sources' own
-    ``__pycache__`` left by other runs is never read: without ``cached`` every run compiles netsim's sources
-    (this environment's ``PYTHONDONTWRITEBYTECODE``); with it, as an installed netsim runs, the cache is
-    written by one untimed run first."""
+    """(best wall s, its CPU s, peak RSS MB) of ``netsim ARGS`` in a new process, best of ``runs``. Without
+    ``cached`` every run compiles netsim's sources (this environment's ``PYTHONDONTWRITEBYTECODE``; the
+    ``__pycache__`` other runs may have left in the sources is removed first, Python's own library keeps its
+    bytecode); with it, as an installed netsim runs, Python's bytecode cache lives in a directory of this call's
+    own (``PYTHONPYCACHEPREFIX``), written by one untimed run first."""
     cmd = [str(REPO / ".venv" / "bin" / "netsim"), *args]
     with tempfile.TemporaryDirectory() as pycache:
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        env["PYTHONPYCACHEPREFIX"] = pycache
+        env = dict(os.environ)
         if cached:
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env["PYTHONPYCACHEPREFIX"] = pycache
             subprocess.run(cmd, stdout=subprocess.DEVNULL, env=env, check=False)
         else:
             env["PYTHONDONTWRITEBYTECODE"] = "1"
         best, cpu, rss = float("inf"), 0.0, 0.0
         for _ in range(runs):
+            if not cached:
+                for d in (REPO / "netsim").rglob("__pycache__"):
+                    shutil.rmtree(d, ignore_errors=True)
             t0 = time.perf_counter()
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)
             _, status, usage = os.wait4(proc.pid, 0)
