@@ -586,7 +586,14 @@ class _Shape:
                     if so == o:
                         expr = f"_sub({expr}, {a}, args[{index}])"
                 opts.append(expr)
-            parts.append(f"_finish(MOD{m}, ({', '.join(opts)},), family, names)")
+            # the match normalised once per distinct set of values (``--dport 80`` ten thousand times): a
+            # dict of this shape's own, its family and names fixed (an error is not kept: the next rule of
+            # those values raises it again)
+            consts[f"MC{m}"] = {}
+            key = "".join(f"args[{index}], " for index, _, _ in slots)
+            body += [f"k = ({key})", f"m{m} = MC{m}.get(k)", f"if m{m} is None:",
+                     f"    m{m} = MC{m}[k] = _finish(MOD{m}, ({', '.join(opts)},), family, names)"]
+            parts.append(f"m{m}")
         matches = f"({', '.join(parts)},)" if parts else "()"
         if general:
             matches = f"tuple([m for m in {matches} if m is not None])"
@@ -599,7 +606,12 @@ class _Shape:
                 body += [f"t = args[{self.jump}]", "if len(t) >= MAXNAME or t.split() != [t]: raise _Unshaped"]
                 name = "t"
             if not self.target_args:  # a jump to a user chain: one shared Target per chain, as parse_rule_args
-                target = f"_target({name}, (), family, {self.goto})"
+                # per chain name, the family, goto and options fixed (an error is not kept); the options as
+                # written (``-j CHAIN --opt x`` kept them in the full parse and lost them here)
+                consts["TC"], consts["TOPTS"] = {}, tuple(self.target_opts)
+                body += [f"tt = TC.get({name})", "if tt is None:",
+                         f"    tt = TC[{name}] = _target({name}, TOPTS, family, {self.goto})"]
+                target = "tt"
             else:
                 opts = []
                 for o, opt in enumerate(self.target_opts):
