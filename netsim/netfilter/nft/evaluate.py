@@ -402,7 +402,7 @@ def _match_check(m: Match, table: Table) -> _Check:
 def _fast_check(m: Match, kinds: tuple[Kind, ...], elements: Elements, neg: bool) -> Callable[[_State], bool] | None:
     """The check of the most common matches in one call, where :func:`_match_check`'s general one takes three
     (get, test, compare): one value or interval of a field read straight off the state (``ip daddr
-    10.0.0.1``, ``tcp dport != 15008``, ``ip saddr != 10.0.0.0/8``), ``ct state`` bits, membership in a set of
+    10.0.0.1``, ``tcp dport != 8443``, ``ip saddr != 10.0.0.0/8``), ``ct state`` bits, membership in a set of
     exact keys (``ip daddr @cluster-ips``). None where the general one is needed."""
     if m.mask is not None or m.op not in ("==", "!=") or m.numgen_mod or len(m.fields) != 1:
         return None
