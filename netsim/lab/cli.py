@@ -71,8 +71,19 @@ def lab_group() -> None:
 @click.option("--istio-version", default=None, metavar="X.Y[.Z]")
 @click.option("--backend", type=click.Choice(["iptables", "nft"]), default="iptables", show_default=True,
               help="nft: Istio's native nftables rules (netsim compile --backend nft), loaded with nft -f")
+@click.option("--mode", type=click.Choice(["ambient", "sidecar"]), default=None,
+              help="ambient: istio-cni's in-pod rules, its policy routes and stand-ins for ztunnel's sockets "
+                   "(15001, 15006, 15008, DNS 15053, mark 0x539). Default: ambient when the pod or its namespace "
+                   "(a Namespace object in the pod's file, --config or --services) is labelled "
+                   "istio.io/dataplane-mode=ambient and the pod is not opted out; else sidecar.")
+@click.option("--ambient-config", "ambient_settings", multiple=True, metavar="KEY=VALUE,...",
+              help="Ambient: the node agent's settings (EnableIPv6, RedirectDNS, HostProbeSNATAddress, "
+                   "HostProbeV6SNATAddress); default a real agent's of the release.")
+@click.option("--config", "config_paths", multiple=True, metavar="PATH",
+              help="Kubernetes objects (files or directories): the pod's Namespace and its labels.")
 def up_cmd(pod_file: str, name: str | None, services_flag: bool, services: tuple[str, ...], upstreams: tuple[str, ...],
-           namespace: str | None, app_uid: int, istio_version: str | None, backend: str) -> None:
+           namespace: str | None, app_uid: int, istio_version: str | None, backend: str, mode: str | None,
+           ambient_settings: tuple[str, ...], config_paths: tuple[str, ...]) -> None:
     """Create the pod and node namespaces, load the rules, start the agent and listeners (idempotent).
 
     Example: netsim lab up --pod pod.yaml --services svc.yaml serviceentries/
@@ -86,7 +97,8 @@ def up_cmd(pod_file: str, name: str | None, services_flag: bool, services: tuple
     if backend == "nft" and shutil.which("nft") is None:
         raise LabError("lab up --backend nft needs nft: install the nftables package")
     spec = lab_spec(pod_file, name=name, services=services, upstreams=upstreams, namespace=namespace,
-                    app_uid=app_uid, istio_version=istio_version, backend=backend)
+                    app_uid=app_uid, istio_version=istio_version, backend=backend, mode=mode,
+                    ambient_settings=ambient_settings, config_paths=config_paths)
     for note in spec.notes:
         click.echo(note)
     result = up(runner, spec)
@@ -101,8 +113,13 @@ def up_cmd(pod_file: str, name: str | None, services_flag: bool, services: tuple
 
     dns = ", ".join(str(a) for a in spec.cluster_dns)
     relays = ", ".join(dict.fromkeys(str(p) for p in (spec.proxy_port, spec.inbound_port)))  # one before 1.3
+    if spec.ambient:
+        relays = (f"mode ambient: ztunnel stand-ins {spec.proxy_port}, {spec.inbound_port}, {spec.hbone_port} "
+                  f"(mark {spec.mark:#x})")
+    else:
+        relays = f"relays {relays}"
     click.echo(f"lab {spec.name} up: pod netns {spec.name} ({pods}, namespace {spec.dns.namespace}), node netns "
-               f"{spec.node} ({nodes}, cluster DNS {dns}); relays {relays}"
+               f"{spec.node} ({nodes}, cluster DNS {dns}); {relays}"
                f", DNS agent {spec.dns_port}; {'nftables' if spec.nft_rules is not None else 'iptables'} rules"
                f"; logs in {run_dir(spec.name)}")
 
@@ -255,6 +272,13 @@ def _print_status(name: str, info: dict[str, Any], problems: list[str], procs: l
     click.echo(f"lab {name}: " + ("healthy" if not problems else "; ".join(problems)))
     click.echo(f"pod netns {name} {', '.join(info.get('pod_ips', []))}; "
                f"node netns {info.get('node_netns')} {', '.join(info.get('node_ips', []))}")
+    if info.get("mode") == "ambient":
+        ports = info.get("ports", {})
+        click.echo(f"mode ambient: ztunnel stand-ins on {ports.get('outbound')}, {ports.get('inbound')}, "
+                   f"{ports.get('hbone')}, DNS {ports.get('dns')} (mark {int(info.get('mark', 0)):#x}); policy "
+                   f"routes {', '.join(_route_text(r) for r in info.get('fwmark_routes', []))}")
+    else:
+        click.echo("mode sidecar")
     for p in procs:
         click.echo(f"process {p['role']}: pid {p['pid']}, log {p['log']}")
     for fam, text in rules.items():
@@ -269,6 +293,11 @@ def _print_status(name: str, info: dict[str, Any], problems: list[str], procs: l
         click.echo(f"--- cluster-dns: last {len(queries)} answers not from its address records")
         for q in queries:
             click.echo(f"{q.get('time', '')} {q.get('peer')} {q.get('name')} {q.get('type')}: {q.get('rcode')}")
+
+
+def _route_text(route: list[int]) -> str:
+    mark = f"{route[0]:#x}" + (f"/{route[2]:#x}" if len(route) > 2 else "")
+    return f"fwmark {mark} lookup {route[1]}"
 
 
 @lab_group.command("verify")

@@ -17,6 +17,12 @@ Topology (the defaults)::
     vpod0  10.244.0.1/24  <----- veth ----->       eth0 10.244.0.5/24, default via 10.244.0.1
     (Services' ClusterIPs and the cluster DNS are reached through the node side.)
 
+An ambient pod (``LabSpec.ambient``) gets istio-cni's in-pod rules and §7's policy routes instead, and stand-ins
+for ztunnel's sockets (spec/istio-ambient-capture.md §8): 15001 outbound, 15006 plaintext inbound (connecting to
+the app from the client's address), 15008 HBONE, and the DNS agent on 15053, every socket with SO_MARK 0x539 and
+uid 0 / gid 1337 as ztunnel's (SO_MARK and IP_TRANSPARENT need root's capabilities); the node side also holds the
+probe SNAT addresses, so kubelet's probes can be sent from them.
+
 Processes: every one starts as root (so it can import netsim from any installation root can run, e.g. a
 virtualenv in a mode-700 home) and drops its privileges itself once its sockets are bound: the DNS agent and
 the 15001 relay to the proxy's uid/gid (the kernel's owner match must see them as the proxy), the 15006 relay
@@ -109,6 +115,13 @@ class LabSpec:
     cluster_dns_argv: tuple[str, ...] = (sys.executable, "-m", "netsim.lab.clusterdns")
     pod: str = ""  # the manifest's pod (or workload) name, for ``lab list``
     notes: tuple[str, ...] = ()  # what ``up`` should tell the user about how its inputs were read
+    # ambient mode: ztunnel's stand-ins instead of the sidecar's relays (their SO_MARK ``mark``, HBONE's port),
+    # and addresses the node side holds besides its veth's (the kubelet-probe SNAT addresses, on its lo)
+    ambient: bool = False
+    mark: int = 0
+    hbone_port: int = 0
+    node_addrs: tuple[Address, ...] = ()
+    marked_argv: tuple[str, ...] = (sys.executable, "-m", "netsim.lab.marked")
 
     @property
     def node(self) -> str:
@@ -117,7 +130,8 @@ class LabSpec:
     @property
     def digest(self) -> str:
         """Identity of the inputs (not of the interpreter path): the same pod and files give the same digest."""
-        basis = replace(self, listener_argv=(), cluster_dns_argv=(), notes=(), dns=replace(self.dns, argv_prefix=()))
+        basis = replace(self, listener_argv=(), cluster_dns_argv=(), marked_argv=(), notes=(),
+                        dns=replace(self.dns, argv_prefix=()))
         return hashlib.sha256(repr(basis).encode()).hexdigest()[:16]
 
     def resolv_conf(self) -> str:
@@ -176,7 +190,10 @@ def listener_roles(spec: LabSpec) -> tuple[Role, ...]:
     ipv6 = any(i.version == 6 for i in spec.pod_ips)
     listen = [f"127.0.0.1:{spec.dns_port}"] + ([f"[::1]:{spec.dns_port}"] if ipv6 else [])
     configs = spec.dns.configs or (no_services_file(spec.name),)
-    argv = [*spec.dns.argv_prefix, "--namespace", spec.dns.namespace]
+    prefix = spec.dns.argv_prefix
+    if spec.ambient:  # ztunnel's DNS proxy: every socket marked, or its upstream queries come back to 15053
+        prefix = (*spec.marked_argv, "--mark", hex(spec.mark), *_module_argv(prefix))
+    argv = [*prefix, "--namespace", spec.dns.namespace]
     for cfg in configs:
         argv += ["--config", str(cfg)]
     for addr in listen:
@@ -186,7 +203,9 @@ def listener_roles(spec: LabSpec) -> tuple[Role, ...]:
         argv += ["--upstream", up]
     argv += ["--user", str(spec.proxy_uid), "--group", str(spec.proxy_gid)]
     out = [Role("dns", tuple(argv), spec.name, spec.dns_port, udp=True)]
-    relays = [("outbound", spec.proxy_port, "original"), ("inbound", spec.inbound_port, "app")]
+    if spec.ambient:
+        out += _ztunnel_roles(spec, ipv6)
+    relays = [] if spec.ambient else [("outbound", spec.proxy_port, "original"), ("inbound", spec.inbound_port, "app")]
     if spec.proxy_port == spec.inbound_port:  # before 1.3: one listener, told apart by the original destination
         relays = [("inbound", spec.proxy_port, "by-destination")]
     for role, port, upstream in relays:
@@ -210,6 +229,24 @@ def listener_roles(spec: LabSpec) -> tuple[Role, ...]:
     return tuple(out)
 
 
+def _module_argv(argv: tuple[str, ...]) -> tuple[str, ...]:
+    """``(python, "-m", "netsim", "dns", "serve")`` → ``("netsim", "dns", "serve")``, what ``netsim.lab.marked``
+    runs."""
+    return argv[argv.index("-m") + 1:] if "-m" in argv else argv
+
+
+def _ztunnel_roles(spec: LabSpec, ipv6: bool) -> list[Role]:
+    """ztunnel's three TCP listeners in the pod (§8): outbound to the original destination, plaintext inbound to
+    the app from the client's address, HBONE accepted and closed; every socket marked, uid 0 / gid 1337."""
+    out = []
+    for port, dial in ((spec.proxy_port, "original"), (spec.inbound_port, "spoof"), (spec.hbone_port, "none")):
+        argv = [*spec.listener_argv, "--port", str(port), "--dial", dial, "--ztunnel", "--mark", hex(spec.mark),
+                *(["--ipv6"] if ipv6 else []), "--user", str(spec.proxy_uid), "--group", str(spec.proxy_gid),
+                "--probe-sports", f"{SPORT_LO}-{SPORT_HI}"]
+        out.append(Role(f"listener-{port}", tuple(argv), spec.name, port))
+    return out
+
+
 def _host_interface(a: Address) -> Interface:
     return IPv4Interface(f"{a}/32") if a.version == 4 else IPv6Interface(f"{a}/128")
 
@@ -227,7 +264,8 @@ def up_plan(spec: LabSpec) -> tuple[Step, ...]:
              (st.Link(node, NODE_IF), st.Link(pod, POD_IF))),
     ]
     steps += [Step(AddrAdd(netns=node, ifname=NODE_IF, address=a)) for a in spec.node_ips]
-    steps += [Step(AddrAdd(netns=node, ifname="lo", address=_host_interface(a))) for a in spec.cluster_dns]
+    steps += [Step(AddrAdd(netns=node, ifname="lo", address=_host_interface(a)))
+              for a in (*spec.cluster_dns, *spec.node_addrs)]
     steps += [Step(AddrAdd(netns=pod, ifname=POD_IF, address=a)) for a in spec.pod_ips]
     steps += [Step(LinkUp(node, NODE_IF)), Step(LinkUp(pod, POD_IF))]
     for version, default in ((4, IPv4Network("0.0.0.0/0")), (6, IPv6Network("::/0"))):
@@ -391,10 +429,15 @@ def _info(spec: LabSpec) -> dict[str, Any]:
         "app_uid": spec.app_uid,
         "proxy_uid": spec.proxy_uid,
         "proxy_gid": spec.proxy_gid,
-        "ports": {"outbound": spec.proxy_port, "inbound": spec.inbound_port, "dns": spec.dns_port},
+        "ports": {"outbound": spec.proxy_port, "inbound": spec.inbound_port, "dns": spec.dns_port,
+                  **({"hbone": spec.hbone_port} if spec.ambient else {})},
+        "mode": "ambient" if spec.ambient else "sidecar",
+        "mark": spec.mark,
+        "node_addrs": [str(a) for a in spec.node_addrs],
         "tproxy_port": spec.inbound_port if spec.tproxy else 0,
-        "fwmark_routes": sorted({(c.fwmark, c.table) for c in spec.pod_routes
-                                 if isinstance(c, RuleAdd) and c.family is Family.IPV4}),
+        "fwmark_routes": sorted({(c.fwmark, c.table) if c.fwmask is None else (c.fwmark, c.table, c.fwmask)
+                                 for c in spec.pod_routes if isinstance(c, RuleAdd) and c.family is Family.IPV4}),
+        "transparent_ports": [spec.proxy_port, spec.inbound_port, spec.hbone_port] if spec.ambient else [],
     }
 
 

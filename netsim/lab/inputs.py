@@ -54,6 +54,16 @@ def route_command(pod_netns: str, rc: RouteCommand) -> Command:
         case ("ip", "-4" | "-6", "route", "add", "local", dst, "dev", dev, "table", table):
             return RouteAdd(netns=pod_netns, dst=ip_network(dst), dev=dev, table=int(table), local=True,
                             ignore_exists=rc.ignore_exists)
+        # ambient (spec/istio-ambient-capture.md §7): ``replace`` into a fresh table is an add, and a local
+        # route's scope is host
+        case ("ip", "-4" | "-6", "route", "replace", "local", dst, "dev", dev, "scope", "host", "table", table):
+            return RouteAdd(netns=pod_netns, dst=ip_network(dst), dev=dev, table=int(table), local=True,
+                            ignore_exists=True)
+        case ("ip", "-4" | "-6" as fam, "rule", "add", "fwmark", mark, "lookup", table, "pref", pref):
+            value, _, mask = mark.partition("/")
+            return RuleAdd(netns=pod_netns, family=Family.IPV4 if fam == "-4" else Family.IPV6,
+                           fwmark=int(value, 0), table=int(table), fwmask=int(mask, 0) if mask else None,
+                           priority=int(pref))
     raise LabError(f"route command the lab cannot apply: {' '.join(a)}")
 
 
@@ -63,8 +73,14 @@ def _digest(path: Path) -> str:
 
 def lab_spec(pod_file: str, *, name: str | None = None, services: Sequence[str] = (),
              upstreams: Sequence[str] = (), namespace: str | None = None, app_uid: int = 1000,
-             istio_version: str | None = None, backend: str = "iptables") -> LabSpec:
+             istio_version: str | None = None, backend: str = "iptables", mode: str | None = None,
+             ambient_settings: Sequence[str] = (), config_paths: Sequence[str] = ()) -> LabSpec:
     """Compile ``pod_file`` as ``netsim compile --pod`` does and lay out the lab around it.
+
+    Sidecar or ambient as ``compile`` and ``trace`` decide it (``Workload.from_pod``: ``mode``, the pod's and its
+    namespace's ``istio.io/dataplane-mode`` label, a Namespace object in the pod's file, ``config_paths`` or
+    ``services``; ``ambient_settings`` the node agent's ``--ambient-config``): an ambient pod's lab loads
+    istio-cni's in-pod rules and §7's policy routes and runs ztunnel's stand-ins (``control.LabSpec.ambient``).
 
     The pod's Kubernetes namespace is the manifest's ``metadata.namespace`` (``default`` when it names none);
     an explicit ``namespace`` wins, with a note in ``LabSpec.notes`` when it overrides the manifest's.
@@ -75,16 +91,16 @@ def lab_spec(pod_file: str, *, name: str | None = None, services: Sequence[str] 
     """
     from netsim.capture.config import InterceptionMode
     from netsim.capture.dryrun import render_restore
-    from netsim.errors import RulesetError
+    from netsim.errors import RulesetError, SpecError
     from netsim.k8s import expand_paths
     from netsim.netfilter.matches import Names
-    from netsim.spec.pod import load_pod
+    from netsim.spec.pod import load_pod_with_objects
     from netsim.spec.versions import profile_for
     from netsim.workload.model import Workload
 
     if backend not in BACKENDS:
         raise LabError(f'backend "{backend}": use {" or ".join(BACKENDS)}')
-    pod = load_pod(pod_file)
+    pod, file_objects = load_pod_with_objects(pod_file)
     notes: tuple[str, ...] = ()
     if namespace is None:
         namespace = pod.namespace
@@ -92,6 +108,36 @@ def lab_spec(pod_file: str, *, name: str | None = None, services: Sequence[str] 
         notes = (f"namespace {namespace} (from --namespace; {pod_file} says {pod.namespace})",)
     pod_ips = tuple(pod_interface(ip) for ip in (pod.pod_ips or (DEFAULT_POD_IP,)))
     dns = tuple(ip_address(a) for a in (pod.dns_nameservers or (DEFAULT_CLUSTER_DNS,)))
+    lab_name = name or pod.name
+    if not lab_name or len(lab_name) > MAX_NAME or not all(c.isalnum() or c in "-_" for c in lab_name):
+        raise LabError(f'lab name "{lab_name}": use 1-{MAX_NAME} letters, digits, "-" or "_" (give --name)')
+    service_paths = tuple(p.resolve() for p in expand_paths(services))
+    agent = DnsAgent(configs=service_paths, namespace=namespace, upstreams=tuple(upstreams),
+                     digests=tuple(_digest(p) for p in service_paths))
+    if mode != "sidecar":  # enrolled in ambient? decided as compile and trace decide it
+        from netsim.lab.ztunnel import ambient_spec
+        from netsim.spec.ambient import decide_mode, namespace_labels
+
+        objects = file_objects
+        paths = (*config_paths, *map(str, service_paths))
+        if paths:
+            from netsim.k8s import read_objects
+
+            objects = (*objects, *(dict(o.body) for o in read_objects(paths).objects))
+        decision = decide_mode(pod, namespace_labels(objects), mode)
+        if decision.ambient:
+            w = Workload.from_ambient_pod(pod, istio_version=istio_version, pod_ips=tuple(i.ip for i in pod_ips),
+                                          settings=ambient_settings, reason=decision.reason,
+                                          opted_out=decision.opted_out, backend="nft" if backend == "nft" else None)
+            return ambient_spec(w, pod_file, name=lab_name, pod_ips=pod_ips, cluster_dns=dns, agent=agent,
+                                app_uid=app_uid, notes=notes)
+        if decision.opted_out:
+            notes = (*notes, f"sidecar capture: {decision.reason}")
+        if ambient_settings:
+            raise SpecError(f"option --ambient-config: the pod runs in sidecar mode ({decision.reason}); "
+                            "add --mode ambient")
+    elif ambient_settings:
+        raise SpecError("option --ambient-config: the pod runs in sidecar mode (--mode sidecar)")
     try:  # the rules load on this machine: owner-group names resolve against its groups
         w = Workload.from_pod_source(pod, profile_for(istio_version), profile_given=istio_version is not None,
                                      pod_ips=tuple(i.ip for i in pod_ips), cluster_dns=str(dns[0]),
@@ -112,12 +158,6 @@ def lab_spec(pod_file: str, *, name: str | None = None, services: Sequence[str] 
         if refused:
             raise LabError(f"{refused}; leave out --backend nft")
         nft_rules = render_nft(replace(config, native_nftables=True))
-    lab_name = name or pod.name
-    if not lab_name or len(lab_name) > MAX_NAME or not all(c.isalnum() or c in "-_" for c in lab_name):
-        raise LabError(f'lab name "{lab_name}": use 1-{MAX_NAME} letters, digits, "-" or "_" (give --name)')
-    config_paths = tuple(p.resolve() for p in expand_paths(services))
-    agent = DnsAgent(configs=config_paths, namespace=namespace, upstreams=tuple(upstreams),
-                     digests=tuple(_digest(p) for p in config_paths))
     return LabSpec(
         name=lab_name,
         pod_ips=pod_ips,

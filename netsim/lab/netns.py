@@ -78,7 +78,8 @@ def _describe(c: Command) -> str:
         case RouteAdd():
             return f"ip -n {c.netns} route add {'local ' if c.local else ''}{c.dst}"
         case RuleAdd():
-            return f"ip -n {c.netns} rule add fwmark {c.fwmark} lookup {c.table}"
+            mask = "" if c.fwmask is None else f"/{c.fwmask:#x}"
+            return f"ip -n {c.netns} rule add fwmark {c.fwmark:#x}{mask} lookup {c.table}"
     return type(c).__name__
 
 
@@ -115,8 +116,10 @@ def _apply(command: Command) -> Outcome:
         case RouteAdd():
             return _route(command)
         case RuleAdd():
+            extra = {k: v for k, v in (("fwmask", command.fwmask), ("priority", command.priority)) if v is not None}
             with IPRoute(netns=command.netns) as ipr:
-                ipr.rule("add", family=_family(command.family.value), fwmark=command.fwmark, table=command.table)
+                ipr.rule("add", family=_family(command.family.value), fwmark=command.fwmark, table=command.table,
+                         **extra)
             return Outcome()
     raise AssertionError(command)  # pragma: no cover
 

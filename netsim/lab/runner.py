@@ -97,12 +97,15 @@ class RouteAdd:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RuleAdd:
-    """``ip rule add fwmark M lookup T`` for one family (TPROXY policy routing, spec/istio-iptables.md §6)."""
+    """``ip rule add fwmark M[/MASK] lookup T [pref P]`` for one family (TPROXY policy routing,
+    spec/istio-iptables.md §6; ambient's ``fwmark 0x111/0xfff lookup 100 pref 32764``, istio-ambient-capture.md §7)."""
 
     netns: str
     family: Family
     fwmark: int
     table: int
+    fwmask: int | None = None  # None: the kernel's default, every bit
+    priority: int | None = None  # None: the kernel picks one below the last rule
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -241,11 +241,12 @@ def make_probes(info: dict[str, Any], count: int, seed: int, sport_rng: random.R
     # ``avoid``: ports that conntrack still holds. A new connection whose NATed tuple clashes with an old one
     # gets its source port remapped by the kernel (nf_nat_used_tuple), which netsim cannot know about.
     free = [p for p in range(SPORT_LO + len(SENTINELS), SPORT_HI + 1) if p not in avoid]
-    if len(free) < count:
+    table = _ambient_table(info, version)
+    if len(free) < count + len(table):
         raise LabError(f"only {len(free)} probe source ports are free of conntrack entries; use fewer --probes")
-    sports = (sport_rng or random.SystemRandom()).sample(free, count)
-    probes: list[Probe] = []
-    for i, sport in enumerate(sports):
+    sports = (sport_rng or random.SystemRandom()).sample(free, count + len(table))
+    probes: list[Probe] = [replace(p, sport=s) for p, s in zip(table, sports[count:], strict=True)]
+    for i, sport in enumerate(sports[:count]):
         proto = rng.choice(("tcp", "tcp", "udp"))
         dport = rng.choice(ports) if rng.random() < 0.8 else rng.choice(
             (rng.randrange(1, SPORT_LO), rng.randrange(SPORT_HI + 1, 65536)))
@@ -258,6 +259,15 @@ def make_probes(info: dict[str, Any], count: int, seed: int, sport_rng: random.R
         probes.append(Probe(proto=proto, src=src, sport=sport, dst=dst, dport=dport, uid=rng.choice(ids),
                             gid=rng.choice(ids)))
     return tuple(probes)
+
+
+def _ambient_table(info: dict[str, Any], version: int) -> list[Probe]:
+    """An ambient lab's fixed probes, one per row of its spec's §10 table (``netsim.lab.ztunnel``)."""
+    if info.get("mode") != "ambient":
+        return []
+    from netsim.lab.ztunnel import table_probes
+
+    return table_probes(info, version)
 
 
 def conntrack_ports(text: str) -> frozenset[int]:
@@ -390,12 +400,15 @@ def lab_netns(info: dict[str, Any], sockets: Sequence[tuple[str, str | None, int
     from netsim.netfilter.packet import FwmarkRoute, Interface, Listener, Netns, Proto
 
     v6_pod = any(ip_interface(i).version == 6 for i in info["pod_ips"])
-    lo = Interface.of("lo", "127.0.0.1/8", "::1/128", *(("::6/128",) if v6_pod else ()))
+    ambient = info.get("mode") == "ambient"  # an ambient pod's lo has no ::6 (no sidecar's inbound source)
+    lo = Interface.of("lo", "127.0.0.1/8", "::1/128", *(("::6/128",) if v6_pod and not ambient else ()))
     eth = Interface.of("eth0", *info["pod_ips"])
     tproxy = int(info.get("tproxy_port") or 0)
+    transparent = {tproxy, *info.get("transparent_ports", ())}  # TPROXY's listener, ztunnel's (IP_TRANSPARENT)
     listeners = tuple(Listener(port=port, proto=Proto.parse(proto), addr=ip_address(addr) if addr else None,
-                               transparent=port == tproxy) for proto, addr, port in sockets)
-    routes = tuple(FwmarkRoute(mark=m, table=t) for m, t in info.get("fwmark_routes", []))
+                               transparent=port in transparent) for proto, addr, port in sockets)
+    routes = tuple(FwmarkRoute(mark=r[0], table=r[1], mask=r[2] if len(r) > 2 else 0xFFFFFFFF)
+                   for r in info.get("fwmark_routes", []))
     return Netns(interfaces=(lo, eth), default_iface="eth0", listeners=listeners, fwmark_routes=routes)
 
 
