@@ -1,0 +1,385 @@
+"""Kernel-differential test of the reply direction on istio-cni's ambient rules: the kernel's trace of each
+connection's first reply equals netsim's (spec/istio-ambient-capture.md §7, §10 "Return path", "DNS").
+
+``test_ambient_kernel_differential.py`` compares first packets; this file compares what comes back. Every kernel
+read-back of Istio's ambient iptables goldens (v4 and v6) is loaded into the pod namespace of
+``tests/trace/kernel_diff.py`` (with ambient's policy routing: ``ip rule fwmark 0x111/0xfff lookup 100``, table
+100 ``local default dev lo``) and each probe's first packet is sent for real; the kernel's trace of the *reply*
+(TRACE rules select a SYN-ACK or a datagram whose destination port is a probe's source port) is compared with
+netsim's: the first packet traced, its conntrack entry (``netsim.netfilter.conntrack.entry_after``: zone,
+connmark, NAT bindings), the reply built from it (``reply_packet``) and traced. The replies:
+
+- ztunnel's connection to the app from the client's address (SO_MARK 0x539, IP_TRANSPARENT): the app's SYN-ACK gets
+  the connection's mark 0x111 in mangle OUTPUT (rule 12), is re-routed by table 100 to ``lo`` and comes back in
+  through PREROUTING to ztunnel's transparent socket, instead of leaving by ``eth0`` (the 0x111 return path);
+- ztunnel's upstream DNS query (mark 0x539, conntrack zone 1 by raw rule 15): the server's answer (source port 53,
+  no mark) is put in zone 1 by raw rule 16, where it finds the query's entry (ESTABLISHED); without DNS capture
+  both live in zone 0;
+- a kubelet probe from the SNAT address (rule 9: no capture): the app's SYN-ACK leaves by ``eth0``;
+- remote → pod TCP (REDIRECT to 15006): the listener's SYN-ACK, its source NATed back;
+- the app's outbound TCP (REDIRECT to 15001): the listener's SYN-ACK over ``lo``.
+
+IPv4 is compared line for line (``xtables-monitor --trace``, PACKET lines included: addresses, ports, mark), IPv6 by
+table, chain, rule position and verdict (``nft monitor trace``), as in the first-packet differential. Needs root,
+iproute2, iptables-nft, nft and xtables-monitor; skipped with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import CONFORMANCE, require_root
+
+from netsim.capture.ambient import MARK as ZTUNNEL_MARK
+from netsim.lab.kerneltrace import RETURN_AS_PRINTED, kernel_view, monitor_noise, parse_monitor, parse_nft_monitor
+from netsim.lab.verify import Probe
+from netsim.netfilter import Family, Match, Option, Rule, Ruleset, Table, Target, parse_ruleset, render_save
+from netsim.netfilter.conntrack import entry_after, reply_packet
+from netsim.netfilter.engine import CompiledRuleset, compile_ruleset, trace
+from netsim.netfilter.model import BUILTIN_CHAINS, Chain
+from netsim.netfilter.packet import Netns, Socket
+from netsim.netfilter.render_trace import render_xtables
+from netsim.workload.identity import ZTUNNEL_GID, ZTUNNEL_UID
+from tests.trace.kernel_diff import (
+    MONITOR_WAIT_SECONDS,
+    PEER4,
+    PEER6,
+    POD4,
+    POD6,
+    SPORT_HI,
+    SPORT_LO,
+    Pair,
+    _send,
+    namespaces,
+    pod_handle_positions,
+    pod_netns,
+    sh,
+)
+
+pytestmark = pytest.mark.root
+
+AMBIENT = CONFORMANCE / "istio-ambient"
+KERNEL = AMBIENT / "kernel"
+APP_UID = 1000
+APP_PORT = 8080  # listen_helper.py's ordinary listener in the pod (it never accepts: the kernel answers the SYN)
+# The peer's servers: a UDP echo on port 53 (the upstream DNS server) and a TCP listener on 80 that never accepts
+# (the kernel answers a SYN: an uncaptured outbound connection gets its SYN-ACK from the peer).
+PEER_SERVERS = """
+import socket, sys
+socks, keep = [], []
+for fam, addr in ((socket.AF_INET, sys.argv[1]), (socket.AF_INET6, sys.argv[2])):
+    s = socket.socket(fam, socket.SOCK_DGRAM); s.bind((addr, 53)); socks.append(s)
+    t = socket.socket(fam, socket.SOCK_STREAM); t.bind((addr, 80)); t.listen(1024); keep.append(t)
+print("ready", flush=True)
+import select
+while True:
+    for s in select.select(socks, [], [])[0]:
+        data, peer = s.recvfrom(512); s.sendto(data, peer)
+"""
+_SPORTS = itertools.count(SPORT_LO)
+_START, _END = SPORT_HI, SPORT_HI - 1  # sentinel datagrams' destination ports: selected like a reply
+
+
+def _snat(family: Family) -> str:
+    doc = yaml.safe_load((AMBIENT / "iptables" / "default_ipv6.yaml").read_text())
+    return str(doc["config"]["HostProbeSNATAddress" if family is Family.IPV4 else "HostProbeV6SNATAddress"])
+
+
+def reply_probes(family: Family) -> list[Probe]:
+    """The first packets whose replies are compared (module docstring)."""
+    v4 = family is Family.IPV4
+    pod, peer = (POD4, PEER4) if v4 else (POD6, PEER6)
+    zt = {"uid": ZTUNNEL_UID, "gid": ZTUNNEL_GID, "mark": ZTUNNEL_MARK}
+
+    def p(proto: str, src: str, dst: str, dport: int, **kw: object) -> Probe:
+        return Probe(proto=proto, src=src, sport=next(_SPORTS), dst=dst, dport=dport, **kw)  # type: ignore[arg-type]
+
+    return [
+        p("tcp", peer, pod, APP_PORT, transparent=True, **zt),  # ztunnel → app from the client: the 0x111 path
+        p("udp", pod, peer, 53, **zt),  # ztunnel's upstream DNS query: its answer in zone 1
+        p("tcp", _snat(family), pod, APP_PORT, inbound=True),  # kubelet's probe
+        p("tcp", peer, pod, APP_PORT, inbound=True),  # remote → pod: 15006
+        p("tcp", pod, peer, 80, uid=APP_UID, gid=APP_UID),  # the app's outbound: 15001
+    ]
+
+
+def with_reply_trace_rules(ruleset: Ruleset) -> Ruleset:
+    """``ruleset`` plus TRACE rules at the top of raw PREROUTING/OUTPUT selecting replies to probes: a SYN-ACK or a
+    datagram whose destination port is in the probes' source-port range."""
+    synack = Option("--tcp-flags", ("FIN,SYN,RST,ACK", "SYN,ACK"))
+    rules = tuple(
+        Rule(proto=p, matches=(Match(p, (Option("--dport", (f"{SPORT_LO}:{SPORT_HI}",)),
+                                         *((synack,) if p == "tcp" else ()))),), target=Target("TRACE"))
+        for p in ("tcp", "udp"))
+    tables = list(ruleset.tables)
+    raw = ruleset.table("raw")
+    if raw is None:
+        raw = Table("raw", tuple(Chain(c, "ACCEPT") for c in BUILTIN_CHAINS["raw"]))
+        tables.append(raw)
+    chains = tuple(replace(c, rules=rules + c.rules) if c.name in ("PREROUTING", "OUTPUT") else c for c in raw.chains)
+    return Ruleset(ruleset.family, tuple(Table("raw", chains) if t.name == "raw" else t for t in tables))
+
+
+_PORT_WORD = {"SPORT": "DPORT", "DPORT": "SPORT", "sport": "dport", "dport": "sport"}
+
+
+def _turn(line: str) -> str:
+    """A monitor's packet line with source and destination port swapped (the words, not the values)."""
+    if line.lstrip().startswith("PACKET:"):
+        return re.sub(r"\b([SD]PORT)=", lambda m: _PORT_WORD[m.group(1)] + "=", line)
+    return re.sub(r"\b(tcp|udp) ([sd]port) ", lambda m: f"{m.group(1)} {_PORT_WORD[m.group(2)]} ", line)
+
+
+def as_first_packets(text: str) -> str:
+    """Monitor output (``xtables-monitor --trace`` or ``nft monitor trace``) with each packet line turned round —
+    ports swapped, a SYN-ACK's ACK dropped — so that the readers of ``netsim.lab.kerneltrace`` (and
+    ``nft_kernel_diff.kernel_lines``), which key a probe's first packet by its source port and skip packets
+    carrying ACK, key a reply by its destination port: the probe's source port. :func:`turned_back` undoes it
+    on the packet lines they return."""
+    out = []
+    for line in text.splitlines(keepends=True):
+        if line.lstrip().startswith("PACKET:"):
+            line = re.sub(r" ACK\b", "", _turn(line))
+        elif " packet: " in line:
+            line = _turn(line).replace("tcp flags == 0x12 ", "tcp flags == syn ")  # SYN|ACK
+        out.append(line)
+    return "".join(out)
+
+
+def turned_back(traces: dict[int, list[str]]) -> dict[int, list[str]]:
+    """Each packet line of the readers' result as the kernel printed it (``packet_line`` prints SPORT before
+    DPORT, so there the values go back; nft's fields keep the kernel's order, so there the words do)."""
+    def back(ln: str) -> str:
+        if ln.startswith("PACKET:"):
+            return re.sub(r"\bSPORT=(\d+) DPORT=(\d+)", r"SPORT=\2 DPORT=\1", ln)
+        return _turn(ln) if " packet: " in ln else ln
+
+    return {k: [back(ln) for ln in v] for k, v in traces.items()}
+
+
+def netsim_reply(crs: CompiledRuleset, probe: Probe, ns: Netns) -> list[str]:
+    """netsim's trace of ``probe``'s reply: the first packet traced, its conntrack entry, the reply from it (a
+    SYN-ACK from the pod's root listener, or the server's datagram), as the family's monitor shows it."""
+    first = probe.packet()
+    t1 = trace(crs, first, ns)
+    entry = entry_after(t1)
+    assert entry is not None, f"netsim: {probe.describe()} leaves no conntrack entry: {t1.outcome}"
+    reply = reply_packet(first, entry, ns, Socket(uid=0, gid=0))
+    if reply.proto.value == "tcp":
+        reply = replace(reply, tcp_flags=frozenset({"SYN", "ACK"}))
+    lines = render_xtables(trace(crs, reply, ns), return_verdict=RETURN_AS_PRINTED,
+                           packets=probe.version == 4).splitlines()
+    return kernel_view(lines, probe.version)
+
+
+def run_replies(pair: Pair, name: str, ruleset: Ruleset, probes: list[Probe]) -> list[str]:
+    """Load ``ruleset`` (+ reply TRACE rules), send ``probes``, compare each reply's traces; the mismatches."""
+    traced = with_reply_trace_rules(ruleset)
+    v6 = ruleset.family is Family.IPV6
+    sh("ip", "netns", "exec", pair.pod, "nft", "flush", "ruleset")
+    sh("ip", "netns", "exec", pair.pod, "conntrack", "-F", check=False)
+    sh("ip", "netns", "exec", pair.pod, "ip6tables-restore" if v6 else "iptables-restore", stdin=render_save(traced))
+    positions = pod_handle_positions(pair.pod, ruleset.family)
+    cmd = ["nft", "-a", "monitor", "trace"] if v6 else ["xtables-monitor", "--trace", "-4"]
+    monitor = subprocess.Popen(["ip", "netns", "exec", pair.pod, "stdbuf", "-oL", *cmd],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(monitor.stdout.readline, "")),  # type: ignore[union-attr]
+                              daemon=True)
+    reader.start()
+    pod, peer = (POD6, PEER6) if v6 else (POD4, PEER4)
+    mark = (lambda port: f"dport {port} ") if v6 else (lambda port: f"DPORT={port} ")
+    sentinel = Probe(proto="udp", src=pod, sport=9, dst=peer, dport=_START)  # selected as a reply would be
+    try:
+        deadline = time.monotonic() + MONITOR_WAIT_SECONDS
+        while not any(mark(_START) in ln for ln in list(lines)) and time.monotonic() < deadline \
+                and monitor.poll() is None:
+            _send(pair.pod, [sentinel])
+            time.sleep(0.1)
+        seen = len(lines)
+        for p in probes:  # one at a time: each reply's traces come before the next probe's
+            _send(pair.peer if p.inbound else pair.pod, [p])
+        time.sleep(0.2)
+        _send(pair.pod, [replace(sentinel, dport=_END)])
+        deadline = time.monotonic() + MONITOR_WAIT_SECONDS
+        while not any(mark(_END) in ln for ln in lines[seen:]) and time.monotonic() < deadline \
+                and monitor.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.2)
+    finally:
+        monitor.terminate()
+        monitor.wait(timeout=5)
+        reader.join(timeout=5)
+    text = "".join(lines)
+    turned = as_first_packets(text)
+    kernel = turned_back(parse_nft_monitor(turned, positions) if v6 else parse_monitor(turned, positions, packets=True))
+    crs = compile_ruleset(traced)
+    ns = pod_netns(ambient=True)
+    mismatches = []
+    for p in probes:
+        got, want = kernel.get(p.sport, []), netsim_reply(crs, p, ns)
+        if got != want or not got:
+            import difflib
+
+            diff = "\n".join(difflib.unified_diff(got, want, "kernel", "netsim", lineterm=""))
+            odd = [] if v6 else monitor_noise(text)[:3]
+            mismatches.append(f"{name} reply to {p.describe()}:\n{diff}" + (f"\nmonitor said: {odd}" if odd else ""))
+    return mismatches
+
+
+TRACE_TABLE = "nsim-trace"  # the table nft_kernel_diff.kernel_lines leaves out
+NFT_TRACE_RULES = f"""table inet {TRACE_TABLE} {{
+  chain pre {{ type filter hook prerouting priority -500; policy accept;
+    tcp dport {SPORT_LO}-{SPORT_HI} tcp flags & (fin|syn|rst|ack) == syn|ack meta nftrace set 1
+    udp dport {SPORT_LO}-{SPORT_HI} meta nftrace set 1
+  }}
+  chain out {{ type filter hook output priority -500; policy accept;
+    tcp dport {SPORT_LO}-{SPORT_HI} tcp flags & (fin|syn|rst|ack) == syn|ack meta nftrace set 1
+    udp dport {SPORT_LO}-{SPORT_HI} meta nftrace set 1
+  }}
+}}
+"""
+
+
+def run_nft_replies(pair: Pair, name: str, text: str, probes: list[Probe]) -> tuple[list[str], int]:
+    """The nft half of :func:`run_replies`: ``text`` loaded with ``nft -f``, replies selected by a trace table at
+    priority -500, every line compared (packet lines on the fields netsim models). Returns the mismatches and how
+    many replies the kernel traced."""
+    from netsim.netfilter.nft import compile_nft, parse_nft
+    from netsim.netfilter.render_trace import render_nft_trace
+    from tests.netfilter.nft_kernel_diff import _positions, kernel_lines, packet_fields
+
+    sh("ip", "netns", "exec", pair.pod, "nft", "flush", "ruleset")
+    sh("ip", "netns", "exec", pair.pod, "conntrack", "-F", check=False)
+    sh("ip", "netns", "exec", pair.pod, "nft", "-f", "-", stdin=text)
+    sh("ip", "netns", "exec", pair.pod, "nft", "-f", "-", stdin=NFT_TRACE_RULES)
+    positions = _positions(pair.pod)
+    monitor = subprocess.Popen(["ip", "netns", "exec", pair.pod, "stdbuf", "-oL", "nft", "-a", "monitor", "trace"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(monitor.stdout.readline, "")),  # type: ignore[union-attr]
+                              daemon=True)
+    reader.start()
+    sentinel = Probe(proto="udp", src=POD4, sport=9, dst=PEER4, dport=_START)
+    try:
+        deadline = time.monotonic() + MONITOR_WAIT_SECONDS
+        while not any(f"dport {_START} " in ln for ln in list(lines)) and time.monotonic() < deadline:
+            _send(pair.pod, [sentinel])
+            time.sleep(0.1)
+        seen = len(lines)
+        for p in probes:
+            _send(pair.peer if p.inbound else pair.pod, [p])
+        _send(pair.pod, [replace(sentinel, dport=_END)])
+        deadline = time.monotonic() + MONITOR_WAIT_SECONDS
+        while not any(f"dport {_END} " in ln for ln in lines[seen:]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+    finally:
+        monitor.terminate()
+        monitor.wait(timeout=5)
+        reader.join(timeout=5)
+    kernel = turned_back(kernel_lines(as_first_packets("".join(lines)), positions))
+    rs = parse_nft(text)
+    compiled = {f: compile_nft(rs, f) for f in Family}
+    ns = pod_netns(ambient=True)
+    mismatches = []
+    for p in probes:
+        first = p.packet()
+        crs = compiled[Family(p.version)]
+        entry = entry_after(trace(crs, first, ns))
+        assert entry is not None, f"netsim: {p.describe()} leaves no conntrack entry"
+        reply = reply_packet(first, entry, ns, Socket(uid=0, gid=0))
+        if reply.proto.value == "tcp":
+            reply = replace(reply, tcp_flags=frozenset({"SYN", "ACK"}))
+        want = [f"{ln.partition(' packet: ')[0]} packet: {packet_fields(ln.partition(' packet: ')[2])}"
+                if " packet: " in ln else ln for ln in render_nft_trace(trace(crs, reply, ns)).splitlines()]
+        got = kernel.get(p.sport, [])
+        if got != want:
+            import difflib
+
+            diff = "\n".join(difflib.unified_diff(got, want, "kernel", "netsim", lineterm=""))
+            mismatches.append(f"{name} reply to {p.describe()}:\n{diff}")
+    return mismatches, sum(1 for p in probes if kernel.get(p.sport))
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[Pair]:
+    require_root("iptables-restore", "ip6tables-restore", "nft", "xtables-monitor", "stdbuf")
+    with namespaces(ambient=True, peer_addrs=(_snat(Family.IPV4), _snat(Family.IPV6))) as p:
+        responder = subprocess.Popen(["ip", "netns", "exec", p.peer, sys.executable, "-c", PEER_SERVERS, PEER4,
+                                      PEER6], stdout=subprocess.PIPE, text=True)
+        try:
+            assert responder.stdout is not None and responder.stdout.readline().strip() == "ready"
+            yield p
+        finally:
+            responder.kill()
+            responder.wait()
+
+
+def _cases() -> list[tuple[str, Path]]:
+    ipt = KERNEL / "iptables"
+    return [(p.name, p) for p in sorted(ipt.glob("*.iptables-save")) + sorted(ipt.glob("*.ip6tables-save"))]
+
+
+def _nft_cases() -> list[tuple[str, Path]]:
+    # hostprobe*: the node's rules, not a pod's
+    return [(p.name, p) for p in sorted((KERNEL / "nftables").glob("*.nft-list")) if not p.name.startswith("hostprobe")]
+
+
+_CASES, _NFT = _cases(), _nft_cases()
+
+
+@pytest.mark.parametrize(("name", "path"), _CASES, ids=[c[0] for c in _CASES])
+def test_ambient_reply_kernel_trace_equals_netsim(pair: Pair, name: str, path: Path) -> None:
+    family = Family.IPV6 if name.endswith(".ip6tables-save") else Family.IPV4
+    ruleset = parse_ruleset(path.read_text(), family)
+    probes = reply_probes(family)
+    mismatches = run_replies(pair, name, ruleset, probes)
+    print(f"{name}: {len(probes)} replies compared, {len(mismatches)} mismatches")
+    assert not mismatches, "\n\n".join(mismatches)
+
+
+@pytest.mark.parametrize(("name", "path"), _NFT, ids=[c[0] for c in _NFT])
+def test_ambient_nft_reply_kernel_trace_equals_netsim(pair: Pair, name: str, path: Path) -> None:
+    probes = [p for f in Family for p in reply_probes(f)]
+    mismatches, traced = run_nft_replies(pair, name, path.read_text(), probes)
+    print(f"{name}: {len(probes)} replies compared ({traced} traced by the kernel), {len(mismatches)} mismatches")
+    assert not mismatches, "\n\n".join(mismatches)
+    assert traced == len(probes), "the kernel traced too few replies: the monitor missed them"
+
+
+@pytest.mark.parametrize("family", list(Family), ids=["v4", "v6"])
+def test_ingress_mode_before_1_29_sends_the_apps_reply_out_of_eth0(pair: Pair, family: Family) -> None:
+    """1.24–1.28's ingress mode dropped the connmark rule (§11): the app's SYN-ACK to ztunnel's spoofed connection
+    gets no mark 0x111, so it is routed out of ``eth0`` to the client instead of back to ztunnel; kernel and netsim
+    agree, and 1.29's rules (the read-back ``ingress``) bring it back through ``lo``."""
+    from netsim.capture.ambient import PodOverrides, agent_defaults, compile_ambient
+
+    v4, v6 = compile_ambient(agent_defaults((1, 28, 1)), PodOverrides(ingress_mode=True)).rulesets()
+    ruleset = v4 if family is Family.IPV4 else v6
+    assert ruleset is not None
+    spoofed = reply_probes(family)[0]
+    assert spoofed.transparent and spoofed.mark == ZTUNNEL_MARK
+    mismatches = run_replies(pair, f"1.28 ingress v{family.value}", ruleset, [spoofed])
+    assert not mismatches, "\n\n".join(mismatches)
+    ns = pod_netns(ambient=True)
+    old = netsim_reply(compile_ruleset(with_reply_trace_rules(ruleset)), spoofed, ns)
+    fixed = netsim_reply(compile_ruleset(with_reply_trace_rules(parse_ruleset(
+        (KERNEL / "iptables" / ("ingress.iptables-save" if family is Family.IPV4 else "ingress_ipv6.ip6tables-save")
+         ).read_text(), family))), spoofed, ns)
+    if family is Family.IPV4:  # the PACKET lines say where it went
+        assert any("OUT=eth0" in ln for ln in old) and not any("IN=lo" in ln for ln in old)
+        assert any("OUT=lo" in ln and "MARK=0x111" in ln for ln in fixed)
+    else:  # heads only: the 1.29 reply passes PREROUTING again (re-entering on lo), the 1.28 one does not
+        assert not any(":PREROUTING:" in ln for ln in old)
+        assert any(":PREROUTING:" in ln for ln in fixed)
