@@ -51,6 +51,14 @@ print("ready", flush=True)
 while True:
     c, peer = s.accept(); c.sendall(f"app saw {peer[0]}\\n".encode()); print(peer[0], flush=True); c.close()
 """
+# A node-side server: answers each connection with the peer address it sees.
+DB = """
+import socket, sys
+s = socket.socket(); s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(4)
+print("ready", flush=True)
+while True:
+    c, peer = s.accept(); c.sendall(f"db saw {peer[0]}".encode()); c.close()
+"""
 # A client bound to a source address: connect, print what the server sent.
 FROM = """
 import socket, sys
@@ -150,9 +158,7 @@ def test_hbone_goes_to_15008_and_kubelets_probe_straight_to_the_app(lab: dict[st
 
 def test_the_apps_outbound_goes_through_15001_whose_own_dial_is_not_captured(lab: dict[str, Any]) -> None:
     name, node = lab["name"], f"{lab['name']}-node"
-    server = subprocess.Popen(in_ns(node, APP_PY, "-c", "import socket\ns=socket.socket();s.bind(('10.244.0.1',5432));"
-                                    "s.listen(4);print('ready',flush=True)\nwhile True:\n c,p=s.accept();"
-                                    "c.sendall(f'db saw {p[0]}'.encode());c.close()"), stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(in_ns(node, APP_PY, "-c", DB, NODE4, "5432"), stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
         got = subprocess.run(in_ns(name, APP_PY, "-c", CLIENT, NODE4, "5432", uid=APP_UID), capture_output=True,
