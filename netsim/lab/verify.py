@@ -138,6 +138,8 @@ class Probe:
     # a local probe's socket binds its (non-local) source with IP_TRANSPARENT, as ztunnel's connections to the app do
     transparent: bool = False
     in_iface: str = "eth0"  # the device an inbound probe arrives on
+    answered: bool = False  # a socket answers it: its first reply is compared too (ambient labs, netsim.lab.ztunnel)
+    reply: bool = False  # this result is about the probe's first reply, not its first packet
 
     @property
     def version(self) -> int:
@@ -148,7 +150,7 @@ class Probe:
             (f" mark {self.mark:#x}" if self.mark else "") + (" transparent" if self.transparent else "")
         src = f"[{self.src}]" if self.version == 6 else self.src
         dst = f"[{self.dst}]" if self.version == 6 else self.dst
-        return f"{self.proto} {src}:{self.sport} -> {dst}:{self.dport} ({who})"
+        return ("reply to " if self.reply else "") + f"{self.proto} {src}:{self.sport} -> {dst}:{self.dport} ({who})"
 
     def wire(self) -> dict[str, object]:
         """The probe as ``python -m netsim.lab.probe`` reads it."""
@@ -504,6 +506,10 @@ def _verify_family(runner: Runner, state: st.LabState, count: int, seed: int, ve
 
     for chain, proto in reversed(TRACE_RULES):
         runner.run(trace_rule("-I", chain, proto))
+    # an ambient lab's answered probes: their first replies are traced too (netsim.lab.ztunnel)
+    replies = _reply_trace(span) if state.info.get("mode") == "ambient" else ()
+    for chain, args in replies:
+        runner.run(Exec(netns=pod, argv=(fam.iptables, "-t", "raw", "-I", chain, "1", *args)))
     try:
         dump = runner.run(Exec(netns=pod, argv=(Family(fam.version).save_command,))).stdout
         nft = runner.run(Exec(netns=pod, argv=("nft", "-j", "-a", "list", "ruleset"))).stdout
@@ -513,12 +519,26 @@ def _verify_family(runner: Runner, state: st.LabState, count: int, seed: int, ve
     finally:
         for chain, proto in TRACE_RULES:
             runner.run(trace_rule("-D", chain, proto))
+        for chain, args in replies:
+            runner.run(Exec(netns=pod, argv=(fam.iptables, "-t", "raw", "-D", chain, *args)))
         if "*raw\n" not in str(state.info.get(LOADED_RULES[Family(fam.version)], "")):
             # the TRACE rules made the raw table: it goes with them, or status sees rules up did not load
             runner.run(Exec(netns=pod, argv=("nft", "delete", "table", fam.nft_family, "raw"), check=False))
     kernel = parse_monitor(text, positions) if fam.version == 4 else parse_nft_monitor(text, positions)
     ours = netsim_lines(dump, bases, state.info, sockets, chosen, fam.version)
-    return _compared(chosen, kernel, ours, unsent)
+    results, missed = _compared(chosen, kernel, ours, unsent)
+    if replies:
+        from netsim.lab.ztunnel import compare_replies
+
+        results += compare_replies(text, positions, dump, bases, state.info, sockets,
+                                   [p for p in chosen if p.answered and p.sport not in unsent], fam.version)
+    return results, missed
+
+
+def _reply_trace(span: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    from netsim.lab.ztunnel import reply_trace
+
+    return tuple((chain, args) for chain in ("PREROUTING", "OUTPUT") for args in reply_trace(span))
 
 
 def _verify_family_nft(runner: Runner, state: st.LabState, count: int, seed: int, version: int,

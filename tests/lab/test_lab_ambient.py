@@ -170,8 +170,28 @@ def test_verify_adds_a_probe_per_row_of_the_ambient_table(tmp_path: Path, run_ro
         assert any(p.mark == amb.CONN for p in probes)  # a new connection marked 0x111
         assert any(p.inbound and p.src == snat and p.dst == pod for p in probes)  # kubelet's probe
         assert any(p.inbound and p.dport == amb.ZTUNNEL_HBONE for p in probes)
+        # the probes a socket of the lab answers: their first reply is compared too (ztunnel's spoofed connection
+        # to its HBONE listener, whose SYN-ACK takes the connmark 0x111 path, among them)
+        answered = [p for p in probes if p.answered]
+        assert any(p.transparent and p.dport == amb.ZTUNNEL_HBONE for p in answered)
+        assert all(p.dport in (80, 53, amb.ZTUNNEL_HBONE, 8080) for p in answered) and not any(p.reply for p in probes)
     sidecar = dict(info, mode="sidecar")
     assert len(make_probes(sidecar, 10, seed=3, version=4)) == 10
+
+
+def test_a_reply_is_read_off_the_monitor_by_the_probes_source_port() -> None:
+    from netsim.lab.kerneltrace import parse_monitor
+    from netsim.lab.verify import Probe
+    from netsim.lab.ztunnel import as_first_packets, turned_back
+
+    text = ("PACKET: 2 a1 OUT=eth0 SRC=10.244.0.5 DST=10.244.0.1 LEN=60 SPORT=15008 DPORT=20001 SYN ACK URGP=0\n"
+            " TRACE: 2 a1 raw:OUTPUT:rule:0x2:CONTINUE  -4 -t raw -A OUTPUT -p tcp -j TRACE\n")
+    assert parse_monitor(text, {}) == {}  # a first packet's reader skips a SYN-ACK
+    got = turned_back(parse_monitor(as_first_packets(text), {("raw", "OUTPUT", 2): 1}, packets=True))
+    assert got == {20001: ["PACKET: OUT=eth0 SRC=10.244.0.5 DST=10.244.0.1 SPORT=15008 DPORT=20001",
+                           "TRACE: raw:OUTPUT:rule:1:CONTINUE  -A OUTPUT -p tcp -j TRACE"]}
+    assert Probe(proto="tcp", src="10.244.0.1", sport=1, dst="10.244.0.5", dport=2, reply=True).describe() \
+        .startswith("reply to tcp 10.244.0.1:1")
 
 
 def test_the_ztunnel_listener_falls_back_to_its_own_address_when_nothing_was_natted() -> None:

@@ -182,8 +182,21 @@ def test_verify_agrees_with_the_kernel_in_both_families(lab: dict[str, Any]) -> 
         assert fam["probes"] > 20 and fam["agreed"] == fam["probes"]  # the §10 table's probes come on top
     marked = [r for r in report["results"] if r["mark"] == amb.MARK and r["transparent"]]
     assert marked and all(r["agreed"] and r["kernel"] for r in marked)
-    kubelet = [r for r in report["results"] if r["inbound"] and r["src"] in (amb.DEFAULT_SNAT_V4, amb.DEFAULT_SNAT_V6)]
-    assert len(kubelet) == 2 and all(r["kernel"] for r in kubelet)
+    kubelet = [r for r in report["results"] if r["inbound"] and r["src"] in (amb.DEFAULT_SNAT_V4, amb.DEFAULT_SNAT_V6)
+               and not r["probe"].startswith("reply to")]
+    assert len(kubelet) == 4 and all(r["kernel"] for r in kubelet)  # to the app's port and to 15008, per family
+    # the reply direction: each answered probe's first reply, traced by the kernel and by netsim
+    replies = [r for r in report["results"] if r["probe"].startswith("reply to")]
+    assert len(replies) == 12 and all(r["agreed"] and r["kernel"] for r in replies)
+    # ztunnel's spoofed connection: the SYN-ACK gets mark 0x111 (mangle ISTIO_OUTPUT's restore) and comes back in
+    # through PREROUTING (table 100, lo); kubelet's probe's SYN-ACK leaves by eth0 (no PREROUTING pass)
+    spoofed = [r for r in replies if r["transparent"]]
+    assert len(spoofed) == 2
+    for r in spoofed:
+        assert any(ln.startswith("TRACE: mangle:ISTIO_OUTPUT:rule:1:CONTINUE") for ln in r["kernel"])
+        assert any(":PREROUTING:" in ln for ln in r["kernel"])
+    assert all(not any(":PREROUTING:" in ln for ln in r["kernel"]) for r in replies if r["src"] in (
+        amb.DEFAULT_SNAT_V4, amb.DEFAULT_SNAT_V6))
 
 
 def test_down_removes_everything(lab: dict[str, Any]) -> None:

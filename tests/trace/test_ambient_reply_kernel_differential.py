@@ -27,7 +27,6 @@ iproute2, iptables-nft, nft and xtables-monitor; skipped with the reason otherwi
 from __future__ import annotations
 
 import itertools
-import re
 import subprocess
 import sys
 import threading
@@ -41,14 +40,13 @@ import yaml
 from conftest import CONFORMANCE, require_root
 
 from netsim.capture.ambient import MARK as ZTUNNEL_MARK
-from netsim.lab.kerneltrace import RETURN_AS_PRINTED, kernel_view, monitor_noise, parse_monitor, parse_nft_monitor
+from netsim.lab.kerneltrace import monitor_noise, parse_monitor, parse_nft_monitor
 from netsim.lab.verify import Probe
+from netsim.lab.ztunnel import as_first_packets, reply_lines, reply_packet_of, turned_back
 from netsim.netfilter import Family, Match, Option, Rule, Ruleset, Table, Target, parse_ruleset, render_save
-from netsim.netfilter.conntrack import entry_after, reply_packet
 from netsim.netfilter.engine import CompiledRuleset, compile_ruleset, trace
 from netsim.netfilter.model import BUILTIN_CHAINS, Chain
-from netsim.netfilter.packet import Netns, Socket
-from netsim.netfilter.render_trace import render_xtables
+from netsim.netfilter.packet import Netns
 from netsim.workload.identity import ZTUNNEL_GID, ZTUNNEL_UID
 from tests.trace.kernel_diff import (
     MONITOR_WAIT_SECONDS,
@@ -130,56 +128,9 @@ def with_reply_trace_rules(ruleset: Ruleset) -> Ruleset:
     return Ruleset(ruleset.family, tuple(Table("raw", chains) if t.name == "raw" else t for t in tables))
 
 
-_PORT_WORD = {"SPORT": "DPORT", "DPORT": "SPORT", "sport": "dport", "dport": "sport"}
-
-
-def _turn(line: str) -> str:
-    """A monitor's packet line with source and destination port swapped (the words, not the values)."""
-    if line.lstrip().startswith("PACKET:"):
-        return re.sub(r"\b([SD]PORT)=", lambda m: _PORT_WORD[m.group(1)] + "=", line)
-    return re.sub(r"\b(tcp|udp) ([sd]port) ", lambda m: f"{m.group(1)} {_PORT_WORD[m.group(2)]} ", line)
-
-
-def as_first_packets(text: str) -> str:
-    """Monitor output (``xtables-monitor --trace`` or ``nft monitor trace``) with each packet line turned round —
-    ports swapped, a SYN-ACK's ACK dropped — so that the readers of ``netsim.lab.kerneltrace`` (and
-    ``nft_kernel_diff.kernel_lines``), which key a probe's first packet by its source port and skip packets
-    carrying ACK, key a reply by its destination port: the probe's source port. :func:`turned_back` undoes it
-    on the packet lines they return."""
-    out = []
-    for line in text.splitlines(keepends=True):
-        if line.lstrip().startswith("PACKET:"):
-            line = re.sub(r" ACK\b", "", _turn(line))
-        elif " packet: " in line:
-            line = _turn(line).replace("tcp flags == 0x12 ", "tcp flags == syn ")  # SYN|ACK
-        out.append(line)
-    return "".join(out)
-
-
-def turned_back(traces: dict[int, list[str]]) -> dict[int, list[str]]:
-    """Each packet line of the readers' result as the kernel printed it (``packet_line`` prints SPORT before
-    DPORT, so there the values go back; nft's fields keep the kernel's order, so there the words do)."""
-    def back(ln: str) -> str:
-        if ln.startswith("PACKET:"):
-            return re.sub(r"\bSPORT=(\d+) DPORT=(\d+)", r"SPORT=\2 DPORT=\1", ln)
-        return _turn(ln) if " packet: " in ln else ln
-
-    return {k: [back(ln) for ln in v] for k, v in traces.items()}
-
-
 def netsim_reply(crs: CompiledRuleset, probe: Probe, ns: Netns) -> list[str]:
-    """netsim's trace of ``probe``'s reply: the first packet traced, its conntrack entry, the reply from it (a
-    SYN-ACK from the pod's root listener, or the server's datagram), as the family's monitor shows it."""
-    first = probe.packet()
-    t1 = trace(crs, first, ns)
-    entry = entry_after(t1)
-    assert entry is not None, f"netsim: {probe.describe()} leaves no conntrack entry: {t1.outcome}"
-    reply = reply_packet(first, entry, ns, Socket(uid=0, gid=0))
-    if reply.proto.value == "tcp":
-        reply = replace(reply, tcp_flags=frozenset({"SYN", "ACK"}))
-    lines = render_xtables(trace(crs, reply, ns), return_verdict=RETURN_AS_PRINTED,
-                           packets=probe.version == 4).splitlines()
-    return kernel_view(lines, probe.version)
+    """netsim's trace of ``probe``'s reply (``netsim.lab.ztunnel.reply_lines``: the pod's root listener answers)."""
+    return list(reply_lines(crs, probe, ns, packets=probe.version == 4))
 
 
 def run_replies(pair: Pair, name: str, ruleset: Ruleset, probes: list[Probe]) -> list[str]:
@@ -294,13 +245,8 @@ def run_nft_replies(pair: Pair, name: str, text: str, probes: list[Probe]) -> tu
     ns = pod_netns(ambient=True)
     mismatches = []
     for p in probes:
-        first = p.packet()
         crs = compiled[Family(p.version)]
-        entry = entry_after(trace(crs, first, ns))
-        assert entry is not None, f"netsim: {p.describe()} leaves no conntrack entry"
-        reply = reply_packet(first, entry, ns, Socket(uid=0, gid=0))
-        if reply.proto.value == "tcp":
-            reply = replace(reply, tcp_flags=frozenset({"SYN", "ACK"}))
+        reply = reply_packet_of(crs, p, ns)
         want = [f"{ln.partition(' packet: ')[0]} packet: {packet_fields(ln.partition(' packet: ')[2])}"
                 if " packet: " in ln else ln for ln in render_nft_trace(trace(crs, reply, ns)).splitlines()]
         got = kernel.get(p.sport, [])
