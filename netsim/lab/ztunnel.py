@@ -50,10 +50,8 @@ def ambient_spec(w: Workload, pod_file: str, *, name: str, pod_ips: tuple[Interf
     if compiled is None:
         why = next((n for n in w.notes if n.startswith("no ambient rules")), "no ambient rules")
         raise LabError(f"{pod_file}: no capture to run: {why}")
-    if compiled.backend == "nft":
-        raise LabError(f"{pod_file}: the ambient lab loads the agent's iptables rules; NativeNftables=true is not "
-                       "supported there yet (give --ambient-config NativeNftables=false)")
     config = compiled.config
+    nft = compiled.backend == "nft"  # NativeNftables (or --backend nft): the agent's inet tables, loaded with nft -f
     by_family = {f: [r for r in compiled.rules if r.family is f] for f in Family}
     v6 = any(i.version == 6 for i in pod_ips)
     snat: list[Address] = [ip_address(config.host_probe_snat_address)]
@@ -65,8 +63,9 @@ def ambient_spec(w: Workload, pod_file: str, *, name: str, pod_ips: tuple[Interf
         node_ips=tuple(node_interface(i) for i in pod_ips),
         cluster_dns=cluster_dns,
         search=(f"{agent.namespace}.svc.cluster.local", "svc.cluster.local", "cluster.local"),
-        rules_v4=render_restore(by_family[Family.IPV4]),
-        rules_v6=render_restore(by_family[Family.IPV6]) if config.enable_ipv6 else None,
+        rules_v4="" if nft else render_restore(by_family[Family.IPV4]),
+        rules_v6=render_restore(by_family[Family.IPV6]) if config.enable_ipv6 and not nft else None,
+        nft_rules=compiled.nft_text() if nft else None,
         pod_routes=tuple(route_command(name, r) for r in compiled.routes),
         proxy_uid=ZTUNNEL_UID,
         proxy_gid=ZTUNNEL_GID,

@@ -120,8 +120,11 @@ def test_agent_settings_reach_the_lab_and_bad_ones_are_one_line_errors(tmp_path:
         lab_spec(pod, ambient_settings=["Nope=1"])
     with pytest.raises(SpecError, match="the pod runs in sidecar mode"):
         lab_spec(pod, mode="sidecar", ambient_settings=["EnableIPv6=false"])
-    with pytest.raises(LabError, match="NativeNftables=true is not supported"):
-        lab_spec(pod, ambient_settings=["NativeNftables=true"])
+    # the native nftables backend: the agent's inet tables as `netsim compile` prints them, no iptables text
+    nft = lab_spec(pod, ambient_settings=["NativeNftables=true"])
+    assert nft.nft_rules is not None and nft.rules_v4 == "" and nft.rules_v6 is None
+    assert "add table inet istio-ambient-nat" in nft.nft_rules and "redirect to :15001" in nft.nft_rules
+    assert lab_spec(pod, backend="nft").nft_rules == nft.nft_rules
 
 
 def test_ambient_route_commands_become_typed_netlink_commands() -> None:
