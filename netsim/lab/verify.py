@@ -554,13 +554,25 @@ def _verify_family_nft(runner: Runner, state: st.LabState, count: int, seed: int
     positions = nft_positions(runner.run(Exec(netns=pod, argv=("nft", "-j", "-a", "list", "ruleset"))).stdout)
     sockets = listeners_from_ss(runner.run(Exec(netns=pod, argv=("ss", "-Hlntu"))).stdout, fam.version)
     runner.run(Exec(netns=pod, argv=("nft", "-f", "-"), stdin=NFT_TRACE_RULES))
+    ambient = state.info.get("mode") == "ambient"
+    if ambient:  # an ambient lab's answered probes: their first replies are traced too (netsim.lab.ztunnel)
+        from netsim.lab.ztunnel import nft_reply_trace
+
+        runner.run(Exec(netns=pod, argv=("nft", "-f", "-"), stdin=nft_reply_trace(NFT_TRACE_TABLE)))
     try:
         text, unsent = _traced(runner, state, fam, chosen, progress)
     finally:
         runner.run(Exec(netns=pod, argv=("nft", "delete", "table", "inet", NFT_TRACE_TABLE)))
     kernel = nft_trace_lines(text, positions, sports=(SPORT_LO, SPORT_HI), skip_table=NFT_TRACE_TABLE)
     ours = netsim_nft_lines(listing, state.info, sockets, chosen, fam.version)
-    return _compared(chosen, kernel, ours, unsent)
+    results, missed = _compared(chosen, kernel, ours, unsent)
+    if ambient:
+        from netsim.lab.ztunnel import compare_nft_replies
+
+        results += compare_nft_replies(text, positions, listing, state.info, sockets,
+                                       [p for p in chosen if p.answered and p.sport not in unsent], fam.version,
+                                       skip_table=NFT_TRACE_TABLE)
+    return results, missed
 
 
 def _compared(chosen: Sequence[Probe], kernel: dict[int, list[str]], ours: Sequence[tuple[str, ...]],

@@ -205,6 +205,44 @@ def reply_lines(crs: CompiledRuleset, probe: Probe, ns: Netns, *, packets: bool,
     return tuple(kernel_view(lines, probe.version))
 
 
+def nft_reply_trace(table: str) -> str:
+    """``nft -f`` text adding reply selectors to ``lab verify``'s trace table (its ``pre`` and ``out`` chains):
+    a SYN-ACK or a datagram whose destination port is in the probes' source-port range."""
+    from netsim.lab.probe import SPORT_HI, SPORT_LO
+
+    span = f"{SPORT_LO}-{SPORT_HI}"
+    return "".join(f"add rule inet {table} {chain} {sel} meta nftrace set 1\n" for chain in ("pre", "out")
+                   for sel in (f"tcp dport {span} tcp flags & (fin|syn|rst|ack) == syn|ack", f"udp dport {span}"))
+
+
+def compare_nft_replies(text: str, positions: dict[tuple[str, str, str, int], int], listing: str,
+                        info: dict[str, Any], sockets: Sequence[tuple[str, str | None, int]], probes: list[Probe],
+                        version: int, *, skip_table: str) -> list[ProbeResult]:
+    """:func:`compare_replies` for an nft lab: ``nft monitor trace`` lines compared whole with netsim's
+    ``--format nft-trace`` of each reply, through ``listing`` (``nft list ruleset``)."""
+    from netsim.capture.ambient import MARK
+    from netsim.lab.kerneltrace import nft_trace_lines, packet_fields
+    from netsim.lab.probe import SPORT_HI, SPORT_LO
+    from netsim.lab.verify import ProbeResult, lab_netns
+    from netsim.netfilter.engine import trace
+    from netsim.netfilter.nft import compile_nft, parse_nft
+    from netsim.netfilter.render_trace import render_nft_trace
+    from netsim.workload.identity import ZTUNNEL_GID, ZTUNNEL_UID
+
+    kernel = turned_back(nft_trace_lines(as_first_packets(text), positions, sports=(SPORT_LO, SPORT_HI),
+                                         skip_table=skip_table))
+    crs = compile_nft(parse_nft(listing), Family(version))
+    ns = lab_netns(info, sockets)
+    out = []
+    for p in probes:
+        reply = reply_packet_of(crs, p, ns, uid=ZTUNNEL_UID, gid=ZTUNNEL_GID, mark=MARK)
+        lines = render_nft_trace(trace(crs, reply, ns, explain=False)).splitlines()
+        mine = tuple(f"{head} packet: {packet_fields(rest)}" if sep else head
+                     for head, sep, rest in (ln.partition(" packet: ") for ln in lines))
+        out.append(ProbeResult(replace(p, reply=True), tuple(kernel.get(p.sport, [])), mine))
+    return out
+
+
 def compare_replies(text: str, positions: dict[tuple[str, str, int], int], dump: str, bases: set[tuple[str, str]],
                     info: dict[str, Any], sockets: Sequence[tuple[str, str | None, int]], probes: list[Probe],
                     version: int) -> list[ProbeResult]:
@@ -231,7 +269,9 @@ __all__ = [
     "APP_PORT",
     "ambient_spec",
     "as_first_packets",
+    "compare_nft_replies",
     "compare_replies",
+    "nft_reply_trace",
     "reply_lines",
     "reply_packet_of",
     "reply_trace",

@@ -209,7 +209,8 @@ def test_down_removes_everything(lab: dict[str, Any]) -> None:
 
 def test_the_native_nftables_backend_runs_and_verifies_too(tmp_path: Path) -> None:
     """``NativeNftables=true`` (or ``--backend nft``): the agent's inet tables loaded with ``nft -f``; verify reads
-    ``nft monitor trace`` for both families (the §10 probes included) and agrees; down removes everything."""
+    ``nft monitor trace`` for both families (the §10 probes and the answered ones' replies included) and agrees;
+    down removes everything."""
     name = f"an{uuid.uuid4().hex[:6]}"
     pod = tmp_path / "pod.yaml"
     pod.write_text(POD)
@@ -225,6 +226,13 @@ def test_the_native_nftables_backend_runs_and_verifies_too(tmp_path: Path) -> No
         report = json.loads(done.stdout)
         assert done.returncode == 0 and report["agreed"] and set(report["families"]) == {"ipv4", "ipv6"}
         assert any(r["mark"] == amb.MARK and r["transparent"] and r["kernel"] for r in report["results"])
+        replies = [r for r in report["results"] if r["probe"].startswith("reply to")]
+        assert len(replies) == 12 and all(r["agreed"] and r["kernel"] for r in replies)
+        # nft prints the mark on policy lines: the SYN-ACK to ztunnel's spoofed connection leaves mangle output
+        # with the connection's 0x111 (it left its listener with 0x539)
+        spoofed = [r for r in replies if r["transparent"]]
+        assert spoofed and all(any("istio-ambient-mangle output policy accept meta mark 0x00000111" in ln
+                                   for ln in r["kernel"]) for r in spoofed)
         assert netsim("lab", "down", name).stdout.strip() == f"lab {name} down"
         assert_nothing_left(name, pids)
     finally:
