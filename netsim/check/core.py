@@ -226,12 +226,17 @@ def _no_cycle_collection() -> Iterator[None]:
     """Python's cycle collector off while a whole dump is read and checked, as it was before after. Reading
     and checking build millions of long-lived objects and few cycles, so each full collection walks the
     whole dump for little: about a third of the CPU time of a 10,000-workload check (``bench/check_bench.py``
-    prints the peak memory, which stays far under its bound). Reference counting still frees the rest."""
+    prints the peak memory, which stays far under its bound). Reference counting still frees the rest.
+    Afterwards what was made meanwhile is moved to the oldest generation unscanned (freeze, then unfreeze,
+    unless something else froze objects), so the next young collection does not walk it all either."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        if gc.get_freeze_count() == 0:
+            gc.freeze()
+            gc.unfreeze()
         if enabled:
             gc.enable()
 
