@@ -265,12 +265,12 @@ def split_documents(text: str) -> Iterator[Document]:
 def _split_all(text: str) -> list[Document]:
     """:func:`split_documents` as a list; one regular-expression search instead of a line loop when the text
     has no ``---``/``...`` line (a ``kubectl get -o yaml`` List, a JSON file)."""
-    if _SEPARATOR.search(text) is not None:
+    if _SEPARATOR.search("\n" + text + "\n") is not None:
         return list(split_documents(text))
     return [Document(number=1, first_line=1, text=text)] if _CONTENT.search(text) is not None else []
 
 
-_SEPARATOR = re.compile(r"^(?:---|\.\.\.)(?:\s|$)", re.M)
+_SEPARATOR = re.compile(r"\n(?:---|\.\.\.)\s")  # on "\n" + text + "\n": a newline skips ahead, "^" does not
 _CONTENT = re.compile(r"^[ \t]*[^\s#]", re.M)
 
 # Large inputs (a whole cluster's `kubectl get -A -o yaml|json`) are read by a faster reader when one is
@@ -399,33 +399,39 @@ def list_item_lines(text: str, first_line: int, count: int | None = None) -> tup
 
 
 def _item_starts(text: str, count: int) -> list[int] | None:
-    """0-based line of each item, from indentation alone; None unless exactly ``count`` are found."""
-    m = re.search(r'^items:[ \t]*(?:#[^\n]*)?\n(?:[ \t]*(?:#[^\n]*)?\n)*([ ]*)-(?:[ \t]|$)', text, re.M)
+    """0-based line of each item, from indentation alone; None unless exactly ``count`` are found.
+
+    The expressions look for a newline, not for ``^`` in MULTILINE mode: that is tried at every character
+    of a whole cluster's dump, while a leading literal lets the engine skip ahead to each newline."""
+    t = "\n" + text + "\n"  # every line follows a newline
+    m = _ITEMS_KEY.search(t)
     if m is not None:
         ind = m.group(1)
-        start = m.start(1)
-        end_m = re.compile(r"^(?!" + ind + r"-(?:[ \t]|$))[ ]{0," + str(len(ind)) + r"}[^\s#]",
-                           re.M).search(text, start)
-        end = end_m.start() if end_m is not None else len(text)
-        item = re.compile(r"^" + ind + r"-(?:[ \t]|$)", re.M)
-        starts = [x.start() for x in item.finditer(text, start, end)]
+        start = m.start(1) - 1  # the newline before the first item
+        end_m = re.compile(r"\n(?!" + ind + r"-[ \t\n])[ ]{0," + str(len(ind)) + r"}[^\s#]").search(t, start)
+        end = end_m.start() + 1 if end_m is not None else len(t)  # + its newline: the last item's lookahead
+        starts = [x.start() for x in re.compile(r"\n" + ind + r"-(?=[ \t\n])").finditer(t, start, end)]
     else:
-        j = re.search(r'^([ ]*)"items":[ ]*\[[ ]*\n([ ]*)\{', text, re.M)
+        j = _JSON_ITEMS.search(t)
         if j is None:
             return [0] * count if count and "\n" not in text.strip() else None  # one line: every item on it
         ind = j.group(2)
-        starts = [x.start() for x in re.compile(r"^" + ind + r"\{", re.M).finditer(text, j.start(2))]
-        closing = re.compile(r"^" + j.group(1) + r"\]", re.M).search(text, j.start(2))
+        starts = [x.start() for x in re.compile(r"\n" + ind + r"\{").finditer(t, j.start(2) - 1)]
+        closing = re.compile(r"\n" + j.group(1) + r"\]").search(t, j.start(2) - 1)
         if closing is not None:
             starts = [s for s in starts if s < closing.start()]
     if len(starts) != count:
         return None
-    out, line, pos = [], 0, 0
+    out, line, pos = [], -1, 0  # t's first newline is not one of text's
     for s in starts:
-        line += text.count("\n", pos, s)
-        pos = s
+        line += t.count("\n", pos, s + 1)
+        pos = s + 1
         out.append(line)
     return out
+
+
+_ITEMS_KEY = re.compile(r"\nitems:[ \t]*(?:#[^\n]*)?\n(?:[ \t]*(?:#[^\n]*)?\n)*([ ]*)-[ \t\n]")
+_JSON_ITEMS = re.compile(r'\n([ ]*)"items":[ ]*\[[ ]*\n([ ]*)\{')
 
 
 def _composed_item_starts(text: str) -> list[int]:
