@@ -1,5 +1,5 @@
 """``check_paths`` turns Python's cycle collector off while it reads and checks a dump: afterwards the
-collector is as it was, and nothing is left frozen."""
+collector is as it was, and nothing it made is left frozen (what others froze stays frozen)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ def test_the_cycle_collector_is_left_as_it_was(enabled: bool) -> None:
     was = gc.isenabled()
     (gc.enable if enabled else gc.disable)()
     try:
+        frozen = gc.get_freeze_count()  # other parts of netsim freeze what they built (rule sets, DNS tables)
         report = check_paths([RULES])
         assert report.workloads >= 1
-        assert gc.isenabled() is enabled and gc.get_freeze_count() == 0
+        assert gc.isenabled() is enabled and gc.get_freeze_count() <= frozen  # (frozen objects freed: fewer)
         with pytest.raises(NetsimError, match=r"missing\.yaml"):  # the collector is restored all the same
             check_paths([RULES / "missing.yaml"])
         assert gc.isenabled() is enabled
