@@ -76,14 +76,15 @@ def table(n: int) -> list[tuple[str, str, str | None]]:
              f"fd00::{i:x}" if i % 10 == 0 else None) for i in range(n)]
 
 
-def query_lines(names: Sequence[tuple[str, str, str | None]], *, local_only: bool, seed: int = 13) -> list[str]:
+def query_lines(names: Sequence[tuple[str, str, str | None]], *, local_only: bool, forwarded_only: bool = False,
+                seed: int = 13) -> list[str]:
     rng = random.Random(seed)
     forwarded = [f"f{i}.{FORWARDED_ZONE}" for i in range(max(1, len(names) // 20))]
     kinds = [k for k, _ in MIX]
     weights = [w for _, w in MIX]
     lines = []
     for i in range(len(names) * 2):
-        kind = "A" if local_only else rng.choices(kinds, weights)[0]
+        kind = "A" if local_only else "forwarded" if forwarded_only else rng.choices(kinds, weights)[0]
         if kind == "forwarded":
             lines.append(f"{rng.choice(forwarded)} A")
         else:
@@ -148,6 +149,137 @@ def dnsperf(host: str, port: int, queries: Path, seconds: float, *, pid: int, qp
     return Run(float(m[1]), int(lost[1]) if lost else 0, cpu * 1e6 / max(1, int(done[1])), lat)
 
 
+def tcp_client(host: str, port: int, queries: Path, seconds: float, conns: int, window: int) -> dict[str, float]:
+    """A pipelining TCP client that reconnects as a resolver does (one process, ``conns`` connections).
+
+    Each connection keeps ``window`` queries outstanding (the next query goes out as a reply comes in).
+    When the server ends a connection (FIN or RST), the client opens a new one at once and sends the
+    queries the old one left unanswered again, first, with their IDs. dnsperf instead leaves such queries
+    to its timeout (-t), holding its window meanwhile: against a server that closes after N queries, as
+    pilot-agent does after 128 (miekg's MaxTCPQueries), it measures its own timeouts, not the server.
+    Counts answers, connections, RSTs and re-sent queries; the server's reply content is not checked.
+    """
+    import selectors
+
+    bodies = []
+    for line in queries.read_text().split("\n"):
+        if line.strip():
+            name, qtype = line.split()
+            q = make_query(name, {"A": 1, "AAAA": 28}[qtype], qid=0)
+            bodies.append(q[2:])
+    frames = [(len(b) + 2).to_bytes(2, "big") for b in bodies]  # length prefixes (the ID goes after them)
+    sel = selectors.DefaultSelector()
+    stats = {"answered": 0, "sent": 0, "resent": 0, "connections": 0, "resets": 0, "fins": 0}
+    cursor = 0
+
+    class Conn:
+        def __init__(self) -> None:
+            self.sock: socket.socket | None = None
+            self.out: dict[int, int] = {}  # query ID -> index of its body
+            self.next_id = 0
+            self.rbuf = b""
+            self.wbuf = b""
+
+        def open(self) -> None:
+            s = socket.create_connection((host, port))
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.setblocking(False)
+            self.sock = s
+            self.rbuf = b""
+            self.wbuf = b""
+            stats["connections"] += 1
+            sel.register(s, selectors.EVENT_READ, self)
+            again = list(self.out.items())
+            stats["resent"] += len(again)
+            self.send([frames[i] + qid.to_bytes(2, "big") + bodies[i] for qid, i in again])
+            self.top_up()
+
+        def top_up(self) -> None:
+            nonlocal cursor
+            parts = []
+            while len(self.out) < window:
+                i = cursor
+                cursor = (cursor + 1) % len(bodies)
+                qid = self.next_id
+                self.next_id = (qid + 1) & 0xFFFF
+                if qid in self.out:
+                    break
+                self.out[qid] = i
+                parts.append(frames[i] + qid.to_bytes(2, "big") + bodies[i])
+            stats["sent"] += len(parts)
+            self.send(parts)
+
+        def send(self, parts: list[bytes]) -> None:
+            assert self.sock is not None
+            data = self.wbuf + b"".join(parts)
+            if not data:
+                return
+            try:
+                n = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError:
+                self.reopen(reset=True)
+                return
+            self.wbuf = data[n:]
+            sel.modify(self.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if self.wbuf else 0), self)
+
+        def reopen(self, *, reset: bool) -> None:
+            stats["resets" if reset else "fins"] += 1
+            if self.sock is not None:
+                sel.unregister(self.sock)
+                self.sock.close()
+                self.sock = None
+            self.open()
+
+        def ready(self, mask: int) -> None:
+            assert self.sock is not None
+            if mask & selectors.EVENT_WRITE:
+                self.send([])
+                if self.sock is None:
+                    return
+            if not mask & selectors.EVENT_READ:
+                return
+            try:
+                data = self.sock.recv(1 << 16)
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionResetError:
+                self.reopen(reset=True)
+                return
+            if not data:
+                self.reopen(reset=False)
+                return
+            buf = self.rbuf + data
+            pos, size, done = 0, len(buf), 0
+            out = self.out
+            while size - pos >= 4:
+                end = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+                if end > size:
+                    break
+                if out.pop((buf[pos + 2] << 8) | buf[pos + 3], None) is not None:
+                    done += 1
+                pos = end
+            self.rbuf = buf[pos:]
+            stats["answered"] += done
+            if done:
+                self.top_up()
+
+    clients = [Conn() for _ in range(conns)]
+    for c in clients:
+        c.open()
+    t0 = time.monotonic()
+    end = t0 + seconds
+    while (now := time.monotonic()) < end:
+        for key, mask in sel.select(end - now):
+            key.data.ready(mask)
+    elapsed = time.monotonic() - t0
+    for c in clients:
+        if c.sock is not None:
+            c.sock.close()
+    return {**stats, "seconds": elapsed, "qps": stats["answered"] / elapsed}
+
+
 def load() -> str:
     """The 1, 5 and 15 minute load averages (the machine may be shared: figures move with it)."""
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -192,6 +324,47 @@ def compare(servers: dict[str, tuple[str, int]], procs: dict[str, subprocess.Pop
               + f"; CPU per query {cpu[n] / cpu[ref]:.2f}x")
 
 
+def compare_tcp(servers: dict[str, tuple[str, int]], procs: dict[str, subprocess.Popen[str]], names: list[str],
+                queries: Path, args: argparse.Namespace) -> None:
+    """Pipelined TCP through :func:`tcp_client` (the same client for every server), median of interleaved runs."""
+    print(f"TCP pipelined: the bench's own client, {args.tcp_conns} connections x {args.tcp_window} queries "
+          "outstanding; when a server ends a connection it reconnects at once and sends the unanswered queries "
+          "again (dnsperf would wait -t seconds for each: see --dnsperf-tcp)")
+    runs: dict[str, list[tuple[float, float, dict[str, float]]]] = {n: [] for n in names}
+    for n in names:
+        tcp_client(*servers[n], queries, 1, args.tcp_conns, args.tcp_window)  # warm-up (answer caches)
+    for _ in range(args.runs):
+        for n in names:  # interleaved, so drift on a shared machine hits all alike
+            cpu0 = cpu_seconds(procs[n].pid)
+            r = tcp_client(*servers[n], queries, args.seconds, args.tcp_conns, args.tcp_window)
+            cpu = cpu_seconds(procs[n].pid) - cpu0
+            runs[n].append((r["qps"], cpu * 1e6 / max(1, r["answered"]), r))
+    med = {n: statistics.median(q for q, _, _ in rs) for n, rs in runs.items()}
+    cpu = {n: statistics.median(c for _, c, _ in rs) for n, rs in runs.items()}
+    for n, rs in runs.items():
+        last = rs[-1][2]
+        print(f"TCP pipelined   {n:14s} {med[n]:9.0f} q/s, {cpu[n]:5.1f} us CPU/query  (runs: "
+              f"{', '.join(f'{q:.0f}' for q, _, _ in rs)}; last run: {last['connections']:.0f} connections, "
+              f"{last['fins']:.0f} ended by FIN and {last['resets']:.0f} by RST, {last['resent']:.0f} queries re-sent)")
+    ref = names[-1]
+    for n in names[:-1]:
+        target = " (target >= 1.0)" if n == "agent" else ""
+        print(f"TCP pipelined ratio {n}/{ref}: {med[n] / med[ref]:.2f} q/s{target}; "
+              f"CPU per query {cpu[n] / cpu[ref]:.2f}x")
+
+
+def upstream_conf(path: Path, port: int) -> None:
+    """unbound as the upstream: NXDOMAIN (with an SOA of TTL 0) for every name under the forwarded zone, UDP and TCP."""
+    path.write_text("\n".join([
+        "server:", f"  interface: {UPSTREAM_HOST}", f"  port: {port}", "  do-daemonize: no", '  chroot: ""',
+        '  username: ""', f'  directory: "{path.parent}"', '  pidfile: ""', "  use-syslog: no", '  logfile: ""',
+        "  verbosity: 0", "  num-threads: 1", "  access-control: 127.0.0.0/8 allow", "  do-ip6: no",
+        "  incoming-num-tcp: 256", '  module-config: "iterator"', f'  local-zone: "{FORWARDED_ZONE}." static',
+        # TTL and minimum 0: an NXDOMAIN nobody caches (unbound caches one without an SOA, whatever its settings)
+        f'  local-data: "{FORWARDED_ZONE}. 0 IN SOA ns.{FORWARDED_ZONE}. host.{FORWARDED_ZONE}. 1 0 0 0 0"',
+        "remote-control:", "  control-enable: no"]) + "\n")
+
+
 def unbound_conf(path: Path, port: int, names: Sequence[tuple[str, str, str | None]], upstream: int) -> None:
     lines = ["server:", f"  interface: {UNBOUND_HOST}", f"  port: {port}", "  do-daemonize: no", '  chroot: ""',
              '  username: ""', f'  directory: "{path.parent}"', '  pidfile: ""', "  use-syslog: no",
@@ -215,7 +388,16 @@ def main() -> None:
     ap.add_argument("--qps", type=int, default=5000)
     ap.add_argument("--no-answer-cache", action="store_true", help="run the agent with --no-answer-cache")
     ap.add_argument("--local-only", action="store_true", help="only A queries for table names (no forwards)")
+    ap.add_argument("--forwarded-only", action="store_true", help="only A queries for forwarded names")
+    ap.add_argument("--upstream-server", choices=("unbound", "dnsmasq"), default=None,
+                    help="what answers the forwarded names (default unbound when installed: dnsmasq forks a "
+                         "process per TCP connection, so with it every forwarded TCP query of the agent, which "
+                         "opens a connection per exchange as pilot-agent does, also measures a fork)")
     ap.add_argument("--skip-tcp", action="store_true")
+    ap.add_argument("--skip-udp", action="store_true", help="only the TCP comparison")
+    ap.add_argument("--tcp-conns", type=int, default=4, help="TCP client connections (default 4, as dnsperf -c 4)")
+    ap.add_argument("--tcp-window", type=int, default=32, help="queries outstanding per TCP connection (default 32)")
+    ap.add_argument("--dnsperf-tcp", action="store_true", help="also run dnsperf -m tcp against the TCP servers")
     ap.add_argument("--agent-repo", type=Path, default=REPO,
                     help="run the agent of this checkout (e.g. an older one, for before/after figures)")
     ap.add_argument("--baseline-repo", type=Path, default=None,
@@ -234,7 +416,8 @@ def main() -> None:
         hosts = tmp / "hosts"
         hosts.write_text("".join(f"{v4} {n}\n" + (f"{v6} {n}\n" if v6 else "") for n, v4, v6 in names))
         queries = tmp / "queries"
-        queries.write_text("\n".join(query_lines(names, local_only=args.local_only)) + "\n")
+        queries.write_text("\n".join(query_lines(names, local_only=args.local_only,
+                                                 forwarded_only=args.forwarded_only)) + "\n")
         rc = tmp / "resolv.conf"
         rc.write_text(f"nameserver {UPSTREAM_HOST}\n")
         uport, aport, dport, bport = (free_port(UPSTREAM_HOST), free_port(AGENT_HOST), free_port(DNSMASQ_HOST),
@@ -247,13 +430,22 @@ def main() -> None:
                     str(rc), "--listen", f"{AGENT_HOST}:{port}", "--upstream", f"{UPSTREAM_HOST}:{uport}",
                     "--reload-interval", "0", *(["--no-answer-cache"] if args.no_answer_cache else []), *extra]
 
+        upstream_kind = args.upstream_server or ("unbound" if unbound_bin is not None else "dnsmasq")
+        if upstream_kind == "unbound":
+            if unbound_bin is None:
+                raise SystemExit("--upstream-server unbound: unbound is not installed")
+            uconf = tmp / "upstream.conf"
+            upstream_conf(uconf, uport)
+            upstream_cmd = [unbound_bin, "-d", "-c", str(uconf)]
+        else:
+            upstream_cmd = [*dnsmasq_common, f"--listen-address={UPSTREAM_HOST}", f"--port={uport}",
+                            f"--local=/{FORWARDED_ZONE}/"]
         procs: dict[str, subprocess.Popen[str]] = {
-            "upstream": subprocess.Popen([*dnsmasq_common, f"--listen-address={UPSTREAM_HOST}", f"--port={uport}",
-                                          f"--local=/{FORWARDED_ZONE}/"],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True),
+            "upstream": subprocess.Popen(upstream_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True),
             "agent": subprocess.Popen(agent_cmd(aport), cwd=args.agent_repo, stderr=subprocess.PIPE, text=True),
             "dnsmasq": subprocess.Popen([*dnsmasq_common, f"--listen-address={DNSMASQ_HOST}", f"--port={dport}",
                                          f"--addn-hosts={hosts}", "--cache-size=20000", "--local=/bench.example/",
+                                         "--no-negcache",
                                          f"--server=/{FORWARDED_ZONE}/{UPSTREAM_HOST}#{uport}"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True),
         }
@@ -284,13 +476,17 @@ def main() -> None:
             for host, port in servers.values():
                 wait_ready(host, port, names[-1][0])
             wait_ready(UPSTREAM_HOST, uport, f"x.{FORWARDED_ZONE}")
-            share = dict(MIX) if not args.local_only else {"A": 1.0}
+            share = {"A": 1.0} if args.local_only else {"forwarded": 1.0} if args.forwarded_only else dict(MIX)
             print(f"table: {len(names)} names; mix: " + ", ".join(f"{k} {v:.0%}" for k, v in share.items())
                   + f"; dnsperf -c 4 -T 2 -q 500, {args.seconds:g} s per run, median of {args.runs} "
-                  "(runs interleaved); loopback only")
+                  f"(runs interleaved); loopback only; upstream for forwarded names: {upstream_kind}"
+                  + (" (its NXDOMAIN carries an SOA of TTL 0: unbound caches none, dnsmasq runs with --no-negcache, "
+                     "so every forwarded query goes upstream for all, as for pilot-agent, which caches nothing)"
+                     if upstream_kind == "unbound" else " (no SOA: unbound may cache its NXDOMAIN answers)"))
             print(f"load average at start: {load()}")
-            compare(servers, procs, udp_names, queries, args, tcp=False)
-            for name in udp_names:
+            if not args.skip_udp:
+                compare(servers, procs, udp_names, queries, args, tcp=False)
+            for name in [] if args.skip_udp else udp_names:
                 run = dnsperf(*servers[name], queries, args.seconds, pid=procs[name].pid, qps=args.qps)
                 assert run is not None  # UDP: dnsperf's TCP race cannot happen
                 ms = [x * 1000 for _, x in run.latencies]
@@ -301,8 +497,13 @@ def main() -> None:
                       f"(n={len(ms)}; target p99 < 0.3 ms for the agent); p99 of table names {pct(local, 99):.3f}, "
                       f"of forwarded {pct(fwd, 99):.3f}")
             if "unbound" in servers:
-                compare(servers, procs, [n for n in ("agent", "agent-uncapped", "unbound") if n in servers], queries,
-                        args, tcp=True)
+                tcp_names = [n for n in ("agent", "agent-uncapped", "agent-base", "unbound") if n in servers]
+                compare_tcp(servers, procs, tcp_names, queries, args)
+                if args.dnsperf_tcp:
+                    print("dnsperf -m tcp (leaves a query the server did not answer before closing to its 2 s timeout,"
+                          " holding its window meanwhile: against the agent's 128 queries per connection it measures "
+                          "those timeouts)")
+                    compare(servers, procs, tcp_names, queries, args, tcp=True)
             print(f"load average at end: {load()}")
         finally:
             for pr in procs.values():

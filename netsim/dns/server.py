@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import gc
 import math
 import signal
 import socket
+import struct
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -67,6 +69,7 @@ TCP_SWEEP = 0.1  # seconds between checks of the TCP read deadlines
 # pauses (it cannot pile up work), and its read deadline keeps running.
 TCP_MAX_BUFFERED = 2 * (2 + 65535)
 UPSTREAM_UDP_BUF = 65535
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets the connection
 # Receive buffer of the UDP sockets (listening and upstream): the kernel default (net.core.rmem_default, 208 KiB)
 # overflows on a burst of a few hundred queries (dnsperf -q 500 lost ~600 at start, each then a client timeout).
 # The kernel caps it at net.core.rmem_max; pilot-agent keeps the default.
@@ -182,6 +185,27 @@ async def _bind_udp(host: str, port: int, family: int) -> socket.socket:
     raise err
 
 
+def _again(known: Forward, query: bytes) -> Forward:
+    """``known``, decided for a query with the same bytes after the ID, for ``query`` (its own ID)."""
+    q = known.parsed
+    parsed = ParsedQuery(id=(query[0] << 8) | query[1], flags=q.flags, qname=q.qname, qtype=q.qtype,
+                         qclass=q.qclass, edns_size=q.edns_size, question_wire=q.question_wire)
+    return Forward(query=query, parsed=parsed, transport=known.transport, limit=known.limit,
+                   read_size=known.read_size)
+
+
+def _numeric_addresses(servers: Sequence[tuple[str, int]]) -> list[tuple[int, Any]] | None:
+    """(family, sockaddr) of each ``(host, port)``, or None when a host is not an IP address."""
+    out: list[tuple[int, Any]] = []
+    for host, port in servers:
+        try:
+            info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+        except (OSError, UnicodeError):
+            return None
+        out.append((info[0][0], info[0][4]))
+    return out
+
+
 def _write_in_progress(loaded: dict[str, Stamp], now: dict[str, Stamp]) -> str | None:
     """Why ``now`` looks like a file caught half-written (empty, or smaller than when last loaded), or None."""
     for path, (_, size, _) in now.items():
@@ -273,11 +297,7 @@ class _UDP:
         c = srv.counters
         known = srv.forward_cache.get(data[2:])
         if known is not None:  # forwarded before: the same decision with this query's ID (resolve is pure)
-            q = known.parsed
-            parsed = ParsedQuery(id=(data[0] << 8) | data[1], flags=q.flags, qname=q.qname, qtype=q.qtype,
-                                 qclass=q.qclass, edns_size=q.edns_size, question_wire=q.question_wire)
-            srv.spawn_udp(Forward(query=data, parsed=parsed, transport=Transport.UDP, limit=known.limit,
-                                  read_size=known.read_size), addr, self)
+            srv.spawn_udp(_again(known, data), addr, self)
             return
         d = resolve(data, srv.lookup, transport=Transport.UDP, rng=srv.rng)
         if type(d) is Reply:
@@ -415,7 +435,9 @@ class _TCPConn(asyncio.Protocol):
                 c.local += 1
                 out += (hit[0], msg[:2], hit[1])
             else:
-                d = resolve(msg, srv.lookup, transport=Transport.TCP, rng=srv.rng)
+                known = srv.tcp_forward_cache.get(msg[2:])  # forwarded before: the same decision, this ID
+                d = _again(known, msg) if known is not None else resolve(msg, srv.lookup, transport=Transport.TCP,
+                                                                         rng=srv.rng)
                 if type(d) is Reply:
                     c.reply(d.outcome)
                     prefix = len(d.wire).to_bytes(2, "big")
@@ -423,13 +445,15 @@ class _TCPConn(asyncio.Protocol):
                     if d.cacheable and d.outcome is Outcome.LOCAL and cfg.answer_cache:
                         srv.remember_tcp(msg, prefix, d.wire)
                 elif type(d) is Forward:
+                    if known is None and len(msg) <= UDP_READ_SIZE and cfg.answer_cache:
+                        srv.remember_tcp_forward(msg, d)
                     if srv.inflight >= cfg.max_inflight:
                         c.failed += 1
                         wire = servfail(d)
                         out += (len(wire).to_bytes(2, "big"), wire)
                     else:
                         self.busy = True  # one query at a time per connection (spec 9): the rest waits
-                        srv.track(self._forward(d))
+                        srv.spawn_tcp(d, self)
                         break
                 else:
                     c.malformed += 1
@@ -437,7 +461,7 @@ class _TCPConn(asyncio.Protocol):
                 del buf[:pos]
                 if out:
                     tr.write(b"".join(out))
-                tr.close()  # after the replies already written
+                self._end()
                 return
         del buf[:pos]
         if out:
@@ -449,8 +473,12 @@ class _TCPConn(asyncio.Protocol):
         if not self.reading:
             self._flow()
 
-    async def _forward(self, fwd: Forward) -> None:
-        wire = await self.server.forward(fwd)
+    async def forward_task(self, fwd: Forward) -> None:
+        """The forward as a task (parallel mode, or an upstream given by name): see :meth:`forwarded`."""
+        self.forwarded(await self.server.forward(fwd))
+
+    def forwarded(self, wire: bytes) -> None:
+        """The reply to the forwarded query is ``wire``: send it and go on with the queries behind it."""
         tr = self.transport
         if tr is None or tr.is_closing():
             return
@@ -458,9 +486,28 @@ class _TCPConn(asyncio.Protocol):
         self.busy = False
         self.since = asyncio.get_running_loop().time()
         if self.answered >= self.server.config.tcp_max_queries:
-            tr.close()
+            self._end()
             return
         self._answer_buffered()
+
+    def _end(self) -> None:
+        """Close after the last query allowed (miekg's MaxTCPQueries), once the replies are flushed.
+
+        miekg reads a connection one whole query at a time, so queries pipelined past the last one are
+        still unread in its socket when it closes, and the kernel resets such a connection (RST) instead
+        of ending it (FIN); replies already sent stay readable by the client, those the kernel had not
+        sent yet are dropped. netsim has read those bytes already, so a connection with any left in its
+        buffer is closed with SO_LINGER 0, which resets it the same way; one without ends with FIN.
+        """
+        tr = self.transport
+        if tr is None:
+            return
+        if self.buf:
+            sock = tr.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        tr.close()
 
 
 class _Waiter:
@@ -572,7 +619,7 @@ class _UDPForward(_Waiter):
 
     def reply(self, data: bytes) -> None:
         self._detach()
-        wire = self.server.finish_udp(self.fwd, data)
+        wire = self.server.finish_reply(self.fwd, data)
         if wire is None:
             self.next()
         else:
@@ -599,6 +646,135 @@ class _UDPForward(_Waiter):
         self.servers = []
 
 
+class _TCPForward:
+    """A TCP client's forwarded query in sequential mode, driven by callbacks on a bare non-blocking socket
+    (no task, transport or protocol): per upstream, in turn, a new connection, the query with its length,
+    one length-prefixed reply, then the connection is closed, as miekg's ``Client.Exchange`` over TCP does
+    for pilot-agent (a connection per exchange). Each upstream gets ``timeout`` seconds for all of it; a
+    failed connect, a connection closed before a whole reply, a reply with another ID or one that does not
+    unpack is a transport error and the next upstream is tried; SERVFAIL when none is left (spec 6).
+
+    Used only for upstreams given as IP addresses (:meth:`DNSServer.spawn_tcp`): a name would need a
+    blocking resolve here.
+    """
+
+    __slots__ = ("attempt", "buf", "conn", "fwd", "loop", "pending", "server", "servers", "socket")
+
+    def __init__(self, server: DNSServer, fwd: Forward, conn: _TCPConn,
+                 servers: list[tuple[int, Any]]) -> None:
+        self.server = server
+        self.fwd = fwd
+        self.conn = conn
+        self.servers = servers  # (family, sockaddr) still to try
+        self.loop = asyncio.get_running_loop()
+        self.socket: socket.socket | None = None  # the current attempt's connection
+        self.attempt = 0
+        self.buf = b""
+        self.pending = b""  # what is left to send of the query
+
+    def next(self) -> None:
+        srv = self.server
+        while self.servers:
+            family, addr = self.servers.pop(0)
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setblocking(False)
+                err = sock.connect_ex(addr)
+            except OSError:
+                sock.close()
+                continue
+            if err not in (0, errno.EINPROGRESS):
+                sock.close()
+                continue
+            self.socket = sock
+            self.attempt += 1
+            self.buf = b""
+            self.pending = len(self.fwd.query).to_bytes(2, "big") + self.fwd.query
+            srv.expire_later(self)
+            self._send()  # on loopback the connection is often up already; else it waits for writable
+            return
+        srv.counters.failed += 1
+        # from the loop, not from here: next() may run inside the connection's reading of its queries
+        self.loop.call_soon(self.done, servfail(self.fwd))
+
+    def _send(self) -> None:
+        sock = self.socket
+        if sock is None:
+            return
+        try:
+            n = sock.send(self.pending)
+        except (BlockingIOError, InterruptedError):  # still connecting, or a full buffer
+            n = 0
+        except OSError:
+            self._failed()
+            return
+        self.pending = self.pending[n:]
+        if self.pending:
+            self.loop.add_writer(sock.fileno(), self._writable)
+        else:
+            self.loop.add_reader(sock.fileno(), self._readable)
+
+    def _writable(self) -> None:
+        sock = self.socket
+        if sock is None:
+            return
+        self.loop.remove_writer(sock.fileno())
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+            self._failed()
+            return
+        self._send()
+
+    def _readable(self) -> None:
+        sock = self.socket
+        if sock is None:
+            return
+        try:
+            data = sock.recv(2 + 65535)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._failed()
+            return
+        if not data:  # closed before a whole reply
+            self._failed()
+            return
+        buf = self.buf = self.buf + data
+        if len(buf) < 2 or len(buf) < 2 + ((buf[0] << 8) | buf[1]):
+            return
+        self._close()
+        wire = self.server.finish_reply(self.fwd, buf[2:2 + ((buf[0] << 8) | buf[1])])  # another ID: an error
+        if wire is None:
+            self.next()
+        else:
+            self.done(wire)
+
+    def _close(self) -> None:
+        sock = self.socket
+        if sock is not None:
+            self.socket = None
+            fd = sock.fileno()
+            self.loop.remove_reader(fd)
+            self.loop.remove_writer(fd)
+            sock.close()
+
+    def _failed(self) -> None:
+        self._close()
+        self.next()
+
+    def expire(self) -> None:
+        self._failed()
+
+    def done(self, wire: bytes) -> None:
+        srv = self.server
+        srv.inflight -= 1
+        srv.tcp_forwards.discard(self)
+        self.conn.forwarded(wire)
+
+    def cancel(self) -> None:
+        self._close()
+        self.servers = []
+
+
 class DNSServer:
     """One agent: listens, answers from the current :class:`Lookup`, forwards the rest."""
 
@@ -614,9 +790,12 @@ class DNSServer:
         self.addresses: list[tuple[str, int]] = []
         self.inflight = 0
         self.udp_forwards: set[_UDPForward] = set()  # UDP queries out to the upstreams, callback-driven
+        self.tcp_forwards: set[_TCPForward] = set()  # … and TCP ones
+        # (family, sockaddr) of each upstream for _TCPForward; None when one is not an IP address
+        self._tcp_upstreams: list[tuple[int, Any]] | None = None
         # their deadlines, in the order they were set (one timeout for all, so also in time order), and the
         # one timer that fires at the earliest: cheaper than a timer per exchange
-        self._deadlines: collections.deque[tuple[float, _UDPForward, int]] = collections.deque()
+        self._deadlines: collections.deque[tuple[float, _UDPForward | _TCPForward, int]] = collections.deque()
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._expiring = False
         self._udp: list[_UDP] = []
@@ -636,6 +815,7 @@ class DNSServer:
         self.tcp_answer_cache: dict[bytes, tuple[bytes, bytes]] = {}
         # query[2:] → the Forward decided for it (UDP, this lookup): a repeat needs no parse, only its own ID
         self.forward_cache: dict[bytes, Forward] = {}
+        self.tcp_forward_cache: dict[bytes, Forward] = {}  # the same for TCP (its own limits)
         # (client limit, upstream reply[2:]) → what finish_forward made of it, after the ID (any lookup)
         self.fit_memo: dict[tuple[int, bytes], bytes] = {}
         self._reload_lock = asyncio.Lock()
@@ -667,6 +847,7 @@ class DNSServer:
             self.addresses.append((host, bound_port))
         for server in self.config.upstreams:
             self._pools[server] = await self._open_pool(server)
+        self._tcp_upstreams = _numeric_addresses(self.config.upstreams)
         self._background.append(asyncio.create_task(self._sweep_tcp()))
         if self.config.reload_interval > 0:
             self._background.append(asyncio.create_task(self._watch_files()))
@@ -690,6 +871,9 @@ class DNSServer:
         for f in list(self.udp_forwards):
             f.cancel()
         self.udp_forwards.clear()
+        for tf in list(self.tcp_forwards):
+            tf.cancel()
+        self.tcp_forwards.clear()
         self._deadlines.clear()
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
@@ -718,8 +902,8 @@ class DNSServer:
 
     @property
     def task_count(self) -> int:
-        """Work in flight: tasks (TCP forwards, reloads, parallel mode) and UDP forwards."""
-        return len(self._tasks) + len(self.udp_forwards)
+        """Work in flight: tasks (reloads, parallel mode, upstreams by name) and UDP and TCP forwards."""
+        return len(self._tasks) + len(self.udp_forwards) + len(self.tcp_forwards)
 
     @property
     def tcp_connections(self) -> int:
@@ -788,6 +972,7 @@ class DNSServer:
         self.answer_cache = {}
         self.tcp_answer_cache = {}
         self.forward_cache = {}
+        self.tcp_forward_cache = {}
         self.counters.reloads += 1
         self.log(f"reloaded ({reason}): {len(new.table)} names")
 
@@ -812,10 +997,16 @@ class DNSServer:
             self.forward_cache.clear()
         self.forward_cache[query[2:]] = fwd
 
-    def finish_udp(self, fwd: Forward, reply: bytes) -> bytes | None:
-        """:func:`finish_forward` of a UDP exchange, memoised: an upstream reply whose bytes after the ID were
-        seen before (with the same client limit) gets the same re-packing with its own ID. ``fit`` keeps the
-        reply's ID and reads nothing else of it, so the memo is exact."""
+    def remember_tcp_forward(self, query: bytes, fwd: Forward) -> None:
+        if len(self.tcp_forward_cache) >= ANSWER_CACHE_MAX:
+            self.tcp_forward_cache.clear()
+        self.tcp_forward_cache[query[2:]] = fwd
+
+    def finish_reply(self, fwd: Forward, reply: bytes) -> bytes | None:
+        """:func:`finish_forward` of an upstream exchange (UDP or TCP), memoised: an upstream reply of at most
+        512 bytes whose bytes after the ID were seen before (with the same client limit) gets the same
+        re-packing with its own ID. ``fit`` keeps the reply's ID and reads nothing else of it, so the memo
+        is exact."""
         if not self.config.answer_cache or len(reply) > UDP_READ_SIZE or len(reply) > fwd.read_size:
             return finish_forward(fwd, reply)
         if not upstream_id_matches(fwd, reply):
@@ -905,7 +1096,22 @@ class DNSServer:
         self.udp_forwards.add(f)
         f.next()
 
-    def expire_later(self, f: _UDPForward) -> None:
+    def spawn_tcp(self, fwd: Forward, conn: _TCPConn) -> None:
+        """Forward a TCP client's query; its reply goes to ``conn.forwarded``."""
+        addrs = self._tcp_upstreams
+        if self.config.parallel or addrs is None:
+            self.track(conn.forward_task(fwd))
+            return
+        servers = list(addrs)
+        if self.config.shuffle_upstreams and len(servers) > 1:
+            shuffle(servers, self.rng)  # since 1.25 (spec 6)
+        self.counters.forwarded += 1
+        self.inflight += 1
+        f = _TCPForward(self, fwd, conn, servers)
+        self.tcp_forwards.add(f)
+        f.next()
+
+    def expire_later(self, f: _UDPForward | _TCPForward) -> None:
         """Call ``f.expire()`` after the timeout unless ``f`` has moved on (answered, or at another upstream)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.timeout

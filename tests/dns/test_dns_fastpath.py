@@ -204,13 +204,46 @@ def test_forwarded_repeats_match_the_core_with_an_upstream() -> None:
             base = make_query(name, 1, qid=rng.getrandbits(16), edns_size=edns)
             queries += [_with_id(base, rng.getrandbits(16)) for _ in range(3)]  # the same bytes, new IDs
     with fake_upstream() as up, RunningAgent(lookup, uvloop=True, upstreams=(("127.0.0.1", up.port),),
-                                             shuffle_upstreams=False) as agent:
+                                             shuffle_upstreams=False, tcp_max_queries=1_000_000) as agent:
         got = _over_udp(agent, queries)
         memo = agent.call(lambda: (len(agent.server.forward_cache), len(agent.server.fit_memo)))
-    for q, reply in zip(queries, got, strict=True):
+        got_tcp = _over_tcp(agent, queries)  # a new upstream connection per query, driven by callbacks
+        memo_tcp = agent.call(lambda: (len(agent.server.tcp_forward_cache), len(agent.server.fit_memo)))
+        assert up.queries == 2 * len(queries)  # every query went upstream, whatever was memoised
+    for q, reply, reply_tcp in zip(queries, got, got_tcp, strict=True):
         d = resolve(q, lookup, transport=Transport.UDP, rng=CounterRNG())
         assert isinstance(d, Forward)
         want = finish_forward(d, fake_upstream_reply(d.query)) or servfail(d)  # too big for the read: SERVFAIL
         assert reply == want, (q.hex(), reply, want)
+        t = resolve(q, lookup, transport=Transport.TCP, rng=CounterRNG())
+        assert isinstance(t, Forward)
+        want_tcp = finish_forward(t, fake_upstream_reply(t.query))
+        assert reply_tcp == want_tcp, (q.hex(), reply_tcp, want_tcp)
     assert memo[0] == len(queries) // 3  # one decision per distinct query …
     assert memo[1] > 0  # … and the repeated upstream replies were re-packed from the memo
+    assert memo_tcp[0] == len(queries) // 3  # the same over TCP (a memo of its own: other limits)
+    assert memo_tcp[1] > memo[1]
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_tcp_forwards_by_address_by_name_and_in_parallel_mode_agree(parallel: bool) -> None:
+    """An upstream given as an address is asked through the callback-driven exchange; one given by name (and
+    parallel mode) through the task-driven one. Both send the same bytes for the same queries."""
+    lookup = build_lookup(NameTable({"known.example.com": NameInfo(ips=("192.0.2.1",), registry="External")}),
+                          namespace="ns1")
+    queries = [make_query(n, 1, qid=i, edns_size=e) for i, (n, e) in enumerate(
+        [("www.bing.com", None), ("nx.unknown.example", 1232), ("giant", None), ("known.example.com", None),
+         ("giant-tc", 4096), ("www.bing.com", None)])]
+    replies = []
+    with fake_upstream() as up:
+        for host in ("127.0.0.1", "localhost"):
+            with RunningAgent(lookup, uvloop=True, upstreams=((host, up.port),), parallel=parallel) as agent:
+                replies.append(_over_tcp(agent, queries))
+                callback_driven = agent.call(lambda: agent.server._tcp_upstreams is not None)
+                assert callback_driven == (host == "127.0.0.1")
+    assert replies[0] == replies[1]
+    for q, got in zip(queries, replies[0], strict=True):
+        d = resolve(q, lookup, transport=Transport.TCP, rng=CounterRNG())
+        want = d.wire if isinstance(d, Reply) else finish_forward(d, fake_upstream_reply(q)) if isinstance(
+            d, Forward) else None
+        assert got == want
