@@ -390,7 +390,9 @@ class Forward:
     """Send ``query`` (the request itself) to the upstreams over ``transport``.
 
     ``read_size`` is the UDP read buffer for the upstream reply (a bigger datagram is a transport
-    error), ``limit`` the size the reply to the client is truncated to.
+    error), ``limit`` the size the reply to the client is truncated to. The query's ID is read from
+    ``query`` (:attr:`id`), never from ``parsed``: the server reuses one decision, ``parsed`` included,
+    for later queries that differ from the first only in their ID (:meth:`again`).
     """
 
     query: bytes
@@ -401,7 +403,12 @@ class Forward:
 
     @property
     def id(self) -> int:
-        return self.parsed.id
+        q = self.query
+        return (q[0] << 8) | q[1]
+
+    def again(self, query: bytes) -> Forward:
+        """This decision for ``query``, which has the same bytes after the ID as this one's (resolve is pure)."""
+        return Forward(query, self.parsed, self.transport, self.limit, self.read_size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -724,7 +731,9 @@ def _servfail_wire(parsed: ParsedQuery) -> bytes:
 
 def servfail(forward: Forward) -> bytes:
     """The reply when every upstream failed: SERVFAIL, AA=0, the question, no records (spec 6)."""
-    return _servfail_wire(forward.parsed)
+    parsed = forward.parsed
+    flags = _reply_flags(parsed.flags, aa=False, rcode=RCODE_SERVFAIL)
+    return _header(forward.id, flags, 1, 0) + parsed.question_wire
 
 
 def record(owner: bytes, rtype: int, rdata: bytes, ttl: int = TTL) -> bytes:
