@@ -264,17 +264,17 @@ class _UDP:
         cache = srv.answer_cache
         recv = self.sock.recvfrom
         send = self.sock.sendto
+        hits = 0  # answered from the cache, counted once per batch
         for _ in range(UDP_BATCH):
             try:
                 data, addr = recv(UDP_READ_SIZE + 1)  # one byte more than is read: tells a longer datagram
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError:  # a queued ICMP error and the like: ignored (spec 5 step 7)
                 continue
-            c.queries += 1
             hit = cache.get(data[2:])
             if hit is not None:
-                c.local += 1
+                hits += 1
                 if self.backlog:
                     self.sendto(data[:2] + hit, addr)
                     continue
@@ -285,7 +285,10 @@ class _UDP:
                 except OSError:
                     pass
                 continue
+            c.queries += 1
             self.query(data, addr)
+        c.queries += hits
+        c.local += hits
 
     def query(self, data: bytes, addr: Any) -> None:
         """A datagram the answer cache does not know: through the core."""
@@ -566,12 +569,13 @@ class _UDPForward(_Waiter):
     tried in turn on pooled sockets, each for ``timeout`` seconds; the first reply that is no transport
     error goes back to the client, else SERVFAIL (spec 6)."""
 
-    __slots__ = ("addr", "attempt", "fwd", "proto", "server", "servers", "socket")
+    __slots__ = ("addr", "attempt", "fwd", "proto", "qid", "server", "servers", "socket")
 
     def __init__(self, server: DNSServer, fwd: Forward, addr: Any, proto: _UDP,
                  servers: list[tuple[str, int]]) -> None:
         self.server = server
         self.fwd = fwd
+        self.qid = fwd.id
         self.addr = addr
         self.proto = proto
         self.servers = servers
@@ -582,14 +586,14 @@ class _UDPForward(_Waiter):
         """Send to the next upstream, or answer SERVFAIL when there is none left."""
         srv = self.server
         if self.servers:
-            us = srv.pooled_socket(self.servers[0], self.fwd.id)
+            us = srv.pooled_socket(self.servers[0], self.qid)
             if us is None or us.transport is None:
                 # every pooled socket has a query with this ID out: the rest goes on sockets of its own
                 srv.track(self._own_sockets(self.servers))
                 self.servers = []
                 return
             self.servers.pop(0)
-            us.waiting[self.fwd.id] = self
+            us.waiting[self.qid] = self
             self.socket = us
             self.attempt += 1
             srv.expire_later(self)
@@ -610,7 +614,7 @@ class _UDPForward(_Waiter):
 
     def _detach(self) -> None:
         if self.socket is not None:
-            self.socket.waiting.pop(self.fwd.id, None)
+            self.socket.waiting.pop(self.qid, None)
             self.socket = None
 
     def reply(self, data: bytes) -> None:
@@ -789,6 +793,7 @@ class DNSServer:
         self.tcp_forwards: set[_TCPForward] = set()  # … and TCP ones
         # (family, sockaddr) of each upstream for _TCPForward; None when one is not an IP address
         self._tcp_upstreams: list[tuple[int, Any]] | None = None
+        self._udp_pooled = False  # every upstream has its pool of UDP sockets (set by start)
         # their deadlines, in the order they were set (one timeout for all, so also in time order), and the
         # one timer that fires at the earliest: cheaper than a timer per exchange
         self._deadlines: collections.deque[tuple[float, _UDPForward | _TCPForward, int]] = collections.deque()
@@ -844,6 +849,7 @@ class DNSServer:
         for server in self.config.upstreams:
             self._pools[server] = await self._open_pool(server)
         self._tcp_upstreams = _numeric_addresses(self.config.upstreams)
+        self._udp_pooled = all(self._pools.get(s) for s in self.config.upstreams)
         self._background.append(asyncio.create_task(self._sweep_tcp()))
         if self.config.reload_interval > 0:
             self._background.append(asyncio.create_task(self._watch_files()))
@@ -1080,10 +1086,10 @@ class DNSServer:
             if proto.transport is not None:
                 proto.transport.sendto(servfail(fwd), addr)
             return
-        servers = list(self.config.upstreams)
-        if self.config.parallel or not all(self._pools.get(s) for s in servers):
+        if self.config.parallel or not self._udp_pooled:
             self.track(self._udp_forward(fwd, addr, proto))
             return
+        servers = list(self.config.upstreams)
         if self.config.shuffle_upstreams and len(servers) > 1:
             shuffle(servers, self.rng)  # since 1.25 (spec 6)
         self.counters.forwarded += 1
