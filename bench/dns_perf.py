@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
-"""dnsperf against ``netsim dns serve``, dnsmasq and unbound on the same 10,000 names and a pod-like query mix.
+"""The agent against dnsmasq (UDP, dnsperf) and unbound (TCP, pipelined) on the same 10,000 names and a pod-like mix.
 
 One run starts, on loopback only:
 
-- an upstream (dnsmasq, ``--local=/fwd.example/``) that answers NXDOMAIN for every forwarded name;
+- an upstream that answers NXDOMAIN for every forwarded name: unbound (``local-zone static`` with an SOA of
+  TTL 0, so neither dnsmasq, run with ``--no-negcache``, nor unbound caches the answer and every forwarded
+  query goes upstream for every server, as for pilot-agent, which caches nothing it forwards), or dnsmasq
+  ``--local=/fwd.example/`` (``--upstream-server dnsmasq``; it forks a process per TCP connection, which
+  every forwarded TCP query of the agent then pays: pilot-agent opens a connection per exchange);
 - the agent (``netsim dns serve --name-table``), dnsmasq (``--addn-hosts``) and unbound (``local-data``)
   serving the same 10,000 names, each forwarding ``fwd.example`` to that upstream.
 
@@ -12,10 +16,14 @@ The query file mixes, seeded: 80 % A and 15 % AAAA for table names (one name in 
 
 - saturation queries/s over UDP, dnsperf ``-c 4 -q 500``, median of 3 runs, agent / dnsmasq ratio;
 - latency at a fixed 5,000 queries/s (p50, p99, max) for the agent and dnsmasq;
-- TCP, pipelined (dnsperf ``-m tcp -c 4``: many queries outstanding on each connection), agent / unbound.
+- TCP, pipelined, agent / unbound, through :func:`tcp_client` (4 connections, 32 queries outstanding on each;
+  a connection the server ends is replaced at once and its unanswered queries sent again). dnsperf ``-m tcp``
+  leaves those queries to its 2 s timeout instead, which against pilot-agent's 128 queries per connection
+  measures the timeouts (``--dnsperf-tcp`` runs it as well).
 
     .venv/bin/python bench/dns_perf.py [--names 10000] [--seconds 10] [--runs 3] [--qps 5000]
-                                       [--no-answer-cache] [--local-only]
+                                       [--no-answer-cache] [--local-only | --forwarded-only]
+                                       [--skip-udp | --skip-tcp] [--tcp-conns 4] [--tcp-window 32]
 
 Needs dnsperf and dnsmasq (``./dev setup`` installs both); unbound is used when installed
 (``apt-get install -y unbound``), else its figure is skipped with a note. Uses uvloop when installed.
