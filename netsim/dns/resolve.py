@@ -390,9 +390,7 @@ class Forward:
     """Send ``query`` (the request itself) to the upstreams over ``transport``.
 
     ``read_size`` is the UDP read buffer for the upstream reply (a bigger datagram is a transport
-    error), ``limit`` the size the reply to the client is truncated to. The query's ID is read from
-    ``query`` (:attr:`id`), never from ``parsed``: the server reuses one decision, ``parsed`` included,
-    for later queries that differ from the first only in their ID (:meth:`again`).
+    error), ``limit`` the size the reply to the client is truncated to.
     """
 
     query: bytes
@@ -403,12 +401,16 @@ class Forward:
 
     @property
     def id(self) -> int:
-        q = self.query
-        return (q[0] << 8) | q[1]
+        return self.parsed.id
 
     def again(self, query: bytes) -> Forward:
-        """This decision for ``query``, which has the same bytes after the ID as this one's (resolve is pure)."""
-        return Forward(query, self.parsed, self.transport, self.limit, self.read_size)
+        """This decision for ``query``, which has the same bytes after the ID as this one's (resolve is pure):
+        no parse, ``parsed`` copied with the new ID (servers built on the agent's shell, such as the lab's
+        cluster DNS, answer from ``parsed``)."""
+        q = self.parsed
+        parsed = ParsedQuery((query[0] << 8) | query[1], q.flags, q.qname, q.qtype, q.qclass, q.edns_size,
+                             q.question_wire)
+        return Forward(query, parsed, self.transport, self.limit, self.read_size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -731,9 +733,7 @@ def _servfail_wire(parsed: ParsedQuery) -> bytes:
 
 def servfail(forward: Forward) -> bytes:
     """The reply when every upstream failed: SERVFAIL, AA=0, the question, no records (spec 6)."""
-    parsed = forward.parsed
-    flags = _reply_flags(parsed.flags, aa=False, rcode=RCODE_SERVFAIL)
-    return _header(forward.id, flags, 1, 0) + parsed.question_wire
+    return _servfail_wire(forward.parsed)
 
 
 def record(owner: bytes, rtype: int, rdata: bytes, ttl: int = TTL) -> bytes:

@@ -247,3 +247,17 @@ def test_tcp_forwards_by_address_by_name_and_in_parallel_mode_agree(parallel: bo
         want = d.wire if isinstance(d, Reply) else finish_forward(d, fake_upstream_reply(q)) if isinstance(
             d, Forward) else None
         assert got == want
+
+
+def test_a_reused_forward_decision_carries_the_new_id_everywhere() -> None:
+    """Forward.again (a repeated forward, not parsed again) equals the core's decision for the new bytes: its
+    parsed query too, which servers built on the agent's shell answer from (the lab's cluster DNS)."""
+    lookup = build_lookup(NameTable({"known.example.com": NameInfo(ips=("192.0.2.1",), registry="External")}),
+                          namespace="ns1")
+    for transport in Transport:
+        first = resolve(make_query("x.unknown.example", 28, qid=1, edns_size=1232), lookup, transport=transport)
+        assert isinstance(first, Forward)
+        again_q = _with_id(first.query, 0xBEEF)
+        want = resolve(again_q, lookup, transport=transport)
+        assert first.again(again_q) == want
+        assert servfail(first.again(again_q)) == servfail(want) and servfail(want)[:2] == b"\xbe\xef"
