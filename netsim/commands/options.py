@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from netsim.errors import SpecError
-from netsim.k8s import SUFFIXES
 
 if TYPE_CHECKING:
     from netsim.netfilter.packet import Address
@@ -102,6 +101,8 @@ def _looks_like_path(arg: str) -> bool:
     b/ NAME`` takes ``b/`` and leaves ``NAME``; a misspelt ``objets.yaml`` is still taken, so that it is
     reported as missing instead of being read as something else.
     """
+    from netsim.k8s import SUFFIXES  # here: the commands that read no manifest do not import netsim.k8s
+
     if arg.startswith("-") and arg != "-":
         return False
     return os.sep in arg or arg.endswith(SUFFIXES) or os.path.exists(arg)

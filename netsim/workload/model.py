@@ -345,8 +345,8 @@ class Workload:
         Without a manifest the app runs as uid 0 and the sidecar is Istio's default one; ``texts``
         maps a path to its content when already read. Raises NetsimError naming the file and line.
         """
-        from netsim.k8s import read_text
         from netsim.netfilter.dump import parse_dump
+        from netsim.reader import read_text
 
         profile = _profile(istio_version) if istio_version is not None else None
         def read(path: str, parse: Callable[[str], _T]) -> _T:
