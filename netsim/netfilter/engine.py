@@ -148,9 +148,10 @@ class _State:
 
     def __init__(self, packet: Packet, netns: Netns, nsinfo: _NsInfo, choices: Sequence[bool], explain: bool):
         self.family = packet.family
-        self.fam_no = packet.family.value  # the snapshot's, read without the enum's descriptor (hot path)
+        # enum values read as ``_value_``, without the ``value`` property (hot path)
+        self.fam_no = packet.family._value_  # the snapshot's
         self.v6 = packet.family is Family.IPV6
-        self.proto = packet.proto.value
+        self.proto = packet.proto._value_
         self.src = int(packet.src)
         self.dst = int(packet.dst)
         self.sport = packet.sport
@@ -164,7 +165,7 @@ class _State:
         self.socket = packet.socket
         ct = packet.ct
         self.ct_in = ct
-        self.ctstate = ct.state.value
+        self.ctstate = ct.state._value_
         self.zone = 0
         self.ctmark = ct.mark
         self.dnat = ct.dnat
@@ -241,6 +242,12 @@ def _to_addr(v6: bool, value: int) -> Address:
 
 
 @functools.lru_cache(maxsize=4096)
+def _endpoint(v6: bool, value: int, port: int) -> Endpoint:
+    """A trace's endpoint (immutable: equal ones are shared, as :func:`_to_addr`'s addresses are)."""
+    return Endpoint(_to_addr(v6, value), port)
+
+
+@functools.lru_cache(maxsize=4096)
 def _ip_str(v6: bool, value: int) -> str:
     return str(_to_addr(v6, value))
 
@@ -265,11 +272,13 @@ _PLAIN_ATTRS = frozenset({"src", "dst", "in_iface", "out_iface", "proto", "sport
 
 @dataclass(frozen=True, slots=True)
 class _NsInfo:
-    """Precomputed facts about a Netns: local addresses as ints, subnet broadcasts, primary addresses."""
+    """Precomputed facts about a Netns: local addresses as ints, subnet broadcasts, primary addresses, and its
+    listeners by (port, protocol) in their order (None: listeners unknown)."""
 
     local4: frozenset[int]
     local6: frozenset[int]
     bcast4: frozenset[int]
+    listen: dict[tuple[int, str], tuple[Listener, ...]] | None
 
     @classmethod
     def of(cls, ns: Netns) -> _NsInfo:
@@ -284,7 +293,13 @@ class _NsInfo:
                         b4.add(int(ifa.network.broadcast_address))
                 else:
                     l6.add(int(ifa.ip))
-        return cls(frozenset(l4), frozenset(l6), frozenset(b4))
+        listen: dict[tuple[int, str], tuple[Listener, ...]] | None = None
+        if ns.listeners is not None:
+            listen = {}
+            for lst in ns.listeners:
+                key = (lst.port, lst.proto.value)
+                listen[key] = (*listen.get(key, ()), lst)
+        return cls(frozenset(l4), frozenset(l6), frozenset(b4), listen)
 
     def is_local(self, family: Family, addr: int) -> bool:
         if family is Family.IPV4:
@@ -340,11 +355,13 @@ class _CRule:
         self.checks = checks
         self.kind = kind  # ACCEPT, DNAT, JUMP, … (JUMP/GOTO: ``target`` is the chain)
         self.act = act  # applies the target, returns the kernel's trace verdict
+        # the verdict ``act`` always returns, doing nothing else (a plain accept, jump, …): not called (nft's
+        # compiler sets it for its rules)
+        self.const = _CONST_ACTS.get(act, "")
         self.target = target
         self.dst_key = dst_key
         self.uncertain_target = uncertain_target
         self.has_branch = any(c.attr == "statistic" for c in checks)
-        self.const = ""  # the verdict ``act`` always returns, doing nothing else (a plain accept, jump, …): not called
 
     @property
     def text(self) -> str:
@@ -582,8 +599,11 @@ def _compile_ruleset(ruleset: Ruleset, base_chains: Iterable[tuple[str, str]] | 
             present = builtin and (exists is None or (table.name, chain.name) in exists or bool(chain.rules)
                                    or backend == "iptables-legacy")
             ctx = _Ctx(ruleset.family, table.name, chain.name)
-            rules = LazyRules(len(chain.rules), functools.partial(_compile_at, chain, ctx, memo))
             keys = [_dst_key(rule) for rule in chain.rules] if len(chain.rules) >= INDEX_MIN_RULES else None
+            if not chain.rules:  # a plain empty list: the walk tests an empty base chain on every packet
+                chains[chain.name] = _CChain(chain.name, chain.policy if builtin else None, [], present)
+                continue
+            rules = LazyRules(len(chain.rules), functools.partial(_compile_at, chain, ctx, memo))
             chains[chain.name] = rules.owner = _CChain(chain.name, chain.policy if builtin else None, rules, present,
                                                        keys)
         tables[table.name] = chains
@@ -857,15 +877,21 @@ def _m_icmp(match: Match, ctx: _Ctx) -> list[_Check]:
 
 def _listener_for(st: _State, addr: int, port: int, proto: str) -> Listener | bool | None:
     """The listening socket for (addr, port); None if none; True if netsim does not know."""
-    listeners = st.netns.listeners
-    if listeners is None:
+    listen = st.nsinfo.listen
+    if listen is None:
         return True
-    for lst in listeners:
-        if lst.port == port and lst.proto.value == proto and (lst.addr is None or int(lst.addr) == addr):
+    for lst in listen.get((port, proto), ()):
+        if lst.addr is None or int(lst.addr) == addr:
             return lst
     if st.netns.other_ports_listen:
-        return Listener(port=port, proto=Proto(proto))
+        return _any_listener(port, proto)
     return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _any_listener(port: int, proto: str) -> Listener:
+    """The ordinary listener ``Netns.other_ports_listen`` assumes on a port (immutable: one per port)."""
+    return Listener(port=port, proto=Proto(proto))
 
 
 def _m_socket(match: Match, ctx: _Ctx) -> list[_Check]:
@@ -941,8 +967,13 @@ _Action = Callable[[_State], str]
 _Ports = tuple[int, int] | None  # a NAT target's port range (None: the port is kept)
 
 
+_CONST_ACTS: dict[_Action, str] = {}  # the actions of plain verdicts, and the verdict each returns
+
+
 def _verdict(verdict: str) -> _Action:
-    return lambda st: verdict
+    act: _Action = lambda st: verdict  # noqa: E731
+    _CONST_ACTS[act] = verdict
+    return act
 
 
 _CONTINUE_ACT, _ACCEPT_ACT, _DROP_ACT = _verdict(CONTINUE), _verdict(ACCEPT), _verdict(DROP)
@@ -1173,16 +1204,12 @@ def _run_table(st: _State, info: BaseChain, base: _CChain, chains: Mapping[str, 
     """Walk the base chain ``base`` (``info`` says whose and where); return ACCEPT, DROP or QUEUE."""
     table, hook = info.table, info.hook
     steps = st.steps
-    explain = st.explain
     pass_no = st.pass_no
-    # The kernel's PACKET line shows the packet as of the traversal's first traced event: after a
-    # first rule's MARK/CONNMARK/TPROXY mark, before any NAT rewrite (done after the chain returns).
-    table_idx = len(steps)
-    entry_mark = st.mark
-    first = True
+    # The packet as the kernel's PACKET line shows it: the traversal's first traced event's (see below);
+    # st.snapshot(), inlined (hot path).
+    snap = (st.in_iface, st.out_iface, st.loopback, st.src, st.dst, st.sport, st.dport, st.mark, st.proto, st.fam_no)
     if not base.rules:  # an empty base chain: its policy decides, and the packet is as it entered
-        snap = st.snapshot()
-        policy = base.policy or "ACCEPT"
+        policy = base.policy or ACCEPT
         steps.append(_tuple_new(Step, (pass_no, hook, table, base.name, _TABLE, 0, "", False, "", "", None, "", 0,
                                        snap, info)))
         step = _tuple_new(Step, (pass_no, hook, table, base.name, _POLICY, 0, policy, True, policy, "", None, "", 0,
@@ -1191,8 +1218,14 @@ def _run_table(st: _State, info: BaseChain, base: _CChain, chains: Mapping[str, 
         if policy != ACCEPT:
             st.decider = step
         return policy
+    explain = st.explain
+    # The kernel's PACKET line shows the packet as of the traversal's first traced event: after a
+    # first rule's MARK/CONNMARK/TPROXY mark, before any NAT rewrite (done after the chain returns).
+    table_idx = len(steps)
+    entry_mark = st.mark
+    first = True
     steps.append(_tuple_new(Step, (pass_no, hook, table, base.name, _TABLE, 0, "", False, "", "", None, "", 0,
-                                   st.snapshot(), info)))
+                                   snap, info)))
     stack: list[tuple[_CChain, int, int]] = []
     level = 0  # jumps and gotos between the base chain and the current chain
     chain = base
@@ -1201,19 +1234,22 @@ def _run_table(st: _State, info: BaseChain, base: _CChain, chains: Mapping[str, 
     last = -1
     while True:
         rules = chain.rules
+        name = chain.name
         n = len(cands)
         jumped = returned = False
         while ci < n:
             ri = cands[ci]
             ci += 1
             r = rules[ri]
-            if explain and ri > last + 1:
-                steps.append(Step(pass_no, hook, table, chain.name, _SKIPPED, last + 2,
+            if ri > last + 1 and explain:
+                steps.append(Step(pass_no, hook, table, name, _SKIPPED, last + 2,
                                   "", failed=("-d", "dst", st.dst), end=ri, base=info))
             last = ri
             unc = ""
             failed = None
-            branch_mark = len(st.branches) if r.has_branch else -1
+            has_branch = r.has_branch
+            if has_branch:
+                branch_mark = len(st.branches)
             for chk in r.checks:
                 res = chk.fn(st)
                 if not res:
@@ -1222,45 +1258,46 @@ def _run_table(st: _State, info: BaseChain, base: _CChain, chains: Mapping[str, 
                         continue
                     failed = chk
                     break
-            if branch_mark >= 0 and len(st.branches) > branch_mark:
+            if has_branch and len(st.branches) > branch_mark:
                 b = st.branches[-1]
                 for j in range(branch_mark, len(st.branches)):  # nft's numgen draws one per value but the last
-                    st.branches[j] = Branch(table, chain.name, r.position, r.text, st.branches[j].taken)
+                    st.branches[j] = Branch(table, name, r.position, r.text, st.branches[j].taken)
                 unc = unc or (b.text if b.text.startswith("numgen ") else
                               f"{b.text}: a random draw; this trace assumes it {'matched' if b.taken else 'did not'}")
             if failed is not None:
                 if explain:
                     attr = failed.attr
                     value = getattr(st, attr) if attr in _PLAIN_ATTRS else _value_of(st, attr)
-                    steps.append(_tuple_new(Step, (pass_no, hook, table, chain.name, _RULE, r.position,
+                    steps.append(_tuple_new(Step, (pass_no, hook, table, name, _RULE, r.position,
                                                    r._text or r.text, False, "", "", (failed.label, attr, value), unc,
                                                    0, (), info)))
                 if unc:
-                    st.uncertain.append(f"{table} {chain.name} rule {r.position}: {unc}")
+                    st.uncertain.append(f"{table} {name} rule {r.position}: {unc}")
                 continue
             if r.uncertain_target:
                 unc = unc or r.uncertain_target
             if unc:
-                st.uncertain.append(f"{table} {chain.name} rule {r.position}: {unc}")
+                st.uncertain.append(f"{table} {name} rule {r.position}: {unc}")
             verdict = r.const or r.act(st)
             if first:
                 first = False
                 if st.mark != entry_mark and r.kind not in _NAT_KINDS:
                     steps[table_idx] = steps[table_idx]._replace(packet=st.snapshot())
             target = r.target
-            if verdict in (JUMP, GOTO) and not target:
-                target = st.jump_to  # a verdict map's element chose the chain
-            step = _tuple_new(Step, (pass_no, hook, table, chain.name, _RULE, r.position, r._text or r.text, True,
-                                     verdict, target, None, unc, 0, (), info))
-            steps.append(step)
             if verdict == CONTINUE:
+                steps.append(_tuple_new(Step, (pass_no, hook, table, name, _RULE, r.position, r._text or r.text,
+                                               True, verdict, target, None, unc, 0, (), info)))
                 continue
             if verdict in (JUMP, GOTO):
+                if not target:
+                    target = st.jump_to  # a verdict map's element chose the chain
+                steps.append(_tuple_new(Step, (pass_no, hook, table, name, _RULE, r.position, r._text or r.text,
+                                               True, verdict, target, None, unc, 0, (), info)))
                 if verdict == JUMP:
                     stack.append((chain, ri + 1, level))
                 level += 1
                 if level >= MAX_JUMP_LEVEL:
-                    raise RulesetError(f"{table} {chain.name} rule {r.position}: chain {target} entered at jump "
+                    raise RulesetError(f"{table} {name} rule {r.position}: chain {target} entered at jump "
                                        f"level {level}; the kernel refuses such a ruleset at load (a jump loop or "
                                        f"chains nested too deep), so this one was not loaded through the parser")
                 chain = chains[target]
@@ -1269,6 +1306,9 @@ def _run_table(st: _State, info: BaseChain, base: _CChain, chains: Mapping[str, 
                 last = -1
                 jumped = True
                 break
+            step = _tuple_new(Step, (pass_no, hook, table, name, _RULE, r.position, r._text or r.text, True,
+                                     verdict, target, None, unc, 0, (), info))
+            steps.append(step)
             if verdict == RETURN:
                 returned = True
                 break
@@ -1277,7 +1317,7 @@ def _run_table(st: _State, info: BaseChain, base: _CChain, chains: Mapping[str, 
         if jumped:
             continue
         if not returned and explain and last + 1 < len(rules):
-            steps.append(Step(pass_no, hook, table, chain.name, _SKIPPED, last + 2, "",
+            steps.append(Step(pass_no, hook, table, name, _SKIPPED, last + 2, "",
                               failed=("-d", "dst", st.dst), end=len(rules), base=info))
         if stack:
             # RETURN or falling off pops the jump stack; a chain entered by -g pushed nothing, so
@@ -1290,9 +1330,11 @@ def _run_table(st: _State, info: BaseChain, base: _CChain, chains: Mapping[str, 
                 ci = bisect.bisect_left(cands, resume)
             last = resume - 1
             continue
-        policy = base.policy or "ACCEPT"
+        policy = base.policy or ACCEPT
+        snap = (st.in_iface, st.out_iface, st.loopback, st.src, st.dst, st.sport, st.dport, st.mark, st.proto,
+                st.fam_no)  # st.snapshot(), inlined (hot path)
         step = _tuple_new(Step, (pass_no, hook, table, base.name, _POLICY, 0, policy, True, policy, "", None, "", 0,
-                                 st.snapshot(), info))
+                                 snap, info))
         steps.append(step)
         if policy != ACCEPT:
             st.decider = step
@@ -1337,7 +1379,8 @@ def _hook(crs: CompiledRuleset, st: _State, hook: str) -> str:
     nat_seen = False
     for entry in crs.hooks[hook]:
         info, base, chains = entry
-        if pending_ct and _run_priority(entry)[0] > PRI_CONNTRACK:
+        # _run_priority(entry)[0] > PRI_CONNTRACK, inlined (hot path): nat chains run at NAT_DST/NAT_SRC, after it
+        if pending_ct and (info.nat or info.priority > PRI_CONNTRACK):
             _conntrack_in(st, hook)
             pending_ct = False
         if info.nat:
@@ -1614,7 +1657,7 @@ def trace(
     assumed to match and listed in ``Trace.branches``). ``explain`` False records only the rules that
     matched (what the kernel's trace prints), which is faster. Pure; raises nothing for a valid
     packet; the ruleset's family must be the packet's (RulesetError otherwise)."""
-    crs = _compiled(rules)
+    crs = rules if type(rules) is CompiledRuleset else _compiled(rules)
     if crs.ruleset.family is not packet.family:
         raise RulesetError(f"an IPv{packet.family.value} packet cannot be traced through an "
                            f"IPv{crs.ruleset.family.value} ruleset")
@@ -1624,14 +1667,15 @@ def trace(
     decided = st.decider
     tracked = st.ctstate not in ("UNTRACKED", "INVALID")
     original = None
+    v6 = st.v6
     if tracked and st.zone == 0 and st.proto in ("tcp", "sctp") and not st.reply:
-        original = Endpoint(st.addr(st.orig[1]), st.orig[3])
+        original = _endpoint(v6, st.orig[1], st.orig[3])
     return Trace(
         packet=packet,
         steps=tuple(st.steps),
         outcome=end.outcome,
-        src=Endpoint(st.addr(st.src), st.sport),
-        dst=Endpoint(st.addr(st.dst), st.dport),
+        src=_endpoint(v6, st.src, st.sport),
+        dst=_endpoint(v6, st.dst, st.dport),
         in_iface=st.in_iface,
         out_iface=st.out_iface,
         mark=st.mark,
