@@ -1413,6 +1413,22 @@ def _hook(crs: CompiledRuleset, st: _State, hook: str) -> str:
                 continue
         elif st.bound and dst_manip and info.priority > PRI_NAT_DST:
             _apply_binding(st, hook, dst_manip)  # no nat chain here: the manip still runs at NAT_DST
+        if not base.rules:
+            # an empty base chain: its policy decides, the packet as it entered (_run_table's first case, inlined:
+            # an ambient pod's hooks meet several on every packet)
+            policy = base.policy or ACCEPT
+            snap = (st.in_iface, st.out_iface, st.loopback, st.src, st.dst, st.sport, st.dport, st.mark, st.proto,
+                    st.fam_no)
+            steps = st.steps
+            steps.append(_tuple_new(Step, (st.pass_no, info.hook, info.table, base.name, _TABLE, 0, "", False, "",
+                                           "", None, "", 0, snap, info)))
+            step = _tuple_new(Step, (st.pass_no, info.hook, info.table, base.name, _POLICY, 0, policy, True, policy,
+                                     "", None, "", 0, snap, info))
+            steps.append(step)
+            if policy != ACCEPT:
+                st.decider = step
+                return policy
+            continue
         dst_before = st.dst
         verdict = _run_table(st, info, base, chains)
         if verdict != ACCEPT:
@@ -1486,8 +1502,9 @@ def _conntrack_in(st: _State, hook: str) -> None:
             _note(st, hook, f"conntrack: the existing entry is in zone {given.zone}, this packet looks in zone "
                             f"{st.zone}: a NEW connection")
         return
-    if st.explain:
-        _note(st, hook, f"conntrack: {st.ctstate} in zone {st.zone}")
+    if st.explain:  # _note, inlined (every traced packet passes here)
+        st.steps.append(_tuple_new(Step, (st.pass_no, hook, "", "", _NOTE, 0, f"conntrack: {st.ctstate} in zone "
+                                          f"{st.zone}", False, "", "", None, "", 0, (), None)))
 
 
 def _loopback_source_leaves(st: _State) -> bool:
@@ -1519,7 +1536,8 @@ def _route_out(st: _State, dst: int, mark: int) -> str:
 def _local_input(st: _State) -> bool:
     if st.nsinfo.is_local(st.family, st.dst):
         return True
-    return any(fr.selects(st.mark, st.family) for fr in st.netns.fwmark_routes)
+    routes = st.netns.fwmark_routes  # most namespaces have none: no generator then (hot path)
+    return bool(routes) and any(fr.selects(st.mark, st.family) for fr in routes)
 
 
 @dataclass(frozen=True, slots=True)
