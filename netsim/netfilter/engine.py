@@ -1232,6 +1232,18 @@ def _run_table(st: _State, info: BaseChain, base: _CChain, chains: Mapping[str, 
     cands = chain.every if chain.index is None else chain.candidates(st.dst)
     ci = 0
     last = -1
+    if len(base.rules) == 1 and (r := base.rules[0]).const == JUMP and not r.checks and not r.uncertain_target \
+            and r.target:
+        # A base chain that is one unconditional jump (`-A PREROUTING -j MY_PRERT`: every table of an ambient or
+        # sidecar pod's): the loop below would match it, record it and jump; done here without the loop's
+        # bookkeeping. The jump changes no mark (the PACKET line stays), and returning resumes after it.
+        steps.append(_tuple_new(Step, (pass_no, hook, table, base.name, _RULE, r.position, r._text or r.text,
+                                       True, JUMP, r.target, None, "", 0, (), info)))
+        first = False
+        stack.append((base, 1, 0))
+        level = 1
+        chain = chains[r.target]
+        cands = chain.every if chain.index is None else chain.candidates(st.dst)
     while True:
         rules = chain.rules
         name = chain.name
