@@ -25,6 +25,7 @@ from netsim.picture.style import CSP, CSS
 from netsim.picture.view import ChainBlock, LaneView, MeshLane, MeshStepView, StepView, TraceView
 
 if TYPE_CHECKING:
+    from netsim.k8s import Origin
     from netsim.mesh.build import ProxyIndex
     from netsim.mesh.diagnose import Report
 
@@ -337,7 +338,6 @@ def _obj_id(file: str, document: int) -> str:
     return f"obj-{hashlib.sha1(file.encode()).hexdigest()[:10]}-{document}"
 
 
-_WHERE = re.compile(r"^(?P<file>.+?): document (?P<doc>\d+)")
 _LISTENER = re.compile(r"\blistener (\S+?)[:,]?(?:\s|$)")
 _CLUSTER = re.compile(r"\bcluster (\S+?)[:,)]?(?:\s|$)")
 
@@ -357,11 +357,11 @@ def diagnose_page(report: Report, index: ProxyIndex, *, title: str = "netsim dia
     everything: list[Any] = [*o.services, *o.pods, *o.virtual_services, *o.destination_rules,
                              *o.peer_authentications, *o.sidecars]
     for obj in everything:
-        m = _WHERE.match(getattr(obj, "where", "") or "")
-        if m is None:
+        origin: Origin | None = obj.origin
+        if origin is None:  # not read from a file (a default, a generated object): nothing to link to
             continue
         ref = getattr(obj, "ref", None) or f"{type(obj).__name__} {obj.namespace}/{obj.name}"
-        objects.setdefault(m["file"], []).append((int(m["doc"]), ref))
+        objects.setdefault(origin.source, []).append((origin.document, ref))
     object_ids = {_obj_id(f, d) for f, docs in objects.items() for d, _ in docs}
     listeners = listeners_json(index)
     clusters = clusters_json(index)
