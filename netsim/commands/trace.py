@@ -84,6 +84,7 @@ def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str 
     index = load_index(configs, pod_file=pod_file, pod_ips=tuple(str(a) for a in s.workload.addresses),
                        mesh_config=mesh_config, istio_version=istio_version, keep_going=keep_going,
                        pod_name=pod_name)
+    s.notes.extend(index.objects.not_objects)
     s.notes.extend(f"skipped (--keep-going): {e}" for e in index.objects.errors)
     s.notes.extend(f"--config: {e}" for e in index.errors)
     return index

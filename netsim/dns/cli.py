@@ -92,6 +92,8 @@ class _Source:
                           generation=self.profile.generation, istio_version=self.profile.version, proxy=proxy)
         from netsim.k8s import in_document_order
 
+        for note in res.not_objects:
+            click.echo(one_line(f"note: {note}"), err=True)
         errors = in_document_order(res.errors, (str(f) for f in self.files()))
         if (strict or not self.keep_going) and errors:
             raise errors[0]
@@ -161,7 +163,7 @@ def _pod_agent(pod_file: str | None, mesh_config: str | None, istio_version: str
     pod = pick_pod(read.objects.pods)
     if pod is not None and config and pod.namespace not in dict(read.objects.namespaces):
         # its Namespace (injection and ambient labels) may be among --config's objects
-        pod = pod_from_file(read.objects, read_config(config, keep_going=True).objects)
+        pod = pod_from_file(read.objects, read_config(config, keep_going=True, skip_non_objects=True).objects)
     if pod is None:
         raise SpecError("no Pod or workload found", where=pod_file)
     mesh = read_mesh_config(mesh_config)

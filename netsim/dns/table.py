@@ -301,6 +301,8 @@ class BuildResult:
     errors: tuple[NetsimError, ...]
     generation: Generation
     unresolved: tuple[Unresolved, ...] = ()
+    # documents that are no Kubernetes object at all (a Helm values file in a manifests directory): skipped
+    not_objects: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,16 +461,18 @@ def load_config(paths: Iterable[str | Path], *, namespace: str = "default", doma
 
     ``generation`` defaults to the one of ``istio_version``, else ``v2`` (Istio HEAD).
     Raises ConfigError for missing or unreadable files; bad objects, and documents that are not
-    valid YAML, end up in ``errors`` while the rest load.
+    valid YAML, end up in ``errors`` while the rest load; documents that are no Kubernetes object at all
+    (:func:`netsim.k8s.not_an_object`) are skipped and listed in ``not_objects``, as every ``--config`` reader does.
     """
-    loaded = read_objects(paths, default_namespace=namespace, keep_going=True)  # a broken document: reported
+    # a broken document: reported; a Helm values file beside the manifests: skipped
+    loaded = read_objects(paths, default_namespace=namespace, keep_going=True, skip_non_objects=True)
     gen = generation or (generation_for_version(istio_version) if istio_version else Generation.V2)
     dom = domain or f"{namespace}.svc.cluster.local"
     res = build_from_objects(loaded.objects, BuildOptions(namespace=namespace,
                                                           cluster_domain=cluster_domain_of(dom, namespace),
                                                           generation=gen, istio_version=istio_version,
                                                           proxy=proxy))
-    return replace(res, errors=loaded.errors + res.errors)
+    return replace(res, errors=loaded.errors + res.errors, not_objects=loaded.skipped)
 
 
 # --------------------------------------------------------------------------------------------

@@ -62,14 +62,15 @@ def _load(configs: tuple[str, ...], mesh_config: str | None, istio_version: str 
     from netsim.mesh.versions import mesh_profile
 
     profile = mesh_profile(istio_version)
-    read = read_config(configs, keep_going=keep_going)
+    read = read_config(configs, keep_going=keep_going, skip_non_objects=True)
     mesh = read_mesh_config(mesh_config)
     return read, mesh, profile
 
 
 def _input_notes(read: Any, index: Any) -> list[str]:
     """What the answer rests on that the user may not expect: a proxy IP with no pod (default
-    proxyMetadata), the objects read but ignored, the documents skipped by --keep-going."""
+    proxyMetadata), the objects read but ignored, the documents that are no Kubernetes object (a Helm values
+    file in a manifests directory), the documents skipped by --keep-going."""
     notes = []
     proxy = index.proxy
     if proxy.pod is None:
@@ -80,6 +81,7 @@ def _input_notes(read: Any, index: Any) -> list[str]:
                      f"{'on' if proxy.dns_auto_allocate else 'off'}); add the pod's manifest to --config to use its "
                      "own")
     notes += [str(i) for i in read.ignored]
+    notes += read.not_objects
     notes += [f"skipped (--keep-going): {e}" for e in read.skipped]
     return notes
 

@@ -129,7 +129,8 @@ def load_index(configs: Iterable[str | Path], *, pod_file: str | None = None, po
     from netsim.workload.model import Workload
 
     profile = mesh_profile(istio_version)
-    objects = read_config(list(configs), keep_going=keep_going).objects
+    read = read_config(list(configs), keep_going=keep_going, skip_non_objects=True)
+    objects = replace(read.objects, not_objects=read.not_objects)
     mesh = read_mesh_config(mesh_config)
     pod = None
     if pod_file is not None:

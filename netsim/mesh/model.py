@@ -195,6 +195,7 @@ class MeshObjects:
     pods: tuple[PodInfo, ...] = ()
     namespaces: tuple[tuple[str, Labels], ...] = ()
     errors: tuple[NetsimError, ...] = ()
+    not_objects: tuple[str, ...] = ()  # documents skipped as no Kubernetes object at all (a Helm values file)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
