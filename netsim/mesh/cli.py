@@ -215,6 +215,18 @@ def _pod_proxy(configs: tuple[str, ...], pod_file: str, pod_name: str | None, me
     return index, pod, notes
 
 
+def _sidecar_notes(pod: Any) -> list[str]:
+    """For ``mesh listeners|clusters``: a pod that runs no Envoy sidecar still gets the configuration one would
+    hold (what injecting it would give), said first so that the table is not read as the pod's own."""
+    if pod.ambient:
+        return [f"{pod.kind} {pod.namespace}/{pod.name} runs no sidecar: it is enrolled in ambient, ztunnel takes "
+                "its connections; below is what an injected sidecar would hold"]
+    if not pod.sidecar:
+        return [f"{pod.kind} {pod.namespace}/{pod.name} runs no sidecar ({pod.sidecar_why}): nothing captures its "
+                "traffic; below is what an injected sidecar would hold"]
+    return []
+
+
 def _print_notes(notes: list[str]) -> None:
     for n in notes:
         click.echo(f"note: {n}", err=True)
@@ -228,8 +240,8 @@ def listeners_cmd(pod_file: str, pod_name: str | None, configs: tuple[str, ...],
     """``istioctl proxy-config listeners`` for a pod, from files (same columns)."""
     from netsim.mesh.render import listeners_json, listeners_table
 
-    index, _pod, notes = _pod_proxy(configs, pod_file, pod_name, mesh_config, istio_version, keep_going)
-    _print_notes(notes)
+    index, pod, notes = _pod_proxy(configs, pod_file, pod_name, mesh_config, istio_version, keep_going)
+    _print_notes([*_sidecar_notes(pod), *notes])
     click.echo(json.dumps(listeners_json(index), indent=2) if fmt == "json" else listeners_table(index))
 
 
@@ -241,8 +253,8 @@ def clusters_cmd(pod_file: str, pod_name: str | None, configs: tuple[str, ...], 
     """``istioctl proxy-config clusters`` for a pod, from files (same columns)."""
     from netsim.mesh.render import clusters_json, clusters_table
 
-    index, _pod, notes = _pod_proxy(configs, pod_file, pod_name, mesh_config, istio_version, keep_going)
-    _print_notes(notes)
+    index, pod, notes = _pod_proxy(configs, pod_file, pod_name, mesh_config, istio_version, keep_going)
+    _print_notes([*_sidecar_notes(pod), *notes])
     click.echo(json.dumps(clusters_json(index), indent=2) if fmt == "json" else clusters_table(index))
 
 

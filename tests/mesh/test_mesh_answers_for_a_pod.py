@@ -325,3 +325,31 @@ def test_diagnose_evidence_names_file_and_document_of_listeners_and_ports() -> N
     where = {e["what"].split(":")[0].split(" (")[0]: e["document"] for e in f["evidence"]}  # type: ignore[attr-defined]
     assert where == {"Service app/app-ext": 4, "listener 0.0.0.0_5701": 4, "the workload's own port 5701": 2}
     assert len(f["evidence"]) == len({json.dumps(e) for e in f["evidence"]})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("command", ["listeners", "clusters"])
+@pytest.mark.parametrize(("pod", "says"), [
+    ("noinject", "runs no sidecar (label sidecar.istio.io/inject=false): nothing captures its traffic"),
+    ("ambient", "runs no sidecar: it is enrolled in ambient, ztunnel takes its connections"),
+    ("injected", None),
+])
+def test_a_pod_without_a_sidecar_is_said_before_the_table(tmp_path: Path, command: str, pod: str,
+                                                          says: str | None) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    text = (repo / "rules" / "mtls-503" / "pod.yaml").read_text()
+    if pod == "noinject":
+        text = text.replace("      labels:\n        app: web\n",
+                            "      labels:\n        app: web\n        sidecar.istio.io/inject: \"false\"\n", 1)
+    elif pod == "ambient":
+        text = text.replace("      labels:\n        app: web\n",
+                            "      labels:\n        app: web\n        istio.io/dataplane-mode: ambient\n", 1)
+    assert pod == "injected" or "      labels:\n        app: web\n        " in text
+    (tmp_path / "pod.yaml").write_text(text)
+    r = CliRunner().invoke(cli, ["mesh", command, "--pod", str(tmp_path / "pod.yaml"),
+                                 "--config", str(tmp_path / "pod.yaml")])
+    assert r.exit_code == 0, r.output
+    notes = [ln for ln in r.stderr.splitlines() if "runs no sidecar" in ln]
+    if says is None:
+        assert notes == []
+    else:
+        assert notes == [f"note: Deployment shop/web {says}; below is what an injected sidecar would hold"]
