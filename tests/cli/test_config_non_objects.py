@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.check.test_check_not_objects import _tree
 from tests.cli.compile_runner import REPO, run
 
 POD = str(REPO / "rules" / "mtls-503" / "pod.yaml")
@@ -20,8 +21,6 @@ spec:
   selector: {app: web}
   ports: [{name: http, port: 80, targetPort: 80}]
 """
-VALUES = "replicaCount: 2\nimage: {tag: v1}\n"
-KUSTOMIZATION = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [svc.yaml]\n"
 
 COMMANDS = {
     "diagnose": ["diagnose", "--pod", POD],
@@ -35,11 +34,10 @@ COMMANDS = {
 
 @pytest.fixture
 def manifests(tmp_path: Path) -> Path:
-    d = tmp_path / "manifests"
-    d.mkdir()
+    """check's tree (a Deployment, a Helm values file, a kustomization, a tool's JSON), with a Service and the
+    traced pod."""
+    d = _tree(tmp_path)
     (d / "svc.yaml").write_text(SERVICE)
-    (d / "values.yaml").write_text(VALUES)
-    (d / "kustomization.yaml").write_text(KUSTOMIZATION)
     shutil.copy(POD, d / "pod.yaml")
     return d
 
@@ -52,10 +50,10 @@ def test_non_objects_are_skipped_with_a_note(name: str, manifests: Path) -> None
     assert r.code in (0, 1), (r.code, r.stderr)  # check exits 1 on findings; nothing here is an input error
     assert "Error" not in r.stderr and "field kind" not in r.stderr
     # the report's own notes (diagnose, check, trace: on standard output) or on standard error (the rest)
-    notes = [ln for ln in (r.stdout + r.stderr).splitlines()
-             if "not a Kubernetes object" in ln or "kustomize's configuration" in ln]
+    notes = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.endswith(": skipped")]
     assert any(f"{manifests / 'values.yaml'}: document 1 (line 1): not a Kubernetes object" in n for n in notes), notes
     assert any("kustomization.yaml" in n and "kustomize's configuration" in n for n in notes), notes
+    assert any(f"{manifests / 'tool.json'}: document 1" in n for n in notes), notes
     if name.startswith("dns"):
         assert "10.96.0.20" in r.stdout  # the Service beside them was read
 
