@@ -40,7 +40,7 @@ from __future__ import annotations
 import bisect
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import NamedTuple, overload
 
@@ -259,6 +259,14 @@ _tuple_new = tuple.__new__
 if Step._fields != ("pass_no", "hook", "table", "chain", "kind", "position", "text", "matched", "verdict", "target",
                     "failed", "uncertain", "end", "packet", "base"):
     raise RuntimeError("trace.Step's fields changed: update the engine's tuples")
+# A Trace is frozen: built as an empty instance given its whole ``__dict__`` in one C call (its ``__init__`` would
+# make 19 ``object.__setattr__`` calls); :func:`trace` names every field, in order.
+_object_new, _object_setattr = object.__new__, object.__setattr__
+_TRACE_FIELDS = ("packet", "steps", "outcome", "src", "dst", "in_iface", "out_iface", "mark", "zone", "ctstate",
+                 "looped", "local_port", "transparent_socket", "original_dst", "decided_by", "reason", "uncertain",
+                 "branches", "ctmark")
+if tuple(f.name for f in fields(Trace)) != _TRACE_FIELDS or hasattr(Trace, "__slots__"):
+    raise RuntimeError("trace.Trace's fields changed: update the engine's trace()")
 
 
 # Enum members bound once: attribute access on an Enum class goes through a descriptor (hot path).
@@ -1552,8 +1560,7 @@ def _local_input(st: _State) -> bool:
     return bool(routes) and any(fr.selects(st.mark, st.family) for fr in routes)
 
 
-@dataclass(frozen=True, slots=True)
-class _End:
+class _End(NamedTuple):  # a tuple: built once per probe (a frozen dataclass's construction costs twice as much)
     outcome: Outcome
     reason: str
     local_port: int | None = None
@@ -1700,27 +1707,29 @@ def trace(
     v6 = st.v6
     if tracked and st.zone == 0 and st.proto in ("tcp", "sctp") and not st.reply:
         original = _endpoint(v6, st.orig[1], st.orig[3])
-    return Trace(
-        packet=packet,
-        steps=tuple(st.steps),
-        outcome=end.outcome,
-        src=_endpoint(v6, st.src, st.sport),
-        dst=_endpoint(v6, st.dst, st.dport),
-        in_iface=st.in_iface,
-        out_iface=st.out_iface,
-        mark=st.mark,
-        zone=st.zone,
-        ctstate=st.ctstate,
-        looped=st.loopback,
-        local_port=end.local_port,
-        transparent_socket=st.tproxy_port is not None,
-        original_dst=original,
-        decided_by=decided,
-        reason=end.reason,
-        uncertain=tuple(dict.fromkeys(st.uncertain)) if st.uncertain else (),
-        branches=tuple(st.branches) if st.branches else (),
-        ctmark=st.ctmark,
-    )
+    result = _object_new(Trace)
+    _object_setattr(result, "__dict__", {
+        "packet": packet,
+        "steps": tuple(st.steps),
+        "outcome": end.outcome,
+        "src": _endpoint(v6, st.src, st.sport),
+        "dst": _endpoint(v6, st.dst, st.dport),
+        "in_iface": st.in_iface,
+        "out_iface": st.out_iface,
+        "mark": st.mark,
+        "zone": st.zone,
+        "ctstate": st.ctstate,
+        "looped": st.loopback,
+        "local_port": end.local_port,
+        "transparent_socket": st.tproxy_port is not None,
+        "original_dst": original,
+        "decided_by": decided,
+        "reason": end.reason,
+        "uncertain": tuple(dict.fromkeys(st.uncertain)) if st.uncertain else (),
+        "branches": tuple(st.branches) if st.branches else (),
+        "ctmark": st.ctmark,
+    })
+    return result
 
 
 def trace_branches(

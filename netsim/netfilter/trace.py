@@ -3,7 +3,8 @@
 Owns: :class:`Step` (one evaluated rule, policy, skipped run or kernel event), :class:`Trace` and
 :class:`Outcome`. Steps are NamedTuples rather than frozen dataclasses: a trace creates dozens per
 probe, and a frozen dataclass's ``object.__setattr__`` construction costs several times a tuple's
-(the engine's ≥ 50,000 probes/s target, issue 3). Both are immutable.
+(the engine's ≥ 50,000 probes/s target, issue 3); a Trace is a frozen dataclass the engine fills in one
+call (see the class). Both are immutable.
 
 Never does: evaluate rules (``engine.py``) or format text (``render_trace.py``).
 """
@@ -102,7 +103,9 @@ class Branch:
     taken: bool
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# Not slotted: the engine builds each Trace by handing it its ``__dict__`` in one call (engine._freeze; a frozen
+# dataclass's ``__init__`` sets its 19 fields one ``object.__setattr__`` at a time, ~10 % of an ambient probe).
+@dataclass(frozen=True, kw_only=True)
 class Trace:
     """What the kernel does with ``packet``.
 
