@@ -1,7 +1,8 @@
 """The nft compiler's one-call forms (evaluate.SPECIALISE: single-value and set checks read straight off the
-walker's state, ``ct state`` bits, exact verdict maps, a concatenated key in one expression, constant verdicts,
-no ``meta nfproto`` dependency in a table of that family) trace exactly as the general forms do: seeded random
-rulesets and packets, every step compared, with and without the full explanation."""
+walker's state, a value under a mask, the protocol, an interface's name, ``ct state`` bits, exact verdict maps,
+a concatenated key in one expression, constant verdicts, no ``meta nfproto`` dependency in a table of that
+family) trace exactly as the general forms do: seeded random rulesets and packets, every step compared, with and
+without the full explanation."""
 
 from __future__ import annotations
 
@@ -42,6 +43,9 @@ def _match(rng: random.Random, fam: str, jumps: bool) -> str:
         lambda: f"ct state {neg}{{ established, related }}",
         lambda: f"meta l4proto {neg}{rng.choice(['tcp', 'udp', 'icmp'])}",
         lambda: f"oifname {neg}{rng.choice(['lo', 'eth0'])}",
+        lambda: f"iifname {neg}{rng.choice(['lo', 'eth0', 'eth*'])}",
+        lambda: f"meta mark & 0x{rng.choice([0xfff, 0x539, 0xffffffff]):08x} {neg}0x{rng.choice([0, 0x111, 0x539]):x}",
+        lambda: f"meta l4proto {neg}{{ {rng.choice(['tcp', 'udp', 'icmp'])}, {rng.choice(['tcp', 'sctp'])} }}",
         lambda: f"skuid {neg}{rng.choice([0, 1000, 1337])}",
     ]
     if jumps:
@@ -105,8 +109,9 @@ def _packets(rng: random.Random, n: int) -> Iterator[Packet]:
         if rng.random() < 0.5:
             src = ip_address("fd00::5" if v6 else "10.0.0.5")
             uid = rng.choice([0, 1000, 1337])
+            mark = rng.choice([0, 0, 0x539, 0x111, 0x1539])
             yield Packet(family=Family.IPV6 if v6 else Family.IPV4, proto=proto, src=src, dst=dst, sport=40000,
-                         dport=port, socket=Socket(uid=uid, gid=uid), mark=rng.choice([0, 0, 0x539]), ct=ct)
+                         dport=port, socket=Socket(uid=uid, gid=uid), mark=mark, ct=ct)
         else:
             src = ip_address(rng.choice(["fd01::3", "fd00::9"] if v6 else ["10.1.2.3", "10.0.0.9"]))
             yield Packet(family=Family.IPV6 if v6 else Family.IPV4, proto=proto, src=src,

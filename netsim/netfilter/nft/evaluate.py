@@ -186,6 +186,9 @@ _PLAIN: dict[str, str] = {"ip saddr": "src", "ip6 saddr": "src", "ip daddr": "ds
                                                   if k is Kind.PORT and l4 is not None}
 # the same fields, and others that cannot break a rule, as Python expressions over the state ``st`` (for a
 # concatenation's key read in one call: :func:`_value_getter`)
+_L4_FIELDS = frozenset({"meta l4proto", "ip protocol", "ip6 nexthdr"})  # read as _l4: the protocol's number
+_IFACES = {"iifname": "in_iface", "oifname": "out_iface"}  # read as the device's name, "" for none
+_BIT_KINDS = (Kind.CTSTATE, Kind.TCPFLAGS)  # a value is a bit test, not an equality
 _EXPRESSIONS: dict[str, str] = {f: f"st.{a}" for f, a in _PLAIN.items()} | {
     "meta l4proto": "_l4(st.proto, 255)", "ip protocol": "_l4(st.proto, 255)", "ip6 nexthdr": "_l4(st.proto, 255)",
     "meta nfproto": "(10 if st.v6 else 2)", "iifname": "(st.in_iface or '')", "oifname": "(st.out_iface or '')"}
@@ -402,12 +405,29 @@ def _match_check(m: Match, table: Table) -> _Check:
 def _fast_check(m: Match, kinds: tuple[Kind, ...], elements: Elements, neg: bool) -> Callable[[_State], bool] | None:
     """The check of the most common matches in one call, where :func:`_match_check`'s general one takes three
     (get, test, compare): one value or interval of a field read straight off the state (``ip daddr
-    10.0.0.1``, ``tcp dport != 8443``, ``ip saddr != 10.0.0.0/8``), ``ct state`` bits, membership in a set of
-    exact keys (``ip daddr @cluster-ips``). None where the general one is needed."""
-    if m.mask is not None or m.op not in ("==", "!=") or m.numgen_mod or len(m.fields) != 1:
+    10.0.0.1``, ``tcp dport != 8443``, ``ip saddr != 10.0.0.0/8``), one value under a mask (``meta mark &
+    0x00000fff != 0x00000539``), ``ct state`` bits, the protocol (``meta l4proto tcp``, as the names it reads),
+    an interface's exact name, membership in a set of exact keys (``ip daddr @cluster-ips``). None where the
+    general one is needed."""
+    if m.op not in ("==", "!=") or m.numgen_mod or len(m.fields) != 1:
         return None
-    attr = _PLAIN.get(m.fields[0])
-    if elements.braces or not isinstance(m.value, Elements):  # a set: anonymous ``{ … }`` or named ``@s``
+    field = m.fields[0]
+    attr = _PLAIN.get(field)
+    one = not elements.braces and isinstance(m.value, Elements)  # one value, not a set (``{ … }`` or ``@s``)
+    if m.mask is not None:
+        atom = elements.items[0][0] if one else None
+        if attr is None or not isinstance(atom, tuple) or atom[0] != atom[1] or kinds[0] in _BIT_KINDS:
+            return None
+        mask, want = m.mask, atom[0]
+        g = operator.attrgetter(attr)
+        return (lambda st: (g(st) & mask) != want) if neg else (lambda st: (g(st) & mask) == want)
+    if field in _L4_FIELDS:
+        lookup = _Lookup(kinds, elements.items, ())
+        if lookup.ranges or lookup.scan or 255 in lookup.exact:  # 255: what a protocol without a number reads
+            return None
+        names = frozenset(n for n, v in L4PROTOS.items() if v in lookup.exact)
+        return (lambda st: st.proto not in names) if neg else (lambda st: st.proto in names)
+    if not one:
         if attr is None:
             return None
         lookup = _Lookup(kinds, elements.items, ())
@@ -418,7 +438,10 @@ def _fast_check(m: Match, kinds: tuple[Kind, ...], elements: Elements, neg: bool
         return (lambda st: g(st) not in keys) if neg else (lambda st: g(st) in keys)
     atom = elements.items[0][0]
     if isinstance(atom, str):
-        return None
+        if field not in _IFACES or atom.endswith("*"):
+            return None
+        g = operator.attrgetter(_IFACES[field])
+        return (lambda st: (g(st) or "") != atom) if neg else (lambda st: (g(st) or "") == atom)
     lo, hi = atom
     if kinds[0] is Kind.CTSTATE:
         return (lambda st: not _ct_state(st) & lo) if neg else (lambda st: bool(_ct_state(st) & lo))
