@@ -242,22 +242,22 @@ def _element_test(kinds: tuple[Kind, ...], e: Element) -> Callable[[Any], bool]:
 
 
 class _LazyCheck(_Check):
-    """A check whose label (the expression's listing text) is rendered when a trace first shows it."""
+    """A check whose label (the expression's listing text) is rendered when a trace first shows it: the slot
+    is left unset until then (``__getattr__`` runs only for an unset one), so later reads are plain slot reads
+    (a failed rule's step reads it on every probe)."""
 
-    __slots__ = ("_text", "expr")
+    __slots__ = ("expr",)
 
     def __init__(self, fn: Callable[..., bool | None], expr: Expr, attr: str) -> None:
-        self.fn = fn  # the base class's label slot is shadowed by the property below
+        self.fn = fn
         self.attr = attr
         self.expr = expr
-        self._text: str | None = None
 
-    @property
-    def label(self) -> str:  # type: ignore[override]
-        text = self._text
-        if text is None:
-            text = self._text = expr_text(self.expr)
-        return text
+    def __getattr__(self, name: str) -> str:
+        if name != "label":
+            raise AttributeError(name)
+        self.label = expr_text(self.expr)
+        return self.label
 
 
 class _NftCRule(_CRule):
