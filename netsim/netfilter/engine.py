@@ -42,7 +42,7 @@ import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
-from typing import NamedTuple, overload
+from typing import Literal, NamedTuple, overload
 
 from netsim.errors import RulesetError
 from netsim.netfilter.matches import ICMP6_TYPES, ICMP_TYPES, icmp_type, port_range, value_mask
@@ -275,7 +275,8 @@ _CONNTRACK = Kind.CONNTRACK
 _NEW, _LOCAL = CtState.NEW, Origin.LOCAL
 _NAT_KINDS = frozenset({"REDIRECT", "DNAT", "SNAT", "MASQUERADE"})
 # Packet fields a failed check reports as they are (others need _value_of).
-_PLAIN_ATTRS = frozenset({"src", "dst", "in_iface", "out_iface", "proto", "sport", "dport", "mark", "ctmark"})
+_PLAIN_ATTRS = frozenset({"src", "dst", "in_iface", "out_iface", "proto", "sport", "dport", "mark", "ctmark",
+                          "family"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,7 +423,7 @@ def _compile_at(chain: Chain, ctx: _Ctx, memo: _Memo, k: int) -> _CRule:
 
 
 class _CChain:
-    __slots__ = ("every", "exists", "generic", "index", "name", "policy", "rules")
+    __slots__ = ("every", "exists", "generic", "index", "jump", "name", "policy", "rules")
 
     def __init__(self, name: str, policy: str | None, rules: Sequence[_CRule], exists: bool,
                  dst_keys: Sequence[int | None] | None = None):
@@ -433,6 +434,9 @@ class _CChain:
         self.index: dict[int, list[int]] | None = None
         self.generic: list[int] = []
         self.every = range(len(rules))  # the candidates of a chain without an index (its length never changes)
+        # a base chain's one unconditional jump, False when it is not that (None: not known yet; the rule compiles
+        # when a trace first walks the chain): see _run_table
+        self.jump: _CRule | Literal[False] | None = None
         if len(rules) >= INDEX_MIN_RULES:
             index: dict[int, list[int]] = {}
             keys = dst_keys if dst_keys is not None else [r.dst_key for r in rules]
@@ -1213,45 +1217,38 @@ def _run_table(st: _State, info: BaseChain, base: _CChain, chains: Mapping[str, 
     table, hook = info.table, info.hook
     steps = st.steps
     pass_no = st.pass_no
-    # The packet as the kernel's PACKET line shows it: the traversal's first traced event's (see below);
-    # st.snapshot(), inlined (hot path).
+    # The kernel's PACKET line shows the packet as of the traversal's first traced event: after a first rule's
+    # MARK/CONNMARK/TPROXY mark, before any NAT rewrite (done after the chain returns). st.snapshot(), inlined.
     snap = (st.in_iface, st.out_iface, st.loopback, st.src, st.dst, st.sport, st.dport, st.mark, st.proto, st.fam_no)
-    if not base.rules:  # an empty base chain: its policy decides, and the packet is as it entered
-        policy = base.policy or ACCEPT
-        steps.append(_tuple_new(Step, (pass_no, hook, table, base.name, _TABLE, 0, "", False, "", "", None, "", 0,
-                                       snap, info)))
-        step = _tuple_new(Step, (pass_no, hook, table, base.name, _POLICY, 0, policy, True, policy, "", None, "", 0,
-                                 snap, info))
-        steps.append(step)
-        if policy != ACCEPT:
-            st.decider = step
-        return policy
     explain = st.explain
-    # The kernel's PACKET line shows the packet as of the traversal's first traced event: after a
-    # first rule's MARK/CONNMARK/TPROXY mark, before any NAT rewrite (done after the chain returns).
     table_idx = len(steps)
     entry_mark = st.mark
-    first = True
     steps.append(_tuple_new(Step, (pass_no, hook, table, base.name, _TABLE, 0, "", False, "", "", None, "", 0,
                                    snap, info)))
     stack: list[tuple[_CChain, int, int]] = []
-    level = 0  # jumps and gotos between the base chain and the current chain
-    chain = base
-    cands = chain.every if chain.index is None else chain.candidates(st.dst)
     ci = 0
     last = -1
-    if len(base.rules) == 1 and (r := base.rules[0]).const == JUMP and not r.checks and not r.uncertain_target \
-            and r.target:
+    failed: _Check | None
+    jump = base.jump
+    if jump is None:
+        one = base.rules[0] if len(base.rules) == 1 else None
+        jump = base.jump = one if one is not None and one.const == JUMP and not one.checks \
+            and not one.uncertain_target and one.target else False
+    if jump:
         # A base chain that is one unconditional jump (`-A PREROUTING -j MY_PRERT`: every table of an ambient or
         # sidecar pod's): the loop below would match it, record it and jump; done here without the loop's
         # bookkeeping. The jump changes no mark (the PACKET line stays), and returning resumes after it.
-        steps.append(_tuple_new(Step, (pass_no, hook, table, base.name, _RULE, r.position, r._text or r.text,
-                                       True, JUMP, r.target, None, "", 0, (), info)))
+        steps.append(_tuple_new(Step, (pass_no, hook, table, base.name, _RULE, jump.position,
+                                       jump._text or jump.text, True, JUMP, jump.target, None, "", 0, (), info)))
         first = False
         stack.append((base, 1, 0))
-        level = 1
-        chain = chains[r.target]
-        cands = chain.every if chain.index is None else chain.candidates(st.dst)
+        level = 1  # jumps and gotos between the base chain and the current chain
+        chain = chains[jump.target]
+    else:
+        first = True
+        level = 0
+        chain = base
+    cands = chain.every if chain.index is None else chain.candidates(st.dst)
     while True:
         rules = chain.rules
         name = chain.name
@@ -1266,24 +1263,18 @@ def _run_table(st: _State, info: BaseChain, base: _CChain, chains: Mapping[str, 
                                   "", failed=("-d", "dst", st.dst), end=ri, base=info))
             last = ri
             unc = ""
-            failed = None
-            has_branch = r.has_branch
-            if has_branch:
-                branch_mark = len(st.branches)
-            for chk in r.checks:
-                res = chk.fn(st)
-                if not res:
-                    if res is None:
-                        unc = f"{chk.label}: netsim cannot evaluate this match (assumed it matched)"
-                        continue
-                    failed = chk
-                    break
-            if has_branch and len(st.branches) > branch_mark:
-                b = st.branches[-1]
-                for j in range(branch_mark, len(st.branches)):  # nft's numgen draws one per value but the last
-                    st.branches[j] = Branch(table, name, r.position, r.text, st.branches[j].taken)
-                unc = unc or (b.text if b.text.startswith("numgen ") else
-                              f"{b.text}: a random draw; this trace assumes it {'matched' if b.taken else 'did not'}")
+            if r.has_branch:
+                failed, unc = _branch_checks(st, r, table, name)
+            else:
+                for failed in r.checks:  # the first that fails (None: every one held)
+                    res = failed.fn(st)
+                    if not res:
+                        if res is None:
+                            unc = f"{failed.label}: netsim cannot evaluate this match (assumed it matched)"
+                            continue
+                        break
+                else:
+                    failed = None
             if failed is not None:
                 if explain:
                     attr = failed.attr
@@ -1339,26 +1330,54 @@ def _run_table(st: _State, info: BaseChain, base: _CChain, chains: Mapping[str, 
         if not returned and explain and last + 1 < len(rules):
             steps.append(Step(pass_no, hook, table, name, _SKIPPED, last + 2, "",
                               failed=("-d", "dst", st.dst), end=len(rules), base=info))
-        if stack:
-            # RETURN or falling off pops the jump stack; a chain entered by -g pushed nothing, so
-            # this resumes in the chain that called the goto-ing chain (§1.8).
+        # RETURN or falling off pops the jump stack; a chain entered by -g pushed nothing, so this resumes in
+        # the chain that called the goto-ing chain (§1.8).
+        while stack:
             chain, resume, level = stack.pop()
-            if chain.index is None:
-                cands, ci = chain.every, resume  # every rule a candidate: rule ``resume`` is at ``resume``
-            else:
+            if chain.index is not None:
                 cands = chain.candidates(st.dst)
                 ci = bisect.bisect_left(cands, resume)
-            last = resume - 1
-            continue
-        policy = base.policy or ACCEPT
-        snap = (st.in_iface, st.out_iface, st.loopback, st.src, st.dst, st.sport, st.dport, st.mark, st.proto,
-                st.fam_no)  # st.snapshot(), inlined (hot path)
-        step = _tuple_new(Step, (pass_no, hook, table, base.name, _POLICY, 0, policy, True, policy, "", None, "", 0,
-                                 snap, info))
-        steps.append(step)
-        if policy != ACCEPT:
-            st.decider = step
-        return policy
+                break
+            if resume < len(chain.every):
+                cands, ci = chain.every, resume  # every rule a candidate: rule ``resume`` is at ``resume``
+                break
+            # the jump was the chain's last rule (a base chain of one jump): it falls off this one too
+        else:
+            break
+        last = resume - 1
+    # the packet fell off (or RETURNed from) the base chain: its policy decides
+    policy = base.policy or ACCEPT
+    snap = (st.in_iface, st.out_iface, st.loopback, st.src, st.dst, st.sport, st.dport, st.mark, st.proto,
+            st.fam_no)  # st.snapshot(), inlined (hot path)
+    step = _tuple_new(Step, (pass_no, hook, table, base.name, _POLICY, 0, policy, True, policy, "", None, "", 0, snap,
+                             info))
+    steps.append(step)
+    if policy != ACCEPT:
+        st.decider = step
+    return policy
+
+
+def _branch_checks(st: _State, r: _CRule, table: str, chain: str) -> tuple[_Check | None, str]:
+    """The checks of a rule with a random draw (``-m statistic``, nft's ``numgen``): the first that fails (or
+    None), and what the trace assumed; the draws made are recorded as the trace's branches."""
+    unc = ""
+    failed = None
+    mark = len(st.branches)
+    for chk in r.checks:
+        res = chk.fn(st)
+        if not res:
+            if res is None:
+                unc = f"{chk.label}: netsim cannot evaluate this match (assumed it matched)"
+                continue
+            failed = chk
+            break
+    if len(st.branches) > mark:
+        b = st.branches[-1]
+        for j in range(mark, len(st.branches)):  # nft's numgen draws one per value but the last
+            st.branches[j] = Branch(table, chain, r.position, r.text, st.branches[j].taken)
+        unc = unc or (b.text if b.text.startswith("numgen ") else
+                      f"{b.text}: a random draw; this trace assumes it {'matched' if b.taken else 'did not'}")
+    return failed, unc
 
 
 def _value_of(st: _State, attr: str) -> object:
