@@ -147,10 +147,10 @@ class _State:
     )
 
     def __init__(self, packet: Packet, netns: Netns, nsinfo: _NsInfo, choices: Sequence[bool], explain: bool):
-        self.family = packet.family
+        self.family = family = packet.family
         # enum values read as ``_value_``, without the ``value`` property (hot path)
-        self.fam_no = packet.family._value_  # the snapshot's
-        self.v6 = packet.family is Family.IPV6
+        self.fam_no = family._value_  # the snapshot's
+        self.v6 = family is Family.IPV6
         self.proto = packet.proto._value_
         self.src = int(packet.src)
         self.dst = int(packet.dst)
@@ -193,7 +193,7 @@ class _State:
         self.steps: list[Step] = []
         self.uncertain: list[str] = []
         self.branches: list[Branch] = []
-        self.choices = list(choices)
+        self.choices = choices  # read only
         self.explain = explain
         self.decider: Step | None = None
         self.jump_to = ""  # the chain a verdict map's element jumps to
@@ -1572,13 +1572,6 @@ def _route_out(st: _State, dst: int, mark: int) -> str:
     return st.netns.default_iface
 
 
-def _local_input(st: _State) -> bool:
-    if st.nsinfo.is_local(st.family, st.dst):
-        return True
-    routes = st.netns.fwmark_routes  # most namespaces have none: no generator then (hot path)
-    return bool(routes) and any(fr.selects(st.mark, st.family) for fr in routes)
-
-
 class _End(NamedTuple):  # a tuple: built once per probe (a frozen dataclass's construction costs twice as much)
     outcome: Outcome
     reason: str
@@ -1622,11 +1615,14 @@ def _walk(crs: CompiledRuleset, st: _State, packet: Packet) -> _End:
     verdict = _hook(crs, st, "PREROUTING")
     if verdict != ACCEPT:
         return _stopped(st, verdict)
-    if st.tproxy_port is not None or _local_input(st):
-        if not st.nsinfo.is_local(st.family, st.dst):
-            if not any(fr.selects(st.mark, st.family) for fr in st.netns.fwmark_routes):
-                return _forward(crs, st)
-            _note(st, "INPUT", f"routing: mark {st.mark:#x} selects a local route (ip rule fwmark)")
+    local = st.nsinfo.is_local(st.family, st.dst)
+    if not local and (st.tproxy_port is not None or st.netns.fwmark_routes):
+        # a foreign destination is delivered only through an `ip rule fwmark` to a local route (TPROXY's)
+        if not any(fr.selects(st.mark, st.family) for fr in st.netns.fwmark_routes):
+            return _forward(crs, st)
+        _note(st, "INPUT", f"routing: mark {st.mark:#x} selects a local route (ip rule fwmark)")
+        local = True
+    if local:
         verdict = _hook(crs, st, "INPUT")
         if verdict != ACCEPT:
             return _stopped(st, verdict)
