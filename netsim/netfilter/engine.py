@@ -230,6 +230,10 @@ class _State:
     def ip(self, value: int) -> str:
         return _ip_str(self.v6, value)
 
+    def primary(self, iface: str | None) -> int | None:
+        """The device's primary address of the packet's family (``Netns.primary_address``), None for none."""
+        return self.nsinfo.primary.get((iface, self.v6))
+
     def snapshot(self) -> tuple[object, ...]:
         # Raw ints: converted to addresses only when a renderer prints the PACKET line.
         return (self.in_iface, self.out_iface, self.loopback, self.src, self.dst,
@@ -288,6 +292,7 @@ class _NsInfo:
     local6: frozenset[int]
     bcast4: frozenset[int]
     listen: dict[tuple[int, str], tuple[Listener, ...]] | None
+    primary: dict[tuple[str | None, bool], int]  # (device, v6) → Netns.primary_address as an int
 
     @classmethod
     def of(cls, ns: Netns) -> _NsInfo:
@@ -308,7 +313,10 @@ class _NsInfo:
             for lst in ns.listeners:
                 key = (lst.port, lst.proto.value)
                 listen[key] = (*listen.get(key, ()), lst)
-        return cls(frozenset(l4), frozenset(l6), frozenset(b4), listen)
+        primary: dict[tuple[str | None, bool], int] = {
+            (dev.name, fam is Family.IPV6): int(addr) for dev in ns.interfaces for fam in Family
+            if (addr := ns.primary_address(dev.name, fam)) is not None}
+        return cls(frozenset(l4), frozenset(l6), frozenset(b4), listen, primary)
 
     def is_local(self, family: Family, addr: int) -> bool:
         if family is Family.IPV4:
@@ -1042,8 +1050,8 @@ def _redirect(ports: _Ports) -> _Action:
     def redirect(st: _State) -> str:
         if st.hook == "OUTPUT":
             return _manip_dst(st, 0x7F000001 if st.family is Family.IPV4 else 1, ports)
-        primary = st.netns.primary_address(st.in_iface, st.family)
-        return DROP if primary is None else _manip_dst(st, int(primary), ports)
+        primary = st.primary(st.in_iface)
+        return DROP if primary is None else _manip_dst(st, primary, ports)
 
     return redirect
 
@@ -1052,8 +1060,8 @@ def _masquerade(ports: _Ports) -> _Action:
     """The outgoing device's primary address (none → DROP)."""
 
     def masquerade(st: _State) -> str:
-        primary = st.netns.primary_address(st.out_iface, st.family)
-        return DROP if primary is None else _manip_src(st, int(primary), ports)
+        primary = st.primary(st.out_iface)
+        return DROP if primary is None else _manip_src(st, primary, ports)
 
     return masquerade
 
@@ -1064,7 +1072,7 @@ def _tproxy(on_port: int, on_ip: int, value: int, mask: int) -> _Action:
 
     def tproxy(st: _State) -> str:
         port = on_port or st.dport
-        laddr = on_ip or (int(p) if (p := st.netns.primary_address(st.in_iface, st.family)) else 0) or st.dst
+        laddr = on_ip or st.primary(st.in_iface) or st.dst
         found = _listener_for(st, laddr, port, st.proto)
         if found is True:
             st.uncertain.append(f"TPROXY to port {port}: listeners unknown, assumed a transparent one exists")

@@ -3,14 +3,15 @@
 Each shortcut is checked against the straightforward code it replaces, on seeded random probes through the
 ambient rulesets (Istio's ambient golden read back from iptables-nft and nft, and ``rules/ambient/shop.yaml``
 compiled) and a sidecar's (``rules/mtls-503``): the per-namespace listener index (``_NsInfo.listen``) against a
-scan of ``Netns.listeners`` in order, and a plain verdict's constant (``_CRule.const``) against calling its action.
+scan of ``Netns.listeners`` in order, a plain verdict's constant (``_CRule.const``) against calling its action, and
+the per-namespace primary addresses (``_NsInfo.primary``) against ``Netns.primary_address``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from conftest import CONFORMANCE
 
 from netsim.netfilter import engine
 from netsim.netfilter.model import Family
-from netsim.netfilter.packet import Listener, Netns, Origin, Packet, Proto, Socket
+from netsim.netfilter.packet import Interface, Listener, Netns, Origin, Packet, Proto, Socket
 from netsim.workload import Workload
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -124,3 +125,19 @@ def test_plain_verdict_constant_is_what_its_action_returns() -> None:
                         assert r.act(None) == r.const  # type: ignore[arg-type]  # a plain verdict reads nothing
                         checked += 1
     assert checked >= 10
+
+
+def test_primary_address_table_answers_as_the_namespace() -> None:
+    """``_NsInfo.primary`` (REDIRECT at PREROUTING, MASQUERADE, TPROXY without an address) against
+    ``Netns.primary_address``: devices with several addresses of each family, a repeated name, none."""
+    ns = Netns(interfaces=(Interface.of("lo", "127.0.0.1/8", "::1/128"),
+                           Interface.of("eth0", "fd00::5/64", "10.244.0.5/24", "10.244.0.6/24"),
+                           Interface.of("eth0", "192.168.0.1/24"), Interface.of("eth1", "fd01::1/64")))
+    for netns in (ns, Netns.pod(f"{POD}/24"), *(w.netns() for w in _workloads().values())):
+        for family in Family:
+            st = engine._State(Packet(family=family, src=POD if family is Family.IPV4 else IPv6Address("::1"),
+                                      dst=POD if family is Family.IPV4 else IPv6Address("::1")),
+                               netns, engine._nsinfo(netns), (), True)
+            for name in (None, "lo", "eth0", "eth1", "eth9", *(i.name for i in netns.interfaces)):
+                want = netns.primary_address(name, family)
+                assert st.primary(name) == (None if want is None else int(want)), (netns, family, name)

@@ -462,8 +462,7 @@ def _tproxy_check(t: Tproxy) -> _Check:
         if want_v6 is not None and want_v6 != st.v6:
             return False
         port = t.port or st.dport
-        primary = st.netns.primary_address(st.in_iface, st.family)
-        laddr = t.addr or (int(primary) if primary else 0) or st.dst
+        laddr = t.addr or st.primary(st.in_iface) or st.dst
         found = _listener_for(st, laddr, port, st.proto)
         if found is True:
             st.uncertain.append(f"tproxy to port {port}: listeners unknown, assumed a transparent one exists")
