@@ -10,6 +10,7 @@ destination. Never does IO.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -18,7 +19,7 @@ from typing import Any
 from netsim.netfilter.conntrack import entry_after, later_packet
 from netsim.netfilter.engine import CompiledRuleset, describe_failure, trace
 from netsim.netfilter.model import Family
-from netsim.netfilter.packet import Address, Netns, Origin, Packet, Proto, Socket
+from netsim.netfilter.packet import Address, Conntrack, Netns, Origin, Packet, Proto, Socket
 from netsim.netfilter.trace import Endpoint, Kind, Outcome, Step, Trace
 from netsim.workload.identity import SidecarIdentity
 from netsim.workload.verdict import DecidedBy, Decision, ListenerRef, Verdict
@@ -91,8 +92,17 @@ _CAPTURES = frozenset((*_CAPTURE_TARGETS, *_CAPTURE_CHAINS))  # a rule jumping t
 def _jump(step: Step) -> str:
     """The target a rule's text names (``-j X`` or ``-g X``; nft's ``jump X``, ``goto X``, or its ``redirect``,
     ``dnat``, ``tproxy`` statement as the iptables target's name), "" for none."""
-    tokens = step.text.split()
-    if step.base is not None and step.base.backend == "nft":
+    b = step.base
+    return _text_target(step.text, b is not None and b.backend == "nft")
+
+
+# A rule's text is the same string object for every step of it, and a step of a rule that did not match carries
+# no target field, so the target is read off the text once per text (follow's hot path: every bypass asks it
+# of each rule the packet missed). Bounded: a long-lived process traces many rulesets.
+@functools.lru_cache(maxsize=8192)
+def _text_target(text: str, nft: bool) -> str:
+    tokens = text.split()
+    if nft:
         for i, word in enumerate(tokens):
             if word in _NFT_CAPTURE:
                 return _NFT_CAPTURE[word]
@@ -105,17 +115,21 @@ def _jump(step: Step) -> str:
     return ""
 
 
+_ADDRESSED = "addressed to it"  # the basis of a delivery no rule redirected
+
+
 def _how(t: Trace, port: int, sidecar: SidecarIdentity) -> tuple[DecidedBy | None, str, bool, str]:
     """How a packet delivered to sidecar ``port`` got there: (deciding rule, phrase, redirected, basis)."""
     step = t.decided_by
     if step is not None and step.kind is Kind.RULE and _jump(step) in _CAPTURE_TARGETS:
         by = DecidedBy.of(step)
         return by, (f"TPROXY ({by.ref})" if t.transparent_socket else by.ref), True, "rule"
-    binding = next((x for x in t.steps if x.kind is Kind.CONNTRACK and x.verdict == "dst"), None)
-    if binding is not None:
-        return None, f"the conntrack entry's {binding.target} binding (nat is not consulted again)", True, "conntrack"
+    conntrack = Kind.CONNTRACK
+    for x in t.steps:
+        if x.kind is conntrack and x.verdict == "dst":
+            return None, f"the conntrack entry's {x.target} binding (nat is not consulted again)", True, "conntrack"
     return (None, f"it was addressed to {sidecar.possessive} port {port} itself (no rule redirected it)", False,
-            "addressed to it")
+            _ADDRESSED)
 
 
 def _role(step: Step) -> str:
@@ -127,40 +141,49 @@ def _role(step: Step) -> str:
     return "nat" if b.nat else "mangle" if b.priority == -150 else step.table
 
 
-_RULE_OR_POLICY = (Kind.RULE, Kind.POLICY)
-
-
-def _capture_steps(t: Trace) -> tuple[list[Step], list[Step]]:
-    """The capture tables' own steps (first pass): nat, and mangle where TPROXY captures (each step's role read
-    once)."""
-    nat: list[Step] = []
-    mangle: list[Step] = []
-    for s in t.steps:
-        if s.pass_no == 0 and s.kind in _RULE_OR_POLICY:
-            role = _role(s)
-            if role == "nat":
-                nat.append(s)
-            elif role == "mangle":
-                mangle.append(s)
-    return nat, mangle
+_NAT_ENDS = ("RETURN", "ACCEPT")
 
 
 def _bypass(t: Trace, sidecar: SidecarIdentity) -> tuple[DecidedBy | None, str, str]:
-    """The rule that let the packet bypass capture (a RETURN in the capture chains), or why none did."""
-    nat, mangle = _capture_steps(t)
-    steps = nat + mangle
-    rule = Kind.RULE
-    for table, mine in (("nat", nat), ("mangle", mangle)):
-        # a RETURN out of the capture chains; in nat also an ACCEPT (ambient's probe, own-pod and 0x111
-        # rules, spec/istio-ambient-capture.md §3 rules 9, 10, 17, 18), which ends nat for the packet, and for
-        # ztunnel in mangle too (1.21-1.24's TPROXY inbound accepts probes and loopback there, §11)
-        ends = ("RETURN", "ACCEPT") if table == "nat" or sidecar.ambient else ("RETURN",)
-        returns = [s for s in mine if s.kind is rule and s.matched and s.verdict in ends]
-        if returns:
-            r = DecidedBy.of(returns[-1])
-            did = "returned" if returns[-1].verdict == "RETURN" else "accepted"
-            return r, f"{r.ref} {did} it before any capture rule", "rule"
-    if not nat:
+    """The rule that let the packet bypass capture (a RETURN in the capture chains), or why none did.
+
+    Reads the capture tables' own steps (first pass): nat, and mangle where TPROXY captures, each step's
+    role read once, in one pass over the steps."""
+    rule, policy = Kind.RULE, Kind.POLICY
+    # a RETURN out of the capture chains; in nat also an ACCEPT (ambient's probe, own-pod and 0x111
+    # rules, spec/istio-ambient-capture.md §3 rules 9, 10, 17, 18), which ends nat for the packet, and for
+    # ztunnel in mangle too (1.21-1.24's TPROXY inbound accepts probes and loopback there, §11)
+    mangle_ends = _NAT_ENDS if sidecar.ambient else ("RETURN",)
+    nat_end: Step | None = None  # the last matched RETURN (or ACCEPT) of each table: nat's decides first
+    mangle_end: Step | None = None
+    seen_nat = seen_mangle = False
+    missed_nat: list[Step] = []  # rules the packet did not match, in order: a capture rule among them is named
+    missed_mangle: list[Step] = []
+    for s in t.steps:
+        kind = s.kind
+        if s.pass_no != 0 or (kind is not rule and kind is not policy):
+            continue
+        role = _role(s)
+        if role == "nat":
+            seen_nat = True
+            if kind is rule:
+                if not s.matched:
+                    missed_nat.append(s)
+                elif s.verdict in _NAT_ENDS:
+                    nat_end = s
+        elif role == "mangle":
+            seen_mangle = True
+            if kind is rule:
+                if not s.matched:
+                    missed_mangle.append(s)
+                elif s.verdict in mangle_ends:
+                    mangle_end = s
+    end = nat_end if nat_end is not None else mangle_end
+    if end is not None:
+        r = DecidedBy.of(end)
+        did = "returned" if end.verdict == "RETURN" else "accepted"
+        return r, f"{r.ref} {did} it before any capture rule", "rule"
+    if not seen_nat:
         ct = t.packet.ct
         if t.ctstate in ("UNTRACKED", "INVALID"):
             return None, f"the packet is {t.ctstate}: without a conntrack entry nat never sees it", "conntrack"
@@ -169,10 +192,10 @@ def _bypass(t: Trace, sidecar: SidecarIdentity) -> tuple[DecidedBy | None, str, 
                 "keeps its binding"
             return None, ("nat is not consulted for a packet of an existing connection (conntrack state "
                           f"{ct.state.value}), and the entry {what}"), "conntrack"
-        if not steps:  # no nat chain is hooked where the packet passed: an empty chain, or no nat table at all
+        if not seen_mangle:  # no nat chain is hooked where the packet passed: an empty chain, or no nat table at all
             hook = t.steps[0].hook if t.steps else "its hook"
             return None, f"no nat rule saw it (nat {hook} has no rules)", "policy"
-    capturing = [s for s in steps if s.kind is rule and not s.matched and _jump(s) in _CAPTURES]
+    capturing = [s for s in (*missed_nat, *missed_mangle) if _jump(s) in _CAPTURES]
     if capturing:
         fam = t.packet.family
         missed = "; ".join(f"{DecidedBy.of(s).ref} failed on {describe_failure(s, fam).replace(': ', ' (', 1)})"
@@ -184,10 +207,11 @@ def _bypass(t: Trace, sidecar: SidecarIdentity) -> tuple[DecidedBy | None, str, 
 def _decide_first(t: Trace, sidecar: SidecarIdentity, netns: Netns) -> Decision:
     """The verdict of the connection's first hop, from its steps alone."""
     step = t.decided_by
-    rule = DecidedBy.of(step) if step is not None and step.kind is Kind.RULE else None
-    if t.outcome is Outcome.QUEUED:
-        return Decision(verdict=Verdict.UNCERTAIN, decided_by=rule, reason=t.reason, basis="userspace")
-    if t.outcome is Outcome.DROPPED:
+    outcome = t.outcome
+    if outcome is Outcome.QUEUED or outcome is Outcome.DROPPED:
+        rule = DecidedBy.of(step) if step is not None and step.kind is Kind.RULE else None
+        if outcome is Outcome.QUEUED:
+            return Decision(verdict=Verdict.UNCERTAIN, decided_by=rule, reason=t.reason, basis="userspace")
         return Decision(verdict=Verdict.DROPPED, decided_by=rule, reason=t.reason, basis=_drop_basis(step))
     port = _delivered_port(t)
     kind = _listener_kind(sidecar, port, t, netns)
@@ -205,23 +229,31 @@ def _drop_basis(step: Step | None) -> str:
     return {Kind.RULE: "rule", Kind.POLICY: "policy", Kind.CONNTRACK: "conntrack"}.get(step.kind, "routing")
 
 
+_ANY4, _ANY6 = IPv4Address("0.0.0.0"), IPv6Address("::")
+
+
 def _listener_addr(t: Trace) -> Address:
     if t.transparent_socket:  # the IP_TRANSPARENT listener is bound to the wildcard address
-        return IPv4Address("0.0.0.0") if t.packet.family is Family.IPV4 else IPv6Address("::")
+        return _ANY4 if t.packet.family is Family.IPV4 else _ANY6
     return t.dst.addr
 
 
-def _proxy_packet(t: Trace, dst: Address, dport: int, sidecar: SidecarIdentity, src: Address | None,
+# A first packet's conntrack view (no entry yet): Packet's default, one immutable value for every proxy packet
+_NO_ENTRY = Conntrack()
+
+
+def _proxy_packet(t: Trace, dst: Address, dport: int, socket: Socket, mark: int, src: Address | None,
                   netns: Netns) -> Packet:
+    """The first packet of the proxy's connection for ``t``'s, from its ``socket`` with its ``mark``."""
     fam = t.packet.family
     if src is None:
         primary = netns.primary_address(netns.default_iface, fam)
         src = primary if primary is not None else (IPv4Address("127.0.0.1") if fam is Family.IPV4
                                                    else IPv6Address("::1"))
-        if netns.is_local(dst) and dst.is_loopback:
+        if dst.is_loopback and netns.is_local(dst):
             src = dst
     return Packet(family=fam, proto=t.packet.proto, src=src, dst=dst, sport=PROXY_SPORT, dport=dport,
-                  origin=Origin.LOCAL, socket=Socket(uid=sidecar.uid, gid=sidecar.gid), mark=sidecar.mark)
+                  origin=Origin.LOCAL, socket=socket, mark=mark, ct=_NO_ENTRY)
 
 
 def _proxy_trace(rules: CompiledRuleset, client: Packet, proxy: Packet, netns: Netns) -> Trace:
@@ -259,99 +291,121 @@ def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sideca
 
     ``envoy`` decides where the sidecar connects (see :data:`EnvoyHop`); without it, to the original
     destination (outbound) or to the app through the passthrough address (inbound). The result's
-    :class:`Decision` is computed from the hops' steps; its sentence is rendered from it.
+    :class:`Decision` is computed from the hops' steps; its sentence is rendered from it. Following many
+    packets through the same rules and proxy: :class:`Follower` (what this builds each call).
     """
-    t = trace(rules, packet, netns)
-    hops = [KernelHop(who, t)]
-    if packet.ct.reply:
-        return _reply(hops, t)
-    d = _decide_first(t, sidecar, netns)
-    v = d.verdict
-    if v is Verdict.DROPPED:
-        return Followed(tuple(hops), d, _sentence(f"Dropped: {t.reason}."))
-    if v is Verdict.UNCERTAIN:
-        return Followed(tuple(hops), d, _sentence(f"Uncertain: {t.reason}; netsim cannot say more."))
-    sc, sc_s = sidecar.name, sidecar.possessive
-    if v is Verdict.BYPASSED:
-        reached = "" if _delivered_port(t) is None else f", which is not {sc_s}"
-        return Followed(tuple(hops), d, _sentence(f"Bypasses {sc} ({t.reason}{reached}) because {d.reason}."))
-    assert d.listener is not None
-    port = d.listener.port
-    name = _listener_name(v, port, sidecar)
-    _, how, redirected, _ = _how(t, port, sidecar)
-    if not redirected:
-        return Followed(tuple(hops), d, _sentence(f"Delivered to {sc_s} {name} {port} directly: {how}."))
-    if port in sidecar.direct_inbound:  # HBONE: what the tunnel carries is ztunnel's to open, not the kernel's
-        return Followed(tuple(hops), d, _sentence(
-            f"Captured by {sc_s} {name} {port} via {how}; the connection inside the tunnel is {sc}'s to open."))
-    if v is Verdict.CAPTURED_DNS:
-        proxy = f"{sc_s} DNS proxy" if sidecar.ambient else "the DNS proxy"
-        return Followed(tuple(hops), d, _sentence(
-            f"Captured by {proxy} on port {port} via {how}; it answers or forwards the query to "
-            f"{t.packet.dst} itself."))
-    parts = [f"Captured by {sc_s} {name} {port} via {how}"]
-    first_od: Endpoint | None = None
-    first_up: Upstream | None = None
-    stage = v
-    while True:
-        od = Endpoint(t.dst.addr, t.dst.port) if t.transparent_socket else t.original_dst
-        if od is None:
-            parts.append(f"but SO_ORIGINAL_DST has no answer (UDP or a non-default conntrack zone), so {sc} "
-                         "cannot forward it")
-            return Followed(tuple(hops), d, _sentence(", ".join(parts) + "."), first_od, first_up)
-        up = envoy(stage, od) if envoy is not None else None
-        up = up or _default_upstream(stage, od, t.packet.family, sidecar)
-        if first_od is None:
-            first_od, first_up = od, up
-        if up.address is None:
-            parts.append(f"{sc} opens no upstream connection: {up.what}")
-            return Followed(tuple(hops), d, _sentence("; ".join(parts) + "."), first_od, first_up)
-        src = None
-        if stage is Verdict.CAPTURED_INBOUND and sidecar.spoofs_client:
-            # ztunnel connects to the app from the client's own address (IP_TRANSPARENT, ambient §8), unless
-            # the two are equal
-            client = t.packet.src
-            src = client if client != up.address else None
-        elif stage is Verdict.CAPTURED_INBOUND:
-            pt = sidecar.passthrough_v4 if t.packet.family is Family.IPV4 else sidecar.passthrough_v6
-            src = ip_address(pt) if pt else up.address if up.address.is_loopback else None
-        nxt = _proxy_trace(rules, t.packet, _proxy_packet(t, up.address, up.port, sidecar, src, netns), netns)
-        hops.append(KernelHop(sidecar.label, nxt))
-        ep = _ep(up.address, up.port)
-        target = ep if not up.what else f"{up.what} {ep}" if up.what == _ORIGINAL else f"{up.what} at {ep}"
-        via = f" from {src}" if src is not None else ""
-        nport = _delivered_port(nxt)
-        nstage_or_none = _listener_kind(sidecar, nport, nxt, netns)
-        if nport is not None and nstage_or_none is not None:
-            by2, how2, redirected2, basis2 = _how(nxt, nport, sidecar)
-            nstage = nstage_or_none
-            if redirected2 and nstage is Verdict.CAPTURED_INBOUND and stage is Verdict.CAPTURED_OUTBOUND \
-                    and len(hops) <= MAX_HOPS:
-                # Outbound to the pod's own address: Envoy's connection goes through its inbound listener.
-                parts.append(f"{sc} connects to {target} as {sidecar.credentials}, which its inbound "
-                             f"listener {nport} captures via {how2}")
-                t, stage = nxt, nstage
-                continue
-            reached = f"again via {how2}" if redirected2 else "directly (addressed to it; no rule redirected it)"
-            reason = f"{sc_s} own connection to {target}{via} reaches its {_listener_name(nstage, nport, sidecar)} " \
-                     f"{nport} {reached}"
-            loop = Decision(verdict=Verdict.LOOPED, decided_by=by2, reason=reason, hop=len(hops) - 1, basis=basis2)
-            return Followed(tuple(hops), loop, _sentence("; ".join([*parts, reason]) + ": a loop."), first_od,
-                            first_up)
-        if nxt.outcome is Outcome.SENT:
-            end = f"{sc} connects to {target} as {sidecar.credentials}, which leaves through {nxt.out_iface}"
-        elif stage is Verdict.CAPTURED_INBOUND and nxt.outcome in (Outcome.DELIVERED, Outcome.REFUSED) \
-                and nxt.local_port == up.port:
-            app = "the app" if nxt.outcome is Outcome.DELIVERED else "the app's port (nothing listens there)"
-            end = f"{sc} forwards it to {_ep(up.address, up.port)}{via}, reaching {app}"
-            if sidecar.policy_route is not None and nxt.ctmark & sidecar.policy_route[1] == sidecar.policy_route[0]:
-                end += (f"; the connection is marked {nxt.ctmark:#x}, so the app's replies are routed back to "
-                        f"{sc} through table {sidecar.policy_route[2]}")
-        elif nxt.outcome is Outcome.DROPPED:
-            end = f"{sc_s} connection to {target}{via} is dropped: {nxt.reason}"
-        else:
-            end = f"{sc_s} connection to {target}{via}: {nxt.reason}"
-        return Followed(tuple(hops), d, _sentence("; ".join([*parts, end]) + "."), first_od, first_up)
+    return Follower(rules, sidecar).follow(packet, netns, who, envoy=envoy)
+
+
+class Follower:
+    """:func:`follow` for one ruleset and proxy: what is constant for them (the proxy's names and
+    credentials as the sentences print them, the socket its connections come from) is read once, not per
+    packet. ``Workload.follow`` keeps one
+    per family; :func:`capture_matrix` one per matrix."""
+
+    __slots__ = ("credentials", "label", "name", "possessive", "rules", "sidecar", "socket")
+
+    def __init__(self, rules: CompiledRuleset, sidecar: SidecarIdentity) -> None:
+        self.rules, self.sidecar = rules, sidecar
+        self.name, self.possessive = sidecar.name, sidecar.possessive
+        self.label, self.credentials = sidecar.label, sidecar.credentials
+        self.socket = Socket(uid=sidecar.uid, gid=sidecar.gid)  # every connection the proxy opens comes from it
+
+    def follow(self, packet: Packet, netns: Netns, who: str, *, envoy: EnvoyHop | None = None) -> Followed:
+        """:func:`follow` of ``packet`` through this follower's rules and proxy."""
+        sidecar = self.sidecar
+        t = trace(self.rules, packet, netns)
+        hops = [KernelHop(who, t)]
+        if packet.ct.reply:
+            return _reply(hops, t)
+        d = _decide_first(t, sidecar, netns)
+        v = d.verdict
+        if v is Verdict.DROPPED:
+            return Followed(tuple(hops), d, _sentence(f"Dropped: {t.reason}."))
+        if v is Verdict.UNCERTAIN:
+            return Followed(tuple(hops), d, _sentence(f"Uncertain: {t.reason}; netsim cannot say more."))
+        sc, sc_s = self.name, self.possessive
+        if v is Verdict.BYPASSED:
+            reached = "" if _delivered_port(t) is None else f", which is not {sc_s}"
+            return Followed(tuple(hops), d, _sentence(f"Bypasses {sc} ({t.reason}{reached}) because {d.reason}."))
+        assert d.listener is not None
+        port = d.listener.port
+        name = _listener_name(v, port, sidecar)
+        how, redirected = d.reason, d.basis != _ADDRESSED  # what _how said when deciding (one home: _decide_first)
+        if not redirected:
+            return Followed(tuple(hops), d, _sentence(f"Delivered to {sc_s} {name} {port} directly: {how}."))
+        if port in sidecar.direct_inbound:  # HBONE: what the tunnel carries is ztunnel's to open, not the kernel's
+            return Followed(tuple(hops), d, _sentence(
+                f"Captured by {sc_s} {name} {port} via {how}; the connection inside the tunnel is {sc}'s to open."))
+        if v is Verdict.CAPTURED_DNS:
+            proxy = f"{sc_s} DNS proxy" if sidecar.ambient else "the DNS proxy"
+            return Followed(tuple(hops), d, _sentence(
+                f"Captured by {proxy} on port {port} via {how}; it answers or forwards the query to "
+                f"{t.packet.dst} itself."))
+        parts = [f"Captured by {sc_s} {name} {port} via {how}"]
+        first_od: Endpoint | None = None
+        first_up: Upstream | None = None
+        stage = v
+        while True:
+            od = Endpoint(t.dst.addr, t.dst.port) if t.transparent_socket else t.original_dst
+            if od is None:
+                parts.append(f"but SO_ORIGINAL_DST has no answer (UDP or a non-default conntrack zone), so {sc} "
+                             "cannot forward it")
+                return Followed(tuple(hops), d, _sentence(", ".join(parts) + "."), first_od, first_up)
+            up = envoy(stage, od) if envoy is not None else None
+            up = up or _default_upstream(stage, od, t.packet.family, sidecar)
+            if first_od is None:
+                first_od, first_up = od, up
+            if up.address is None:
+                parts.append(f"{sc} opens no upstream connection: {up.what}")
+                return Followed(tuple(hops), d, _sentence("; ".join(parts) + "."), first_od, first_up)
+            src = None
+            if stage is Verdict.CAPTURED_INBOUND and sidecar.spoofs_client:
+                # ztunnel connects to the app from the client's own address (IP_TRANSPARENT, ambient §8), unless
+                # the two are equal
+                client = t.packet.src
+                src = client if client != up.address else None
+            elif stage is Verdict.CAPTURED_INBOUND:
+                pt = sidecar.passthrough_v4 if t.packet.family is Family.IPV4 else sidecar.passthrough_v6
+                src = ip_address(pt) if pt else up.address if up.address.is_loopback else None
+            out = _proxy_packet(t, up.address, up.port, self.socket, sidecar.mark, src, netns)
+            nxt = _proxy_trace(self.rules, t.packet, out, netns)
+            hops.append(KernelHop(self.label, nxt))
+            ep = _ep(up.address, up.port)
+            target = ep if not up.what else f"{up.what} {ep}" if up.what == _ORIGINAL else f"{up.what} at {ep}"
+            via = f" from {src}" if src is not None else ""
+            nport = _delivered_port(nxt)
+            nstage_or_none = _listener_kind(sidecar, nport, nxt, netns)
+            if nport is not None and nstage_or_none is not None:
+                by2, how2, redirected2, basis2 = _how(nxt, nport, sidecar)
+                nstage = nstage_or_none
+                if redirected2 and nstage is Verdict.CAPTURED_INBOUND and stage is Verdict.CAPTURED_OUTBOUND \
+                        and len(hops) <= MAX_HOPS:
+                    # Outbound to the pod's own address: Envoy's connection goes through its inbound listener.
+                    parts.append(f"{sc} connects to {target} as {self.credentials}, which its inbound "
+                                 f"listener {nport} captures via {how2}")
+                    t, stage = nxt, nstage
+                    continue
+                reached = f"again via {how2}" if redirected2 else "directly (addressed to it; no rule redirected it)"
+                reason = f"{sc_s} own connection to {target}{via} reaches its " \
+                         f"{_listener_name(nstage, nport, sidecar)} {nport} {reached}"
+                loop = Decision(verdict=Verdict.LOOPED, decided_by=by2, reason=reason, hop=len(hops) - 1, basis=basis2)
+                return Followed(tuple(hops), loop, _sentence("; ".join([*parts, reason]) + ": a loop."), first_od,
+                                first_up)
+            if nxt.outcome is Outcome.SENT:
+                end = f"{sc} connects to {target} as {self.credentials}, which leaves through {nxt.out_iface}"
+            elif stage is Verdict.CAPTURED_INBOUND and nxt.outcome in (Outcome.DELIVERED, Outcome.REFUSED) \
+                    and nxt.local_port == up.port:
+                app = "the app" if nxt.outcome is Outcome.DELIVERED else "the app's port (nothing listens there)"
+                end = f"{sc} forwards it to {_ep(up.address, up.port)}{via}, reaching {app}"
+                if sidecar.policy_route is not None and nxt.ctmark & sidecar.policy_route[1] == sidecar.policy_route[0]:
+                    end += (f"; the connection is marked {nxt.ctmark:#x}, so the app's replies are routed back to "
+                            f"{sc} through table {sidecar.policy_route[2]}")
+            elif nxt.outcome is Outcome.DROPPED:
+                end = f"{sc_s} connection to {target}{via} is dropped: {nxt.reason}"
+            else:
+                end = f"{sc_s} connection to {target}{via}: {nxt.reason}"
+            return Followed(tuple(hops), d, _sentence("; ".join([*parts, end]) + "."), first_od, first_up)
 
 
 _LISTENER_NAMES = {Verdict.CAPTURED_OUTBOUND: "outbound listener", Verdict.CAPTURED_INBOUND: "inbound listener",
@@ -380,7 +434,9 @@ def _listener_kind(sidecar: SidecarIdentity, port: int | None, t: Trace, netns: 
         od = Endpoint(t.dst.addr, t.dst.port) if t.transparent_socket else t.original_dst
         own = od is not None and not od.addr.is_loopback and netns.is_local(od.addr)
         return Verdict.CAPTURED_INBOUND if own else Verdict.CAPTURED_OUTBOUND
-    return {sidecar.outbound_port: Verdict.CAPTURED_OUTBOUND, sidecar.inbound_port: Verdict.CAPTURED_INBOUND}.get(port)
+    if port == sidecar.inbound_port:  # checked first: it wins when the two ports are equal
+        return Verdict.CAPTURED_INBOUND
+    return Verdict.CAPTURED_OUTBOUND if port == sidecar.outbound_port else None
 
 
 _ORIGINAL = "the original destination"
@@ -433,6 +489,7 @@ def capture_matrix(rules: CompiledRuleset, netns: Netns, sidecar: SidecarIdentit
                    ports: Sequence[int], remote: Address, pod_ip: Address, peer: Address) -> tuple[MatrixRow, ...]:
     """For each direction, protocol, port and uid class: captured, bypassed or dropped, and by which rule."""
     rows: list[MatrixRow] = []
+    follow = Follower(rules, sidecar).follow
     fam = Family.IPV4 if pod_ip.version == 4 else Family.IPV6
     for proto in (Proto.TCP, Proto.UDP):
         for port in ports:
@@ -441,11 +498,11 @@ def capture_matrix(rules: CompiledRuleset, netns: Netns, sidecar: SidecarIdentit
                                         ("proxy", sidecar.uid, sidecar.gid, sidecar.mark)):
                 p = Packet(family=fam, proto=proto, src=pod_ip, dst=remote, sport=APP_SPORT, dport=port,
                            socket=Socket(uid=uid, gid=gid), mark=mark)
-                f = follow(rules, p, netns, sidecar, who)
+                f = follow(p, netns, who)
                 rows.append(_row("outbound", proto, port, who, f))
             p = Packet(family=fam, proto=proto, src=peer, dst=pod_ip, sport=APP_SPORT, dport=port,
                        origin=Origin.ARRIVING, in_iface=netns.default_iface, socket=None)
-            f = follow(rules, p, netns, sidecar, "peer")
+            f = follow(p, netns, "peer")
             rows.append(_row("inbound", proto, port, "peer", f))
     return tuple(rows)
 
@@ -456,4 +513,5 @@ def _row(direction: str, proto: Proto, port: int, who: str, f: Followed) -> Matr
                      bool(decider.uncertain or decider.branches))
 
 
-__all__ = ["APP_SPORT", "EnvoyHop", "Followed", "KernelHop", "MatrixRow", "Upstream", "capture_matrix", "follow"]
+__all__ = ["APP_SPORT", "EnvoyHop", "Followed", "Follower", "KernelHop", "MatrixRow", "Upstream", "capture_matrix",
+           "follow"]

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from netsim.spec.pod import PodSource
     from netsim.spec.resolve import Resolution
     from netsim.spec.versions import VersionProfile
-    from netsim.workload.hops import EnvoyHop, Followed, MatrixRow
+    from netsim.workload.hops import EnvoyHop, Followed, Follower, MatrixRow
 
 _T = TypeVar("_T")
 DEFAULT_POD_IP = "10.244.0.5"  # the examples' pod IP (rules/README.md) when neither the pod nor --pod-ip has one
@@ -144,6 +144,9 @@ class Workload:
     # an ambient pod's compiled capture (:meth:`from_ambient_pod`): its rules, routes and agent config
     ambient: AmbientCompiled | None = None
     _cache: dict[Family, CompiledRuleset] = field(default_factory=dict, compare=False, repr=False)
+    # :meth:`follow`'s per-family Follower, reused while it has this workload's compiled rules and proxy
+    # (``replace`` shares the dict between workloads that may differ in either: it checks both)
+    _followers: dict[Family, Follower] = field(default_factory=dict, compare=False, repr=False)
 
     # ---- construction ------------------------------------------------------------------------
 
@@ -655,10 +658,16 @@ class Workload:
                netns: Netns | None = None, envoy: EnvoyHop | None = None) -> Followed:
         """Trace ``packet`` and the sidecar's connections after it (``netsim.workload.hops.follow``);
         ``envoy`` is the sidecar's own decision of where to connect (``netsim.mesh``, given by the caller)."""
-        from netsim.workload.hops import follow
+        fam = packet.family
+        rules = self._cache.get(fam)
+        if rules is None:
+            rules = self.rules(fam)
+        f = self._followers.get(fam)
+        if f is None or f.rules is not rules or f.sidecar is not self.sidecar:
+            from netsim.workload.hops import Follower
 
-        return follow(self.rules(packet.family), packet, netns or self.netns(listening), self.sidecar, who,
-                      envoy=envoy)
+            f = self._followers[fam] = Follower(rules, self.sidecar)
+        return f.follow(packet, netns or self.netns(listening), who, envoy=envoy)
 
     def trace(self, dst: EndpointLike, *, proto: str = "tcp", src: EndpointLike | None = None,
               from_: EndpointLike | None = None, uid: int | None = None, gid: int | None = None,
