@@ -148,40 +148,42 @@ def _bypass(t: Trace, sidecar: SidecarIdentity) -> tuple[DecidedBy | None, str, 
     """The rule that let the packet bypass capture (a RETURN in the capture chains), or why none did.
 
     Reads the capture tables' own steps (first pass): nat, and mangle where TPROXY captures, each step's
-    role read once, in one pass over the steps."""
+    role read once, in one pass over the steps from the last: nat's last RETURN (or ACCEPT) decides before
+    anything else, so the steps before it are not read."""
     rule, policy = Kind.RULE, Kind.POLICY
     # a RETURN out of the capture chains; in nat also an ACCEPT (ambient's probe, own-pod and 0x111
     # rules, spec/istio-ambient-capture.md §3 rules 9, 10, 17, 18), which ends nat for the packet, and for
     # ztunnel in mangle too (1.21-1.24's TPROXY inbound accepts probes and loopback there, §11)
     mangle_ends = _NAT_ENDS if sidecar.ambient else ("RETURN",)
-    nat_end: Step | None = None  # the last matched RETURN (or ACCEPT) of each table: nat's decides first
-    mangle_end: Step | None = None
+    mangle_end: Step | None = None  # mangle's last matched RETURN (or ACCEPT)
     seen_nat = seen_mangle = False
-    missed_nat: list[Step] = []  # rules the packet did not match, in order: a capture rule among them is named
+    missed_nat: list[Step] = []  # rules the packet did not match, last first: a capture rule among them is named
     missed_mangle: list[Step] = []
-    for s in t.steps:
+    for s in reversed(t.steps):
         kind = s.kind
         if s.pass_no != 0 or (kind is not rule and kind is not policy):
             continue
-        role = _role(s)
+        b = s.base
+        role = s.table if b is None or b.backend != "nft" else _role(s)  # _role's iptables case, without the call
         if role == "nat":
             seen_nat = True
             if kind is rule:
                 if not s.matched:
                     missed_nat.append(s)
                 elif s.verdict in _NAT_ENDS:
-                    nat_end = s
+                    r = DecidedBy.of(s)
+                    did = "returned" if s.verdict == "RETURN" else "accepted"
+                    return r, f"{r.ref} {did} it before any capture rule", "rule"
         elif role == "mangle":
             seen_mangle = True
             if kind is rule:
                 if not s.matched:
                     missed_mangle.append(s)
-                elif s.verdict in mangle_ends:
+                elif s.verdict in mangle_ends and mangle_end is None:
                     mangle_end = s
-    end = nat_end if nat_end is not None else mangle_end
-    if end is not None:
-        r = DecidedBy.of(end)
-        did = "returned" if end.verdict == "RETURN" else "accepted"
+    if mangle_end is not None:
+        r = DecidedBy.of(mangle_end)
+        did = "returned" if mangle_end.verdict == "RETURN" else "accepted"
         return r, f"{r.ref} {did} it before any capture rule", "rule"
     if not seen_nat:
         ct = t.packet.ct
@@ -195,13 +197,34 @@ def _bypass(t: Trace, sidecar: SidecarIdentity) -> tuple[DecidedBy | None, str, 
         if not seen_mangle:  # no nat chain is hooked where the packet passed: an empty chain, or no nat table at all
             hook = t.steps[0].hook if t.steps else "its hook"
             return None, f"no nat rule saw it (nat {hook} has no rules)", "policy"
-    capturing = [s for s in (*missed_nat, *missed_mangle) if _jump(s) in _CAPTURES]
+    capturing = [s for s in (*reversed(missed_nat), *reversed(missed_mangle)) if _jump(s) in _CAPTURES]
     if capturing:
         fam = t.packet.family
-        missed = "; ".join(f"{DecidedBy.of(s).ref} failed on {describe_failure(s, fam).replace(': ', ' (', 1)})"
-                           for s in capturing[-3:])
+        missed = "; ".join(_missed(s, fam) for s in capturing[-3:])
         return None, f"no capture rule matched it: {missed}", "policy"
     return None, "no rule redirected it (the chains ended and the policy accepted it unchanged)", "policy"
+
+
+# _missed's phrases: the same rule fails on the same field and value for many packets (every probe of a port or
+# protocol the capture rule excludes). Bounded: cleared when full, as a long-lived process traces many rulesets.
+_MISSED: dict[tuple[object, ...], str] = {}
+_MISSED_MAX = 4096
+
+
+def _missed(step: Step, family: Family) -> str:
+    """``<rule> failed on <condition> (<why>)``: a capture rule the packet did not match, and why."""
+    key = (step.text, step.position, step.chain, step.table, step.base, step.failed, family)
+    try:
+        hit, hashable = _MISSED.get(key), True
+    except TypeError:  # a failed value that cannot be hashed: said without the memo
+        hit, hashable = None, False
+    if hit is None:
+        hit = f"{DecidedBy.of(step).ref} failed on {describe_failure(step, family).replace(': ', ' (', 1)})"
+        if hashable:
+            if len(_MISSED) >= _MISSED_MAX:
+                _MISSED.clear()
+            _MISSED[key] = hit
+    return hit
 
 
 def _decide_first(t: Trace, sidecar: SidecarIdentity, netns: Netns) -> Decision:
