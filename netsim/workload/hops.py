@@ -338,34 +338,35 @@ class Follower:
         """:func:`follow` of ``packet`` through this follower's rules and proxy."""
         sidecar = self.sidecar
         t = trace(self.rules, packet, netns)
-        hops = [KernelHop(who, t)]
+        first = KernelHop(who, t)
         if packet.ct.reply:
-            return _reply(hops, t)
+            return _reply([first], t)
         d = _decide_first(t, sidecar, netns)
         v = d.verdict
         if v is Verdict.DROPPED:
-            return Followed(tuple(hops), d, _sentence(f"Dropped: {t.reason}."))
+            return Followed((first,), d, _sentence(f"Dropped: {t.reason}."))
         if v is Verdict.UNCERTAIN:
-            return Followed(tuple(hops), d, _sentence(f"Uncertain: {t.reason}; netsim cannot say more."))
+            return Followed((first,), d, _sentence(f"Uncertain: {t.reason}; netsim cannot say more."))
         sc, sc_s = self.name, self.possessive
         if v is Verdict.BYPASSED:
             reached = "" if _delivered_port(t) is None else f", which is not {sc_s}"
-            return Followed(tuple(hops), d, _sentence(f"Bypasses {sc} ({t.reason}{reached}) because {d.reason}."))
+            return Followed((first,), d, _sentence(f"Bypasses {sc} ({t.reason}{reached}) because {d.reason}."))
         assert d.listener is not None
         port = d.listener.port
         name = _listener_name(v, port, sidecar)
         how, redirected = d.reason, d.basis != _ADDRESSED  # what _how said when deciding (one home: _decide_first)
         if not redirected:
-            return Followed(tuple(hops), d, _sentence(f"Delivered to {sc_s} {name} {port} directly: {how}."))
+            return Followed((first,), d, _sentence(f"Delivered to {sc_s} {name} {port} directly: {how}."))
         if port in sidecar.direct_inbound:  # HBONE: what the tunnel carries is ztunnel's to open, not the kernel's
-            return Followed(tuple(hops), d, _sentence(
+            return Followed((first,), d, _sentence(
                 f"Captured by {sc_s} {name} {port} via {how}; the connection inside the tunnel is {sc}'s to open."))
         if v is Verdict.CAPTURED_DNS:
             proxy = f"{sc_s} DNS proxy" if sidecar.ambient else "the DNS proxy"
-            return Followed(tuple(hops), d, _sentence(
+            return Followed((first,), d, _sentence(
                 f"Captured by {proxy} on port {port} via {how}; it answers or forwards the query to "
                 f"{t.packet.dst} itself."))
         parts = [f"Captured by {sc_s} {name} {port} via {how}"]
+        hops = [first]
         first_od: Endpoint | None = None
         first_up: Upstream | None = None
         stage = v
