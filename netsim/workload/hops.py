@@ -371,7 +371,7 @@ class Follower:
         first_up: Upstream | None = None
         stage = v
         while True:
-            od = Endpoint(t.dst.addr, t.dst.port) if t.transparent_socket else t.original_dst
+            od = t.dst if t.transparent_socket else t.original_dst  # the TPROXY socket's local address
             if od is None:
                 parts.append(f"but SO_ORIGINAL_DST has no answer (UDP or a non-default conntrack zone), so {sc} "
                              "cannot forward it")
@@ -455,7 +455,7 @@ def _listener_kind(sidecar: SidecarIdentity, port: int | None, t: Trace, netns: 
     if port in sidecar.direct_inbound:  # ztunnel's HBONE listener: inbound, whether or not a rule sent it there
         return Verdict.CAPTURED_INBOUND
     if sidecar.shared_listener and port == sidecar.outbound_port:
-        od = Endpoint(t.dst.addr, t.dst.port) if t.transparent_socket else t.original_dst
+        od = t.dst if t.transparent_socket else t.original_dst
         own = od is not None and not od.addr.is_loopback and netns.is_local(od.addr)
         return Verdict.CAPTURED_INBOUND if own else Verdict.CAPTURED_OUTBOUND
     if port == sidecar.inbound_port:  # checked first: it wins when the two ports are equal
