@@ -116,3 +116,22 @@ def test_a_direct_connection_to_the_sidecars_tunnel_port_reaches_its_hbone_liste
     assert first.decided_by is not None and "-j TPROXY" in first.decided_by.text
     assert tp.decision.verdict.value == "looped" and tp.decision.hop == 1
     assert "reaches its HBONE inbound listener 15008 directly" in tp.summary
+
+
+def test_a_workload_derived_from_another_follows_with_its_own_rules_and_proxy() -> None:
+    """``Workload.follow`` keeps its Follower per family; ``replace`` shares that memo between workloads that
+    differ in their proxy (``as_ambient``) or rules (``with_nft_backend``), and each still answers with its own."""
+    dump = Workload.from_rules([str(MTLS / "current.iptables-save")], pod_ips=["10.244.0.5"])
+    packet, who = dump.packet("10.96.0.10:80")
+    sidecar = dump.follow(packet, who)
+    ambient = dump.as_ambient()
+    assert ambient._followers is dump._followers  # the memo is shared, so it must check what it memoises
+    ztunnel = ambient.follow(packet, who)
+    assert sidecar.decision.listener is not None and sidecar.decision.listener.owner == "sidecar"
+    assert ztunnel.decision.listener is not None and ztunnel.decision.listener.owner == "ztunnel"
+    assert dump.follow(packet, who) == sidecar
+    pod = Workload.from_pod(str(MTLS / "pod.yaml"))
+    iptables = pod.follow(packet, who)
+    nft = pod.with_nft_backend().follow(packet, who)
+    assert iptables.decision.decided_by is not None and iptables.decision.decided_by.backend == ""
+    assert nft.decision.decided_by is not None and nft.decision.decided_by.backend == "nft"
