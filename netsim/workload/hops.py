@@ -323,8 +323,7 @@ def follow(rules: CompiledRuleset, packet: Packet, netns: Netns, sidecar: Sideca
 class Follower:
     """:func:`follow` for one ruleset and proxy: what is constant for them (the proxy's names and
     credentials as the sentences print them, the socket its connections come from) is read once, not per
-    packet. ``Workload.follow`` keeps one
-    per family; :func:`capture_matrix` one per matrix."""
+    packet. ``Workload.follow`` keeps one per family; :func:`capture_matrix` one per matrix."""
 
     __slots__ = ("credentials", "label", "name", "possessive", "rules", "sidecar", "socket")
 
@@ -458,7 +457,7 @@ def _listener_kind(sidecar: SidecarIdentity, port: int | None, t: Trace, netns: 
         od = t.dst if t.transparent_socket else t.original_dst
         own = od is not None and not od.addr.is_loopback and netns.is_local(od.addr)
         return Verdict.CAPTURED_INBOUND if own else Verdict.CAPTURED_OUTBOUND
-    if port == sidecar.inbound_port:  # checked first: it wins when the two ports are equal
+    if port == sidecar.inbound_port:
         return Verdict.CAPTURED_INBOUND
     return Verdict.CAPTURED_OUTBOUND if port == sidecar.outbound_port else None
 
