@@ -501,7 +501,7 @@ def main() -> None:
                 run = dnsperf(*servers[name], queries, args.seconds, pid=procs[name].pid, qps=args.qps)
                 assert run is not None  # UDP: dnsperf's TCP race cannot happen
                 ms = [x * 1000 for _, x in run.latencies]
-                local = [x * 1000 for n, x in run.latencies if not n.endswith(FORWARDED_ZONE)]
+                local = [x * 1000 for n, x in run.latencies if not n.endswith(FORWARDED_ZONE)] or [0.0]
                 fwd = [x * 1000 for n, x in run.latencies if n.endswith(FORWARDED_ZONE)] or [0.0]
                 print(f"at {args.qps} q/s  {name:12s} achieved {run.qps:7.0f} q/s, lost {run.lost}; latency ms: "
                       f"avg {statistics.mean(ms):.3f} p50 {pct(ms, 50):.3f} p99 {pct(ms, 99):.3f} max {max(ms):.3f} "
