@@ -164,13 +164,6 @@ def _stamp(paths: Sequence[Path]) -> dict[str, Stamp]:
     return out
 
 
-def _grow_rcvbuf(transport: asyncio.BaseTransport) -> None:
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
-
-
 async def _bind_udp(host: str, port: int, family: int) -> socket.socket:
     """A non-blocking UDP socket bound to ``host:port`` (the first address it resolves to that binds)."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
@@ -229,7 +222,8 @@ class _UDP:
     a send to a client that sleeps in ``recv`` wakes it, and on loopback that wake-up (and often being
     switched out for it) was a quarter of the agent's CPU per query (perf); sent back to back, one
     wake-up serves a run of replies. The first reply of a batch waits for at most the batch's reading
-    (tens of µs at saturation); at a low rate a batch is one query, so nothing waits.
+    (tens of µs at saturation); at a low rate a batch is one query, so nothing waits. The queries the
+    batch forwards go to the upstreams together too, before the replies (``held_upstream``).
 
     ``transport`` is the object replies to forwarded queries are sent through (``sendto``/``is_closing``,
     the datagram transport's interface): the listener itself while open, None once closed.
@@ -273,6 +267,8 @@ class _UDP:
         hits = 0  # answered from the cache, counted once per batch
         out: list[tuple[bytes, Any]] = []
         self.held = out  # self.sendto adds to it until the batch is read
+        sends: list[tuple[_UpstreamSocket, bytes]] = []
+        srv.held_upstream = sends  # … and _UpstreamSocket.send to this
         try:
             for _ in range(UDP_BATCH):
                 try:
@@ -290,8 +286,11 @@ class _UDP:
                 self.query(data, addr)
         finally:
             self.held = None
+            srv.held_upstream = None
             c.queries += hits
             c.local += hits
+            for us, query in sends:  # first: the upstreams work on them while the replies go out
+                us.send_now(query)
             if out:
                 self.send_all(out)
 
@@ -301,7 +300,7 @@ class _UDP:
         c = srv.counters
         known = srv.forward_cache.get(data[2:])
         if known is not None:  # forwarded before: the same decision with this query's ID (resolve is pure)
-            srv.spawn_udp(known.again(data), addr, self)
+            srv.spawn_udp_again(known, data, addr, self)
             return
         d = resolve(data, srv.lookup, transport=Transport.UDP, rng=srv.rng)
         if type(d) is Reply:
@@ -331,6 +330,18 @@ class _UDP:
             except OSError:
                 return
         self._queue(wire, addr)
+
+    def hold(self) -> bool:
+        """Hold this socket's replies until :meth:`release`; False if they are held already."""
+        if self.held is not None:
+            return False
+        self.held = []
+        return True
+
+    def release(self) -> None:
+        out, self.held = self.held, None
+        if out:
+            self.send_all(out)
 
     def send_all(self, out: list[tuple[bytes, Any]]) -> None:
         """Send ``out`` in order, back to back (what the kernel cannot take now waits in the backlog)."""
@@ -560,58 +571,143 @@ class _FutureWaiter(_Waiter):
             self.future.set_exception(exc)
 
 
-class _UpstreamSocket(asyncio.DatagramProtocol):
-    """A connected UDP socket to one upstream; each reply goes to the exchange waiting for its ID."""
+class _UpstreamSocket:
+    """A connected UDP socket to one upstream, read by the event loop's reader callback (no asyncio transport);
+    each reply goes to the exchange waiting for its ID.
 
-    def __init__(self) -> None:
-        self.transport: asyncio.DatagramTransport | None = None
+    As for the listening sockets, the replies waiting are read in one go (up to ``UDP_BATCH``) and the client
+    replies they lead to are sent together once all are read; ``recv`` on the connected socket makes no
+    sender address, where a datagram transport made one per reply (perf: ``inet_ntop``). A receive error is
+    an ICMP error on the connected socket (port unreachable …): every exchange waiting on it has failed, as
+    each would have on its own socket. ``send`` is the datagram transport's ``sendto``: a query the kernel
+    cannot take now waits for the socket to drain; other send errors fail the socket's exchanges too.
+    """
+
+    def __init__(self, server: DNSServer, sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
         self.waiting: dict[int, _Waiter] = {}
+        self.backlog: collections.deque[bytes] = collections.deque()
+        self.closed = False
+        self.loop.add_reader(sock.fileno(), self.readable)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        if len(data) < 2:
+    def send(self, query: bytes) -> None:
+        """Send ``query`` now, or with the batch of queries being read when there is one (``held_upstream``)."""
+        if self.closed:
             return
-        w = self.waiting.get((data[0] << 8) | data[1])  # another ID: skipped, as on pilot-agent's socket
-        if w is not None:
-            w.reply(data)
+        held = self.server.held_upstream
+        if held is not None:
+            held.append((self, query))
+            return
+        self.send_now(query)
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP (port unreachable …) on a connected socket: every exchange on it has failed, as each would have
+    def send_now(self, query: bytes) -> None:
+        if self.closed:
+            return
+        if not self.backlog:
+            try:
+                self.sock.send(query)
+                return
+            except (BlockingIOError, InterruptedError):
+                self.loop.add_writer(self.sock.fileno(), self._drain)
+            except OSError as e:
+                self.failed(e)
+                return
+        self.backlog.append(query)
+
+    def _drain(self) -> None:
+        q = self.backlog
+        while q:
+            try:
+                self.sock.send(q[0])
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                q.popleft()
+                self.failed(e)
+                continue
+            q.popleft()
+        if not self.closed:
+            self.loop.remove_writer(self.sock.fileno())
+
+    def readable(self) -> None:
+        recv = self.sock.recv
+        waiting = self.waiting
+        held = self.server.hold_replies()
+        try:
+            for _ in range(UDP_BATCH):
+                try:
+                    data = recv(UPSTREAM_UDP_BUF)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as e:
+                    self.failed(e)
+                    break
+                if len(data) < 2:
+                    continue
+                w = waiting.get((data[0] << 8) | data[1])  # another ID: skipped, as on pilot-agent's socket
+                if w is not None:
+                    w.reply(data)
+        finally:
+            self.server.release_replies(held)
+
+    def failed(self, exc: Exception) -> None:
         for w in list(self.waiting.values()):
             w.error(exc)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        for w in list(self.waiting.values()):
-            w.error(ConnectionError("upstream socket closed"))
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        fd = self.sock.fileno()
+        self.loop.remove_reader(fd)
+        if self.backlog:
+            self.loop.remove_writer(fd)
+            self.backlog.clear()
+        self.sock.close()
+        self.failed(ConnectionError("upstream socket closed"))
 
 
 class _UDPForward(_Waiter):
     """A UDP client's forwarded query in sequential mode, driven by callbacks (no task): the upstreams are
     tried in turn on pooled sockets, each for ``timeout`` seconds; the first reply that is no transport
-    error goes back to the client, else SERVFAIL (spec 6)."""
+    error goes back to the client, else SERVFAIL (spec 6).
 
-    __slots__ = ("addr", "attempt", "fwd", "proto", "qid", "server", "servers", "socket")
+    ``decided`` is the core's decision for this query's bytes after the ID: made for ``query`` itself, or
+    for an earlier query with the same bytes but another ID (:attr:`DNSServer.forward_cache`). Sending
+    and the memoised re-packing of a reply need only ``query``, its ID and the decision's limits, so the
+    query's own :class:`Forward` (``decided.again(query)``, a parsed question copied with the new ID: 2-3 µs)
+    is built only when something reads it: a SERVFAIL, a reply the memo does not know, sockets of its own.
+    """
 
-    def __init__(self, server: DNSServer, fwd: Forward, addr: Any, proto: _UDP,
+    __slots__ = ("addr", "attempt", "decided", "proto", "qid", "query", "server", "servers", "socket")
+
+    def __init__(self, server: DNSServer, decided: Forward, query: bytes, addr: Any, proto: _UDP,
                  servers: list[tuple[str, int]]) -> None:
         self.server = server
-        self.fwd = fwd
-        self.qid = fwd.id
+        self.decided = decided
+        self.query = query
+        self.qid = (query[0] << 8) | query[1]
         self.addr = addr
         self.proto = proto
         self.servers = servers
         self.socket: _UpstreamSocket | None = None  # where the current attempt waits for its reply
         self.attempt = 0  # bumped per upstream tried: a deadline of an earlier attempt is stale
 
+    @property
+    def fwd(self) -> Forward:
+        """This query's own decision."""
+        if self.decided.query is not self.query:
+            self.decided = self.decided.again(self.query)
+        return self.decided
+
     def next(self) -> None:
         """Send to the next upstream, or answer SERVFAIL when there is none left."""
         srv = self.server
         if self.servers:
             us = srv.pooled_socket(self.servers[0], self.qid)
-            if us is None or us.transport is None:
+            if us is None:
                 # every pooled socket has a query with this ID out: the rest goes on sockets of its own
                 srv.track(self._own_sockets(self.servers))
                 self.servers = []
@@ -621,7 +717,7 @@ class _UDPForward(_Waiter):
             self.socket = us
             self.attempt += 1
             srv.expire_later(self)
-            us.transport.sendto(self.fwd.query)
+            us.send(self.query)
             return
         srv.counters.failed += 1
         self.done(servfail(self.fwd))
@@ -643,7 +739,16 @@ class _UDPForward(_Waiter):
 
     def reply(self, data: bytes) -> None:
         self._detach()
-        wire = self.server.finish_reply(self.fwd, data)
+        srv = self.server
+        d = self.decided
+        # the memo of DNSServer.finish_reply, read here without this query's own Forward: its limits are the
+        # decision's, and the pooled socket gave this exchange only a reply with its ID
+        if srv.config.answer_cache and len(data) <= UDP_READ_SIZE and len(data) <= d.read_size:
+            hit = srv.fit_memo.get((d.limit, data[2:]))
+            if hit is not None:
+                self.done(data[:2] + hit)
+                return
+        wire = srv.finish_reply(self.fwd, data)
         if wire is None:
             self.next()
         else:
@@ -818,6 +923,11 @@ class DNSServer:
         # (family, sockaddr) of each upstream for _TCPForward; None when one is not an IP address
         self._tcp_upstreams: list[tuple[int, Any]] | None = None
         self._udp_pooled = False  # every upstream has its pool of UDP sockets (set by start)
+        # a repeated forward may skip building its own Forward (_UDPForward.decided): not when a subclass
+        # answers forwards itself from spawn_udp (the lab's cluster DNS), which is then given one
+        self._lazy_forward = type(self).spawn_udp is DNSServer.spawn_udp
+        # queries for the upstreams held while a listening socket's batch is read (_UDP.readable), else None
+        self.held_upstream: list[tuple[_UpstreamSocket, bytes]] | None = None
         # their deadlines, in the order they were set (one timeout for all, so also in time order), and the
         # one timer that fires at the earliest: cheaper than a timer per exchange
         self._deadlines: collections.deque[tuple[float, _UDPForward | _TCPForward, int]] = collections.deque()
@@ -910,8 +1020,7 @@ class DNSServer:
             await asyncio.gather(*pending, return_exceptions=True)
         for pool in self._pools.values():
             for us in pool:
-                if us.transport is not None:
-                    us.transport.close()
+                us.close()
         for s in self._tcp:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(s.wait_closed(), 1.0)
@@ -1104,21 +1213,41 @@ class DNSServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def hold_replies(self) -> list[_UDP]:
+        """Hold the listening sockets' replies (see :class:`_UDP`); give the result to :meth:`release_replies`."""
+        return [u for u in self._udp if u.hold()]
+
+    def release_replies(self, held: list[_UDP]) -> None:
+        for u in held:
+            u.release()
+
     def spawn_udp(self, fwd: Forward, addr: Any, proto: _UDP) -> None:
+        """Forward a UDP client's query; its reply goes to ``proto.transport``."""
+        self._spawn_udp(fwd, fwd.query, addr, proto)
+
+    def spawn_udp_again(self, known: Forward, query: bytes, addr: Any, proto: _UDP) -> None:
+        """``spawn_udp(known.again(query), addr, proto)``: ``query`` has the bytes after the ID that ``known``
+        was decided for (resolve is pure); the copy is built only if needed (:class:`_UDPForward`)."""
+        if self._lazy_forward:
+            self._spawn_udp(known, query, addr, proto)
+        else:
+            self.spawn_udp(known.again(query), addr, proto)
+
+    def _spawn_udp(self, decided: Forward, query: bytes, addr: Any, proto: _UDP) -> None:
         if self.inflight >= self.config.max_inflight:
             self.counters.failed += 1
             if proto.transport is not None:
-                proto.transport.sendto(servfail(fwd), addr)
+                proto.transport.sendto(servfail(decided.again(query)), addr)
             return
         if self.config.parallel or not self._udp_pooled:
-            self.track(self._udp_forward(fwd, addr, proto))
+            self.track(self._udp_forward(decided.again(query) if decided.query is not query else decided, addr, proto))
             return
         servers = list(self.config.upstreams)
         if self.config.shuffle_upstreams and len(servers) > 1:
             shuffle(servers, self.rng)  # since 1.25 (spec 6)
         self.counters.forwarded += 1
         self.inflight += 1
-        f = _UDPForward(self, fwd, addr, proto, servers)
+        f = _UDPForward(self, decided, query, addr, proto, servers)
         self.udp_forwards.add(f)
         f.next()
 
@@ -1141,9 +1270,26 @@ class DNSServer:
         """Call ``f.expire()`` after the timeout unless ``f`` has moved on (answered, or at another upstream)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.timeout
-        self._deadlines.append((deadline, f, f.attempt))
+        q = self._deadlines
+        self._drop_stale_deadlines()
+        q.append((deadline, f, f.attempt))
         if self._deadline_timer is None and not self._expiring:
-            self._deadline_timer = loop.call_at(deadline, self._expire_due)
+            self._deadline_timer = loop.call_at(q[0][0], self._expire_due)
+
+    def _drop_stale_deadlines(self) -> None:
+        """Forget the deadlines at the front of the queue whose exchanges have moved on.
+
+        Nearly every exchange is answered within milliseconds, so this keeps the queue (and the forwards it
+        holds alive) to about those still out, and the timer, set for the first deadline, fires only near one
+        that may still be live: with every deadline kept for its 5 s, the timer fired at almost every turn
+        of the loop, each time for ones long answered, and the garbage collector walked 5 s of forwards.
+        """
+        q = self._deadlines
+        while q:
+            _, f, attempt = q[0]
+            if f.attempt == attempt and f.socket is not None:
+                return
+            q.popleft()
 
     def _expire_due(self) -> None:
         self._deadline_timer = None
@@ -1152,13 +1298,14 @@ class DNSServer:
         q = self._deadlines
         self._expiring = True
         try:
+            self._drop_stale_deadlines()
             while q and q[0][0] <= now:
-                _, f, attempt = q.popleft()
-                if f.attempt == attempt and f.socket is not None:
-                    f.expire()
+                f = q.popleft()[1]
+                f.expire()  # live: the front is never stale here
+                self._drop_stale_deadlines()
         finally:
             self._expiring = False
-        if q:
+        if q:  # the timer set for a deadline since dropped fires early, finds nothing due and is set again
             self._deadline_timer = loop.call_at(q[0][0], self._expire_due)
 
     async def _udp_forward(self, fwd: Forward, addr: Any, proto: _UDP) -> None:
@@ -1225,14 +1372,21 @@ class DNSServer:
         family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
         pool: list[_UpstreamSocket] = []
         try:
+            infos = await loop.getaddrinfo(server[0], server[1], family=family, type=socket.SOCK_DGRAM)
             for _ in range(UPSTREAM_UDP_SOCKETS):
-                tr, proto = await loop.create_datagram_endpoint(_UpstreamSocket, remote_addr=server, family=family)
-                _grow_rcvbuf(tr)
-                pool.append(proto)
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+                try:
+                    sock.setblocking(False)
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+                    sock.connect(infos[0][4])  # UDP: no packet, no wait
+                except OSError:
+                    sock.close()
+                    raise
+                pool.append(_UpstreamSocket(self, sock))
         except OSError:  # e.g. no route for that family here: every exchange opens its own socket and fails
             for us in pool:
-                if us.transport is not None:
-                    us.transport.close()
+                us.close()
             return []
         return pool
 
@@ -1245,18 +1399,18 @@ class DNSServer:
         i = self._next_socket = (self._next_socket + 1) % n
         for k in range(n):
             us = pool[(i + k) % n]
-            if qid not in us.waiting and us.transport is not None:
+            if qid not in us.waiting and not us.closed:
                 return us
         return None
 
     async def _udp_exchange(self, server: tuple[str, int], fwd: Forward) -> bytes | None:
         us = self.pooled_socket(server, fwd.id)
-        if us is None or us.transport is None:
+        if us is None:
             return await self._udp_exchange_own_socket(server, fwd)
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         us.waiting[fwd.id] = _FutureWaiter(fut)
         try:
-            us.transport.sendto(fwd.query)
+            us.send(fwd.query)
             return finish_forward(fwd, await fut)
         finally:
             us.waiting.pop(fwd.id, None)
