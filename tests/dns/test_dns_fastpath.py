@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 import socket
 import struct
+import time
 from typing import Any
 
 import pytest
@@ -261,3 +262,68 @@ def test_a_reused_forward_decision_carries_the_new_id_everywhere() -> None:
         want = resolve(again_q, lookup, transport=transport)
         assert first.again(again_q) == want
         assert servfail(first.again(again_q)) == servfail(want) and servfail(want)[:2] == b"\xbe\xef"
+
+
+@pytest.mark.parametrize("mode", ["silent", "garbage", "refused"])
+def test_repeated_forwards_that_fail_get_the_cores_servfail(mode: str) -> None:
+    """A repeated forward is sent without a Forward of its own (the first one's decision, this query's bytes);
+    when its upstream fails (times out, answers garbage, or is not there: ICMP port unreachable on the pooled
+    socket) the SERVFAIL it gets is the core's for its own bytes, its ID included, at the same time as the
+    first query's. Queries sent back to back are read in one batch, so their upstream sends are held
+    together until it is read."""
+    lookup = build_lookup(NameTable({"known.example.com": NameInfo(ips=("192.0.2.1",), registry="External")}),
+                          namespace="ns1")
+    rng = random.Random(mode)
+    base = make_query("x.unknown.example", 28, qid=1, edns_size=1232)
+    queries = [_with_id(base, rng.getrandbits(16)) for _ in range(4)]
+    dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dead.bind(("127.0.0.1", 0))
+    dead_port = dead.getsockname()[1]
+    dead.close()  # nothing listens there now
+    with fake_upstream("silent" if mode == "refused" else mode) as up:
+        port = dead_port if mode == "refused" else up.port
+        with RunningAgent(lookup, uvloop=True, upstreams=(("127.0.0.1", port),), timeout=0.3) as agent:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.connect((agent.host, agent.port))
+                s.settimeout(3)
+                t0 = time.monotonic()
+                for q in queries:
+                    s.send(q)
+                got = {}
+                for _ in queries:
+                    r = s.recv(65535)
+                    got[r[:2]] = r
+                elapsed = time.monotonic() - t0
+            if mode == "silent":
+                assert 0.25 <= elapsed < 0.6  # each at the 0.3 s timeout
+            else:
+                assert elapsed < 0.25  # at once, not at the timeout
+            assert agent.call(lambda: (len(agent.server.forward_cache), agent.server.inflight)) == (1, 0)
+            time.sleep(0.4)  # past the timeout: the deadline timer has dropped the deadlines of answered queries
+            assert agent.call(lambda: (len(agent.server._deadlines), agent.server._deadline_timer)) == (0, None)
+    for q in queries:
+        d = resolve(q, lookup, transport=Transport.UDP, rng=CounterRNG())
+        assert isinstance(d, Forward)
+        assert got[q[:2]] == servfail(d)
+
+
+def test_a_server_that_answers_forwards_itself_gets_each_querys_own_forward() -> None:
+    """A subclass that answers from ``spawn_udp`` (the lab's cluster DNS) is given a repeated query's own
+    Forward, the core's decision for its bytes, not the first one's."""
+    from netsim.dns.server import DNSServer, ServerConfig
+
+    lookup = build_lookup(NameTable({}), namespace="ns1")
+    given: list[Forward] = []
+
+    class Answering(DNSServer):
+        def spawn_udp(self, fwd: Forward, addr: Any, proto: Any) -> None:
+            given.append(fwd)
+            proto.transport.sendto(servfail(fwd), addr)
+
+    queries = [_with_id(make_query("x.unknown.example", 1, edns_size=4096), qid) for qid in (5, 6, 0xABCD)]
+    agent = RunningAgent(lookup)
+    agent.server = Answering(ServerConfig(listen=(("127.0.0.1", 0),), reload_interval=0), lambda: lookup)
+    with agent:
+        got = _over_udp(agent, queries)
+    assert given == [resolve(q, lookup, transport=Transport.UDP) for q in queries]
+    assert got == [servfail(f) for f in given]
