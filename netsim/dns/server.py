@@ -669,6 +669,12 @@ class _UpstreamSocket:
         self.failed(ConnectionError("upstream socket closed"))
 
 
+def _own_forward(decided: Forward, query: bytes) -> Forward:
+    """``query``'s own Forward, given the decision for its bytes after the ID (made for it, or for an earlier
+    query with the same bytes and another ID)."""
+    return decided if decided.query is query else decided.again(query)
+
+
 class _UDPForward(_Waiter):
     """A UDP client's forwarded query in sequential mode, driven by callbacks (no task): the upstreams are
     tried in turn on pooled sockets, each for ``timeout`` seconds; the first reply that is no transport
@@ -697,9 +703,8 @@ class _UDPForward(_Waiter):
 
     @property
     def fwd(self) -> Forward:
-        """This query's own decision."""
-        if self.decided.query is not self.query:
-            self.decided = self.decided.again(self.query)
+        """This query's own Forward (kept once built)."""
+        self.decided = _own_forward(self.decided, self.query)
         return self.decided
 
     def next(self) -> None:
@@ -1237,10 +1242,10 @@ class DNSServer:
         if self.inflight >= self.config.max_inflight:
             self.counters.failed += 1
             if proto.transport is not None:
-                proto.transport.sendto(servfail(decided.again(query)), addr)
+                proto.transport.sendto(servfail(_own_forward(decided, query)), addr)
             return
         if self.config.parallel or not self._udp_pooled:
-            self.track(self._udp_forward(decided.again(query) if decided.query is not query else decided, addr, proto))
+            self.track(self._udp_forward(_own_forward(decided, query), addr, proto))
             return
         servers = list(self.config.upstreams)
         if self.config.shuffle_upstreams and len(servers) > 1:
