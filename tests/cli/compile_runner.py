@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from click.testing import CliRunner
 
@@ -18,8 +17,9 @@ from netsim.spec.flags import ENV_TO_KEY, OPTIONS_BY_KEY
 REPO = Path(__file__).resolve().parents[2]
 
 
-@dataclass(frozen=True)
-class Run:
+class Run(NamedTuple):
+    """A run's exit status and output; unpacks as ``code, stdout, stderr``."""
+
     code: int
     stdout: str
     stderr: str
@@ -45,7 +45,7 @@ def run(args: Sequence[str], env: Mapping[str, str] | None = None) -> Run:
         with runner.isolation(env=clean_env(env)) as (out, err, _):
             code: int | str | None = 0
             try:
-                main(list(args))
+                code = main(list(args))  # the console script exits with what main returns
             except SystemExit as e:
                 code = e.code
             stdout, stderr = out.getvalue().decode(), err.getvalue().decode()

@@ -5,45 +5,16 @@ script does, with the JSON of the same question beside it (what the pictures mus
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from click.testing import CliRunner
-
-from netsim.cli import main
+from tests.cli.compile_runner import run
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 REFS = HERE / "refs"
 HAZELCAST = "rules/mesh/hazelcast-externalname"
-
-
-@dataclass(frozen=True)
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-
-def run(args: list[str]) -> Run:
-    """``netsim ARGS`` from the repository root; an exception escaping ``main`` fails the test."""
-    runner = CliRunner()
-    cwd = os.getcwd()
-    os.chdir(REPO)
-    try:
-        with runner.isolation() as (out, err, _):
-            code: int | str | None = 0
-            try:
-                code = main(list(args))  # the console script exits with what main returns
-            except SystemExit as e:
-                code = e.code
-            stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
-    finally:
-        os.chdir(cwd)
-    assert isinstance(code, int) or code is None, code
-    return Run(code or 0, stdout, stderr)
 
 
 @dataclass(frozen=True)
