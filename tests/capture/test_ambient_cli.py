@@ -12,26 +12,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from conftest import REPO
 
 from netsim.capture.ambient import PodOverrides, agent_defaults, compile_ambient
-from netsim.cli import main
 from netsim.netfilter.dump import parse_dump
 from netsim.spec.ambient import decide_mode, namespace_labels, parse_ambient_config, split_interfaces
 from netsim.spec.pod import load_pod
+from tests.cli.compile_runner import netsim
 
 SHOP = REPO / "rules" / "ambient" / "shop.yaml"
-
-
-def netsim(*args: str) -> tuple[int, str, str]:
-    with CliRunner().isolation() as (out, err, _):
-        code: int | str | None = 0
-        try:
-            main(list(args))
-        except SystemExit as e:
-            code = e.code
-        return int(code or 0), out.getvalue().decode(), err.getvalue().decode()
 
 
 def pod_file(tmp_path: Path, *, labels: str = "", ns_labels: str | None = "istio.io/dataplane-mode: ambient",

@@ -55,6 +55,10 @@ def run(args: Sequence[str], env: Mapping[str, str] | None = None) -> Run:
     return Run(code=code or 0, stdout=stdout, stderr=stderr)
 
 
+def netsim(*args: str, env: Mapping[str, str] | None = None) -> Run:
+    return run(args, env)
+
+
 def compile_(*args: str, env: Mapping[str, str] | None = None) -> Run:
     return run(["compile", *args], env)
 

@@ -10,25 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from conftest import REPO
 
-from netsim.cli import main
 from netsim.workload.model import Workload
+from tests.cli.compile_runner import netsim
 
 EXAMPLES = sorted([*REPO.glob("rules/*/pod.yaml"), REPO / "rules" / "ambient" / "shop.yaml"])
 ROW_CHECKS = {"excluded-now-captured", "captured-now-bypassed", "listener-changed", "dns-query", "probe-path",
               "proxy-uid-exemption", "hbone-port", "sidecar-port-captured"}
-
-
-def netsim(*args: str) -> tuple[int, str, str]:
-    with CliRunner().isolation() as (out, err, _):
-        code: int | str | None = 0
-        try:
-            main(list(args))
-        except SystemExit as e:
-            code = e.code
-        return int(code or 0), out.getvalue().decode(), err.getvalue().decode()
 
 
 def migrate_json(path: Path | str, *extra: str) -> dict[str, Any]:
