@@ -3,6 +3,7 @@ errors included, and the generated kube-proxy ruleset reads and traces as kube-p
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from ipaddress import IPv4Address
 
@@ -110,6 +111,29 @@ def test_kube_proxy_ruleset_dnats_a_cluster_ip_to_its_endpoint_and_rejects_a_ser
     assert str(t.dst.addr) == endpoint_ip(10, 0)
 
 
+def _outcome(parse: Callable[[str], object], text: str) -> object:
+    try:
+        return parse(text)
+    except RulesetError as e:
+        return f"error: {e}"
+
+
+def _mutants_read_the_same(text: str, rng: random.Random, rounds: int,
+                           swap: Callable[[list[str], random.Random], None]) -> None:
+    """``rounds`` copies of ``text`` with one to three lines' words changed by ``swap``: each reads through the
+    shape cache as token by token (the same ruleset or the same error)."""
+    base = text.splitlines()
+    for _ in range(rounds):
+        lines = list(base)
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(lines))
+            words = lines[i].split(" ")
+            swap(words, rng)
+            lines[i] = " ".join(words)
+        mutant = "\n".join(lines) + "\n"
+        assert _outcome(parse_nft, mutant) == _outcome(slow, mutant), mutant
+
+
 _WEIRD = ["1.2.3.4/33", "1.2.3", "01.2.3.4", "1.2.3.4:99999", "256.1.1.1", "1.2.3.4,", "1.2.3.4-1.2.3.1",
           "::ffff:1.2.3.4", "1.2.3.4.5", "nosuch-chain", "0.0.0.0", "1.2.3.4:0", "x", "{", "}", "jump", "goto",
           ",", '"s"', "# handle 7", "@cluster-ips", "type", "elements", "chain"]
@@ -119,26 +143,10 @@ _WEIRD = ["1.2.3.4/33", "1.2.3", "01.2.3.4", "1.2.3.4:99999", "256.1.1.1", "1.2.
 def test_mutated_listings_read_the_same_through_the_shape_cache(seed: int) -> None:
     """Words of a kube-proxy listing swapped for odd ones (bad addresses, stray braces, keywords, strings,
     handles): the result, or the error, is the token-by-token parse's, and never anything but a RulesetError."""
-    import random
+    def swap(words: list[str], rng: random.Random) -> None:
+        words[rng.randrange(len(words))] = rng.choice(_WEIRD)
 
-    base = kube_proxy_nft(8).splitlines()
-    rng = random.Random(seed)
-
-    def outcome(parse: Callable[[str], object], text: str) -> object:
-        try:
-            return parse(text)
-        except RulesetError as e:
-            return f"error: {e}"
-
-    for _ in range(150):
-        lines = list(base)
-        for _ in range(rng.randint(1, 3)):
-            i = rng.randrange(len(lines))
-            words = lines[i].split(" ")
-            words[rng.randrange(len(words))] = rng.choice(_WEIRD)
-            lines[i] = " ".join(words)
-        text = "\n".join(lines) + "\n"
-        assert outcome(parse_nft, text) == outcome(slow, text), text
+    _mutants_read_the_same(kube_proxy_nft(8), random.Random(seed), 150, swap)
 
 
 @pytest.mark.parametrize(("text", "line"), [
@@ -197,29 +205,13 @@ _TX_WEIRD = [*_WEIRD, "ip", "inet", "index", "position", "handle", "0", "insert"
 def test_mutated_transactions_read_the_same_through_the_shape_cache(seed: int) -> None:
     """Words of a kube-proxy transaction (add rule/element/chain commands) swapped for odd ones, lines
     inserted with another verb: the result, or the error, is the token-by-token parse's."""
-    import random
+    def swap(words: list[str], rng: random.Random) -> None:
+        if rng.random() < 0.2:
+            words[0] = rng.choice(["insert", "create", "add"])
+        else:
+            words[rng.randrange(len(words))] = rng.choice(_TX_WEIRD)
 
-    base = kube_proxy_nft_transaction(6).splitlines()
-    rng = random.Random(seed)
-
-    def outcome(parse: Callable[[str], object], text: str) -> object:
-        try:
-            return parse(text)
-        except RulesetError as e:
-            return f"error: {e}"
-
-    for _ in range(200):
-        lines = list(base)
-        for _ in range(rng.randint(1, 3)):
-            i = rng.randrange(len(lines))
-            words = lines[i].split(" ")
-            if rng.random() < 0.2:
-                words[0] = rng.choice(["insert", "create", "add"])
-            else:
-                words[rng.randrange(len(words))] = rng.choice(_TX_WEIRD)
-            lines[i] = " ".join(words)
-        text = "\n".join(lines) + "\n"
-        assert outcome(parse_nft, text) == outcome(slow, text), text
+    _mutants_read_the_same(kube_proxy_nft_transaction(6), random.Random(seed), 200, swap)
 
 
 def test_insert_and_index_in_a_transaction_keep_their_order() -> None:
