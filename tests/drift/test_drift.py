@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from netsim.cli import main
 from netsim.drift import Check, DriftChecker, DriftReport, PodCatalog, Severity, pod_name_of
 from netsim.drift.fleet import load_pods, ruleset_key
 from netsim.errors import SpecError
@@ -22,6 +20,7 @@ from netsim.netfilter.render import render_save
 from netsim.spec.pod import load_pod
 from netsim.spec.versions import profile_for
 from netsim.workload import Workload
+from tests.cli.compile_runner import netsim
 
 REPO = Path(__file__).resolve().parents[2]
 DNS_POD = REPO / "rules" / "dns-capture" / "pod.yaml"
@@ -77,20 +76,6 @@ def check(pod: Path | str, dump: str, istio_version: str | None = None, *, text:
 
 def codes(report: DriftReport) -> list[str]:
     return [f.check.value for f in report.findings]
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    """``netsim ARGS`` as the console script runs it: (exit status, stdout, stderr); nothing may escape."""
-    runner = CliRunner()
-    with runner.isolation() as (out, err, _):
-        code: int | str | None = 0
-        try:
-            code = main(list(args))
-        except SystemExit as e:
-            code = e.code
-        stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
-    assert isinstance(code, int) or code is None
-    return code or 0, stdout, stderr
 
 
 # --- no drift ------------------------------------------------------------------------------------------
@@ -287,10 +272,10 @@ def test_a_pod_without_capture_and_a_dump_without_istio_is_no_drift() -> None:
 def test_cli_exit_0_without_drift_and_1_with_it(tmp_path: Path) -> None:
     dump = tmp_path / "web.txt"
     dump.write_text(dump_of(MTLS_POD))
-    code, out, err = run("drift", "--rules", str(dump), "--pod", str(MTLS_POD))
+    code, out, err = netsim("drift", "--rules", str(dump), "--pod", str(MTLS_POD))
     assert (code, err) == (0, "") and "no drift" in out
     dump.write_text(dump_of(MTLS_POD).replace("-A OUTPUT -j ISTIO_OUTPUT\n", ""))
-    code, out, _ = run("drift", "--rules", str(dump), "--pod", str(MTLS_POD), "--format", "json")
+    code, out, _ = netsim("drift", "--rules", str(dump), "--pod", str(MTLS_POD), "--format", "json")
     doc = json.loads(out)
     assert code == 1 and doc["drift"] is True and doc["pod"] == "shop/web"
     assert [f["check"] for f in doc["findings"]] == ["partial"]
@@ -308,13 +293,13 @@ def test_cli_bad_input_is_one_error_line_and_exit_2(tmp_path: Path, dump: str, a
                                                    expected: str) -> None:
     path = tmp_path / "bad.txt"
     path.write_text(dump)
-    code, out, err = run("drift", "--rules", str(path), "--pod", str(MTLS_POD), *args)
+    code, out, err = netsim("drift", "--rules", str(path), "--pod", str(MTLS_POD), *args)
     assert code == 2 and out == ""
     assert len(err.splitlines()) == 1 and err.startswith("Error: ") and expected in err
 
 
 def test_cli_needs_a_pod(tmp_path: Path) -> None:
-    code, _, err = run("drift", "--rules", str(MTLS_POD))
+    code, _, err = netsim("drift", "--rules", str(MTLS_POD))
     assert code == 2 and err.startswith("Error: ") and "--pod" in err
 
 
@@ -347,7 +332,7 @@ def test_a_directory_gives_one_line_per_pod_a_summary_and_exit_1(tmp_path: Path)
         (dumps / f"web-7c9f8d-{i}.txt").write_text(good)
     (dumps / "web-7c9f8d-5.txt").write_text(good.replace("-A OUTPUT -j ISTIO_OUTPUT\n", ""))
     (dumps / "web-7c9f8d-6.txt").write_text("")
-    code, out, err = run("drift", "--rules", str(dumps), "--pod", str(tmp_path / "deploy.yaml"))
+    code, out, err = netsim("drift", "--rules", str(dumps), "--pod", str(tmp_path / "deploy.yaml"))
     lines = out.splitlines()
     assert code == 1 and err == ""  # stderr is not a terminal: no progress line
     assert len(lines) == 8
@@ -363,7 +348,7 @@ def test_a_directory_with_an_unreadable_dump_reports_it_on_its_line_and_exits_2(
     (dumps / "web.txt").write_text(dump_of(MTLS_POD))
     (dumps / "client.txt").write_text("*nat\n-A OUTPUT -j NOWHERE\nCOMMIT\n")
     (dumps / "stranger.txt").write_text(dump_of(MTLS_POD))
-    code, out, _ = run("drift", "--rules", str(dumps), "--pods", str(MTLS_POD), str(DNS_POD), "--format", "json")
+    code, out, _ = netsim("drift", "--rules", str(dumps), "--pods", str(MTLS_POD), str(DNS_POD), "--format", "json")
     doc = json.loads(out)
     assert code == 2
     by_dump = {p["dump"]: p for p in doc["pods"]}
@@ -427,7 +412,7 @@ def test_progress_line_goes_to_a_terminal_only(tmp_path: Path) -> None:
 
 
 def test_readme_usage_is_the_commands_help() -> None:
-    code, out, _ = run("drift", "--help")
+    code, out, _ = netsim("drift", "--help")
     assert code == 0
     for option in ("--rules", "--pod", "--pods", "--istio-version", "--format"):
         assert option in out

@@ -12,26 +12,12 @@ from typing import Any
 
 import pytest
 import yaml
-from click.testing import CliRunner
 from conftest import conformance_dir
 
 from netsim.capture.ambient import compile_ambient
 from netsim.capture.ambient_render import render_iptables_save
-from netsim.cli import main
 from netsim.spec.ambient import ambient_config, pod_overrides
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    runner = CliRunner()
-    with runner.isolation() as (out, err, _):
-        code: int | str | None = 0
-        try:
-            code = main(list(args))
-        except SystemExit as e:
-            code = e.code
-        stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
-    assert isinstance(code, int) or code is None
-    return code or 0, stdout, stderr
+from tests.cli.compile_runner import netsim
 
 
 def pod_yaml(tmp_path: Path, annotations: dict[str, str] | None = None, *, label: bool = True,
@@ -87,7 +73,7 @@ def test_every_kernel_readback_has_no_drift_against_its_case(backend: str, case:
     annotations, settings = case_of(backend, case)
     dump = tmp_path / "dump"
     dump.write_text("".join(p.read_text() for p in files))
-    code, out, err = run("drift", "--pod", str(pod_yaml(tmp_path, annotations)), "--rules", str(dump),
+    code, out, err = netsim("drift", "--pod", str(pod_yaml(tmp_path, annotations)), "--rules", str(dump),
                          "--ambient-config", settings, "--format", "json")
     doc = json.loads(out)
     assert (code, doc["drift"], doc["mode"]) == (0, False, "ambient"), (doc["findings"], err)
@@ -103,7 +89,7 @@ def _default(tmp_path: Path) -> tuple[Path, Path, str]:
 
 
 def _json(*args: str) -> tuple[int, dict[str, Any]]:
-    code, out, err = run(*args, "--format", "json")
+    code, out, err = netsim(*args, "--format", "json")
     assert code in (0, 1), err
     return code, json.loads(out)
 
@@ -117,7 +103,7 @@ def test_the_namespace_label_enrols_the_pod_and_an_unlabelled_pod_stays_a_sideca
     assert any("§7" in n and "not compared" in n for n in doc["notes"])  # the policy routes are not in a dump
     code, doc = _json("drift", "--pod", str(pod_yaml(tmp_path, label=False)), "--rules", str(dump))
     assert (code, doc["mode"]) == (1, "sidecar")  # not enrolled: compared with a sidecar's rules, which it lacks
-    code, _, err = run("drift", "--pod", str(pod_yaml(tmp_path, label=False)), "--rules", str(dump),
+    code, _, err = netsim("drift", "--pod", str(pod_yaml(tmp_path, label=False)), "--rules", str(dump),
                              "--ambient-config", settings)
     assert code == 2 and "--ambient-config" in err and "add --mode ambient" in err and len(err.splitlines()) == 1
 
@@ -237,12 +223,12 @@ def test_bad_ambient_input_is_one_line(tmp_path: Path) -> None:
     for args, named in ((["--ambient-config", "EnableIPv6=maybe"], "EnableIPv6"),
                         (["--ambient-config", "Nope=1"], "Nope"), (["--istio-version", "1.19"], "1.19"),
                         (["--nft", str(dump)], str(dump))):
-        code, _, err = run("drift", "--pod", pod, "--rules", str(dump), *args)
+        code, _, err = netsim("drift", "--pod", pod, "--rules", str(dump), *args)
         assert code == 2 and len(err.splitlines()) == 1 and named in err and "Traceback" not in err, (args, err)
 
 
 def test_compile_trace_and_drift_share_the_ambient_options() -> None:
     """One home for --mode and --ambient-config: the three commands show the same option text."""
-    helps = [run(cmd, "--help")[1] for cmd in ("compile", "trace", "drift")]
+    helps = [netsim(cmd, "--help")[1] for cmd in ("compile", "trace", "drift")]
     for text in helps:
         assert "istio.io/dataplane-mode=ambient" in text and "HostProbeV6SNATAddress" in " ".join(text.split())
