@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import REPO
 
-from netsim.cli import main
 from netsim.commands.trace import trace_cmd
 from netsim.mesh.cli import mesh_group
+from tests.cli.compile_runner import netsim
 
 MESH = REPO / "rules" / "mesh"
 HAZEL = MESH / "hazelcast-externalname"
@@ -46,18 +46,6 @@ def mesh_hop(*args: str) -> dict[str, Any]:
     assert r.exit_code == 0, r.output
     data: dict[str, Any] = json.loads(r.stdout)
     return data
-
-
-def netsim(*args: str) -> tuple[int, str, str]:
-    """``netsim ARGS`` in-process through the real entry point (errors become one ``Error:`` line there)."""
-    code: int | str | None = 0
-    with CliRunner().isolation() as (out, err, _):
-        try:
-            main(list(args))
-        except SystemExit as e:
-            code = e.code
-    assert isinstance(code, int)
-    return code, out.getvalue().decode(), err.getvalue().decode()
 
 
 def same_decision(ours: dict[str, Any], hop: dict[str, Any]) -> None:
