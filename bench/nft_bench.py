@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -31,31 +31,25 @@ sys.path.insert(0, str(REPO / "tests" / "netfilter"))
 sys.path.insert(0, str(REPO / "bench"))
 
 from kube_proxy_nft import NODE_IP, cluster_ip, kube_proxy_nft, kube_proxy_nft_transaction, node_port  # noqa: E402
+from trace_bench import (  # noqa: E402
+    drop_pycache,
+    istio_probes,
+    istio_ruleset_text,
+    kube_proxy_text,
+    rate,
+    timed_process,
+)
 
-from netsim.netfilter.engine import CompiledRuleset, trace  # noqa: E402
 from netsim.netfilter.model import Family  # noqa: E402
 from netsim.netfilter.nft import compile_nft, parse_nft  # noqa: E402
-from netsim.netfilter.packet import Netns, Origin, Packet, Proto, Socket  # noqa: E402
+from netsim.netfilter.packet import Netns, Origin, Packet, Socket  # noqa: E402
 
 SERVICES = 10_000
 POD = IPv4Address("10.244.0.5")
+# rates by this process's CPU time (the machine is shared: wall time would count the other jobs' turns), after
+# one untimed pass (rules compile when first met)
+CPU_RATE: dict[str, Any] = {"clock": time.process_time, "warm": True}
 ISTIO = REPO.parent / "shared" / "conformance" / "istio-iptables" / "inbound-ports-include.nftables.golden"
-
-
-def istio_probes(rng: random.Random, n: int) -> list[Packet]:
-    out = []
-    for _ in range(n):
-        proto = rng.choice([Proto.TCP, Proto.TCP, Proto.UDP])
-        port = rng.choice([53, 80, 443, 8080, 15001, 15006, 15008, 15020, 15090, rng.randrange(1, 65536)])
-        if rng.random() < 0.5:
-            uid = rng.choice([0, 1000, 1337])
-            dst = rng.choice([IPv4Address("10.0.0.5"), IPv4Address("10.96.0.10"), POD, IPv4Address("127.0.0.1")])
-            src = dst if dst.is_loopback else POD
-            out.append(Packet(proto=proto, src=src, dst=dst, sport=40000, dport=port, socket=Socket(uid=uid, gid=uid)))
-        else:
-            out.append(Packet(proto=proto, src=IPv4Address("10.1.2.3"), dst=POD, sport=40000, dport=port,
-                              origin=Origin.ARRIVING, in_iface="eth0", socket=None))
-    return out
 
 
 def kube_probes(rng: random.Random, n: int) -> list[Packet]:
@@ -78,26 +72,6 @@ def kube_probes(rng: random.Random, n: int) -> list[Packet]:
     return out
 
 
-def rate(crs: CompiledRuleset, packets: list[Packet], netns: Netns, explain: bool, seconds: float) -> float:
-    """Probes per second of this process's CPU time (the machine is shared: wall time would count the other
-    jobs' turns), best of five windows after one untimed pass (rules compile when first met)."""
-    for p in packets:
-        trace(crs, p, netns, explain=explain)
-    best = 0.0
-    for _ in range(5):
-        done = 0
-        start = time.process_time()
-        while True:
-            for p in packets:
-                trace(crs, p, netns, explain=explain)
-            done += len(packets)
-            elapsed = time.process_time() - start
-            if elapsed >= seconds / 5:
-                break
-        best = max(best, done / elapsed)
-    return best
-
-
 def command(args: list[str], runs: int = 3, cached: bool = False) -> tuple[float, float, float]:
     """(best wall s, its CPU s, peak RSS MB) of ``netsim ARGS`` in a new process, best of ``runs``. Without
     ``cached`` every run compiles netsim's sources (this environment's ``PYTHONDONTWRITEBYTECODE``; the
@@ -116,25 +90,17 @@ def command(args: list[str], runs: int = 3, cached: bool = False) -> tuple[float
         best, cpu, rss = float("inf"), 0.0, 0.0
         for _ in range(runs):
             if not cached:
-                for d in (REPO / "netsim").rglob("__pycache__"):
-                    shutil.rmtree(d, ignore_errors=True)
-            t0 = time.perf_counter()
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)
-            _, status, usage = os.wait4(proc.pid, 0)
-            wall = time.perf_counter() - t0
-            if os.waitstatus_to_exitcode(status) != 0:
-                raise SystemExit(f"{' '.join(cmd)} failed")
-            rss = max(rss, usage.ru_maxrss / 1024)
+                drop_pycache()
+            wall, used, peak = timed_process(cmd, env)
+            rss = max(rss, peak)
             if wall < best:
-                best, cpu = wall, usage.ru_utime + usage.ru_stime
+                best, cpu = wall, used
     return best, cpu, rss
 
 
 def cold(text: str) -> None:
     """The whole commands in new processes: ``trace --nft`` on the generated ruleset, ``trace --rules`` on
     trace_bench's 40,007-rule iptables dump."""
-    from trace_bench import kube_proxy_text
-
     with tempfile.TemporaryDirectory() as tmp:
         big = Path(tmp) / "kube-proxy.nft"
         big.write_text(text)
@@ -188,17 +154,16 @@ def main() -> None:
     istio = compile_nft(parse_nft(ISTIO.read_text()), Family.IPV4)
     ip, kp = istio_probes(rng, 2000), kube_probes(rng, 2000)
     for explain in (True, False):
-        a = rate(istio, ip, netns, explain, args.seconds)
-        b = rate(kube, kp, netns, explain, args.seconds)
+        a = rate(istio, ip, netns, explain, args.seconds, **CPU_RATE)
+        b = rate(kube, kp, netns, explain, args.seconds, **CPU_RATE)
         label = "full explanation" if explain else "matched rules only"
         print(f"[{label}] Istio's nft ruleset ({ISTIO.name}): {a:,.0f} probes/s; kube-proxy nft "
               f"{SERVICES:,} Services: {b:,.0f} probes/s; per-probe cost ratio {a / b:.2f}x")
-    from trace_bench import istio_ruleset_text
-
     from netsim.netfilter import parse_ruleset
     from netsim.netfilter.engine import compile_ruleset
 
-    ipt = rate(compile_ruleset(parse_ruleset(istio_ruleset_text())), ip, netns, True, args.seconds)
+    ipt = rate(compile_ruleset(parse_ruleset(istio_ruleset_text())), ip, netns, True, args.seconds,
+               **CPU_RATE)
     print(f"for scale, the same Istio probes through its iptables rules (trace_bench's), same run: {ipt:,.0f} probes/s")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

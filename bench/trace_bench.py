@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -101,17 +102,22 @@ def kube_probes(rng: random.Random, n: int) -> list[Packet]:
     return out
 
 
-def rate(crs: CompiledRuleset, packets: list[Packet], netns: Netns, explain: bool, seconds: float = 2.0) -> float:
-    """Best of five windows: the machine is shared, and the best window is the least disturbed one."""
+def rate(crs: CompiledRuleset, packets: list[Packet], netns: Netns, explain: bool, seconds: float = 2.0, *,
+         clock: Callable[[], float] = time.perf_counter, warm: bool = False) -> float:
+    """Probes per second by ``clock``, best of five windows: the machine is shared, and the best window is the
+    least disturbed one. ``warm``: one untimed pass first (rules compiled when first met, as nft's are)."""
+    if warm:
+        for p in packets:
+            trace(crs, p, netns, explain=explain)
     best = 0.0
     for _ in range(5):
         done = 0
-        start = time.perf_counter()
+        start = clock()
         while True:
             for p in packets:
                 trace(crs, p, netns, explain=explain)
             done += len(packets)
-            elapsed = time.perf_counter() - start
+            elapsed = clock() - start
             if elapsed >= seconds / 5:
                 break
         best = max(best, done / elapsed)
@@ -129,6 +135,25 @@ def cold_start(runs: int = 10) -> float:
     return statistics.median(times)
 
 
+def drop_pycache() -> None:
+    """Remove the bytecode other runs may have left in netsim's sources (Python's own library keeps its own)."""
+    for d in (REPO / "netsim").rglob("__pycache__"):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def timed_process(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """(wall s, CPU s, peak RSS MB) of ``cmd`` run once in a new process, its output dropped; a failure ends the
+    benchmark (a figure of a failed command would mean nothing)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"{' '.join(cmd)} exited {code}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
 def big_rules_command(runs: int = 5) -> tuple[float, float, float, float, float]:
     """The whole ``netsim trace --rules BIG --dst …`` command on the kube-proxy dump, each run a new process:
     (best wall s, its CPU s, peak RSS MB of the largest run, median wall s, median CPU s) of ``runs``: the
@@ -144,20 +169,13 @@ def big_rules_command(runs: int = 5) -> tuple[float, float, float, float, float]
         best, cpu, rss = float("inf"), 0.0, 0.0
         walls, cpus = [], []
         for _ in range(runs):
-            for d in (REPO / "netsim").rglob("__pycache__"):
-                shutil.rmtree(d, ignore_errors=True)
-            t0 = time.perf_counter()
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)
-            _, status, usage = os.wait4(proc.pid, 0)
-            wall = time.perf_counter() - t0
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            if proc.returncode != 0:
-                raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}")
-            rss = max(rss, usage.ru_maxrss / 1024)
+            drop_pycache()
+            wall, used, peak = timed_process(cmd, env)
+            rss = max(rss, peak)
             walls.append(wall)
-            cpus.append(usage.ru_utime + usage.ru_stime)
+            cpus.append(used)
             if wall < best:
-                best, cpu = wall, cpus[-1]
+                best, cpu = wall, used
     return best, cpu, rss, statistics.median(walls), statistics.median(cpus)
 
 
