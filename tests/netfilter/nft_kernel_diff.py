@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import random
 import re
-import subprocess
-import threading
-import time
 from dataclasses import replace
 
 from netsim.lab.kerneltrace import nft_trace_lines, packet_fields
@@ -29,7 +26,7 @@ from netsim.netfilter.parse import parse_ruleset
 from netsim.netfilter.render_trace import render_nft_trace
 from netsim.netfilter.trace import Kind, Trace
 from tests.trace.kernel_diff import (
-    MONITOR_WAIT_SECONDS,
+    NFT_MONITOR,
     PEER4,
     PEER6,
     POD4,
@@ -39,22 +36,27 @@ from tests.trace.kernel_diff import (
     Pair,
     Result,
     _send,
+    kernel_vs_netsim,
+    monitored,
     pod_netns,
     sh,
 )
 
 TRACE_TABLE = "nsim-trace"
-TRACE_RULES = f"""table inet {TRACE_TABLE} {{
-  chain pre {{ type filter hook prerouting priority -500; policy accept;
-    tcp sport {SPORT_LO}-{SPORT_HI} tcp flags & (fin|syn|rst|ack) == syn meta nftrace set 1
-    udp sport {SPORT_LO}-{SPORT_HI} meta nftrace set 1
-  }}
-  chain out {{ type filter hook output priority -500; policy accept;
-    tcp sport {SPORT_LO}-{SPORT_HI} tcp flags & (fin|syn|rst|ack) == syn meta nftrace set 1
-    udp sport {SPORT_LO}-{SPORT_HI} meta nftrace set 1
-  }}
-}}
-"""
+
+
+def trace_table(port: str = "sport", tcp_flags: str = "syn") -> str:
+    """The table that sets ``meta nftrace`` on probes' first packets, before everything (priority -500): those
+    whose source port is a probe's (replies: ``port="dport"``, ``tcp_flags="syn|ack"``)."""
+    rules = (f"    tcp {port} {SPORT_LO}-{SPORT_HI} tcp flags & (fin|syn|rst|ack) == {tcp_flags} meta nftrace set 1\n"
+             f"    udp {port} {SPORT_LO}-{SPORT_HI} meta nftrace set 1\n")
+    return (f"table inet {TRACE_TABLE} {{\n"
+            f"  chain pre {{ type filter hook prerouting priority -500; policy accept;\n{rules}  }}\n"
+            f"  chain out {{ type filter hook output priority -500; policy accept;\n{rules}  }}\n"
+            "}\n")
+
+
+TRACE_RULES = trace_table()
 def _ports(rs: NftRuleset) -> set[int]:
     out: set[int] = set()
     for m in _matches(rs):
@@ -122,6 +124,16 @@ def kernel_lines(text: str, positions: dict[tuple[str, str, str, int], int]) -> 
     return nft_trace_lines(text, positions, sports=(SPORT_LO, SPORT_HI), skip_table=TRACE_TABLE)
 
 
+def nft_trace_as_monitored(t: Trace) -> list[str]:
+    """netsim's ``--format nft-trace`` lines of ``t`` as :func:`kernel_lines` gives the kernel's: packet lines
+    on the fields netsim models."""
+    out = []
+    for ln in render_nft_trace(t).splitlines():
+        head, packet, fields = ln.partition(" packet: ")
+        out.append(f"{head} packet: {packet_fields(fields)}" if packet else ln)
+    return out
+
+
 def _positions(pod: str) -> dict[tuple[str, str, str, int], int]:
     listing = sh("ip", "netns", "exec", pod, "nft", "-a", "list", "ruleset").stdout
     rs = parse_nft(listing)
@@ -179,39 +191,23 @@ def run_nft_ruleset(pair: Pair, name: str, text: str, probes: list[Probe], iptab
     sh("ip", "netns", "exec", pair.pod, "nft", "-f", "-", stdin=text)
     sh("ip", "netns", "exec", pair.pod, "nft", "-f", "-", stdin=TRACE_RULES)
     positions = _positions(pair.pod)
-    monitor = subprocess.Popen(["ip", "netns", "exec", pair.pod, "stdbuf", "-oL", "nft", "-a", "monitor", "trace"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(monitor.stdout.readline, "")),  # type: ignore[union-attr]
-                              daemon=True)
-    reader.start()
     sentinel = Probe(proto="udp", src=POD4, sport=SPORT_HI, dst=PEER4, dport=9)
-    try:
-        deadline = time.monotonic() + MONITOR_WAIT_SECONDS
-        while not any(f"sport {SPORT_HI} " in ln for ln in list(lines)) and time.monotonic() < deadline:
-            _send(pair.pod, [sentinel])
-            time.sleep(0.05)
-        seen = len(lines)
-        local = [p for p in probes if not p.inbound]
-        inbound = [p for p in probes if p.inbound]
-        legacy_hits: dict[int, list[tuple[str, int]]] = {}
+    legacy_hits: dict[int, list[tuple[str, int]]] = {}
+
+    def send() -> None:
         if legacy is not None:
             for p in probes:
                 _send(pair.peer if p.inbound else pair.pod, [p])
                 legacy_hits[p.sport] = legacy_nat_hits(pair.pod)
         else:
-            for ns, group in ((pair.pod, local), (pair.peer, inbound)):
+            for ns, group in ((pair.pod, [p for p in probes if not p.inbound]),
+                              (pair.peer, [p for p in probes if p.inbound])):
                 if group:
                     _send(ns, group)
-        _send(pair.pod, [replace(sentinel, sport=SPORT_HI - 1)])
-        deadline = time.monotonic() + MONITOR_WAIT_SECONDS
-        while not any(f"sport {SPORT_HI - 1} " in ln for ln in lines[seen:]) and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        monitor.terminate()
-        monitor.wait(timeout=5)
-        reader.join(timeout=5)
-    kernel = kernel_lines("".join(lines), positions)
+
+    traced = monitored(pair.pod, NFT_MONITOR, send, first=sentinel, last=replace(sentinel, sport=SPORT_HI - 1),
+                     marks=(f"sport {SPORT_HI} ", f"sport {SPORT_HI - 1} "), quiet=0.0)
+    kernel = kernel_lines(traced, positions)
     rs = parse_nft(text)
     compiled = {f: compile_nft(rs, f) for f in Family}
     parts = [compile_ruleset(parse_ruleset(legacy), backend="iptables-legacy")] if legacy is not None else []
@@ -232,8 +228,7 @@ def run_nft_ruleset(pair: Pair, name: str, text: str, probes: list[Probe], iptab
             w = replace(p, proto="udp", sport=WARMUP_SPORT, uid=0, gid=0)
             warm = _legacy_hits(trace(compiled[Family(p.version)], w.packet(), ns))
         for t in trace_branches(compiled[Family(p.version)], p.packet(), ns):
-            want = [f"{ln.partition(' packet: ')[0]} packet: {packet_fields(ln.partition(' packet: ')[2])}"
-                    if " packet: " in ln else ln for ln in render_nft_trace(t).splitlines()]
+            want = nft_trace_as_monitored(t)
             if legacy is not None:  # the warm-up is not NEW when an earlier one went to the same address
                 wants.append(want + sorted(_legacy_hits(t)))
                 want = want + sorted(_legacy_hits(t) | warm)
@@ -241,8 +236,5 @@ def run_nft_ruleset(pair: Pair, name: str, text: str, probes: list[Probe], iptab
         want = next((w for w in wants if w == got), wants[0])
         res.compared += 1
         if got != want:
-            import difflib
-
-            diff = "\n".join(difflib.unified_diff(got, want, "kernel", "netsim", lineterm=""))
-            res.mismatches.append(f"{name} {p.describe()}:\n{diff}")
+            res.mismatches.append(f"{name} {p.describe()}:\n{kernel_vs_netsim(got, want)}")
     return res, sum(1 for p in probes if kernel.get(p.sport))

@@ -14,6 +14,7 @@ verdicts, nft's rule syntax; there the comparison is by table, chain, rule posit
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import random
@@ -23,7 +24,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -152,12 +153,13 @@ def pod_netns(*, ambient: bool = False, virtual: str | None = None) -> Netns:
                  fwmark_routes=(FwmarkRoute(mark=mark, mask=mask, table=table),))
 
 
-def with_trace_rules(ruleset: Ruleset) -> Ruleset:
-    """``ruleset`` plus TRACE rules at the top of raw PREROUTING/OUTPUT selecting probe source ports."""
+def with_trace_rules(ruleset: Ruleset, *, port: str = "--sport", tcp_flags: str = "SYN") -> Ruleset:
+    """``ruleset`` plus TRACE rules at the top of raw PREROUTING/OUTPUT selecting probe source ports (replies:
+    ``port="--dport"``, ``tcp_flags="SYN,ACK"``)."""
     # TCP: the SYN only, so a completed handshake (a listener answered) adds no traced packets.
-    syn = Option("--tcp-flags", ("FIN,SYN,RST,ACK", "SYN"))
+    syn = Option("--tcp-flags", ("FIN,SYN,RST,ACK", tcp_flags))
     rules = tuple(
-        Rule(proto=p, matches=(Match(p, (Option("--sport", (f"{SPORT_LO}:{SPORT_HI}",)),
+        Rule(proto=p, matches=(Match(p, (Option(port, (f"{SPORT_LO}:{SPORT_HI}",)),
                                          *((syn,) if p == "tcp" else ()))),), target=Target("TRACE"))
         for p in ("tcp", "udp")
     )
@@ -258,6 +260,70 @@ def _send(ns: str, batch: list[Probe]) -> None:
        stdin=json.dumps([p.wire() for p in batch]))
 
 
+XTABLES_MONITOR = ("xtables-monitor", "--trace", "-4")
+NFT_MONITOR = ("nft", "-a", "monitor", "trace")
+
+
+@dataclass
+class Monitor:
+    """A trace monitor running in a namespace, and the lines it printed so far (read by a thread)."""
+
+    process: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def shows(self, mark: str, since: int = 0) -> bool:
+        return any(mark in ln for ln in self.lines[since:])  # a copy: the reader thread appends meanwhile
+
+
+@contextmanager
+def monitoring(ns: str, cmd: Sequence[str]) -> Iterator[Monitor]:
+    """``cmd`` (``XTABLES_MONITOR`` or ``NFT_MONITOR``) line-buffered in ``ns`` for the block, its stderr with
+    its stdout; stopped after the block."""
+    process = subprocess.Popen(["ip", "netns", "exec", ns, "stdbuf", "-oL", *cmd],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    monitor = Monitor(process)
+    reader = threading.Thread(target=lambda: monitor.lines.extend(iter(process.stdout.readline, "")),  # type: ignore[union-attr]
+                              daemon=True)
+    reader.start()
+    try:
+        yield monitor
+    finally:
+        process.terminate()
+        process.wait(timeout=5)
+        reader.join(timeout=5)
+
+
+def monitored(ns: str, cmd: Sequence[str], send: Callable[[], None], *, first: Probe, last: Probe,
+              marks: tuple[str, str], quiet: float = 0.2) -> str:
+    """What ``cmd`` prints in ``ns`` while ``send()`` sends the probes, between two sentinel probes sent from
+    ``ns``: ``first`` again and again until the monitor shows ``marks[0]`` (it has subscribed: at load 10+ on
+    2 cores that took over 5 s), ``last`` after the probes until it shows ``marks[1]`` (everything before it
+    was printed), each wait bounded by :data:`MONITOR_WAIT_SECONDS`, with ``quiet`` seconds before and after
+    ``last`` for the probes' last packets to be traced (the nft first-packet harness has always done without)."""
+    with monitoring(ns, cmd) as monitor:
+        deadline = time.monotonic() + MONITOR_WAIT_SECONDS
+        while not monitor.shows(marks[0]) and time.monotonic() < deadline and monitor.running():
+            _send(ns, [first])
+            time.sleep(0.1)
+        seen = len(monitor.lines)
+        send()
+        time.sleep(quiet)
+        _send(ns, [last])
+        deadline = time.monotonic() + MONITOR_WAIT_SECONDS
+        while not monitor.shows(marks[1], seen) and time.monotonic() < deadline and monitor.running():
+            time.sleep(0.05)
+        time.sleep(quiet)
+    return "".join(monitor.lines)
+
+
+def kernel_vs_netsim(got: list[str], want: list[str]) -> str:
+    """The unified diff of the kernel's trace lines and netsim's, for a mismatch's message."""
+    return "\n".join(difflib.unified_diff(got, want, "kernel", "netsim", lineterm=""))
+
+
 @dataclass
 class Result:
     name: str
@@ -279,47 +345,23 @@ def run_ruleset(pair: Pair, name: str, ruleset: Ruleset, probes: list[Probe], ne
     sh("ip", "netns", "exec", pair.pod, restore, stdin=render_save(traced))
     positions = pod_handle_positions(pair.pod, family)
     v6 = family is Family.IPV6
-    cmd = ["nft", "-a", "monitor", "trace"] if v6 else ["xtables-monitor", "--trace", "-4"]
-    monitor = subprocess.Popen(
-        ["ip", "netns", "exec", pair.pod, "stdbuf", "-oL", *cmd],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(monitor.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    try:
-        local = [p for p in probes if not p.inbound]
-        inbound = [p for p in probes if p.inbound]
-        pod_ip = POD4 if family is Family.IPV4 else POD6
-        peer_ip = PEER4 if family is Family.IPV4 else PEER6
-        sentinel = Probe(proto="udp", src=pod_ip, sport=SPORT_HI, dst=peer_ip, dport=9)
-        # Wait until the monitor is subscribed: send sentinels until one is seen.
-        deadline = time.monotonic() + MONITOR_WAIT_SECONDS
-        mark_start = f"sport {SPORT_HI} " if v6 else f"SPORT={SPORT_HI} "
-        mark_end = f"sport {SPORT_HI - 1} " if v6 else f"SPORT={SPORT_HI - 1} "
-        while not any(mark_start in ln for ln in list(lines)) and time.monotonic() < deadline \
-                and monitor.poll() is None:
-            _send(pair.pod, [sentinel])
-            time.sleep(0.1)
-        seen = len(lines)
+    pod_ip = POD4 if family is Family.IPV4 else POD6
+    peer_ip = PEER4 if family is Family.IPV4 else PEER6
+    sentinel = Probe(proto="udp", src=pod_ip, sport=SPORT_HI, dst=peer_ip, dport=9)
+    mark = "sport {} " if v6 else "SPORT={} "
+    local = [p for p in probes if not p.inbound]
+    inbound = [p for p in probes if p.inbound]
+
+    def send() -> None:
         # Small concurrent batches: a burst of traced packets overruns xtables-monitor's netlink
         # socket (ENOBUFS), after which it prints nothing more.
         for ns, group in ((pair.pod, local), (pair.peer, inbound)):
             for i in range(0, len(group), BATCH):
                 _send(ns, group[i : i + BATCH])
-        # Then flush: a last sentinel whose trace ends the probes' output, plus a quiet period.
-        time.sleep(0.2)
-        _send(pair.pod, [replace(sentinel, sport=SPORT_HI - 1)])
-        deadline = time.monotonic() + MONITOR_WAIT_SECONDS
-        while (not any(mark_end in ln for ln in lines[seen:])) and time.monotonic() < deadline \
-                and monitor.poll() is None:
-            time.sleep(0.05)
-        time.sleep(0.2)
-    finally:
-        monitor.terminate()
-        monitor.wait(timeout=5)
-        reader.join(timeout=5)
-    text = "".join(lines)
+
+    text = monitored(pair.pod, NFT_MONITOR if v6 else XTABLES_MONITOR, send, first=sentinel,
+                     last=replace(sentinel, sport=SPORT_HI - 1),
+                     marks=(mark.format(SPORT_HI), mark.format(SPORT_HI - 1)))
     kernel = parse_nft_monitor(text, positions) if v6 else parse_monitor(text, positions, packets=True)
     odd = [] if v6 else monitor_noise(text)
     if DEBUG:
@@ -335,8 +377,6 @@ def run_ruleset(pair: Pair, name: str, ruleset: Ruleset, probes: list[Probe], ne
                            ruleset.family.value)
         res.compared += 1
         if got != want:
-            import difflib
-
-            diff = "\n".join(difflib.unified_diff(got, want, "kernel", "netsim", lineterm=""))
+            diff = kernel_vs_netsim(got, want)
             res.mismatches.append(f"{name} {p}:\n{diff}" + (f"\nmonitor said: {odd[:3]}" if odd else ""))
     return res

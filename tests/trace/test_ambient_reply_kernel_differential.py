@@ -29,8 +29,6 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -43,25 +41,28 @@ from netsim.capture.ambient import MARK as ZTUNNEL_MARK
 from netsim.lab.kerneltrace import monitor_noise, parse_monitor, parse_nft_monitor
 from netsim.lab.verify import Probe
 from netsim.lab.ztunnel import as_first_packets, reply_lines, reply_packet_of, turned_back
-from netsim.netfilter import Family, Match, Option, Rule, Ruleset, Table, Target, parse_ruleset, render_save
+from netsim.netfilter import Family, Ruleset, parse_ruleset, render_save
 from netsim.netfilter.engine import CompiledRuleset, compile_ruleset, trace
-from netsim.netfilter.model import BUILTIN_CHAINS, Chain
 from netsim.netfilter.packet import Netns
 from netsim.workload.identity import ZTUNNEL_GID, ZTUNNEL_UID
 from tests.trace.kernel_diff import (
-    MONITOR_WAIT_SECONDS,
+    NFT_MONITOR,
     PEER4,
     PEER6,
     POD4,
     POD6,
     SPORT_HI,
     SPORT_LO,
+    XTABLES_MONITOR,
     Pair,
     _send,
+    kernel_vs_netsim,
+    monitored,
     namespaces,
     pod_handle_positions,
     pod_netns,
     sh,
+    with_trace_rules,
 )
 
 pytestmark = pytest.mark.root
@@ -112,20 +113,15 @@ def reply_probes(family: Family) -> list[Probe]:
 
 
 def with_reply_trace_rules(ruleset: Ruleset) -> Ruleset:
-    """``ruleset`` plus TRACE rules at the top of raw PREROUTING/OUTPUT selecting replies to probes: a SYN-ACK or a
-    datagram whose destination port is in the probes' source-port range."""
-    synack = Option("--tcp-flags", ("FIN,SYN,RST,ACK", "SYN,ACK"))
-    rules = tuple(
-        Rule(proto=p, matches=(Match(p, (Option("--dport", (f"{SPORT_LO}:{SPORT_HI}",)),
-                                         *((synack,) if p == "tcp" else ()))),), target=Target("TRACE"))
-        for p in ("tcp", "udp"))
-    tables = list(ruleset.tables)
-    raw = ruleset.table("raw")
-    if raw is None:
-        raw = Table("raw", tuple(Chain(c, "ACCEPT") for c in BUILTIN_CHAINS["raw"]))
-        tables.append(raw)
-    chains = tuple(replace(c, rules=rules + c.rules) if c.name in ("PREROUTING", "OUTPUT") else c for c in raw.chains)
-    return Ruleset(ruleset.family, tuple(Table("raw", chains) if t.name == "raw" else t for t in tables))
+    """``ruleset`` plus TRACE rules selecting replies to probes: a SYN-ACK or a datagram whose destination port
+    is in the probes' source-port range."""
+    return with_trace_rules(ruleset, port="--dport", tcp_flags="SYN,ACK")
+
+
+def _send_one_by_one(pair: Pair, probes: list[Probe]) -> None:
+    # one at a time: each reply's traces come before the next probe's
+    for p in probes:
+        _send(pair.peer if p.inbound else pair.pod, [p])
 
 
 def netsim_reply(crs: CompiledRuleset, probe: Probe, ns: Netns) -> list[str]:
@@ -141,37 +137,12 @@ def run_replies(pair: Pair, name: str, ruleset: Ruleset, probes: list[Probe]) ->
     sh("ip", "netns", "exec", pair.pod, "conntrack", "-F", check=False)
     sh("ip", "netns", "exec", pair.pod, "ip6tables-restore" if v6 else "iptables-restore", stdin=render_save(traced))
     positions = pod_handle_positions(pair.pod, ruleset.family)
-    cmd = ["nft", "-a", "monitor", "trace"] if v6 else ["xtables-monitor", "--trace", "-4"]
-    monitor = subprocess.Popen(["ip", "netns", "exec", pair.pod, "stdbuf", "-oL", *cmd],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(monitor.stdout.readline, "")),  # type: ignore[union-attr]
-                              daemon=True)
-    reader.start()
     pod, peer = (POD6, PEER6) if v6 else (POD4, PEER4)
-    mark = (lambda port: f"dport {port} ") if v6 else (lambda port: f"DPORT={port} ")
+    mark = "dport {} " if v6 else "DPORT={} "
     sentinel = Probe(proto="udp", src=pod, sport=9, dst=peer, dport=_START)  # selected as a reply would be
-    try:
-        deadline = time.monotonic() + MONITOR_WAIT_SECONDS
-        while not any(mark(_START) in ln for ln in list(lines)) and time.monotonic() < deadline \
-                and monitor.poll() is None:
-            _send(pair.pod, [sentinel])
-            time.sleep(0.1)
-        seen = len(lines)
-        for p in probes:  # one at a time: each reply's traces come before the next probe's
-            _send(pair.peer if p.inbound else pair.pod, [p])
-        time.sleep(0.2)
-        _send(pair.pod, [replace(sentinel, dport=_END)])
-        deadline = time.monotonic() + MONITOR_WAIT_SECONDS
-        while not any(mark(_END) in ln for ln in lines[seen:]) and time.monotonic() < deadline \
-                and monitor.poll() is None:
-            time.sleep(0.05)
-        time.sleep(0.2)
-    finally:
-        monitor.terminate()
-        monitor.wait(timeout=5)
-        reader.join(timeout=5)
-    text = "".join(lines)
+    text = monitored(pair.pod, NFT_MONITOR if v6 else XTABLES_MONITOR, lambda: _send_one_by_one(pair, probes),
+                     first=sentinel, last=replace(sentinel, dport=_END),
+                     marks=(mark.format(_START), mark.format(_END)))
     turned = as_first_packets(text)
     kernel = turned_back(parse_nft_monitor(turned, positions) if v6 else parse_monitor(turned, positions, packets=True))
     crs = compile_ruleset(traced)
@@ -180,26 +151,10 @@ def run_replies(pair: Pair, name: str, ruleset: Ruleset, probes: list[Probe]) ->
     for p in probes:
         got, want = kernel.get(p.sport, []), netsim_reply(crs, p, ns)
         if got != want or not got:
-            import difflib
-
-            diff = "\n".join(difflib.unified_diff(got, want, "kernel", "netsim", lineterm=""))
+            diff = kernel_vs_netsim(got, want)
             odd = [] if v6 else monitor_noise(text)[:3]
             mismatches.append(f"{name} reply to {p.describe()}:\n{diff}" + (f"\nmonitor said: {odd}" if odd else ""))
     return mismatches
-
-
-TRACE_TABLE = "nsim-trace"  # the table nft_kernel_diff.kernel_lines leaves out
-NFT_TRACE_RULES = f"""table inet {TRACE_TABLE} {{
-  chain pre {{ type filter hook prerouting priority -500; policy accept;
-    tcp dport {SPORT_LO}-{SPORT_HI} tcp flags & (fin|syn|rst|ack) == syn|ack meta nftrace set 1
-    udp dport {SPORT_LO}-{SPORT_HI} meta nftrace set 1
-  }}
-  chain out {{ type filter hook output priority -500; policy accept;
-    tcp dport {SPORT_LO}-{SPORT_HI} tcp flags & (fin|syn|rst|ack) == syn|ack meta nftrace set 1
-    udp dport {SPORT_LO}-{SPORT_HI} meta nftrace set 1
-  }}
-}}
-"""
 
 
 def run_nft_replies(pair: Pair, name: str, text: str, probes: list[Probe]) -> tuple[list[str], int]:
@@ -207,39 +162,17 @@ def run_nft_replies(pair: Pair, name: str, text: str, probes: list[Probe]) -> tu
     priority -500, every line compared (packet lines on the fields netsim models). Returns the mismatches and how
     many replies the kernel traced."""
     from netsim.netfilter.nft import compile_nft, parse_nft
-    from netsim.netfilter.render_trace import render_nft_trace
-    from tests.netfilter.nft_kernel_diff import _positions, kernel_lines, packet_fields
+    from tests.netfilter.nft_kernel_diff import _positions, kernel_lines, nft_trace_as_monitored, trace_table
 
     sh("ip", "netns", "exec", pair.pod, "nft", "flush", "ruleset")
     sh("ip", "netns", "exec", pair.pod, "conntrack", "-F", check=False)
     sh("ip", "netns", "exec", pair.pod, "nft", "-f", "-", stdin=text)
-    sh("ip", "netns", "exec", pair.pod, "nft", "-f", "-", stdin=NFT_TRACE_RULES)
+    sh("ip", "netns", "exec", pair.pod, "nft", "-f", "-", stdin=trace_table(port="dport", tcp_flags="syn|ack"))
     positions = _positions(pair.pod)
-    monitor = subprocess.Popen(["ip", "netns", "exec", pair.pod, "stdbuf", "-oL", "nft", "-a", "monitor", "trace"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(monitor.stdout.readline, "")),  # type: ignore[union-attr]
-                              daemon=True)
-    reader.start()
     sentinel = Probe(proto="udp", src=POD4, sport=9, dst=PEER4, dport=_START)
-    try:
-        deadline = time.monotonic() + MONITOR_WAIT_SECONDS
-        while not any(f"dport {_START} " in ln for ln in list(lines)) and time.monotonic() < deadline:
-            _send(pair.pod, [sentinel])
-            time.sleep(0.1)
-        seen = len(lines)
-        for p in probes:
-            _send(pair.peer if p.inbound else pair.pod, [p])
-        _send(pair.pod, [replace(sentinel, dport=_END)])
-        deadline = time.monotonic() + MONITOR_WAIT_SECONDS
-        while not any(f"dport {_END} " in ln for ln in lines[seen:]) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.2)
-    finally:
-        monitor.terminate()
-        monitor.wait(timeout=5)
-        reader.join(timeout=5)
-    kernel = turned_back(kernel_lines(as_first_packets("".join(lines)), positions))
+    traced = monitored(pair.pod, NFT_MONITOR, lambda: _send_one_by_one(pair, probes), first=sentinel,
+                       last=replace(sentinel, dport=_END), marks=(f"dport {_START} ", f"dport {_END} "))
+    kernel = turned_back(kernel_lines(as_first_packets(traced), positions))
     rs = parse_nft(text)
     compiled = {f: compile_nft(rs, f) for f in Family}
     ns = pod_netns(ambient=True)
@@ -247,14 +180,10 @@ def run_nft_replies(pair: Pair, name: str, text: str, probes: list[Probe]) -> tu
     for p in probes:
         crs = compiled[Family(p.version)]
         reply = reply_packet_of(crs, p, ns)
-        want = [f"{ln.partition(' packet: ')[0]} packet: {packet_fields(ln.partition(' packet: ')[2])}"
-                if " packet: " in ln else ln for ln in render_nft_trace(trace(crs, reply, ns)).splitlines()]
+        want = nft_trace_as_monitored(trace(crs, reply, ns))
         got = kernel.get(p.sport, [])
         if got != want:
-            import difflib
-
-            diff = "\n".join(difflib.unified_diff(got, want, "kernel", "netsim", lineterm=""))
-            mismatches.append(f"{name} reply to {p.describe()}:\n{diff}")
+            mismatches.append(f"{name} reply to {p.describe()}:\n{kernel_vs_netsim(got, want)}")
     return mismatches, sum(1 for p in probes if kernel.get(p.sport))
 
 

@@ -9,7 +9,6 @@ import json
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import require_root
-from kernel_diff import Pair, namespaces, pod_handle_positions, pod_netns, sh
+from kernel_diff import XTABLES_MONITOR, Pair, monitoring, namespaces, pod_handle_positions, pod_netns, sh
 
 from netsim.netfilter import Family, parse_ruleset
 from netsim.netfilter.conntrack import entry_after, later_packet, reply_packet
@@ -430,23 +429,15 @@ def test_kernel_later_packets_and_reply_of_redirected_connection(kernel_pair: Pa
     sh("ip", "netns", "exec", pair.pod, "nft", "flush", "ruleset")
     sh("ip", "netns", "exec", pair.pod, "iptables-restore", stdin=text)
     positions = pod_handle_positions(pair.pod, Family.IPV4)
-    monitor = subprocess.Popen(["ip", "netns", "exec", pair.pod, "stdbuf", "-oL", "xtables-monitor", "--trace", "-4"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(monitor.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
-    reader.start()
     client = (f"import os, socket, time\nos.setgroups([]); os.setgid(1000); os.setuid(1000)\n"
               f"s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
               f"s.bind(('{POD}', {SPORT})); s.connect(('10.0.0.5', 80)); time.sleep(0.2); s.send(b'x')\n"
               "time.sleep(0.3); s.close()\n")
-    try:
+    with monitoring(pair.pod, XTABLES_MONITOR) as monitor:
         time.sleep(0.5)  # the monitor subscribes
         sh("ip", "netns", "exec", pair.pod, sys.executable, "-c", client)
         time.sleep(0.8)
-    finally:
-        monitor.terminate()
-        monitor.wait(timeout=5)
-        reader.join(timeout=5)
+    lines = monitor.lines
     kernel = _by_packet("".join(lines), positions)
     rs = parse_ruleset(text)
     ns = pod_netns()
