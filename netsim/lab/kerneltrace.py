@@ -109,18 +109,26 @@ def parse_monitor(text: str, positions: Positions, *, packets: bool = False) -> 
         sport = sport_of.get(tid)
         if sport is None:
             continue
-        head, _, ruletext = rest.partition("  ")
-        parts = head.split(":")
-        if len(parts) < 4:
-            continue
-        table, chain, what = parts[0], parts[1], parts[2]
-        if what == "policy":
-            out.setdefault(sport, []).append(f"TRACE: {table}:{chain}:policy:{':'.join(parts[3:])}")
-            continue
-        pos = positions.get((table, chain, int(parts[3], 16)), -1)
-        ruletext = re.sub(r"^-[46] -t \S+ ", "", ruletext.strip())
-        out.setdefault(sport, []).append(f"TRACE: {table}:{chain}:rule:{pos}:{':'.join(parts[4:])}  {ruletext}")
+        event = trace_line(rest, positions)
+        if event is not None:
+            out.setdefault(sport, []).append(event)
     return out
+
+
+def trace_line(rest: str, positions: Positions) -> str | None:
+    """A ``TRACE:`` event of ``xtables-monitor --trace`` (what follows its trace id) in netsim's form: the rule's
+    position instead of its nft handle (-1 if unknown), no ``-4 -t TABLE`` prefix; None if it names no rule
+    or policy."""
+    head, _, ruletext = rest.partition("  ")
+    parts = head.split(":")
+    if len(parts) < 4:
+        return None
+    table, chain, what = parts[0], parts[1], parts[2]
+    if what == "policy":
+        return f"TRACE: {table}:{chain}:policy:{':'.join(parts[3:])}"
+    pos = positions.get((table, chain, int(parts[3], 16)), -1)
+    ruletext = re.sub(r"^-[46] -t \S+ ", "", ruletext.strip())
+    return f"TRACE: {table}:{chain}:rule:{pos}:{':'.join(parts[4:])}  {ruletext}"
 
 
 _NFT_EVENT = re.compile(r"^trace id ([0-9a-f]+) (ip6?|inet) (\S+) (\S+) (packet|rule|policy|verdict):? ?(.*?)\s*$")

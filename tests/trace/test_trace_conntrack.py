@@ -374,7 +374,7 @@ _FLAGS = ("SYN", "ACK", "PSH", "FIN", "RST")
 def _by_packet(text: str, positions: dict[tuple[str, str, int], int]) -> dict[tuple[str, frozenset[str]], list[str]]:
     """The monitor's events per packet of the connection: ("orig"|"reply", TCP flags) → netsim-form lines (the
     first packet seen with those flags in that direction)."""
-    from netsim.lab.kerneltrace import packet_line
+    from netsim.lab.kerneltrace import packet_line, trace_line
 
     key_of: dict[str, tuple[str, frozenset[str]]] = {}
     first_id: dict[tuple[str, frozenset[str]], str] = {}
@@ -400,15 +400,9 @@ def _by_packet(text: str, positions: dict[tuple[str, str, int], int]) -> dict[tu
         key = key_of.get(tid)
         if key is None or key[0] == "dup":
             continue
-        head, _, ruletext = rest.partition("  ")
-        parts = head.split(":")
-        table, chain, what = parts[0], parts[1], parts[2]
-        if what == "policy":
-            out[key].append(f"TRACE: {table}:{chain}:policy:{':'.join(parts[3:])}")
-        else:
-            pos = positions.get((table, chain, int(parts[3], 16)), -1)
-            ruletext = re.sub(r"^-[46] -t \S+ ", "", ruletext.strip())
-            out[key].append(f"TRACE: {table}:{chain}:rule:{pos}:{':'.join(parts[4:])}  {ruletext}")
+        event = trace_line(rest, positions)
+        if event is not None:
+            out[key].append(event)
     return out
 
 
