@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from netsim.errors import LabError
 
@@ -135,28 +135,40 @@ _NFT_EVENT = re.compile(r"^trace id ([0-9a-f]+) (ip6?|inet) (\S+) (\S+) (packet|
 _NFT_VERDICTS = {"continue": "CONTINUE", "accept": "ACCEPT", "drop": "DROP", "return": RETURN_AS_PRINTED}
 
 
+def _nft_probe_events(text: str, event: re.Pattern[str], probe: Callable[[str], int | None]
+                      ) -> Iterator[tuple[int, str, str, str, str, str]]:
+    """The events of ``nft monitor trace`` output (``event``'s groups: trace id, family, table, chain, kind, the
+    rest) that belong to a probe, each as (the probe's source port, family, table, chain, kind, rest). A
+    ``packet`` event starts its trace id's packet: ``probe`` of its text is the probe's source port, or None
+    for a packet of no probe's, whose events are then left out (the kernel reuses trace ids)."""
+    sport_of: dict[str, int] = {}
+    for line in text.splitlines():
+        m = event.match(line.strip())
+        if not m:
+            continue
+        tid, family, table, chain, kind, rest = m.groups()
+        if kind == "packet":
+            sport = probe(rest)
+            if sport is None:
+                sport_of.pop(tid, None)
+            else:
+                sport_of[tid] = sport
+        if tid in sport_of:
+            yield sport_of[tid], family, table, chain, kind, rest
+
+
 def parse_nft_monitor(text: str, positions: Positions) -> dict[int, list[str]]:
     """``nft -a monitor trace`` output → per probe source port, each event's head in netsim's xtables-trace
     form (``TRACE: table:chain:rule:N:VERDICT``, ``TRACE: table:chain:policy:X``); nft prints rules in its
     own syntax, so the rule text is not compared."""
-    sport_of: dict[str, int] = {}
+
+    def probe(packet: str) -> int | None:
+        sp = re.search(r"\b(?:tcp|udp) sport (\d+)", packet)
+        flags = re.search(r"tcp flags == (\S+)", packet)
+        return int(sp.group(1)) if sp and (flags is None or flags.group(1) == "syn") else None
+
     out: dict[int, list[str]] = {}
-    for line in text.splitlines():
-        m = _NFT_EVENT.match(line.strip())
-        if not m:
-            continue
-        tid, _family, table, chain, kind, rest = m.groups()
-        if kind == "packet":
-            sp = re.search(r"\b(?:tcp|udp) sport (\d+)", rest)
-            flags = re.search(r"tcp flags == (\S+)", rest)
-            if sp and (flags is None or flags.group(1) == "syn"):
-                sport_of[tid] = int(sp.group(1))
-            else:
-                sport_of.pop(tid, None)
-            continue
-        sport = sport_of.get(tid)
-        if sport is None:
-            continue
+    for sport, _family, table, chain, kind, rest in _nft_probe_events(text, _NFT_EVENT, probe):
         if kind == "policy":
             out.setdefault(sport, []).append(f"TRACE: {table}:{chain}:policy:{rest.split()[0].upper()}")
         elif kind == "rule":
@@ -212,21 +224,14 @@ def nft_trace_lines(text: str, positions: NftPositions, *, sports: tuple[int, in
     netsim's ``--format nft-trace`` prints them: trace id ``ID``, ``packet:`` lines reduced to
     :func:`packet_fields`, each rule's handle turned into its position (-1 if unknown), counters as 0. Lines
     of ``skip_table`` (the table that sets ``meta nftrace``) are left out."""
-    sport_of: dict[str, int] = {}
+
+    def probe(packet: str) -> int | None:
+        sp = re.search(r"\b(?:tcp|udp) sport (\d+)", packet)
+        return int(sp.group(1)) if sp and sports[0] <= int(sp.group(1)) <= sports[1] else None
+
     out: dict[int, list[str]] = {}
-    for raw in text.splitlines():
-        m = _NFT_LINE.match(raw.strip())
-        if not m:
-            continue
-        tid, fam, table, chain, kind, rest = m.groups()
-        if kind == "packet":
-            sp = re.search(r"\b(?:tcp|udp) sport (\d+)", rest)
-            if sp and sports[0] <= int(sp.group(1)) <= sports[1]:
-                sport_of[tid] = int(sp.group(1))
-            else:
-                sport_of.pop(tid, None)
-        sport = sport_of.get(tid)
-        if sport is None or table == skip_table:
+    for sport, fam, table, chain, kind, rest in _nft_probe_events(text, _NFT_LINE, probe):
+        if table == skip_table:
             continue
         head = f"trace id ID {fam} {table} {chain}"
         if kind == "packet":
