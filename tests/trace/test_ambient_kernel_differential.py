@@ -23,13 +23,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CONFORMANCE, require_root
+from conftest import require_root
 
 from netsim.capture.ambient import CONN as AMBIENT_CONNMARK
 from netsim.capture.ambient import MARK as ZTUNNEL_MARK
 from netsim.lab.verify import Probe
 from netsim.netfilter import Family, parse_ruleset
 from netsim.workload.identity import ZTUNNEL_GID, ZTUNNEL_UID
+from tests.trace.ambient_kernel import AMBIENT, iptables_cases, nft_cases, snat_address
 from tests.trace.kernel_diff import (
     PEER4,
     PEER6,
@@ -49,15 +50,9 @@ from tests.trace.kernel_diff import (
 
 pytestmark = pytest.mark.root
 
-AMBIENT = CONFORMANCE / "istio-ambient"
-KERNEL = AMBIENT / "kernel"
 RANDOM = int(os.environ.get("NETSIM_AMBIENT_DIFF_PROBES", "6"))  # seeded random probes per ruleset and family
 APP_UID = 1000
 _SPORTS = itertools.count(SPORT_LO)
-
-
-def _config(case: str) -> dict[str, object]:
-    return dict(yaml.safe_load((AMBIENT / "iptables" / f"{case}.yaml").read_text())["config"])
 
 
 def _virtual() -> str:
@@ -65,16 +60,11 @@ def _virtual() -> str:
     return str(doc["pod_overrides"]["VirtualInterfaces"][0])
 
 
-def _snat(family: Family) -> str:
-    # the in-pod cases' test config (both addresses are in every in-pod golden of the IPv6 form)
-    return str(_config("default_ipv6")["HostProbeSNATAddress" if family is Family.IPV4 else "HostProbeV6SNATAddress"])
-
-
 def table_probes(family: Family) -> list[Probe]:
     """One probe per row of spec §10 (and a few around them) for ``family``."""
     v4 = family is Family.IPV4
     pod, peer, lo = (POD4, PEER4, "127.0.0.1") if v4 else (POD6, PEER6, "::1")
-    remote, snat = ("10.96.0.10" if v4 else "fd00:96::10"), _snat(family)
+    remote, snat = ("10.96.0.10" if v4 else "fd00:96::10"), snat_address(family)
     virt, vpeer = (VIRT4, VPEER4) if v4 else (VIRT6, VPEER6)
     app = {"uid": APP_UID, "gid": APP_UID}
     zt = {"uid": ZTUNNEL_UID, "gid": ZTUNNEL_GID, "mark": ZTUNNEL_MARK}
@@ -110,29 +100,18 @@ def table_probes(family: Family) -> list[Probe]:
 def _sendable(probes: list[Probe]) -> list[Probe]:
     """The random probes the pair can send: the peer owns the SNAT addresses (it sends the kubelet-probe rows from
     them), so a probe it sends *to* one is delivered to itself and never reaches the pod."""
-    own = {_snat(f) for f in Family}
+    own = {snat_address(f) for f in Family}
     return [p for p in probes if not (p.inbound and p.dst in own)]
 
 
 @pytest.fixture(scope="module")
 def pair() -> Iterator[Pair]:
     require_root("iptables-restore", "ip6tables-restore", "nft", "xtables-monitor", "stdbuf")
-    with namespaces(ambient=True, peer_addrs=(_snat(Family.IPV4), _snat(Family.IPV6)), virtual=_virtual()) as p:
+    with namespaces(ambient=True, peer_addrs=tuple(snat_address(f) for f in Family), virtual=_virtual()) as p:
         yield p
 
 
-def _iptables_cases() -> list[tuple[str, Path]]:
-    ipt = KERNEL / "iptables"
-    paths = sorted(ipt.glob("*.iptables-save")) + sorted(ipt.glob("*.ip6tables-save"))
-    return [(p.name, p) for p in paths]
-
-
-def _nft_cases() -> list[tuple[str, Path]]:
-    # hostprobe*: the node's rules (a postrouting SNAT for kubelet's uid), not a pod's
-    return [(p.name, p) for p in sorted((KERNEL / "nftables").glob("*.nft-list")) if not p.name.startswith("hostprobe")]
-
-
-_IPT, _NFT = _iptables_cases(), _nft_cases()
+_IPT, _NFT = iptables_cases(), nft_cases()
 
 
 @pytest.mark.parametrize(("name", "path"), _IPT, ids=[c[0] for c in _IPT])

@@ -34,8 +34,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import CONFORMANCE, require_root
+from conftest import require_root
 
 from netsim.capture.ambient import MARK as ZTUNNEL_MARK
 from netsim.lab.kerneltrace import monitor_noise, parse_monitor, parse_nft_monitor
@@ -45,6 +44,7 @@ from netsim.netfilter import Family, Ruleset, parse_ruleset, render_save
 from netsim.netfilter.engine import CompiledRuleset, compile_ruleset, trace
 from netsim.netfilter.packet import Netns
 from netsim.workload.identity import ZTUNNEL_GID, ZTUNNEL_UID
+from tests.trace.ambient_kernel import KERNEL, iptables_cases, nft_cases, snat_address
 from tests.trace.kernel_diff import (
     NFT_MONITOR,
     PEER4,
@@ -67,8 +67,6 @@ from tests.trace.kernel_diff import (
 
 pytestmark = pytest.mark.root
 
-AMBIENT = CONFORMANCE / "istio-ambient"
-KERNEL = AMBIENT / "kernel"
 APP_UID = 1000
 APP_PORT = 8080  # listen_helper.py's ordinary listener in the pod (it never accepts: the kernel answers the SYN)
 # The peer's servers: a UDP echo on port 53 (the upstream DNS server) and a TCP listener on 80 that never accepts
@@ -89,11 +87,6 @@ _SPORTS = itertools.count(SPORT_LO)
 _START, _END = SPORT_HI, SPORT_HI - 1  # sentinel datagrams' destination ports: selected like a reply
 
 
-def _snat(family: Family) -> str:
-    doc = yaml.safe_load((AMBIENT / "iptables" / "default_ipv6.yaml").read_text())
-    return str(doc["config"]["HostProbeSNATAddress" if family is Family.IPV4 else "HostProbeV6SNATAddress"])
-
-
 def reply_probes(family: Family) -> list[Probe]:
     """The first packets whose replies are compared (module docstring)."""
     v4 = family is Family.IPV4
@@ -106,7 +99,7 @@ def reply_probes(family: Family) -> list[Probe]:
     return [
         p("tcp", peer, pod, APP_PORT, transparent=True, **zt),  # ztunnel → app from the client: the 0x111 path
         p("udp", pod, peer, 53, **zt),  # ztunnel's upstream DNS query: its answer in zone 1
-        p("tcp", _snat(family), pod, APP_PORT, inbound=True),  # kubelet's probe
+        p("tcp", snat_address(family), pod, APP_PORT, inbound=True),  # kubelet's probe
         p("tcp", peer, pod, APP_PORT, inbound=True),  # remote → pod: 15006
         p("tcp", pod, peer, 80, uid=APP_UID, gid=APP_UID),  # the app's outbound: 15001
     ]
@@ -190,7 +183,7 @@ def run_nft_replies(pair: Pair, name: str, text: str, probes: list[Probe]) -> tu
 @pytest.fixture(scope="module")
 def pair() -> Iterator[Pair]:
     require_root("iptables-restore", "ip6tables-restore", "nft", "xtables-monitor", "stdbuf")
-    with namespaces(ambient=True, peer_addrs=(_snat(Family.IPV4), _snat(Family.IPV6))) as p:
+    with namespaces(ambient=True, peer_addrs=tuple(snat_address(f) for f in Family)) as p:
         responder = subprocess.Popen(["ip", "netns", "exec", p.peer, sys.executable, "-c", PEER_SERVERS, PEER4,
                                       PEER6], stdout=subprocess.PIPE, text=True)
         try:
@@ -201,17 +194,7 @@ def pair() -> Iterator[Pair]:
             responder.wait()
 
 
-def _cases() -> list[tuple[str, Path]]:
-    ipt = KERNEL / "iptables"
-    return [(p.name, p) for p in sorted(ipt.glob("*.iptables-save")) + sorted(ipt.glob("*.ip6tables-save"))]
-
-
-def _nft_cases() -> list[tuple[str, Path]]:
-    # hostprobe*: the node's rules, not a pod's
-    return [(p.name, p) for p in sorted((KERNEL / "nftables").glob("*.nft-list")) if not p.name.startswith("hostprobe")]
-
-
-_CASES, _NFT = _cases(), _nft_cases()
+_CASES, _NFT = iptables_cases(), nft_cases()
 
 
 @pytest.mark.parametrize(("name", "path"), _CASES, ids=[c[0] for c in _CASES])
