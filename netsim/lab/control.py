@@ -89,6 +89,12 @@ class DnsAgent:
     digests: tuple[str, ...] = ()  # sha256 of each config file's content, so an edit makes new inputs
 
 
+def search_path(namespace: str) -> tuple[str, ...]:
+    """A pod's resolv.conf search list under Kubernetes' ClusterFirst DNS policy: its namespace's Services, all
+    Services, the cluster domain."""
+    return (f"{namespace}.svc.cluster.local", "svc.cluster.local", "cluster.local")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LabSpec:
     """Everything one lab is built from. ``rules_v4``/``rules_v6`` are ``iptables-restore --noflush`` text;
@@ -98,7 +104,7 @@ class LabSpec:
     pod_ips: tuple[Interface, ...] = (IPv4Interface("10.244.0.5/24"),)
     node_ips: tuple[Interface, ...] = (IPv4Interface("10.244.0.1/24"),)
     cluster_dns: tuple[Address, ...] = (IPv4Address("10.96.0.10"),)
-    search: tuple[str, ...] = ("default.svc.cluster.local", "svc.cluster.local", "cluster.local")
+    search: tuple[str, ...] = search_path("default")
     rules_v4: str = ""
     rules_v6: str | None = None
     nft_rules: str | None = None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from netsim.capture.iptables import RouteCommand
 from netsim.errors import LabError
-from netsim.lab.control import DnsAgent, LabSpec
+from netsim.lab.control import DnsAgent, LabSpec, search_path
 from netsim.lab.runner import AddrAdd, Command, Interface, RouteAdd, RuleAdd
 from netsim.lab.state import BACKENDS
 from netsim.netfilter.model import Family
@@ -163,7 +163,7 @@ def lab_spec(pod_file: str, *, name: str | None = None, services: Sequence[str] 
         pod_ips=pod_ips,
         node_ips=tuple(node_interface(i) for i in pod_ips),
         cluster_dns=dns,
-        search=(f"{namespace}.svc.cluster.local", "svc.cluster.local", "cluster.local"),
+        search=search_path(namespace),
         rules_v4="" if nft_rules is not None else render_restore(compiled.v4),
         rules_v6=render_restore(compiled.v6) if compiled.v6 is not None and nft_rules is None else None,
         nft_rules=nft_rules,

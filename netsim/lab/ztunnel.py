@@ -42,7 +42,7 @@ def ambient_spec(w: Workload, pod_file: str, *, name: str, pod_ips: tuple[Interf
     ``iptables-restore --noflush`` text, the policy routes, ztunnel's ports, uid/gid and mark."""
     from netsim.capture import ambient as a
     from netsim.capture.dryrun import render_restore
-    from netsim.lab.control import LabSpec
+    from netsim.lab.control import LabSpec, search_path
     from netsim.lab.inputs import node_interface, route_command
     from netsim.workload.identity import ZTUNNEL_GID, ZTUNNEL_UID
 
@@ -62,7 +62,7 @@ def ambient_spec(w: Workload, pod_file: str, *, name: str, pod_ips: tuple[Interf
         pod_ips=pod_ips,
         node_ips=tuple(node_interface(i) for i in pod_ips),
         cluster_dns=cluster_dns,
-        search=(f"{agent.namespace}.svc.cluster.local", "svc.cluster.local", "cluster.local"),
+        search=search_path(agent.namespace),
         rules_v4="" if nft else render_restore(by_family[Family.IPV4]),
         rules_v6=render_restore(by_family[Family.IPV6]) if config.enable_ipv6 and not nft else None,
         nft_rules=compiled.nft_text() if nft else None,
