@@ -18,6 +18,7 @@ from netsim.lab.kerneltrace import nft_trace_lines, packet_fields
 from netsim.lab.probe import WARMUP_SPORT
 from netsim.lab.verify import Probe
 from netsim.netfilter.engine import combine, compile_ruleset, trace, trace_branches
+from netsim.netfilter.matches import Names
 from netsim.netfilter.model import Family
 from netsim.netfilter.nft import compile_nft, parse_nft
 from netsim.netfilter.nft.model import Elements, Match, NftRuleset
@@ -43,6 +44,9 @@ from tests.trace.kernel_diff import (
 )
 
 TRACE_TABLE = "nsim-trace"
+# nft resolves skuid/skgid names with this machine's databases when it loads a ruleset: netsim does the same
+# when it is compared with that kernel (elsewhere tests keep the host out of their results)
+SYSTEM_NAMES = Names(system=True)
 
 
 def trace_table(port: str = "sport", tcp_flags: str = "syn") -> str:
@@ -171,9 +175,10 @@ def _legacy_hits(t: Trace) -> set[str]:
 def run_nft_ruleset(pair: Pair, name: str, text: str, probes: list[Probe], iptables: str | None = None,
                     netns: Netns | None = None, legacy: str | None = None) -> tuple[Result, int]:
     """Load ``text`` (+ the trace table) into the pod, send ``probes`` (both families), compare kernel and
-    netsim. The probes go in one batch per namespace: nft's monitor keeps up with a few dozen packets.
-    Returns the result and how many probes the kernel traced at all (a ruleset without chains on a probe's
-    path traces nothing, on both sides).
+    netsim. Owner names resolve through this machine's groups and users, as ``nft -f`` resolves them here.
+    The probes go in one batch per namespace: nft's monitor keeps up with a few dozen packets. Returns the
+    result and how many probes the kernel traced at all (a ruleset without chains on a probe's path traces
+    nothing, on both sides).
 
     ``iptables``: an ``iptables-save`` (IPv4) restored with iptables-nft first, so the namespace holds both
     backends; every line is compared, the iptables-nft chains' in nft's wording of their rules.
@@ -208,7 +213,7 @@ def run_nft_ruleset(pair: Pair, name: str, text: str, probes: list[Probe], iptab
     traced = monitored(pair.pod, NFT_MONITOR, send, first=sentinel, last=replace(sentinel, sport=SPORT_HI - 1),
                      marks=(f"sport {SPORT_HI} ", f"sport {SPORT_HI - 1} "), quiet=0.0)
     kernel = kernel_lines(traced, positions)
-    rs = parse_nft(text)
+    rs = parse_nft(text, SYSTEM_NAMES)
     compiled = {f: compile_nft(rs, f) for f in Family}
     parts = [compile_ruleset(parse_ruleset(legacy), backend="iptables-legacy")] if legacy is not None else []
     if iptables is not None:
