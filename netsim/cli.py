@@ -17,14 +17,14 @@ from netsim.errors import NetsimError, one_line
 # name -> "module:attribute" of a click command or group, and its one-line help for `netsim --help`
 # (kept here so that listing the commands imports none of them).
 _COMMANDS: dict[str, tuple[str, str]] = {
-    "compile": ("netsim.capture.cli:compile_cmd", "Print the rules Istio's sidecar capture writes into a pod."),
-    "trace": ("netsim.commands.trace:trace_cmd", "Follow a packet through the rules and the sidecar's hops."),
+    "compile": ("netsim.capture.cli:compile_cmd", "Print the rules Istio writes into a pod (sidecar or ambient)."),
+    "trace": ("netsim.commands.trace:trace_cmd", "Follow a packet through the rules and the proxy's hops."),
     "dns": ("netsim.dns.cli:dns_group", "pilot-agent's DNS proxy: serve, list its names, query offline."),
     "lab": ("netsim.lab.cli:lab_group", "A real pod network namespace running the rules and the agent."),
     "mesh": ("netsim.mesh.cli:mesh_group", "Which Envoy listener and cluster a captured connection reaches."),
     "diagnose": ("netsim.mesh.cli:diagnose_cmd", "Check one workload for the known capture pitfalls."),
     "check": ("netsim.commands.check:check_cmd", "Check every workload of manifests or a cluster dump, for CI."),
-    "drift": ("netsim.commands.drift:drift_cmd", "Compare a pod's rules (iptables-save) with what its spec gives."),
+    "drift": ("netsim.commands.drift:drift_cmd", "Compare a pod's rules (a dump) with what its spec gives."),
     "infer": ("netsim.commands.infer:infer_cmd", "Tell which generator, release and options wrote a pod's rules."),
     "migrate": ("netsim.commands.migrate:migrate_cmd", "What changes in a pod's capture when it moves to ambient."),
 }
@@ -68,7 +68,7 @@ class _LazyGroup(click.Group):
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="netsim")
 def cli() -> None:
-    """See what Istio's sidecar capture does to a pod's packets and DNS queries, offline."""
+    """See what Istio's traffic capture (sidecar or ambient) does to a pod's packets and DNS queries, offline."""
 
 
 def _error(message: str) -> None:

@@ -205,7 +205,7 @@ def compile_cmd(pod_file: str | None, pod_name: str | None, istio_version: str |
                 pod_ips: tuple[tuple[str, ...], ...],
                 dns_servers_v4: str | None, dns_servers_v6: str | None, cluster_dns: str | None,
                 group_file: str | None, log_output_level: str | None, **istio: str | None) -> None:
-    """Print the rules Istio's sidecar capture (istio-iptables) writes into a pod.
+    """Print the rules Istio writes into a pod: istio-iptables' for a sidecar, istio-cni's for ambient.
 
     Takes istio-iptables' own options (same long and short names, same environment variables; flags
     win over environment variables), and/or --pod FILE to derive them from a manifest exactly as the
