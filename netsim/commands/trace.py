@@ -104,6 +104,10 @@ def _load_mesh(configs: tuple[str, ...], pod_file: str | None, mesh_config: str 
 @click.option("--rules-legacy", "legacy_files", multiple=True, type=click.Path(dir_okay=False),
               help="iptables-legacy-save output (legacy x_tables at their fixed priorities), instead of --pod or with "
                    "--rules/--nft: one namespace (loaded first); never in --format nft-trace.")
+@click.option("--group-file", metavar="FILE", default=None,
+              help="With --rules/--nft: an /etc/group-format file (the node's) to resolve owner-group names in the "
+                   "dump with (skgid java, --gid-owner java), as nft and iptables resolved them when they loaded "
+                   "it; default: this machine's groups.")
 @click.option("--backend", type=click.Choice(["iptables", "nft"]), default=None,
               help="With --pod: the capture backend (nft: Istio's native nftables rules, --native-nftables).")
 @mode_option("with --rules/--nft, the dump is traced with ztunnel and its policy routes are assumed")
@@ -171,7 +175,7 @@ def trace_cmd(pod_file: str | None, pod_name: str | None, istio_version: str | N
               host: str | None, http_path: str | None, sni: str | None, ct_state: str | None,
               ct_zone: int | None, ct_mark: int | None, ct_dnat: tuple[Address, int | None] | None, ct_reply: bool,
               follow_up: bool, expect: str | None, route_localnet: bool = False,
-              legacy_files: tuple[str, ...] = ()) -> None:
+              legacy_files: tuple[str, ...] = (), group_file: str | None = None) -> None:
     """Where does this packet go, and why? Trace it through the pod's iptables rules and the sidecar.
 
     With --config, a connection the sidecar captures continues through its Envoy listener, filter
@@ -214,6 +218,9 @@ def trace_cmd(pod_file: str | None, pod_name: str | None, istio_version: str | N
         raise SpecError("give exactly one of --pod FILE or --rules FILE (and/or --nft FILE, --rules-legacy FILE)")
     if pod_name is not None and not pod_file:
         raise SpecError("option --name: needs --pod FILE")
+    if group_file is not None and pod_file:
+        raise SpecError("--group-file resolves the names in a dump (--rules, --nft); for --pod's rules give it to "
+                        "netsim compile")
     if backend is not None and not pod_file:
         raise SpecError("--backend chooses how --pod's rules are written: give --pod FILE (--rules and --nft "
                         "name their backend themselves)")
@@ -225,8 +232,12 @@ def trace_cmd(pod_file: str | None, pod_name: str | None, istio_version: str | N
         if ambient_settings:
             raise SpecError("--ambient-config sets the node agent that compiles --pod's rules; a dump (--rules, "
                             "--nft) was written already")
+        from netsim.netfilter.matches import Names
+        from netsim.reader import read_group_file
+
+        names = Names(system=True) if group_file is None else Names(groups=(("root", 0), *read_group_file(group_file)))
         w = Workload.from_rules(rules_files, pod_ips=pod_ips, istio_version=istio_version, nft_paths=nft_files,
-                                legacy_paths=legacy_files)
+                                legacy_paths=legacy_files, names=names)
         if mode == "ambient":
             w = w.as_ambient()
     w = w.with_iface_addrs((*w.annotated_iface_addrs(), *ifaces))

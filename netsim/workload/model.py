@@ -342,14 +342,19 @@ class Workload:
     @classmethod
     def from_rules(cls, paths: Iterable[str], *, pod_ips: Iterable[str] = (), istio_version: str | None = None,
                    texts: Mapping[str, str] | None = None, nft_paths: Iterable[str] = (),
-                   legacy_paths: Iterable[str] = ()) -> Workload:
+                   legacy_paths: Iterable[str] = (), names: Names | None = None) -> Workload:
         """A workload whose rules are ``iptables-save`` (and ``ip6tables-save``) dumps, e.g. from a node.
 
         Without a manifest the app runs as uid 0 and the sidecar is Istio's default one; ``texts``
-        maps a path to its content when already read. Raises NetsimError naming the file and line.
+        maps a path to its content when already read; ``names`` resolves owner names (``skgid java``,
+        ``--gid-owner java``) as the dump's machine did when it loaded them (default: root only).
+        Raises NetsimError naming the file and line.
         """
         from netsim.netfilter.dump import parse_dump
+        from netsim.netfilter.matches import DEFAULT_NAMES
         from netsim.reader import read_text
+
+        owners = names or DEFAULT_NAMES
 
         profile = _profile(istio_version) if istio_version is not None else None
         def read(path: str, parse: Callable[[str], _T]) -> _T:
@@ -361,7 +366,7 @@ class Workload:
         rulesets: dict[Family, Ruleset] = {}
         paths = tuple(paths)
         for path in paths:
-            rulesets.update(read(path, parse_dump))
+            rulesets.update(read(path, lambda text: parse_dump(text, names=owners)))
         notes: list[str] = []
         nft = []
         nft_paths = tuple(nft_paths)
@@ -369,14 +374,14 @@ class Workload:
             from netsim.netfilter.nft import parse_nft_any, untraced
 
             for path in nft_paths:
-                nft.append(read(path, parse_nft_any))
+                nft.append(read(path, lambda text: parse_nft_any(text, owners)))
                 notes.extend(f"{path}: {u}" for u in untraced(nft[-1]))
             for fam in Family:  # nft's inet tables see both families; an empty iptables side where none was given
                 rulesets.setdefault(fam, Ruleset(fam, ()))
         legacy: list[Ruleset] = []
         legacy_paths = tuple(legacy_paths)
         for path in legacy_paths:
-            legacy.extend(read(path, parse_dump).values())
+            legacy.extend(read(path, lambda text: parse_dump(text, names=owners)).values())
         for rs in legacy:
             rulesets.setdefault(rs.family, Ruleset(rs.family, ()))
         given = parse_addresses(pod_ips)

@@ -14,6 +14,7 @@ from conftest import CONFORMANCE, REPO
 from netsim.commands.trace import trace_cmd
 from netsim.netfilter.dump import split_families
 from netsim.workload.model import parse_endpoint
+from tests.cli.compile_runner import run as netsim
 
 RULES = CONFORMANCE / "istio-iptables" / "kernel" / "ipnets.v4.iptables-save"
 MTLS = REPO / "rules" / "mtls-503" / "pod.yaml"
@@ -231,3 +232,38 @@ def test_route_localnet_flag_keeps_a_loopback_source_that_nat_sends_off_the_host
     code, out = run(*base, "--route-localnet")
     sent = json.loads(out)
     assert code == 0 and sent["verdict"] == "bypassed" and "sent out eth0 to 10.244.0.1:8081" in sent["summary"]
+
+
+# An nft dump names owner groups as the node that listed it knew them (``skgid != java``): nft resolved the name
+# when it loaded the rules, and so does netsim, from --group-file (the node's /etc/group) or this machine.
+OWNER_GROUPS = CONFORMANCE / "istio-iptables" / "outbound-owner-groups.nftables.golden"
+RETURN_OTHER_GROUPS = "meta skgid != 3001 meta skgid != 202 counter packets 0 bytes 0 return"
+
+
+@pytest.mark.parametrize(("gid", "returned"), [(3001, False), (202, False), (3000, True)])
+def test_group_file_resolves_the_dumps_owner_group_names(tmp_path: Path, gid: int, returned: bool) -> None:
+    group = tmp_path / "group"
+    group.write_text("root:x:0:\njava:x:3001:app\nftp:x:3002:\n")
+    code, out = run("--nft", str(OWNER_GROUPS), "--group-file", str(group), "--dst", "10.0.0.5:80",
+                    "--uid", "1000", "--gid", str(gid), "--format", "json")
+    assert code == 0, out
+    decided = json.loads(out)["decided_by"]
+    assert (decided is not None and decided["rule"] == RETURN_OTHER_GROUPS) == returned, decided
+
+
+def test_an_unknown_group_name_is_one_error_naming_the_line(tmp_path: Path) -> None:
+    group = tmp_path / "group"
+    group.write_text("root:x:0:\nftp:x:3002:\n")
+    r = netsim(["trace", "--nft", str(OWNER_GROUPS), "--group-file", str(group), "--dst", "10.0.0.5:80"])
+    assert r.code == 2
+    assert r.stderr.strip().splitlines() == [f"Error: {OWNER_GROUPS}: line 19: Group `java' does not exist (nft "
+                                             "resolves names when it loads the rules)"]
+
+
+def test_group_file_is_for_dumps_and_read_strictly(tmp_path: Path) -> None:
+    group = tmp_path / "group"
+    group.write_text("java:x:notanumber:\n")
+    r = netsim(["trace", "--nft", str(OWNER_GROUPS), "--group-file", str(group), "--dst", "10.0.0.5:80"])
+    assert r.code == 2 and f"{group}:1" in r.stderr and "expected name:password:GID:members" in r.stderr
+    r = netsim(["trace", "--pod", str(MTLS), "--group-file", str(group), "--dst", "10.0.0.5:80"])
+    assert r.code == 2 and "--group-file resolves the names in a dump" in r.stderr

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from netsim.errors import RulesetError
+from netsim.netfilter.matches import DEFAULT_NAMES, Names
 from netsim.netfilter.nft.model import NftRuleset
 from netsim.netfilter.nft.parse import parse_nft
 
@@ -180,14 +181,15 @@ def json_to_commands(text: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def parse_nft_json(text: str) -> NftRuleset:
+def parse_nft_json(text: str, names: Names = DEFAULT_NAMES) -> NftRuleset:
     """Parse ``nft -j list ruleset`` output. Errors name the command line of the rewritten ruleset."""
-    return parse_nft(json_to_commands(text))
+    return parse_nft(json_to_commands(text), names)
 
 
-def parse_nft_any(text: str) -> NftRuleset:
-    """A ruleset as ``nft list ruleset`` text, an ``nft -f`` transaction, or ``nft -j list ruleset`` JSON."""
-    return parse_nft_json(text) if text.lstrip().startswith("{") else parse_nft(text)
+def parse_nft_any(text: str, names: Names = DEFAULT_NAMES) -> NftRuleset:
+    """A ruleset as ``nft list ruleset`` text, an ``nft -f`` transaction, or ``nft -j list ruleset`` JSON;
+    ``names`` resolves ``skuid``/``skgid`` names."""
+    return parse_nft_json(text, names) if text.lstrip().startswith("{") else parse_nft(text, names)
 
 
 __all__ = ["json_to_commands", "parse_nft_any", "parse_nft_json"]
