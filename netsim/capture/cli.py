@@ -301,7 +301,7 @@ def render(res: Resolution, fmt: str, family: str = "all",
         origin = res.winner("ENABLE_INBOUND_IPV6").origin
         why = "the 1.0 script never wrote IPv6 rules" if config.enable_ipv6 else f"IPv6 is off: {origin}"
         raise SpecError(f"option --family 6: this pod gets no ip6tables rules ({why})")
-    names = Names(system=True) if groups is None else Names(groups=(("root", 0), *groups))
+    names = Names.resolving(groups)
     try:
         compiled = compile_config(config, names=names)
     except RulesetError as e:

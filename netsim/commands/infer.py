@@ -52,7 +52,7 @@ def infer_cmd(rules_files: tuple[str, ...], fmt: str, group_file: str | None) ->
     from netsim.netfilter.matches import Names
     from netsim.netfilter.model import Family, Ruleset
 
-    names = Names(system=True) if group_file is None else Names(groups=(("root", 0), *read_group_file(group_file)))
+    names = Names.resolving(read_group_file(group_file) if group_file else None)
     rulesets: dict[Family, Ruleset] = {}
     origin: dict[Family, str] = {}
     nft: list[Inference] = []

@@ -235,9 +235,9 @@ def trace_cmd(pod_file: str | None, pod_name: str | None, istio_version: str | N
         from netsim.netfilter.matches import Names
         from netsim.reader import read_group_file
 
-        names = Names(system=True) if group_file is None else Names(groups=(("root", 0), *read_group_file(group_file)))
         w = Workload.from_rules(rules_files, pod_ips=pod_ips, istio_version=istio_version, nft_paths=nft_files,
-                                legacy_paths=legacy_files, names=names)
+                                legacy_paths=legacy_files,
+                                names=Names.resolving(read_group_file(group_file) if group_file else None))
         if mode == "ambient":
             w = w.as_ambient()
     w = w.with_iface_addrs((*w.annotated_iface_addrs(), *ifaces))

@@ -34,6 +34,12 @@ class Names:
     groups: tuple[tuple[str, int], ...] = (("root", 0),)
     system: bool = False
 
+    @classmethod
+    def resolving(cls, groups: Sequence[tuple[str, int]] | None) -> Names:
+        """Names as the machine that loads the rules resolves them: ``groups`` given (an /etc/group-format
+        file's, ``--group-file``; root besides), else this machine's databases."""
+        return cls(system=True) if groups is None else cls(groups=(("root", 0), *groups))
+
     def uid(self, name: str) -> int | None:
         return self._lookup(name, self.users, "pwd")
 
