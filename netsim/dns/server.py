@@ -321,15 +321,7 @@ class _UDP:
         if self.held is not None:  # within a batch: sent with the others at its end
             self.held.append((wire, addr))
             return
-        if not self.backlog:
-            try:
-                self.sock.sendto(wire, addr)
-                return
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError:
-                return
-        self._queue(wire, addr)
+        self.send_all(((wire, addr),))
 
     def hold(self) -> bool:
         """Hold this socket's replies until :meth:`release`; False if they are held already."""
@@ -343,7 +335,7 @@ class _UDP:
         if out:
             self.send_all(out)
 
-    def send_all(self, out: list[tuple[bytes, Any]]) -> None:
+    def send_all(self, out: Sequence[tuple[bytes, Any]]) -> None:
         """Send ``out`` in order, back to back (what the kernel cannot take now waits in the backlog)."""
         if self.closed:
             return
@@ -751,11 +743,11 @@ class _UDPForward(_Waiter):
         d = self.decided
         # the memo of DNSServer.finish_reply, read here without this query's own Forward: its limits are the
         # decision's, and the pooled socket gave this exchange only a reply with its ID
-        if srv.config.answer_cache and len(data) <= UDP_READ_SIZE and len(data) <= d.read_size:
-            hit = srv.fit_memo.get((d.limit, data[2:]))
-            if hit is not None:
-                self.done(data[:2] + hit)
-                return
+        key = srv.fit_key(d, data)
+        hit = None if key is None else srv.fit_memo.get(key)
+        if hit is not None:
+            self.done(data[:2] + hit)
+            return
         wire = srv.finish_reply(self.fwd, data)
         if wire is None:
             self.next()
@@ -1150,11 +1142,11 @@ class DNSServer:
         512 bytes whose bytes after the ID were seen before (with the same client limit) gets the same
         re-packing with its own ID. ``fit`` keeps the reply's ID and reads nothing else of it, so the memo
         is exact."""
-        if not self.config.answer_cache or len(reply) > UDP_READ_SIZE or len(reply) > fwd.read_size:
+        key = self.fit_key(fwd, reply)
+        if key is None:
             return finish_forward(fwd, reply)
         if not upstream_id_matches(fwd, reply):
             return None
-        key = (fwd.limit, reply[2:])
         hit = self.fit_memo.get(key)
         if hit is not None:
             return reply[:2] + hit
@@ -1164,6 +1156,15 @@ class DNSServer:
                 self.fit_memo.clear()
             self.fit_memo[key] = wire[2:]
         return wire
+
+    def fit_key(self, fwd: Forward, reply: bytes) -> tuple[int, bytes] | None:
+        """The key of ``reply``'s re-packing in the memo under ``fwd``'s client limits (its bytes after the ID),
+        None when such a reply is not memoised: the answer cache is off, or it is longer than 512 bytes or than
+        the client reads. ``fwd`` may be the decision of an earlier query with the same bytes after the ID: the
+        limits are the same."""
+        if not self.config.answer_cache or len(reply) > UDP_READ_SIZE or len(reply) > fwd.read_size:
+            return None
+        return (fwd.limit, reply[2:])
 
     def remember_tcp(self, query: bytes, prefix: bytes, reply: bytes) -> None:
         if len(self.tcp_answer_cache) >= ANSWER_CACHE_MAX:
