@@ -664,9 +664,7 @@ class Workload:
         """Trace ``packet`` and the sidecar's connections after it (``netsim.workload.hops.follow``);
         ``envoy`` is the sidecar's own decision of where to connect (``netsim.mesh``, given by the caller)."""
         fam = packet.family
-        rules = self._cache.get(fam)
-        if rules is None:
-            rules = self.rules(fam)
+        rules = self.rules(fam)
         f = self._followers.get(fam)
         if f is None or f.rules is not rules or f.sidecar is not self.sidecar:
             from netsim.workload.hops import Follower
