@@ -471,6 +471,29 @@ def test_serve_defaults_are_the_server_defaults(tmp_path: Path, monkeypatch: pyt
     assert seen == [server_mod.ServerConfig(upstreams=(("10.96.0.10", 53),))]
 
 
+def test_serve_reload_skips_a_document_that_is_no_kubernetes_object(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Helm values file in the watched directory is skipped with a note at start and on every reload (a reload
+    refuses a bad object, not a file that is no object at all), and the objects beside it are read."""
+    import netsim.dns.server as server_mod
+
+    loaders: list[Any] = []
+    monkeypatch.setattr(server_mod, "run", lambda cfg, loader, **kw: loaders.append(loader))
+    d = tmp_path / "manifests"
+    d.mkdir()
+    (d / "nginx.yaml").write_text(Path(NGINX).read_text())
+    (d / "values.yaml").write_text("replicaCount: 2\n")
+    rc = tmp_path / "resolv.conf"
+    rc.write_text("nameserver 127.0.0.1\n")
+    r = run("serve", "--config", str(d), "--resolv-conf", str(rc))
+    assert r.exit_code == 0, r.output
+    assert f"note: {d / 'values.yaml'}: document 1 (line 1): not a Kubernetes object" in r.stderr
+    (loader,) = loaders
+    assert list(loader().table.entries) == ["xxx.example.com"]  # the table read at start
+    (d / "nginx.yaml").write_text(Path(NGINX).read_text().replace("xxx.example.com", "yyy.example.com"))
+    assert list(loader().table.entries) == ["yyy.example.com"]  # a reload: strict, and not refused
+
+
 def test_serve_reload_reads_the_files_again_and_refuses_a_bad_object(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """At start a bad object is a warning; on reload it fails the reload, so the server keeps the old table."""
